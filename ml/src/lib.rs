@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod mlp;
 pub mod optim;
 pub mod scorecard;
+pub mod table;
