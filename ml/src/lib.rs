@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dp;
+pub mod fed;
 pub mod gbdt;
 pub mod linear;
 pub mod metrics;

@@ -1,0 +1,1160 @@
+//! The federated task language: what a job asks of participants, and how the server turns
+//! the securely aggregated SUMS into a model.
+//!
+//! A job is a sequence of *steps*. For each step the server half ([`Plan`]) emits an
+//! [`Instruction`]; every participant runs [`compute`] on its local data and returns a flat
+//! `Vec<f64>` of a length the plan fixed in advance; the vectors are encoded, masked and summed
+//! by secure aggregation; the plan [`Plan::absorb`]s the decoded sum and decides the next step.
+//!
+//! The plan never sees one participant's vector, only sums. Participants are stateless between
+//! steps apart from a cache of derived data ([`LocalCache`]), so a participant that restarts
+//! mid-job computes the same answer for the next step.
+//!
+//! Steps of a logistic-regression or MLP job:
+//! 1. `Scale` — row and label counts, observed counts per feature, and a log-magnitude
+//!    histogram per feature, from which the plan picks a scale per feature (so the next step's
+//!    sums fit the fixed-point encoding without losing precision on small-valued features).
+//! 2. `Moments` — Σx/s and Σ(x/s)² per feature: the global means and standard deviations
+//!    every participant then standardises with. Nobody revealed their own.
+//! 3. `Train` × rounds — FedAvg: each participant runs local epochs from the global model and
+//!    returns n_k·(w_k − w) and n_k (or, with differential privacy, its clipped, unweighted
+//!    update plus integer noise); the server optimiser (FedAvg / FedAdam / FedYogi) applies
+//!    the average.
+//! 4. `Evaluate` every `eval_every` rounds and at the end — per-class score histograms on each
+//!    participant's hold-out set, so the coordinator computes AUC, KS, log-loss and lift of the
+//!    federation without seeing any record or any one institution's metrics.
+
+use std::collections::BTreeMap;
+
+use ndarray::{Array2, ArrayView1, Axis};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::linear::{self, LinearParams, LocalTrainConfig};
+use crate::metrics::{BinaryMetrics, ScoreHistogram};
+use crate::mlp::{self, MlpParams, MlpSpec};
+use crate::optim::{OptimizerState, ServerOptimizer};
+use crate::table::Table;
+
+/// Log-magnitude histogram: bin 0 holds |x| < 1e-6, bin i holds [10^(i-7), 10^(i-6)), the last
+/// bin everything ≥ 1e12.
+const MAG_BINS: usize = 20;
+/// |x/scale| is clipped here in the moments step (robust to a few extreme outliers).
+const MOMENT_CLIP: f64 = 1e3;
+/// Each coordinate of a local update is clipped to ±DELTA_CLIP (non-DP jobs).
+const DELTA_CLIP: f64 = 10.0;
+/// Per-row log-loss is capped here (probabilities clamped to [1e-15, 1-1e-15]).
+const LOSS_CAP: f64 = 35.0;
+
+/// Errors of the federated task layer, sorted by who is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum FedError {
+    #[error("job spec: {0}")]
+    Spec(String),
+    #[error("local data: {0}")]
+    Data(String),
+    #[error("aggregate for step {step} has {got} values, expected {expected}")]
+    SumLength {
+        step: u64,
+        expected: usize,
+        got: usize,
+    },
+    #[error("no participant contributed to step {step}")]
+    NoContributors { step: u64 },
+    #[error("instruction is not valid for this job: {0}")]
+    Instruction(String),
+    #[error("model: {0}")]
+    Model(String),
+}
+
+/// The business task a job trains for; it decides the report wording and the default
+/// class weighting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    #[default]
+    Risk,
+    Propensity,
+    Churn,
+}
+
+/// The model family a job trains.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelSpec {
+    LogisticRegression,
+    Mlp { hidden: Vec<usize> },
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        ModelSpec::LogisticRegression
+    }
+}
+
+/// Local and server learning settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Learning {
+    pub local_epochs: usize,
+    pub learning_rate: f64,
+    pub batch_size: usize,
+    /// L2 penalty per sample (objective: mean log-loss + l2/2·‖coef‖²).
+    pub l2: f64,
+    /// Weight of positive rows; `None` = 1 (no class weighting).
+    pub pos_weight: Option<f64>,
+    /// FedProx proximal coefficient μ (0 = FedAvg local objective).
+    pub prox_mu: f64,
+    pub server_optimizer: ServerOptimizer,
+}
+
+impl Default for Learning {
+    fn default() -> Self {
+        Learning {
+            local_epochs: 2,
+            learning_rate: 0.1,
+            batch_size: 64,
+            l2: 1e-4,
+            pos_weight: None,
+            prox_mu: 0.0,
+            server_optimizer: ServerOptimizer::FedAvg { lr: 1.0 },
+        }
+    }
+}
+
+/// Differential privacy for the training updates (distributed discrete Gaussian under secure
+/// aggregation): each participant clips its update to L2 norm `clip` and adds integer noise
+/// so that the SUM carries noise of standard deviation `noise_multiplier · clip`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DpSpec {
+    pub clip: f64,
+    pub noise_multiplier: f64,
+    pub delta: f64,
+    /// Stop cleanly before ε would exceed this.
+    pub epsilon_budget: Option<f64>,
+}
+
+/// What an operator launches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Assigned by the coordinator when empty.
+    #[serde(default)]
+    pub job_id: String,
+    /// Name of the local dataset every participant maps to its own file.
+    pub dataset: String,
+    #[serde(default)]
+    pub task: Task,
+    #[serde(default)]
+    pub model: ModelSpec,
+    /// Feature columns (after one-hot expansion); empty = every feature of the dataset.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Label columns; one model output per label (multi-product propensity). Empty = the
+    /// dataset's first label.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    pub rounds: u64,
+    #[serde(default = "default_min_participants")]
+    pub min_participants: usize,
+    /// Secure-aggregation threshold t; default: more than half of each neighbourhood.
+    #[serde(default)]
+    pub threshold: Option<usize>,
+    /// Neighbourhood size k; default 2·log2(n) (SecAgg+), complete graph for small n.
+    #[serde(default)]
+    pub neighbours: Option<usize>,
+    #[serde(default)]
+    pub learning: Learning,
+    #[serde(default)]
+    pub dp: Option<DpSpec>,
+    #[serde(default = "default_eval_every")]
+    pub eval_every: u64,
+    #[serde(default = "default_hist_bins")]
+    pub hist_bins: usize,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_phase_timeout_ms")]
+    pub phase_timeout_ms: u64,
+    /// Largest federation the fixed-point encoding must allow for.
+    #[serde(default = "default_max_participants")]
+    pub max_participants: u32,
+}
+
+fn default_min_participants() -> usize {
+    2
+}
+fn default_eval_every() -> u64 {
+    5
+}
+fn default_hist_bins() -> usize {
+    1000
+}
+fn default_phase_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_participants() -> u32 {
+    1000
+}
+
+impl JobSpec {
+    /// Checks everything that can be checked without data; the error says which field.
+    pub fn validate(&self) -> Result<(), FedError> {
+        let bad = |m: String| Err(FedError::Spec(m));
+        if self.dataset.trim().is_empty() {
+            return bad("dataset: must name the local dataset".into());
+        }
+        if self.rounds == 0 || self.rounds > 100_000 {
+            return bad(format!("rounds: {} is outside 1..=100000", self.rounds));
+        }
+        if self.min_participants < 2 {
+            return bad(format!(
+                "min_participants: {} — secure aggregation needs at least 2",
+                self.min_participants
+            ));
+        }
+        if self.min_participants as u64 > self.max_participants as u64 {
+            return bad("min_participants exceeds max_participants".into());
+        }
+        if self.hist_bins < 10 || self.hist_bins > 100_000 {
+            return bad(format!(
+                "hist_bins: {} is outside 10..=100000",
+                self.hist_bins
+            ));
+        }
+        if self.eval_every == 0 {
+            return bad("eval_every: must be at least 1".into());
+        }
+        let l = &self.learning;
+        if !(l.learning_rate > 0.0 && l.learning_rate.is_finite()) {
+            return bad(format!(
+                "learning.learning_rate: {} must be > 0",
+                l.learning_rate
+            ));
+        }
+        if l.batch_size == 0 || l.local_epochs == 0 {
+            return bad("learning.batch_size and learning.local_epochs must be ≥ 1".into());
+        }
+        if !(l.l2 >= 0.0 && l.prox_mu >= 0.0) {
+            return bad("learning.l2 and learning.prox_mu must be ≥ 0".into());
+        }
+        if let Some(w) = l.pos_weight {
+            if !(w > 0.0 && w.is_finite()) {
+                return bad(format!("learning.pos_weight: {w} must be > 0"));
+            }
+        }
+        if let ModelSpec::Mlp { hidden } = &self.model {
+            if hidden.is_empty() || hidden.len() > 2 || hidden.iter().any(|&h| h == 0 || h > 1024) {
+                return bad("model.hidden: one or two layers of 1..=1024 units".into());
+            }
+        }
+        if let Some(dp) = &self.dp {
+            if !(dp.clip > 0.0 && dp.noise_multiplier > 0.0 && dp.delta > 0.0 && dp.delta < 1.0) {
+                return bad("dp: clip > 0, noise_multiplier > 0 and 0 < delta < 1 required".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Global standardisation, computed under secure aggregation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Standardizer {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+    /// Fraction of rows with the feature missing, federation-wide.
+    pub missing_rate: Vec<f64>,
+}
+
+impl Standardizer {
+    /// Standardised copy of `x`; missing values become 0 (= the global mean).
+    pub fn apply(&self, x: ndarray::ArrayView2<f32>) -> Array2<f32> {
+        let mut out = x.to_owned();
+        for (j, mut col) in out.axis_iter_mut(Axis(1)).enumerate() {
+            let (m, s) = (self.mean[j] as f32, self.std[j] as f32);
+            col.mapv_inplace(|v| if v.is_nan() { 0.0 } else { (v - m) / s });
+        }
+        out
+    }
+}
+
+/// Trained parameters, one set per label.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelParams {
+    LogisticRegression { per_label: Vec<LinearParams> },
+    Mlp { per_label: Vec<MlpParams> },
+}
+
+impl ModelParams {
+    fn dim(&self) -> usize {
+        match self {
+            ModelParams::LogisticRegression { per_label } => {
+                per_label.iter().map(|p| p.coef.len() + 1).sum()
+            }
+            ModelParams::Mlp { per_label } => per_label.iter().map(|p| p.flat.len()).sum(),
+        }
+    }
+    fn flat(&self) -> Vec<f64> {
+        match self {
+            ModelParams::LogisticRegression { per_label } => {
+                per_label.iter().flat_map(|p| p.to_flat()).collect()
+            }
+            ModelParams::Mlp { per_label } => per_label
+                .iter()
+                .flat_map(|p| p.flat.iter().copied())
+                .collect(),
+        }
+    }
+    fn set_flat(&mut self, v: &[f64]) -> Result<(), FedError> {
+        let mut off = 0;
+        match self {
+            ModelParams::LogisticRegression { per_label } => {
+                for p in per_label.iter_mut() {
+                    let n = p.coef.len() + 1;
+                    *p = LinearParams::from_flat(&v[off..off + n])
+                        .map_err(|e| FedError::Model(e.to_string()))?;
+                    off += n;
+                }
+            }
+            ModelParams::Mlp { per_label } => {
+                for p in per_label.iter_mut() {
+                    let n = p.flat.len();
+                    p.flat.copy_from_slice(&v[off..off + n]);
+                    off += n;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A model as participants and the scorer use it: column names, standardisation, parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainedModel {
+    pub features: Vec<String>,
+    pub labels: Vec<String>,
+    pub standardizer: Standardizer,
+    pub params: ModelParams,
+}
+
+impl TrainedModel {
+    /// Probabilities, rows × labels. `table` must have the model's feature columns.
+    pub fn predict(&self, table: &Table) -> Result<Array2<f64>, FedError> {
+        let x = select_columns(table, &self.features)?;
+        let xs = self.standardizer.apply(x.view());
+        self.predict_standardized(xs.view())
+    }
+
+    fn predict_standardized(&self, xs: ndarray::ArrayView2<f32>) -> Result<Array2<f64>, FedError> {
+        let n = xs.nrows();
+        let mut out = Array2::zeros((n, self.labels.len()));
+        for l in 0..self.labels.len() {
+            let p = match &self.params {
+                ModelParams::LogisticRegression { per_label } => {
+                    linear::predict_proba(&per_label[l], xs)
+                }
+                ModelParams::Mlp { per_label } => mlp::mlp_predict_proba(&per_label[l], xs),
+            };
+            out.column_mut(l).assign(&ArrayView1::from(&p));
+        }
+        Ok(out)
+    }
+}
+
+/// Which columns and labels a step works on; carried by every instruction so a participant
+/// needs no memory of earlier steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobData {
+    pub dataset: String,
+    pub features: Vec<String>,
+    pub labels: Vec<String>,
+}
+
+/// Integer noise a participant adds to its encoded vector (distributed discrete Gaussian).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NoiseSpec {
+    /// L2 clip of the update (float domain).
+    pub clip: f64,
+    /// Standard deviation of THIS participant's noise in the float domain
+    /// (σ·clip/√n so that the sum over n has σ·clip).
+    pub stddev: f64,
+}
+
+/// What one participant must compute for one step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Instruction {
+    Scale {
+        data: JobData,
+    },
+    Moments {
+        data: JobData,
+        scales: Vec<f64>,
+    },
+    Train {
+        data: JobData,
+        model: TrainedModel,
+        local: LocalTrainConfig,
+        seed: u64,
+        /// Present when the job runs with differential privacy.
+        noise: Option<NoiseSpec>,
+    },
+    Evaluate {
+        data: JobData,
+        model: TrainedModel,
+        bins: usize,
+    },
+}
+
+impl Instruction {
+    /// Short name for logs and reports.
+    pub fn purpose(&self) -> &'static str {
+        match self {
+            Instruction::Scale { .. } => "stats",
+            Instruction::Moments { .. } => "stats",
+            Instruction::Train { .. } => "train",
+            Instruction::Evaluate { .. } => "eval",
+        }
+    }
+
+    /// Noise the participant must add after encoding (None for non-DP steps).
+    pub fn noise(&self) -> Option<&NoiseSpec> {
+        match self {
+            Instruction::Train { noise, .. } => noise.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn data(&self) -> &JobData {
+        match self {
+            Instruction::Scale { data }
+            | Instruction::Moments { data, .. }
+            | Instruction::Train { data, .. }
+            | Instruction::Evaluate { data, .. } => data,
+        }
+    }
+}
+
+/// One step as the plan hands it to the round driver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub index: u64,
+    pub instruction: Instruction,
+    /// Length of every participant's vector.
+    pub len: usize,
+    /// Largest magnitude of any element of one participant's vector (encoding bound).
+    pub max_abs: f64,
+}
+
+/// A participant's data for one job: its training rows and its hold-out rows.
+#[derive(Clone, Debug)]
+pub struct LocalData {
+    pub train: Table,
+    pub holdout: Table,
+}
+
+/// Derived data a participant keeps between steps (pure cache: dropping it changes nothing).
+#[derive(Debug, Default)]
+pub struct LocalCache {
+    standardized: Option<(Standardizer, Array2<f32>, Array2<f32>)>,
+}
+
+/// Columns `names` of `table`, in that order, or an error naming the first missing one.
+pub fn select_columns(table: &Table, names: &[String]) -> Result<Array2<f32>, FedError> {
+    let idx: BTreeMap<&str, usize> = table
+        .feature_names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let cols = names
+        .iter()
+        .map(|n| {
+            idx.get(n.as_str()).copied().ok_or_else(|| {
+                FedError::Data(format!("feature column '{n}' is not in the local dataset"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(table.x.select(Axis(1), &cols))
+}
+
+/// Label columns `names` of `table`, rows × labels.
+pub fn select_labels(table: &Table, names: &[String]) -> Result<Array2<f32>, FedError> {
+    let cols = names
+        .iter()
+        .map(|n| {
+            table
+                .label_names
+                .iter()
+                .position(|l| l == n)
+                .ok_or_else(|| {
+                    FedError::Data(format!("label column '{n}' is not in the local dataset"))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(table.labels.select(Axis(1), &cols))
+}
+
+fn mag_bin(v: f64) -> usize {
+    let a = v.abs();
+    if a < 1e-6 {
+        0
+    } else {
+        ((a.log10().floor() as i64 + 7).clamp(1, MAG_BINS as i64 - 1)) as usize
+    }
+}
+
+fn mag_upper(bin: usize) -> f64 {
+    10f64.powi(bin as i32 - 6)
+}
+
+fn clamp_loss(p: f64, y: f32) -> f64 {
+    let p = p.clamp(1e-15, 1.0 - 1e-15);
+    let l = if y > 0.5 { -p.ln() } else { -(1.0 - p).ln() };
+    l.min(LOSS_CAP)
+}
+
+/// The participant half: compute this step's vector on local data.
+pub fn compute(
+    instr: &Instruction,
+    local: &LocalData,
+    cache: &mut LocalCache,
+) -> Result<Vec<f64>, FedError> {
+    let data = instr.data();
+    match instr {
+        Instruction::Scale { .. } => {
+            let x = select_columns(&local.train, &data.features)?;
+            let y = select_labels(&local.train, &data.labels)?;
+            if x.nrows() == 0 {
+                return Err(FedError::Data("no training rows".into()));
+            }
+            let f = x.ncols();
+            let mut out = vec![0.0; 1 + y.ncols() + f * (1 + MAG_BINS)];
+            out[0] = x.nrows() as f64;
+            for (l, col) in y.axis_iter(Axis(1)).enumerate() {
+                out[1 + l] = col.iter().filter(|&&v| v > 0.5).count() as f64;
+            }
+            let base = 1 + y.ncols();
+            for (j, col) in x.axis_iter(Axis(1)).enumerate() {
+                let o = base + j * (1 + MAG_BINS);
+                for &v in col {
+                    if !v.is_nan() {
+                        out[o] += 1.0;
+                        out[o + 1 + mag_bin(v as f64)] += 1.0;
+                    }
+                }
+            }
+            Ok(out)
+        }
+        Instruction::Moments { scales, .. } => {
+            let x = select_columns(&local.train, &data.features)?;
+            if scales.len() != x.ncols() {
+                return Err(FedError::Instruction(format!(
+                    "moments: {} scales for {} features",
+                    scales.len(),
+                    x.ncols()
+                )));
+            }
+            let mut out = vec![0.0; 2 * x.ncols()];
+            for (j, col) in x.axis_iter(Axis(1)).enumerate() {
+                let s = scales[j];
+                let (mut s1, mut s2) = (0.0, 0.0);
+                for &v in col {
+                    if !v.is_nan() {
+                        let z = (v as f64 / s).clamp(-MOMENT_CLIP, MOMENT_CLIP);
+                        s1 += z;
+                        s2 += z * z;
+                    }
+                }
+                out[2 * j] = s1;
+                out[2 * j + 1] = s2;
+            }
+            Ok(out)
+        }
+        Instruction::Train {
+            model,
+            local: cfg,
+            seed,
+            noise,
+            ..
+        } => {
+            let (xs, _) = standardized(cache, local, model)?;
+            let y = select_labels(&local.train, &data.labels)?;
+            let n = xs.nrows() as f64;
+            // Train loss of the global model before the local epochs, for the curve.
+            let p0 = model.predict_standardized(xs.view())?;
+            let loss: f64 = y
+                .indexed_iter()
+                .map(|((r, l), &yv)| clamp_loss(p0[[r, l]], yv))
+                .sum();
+            let global = model.params.flat();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(*seed);
+            let mut new_params = model.params.clone();
+            match &mut new_params {
+                ModelParams::LogisticRegression { per_label } => {
+                    for (l, p) in per_label.iter_mut().enumerate() {
+                        *p = linear::local_train(p, xs.view(), y.column(l), cfg, &mut rng);
+                    }
+                }
+                ModelParams::Mlp { per_label } => {
+                    for (l, p) in per_label.iter_mut().enumerate() {
+                        *p = mlp::mlp_local_train(p, xs.view(), y.column(l), cfg, &mut rng);
+                    }
+                }
+            }
+            let mut delta: Vec<f64> = new_params
+                .flat()
+                .iter()
+                .zip(&global)
+                .map(|(a, b)| a - b)
+                .collect();
+            match noise {
+                None => {
+                    let mut out: Vec<f64> = delta
+                        .iter()
+                        .map(|d| n * d.clamp(-DELTA_CLIP, DELTA_CLIP))
+                        .collect();
+                    out.push(n);
+                    out.push(loss);
+                    Ok(out)
+                }
+                Some(ns) => {
+                    // Per-participant clipping; the update is unweighted so one
+                    // institution's influence on the sum is bounded by `clip`.
+                    let norm = delta.iter().map(|d| d * d).sum::<f64>().sqrt();
+                    if norm > ns.clip {
+                        let s = ns.clip / norm;
+                        delta.iter_mut().for_each(|d| *d *= s);
+                    }
+                    delta.push(1.0);
+                    Ok(delta)
+                }
+            }
+        }
+        Instruction::Evaluate { model, bins, .. } => {
+            let (_, xh) = standardized(cache, local, model)?;
+            let y = select_labels(&local.holdout, &data.labels)?;
+            let p = model.predict_standardized(xh.view())?;
+            let mut out = Vec::with_capacity(y.ncols() * (2 * bins + 2));
+            for l in 0..y.ncols() {
+                let scores: Vec<f64> = p.column(l).to_vec();
+                let labels: Vec<f32> = y.column(l).to_vec();
+                let h = ScoreHistogram::from_scores(&scores, &labels, *bins);
+                out.extend(h.to_flat());
+                out.push(
+                    scores
+                        .iter()
+                        .zip(&labels)
+                        .map(|(&s, &yv)| clamp_loss(s, yv))
+                        .sum(),
+                );
+                out.push(scores.len() as f64);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Standardised train and hold-out matrices for `model`'s columns, cached by standardiser.
+fn standardized<'c>(
+    cache: &'c mut LocalCache,
+    local: &LocalData,
+    model: &TrainedModel,
+) -> Result<(&'c Array2<f32>, &'c Array2<f32>), FedError> {
+    let fresh = match &cache.standardized {
+        Some((s, _, _)) => s != &model.standardizer,
+        None => true,
+    };
+    if fresh {
+        let xt = select_columns(&local.train, &model.features)?;
+        let xh = select_columns(&local.holdout, &model.features)?;
+        cache.standardized = Some((
+            model.standardizer.clone(),
+            model.standardizer.apply(xt.view()),
+            model.standardizer.apply(xh.view()),
+        ));
+    }
+    match &cache.standardized {
+        Some((_, a, b)) => Ok((a, b)),
+        None => Err(FedError::Data("standardisation cache empty".into())),
+    }
+}
+
+/// One point of the training curve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub round: u64,
+    pub train_loss: Option<f64>,
+    pub holdout: Option<Vec<BinaryMetrics>>,
+}
+
+/// Evaluation result per label, from summed histograms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub round: u64,
+    pub per_label: Vec<(BinaryMetrics, ScoreHistogram)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Stage {
+    Scale,
+    Moments { scales: Vec<f64> },
+    Train { round: u64 },
+    Evaluate { after_round: u64 },
+    Done,
+}
+
+/// The server half of a job: a serialisable state machine (it IS the checkpoint).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub spec: JobSpec,
+    data: JobData,
+    stage: Stage,
+    step: u64,
+    total_rows: f64,
+    positives: Vec<f64>,
+    observed: Vec<f64>,
+    model: Option<TrainedModel>,
+    optimizer: Option<OptimizerState>,
+    pub curve: Vec<CurvePoint>,
+    pub last_eval: Option<Evaluation>,
+    /// Rounds of noisy training done (for the DP accountant).
+    pub dp_rounds: u64,
+    /// Participants in each DP training round (noise calibration).
+    pub stopped_early: Option<String>,
+}
+
+impl Plan {
+    /// A new plan. `features`/`labels` are the job's columns (the coordinator resolves an empty
+    /// list in the spec against the dataset's schema before calling this).
+    pub fn new(
+        spec: JobSpec,
+        features: Vec<String>,
+        labels: Vec<String>,
+    ) -> Result<Self, FedError> {
+        spec.validate()?;
+        if features.is_empty() {
+            return Err(FedError::Spec(
+                "features: the job has no feature columns".into(),
+            ));
+        }
+        if labels.is_empty() {
+            return Err(FedError::Spec("labels: the job has no label column".into()));
+        }
+        let data = JobData {
+            dataset: spec.dataset.clone(),
+            features,
+            labels,
+        };
+        Ok(Plan {
+            spec,
+            data,
+            stage: Stage::Scale,
+            step: 0,
+            total_rows: 0.0,
+            positives: Vec::new(),
+            observed: Vec::new(),
+            model: None,
+            optimizer: None,
+            curve: Vec::new(),
+            last_eval: None,
+            dp_rounds: 0,
+            stopped_early: None,
+        })
+    }
+
+    pub fn data(&self) -> &JobData {
+        &self.data
+    }
+
+    /// Index of the next step (also the secure-aggregation round number).
+    pub fn step_index(&self) -> u64 {
+        self.step
+    }
+
+    /// Training rounds completed.
+    pub fn rounds_done(&self) -> u64 {
+        match &self.stage {
+            Stage::Train { round } => *round,
+            Stage::Evaluate { after_round } => *after_round,
+            Stage::Done => self.spec.rounds,
+            _ => 0,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.stage, Stage::Done)
+    }
+
+    pub fn model(&self) -> Option<&TrainedModel> {
+        self.model.as_ref()
+    }
+
+    /// Stops the job after the current state (e.g. the privacy budget is spent); a final
+    /// evaluation still runs when a model exists.
+    pub fn stop(&mut self, reason: String) {
+        self.stopped_early = Some(reason);
+        self.stage = match (&self.stage, &self.model) {
+            (Stage::Train { round }, Some(_)) => Stage::Evaluate {
+                after_round: *round,
+            },
+            (Stage::Evaluate { .. }, _) => self.stage.clone(),
+            _ => Stage::Done,
+        };
+    }
+
+    /// The next step, or `None` when the job is done.
+    pub fn next_step(&self) -> Option<Step> {
+        let f = self.data.features.len();
+        let l = self.data.labels.len();
+        let p = self.spec.max_participants as f64;
+        let rows_bound = (self.total_rows.max(1.0)).min(1e12);
+        let (instruction, len, max_abs) = match &self.stage {
+            Stage::Done => return None,
+            Stage::Scale => (
+                Instruction::Scale {
+                    data: self.data.clone(),
+                },
+                1 + l + f * (1 + MAG_BINS),
+                // Row counts of one institution: up to a billion.
+                1e9,
+            ),
+            Stage::Moments { scales } => (
+                Instruction::Moments {
+                    data: self.data.clone(),
+                    scales: scales.clone(),
+                },
+                2 * f,
+                rows_bound * MOMENT_CLIP * MOMENT_CLIP,
+            ),
+            Stage::Train { round } => {
+                let model = self.model.clone()?;
+                let dim = model.params.dim();
+                let lr = &self.spec.learning;
+                let local = LocalTrainConfig {
+                    epochs: lr.local_epochs,
+                    learning_rate: lr.learning_rate,
+                    batch_size: lr.batch_size,
+                    l2: lr.l2,
+                    pos_weight: lr.pos_weight.unwrap_or(1.0),
+                    prox_mu: lr.prox_mu,
+                };
+                let (noise, len, max_abs) = match &self.spec.dp {
+                    None => (None, dim + 2, rows_bound * DELTA_CLIP.max(LOSS_CAP)),
+                    Some(dp) => {
+                        let stddev = dp.noise_multiplier * dp.clip / p.sqrt().max(1.0);
+                        // Values are clipped to `clip`; the noise is added in the integer
+                        // domain after encoding, so the bound covers value + a 20σ tail.
+                        (
+                            Some(NoiseSpec {
+                                clip: dp.clip,
+                                stddev,
+                            }),
+                            dim + 1,
+                            dp.clip + 20.0 * dp.noise_multiplier * dp.clip,
+                        )
+                    }
+                };
+                (
+                    Instruction::Train {
+                        data: self.data.clone(),
+                        model,
+                        local,
+                        seed: self.spec.seed ^ (round.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                        noise,
+                    },
+                    len,
+                    max_abs,
+                )
+            }
+            Stage::Evaluate { .. } => (
+                Instruction::Evaluate {
+                    data: self.data.clone(),
+                    model: self.model.clone()?,
+                    bins: self.spec.hist_bins,
+                },
+                l * (2 * self.spec.hist_bins + 2),
+                rows_bound * LOSS_CAP,
+            ),
+        };
+        Some(Step {
+            index: self.step,
+            instruction,
+            len,
+            max_abs,
+        })
+    }
+
+    /// Absorbs the decoded SUM of the current step over `contributors` participants.
+    pub fn absorb(&mut self, sum: &[f64], contributors: usize) -> Result<(), FedError> {
+        let step = self
+            .next_step()
+            .ok_or_else(|| FedError::Spec("the job is already done".into()))?;
+        if sum.len() != step.len {
+            return Err(FedError::SumLength {
+                step: self.step,
+                expected: step.len,
+                got: sum.len(),
+            });
+        }
+        if contributors == 0 {
+            return Err(FedError::NoContributors { step: self.step });
+        }
+        let f = self.data.features.len();
+        let l = self.data.labels.len();
+        let next = match self.stage.clone() {
+            Stage::Done => Stage::Done,
+            Stage::Scale => {
+                self.total_rows = sum[0].round();
+                if self.total_rows < 1.0 {
+                    return Err(FedError::Data("the federation has no training rows".into()));
+                }
+                self.positives = sum[1..1 + l].iter().map(|v| v.round()).collect();
+                for (name, &pos) in self.data.labels.iter().zip(&self.positives) {
+                    if pos < 1.0 || pos >= self.total_rows {
+                        return Err(FedError::Data(format!(
+                            "label '{name}' has only one class across the federation ({pos} positives of {} rows)",
+                            self.total_rows
+                        )));
+                    }
+                }
+                let base = 1 + l;
+                let mut scales = Vec::with_capacity(f);
+                self.observed = Vec::with_capacity(f);
+                for j in 0..f {
+                    let o = base + j * (1 + MAG_BINS);
+                    let obs = sum[o].round().max(0.0);
+                    self.observed.push(obs);
+                    // Scale = upper edge of the 99.9th-percentile magnitude bin.
+                    let target = 0.999 * obs;
+                    let mut acc = 0.0;
+                    let mut scale = 1.0;
+                    for b in 0..MAG_BINS {
+                        acc += sum[o + 1 + b].max(0.0);
+                        if acc >= target {
+                            scale = mag_upper(b);
+                            break;
+                        }
+                    }
+                    scales.push(scale);
+                }
+                Stage::Moments { scales }
+            }
+            Stage::Moments { scales } => {
+                let mut mean = Vec::with_capacity(f);
+                let mut std = Vec::with_capacity(f);
+                let mut missing = Vec::with_capacity(f);
+                for j in 0..f {
+                    let n = self.observed[j].max(1.0);
+                    let s = scales[j];
+                    let m = sum[2 * j] / n;
+                    let var = (sum[2 * j + 1] / n - m * m).max(0.0);
+                    mean.push(m * s);
+                    let sd = var.sqrt() * s;
+                    std.push(if sd > 1e-12 { sd } else { 1.0 });
+                    missing.push(1.0 - self.observed[j] / self.total_rows);
+                }
+                let standardizer = Standardizer {
+                    mean,
+                    std,
+                    missing_rate: missing,
+                };
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.spec.seed);
+                let params = match &self.spec.model {
+                    ModelSpec::LogisticRegression => ModelParams::LogisticRegression {
+                        per_label: (0..l).map(|_| LinearParams::zeros(f)).collect(),
+                    },
+                    ModelSpec::Mlp { hidden } => ModelParams::Mlp {
+                        per_label: (0..l)
+                            .map(|_| {
+                                MlpParams::init(
+                                    MlpSpec {
+                                        inputs: f,
+                                        hidden: hidden.clone(),
+                                    },
+                                    &mut rng,
+                                )
+                            })
+                            .collect(),
+                    },
+                };
+                self.optimizer = Some(OptimizerState::new(
+                    &self.spec.learning.server_optimizer,
+                    params.dim(),
+                ));
+                self.model = Some(TrainedModel {
+                    features: self.data.features.clone(),
+                    labels: self.data.labels.clone(),
+                    standardizer,
+                    params,
+                });
+                Stage::Train { round: 0 }
+            }
+            Stage::Train { round } => {
+                let model = self
+                    .model
+                    .as_mut()
+                    .ok_or_else(|| FedError::Model("training before the model exists".into()))?;
+                let dim = model.params.dim();
+                let (avg, loss) = match &self.spec.dp {
+                    None => {
+                        let n = sum[dim];
+                        if n < 1.0 {
+                            return Err(FedError::NoContributors { step: self.step });
+                        }
+                        let avg: Vec<f64> = sum[..dim].iter().map(|v| v / n).collect();
+                        (avg, Some(sum[dim + 1] / (n * l as f64)))
+                    }
+                    Some(_) => {
+                        self.dp_rounds += 1;
+                        let c = sum[dim].round().max(1.0);
+                        (sum[..dim].iter().map(|v| v / c).collect(), None)
+                    }
+                };
+                let mut flat = model.params.flat();
+                let opt = self
+                    .optimizer
+                    .as_mut()
+                    .ok_or_else(|| FedError::Model("optimizer state missing".into()))?;
+                opt.step(&self.spec.learning.server_optimizer, &mut flat, &avg);
+                if flat.iter().any(|v| !v.is_finite()) {
+                    return Err(FedError::Model(format!(
+                        "training diverged in round {round}: non-finite parameters (lower the learning rate)"
+                    )));
+                }
+                model.params.set_flat(&flat)?;
+                let done = round + 1;
+                self.curve.push(CurvePoint {
+                    round: done,
+                    train_loss: loss,
+                    holdout: None,
+                });
+                if done % self.spec.eval_every == 0 || done >= self.spec.rounds {
+                    Stage::Evaluate { after_round: done }
+                } else {
+                    Stage::Train { round: done }
+                }
+            }
+            Stage::Evaluate { after_round } => {
+                let bins = self.spec.hist_bins;
+                let per = 2 * bins + 2;
+                let mut per_label = Vec::with_capacity(l);
+                for li in 0..l {
+                    let chunk = &sum[li * per..(li + 1) * per];
+                    let h = ScoreHistogram::from_flat(&chunk[..2 * bins], bins)
+                        .map_err(|e| FedError::Model(e.to_string()))?;
+                    let m = BinaryMetrics::from_histogram(&h, chunk[2 * bins], chunk[2 * bins + 1]);
+                    per_label.push((m, h));
+                }
+                let metrics: Vec<BinaryMetrics> =
+                    per_label.iter().map(|(m, _)| m.clone()).collect();
+                match self.curve.last_mut() {
+                    Some(c) if c.round == after_round => c.holdout = Some(metrics),
+                    _ => self.curve.push(CurvePoint {
+                        round: after_round,
+                        train_loss: None,
+                        holdout: Some(metrics),
+                    }),
+                }
+                self.last_eval = Some(Evaluation {
+                    round: after_round,
+                    per_label,
+                });
+                if after_round >= self.spec.rounds || self.stopped_early.is_some() {
+                    Stage::Done
+                } else {
+                    Stage::Train { round: after_round }
+                }
+            }
+        };
+        self.stage = next;
+        self.step += 1;
+        Ok(())
+    }
+}
+
+/// The exported model: what `fedsilo score` reads and what a model-validation team reviews.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelArtifact {
+    /// Format tag, `fedsilo-model/1`.
+    pub format: String,
+    pub job_id: String,
+    pub task: Task,
+    pub model_kind: String,
+    /// True when the job finished all its rounds (false for an intermediate snapshot).
+    pub complete: bool,
+    pub rounds: u64,
+    /// Readable coefficients per label: feature → coefficient on the standardised feature
+    /// (logistic regression only).
+    pub coefficients: Vec<BTreeMap<String, f64>>,
+    /// Latest federated hold-out metrics per label.
+    pub metrics: Vec<BinaryMetrics>,
+    /// SHA-256 (hex) of the decoded aggregate of the round that produced this model.
+    pub round_sha256: String,
+    /// SHA-256 (hex) of the JSON of `model`.
+    pub model_sha256: String,
+    /// Features, standardisation and parameters.
+    pub model: TrainedModel,
+}
+
+impl ModelArtifact {
+    pub const FORMAT: &'static str = "fedsilo-model/1";
+
+    pub fn new(plan: &Plan, model: &TrainedModel, round_sha256: String) -> Self {
+        let coefficients = match &model.params {
+            ModelParams::LogisticRegression { per_label } => per_label
+                .iter()
+                .map(|p| {
+                    let mut m: BTreeMap<String, f64> = model
+                        .features
+                        .iter()
+                        .cloned()
+                        .zip(p.coef.iter().copied())
+                        .collect();
+                    m.insert("(intercept)".into(), p.intercept);
+                    m
+                })
+                .collect(),
+            ModelParams::Mlp { .. } => Vec::new(),
+        };
+        let model_sha256 = serde_json::to_vec(model)
+            .map(|b| {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(&b))
+            })
+            .unwrap_or_default();
+        ModelArtifact {
+            format: Self::FORMAT.into(),
+            job_id: plan.spec.job_id.clone(),
+            task: plan.spec.task,
+            model_kind: match &plan.spec.model {
+                ModelSpec::LogisticRegression => "logistic_regression".into(),
+                ModelSpec::Mlp { .. } => "mlp".into(),
+            },
+            complete: plan.is_done(),
+            rounds: plan.rounds_done(),
+            coefficients,
+            metrics: plan
+                .last_eval
+                .as_ref()
+                .map(|e| e.per_label.iter().map(|(m, _)| m.clone()).collect())
+                .unwrap_or_default(),
+            round_sha256,
+            model_sha256,
+            model: model.clone(),
+        }
+    }
+
+    /// Reads an artifact, refusing other formats with a clear error.
+    pub fn from_json(text: &str) -> Result<Self, FedError> {
+        let a: ModelArtifact = serde_json::from_str(text)
+            .map_err(|e| FedError::Model(format!("not a fedsilo model: {e}")))?;
+        if a.format != Self::FORMAT {
+            return Err(FedError::Model(format!(
+                "model format '{}' is not supported (expected {})",
+                a.format,
+                Self::FORMAT
+            )));
+        }
+        Ok(a)
+    }
+}
