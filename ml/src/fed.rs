@@ -30,6 +30,7 @@ use ndarray::{Array2, ArrayView1, Axis};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::gbdt::{gbdt_compute, GbdtCache, GbdtInstruction, GbdtModel, GbdtParams, GbdtServer};
 use crate::linear::{self, LinearParams, LocalTrainConfig};
 use crate::metrics::{BinaryMetrics, ScoreHistogram};
 use crate::mlp::{self, MlpParams, MlpSpec};
@@ -83,7 +84,11 @@ pub enum Task {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ModelSpec {
     LogisticRegression,
-    Mlp { hidden: Vec<usize> },
+    Mlp {
+        hidden: Vec<usize>,
+    },
+    /// Histogram gradient-boosted trees; the job's `rounds` is ignored (`n_trees` counts).
+    Gbdt(GbdtParams),
 }
 
 impl Default for ModelSpec {
@@ -241,10 +246,26 @@ impl JobSpec {
                 return bad(format!("learning.pos_weight: {w} must be > 0"));
             }
         }
-        if let ModelSpec::Mlp { hidden } = &self.model {
-            if hidden.is_empty() || hidden.len() > 2 || hidden.iter().any(|&h| h == 0 || h > 1024) {
-                return bad("model.hidden: one or two layers of 1..=1024 units".into());
+        match &self.model {
+            ModelSpec::Mlp { hidden } => {
+                if hidden.is_empty()
+                    || hidden.len() > 2
+                    || hidden.iter().any(|&h| h == 0 || h > 1024)
+                {
+                    return bad("model.hidden: one or two layers of 1..=1024 units".into());
+                }
             }
+            ModelSpec::Gbdt(p) => {
+                p.validate()
+                    .map_err(|e| FedError::Spec(format!("model: {e}")))?;
+                if self.labels.len() > 1 {
+                    return bad("labels: gbdt trains one label per job".into());
+                }
+                if self.dp.is_some() {
+                    return bad("dp: differential privacy is available for logistic regression and MLP jobs".into());
+                }
+            }
+            ModelSpec::LogisticRegression => {}
         }
         if let Some(dp) = &self.dp {
             if !(dp.clip > 0.0 && dp.noise_multiplier > 0.0 && dp.delta > 0.0 && dp.delta < 1.0) {
@@ -282,6 +303,7 @@ impl Standardizer {
 pub enum ModelParams {
     LogisticRegression { per_label: Vec<LinearParams> },
     Mlp { per_label: Vec<MlpParams> },
+    Gbdt { model: GbdtModel },
 }
 
 impl ModelParams {
@@ -291,6 +313,7 @@ impl ModelParams {
                 per_label.iter().map(|p| p.coef.len() + 1).sum()
             }
             ModelParams::Mlp { per_label } => per_label.iter().map(|p| p.flat.len()).sum(),
+            ModelParams::Gbdt { .. } => 0,
         }
     }
     fn flat(&self) -> Vec<f64> {
@@ -302,6 +325,7 @@ impl ModelParams {
                 .iter()
                 .flat_map(|p| p.flat.iter().copied())
                 .collect(),
+            ModelParams::Gbdt { .. } => Vec::new(),
         }
     }
     fn set_flat(&mut self, v: &[f64]) -> Result<(), FedError> {
@@ -322,6 +346,11 @@ impl ModelParams {
                     off += n;
                 }
             }
+            ModelParams::Gbdt { .. } => {
+                return Err(FedError::Model(
+                    "trees have no flat parameter vector".into(),
+                ))
+            }
         }
         Ok(())
     }
@@ -340,15 +369,25 @@ impl TrainedModel {
     /// Probabilities, rows × labels. `table` must have the model's feature columns.
     pub fn predict(&self, table: &Table) -> Result<Array2<f64>, FedError> {
         let x = select_columns(table, &self.features)?;
+        if let ModelParams::Gbdt { model } = &self.params {
+            return gbdt_proba(model, x.view());
+        }
         let xs = self.standardizer.apply(x.view());
         self.predict_standardized(xs.view())
     }
 
+    /// Whether the model reads raw (unstandardised) features.
+    pub fn uses_raw_features(&self) -> bool {
+        matches!(self.params, ModelParams::Gbdt { .. })
+    }
+
+    /// Probabilities from already prepared features (standardised, or raw for trees).
     fn predict_standardized(&self, xs: ndarray::ArrayView2<f32>) -> Result<Array2<f64>, FedError> {
         let n = xs.nrows();
         let mut out = Array2::zeros((n, self.labels.len()));
         for l in 0..self.labels.len() {
             let p = match &self.params {
+                ModelParams::Gbdt { model } => return gbdt_proba(model, xs),
                 ModelParams::LogisticRegression { per_label } => {
                     linear::predict_proba(&per_label[l], xs)
                 }
@@ -358,6 +397,14 @@ impl TrainedModel {
         }
         Ok(out)
     }
+}
+
+fn gbdt_proba(model: &GbdtModel, x: ndarray::ArrayView2<f32>) -> Result<Array2<f64>, FedError> {
+    let p = model
+        .predict_proba(x)
+        .map_err(|e| FedError::Model(e.to_string()))?;
+    let n = p.len();
+    Array2::from_shape_vec((n, 1), p).map_err(|e| FedError::Model(e.to_string()))
 }
 
 /// Which columns and labels a step works on; carried by every instruction so a participant
@@ -403,6 +450,11 @@ pub enum Instruction {
         model: TrainedModel,
         bins: usize,
     },
+    /// A step of federated gradient boosting on raw features.
+    Gbdt {
+        data: JobData,
+        step: GbdtInstruction,
+    },
 }
 
 impl Instruction {
@@ -413,6 +465,10 @@ impl Instruction {
             Instruction::Moments { .. } => "stats",
             Instruction::Train { .. } => "train",
             Instruction::Evaluate { .. } => "eval",
+            Instruction::Gbdt { step, .. } => match step {
+                GbdtInstruction::Level { .. } => "tree-level",
+                _ => "bins",
+            },
         }
     }
 
@@ -429,7 +485,8 @@ impl Instruction {
             Instruction::Scale { data }
             | Instruction::Moments { data, .. }
             | Instruction::Train { data, .. }
-            | Instruction::Evaluate { data, .. } => data,
+            | Instruction::Evaluate { data, .. }
+            | Instruction::Gbdt { data, .. } => data,
         }
     }
 }
@@ -456,6 +513,8 @@ pub struct LocalData {
 #[derive(Debug, Default)]
 pub struct LocalCache {
     standardized: Option<(Standardizer, Array2<f32>, Array2<f32>)>,
+    raw: Option<(Vec<String>, Array2<f32>, Array2<f32>)>,
+    gbdt: GbdtCache,
 }
 
 /// Columns `names` of `table`, in that order, or an error naming the first missing one.
@@ -600,6 +659,11 @@ pub fn compute(
                         *p = mlp::mlp_local_train(p, xs.view(), y.column(l), cfg, &mut rng);
                     }
                 }
+                ModelParams::Gbdt { .. } => {
+                    return Err(FedError::Instruction(
+                        "a train step cannot carry a tree model".into(),
+                    ))
+                }
             }
             let mut delta: Vec<f64> = new_params
                 .flat()
@@ -630,10 +694,22 @@ pub fn compute(
                 }
             }
         }
+        Instruction::Gbdt { step, .. } => {
+            let y = select_labels(&local.train, &data.labels)?;
+            let (x, _) = raw_columns(cache, local, &data.features)?;
+            let x = x.clone();
+            gbdt_compute(step, x.view(), y.column(0), &mut cache.gbdt)
+                .map_err(|e| FedError::Data(e.to_string()))
+        }
         Instruction::Evaluate { model, bins, .. } => {
-            let (_, xh) = standardized(cache, local, model)?;
             let y = select_labels(&local.holdout, &data.labels)?;
-            let p = model.predict_standardized(xh.view())?;
+            let p = if model.uses_raw_features() {
+                let (_, xh) = raw_columns(cache, local, &model.features)?;
+                model.predict_standardized(xh.view())?
+            } else {
+                let (_, xh) = standardized(cache, local, model)?;
+                model.predict_standardized(xh.view())?
+            };
             let mut out = Vec::with_capacity(y.ncols() * (2 * bins + 2));
             for l in 0..y.ncols() {
                 let scores: Vec<f64> = p.column(l).to_vec();
@@ -651,6 +727,29 @@ pub fn compute(
             }
             Ok(out)
         }
+    }
+}
+
+/// Raw train and hold-out matrices of `features`, cached by column list.
+fn raw_columns<'c>(
+    cache: &'c mut LocalCache,
+    local: &LocalData,
+    features: &[String],
+) -> Result<(&'c Array2<f32>, &'c Array2<f32>), FedError> {
+    let fresh = match &cache.raw {
+        Some((f, _, _)) => f.as_slice() != features,
+        None => true,
+    };
+    if fresh {
+        cache.raw = Some((
+            features.to_vec(),
+            select_columns(&local.train, features)?,
+            select_columns(&local.holdout, features)?,
+        ));
+    }
+    match &cache.raw {
+        Some((_, a, b)) => Ok((a, b)),
+        None => Err(FedError::Data("column cache empty".into())),
     }
 }
 
@@ -700,6 +799,7 @@ enum Stage {
     Moments { scales: Vec<f64> },
     Train { round: u64 },
     Evaluate { after_round: u64 },
+    Gbdt { server: GbdtServer },
     Done,
 }
 
@@ -721,6 +821,17 @@ pub struct Plan {
     pub dp_rounds: u64,
     /// Participants in each DP training round (noise calibration).
     pub stopped_early: Option<String>,
+    #[serde(default)]
+    gbdt_standardizer: Option<Standardizer>,
+    /// Trees grown (gbdt), which replaces `spec.rounds`.
+    #[serde(default)]
+    rounds_override: Option<u64>,
+}
+
+fn unreachable_gbdt() -> Result<ModelParams, FedError> {
+    Err(FedError::Model(
+        "gbdt jobs do not train flat parameters".into(),
+    ))
 }
 
 impl Plan {
@@ -759,6 +870,8 @@ impl Plan {
             last_eval: None,
             dp_rounds: 0,
             stopped_early: None,
+            gbdt_standardizer: None,
+            rounds_override: None,
         })
     }
 
@@ -776,7 +889,8 @@ impl Plan {
         match &self.stage {
             Stage::Train { round } => *round,
             Stage::Evaluate { after_round } => *after_round,
-            Stage::Done => self.spec.rounds,
+            Stage::Gbdt { server } => server.trees_done() as u64,
+            Stage::Done => self.rounds_override.unwrap_or(self.spec.rounds),
             _ => 0,
         }
     }
@@ -864,6 +978,19 @@ impl Plan {
                     },
                     len,
                     max_abs,
+                )
+            }
+            Stage::Gbdt { server } => {
+                let step = server.next()?;
+                let len = step.output_len();
+                (
+                    Instruction::Gbdt {
+                        data: self.data.clone(),
+                        step,
+                    },
+                    len,
+                    // Counts and gradient/hessian sums: |g| ≤ 1, h ≤ 1/4 per row.
+                    rows_bound,
                 )
             }
             Stage::Evaluate { .. } => (
@@ -958,11 +1085,31 @@ impl Plan {
                     std,
                     missing_rate: missing,
                 };
+                if let ModelSpec::Gbdt(params) = &self.spec.model {
+                    // The boosting server's own statistics step is answered from the masked
+                    // moments already aggregated: [rows, positives, per feature c, Σx, Σx²].
+                    let mut server = GbdtServer::new(params.clone(), f)
+                        .map_err(|e| FedError::Spec(e.to_string()))?;
+                    let mut stats = vec![self.total_rows, self.positives[0]];
+                    for j in 0..f {
+                        let c = self.observed[j];
+                        let (m, sd) = (standardizer.mean[j], standardizer.std[j]);
+                        stats.extend_from_slice(&[c, c * m, c * (sd * sd + m * m)]);
+                    }
+                    server
+                        .absorb(&stats)
+                        .map_err(|e| FedError::Model(e.to_string()))?;
+                    self.gbdt_standardizer = Some(standardizer);
+                    self.stage = Stage::Gbdt { server };
+                    self.step += 1;
+                    return Ok(());
+                }
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.spec.seed);
                 let params = match &self.spec.model {
                     ModelSpec::LogisticRegression => ModelParams::LogisticRegression {
                         per_label: (0..l).map(|_| LinearParams::zeros(f)).collect(),
                     },
+                    ModelSpec::Gbdt(_) => unreachable_gbdt()?,
                     ModelSpec::Mlp { hidden } => ModelParams::Mlp {
                         per_label: (0..l)
                             .map(|_| {
@@ -1034,6 +1181,38 @@ impl Plan {
                     Stage::Train { round: done }
                 }
             }
+            Stage::Gbdt { mut server } => {
+                let before = server.trees_done();
+                server
+                    .absorb(sum)
+                    .map_err(|e| FedError::Model(e.to_string()))?;
+                if server.trees_done() > before {
+                    self.curve.push(CurvePoint {
+                        round: server.trees_done() as u64,
+                        train_loss: None,
+                        holdout: None,
+                    });
+                }
+                if server.is_done() {
+                    let model = server.model().cloned().ok_or_else(|| {
+                        FedError::Model("boosting finished without a model".into())
+                    })?;
+                    let trees = server.trees_done() as u64;
+                    self.model = Some(TrainedModel {
+                        features: self.data.features.clone(),
+                        labels: self.data.labels.clone(),
+                        standardizer: self
+                            .gbdt_standardizer
+                            .clone()
+                            .ok_or_else(|| FedError::Model("standardiser missing".into()))?,
+                        params: ModelParams::Gbdt { model },
+                    });
+                    self.rounds_override = Some(trees);
+                    Stage::Evaluate { after_round: trees }
+                } else {
+                    Stage::Gbdt { server }
+                }
+            }
             Stage::Evaluate { after_round } => {
                 let bins = self.spec.hist_bins;
                 let per = 2 * bins + 2;
@@ -1059,7 +1238,10 @@ impl Plan {
                     round: after_round,
                     per_label,
                 });
-                if after_round >= self.spec.rounds || self.stopped_early.is_some() {
+                if after_round >= self.spec.rounds
+                    || self.stopped_early.is_some()
+                    || self.rounds_override.is_some()
+                {
                     Stage::Done
                 } else {
                     Stage::Train { round: after_round }
@@ -1114,7 +1296,7 @@ impl ModelArtifact {
                     m
                 })
                 .collect(),
-            ModelParams::Mlp { .. } => Vec::new(),
+            ModelParams::Mlp { .. } | ModelParams::Gbdt { .. } => Vec::new(),
         };
         let model_sha256 = serde_json::to_vec(model)
             .map(|b| {
@@ -1129,6 +1311,7 @@ impl ModelArtifact {
             model_kind: match &plan.spec.model {
                 ModelSpec::LogisticRegression => "logistic_regression".into(),
                 ModelSpec::Mlp { .. } => "mlp".into(),
+                ModelSpec::Gbdt(_) => "gbdt".into(),
             },
             complete: plan.is_done(),
             rounds: plan.rounds_done(),
@@ -1224,7 +1407,11 @@ mod tests {
                 let v = compute(&step.instruction, p, c).unwrap();
                 assert_eq!(v.len(), step.len);
                 for (s, x) in sum.iter_mut().zip(&v) {
-                    assert!(x.abs() <= step.max_abs, "{x} exceeds the step's bound {}", step.max_abs);
+                    assert!(
+                        x.abs() <= step.max_abs,
+                        "{x} exceeds the step's bound {}",
+                        step.max_abs
+                    );
                     *s += x;
                 }
             }
@@ -1234,8 +1421,17 @@ mod tests {
 
     #[test]
     fn plan_standardises_with_global_moments_and_learns() {
-        let parts = vec![participant(1, 2000, -0.5), participant(2, 1500, 0.0), participant(3, 1000, 0.7)];
-        let mut plan = Plan::new(spec(), vec!["a".into(), "b".into(), "c".into()], vec!["y".into()]).unwrap();
+        let parts = vec![
+            participant(1, 2000, -0.5),
+            participant(2, 1500, 0.0),
+            participant(3, 1000, 0.7),
+        ];
+        let mut plan = Plan::new(
+            spec(),
+            vec!["a".into(), "b".into(), "c".into()],
+            vec!["y".into()],
+        )
+        .unwrap();
         run(&mut plan, &parts);
         assert!(plan.is_done());
         let model = plan.model().unwrap();
@@ -1250,13 +1446,54 @@ mod tests {
             let m = vals.iter().sum::<f64>() / vals.len() as f64;
             let sd = (vals.iter().map(|v| (v - m).powi(2)).sum::<f64>() / vals.len() as f64).sqrt();
             let (gm, gs) = (model.standardizer.mean[j], model.standardizer.std[j]);
-            assert!((gm - m).abs() <= 1e-6 * sd.max(1e-9) + 1e-9 * m.abs(), "mean {j}: {gm} vs {m}");
+            assert!(
+                (gm - m).abs() <= 1e-6 * sd.max(1e-9) + 1e-9 * m.abs(),
+                "mean {j}: {gm} vs {m}"
+            );
             assert!((gs - sd).abs() <= 1e-4 * sd, "sd {j}: {gs} vs {sd}");
         }
         let eval = plan.last_eval.as_ref().unwrap();
-        assert!(eval.per_label[0].0.auc > 0.75, "AUC {}", eval.per_label[0].0.auc);
+        assert!(
+            eval.per_label[0].0.auc > 0.75,
+            "AUC {}",
+            eval.per_label[0].0.auc
+        );
         assert_eq!(plan.curve.iter().filter(|c| c.holdout.is_some()).count(), 3);
         // The checkpoint is the plan: a round trip changes nothing.
+        let back: Plan = serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
+        assert_eq!(back, plan);
+    }
+
+    #[test]
+    fn gbdt_plan_grows_trees_from_sums_and_matches_pooled_boosting() {
+        let parts = vec![
+            participant(1, 1500, -0.5),
+            participant(2, 1200, 0.0),
+            participant(3, 900, 0.7),
+        ];
+        let params = GbdtParams {
+            n_trees: 8,
+            max_depth: 3,
+            ..GbdtParams::default()
+        };
+        let mut s = spec();
+        s.model = ModelSpec::Gbdt(params.clone());
+        let mut plan = Plan::new(
+            s,
+            vec!["a".into(), "b".into(), "c".into()],
+            vec!["y".into()],
+        )
+        .unwrap();
+        run(&mut plan, &parts);
+        assert!(plan.is_done());
+        assert_eq!(plan.rounds_done(), 8);
+        let auc = plan.last_eval.as_ref().unwrap().per_label[0].0.auc;
+        assert!(auc > 0.8, "gbdt AUC {auc}");
+        let model = plan.model().unwrap();
+        assert!(model.uses_raw_features());
+        // The trees predict the same on a participant's rows through the public API.
+        let p = model.predict(&parts[0].holdout).unwrap();
+        assert_eq!(p.nrows(), parts[0].holdout.n_rows());
         let back: Plan = serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
         assert_eq!(back, plan);
     }
@@ -1269,7 +1506,10 @@ mod tests {
         }
         let mut plan = Plan::new(spec(), vec!["a".into()], vec!["y".into()]).unwrap();
         let step = plan.next_step().unwrap();
-        assert!(matches!(plan.absorb(&[0.0], 2), Err(FedError::SumLength { .. })));
+        assert!(matches!(
+            plan.absorb(&[0.0], 2),
+            Err(FedError::SumLength { .. })
+        ));
         let mut sum = vec![0.0; step.len];
         for p in &parts {
             let v = compute(&step.instruction, p, &mut LocalCache::default()).unwrap();
@@ -1278,9 +1518,15 @@ mod tests {
         let err = plan.absorb(&sum, 2).unwrap_err().to_string();
         assert!(err.contains("only one class"), "{err}");
         let missing = Instruction::Scale {
-            data: JobData { dataset: "d".into(), features: vec!["nope".into()], labels: vec!["y".into()] },
+            data: JobData {
+                dataset: "d".into(),
+                features: vec!["nope".into()],
+                labels: vec!["y".into()],
+            },
         };
-        let e = compute(&missing, &parts[0], &mut LocalCache::default()).unwrap_err().to_string();
+        let e = compute(&missing, &parts[0], &mut LocalCache::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'nope'"), "{e}");
     }
 
@@ -1291,9 +1537,17 @@ mod tests {
         assert!(s.validate().unwrap_err().to_string().contains("rounds"));
         let mut s = spec();
         s.min_participants = 1;
-        assert!(s.validate().unwrap_err().to_string().contains("min_participants"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("min_participants"));
         let mut s = spec();
         s.learning.learning_rate = -1.0;
-        assert!(s.validate().unwrap_err().to_string().contains("learning_rate"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("learning_rate"));
     }
 }
