@@ -1,1 +1,583 @@
-//! (being written)
+//! The messages of one SecAgg+ round, its configuration and the roster of identity keys.
+//!
+//! Plain data only: no wire (protobuf) types, no behaviour beyond validation, sizes and the
+//! exact byte strings that are signed. The conversion to and from the wire lives in
+//! `fedsilo-proto`.
+//!
+//! # Message flow
+//!
+//! ```text
+//!  client u                                   server
+//!  Client::new ──── ClientMsg::AdvertiseKeys ───▶ AwaitingKeys
+//!              ◀── ServerMsg::ShareKeys ───────── (u's neighbours' signed keys)
+//!              ──── ClientMsg::ShareKeys ───────▶ AwaitingShares
+//!              ◀── ServerMsg::MaskedInput ─────── (shares addressed to u)
+//!              ──── ClientMsg::MaskedInput ─────▶ AwaitingMaskedInputs
+//!              ◀── ServerMsg::ConsistencyCheck ── (survivor set U3)
+//!              ──── ClientMsg::ConsistencySignature ▶ AwaitingSignatures
+//!              ◀── ServerMsg::Unmask ──────────── (U3 + signatures)
+//!              ──── ClientMsg::UnmaskShares ────▶ AwaitingUnmaskShares ─▶ Finished
+//! ```
+//!
+//! # Transcripts
+//!
+//! Every signed, hashed or AEAD-authenticated byte string starts with
+//! [`RoundContext::transcript`]: `b"fedsilo-secagg-v1" || len(job_id) as u32 LE || job_id ||
+//! round as u64 LE || phase tag`. A message made for another job, round or phase therefore
+//! fails verification instead of being mixed in.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::encoding::{Modulus, RingVec};
+use crate::error::ConfigError;
+use crate::graph::NeighbourGraph;
+use crate::shamir::Share;
+
+/// A participant's number in the round (from the roster; unique within a federation).
+pub type ParticipantId = u32;
+
+/// Largest vector a round accepts: 2^28 elements (1 GiB in Z_2^32, 2 GiB in Z_2^64).
+pub const MAX_VECTOR_LEN: usize = 1 << 28;
+
+/// Largest effective neighbour degree: a holder's Shamir index is `1 + its position` in
+/// the owner's sorted neighbour list, and indices are bytes in 1..=255.
+pub const MAX_DEGREE: usize = 255;
+
+/// Domain-separation prefix of every transcript.
+pub const PROTOCOL_LABEL: &[u8] = b"fedsilo-secagg-v1";
+
+/// Bytes of one secret that is Shamir-shared (the self-mask seed `b_u` and the mask
+/// secret key `s_u^SK`).
+pub const SECRET_LEN: usize = 32;
+
+/// Bytes of an [`EncryptedShare`]'s plaintext: owner id, holder id (u32 LE each), the
+/// share of `b_u`, the share of `s_u^SK`.
+pub const SHARE_PLAINTEXT_LEN: usize = 4 + 4 + SECRET_LEN + SECRET_LEN;
+
+/// Bytes the AEAD adds (Poly1305 tag).
+pub const AEAD_TAG_LEN: usize = 16;
+
+/// Bytes of an [`EncryptedShare`]'s ciphertext.
+pub const SHARE_CIPHERTEXT_LEN: usize = SHARE_PLAINTEXT_LEN + AEAD_TAG_LEN;
+
+/// Which job and which secure-aggregation round of it a message belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RoundContext {
+    pub job_id: String,
+    pub round: u64,
+}
+
+impl RoundContext {
+    /// The domain-separated prefix of every byte string signed, hashed or authenticated in
+    /// `phase` of this round (see the module doc).
+    pub fn transcript(&self, phase: Phase) -> Vec<u8> {
+        let job = self.job_id.as_bytes();
+        let mut t = Vec::with_capacity(PROTOCOL_LABEL.len() + 4 + job.len() + 8 + 1);
+        t.extend_from_slice(PROTOCOL_LABEL);
+        t.extend_from_slice(&(job.len() as u32).to_le_bytes());
+        t.extend_from_slice(job);
+        t.extend_from_slice(&self.round.to_le_bytes());
+        t.push(phase.tag());
+        t
+    }
+
+    /// Payload bytes of the context on the wire (for [`ClientMsg::wire_size`]).
+    fn wire_size(&self) -> usize {
+        self.job_id.len() + 8
+    }
+}
+
+impl fmt::Display for RoundContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "job {:?} round {}", self.job_id, self.round)
+    }
+}
+
+/// The phases of a round, in order. A server collects phase `p`'s client messages; a
+/// client awaits phase `p`'s server request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    AdvertiseKeys,
+    ShareKeys,
+    MaskedInput,
+    ConsistencyCheck,
+    Unmask,
+}
+
+impl Phase {
+    /// The byte that ends a transcript of this phase.
+    pub fn tag(self) -> u8 {
+        match self {
+            Phase::AdvertiseKeys => 1,
+            Phase::ShareKeys => 2,
+            Phase::MaskedInput => 3,
+            Phase::ConsistencyCheck => 4,
+            Phase::Unmask => 5,
+        }
+    }
+
+    /// A short lowercase name ("advertise_keys", ...), for logs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::AdvertiseKeys => "advertise_keys",
+            Phase::ShareKeys => "share_keys",
+            Phase::MaskedInput => "masked_input",
+            Phase::ConsistencyCheck => "consistency_check",
+            Phase::Unmask => "unmask",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything both sides must agree on before a round starts. The coordinator chooses it
+/// and sends it to every participant with the round's instruction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoundConfig {
+    pub ctx: RoundContext,
+    /// Sorted, unique; at least 2.
+    pub participants: Vec<ParticipantId>,
+    /// Requested degree `k` of the neighbour graph (the graph may use fewer, e.g. `n - 1`
+    /// for a complete graph; see [`NeighbourGraph::degree`]).
+    pub neighbours: usize,
+    /// Shamir threshold `t`: more than half of the effective degree, at most all of it.
+    pub threshold: usize,
+    /// Elements per input vector, 1..=[`MAX_VECTOR_LEN`].
+    pub vector_len: usize,
+    pub modulus: Modulus,
+    /// Seed of the neighbour graph (public; chosen by the coordinator).
+    pub graph_seed: [u8; 32],
+}
+
+impl RoundConfig {
+    /// Checks, in this order: participants sorted and unique, at least 2 of them;
+    /// `0 < vector_len <= MAX_VECTOR_LEN`; the graph can be built; its effective degree `k`
+    /// is at most [`MAX_DEGREE`]; `k/2 < t <= k` (strictly more than half of every neighbourhood, so two
+    /// disjoint groups can never both reach the threshold).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.graph().map(|_| ())
+    }
+
+    /// Validates (see [`RoundConfig::validate`]) and returns the round's neighbour graph.
+    pub fn graph(&self) -> Result<NeighbourGraph, ConfigError> {
+        if let Some(w) = self.participants.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(ConfigError::ParticipantsNotSorted {
+                first: w[0],
+                second: w[1],
+            });
+        }
+        let n = self.participants.len();
+        if n < 2 {
+            return Err(ConfigError::TooFewParticipants { n });
+        }
+        if self.vector_len == 0 || self.vector_len > MAX_VECTOR_LEN {
+            return Err(ConfigError::VectorLength {
+                len: self.vector_len,
+                max: MAX_VECTOR_LEN,
+            });
+        }
+        let graph = NeighbourGraph::new(&self.participants, self.neighbours, &self.graph_seed)?;
+        let k = graph.degree();
+        if k > MAX_DEGREE {
+            return Err(ConfigError::DegreeTooLarge {
+                degree: k,
+                max: MAX_DEGREE,
+            });
+        }
+        let t = self.threshold;
+        if 2 * t <= k || t > k {
+            return Err(ConfigError::Threshold {
+                threshold: t,
+                degree: k,
+            });
+        }
+        Ok(graph)
+    }
+}
+
+/// The long-term Ed25519 public keys of the federation's participants.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Roster {
+    keys: BTreeMap<ParticipantId, [u8; 32]>,
+}
+
+impl Roster {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces `id`'s key; returns the previous one.
+    pub fn insert(&mut self, id: ParticipantId, public_key: [u8; 32]) -> Option<[u8; 32]> {
+        self.keys.insert(id, public_key)
+    }
+
+    pub fn get(&self, id: ParticipantId) -> Option<&[u8; 32]> {
+        self.keys.get(&id)
+    }
+
+    pub fn contains(&self, id: ParticipantId) -> bool {
+        self.keys.contains_key(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// In increasing id order.
+    pub fn iter(&self) -> impl Iterator<Item = (ParticipantId, &[u8; 32])> {
+        self.keys.iter().map(|(id, pk)| (*id, pk))
+    }
+}
+
+/// Phase 1, client → server: the two fresh X25519 public keys and the commitment to the
+/// self-mask seed, signed with the long-term identity key (see [`AdvertiseKeys::signed_bytes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdvertiseKeys {
+    pub ctx: RoundContext,
+    pub from: ParticipantId,
+    /// Public key of `c_u`, used to derive the AEAD keys of the shares.
+    pub c_pk: [u8; 32],
+    /// Public key of `s_u`, used to derive the pairwise mask seeds.
+    pub s_pk: [u8; 32],
+    /// `SHA-256(transcript(AdvertiseKeys) || from || b_u)`: lets the server check a
+    /// reconstructed self-mask seed.
+    pub self_mask_commitment: [u8; 32],
+    /// Ed25519 over [`AdvertiseKeys::signed_bytes`].
+    pub signature: Vec<u8>,
+}
+
+impl AdvertiseKeys {
+    /// `transcript(AdvertiseKeys) || from (u32 LE) || c_pk || s_pk || self_mask_commitment`.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        advertise_signed_bytes(
+            &self.ctx,
+            self.from,
+            &self.c_pk,
+            &self.s_pk,
+            &self.self_mask_commitment,
+        )
+    }
+
+    fn wire_size(&self) -> usize {
+        self.ctx.wire_size() + 4 + 3 * 32 + self.signature.len()
+    }
+}
+
+/// The bytes an [`AdvertiseKeys`] signature covers.
+pub fn advertise_signed_bytes(
+    ctx: &RoundContext,
+    from: ParticipantId,
+    c_pk: &[u8; 32],
+    s_pk: &[u8; 32],
+    commitment: &[u8; 32],
+) -> Vec<u8> {
+    let mut m = ctx.transcript(Phase::AdvertiseKeys);
+    m.extend_from_slice(&from.to_le_bytes());
+    m.extend_from_slice(c_pk);
+    m.extend_from_slice(s_pk);
+    m.extend_from_slice(commitment);
+    m
+}
+
+/// The bytes a [`ConsistencySignature`] covers:
+/// `transcript(ConsistencyCheck) || count (u32 LE) || each survivor (u32 LE), ascending`.
+pub fn survivor_set_signed_bytes(ctx: &RoundContext, survivors: &[ParticipantId]) -> Vec<u8> {
+    let mut m = ctx.transcript(Phase::ConsistencyCheck);
+    m.extend_from_slice(&(survivors.len() as u32).to_le_bytes());
+    for id in survivors {
+        m.extend_from_slice(&id.to_le_bytes());
+    }
+    m
+}
+
+/// One owner's pair of shares (of `b_from` and `s_from^SK`) for one holder, AEAD-encrypted
+/// so that only the holder can read them; the server only routes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncryptedShare {
+    /// The owner of the shared secrets.
+    pub from: ParticipantId,
+    /// The holder, one of the owner's neighbours.
+    pub to: ParticipantId,
+    /// [`SHARE_CIPHERTEXT_LEN`] bytes.
+    pub ciphertext: Vec<u8>,
+}
+
+impl EncryptedShare {
+    fn wire_size(&self) -> usize {
+        4 + 4 + self.ciphertext.len()
+    }
+}
+
+/// Phase 2, client → server: one encrypted share pair for each neighbour whose keys the
+/// client accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareKeys {
+    pub ctx: RoundContext,
+    pub from: ParticipantId,
+    pub shares: Vec<EncryptedShare>,
+}
+
+/// Phase 3, client → server: `y_u = x_u + PRG(b_u) ± Σ PRG(s_uv)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaskedInput {
+    pub ctx: RoundContext,
+    pub from: ParticipantId,
+    pub masked: RingVec,
+}
+
+/// Phase 4, client → server: the client's signature on the survivor set
+/// ([`survivor_set_signed_bytes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsistencySignature {
+    pub ctx: RoundContext,
+    pub from: ParticipantId,
+    pub signature: Vec<u8>,
+}
+
+/// Which of an owner's two secrets a revealed share belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ShareKind {
+    /// A share of the self-mask seed `b_u` (revealed for survivors).
+    SelfMask,
+    /// A share of the mask secret key `s_u^SK` (revealed for the dropped).
+    MaskKey,
+}
+
+impl fmt::Display for ShareKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ShareKind::SelfMask => "self-mask seed",
+            ShareKind::MaskKey => "mask key",
+        })
+    }
+}
+
+/// One share the holder reveals in phase 5.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevealedShare {
+    pub owner: ParticipantId,
+    pub kind: ShareKind,
+    pub share: Share,
+}
+
+/// Phase 5, client → server: for each neighbour whose shares the client holds, exactly one
+/// share: of `b_v` if `v` survived, of `s_v^SK` if it dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnmaskShares {
+    pub ctx: RoundContext,
+    pub from: ParticipantId,
+    pub shares: Vec<RevealedShare>,
+}
+
+/// Every message a client sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientMsg {
+    AdvertiseKeys(AdvertiseKeys),
+    ShareKeys(ShareKeys),
+    MaskedInput(MaskedInput),
+    ConsistencySignature(ConsistencySignature),
+    UnmaskShares(UnmaskShares),
+}
+
+impl ClientMsg {
+    /// The phase this message answers.
+    pub fn phase(&self) -> Phase {
+        match self {
+            ClientMsg::AdvertiseKeys(_) => Phase::AdvertiseKeys,
+            ClientMsg::ShareKeys(_) => Phase::ShareKeys,
+            ClientMsg::MaskedInput(_) => Phase::MaskedInput,
+            ClientMsg::ConsistencySignature(_) => Phase::ConsistencyCheck,
+            ClientMsg::UnmaskShares(_) => Phase::Unmask,
+        }
+    }
+
+    pub fn ctx(&self) -> &RoundContext {
+        match self {
+            ClientMsg::AdvertiseKeys(m) => &m.ctx,
+            ClientMsg::ShareKeys(m) => &m.ctx,
+            ClientMsg::MaskedInput(m) => &m.ctx,
+            ClientMsg::ConsistencySignature(m) => &m.ctx,
+            ClientMsg::UnmaskShares(m) => &m.ctx,
+        }
+    }
+
+    /// The participant the message claims to come from (checked against the transport's
+    /// authenticated identity by the server).
+    pub fn from(&self) -> ParticipantId {
+        match self {
+            ClientMsg::AdvertiseKeys(m) => m.from,
+            ClientMsg::ShareKeys(m) => m.from,
+            ClientMsg::MaskedInput(m) => m.from,
+            ClientMsg::ConsistencySignature(m) => m.from,
+            ClientMsg::UnmaskShares(m) => m.from,
+        }
+    }
+
+    /// Payload bytes: every field at its natural width (ids 4, round 8, keys 32, vector
+    /// elements 4 or 8, byte strings their length), without framing. For reports.
+    pub fn wire_size(&self) -> usize {
+        match self {
+            ClientMsg::AdvertiseKeys(m) => m.wire_size(),
+            ClientMsg::ShareKeys(m) => {
+                m.ctx.wire_size()
+                    + 4
+                    + m.shares
+                        .iter()
+                        .map(EncryptedShare::wire_size)
+                        .sum::<usize>()
+            }
+            ClientMsg::MaskedInput(m) => {
+                m.ctx.wire_size() + 4 + m.masked.len() * m.masked.modulus().bytes_per_element()
+            }
+            ClientMsg::ConsistencySignature(m) => m.ctx.wire_size() + 4 + m.signature.len(),
+            ClientMsg::UnmaskShares(m) => {
+                m.ctx.wire_size()
+                    + 4
+                    + m.shares
+                        .iter()
+                        .map(|s| 4 + 1 + 1 + s.share.y.len())
+                        .sum::<usize>()
+            }
+        }
+    }
+}
+
+/// Phase 2 request: the signed keys of the client's neighbours who advertised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareKeysRequest {
+    pub ctx: RoundContext,
+    pub keys: Vec<AdvertiseKeys>,
+}
+
+/// Phase 3 request: the encrypted shares addressed to this client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaskedInputRequest {
+    pub ctx: RoundContext,
+    pub shares: Vec<EncryptedShare>,
+}
+
+/// Phase 4 request: the survivor set U3 (who sent a masked input), ascending.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsistencyRequest {
+    pub ctx: RoundContext,
+    pub survivors: Vec<ParticipantId>,
+}
+
+/// Phase 5 request: U3 again, with the signatures the server collected on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnmaskRequest {
+    pub ctx: RoundContext,
+    pub survivors: Vec<ParticipantId>,
+    pub signatures: Vec<(ParticipantId, Vec<u8>)>,
+}
+
+/// Every message the server sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerMsg {
+    ShareKeys(ShareKeysRequest),
+    MaskedInput(MaskedInputRequest),
+    ConsistencyCheck(ConsistencyRequest),
+    Unmask(UnmaskRequest),
+}
+
+impl ServerMsg {
+    /// The phase this request opens.
+    pub fn phase(&self) -> Phase {
+        match self {
+            ServerMsg::ShareKeys(_) => Phase::ShareKeys,
+            ServerMsg::MaskedInput(_) => Phase::MaskedInput,
+            ServerMsg::ConsistencyCheck(_) => Phase::ConsistencyCheck,
+            ServerMsg::Unmask(_) => Phase::Unmask,
+        }
+    }
+
+    pub fn ctx(&self) -> &RoundContext {
+        match self {
+            ServerMsg::ShareKeys(m) => &m.ctx,
+            ServerMsg::MaskedInput(m) => &m.ctx,
+            ServerMsg::ConsistencyCheck(m) => &m.ctx,
+            ServerMsg::Unmask(m) => &m.ctx,
+        }
+    }
+
+    /// Payload bytes, counted as in [`ClientMsg::wire_size`].
+    pub fn wire_size(&self) -> usize {
+        match self {
+            ServerMsg::ShareKeys(m) => {
+                m.ctx.wire_size() + m.keys.iter().map(AdvertiseKeys::wire_size).sum::<usize>()
+            }
+            ServerMsg::MaskedInput(m) => {
+                m.ctx.wire_size()
+                    + m.shares
+                        .iter()
+                        .map(EncryptedShare::wire_size)
+                        .sum::<usize>()
+            }
+            ServerMsg::ConsistencyCheck(m) => m.ctx.wire_size() + 4 * m.survivors.len(),
+            ServerMsg::Unmask(m) => {
+                m.ctx.wire_size()
+                    + 4 * m.survivors.len()
+                    + m.signatures.iter().map(|(_, s)| 4 + s.len()).sum::<usize>()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> RoundContext {
+        RoundContext {
+            job_id: "job".into(),
+            round: 7,
+        }
+    }
+
+    #[test]
+    fn transcripts_separate_job_round_and_phase() {
+        let a = ctx().transcript(Phase::ShareKeys);
+        assert!(a.starts_with(PROTOCOL_LABEL));
+        assert_ne!(a, ctx().transcript(Phase::MaskedInput));
+        let other_round = RoundContext { round: 8, ..ctx() };
+        assert_ne!(a, other_round.transcript(Phase::ShareKeys));
+        // Length-prefixing: ("ab", round) and ("a", round') cannot collide.
+        let x = RoundContext {
+            job_id: "ab".into(),
+            round: 0,
+        };
+        let y = RoundContext {
+            job_id: "a".into(),
+            round: u64::from(b'b') << 56,
+        };
+        assert_ne!(x.transcript(Phase::Unmask), y.transcript(Phase::Unmask));
+    }
+
+    #[test]
+    fn wire_size_of_masked_input_is_dominated_by_the_vector() {
+        let m = ClientMsg::MaskedInput(MaskedInput {
+            ctx: ctx(),
+            from: 1,
+            masked: RingVec::zeros(Modulus::Pow32, 1000),
+        });
+        assert_eq!(m.wire_size(), 3 + 8 + 4 + 4000);
+        assert_eq!(m.phase(), Phase::MaskedInput);
+        assert_eq!(m.from(), 1);
+    }
+
+    #[test]
+    fn survivor_set_bytes_depend_on_every_member() {
+        let a = survivor_set_signed_bytes(&ctx(), &[1, 2, 3]);
+        assert_ne!(a, survivor_set_signed_bytes(&ctx(), &[1, 2]));
+        assert_ne!(a, survivor_set_signed_bytes(&ctx(), &[1, 2, 4]));
+    }
+}
