@@ -71,6 +71,7 @@ pub const CHUNK_BYTES: usize = 16 * 1024;
 /// From this many elements on, [`apply_masks`] runs chunks in parallel with rayon.
 pub const PARALLEL_MIN_ELEMENTS: usize = 64 * 1024;
 
+const MIN_CHUNKS_PER_TASK: usize = 4;
 const BLOCK_BYTES: usize = 16;
 const BLOCKS_PER_CHUNK: usize = CHUNK_BYTES / BLOCK_BYTES;
 
@@ -199,10 +200,15 @@ fn apply_masks_lanes<T: Lane>(out: &mut [T], masks: &[(Seed, MaskSign)]) {
             mask_chunk(chunk, i * chunk_elems, &mut keyed, &mut buf);
         }
     } else {
-        out.par_chunks_mut(chunk_elems).enumerate().for_each_init(
-            || (keyed.clone(), KeystreamBuf::new()),
-            |(keyed, buf), (i, chunk)| mask_chunk(chunk, i * chunk_elems, keyed, buf),
-        );
+        // Each rayon split clones the key schedules once; at least MIN_CHUNKS_PER_TASK
+        // chunks per split keeps that negligible.
+        out.par_chunks_mut(chunk_elems)
+            .with_min_len(MIN_CHUNKS_PER_TASK)
+            .enumerate()
+            .for_each_init(
+                || (keyed.clone(), KeystreamBuf::new()),
+                |(keyed, buf), (i, chunk)| mask_chunk(chunk, i * chunk_elems, keyed, buf),
+            );
     }
 }
 
