@@ -455,6 +455,34 @@ impl BinMapper {
     }
 }
 
+/// The "roundest" number in `[l, r]`: a multiple of the coarsest step 10^p or 5·10^p that fits,
+/// the one nearest the middle; `l` when the interval is empty or a point.
+fn round_in(l: f64, r: f64) -> f64 {
+    if r.partial_cmp(&l) != Some(std::cmp::Ordering::Greater) {
+        return l;
+    }
+    let mid = 0.5 * (l + r);
+    let span = l.abs().max(r.abs());
+    let mut p = 10f64.powi(span.log10().ceil() as i32 + 1);
+    for _ in 0..40 {
+        for step in [p, p / 2.0] {
+            if (l / step).ceil() * step <= r {
+                let c = (mid / step).round() * step;
+                let c = if c < l {
+                    c + step
+                } else if c > r {
+                    c - step
+                } else {
+                    c
+                };
+                return c + 0.0; // no negative zero
+            }
+        }
+        p /= 10.0;
+    }
+    mid
+}
+
 /// Cut points of one feature from its fine-bin counts over `[lo, hi]`.
 fn feature_cuts(counts: &[f64], lo: f64, hi: f64, max_bins: usize) -> Vec<f32> {
     let fine = counts.len();
@@ -468,8 +496,10 @@ fn feature_cuts(counts: &[f64], lo: f64, hi: f64, max_bins: usize) -> Vec<f32> {
     if occupied.len() < 2 || w == 0.0 {
         return Vec::new();
     }
-    // A cut between fine bin a (occupied) and the next occupied fine bin b: mid-gap.
-    let cut_between = |a: usize, b: usize| lo + w * ((a + 1 + b) as f64) / 2.0;
+    // A cut between fine bin a (occupied) and the next occupied fine bin b: the roundest
+    // number in the empty gap between them (a readable threshold that moves no row), or the
+    // shared boundary when they are adjacent.
+    let cut_between = |a: usize, b: usize| round_in(lo + w * (a + 1) as f64, lo + w * b as f64);
     let mut raw = Vec::new();
     if occupied.len() <= max_bins {
         for p in occupied.windows(2) {
@@ -955,6 +985,100 @@ fn leaf_weight(g: f64, h: f64, p: &GbdtParams) -> f64 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Stats step
+// ---------------------------------------------------------------------------------------------
+
+/// Participant half of the stats step: `[rows, positives, then per feature: non-missing
+/// count, Σx, Σx²]` (length `2 + 3·features`). Also the first step of a federated scorecard.
+pub fn local_stats(x: ArrayView2<f32>, y: ArrayView1<f32>) -> Result<Vec<f64>, GbdtError> {
+    let (n, f) = x.dim();
+    check_labels(y, n)?;
+    let mut out = vec![0.0; 2 + 3 * f];
+    out[0] = n as f64;
+    out[1] = y.iter().filter(|&&v| v == 1.0).count() as f64;
+    out[2..].par_chunks_mut(3).enumerate().for_each(|(j, o)| {
+        for &v in x.column(j) {
+            if !v.is_nan() {
+                let v = f64::from(v);
+                o[0] += 1.0;
+                o[1] += v;
+                o[2] += v * v;
+            }
+        }
+    });
+    if out.iter().any(|v| !v.is_finite()) {
+        return Err(GbdtError::NonFinite { what: "features" });
+    }
+    Ok(out)
+}
+
+/// What the server learns from the SUM of [`local_stats`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureStats {
+    pub n_rows: f64,
+    pub n_positive: f64,
+    /// Non-missing values per feature.
+    pub count: Vec<f64>,
+    pub mean: Vec<f64>,
+    pub sd: Vec<f64>,
+}
+
+impl FeatureStats {
+    pub fn from_sum(sum: &[f64], n_features: usize) -> Result<Self, GbdtError> {
+        let expected = 2 + 3 * n_features;
+        if sum.len() != expected {
+            return Err(GbdtError::SumLength {
+                step: "stats",
+                expected,
+                got: sum.len(),
+            });
+        }
+        if sum.iter().any(|v| !v.is_finite()) {
+            return Err(GbdtError::NonFinite { what: "stats sum" });
+        }
+        if sum[0] < 0.5 {
+            return Err(GbdtError::NoRows);
+        }
+        let mut st = FeatureStats {
+            n_rows: sum[0],
+            n_positive: sum[1],
+            count: Vec::with_capacity(n_features),
+            mean: Vec::with_capacity(n_features),
+            sd: Vec::with_capacity(n_features),
+        };
+        for s in sum[2..].chunks_exact(3) {
+            let (c, s1, s2) = (s[0], s[1], s[2]);
+            let (mean, sd) = if c < 0.5 {
+                (0.0, 0.0)
+            } else {
+                let m = s1 / c;
+                (m, (s2 / c - m * m).max(0.0).sqrt())
+            };
+            st.count.push(c.max(0.0));
+            st.mean.push(mean);
+            st.sd.push(sd);
+        }
+        Ok(st)
+    }
+
+    /// The federation's log-odds of the positive class (rate clamped to [1e-6, 1 − 1e-6]).
+    pub fn base_score(&self) -> f64 {
+        let p = (self.n_positive / self.n_rows).clamp(1e-6, 1.0 - 1e-6);
+        (p / (1.0 - p)).ln()
+    }
+
+    /// `mean ± range_sd·sd` per feature, as the [`fine_histogram`] ranges.
+    pub fn ranges(&self, range_sd: f64) -> Vec<(f32, f32)> {
+        let clampf = |v: f64| v.clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32;
+        self.mean
+            .iter()
+            .zip(&self.sd)
+            .map(|(&m, &sd)| (clampf(m - range_sd * sd), clampf(m + range_sd * sd)))
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Instructions, participant half
 // ---------------------------------------------------------------------------------------------
 
@@ -1072,23 +1196,7 @@ pub fn gbdt_compute(
                     got: f,
                 });
             }
-            let mut out = vec![0.0; 2 + 3 * f];
-            out[0] = n as f64;
-            out[1] = y.iter().filter(|&&v| v == 1.0).count() as f64;
-            out[2..].par_chunks_mut(3).enumerate().for_each(|(j, o)| {
-                for &v in x.column(j) {
-                    if !v.is_nan() {
-                        let v = f64::from(v);
-                        o[0] += 1.0;
-                        o[1] += v;
-                        o[2] += v * v;
-                    }
-                }
-            });
-            if out.iter().any(|v| !v.is_finite()) {
-                return Err(GbdtError::NonFinite { what: "features" });
-            }
-            Ok(out)
+            local_stats(x, y)
         }
         GbdtInstruction::FineHistogram { ranges, fine_bins } => {
             fine_histogram(x, ranges, *fine_bins)
@@ -1351,39 +1459,11 @@ impl GbdtServer {
     }
 
     fn absorb_stats(&self, sum: &[f64]) -> Result<Phase, GbdtError> {
-        let f = self.n_features;
-        let expected = 2 + 3 * f;
-        if sum.len() != expected {
-            return Err(GbdtError::SumLength {
-                step: "stats",
-                expected,
-                got: sum.len(),
-            });
-        }
-        if sum.iter().any(|v| !v.is_finite()) {
-            return Err(GbdtError::NonFinite { what: "stats sum" });
-        }
-        let (n, pos) = (sum[0], sum[1]);
-        if n < 0.5 {
-            return Err(GbdtError::NoRows);
-        }
-        let p = (pos / n).clamp(1e-6, 1.0 - 1e-6);
-        let base_score = (p / (1.0 - p)).ln();
-        let k = self.params.range_sd;
-        let ranges = sum[2..]
-            .chunks_exact(3)
-            .map(|s| {
-                let (c, s1, s2) = (s[0], s[1], s[2]);
-                if c < 0.5 {
-                    return (0.0, 0.0);
-                }
-                let mean = s1 / c;
-                let sd = (s2 / c - mean * mean).max(0.0).sqrt();
-                let clampf = |v: f64| v.clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32;
-                (clampf(mean - k * sd), clampf(mean + k * sd))
-            })
-            .collect();
-        Ok(Phase::Bins { base_score, ranges })
+        let st = FeatureStats::from_sum(sum, self.n_features)?;
+        Ok(Phase::Bins {
+            base_score: st.base_score(),
+            ranges: st.ranges(self.params.range_sd),
+        })
     }
 
     fn absorb_level(
@@ -1826,6 +1906,17 @@ mod tests {
         p.min_child_weight = 0.0;
         p.gamma = 10.0;
         assert_eq!(best_splits(&h, &[0], 1, 4, &p).unwrap()[0], None);
+    }
+
+    #[test]
+    fn round_cut_points() {
+        assert_eq!(round_in(0.19, 0.98), 0.5);
+        assert_eq!(round_in(24.09, 24.99), 24.5);
+        assert_eq!(round_in(-3.2, 7.9), 0.0);
+        assert_eq!(round_in(1203.0, 1290.0), 1250.0);
+        assert_eq!(round_in(0.0123, 0.0127), 0.0125);
+        assert_eq!(round_in(5.0, 5.0), 5.0);
+        assert_eq!(round_in(-24.99, -24.09), -24.5);
     }
 
     #[test]
