@@ -220,27 +220,6 @@ fn dot_f64(a: &[f64], b: &[f32]) -> f64 {
     (acc[0] + acc[2]) + (acc[1] + acc[3]) + tail
 }
 
-/// `Σ a_j·b_j` in f32 with eight independent lanes (vectorises to two SSE or one AVX register).
-#[inline]
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0.0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(&u, &v)| u * v)
-        .sum();
-    for (u, v) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += u[k] * v[k];
-        }
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
-}
-
 /// The rows of `x` as one row-major slice (borrowed when `x` is already contiguous).
 fn row_major(x: ArrayView2<'_, f32>) -> Cow<'_, [f32]> {
     match x.to_slice() {
@@ -661,19 +640,29 @@ fn cholesky_in_place(a: &mut [f64], m: usize) -> bool {
 /// [`GradAccumulator`]; bounds the f32 rounding error to sums of this many terms.
 const FLUSH_ROWS: usize = 64;
 
+/// Rows processed together by [`GradAccumulator`]: their dot products first, then the
+/// logistic terms of all of them in one branch-free f32 loop (which vectorises), then their
+/// gradient updates.
+const GROUP: usize = 8;
+
 /// Streaming gradient pass for data that does not fit in memory: add blocks of rows one after
 /// the other, then [`finish`](GradAccumulator::finish) with the same sums as
 /// [`loss_grad_sum`] over all rows.
 ///
-/// The hot loop is f32: the row dot product uses eight f32 lanes and the per-row gradient
-/// update `g·x` is added into an f32 partial sum that is flushed into the f64 totals every 64
-/// rows; losses are accumulated in f64. Relative agreement with the f64 [`loss_grad_sum`] is
-/// about 1e-6. State is `O(d)` and nothing is allocated per row or per block (the f32 copy of
-/// the coefficients is refreshed in place).
+/// The hot loop is f32 and works on groups of eight rows: their dot products and gradient
+/// updates are blocked four columns at a time across the group, so the coefficients and the
+/// partial gradient are loaded once per group; the logistic loss and residual of the eight
+/// rows are computed together with vectorisable polynomial `exp`/`log1p` (relative error
+/// ≈ 1e-7). The gradient is summed in f32 and flushed into f64 totals every 64 rows; losses
+/// are summed in f64. Agreement with the f64 [`loss_grad_sum`] is about 1e-6 relative. State
+/// is `O(d)`; nothing is allocated per row or per block (the f32 copy of the coefficients is
+/// refreshed in place).
 ///
-/// Two block layouts are accepted: [`add_block`](GradAccumulator::add_block) takes `d`
+/// Three block layouts are accepted: [`add_block`](GradAccumulator::add_block) takes `d`
 /// feature columns plus a separate label slice; [`add_labelled_block`](GradAccumulator::add_labelled_block)
-/// takes `d + 1` columns per row with the label last (the on-disk layout of the benchmark).
+/// takes `d + 1` columns per row with the label last; [`add_labelled_le_bytes`](GradAccumulator::add_labelled_le_bytes)
+/// takes the same rows as little-endian bytes straight from a file buffer (the layout of
+/// `benches/local_gradient.rs`).
 #[derive(Clone, Debug)]
 pub struct GradAccumulator {
     d: usize,
@@ -723,12 +712,7 @@ impl GradAccumulator {
                 got: rows.len(),
             });
         }
-        if self.d == 0 {
-            self.accumulate(p, y.iter().map(|&yi| (&[][..], yi)), pos_weight);
-        } else {
-            let it = rows.chunks_exact(self.d).zip(y.iter().copied());
-            self.accumulate(p, it, pos_weight);
-        }
+        self.accumulate(p, rows, self.d, Some(y), pos_weight);
         Ok(())
     }
 
@@ -748,9 +732,29 @@ impl GradAccumulator {
                 got: rows.len(),
             });
         }
-        let d = self.d;
-        let it = rows.chunks_exact(stride).map(|r| (&r[..d], r[d]));
-        self.accumulate(p, it, pos_weight);
+        self.accumulate(p, rows, stride, None, pos_weight);
+        Ok(())
+    }
+
+    /// [`add_labelled_block`](GradAccumulator::add_labelled_block) on the raw bytes of a
+    /// file of little-endian f32 rows (`d` features then the label, `4·(d + 1)` bytes per
+    /// row), read in place without a decode pass. `bytes` must hold whole rows.
+    pub fn add_labelled_le_bytes(
+        &mut self,
+        p: &LinearParams,
+        bytes: &[u8],
+        pos_weight: f64,
+    ) -> Result<(), LinearError> {
+        self.check_params(p)?;
+        let row_bytes = 4 * (self.d + 1);
+        if bytes.len() % row_bytes != 0 {
+            return Err(LinearError::ShapeMismatch {
+                what: "block bytes (a multiple of 4 × (features + 1))",
+                expected: bytes.len() - bytes.len() % row_bytes,
+                got: bytes.len(),
+            });
+        }
+        self.accumulate(p, LeBytes(bytes), self.d + 1, None, pos_weight);
         Ok(())
     }
 
@@ -790,46 +794,285 @@ impl GradAccumulator {
         Ok(())
     }
 
-    #[inline]
-    fn accumulate<'r>(
+    /// Row `i` starts at value `i·stride` of `rows`; its label is `labels[i]`, or the value
+    /// right after its `d` features when `labels` is `None`. Shapes are checked by the callers.
+    fn accumulate<C: Cells>(
         &mut self,
         p: &LinearParams,
-        rows: impl Iterator<Item = (&'r [f32], f32)>,
+        rows: C,
+        stride: usize,
+        labels: Option<&[f32]>,
         pos_weight: f64,
     ) {
         let d = self.d;
+        let n = match labels {
+            Some(y) => y.len(),
+            None => rows.len() / stride,
+        };
         let coef = &self.coef32[..d];
         let partial = &mut self.partial[..d];
-        let grad = &mut self.grad;
+        let (grad, g_intercept) = self.grad.split_at_mut(d);
+        let intercept = p.intercept as f32;
+        let pw = pos_weight as f32;
         let mut loss = 0.0f64;
-        let mut g_intercept = 0.0f64;
-        let mut pending = 0usize;
-        let mut count = 0usize;
-        for (x, yi) in rows {
-            let x = &x[..d];
-            let yi = f64::from(yi);
-            let z = f64::from(dot_f32(coef, x)) + p.intercept;
-            let t = logistic(z, yi);
-            let c = class_weight(yi, pos_weight);
-            loss += c * t.loss;
-            let g = c * t.residual;
-            g_intercept += g;
-            let g32 = g as f32;
-            for (a, &xj) in partial.iter_mut().zip(x) {
-                *a += g32 * xj;
+        let mut g_int = 0.0f64;
+        let mut since_flush = 0;
+        let mut i = 0;
+        let label = |row_start: usize, i: usize| match labels {
+            Some(l) => l[i],
+            None => rows.get(row_start + d),
+        };
+        // Full groups: dot products and gradient updates blocked over the group's rows, so
+        // the coefficients and the partial gradient are loaded once per group, not per row.
+        while i + GROUP <= n {
+            let base = i * stride;
+            let xs: [C; GROUP] =
+                std::array::from_fn(|r| rows.range(base + r * stride, base + r * stride + d));
+            let mut z = [0.0f32; GROUP];
+            dot_group(coef, &xs, &mut z);
+            let mut y = [0.0f32; GROUP];
+            for r in 0..GROUP {
+                z[r] += intercept;
+                y[r] = label(base + r * stride, i + r);
             }
-            pending += 1;
-            count += 1;
-            if pending == FLUSH_ROWS {
-                flush(partial, &mut grad[..d]);
-                pending = 0;
+            let mut l = [0.0f32; GROUP];
+            let mut g = [0.0f32; GROUP];
+            logistic_lanes(&z, &y, pw, &mut l, &mut g);
+            for r in 0..GROUP {
+                loss += f64::from(l[r]);
+                g_int += f64::from(g[r]);
+            }
+            axpy_group(&g, &xs, partial);
+            i += GROUP;
+            since_flush += GROUP;
+            if since_flush >= FLUSH_ROWS {
+                flush(partial, grad);
+                since_flush = 0;
             }
         }
-        flush(partial, &mut grad[..d]);
-        grad[d] += g_intercept;
+        // The last `n mod GROUP` rows: padded with empty rows (z = 0, y = 0, g ignored).
+        let k = n - i;
+        let base = i * stride;
+        let xs: [C; GROUP] = std::array::from_fn(|r| {
+            if r < k {
+                rows.range(base + r * stride, base + r * stride + d)
+            } else {
+                rows.range(0, 0)
+            }
+        });
+        let mut z = [0.0f32; GROUP];
+        let mut y = [0.0f32; GROUP];
+        for r in 0..k {
+            z[r] = dot_cells(coef, xs[r]) + intercept;
+            y[r] = label(base + r * stride, i + r);
+        }
+        let mut l = [0.0f32; GROUP];
+        let mut g = [0.0f32; GROUP];
+        logistic_lanes(&z, &y, pw, &mut l, &mut g);
+        for r in 0..k {
+            loss += f64::from(l[r]);
+            g_int += f64::from(g[r]);
+            for (j, a) in partial.iter_mut().enumerate() {
+                *a += g[r] * xs[r].get(j);
+            }
+        }
+        flush(partial, grad);
+        g_intercept[0] += g_int;
         self.loss += loss;
-        self.rows += count;
+        self.rows += n;
     }
+}
+
+/// Read-only f32 cells of a block: an `f32` slice, or little-endian bytes read in place (on
+/// little-endian machines `from_le_bytes` compiles to a plain load, so no decode pass).
+trait Cells: Copy {
+    /// Number of f32 values.
+    fn len(self) -> usize;
+    /// Value `i`.
+    fn get(self, i: usize) -> f32;
+    /// Values `i..i + 4`.
+    fn quad(self, i: usize) -> [f32; 4];
+    /// Values `a..b`.
+    fn range(self, a: usize, b: usize) -> Self;
+}
+
+impl Cells for &[f32] {
+    #[inline(always)]
+    fn len(self) -> usize {
+        <[f32]>::len(self)
+    }
+    #[inline(always)]
+    fn get(self, i: usize) -> f32 {
+        self[i]
+    }
+    #[inline(always)]
+    fn quad(self, i: usize) -> [f32; 4] {
+        let q = &self[i..i + 4];
+        [q[0], q[1], q[2], q[3]]
+    }
+    #[inline(always)]
+    fn range(self, a: usize, b: usize) -> Self {
+        &self[a..b]
+    }
+}
+
+/// Little-endian f32 values stored as bytes.
+#[derive(Clone, Copy)]
+struct LeBytes<'a>(&'a [u8]);
+
+impl Cells for LeBytes<'_> {
+    #[inline(always)]
+    fn len(self) -> usize {
+        self.0.len() / 4
+    }
+    #[inline(always)]
+    fn get(self, i: usize) -> f32 {
+        let b = &self.0[4 * i..4 * i + 4];
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+    #[inline(always)]
+    fn quad(self, i: usize) -> [f32; 4] {
+        let b = &self.0[4 * i..4 * i + 16];
+        [
+            f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            f32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            f32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+            f32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+        ]
+    }
+    #[inline(always)]
+    fn range(self, a: usize, b: usize) -> Self {
+        LeBytes(&self.0[4 * a..4 * b])
+    }
+}
+
+/// `coef · x` for one row of cells.
+#[inline(always)]
+fn dot_cells<C: Cells>(coef: &[f32], x: C) -> f32 {
+    let mut acc = [0.0f32; 4];
+    let blocks = coef.len() / 4;
+    for jb in 0..blocks {
+        let q = x.quad(4 * jb);
+        for t in 0..4 {
+            acc[t] += coef[4 * jb + t] * q[t];
+        }
+    }
+    let mut v = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    for (j, &c) in coef.iter().enumerate().skip(4 * blocks) {
+        v += c * x.get(j);
+    }
+    v
+}
+
+/// `z[r] = coef · xs[r]` for a group of rows, four columns at a time with one 4-lane
+/// accumulator per row (8 rows × 4 lanes fit the 16 SSE registers with the coefficients).
+#[inline(always)]
+fn dot_group<C: Cells>(coef: &[f32], xs: &[C; GROUP], z: &mut [f32; GROUP]) {
+    let d = coef.len();
+    let blocks = d / 4;
+    let mut acc = [[0.0f32; 4]; GROUP];
+    for jb in 0..blocks {
+        let j = 4 * jb;
+        let c = &coef[j..j + 4];
+        for (a, x) in acc.iter_mut().zip(xs) {
+            let q = x.quad(j);
+            for t in 0..4 {
+                a[t] += c[t] * q[t];
+            }
+        }
+    }
+    for ((zr, a), x) in z.iter_mut().zip(&acc).zip(xs) {
+        let mut v = (a[0] + a[2]) + (a[1] + a[3]);
+        for (j, &c) in coef.iter().enumerate().skip(4 * blocks) {
+            v += c * x.get(j);
+        }
+        *zr = v;
+    }
+}
+
+/// `partial += Σ_r g[r]·xs[r]`, four columns at a time across the group's rows.
+#[inline(always)]
+fn axpy_group<C: Cells>(g: &[f32; GROUP], xs: &[C; GROUP], partial: &mut [f32]) {
+    let d = partial.len();
+    let blocks = d / 4;
+    for jb in 0..blocks {
+        let j = 4 * jb;
+        let p = &mut partial[j..j + 4];
+        let mut a = [p[0], p[1], p[2], p[3]];
+        for (gr, x) in g.iter().zip(xs) {
+            let q = x.quad(j);
+            for t in 0..4 {
+                a[t] += gr * q[t];
+            }
+        }
+        p.copy_from_slice(&a);
+    }
+    for (j, pj) in partial.iter_mut().enumerate().skip(4 * blocks) {
+        let mut a = *pj;
+        for (gr, x) in g.iter().zip(xs) {
+            a += gr * x.get(j);
+        }
+        *pj = a;
+    }
+}
+
+/// Weighted loss `c·ℓ` and residual `c·(σ(z) − y)` for `GROUP` rows in f32, branch-free so
+/// that the loop vectorises; the same formulas as [`logistic`].
+#[inline(always)]
+fn logistic_lanes(
+    z: &[f32; GROUP],
+    y: &[f32; GROUP],
+    pos_weight: f32,
+    loss: &mut [f32; GROUP],
+    grad: &mut [f32; GROUP],
+) {
+    for t in 0..GROUP {
+        let (zt, yt) = (z[t], y[t]);
+        let e = exp_neg_f32(zt.abs());
+        let inv = 1.0 / (1.0 + e);
+        let ei = e * inv;
+        let positive = zt >= 0.0;
+        let p = if positive { inv } else { ei };
+        let q = if positive { ei } else { inv };
+        let c = 1.0 + (pos_weight - 1.0) * yt;
+        let relu = if positive { zt } else { 0.0 };
+        loss[t] = c * ((relu - yt * zt) + ln_1p_unit_f32(e));
+        grad[t] = c * ((1.0 - yt) * p - yt * q);
+    }
+}
+
+/// `e^{−a}` for `a ≥ 0` (NaN and `a > 87` give `e^{−87}`), relative error ≈ 1e-7: Cephes'
+/// `expf` polynomial after reduction by a two-part ln 2; the power of two is built from its
+/// bits. Branch-free and vectorisable.
+#[inline(always)]
+fn exp_neg_f32(a: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let a = a.min(87.0);
+    let k = (a * LOG2E + 0.5) as i32; // round(a / ln 2) ∈ [0, 126]
+    let kf = k as f32;
+    let r = (kf * LN2_HI - a) + kf * LN2_LO; // −a + k·ln 2 ∈ [−ln2/2, ln2/2]
+    let poly = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+        * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let er = poly * r * r + r + 1.0;
+    er * f32::from_bits(((127 - k) as u32) << 23) // 2^{−k}, a normal number
+}
+
+/// `ln(1 + e)` for `e ∈ [0, 1]`, relative error ≈ 1e-7 also for tiny `e`:
+/// `2·atanh(s)` with `s = e/(2 + e) ≤ 1/3`, series to `s¹³`.
+#[inline(always)]
+fn ln_1p_unit_f32(e: f32) -> f32 {
+    let s = e / (2.0 + e);
+    let w = s * s;
+    let poly = 1.0
+        + w * (1.0 / 3.0
+            + w * (1.0 / 5.0
+                + w * (1.0 / 7.0 + w * (1.0 / 9.0 + w * (1.0 / 11.0 + w * (1.0 / 13.0))))));
+    2.0 * s * poly
 }
 
 /// Adds the f32 partial sums into the f64 totals and zeroes them.
@@ -1231,6 +1474,31 @@ mod tests {
     }
 
     #[test]
+    fn f32_exp_and_log1p_are_accurate() {
+        let mut worst = (0.0f64, 0.0f64);
+        for i in 0..=200_000 {
+            let a = i as f32 * 87.0 / 200_000.0;
+            let exact = (-f64::from(a)).exp();
+            let rel = (f64::from(exp_neg_f32(a)) - exact).abs() / exact;
+            worst.0 = worst.0.max(rel);
+        }
+        for i in 0..=200_000 {
+            // Log-spaced down to 1e-30 plus the linear range up to 1.
+            let e = if i % 2 == 0 {
+                (i as f32 / 200_000.0).max(1e-30)
+            } else {
+                10f32.powf(-30.0 * i as f32 / 200_000.0)
+            };
+            let exact = f64::from(e).ln_1p();
+            let rel = (f64::from(ln_1p_unit_f32(e)) - exact).abs() / exact.max(1e-300);
+            worst.1 = worst.1.max(rel);
+        }
+        assert!(worst.0 < 5e-7 && worst.1 < 5e-7, "{worst:?}");
+        assert_eq!(exp_neg_f32(0.0), 1.0);
+        assert!(exp_neg_f32(f32::INFINITY) > 0.0 && exp_neg_f32(f32::NAN).is_finite());
+    }
+
+    #[test]
     fn grad_accumulator_equals_loss_grad_sum() {
         let (x, y) = synthetic(
             1000,
@@ -1272,7 +1540,14 @@ mod tests {
         b.add_labelled_block(&p, &inter[400 * (d + 1)..], 3.0)
             .unwrap();
         a.merge(&b).unwrap();
-        for acc in [acc, a] {
+        // The same rows as little-endian bytes, in blocks of 13 rows (not a multiple of 8).
+        let bytes: Vec<u8> = inter.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut c = GradAccumulator::new(d);
+        for chunk in bytes.chunks(13 * 4 * (d + 1)) {
+            c.add_labelled_le_bytes(&p, chunk, 3.0).unwrap();
+        }
+        assert!(c.add_labelled_le_bytes(&p, &bytes[..4 * d], 3.0).is_err());
+        for acc in [acc, a, c] {
             let (l, g, rows) = acc.finish();
             assert_eq!(rows, 1000);
             assert!((l - l_ref).abs() < 1e-5 * l_ref.abs(), "{l} vs {l_ref}");
