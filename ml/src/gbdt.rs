@@ -703,8 +703,10 @@ impl GbdtModel {
         Ok(())
     }
 
-    /// Margins (log-odds) of already binned rows (as from [`BinMapper::bin`]).
+    /// Margins (log-odds) of already binned rows (as from [`BinMapper::bin`]). The model is
+    /// validated first, so a malformed deserialised model is an error, not a panic or a loop.
     pub fn predict_margin_binned(&self, binned: ArrayView2<u8>) -> Result<Vec<f64>, GbdtError> {
+        self.validate()?;
         if binned.ncols() != self.bin_mapper.n_features() {
             return Err(GbdtError::ShapeMismatch {
                 what: "binned feature columns",
