@@ -1,1 +1,579 @@
-fn main() {}
+//! `fedsilo`: federated credit-risk and propensity modelling under secure aggregation.
+//!
+//! One binary, one subcommand per role: `simulate` (regulators), `coordinator serve` and
+//! `job ...` (operators), `participant join` and `score` (institutions), `keygen` and
+//! `audit verify`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use fedsilo_coordinator::engine::RoundSummary;
+use fedsilo_coordinator::service::{serve, ServiceConfig};
+use fedsilo_ml::fed::{JobSpec, ModelArtifact};
+use fedsilo_participant::data::{load_csv, Schema};
+use fedsilo_participant::node::{self, NodeConfig};
+use fedsilo_proto::pb;
+use fedsilo_proto::pb::operator_client::OperatorClient;
+use fedsilo_proto::tls::{client_tls_config, TlsFiles};
+use fedsilo_simulations::run::{run_scenario, Transport};
+use fedsilo_simulations::scenario::Scenario;
+use serde::Deserialize;
+
+#[derive(Parser, Debug)]
+#[command(name = "fedsilo", version, about = "Federated training of credit-risk and propensity models under secure aggregation", long_about = None)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `fedsilo_coordinator=debug`.
+    #[arg(long, global = true, env = "FEDSILO_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a whole federation on this machine from a scenario file and write a report.
+    Simulate {
+        /// Scenario file (see simulations/scenarios/).
+        scenario: PathBuf,
+        /// Directory for report.json, report.html, audit.jsonl and the models.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// In-memory (fast, thousands of participants) or real gRPC with mutual TLS on loopback.
+        #[arg(long, value_enum, default_value_t = TransportArg::Memory)]
+        transport: TransportArg,
+    },
+    /// Coordinator commands.
+    Coordinator {
+        #[command(subcommand)]
+        command: CoordinatorCmd,
+    },
+    /// Participant-node commands.
+    Participant {
+        #[command(subcommand)]
+        command: ParticipantCmd,
+    },
+    /// Operator commands: launch and follow training jobs on a running coordinator.
+    Job {
+        #[command(subcommand)]
+        command: JobCmd,
+    },
+    /// Create identity keys, a CA and certificates for a test federation, plus example configs.
+    Keygen {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Comma-separated institution names.
+        #[arg(long, value_delimiter = ',', required = true)]
+        institutions: Vec<String>,
+        /// Host names / IPs the coordinator's certificate is valid for.
+        #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
+        hosts: Vec<String>,
+        /// Address the example configs point at.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: String,
+    },
+    /// Score a CSV locally with an exported model; writes a ranked list (best first).
+    Score {
+        /// Model exported by `fedsilo job model` or a simulation.
+        #[arg(long)]
+        model: PathBuf,
+        /// Customers to score.
+        #[arg(long)]
+        data: PathBuf,
+        /// Schema of the CSV (labels in it are optional when scoring).
+        #[arg(long)]
+        schema: PathBuf,
+        /// Output CSV (one file per product for multi-product models: <stem>-<label>.csv).
+        #[arg(long, default_value = "ranked.csv")]
+        out: PathBuf,
+        /// Keep only the top N customers of each ranking (the whitelist).
+        #[arg(long)]
+        top: Option<usize>,
+    },
+    /// Audit-log commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum TransportArg {
+    Memory,
+    Grpc,
+}
+
+#[derive(Subcommand, Debug)]
+enum CoordinatorCmd {
+    /// Serve the Federation and Operator gRPC services (mutual TLS).
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ParticipantCmd {
+    /// Connect to the coordinator and take part in training jobs with local data.
+    Join {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JobCmd {
+    /// Launch a training job described by a TOML job spec.
+    Launch {
+        #[arg(long)]
+        config: PathBuf,
+        /// Job spec (TOML): dataset, model, rounds, participants, learning settings...
+        #[arg(long)]
+        spec: PathBuf,
+        /// Schema of the dataset, to resolve an empty feature or label list.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+    },
+    /// Show one job.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        job: String,
+        /// Keep printing until the job ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// List every job.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Download a job's model (JSON).
+    Model {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        job: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Check the hash chain; names the first broken entry.
+    Verify { log: PathBuf },
+}
+
+/// `coordinator.toml`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CoordinatorConfig {
+    listen: std::net::SocketAddr,
+    state_dir: PathBuf,
+    roster: PathBuf,
+    tls: TlsSection,
+}
+
+/// `operator.toml`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OperatorConfig {
+    coordinator: String,
+    #[serde(default = "localhost")]
+    tls_domain: String,
+    tls: TlsSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn localhost() -> String {
+    "localhost".into()
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("in {}", path.display()))
+}
+
+fn tls_files(base: &Path, t: &TlsSection) -> TlsFiles {
+    TlsFiles {
+        ca_cert: resolve(base, &t.ca),
+        cert: resolve(base, &t.cert),
+        key: resolve(base, &t.key),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Simulate {
+            scenario,
+            out,
+            transport,
+        } => simulate(&scenario, &out, transport),
+        Command::Coordinator {
+            command: CoordinatorCmd::Serve { config },
+        } => {
+            let cfg: CoordinatorConfig = read_toml(&config)?;
+            let base = config.parent().unwrap_or(Path::new("."));
+            let svc = ServiceConfig {
+                listen: cfg.listen,
+                state_dir: resolve(base, &cfg.state_dir),
+                roster: resolve(base, &cfg.roster),
+                tls: tls_files(base, &cfg.tls),
+                observer: None,
+            };
+            eprintln!(
+                "coordinator listening on {} (state in {})",
+                svc.listen,
+                svc.state_dir.display()
+            );
+            runtime()?.block_on(async {
+                serve(svc, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .context("coordinator")
+            })
+        }
+        Command::Participant {
+            command: ParticipantCmd::Join { config },
+        } => {
+            let cfg = NodeConfig::load(&config)?;
+            let worker = node::build_worker(&cfg)?;
+            eprintln!("{} joining {}", cfg.name, cfg.coordinator);
+            runtime()?.block_on(async { node::run(cfg, worker).await.context("participant") })
+        }
+        Command::Job { command } => runtime()?.block_on(job(command)),
+        Command::Keygen {
+            out,
+            institutions,
+            hosts,
+            listen,
+        } => keygen(&out, &institutions, &hosts, &listen),
+        Command::Score {
+            model,
+            data,
+            schema,
+            out,
+            top,
+        } => score(&model, &data, &schema, &out, top),
+        Command::Audit {
+            command: AuditCmd::Verify { log },
+        } => {
+            let s = fedsilo_coordinator::audit::verify(&log)
+                .with_context(|| format!("audit log {}", log.display()))?;
+            println!(
+                "{}: {} entries, chain intact, head {}",
+                log.display(),
+                s.entries,
+                s.head
+            );
+            Ok(())
+        }
+    }
+}
+
+fn simulate(scenario: &Path, out: &Path, transport: TransportArg) -> Result<()> {
+    let s = Scenario::load(scenario)?;
+    let transport = match transport {
+        TransportArg::Memory => Transport::Memory,
+        TransportArg::Grpc => Transport::Grpc,
+    };
+    let expected: u64 = s
+        .jobs
+        .iter()
+        .map(|j| 2 + j.rounds + j.rounds.div_ceil(j.eval_every.max(1)))
+        .sum();
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty {
+        let b = indicatif::ProgressBar::new(expected);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} rounds  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    eprintln!(
+        "simulating '{}': {} institutions, {} job(s), transport {}",
+        s.name,
+        s.institutions.count,
+        s.jobs.len(),
+        transport.name()
+    );
+    let mut progress = |r: &RoundSummary| {
+        let total_ms: f64 = r.phase_ms.iter().map(|(_, ms)| ms).sum();
+        let line = format!(
+            "{} round {} ({}): {}/{} survived, {:.0} ms, {}",
+            r.job_id,
+            r.secagg_round,
+            r.purpose,
+            r.survivors.len(),
+            r.participants.len(),
+            total_ms,
+            r.outcome
+        );
+        match &bar {
+            Some(b) => {
+                b.inc(1);
+                b.set_message(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    };
+    let (report, json, html) = run_scenario(&s, transport, out, &mut progress)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    for m in &report.models {
+        let pooled = m
+            .pooled_metrics
+            .as_ref()
+            .map(|p| format!(" (pooled {:.3})", p.auc))
+            .unwrap_or_default();
+        println!(
+            "{:<28} AUC {:.3}{}  KS {:.3}  top-decile lift {:.2}",
+            m.name,
+            m.final_metrics.auc,
+            pooled,
+            m.final_metrics.ks,
+            m.final_metrics.top_decile_lift
+        );
+    }
+    println!(
+        "{} rounds in {:.1} s; report: {} and {}",
+        report.totals.rounds,
+        report.totals.wall_seconds,
+        html.display(),
+        json.display()
+    );
+    Ok(())
+}
+
+async fn operator_client(config: &Path) -> Result<OperatorClient<tonic::transport::Channel>> {
+    let cfg: OperatorConfig = read_toml(config)?;
+    let base = config.parent().unwrap_or(Path::new("."));
+    let tls = client_tls_config(&tls_files(base, &cfg.tls), &cfg.tls_domain)?;
+    let channel = tonic::transport::Endpoint::from_shared(cfg.coordinator.clone())
+        .with_context(|| format!("coordinator address '{}'", cfg.coordinator))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", cfg.coordinator))?;
+    Ok(OperatorClient::new(channel))
+}
+
+fn print_status(s: &pb::JobStatus) {
+    println!(
+        "{}  {}  round {}/{}  participants [{}]{}{}",
+        s.job_id,
+        s.state,
+        s.round,
+        s.total_rounds,
+        s.participants.join(", "),
+        if s.epsilon > 0.0 {
+            format!(
+                "  ε = {:.3}{}",
+                s.epsilon,
+                if s.epsilon_budget > 0.0 {
+                    format!(" / {}", s.epsilon_budget)
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            String::new()
+        },
+        if s.detail.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", s.detail)
+        }
+    );
+    if s.metrics_json != "[]" && !s.metrics_json.is_empty() {
+        println!("  metrics: {}", s.metrics_json);
+    }
+}
+
+async fn job(cmd: JobCmd) -> Result<()> {
+    match cmd {
+        JobCmd::Launch {
+            config,
+            spec,
+            schema,
+        } => {
+            let mut spec: JobSpec = read_toml(&spec)?;
+            if spec.features.is_empty() || spec.labels.is_empty() {
+                let Some(schema_path) = schema else {
+                    bail!("the job spec lists no features or labels: pass --schema so they can be taken from the dataset's schema");
+                };
+                let schema = Schema::from_toml_file(&schema_path)?;
+                if spec.features.is_empty() {
+                    spec.features = schema.feature_columns();
+                }
+                if spec.labels.is_empty() {
+                    spec.labels = schema
+                        .labels
+                        .iter()
+                        .take(1)
+                        .map(|l| l.column.clone())
+                        .collect();
+                }
+            }
+            spec.validate()?;
+            let mut client = operator_client(&config).await?;
+            let s = client
+                .launch_job(pb::LaunchJobRequest {
+                    spec_json: serde_json::to_string(&spec)?,
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("coordinator refused the job: {}", s.message()))?
+                .into_inner();
+            print_status(&s);
+            Ok(())
+        }
+        JobCmd::Status {
+            config,
+            job,
+            follow,
+        } => {
+            let mut client = operator_client(&config).await?;
+            loop {
+                let s = client
+                    .get_job(pb::JobRef {
+                        job_id: job.clone(),
+                    })
+                    .await
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                    .into_inner();
+                print_status(&s);
+                if !follow || s.state == "finished" || s.state.starts_with("failed") {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+        JobCmd::List { config } => {
+            let mut client = operator_client(&config).await?;
+            let list = client
+                .list_jobs(pb::ListJobsRequest {})
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            if list.jobs.is_empty() {
+                println!("no jobs");
+            }
+            for s in &list.jobs {
+                print_status(s);
+            }
+            Ok(())
+        }
+        JobCmd::Model { config, job, out } => {
+            let mut client = operator_client(&config).await?;
+            let m = client
+                .get_model(pb::JobRef { job_id: job })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            std::fs::write(&out, m.model_json)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("model written to {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn keygen(out: &Path, institutions: &[String], hosts: &[String], listen: &str) -> Result<()> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
+    fedsilo_proto::pki::generate_federation(out, institutions, hosts, &mut rng)
+        .with_context(|| format!("generating the federation in {}", out.display()))?;
+    let coord = format!(
+        "listen = \"{listen}\"\nstate_dir = \"coordinator-state\"\nroster = \"roster.toml\"\n\n[tls]\nca = \"ca.pem\"\ncert = \"coordinator.pem\"\nkey = \"coordinator.key\"\n"
+    );
+    std::fs::write(out.join("coordinator.toml"), coord)?;
+    let url = format!(
+        "https://localhost:{}",
+        listen.rsplit(':').next().unwrap_or("50051")
+    );
+    let op = format!(
+        "coordinator = \"{url}\"\ntls_domain = \"localhost\"\n\n[tls]\nca = \"ca.pem\"\ncert = \"operator.pem\"\nkey = \"operator.key\"\n"
+    );
+    std::fs::write(out.join("operator.toml"), op)?;
+    for name in institutions {
+        let p = format!(
+            "name = \"{name}\"\ncoordinator = \"{url}\"\ntls_domain = \"localhost\"\nidentity = \"{name}.identity\"\nroster = \"roster.toml\"\nholdout_fraction = 0.2\n\n[tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n\n# Local data: edit the paths (relative to this file).\n[[datasets]]\nname = \"credit\"\ncsv = \"credit.csv\"\nschema = \"credit_data.schema.toml\"\n"
+        );
+        std::fs::write(out.join(format!("participant-{name}.toml")), p)?;
+    }
+    println!(
+        "federation for {} institution(s) written to {}: ca.pem, coordinator.*, operator.*, <name>.pem/.key/.identity, roster.toml and example configs",
+        institutions.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn score(model: &Path, data: &Path, schema: &Path, out: &Path, top: Option<usize>) -> Result<()> {
+    let text =
+        std::fs::read_to_string(model).with_context(|| format!("reading {}", model.display()))?;
+    let artifact =
+        ModelArtifact::from_json(&text).with_context(|| format!("model {}", model.display()))?;
+    let schema = Schema::from_toml_file(schema)?;
+    let schema = schema.for_scoring();
+    let table = load_csv(data, &schema)?;
+    let written = fedsilo_participant::score::write_rankings(&artifact.model, &table, out, top)?;
+    for (label, path, n) in written {
+        println!("{label}: {n} customers ranked in {}", path.display());
+    }
+    Ok(())
+}

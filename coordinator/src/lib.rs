@@ -1,5 +1,12 @@
 //! fedsilo coordinator: runs training jobs as sequences of secure-aggregation rounds.
+//!
+//! - [`engine`]: the sans-IO job engine (`Coordinator`).
+//! - [`service`]: the gRPC services around it (one actor task owning engine, store and log).
+//! - [`store`]: durable job records and checkpoints (redb).
+//! - [`audit`]: the append-only, hash-chained audit log.
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod engine;
+pub mod service;
 pub mod store;

@@ -1,0 +1,506 @@
+//! The coordinator's gRPC services: thin handlers around one engine actor.
+//!
+//! One task (the *actor*) owns the sans-IO [`Coordinator`], the durable [`Store`] and the
+//! [`AuditLog`]. Handlers authenticate the caller from its TLS client certificate, convert the
+//! protobuf message into core types, send a command to the actor and map its answer to a
+//! gRPC status; they contain no protocol logic. After every command the actor drains the
+//! engine: messages go to per-participant queues (served by long-polling `Poll`),
+//! checkpoints are committed to the store and round summaries appended to the audit log,
+//! and the phase timer is re-armed from `poll_timeout`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedsilo_crypto::msg::ParticipantId;
+use fedsilo_ml::fed::JobSpec;
+use fedsilo_proto::pb;
+use fedsilo_proto::pb::federation_server::{Federation, FederationServer};
+use fedsilo_proto::pb::operator_server::{Operator, OperatorServer};
+use fedsilo_proto::roster::Roster as RosterFile;
+use fedsilo_proto::tls::{peer_name, server_tls_config, TlsFiles};
+use rand::RngCore;
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
+use tonic::{Request, Response, Status};
+
+use crate::audit::{AuditLog, AuditRecord};
+use crate::engine::{Coordinator, EngineError, Event, JobRecord, JobStatus};
+use crate::store::Store;
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+/// Most messages one `Poll` returns.
+const MAX_POLL_MESSAGES: usize = 64;
+/// Longest a `Poll` may wait.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(25);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("roster {path}: {message}")]
+    Roster { path: PathBuf, message: String },
+    #[error("store: {0}")]
+    Store(String),
+    #[error("audit log: {0}")]
+    Audit(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("restoring job '{job}': {message}")]
+    Restore { job: String, message: String },
+    #[error("gRPC server: {0}")]
+    Transport(String),
+}
+
+/// Where the coordinator keeps its files and how it is reached.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub listen: std::net::SocketAddr,
+    pub state_dir: PathBuf,
+    pub roster: PathBuf,
+    pub tls: TlsFiles,
+    /// Receives every round summary (simulations build their report from it).
+    pub observer: Option<mpsc::UnboundedSender<crate::engine::RoundSummary>>,
+}
+
+enum Command {
+    Join {
+        from: ParticipantId,
+        jobs: Vec<String>,
+        reply: oneshot::Sender<Result<Vec<String>, EngineError>>,
+    },
+    Message {
+        from: ParticipantId,
+        msg: fedsilo_proto::job::ToCoordinator,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    Launch {
+        spec: Box<JobSpec>,
+        reply: oneshot::Sender<Result<JobStatus, EngineError>>,
+    },
+    Status {
+        job: Option<String>,
+        reply: oneshot::Sender<Vec<JobStatus>>,
+    },
+    Model {
+        job: String,
+        reply: oneshot::Sender<Option<String>>,
+    },
+}
+
+/// Messages waiting for each participant's next `Poll`.
+#[derive(Default)]
+struct Mailboxes {
+    queues: Mutex<HashMap<ParticipantId, VecDeque<pb::ToParticipant>>>,
+    notify: Mutex<HashMap<ParticipantId, Arc<Notify>>>,
+}
+
+impl Mailboxes {
+    async fn notifier(&self, p: ParticipantId) -> Arc<Notify> {
+        self.notify.lock().await.entry(p).or_default().clone()
+    }
+    async fn push(&self, p: ParticipantId, m: pb::ToParticipant) {
+        self.queues.lock().await.entry(p).or_default().push_back(m);
+        self.notifier(p).await.notify_one();
+    }
+    async fn take(&self, p: ParticipantId) -> Vec<pb::ToParticipant> {
+        let mut q = self.queues.lock().await;
+        let Some(queue) = q.get_mut(&p) else {
+            return Vec::new();
+        };
+        let n = queue.len().min(MAX_POLL_MESSAGES);
+        queue.drain(..n).collect()
+    }
+}
+
+/// The shared face of the actor used by both services.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+    mail: Arc<Mailboxes>,
+    roster: Arc<RosterFile>,
+}
+
+fn engine_status(e: EngineError) -> Status {
+    match e {
+        EngineError::UnknownJob(_) | EngineError::NoSuchRound { .. } => {
+            Status::not_found(e.to_string())
+        }
+        EngineError::UnknownParticipant(_) => Status::permission_denied(e.to_string()),
+        EngineError::InvalidJob(_)
+        | EngineError::Protocol(_)
+        | EngineError::BadCheckpoint { .. } => Status::invalid_argument(e.to_string()),
+        EngineError::DuplicateJob(_) => Status::already_exists(e.to_string()),
+    }
+}
+
+fn status_pb(s: JobStatus) -> pb::JobStatus {
+    pb::JobStatus {
+        job_id: s.job_id,
+        state: s.state.label(),
+        round: s.rounds_done,
+        total_rounds: s.total_rounds,
+        participants: s.participants,
+        metrics_json: s.metrics_json,
+        epsilon: s.epsilon,
+        epsilon_budget: s.epsilon_budget,
+        detail: s.detail,
+    }
+}
+
+impl Handle {
+    fn participant<T>(&self, req: &Request<T>) -> Result<ParticipantId, Status> {
+        let name = peer_name(req)?;
+        self.roster
+            .by_cert_name(&name)
+            .map(|(id, _)| id)
+            .ok_or_else(|| {
+                Status::permission_denied(format!("certificate '{name}' is not in the roster"))
+            })
+    }
+
+    fn operator<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let name = peer_name(req)?;
+        if self.roster.operators.iter().any(|o| o == &name) {
+            Ok(name)
+        } else {
+            Err(Status::permission_denied(format!(
+                "certificate '{name}' is not an operator of this coordinator"
+            )))
+        }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| Status::unavailable("coordinator is shutting down"))?;
+        rx.await
+            .map_err(|_| Status::internal("coordinator engine stopped"))
+    }
+}
+
+#[tonic::async_trait]
+impl Federation for Handle {
+    async fn join(&self, req: Request<pb::JoinRequest>) -> RpcResult<pb::JoinReply> {
+        let from = self.participant(&req)?;
+        let jobs = req.into_inner().job_ids;
+        let joined = self
+            .ask(|reply| Command::Join { from, jobs, reply })
+            .await?
+            .map_err(engine_status)?;
+        Ok(Response::new(pb::JoinReply {
+            participant_id: from,
+            job_ids: joined,
+        }))
+    }
+
+    async fn poll(&self, req: Request<pb::PollRequest>) -> RpcResult<pb::PollReply> {
+        let from = self.participant(&req)?;
+        let wait = Duration::from_millis(req.into_inner().max_wait_ms as u64).min(MAX_POLL_WAIT);
+        let notify = self.mail.notifier(from).await;
+        let mut messages = self.mail.take(from).await;
+        if messages.is_empty() {
+            let _ = tokio::time::timeout(wait, notify.notified()).await;
+            messages = self.mail.take(from).await;
+        }
+        Ok(Response::new(pb::PollReply { messages }))
+    }
+
+    async fn submit(&self, req: Request<pb::ToCoordinator>) -> RpcResult<pb::SubmitReply> {
+        let from = self.participant(&req)?;
+        let msg = fedsilo_proto::job::ToCoordinator::try_from(req.into_inner())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.ask(|reply| Command::Message { from, msg, reply })
+            .await?
+            .map_err(engine_status)?;
+        Ok(Response::new(pb::SubmitReply {}))
+    }
+}
+
+#[tonic::async_trait]
+impl Operator for Handle {
+    async fn launch_job(&self, req: Request<pb::LaunchJobRequest>) -> RpcResult<pb::JobStatus> {
+        let who = self.operator(&req)?;
+        let spec: JobSpec = serde_json::from_str(&req.into_inner().spec_json)
+            .map_err(|e| Status::invalid_argument(format!("job spec: {e}")))?;
+        spec.validate()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(operator = %who, dataset = %spec.dataset, "launching job");
+        let status = self
+            .ask(|reply| Command::Launch {
+                spec: Box::new(spec),
+                reply,
+            })
+            .await?
+            .map_err(engine_status)?;
+        Ok(Response::new(status_pb(status)))
+    }
+
+    async fn get_job(&self, req: Request<pb::JobRef>) -> RpcResult<pb::JobStatus> {
+        self.operator(&req)?;
+        let job = req.into_inner().job_id;
+        let mut list = self
+            .ask(|reply| Command::Status {
+                job: Some(job.clone()),
+                reply,
+            })
+            .await?;
+        list.pop()
+            .map(|s| Response::new(status_pb(s)))
+            .ok_or_else(|| Status::not_found(format!("unknown job '{job}'")))
+    }
+
+    async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> RpcResult<pb::JobList> {
+        self.operator(&req)?;
+        let list = self
+            .ask(|reply| Command::Status { job: None, reply })
+            .await?;
+        Ok(Response::new(pb::JobList {
+            jobs: list.into_iter().map(status_pb).collect(),
+        }))
+    }
+
+    async fn get_model(&self, req: Request<pb::JobRef>) -> RpcResult<pb::ModelReply> {
+        self.operator(&req)?;
+        let job = req.into_inner().job_id;
+        let model = self
+            .ask(|reply| Command::Model {
+                job: job.clone(),
+                reply,
+            })
+            .await?
+            .ok_or_else(|| Status::not_found(format!("job '{job}' has no model yet")))?;
+        Ok(Response::new(pb::ModelReply { model_json: model }))
+    }
+}
+
+/// The engine actor: owns the coordinator, the store and the audit log.
+struct Actor {
+    engine: Coordinator,
+    store: Store,
+    audit: AuditLog,
+    mail: Arc<Mailboxes>,
+    last_round_hash: BTreeMap<String, String>,
+    observer: Option<mpsc::UnboundedSender<crate::engine::RoundSummary>>,
+}
+
+impl Actor {
+    async fn drain(&mut self) -> Result<(), ServiceError> {
+        while let Some((to, m)) = self.engine.poll_transmit() {
+            let m: pb::ToParticipant = m.into();
+            self.mail.push(to, m).await;
+        }
+        while let Some(ev) = self.engine.poll_event() {
+            match ev {
+                Event::Checkpoint {
+                    job_id,
+                    step,
+                    state,
+                } => {
+                    self.store
+                        .commit_step(&job_id, &state, step, &state)
+                        .map_err(|e| ServiceError::Store(e.to_string()))?;
+                }
+                Event::Round(r) => {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    tracing::info!(job = %r.job_id, round = r.secagg_round, purpose = %r.purpose,
+                        survivors = r.survivors.len(), participants = r.participants.len(), outcome = %r.outcome, "round closed");
+                    self.last_round_hash
+                        .insert(r.job_id.clone(), r.aggregate_hash.clone());
+                    if let Some(obs) = &self.observer {
+                        let _ = obs.send(r.clone());
+                    }
+                    self.audit
+                        .append(AuditRecord {
+                            job_id: r.job_id,
+                            round: r.secagg_round,
+                            purpose: r.purpose,
+                            participants: r.participants,
+                            survivors: r.survivors,
+                            model_hash: r.model_hash,
+                            aggregate_hash: r.aggregate_hash,
+                            time_unix_ms: now_ms,
+                            outcome: r.outcome,
+                        })
+                        .map_err(|e| ServiceError::Audit(e.to_string()))?;
+                }
+                Event::JobFinished { job_id, state } => {
+                    tracing::info!(job = %job_id, state = %state.label(), "job ended");
+                }
+                Event::Refused { from, reason } => {
+                    tracing::warn!(participant = from, %reason, "message refused");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn model_json(&self, job: &str) -> Option<String> {
+        let plan = self.engine.plan(job)?;
+        let model = plan.model()?;
+        let artifact = fedsilo_ml::fed::ModelArtifact::new(
+            plan,
+            model,
+            self.last_round_hash.get(job).cloned().unwrap_or_default(),
+        );
+        serde_json::to_string_pretty(&artifact).ok()
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Join { from, jobs, reply } => {
+                let _ = reply.send(self.engine.handle_join(now, from, &jobs));
+            }
+            Command::Message { from, msg, reply } => {
+                let _ = reply.send(self.engine.handle_message(now, from, msg));
+            }
+            Command::Launch { spec, reply } => {
+                let features = spec.features.clone();
+                let labels = spec.labels.clone();
+                let r = self
+                    .engine
+                    .launch(now, *spec, features, labels)
+                    .map(|id| self.engine.job_status(&id));
+                let _ = reply.send(r.and_then(|s| {
+                    s.ok_or_else(|| EngineError::UnknownJob("just launched".into()))
+                }));
+            }
+            Command::Status { job, reply } => {
+                let list = match job {
+                    Some(j) => self.engine.job_status(&j).into_iter().collect(),
+                    None => self.engine.list_jobs(),
+                };
+                let _ = reply.send(list);
+            }
+            Command::Model { job, reply } => {
+                let _ = reply.send(self.model_json(&job));
+            }
+        }
+    }
+}
+
+fn load_roster(path: &Path) -> Result<RosterFile, ServiceError> {
+    let r = RosterFile::load(path).map_err(|e| ServiceError::Roster {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    r.validate().map_err(|e| ServiceError::Roster {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(r)
+}
+
+/// Opens the state directory, restores every job from its last checkpoint and serves until
+/// `shutdown` resolves.
+pub async fn serve(
+    cfg: ServiceConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServiceError> {
+    let roster = load_roster(&cfg.roster)?;
+    std::fs::create_dir_all(&cfg.state_dir)
+        .map_err(|e| ServiceError::Store(format!("{}: {e}", cfg.state_dir.display())))?;
+    let store = Store::open(&cfg.state_dir.join("coordinator.redb"))
+        .map_err(|e| ServiceError::Store(e.to_string()))?;
+    let audit = AuditLog::open(&cfg.state_dir.join("audit.jsonl"))
+        .map_err(|e| ServiceError::Audit(e.to_string()))?;
+    let names: BTreeMap<ParticipantId, String> = roster
+        .institutions
+        .iter()
+        .filter_map(|e| {
+            roster
+                .participant_id(&e.name)
+                .map(|id| (id, e.name.clone()))
+        })
+        .collect();
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    let mut engine = Coordinator::new(roster.to_crypto_roster(), names, seed);
+    let now = Instant::now();
+    let jobs = store
+        .list_jobs()
+        .map_err(|e| ServiceError::Store(e.to_string()))?;
+    for (job, _) in &jobs {
+        if let Some((step, state)) = store
+            .latest_checkpoint(job)
+            .map_err(|e| ServiceError::Store(e.to_string()))?
+        {
+            engine
+                .restore(now, job, &state)
+                .map_err(|e| ServiceError::Restore {
+                    job: job.clone(),
+                    message: e.to_string(),
+                })?;
+            let rec: Option<JobRecord> = serde_json::from_slice(&state).ok();
+            tracing::info!(job = %job, step, state = ?rec.map(|r| r.state.label()), "restored job from checkpoint");
+        }
+    }
+    let mail = Arc::new(Mailboxes::default());
+    let (tx, mut rx) = mpsc::channel::<Command>(1024);
+    let handle = Handle {
+        tx,
+        mail: mail.clone(),
+        roster: Arc::new(roster),
+    };
+    let mut actor = Actor {
+        engine,
+        store,
+        audit,
+        mail,
+        last_round_hash: BTreeMap::new(),
+        observer: cfg.observer.clone(),
+    };
+    actor.drain().await?;
+    let actor_task = tokio::spawn(async move {
+        loop {
+            let deadline = actor.engine.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => actor.handle(cmd).await,
+                    None => break,
+                },
+                _ = sleep => actor.engine.handle_timeout(Instant::now()),
+            }
+            if let Err(e) = actor.drain().await {
+                // A checkpoint or audit entry that cannot be written must not be lost
+                // silently: stop serving rather than run on without durability.
+                tracing::error!(error = %e, "cannot persist coordinator state; stopping");
+                return Err(e);
+            }
+        }
+        Ok(())
+    });
+    let tls = server_tls_config(&cfg.tls).map_err(|e| ServiceError::Tls(e.to_string()))?;
+    tracing::info!(listen = %cfg.listen, state = %cfg.state_dir.display(), "coordinator serving");
+    let max = fedsilo_proto::convert::MAX_MESSAGE_BYTES;
+    let server = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .map_err(|e| ServiceError::Tls(e.to_string()))?
+        .add_service(
+            FederationServer::new(handle.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(OperatorServer::new(handle.clone()))
+        .serve_with_shutdown(cfg.listen, shutdown);
+    tokio::select! {
+        r = server => r.map_err(|e| ServiceError::Transport(e.to_string()))?,
+        r = actor_task => match r {
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(())) => {}
+            Err(e) => return Err(ServiceError::Transport(format!("engine task: {e}"))),
+        },
+    }
+    Ok(())
+}

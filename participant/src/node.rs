@@ -1,0 +1,326 @@
+//! The participant node: the [`Worker`] driven over gRPC with mutual TLS.
+//!
+//! The node joins its jobs, long-polls the coordinator for messages, feeds them to the worker
+//! and submits what the worker produces. Local data never leaves this process: the only
+//! things sent are masked vectors and the protocol's keys, shares and signatures.
+//! If the coordinator goes away (restart, network), the node retries with back-off and joins
+//! again, so it rejoins the job at its next round.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedsilo_ml::fed::LocalData;
+use fedsilo_proto::pb;
+use fedsilo_proto::pb::federation_client::FederationClient;
+use fedsilo_proto::roster::Roster as RosterFile;
+use fedsilo_proto::tls::{client_tls_config, TlsFiles};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::data::{load_csv, Schema};
+use crate::worker::{Worker, WorkerEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("dataset '{name}': {message}")]
+    Data { name: String, message: String },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("coordinator refused: {0}")]
+    Refused(String),
+}
+
+/// `participant.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This institution's name in the roster.
+    pub name: String,
+    /// e.g. `https://localhost:50051`
+    pub coordinator: String,
+    /// Host name the coordinator's certificate is checked against.
+    #[serde(default = "localhost")]
+    pub tls_domain: String,
+    pub identity: PathBuf,
+    pub roster: PathBuf,
+    pub tls: TlsPaths,
+    pub datasets: Vec<DatasetConfig>,
+    /// Jobs to take part in; empty = every job the coordinator runs.
+    #[serde(default)]
+    pub jobs: Vec<String>,
+    #[serde(default = "default_holdout")]
+    pub holdout_fraction: f64,
+    #[serde(default)]
+    pub holdout_seed: u64,
+    /// Stop once every job this node took part in has ended (for batch runs and tests).
+    #[serde(default)]
+    pub exit_when_done: bool,
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    pub name: String,
+    pub csv: PathBuf,
+    pub schema: PathBuf,
+}
+
+fn localhost() -> String {
+    "localhost".into()
+}
+fn default_holdout() -> f64 {
+    0.2
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Self, NodeError> {
+        let err = |message: String| NodeError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let mut cfg: NodeConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        if !(cfg.holdout_fraction > 0.0 && cfg.holdout_fraction < 1.0) {
+            return Err(err(format!(
+                "holdout_fraction: {} must be between 0 and 1",
+                cfg.holdout_fraction
+            )));
+        }
+        if cfg.datasets.is_empty() {
+            return Err(err("datasets: the node has no data to train on".into()));
+        }
+        Ok(cfg)
+    }
+
+    /// A path from the config, relative to the config file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca_cert: self.resolve(&self.tls.ca),
+            cert: self.resolve(&self.tls.cert),
+            key: self.resolve(&self.tls.key),
+        }
+    }
+}
+
+/// Loads every dataset of the config and splits off the hold-out rows.
+pub fn load_datasets(cfg: &NodeConfig) -> Result<BTreeMap<String, LocalData>, NodeError> {
+    let mut out = BTreeMap::new();
+    for d in &cfg.datasets {
+        let err = |message: String| NodeError::Data {
+            name: d.name.clone(),
+            message,
+        };
+        let schema =
+            Schema::from_toml_file(&cfg.resolve(&d.schema)).map_err(|e| err(e.to_string()))?;
+        let table = load_csv(&cfg.resolve(&d.csv), &schema).map_err(|e| err(e.to_string()))?;
+        let (train, holdout) = table.split_holdout(cfg.holdout_fraction, cfg.holdout_seed);
+        tracing::info!(dataset = %d.name, train = train.n_rows(), holdout = holdout.n_rows(), "dataset loaded");
+        out.insert(d.name.clone(), LocalData { train, holdout });
+    }
+    Ok(out)
+}
+
+/// Builds the worker from the config: identity key, roster, data.
+pub fn build_worker(cfg: &NodeConfig) -> Result<Worker, NodeError> {
+    let roster_path = cfg.resolve(&cfg.roster);
+    let roster = RosterFile::load(&roster_path).map_err(|e| NodeError::Config {
+        path: roster_path.clone(),
+        message: e.to_string(),
+    })?;
+    let me = roster
+        .participant_id(&cfg.name)
+        .ok_or_else(|| NodeError::Config {
+            path: roster_path.clone(),
+            message: format!("institution '{}' is not in the roster", cfg.name),
+        })?;
+    let identity_path = cfg.resolve(&cfg.identity);
+    let identity =
+        fedsilo_proto::pki::load_identity(&identity_path).map_err(|e| NodeError::Config {
+            path: identity_path.clone(),
+            message: e.to_string(),
+        })?;
+    let entry = roster
+        .institutions
+        .iter()
+        .find(|e| e.name == cfg.name)
+        .ok_or_else(|| NodeError::Config {
+            path: roster_path.clone(),
+            message: format!("institution '{}' is not in the roster", cfg.name),
+        })?;
+    if entry.identity_key != hex::encode(identity.public_key()) {
+        return Err(NodeError::Config {
+            path: identity_path,
+            message: format!(
+                "this identity key does not match the roster's key for '{}'",
+                cfg.name
+            ),
+        });
+    }
+    let datasets = load_datasets(cfg)?;
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    Ok(Worker::new(
+        me,
+        Arc::new(identity),
+        Arc::new(roster.to_crypto_roster()),
+        datasets,
+        seed,
+    ))
+}
+
+async fn connect(cfg: &NodeConfig) -> Result<FederationClient<Channel>, NodeError> {
+    let tls = client_tls_config(&cfg.tls_files(), &cfg.tls_domain)
+        .map_err(|e| NodeError::Tls(e.to_string()))?;
+    let endpoint = Endpoint::from_shared(cfg.coordinator.clone())
+        .map_err(|e| NodeError::Config {
+            path: cfg.base_dir.clone(),
+            message: format!("coordinator address '{}': {e}", cfg.coordinator),
+        })?
+        .tls_config(tls)
+        .map_err(|e| NodeError::Tls(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60));
+    let channel = endpoint.connect_lazy();
+    let max = fedsilo_proto::convert::MAX_MESSAGE_BYTES;
+    Ok(FederationClient::new(channel)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max))
+}
+
+/// Runs the node until every job it joined has ended (with `exit_when_done`) or forever.
+pub async fn run(cfg: NodeConfig, mut worker: Worker) -> Result<(), NodeError> {
+    let mut client = connect(&cfg).await?;
+    let mut joined: BTreeSet<String> = BTreeSet::new();
+    let mut ended: BTreeSet<String> = BTreeSet::new();
+    let mut backoff = Duration::from_millis(200);
+    let mut need_join = true;
+    loop {
+        if need_join {
+            match client
+                .join(pb::JoinRequest {
+                    job_ids: cfg.jobs.clone(),
+                })
+                .await
+            {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    for j in r.job_ids {
+                        if !ended.contains(&j) && joined.insert(j.clone()) {
+                            tracing::info!(job = %j, participant = r.participant_id, "joined job");
+                        }
+                    }
+                    need_join = false;
+                    backoff = Duration::from_millis(200);
+                }
+                Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                    return Err(NodeError::Refused(status.message().to_string()));
+                }
+                Err(status) => {
+                    tracing::warn!(error = %status, "cannot join yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        if cfg.exit_when_done && !joined.is_empty() && joined.is_subset(&ended) {
+            tracing::info!("every job this node took part in has ended");
+            return Ok(());
+        }
+        let reply = match client.poll(pb::PollRequest { max_wait_ms: 2_000 }).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                if status.code() == tonic::Code::PermissionDenied {
+                    return Err(NodeError::Refused(status.message().to_string()));
+                }
+                tracing::warn!(error = %status, "lost the coordinator; reconnecting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                need_join = true;
+                continue;
+            }
+        };
+        if reply.messages.is_empty() {
+            // Pick up jobs launched since we last joined.
+            need_join = cfg.jobs.is_empty() || !cfg.jobs.iter().all(|j| joined.contains(j));
+            continue;
+        }
+        let mut outgoing = Vec::new();
+        tokio::task::block_in_place(|| {
+            for m in reply.messages {
+                match fedsilo_proto::job::ToParticipant::try_from(m) {
+                    Ok(m) => {
+                        if let Err(e) = worker.handle_message(m) {
+                            tracing::warn!(error = %e, "message refused");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "malformed message from coordinator"),
+                }
+            }
+            while let Some(out) = worker.poll_transmit() {
+                outgoing.push(out);
+            }
+        });
+        while let Some(ev) = worker.poll_event() {
+            match ev {
+                WorkerEvent::JobEnded {
+                    job_id,
+                    state,
+                    detail,
+                } => {
+                    tracing::info!(job = %job_id, %state, %detail, "job ended");
+                    ended.insert(job_id.clone());
+                    joined.insert(job_id);
+                }
+                WorkerEvent::RoundStarted {
+                    job_id,
+                    round,
+                    purpose,
+                } => {
+                    tracing::info!(job = %job_id, round, %purpose, "round started");
+                }
+                WorkerEvent::RoundEnded {
+                    job_id,
+                    round,
+                    ok,
+                    detail,
+                } => {
+                    tracing::info!(job = %job_id, round, ok, %detail, "round ended");
+                }
+                WorkerEvent::Declined { job_id, reason } => {
+                    tracing::warn!(job = %job_id, %reason, "declined a step");
+                }
+            }
+        }
+        for m in outgoing {
+            let pbm: pb::ToCoordinator = m.into();
+            if let Err(status) = client.submit(pbm).await {
+                tracing::warn!(error = %status, "submit refused");
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The participant's job worker, sans-IO.
+//!
+//! A [`Worker`] holds an institution's local datasets and, per job, the secure-aggregation
+//! [`Client`] of the round in flight. It takes the coordinator's messages in
+//! ([`Worker::handle_message`]) and gives messages out ([`Worker::poll_transmit`]) and events
+//! ([`Worker::poll_event`]); the gRPC node and the in-memory simulator both drive it.
+//!
+//! For each `RoundStart` it computes the step's vector on local data ([`fed::compute`]),
+//! encodes it in fixed point, adds its share of differential-privacy noise when the step asks
+//! for it, and masks it: only masked vectors ever leave the worker.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use fedsilo_crypto::client::Client;
+use fedsilo_crypto::encoding::RingVec;
+use fedsilo_crypto::keys::IdentityKey;
+use fedsilo_crypto::msg::{ParticipantId, Roster, RoundContext};
+use fedsilo_ml::fed::{self, Instruction, LocalCache, LocalData};
+use fedsilo_proto::job::{RoundStart, ToCoordinator, ToParticipant};
+use rand::SeedableRng;
+
+/// Errors handling one message; the worker keeps serving other jobs.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("message for job '{0}', which this participant has no round for")]
+    UnknownJob(String),
+    #[error("secure aggregation: {0}")]
+    SecAgg(#[from] fedsilo_crypto::error::ClientError),
+}
+
+/// What happened, for logs, progress and tests.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WorkerEvent {
+    RoundStarted {
+        job_id: String,
+        round: u64,
+        purpose: String,
+    },
+    /// The worker could not compute the step and told the coordinator so.
+    Declined { job_id: String, reason: String },
+    RoundEnded {
+        job_id: String,
+        round: u64,
+        ok: bool,
+        detail: String,
+    },
+    JobEnded {
+        job_id: String,
+        state: String,
+        detail: String,
+    },
+}
+
+struct JobWork {
+    ctx: Option<RoundContext>,
+    client: Option<Client>,
+    cache: LocalCache,
+}
+
+/// The sans-IO participant.
+pub struct Worker {
+    me: ParticipantId,
+    identity: Arc<IdentityKey>,
+    roster: Arc<Roster>,
+    datasets: BTreeMap<String, LocalData>,
+    jobs: BTreeMap<String, JobWork>,
+    outbox: VecDeque<ToCoordinator>,
+    events: VecDeque<WorkerEvent>,
+    rng: rand_chacha::ChaCha20Rng,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("me", &self.me)
+            .field("datasets", &self.datasets.keys().collect::<Vec<_>>())
+            .field("jobs", &self.jobs.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Worker {
+    /// `seed` seeds the worker's CSPRNG (from the OS in production; fixed in simulations).
+    pub fn new(
+        me: ParticipantId,
+        identity: Arc<IdentityKey>,
+        roster: Arc<Roster>,
+        datasets: BTreeMap<String, LocalData>,
+        seed: [u8; 32],
+    ) -> Self {
+        Worker {
+            me,
+            identity,
+            roster,
+            datasets,
+            jobs: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            rng: rand_chacha::ChaCha20Rng::from_seed(seed),
+        }
+    }
+
+    pub fn id(&self) -> ParticipantId {
+        self.me
+    }
+
+    pub fn datasets(&self) -> impl Iterator<Item = &str> {
+        self.datasets.keys().map(|s| s.as_str())
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<ToCoordinator> {
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<WorkerEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn handle_message(&mut self, msg: ToParticipant) -> Result<(), WorkerError> {
+        match msg {
+            ToParticipant::RoundStart(start) => {
+                self.start_round(start);
+                Ok(())
+            }
+            ToParticipant::SecAgg(m) => {
+                let job_id = m.ctx().job_id.clone();
+                let work = self
+                    .jobs
+                    .get_mut(&job_id)
+                    .filter(|w| w.ctx.as_ref() == Some(m.ctx()))
+                    .ok_or_else(|| WorkerError::UnknownJob(job_id.clone()))?;
+                let client = work
+                    .client
+                    .as_mut()
+                    .ok_or_else(|| WorkerError::UnknownJob(job_id.clone()))?;
+                client.handle_message(m, &mut self.rng)?;
+                while let Some(out) = client.poll_transmit() {
+                    self.outbox.push_back(ToCoordinator::SecAgg(out));
+                }
+                Ok(())
+            }
+            ToParticipant::RoundEnd { ctx, ok, detail } => {
+                if let Some(w) = self.jobs.get_mut(&ctx.job_id) {
+                    if w.ctx.as_ref() == Some(&ctx) {
+                        w.client = None;
+                        w.ctx = None;
+                    }
+                }
+                self.events.push_back(WorkerEvent::RoundEnded {
+                    job_id: ctx.job_id,
+                    round: ctx.round,
+                    ok,
+                    detail,
+                });
+                Ok(())
+            }
+            ToParticipant::JobEnd {
+                job_id,
+                state,
+                detail,
+            } => {
+                self.jobs.remove(&job_id);
+                self.events.push_back(WorkerEvent::JobEnded {
+                    job_id,
+                    state,
+                    detail,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn start_round(&mut self, start: RoundStart) {
+        let ctx = start.config.ctx.clone();
+        let work = self
+            .jobs
+            .entry(ctx.job_id.clone())
+            .or_insert_with(|| JobWork {
+                ctx: None,
+                client: None,
+                cache: LocalCache::default(),
+            });
+        work.ctx = Some(ctx.clone());
+        work.client = None;
+        let input = prepare_input(&start, &self.datasets, &mut work.cache, &mut self.rng);
+        let result = input.and_then(|(purpose, input)| {
+            let client = Client::new(
+                start.config.clone(),
+                self.me,
+                self.identity.clone(),
+                self.roster.clone(),
+                input,
+                &mut self.rng,
+            )
+            .map_err(|e| format!("secure aggregation refused the round: {e}"))?;
+            Ok((purpose, client))
+        });
+        match result {
+            Ok((purpose, mut client)) => {
+                while let Some(out) = client.poll_transmit() {
+                    self.outbox.push_back(ToCoordinator::SecAgg(out));
+                }
+                work.client = Some(client);
+                self.events.push_back(WorkerEvent::RoundStarted {
+                    job_id: ctx.job_id.clone(),
+                    round: ctx.round,
+                    purpose,
+                });
+            }
+            Err(reason) => {
+                tracing::warn!(job = %ctx.job_id, round = ctx.round, %reason, "declining step");
+                self.outbox.push_back(ToCoordinator::Decline {
+                    ctx: ctx.clone(),
+                    reason: reason.clone(),
+                });
+                self.events.push_back(WorkerEvent::Declined {
+                    job_id: ctx.job_id,
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+/// Computes, checks, encodes and (for DP steps) noises this participant's vector.
+fn prepare_input(
+    start: &RoundStart,
+    datasets: &BTreeMap<String, LocalData>,
+    cache: &mut LocalCache,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> Result<(String, RingVec), String> {
+    let instr: Instruction = serde_json::from_str(&start.instruction)
+        .map_err(|e| format!("unreadable instruction: {e}"))?;
+    let data = datasets.get(&instr.data().dataset).ok_or_else(|| {
+        format!(
+            "no local dataset named '{}' (this node has: {})",
+            instr.data().dataset,
+            datasets.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    let values = fed::compute(&instr, data, cache).map_err(|e| e.to_string())?;
+    if values.len() != start.config.vector_len {
+        return Err(format!(
+            "computed {} values but the round expects {}",
+            values.len(),
+            start.config.vector_len
+        ));
+    }
+    if start.encoding.modulus != start.config.modulus {
+        return Err("encoding and round disagree on the modulus".into());
+    }
+    let mut encoded = start.encoding.encode(&values).map_err(|e| e.to_string())?;
+    if let Some(noise) = instr.noise() {
+        let scale = (start.encoding.frac_bits as f64).exp2();
+        let sigma_int = noise.stddev * scale;
+        let draws = fedsilo_ml::dp::discrete_gaussian_noise(sigma_int, values.len(), rng)
+            .map_err(|e| format!("differential-privacy noise: {e}"))?;
+        add_signed(&mut encoded, &draws);
+    }
+    Ok((instr.purpose().to_string(), encoded))
+}
+
+/// Adds signed integers to ring elements (two's complement, wrapping).
+fn add_signed(v: &mut RingVec, noise: &[i64]) {
+    match v {
+        RingVec::U32(xs) => {
+            for (x, &n) in xs.iter_mut().zip(noise) {
+                *x = x.wrapping_add(n as u32);
+            }
+        }
+        RingVec::U64(xs) => {
+            for (x, &n) in xs.iter_mut().zip(noise) {
+                *x = x.wrapping_add(n as u64);
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The gRPC transport for simulations: the real coordinator service and one real participant
+//! node per institution, talking gRPC with mutual TLS over loopback, with a throw-away PKI.
+//!
+//! Everything above the socket is the production code path (`fedsilo coordinator serve`,
+//! `fedsilo participant join`); only the data comes from the scenario instead of files.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedsilo_coordinator::engine::{JobRecord, RoundSummary};
+use fedsilo_coordinator::service::{serve, ServiceConfig};
+use fedsilo_coordinator::store::Store;
+use fedsilo_crypto::msg::ParticipantId;
+use fedsilo_participant::node::{self, NodeConfig, TlsPaths};
+use fedsilo_participant::worker::Worker;
+use fedsilo_proto::pb;
+use fedsilo_proto::pb::operator_client::OperatorClient;
+use fedsilo_proto::roster::Roster as RosterFile;
+use fedsilo_proto::tls::{client_tls_config, TlsFiles};
+use rand::SeedableRng;
+use tokio::sync::mpsc;
+
+use crate::memory::SimError;
+use crate::run::{job_columns, job_spec, Federation, RunError};
+use crate::scenario::Scenario;
+
+fn err(m: impl std::fmt::Display) -> RunError {
+    RunError::Sim(SimError::Stalled(format!("grpc transport: {m}")))
+}
+
+fn free_port() -> Result<SocketAddr, RunError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(err)?;
+    l.local_addr().map_err(err)
+}
+
+/// Runs the scenario's jobs over real gRPC on loopback.
+pub fn run_grpc(
+    s: &Scenario,
+    fed: &Federation,
+    progress: &mut dyn FnMut(&RoundSummary),
+) -> Result<(BTreeMap<String, JobRecord>, Vec<RoundSummary>), RunError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(err)?;
+    rt.block_on(run_async(s, fed, progress))
+}
+
+async fn run_async(
+    s: &Scenario,
+    fed: &Federation,
+    progress: &mut dyn FnMut(&RoundSummary),
+) -> Result<(BTreeMap<String, JobRecord>, Vec<RoundSummary>), RunError> {
+    let dir = tempfile::tempdir().map_err(err)?;
+    let pki = dir.path().join("pki");
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(s.seed);
+    fedsilo_proto::pki::generate_federation(
+        &pki,
+        &fed.names,
+        &["localhost".to_string(), "127.0.0.1".to_string()],
+        &mut rng,
+    )
+    .map_err(err)?;
+    let roster = RosterFile::load(&pki.join("roster.toml")).map_err(err)?;
+    let addr = free_port()?;
+    let state_dir = dir.path().join("state");
+    let (obs_tx, mut obs_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cfg = ServiceConfig {
+        listen: addr,
+        state_dir: state_dir.clone(),
+        roster: pki.join("roster.toml"),
+        tls: TlsFiles {
+            ca_cert: pki.join("ca.pem"),
+            cert: pki.join("coordinator.pem"),
+            key: pki.join("coordinator.key"),
+        },
+        observer: Some(obs_tx),
+    };
+    let server = tokio::spawn(serve(cfg, async {
+        let _ = stop_rx.await;
+    }));
+    let url = format!("https://localhost:{}", addr.port());
+    let crypto_roster = Arc::new(roster.to_crypto_roster());
+
+    // Launch the jobs first so every node joins all of them at once.
+    let mut op = operator(&pki, &url).await?;
+    let n = fed.names.len();
+    for job in &s.jobs {
+        let (features, labels) = job_columns(job, fed)?;
+        let mut spec = job_spec(s, job, n);
+        spec.features = features;
+        spec.labels = labels;
+        let spec_json = serde_json::to_string(&spec).map_err(err)?;
+        let mut tries = 0;
+        loop {
+            match op
+                .launch_job(pb::LaunchJobRequest {
+                    spec_json: spec_json.clone(),
+                })
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if tries < 50 && e.code() == tonic::Code::Unavailable => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(err(format!("launching {}: {e}", job.name))),
+            }
+        }
+    }
+
+    let mut nodes = Vec::new();
+    for (i, name) in fed.names.iter().enumerate() {
+        let id: ParticipantId = roster
+            .participant_id(name)
+            .ok_or_else(|| err(format!("{name} missing from roster")))?;
+        let identity = fedsilo_proto::pki::load_identity(&pki.join(format!("{name}.identity")))
+            .map_err(err)?;
+        let datasets = fed
+            .data
+            .iter()
+            .map(|(d, v)| (d.clone(), v[i].clone()))
+            .collect();
+        let seed = crate::run::seed_bytes(s.seed, &format!("grpc-worker/{name}"));
+        let worker = Worker::new(
+            id,
+            Arc::new(identity),
+            crypto_roster.clone(),
+            datasets,
+            seed,
+        );
+        let cfg = NodeConfig {
+            name: name.clone(),
+            coordinator: url.clone(),
+            tls_domain: "localhost".into(),
+            identity: pki.join(format!("{name}.identity")),
+            roster: pki.join("roster.toml"),
+            tls: TlsPaths {
+                ca: pki.join("ca.pem"),
+                cert: pki.join(format!("{name}.pem")),
+                key: pki.join(format!("{name}.key")),
+            },
+            datasets: Vec::new(),
+            jobs: s.jobs.iter().map(|j| j.name.clone()).collect(),
+            holdout_fraction: s.holdout_fraction,
+            holdout_seed: s.seed,
+            exit_when_done: true,
+            base_dir: dir.path().to_path_buf(),
+        };
+        nodes.push(tokio::spawn(node::run(cfg, worker)));
+    }
+
+    let mut rounds = Vec::new();
+    let mut done = false;
+    while !done {
+        while let Ok(r) = obs_rx.try_recv() {
+            progress(&r);
+            rounds.push(r);
+        }
+        let list = op
+            .list_jobs(pb::ListJobsRequest {})
+            .await
+            .map_err(|e| err(format!("job status: {e}")))?
+            .into_inner();
+        done = list
+            .jobs
+            .iter()
+            .all(|j| j.state == "finished" || j.state.starts_with("failed"));
+        if !done {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for n in nodes {
+        match tokio::time::timeout(Duration::from_secs(30), n).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(err(format!("participant node: {e}"))),
+            Ok(Err(e)) => return Err(err(format!("participant task: {e}"))),
+            Err(_) => return Err(err("a participant node did not stop")),
+        }
+    }
+    let _ = stop_tx.send(());
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(err(e)),
+        Err(e) => return Err(err(e)),
+    }
+    while let Ok(r) = obs_rx.try_recv() {
+        progress(&r);
+        rounds.push(r);
+    }
+    let store = Store::open(&state_dir.join("coordinator.redb")).map_err(err)?;
+    let mut records = BTreeMap::new();
+    for job in &s.jobs {
+        if let Some((_, bytes)) = store.latest_checkpoint(&job.name).map_err(err)? {
+            let rec: JobRecord = serde_json::from_slice(&bytes).map_err(err)?;
+            records.insert(job.name.clone(), rec);
+        }
+    }
+    Ok((records, rounds))
+}
+
+async fn operator(
+    pki: &Path,
+    url: &str,
+) -> Result<OperatorClient<tonic::transport::Channel>, RunError> {
+    let tls = client_tls_config(
+        &TlsFiles {
+            ca_cert: pki.join("ca.pem"),
+            cert: pki.join("operator.pem"),
+            key: pki.join("operator.key"),
+        },
+        "localhost",
+    )
+    .map_err(err)?;
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(err)?
+        .tls_config(tls)
+        .map_err(err)?
+        .connect_lazy();
+    Ok(OperatorClient::new(channel))
+}

@@ -1,0 +1,284 @@
+//! The in-memory transport: a whole federation in one process.
+//!
+//! It drives the very same sans-IO [`Coordinator`] and [`Worker`]s as the gRPC services, on a
+//! virtual clock: real elapsed time plus the phase timeouts it skips over when every
+//! participant that is still talking has answered. Participants run in parallel (rayon);
+//! the coordinator is fed sequentially, as a single server would be.
+//!
+//! Faults from the scenario are applied at the transport: a participant that *drops* stops
+//! sending from the given phase of the given round; a *straggler*'s messages are held until the
+//! phase deadline has passed (the coordinator then refuses them as late); a *late joiner*
+//! joins the job only when it reaches the given round.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use fedsilo_coordinator::engine::{Coordinator, Event, JobState, RoundSummary};
+use fedsilo_crypto::msg::{ParticipantId, Phase};
+use fedsilo_ml::fed::JobSpec;
+use fedsilo_participant::worker::Worker;
+use fedsilo_proto::job::{ToCoordinator, ToParticipant};
+use rayon::prelude::*;
+
+use crate::scenario::EventKind;
+
+/// Parses a phase name as written in scenarios and reports.
+pub fn parse_phase(s: &str) -> Option<Phase> {
+    Some(match s {
+        "advertise_keys" => Phase::AdvertiseKeys,
+        "share_keys" => Phase::ShareKeys,
+        "masked_input" => Phase::MaskedInput,
+        "consistency_check" => Phase::ConsistencyCheck,
+        "unmask" => Phase::Unmask,
+        _ => return None,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("launching job: {0}")]
+    Launch(String),
+    #[error("the federation made no progress: {0}")]
+    Stalled(String),
+}
+
+/// A fault applied by the transport.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    pub kind: EventKind,
+    pub participant: ParticipantId,
+    pub job_id: String,
+    pub round: u64,
+    pub phase: Phase,
+}
+
+/// What the driver saw, for reports.
+#[derive(Debug, Default)]
+pub struct Observations {
+    pub rounds: Vec<RoundSummary>,
+    pub checkpoints: usize,
+    pub refused: Vec<(ParticipantId, String)>,
+    pub finished: BTreeMap<String, JobState>,
+    pub last_checkpoint: BTreeMap<String, Vec<u8>>,
+}
+
+/// A federation in one process.
+pub struct MemoryFederation {
+    pub coordinator: Coordinator,
+    workers: Vec<Worker>,
+    faults: Vec<Fault>,
+    base: Instant,
+    skipped: Duration,
+    held: Vec<(ParticipantId, ToCoordinator)>,
+    pending_joins: BTreeSet<(String, ParticipantId)>,
+    pub observed: Observations,
+}
+
+impl std::fmt::Debug for MemoryFederation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryFederation")
+            .field("workers", &self.workers.len())
+            .field("faults", &self.faults)
+            .finish()
+    }
+}
+
+impl MemoryFederation {
+    /// `workers[i]` must have participant id `i`.
+    pub fn new(coordinator: Coordinator, workers: Vec<Worker>, faults: Vec<Fault>) -> Self {
+        MemoryFederation {
+            coordinator,
+            workers,
+            faults,
+            base: Instant::now(),
+            skipped: Duration::ZERO,
+            held: Vec::new(),
+            pending_joins: BTreeSet::new(),
+            observed: Observations::default(),
+        }
+    }
+
+    /// The virtual clock.
+    pub fn now(&self) -> Instant {
+        self.base + self.base.elapsed() + self.skipped
+    }
+
+    /// Launches a job and lets every participant join it (late joiners when due).
+    pub fn launch(
+        &mut self,
+        spec: JobSpec,
+        features: Vec<String>,
+        labels: Vec<String>,
+    ) -> Result<String, SimError> {
+        let now = self.now();
+        let id = self
+            .coordinator
+            .launch(now, spec, features, labels)
+            .map_err(|e| SimError::Launch(e.to_string()))?;
+        for w in 0..self.workers.len() as ParticipantId {
+            self.pending_joins.insert((id.clone(), w));
+        }
+        self.join_due();
+        Ok(id)
+    }
+
+    /// Lets every participant join an existing (e.g. restored) job now.
+    pub fn join_all(&mut self, job_id: &str) {
+        for w in 0..self.workers.len() as ParticipantId {
+            self.pending_joins.insert((job_id.to_string(), w));
+        }
+        self.join_due();
+    }
+
+    fn join_due(&mut self) {
+        let now = self.now();
+        let due: Vec<(String, ParticipantId)> = self
+            .pending_joins
+            .iter()
+            .filter(|(job, p)| {
+                let step = self
+                    .coordinator
+                    .plan(job)
+                    .map(|pl| pl.step_index())
+                    .unwrap_or(0);
+                !self.faults.iter().any(|f| {
+                    f.kind == EventKind::JoinLate
+                        && f.participant == *p
+                        && &f.job_id == job
+                        && step < f.round
+                })
+            })
+            .cloned()
+            .collect();
+        for (job, p) in due {
+            self.pending_joins.remove(&(job.clone(), p));
+            if let Err(e) = self.coordinator.handle_join(now, p, &[job]) {
+                tracing::warn!(participant = p, error = %e, "join refused");
+            }
+        }
+    }
+
+    fn fault_for(&self, from: ParticipantId, msg: &ToCoordinator) -> Option<EventKind> {
+        let ToCoordinator::SecAgg(m) = msg else {
+            return None;
+        };
+        let ctx = m.ctx();
+        self.faults
+            .iter()
+            .find(|f| {
+                f.kind != EventKind::JoinLate
+                    && f.participant == from
+                    && f.job_id == ctx.job_id
+                    && f.round == ctx.round
+                    && m.phase() >= f.phase
+            })
+            .map(|f| f.kind)
+    }
+
+    fn drain_events(&mut self, on_round: &mut dyn FnMut(&RoundSummary)) {
+        while let Some(ev) = self.coordinator.poll_event() {
+            match ev {
+                Event::Round(s) => {
+                    on_round(&s);
+                    self.observed.rounds.push(s);
+                }
+                Event::Checkpoint { job_id, state, .. } => {
+                    self.observed.checkpoints += 1;
+                    self.observed.last_checkpoint.insert(job_id, state);
+                }
+                Event::JobFinished { job_id, state } => {
+                    self.observed.finished.insert(job_id, state);
+                }
+                Event::Refused { from, reason } => self.observed.refused.push((from, reason)),
+            }
+        }
+    }
+
+    /// Runs until every launched job has finished or failed.
+    pub fn run(&mut self, on_round: &mut dyn FnMut(&RoundSummary)) -> Result<(), SimError> {
+        let n = self.workers.len();
+        loop {
+            self.join_due();
+            let mut moved = false;
+            let mut inbox: Vec<Vec<ToParticipant>> = vec![Vec::new(); n];
+            while let Some((to, m)) = self.coordinator.poll_transmit() {
+                if let Some(q) = inbox.get_mut(to as usize) {
+                    q.push(m);
+                    moved = true;
+                }
+            }
+            let outs: Vec<Vec<ToCoordinator>> = self
+                .workers
+                .par_iter_mut()
+                .zip(inbox)
+                .map(|(w, msgs)| {
+                    for m in msgs {
+                        if let Err(e) = w.handle_message(m) {
+                            tracing::debug!(participant = w.id(), error = %e, "worker refused a message");
+                        }
+                    }
+                    while w.poll_event().is_some() {}
+                    std::iter::from_fn(|| w.poll_transmit()).collect()
+                })
+                .collect();
+            for (p, msgs) in outs.into_iter().enumerate() {
+                let p = p as ParticipantId;
+                for m in msgs {
+                    moved = true;
+                    match self.fault_for(p, &m) {
+                        Some(EventKind::Drop) => {}
+                        Some(EventKind::Straggle) => self.held.push((p, m)),
+                        _ => {
+                            let now = self.now();
+                            if let Err(e) = self.coordinator.handle_message(now, p, m) {
+                                tracing::debug!(participant = p, error = %e, "coordinator refused a message");
+                            }
+                        }
+                    }
+                }
+            }
+            self.drain_events(on_round);
+            if moved {
+                continue;
+            }
+            let all_done = self
+                .coordinator
+                .list_jobs()
+                .iter()
+                .all(|j| matches!(j.state, JobState::Finished | JobState::Failed(_)));
+            if all_done && self.pending_joins.is_empty() {
+                return Ok(());
+            }
+            match self.coordinator.poll_timeout() {
+                Some(deadline) => {
+                    let now = self.now();
+                    if deadline > now {
+                        self.skipped += deadline - now;
+                    }
+                    let now = self.now();
+                    self.coordinator.handle_timeout(now);
+                    // Stragglers' messages arrive just after the deadline.
+                    for (p, m) in std::mem::take(&mut self.held) {
+                        if let Err(e) = self.coordinator.handle_message(now, p, m) {
+                            tracing::info!(participant = p, error = %e, "late message refused");
+                        }
+                    }
+                    self.drain_events(on_round);
+                }
+                None => {
+                    let waiting: Vec<String> = self
+                        .coordinator
+                        .list_jobs()
+                        .into_iter()
+                        .filter(|j| !matches!(j.state, JobState::Finished | JobState::Failed(_)))
+                        .map(|j| format!("{} ({})", j.job_id, j.state.label()))
+                        .collect();
+                    return Err(SimError::Stalled(format!(
+                        "jobs still open with nothing in flight: {}",
+                        waiting.join(", ")
+                    )));
+                }
+            }
+        }
+    }
+}

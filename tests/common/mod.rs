@@ -1,0 +1,285 @@
+//! Helpers for end-to-end tests: a test federation on loopback driven through the real
+//! `fedsilo` binary (keygen, coordinator, participants, operator commands).
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fedsilo")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `fedsilo args…` to completion; returns stdout, panics with stderr on failure.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run fedsilo");
+    assert!(
+        out.status.success(),
+        "fedsilo {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `fedsilo args…` expecting failure; returns stderr.
+pub fn run_err(args: &[&str]) -> String {
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run fedsilo");
+    assert!(
+        !out.status.success(),
+        "fedsilo {args:?} unexpectedly succeeded:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process that is killed when dropped; its stderr goes to a file.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// SIGKILL, no clean-up.
+    pub fn kill9(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "process did not exit in {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn spawn(args: &[&str], log: PathBuf) -> Proc {
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(bin())
+        .args(args)
+        .env("FEDSILO_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("spawn fedsilo");
+    Proc { child, log }
+}
+
+/// Reads a CSV as (header, rows) — the shipped datasets contain no quoted fields.
+pub fn read_csv(path: &Path) -> (String, Vec<String>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap().to_string();
+    (header, lines.map(str::to_string).collect())
+}
+
+/// Splits a CSV into `n` files sorted by a numeric column (missing values last): non-IID bands.
+pub fn split_sorted(src: &Path, column: &str, n: usize, out: &[PathBuf]) {
+    let (header, mut rows) = read_csv(src);
+    let col = header.split(',').position(|c| c == column).unwrap();
+    let key = |r: &String| -> f64 {
+        r.split(',')
+            .nth(col)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::INFINITY)
+    };
+    rows.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let per = rows.len().div_ceil(n);
+    for (i, chunk) in rows.chunks(per).enumerate() {
+        let mut text = header.clone();
+        text.push('\n');
+        for r in chunk {
+            text.push_str(r);
+            text.push('\n');
+        }
+        std::fs::write(&out[i], text).unwrap();
+    }
+}
+
+/// A test federation: PKI and configs from `fedsilo keygen`, one CSV per institution.
+pub struct TestFed {
+    pub dir: tempfile::TempDir,
+    pub names: Vec<String>,
+    pub port: u16,
+}
+
+impl TestFed {
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Keygen + participant configs with dataset `dataset` = `<name>.csv` and `schema`.
+    pub fn new(names: &[&str], dataset: &str, schema: &Path) -> TestFed {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        run_ok(&[
+            "keygen",
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--institutions",
+            &names.join(","),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ]);
+        std::fs::copy(schema, dir.path().join("schema.toml")).unwrap();
+        for name in &names {
+            let cfg = format!(
+                "name = \"{name}\"\ncoordinator = \"https://localhost:{port}\"\ntls_domain = \"localhost\"\nidentity = \"{name}.identity\"\nroster = \"roster.toml\"\nholdout_fraction = 0.2\nholdout_seed = 5\nexit_when_done = true\n\n[tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n\n[[datasets]]\nname = \"{dataset}\"\ncsv = \"{name}.csv\"\nschema = \"schema.toml\"\n"
+            );
+            std::fs::write(dir.path().join(format!("participant-{name}.toml")), cfg).unwrap();
+        }
+        TestFed { dir, names, port }
+    }
+
+    pub fn csv_paths(&self) -> Vec<PathBuf> {
+        self.names
+            .iter()
+            .map(|n| self.path(&format!("{n}.csv")))
+            .collect()
+    }
+
+    pub fn coordinator(&self, log: &str) -> Proc {
+        let p = spawn(
+            &[
+                "coordinator",
+                "serve",
+                "--config",
+                self.path("coordinator.toml").to_str().unwrap(),
+            ],
+            self.path(log),
+        );
+        self.wait_listening();
+        p
+    }
+
+    pub fn wait_listening(&self) {
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "coordinator did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn participant(&self, name: &str) -> Proc {
+        spawn(
+            &[
+                "participant",
+                "join",
+                "--config",
+                self.path(&format!("participant-{name}.toml"))
+                    .to_str()
+                    .unwrap(),
+            ],
+            self.path(&format!("{name}.log")),
+        )
+    }
+
+    pub fn op(&self, args: &[&str]) -> String {
+        let cfg = self.path("operator.toml");
+        let mut all: Vec<&str> = vec!["job", args[0], "--config", cfg.to_str().unwrap()];
+        all.extend_from_slice(&args[1..]);
+        run_ok(&all)
+    }
+
+    /// Launches the job spec (TOML text); returns the job id.
+    pub fn launch(&self, spec: &str) -> String {
+        let p = self.path("job.toml");
+        std::fs::write(&p, spec).unwrap();
+        let out = self.op(&[
+            "launch",
+            "--spec",
+            p.to_str().unwrap(),
+            "--schema",
+            self.path("schema.toml").to_str().unwrap(),
+        ]);
+        out.split_whitespace().next().unwrap().to_string()
+    }
+
+    pub fn status(&self, job: &str) -> String {
+        self.op(&["status", "--job", job])
+    }
+
+    /// Rounds completed, parsed from `job status`.
+    pub fn rounds_done(&self, job: &str) -> u64 {
+        let s = self.status(job);
+        s.split_whitespace()
+            .skip_while(|w| *w != "round")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn wait_finished(&self, job: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.status(job);
+            if s.contains("finished") {
+                return s;
+            }
+            assert!(!s.contains("failed"), "job failed: {s}");
+            assert!(
+                start.elapsed() < timeout,
+                "job did not finish in {timeout:?}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    pub fn model(&self, job: &str) -> fedsilo_ml::fed::ModelArtifact {
+        let p = self.path(&format!("{job}.model.json"));
+        self.op(&["model", "--job", job, "--out", p.to_str().unwrap()]);
+        fedsilo_ml::fed::ModelArtifact::from_json(&std::fs::read_to_string(p).unwrap()).unwrap()
+    }
+}

@@ -1,0 +1,201 @@
+//! End to end over real gRPC with mutual TLS on loopback: the `fedsilo` binary as coordinator,
+//! three participant processes each holding one income band of a public dataset, and the
+//! operator commands. The federated model must match the pooled model's test AUC.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use fedsilo_ml::fed::{LocalData, ModelSpec, TrainedModel};
+use fedsilo_ml::table::Table;
+use fedsilo_participant::data::{load_csv, Schema};
+use fedsilo_simulations::run::{auc_on, stack, train_central};
+
+/// Each participant's (train, hold-out), exactly as its node splits them.
+fn local_data(fed: &TestFed) -> Vec<LocalData> {
+    let schema = Schema::from_toml_file(&fed.path("schema.toml")).unwrap();
+    fed.csv_paths()
+        .iter()
+        .map(|p| {
+            let t = load_csv(p, &schema).unwrap();
+            let (train, holdout) = t.split_holdout(0.2, 5);
+            LocalData { train, holdout }
+        })
+        .collect()
+}
+
+/// (federated AUC, pooled AUC) on the union of the participants' hold-out sets.
+fn compare_with_pooled(
+    fed: &TestFed,
+    model: &TrainedModel,
+    learning: &fedsilo_ml::fed::Learning,
+) -> (f64, f64) {
+    let locals = local_data(fed);
+    let trains: Vec<&Table> = locals.iter().map(|l| &l.train).collect();
+    let holds: Vec<&Table> = locals.iter().map(|l| &l.holdout).collect();
+    let pooled_train = stack(&trains).unwrap();
+    let pooled_hold = stack(&holds).unwrap();
+    let pooled = train_central(
+        &pooled_train,
+        &model.features,
+        &model.labels,
+        &ModelSpec::LogisticRegression,
+        learning,
+        1,
+        0,
+    )
+    .unwrap();
+    (
+        auc_on(model, &pooled_hold, 0),
+        auc_on(&pooled, &pooled_hold, 0),
+    )
+}
+
+fn train_three_banks(
+    dataset_csv: &str,
+    schema: &str,
+    sort_by: &str,
+    spec: &str,
+) -> (TestFed, TrainedModel, String) {
+    let fed = TestFed::new(
+        &["bank-a", "bank-b", "bank-c"],
+        "data",
+        &repo().join(schema),
+    );
+    split_sorted(&repo().join(dataset_csv), sort_by, 3, &fed.csv_paths());
+    let _coord = fed.coordinator("coordinator.log");
+    let job = fed.launch(spec);
+    let mut parts: Vec<Proc> = fed.names.iter().map(|n| fed.participant(n)).collect();
+    let status = fed.wait_finished(&job, Duration::from_secs(600));
+    let artifact = fed.model(&job);
+    for p in parts.iter_mut() {
+        let s = p.wait_exit(Duration::from_secs(60));
+        assert!(s.success(), "participant failed: {}", p.log_text());
+    }
+    assert!(artifact.complete);
+    assert_eq!(
+        artifact.round_sha256.len(),
+        64,
+        "model names the round that produced it"
+    );
+    (fed, artifact.model, status)
+}
+
+const CREDIT_SPEC: &str = r#"
+dataset = "data"
+task = "risk"
+rounds = 30
+min_participants = 3
+eval_every = 10
+[learning]
+local_epochs = 2
+learning_rate = 0.05
+batch_size = 32
+l2 = 0.0003
+"#;
+
+#[test]
+fn credit_risk_over_grpc_matches_pooled_auc() {
+    let (fed, model, status) = train_three_banks(
+        "data/credit_data.csv",
+        "data/credit_data.schema.toml",
+        "Income",
+        CREDIT_SPEC,
+    );
+    let learning: fedsilo_ml::fed::Learning = toml::from_str::<toml::Value>(CREDIT_SPEC)
+        .ok()
+        .and_then(|v| v.get("learning").cloned())
+        .and_then(|l| l.try_into().ok())
+        .unwrap();
+    let (fed_auc, pooled_auc) = compare_with_pooled(&fed, &model, &learning);
+    eprintln!(
+        "credit_data: federated AUC {fed_auc:.4}, pooled AUC {pooled_auc:.4}; status {status}"
+    );
+    assert!(pooled_auc > 0.80, "pooled reference is off: {pooled_auc}");
+    assert!(
+        (fed_auc - pooled_auc).abs() <= 0.01,
+        "federated {fed_auc:.4} vs pooled {pooled_auc:.4}"
+    );
+    // The coordinator's own (histogram) AUC is reported in the job status.
+    assert!(status.contains("\"auc\""), "status lacks metrics: {status}");
+}
+
+const CARAVAN_SPEC: &str = r#"
+dataset = "data"
+task = "propensity"
+rounds = 30
+min_participants = 3
+eval_every = 10
+[learning]
+local_epochs = 1
+learning_rate = 0.02
+batch_size = 64
+l2 = 0.001
+server_optimizer = { kind = "fed_adam", lr = 0.05, beta1 = 0.9, beta2 = 0.99, eps = 0.001 }
+"#;
+
+#[test]
+fn caravan_propensity_over_grpc_matches_pooled_auc() {
+    let (fed, model, _) = train_three_banks(
+        "data/caravan.csv",
+        "data/caravan.schema.toml",
+        "MINKGEM",
+        CARAVAN_SPEC,
+    );
+    let learning: fedsilo_ml::fed::Learning = toml::from_str::<toml::Value>(CARAVAN_SPEC)
+        .ok()
+        .and_then(|v| v.get("learning").cloned())
+        .and_then(|l| l.try_into().ok())
+        .unwrap();
+    let (fed_auc, pooled_auc) = compare_with_pooled(&fed, &model, &learning);
+    eprintln!("caravan: federated AUC {fed_auc:.4}, pooled AUC {pooled_auc:.4}");
+    assert!(pooled_auc > 0.66, "pooled reference is off: {pooled_auc}");
+    assert!(
+        (fed_auc - pooled_auc).abs() <= 0.01,
+        "federated {fed_auc:.4} vs pooled {pooled_auc:.4}"
+    );
+    // Score locally with the exported model: a ranked whitelist.
+    let model_path = fed.path("caravan.model.json");
+    std::fs::write(
+        &model_path,
+        serde_json::to_string(&fedsilo_ml::fed::ModelArtifact {
+            format: fedsilo_ml::fed::ModelArtifact::FORMAT.into(),
+            job_id: "x".into(),
+            task: fedsilo_ml::fed::Task::Propensity,
+            model_kind: "logistic_regression".into(),
+            complete: true,
+            rounds: 30,
+            coefficients: vec![],
+            metrics: vec![],
+            round_sha256: String::new(),
+            model_sha256: String::new(),
+            model,
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let out = fed.path("ranked.csv");
+    run_ok(&[
+        "score",
+        "--model",
+        model_path.to_str().unwrap(),
+        "--data",
+        fed.csv_paths()[0].to_str().unwrap(),
+        "--schema",
+        fed.path("schema.toml").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--top",
+        "100",
+    ]);
+    let ranked = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = ranked.lines().collect();
+    assert_eq!(lines[0], "rank,id,score,decile");
+    assert_eq!(lines.len(), 101);
+    let scores: Vec<f64> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "ranked best first");
+}
