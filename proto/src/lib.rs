@@ -17,3 +17,11 @@
 pub mod pb {
     tonic::include_proto!("fedsilo.v1");
 }
+
+pub mod convert;
+pub mod job;
+pub mod pki;
+pub mod roster;
+pub mod tls;
+
+pub use convert::{WireError, MAX_MESSAGE_BYTES};

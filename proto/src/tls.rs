@@ -1,0 +1,190 @@
+//! Mutual TLS as configuration, and the caller's identity from its certificate.
+//!
+//! Both sides present a certificate signed by the federation CA (`ca.pem`): the coordinator
+//! requires a client certificate on every connection, so a handler can trust
+//! [`peer_name`] — the CN (or first DNS SAN) of the verified client leaf certificate.
+//! Identity is never a request field.
+//!
+//! The files are read and checked here, so a missing, unreadable or non-PEM file is
+//! reported by name before any socket is opened.
+
+use std::path::{Path, PathBuf};
+
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use x509_parser::extensions::GeneralName;
+use x509_parser::pem::Pem;
+
+/// The three PEM files of one TLS endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The federation CA certificate: the trust root for the other side.
+    pub ca_cert: PathBuf,
+    /// This endpoint's certificate (chain), signed by the CA.
+    pub cert: PathBuf,
+    /// This endpoint's private key (PKCS#8, PKCS#1 or SEC1 PEM).
+    pub key: PathBuf,
+}
+
+/// Why a TLS configuration could not be built. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{what} {}: cannot read: {source}", path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} {}: not PEM: {detail}", path.display())]
+    NotPem {
+        what: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error("TLS refused the configuration ({}): {detail}", files.join(", "))]
+    Rejected { files: Vec<String>, detail: String },
+}
+
+/// Server side: this endpoint's identity, and client certificates REQUIRED and verified
+/// against `f.ca_cert`.
+pub fn server_tls_config(f: &TlsFiles) -> Result<ServerTlsConfig, TlsError> {
+    let ca = read_certs("CA certificate", &f.ca_cert)?;
+    let cert = read_certs("certificate", &f.cert)?;
+    let key = read_key("private key", &f.key)?;
+    let cfg = ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert, key))
+        .client_ca_root(Certificate::from_pem(ca))
+        .client_auth_optional(false);
+    // Build the acceptor once now, so a key that does not parse or match fails here,
+    // naming the files, rather than when the server starts.
+    tonic::transport::Server::builder()
+        .tls_config(cfg.clone())
+        .map_err(|e| rejected(f, &e))?;
+    Ok(cfg)
+}
+
+/// Client side: trust only `f.ca_cert`, present this endpoint's certificate, and expect the
+/// server certificate to be valid for `domain` (a DNS name or IP address in its SANs).
+pub fn client_tls_config(f: &TlsFiles, domain: &str) -> Result<ClientTlsConfig, TlsError> {
+    let ca = read_certs("CA certificate", &f.ca_cert)?;
+    let cert = read_certs("certificate", &f.cert)?;
+    let key = read_key("private key", &f.key)?;
+    let cfg = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .identity(Identity::from_pem(cert, key))
+        .domain_name(domain);
+    tonic::transport::Endpoint::from_static("https://fedsilo.invalid")
+        .tls_config(cfg.clone())
+        .map_err(|e| rejected(f, &e))?;
+    Ok(cfg)
+}
+
+/// The name of the verified peer: CN of the leaf certificate, else its first DNS SAN.
+///
+/// `Unauthenticated` when the connection carried no client certificate (no TLS, or a
+/// server built without [`server_tls_config`]) or the certificate names nobody.
+pub fn peer_name<T>(req: &tonic::Request<T>) -> Result<String, tonic::Status> {
+    let certs = req
+        .peer_certs()
+        .ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
+    cert_name(leaf).ok_or_else(|| {
+        tonic::Status::unauthenticated("client certificate has neither a CN nor a DNS name")
+    })
+}
+
+/// CN of a DER certificate, else its first DNS SAN; `None` if it has neither or does not
+/// parse.
+pub fn cert_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    if let Some(cn) = cert
+        .subject()
+        .iter_common_name()
+        .find_map(|cn| cn.as_str().ok())
+        .filter(|cn| !cn.is_empty())
+    {
+        return Some(cn.to_owned());
+    }
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        GeneralName::DNSName(d) if !d.is_empty() => Some((*d).to_owned()),
+        _ => None,
+    })
+}
+
+fn rejected(f: &TlsFiles, e: &dyn std::error::Error) -> TlsError {
+    let mut detail = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        src = s.source();
+    }
+    TlsError::Rejected {
+        files: [&f.ca_cert, &f.cert, &f.key]
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        detail,
+    }
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn pem_blocks(what: &'static str, path: &Path, bytes: &[u8]) -> Result<Vec<Pem>, TlsError> {
+    let not_pem = |detail: String| TlsError::NotPem {
+        what,
+        path: path.to_owned(),
+        detail,
+    };
+    let blocks = Pem::iter_from_buffer(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| not_pem(e.to_string()))?;
+    if blocks.is_empty() {
+        return Err(not_pem("no PEM block found".into()));
+    }
+    Ok(blocks)
+}
+
+/// Reads a PEM file of one or more certificates, each of which must parse as X.509.
+fn read_certs(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    let bytes = read(what, path)?;
+    for (i, pem) in pem_blocks(what, path, &bytes)?.iter().enumerate() {
+        let not_cert = |detail: String| TlsError::NotPem {
+            what,
+            path: path.to_owned(),
+            detail: format!("block {i}: {detail}"),
+        };
+        if pem.label != "CERTIFICATE" {
+            return Err(not_cert(format!(
+                "expected CERTIFICATE, found {}",
+                pem.label
+            )));
+        }
+        x509_parser::parse_x509_certificate(&pem.contents)
+            .map_err(|e| not_cert(format!("not an X.509 certificate: {e}")))?;
+    }
+    Ok(bytes)
+}
+
+/// Reads a PEM file whose first block is a private key.
+fn read_key(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    let bytes = read(what, path)?;
+    let blocks = pem_blocks(what, path, &bytes)?;
+    if !blocks.iter().any(|b| b.label.ends_with("PRIVATE KEY")) {
+        return Err(TlsError::NotPem {
+            what,
+            path: path.to_owned(),
+            detail: "no PRIVATE KEY block".into(),
+        });
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,268 @@
+//! Wire values the Rust types cannot hold are refused, naming the field — never a panic.
+
+mod common;
+
+use fedsilo_crypto::msg::ClientMsg;
+use fedsilo_proto::convert::{Problem, WireError};
+use fedsilo_proto::job::{ToCoordinator, ToParticipant};
+use fedsilo_proto::pb;
+use prost::Message;
+
+fn wire_c(m: ClientMsg) -> pb::ToCoordinator {
+    ToCoordinator::SecAgg(m).into()
+}
+
+fn client_body(m: &mut pb::ToCoordinator) -> &mut pb::client_msg::Body {
+    match m.body.as_mut() {
+        Some(pb::to_coordinator::Body::Secagg(c)) => c.body.as_mut().expect("body"),
+        other => panic!("not a secagg message: {other:?}"),
+    }
+}
+
+fn refuse_c(m: pb::ToCoordinator) -> WireError {
+    // Also through bytes: what the server really receives.
+    let m = pb::ToCoordinator::decode(m.encode_to_vec().as_slice()).expect("valid protobuf");
+    match ToCoordinator::try_from(m) {
+        Ok(v) => panic!("accepted malformed message: {v:?}"),
+        Err(e) => e,
+    }
+}
+
+fn refuse_p(m: pb::ToParticipant) -> WireError {
+    let m = pb::ToParticipant::decode(m.encode_to_vec().as_slice()).expect("valid protobuf");
+    match ToParticipant::try_from(m) {
+        Ok(v) => panic!("accepted malformed message: {v:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn wrong_key_length_names_the_key() {
+    let mut m = wire_c(ClientMsg::AdvertiseKeys(common::advertise(1)));
+    let pb::client_msg::Body::AdvertiseKeys(a) = client_body(&mut m) else {
+        unreachable!()
+    };
+    a.c_pk.pop();
+    let e = refuse_c(m);
+    assert_eq!(e.path, "secagg.advertise_keys.c_pk");
+    assert_eq!(
+        e.problem,
+        Problem::WrongLength {
+            expected: 32,
+            got: 31
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "secagg.advertise_keys.c_pk: expected 32 bytes, got 31"
+    );
+
+    let mut m = wire_c(ClientMsg::AdvertiseKeys(common::advertise(1)));
+    let pb::client_msg::Body::AdvertiseKeys(a) = client_body(&mut m) else {
+        unreachable!()
+    };
+    a.self_mask_commitment.extend_from_slice(&[0; 8]);
+    assert_eq!(
+        refuse_c(m).to_string(),
+        "secagg.advertise_keys.self_mask_commitment: expected 32 bytes, got 40"
+    );
+}
+
+#[test]
+fn key_in_a_repeated_field_names_the_index() {
+    let mut m: pb::ToParticipant = ToParticipant::SecAgg(common::server_msgs().remove(0)).into();
+    let Some(pb::to_participant::Body::Secagg(pb::ServerMsg {
+        body: Some(pb::server_msg::Body::ShareKeys(req)),
+    })) = m.body.as_mut()
+    else {
+        panic!("expected a share-keys request")
+    };
+    req.keys[2].s_pk.clear();
+    assert_eq!(
+        refuse_p(m).to_string(),
+        "secagg.share_keys.keys[2].s_pk: expected 32 bytes, got 0"
+    );
+}
+
+#[test]
+fn ragged_ring_data_is_refused() {
+    let mut m = wire_c(ClientMsg::MaskedInput(common::masked_u32(1_000_000)));
+    let pb::client_msg::Body::MaskedInput(mi) = client_body(&mut m) else {
+        unreachable!()
+    };
+    mi.data.push(0);
+    let e = refuse_c(m);
+    assert_eq!(
+        e.to_string(),
+        "secagg.masked_input.data: 4000001 bytes is not a multiple of 4"
+    );
+
+    // 12 bytes is 3 u32 elements but not a whole number of u64 elements.
+    let mut m = wire_c(ClientMsg::MaskedInput(common::masked_u64(2)));
+    let pb::client_msg::Body::MaskedInput(mi) = client_body(&mut m) else {
+        unreachable!()
+    };
+    mi.data.truncate(12);
+    assert_eq!(
+        refuse_c(m).problem,
+        Problem::RaggedRing {
+            len: 12,
+            element_bytes: 8
+        }
+    );
+}
+
+#[test]
+fn missing_oneof_is_refused() {
+    let e = refuse_c(pb::ToCoordinator { body: None });
+    assert_eq!(e.to_string(), "missing oneof body");
+    assert_eq!(e.problem, Problem::MissingOneof);
+
+    let e = refuse_c(pb::ToCoordinator {
+        body: Some(pb::to_coordinator::Body::Secagg(pb::ClientMsg {
+            body: None,
+        })),
+    });
+    assert_eq!(e.to_string(), "secagg: missing oneof body");
+
+    let e = refuse_p(pb::ToParticipant {
+        body: Some(pb::to_participant::Body::Secagg(pb::ServerMsg {
+            body: None,
+        })),
+    });
+    assert_eq!(e.to_string(), "secagg: missing oneof body");
+    assert_eq!(
+        refuse_p(pb::ToParticipant { body: None }).to_string(),
+        "missing oneof body"
+    );
+}
+
+#[test]
+fn missing_sub_message_is_refused() {
+    let e = refuse_c(pb::ToCoordinator {
+        body: Some(pb::to_coordinator::Body::Decline(pb::Decline {
+            ctx: None,
+            reason: "no data".into(),
+        })),
+    });
+    assert_eq!(e.to_string(), "decline.ctx: missing");
+
+    let mut m: pb::ToParticipant = ToParticipant::RoundStart(common::round_start()).into();
+    let Some(pb::to_participant::Body::RoundStart(rs)) = m.body.as_mut() else {
+        unreachable!()
+    };
+    rs.encoding = None;
+    assert_eq!(refuse_p(m).to_string(), "round_start.encoding: missing");
+}
+
+#[test]
+fn unknown_and_unspecified_enum_values_are_refused() {
+    let mut m = wire_c(ClientMsg::MaskedInput(common::masked_u32(4)));
+    let pb::client_msg::Body::MaskedInput(mi) = client_body(&mut m) else {
+        unreachable!()
+    };
+    mi.modulus = 7;
+    let e = refuse_c(m);
+    assert_eq!(e.path, "secagg.masked_input.modulus");
+    assert_eq!(e.problem, Problem::UnknownEnum(7));
+    assert_eq!(
+        e.to_string(),
+        "secagg.masked_input.modulus: unknown enum value 7"
+    );
+
+    let mut m = wire_c(ClientMsg::MaskedInput(common::masked_u32(4)));
+    let pb::client_msg::Body::MaskedInput(mi) = client_body(&mut m) else {
+        unreachable!()
+    };
+    mi.modulus = pb::Modulus::Unspecified as i32;
+    assert_eq!(refuse_c(m).problem, Problem::Unspecified);
+
+    let mut m = wire_c(ClientMsg::UnmaskShares(common::unmask_shares()));
+    let pb::client_msg::Body::UnmaskShares(u) = client_body(&mut m) else {
+        unreachable!()
+    };
+    u.shares[1].kind = 9;
+    assert_eq!(
+        refuse_c(m).to_string(),
+        "secagg.unmask_shares.shares[1].kind: unknown enum value 9"
+    );
+
+    let mut m: pb::ToParticipant = ToParticipant::RoundStart(common::round_start()).into();
+    let Some(pb::to_participant::Body::RoundStart(rs)) = m.body.as_mut() else {
+        unreachable!()
+    };
+    rs.config.as_mut().expect("config").modulus = -1;
+    assert_eq!(
+        refuse_p(m).to_string(),
+        "round_start.config.modulus: unknown enum value -1"
+    );
+}
+
+#[test]
+fn out_of_range_and_invalid_values_are_refused() {
+    let mut m = wire_c(ClientMsg::UnmaskShares(common::unmask_shares()));
+    let pb::client_msg::Body::UnmaskShares(u) = client_body(&mut m) else {
+        unreachable!()
+    };
+    u.shares[0].share.as_mut().expect("share").x = 256;
+    assert_eq!(
+        refuse_c(m).to_string(),
+        "secagg.unmask_shares.shares[0].share.x: 256 is out of range (max 255)"
+    );
+
+    let mut m: pb::ToParticipant = ToParticipant::RoundStart(common::round_start()).into();
+    let Some(pb::to_participant::Body::RoundStart(rs)) = m.body.as_mut() else {
+        unreachable!()
+    };
+    rs.config.as_mut().expect("config").graph_seed.truncate(16);
+    assert_eq!(
+        refuse_p(m).to_string(),
+        "round_start.config.graph_seed: expected 32 bytes, got 16"
+    );
+
+    // An encoding whose sum could wrap the ring is refused, with FixedPoint's reason.
+    let mut m: pb::ToParticipant = ToParticipant::RoundStart(common::round_start()).into();
+    let Some(pb::to_participant::Body::RoundStart(rs)) = m.body.as_mut() else {
+        unreachable!()
+    };
+    let enc = rs.encoding.as_mut().expect("encoding");
+    enc.modulus = pb::Modulus::Pow32 as i32;
+    enc.frac_bits = 40;
+    let e = refuse_p(m);
+    assert_eq!(e.path, "round_start.encoding");
+    assert!(
+        matches!(e.problem, Problem::Invalid(ref s) if s.contains("wrap")),
+        "{e}"
+    );
+}
+
+#[test]
+fn garbage_bytes_never_panic() {
+    // Arbitrary byte strings either fail to decode or convert to Ok/Err: no panic.
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let good = pb::ToCoordinator::from(ToCoordinator::SecAgg(ClientMsg::UnmaskShares(
+        common::unmask_shares(),
+    )))
+    .encode_to_vec();
+    for _ in 0..5_000 {
+        let mut bytes = good.clone();
+        let flips = 1 + (next() % 4) as usize;
+        for _ in 0..flips {
+            let i = (next() as usize) % bytes.len();
+            bytes[i] = next() as u8;
+        }
+        bytes.truncate((next() as usize) % (bytes.len() + 1));
+        if let Ok(m) = pb::ToCoordinator::decode(bytes.as_slice()) {
+            let _ = ToCoordinator::try_from(m);
+        }
+        if let Ok(m) = pb::ToParticipant::decode(bytes.as_slice()) {
+            let _ = ToParticipant::try_from(m);
+        }
+    }
+}
