@@ -518,7 +518,8 @@ impl Coordinator {
             // resolution buys nothing under the noise and the exact sampler needs σ ≤ 2^24.
             match step.instruction.noise() {
                 Some(ns) if ns.stddev > 0.0 => {
-                    let frac = (65536.0 / ns.stddev).log2().floor().clamp(0.0, 52.0) as u32;
+                    let share = ns.share(n);
+                    let frac = (65536.0 / share).log2().floor().clamp(0.0, 52.0) as u32;
                     FixedPoint::new(
                         e.modulus,
                         frac.min(e.frac_bits),

@@ -421,9 +421,18 @@ pub struct JobData {
 pub struct NoiseSpec {
     /// L2 clip of the update (float domain).
     pub clip: f64,
-    /// Standard deviation of THIS participant's noise in the float domain
-    /// (σ·clip/√n so that the sum over n has σ·clip).
+    /// Standard deviation of the noise the SUM must carry, float domain (σ·clip). Each of
+    /// the n participants of the round adds discrete Gaussian noise of σ·clip/√n
+    /// ([`NoiseSpec::share`]); participants that drop out take their share with them, so a
+    /// round with dropouts carries a little less noise than planned.
     pub stddev: f64,
+}
+
+impl NoiseSpec {
+    /// This participant's share of the noise in a round of `n` participants.
+    pub fn share(&self, n: usize) -> f64 {
+        self.stddev / (n.max(1) as f64).sqrt()
+    }
 }
 
 /// What one participant must compute for one step.
@@ -920,7 +929,6 @@ impl Plan {
     pub fn next_step(&self) -> Option<Step> {
         let f = self.data.features.len();
         let l = self.data.labels.len();
-        let p = self.spec.max_participants as f64;
         let rows_bound = (self.total_rows.max(1.0)).min(1e12);
         let (instruction, len, max_abs) = match &self.stage {
             Stage::Done => return None,
@@ -955,7 +963,7 @@ impl Plan {
                 let (noise, len, max_abs) = match &self.spec.dp {
                     None => (None, dim + 2, rows_bound * DELTA_CLIP.max(LOSS_CAP)),
                     Some(dp) => {
-                        let stddev = dp.noise_multiplier * dp.clip / p.sqrt().max(1.0);
+                        let stddev = dp.noise_multiplier * dp.clip;
                         // Values are clipped to `clip`; the noise is added in the integer
                         // domain after encoding, so the bound covers value + a 20σ tail.
                         (

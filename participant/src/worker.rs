@@ -253,7 +253,7 @@ fn prepare_input(
     let mut encoded = start.encoding.encode(&values).map_err(|e| e.to_string())?;
     if let Some(noise) = instr.noise() {
         let scale = (start.encoding.frac_bits as f64).exp2();
-        let sigma_int = noise.stddev * scale;
+        let sigma_int = noise.share(start.config.participants.len()) * scale;
         let draws = fedsilo_ml::dp::discrete_gaussian_noise(sigma_int, values.len(), rng)
             .map_err(|e| format!("differential-privacy noise: {e}"))?;
         add_signed(&mut encoded, &draws);
