@@ -1,1 +1,278 @@
-//! (being written)
+//! The regulator's report: `report.json` (every figure) and a self-contained `report.html`.
+//!
+//! The HTML needs no network: CSS is inline, every chart is an inline SVG drawn by
+//! [`svg`], there is no script and no external font. Every piece of text taken from the
+//! report is HTML-escaped.
+//!
+//! Non-finite numbers (a metric that could not be computed is `NaN`) are written to JSON as
+//! `null`, as `serde_json` does, and read back as `NaN`, so a report with gaps still
+//! round-trips through its own JSON.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+mod html;
+pub mod svg;
+
+/// Everything a simulation run measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub scenario: ScenarioSummary,
+    pub models: Vec<ModelReport>,
+    pub rounds: Vec<RoundReport>,
+    pub privacy: PrivacyReport,
+    /// Hex SHA-256 head of the audit chain.
+    pub audit_head: String,
+    pub totals: Totals,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioSummary {
+    pub name: String,
+    pub description: String,
+    pub seed: u64,
+    pub transport: String,
+    pub institutions: Vec<InstitutionSummary>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstitutionSummary {
+    pub name: String,
+    pub rows_train: usize,
+    pub rows_holdout: usize,
+    #[serde(deserialize_with = "lenient::f64")]
+    pub positive_rate: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelReport {
+    pub name: String,
+    /// "risk" | "propensity" | "churn"
+    pub task: String,
+    /// "logistic_regression", "gbdt", ...
+    pub model_kind: String,
+    /// One point per training round.
+    pub curve: Vec<CurvePoint>,
+    pub final_metrics: Metrics,
+    pub pooled_metrics: Option<Metrics>,
+    /// `(false positive rate, true positive rate)`.
+    #[serde(deserialize_with = "lenient::pairs")]
+    pub roc: Vec<(f64, f64)>,
+    /// `(population fraction, cumulative share of positives, cumulative share of negatives)`.
+    #[serde(deserialize_with = "lenient::triples")]
+    pub ks_curve: Vec<(f64, f64, f64)>,
+    /// `(population fraction, cumulative share of positives)`.
+    #[serde(deserialize_with = "lenient::pairs")]
+    pub gains: Vec<(f64, f64)>,
+    pub comparison: Vec<InstitutionComparison>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub round: u64,
+    pub train_loss: Option<f64>,
+    pub holdout_auc: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    #[serde(deserialize_with = "lenient::f64")]
+    pub auc: f64,
+    #[serde(deserialize_with = "lenient::f64")]
+    pub ks: f64,
+    #[serde(deserialize_with = "lenient::f64")]
+    pub log_loss: f64,
+    #[serde(deserialize_with = "lenient::f64")]
+    pub top_decile_lift: f64,
+}
+
+/// Each AUC is evaluated on that institution's own hold-out set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstitutionComparison {
+    pub institution: String,
+    #[serde(deserialize_with = "lenient::f64")]
+    pub local_only_auc: f64,
+    #[serde(deserialize_with = "lenient::f64")]
+    pub federated_auc: f64,
+    #[serde(deserialize_with = "lenient::f64")]
+    pub pooled_auc: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundReport {
+    pub model: String,
+    pub round: u64,
+    /// "stats", "train", "eval", ...
+    pub purpose: String,
+    pub participants: Vec<String>,
+    pub survivors: Vec<String>,
+    pub dropped: Vec<DropEvent>,
+    #[serde(deserialize_with = "lenient::named")]
+    pub phase_ms: Vec<(String, f64)>,
+    /// Per participant.
+    pub bytes_sent: Vec<(String, u64)>,
+    /// Per participant.
+    pub bytes_received: Vec<(String, u64)>,
+    /// "ok" or the error.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DropEvent {
+    pub institution: String,
+    pub phase: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyReport {
+    pub threshold: usize,
+    pub neighbours: usize,
+    /// `FixedPoint::describe()`.
+    pub encoding: String,
+    pub coordinator_saw: Vec<String>,
+    pub dp: Option<DpReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DpReport {
+    pub mechanism: String,
+    #[serde(deserialize_with = "lenient::f64")]
+    pub noise_multiplier: f64,
+    #[serde(deserialize_with = "lenient::f64")]
+    pub clip: f64,
+    #[serde(deserialize_with = "lenient::f64")]
+    pub epsilon: f64,
+    #[serde(deserialize_with = "lenient::f64")]
+    pub delta: f64,
+    pub budget: Option<f64>,
+    #[serde(deserialize_with = "lenient::floats")]
+    pub epsilon_per_round: Vec<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    #[serde(deserialize_with = "lenient::f64")]
+    pub wall_seconds: f64,
+    pub rounds: usize,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub peak_memory_bytes: Option<u64>,
+}
+
+/// Writing the report files failed; the message names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot create report directory {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot serialise the report for {}: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Report {
+    /// Pretty-printed JSON; non-finite numbers become `null`.
+    pub fn to_json(&self) -> String {
+        // Serialising plain structs with string keys cannot fail; keep a non-panicking path
+        // all the same.
+        serde_json::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()))
+    }
+
+    /// The self-contained HTML report (no network, no script).
+    pub fn render_html(&self) -> String {
+        html::render(self)
+    }
+
+    /// Creates `out_dir` if needed and writes `report.json` and `report.html` into it.
+    /// Returns their paths, JSON first.
+    pub fn write(&self, out_dir: &Path) -> Result<(PathBuf, PathBuf), ReportError> {
+        std::fs::create_dir_all(out_dir).map_err(|source| ReportError::CreateDir {
+            path: out_dir.to_path_buf(),
+            source,
+        })?;
+        let json_path = out_dir.join("report.json");
+        let html_path = out_dir.join("report.html");
+        let json = serde_json::to_string_pretty(self).map_err(|source| ReportError::Json {
+            path: json_path.clone(),
+            source,
+        })?;
+        write_file(&json_path, json.as_bytes())?;
+        write_file(&html_path, self.render_html().as_bytes())?;
+        Ok((json_path, html_path))
+    }
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half a report.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    let err = |source| ReportError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(e)
+    })
+}
+
+/// Deserialisers that read `null` (how JSON spells NaN and the infinities) back as `NaN`.
+mod lenient {
+    use serde::{Deserialize, Deserializer};
+
+    /// An `f64` that may be `null` in JSON.
+    struct F(f64);
+
+    impl<'de> Deserialize<'de> for F {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            Ok(F(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN)))
+        }
+    }
+
+    pub fn f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(F::deserialize(d)?.0)
+    }
+
+    pub fn floats<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Ok(Vec::<F>::deserialize(d)?.into_iter().map(|v| v.0).collect())
+    }
+
+    pub fn pairs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(f64, f64)>, D::Error> {
+        Ok(Vec::<(F, F)>::deserialize(d)?
+            .into_iter()
+            .map(|(a, b)| (a.0, b.0))
+            .collect())
+    }
+
+    pub fn triples<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(f64, f64, f64)>, D::Error> {
+        Ok(Vec::<(F, F, F)>::deserialize(d)?
+            .into_iter()
+            .map(|(a, b, c)| (a.0, b.0, c.0))
+            .collect())
+    }
+
+    pub fn named<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, f64)>, D::Error> {
+        Ok(Vec::<(String, F)>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect())
+    }
+}
