@@ -1,1 +1,486 @@
-//! (being written)
+//! Append-only audit log: one JSON object per line (JSON Lines), chained by SHA-256.
+//!
+//! Every secure-aggregation round the coordinator closes is appended as an [`AuditEntry`]: the
+//! [`AuditRecord`] (who took part, who survived, which model and aggregate) plus `seq` (0, 1, 2,
+//! … in file order), `prev` (the previous entry's `hash`; 64 `0`s for the first) and `hash`.
+//! Changing, deleting, inserting or reordering any entry breaks the chain at that entry, and
+//! [`verify`] names the first broken line.
+//!
+//! # File format
+//!
+//! UTF-8, one entry per line, each line terminated by `\n`. A line is a JSON object with exactly
+//! these keys (any order; written in this order): `seq`, `prev`, `job_id`, `round`, `purpose`,
+//! `participants`, `survivors`, `model_hash`, `aggregate_hash`, `time_unix_ms`, `outcome`,
+//! `hash`. `seq`, `round` and `time_unix_ms` are non-negative integers below 2^64;
+//! `participants` and `survivors` are arrays of strings; the rest are strings. `prev` and `hash`
+//! are 64 lowercase hex digits.
+//!
+//! # Hash: the exact bytes
+//!
+//! `hash` is the lowercase hex SHA-256 of the following byte string, the fields concatenated in
+//! this order. It does not depend on JSON key order, whitespace or number formatting.
+//!
+//! ```text
+//! u64(x)   = x as 8 bytes, big-endian
+//! str(s)   = u64(number of UTF-8 bytes of s) || UTF-8 bytes of s
+//! list(v)  = u64(number of elements of v) || str(v[0]) || str(v[1]) || ...
+//!
+//! message  = str("fedsilo-audit-v1")          domain tag, fixed
+//!         || u64(seq)
+//!         || str(prev)                        the 64 ASCII hex digits, not the 32 bytes
+//!         || str(job_id)
+//!         || u64(round)
+//!         || str(purpose)
+//!         || list(participants)
+//!         || list(survivors)
+//!         || str(model_hash)
+//!         || str(aggregate_hash)
+//!         || u64(time_unix_ms)
+//!         || str(outcome)
+//! hash     = lowercase_hex(SHA-256(message))
+//! ```
+//!
+//! Test vector: `seq` 0, `prev` 64 zeros, `job_id` `"j"`, `round` 1, `purpose` `"train"`,
+//! `participants` `["a","b"]`, `survivors` `["a"]`, `model_hash` `"m"`, `aggregate_hash` `"g"`,
+//! `time_unix_ms` 1700000000000, `outcome` `"ok"` has hash
+//! `3e8edbd7bf65b95da39a6116f51d26706083fc01024f6f86e96aedf5af4fabe5`.
+//!
+//! # Verifying
+//!
+//! Line `n` (1-based) must hold `seq` = `n - 1`, `prev` = the `hash` of line `n - 1` (64 zeros on
+//! line 1), and a `hash` equal to the recomputed one. An independent verifier, in Python:
+//!
+//! ```text
+//! import hashlib, json, struct
+//! u64 = lambda x: struct.pack(">Q", x)
+//! s = lambda x: u64(len(x.encode())) + x.encode()
+//! l = lambda xs: u64(len(xs)) + b"".join(s(x) for x in xs)
+//! prev = "0" * 64
+//! for n, line in enumerate(open("audit.jsonl", "rb").read().split(b"\n")[:-1], 1):
+//!     e = json.loads(line)
+//!     m = (s("fedsilo-audit-v1") + u64(e["seq"]) + s(e["prev"]) + s(e["job_id"])
+//!          + u64(e["round"]) + s(e["purpose"]) + l(e["participants"]) + l(e["survivors"])
+//!          + s(e["model_hash"]) + s(e["aggregate_hash"]) + u64(e["time_unix_ms"])
+//!          + s(e["outcome"]))
+//!     assert e["seq"] == n - 1 and e["prev"] == prev, n
+//!     assert hashlib.sha256(m).hexdigest() == e["hash"], n
+//!     prev = e["hash"]
+//! print(n, prev)
+//! ```
+//!
+//! ([`verify`] is stricter: it also refuses unknown or duplicated keys.)
+//!
+//! **What the chain cannot show:** removal of entries from the *end* of the log. Record the head
+//! ([`AuditLog::head`], printed by `fedsilo audit verify`) outside the coordinator, e.g. in each
+//! round's report, and compare.
+//!
+//! # Crashes
+//!
+//! [`AuditLog::append`] writes the whole line, `\n` last, in one write and `fsync`s
+//! (`sync_data`) before returning, so an acknowledged entry is complete and durable. A crash
+//! mid-append can leave an unterminated last line; that entry was never acknowledged.
+//! [`AuditLog::open`] truncates it (with a warning) and [`verify`] ignores it (reporting it in
+//! [`VerifySummary::torn_tail_bytes`]). Any other damage, including a complete last line that
+//! does not verify, is [`AuditError::Broken`] and `open` refuses to append to such a log.
+//!
+//! Only one [`AuditLog`] may append to a file at a time; the coordinator guarantees this by
+//! holding its [`Store`](crate::store::Store) (exclusively locked) in the same state directory.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// `prev` of the first entry: 64 zeros.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The domain tag hashed first in every entry; changes only with the encoding.
+const DOMAIN: &str = "fedsilo-audit-v1";
+
+/// What happened in one round, as the coordinator reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub job_id: String,
+    /// The secure-aggregation round number.
+    pub round: u64,
+    /// `"stats"`, `"train"`, `"eval"`, …
+    pub purpose: String,
+    pub participants: Vec<String>,
+    pub survivors: Vec<String>,
+    pub model_hash: String,
+    pub aggregate_hash: String,
+    pub time_unix_ms: u64,
+    pub outcome: String,
+}
+
+/// One line of the log: a record and its place in the chain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// 0 for the first entry, then +1 per line.
+    pub seq: u64,
+    /// `hash` of the previous entry; [`GENESIS`] for the first.
+    pub prev: String,
+    #[serde(flatten)]
+    pub record: AuditRecord,
+    /// [`entry_hash`] of (`seq`, `prev`, `record`).
+    pub hash: String,
+}
+
+/// The strict on-disk form read back by [`verify`]: every key required, no others, no duplicates.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireEntry {
+    seq: u64,
+    prev: String,
+    job_id: String,
+    round: u64,
+    purpose: String,
+    participants: Vec<String>,
+    survivors: Vec<String>,
+    model_hash: String,
+    aggregate_hash: String,
+    time_unix_ms: u64,
+    outcome: String,
+    hash: String,
+}
+
+impl From<WireEntry> for AuditEntry {
+    fn from(w: WireEntry) -> Self {
+        AuditEntry {
+            seq: w.seq,
+            prev: w.prev,
+            record: AuditRecord {
+                job_id: w.job_id,
+                round: w.round,
+                purpose: w.purpose,
+                participants: w.participants,
+                survivors: w.survivors,
+                model_hash: w.model_hash,
+                aggregate_hash: w.aggregate_hash,
+                time_unix_ms: w.time_unix_ms,
+                outcome: w.outcome,
+            },
+            hash: w.hash,
+        }
+    }
+}
+
+/// Errors of the audit log; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The file could not be read, written or synced.
+    #[error("{}: {op}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The chain does not verify; `line` (1-based) is the first broken entry and `seq` the
+    /// sequence number it claims, if it could be read.
+    #[error("{}: audit chain broken at line {line}{}: {reason}", .path.display(), fmt_seq(*.seq))]
+    Broken {
+        path: PathBuf,
+        line: usize,
+        seq: Option<u64>,
+        reason: String,
+    },
+    /// An earlier append failed part-way; re-open the log (which verifies it) to go on.
+    #[error("{}: an earlier append failed; re-open the audit log", .path.display())]
+    Poisoned { path: PathBuf },
+    /// The entry could not be encoded as JSON.
+    #[error("{}: cannot encode entry: {source}", .path.display())]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn fmt_seq(seq: Option<u64>) -> String {
+    seq.map(|s| format!(" (seq {s})")).unwrap_or_default()
+}
+
+/// What [`verify`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifySummary {
+    /// Number of entries, all verified.
+    pub entries: u64,
+    /// `hash` of the last entry; [`GENESIS`] if the log is empty.
+    pub head: String,
+    /// Bytes of an unterminated last line (an interrupted append) that were ignored; 0 normally.
+    pub torn_tail_bytes: u64,
+}
+
+/// The hash of an entry, over the exact bytes given in the [module documentation](self).
+pub fn entry_hash(seq: u64, prev: &str, record: &AuditRecord) -> String {
+    fn u64_(h: &mut Sha256, x: u64) {
+        h.update(x.to_be_bytes());
+    }
+    fn str_(h: &mut Sha256, s: &str) {
+        u64_(h, s.len() as u64);
+        h.update(s.as_bytes());
+    }
+    fn list(h: &mut Sha256, v: &[String]) {
+        u64_(h, v.len() as u64);
+        for s in v {
+            str_(h, s);
+        }
+    }
+    let mut h = Sha256::new();
+    str_(&mut h, DOMAIN);
+    u64_(&mut h, seq);
+    str_(&mut h, prev);
+    str_(&mut h, &record.job_id);
+    u64_(&mut h, record.round);
+    str_(&mut h, &record.purpose);
+    list(&mut h, &record.participants);
+    list(&mut h, &record.survivors);
+    str_(&mut h, &record.model_hash);
+    str_(&mut h, &record.aggregate_hash);
+    u64_(&mut h, record.time_unix_ms);
+    str_(&mut h, &record.outcome);
+    hex::encode(h.finalize())
+}
+
+/// An open audit log, verified and ready to append; see the [module documentation](self).
+pub struct AuditLog {
+    path: PathBuf,
+    file: File,
+    head: String,
+    next_seq: u64,
+    /// Length in bytes of the verified entries: where the next line starts.
+    end: u64,
+    poisoned: bool,
+}
+
+impl AuditLog {
+    /// Opens the log at `path`, creating it if absent. An existing log is verified first: a
+    /// broken chain is [`AuditError::Broken`] (nothing is appended to it); an unterminated last
+    /// line left by a crash mid-append is truncated with a warning.
+    pub fn open(path: &Path) -> Result<Self, AuditError> {
+        let io = |op| {
+            move |source| AuditError::Io {
+                path: path.to_path_buf(),
+                op,
+                source,
+            }
+        };
+        let created = !path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io("open"))?;
+        if created {
+            crate::store::sync_parent_dir(path).map_err(io("sync directory"))?;
+        }
+        let scan = scan(path, BufReader::new(&file))?;
+        if scan.torn_tail_bytes > 0 {
+            tracing::warn!(path = %path.display(), bytes = scan.torn_tail_bytes, entries = scan.entries,
+                "dropping the unterminated last line of the audit log, left by an interrupted append");
+            file.set_len(scan.end)
+                .map_err(io("truncate torn last line"))?;
+            file.sync_all().map_err(io("sync"))?;
+        }
+        tracing::debug!(path = %path.display(), entries = scan.entries, head = %scan.head, "audit log open");
+        Ok(AuditLog {
+            path: path.to_path_buf(),
+            file,
+            head: scan.head,
+            next_seq: scan.entries,
+            end: scan.end,
+            poisoned: false,
+        })
+    }
+
+    /// Appends `record` as the next entry; the line is written and synced (`sync_data`) before
+    /// this returns. After an I/O error the log refuses further appends
+    /// ([`AuditError::Poisoned`]) until re-opened.
+    pub fn append(&mut self, record: AuditRecord) -> Result<AuditEntry, AuditError> {
+        if self.poisoned {
+            return Err(AuditError::Poisoned {
+                path: self.path.clone(),
+            });
+        }
+        let hash = entry_hash(self.next_seq, &self.head, &record);
+        let entry = AuditEntry {
+            seq: self.next_seq,
+            prev: self.head.clone(),
+            record,
+            hash,
+        };
+        let mut line = serde_json::to_vec(&entry).map_err(|source| AuditError::Encode {
+            path: self.path.clone(),
+            source,
+        })?;
+        line.push(b'\n');
+        let written = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data());
+        if let Err(source) = written {
+            self.poisoned = true;
+            // Best effort: remove a partial line now rather than at the next open.
+            let truncated = self.file.set_len(self.end);
+            tracing::error!(path = %self.path.display(), seq = entry.seq, error = %source,
+                truncated = truncated.is_ok(), "audit append failed");
+            return Err(AuditError::Io {
+                path: self.path.clone(),
+                op: "append",
+                source,
+            });
+        }
+        self.end += line.len() as u64;
+        self.next_seq += 1;
+        self.head.clone_from(&entry.hash);
+        Ok(entry)
+    }
+
+    /// `hash` of the last entry; [`GENESIS`] if the log is empty.
+    pub fn head(&self) -> String {
+        self.head.clone()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Whether the log has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.next_seq == 0
+    }
+
+    /// The file this log lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Verifies the whole chain of the log at `path` without modifying it. An unterminated last line
+/// (an interrupted append) is ignored with a warning and reported in
+/// [`VerifySummary::torn_tail_bytes`]; anything else wrong is [`AuditError::Broken`] naming the
+/// first broken line.
+pub fn verify(path: &Path) -> Result<VerifySummary, AuditError> {
+    let file = File::open(path).map_err(|source| AuditError::Io {
+        path: path.to_path_buf(),
+        op: "open",
+        source,
+    })?;
+    let scan = scan(path, BufReader::new(file))?;
+    if scan.torn_tail_bytes > 0 {
+        tracing::warn!(path = %path.display(), bytes = scan.torn_tail_bytes,
+            "ignoring the unterminated last line of the audit log (an interrupted append)");
+    }
+    Ok(VerifySummary {
+        entries: scan.entries,
+        head: scan.head,
+        torn_tail_bytes: scan.torn_tail_bytes,
+    })
+}
+
+struct Scan {
+    entries: u64,
+    head: String,
+    /// Bytes of the verified, `\n`-terminated lines.
+    end: u64,
+    torn_tail_bytes: u64,
+}
+
+/// Reads and verifies every line; stops at the first broken one.
+fn scan(path: &Path, mut reader: impl BufRead) -> Result<Scan, AuditError> {
+    let mut head = GENESIS.to_string();
+    let mut entries = 0u64;
+    let mut end = 0u64;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|source| AuditError::Io {
+                path: path.to_path_buf(),
+                op: "read",
+                source,
+            })?;
+        if n == 0 {
+            return Ok(Scan {
+                entries,
+                head,
+                end,
+                torn_tail_bytes: 0,
+            });
+        }
+        if line.last() != Some(&b'\n') {
+            return Ok(Scan {
+                entries,
+                head,
+                end,
+                torn_tail_bytes: n as u64,
+            });
+        }
+        let line_no = entries as usize + 1;
+        let entry = check_line(&line[..n - 1], entries, &head).map_err(|(seq, reason)| {
+            AuditError::Broken {
+                path: path.to_path_buf(),
+                line: line_no,
+                seq,
+                reason,
+            }
+        })?;
+        head = entry.hash;
+        entries += 1;
+        end += n as u64;
+    }
+}
+
+/// Checks one line (without its `\n`) as entry number `expected_seq` following `prev`; on
+/// failure returns the seq the line claims (if readable) and why it is broken.
+fn check_line(
+    bytes: &[u8],
+    expected_seq: u64,
+    prev: &str,
+) -> Result<AuditEntry, (Option<u64>, String)> {
+    let entry: AuditEntry = match serde_json::from_slice::<WireEntry>(bytes) {
+        Ok(w) => w.into(),
+        Err(e) => {
+            let seq = serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .and_then(|v| v.get("seq").and_then(serde_json::Value::as_u64));
+            return Err((seq, format!("not a valid audit entry: {e}")));
+        }
+    };
+    let seq = Some(entry.seq);
+    if entry.seq != expected_seq {
+        return Err((
+            seq,
+            format!(
+                "seq gap: expected seq {expected_seq}, found {} (entries missing, inserted or reordered)",
+                entry.seq
+            ),
+        ));
+    }
+    if entry.prev != prev {
+        return Err((
+            seq,
+            format!(
+                "prev {} does not match the previous entry's hash {prev}",
+                entry.prev
+            ),
+        ));
+    }
+    let computed = entry_hash(entry.seq, &entry.prev, &entry.record);
+    if entry.hash != computed {
+        return Err((
+            seq,
+            format!(
+                "hash mismatch (content edited): stored {}, computed {computed}",
+                entry.hash
+            ),
+        ));
+    }
+    Ok(entry)
+}
