@@ -166,7 +166,11 @@ enum JobCmd {
 #[derive(Subcommand, Debug)]
 enum AuditCmd {
     /// Check the hash chain; names the first broken entry.
-    Verify { log: PathBuf },
+    Verify {
+        /// The audit log (JSON Lines), e.g. coordinator-state/audit.jsonl.
+        #[arg(value_name = "AUDIT_LOG")]
+        file: PathBuf,
+    },
 }
 
 /// `coordinator.toml`
@@ -303,13 +307,13 @@ fn run(cli: Cli) -> Result<()> {
             top,
         } => score(&model, &data, &schema, &out, top),
         Command::Audit {
-            command: AuditCmd::Verify { log },
+            command: AuditCmd::Verify { file },
         } => {
-            let s = fedsilo_coordinator::audit::verify(&log)
-                .with_context(|| format!("audit log {}", log.display()))?;
+            let s = fedsilo_coordinator::audit::verify(&file)
+                .with_context(|| format!("audit log {}", file.display()))?;
             println!(
                 "{}: {} entries, chain intact, head {}",
-                log.display(),
+                file.display(),
                 s.entries,
                 s.head
             );

@@ -126,7 +126,7 @@ pub enum Event {
         step: u64,
         state: Vec<u8>,
     },
-    Round(RoundSummary),
+    Round(Box<RoundSummary>),
     JobFinished {
         job_id: String,
         state: JobState,
@@ -771,7 +771,7 @@ impl Coordinator {
         }
         let attempts = job.attempts;
         let outcome = summary.outcome.clone();
-        self.events.push_back(Event::Round(summary));
+        self.events.push_back(Event::Round(Box::new(summary)));
         if ok {
             self.checkpoint(job_id);
         } else if attempts >= MAX_ATTEMPTS {

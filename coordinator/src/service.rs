@@ -303,6 +303,7 @@ impl Actor {
                         .map_err(|e| ServiceError::Store(e.to_string()))?;
                 }
                 Event::Round(r) => {
+                    let r = *r;
                     let now_ms = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)

@@ -180,7 +180,7 @@ impl MemoryFederation {
             match ev {
                 Event::Round(s) => {
                     on_round(&s);
-                    self.observed.rounds.push(s);
+                    self.observed.rounds.push(*s);
                 }
                 Event::Checkpoint { job_id, state, .. } => {
                     self.observed.checkpoints += 1;
