@@ -13,15 +13,16 @@ use fedsilo_simulations::scenario::Scenario;
 
 fn scenario(dir: &Path, body: &str) -> Scenario {
     let p = dir.join("s.toml");
-    let text = body
-        .replace("{DATA}", &repo().join("data").display().to_string());
+    let text = body.replace("{DATA}", &repo().join("data").display().to_string());
     std::fs::write(&p, text).unwrap();
     Scenario::load(&p).unwrap()
 }
 
 fn run(dir: &Path, body: &str) -> Report {
     let s = scenario(dir, body);
-    run_scenario(&s, Transport::Memory, &dir.join("out"), &mut |_| {}).unwrap().0
+    run_scenario(&s, Transport::Memory, &dir.join("out"), &mut |_| {})
+        .unwrap()
+        .0
 }
 
 #[test]
@@ -49,10 +50,17 @@ model = { kind = "gbdt", n_trees = 40, max_depth = 4, learning_rate = 0.1, max_b
     );
     let m = &r.models[0];
     let pooled = m.pooled_metrics.as_ref().unwrap().auc;
-    eprintln!("churn GBDT: federated {:.4}, pooled {:.4}", m.final_metrics.auc, pooled);
+    eprintln!(
+        "churn GBDT: federated {:.4}, pooled {:.4}",
+        m.final_metrics.auc, pooled
+    );
     // Histogram sums are exact under secure aggregation, so the federated trees are the
     // pooled trees; the only difference is histogram-binned vs exact AUC.
-    assert!((m.final_metrics.auc - pooled).abs() <= 0.01, "{} vs {pooled}", m.final_metrics.auc);
+    assert!(
+        (m.final_metrics.auc - pooled).abs() <= 0.01,
+        "{} vs {pooled}",
+        m.final_metrics.auc
+    );
     assert!(m.final_metrics.auc > 0.80);
     for c in &m.comparison {
         assert!((c.federated_auc - c.pooled_auc).abs() < 1e-9, "{c:?}");
@@ -63,15 +71,30 @@ model = { kind = "gbdt", n_trees = 40, max_depth = 4, learning_rate = 0.1, max_b
 fn differential_privacy_on_default_keeps_auc_and_reports_epsilon() {
     let dir = tempfile::tempdir().unwrap();
     let s = Scenario::load(&repo().join("simulations/scenarios/default_dp.toml")).unwrap();
-    let (r, _, _) = run_scenario(&s, Transport::Memory, &dir.path().join("out"), &mut |_| {}).unwrap();
+    let (r, _, _) =
+        run_scenario(&s, Transport::Memory, &dir.path().join("out"), &mut |_| {}).unwrap();
     let m = &r.models[0];
-    let dp = r.privacy.dp.as_ref().expect("the report states the DP budget");
-    eprintln!("default.csv with DP: AUC {:.4}, ε = {:.3} at δ = {}", m.final_metrics.auc, dp.epsilon, dp.delta);
-    assert!(m.final_metrics.auc > 0.90, "AUC under DP {}", m.final_metrics.auc);
+    let dp = r
+        .privacy
+        .dp
+        .as_ref()
+        .expect("the report states the DP budget");
+    eprintln!(
+        "default.csv with DP: AUC {:.4}, ε = {:.3} at δ = {}",
+        m.final_metrics.auc, dp.epsilon, dp.delta
+    );
+    assert!(
+        m.final_metrics.auc > 0.90,
+        "AUC under DP {}",
+        m.final_metrics.auc
+    );
     assert!(dp.epsilon > 0.0 && dp.epsilon.is_finite());
     assert!(dp.epsilon <= dp.budget.unwrap());
     assert_eq!(dp.epsilon_per_round.len(), 15);
-    assert!(dp.epsilon_per_round.windows(2).all(|w| w[0] < w[1]), "ε grows with rounds");
+    assert!(
+        dp.epsilon_per_round.windows(2).all(|w| w[0] < w[1]),
+        "ε grows with rounds"
+    );
 }
 
 #[test]
@@ -80,11 +103,22 @@ fn dp_budget_stops_the_job_cleanly() {
     let s = Scenario::load(&repo().join("simulations/scenarios/default_dp.toml")).unwrap();
     let mut s = s;
     s.jobs[0].dp.as_mut().unwrap().epsilon_budget = Some(15.0);
-    let (r, _, _) = run_scenario(&s, Transport::Memory, &dir.path().join("out"), &mut |_| {}).unwrap();
+    let (r, _, _) =
+        run_scenario(&s, Transport::Memory, &dir.path().join("out"), &mut |_| {}).unwrap();
     let dp = r.privacy.dp.as_ref().unwrap();
     assert!(dp.epsilon <= 15.0, "spent {}", dp.epsilon);
-    assert!(dp.epsilon_per_round.len() < 15, "the budget did not stop training");
-    assert!(r.models[0].notes.iter().any(|n| n.contains("privacy budget")), "{:?}", r.models[0].notes);
+    assert!(
+        dp.epsilon_per_round.len() < 15,
+        "the budget did not stop training"
+    );
+    assert!(
+        r.models[0]
+            .notes
+            .iter()
+            .any(|n| n.contains("privacy budget")),
+        "{:?}",
+        r.models[0].notes
+    );
     assert!(r.models[0].final_metrics.auc > 0.8);
 }
 
@@ -124,13 +158,22 @@ batch_size = 64
     );
     let names: Vec<&str> = r.models.iter().map(|m| m.name.as_str()).collect();
     assert!(names.contains(&"products: propensity_wealth"), "{names:?}");
-    assert!(names.contains(&"products: propensity_insurance"), "{names:?}");
+    assert!(
+        names.contains(&"products: propensity_insurance"),
+        "{names:?}"
+    );
     for m in &r.models {
         eprintln!("{}: AUC {:.4}", m.name, m.final_metrics.auc);
-        assert!(m.final_metrics.auc > 0.65, "{}: {}", m.name, m.final_metrics.auc);
+        assert!(
+            m.final_metrics.auc > 0.65,
+            "{}: {}",
+            m.name,
+            m.final_metrics.auc
+        );
     }
     // One model file ranks customers for both products.
     let model = dir.path().join("out/model-products.json");
-    let artifact: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
+    let artifact: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
     assert_eq!(artifact["labels"].as_array().unwrap().len(), 2);
 }

@@ -257,10 +257,14 @@ fn foreign_certificate_and_forged_identity_are_refused() {
         let datasets = [("data".to_string(), LocalData { train, holdout })]
             .into_iter()
             .collect();
+        // The forger's own copy of the roster carries the forged key, so its client signs
+        // happily; the coordinator checks against the real roster.
+        let mut forged_roster = roster.to_crypto_roster();
+        forged_roster.insert(me, forged.public_key());
         let mut w = Worker::new(
             me,
             Arc::new(forged),
-            Arc::new(roster.to_crypto_roster()),
+            Arc::new(forged_roster),
             datasets,
             [9; 32],
         );

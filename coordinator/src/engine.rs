@@ -264,6 +264,10 @@ impl Coordinator {
         if record.state == JobState::Running {
             record.state = JobState::Waiting;
         }
+        // The round that was in flight when the coordinator stopped may have used the next
+        // round number; never reuse it, so no message of that round can be mistaken for one
+        // of the resumed round.
+        record.secagg_rounds += 1;
         self.insert_job(now, record);
         Ok(())
     }

@@ -495,13 +495,20 @@ pub async fn serve(
         )
         .add_service(OperatorServer::new(handle.clone()))
         .serve_with_shutdown(cfg.listen, shutdown);
+    let mut actor_task = actor_task;
     tokio::select! {
         r = server => r.map_err(|e| ServiceError::Transport(e.to_string()))?,
-        r = actor_task => match r {
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(())) => {}
-            Err(e) => return Err(ServiceError::Transport(format!("engine task: {e}"))),
+        r = &mut actor_task => return match r {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => Ok(()),
+            Err(e) => Err(ServiceError::Transport(format!("engine task: {e}"))),
         },
     }
-    Ok(())
+    // The services are gone, so is every command sender: the actor drains and stops, and
+    // releases the store before `serve` returns.
+    drop(handle);
+    match actor_task.await {
+        Ok(r) => r,
+        Err(e) => Err(ServiceError::Transport(format!("engine task: {e}"))),
+    }
 }

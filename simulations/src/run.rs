@@ -332,7 +332,8 @@ pub fn train_central(
     let pos_weight = learning.pos_weight.unwrap_or(1.0);
     let params = match model {
         ModelSpec::Gbdt(p) => ModelParams::Gbdt {
-            model: fedsilo_ml::gbdt::fit_pooled(x.view(), y.column(0), p).map_err(|e| e.to_string())?,
+            model: fedsilo_ml::gbdt::fit_pooled(x.view(), y.column(0), p)
+                .map_err(|e| e.to_string())?,
         },
         ModelSpec::LogisticRegression => ModelParams::LogisticRegression {
             per_label: (0..labels.len())
