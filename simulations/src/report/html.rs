@@ -38,7 +38,16 @@ td.shortfall { background: #fdeceb; color: #7f1d1d; }
 td.ok { color: #14532d; font-weight: 600; }
 td.failed { color: #9b1c1c; font-weight: 600; }
 tr.had-drop td { background: #fff8e6; }
-.summary { padding: 8px 12px; background: #f2f6fb; border-left: 4px solid #1f5fa8; }
+td.verdict-ok { color: #14532d; vertical-align: middle; }
+td.verdict-failed { color: #9b1c1c; vertical-align: middle; }
+th.group { text-align: center; border-bottom-color: #b9c0cb; }
+th.sub { font-weight: 500; font-size: 12px; }
+table.rounds td { padding: 3px 8px; }
+.panel { min-width: 0; overflow-x: auto; }
+.panel table { font-size: 12.5px; }
+.panel th, .panel td { padding: 3px 6px; }
+.panel h4 { margin-top: 6px; }
+.summary { padding: 8px 12px; background: #f2f6fb; border-left: 4px solid #13243d; }
 .summary strong { font-variant-numeric: tabular-nums; }
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 10px 18px; margin: 10px 0; }
 figure { margin: 0; padding: 8px; border: 1px solid #e1e4e9; background: #ffffff; break-inside: avoid; }
@@ -81,7 +90,10 @@ fn num(v: f64, decimals: usize) -> String {
 /// A difference with its sign always shown.
 fn signed(v: f64, decimals: usize) -> String {
     let s = num(v, decimals);
-    if v.is_finite() && !s.starts_with('−') && v != 0.0 && s.trim_start_matches(['0', '.']) != ""
+    if v.is_finite()
+        && !s.starts_with('−')
+        && v != 0.0
+        && !s.trim_start_matches(['0', '.']).is_empty()
     {
         format!("+{s}")
     } else {
@@ -440,9 +452,19 @@ fn model_section(h: &mut String, index: usize, m: &ModelReport, figs: &mut Figur
         .iter()
         .filter_map(|c| c.holdout_auc.map(|a| (c.round as f64, a)))
         .collect();
+    // Both training charts span the same rounds.
+    let rounds_axis = || {
+        let axis = Axis::new("training round", Format::Integer);
+        let first = m.curve.iter().map(|c| c.round).min();
+        let last = m.curve.iter().map(|c| c.round).max();
+        match (first, last) {
+            (Some(a), Some(b)) if b > a => axis.range(a as f64, b as f64),
+            _ => axis,
+        }
+    };
     let loss_chart = LineChart::new(
         &format!("Training loss per round, {}", m.name),
-        Axis::new("training round", Format::Integer),
+        rounds_axis(),
         Axis::new("training loss", Format::Auto),
     )
     .series(Series::new("training loss (federation)", PRIMARY, loss).with_markers())
@@ -455,7 +477,7 @@ fn model_section(h: &mut String, index: usize, m: &ModelReport, figs: &mut Figur
     );
     let mut auc_chart = LineChart::new(
         &format!("Hold-out AUC per round, {}", m.name),
-        Axis::new("training round", Format::Integer),
+        rounds_axis(),
         Axis::new("AUC (hold-out)", Format::Auto),
     )
     .series(Series::new("federated AUC (hold-out)", SECONDARY, auc).with_markers())
@@ -568,9 +590,10 @@ fn model_section(h: &mut String, index: usize, m: &ModelReport, figs: &mut Figur
         },
         gains_chart.render(),
     );
-    h.push_str("</div>");
-
+    // The per-institution comparison fills the grid cell beside the gains chart.
+    h.push_str("<div class=\"panel\">");
     comparison_table(h, m);
+    h.push_str("</div></div>");
 
     if !m.notes.is_empty() {
         h.push_str("<h4>Notes</h4><ul class=\"note\">");
@@ -614,8 +637,8 @@ fn comparison_table(h: &mut String, m: &ModelReport) {
     h.push_str(
         "<p class=\"note\">AUC of each model on that institution's own hold-out set. Green: the federated model beats the \
          institution's local-only model; red: it does not.</p>\
-         <table class=\"comparison\"><thead><tr><th>Institution</th><th class=\"num\">Local-only AUC</th>\
-         <th class=\"num\">Federated AUC</th><th class=\"num\">Pooled AUC</th><th class=\"num\">Federated − local-only</th></tr></thead><tbody>",
+         <table class=\"comparison\"><thead><tr><th>Institution</th><th class=\"num\">Local-only<br>AUC</th>\
+         <th class=\"num\">Federated<br>AUC</th><th class=\"num\">Pooled<br>AUC</th><th class=\"num\">Federated<br>− local-only</th></tr></thead><tbody>",
     );
     let mut wins = 0usize;
     let mut comparable = 0usize;
@@ -775,80 +798,13 @@ fn cost_section(h: &mut String, r: &Report, figs: &mut Figures) {
         h.push_str("<p class=\"muted\">No aggregation round was recorded.</p>");
     } else {
         h.push_str(
-            "<p class=\"note\">Bytes are per participant: mean · maximum over the round's participants.</p>\
-             <table class=\"rounds wide\"><thead><tr><th>Model</th><th class=\"num\">Round</th><th>Purpose</th>\
-             <th class=\"num\">Participants</th><th class=\"num\">Survivors</th><th>Dropped</th><th>Time per phase</th>\
-             <th class=\"num\">Sent / participant</th><th class=\"num\">Received / participant</th><th>Outcome</th></tr></thead><tbody>",
+            "<p class=\"note\">Times are wall-clock milliseconds per protocol phase. Bytes are per participant: \
+             mean · maximum over the round's participants. Highlighted rows had a dropout.</p>",
         );
-        for x in &r.rounds {
-            let total_ms: f64 = x
-                .phase_ms
-                .iter()
-                .map(|(_, v)| *v)
-                .filter(|v| v.is_finite())
-                .sum();
-            let phases = if x.phase_ms.is_empty() {
-                "<span class=\"muted\">—</span>".to_string()
-            } else {
-                let parts: Vec<String> = x
-                    .phase_ms
-                    .iter()
-                    .map(|(p, v)| {
-                        format!(
-                            "<span>{} {}</span>",
-                            escape(&humanise(p)),
-                            escape(&duration_ms(*v))
-                        )
-                    })
-                    .collect();
-                format!(
-                    "{} · <b>total {}</b>",
-                    parts.join(" · "),
-                    escape(&duration_ms(total_ms))
-                )
-            };
-            let dropped = if x.dropped.is_empty() {
-                "<span class=\"muted\">none</span>".to_string()
-            } else {
-                x.dropped
-                    .iter()
-                    .map(|d| {
-                        format!(
-                            "{} <span class=\"muted\">({})</span>",
-                            escape(&d.institution),
-                            escape(&humanise(&d.phase))
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("<br>")
-            };
-            let ok = x.outcome == "ok";
-            let _ = write!(
-                h,
-                "<tr{}><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\" title=\"{}\">{}</td>\
-                 <td class=\"num\">{} of {}</td><td>{}</td><td class=\"phases\">{}</td><td class=\"num\">{}</td>\
-                 <td class=\"num\">{}</td><td class=\"{}\">{}</td></tr>",
-                if x.dropped.is_empty() {
-                    ""
-                } else {
-                    " class=\"had-drop\""
-                },
-                escape(&x.model),
-                x.round,
-                escape(&x.purpose),
-                escape(&x.participants.join(", ")),
-                x.participants.len(),
-                x.survivors.len(),
-                x.participants.len(),
-                dropped,
-                phases,
-                mean_max(&x.bytes_sent),
-                mean_max(&x.bytes_received),
-                if ok { "ok" } else { "failed" },
-                escape(&x.outcome)
-            );
+        for (model, rounds) in &groups {
+            let _ = write!(h, "<h4>{}</h4>", escape(model));
+            rounds_table(h, rounds);
         }
-        h.push_str("</tbody></table>");
     }
 
     h.push_str("<h3>Dropouts and how each round survived them</h3>");
@@ -860,40 +816,45 @@ fn cost_section(h: &mut String, r: &Report, figs: &mut Figures) {
              <th>Institution</th><th>Phase</th><th>Reason</th><th>What happened to the round</th></tr></thead><tbody>",
         );
         for x in r.rounds.iter().filter(|x| !x.dropped.is_empty()) {
-            let verdict = if x.outcome == "ok" {
+            let ok = x.outcome == "ok";
+            let verdict = if ok {
                 format!(
-                    "Completed with {} of {} institutions surviving (at least t = {} were needed); the aggregate was unmasked without the dropped {}.",
+                    "Completed: {} of {} institutions survived and at least t = {} were needed, so the sum of the survivors' \
+                     contributions was unmasked.",
                     x.survivors.len(),
                     x.participants.len(),
-                    r.privacy.threshold,
-                    if x.dropped.len() == 1 {
-                        "institution's own masks exposed"
-                    } else {
-                        "institutions' own masks exposed"
-                    }
+                    r.privacy.threshold
                 )
             } else {
                 format!(
-                    "Did not complete ({} of {} survived, t = {}): {}. Nothing from this round was unmasked.",
+                    "Did not complete: {} of {} survived (t = {}). Error: {}. Nothing from this round was unmasked.",
                     x.survivors.len(),
                     x.participants.len(),
                     r.privacy.threshold,
                     x.outcome
                 )
             };
-            for d in &x.dropped {
+            for (i, d) in x.dropped.iter().enumerate() {
                 let _ = write!(
                     h,
-                    "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+                    "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
                     escape(&x.model),
                     x.round,
                     escape(&x.purpose),
                     escape(&d.institution),
                     escape(&humanise(&d.phase)),
-                    escape(&d.reason),
-                    if x.outcome == "ok" { "ok" } else { "failed" },
-                    escape(&verdict)
+                    escape(&d.reason)
                 );
+                if i == 0 {
+                    let _ = write!(
+                        h,
+                        "<td rowspan=\"{}\" class=\"{}\">{}</td>",
+                        x.dropped.len(),
+                        if ok { "verdict-ok" } else { "verdict-failed" },
+                        escape(&verdict)
+                    );
+                }
+                h.push_str("</tr>");
             }
         }
         h.push_str("</tbody></table>");
@@ -921,6 +882,151 @@ fn cost_section(h: &mut String, r: &Report, figs: &mut Figures) {
         h.push_str(".</p>");
     }
     h.push_str("</section>\n");
+}
+
+/// Phase names of these rounds in order of first appearance.
+fn phase_names(rounds: &[&RoundReport]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for x in rounds {
+        for (p, _) in &x.phase_ms {
+            if !names.contains(p) {
+                names.push(p.clone());
+            }
+        }
+    }
+    names
+}
+
+/// One model's rounds: a column per protocol phase when there are few distinct phases,
+/// otherwise the phases listed in one cell.
+fn rounds_table(h: &mut String, rounds: &[&RoundReport]) {
+    let phases = phase_names(rounds);
+    let columns = !phases.is_empty() && phases.len() <= 7;
+    h.push_str(
+        "<table class=\"rounds wide\"><thead><tr><th class=\"num\" rowspan=\"2\">Round</th><th rowspan=\"2\">Purpose</th>\
+         <th class=\"num\" rowspan=\"2\">Participants</th><th class=\"num\" rowspan=\"2\">Survivors</th><th rowspan=\"2\">Dropped</th>",
+    );
+    if columns {
+        let _ = write!(
+            h,
+            "<th class=\"group\" colspan=\"{}\">Time per phase (ms)</th>",
+            phases.len() + 1
+        );
+    } else {
+        h.push_str("<th rowspan=\"2\">Time per phase</th>");
+    }
+    h.push_str(
+        "<th class=\"num\" rowspan=\"2\">Sent / participant<br><span class=\"muted\">mean · max</span></th>\
+         <th class=\"num\" rowspan=\"2\">Received / participant<br><span class=\"muted\">mean · max</span></th>\
+         <th rowspan=\"2\">Outcome</th></tr><tr>",
+    );
+    if columns {
+        for p in &phases {
+            let _ = write!(h, "<th class=\"num sub\">{}</th>", escape(&humanise(p)));
+        }
+        h.push_str("<th class=\"num sub\">total</th>");
+    }
+    h.push_str("</tr></thead><tbody>");
+    for x in rounds {
+        let ok = x.outcome == "ok";
+        let total_ms: f64 = x
+            .phase_ms
+            .iter()
+            .map(|(_, v)| *v)
+            .filter(|v| v.is_finite())
+            .sum();
+        let dropped = if x.dropped.is_empty() {
+            "<span class=\"muted\">none</span>".to_string()
+        } else {
+            x.dropped
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} <span class=\"muted\">({})</span>",
+                        escape(&d.institution),
+                        escape(&humanise(&d.phase))
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        let _ = write!(
+            h,
+            "<tr{}><td class=\"num\">{}</td><td>{}</td><td class=\"num\" title=\"{}\">{}</td><td class=\"num{}\">{} of {}</td><td>{}</td>",
+            if x.dropped.is_empty() {
+                ""
+            } else {
+                " class=\"had-drop\""
+            },
+            x.round,
+            escape(&x.purpose),
+            escape(&x.participants.join(", ")),
+            x.participants.len(),
+            if ok { "" } else { " failed" },
+            x.survivors.len(),
+            x.participants.len(),
+            dropped
+        );
+        if columns {
+            for p in &phases {
+                let v: Vec<f64> = x
+                    .phase_ms
+                    .iter()
+                    .filter(|(q, _)| q == p)
+                    .map(|(_, v)| *v)
+                    .collect();
+                let cell = if v.is_empty() {
+                    "<span class=\"muted\">—</span>".to_string()
+                } else {
+                    escape(&ms_cell(v.iter().sum()))
+                };
+                let _ = write!(h, "<td class=\"num\">{cell}</td>");
+            }
+            let _ = write!(
+                h,
+                "<td class=\"num\"><b>{}</b></td>",
+                escape(&ms_cell(total_ms))
+            );
+        } else if x.phase_ms.is_empty() {
+            h.push_str("<td><span class=\"muted\">—</span></td>");
+        } else {
+            let parts: Vec<String> = x
+                .phase_ms
+                .iter()
+                .map(|(p, v)| {
+                    format!(
+                        "<span>{} {}</span>",
+                        escape(&humanise(p)),
+                        escape(&duration_ms(*v))
+                    )
+                })
+                .collect();
+            let _ = write!(
+                h,
+                "<td class=\"phases\">{} · <b>total {}</b></td>",
+                parts.join(" · "),
+                escape(&duration_ms(total_ms))
+            );
+        }
+        let _ = write!(
+            h,
+            "<td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"{}\">{}</td></tr>",
+            mean_max(&x.bytes_sent),
+            mean_max(&x.bytes_received),
+            if ok { "ok" } else { "failed" },
+            escape(&x.outcome)
+        );
+    }
+    h.push_str("</tbody></table>");
+}
+
+/// Milliseconds in a table column: one decimal below 100 ms.
+fn ms_cell(ms: f64) -> String {
+    if ms.is_finite() && ms.abs() < 100.0 {
+        num(ms, 1)
+    } else {
+        num(ms, 0)
+    }
 }
 
 fn privacy_section(h: &mut String, r: &Report, figs: &mut Figures) {
@@ -1113,7 +1219,7 @@ mod tests {
         assert_eq!(thousands(1234567), "1,234,567");
         assert_eq!(sci(1e-5), "1.0×10⁻⁵");
         assert_eq!(sci(0.5), "0.5000");
-        assert_eq!(interpolate(&[(0.0, 0.0), (0.2, 0.4)], 0.1), Some(0.2));
+        assert!((interpolate(&[(0.0, 0.0), (0.2, 0.4)], 0.1).unwrap() - 0.2).abs() < 1e-12);
         assert_eq!(interpolate(&[], 0.1), None);
     }
 }

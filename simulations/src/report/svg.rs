@@ -536,7 +536,7 @@ fn draw_legend(out: &mut String, f: &Frame, corner: Corner, items: &[LegendItem]
     // Approximate text width for 12px sans-serif.
     let text_w = items
         .iter()
-        .map(|i| i.label.chars().count() as f64 * 6.4)
+        .map(|i| i.label.chars().count() as f64 * 6.1)
         .fold(0.0, f64::max);
     let w = (text_w + 40.0).min(f.right() - f.left() - 8.0);
     let row = 17.0;
@@ -832,7 +832,8 @@ impl BarChart {
             min: Some(self.y.min.unwrap_or(0.0)),
             ..self.y.clone()
         };
-        let (y0, y1, yt) = axis_ticks(&y_axis, 0.0, ymax, 5);
+        // Headroom above the tallest bar keeps the legend clear of the bars.
+        let (y0, y1, yt) = axis_ticks(&y_axis, 0.0, ymax * 1.3, 5);
         // Categories sit at x = 0..n-1, half a slot of padding each side.
         let f = Frame::new(self.width, self.height, (-0.5, n as f64 - 0.5), (y0, y1));
         let every = n.div_ceil(16).max(1);
