@@ -61,6 +61,7 @@ svg.chart { display: block; max-width: 100%; height: auto; }
 .warn { padding: 8px 12px; background: #fdeceb; border-left: 4px solid #9b1c1c; }
 .ok-box { padding: 8px 12px; background: #eef6f0; border-left: 4px solid #2e7d4f; }
 .hash { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 13px; padding: 8px 10px; background: #f2f4f7; border: 1px solid #dde1e7; overflow-wrap: anywhere; }
+table.dp td.num { text-align: left; }
 code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12px; }
 footer { margin-top: 40px; padding-top: 8px; border-top: 1px solid #d5d9e0; color: #5a6270; font-size: 12px; }
 @media print { body { background: #ffffff; } main { max-width: none; padding: 0; } section.model { break-before: page; } }
