@@ -82,19 +82,15 @@ pub enum Task {
 /// The model family a job trains.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Default)]
 pub enum ModelSpec {
+    #[default]
     LogisticRegression,
     Mlp {
         hidden: Vec<usize>,
     },
     /// Histogram gradient-boosted trees; the job's `rounds` is ignored (`n_trees` counts).
     Gbdt(GbdtParams),
-}
-
-impl Default for ModelSpec {
-    fn default() -> Self {
-        ModelSpec::LogisticRegression
-    }
 }
 
 /// Local and server learning settings.
@@ -808,7 +804,7 @@ enum Stage {
     Moments { scales: Vec<f64> },
     Train { round: u64 },
     Evaluate { after_round: u64 },
-    Gbdt { server: GbdtServer },
+    Gbdt { server: Box<GbdtServer> },
     Done,
 }
 
@@ -929,7 +925,7 @@ impl Plan {
     pub fn next_step(&self) -> Option<Step> {
         let f = self.data.features.len();
         let l = self.data.labels.len();
-        let rows_bound = (self.total_rows.max(1.0)).min(1e12);
+        let rows_bound = self.total_rows.clamp(1.0, 1e12);
         let (instruction, len, max_abs) = match &self.stage {
             Stage::Done => return None,
             Stage::Scale => (
@@ -1108,7 +1104,9 @@ impl Plan {
                         .absorb(&stats)
                         .map_err(|e| FedError::Model(e.to_string()))?;
                     self.gbdt_standardizer = Some(standardizer);
-                    self.stage = Stage::Gbdt { server };
+                    self.stage = Stage::Gbdt {
+                        server: Box::new(server),
+                    };
                     self.step += 1;
                     return Ok(());
                 }
