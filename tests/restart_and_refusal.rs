@@ -28,7 +28,7 @@ use fedsilo_simulations::memory::MemoryFederation;
 const SPEC: &str = r#"
 dataset = "data"
 task = "risk"
-rounds = 40
+rounds = 150
 min_participants = 3
 eval_every = 10
 seed = 99
@@ -214,7 +214,7 @@ fn foreign_certificate_and_forged_identity_are_refused() {
     let job = fed.launch(
         &SPEC
             .replace("min_participants = 3", "min_participants = 4")
-            .replace("rounds = 40", "rounds = 3")
+            .replace("rounds = 150", "rounds = 3")
             .replace("seed = 99", "seed = 99\nphase_timeout_ms = 2000"),
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
