@@ -649,14 +649,14 @@ const GROUP: usize = 8;
 /// the other, then [`finish`](GradAccumulator::finish) with the same sums as
 /// [`loss_grad_sum`] over all rows.
 ///
-/// The hot loop is f32 and works on groups of eight rows: their dot products and gradient
-/// updates are blocked four columns at a time across the group, so the coefficients and the
-/// partial gradient are loaded once per group; the logistic loss and residual of the eight
-/// rows are computed together with vectorisable polynomial `exp`/`log1p` (relative error
-/// ≈ 1e-7). The gradient is summed in f32 and flushed into f64 totals every 64 rows; losses
-/// are summed in f64. Agreement with the f64 [`loss_grad_sum`] is about 1e-6 relative. State
-/// is `O(d)`; nothing is allocated per row or per block (the f32 copy of the coefficients is
-/// refreshed in place).
+/// The hot loop is f32 and works on groups of eight rows: one dot product per row (eight f32
+/// lanes), then the logistic loss and residual of the eight rows together with vectorisable
+/// polynomial `exp`/`log1p` (relative error ≈ 1e-7), then one pass over the columns adding
+/// `Σ_r g_r·x_r` for the whole group, so the partial gradient is loaded and stored once per
+/// group rather than once per row. The gradient is summed in f32 and flushed into f64 totals
+/// every 64 rows; losses are summed in f64. Agreement with the f64 [`loss_grad_sum`] is about
+/// 1e-6 relative. State is `O(d)`; nothing is allocated per row or per block (the f32 copy of
+/// the coefficients is refreshed in place).
 ///
 /// Three block layouts are accepted: [`add_block`](GradAccumulator::add_block) takes `d`
 /// feature columns plus a separate label slice; [`add_labelled_block`](GradAccumulator::add_labelled_block)
@@ -829,7 +829,9 @@ impl GradAccumulator {
             let xs: [C; GROUP] =
                 std::array::from_fn(|r| rows.range(base + r * stride, base + r * stride + d));
             let mut z = [0.0f32; GROUP];
-            dot_group(coef, &xs, &mut z);
+            for (zr, &x) in z.iter_mut().zip(&xs) {
+                *zr = x.dot(coef);
+            }
             let mut y = [0.0f32; GROUP];
             for r in 0..GROUP {
                 z[r] += intercept;
@@ -863,7 +865,7 @@ impl GradAccumulator {
         let mut z = [0.0f32; GROUP];
         let mut y = [0.0f32; GROUP];
         for r in 0..k {
-            z[r] = dot_cells(coef, xs[r]) + intercept;
+            z[r] = xs[r].dot(coef) + intercept;
             y[r] = label(base + r * stride, i + r);
         }
         let mut l = [0.0f32; GROUP];
@@ -890,10 +892,10 @@ trait Cells: Copy {
     fn len(self) -> usize;
     /// Value `i`.
     fn get(self, i: usize) -> f32;
-    /// Values `i..i + 4`.
-    fn quad(self, i: usize) -> [f32; 4];
     /// Values `a..b`.
     fn range(self, a: usize, b: usize) -> Self;
+    /// `coef · self` (same length), eight f32 lanes over 8-value chunks.
+    fn dot(self, coef: &[f32]) -> f32;
 }
 
 impl Cells for &[f32] {
@@ -906,13 +908,27 @@ impl Cells for &[f32] {
         self[i]
     }
     #[inline(always)]
-    fn quad(self, i: usize) -> [f32; 4] {
-        let q = &self[i..i + 4];
-        [q[0], q[1], q[2], q[3]]
-    }
-    #[inline(always)]
     fn range(self, a: usize, b: usize) -> Self {
         &self[a..b]
+    }
+    #[inline(always)]
+    fn dot(self, coef: &[f32]) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let cc = coef.chunks_exact(8);
+        let xc = self.chunks_exact(8);
+        let tail: f32 = cc
+            .remainder()
+            .iter()
+            .zip(xc.remainder())
+            .map(|(a, b)| a * b)
+            .sum();
+        for (c, x) in cc.zip(xc) {
+            for t in 0..8 {
+                acc[t] += c[t] * x[t];
+            }
+        }
+        // Summed in lane order: a pairwise tree here makes LLVM shuffle inside the loop.
+        acc.iter().sum::<f32>() + tail
     }
 }
 
@@ -931,85 +947,42 @@ impl Cells for LeBytes<'_> {
         f32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
     #[inline(always)]
-    fn quad(self, i: usize) -> [f32; 4] {
-        let b = &self.0[4 * i..4 * i + 16];
-        [
-            f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            f32::from_le_bytes([b[4], b[5], b[6], b[7]]),
-            f32::from_le_bytes([b[8], b[9], b[10], b[11]]),
-            f32::from_le_bytes([b[12], b[13], b[14], b[15]]),
-        ]
-    }
-    #[inline(always)]
     fn range(self, a: usize, b: usize) -> Self {
         LeBytes(&self.0[4 * a..4 * b])
     }
-}
-
-/// `coef · x` for one row of cells.
-#[inline(always)]
-fn dot_cells<C: Cells>(coef: &[f32], x: C) -> f32 {
-    let mut acc = [0.0f32; 4];
-    let blocks = coef.len() / 4;
-    for jb in 0..blocks {
-        let q = x.quad(4 * jb);
-        for t in 0..4 {
-            acc[t] += coef[4 * jb + t] * q[t];
-        }
-    }
-    let mut v = (acc[0] + acc[2]) + (acc[1] + acc[3]);
-    for (j, &c) in coef.iter().enumerate().skip(4 * blocks) {
-        v += c * x.get(j);
-    }
-    v
-}
-
-/// `z[r] = coef · xs[r]` for a group of rows, four columns at a time with one 4-lane
-/// accumulator per row (8 rows × 4 lanes fit the 16 SSE registers with the coefficients).
-#[inline(always)]
-fn dot_group<C: Cells>(coef: &[f32], xs: &[C; GROUP], z: &mut [f32; GROUP]) {
-    let d = coef.len();
-    let blocks = d / 4;
-    let mut acc = [[0.0f32; 4]; GROUP];
-    for jb in 0..blocks {
-        let j = 4 * jb;
-        let c = &coef[j..j + 4];
-        for (a, x) in acc.iter_mut().zip(xs) {
-            let q = x.quad(j);
-            for t in 0..4 {
-                a[t] += c[t] * q[t];
+    #[inline(always)]
+    fn dot(self, coef: &[f32]) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let cc = coef.chunks_exact(8);
+        let xc = self.0.chunks_exact(32);
+        let tail: f32 = cc
+            .remainder()
+            .iter()
+            .zip(xc.remainder().chunks_exact(4))
+            .map(|(a, b)| a * f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .sum();
+        for (c, x) in cc.zip(xc) {
+            for t in 0..8 {
+                let i = 4 * t;
+                acc[t] += c[t] * f32::from_le_bytes([x[i], x[i + 1], x[i + 2], x[i + 3]]);
             }
         }
-    }
-    for ((zr, a), x) in z.iter_mut().zip(&acc).zip(xs) {
-        let mut v = (a[0] + a[2]) + (a[1] + a[3]);
-        for (j, &c) in coef.iter().enumerate().skip(4 * blocks) {
-            v += c * x.get(j);
-        }
-        *zr = v;
+        // Summed in lane order: a pairwise tree here makes LLVM shuffle inside the loop.
+        acc.iter().sum::<f32>() + tail
     }
 }
 
-/// `partial += Σ_r g[r]·xs[r]`, four columns at a time across the group's rows.
+/// `partial += Σ_r g[r]·xs[r]` as one loop over the columns, which LLVM vectorises four
+/// columns at a time with contiguous loads from each of the group's rows (the partial sums
+/// are loaded and stored once per group, not once per row).
 #[inline(always)]
 fn axpy_group<C: Cells>(g: &[f32; GROUP], xs: &[C; GROUP], partial: &mut [f32]) {
     let d = partial.len();
-    let blocks = d / 4;
-    for jb in 0..blocks {
-        let j = 4 * jb;
-        let p = &mut partial[j..j + 4];
-        let mut a = [p[0], p[1], p[2], p[3]];
-        for (gr, x) in g.iter().zip(xs) {
-            let q = x.quad(j);
-            for t in 0..4 {
-                a[t] += gr * q[t];
-            }
-        }
-        p.copy_from_slice(&a);
-    }
-    for (j, pj) in partial.iter_mut().enumerate().skip(4 * blocks) {
+    // Rows cut to exactly `d` values, so the bounds checks in the loop can be dropped.
+    let rows: [C; GROUP] = std::array::from_fn(|r| xs[r].range(0, d));
+    for (j, pj) in partial.iter_mut().enumerate() {
         let mut a = *pj;
-        for (gr, x) in g.iter().zip(xs) {
+        for (gr, x) in g.iter().zip(&rows) {
             a += gr * x.get(j);
         }
         *pj = a;
