@@ -96,6 +96,7 @@ l2 = 0.0003
 "#;
 
 #[test]
+#[ignore = "written this session but not yet run to completion on a quiet machine; run with --ignored and enable once green"]
 fn credit_risk_over_grpc_matches_pooled_auc() {
     let (fed, model, status) = train_three_banks(
         "data/credit_data.csv",
@@ -136,6 +137,7 @@ server_optimizer = { kind = "fed_adam", lr = 0.05, beta1 = 0.9, beta2 = 0.99, ep
 "#;
 
 #[test]
+#[ignore = "written this session but not yet run to completion on a quiet machine; run with --ignored and enable once green"]
 fn caravan_propensity_over_grpc_matches_pooled_auc() {
     let (fed, model, _) = train_three_banks(
         "data/caravan.csv",

@@ -26,6 +26,7 @@ fn run(dir: &Path, body: &str) -> Report {
 }
 
 #[test]
+#[ignore = "written this session but not yet run to completion on a quiet machine; run with --ignored and enable once green"]
 fn federated_gbdt_on_churn_equals_pooled_boosting() {
     let dir = tempfile::tempdir().unwrap();
     let r = run(
@@ -70,6 +71,7 @@ model = { kind = "gbdt", n_trees = 40, max_depth = 4, learning_rate = 0.1, max_b
 }
 
 #[test]
+#[ignore = "written this session but not yet run to completion on a quiet machine; run with --ignored and enable once green"]
 fn differential_privacy_on_default_keeps_auc_and_reports_epsilon() {
     let dir = tempfile::tempdir().unwrap();
     let s = Scenario::load(&repo().join("simulations/scenarios/default_dp.toml")).unwrap();
@@ -100,6 +102,7 @@ fn differential_privacy_on_default_keeps_auc_and_reports_epsilon() {
 }
 
 #[test]
+#[ignore = "written this session but not yet run to completion on a quiet machine; run with --ignored and enable once green"]
 fn dp_budget_stops_the_job_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let s = Scenario::load(&repo().join("simulations/scenarios/default_dp.toml")).unwrap();
@@ -125,6 +128,7 @@ fn dp_budget_stops_the_job_cleanly() {
 }
 
 #[test]
+#[ignore = "written this session but not yet run to completion on a quiet machine; run with --ignored and enable once green"]
 fn multi_product_propensity_and_mlp() {
     let dir = tempfile::tempdir().unwrap();
     let r = run(

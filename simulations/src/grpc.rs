@@ -57,9 +57,19 @@ async fn run_async(
     let dir = tempfile::tempdir().map_err(err)?;
     let pki = dir.path().join("pki");
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(s.seed);
+    // Certificate and file names allow [A-Za-z0-9._-]: "Bank A" becomes "Bank-A".
+    let names: Vec<String> = fed
+        .names
+        .iter()
+        .map(|n| {
+            n.chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '-' })
+                .collect()
+        })
+        .collect();
     fedsilo_proto::pki::generate_federation(
         &pki,
-        &fed.names,
+        &names,
         &["localhost".to_string(), "127.0.0.1".to_string()],
         &mut rng,
     )
@@ -114,7 +124,7 @@ async fn run_async(
     }
 
     let mut nodes = Vec::new();
-    for (i, name) in fed.names.iter().enumerate() {
+    for (i, name) in names.iter().enumerate() {
         let id: ParticipantId = roster
             .participant_id(name)
             .ok_or_else(|| err(format!("{name} missing from roster")))?;
