@@ -87,7 +87,6 @@ eval_every = 3
 }
 
 #[test]
-#[ignore = "written this session but not yet run to completion on a quiet machine; run with --ignored and enable once green"]
 fn memory_and_grpc_transports_give_the_same_model() {
     let dir = tempfile::tempdir().unwrap();
     let s = small_scenario(dir.path());
