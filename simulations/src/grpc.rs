@@ -63,7 +63,13 @@ async fn run_async(
         .iter()
         .map(|n| {
             n.chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '-' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
                 .collect()
         })
         .collect();
