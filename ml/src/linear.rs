@@ -1540,6 +1540,16 @@ mod tests {
             .is_err());
         assert!(acc.merge(&GradAccumulator::new(d - 1)).is_err());
         assert_eq!(acc.rows(), 0);
+        // No features: only the intercept (σ(0) = ½ for both rows).
+        let mut acc = GradAccumulator::new(0);
+        acc.add_block(&LinearParams::zeros(0), &[], &[1.0, 0.0], 1.0)
+            .unwrap();
+        acc.add_labelled_le_bytes(&LinearParams::zeros(0), &1f32.to_le_bytes(), 1.0)
+            .unwrap();
+        let (l, g, rows) = acc.finish();
+        assert_eq!(rows, 3);
+        assert!((l - 3.0 * std::f64::consts::LN_2).abs() < 1e-6, "{l}");
+        assert!((g[0] + 0.5).abs() < 1e-6, "{g:?}");
     }
 
     /// The ISLR `Default` data set: 10,000 customers, label `default`, features
