@@ -322,7 +322,7 @@ impl AwaitingShareKeysRequest {
         let mask_transcript = round.ctx.transcript(Phase::MaskedInput);
 
         // Verify every neighbour's keys; ignore (not abort on) bad ones.
-        let mut partners: BTreeMap<ParticipantId, (Partner, [u8; 32])> = BTreeMap::new();
+        let mut partners: BTreeMap<ParticipantId, (Partner, Zeroizing<[u8; 32]>)> = BTreeMap::new();
         let mut seen = BTreeSet::new();
         let mut duplicated = BTreeSet::new();
         for k in req.keys {
@@ -369,7 +369,7 @@ impl AwaitingShareKeysRequest {
                 open_key: Zeroizing::new(share_key(&share_transcript, &c_shared, peer, me)),
                 mask_seed: Zeroizing::new(pair_seed(&mask_transcript, &s_shared, me, peer)),
             };
-            partners.insert(peer, (partner, *seal_key));
+            partners.insert(peer, (partner, seal_key));
         }
         for peer in duplicated {
             if partners.remove(&peer).is_some() {
@@ -435,13 +435,7 @@ impl AwaitingShareKeysRequest {
             shares,
         }));
 
-        let partners = partners
-            .into_iter()
-            .map(|(v, (p, mut seal_key))| {
-                seal_key.zeroize();
-                (v, p)
-            })
-            .collect();
+        let partners = partners.into_iter().map(|(v, (p, _))| (v, p)).collect();
         wipe_shares(b_shares);
         wipe_shares(s_shares);
         Ok(AwaitingMaskedInputRequest {

@@ -223,6 +223,9 @@ pub enum ClientError {
     SurvivorSetChanged,
     #[error("the server presents a signature for this client that it did not make")]
     OwnSignatureMismatch,
+    /// Defensive: the client's state types already make this impossible (the shares held
+    /// for a peer are consumed by revealing one of them, and a client that has answered an
+    /// Unmask request is done), so this implementation never returns it.
     #[error("would reveal both the self-mask and the mask-key share of {peer}")]
     WouldRevealBothShares { peer: ParticipantId },
 
