@@ -57,7 +57,7 @@ fn train_three_banks(
     schema: &str,
     sort_by: &str,
     spec: &str,
-) -> (TestFed, TrainedModel, String) {
+) -> (TestFed, TrainedModel, String, String) {
     let fed = TestFed::new(
         &["bank-a", "bank-b", "bank-c"],
         "data",
@@ -79,7 +79,7 @@ fn train_three_banks(
         64,
         "model names the round that produced it"
     );
-    (fed, artifact.model, status)
+    (fed, artifact.model, status, job)
 }
 
 const CREDIT_SPEC: &str = r#"
@@ -96,9 +96,8 @@ l2 = 0.0003
 "#;
 
 #[test]
-#[ignore = "written this session but not yet run to completion on a quiet machine; run with --ignored and enable once green"]
 fn credit_risk_over_grpc_matches_pooled_auc() {
-    let (fed, model, status) = train_three_banks(
+    let (fed, model, status, _) = train_three_banks(
         "data/credit_data.csv",
         "data/credit_data.schema.toml",
         "Income",
@@ -122,24 +121,28 @@ fn credit_risk_over_grpc_matches_pooled_auc() {
     assert!(status.contains("\"auc\""), "status lacks metrics: {status}");
 }
 
+// Caravan (85 features, 6 % positives) overfits easily: an under-trained federated model can
+// beat the converged pooled optimum by 0.02 (measured: 30 rounds at l2 = 0.001 gave 0.720 vs
+// 0.699), which says nothing about the federation. The job therefore trains long enough to
+// reach the same regularised optimum the pooled Newton fit finds (measured 2026-11-23:
+// federated 0.7097, pooled 0.7066; scikit-learn's C = 1 reference is 0.710).
 const CARAVAN_SPEC: &str = r#"
 dataset = "data"
 task = "propensity"
-rounds = 30
+rounds = 60
 min_participants = 3
 eval_every = 10
 [learning]
 local_epochs = 1
 learning_rate = 0.02
 batch_size = 64
-l2 = 0.001
+l2 = 0.02
 server_optimizer = { kind = "fed_adam", lr = 0.05, beta1 = 0.9, beta2 = 0.99, eps = 0.001 }
 "#;
 
 #[test]
-#[ignore = "written this session but not yet run to completion on a quiet machine; run with --ignored and enable once green"]
 fn caravan_propensity_over_grpc_matches_pooled_auc() {
-    let (fed, model, _) = train_three_banks(
+    let (fed, model, _, job) = train_three_banks(
         "data/caravan.csv",
         "data/caravan.schema.toml",
         "MINKGEM",
@@ -152,31 +155,13 @@ fn caravan_propensity_over_grpc_matches_pooled_auc() {
         .unwrap();
     let (fed_auc, pooled_auc) = compare_with_pooled(&fed, &model, &learning);
     eprintln!("caravan: federated AUC {fed_auc:.4}, pooled AUC {pooled_auc:.4}");
-    assert!(pooled_auc > 0.66, "pooled reference is off: {pooled_auc}");
+    assert!(pooled_auc > 0.68, "pooled reference is off: {pooled_auc}");
     assert!(
         (fed_auc - pooled_auc).abs() <= 0.01,
         "federated {fed_auc:.4} vs pooled {pooled_auc:.4}"
     );
-    // Score locally with the exported model: a ranked whitelist.
-    let model_path = fed.path("caravan.model.json");
-    std::fs::write(
-        &model_path,
-        serde_json::to_string(&fedsilo_ml::fed::ModelArtifact {
-            format: fedsilo_ml::fed::ModelArtifact::FORMAT.into(),
-            job_id: "x".into(),
-            task: fedsilo_ml::fed::Task::Propensity,
-            model_kind: "logistic_regression".into(),
-            complete: true,
-            rounds: 30,
-            coefficients: vec![],
-            metrics: vec![],
-            round_sha256: String::new(),
-            model_sha256: String::new(),
-            model,
-        })
-        .unwrap(),
-    )
-    .unwrap();
+    // Score locally with the model file the coordinator exported: a ranked whitelist.
+    let model_path = fed.path(&format!("{job}.model.json"));
     let out = fed.path("ranked.csv");
     run_ok(&[
         "score",
