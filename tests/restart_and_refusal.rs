@@ -67,7 +67,6 @@ fn workers_for(fed: &TestFed) -> Vec<Worker> {
 }
 
 #[test]
-#[ignore = "written this session but not yet run to completion on a quiet machine; run with --ignored and enable once green"]
 fn sigkill_mid_job_resumes_from_checkpoint_with_the_same_model() {
     let fed = TestFed::new(
         &["bank-a", "bank-b", "bank-c"],
@@ -189,7 +188,6 @@ fn client(
 }
 
 #[test]
-#[ignore = "written this session but not yet run to completion on a quiet machine; run with --ignored and enable once green"]
 fn foreign_certificate_and_forged_identity_are_refused() {
     let fed = TestFed::new(
         &["bank-a", "bank-b", "bank-c", "bank-d"],
