@@ -26,7 +26,6 @@ fn run(dir: &Path, body: &str) -> Report {
 }
 
 #[test]
-#[ignore = "written this session but not yet run to completion on a quiet machine; run with --ignored and enable once green"]
 fn federated_gbdt_on_churn_equals_pooled_boosting() {
     let dir = tempfile::tempdir().unwrap();
     let r = run(
@@ -71,7 +70,6 @@ model = { kind = "gbdt", n_trees = 40, max_depth = 4, learning_rate = 0.1, max_b
 }
 
 #[test]
-#[ignore = "written this session but not yet run to completion on a quiet machine; run with --ignored and enable once green"]
 fn differential_privacy_on_default_keeps_auc_and_reports_epsilon() {
     let dir = tempfile::tempdir().unwrap();
     let s = Scenario::load(&repo().join("simulations/scenarios/default_dp.toml")).unwrap();
@@ -87,12 +85,13 @@ fn differential_privacy_on_default_keeps_auc_and_reports_epsilon() {
         "default.csv with DP: AUC {:.4}, ε = {:.3} at δ = {}",
         m.final_metrics.auc, dp.epsilon, dp.delta
     );
+    // Stated in the scenario: AUC above 0.90 at ε ≈ 6.4 (δ = 1e-5) over 15 rounds.
     assert!(
         m.final_metrics.auc > 0.90,
         "AUC under DP {}",
         m.final_metrics.auc
     );
-    assert!(dp.epsilon > 0.0 && dp.epsilon.is_finite());
+    assert!(dp.epsilon > 0.0 && dp.epsilon < 7.0, "ε = {}", dp.epsilon);
     assert!(dp.epsilon <= dp.budget.unwrap());
     assert_eq!(dp.epsilon_per_round.len(), 15);
     assert!(
@@ -102,16 +101,15 @@ fn differential_privacy_on_default_keeps_auc_and_reports_epsilon() {
 }
 
 #[test]
-#[ignore = "written this session but not yet run to completion on a quiet machine; run with --ignored and enable once green"]
 fn dp_budget_stops_the_job_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let s = Scenario::load(&repo().join("simulations/scenarios/default_dp.toml")).unwrap();
     let mut s = s;
-    s.jobs[0].dp.as_mut().unwrap().epsilon_budget = Some(15.0);
+    s.jobs[0].dp.as_mut().unwrap().epsilon_budget = Some(4.0);
     let (r, _, _) =
         run_scenario(&s, Transport::Memory, &dir.path().join("out"), &mut |_| {}).unwrap();
     let dp = r.privacy.dp.as_ref().unwrap();
-    assert!(dp.epsilon <= 15.0, "spent {}", dp.epsilon);
+    assert!(dp.epsilon <= 4.0, "spent {}", dp.epsilon);
     assert!(
         dp.epsilon_per_round.len() < 15,
         "the budget did not stop training"
@@ -128,7 +126,6 @@ fn dp_budget_stops_the_job_cleanly() {
 }
 
 #[test]
-#[ignore = "written this session but not yet run to completion on a quiet machine; run with --ignored and enable once green"]
 fn multi_product_propensity_and_mlp() {
     let dir = tempfile::tempdir().unwrap();
     let r = run(
