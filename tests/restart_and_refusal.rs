@@ -115,7 +115,43 @@ fn sigkill_mid_job_resumes_from_checkpoint_with_the_same_model() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("restart did not restore the job:\n{log}"));
     assert!(step > 0, "the job had made progress before the kill");
-    drop(coord2);
+
+    // The exported model names the round that produced it: the job's last round in the audit
+    // log. That must hold after yet another SIGKILL and restart, before any new round runs.
+    let rounds = fed.audit_rounds(&job);
+    let last = rounds
+        .last()
+        .expect("the job's rounds are in the audit log");
+    assert_eq!(last.outcome, "ok", "{last:?}");
+    let is_sha256 = |h: &str| {
+        h.len() == 64
+            && h.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    };
+    assert!(
+        is_sha256(&resumed.round_sha256),
+        "{:?}",
+        resumed.round_sha256
+    );
+    assert_eq!(resumed.round_sha256, last.aggregate_hash);
+    let mut coord2 = coord2;
+    coord2.kill9();
+    let coord3 = fed.coordinator("coordinator-3.log");
+    assert!(fed.status(&job).contains("finished"));
+    let again = fed.model(&job);
+    assert!(
+        is_sha256(&again.round_sha256),
+        "model exported after a restart lost its round hash: {:?}",
+        again.round_sha256
+    );
+    assert_eq!(again.round_sha256, last.aggregate_hash);
+    assert_eq!(again.model, resumed.model);
+    assert_eq!(
+        fed.audit_rounds(&job).len(),
+        rounds.len(),
+        "no round ran since"
+    );
+    drop(coord3);
 
     // Reference: the same checkpoint driven to the end without interruption, in memory.
     std::thread::sleep(Duration::from_millis(300));

@@ -7,6 +7,9 @@
 //! engine: messages go to per-participant queues (served by long-polling `Poll`),
 //! checkpoints are committed to the store and round summaries appended to the audit log,
 //! and the phase timer is re-armed from `poll_timeout`.
+//!
+//! The hash of the round that produced each job's current model (exported as the model's
+//! `round_sha256`) is committed with every checkpoint and reloaded on restart.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -298,8 +301,11 @@ impl Actor {
                     step,
                     state,
                 } => {
+                    // The round event that produced this state came first, so the hash is
+                    // the one of the round whose aggregate the checkpointed plan absorbed.
+                    let round_hash = self.last_round_hash.get(&job_id).map(String::as_str);
                     self.store
-                        .commit_step(&job_id, &state, step, &state)
+                        .commit_round_step(&job_id, &state, step, &state, round_hash)
                         .map_err(|e| ServiceError::Store(e.to_string()))?;
                 }
                 Event::Round(r) => {
@@ -310,8 +316,11 @@ impl Actor {
                         .unwrap_or(0);
                     tracing::info!(job = %r.job_id, round = r.secagg_round, purpose = %r.purpose,
                         survivors = r.survivors.len(), participants = r.participants.len(), outcome = %r.outcome, "round closed");
-                    self.last_round_hash
-                        .insert(r.job_id.clone(), r.aggregate_hash.clone());
+                    // Only a round whose aggregate was absorbed produced the current model.
+                    if r.outcome == "ok" && !r.aggregate_hash.is_empty() {
+                        self.last_round_hash
+                            .insert(r.job_id.clone(), r.aggregate_hash.clone());
+                    }
                     if let Some(obs) = &self.observer {
                         let _ = obs.send(r.clone());
                     }
@@ -426,11 +435,18 @@ pub async fn serve(
     let jobs = store
         .list_jobs()
         .map_err(|e| ServiceError::Store(e.to_string()))?;
+    let mut last_round_hash = BTreeMap::new();
     for (job, _) in &jobs {
         if let Some((step, state)) = store
             .latest_checkpoint(job)
             .map_err(|e| ServiceError::Store(e.to_string()))?
         {
+            if let Some(hash) = store
+                .round_sha256(job, step)
+                .map_err(|e| ServiceError::Store(e.to_string()))?
+            {
+                last_round_hash.insert(job.clone(), hash);
+            }
             engine
                 .restore(now, job, &state)
                 .map_err(|e| ServiceError::Restore {
@@ -453,7 +469,7 @@ pub async fn serve(
         store,
         audit,
         mail,
-        last_round_hash: BTreeMap::new(),
+        last_round_hash,
         observer: cfg.observer.clone(),
     };
     actor.drain().await?;

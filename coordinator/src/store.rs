@@ -1,15 +1,18 @@
 //! The coordinator's embedded durable store: job records, every step's checkpoint, metadata.
 //!
-//! One [redb](https://docs.rs/redb/2) file holds three tables:
+//! One [redb](https://docs.rs/redb/2) file holds four tables:
 //!
-//! | table         | key               | value                                        |
-//! |---------------|-------------------|----------------------------------------------|
-//! | `jobs`        | job id            | the job's latest record                      |
-//! | `checkpoints` | (job id, step)    | the job state after `step`; **all are kept** |
-//! | `meta`        | free-form key     | free-form value                              |
+//! | table          | key               | value                                        |
+//! |----------------|-------------------|----------------------------------------------|
+//! | `jobs`         | job id            | the job's latest record                      |
+//! | `checkpoints`  | (job id, step)    | the job state after `step`; **all are kept** |
+//! | `round_sha256` | (job id, step)    | SHA-256 (hex) of the aggregate of the round that produced the state at `step` |
+//! | `meta`         | free-form key     | free-form value                              |
 //!
 //! Every checkpoint is kept so that the model at any round can be produced later (a regulator may
-//! ask for it); [`Store::latest_checkpoint`] is the highest step of a job. A re-commit of an
+//! ask for it); [`Store::latest_checkpoint`] is the highest step of a job, and
+//! [`Store::round_sha256`] names the round whose aggregate produced the model at a step (the
+//! model export carries it, so it must survive a restart like the model itself). A re-commit of an
 //! existing step replaces that step's checkpoint (the engine re-checkpoints the same step when only
 //! the job's state changes, e.g. when it finishes).
 //!
@@ -21,8 +24,8 @@
 //! next [`Store::open`] repairs it. Commits use redb's *quick repair* (the allocator state is saved
 //! with each commit, with two-phase commit), so re-opening after a crash does not walk the whole
 //! file, which only grows since checkpoints are never deleted. [`Store::commit_step`] writes the
-//! job record and the step's checkpoint in the same transaction: after a crash both or neither are
-//! present.
+//! job record and the step's checkpoint (and, with [`Store::commit_round_step`], the round hash) in
+//! the same transaction: after a crash all or none are present.
 //!
 //! # Exclusivity
 //!
@@ -38,6 +41,7 @@ use redb::{Database, DatabaseError, Durability, ReadableTable, TableDefinition};
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const CHECKPOINTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("checkpoints");
+const ROUND_SHA256: TableDefinition<(&str, u64), &str> = TableDefinition::new("round_sha256");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Errors of the durable store; each names the store's file.
@@ -117,6 +121,7 @@ impl Store {
         store.write("open", |tx| {
             tx.open_table(JOBS)?;
             tx.open_table(CHECKPOINTS)?;
+            tx.open_table(ROUND_SHA256)?;
             tx.open_table(META)?;
             Ok(())
         })?;
@@ -168,19 +173,53 @@ impl Store {
         step: u64,
         checkpoint: &[u8],
     ) -> Result<(), StoreError> {
+        self.commit_round_step(job_id, record, step, checkpoint, None)
+    }
+
+    /// [`Store::commit_step`], also recording (in the same transaction) `round_sha256`: the
+    /// SHA-256 (hex) of the aggregate of the round that produced the state at `step`. `None`
+    /// leaves the round hashes as they are (e.g. before the job's first round).
+    pub fn commit_round_step(
+        &self,
+        job_id: &str,
+        record: &[u8],
+        step: u64,
+        checkpoint: &[u8],
+        round_sha256: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.write("commit_step", |tx| {
             tx.open_table(JOBS)?.insert(job_id, record)?;
             tx.open_table(CHECKPOINTS)?
                 .insert((job_id, step), checkpoint)?;
+            if let Some(hash) = round_sha256 {
+                tx.open_table(ROUND_SHA256)?.insert((job_id, step), hash)?;
+            }
             Ok(())
         })?;
         tracing::debug!(
             job = job_id,
             step,
             bytes = checkpoint.len(),
+            round_sha256 = round_sha256.unwrap_or(""),
             "step committed"
         );
         Ok(())
+    }
+
+    /// The round hash recorded with the job's latest commit at or before `step` (the round
+    /// whose aggregate produced the job state at `step`), if any round hash was recorded.
+    pub fn round_sha256(&self, job_id: &str, step: u64) -> Result<Option<String>, StoreError> {
+        self.read("round_sha256", |tx| {
+            let table = tx.open_table(ROUND_SHA256)?;
+            let last = table.range((job_id, 0)..=(job_id, step))?.next_back();
+            match last {
+                None => Ok(None),
+                Some(row) => {
+                    let (_, v) = row?;
+                    Ok(Some(v.value().to_string()))
+                }
+            }
+        })
     }
 
     /// The job's checkpoint with the highest step, if it has any.
@@ -273,4 +312,39 @@ pub(crate) fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
         _ => Path::new("."),
     };
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_hashes_are_committed_with_their_step_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store.commit_step("j", b"r0", 0, b"c0").unwrap();
+            assert_eq!(store.round_sha256("j", 0).unwrap(), None);
+            store
+                .commit_round_step("j", b"r1", 1, b"c1", Some("h1"))
+                .unwrap();
+            store
+                .commit_round_step("j", b"r2", 2, b"c2", Some("h2"))
+                .unwrap();
+            // A re-commit of a step without a new round keeps the step's hash.
+            store.commit_round_step("j", b"r2", 2, b"c2", None).unwrap();
+            store
+                .commit_round_step("other", b"o", 5, b"o5", Some("o5"))
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.round_sha256("j", 0).unwrap(), None);
+        assert_eq!(store.round_sha256("j", 1).unwrap().as_deref(), Some("h1"));
+        assert_eq!(store.round_sha256("j", 2).unwrap().as_deref(), Some("h2"));
+        // A later step committed without a round hash is produced by the last hashed round.
+        assert_eq!(store.round_sha256("j", 9).unwrap().as_deref(), Some("h2"));
+        assert_eq!(store.round_sha256("other", 4).unwrap(), None);
+        assert_eq!(store.round_sha256("nope", 9).unwrap(), None);
+    }
 }

@@ -277,6 +277,52 @@ impl TestFed {
         }
     }
 
+    /// The coordinator's audit log, verified (the chain must be intact), entry by entry.
+    pub fn audit_entries(&self) -> Vec<fedsilo_coordinator::audit::AuditEntry> {
+        let path = self.path("coordinator-state/audit.jsonl");
+        let summary = fedsilo_coordinator::audit::verify(&path)
+            .unwrap_or_else(|e| panic!("audit log does not verify: {e}"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let entries: Vec<fedsilo_coordinator::audit::AuditEntry> = text
+            .lines()
+            .take(summary.entries as usize)
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(entries.len() as u64, summary.entries);
+        entries
+    }
+
+    /// The audit records of one job, in order.
+    pub fn audit_rounds(&self, job: &str) -> Vec<fedsilo_coordinator::audit::AuditRecord> {
+        self.audit_entries()
+            .into_iter()
+            .map(|e| e.record)
+            .filter(|r| r.job_id == job)
+            .collect()
+    }
+
+    /// Polls until `pred` holds for the job's audit records (or panics after `timeout`).
+    pub fn wait_audit(
+        &self,
+        job: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&[fedsilo_coordinator::audit::AuditRecord]) -> bool,
+    ) -> Vec<fedsilo_coordinator::audit::AuditRecord> {
+        let start = Instant::now();
+        loop {
+            let rounds = self.audit_rounds(job);
+            if pred(&rounds) {
+                return rounds;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{what}: not seen in {timeout:?}; audit rounds: {rounds:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn model(&self, job: &str) -> fedsilo_ml::fed::ModelArtifact {
         let p = self.path(&format!("{job}.model.json"));
         self.op(&["model", "--job", job, "--out", p.to_str().unwrap()]);
