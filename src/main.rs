@@ -98,6 +98,25 @@ enum Command {
         #[command(subcommand)]
         command: AuditCmd,
     },
+    /// Inspect an exported model file.
+    Model {
+        #[command(subcommand)]
+        command: ModelCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCmd {
+    /// Print what a model file holds: job, round hash, metrics, coefficients, and for a
+    /// scorecard the points table (feature, bin, WOE, points).
+    Show {
+        /// Model exported by `fedsilo job model` or a simulation (model-<job>.json).
+        #[arg(long)]
+        model: PathBuf,
+        /// Also write a scorecard's table as CSV (feature,bin,woe,points).
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -307,6 +326,9 @@ fn run(cli: Cli) -> Result<()> {
             out,
             top,
         } => score(&model, &data, &schema, &out, top),
+        Command::Model {
+            command: ModelCmd::Show { model, csv },
+        } => model_show(&model, csv.as_deref()),
         Command::Audit {
             command: AuditCmd::Verify { file },
         } => {
@@ -581,4 +603,89 @@ fn score(model: &Path, data: &Path, schema: &Path, out: &Path, top: Option<usize
         println!("{label}: {n} customers ranked in {}", path.display());
     }
     Ok(())
+}
+
+fn model_show(model: &Path, csv: Option<&Path>) -> Result<()> {
+    let text =
+        std::fs::read_to_string(model).with_context(|| format!("reading {}", model.display()))?;
+    let a =
+        ModelArtifact::from_json(&text).with_context(|| format!("model {}", model.display()))?;
+    let mut o = String::new();
+    macro_rules! outln {
+        ($o:expr, $($t:tt)*) => {{
+            use std::fmt::Write as _;
+            let _ = writeln!($o, $($t)*);
+        }};
+    }
+    outln!(o, "model {} ({})", model.display(), a.format);
+    outln!(
+        o,
+        "job {}  task {:?}  kind {}  rounds {}  {}",
+        a.job_id,
+        a.task,
+        a.model_kind,
+        a.rounds,
+        if a.complete {
+            "complete"
+        } else {
+            "INCOMPLETE (snapshot)"
+        }
+    );
+    outln!(o, "round sha256 {}", a.round_sha256);
+    outln!(o, "model sha256 {}", a.model_sha256);
+    outln!(
+        o,
+        "features ({}): {}",
+        a.model.features.len(),
+        a.model.features.join(", ")
+    );
+    for (label, m) in a.model.labels.iter().zip(&a.metrics) {
+        outln!(
+            o,
+            "{label}: hold-out AUC {:.4}  KS {:.4}  log-loss {:.4}  top-decile lift {:.2}",
+            m.auc,
+            m.ks,
+            m.log_loss,
+            m.top_decile_lift
+        );
+    }
+    match &a.model.params {
+        fedsilo_ml::fed::ModelParams::Scorecard { card } => o.push_str(&card.to_table()),
+        _ => {
+            for (label, coefs) in a.model.labels.iter().zip(&a.coefficients) {
+                outln!(o, "coefficients for {label} (standardised features):");
+                for (name, c) in coefs {
+                    outln!(o, "  {name:<32} {c:>10.5}");
+                }
+            }
+        }
+    }
+    if let Some(path) = csv {
+        if a.scorecard.is_empty() {
+            bail!(
+                "{}: --csv writes a scorecard table, but this is a {} model",
+                model.display(),
+                a.model_kind
+            );
+        }
+        let mut out = String::from("feature,bin,woe,points\n");
+        for r in &a.scorecard {
+            out.push_str(&format!(
+                "{},\"{}\",{:.6},{:.1}\n",
+                r.feature, r.bin, r.woe, r.points
+            ));
+        }
+        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+        outln!(o, "scorecard table written to {}", path.display());
+    }
+    print_all(&o)
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends the output quietly instead of panicking.
+fn print_all(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to standard output"),
+    }
 }

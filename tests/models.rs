@@ -178,5 +178,90 @@ batch_size = 64
     let model = dir.path().join("out/model-products.json");
     let artifact: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
-    assert_eq!(artifact["labels"].as_array().unwrap().len(), 2);
+    assert_eq!(artifact["model"]["labels"].as_array().unwrap().len(), 2);
+}
+
+/// scikit-learn's LogisticRegression (C = 1) on the pooled raw features of credit_data.csv
+/// reaches test AUC 0.834 (the issue's reference figure). A 10-bin WOE scorecard is held to
+/// that figure within 0.02.
+const CREDIT_LR_REFERENCE_AUC: f64 = 0.834;
+
+#[test]
+fn federated_scorecard_matches_pooled_scorecard_and_scores_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Scenario::load(&repo().join("simulations/scenarios/credit_scorecard.toml")).unwrap();
+    let out = dir.path().join("out");
+    let (r, _, _) = run_scenario(&s, Transport::Memory, &out, &mut |_| {}).unwrap();
+    let m = &r.models[0];
+    let pooled = m.pooled_metrics.as_ref().unwrap().auc;
+    eprintln!(
+        "credit scorecard: federated {:.4}, pooled {pooled:.4}, reference LR {CREDIT_LR_REFERENCE_AUC}",
+        m.final_metrics.auc
+    );
+    assert!(m.model_kind.starts_with("scorecard"), "{}", m.model_kind);
+    // Same pipeline on pooled rows (bins, WOE, Newton-fitted regression): tight tolerance.
+    assert!(
+        (m.final_metrics.auc - pooled).abs() <= 0.005,
+        "federated {} vs pooled {pooled}",
+        m.final_metrics.auc
+    );
+    assert!(
+        m.final_metrics.auc >= CREDIT_LR_REFERENCE_AUC - 0.02,
+        "{}",
+        m.final_metrics.auc
+    );
+
+    // The exported model scores a CSV with `fedsilo score`: ranked by probability of default,
+    // with the scorecard points beside it (points fall as the probability rises).
+    let model = out.join("model-scorecard.json");
+    let ranked = dir.path().join("ranked.csv");
+    run_ok(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        repo().join("data/credit_data.csv").to_str().unwrap(),
+        "--schema",
+        repo()
+            .join("data/credit_data.schema.toml")
+            .to_str()
+            .unwrap(),
+        "--out",
+        ranked.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&ranked).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("rank,id,score,decile,points"));
+    let rows: Vec<(f64, f64)> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[2].parse().unwrap(), f[4].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(rows.len(), 4454);
+    assert!(rows.windows(2).all(|w| w[0].0 >= w[1].0));
+    // Points are rounded to 0.1 in the file; allow that much.
+    assert!(rows.windows(2).all(|w| w[0].1 <= w[1].1 + 0.1));
+    // Scaling: 600 points at 50:1 good:bad odds, 20 points to double the odds.
+    for &(p, pts) in rows.iter().step_by(97) {
+        let odds_good = 50.0 * 2f64.powf((pts - 600.0) / 20.0);
+        let p_from_points = 1.0 / (1.0 + odds_good);
+        assert!((p - p_from_points).abs() < 0.003, "p {p} vs points {pts}");
+    }
+
+    // The readable table: printed, and as CSV (feature, bin, woe, points).
+    let shown = run_ok(&[
+        "model",
+        "show",
+        "--model",
+        model.to_str().unwrap(),
+        "--csv",
+        dir.path().join("card.csv").to_str().unwrap(),
+    ]);
+    assert!(shown.contains("Information value"), "{shown}");
+    assert!(shown.contains("20 points to double the odds"), "{shown}");
+    let card = std::fs::read_to_string(dir.path().join("card.csv")).unwrap();
+    assert!(card.starts_with("feature,bin,woe,points\n"));
+    assert!(card.contains("Seniority,\"(-inf,"), "{card}");
+    assert!(out.join("scorecard-scorecard.txt").exists());
 }

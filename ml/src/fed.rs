@@ -35,6 +35,10 @@ use crate::linear::{self, LinearParams, LocalTrainConfig};
 use crate::metrics::{BinaryMetrics, ScoreHistogram};
 use crate::mlp::{self, MlpParams, MlpSpec};
 use crate::optim::{OptimizerState, ServerOptimizer};
+use crate::scorecard::{
+    histogram_ranges, scorecard_counts, woe_iv, woe_transform, Scorecard, ScorecardBins,
+    ScorecardRow, ScorecardSpec, WoeTable,
+};
 use crate::table::Table;
 
 /// Log-magnitude histogram: bin 0 holds |x| < 1e-6, bin i holds [10^(i-7), 10^(i-6)), the last
@@ -91,6 +95,21 @@ pub enum ModelSpec {
     },
     /// Histogram gradient-boosted trees; the job's `rounds` is ignored (`n_trees` counts).
     Gbdt(GbdtParams),
+    /// Credit scorecard: quantile bins, WOE/IV from masked good/bad counts, logistic
+    /// regression on the WOE columns for `rounds` rounds, points scaling. Label 1 = bad.
+    Scorecard(ScorecardSpec),
+}
+
+impl ModelSpec {
+    /// Name used in exports and reports.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            ModelSpec::LogisticRegression => "logistic_regression",
+            ModelSpec::Mlp { .. } => "mlp",
+            ModelSpec::Gbdt(_) => "gbdt",
+            ModelSpec::Scorecard(_) => "scorecard",
+        }
+    }
 }
 
 /// Local and server learning settings.
@@ -261,6 +280,16 @@ impl JobSpec {
                     return bad("dp: differential privacy is available for logistic regression and MLP jobs".into());
                 }
             }
+            ModelSpec::Scorecard(sc) => {
+                sc.validate()
+                    .map_err(|e| FedError::Spec(format!("model: {e}")))?;
+                if self.labels.len() > 1 {
+                    return bad("labels: a scorecard scores one label (1 = bad) per job".into());
+                }
+                if self.dp.is_some() {
+                    return bad("dp: differential privacy is available for logistic regression and MLP jobs".into());
+                }
+            }
             ModelSpec::LogisticRegression => {}
         }
         if let Some(dp) = &self.dp {
@@ -297,9 +326,19 @@ impl Standardizer {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ModelParams {
-    LogisticRegression { per_label: Vec<LinearParams> },
-    Mlp { per_label: Vec<MlpParams> },
-    Gbdt { model: GbdtModel },
+    LogisticRegression {
+        per_label: Vec<LinearParams>,
+    },
+    Mlp {
+        per_label: Vec<MlpParams>,
+    },
+    Gbdt {
+        model: GbdtModel,
+    },
+    /// One label; the trainable part is the logistic regression on the WOE columns.
+    Scorecard {
+        card: Box<Scorecard>,
+    },
 }
 
 impl ModelParams {
@@ -310,6 +349,7 @@ impl ModelParams {
             }
             ModelParams::Mlp { per_label } => per_label.iter().map(|p| p.flat.len()).sum(),
             ModelParams::Gbdt { .. } => 0,
+            ModelParams::Scorecard { card } => card.coef.len() + 1,
         }
     }
     fn flat(&self) -> Vec<f64> {
@@ -322,6 +362,7 @@ impl ModelParams {
                 .flat_map(|p| p.flat.iter().copied())
                 .collect(),
             ModelParams::Gbdt { .. } => Vec::new(),
+            ModelParams::Scorecard { card } => card_linear(card).to_flat(),
         }
     }
     fn set_flat(&mut self, v: &[f64]) -> Result<(), FedError> {
@@ -347,8 +388,28 @@ impl ModelParams {
                     "trees have no flat parameter vector".into(),
                 ))
             }
+            ModelParams::Scorecard { card } => {
+                let n = card.coef.len() + 1;
+                let lp =
+                    LinearParams::from_flat(&v[..n]).map_err(|e| FedError::Model(e.to_string()))?;
+                **card = Scorecard::from_logistic(
+                    card.woe.clone(),
+                    &lp.coef,
+                    lp.intercept,
+                    card.scaling,
+                )
+                .map_err(|e| FedError::Model(e.to_string()))?;
+            }
         }
         Ok(())
+    }
+}
+
+/// The logistic regression inside a scorecard (coefficients on the WOE columns).
+fn card_linear(card: &Scorecard) -> LinearParams {
+    LinearParams {
+        coef: card.coef.clone(),
+        intercept: card.intercept,
     }
 }
 
@@ -365,11 +426,31 @@ impl TrainedModel {
     /// Probabilities, rows × labels. `table` must have the model's feature columns.
     pub fn predict(&self, table: &Table) -> Result<Array2<f64>, FedError> {
         let x = select_columns(table, &self.features)?;
-        if let ModelParams::Gbdt { model } = &self.params {
-            return gbdt_proba(model, x.view());
+        match &self.params {
+            ModelParams::Gbdt { model } => gbdt_proba(model, x.view()),
+            ModelParams::Scorecard { card } => {
+                let xw = woe_transform(x.view(), &card.woe)
+                    .map_err(|e| FedError::Data(e.to_string()))?;
+                self.predict_standardized(xw.view())
+            }
+            _ => {
+                let xs = self.standardizer.apply(x.view());
+                self.predict_standardized(xs.view())
+            }
         }
-        let xs = self.standardizer.apply(x.view());
-        self.predict_standardized(xs.view())
+    }
+
+    /// Scorecard points per row (higher = better credit); `None` for other models.
+    pub fn points(&self, table: &Table) -> Result<Option<Vec<f64>>, FedError> {
+        match &self.params {
+            ModelParams::Scorecard { card } => {
+                let x = select_columns(table, &self.features)?;
+                card.score_points(x.view())
+                    .map(Some)
+                    .map_err(|e| FedError::Data(e.to_string()))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Whether the model reads raw (unstandardised) features.
@@ -377,7 +458,8 @@ impl TrainedModel {
         matches!(self.params, ModelParams::Gbdt { .. })
     }
 
-    /// Probabilities from already prepared features (standardised, or raw for trees).
+    /// Probabilities from already prepared features (standardised; raw for trees; WOE
+    /// columns for a scorecard).
     fn predict_standardized(&self, xs: ndarray::ArrayView2<f32>) -> Result<Array2<f64>, FedError> {
         let n = xs.nrows();
         let mut out = Array2::zeros((n, self.labels.len()));
@@ -388,6 +470,7 @@ impl TrainedModel {
                     linear::predict_proba(&per_label[l], xs)
                 }
                 ModelParams::Mlp { per_label } => mlp::mlp_predict_proba(&per_label[l], xs),
+                ModelParams::Scorecard { card } => linear::predict_proba(&card_linear(card), xs),
             };
             out.column_mut(l).assign(&ArrayView1::from(&p));
         }
@@ -460,6 +543,18 @@ pub enum Instruction {
         data: JobData,
         step: GbdtInstruction,
     },
+    /// Scorecard binning: per feature, counts over `fine_bins` equal-width bins of its range
+    /// (plus missing), from which the plan reads quantile cut points.
+    ScorecardHistogram {
+        data: JobData,
+        ranges: Vec<(f32, f32)>,
+        fine_bins: usize,
+    },
+    /// Scorecard WOE: good/bad row counts per feature and bin.
+    ScorecardCounts {
+        data: JobData,
+        bins: ScorecardBins,
+    },
 }
 
 impl Instruction {
@@ -474,6 +569,8 @@ impl Instruction {
                 GbdtInstruction::Level { .. } => "tree-level",
                 _ => "bins",
             },
+            Instruction::ScorecardHistogram { .. } => "bins",
+            Instruction::ScorecardCounts { .. } => "woe-counts",
         }
     }
 
@@ -491,7 +588,9 @@ impl Instruction {
             | Instruction::Moments { data, .. }
             | Instruction::Train { data, .. }
             | Instruction::Evaluate { data, .. }
-            | Instruction::Gbdt { data, .. } => data,
+            | Instruction::Gbdt { data, .. }
+            | Instruction::ScorecardHistogram { data, .. }
+            | Instruction::ScorecardCounts { data, .. } => data,
         }
     }
 }
@@ -519,6 +618,7 @@ pub struct LocalData {
 pub struct LocalCache {
     standardized: Option<(Standardizer, Array2<f32>, Array2<f32>)>,
     raw: Option<(Vec<String>, Array2<f32>, Array2<f32>)>,
+    woe: Option<(WoeTable, Array2<f32>, Array2<f32>)>,
     gbdt: GbdtCache,
 }
 
@@ -641,7 +741,7 @@ pub fn compute(
             noise,
             ..
         } => {
-            let (xs, _) = standardized(cache, local, model)?;
+            let (xs, _) = prepared(cache, local, model)?;
             let y = select_labels(&local.train, &data.labels)?;
             let n = xs.nrows() as f64;
             // Train loss of the global model before the local epochs, for the curve.
@@ -653,29 +753,30 @@ pub fn compute(
             let global = model.params.flat();
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(*seed);
             let mut new_params = model.params.clone();
-            match &mut new_params {
+            let new_flat = match &mut new_params {
                 ModelParams::LogisticRegression { per_label } => {
                     for (l, p) in per_label.iter_mut().enumerate() {
                         *p = linear::local_train(p, xs.view(), y.column(l), cfg, &mut rng);
                     }
+                    new_params.flat()
                 }
                 ModelParams::Mlp { per_label } => {
                     for (l, p) in per_label.iter_mut().enumerate() {
                         *p = mlp::mlp_local_train(p, xs.view(), y.column(l), cfg, &mut rng);
                     }
+                    new_params.flat()
+                }
+                ModelParams::Scorecard { card } => {
+                    linear::local_train(&card_linear(card), xs.view(), y.column(0), cfg, &mut rng)
+                        .to_flat()
                 }
                 ModelParams::Gbdt { .. } => {
                     return Err(FedError::Instruction(
                         "a train step cannot carry a tree model".into(),
                     ))
                 }
-            }
-            let mut delta: Vec<f64> = new_params
-                .flat()
-                .iter()
-                .zip(&global)
-                .map(|(a, b)| a - b)
-                .collect();
+            };
+            let mut delta: Vec<f64> = new_flat.iter().zip(&global).map(|(a, b)| a - b).collect();
             match noise {
                 None => {
                     let mut out: Vec<f64> = delta
@@ -706,15 +807,28 @@ pub fn compute(
             gbdt_compute(step, x.view(), y.column(0), &mut cache.gbdt)
                 .map_err(|e| FedError::Data(e.to_string()))
         }
+        Instruction::ScorecardHistogram {
+            ranges, fine_bins, ..
+        } => {
+            let (x, _) = raw_columns(cache, local, &data.features)?;
+            crate::gbdt::fine_histogram(x.view(), ranges, *fine_bins)
+                .map_err(|e| FedError::Instruction(format!("scorecard binning: {e}")))
+        }
+        Instruction::ScorecardCounts { bins, .. } => {
+            if data.labels.len() != 1 {
+                return Err(FedError::Instruction(
+                    "scorecard counts need exactly one label".into(),
+                ));
+            }
+            let y = select_labels(&local.train, &data.labels)?;
+            let (x, _) = raw_columns(cache, local, &data.features)?;
+            scorecard_counts(x.view(), y.column(0), bins)
+                .map_err(|e| FedError::Data(format!("scorecard counts: {e}")))
+        }
         Instruction::Evaluate { model, bins, .. } => {
             let y = select_labels(&local.holdout, &data.labels)?;
-            let p = if model.uses_raw_features() {
-                let (_, xh) = raw_columns(cache, local, &model.features)?;
-                model.predict_standardized(xh.view())?
-            } else {
-                let (_, xh) = standardized(cache, local, model)?;
-                model.predict_standardized(xh.view())?
-            };
+            let (_, xh) = prepared(cache, local, model)?;
+            let p = model.predict_standardized(xh.view())?;
             let mut out = Vec::with_capacity(y.ncols() * (2 * bins + 2));
             for l in 0..y.ncols() {
                 let scores: Vec<f64> = p.column(l).to_vec();
@@ -755,6 +869,44 @@ fn raw_columns<'c>(
     match &cache.raw {
         Some((_, a, b)) => Ok((a, b)),
         None => Err(FedError::Data("column cache empty".into())),
+    }
+}
+
+/// Train and hold-out matrices in the form `model` reads: raw columns for trees, WOE columns
+/// for a scorecard, standardised columns otherwise.
+fn prepared<'c>(
+    cache: &'c mut LocalCache,
+    local: &LocalData,
+    model: &TrainedModel,
+) -> Result<(&'c Array2<f32>, &'c Array2<f32>), FedError> {
+    match &model.params {
+        ModelParams::Gbdt { .. } => raw_columns(cache, local, &model.features),
+        ModelParams::Scorecard { card } => woe_columns(cache, local, &model.features, &card.woe),
+        _ => standardized(cache, local, model),
+    }
+}
+
+/// WOE columns of the selected features, cached by WOE table.
+fn woe_columns<'c>(
+    cache: &'c mut LocalCache,
+    local: &LocalData,
+    features: &[String],
+    woe: &WoeTable,
+) -> Result<(&'c Array2<f32>, &'c Array2<f32>), FedError> {
+    let fresh = match &cache.woe {
+        Some((w, _, _)) => w != woe,
+        None => true,
+    };
+    if fresh {
+        let t = |table: &Table| -> Result<Array2<f32>, FedError> {
+            let x = select_columns(table, features)?;
+            woe_transform(x.view(), woe).map_err(|e| FedError::Data(e.to_string()))
+        };
+        cache.woe = Some((woe.clone(), t(&local.train)?, t(&local.holdout)?));
+    }
+    match &cache.woe {
+        Some((_, a, b)) => Ok((a, b)),
+        None => Err(FedError::Data("WOE cache empty".into())),
     }
 }
 
@@ -805,6 +957,8 @@ enum Stage {
     Train { round: u64 },
     Evaluate { after_round: u64 },
     Gbdt { server: Box<GbdtServer> },
+    ScorecardHistogram { ranges: Vec<(f32, f32)> },
+    ScorecardCounts { bins: ScorecardBins },
     Done,
 }
 
@@ -840,6 +994,13 @@ fn unreachable_gbdt() -> Result<ModelParams, FedError> {
 }
 
 impl Plan {
+    fn scorecard_spec(&self) -> Option<&ScorecardSpec> {
+        match &self.spec.model {
+            ModelSpec::Scorecard(sc) => Some(sc),
+            _ => None,
+        }
+    }
+
     /// A new plan. `features`/`labels` are the job's columns (the coordinator resolves an empty
     /// list in the spec against the dataset's schema before calling this).
     pub fn new(
@@ -997,6 +1158,26 @@ impl Plan {
                     rows_bound,
                 )
             }
+            Stage::ScorecardHistogram { ranges } => {
+                let fine_bins = self.scorecard_spec()?.fine_bins;
+                (
+                    Instruction::ScorecardHistogram {
+                        data: self.data.clone(),
+                        ranges: ranges.clone(),
+                        fine_bins,
+                    },
+                    f * (fine_bins + 1),
+                    rows_bound,
+                )
+            }
+            Stage::ScorecardCounts { bins } => (
+                Instruction::ScorecardCounts {
+                    data: self.data.clone(),
+                    bins: bins.clone(),
+                },
+                bins.counts_len(),
+                rows_bound,
+            ),
             Stage::Evaluate { .. } => (
                 Instruction::Evaluate {
                     data: self.data.clone(),
@@ -1110,12 +1291,20 @@ impl Plan {
                     self.step += 1;
                     return Ok(());
                 }
+                if let ModelSpec::Scorecard(sc) = &self.spec.model {
+                    let ranges =
+                        histogram_ranges(&standardizer.mean, &standardizer.std, sc.range_sd);
+                    self.gbdt_standardizer = Some(standardizer);
+                    self.stage = Stage::ScorecardHistogram { ranges };
+                    self.step += 1;
+                    return Ok(());
+                }
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.spec.seed);
                 let params = match &self.spec.model {
                     ModelSpec::LogisticRegression => ModelParams::LogisticRegression {
                         per_label: (0..l).map(|_| LinearParams::zeros(f)).collect(),
                     },
-                    ModelSpec::Gbdt(_) => unreachable_gbdt()?,
+                    ModelSpec::Gbdt(_) | ModelSpec::Scorecard(_) => unreachable_gbdt()?,
                     ModelSpec::Mlp { hidden } => ModelParams::Mlp {
                         per_label: (0..l)
                             .map(|_| {
@@ -1219,6 +1408,54 @@ impl Plan {
                     Stage::Gbdt { server }
                 }
             }
+            Stage::ScorecardHistogram { ranges } => {
+                let sc = self
+                    .scorecard_spec()
+                    .ok_or_else(|| {
+                        FedError::Model("scorecard stage in a non-scorecard job".into())
+                    })?
+                    .clone();
+                let bins = ScorecardBins::from_fine_histogram(
+                    self.data.features.clone(),
+                    sum,
+                    &ranges,
+                    sc.fine_bins,
+                    sc.bins,
+                )
+                .map_err(|e| FedError::Model(format!("scorecard binning: {e}")))?;
+                Stage::ScorecardCounts { bins }
+            }
+            Stage::ScorecardCounts { bins } => {
+                let sc = self
+                    .scorecard_spec()
+                    .ok_or_else(|| {
+                        FedError::Model("scorecard stage in a non-scorecard job".into())
+                    })?
+                    .clone();
+                let woe = woe_iv(sum, &bins)
+                    .map_err(|e| FedError::Data(format!("scorecard WOE: {e}")))?
+                    .with_min_iv(sc.min_iv);
+                let m = woe.selected().len();
+                let card = Scorecard::from_logistic(woe, &vec![0.0; m], 0.0, sc.scaling())
+                    .map_err(|e| FedError::Model(e.to_string()))?;
+                let params = ModelParams::Scorecard {
+                    card: Box::new(card),
+                };
+                self.optimizer = Some(OptimizerState::new(
+                    &self.spec.learning.server_optimizer,
+                    params.dim(),
+                ));
+                self.model = Some(TrainedModel {
+                    features: self.data.features.clone(),
+                    labels: self.data.labels.clone(),
+                    standardizer: self
+                        .gbdt_standardizer
+                        .clone()
+                        .ok_or_else(|| FedError::Model("standardiser missing".into()))?,
+                    params,
+                });
+                Stage::Train { round: 0 }
+            }
             Stage::Evaluate { after_round } => {
                 let bins = self.spec.hist_bins;
                 let per = 2 * bins + 2;
@@ -1280,6 +1517,9 @@ pub struct ModelArtifact {
     pub round_sha256: String,
     /// SHA-256 (hex) of the JSON of `model`.
     pub model_sha256: String,
+    /// Scorecards only: the readable table, one row per (feature, bin) with its points.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scorecard: Vec<ScorecardRow>,
     /// Features, standardisation and parameters.
     pub model: TrainedModel,
 }
@@ -1302,7 +1542,22 @@ impl ModelArtifact {
                     m
                 })
                 .collect(),
+            ModelParams::Scorecard { card } => {
+                let mut m: BTreeMap<String, f64> = card
+                    .woe
+                    .selected()
+                    .iter()
+                    .map(|&j| format!("WOE({})", card.woe.features[j].name))
+                    .zip(card.coef.iter().copied())
+                    .collect();
+                m.insert("(intercept)".into(), card.intercept);
+                vec![m]
+            }
             ModelParams::Mlp { .. } | ModelParams::Gbdt { .. } => Vec::new(),
+        };
+        let scorecard = match &model.params {
+            ModelParams::Scorecard { card } => card.rows(),
+            _ => Vec::new(),
         };
         let model_sha256 = serde_json::to_vec(model)
             .map(|b| {
@@ -1314,11 +1569,7 @@ impl ModelArtifact {
             format: Self::FORMAT.into(),
             job_id: plan.spec.job_id.clone(),
             task: plan.spec.task,
-            model_kind: match &plan.spec.model {
-                ModelSpec::LogisticRegression => "logistic_regression".into(),
-                ModelSpec::Mlp { .. } => "mlp".into(),
-                ModelSpec::Gbdt(_) => "gbdt".into(),
-            },
+            model_kind: plan.spec.model.kind_name().into(),
             complete: plan.is_done(),
             rounds: plan.rounds_done(),
             coefficients,
@@ -1329,6 +1580,7 @@ impl ModelArtifact {
                 .unwrap_or_default(),
             round_sha256,
             model_sha256,
+            scorecard,
             model: model.clone(),
         }
     }
@@ -1502,6 +1754,113 @@ mod tests {
         assert_eq!(p.nrows(), parts[0].holdout.n_rows());
         let back: Plan = serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
         assert_eq!(back, plan);
+    }
+
+    #[test]
+    fn scorecard_plan_bins_and_counts_from_sums_and_approaches_the_pooled_fit() {
+        let parts = vec![
+            participant(1, 1500, -0.5),
+            participant(2, 1200, 0.0),
+            participant(3, 900, 0.7),
+        ];
+        // 8 bins over ~2,900 rows give a pure-noise feature an IV of about 0.03 by chance,
+        // so this test drops below 0.05.
+        let sc = ScorecardSpec {
+            bins: 8,
+            min_iv: 0.05,
+            ..ScorecardSpec::default()
+        };
+        let mut s = spec();
+        s.model = ModelSpec::Scorecard(sc.clone());
+        s.rounds = 40;
+        s.learning.learning_rate = 0.2;
+        let names: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+        let mut plan = Plan::new(s.clone(), names.clone(), vec!["y".into()]).unwrap();
+        run(&mut plan, &parts);
+        assert!(plan.is_done());
+        let model = plan.model().unwrap().clone();
+        let ModelParams::Scorecard { card } = &model.params else {
+            panic!("not a scorecard: {:?}", model.params)
+        };
+        // The WOE table is exactly the one the pooled rows give with the same bins: the
+        // counts were summed, not estimated.
+        let trains: Vec<&Table> = parts.iter().map(|p| &p.train).collect();
+        let x = ndarray::concatenate(
+            Axis(0),
+            &trains.iter().map(|t| t.x.view()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let y = ndarray::concatenate(
+            Axis(0),
+            &trains.iter().map(|t| t.labels.view()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let pooled_counts = scorecard_counts(x.view(), y.column(0), &card.woe.bins).unwrap();
+        let pooled_woe = woe_iv(&pooled_counts, &card.woe.bins)
+            .unwrap()
+            .with_min_iv(sc.min_iv);
+        assert_eq!(card.woe, pooled_woe);
+        // x0 and x2 carry the signal, x1 is noise: the IV rule keeps the first and last.
+        let kept: Vec<&str> = card
+            .woe
+            .selected()
+            .iter()
+            .map(|&j| names[j].as_str())
+            .collect();
+        assert_eq!(kept, ["a", "c"], "IVs {:?}", card.woe.features);
+        // The pooled reference (same pipeline, Newton fit) ranks the hold-out alike.
+        let pooled = crate::scorecard::fit_pooled(
+            names.clone(),
+            x.view(),
+            y.column(0),
+            &sc,
+            s.learning.l2,
+            1.0,
+        )
+        .unwrap();
+        let hold: Vec<&Table> = parts.iter().map(|p| &p.holdout).collect();
+        let xh = ndarray::concatenate(
+            Axis(0),
+            &hold.iter().map(|t| t.x.view()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let yh: Vec<f32> = hold
+            .iter()
+            .flat_map(|t| t.labels.column(0).to_vec())
+            .collect();
+        let auc_of =
+            |pts: Vec<f64>| crate::metrics::auc(&pts.iter().map(|p| -p).collect::<Vec<_>>(), &yh);
+        let fed_auc = auc_of(card.score_points(xh.view()).unwrap());
+        let pooled_auc = auc_of(pooled.score_points(xh.view()).unwrap());
+        assert!(fed_auc > 0.75, "{fed_auc}");
+        assert!(
+            (fed_auc - pooled_auc).abs() < 0.005,
+            "federated {fed_auc} vs pooled {pooled_auc}"
+        );
+        // Points and probability agree through the public API, and the export has the table.
+        let p = model.predict(&parts[0].holdout).unwrap();
+        let pts = model.points(&parts[0].holdout).unwrap().unwrap();
+        for (pr, pt) in p.column(0).iter().zip(&pts) {
+            assert!((card.probability_of_bad(*pt) - pr).abs() < 1e-6);
+        }
+        let artifact = ModelArtifact::new(&plan, &model, "00".repeat(32));
+        assert_eq!(artifact.model_kind, "scorecard");
+        assert_eq!(
+            artifact.scorecard.len(),
+            card.points.iter().map(Vec::len).sum::<usize>()
+        );
+        let back: Plan = serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
+        assert_eq!(back, plan);
+        // Scorecards refuse what they cannot do.
+        let mut bad = s.clone();
+        bad.labels = vec!["y".into(), "z".into()];
+        assert!(bad.validate().unwrap_err().to_string().contains("labels"));
+        let mut bad = s;
+        bad.model = ModelSpec::Scorecard(ScorecardSpec {
+            bins: 1,
+            ..ScorecardSpec::default()
+        });
+        assert!(bad.validate().unwrap_err().to_string().contains("bins"));
     }
 
     #[test]

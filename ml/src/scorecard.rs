@@ -81,6 +81,9 @@ pub enum ScorecardError {
     /// Cut points are invalid or came from an invalid histogram.
     #[error("binning: {0}")]
     Binning(String),
+    /// The logistic regression on the WOE columns failed.
+    #[error("logistic regression on the WOE columns: {0}")]
+    Fit(String),
 }
 
 impl From<GbdtError> for ScorecardError {
@@ -602,6 +605,135 @@ impl Scorecard {
         }
         t
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Job settings and the pooled reference
+// ---------------------------------------------------------------------------------------------
+
+/// Settings of a federated scorecard job (`model = { kind = "scorecard", ... }`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScorecardSpec {
+    /// Value bins per feature (quantile bins from the summed fine histogram), plus missing.
+    pub bins: usize,
+    /// Information-value threshold below which a feature is dropped.
+    pub min_iv: f64,
+    /// Score at good:bad odds `base_odds`.
+    pub base_score: f64,
+    pub base_odds: f64,
+    /// Points to double the odds.
+    pub pdo: f64,
+    /// Equal-width bins of the fine histogram the quantile bins are read from.
+    pub fine_bins: usize,
+    /// The fine histogram spans `mean ± range_sd·sd` (values beyond fall in the end bins).
+    pub range_sd: f64,
+}
+
+impl Default for ScorecardSpec {
+    fn default() -> Self {
+        let s = ScorecardScaling::default();
+        ScorecardSpec {
+            bins: DEFAULT_SCORECARD_BINS,
+            min_iv: MIN_IV,
+            base_score: s.base_score,
+            base_odds: s.base_odds,
+            pdo: s.pdo,
+            fine_bins: 1024,
+            range_sd: 4.0,
+        }
+    }
+}
+
+impl ScorecardSpec {
+    pub fn scaling(&self) -> ScorecardScaling {
+        ScorecardScaling {
+            base_score: self.base_score,
+            base_odds: self.base_odds,
+            pdo: self.pdo,
+        }
+    }
+
+    /// Checks every field; the error names the field.
+    pub fn validate(&self) -> Result<(), ScorecardError> {
+        let bad = |name, value: f64, reason| {
+            Err(ScorecardError::InvalidParameter {
+                name,
+                value,
+                reason,
+            })
+        };
+        if !(2..=64).contains(&self.bins) {
+            return bad("bins", self.bins as f64, "must be in 2..=64");
+        }
+        if !(self.min_iv.is_finite() && self.min_iv >= 0.0) {
+            return bad("min_iv", self.min_iv, "must be finite and ≥ 0");
+        }
+        if !self.base_score.is_finite() {
+            return bad("base_score", self.base_score, "must be finite");
+        }
+        if !(self.base_odds.is_finite() && self.base_odds > 0.0) {
+            return bad("base_odds", self.base_odds, "must be finite and > 0");
+        }
+        if !(self.pdo.is_finite() && self.pdo > 0.0) {
+            return bad("pdo", self.pdo, "must be finite and > 0");
+        }
+        if !(self.bins..=1 << 16).contains(&self.fine_bins) {
+            return bad(
+                "fine_bins",
+                self.fine_bins as f64,
+                "must be in bins..=65536",
+            );
+        }
+        if !(self.range_sd.is_finite() && self.range_sd > 0.0) {
+            return bad("range_sd", self.range_sd, "must be finite and > 0");
+        }
+        Ok(())
+    }
+}
+
+/// Fine-histogram ranges `mean ± range_sd·sd` per feature (a zero spread counts as 1, the
+/// convention of the federated standardiser, so federated and pooled fits bin alike).
+pub fn histogram_ranges(mean: &[f64], sd: &[f64], range_sd: f64) -> Vec<(f32, f32)> {
+    let clampf = |v: f64| v.clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32;
+    mean.iter()
+        .zip(sd)
+        .map(|(&m, &s)| {
+            let s = if s > 1e-12 { s } else { 1.0 };
+            (clampf(m - range_sd * s), clampf(m + range_sd * s))
+        })
+        .collect()
+}
+
+/// The same scorecard on pooled data, in one place: binning from the pooled fine histogram,
+/// WOE/IV from pooled counts, then the logistic regression on WOE columns fitted to its
+/// optimum (Newton) with the ridge `l2` — the reference a federated scorecard is held to.
+pub fn fit_pooled(
+    feature_names: Vec<String>,
+    x: ArrayView2<f32>,
+    y: ArrayView1<f32>,
+    spec: &ScorecardSpec,
+    l2: f64,
+    pos_weight: f64,
+) -> Result<Scorecard, ScorecardError> {
+    spec.validate()?;
+    let stats = crate::gbdt::local_stats(x, y)?;
+    let st = crate::gbdt::FeatureStats::from_sum(&stats, x.ncols())?;
+    let ranges = histogram_ranges(&st.mean, &st.sd, spec.range_sd);
+    let fine = crate::gbdt::fine_histogram(x, &ranges, spec.fine_bins)?;
+    let bins = ScorecardBins::from_fine_histogram(
+        feature_names,
+        &fine,
+        &ranges,
+        spec.fine_bins,
+        spec.bins,
+    )?;
+    let counts = scorecard_counts(x, y, &bins)?;
+    let woe = woe_iv(&counts, &bins)?.with_min_iv(spec.min_iv);
+    let xw = woe_transform(x, &woe)?;
+    let lp = crate::linear::fit_pooled(xw.view(), y, l2, pos_weight)
+        .map_err(|e| ScorecardError::Fit(e.to_string()))?;
+    Scorecard::from_logistic(woe, &lp.coef, lp.intercept, spec.scaling())
 }
 
 #[cfg(test)]

@@ -25,28 +25,34 @@ pub struct Ranked {
     pub score: f64,
     /// 1 = the top 10 % by score.
     pub decile: usize,
+    /// Scorecard points (higher = better credit); `None` for other models.
+    pub points: Option<f64>,
 }
 
-/// Customers of `table` ranked by the model's probability for label `label` (best first; ties
-/// by id, so the order is deterministic).
+/// Customers of `table` ranked by the model's probability for label `label` (highest first —
+/// for a risk model or a scorecard, the most likely defaulters; ties by id, so the order is
+/// deterministic).
 pub fn rank(model: &TrainedModel, table: &Table, label: usize) -> Result<Vec<Ranked>, ScoreError> {
     let p = model.predict(table)?;
-    let mut rows: Vec<(f64, &str)> = p
+    let points = model.points(table)?;
+    let mut rows: Vec<(f64, &str, Option<f64>)> = p
         .column(label)
         .iter()
         .zip(&table.ids)
-        .map(|(&s, id)| (s, id.as_str()))
+        .enumerate()
+        .map(|(r, (&s, id))| (s, id.as_str(), points.as_ref().map(|pts| pts[r])))
         .collect();
     rows.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     let n = rows.len().max(1);
     Ok(rows
         .into_iter()
         .enumerate()
-        .map(|(i, (score, id))| Ranked {
+        .map(|(i, (score, id, points))| Ranked {
             rank: i + 1,
             id: id.to_string(),
             score,
             decile: i * 10 / n + 1,
+            points,
         })
         .collect())
 }
@@ -79,14 +85,23 @@ pub fn write_rankings(
         };
         let ranked = rank(model, table, l)?;
         let keep = top.unwrap_or(ranked.len()).min(ranked.len());
-        let mut text = String::from("rank,id,score,decile\n");
+        let scorecard = ranked.first().is_some_and(|r| r.points.is_some());
+        let mut text = String::from(if scorecard {
+            "rank,id,score,decile,points\n"
+        } else {
+            "rank,id,score,decile\n"
+        });
         for r in &ranked[..keep] {
             let id = if r.id.contains([',', '"', '\n']) {
                 format!("\"{}\"", r.id.replace('"', "\"\""))
             } else {
                 r.id.clone()
             };
-            text.push_str(&format!("{},{},{:.6},{}\n", r.rank, id, r.score, r.decile));
+            text.push_str(&format!("{},{},{:.6},{}", r.rank, id, r.score, r.decile));
+            if let Some(p) = r.points {
+                text.push_str(&format!(",{p:.1}"));
+            }
+            text.push('\n');
         }
         std::fs::write(&path, text).map_err(|source| ScoreError::Write {
             path: path.clone(),

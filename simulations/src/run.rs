@@ -335,6 +335,19 @@ pub fn train_central(
             model: fedsilo_ml::gbdt::fit_pooled(x.view(), y.column(0), p)
                 .map_err(|e| e.to_string())?,
         },
+        ModelSpec::Scorecard(sc) => ModelParams::Scorecard {
+            card: Box::new(
+                fedsilo_ml::scorecard::fit_pooled(
+                    features.to_vec(),
+                    x.view(),
+                    y.column(0),
+                    sc,
+                    learning.l2,
+                    pos_weight,
+                )
+                .map_err(|e| e.to_string())?,
+            ),
+        },
         ModelSpec::LogisticRegression => ModelParams::LogisticRegression {
             per_label: (0..labels.len())
                 .map(|l| {
@@ -558,6 +571,10 @@ pub fn build_report(
                         "gbdt ({} trees, depth {}, {} bins)",
                         p.n_trees, p.max_depth, p.max_bins
                     ),
+                    ModelSpec::Scorecard(sc) => format!(
+                        "scorecard ({} bins, IV ≥ {}, {} points at {}:1, PDO {})",
+                        sc.bins, sc.min_iv, sc.base_score, sc.base_odds, sc.pdo
+                    ),
                 },
                 curve,
                 final_metrics,
@@ -709,12 +726,32 @@ pub fn run_scenario(
         head,
         started.elapsed().as_secs_f64(),
     )?;
+    // Each model as `fedsilo score` reads it (the same artifact a coordinator exports), named
+    // by the round that produced it; scorecards also as a readable table.
     for (job, rec) in &records {
-        let path = out_dir.join(format!("model-{job}.json"));
-        let json = serde_json::to_string_pretty(&rec.plan.model())
-            .map_err(|e| RunError::Report(e.to_string()))?;
-        std::fs::write(&path, json)
-            .map_err(|e| RunError::Report(format!("{}: {e}", path.display())))?;
+        let Some(model) = rec.plan.model() else {
+            continue;
+        };
+        let round_sha256 = rounds
+            .iter()
+            .rev()
+            .find(|r| r.job_id == rec.plan.spec.job_id && r.outcome == "ok")
+            .map(|r| r.aggregate_hash.clone())
+            .unwrap_or_default();
+        let artifact = fedsilo_ml::fed::ModelArtifact::new(&rec.plan, model, round_sha256);
+        let write = |path: PathBuf, text: String| {
+            std::fs::write(&path, text)
+                .map_err(|e| RunError::Report(format!("{}: {e}", path.display())))
+        };
+        let json =
+            serde_json::to_string_pretty(&artifact).map_err(|e| RunError::Report(e.to_string()))?;
+        write(out_dir.join(format!("model-{job}.json")), json)?;
+        if let ModelParams::Scorecard { card } = &model.params {
+            write(
+                out_dir.join(format!("scorecard-{job}.txt")),
+                card.to_table(),
+            )?;
+        }
     }
     let (json, html) = report
         .write(out_dir)
