@@ -264,4 +264,9 @@ fn federated_scorecard_matches_pooled_scorecard_and_scores_from_the_cli() {
     assert!(card.starts_with("feature,bin,woe,points\n"));
     assert!(card.contains("Seniority,\"(-inf,"), "{card}");
     assert!(out.join("scorecard-scorecard.txt").exists());
+    // The simulation report carries the same table for a regulator.
+    let sc = m.scorecard.as_ref().expect("report has the scorecard");
+    assert_eq!(sc.rows.len(), card.lines().count() - 1);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<h4>Scorecard</h4>"));
 }

@@ -67,6 +67,38 @@ pub struct ModelReport {
     pub gains: Vec<(f64, f64)>,
     pub comparison: Vec<InstitutionComparison>,
     pub notes: Vec<String>,
+    /// Scorecard jobs: information value per feature and the points table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scorecard: Option<ScorecardReport>,
+}
+
+/// A scorecard as a model-validation team reads it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScorecardReport {
+    /// e.g. "600 points at 50:1 good:bad odds, 20 points to double the odds".
+    pub scaling: String,
+    /// `(feature, information value, kept by the IV rule)`.
+    pub iv: Vec<(String, f64, bool)>,
+    pub rows: Vec<fedsilo_ml::scorecard::ScorecardRow>,
+}
+
+impl ScorecardReport {
+    pub fn from_card(card: &fedsilo_ml::scorecard::Scorecard) -> Self {
+        let s = &card.scaling;
+        ScorecardReport {
+            scaling: format!(
+                "{} points at {}:1 good:bad odds, {} points to double the odds",
+                s.base_score, s.base_odds, s.pdo
+            ),
+            iv: card
+                .woe
+                .features
+                .iter()
+                .map(|f| (f.name.clone(), f.iv, f.selected))
+                .collect(),
+            rows: card.rows(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -584,6 +584,12 @@ pub fn build_report(
                 gains: hist.gains_curve(),
                 comparison,
                 notes,
+                scorecard: match plan.model().map(|m| &m.params) {
+                    Some(ModelParams::Scorecard { card }) => {
+                        Some(crate::report::ScorecardReport::from_card(card))
+                    }
+                    _ => None,
+                },
             });
         }
         if let Some(dp) = &job.dp {

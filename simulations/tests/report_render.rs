@@ -95,6 +95,7 @@ fn model(
         notes: vec![
             "Metrics of the federated model come from score histograms summed under secure aggregation.".into(),
         ],
+        scorecard: None,
     }
 }
 

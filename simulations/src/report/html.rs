@@ -596,6 +596,9 @@ fn model_section(h: &mut String, index: usize, m: &ModelReport, figs: &mut Figur
     comparison_table(h, m);
     h.push_str("</div></div>");
 
+    if let Some(sc) = &m.scorecard {
+        scorecard_tables(h, sc);
+    }
     if !m.notes.is_empty() {
         h.push_str("<h4>Notes</h4><ul class=\"note\">");
         for n in &m.notes {
@@ -604,6 +607,41 @@ fn model_section(h: &mut String, index: usize, m: &ModelReport, figs: &mut Figur
         h.push_str("</ul>");
     }
     h.push_str("</section>\n");
+}
+
+/// A scorecard's information values and points, as a model-validation team reads them.
+fn scorecard_tables(h: &mut String, sc: &super::ScorecardReport) {
+    let _ = write!(
+        h,
+        "<h4>Scorecard</h4><p class=\"meta\">{}. Bins, WOE and IV come from good/bad counts summed under secure aggregation.</p>",
+        escape(&sc.scaling)
+    );
+    h.push_str("<table class=\"scorecard-iv\"><thead><tr><th>feature</th><th>information value</th><th></th></tr></thead><tbody>");
+    for (name, iv, kept) in &sc.iv {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td class=\"num\">{iv:.4}</td><td>{}</td></tr>",
+            escape(name),
+            if *kept {
+                "kept"
+            } else {
+                "dropped (IV below threshold)"
+            }
+        );
+    }
+    h.push_str("</tbody></table>");
+    h.push_str("<table class=\"scorecard\"><thead><tr><th>feature</th><th>bin</th><th>WOE</th><th>points</th></tr></thead><tbody>");
+    for r in &sc.rows {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{:.4}</td><td class=\"num\">{:.1}</td></tr>",
+            escape(&r.feature),
+            escape(&r.bin),
+            r.woe,
+            r.points
+        );
+    }
+    h.push_str("</tbody></table>");
 }
 
 /// Linear interpolation of a curve at `x` (points sorted by x); None when out of range.
