@@ -152,10 +152,11 @@ name = "churn-mlp"
 dataset = "retail"
 task = "churn"
 labels = ["churn"]
-rounds = 15
+rounds = 60
 model = { kind = "mlp", hidden = [16] }
 [jobs.learning]
-learning_rate = 0.05
+local_epochs = 4
+learning_rate = 0.1
 batch_size = 64
 "#,
     );
@@ -166,10 +167,24 @@ batch_size = 64
         "{names:?}"
     );
     for m in &r.models {
-        eprintln!("{}: AUC {:.4}", m.name, m.final_metrics.auc);
+        let pooled = m.pooled_metrics.as_ref().unwrap().auc;
+        eprintln!(
+            "{}: AUC {:.4} (pooled {pooled:.4})",
+            m.name, m.final_metrics.auc
+        );
         assert!(
             m.final_metrics.auc > 0.65,
             "{}: {}",
+            m.name,
+            m.final_metrics.auc
+        );
+        // The same model trained centrally on the pooled rows by the project's own code
+        // (logistic: Newton optimum; MLP: the same SGD settings for rounds × local epochs).
+        // Measured 2026-11-23: wealth 0.6914 vs 0.6892, insurance 0.7211 vs 0.7238,
+        // MLP 0.8796 vs 0.8857.
+        assert!(
+            (m.final_metrics.auc - pooled).abs() <= 0.01,
+            "{}: federated {} vs pooled {pooled}",
             m.name,
             m.final_metrics.auc
         );
