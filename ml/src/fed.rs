@@ -1423,6 +1423,11 @@ impl Plan {
                     sc.bins,
                 )
                 .map_err(|e| FedError::Model(format!("scorecard binning: {e}")))?;
+                let bins = if sc.group_categories {
+                    bins.with_categories_grouped()
+                } else {
+                    bins
+                };
                 Stage::ScorecardCounts { bins }
             }
             Stage::ScorecardCounts { bins } => {

@@ -9,7 +9,9 @@
 //! 1. [`crate::gbdt::local_stats`] → sum → [`crate::gbdt::FeatureStats`] → ranges
 //!    `mean ± k·sd` per feature.
 //! 2. [`crate::gbdt::fine_histogram`] → sum → [`ScorecardBins::from_fine_histogram`]: up to
-//!    [`DEFAULT_SCORECARD_BINS`] quantile bins per feature, plus a missing bin.
+//!    [`DEFAULT_SCORECARD_BINS`] quantile bins per feature, plus a missing bin; the one-hot
+//!    columns of a categorical variable then become one characteristic with a bin per
+//!    category ([`ScorecardBins::with_categories_grouped`]).
 //! 3. [`scorecard_counts`] (good/bad per feature and bin) → sum → [`woe_iv`] → [`WoeTable`].
 //! 4. Participants transform their rows with [`woe_transform`]; the logistic regression on
 //!    those columns is trained with the linear module (federated or pooled).
@@ -101,16 +103,39 @@ impl From<GbdtError> for ScorecardError {
 // Bins
 // ---------------------------------------------------------------------------------------------
 
-/// Per feature: increasing cut points. Value `v` falls in bin `#{cuts ≤ v}`; `NaN` in the
-/// missing bin, which comes last (index `cuts.len() + 1`).
+/// One characteristic of a scorecard: a numeric column cut into bins, or a categorical
+/// variable whose one-hot columns (`Name=category`, as the data loader names them) become one
+/// characteristic with one bin per category.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Characteristic {
+    /// Value `v` falls in bin `#{cuts ≤ v}`.
+    Numeric {
+        name: String,
+        column: usize,
+        cuts: Vec<f32>,
+    },
+    /// The bin is the first of `columns` holding 1.
+    Categorical {
+        name: String,
+        columns: Vec<usize>,
+        categories: Vec<String>,
+    },
+}
+
+/// The characteristics of a scorecard over a row of `feature_names` columns. Every
+/// characteristic has a missing bin, last: `NaN` for a numeric one, no category set (unknown
+/// or missing) for a categorical one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScorecardBins {
+    /// Input columns, in order.
     pub feature_names: Vec<String>,
-    cuts: Vec<Vec<f32>>,
+    chars: Vec<Characteristic>,
 }
 
 impl ScorecardBins {
-    /// From explicit cut points (each list finite and strictly increasing).
+    /// One numeric characteristic per column, from explicit cut points (each list finite and
+    /// strictly increasing).
     pub fn from_cuts(
         feature_names: Vec<String>,
         cuts: Vec<Vec<f32>>,
@@ -129,9 +154,19 @@ impl ScorecardBins {
                 )));
             }
         }
+        let chars = feature_names
+            .iter()
+            .zip(cuts)
+            .enumerate()
+            .map(|(column, (name, cuts))| Characteristic::Numeric {
+                name: name.clone(),
+                column,
+                cuts,
+            })
+            .collect();
         Ok(ScorecardBins {
             feature_names,
-            cuts,
+            chars,
         })
     }
 
@@ -159,53 +194,134 @@ impl ScorecardBins {
         Self::from_bin_mapper(feature_names, &mapper)
     }
 
+    /// The same bins with the one-hot columns of each categorical variable (`Name=a`,
+    /// `Name=b`, …) merged into one characteristic `Name` with a bin per category, placed
+    /// where its first column was. Other columns keep their numeric bins.
+    pub fn with_categories_grouped(self) -> Self {
+        let mut chars: Vec<Characteristic> = Vec::with_capacity(self.chars.len());
+        let mut group_at: std::collections::BTreeMap<String, usize> = Default::default();
+        for ch in self.chars {
+            let name = match &ch {
+                Characteristic::Numeric { name, .. } => name.clone(),
+                Characteristic::Categorical { .. } => {
+                    chars.push(ch);
+                    continue;
+                }
+            };
+            let Characteristic::Numeric { column, .. } = ch else {
+                continue;
+            };
+            match name.split_once('=') {
+                Some((var, cat)) if !var.is_empty() => {
+                    if let Some(&i) = group_at.get(var) {
+                        if let Characteristic::Categorical {
+                            columns,
+                            categories,
+                            ..
+                        } = &mut chars[i]
+                        {
+                            columns.push(column);
+                            categories.push(cat.to_string());
+                        }
+                    } else {
+                        group_at.insert(var.to_string(), chars.len());
+                        chars.push(Characteristic::Categorical {
+                            name: var.to_string(),
+                            columns: vec![column],
+                            categories: vec![cat.to_string()],
+                        });
+                    }
+                }
+                _ => chars.push(ch),
+            }
+        }
+        ScorecardBins {
+            feature_names: self.feature_names,
+            chars,
+        }
+    }
+
+    /// Number of characteristics (WOE columns before selection).
     pub fn n_features(&self) -> usize {
-        self.cuts.len()
+        self.chars.len()
     }
 
-    pub fn cuts(&self, j: usize) -> &[f32] {
-        &self.cuts[j]
+    pub fn characteristic(&self, c: usize) -> &Characteristic {
+        &self.chars[c]
     }
 
-    /// Value bins of feature `j`.
-    pub fn value_bins(&self, j: usize) -> usize {
-        self.cuts[j].len() + 1
+    /// Name of characteristic `c`.
+    pub fn name(&self, c: usize) -> &str {
+        match &self.chars[c] {
+            Characteristic::Numeric { name, .. } | Characteristic::Categorical { name, .. } => name,
+        }
+    }
+
+    /// Cut points of a numeric characteristic (empty for a categorical one).
+    pub fn cuts(&self, c: usize) -> &[f32] {
+        match &self.chars[c] {
+            Characteristic::Numeric { cuts, .. } => cuts,
+            Characteristic::Categorical { .. } => &[],
+        }
+    }
+
+    /// Value bins of characteristic `c` (categories of a categorical one).
+    pub fn value_bins(&self, c: usize) -> usize {
+        match &self.chars[c] {
+            Characteristic::Numeric { cuts, .. } => cuts.len() + 1,
+            Characteristic::Categorical { categories, .. } => categories.len(),
+        }
     }
 
     /// Value bins + the missing bin.
-    pub fn slots(&self, j: usize) -> usize {
-        self.cuts[j].len() + 2
+    pub fn slots(&self, c: usize) -> usize {
+        self.value_bins(c) + 1
     }
 
-    /// Index of the missing bin of feature `j`.
-    pub fn missing_bin(&self, j: usize) -> usize {
-        self.cuts[j].len() + 1
+    /// Index of the missing bin of characteristic `c`.
+    pub fn missing_bin(&self, c: usize) -> usize {
+        self.value_bins(c)
     }
 
-    /// Bin of value `v` of feature `j`.
+    /// Bin of characteristic `c` for one row of the input columns.
     #[inline]
-    pub fn bin_of(&self, j: usize, v: f32) -> usize {
-        if v.is_nan() {
-            self.missing_bin(j)
-        } else {
-            self.cuts[j].partition_point(|&c| c <= v)
+    pub fn bin_of(&self, c: usize, row: ArrayView1<f32>) -> usize {
+        match &self.chars[c] {
+            Characteristic::Numeric { column, cuts, .. } => {
+                let v = row[*column];
+                if v.is_nan() {
+                    cuts.len() + 1
+                } else {
+                    cuts.partition_point(|&k| k <= v)
+                }
+            }
+            Characteristic::Categorical { columns, .. } => columns
+                .iter()
+                .position(|&j| row[j] > 0.5)
+                .unwrap_or(columns.len()),
         }
     }
 
-    /// Human-readable label of bin `b` of feature `j`: `(-inf, 25.0)`, `[25.0, 40.0)`,
-    /// `[40.0, inf)`, `missing`.
-    pub fn label(&self, j: usize, b: usize) -> String {
-        let c = &self.cuts[j];
-        if b == self.missing_bin(j) {
+    /// Human-readable label of bin `b` of characteristic `c`: `(-inf, 25.0)`, `[25.0, 40.0)`,
+    /// `[40.0, inf)`, a category name, or `missing`.
+    pub fn label(&self, c: usize, b: usize) -> String {
+        if b == self.missing_bin(c) {
             return "missing".into();
         }
-        let lo = if b == 0 {
-            "(-inf".to_string()
-        } else {
-            format!("[{:?}", c[b - 1])
-        };
-        let hi = c.get(b).map_or("inf)".to_string(), |v| format!("{v:?})"));
-        format!("{lo}, {hi}")
+        match &self.chars[c] {
+            Characteristic::Categorical { categories, .. } => categories[b].clone(),
+            Characteristic::Numeric { cuts, .. } => {
+                let lo = if b == 0 {
+                    "(-inf".to_string()
+                } else {
+                    format!("[{:?}", cuts[b - 1])
+                };
+                let hi = cuts
+                    .get(b)
+                    .map_or("inf)".to_string(), |v| format!("{v:?})"));
+                format!("{lo}, {hi}")
+            }
+        }
     }
 
     /// Length of a [`scorecard_counts`] vector: `Σ_j slots(j) · 2`.
@@ -224,10 +340,10 @@ impl ScorecardBins {
     }
 
     fn check_x(&self, x: ArrayView2<f32>) -> Result<(), ScorecardError> {
-        if x.ncols() != self.n_features() {
+        if x.ncols() != self.feature_names.len() {
             return Err(ScorecardError::ShapeMismatch {
                 what: "feature columns",
-                expected: self.n_features(),
+                expected: self.feature_names.len(),
                 got: x.ncols(),
             });
         }
@@ -265,10 +381,10 @@ pub fn scorecard_counts(
     }
     let offsets = bins.offsets();
     let mut out = vec![0.0; bins.counts_len()];
-    for (j, col) in x.columns().into_iter().enumerate() {
-        for (&v, &yv) in col.iter().zip(y) {
-            let b = bins.bin_of(j, v);
-            out[offsets[j] + 2 * b + usize::from(yv == 1.0)] += 1.0;
+    for (row, &yv) in x.rows().into_iter().zip(y) {
+        let bad = usize::from(yv == 1.0);
+        for (c, &o) in offsets.iter().enumerate() {
+            out[o + 2 * bins.bin_of(c, row) + bad] += 1.0;
         }
     }
     Ok(out)
@@ -315,10 +431,10 @@ impl WoeTable {
         self
     }
 
-    /// WOE of value `v` of feature `j`.
+    /// WOE of characteristic `c` for one row of the input columns.
     #[inline]
-    pub fn woe(&self, j: usize, v: f32) -> f64 {
-        self.features[j].woe[self.bins.bin_of(j, v)]
+    pub fn woe(&self, c: usize, row: ArrayView1<f32>) -> f64 {
+        self.features[c].woe[self.bins.bin_of(c, row)]
     }
 }
 
@@ -360,7 +476,7 @@ pub fn woe_iv(sum: &[f64], bins: &ScorecardBins) -> Result<WoeTable, ScorecardEr
             }
         }
         features.push(FeatureWoe {
-            name: bins.feature_names[j].clone(),
+            name: bins.name(j).to_string(),
             good,
             bad,
             woe,
@@ -380,9 +496,9 @@ pub fn woe_transform(x: ArrayView2<f32>, table: &WoeTable) -> Result<Array2<f32>
     table.bins.check_x(x)?;
     let sel = table.selected();
     let mut out = Array2::<f32>::zeros((x.nrows(), sel.len()));
-    for (c, &j) in sel.iter().enumerate() {
-        for (o, &v) in out.column_mut(c).iter_mut().zip(x.column(j)) {
-            *o = table.woe(j, v) as f32;
+    for (mut o, row) in out.rows_mut().into_iter().zip(x.rows()) {
+        for (k, &c) in sel.iter().enumerate() {
+            o[k] = table.woe(c, row) as f32;
         }
     }
     Ok(out)
@@ -525,7 +641,7 @@ impl Scorecard {
                 base + sel
                     .iter()
                     .zip(&self.points)
-                    .map(|(&j, pts)| pts[self.woe.bins.bin_of(j, row[j])])
+                    .map(|(&c, pts)| pts[self.woe.bins.bin_of(c, row)])
                     .sum::<f64>()
             })
             .collect())
@@ -628,6 +744,9 @@ pub struct ScorecardSpec {
     pub fine_bins: usize,
     /// The fine histogram spans `mean ± range_sd·sd` (values beyond fall in the end bins).
     pub range_sd: f64,
+    /// One characteristic per categorical variable (its one-hot columns `Name=category`
+    /// merged, a bin per category) instead of one per one-hot column.
+    pub group_categories: bool,
 }
 
 impl Default for ScorecardSpec {
@@ -641,6 +760,7 @@ impl Default for ScorecardSpec {
             pdo: s.pdo,
             fine_bins: 1024,
             range_sd: 4.0,
+            group_categories: true,
         }
     }
 }
@@ -721,13 +841,16 @@ pub fn fit_pooled(
     let st = crate::gbdt::FeatureStats::from_sum(&stats, x.ncols())?;
     let ranges = histogram_ranges(&st.mean, &st.sd, spec.range_sd);
     let fine = crate::gbdt::fine_histogram(x, &ranges, spec.fine_bins)?;
-    let bins = ScorecardBins::from_fine_histogram(
+    let mut bins = ScorecardBins::from_fine_histogram(
         feature_names,
         &fine,
         &ranges,
         spec.fine_bins,
         spec.bins,
     )?;
+    if spec.group_categories {
+        bins = bins.with_categories_grouped();
+    }
     let counts = scorecard_counts(x, y, &bins)?;
     let woe = woe_iv(&counts, &bins)?.with_min_iv(spec.min_iv);
     let xw = woe_transform(x, &woe)?;
@@ -746,6 +869,50 @@ mod tests {
 
     fn one_feature_bins() -> ScorecardBins {
         ScorecardBins::from_cuts(vec!["age".into()], vec![vec![25.0, 40.0]]).unwrap()
+    }
+
+    #[test]
+    fn one_hot_columns_become_one_categorical_characteristic() {
+        let names: Vec<String> = ["age", "home=own", "home=rent", "debt", "home=other"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let cuts = vec![vec![30.0], vec![0.5], vec![0.5], vec![100.0], vec![0.5]];
+        let bins = ScorecardBins::from_cuts(names, cuts)
+            .unwrap()
+            .with_categories_grouped();
+        assert_eq!(bins.n_features(), 3);
+        assert_eq!(
+            (0..3).map(|c| bins.name(c)).collect::<Vec<_>>(),
+            ["age", "home", "debt"]
+        );
+        assert_eq!(bins.value_bins(1), 3);
+        assert_eq!(
+            (0..4).map(|b| bins.label(1, b)).collect::<Vec<_>>(),
+            ["own", "rent", "other", "missing"]
+        );
+        // rows: own, rent, other, none set (unknown category → missing bin)
+        let x = array![
+            [25.0f32, 1.0, 0.0, 10.0, 0.0],
+            [35.0, 0.0, 1.0, 200.0, 0.0],
+            [f32::NAN, 0.0, 0.0, 10.0, 1.0],
+            [40.0, 0.0, 0.0, 10.0, 0.0],
+        ];
+        let got: Vec<usize> = x.rows().into_iter().map(|r| bins.bin_of(1, r)).collect();
+        assert_eq!(got, [0, 1, 2, 3]);
+        assert_eq!(bins.bin_of(0, x.row(2)), bins.missing_bin(0));
+        // counts: [char][bin][good, bad]; y = bad, good, bad, good
+        let y = array![1.0f32, 0.0, 1.0, 0.0];
+        let counts = scorecard_counts(x.view(), y.view(), &bins).unwrap();
+        assert_eq!(counts.len(), bins.counts_len());
+        assert_eq!(counts.len(), 2 * (3 + 4 + 3));
+        // home: own → bad, rent → good, other → bad, missing → good
+        assert_eq!(&counts[6..14], &[0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0]);
+        let woe = woe_iv(&counts, &bins).unwrap();
+        assert_eq!(woe.features[1].name, "home");
+        let xw = woe_transform(x.view(), &woe.clone().with_min_iv(0.0)).unwrap();
+        assert_eq!(xw.ncols(), 3);
+        assert!(xw[[0, 1]] < 0.0 && xw[[1, 1]] > 0.0, "{xw:?}");
     }
 
     #[test]
