@@ -4,9 +4,15 @@
 //! [`AuditLog`]. Handlers authenticate the caller from its TLS client certificate, convert the
 //! protobuf message into core types, send a command to the actor and map its answer to a
 //! gRPC status; they contain no protocol logic. After every command the actor drains the
-//! engine: messages go to per-participant queues (served by long-polling `Poll`),
-//! checkpoints are committed to the store and round summaries appended to the audit log,
-//! and the phase timer is re-armed from `poll_timeout`.
+//! engine: checkpoints are committed to the store and round summaries appended to the audit
+//! log *first*, then messages go to per-participant queues (served by long-polling `Poll`),
+//! so no message of a step leaves before the step before it is durable; finally the phase
+//! timer is re-armed from `poll_timeout`.
+//!
+//! A queue never holds two rounds of one job: when a round starts (or the job ends), the
+//! queued messages of that job's earlier rounds are dropped. A participant that was away
+//! (killed, disconnected) therefore finds only the round in flight when it comes back, and
+//! its queue does not grow while it is away.
 //!
 //! The hash of the round that produced each job's current model (exported as the model's
 //! `round_sha256`) is committed with every checkpoint and reloaded on restart.
@@ -37,6 +43,11 @@ type RpcResult<T> = Result<Response<T>, Status>;
 const MAX_POLL_MESSAGES: usize = 64;
 /// Longest a `Poll` may wait.
 const MAX_POLL_WAIT: Duration = Duration::from_secs(25);
+/// Longest job id accepted in a request (the engine launches no longer ids).
+const MAX_JOB_ID_BYTES: usize = 128;
+/// A participant's reason for declining a step is cut to this many bytes before it is
+/// logged and reported.
+const MAX_DECLINE_REASON_BYTES: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -90,10 +101,38 @@ enum Command {
     },
 }
 
+/// One message waiting in a participant's queue.
+struct Queued {
+    job_id: String,
+    /// `RoundStart` or a secure-aggregation request: meaningless once its round is over.
+    round_scoped: bool,
+    /// `RoundStart` or `JobEnd`: every earlier round of the job is over.
+    supersedes: bool,
+    msg: pb::ToParticipant,
+}
+
+impl Queued {
+    fn new(m: fedsilo_proto::job::ToParticipant) -> Self {
+        use fedsilo_proto::job::ToParticipant as T;
+        let (job_id, round_scoped, supersedes) = match &m {
+            T::RoundStart(s) => (s.config.ctx.job_id.clone(), true, true),
+            T::SecAgg(m) => (m.ctx().job_id.clone(), true, false),
+            T::RoundEnd { ctx, .. } => (ctx.job_id.clone(), false, false),
+            T::JobEnd { job_id, .. } => (job_id.clone(), false, true),
+        };
+        Queued {
+            job_id,
+            round_scoped,
+            supersedes,
+            msg: m.into(),
+        }
+    }
+}
+
 /// Messages waiting for each participant's next `Poll`.
 #[derive(Default)]
 struct Mailboxes {
-    queues: Mutex<HashMap<ParticipantId, VecDeque<pb::ToParticipant>>>,
+    queues: Mutex<HashMap<ParticipantId, VecDeque<Queued>>>,
     notify: Mutex<HashMap<ParticipantId, Arc<Notify>>>,
 }
 
@@ -101,8 +140,21 @@ impl Mailboxes {
     async fn notifier(&self, p: ParticipantId) -> Arc<Notify> {
         self.notify.lock().await.entry(p).or_default().clone()
     }
-    async fn push(&self, p: ParticipantId, m: pb::ToParticipant) {
-        self.queues.lock().await.entry(p).or_default().push_back(m);
+    async fn push(&self, p: ParticipantId, m: Queued) {
+        {
+            let mut queues = self.queues.lock().await;
+            let queue = queues.entry(p).or_default();
+            if m.supersedes {
+                let before = queue.len();
+                queue.retain(|q| !(q.round_scoped && q.job_id == m.job_id));
+                let stale = before - queue.len();
+                if stale > 0 {
+                    tracing::debug!(participant = p, job = %m.job_id, stale,
+                        "dropped undelivered messages of earlier rounds");
+                }
+            }
+            queue.push_back(m);
+        }
         self.notifier(p).await.notify_one();
     }
     async fn take(&self, p: ParticipantId) -> Vec<pb::ToParticipant> {
@@ -111,7 +163,7 @@ impl Mailboxes {
             return Vec::new();
         };
         let n = queue.len().min(MAX_POLL_MESSAGES);
-        queue.drain(..n).collect()
+        queue.drain(..n).map(|q| q.msg).collect()
     }
 }
 
@@ -134,6 +186,17 @@ fn engine_status(e: EngineError) -> Status {
         | EngineError::BadCheckpoint { .. } => Status::invalid_argument(e.to_string()),
         EngineError::DuplicateJob(_) => Status::already_exists(e.to_string()),
     }
+}
+
+/// Refuses a job id no job can have, before it is echoed in errors and logs.
+fn check_job_id(field: &str, id: &str) -> Result<(), Status> {
+    if id.len() > MAX_JOB_ID_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "{field}: {} bytes is not a job id (at most {MAX_JOB_ID_BYTES} bytes)",
+            id.len()
+        )));
+    }
+    Ok(())
 }
 
 fn status_pb(s: JobStatus) -> pb::JobStatus {
@@ -188,6 +251,9 @@ impl Federation for Handle {
     async fn join(&self, req: Request<pb::JoinRequest>) -> RpcResult<pb::JoinReply> {
         let from = self.participant(&req)?;
         let jobs = req.into_inner().job_ids;
+        for (i, job) in jobs.iter().enumerate() {
+            check_job_id(&format!("job_ids[{i}]"), job)?;
+        }
         let joined = self
             .ask(|reply| Command::Join { from, jobs, reply })
             .await?
@@ -212,11 +278,37 @@ impl Federation for Handle {
 
     async fn submit(&self, req: Request<pb::ToCoordinator>) -> RpcResult<pb::SubmitReply> {
         let from = self.participant(&req)?;
-        let msg = fedsilo_proto::job::ToCoordinator::try_from(req.into_inner())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut msg = fedsilo_proto::job::ToCoordinator::try_from(req.into_inner())
+            .map_err(|e| Status::invalid_argument(format!("malformed message: {e}")))?;
+        let ctx = match &mut msg {
+            fedsilo_proto::job::ToCoordinator::SecAgg(m) => m.ctx().clone(),
+            fedsilo_proto::job::ToCoordinator::Decline { ctx, reason } => {
+                if reason.len() > MAX_DECLINE_REASON_BYTES {
+                    let total = reason.len();
+                    let mut cut = MAX_DECLINE_REASON_BYTES;
+                    while !reason.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    reason.truncate(cut);
+                    reason.push_str(&format!("… (cut from {total} bytes)"));
+                }
+                ctx.clone()
+            }
+        };
+        check_job_id("ctx.job_id", &ctx.job_id)?;
         self.ask(|reply| Command::Message { from, msg, reply })
             .await?
-            .map_err(engine_status)?;
+            .map_err(|e| match e {
+                // The engine's own errors name the job and round; a protocol refusal does not.
+                EngineError::Protocol(_) => {
+                    let s = engine_status(e);
+                    Status::new(
+                        s.code(),
+                        format!("job '{}' round {}: {}", ctx.job_id, ctx.round, s.message()),
+                    )
+                }
+                e => engine_status(e),
+            })?;
         Ok(Response::new(pb::SubmitReply {}))
     }
 }
@@ -289,11 +381,9 @@ struct Actor {
 }
 
 impl Actor {
+    /// Persists the engine's events (checkpoints, audit entries), then queues its messages:
+    /// nothing of a step leaves before the step before it is on disk.
     async fn drain(&mut self) -> Result<(), ServiceError> {
-        while let Some((to, m)) = self.engine.poll_transmit() {
-            let m: pb::ToParticipant = m.into();
-            self.mail.push(to, m).await;
-        }
         while let Some(ev) = self.engine.poll_event() {
             match ev {
                 Event::Checkpoint {
@@ -345,6 +435,9 @@ impl Actor {
                     tracing::warn!(participant = from, %reason, "message refused");
                 }
             }
+        }
+        while let Some((to, m)) = self.engine.poll_transmit() {
+            self.mail.push(to, Queued::new(m)).await;
         }
         Ok(())
     }
@@ -526,5 +619,102 @@ pub async fn serve(
     match actor_task.await {
         Ok(r) => r,
         Err(e) => Err(ServiceError::Transport(format!("engine task: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedsilo_crypto::encoding::{FixedPoint, Modulus};
+    use fedsilo_crypto::msg::{ConsistencyRequest, RoundConfig, RoundContext, ServerMsg};
+    use fedsilo_proto::job::{RoundStart, ToParticipant};
+
+    fn ctx(job: &str, round: u64) -> RoundContext {
+        RoundContext {
+            job_id: job.into(),
+            round,
+        }
+    }
+
+    fn start(job: &str, round: u64) -> ToParticipant {
+        ToParticipant::RoundStart(RoundStart {
+            config: RoundConfig {
+                ctx: ctx(job, round),
+                participants: vec![0, 1, 2],
+                neighbours: 2,
+                threshold: 2,
+                vector_len: 3,
+                modulus: Modulus::Pow64,
+                graph_seed: [0; 32],
+            },
+            encoding: FixedPoint::choose(10.0, 3).unwrap(),
+            instruction: "{}".into(),
+            phase_timeout_ms: 1000,
+        })
+    }
+
+    fn request(job: &str, round: u64) -> ToParticipant {
+        ToParticipant::SecAgg(ServerMsg::ConsistencyCheck(ConsistencyRequest {
+            ctx: ctx(job, round),
+            survivors: vec![0, 1],
+        }))
+    }
+
+    fn end(job: &str, round: u64) -> ToParticipant {
+        ToParticipant::RoundEnd {
+            ctx: ctx(job, round),
+            ok: true,
+            detail: "ok".into(),
+        }
+    }
+
+    /// (job, round, kind) of what a poll returns.
+    fn seen(msgs: Vec<pb::ToParticipant>) -> Vec<(String, u64, &'static str)> {
+        msgs.into_iter()
+            .map(|m| match ToParticipant::try_from(m).unwrap() {
+                ToParticipant::RoundStart(s) => (s.config.ctx.job_id, s.config.ctx.round, "start"),
+                ToParticipant::SecAgg(m) => (m.ctx().job_id.clone(), m.ctx().round, "request"),
+                ToParticipant::RoundEnd { ctx, .. } => (ctx.job_id, ctx.round, "end"),
+                ToParticipant::JobEnd { job_id, .. } => (job_id, 0, "job end"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_queue_never_holds_two_rounds_of_one_job() {
+        let mail = Mailboxes::default();
+        for m in [
+            start("j", 0),
+            request("j", 0),
+            start("k", 4),
+            end("j", 0),
+            start("j", 1),
+            request("j", 1),
+        ] {
+            mail.push(7, Queued::new(m)).await;
+        }
+        // Round 0 of "j" is over: its start and request are gone; "k" is untouched.
+        assert_eq!(
+            seen(mail.take(7).await),
+            [
+                ("k".into(), 4, "start"),
+                ("j".into(), 0, "end"),
+                ("j".into(), 1, "start"),
+                ("j".into(), 1, "request"),
+            ]
+        );
+        mail.push(7, Queued::new(start("j", 2))).await;
+        mail.push(7, Queued::new(request("j", 2))).await;
+        mail.push(
+            7,
+            Queued::new(ToParticipant::JobEnd {
+                job_id: "j".into(),
+                state: "finished".into(),
+                detail: String::new(),
+            }),
+        )
+        .await;
+        assert_eq!(seen(mail.take(7).await), [("j".into(), 0, "job end")]);
+        assert!(mail.take(8).await.is_empty());
     }
 }

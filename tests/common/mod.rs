@@ -44,6 +44,31 @@ pub fn run_err(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs `fedsilo args…` expecting it to fail by itself within `timeout` (killed and reported
+/// otherwise); returns stderr.
+pub fn run_err_within(args: &[&str], timeout: Duration) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn(args, dir.path().join("stderr.log"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > timeout {
+            let log = p.log_text();
+            p.kill9();
+            panic!("fedsilo {args:?} still running after {timeout:?}; stderr:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = p.log_text();
+    assert!(
+        !status.success(),
+        "fedsilo {args:?} unexpectedly succeeded; stderr:\n{err}"
+    );
+    err
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -212,6 +237,11 @@ impl TestFed {
     }
 
     pub fn participant(&self, name: &str) -> Proc {
+        self.participant_logged(name, &format!("{name}.log"))
+    }
+
+    /// `participant join` for `name`, its stderr in `log` (e.g. a second run's own file).
+    pub fn participant_logged(&self, name: &str, log: &str) -> Proc {
         spawn(
             &[
                 "participant",
@@ -221,7 +251,7 @@ impl TestFed {
                     .to_str()
                     .unwrap(),
             ],
-            self.path(&format!("{name}.log")),
+            self.path(log),
         )
     }
 
@@ -319,7 +349,7 @@ impl TestFed {
                 start.elapsed() < timeout,
                 "{what}: not seen in {timeout:?}; audit rounds: {rounds:#?}"
             );
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
