@@ -118,7 +118,10 @@ fn credit_risk_over_grpc_matches_pooled_auc() {
         "federated {fed_auc:.4} vs pooled {pooled_auc:.4}"
     );
     // The public reference: scikit-learn's LogisticRegression (C = 1) on pooled data.
-    assert!(fed_auc >= 0.834 - 0.01, "below the reference 0.834: {fed_auc}");
+    assert!(
+        fed_auc >= 0.834 - 0.01,
+        "below the reference 0.834: {fed_auc}"
+    );
     // The coordinator's own (histogram) AUC is reported in the job status.
     assert!(status.contains("\"auc\""), "status lacks metrics: {status}");
 }
@@ -162,7 +165,10 @@ fn caravan_propensity_over_grpc_matches_pooled_auc() {
         (fed_auc - pooled_auc).abs() <= 0.01,
         "federated {fed_auc:.4} vs pooled {pooled_auc:.4}"
     );
-    assert!(fed_auc >= 0.710 - 0.01, "below the reference 0.710: {fed_auc}");
+    assert!(
+        fed_auc >= 0.710 - 0.01,
+        "below the reference 0.710: {fed_auc}"
+    );
     // Score locally with the model file the coordinator exported: a ranked whitelist.
     let model_path = fed.path(&format!("{job}.model.json"));
     let out = fed.path("ranked.csv");
