@@ -533,17 +533,7 @@ async fn misbehave(fed: &TestFed, job_a: &str, job_b: &str) -> u64 {
 
 #[test]
 fn bad_messages_are_refused_and_the_honest_banks_finish() {
-    let fed = TestFed::new(
-        &["bank-a", "bank-b", "bank-c", "bank-d"],
-        "data",
-        &repo().join(SCHEMA),
-    );
-    split_sorted(
-        &repo().join("data/credit_data.csv"),
-        "Income",
-        4,
-        &fed.csv_paths(),
-    );
+    let fed = TestFed::credit_by_income(&["bank-a", "bank-b", "bank-c", "bank-d"]);
     let honest = ["bank-a", "bank-b", "bank-c"];
     let mut coord = fed.coordinator("coordinator.log");
 

@@ -42,17 +42,7 @@ fn now_ms() -> u64 {
 
 #[test]
 fn participant_killed_mid_job_rejoins_and_contributes_again() {
-    let fed = TestFed::new(
-        &["bank-a", "bank-b", "bank-c", "bank-d"],
-        "data",
-        &repo().join("data/credit_data.schema.toml"),
-    );
-    split_sorted(
-        &repo().join("data/credit_data.csv"),
-        "Income",
-        4,
-        &fed.csv_paths(),
-    );
+    let fed = TestFed::credit_by_income(&["bank-a", "bank-b", "bank-c", "bank-d"]);
     let _coord = fed.coordinator("coordinator.log");
     let job = fed.launch(SPEC);
     let mut a = fed.participant("bank-a");
@@ -158,17 +148,7 @@ fn participant_killed_mid_job_rejoins_and_contributes_again() {
 
 #[test]
 fn three_banks_one_restarted_the_failed_round_is_retried_with_it() {
-    let fed = TestFed::new(
-        &["bank-a", "bank-b", "bank-c"],
-        "data",
-        &repo().join("data/credit_data.schema.toml"),
-    );
-    split_sorted(
-        &repo().join("data/credit_data.csv"),
-        "Income",
-        3,
-        &fed.csv_paths(),
-    );
+    let fed = TestFed::credit_by_income(&["bank-a", "bank-b", "bank-c"]);
     let _coord = fed.coordinator("coordinator.log");
     let job = fed.launch(
         &SPEC

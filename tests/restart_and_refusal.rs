@@ -68,17 +68,7 @@ fn workers_for(fed: &TestFed) -> Vec<Worker> {
 
 #[test]
 fn sigkill_mid_job_resumes_from_checkpoint_with_the_same_model() {
-    let fed = TestFed::new(
-        &["bank-a", "bank-b", "bank-c"],
-        "data",
-        &repo().join("data/credit_data.schema.toml"),
-    );
-    split_sorted(
-        &repo().join("data/credit_data.csv"),
-        "Income",
-        3,
-        &fed.csv_paths(),
-    );
+    let fed = TestFed::credit_by_income(&["bank-a", "bank-b", "bank-c"]);
     let mut coord = fed.coordinator("coordinator-1.log");
     let job = fed.launch(SPEC);
     let mut parts: Vec<Proc> = fed.names.iter().map(|n| fed.participant(n)).collect();
@@ -225,17 +215,7 @@ fn client(
 
 #[test]
 fn foreign_certificate_and_forged_identity_are_refused() {
-    let fed = TestFed::new(
-        &["bank-a", "bank-b", "bank-c", "bank-d"],
-        "data",
-        &repo().join("data/credit_data.schema.toml"),
-    );
-    split_sorted(
-        &repo().join("data/credit_data.csv"),
-        "Income",
-        4,
-        &fed.csv_paths(),
-    );
+    let fed = TestFed::credit_by_income(&["bank-a", "bank-b", "bank-c", "bank-d"]);
     // A second federation: same names, different CA.
     let other = tempfile::tempdir().unwrap();
     run_ok(&[

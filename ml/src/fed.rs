@@ -1639,6 +1639,15 @@ mod tests {
         LocalData { train, holdout }
     }
 
+    /// Three non-IID participants (shifted x0) of different sizes.
+    fn three_participants() -> Vec<LocalData> {
+        vec![
+            participant(1, 1500, -0.5),
+            participant(2, 1200, 0.0),
+            participant(3, 900, 0.7),
+        ]
+    }
+
     fn spec() -> JobSpec {
         JobSpec {
             job_id: "t".into(),
@@ -1729,11 +1738,7 @@ mod tests {
 
     #[test]
     fn gbdt_plan_grows_trees_from_sums_and_matches_pooled_boosting() {
-        let parts = vec![
-            participant(1, 1500, -0.5),
-            participant(2, 1200, 0.0),
-            participant(3, 900, 0.7),
-        ];
+        let parts = three_participants();
         let params = GbdtParams {
             n_trees: 8,
             max_depth: 3,
@@ -1763,11 +1768,7 @@ mod tests {
 
     #[test]
     fn scorecard_plan_bins_and_counts_from_sums_and_approaches_the_pooled_fit() {
-        let parts = vec![
-            participant(1, 1500, -0.5),
-            participant(2, 1200, 0.0),
-            participant(3, 900, 0.7),
-        ];
+        let parts = three_participants();
         // 8 bins over ~2,900 rows give a pure-noise feature an IV of about 0.03 by chance,
         // so this test drops below 0.05.
         let sc = ScorecardSpec {

@@ -180,6 +180,19 @@ impl TestFed {
         self.dir.path().join(p)
     }
 
+    /// The usual end-to-end set-up: institutions `names` holding credit_data.csv sorted by
+    /// Income into as many bands (non-IID), dataset name "data".
+    pub fn credit_by_income(names: &[&str]) -> TestFed {
+        let fed = TestFed::new(names, "data", &repo().join("data/credit_data.schema.toml"));
+        split_sorted(
+            &repo().join("data/credit_data.csv"),
+            "Income",
+            names.len(),
+            &fed.csv_paths(),
+        );
+        fed
+    }
+
     /// Keygen + participant configs with dataset `dataset` = `<name>.csv` and `schema`.
     pub fn new(names: &[&str], dataset: &str, schema: &Path) -> TestFed {
         let dir = tempfile::tempdir().unwrap();
