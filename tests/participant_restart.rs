@@ -173,7 +173,12 @@ fn three_banks_one_restarted_the_failed_round_is_retried_with_it() {
         .iter()
         .find(|r| r.outcome != "ok")
         .unwrap();
-    assert!(failed.outcome.contains("threshold"), "{failed:?}");
+    // Depending on the phase bank-c died in, the round fails below the threshold (it never
+    // sent its masked input) or cannot rebuild its self mask from one share (it had).
+    assert!(
+        failed.outcome.contains("threshold") || failed.outcome.contains("are needed"),
+        "{failed:?}"
+    );
     assert!(failed.aggregate_hash.is_empty(), "{failed:?}");
     let mut c2 = fed.participant_logged("bank-c", "bank-c-restarted.log");
 

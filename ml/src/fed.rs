@@ -802,9 +802,14 @@ pub fn compute(
         }
         Instruction::Gbdt { step, .. } => {
             let y = select_labels(&local.train, &data.labels)?;
-            let (x, _) = raw_columns(cache, local, &data.features)?;
-            let x = x.clone();
-            gbdt_compute(step, x.view(), y.column(0), &mut cache.gbdt)
+            // Fill the column cache, then borrow it beside the boosting cache (no copy of
+            // the participant's matrix per step).
+            raw_columns(cache, local, &data.features)?;
+            let LocalCache { raw, gbdt, .. } = cache;
+            let (_, x, _) = raw
+                .as_ref()
+                .ok_or_else(|| FedError::Data("column cache empty".into()))?;
+            gbdt_compute(step, x.view(), y.column(0), gbdt)
                 .map_err(|e| FedError::Data(e.to_string()))
         }
         Instruction::ScorecardHistogram {
