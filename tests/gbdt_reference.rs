@@ -29,25 +29,6 @@ use fedsilo_simulations::run::{
 };
 use fedsilo_simulations::scenario::Scenario;
 
-/// Same scenario as `tests/models.rs`'s GBDT test.
-const SCENARIO: &str = r#"
-name = "churn-gbdt"
-seed = 0
-[institutions]
-count = 5
-[[datasets]]
-name = "churn"
-csv = "{DATA}/wa_churn.csv"
-schema = "{DATA}/wa_churn.schema.toml"
-partition = { kind = "dirichlet", alpha = 2.0 }
-[[jobs]]
-name = "churn"
-dataset = "churn"
-task = "churn"
-rounds = 1
-model = { kind = "gbdt", n_trees = 40, max_depth = 4, learning_rate = 0.1, max_bins = 64 }
-"#;
-
 /// Hold-out AUC of LightGBM 4.7.0 (Python 3.11.7, numpy 2.4.6, pandas 3.1.1) trained on the
 /// pooled train split with `objective=binary, n_estimators=40, max_depth=4, num_leaves=16,
 /// learning_rate=0.1, max_bin=64, min_sum_hessian_in_leaf=1, lambda_l2=1, min_data_in_leaf=1,
@@ -71,11 +52,9 @@ const LIGHTGBM_AUC: f64 = 0.8503;
 /// hold-out positives, fingerprint of both tables).
 const SPLIT: (usize, usize, usize, usize, u64) = (5634, 1495, 1409, 374, 0xc53f_2103_0848_b647);
 
-fn scenario(dir: &Path) -> Scenario {
-    let p = dir.join("s.toml");
-    let text = SCENARIO.replace("{DATA}", &repo().join("data").display().to_string());
-    std::fs::write(&p, text).unwrap();
-    Scenario::load(&p).unwrap()
+/// The scenario of `tests/models.rs`'s GBDT test (shipped in simulations/scenarios/).
+fn scenario(_dir: &Path) -> Scenario {
+    Scenario::load(&repo().join("simulations/scenarios/churn_gbdt.toml")).unwrap()
 }
 
 /// The pooled (train, hold-out) tables: every institution's split, stacked in institution

@@ -28,26 +28,9 @@ fn run(dir: &Path, body: &str) -> Report {
 #[test]
 fn federated_gbdt_on_churn_equals_pooled_boosting() {
     let dir = tempfile::tempdir().unwrap();
-    let r = run(
-        dir.path(),
-        r#"
-name = "churn-gbdt"
-seed = 0
-[institutions]
-count = 5
-[[datasets]]
-name = "churn"
-csv = "{DATA}/wa_churn.csv"
-schema = "{DATA}/wa_churn.schema.toml"
-partition = { kind = "dirichlet", alpha = 2.0 }
-[[jobs]]
-name = "churn"
-dataset = "churn"
-task = "churn"
-rounds = 1
-model = { kind = "gbdt", n_trees = 40, max_depth = 4, learning_rate = 0.1, max_bins = 64 }
-"#,
-    );
+    let s = Scenario::load(&repo().join("simulations/scenarios/churn_gbdt.toml")).unwrap();
+    let (r, _, _) =
+        run_scenario(&s, Transport::Memory, &dir.path().join("out"), &mut |_| {}).unwrap();
     let m = &r.models[0];
     let pooled = m.pooled_metrics.as_ref().unwrap().auc;
     eprintln!(
