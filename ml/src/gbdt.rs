@@ -1073,13 +1073,17 @@ impl FeatureStats {
 
     /// `mean ± range_sd·sd` per feature, as the [`fine_histogram`] ranges.
     pub fn ranges(&self, range_sd: f64) -> Vec<(f32, f32)> {
-        let clampf = |v: f64| v.clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32;
-        self.mean
-            .iter()
-            .zip(&self.sd)
-            .map(|(&m, &sd)| (clampf(m - range_sd * sd), clampf(m + range_sd * sd)))
-            .collect()
+        spread_ranges(&self.mean, &self.sd, range_sd)
     }
+}
+
+/// `mean ± range_sd·sd` per feature, clamped to the f32 range.
+pub fn spread_ranges(mean: &[f64], sd: &[f64], range_sd: f64) -> Vec<(f32, f32)> {
+    let clampf = |v: f64| v.clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32;
+    mean.iter()
+        .zip(sd)
+        .map(|(&m, &s)| (clampf(m - range_sd * s), clampf(m + range_sd * s)))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -815,14 +815,11 @@ impl ScorecardSpec {
 /// Fine-histogram ranges `mean ± range_sd·sd` per feature (a zero spread counts as 1, the
 /// convention of the federated standardiser, so federated and pooled fits bin alike).
 pub fn histogram_ranges(mean: &[f64], sd: &[f64], range_sd: f64) -> Vec<(f32, f32)> {
-    let clampf = |v: f64| v.clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32;
-    mean.iter()
-        .zip(sd)
-        .map(|(&m, &s)| {
-            let s = if s > 1e-12 { s } else { 1.0 };
-            (clampf(m - range_sd * s), clampf(m + range_sd * s))
-        })
-        .collect()
+    let sd: Vec<f64> = sd
+        .iter()
+        .map(|&s| if s > 1e-12 { s } else { 1.0 })
+        .collect();
+    crate::gbdt::spread_ranges(mean, &sd, range_sd)
 }
 
 /// The same scorecard on pooled data, in one place: binning from the pooled fine histogram,
