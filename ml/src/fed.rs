@@ -994,7 +994,7 @@ pub struct Plan {
 
 fn unreachable_gbdt() -> Result<ModelParams, FedError> {
     Err(FedError::Model(
-        "gbdt jobs do not train flat parameters".into(),
+        "gbdt and scorecard jobs build their model in their own stages".into(),
     ))
 }
 
