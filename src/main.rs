@@ -591,10 +591,7 @@ fn keygen(out: &Path, institutions: &[String], hosts: &[String], listen: &str) -
 }
 
 fn score(model: &Path, data: &Path, schema: &Path, out: &Path, top: Option<usize>) -> Result<()> {
-    let text =
-        std::fs::read_to_string(model).with_context(|| format!("reading {}", model.display()))?;
-    let artifact =
-        ModelArtifact::from_json(&text).with_context(|| format!("model {}", model.display()))?;
+    let artifact = read_model(model)?;
     let schema = Schema::from_toml_file(schema)?;
     let schema = schema.for_scoring();
     let table = load_csv(data, &schema)?;
@@ -605,20 +602,19 @@ fn score(model: &Path, data: &Path, schema: &Path, out: &Path, top: Option<usize
     Ok(())
 }
 
-fn model_show(model: &Path, csv: Option<&Path>) -> Result<()> {
+/// An exported model file (`fedsilo job model` or a simulation), errors naming the file.
+fn read_model(path: &Path) -> Result<ModelArtifact> {
     let text =
-        std::fs::read_to_string(model).with_context(|| format!("reading {}", model.display()))?;
-    let a =
-        ModelArtifact::from_json(&text).with_context(|| format!("model {}", model.display()))?;
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    ModelArtifact::from_json(&text).with_context(|| format!("model {}", path.display()))
+}
+
+fn model_show(model: &Path, csv: Option<&Path>) -> Result<()> {
+    use std::fmt::Write as _;
+    let a = read_model(model)?;
     let mut o = String::new();
-    macro_rules! outln {
-        ($o:expr, $($t:tt)*) => {{
-            use std::fmt::Write as _;
-            let _ = writeln!($o, $($t)*);
-        }};
-    }
-    outln!(o, "model {} ({})", model.display(), a.format);
-    outln!(
+    let _ = writeln!(o, "model {} ({})", model.display(), a.format);
+    let _ = writeln!(
         o,
         "job {}  task {:?}  kind {}  rounds {}  {}",
         a.job_id,
@@ -631,31 +627,28 @@ fn model_show(model: &Path, csv: Option<&Path>) -> Result<()> {
             "INCOMPLETE (snapshot)"
         }
     );
-    outln!(o, "round sha256 {}", a.round_sha256);
-    outln!(o, "model sha256 {}", a.model_sha256);
-    outln!(
+    let _ = writeln!(o, "round sha256 {}", a.round_sha256);
+    let _ = writeln!(o, "model sha256 {}", a.model_sha256);
+    let _ = writeln!(
         o,
         "features ({}): {}",
         a.model.features.len(),
         a.model.features.join(", ")
     );
     for (label, m) in a.model.labels.iter().zip(&a.metrics) {
-        outln!(
+        let _ = writeln!(
             o,
             "{label}: hold-out AUC {:.4}  KS {:.4}  log-loss {:.4}  top-decile lift {:.2}",
-            m.auc,
-            m.ks,
-            m.log_loss,
-            m.top_decile_lift
+            m.auc, m.ks, m.log_loss, m.top_decile_lift
         );
     }
     match &a.model.params {
         fedsilo_ml::fed::ModelParams::Scorecard { card } => o.push_str(&card.to_table()),
         _ => {
             for (label, coefs) in a.model.labels.iter().zip(&a.coefficients) {
-                outln!(o, "coefficients for {label} (standardised features):");
+                let _ = writeln!(o, "coefficients for {label} (standardised features):");
                 for (name, c) in coefs {
-                    outln!(o, "  {name:<32} {c:>10.5}");
+                    let _ = writeln!(o, "  {name:<32} {c:>10.5}");
                 }
             }
         }
@@ -676,7 +669,7 @@ fn model_show(model: &Path, csv: Option<&Path>) -> Result<()> {
             ));
         }
         std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
-        outln!(o, "scorecard table written to {}", path.display());
+        let _ = writeln!(o, "scorecard table written to {}", path.display());
     }
     print_all(&o)
 }
