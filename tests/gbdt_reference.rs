@@ -53,7 +53,7 @@ const LIGHTGBM_AUC: f64 = 0.8503;
 const SPLIT: (usize, usize, usize, usize, u64) = (5634, 1495, 1409, 374, 0xc53f_2103_0848_b647);
 
 /// The scenario of `tests/models.rs`'s GBDT test (shipped in simulations/scenarios/).
-fn scenario(_dir: &Path) -> Scenario {
+fn scenario() -> Scenario {
     Scenario::load(&repo().join("simulations/scenarios/churn_gbdt.toml")).unwrap()
 }
 
@@ -107,8 +107,7 @@ fn split_summary(train: &Table, hold: &Table) -> (usize, usize, usize, usize, u6
 
 #[test]
 fn federated_gbdt_on_churn_is_within_001_auc_of_lightgbm_on_pooled_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = scenario(dir.path());
+    let s = scenario();
     let fed = prepare_data(&s).unwrap();
     let (train, hold) = pooled_split(&fed);
     let summary = split_summary(&train, &hold);
@@ -190,8 +189,7 @@ fn export_churn_split_for_lightgbm() {
         .expect("set FEDSILO_CHURN_EXPORT_DIR to the directory to write train.csv/holdout.csv");
     let out = Path::new(&out);
     std::fs::create_dir_all(out).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let s = scenario(dir.path());
+    let s = scenario();
     let (train, hold) = pooled_split(&prepare_data(&s).unwrap());
     write_csv(&out.join("train.csv"), &train);
     write_csv(&out.join("holdout.csv"), &hold);
