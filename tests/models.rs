@@ -177,6 +177,20 @@ batch_size = 64
     let artifact: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
     assert_eq!(artifact["model"]["labels"].as_array().unwrap().len(), 2);
+    // Asking for a scorecard table from a logistic model is refused, naming the file.
+    let err = run_err(&[
+        "model",
+        "show",
+        "--model",
+        model.to_str().unwrap(),
+        "--csv",
+        dir.path().join("card.csv").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("model-products.json") && err.contains("scorecard table"),
+        "{err}"
+    );
+    assert!(!dir.path().join("card.csv").exists());
 }
 
 /// scikit-learn's LogisticRegression (C = 1) on the pooled raw features of credit_data.csv
