@@ -232,10 +232,10 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// Every TOML file the binary reads goes through the strict loader: an unknown key is
+/// refused with the file, line, column and the nearest valid key.
 fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("in {}", path.display()))
+    Ok(fedsilo_config::load_toml(path)?)
 }
 
 fn tls_files(base: &Path, t: &TlsSection) -> TlsFiles {
@@ -479,13 +479,37 @@ async fn job(cmd: JobCmd) -> Result<()> {
             schema,
         } => {
             let mut spec: JobSpec = read_toml(&spec)?;
-            if spec.features.is_empty() || spec.labels.is_empty() {
+            if spec.features.is_empty() || spec.labels.is_empty() || schema.is_some() {
                 let Some(schema_path) = schema else {
                     bail!("the job spec lists no features or labels: pass --schema so they can be taken from the dataset's schema");
                 };
                 let schema = Schema::from_toml_file(&schema_path)?;
                 if spec.features.is_empty() {
                     spec.features = schema.feature_columns();
+                } else {
+                    // Raw names (`state`) become every encoded column (`state=AK`, …);
+                    // names the schema does not have are refused here, before launch.
+                    spec.features = fedsilo_ml::table::expand_feature_names(
+                        &spec.features,
+                        &schema.feature_columns(),
+                    )
+                    .with_context(|| {
+                        format!(
+                            "checking the job's features against {}",
+                            schema_path.display()
+                        )
+                    })?;
+                }
+                if let Some(l) = spec
+                    .labels
+                    .iter()
+                    .find(|l| !schema.label_columns().contains(l))
+                {
+                    bail!(
+                        "labels: '{l}' is not a label of {} (labels: {})",
+                        schema_path.display(),
+                        schema.label_columns().join(", ")
+                    );
                 }
                 if spec.labels.is_empty() {
                     spec.labels = schema

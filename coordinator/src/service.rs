@@ -51,8 +51,12 @@ const MAX_DECLINE_REASON_BYTES: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error("roster {path}: {message}")]
-    Roster { path: PathBuf, message: String },
+    #[error("roster {}", path.display())]
+    Roster {
+        path: PathBuf,
+        #[source]
+        source: fedsilo_proto::roster::RosterError,
+    },
     #[error("store: {0}")]
     Store(String),
     #[error("audit log: {0}")]
@@ -317,8 +321,8 @@ impl Federation for Handle {
 impl Operator for Handle {
     async fn launch_job(&self, req: Request<pb::LaunchJobRequest>) -> RpcResult<pb::JobStatus> {
         let who = self.operator(&req)?;
-        let spec: JobSpec = serde_json::from_str(&req.into_inner().spec_json)
-            .map_err(|e| Status::invalid_argument(format!("job spec: {e}")))?;
+        let spec: JobSpec = fedsilo_config::from_json_str(&req.into_inner().spec_json, "job spec")
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         spec.validate()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::info!(operator = %who, dataset = %spec.dataset, "launching job");
@@ -488,13 +492,13 @@ impl Actor {
 }
 
 fn load_roster(path: &Path) -> Result<RosterFile, ServiceError> {
-    let r = RosterFile::load(path).map_err(|e| ServiceError::Roster {
+    let r = RosterFile::load(path).map_err(|source| ServiceError::Roster {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })?;
-    r.validate().map_err(|e| ServiceError::Roster {
+    r.validate().map_err(|source| ServiceError::Roster {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })?;
     Ok(r)
 }

@@ -85,7 +85,7 @@ pub enum Task {
 
 /// The model family a job trains.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", from = "ModelSpecRepr")]
 #[derive(Default)]
 pub enum ModelSpec {
     #[default]
@@ -98,6 +98,29 @@ pub enum ModelSpec {
     /// Credit scorecard: quantile bins, WOE/IV from masked good/bad counts, logistic
     /// regression on the WOE columns for `rounds` rounds, points scaling. Label 1 = bad.
     Scorecard(ScorecardSpec),
+}
+
+/// How a [`ModelSpec`] is read: the same tagged form, but every variant a struct so that an
+/// unknown key is refused for every kind (serde ignores extra keys of an internally tagged
+/// *unit* variant, so `{ kind = "logistic_regression", l1 = 2 }` would pass silently).
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum ModelSpecRepr {
+    LogisticRegression {},
+    Mlp { hidden: Vec<usize> },
+    Gbdt(GbdtParams),
+    Scorecard(ScorecardSpec),
+}
+
+impl From<ModelSpecRepr> for ModelSpec {
+    fn from(r: ModelSpecRepr) -> Self {
+        match r {
+            ModelSpecRepr::LogisticRegression {} => ModelSpec::LogisticRegression,
+            ModelSpecRepr::Mlp { hidden } => ModelSpec::Mlp { hidden },
+            ModelSpecRepr::Gbdt(p) => ModelSpec::Gbdt(p),
+            ModelSpecRepr::Scorecard(p) => ModelSpec::Scorecard(p),
+        }
+    }
 }
 
 impl ModelSpec {
@@ -114,7 +137,7 @@ impl ModelSpec {
 
 /// Local and server learning settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Learning {
     pub local_epochs: usize,
     pub learning_rate: f64,
@@ -146,6 +169,7 @@ impl Default for Learning {
 /// aggregation): each participant clips its update to L2 norm `clip` and adds integer noise
 /// so that the SUM carries noise of standard deviation `noise_multiplier · clip`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DpSpec {
     pub clip: f64,
     pub noise_multiplier: f64,
@@ -154,8 +178,10 @@ pub struct DpSpec {
     pub epsilon_budget: Option<f64>,
 }
 
-/// What an operator launches.
+/// What an operator launches. Every key is checked: an unknown one (a typo such as `DP` or
+/// `min_particpants`) is refused, never ignored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// Assigned by the coordinator when empty.
     #[serde(default)]

@@ -125,7 +125,7 @@ fn invalid(name: &'static str, value: f64, reason: &'static str) -> GbdtError {
 
 /// Boosting hyper-parameters (the same for every participant of a job).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct GbdtParams {
     /// Number of boosting rounds (trees); training stops earlier when a tree cannot split.
     pub n_trees: usize,

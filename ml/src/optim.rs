@@ -30,7 +30,7 @@ pub enum OptimError {
 
 /// The server optimiser of a training job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ServerOptimizer {
     FedAvg {
         lr: f64,

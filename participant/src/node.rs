@@ -27,6 +27,8 @@ use crate::worker::{Worker, WorkerEvent};
 pub enum NodeError {
     #[error("config {path}: {message}")]
     Config { path: PathBuf, message: String },
+    #[error("cannot load the participant config")]
+    ConfigFile(#[from] fedsilo_config::ConfigError),
     #[error("dataset '{name}': {message}")]
     Data { name: String, message: String },
     #[error("TLS: {0}")]
@@ -93,8 +95,7 @@ impl NodeConfig {
             path: path.to_path_buf(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let mut cfg: NodeConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let mut cfg: NodeConfig = fedsilo_config::load_toml(path)?;
         cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         if !(cfg.holdout_fraction > 0.0 && cfg.holdout_fraction < 1.0) {
             return Err(err(format!(

@@ -24,6 +24,7 @@ use fedsilo_crypto::msg::ParticipantId;
 
 /// The federation's members and operators.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Roster {
     pub institutions: Vec<RosterEntry>,
     /// Certificate names allowed to use the `Operator` service.
@@ -33,6 +34,7 @@ pub struct Roster {
 
 /// One institution.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RosterEntry {
     /// The institution's name (also its participant node's `name`).
     pub name: String,
@@ -57,11 +59,11 @@ pub enum RosterError {
         #[source]
         source: std::io::Error,
     },
-    #[error("roster {}: not valid roster TOML: {source}", path.display())]
+    #[error("cannot parse the roster")]
     Parse {
         path: PathBuf,
         #[source]
-        source: toml::de::Error,
+        source: fedsilo_config::ConfigError,
     },
     #[error("roster cannot be written as TOML: {0}")]
     Serialize(#[from] toml::ser::Error),
@@ -96,10 +98,11 @@ impl Roster {
             path: path.to_owned(),
             source,
         })?;
-        let roster: Roster = toml::from_str(&text).map_err(|source| RosterError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
+        let roster: Roster = fedsilo_config::from_toml_str(&text, &path.display().to_string())
+            .map_err(|source| RosterError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
         roster.validate().map_err(|e| RosterError::Invalid {
             path: path.to_owned(),
             source: Box::new(e),

@@ -44,8 +44,8 @@ pub enum ScenarioError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("scenario {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error("cannot load the scenario")]
+    Parse(#[from] fedsilo_config::ConfigError),
     #[error("scenario {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -200,10 +200,7 @@ impl Scenario {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut s: Scenario = toml::from_str(&text).map_err(|e| ScenarioError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let mut s: Scenario = fedsilo_config::from_toml_str(&text, &path.display().to_string())?;
         s.base_dir = path
             .parent()
             .map(Path::to_path_buf)
