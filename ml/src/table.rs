@@ -8,6 +8,62 @@ use ndarray::{Array2, ArrayView1, Axis};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+/// A requested feature name that is neither an encoded column nor a raw feature.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("features: {} not in the data (valid names: {valid})", unknown.iter().map(|u| format!("'{u}'")).collect::<Vec<_>>().join(", "))]
+pub struct UnknownFeatures {
+    pub unknown: Vec<String>,
+    /// Raw feature names (a categorical one stands for all its `name=category` columns).
+    pub valid: String,
+}
+
+/// Expands the feature names a job spec lists into encoded columns, in the order listed:
+/// an encoded column name (`Income`, `state=AK`) stands for itself, a raw categorical
+/// feature name (`state`) for all its one-hot columns `state=…` in their encoded order.
+/// Duplicates are dropped; names matching nothing are refused together, listing the valid
+/// raw names.
+pub fn expand_feature_names(
+    requested: &[String],
+    encoded: &[String],
+) -> Result<Vec<String>, UnknownFeatures> {
+    let mut out: Vec<String> = Vec::with_capacity(encoded.len());
+    let mut unknown = Vec::new();
+    let push = |c: &String, out: &mut Vec<String>| {
+        if !out.contains(c) {
+            out.push(c.clone());
+        }
+    };
+    for r in requested {
+        if let Some(c) = encoded.iter().find(|c| *c == r) {
+            push(c, &mut out);
+            continue;
+        }
+        let prefix = format!("{r}=");
+        let mut any = false;
+        for c in encoded.iter().filter(|c| c.starts_with(&prefix)) {
+            push(c, &mut out);
+            any = true;
+        }
+        if !any {
+            unknown.push(r.clone());
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(out);
+    }
+    let mut raw: Vec<&str> = Vec::new();
+    for c in encoded {
+        let name = c.split_once('=').map_or(c.as_str(), |(n, _)| n);
+        if !raw.contains(&name) {
+            raw.push(name);
+        }
+    }
+    Err(UnknownFeatures {
+        unknown,
+        valid: raw.join(", "),
+    })
+}
+
 /// Rows of one institution's customers: features (`NaN` = missing) and one or more 0/1 labels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Table {
@@ -101,5 +157,29 @@ mod tests {
         assert_eq!(all.len(), 1000);
         assert_eq!(t.split_holdout(0.2, 7).1, ho);
         assert_ne!(t.split_holdout(0.2, 8).1.ids, ho.ids);
+    }
+}
+
+#[cfg(test)]
+mod feature_name_tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn raw_names_expand_to_their_one_hot_columns() {
+        let enc = names(&["annual_income", "state=AK", "state=AL", "home=own"]);
+        let got =
+            expand_feature_names(&names(&["state", "annual_income", "state=AK"]), &enc).unwrap();
+        assert_eq!(got, names(&["state=AK", "state=AL", "annual_income"]));
+        let e = expand_feature_names(&names(&["income", "stat"]), &enc).unwrap_err();
+        assert_eq!(e.unknown, names(&["income", "stat"]));
+        assert_eq!(e.valid, "annual_income, state, home");
+        assert!(
+            e.to_string().contains("'income', 'stat' not in the data"),
+            "{e}"
+        );
     }
 }

@@ -8,10 +8,13 @@
 //! ```toml
 //! # id_column = "customer_id"          # optional; without it ids are data-row numbers 1, 2, …
 //! missing = ["NA", "?"]                 # tokens meaning "missing", besides the empty cell
+//!                                       # (omitted: "NA", "NaN", "null", "N/A")
+//! # delimiter = ";"                     # field separator, default ","
 //!
 //! [[labels]]                            # one or more 0/1 targets
 //! column = "Status"
 //! positive = "bad"                      # this value → 1, any other value → 0
+//!                                       # (or a set: positive = ["D", "E", "F", "G"])
 //!
 //! [[features]]
 //! name = "Income"
@@ -31,8 +34,10 @@
 //!   in the declared order. A missing cell → all zeros. A value outside the declared list is an
 //!   error naming the allowed values: the column set must not depend on what one institution
 //!   happens to have in its file.
-//! - **Label** → 1.0 if the cell equals `positive` exactly, else 0.0. A missing label is an
-//!   error, and so is a label with only one class in the file (nothing to learn from).
+//! - **Label** → 1.0 if the cell equals `positive` (or one of a list) exactly, else 0.0;
+//!   boolean words (true/false, yes/no, y/n, t/f) match in any case. A missing label is an
+//!   error, and so is a label with only one class in the file (nothing to learn from); that
+//!   error lists the values the file holds.
 //! - Cells are trimmed of surrounding ASCII whitespace; a UTF-8 byte-order mark is ignored.
 //! - Columns of the file that the schema does not mention are ignored; duplicate header names
 //!   are an error (which one would be meant?).
@@ -61,10 +66,11 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{source_name}: cannot parse schema: {message}")]
+    #[error("cannot parse the schema")]
     SchemaParse {
         source_name: String,
-        message: String,
+        #[source]
+        source: fedsilo_config::ConfigError,
     },
     #[error("{source_name}: invalid schema: {reason}")]
     InvalidSchema { source_name: String, reason: String },
@@ -80,6 +86,9 @@ pub enum DataError {
         line: u64,
         role: &'static str,
         column: String,
+        /// Set when the header looks separated by another character than the schema's.
+        #[source]
+        hint: Option<DelimiterHint>,
     },
     #[error("{source_name}:{line}: column '{column}' appears twice in the header (fields {first} and {second})")]
     DuplicateColumn {
@@ -126,12 +135,15 @@ pub enum DataError {
         line: u64,
         column: String,
     },
-    #[error("label '{label}' has only {class} in {source_name}: a model cannot be trained")]
+    #[error("label '{label}' has only {class} in {source_name}: a model cannot be trained (positive = {positive}; values seen: {seen})")]
     SingleClass {
         source_name: String,
         label: String,
         /// "negatives" or "positives".
         class: &'static str,
+        /// The `positive` setting and the distinct values seen (at most 20), for the message.
+        positive: String,
+        seen: String,
     },
     #[error("{source_name}:{line}: malformed CSV: {message}")]
     Csv {
@@ -153,25 +165,127 @@ pub struct Schema {
     #[serde(default)]
     pub labels: Vec<LabelSpec>,
     pub features: Vec<FeatureSpec>,
-    /// Tokens meaning "missing" besides the empty cell ("NA", "?", …).
-    #[serde(default)]
+    /// Tokens meaning "missing" besides the empty cell. Omitted: [`DEFAULT_MISSING`]
+    /// ("NA", "NaN", "null", "N/A"); `missing = []` means only the empty cell.
+    #[serde(default = "default_missing")]
     pub missing: Vec<String>,
+    /// Field separator of the CSV files (one ASCII character; default `,`).
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
 }
 
-/// A 0/1 target: `column` equals `positive` → 1, anything else → 0.
+/// Missing-value tokens of a schema that does not list its own.
+pub const DEFAULT_MISSING: [&str; 4] = ["NA", "NaN", "null", "N/A"];
+
+fn default_missing() -> Vec<String> {
+    DEFAULT_MISSING.iter().map(|s| s.to_string()).collect()
+}
+
+fn default_delimiter() -> char {
+    ','
+}
+
+/// A 0/1 target: `column` equals `positive` (or one of them) → 1, anything else → 0.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabelSpec {
     pub column: String,
-    pub positive: String,
+    pub positive: Positive,
+}
+
+/// The value(s) of a label column that mean 1: `positive = "bad"` or
+/// `positive = ["D", "E", "F", "G"]`. Boolean words (true/false, yes/no, y/n, t/f) match
+/// whatever their case, so `positive = "true"` also matches `True` and `TRUE`; every other
+/// value matches exactly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Positive {
+    One(String),
+    Any(Vec<String>),
+}
+
+impl From<&str> for Positive {
+    fn from(s: &str) -> Self {
+        Positive::One(s.to_string())
+    }
+}
+
+fn is_boolean_word(v: &str) -> bool {
+    ["true", "false", "yes", "no", "y", "n", "t", "f"]
+        .iter()
+        .any(|w| w.eq_ignore_ascii_case(v))
+}
+
+impl Positive {
+    /// The values, in the order written.
+    pub fn values(&self) -> &[String] {
+        match self {
+            Positive::One(v) => std::slice::from_ref(v),
+            Positive::Any(v) => v,
+        }
+    }
+
+    /// Whether a (trimmed) cell means 1.
+    pub fn matches(&self, cell: &[u8]) -> bool {
+        self.values().iter().any(|p| {
+            cell == p.as_bytes() || (is_boolean_word(p) && cell.eq_ignore_ascii_case(p.as_bytes()))
+        })
+    }
 }
 
 /// One input column and its encoding.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "FeatureSpecRepr")]
 pub struct FeatureSpec {
     pub name: String,
     #[serde(flatten)]
     pub kind: FeatureKind,
+}
+
+/// How a `[[features]]` entry is read: flat and strict. (`#[serde(flatten)]` cannot be
+/// combined with `deny_unknown_fields`, so a typo such as `categorie = [...]` would pass
+/// silently through the flattened form.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeatureSpecRepr {
+    name: String,
+    #[serde(rename = "type")]
+    kind: FeatureType,
+    #[serde(default)]
+    categories: Option<Vec<String>>,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FeatureType {
+    Numeric,
+    Categorical,
+}
+
+/// A `[[features]]` entry whose keys do not fit its `type`.
+#[derive(Debug, thiserror::Error)]
+pub enum FeatureSpecError {
+    #[error("feature '{name}': `categories` is only for type = \"categorical\"")]
+    CategoriesOnNumeric { name: String },
+    #[error("feature '{name}': type = \"categorical\" needs `categories = [...]`")]
+    MissingCategories { name: String },
+}
+
+impl TryFrom<FeatureSpecRepr> for FeatureSpec {
+    type Error = FeatureSpecError;
+    fn try_from(r: FeatureSpecRepr) -> Result<Self, Self::Error> {
+        let kind = match (r.kind, r.categories) {
+            (FeatureType::Numeric, None) => FeatureKind::Numeric,
+            (FeatureType::Numeric, Some(_)) => {
+                return Err(FeatureSpecError::CategoriesOnNumeric { name: r.name })
+            }
+            (FeatureType::Categorical, Some(categories)) => FeatureKind::Categorical { categories },
+            (FeatureType::Categorical, None) => {
+                return Err(FeatureSpecError::MissingCategories { name: r.name })
+            }
+        };
+        Ok(FeatureSpec { name: r.name, kind })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,10 +343,13 @@ impl Schema {
     }
 
     fn parse(text: &str, source_name: &str) -> Result<Self, DataError> {
-        let schema: Schema = toml::from_str(text).map_err(|e| DataError::SchemaParse {
-            source_name: source_name.to_string(),
-            message: e.to_string(),
-        })?;
+        let schema: Schema =
+            fedsilo_config::from_toml_str(text, source_name).map_err(|source| {
+                DataError::SchemaParse {
+                    source_name: source_name.to_string(),
+                    source,
+                }
+            })?;
         schema.validate(source_name)?;
         Ok(schema)
     }
@@ -263,12 +380,27 @@ impl Schema {
         }
         let is_missing = |v: &str| v.is_empty() || self.missing.iter().any(|m| m == v);
         for l in &self.labels {
-            if is_missing(&l.positive) {
+            if l.positive.values().is_empty() {
                 return Err(invalid(format!(
-                    "label '{}': positive value '{}' is a missing-value token",
-                    l.column, l.positive
+                    "label '{}': `positive` lists no value",
+                    l.column
                 )));
             }
+            if let Some(p) = l.positive.values().iter().find(|p| is_missing(p)) {
+                return Err(invalid(format!(
+                    "label '{}': positive value '{p}' is a missing-value token",
+                    l.column
+                )));
+            }
+        }
+        if !self.delimiter.is_ascii()
+            || self.delimiter == '"'
+            || self.delimiter.is_ascii_alphanumeric()
+        {
+            return Err(invalid(format!(
+                "delimiter: {:?} must be one ASCII punctuation or whitespace character (',', ';', '\\t', '|')",
+                self.delimiter
+            )));
         }
         for f in &self.features {
             if let FeatureKind::Categorical { categories } = &f.kind {
@@ -442,6 +574,7 @@ fn read<R: std::io::Read>(
     };
 
     let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(schema.delimiter as u8)
         .has_headers(true)
         .flexible(true)
         .trim(csv::Trim::All)
@@ -478,6 +611,7 @@ fn read<R: std::io::Read>(
                 line: header_line,
                 role,
                 column: column.to_string(),
+                hint: delimiter_hint(&header, schema.delimiter),
             })
     };
 
@@ -514,11 +648,17 @@ fn read<R: std::io::Read>(
     let missing: Vec<&[u8]> = schema.missing.iter().map(|m| m.as_bytes()).collect();
     let is_missing = |v: &[u8]| v.is_empty() || missing.contains(&v);
     let missing_hint = if schema.missing.is_empty() {
-        String::new()
+        "; list other missing-value tokens with `missing = [...]` in the schema".to_string()
     } else {
-        format!(" or one of {}", quoted_list(&schema.missing))
+        format!(
+            " or one of {}; list other tokens with `missing = [...]` in the schema",
+            quoted_list(&schema.missing)
+        )
     };
 
+    // Distinct label values seen (a few), to say what the file holds when a label has one class.
+    const MAX_SEEN: usize = 20;
+    let mut label_seen: Vec<Vec<Vec<u8>>> = vec![Vec::new(); n_labels];
     let mut x: Vec<f32> = Vec::new();
     let mut y: Vec<f32> = Vec::new();
     let mut ids: Vec<String> = Vec::new();
@@ -594,7 +734,7 @@ fn read<R: std::io::Read>(
                 }
             }
         }
-        for (l, &field) in schema.labels.iter().zip(&label_fields) {
+        for (li, (l, &field)) in schema.labels.iter().zip(&label_fields).enumerate() {
             let cell = &rec[field];
             if is_missing(cell) {
                 return Err(DataError::MissingLabel {
@@ -603,11 +743,12 @@ fn read<R: std::io::Read>(
                     column: l.column.clone(),
                 });
             }
-            y.push(if cell == l.positive.as_bytes() {
-                1.0
-            } else {
-                0.0
-            });
+            y.push(if l.positive.matches(cell) { 1.0 } else { 0.0 });
+            if let Some(seen) = label_seen.get_mut(li) {
+                if seen.len() < MAX_SEEN && !seen.iter().any(|v| v.as_slice() == cell) {
+                    seen.push(cell.to_vec());
+                }
+            }
         }
         ids.push(match id_field {
             Some(field) => {
@@ -643,12 +784,23 @@ fn read<R: std::io::Read>(
         labels,
         ids,
     };
-    for (l, (neg, pos)) in schema.labels.iter().zip(label_value_counts(&table)) {
+    for ((l, (neg, pos)), seen) in schema
+        .labels
+        .iter()
+        .zip(label_value_counts(&table))
+        .zip(&label_seen)
+    {
         if pos == 0 || neg == 0 {
+            let values: Vec<String> = seen
+                .iter()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect();
             return Err(DataError::SingleClass {
                 source_name: src(),
                 label: l.column.clone(),
                 class: if pos == 0 { "negatives" } else { "positives" },
+                positive: quoted_list(l.positive.values()),
+                seen: quoted_list(&values) + if seen.len() == MAX_SEEN { ", …" } else { "" },
             });
         }
     }
@@ -663,6 +815,26 @@ fn parse_finite(cell: &[u8]) -> Option<f32> {
         .parse::<f32>()
         .ok()
         .filter(|v| v.is_finite())
+}
+
+/// The header seems to use another separator than the schema's `delimiter`.
+#[derive(Debug, thiserror::Error)]
+#[error("the header is one field containing {found:?}: is the file separated by {found:?}? set `delimiter = {found:?}` in the schema (now {expected:?})")]
+pub struct DelimiterHint {
+    pub found: char,
+    pub expected: char,
+}
+
+fn delimiter_hint(header: &csv::ByteRecord, expected: char) -> Option<DelimiterHint> {
+    if header.len() != 1 {
+        return None;
+    }
+    let field = header.get(0)?;
+    [';', '\t', '|', ',']
+        .into_iter()
+        .filter(|&c| c != expected)
+        .find(|&c| field.contains(&(c as u8)))
+        .map(|found| DelimiterHint { found, expected })
 }
 
 fn quoted_list(items: &[String]) -> String {
@@ -769,7 +941,7 @@ mod tests {
         let e = err("default,income,home\nYes,1,own\nNo,12k,rent\n");
         assert_eq!(
             e,
-            "bank-a.csv:3: column 'income': '12k' is not a number (numeric feature; missing values are empty or one of 'NA', '?')"
+            "bank-a.csv:3: column 'income': '12k' is not a number (numeric feature; missing values are empty or one of 'NA', '?'; list other tokens with `missing = [...]` in the schema)"
         );
         assert!(err("default,income,home\nYes,inf,own\nNo,1,own\n")
             .contains("bank-a.csv:2: column 'income': 'inf'"));
@@ -815,11 +987,11 @@ mod tests {
     fn single_class_label_is_refused() {
         assert_eq!(
             err("default,income,home\nNo,1,own\nNo,2,rent\n"),
-            "label 'default' has only negatives in bank-a.csv: a model cannot be trained"
+            "label 'default' has only negatives in bank-a.csv: a model cannot be trained (positive = 'Yes'; values seen: 'No')"
         );
         assert_eq!(
             err("default,income,home\nYes,1,own\n"),
-            "label 'default' has only positives in bank-a.csv: a model cannot be trained"
+            "label 'default' has only positives in bank-a.csv: a model cannot be trained (positive = 'Yes'; values seen: 'Yes')"
         );
         // Scoring files need no labels at all.
         let t = load_csv_reader(
@@ -909,8 +1081,12 @@ mod tests {
             "features = [{ name = \"a\", type = \"categorical\", categories = [\"x\", \"x\"] }]"
         )
         .contains("listed twice"));
-        assert!(bad("features = [{ name = \"a\", type = \"text\" }]")
-            .starts_with("<schema>: cannot parse schema"));
+        let e =
+            Schema::from_toml_str("features = [{ name = \"a\", type = \"text\" }]").unwrap_err();
+        assert!(e.to_string().starts_with("cannot parse the schema"), "{e}");
+        let chain = fedsilo_config::display_chain(&e);
+        assert!(chain.contains("<schema>:1:"), "{chain}");
+        assert!(chain.contains("unknown variant `text`"), "{chain}");
         assert!(
             bad("labels = [{ column = \"y\", positive = \"\" }]\nfeatures = []")
                 .contains("missing-value token")
@@ -963,6 +1139,106 @@ mod tests {
         assert_eq!(
             churn.x.column(total).iter().filter(|v| v.is_nan()).count(),
             11
+        );
+    }
+
+    const BANK: &str = r#"
+        [[labels]]
+        column = "grade"
+        positive = ["D", "E", "F", "G"]
+        [[labels]]
+        column = "active"
+        positive = "true"
+        [[features]]
+        name = "income"
+        type = "numeric"
+    "#;
+
+    #[test]
+    fn a_label_from_a_set_of_values_and_booleans_in_any_case() {
+        let schema = Schema::from_toml_str(BANK).unwrap();
+        let t = load_csv_reader(
+            "grade,active,income\nA,True,1\nD,false,NA\nG,TRUE,NaN\nB,False,null\nE,true,N/A\n"
+                .as_bytes(),
+            "loans.csv",
+            &schema,
+        )
+        .unwrap();
+        assert_eq!(t.labels.column(0).to_vec(), vec![0.0, 1.0, 1.0, 0.0, 1.0]);
+        assert_eq!(t.labels.column(1).to_vec(), vec![1.0, 0.0, 1.0, 0.0, 1.0]);
+        // The default missing tokens apply when the schema lists none.
+        assert_eq!(t.x.column(0).iter().filter(|v| v.is_nan()).count(), 4);
+    }
+
+    #[test]
+    fn one_class_says_which_values_were_seen() {
+        let schema = Schema::from_toml_str(
+            "[[labels]]\ncolumn = \"churn\"\npositive = \"Churned\"\n[[features]]\nname = \"x\"\ntype = \"numeric\"\n",
+        )
+        .unwrap();
+        // Not a boolean word, so the case must match: nothing is positive, and the message
+        // says what the file holds.
+        let e = load_csv_reader(
+            "churn,x\nchurned,1\nstayed,2\n".as_bytes(),
+            "c.csv",
+            &schema,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("has only negatives"), "{e}");
+        assert!(e.contains("positive = 'Churned'"), "{e}");
+        assert!(e.contains("values seen: 'churned', 'stayed'"), "{e}");
+    }
+
+    #[test]
+    fn not_a_number_mentions_the_missing_key() {
+        let schema = Schema::from_toml_str(
+            "missing = []\n[[labels]]\ncolumn = \"y\"\npositive = \"1\"\n[[features]]\nname = \"x\"\ntype = \"numeric\"\n",
+        )
+        .unwrap();
+        let e = load_csv_reader("y,x\n1,NA\n0,2\n".as_bytes(), "c.csv", &schema)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.csv:2: column 'x': 'NA' is not a number"),
+            "{e}"
+        );
+        assert!(e.contains("`missing = [...]`"), "{e}");
+    }
+
+    #[test]
+    fn a_delimiter_is_declared_and_a_wrong_one_is_named() {
+        let text = "y;x\n1;2.5\n0;3\n";
+        let plain = "[[labels]]\ncolumn = \"y\"\npositive = \"1\"\n[[features]]\nname = \"x\"\ntype = \"numeric\"\n";
+        let e = load_csv_reader(
+            text.as_bytes(),
+            "s.csv",
+            &Schema::from_toml_str(plain).unwrap(),
+        )
+        .unwrap_err();
+        let chain = fedsilo_config::display_chain(&e);
+        assert!(chain.contains("set `delimiter = ';'`"), "{chain}");
+        let semi = Schema::from_toml_str(&format!("delimiter = \";\"\n{plain}")).unwrap();
+        let t = load_csv_reader(text.as_bytes(), "s.csv", &semi).unwrap();
+        assert_eq!(t.x.column(0).to_vec(), vec![2.5, 3.0]);
+        assert!(Schema::from_toml_str(&format!("delimiter = \"a\"\n{plain}")).is_err());
+    }
+
+    #[test]
+    fn feature_entries_are_strict_and_fit_their_type() {
+        let e = Schema::from_toml_str(
+            "[[features]]\nname = \"x\"\ntype = \"numeric\"\ncategories = [\"a\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            fedsilo_config::display_chain(&e).contains("only for type = \"categorical\""),
+            "{e}"
+        );
+        let e =
+            Schema::from_toml_str("[[features]]\nname = \"x\"\ntype = \"numerc\"\n").unwrap_err();
+        assert!(
+            fedsilo_config::display_chain(&e).contains("did you mean `numeric`?"),
+            "{e}"
         );
     }
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 /// How rows are dealt to institutions; see the module documentation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Partitioner {
     Iid,
     SortedBands { column: String },
@@ -39,8 +39,14 @@ pub enum PartitionError {
     NoInstitutions,
     #[error("cannot partition {rows} rows into {n} institutions: every institution needs at least one row")]
     TooFewRows { rows: usize, n: usize },
-    #[error("sorted_bands: column '{column}' is not in the table (columns: {available})")]
+    #[error("sorted_bands: column '{column}' is not a numeric feature of the table (numeric features: {available})")]
     UnknownColumn { column: String, available: String },
+    #[error("sorted_bands: column '{column}' is categorical ({categories} one-hot columns); only numeric features can be sorted into bands (numeric features: {available})")]
+    CategoricalColumn {
+        column: String,
+        categories: usize,
+        available: String,
+    },
     #[error("dirichlet: alpha must be a positive finite number, got {alpha}")]
     InvalidAlpha { alpha: f64 },
     #[error("dirichlet: the table has no label column to skew")]
@@ -75,10 +81,33 @@ pub fn partition(
             cut(&idx, &equal_sizes(rows, n))
         }
         Partitioner::SortedBands { column } => {
+            // One-hot columns are named `feature=category`; the numeric ones are the rest.
+            let numeric = || {
+                table
+                    .feature_names
+                    .iter()
+                    .filter(|c| !c.contains('='))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             let Some(j) = table.feature_names.iter().position(|c| c == column) else {
+                let prefix = format!("{column}=");
+                let categories = table
+                    .feature_names
+                    .iter()
+                    .filter(|c| c.starts_with(&prefix))
+                    .count();
+                if categories > 0 {
+                    return Err(PartitionError::CategoricalColumn {
+                        column: column.clone(),
+                        categories,
+                        available: numeric(),
+                    });
+                }
                 return Err(PartitionError::UnknownColumn {
                     column: column.clone(),
-                    available: table.feature_names.join(", "),
+                    available: numeric(),
                 });
             };
             let col = table.x.column(j);
@@ -256,6 +285,39 @@ mod tests {
         }
     }
 
+    #[test]
+    fn sorted_bands_on_a_categorical_column_says_only_numeric_features_qualify() {
+        let mut t = table(50);
+        t.feature_names = vec!["v".into(), "state=AK".into()];
+        let e = partition(
+            &t,
+            2,
+            &Partitioner::SortedBands {
+                column: "state".into(),
+            },
+            1,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("'state' is categorical (1 one-hot columns)"),
+            "{e}"
+        );
+        assert!(e.contains("only numeric features"), "{e}");
+        assert!(e.contains("numeric features: v)"), "{e}");
+        let e = partition(
+            &t,
+            2,
+            &Partitioner::SortedBands {
+                column: "nope".into(),
+            },
+            1,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a numeric feature"), "{e}");
+    }
+
     fn all() -> Vec<Partitioner> {
         vec![
             Partitioner::Iid,
@@ -411,7 +473,7 @@ mod tests {
                     column: "Income".into()
                 }
             ),
-            "sorted_bands: column 'Income' is not in the table (columns: v, w)"
+            "sorted_bands: column 'Income' is not a numeric feature of the table (numeric features: v, w)"
         );
         assert_eq!(
             e(2, Partitioner::Dirichlet { alpha: 0.0 }),

@@ -35,6 +35,12 @@ use crate::scenario::{EventKind, JobEntry, Scenario};
 pub enum RunError {
     #[error("dataset '{dataset}': {message}")]
     Data { dataset: String, message: String },
+    #[error("job on dataset '{dataset}'")]
+    Features {
+        dataset: String,
+        #[source]
+        source: fedsilo_ml::table::UnknownFeatures,
+    },
     #[error(transparent)]
     Sim(#[from] crate::memory::SimError),
     #[error("report: {0}")]
@@ -151,7 +157,13 @@ pub fn job_columns(
     let features = if job.features.is_empty() {
         first.train.feature_names.clone()
     } else {
-        job.features.clone()
+        // Raw names (`Home`) stand for all their one-hot columns (`Home=owner`, …).
+        fedsilo_ml::table::expand_feature_names(&job.features, &first.train.feature_names).map_err(
+            |source| RunError::Features {
+                dataset: job.dataset.clone(),
+                source,
+            },
+        )?
     };
     let labels = if job.labels.is_empty() {
         first.train.label_names.iter().take(1).cloned().collect()

@@ -826,11 +826,12 @@ pub fn synth_schema() -> Schema {
             .iter()
             .map(|l| LabelSpec {
                 column: l.to_string(),
-                positive: "1".to_string(),
+                positive: "1".into(),
             })
             .collect(),
         features,
         missing: Vec::new(),
+        delimiter: ',',
     }
 }
 
