@@ -659,11 +659,14 @@ pub struct LocalData {
     pub holdout: Table,
 }
 
+/// Columns, standardiser, and the standardised train and hold-out matrices.
+type StandardizedCache = (Vec<String>, Standardizer, Array2<f32>, Array2<f32>);
+
 /// Derived data a participant keeps between steps (pure cache: dropping it changes nothing).
 #[derive(Debug, Default)]
 pub struct LocalCache {
     /// Keyed by the columns and the standardiser.
-    standardized: Option<(Vec<String>, Standardizer, Array2<f32>, Array2<f32>)>,
+    standardized: Option<StandardizedCache>,
     raw: Option<(Vec<String>, Array2<f32>, Array2<f32>)>,
     woe: Option<(WoeTable, Array2<f32>, Array2<f32>)>,
     gbdt: GbdtCache,
