@@ -41,6 +41,9 @@ use crate::scorecard::{
 };
 use crate::table::Table;
 
+pub mod validate;
+pub use validate::{check_instruction, InstructionError};
+
 /// Log-magnitude histogram: bin 0 holds |x| < 1e-6, bin i holds [10^(i-7), 10^(i-6)), the last
 /// bin everything ≥ 1e12.
 const MAG_BINS: usize = 20;
@@ -66,10 +69,17 @@ pub enum FedError {
     },
     #[error("no participant contributed to step {step}")]
     NoContributors { step: u64 },
-    #[error("instruction is not valid for this job: {0}")]
-    Instruction(String),
+    #[error("instruction refused: {0}")]
+    Instruction(#[from] InstructionError),
     #[error("model: {0}")]
     Model(String),
+    /// A model read from outside (a file) is malformed.
+    #[error("model is malformed: {0}")]
+    BadModel(#[source] InstructionError),
+    #[error("logistic regression: {0}")]
+    Linear(#[from] crate::linear::LinearError),
+    #[error("MLP: {0}")]
+    Mlp(#[from] crate::mlp::MlpError),
 }
 
 /// The business task a job trains for; it decides the report wording and the default
@@ -337,14 +347,27 @@ pub struct Standardizer {
 }
 
 impl Standardizer {
-    /// Standardised copy of `x`; missing values become 0 (= the global mean).
-    pub fn apply(&self, x: ndarray::ArrayView2<f32>) -> Array2<f32> {
+    /// Standardised copy of `x`; missing values become 0 (= the global mean). Errors when the
+    /// standardiser does not have one mean and one deviation per column of `x`.
+    pub fn apply(&self, x: ndarray::ArrayView2<f32>) -> Result<Array2<f32>, InstructionError> {
+        for (what, len) in [
+            ("standardizer mean", self.mean.len()),
+            ("standardizer std", self.std.len()),
+        ] {
+            if len != x.ncols() {
+                return Err(InstructionError::ModelSize {
+                    what,
+                    expected: x.ncols(),
+                    got: len,
+                });
+            }
+        }
         let mut out = x.to_owned();
-        for (j, mut col) in out.axis_iter_mut(Axis(1)).enumerate() {
-            let (m, s) = (self.mean[j] as f32, self.std[j] as f32);
+        for ((mut col, &m), &s) in out.axis_iter_mut(Axis(1)).zip(&self.mean).zip(&self.std) {
+            let (m, s) = (m as f32, s as f32);
             col.mapv_inplace(|v| if v.is_nan() { 0.0 } else { (v - m) / s });
         }
-        out
+        Ok(out)
     }
 }
 
@@ -449,8 +472,10 @@ pub struct TrainedModel {
 }
 
 impl TrainedModel {
-    /// Probabilities, rows × labels. `table` must have the model's feature columns.
+    /// Probabilities, rows × labels. `table` must have the model's feature columns; a
+    /// malformed model (e.g. read from a file) is refused ([`TrainedModel::validate`]).
     pub fn predict(&self, table: &Table) -> Result<Array2<f64>, FedError> {
+        self.validate().map_err(FedError::BadModel)?;
         let x = select_columns(table, &self.features)?;
         match &self.params {
             ModelParams::Gbdt { model } => gbdt_proba(model, x.view()),
@@ -460,7 +485,7 @@ impl TrainedModel {
                 self.predict_standardized(xw.view())
             }
             _ => {
-                let xs = self.standardizer.apply(x.view());
+                let xs = self.standardizer.apply(x.view())?;
                 self.predict_standardized(xs.view())
             }
         }
@@ -470,6 +495,7 @@ impl TrainedModel {
     pub fn points(&self, table: &Table) -> Result<Option<Vec<f64>>, FedError> {
         match &self.params {
             ModelParams::Scorecard { card } => {
+                self.validate().map_err(FedError::BadModel)?;
                 let x = select_columns(table, &self.features)?;
                 card.score_points(x.view())
                     .map(Some)
@@ -485,20 +511,40 @@ impl TrainedModel {
     }
 
     /// Probabilities from already prepared features (standardised; raw for trees; WOE
-    /// columns for a scorecard).
+    /// columns for a scorecard), rows × labels. Sizes that do not fit are errors; a model
+    /// that passed [`TrainedModel::validate`] fits its own columns.
     fn predict_standardized(&self, xs: ndarray::ArrayView2<f32>) -> Result<Array2<f64>, FedError> {
-        let n = xs.nrows();
-        let mut out = Array2::zeros((n, self.labels.len()));
-        for l in 0..self.labels.len() {
-            let p = match &self.params {
-                ModelParams::Gbdt { model } => return gbdt_proba(model, xs),
-                ModelParams::LogisticRegression { per_label } => {
-                    linear::predict_proba(&per_label[l], xs)
-                }
-                ModelParams::Mlp { per_label } => mlp::mlp_predict_proba(&per_label[l], xs),
-                ModelParams::Scorecard { card } => linear::predict_proba(&card_linear(card), xs),
-            };
-            out.column_mut(l).assign(&ArrayView1::from(&p));
+        let per_label: Vec<Vec<f64>> = match &self.params {
+            ModelParams::Gbdt { model } => return gbdt_proba(model, xs),
+            ModelParams::LogisticRegression { per_label } => per_label
+                .iter()
+                .map(|p| linear::predict_proba(p, xs))
+                .collect::<Result<_, _>>()?,
+            ModelParams::Mlp { per_label } => per_label
+                .iter()
+                .map(|p| mlp::mlp_predict_proba(p, xs))
+                .collect::<Result<_, _>>()?,
+            ModelParams::Scorecard { card } => {
+                vec![linear::predict_proba(&card_linear(card), xs)?]
+            }
+        };
+        if per_label.len() != self.labels.len() {
+            return Err(FedError::BadModel(InstructionError::ModelSize {
+                what: "per-label models",
+                expected: self.labels.len(),
+                got: per_label.len(),
+            }));
+        }
+        let mut out = Array2::zeros((xs.nrows(), per_label.len()));
+        for (mut col, p) in out.columns_mut().into_iter().zip(&per_label) {
+            if p.len() != col.len() {
+                return Err(FedError::Model(format!(
+                    "{} probabilities for {} rows",
+                    p.len(),
+                    col.len()
+                )));
+            }
+            col.assign(&ArrayView1::from(p));
         }
         Ok(out)
     }
@@ -639,10 +685,14 @@ pub struct LocalData {
     pub holdout: Table,
 }
 
+/// Columns, standardiser, and the standardised train and hold-out matrices.
+type StandardizedCache = (Vec<String>, Standardizer, Array2<f32>, Array2<f32>);
+
 /// Derived data a participant keeps between steps (pure cache: dropping it changes nothing).
 #[derive(Debug, Default)]
 pub struct LocalCache {
-    standardized: Option<(Standardizer, Array2<f32>, Array2<f32>)>,
+    /// Keyed by the columns and the standardiser.
+    standardized: Option<StandardizedCache>,
     raw: Option<(Vec<String>, Array2<f32>, Array2<f32>)>,
     woe: Option<(WoeTable, Array2<f32>, Array2<f32>)>,
     gbdt: GbdtCache,
@@ -704,11 +754,17 @@ fn clamp_loss(p: f64, y: f32) -> f64 {
 }
 
 /// The participant half: compute this step's vector on local data.
+///
+/// The step is checked first ([`check_instruction`]): a step whose sizes do not fit the local
+/// columns, with non-finite values or lengths above the caps is refused with
+/// [`FedError::Instruction`] before any row is read. The sizes used below are those the check
+/// guaranteed; where a size still comes from the step, the code iterates rather than indexes.
 pub fn compute(
     instr: &Instruction,
     local: &LocalData,
     cache: &mut LocalCache,
 ) -> Result<Vec<f64>, FedError> {
+    check_instruction(instr, local)?;
     let data = instr.data();
     match instr {
         Instruction::Scale { .. } => {
@@ -717,36 +773,29 @@ pub fn compute(
             if x.nrows() == 0 {
                 return Err(FedError::Data("no training rows".into()));
             }
-            let f = x.ncols();
-            let mut out = vec![0.0; 1 + y.ncols() + f * (1 + MAG_BINS)];
-            out[0] = x.nrows() as f64;
-            for (l, col) in y.axis_iter(Axis(1)).enumerate() {
-                out[1 + l] = col.iter().filter(|&&v| v > 0.5).count() as f64;
+            let mut out = Vec::with_capacity(1 + y.ncols() + x.ncols() * (1 + MAG_BINS));
+            out.push(x.nrows() as f64);
+            for col in y.axis_iter(Axis(1)) {
+                out.push(col.iter().filter(|&&v| v > 0.5).count() as f64);
             }
-            let base = 1 + y.ncols();
-            for (j, col) in x.axis_iter(Axis(1)).enumerate() {
-                let o = base + j * (1 + MAG_BINS);
+            for col in x.axis_iter(Axis(1)) {
+                // [observed, then MAG_BINS magnitude bins]; mag_bin < MAG_BINS.
+                let mut block = [0.0; 1 + MAG_BINS];
                 for &v in col {
                     if !v.is_nan() {
-                        out[o] += 1.0;
-                        out[o + 1 + mag_bin(v as f64)] += 1.0;
+                        block[0] += 1.0;
+                        block[1 + mag_bin(v as f64)] += 1.0;
                     }
                 }
+                out.extend_from_slice(&block);
             }
             Ok(out)
         }
         Instruction::Moments { scales, .. } => {
             let x = select_columns(&local.train, &data.features)?;
-            if scales.len() != x.ncols() {
-                return Err(FedError::Instruction(format!(
-                    "moments: {} scales for {} features",
-                    scales.len(),
-                    x.ncols()
-                )));
-            }
-            let mut out = vec![0.0; 2 * x.ncols()];
-            for (j, col) in x.axis_iter(Axis(1)).enumerate() {
-                let s = scales[j];
+            // One scale per column (checked).
+            let mut out = Vec::with_capacity(2 * x.ncols());
+            for (col, &s) in x.axis_iter(Axis(1)).zip(scales) {
                 let (mut s1, mut s2) = (0.0, 0.0);
                 for &v in col {
                     if !v.is_nan() {
@@ -755,8 +804,8 @@ pub fn compute(
                         s2 += z * z;
                     }
                 }
-                out[2 * j] = s1;
-                out[2 * j + 1] = s2;
+                out.push(s1);
+                out.push(s2);
             }
             Ok(out)
         }
@@ -770,36 +819,45 @@ pub fn compute(
             let (xs, _) = prepared(cache, local, model)?;
             let y = select_labels(&local.train, &data.labels)?;
             let n = xs.nrows() as f64;
-            // Train loss of the global model before the local epochs, for the curve.
+            // Train loss of the global model before the local epochs, for the curve. `p0` has
+            // one column per model label, which the check made the step's labels.
             let p0 = model.predict_standardized(xs.view())?;
             let loss: f64 = y
-                .indexed_iter()
-                .map(|((r, l), &yv)| clamp_loss(p0[[r, l]], yv))
+                .columns()
+                .into_iter()
+                .zip(p0.columns())
+                .map(|(yc, pc)| {
+                    yc.iter()
+                        .zip(pc.iter())
+                        .map(|(&yv, &p)| clamp_loss(p, yv))
+                        .sum::<f64>()
+                })
                 .sum();
             let global = model.params.flat();
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(*seed);
             let mut new_params = model.params.clone();
             let new_flat = match &mut new_params {
                 ModelParams::LogisticRegression { per_label } => {
-                    for (l, p) in per_label.iter_mut().enumerate() {
-                        *p = linear::local_train(p, xs.view(), y.column(l), cfg, &mut rng);
+                    for (p, yc) in per_label.iter_mut().zip(y.columns()) {
+                        *p = linear::local_train(p, xs.view(), yc, cfg, &mut rng)?;
                     }
                     new_params.flat()
                 }
                 ModelParams::Mlp { per_label } => {
-                    for (l, p) in per_label.iter_mut().enumerate() {
-                        *p = mlp::mlp_local_train(p, xs.view(), y.column(l), cfg, &mut rng);
+                    for (p, yc) in per_label.iter_mut().zip(y.columns()) {
+                        *p = mlp::mlp_local_train(p, xs.view(), yc, cfg, &mut rng)?;
                     }
                     new_params.flat()
                 }
                 ModelParams::Scorecard { card } => {
-                    linear::local_train(&card_linear(card), xs.view(), y.column(0), cfg, &mut rng)
-                        .to_flat()
+                    let yc = first_label(&y)?;
+                    linear::local_train(&card_linear(card), xs.view(), yc, cfg, &mut rng)?.to_flat()
                 }
                 ModelParams::Gbdt { .. } => {
-                    return Err(FedError::Instruction(
-                        "a train step cannot carry a tree model".into(),
-                    ))
+                    return Err(FedError::Instruction(InstructionError::ModelKind {
+                        step: "train",
+                        model: "gbdt",
+                    }))
                 }
             };
             let mut delta: Vec<f64> = new_flat.iter().zip(&global).map(|(a, b)| a - b).collect();
@@ -828,6 +886,16 @@ pub fn compute(
         }
         Instruction::Gbdt { step, .. } => {
             let y = select_labels(&local.train, &data.labels)?;
+            let yc = first_label(&y)?;
+            // The boosting cache holds binned rows of the cached columns: other columns
+            // start it afresh.
+            if cache
+                .raw
+                .as_ref()
+                .is_none_or(|(f, _, _)| f != &data.features)
+            {
+                cache.gbdt = GbdtCache::default();
+            }
             // Fill the column cache, then borrow it beside the boosting cache (no copy of
             // the participant's matrix per step).
             raw_columns(cache, local, &data.features)?;
@@ -835,35 +903,31 @@ pub fn compute(
             let (_, x, _) = raw
                 .as_ref()
                 .ok_or_else(|| FedError::Data("column cache empty".into()))?;
-            gbdt_compute(step, x.view(), y.column(0), gbdt)
-                .map_err(|e| FedError::Data(e.to_string()))
+            gbdt_compute(step, x.view(), yc, gbdt).map_err(|e| FedError::Data(e.to_string()))
         }
         Instruction::ScorecardHistogram {
             ranges, fine_bins, ..
         } => {
             let (x, _) = raw_columns(cache, local, &data.features)?;
             crate::gbdt::fine_histogram(x.view(), ranges, *fine_bins)
-                .map_err(|e| FedError::Instruction(format!("scorecard binning: {e}")))
+                .map_err(|e| FedError::Data(format!("scorecard binning: {e}")))
         }
         Instruction::ScorecardCounts { bins, .. } => {
-            if data.labels.len() != 1 {
-                return Err(FedError::Instruction(
-                    "scorecard counts need exactly one label".into(),
-                ));
-            }
             let y = select_labels(&local.train, &data.labels)?;
+            let yc = first_label(&y)?;
             let (x, _) = raw_columns(cache, local, &data.features)?;
-            scorecard_counts(x.view(), y.column(0), bins)
+            scorecard_counts(x.view(), yc, bins)
                 .map_err(|e| FedError::Data(format!("scorecard counts: {e}")))
         }
         Instruction::Evaluate { model, bins, .. } => {
             let y = select_labels(&local.holdout, &data.labels)?;
             let (_, xh) = prepared(cache, local, model)?;
+            // One probability column per label (checked: the model's labels are the step's).
             let p = model.predict_standardized(xh.view())?;
             let mut out = Vec::with_capacity(y.ncols() * (2 * bins + 2));
-            for l in 0..y.ncols() {
-                let scores: Vec<f64> = p.column(l).to_vec();
-                let labels: Vec<f32> = y.column(l).to_vec();
+            for (pc, yc) in p.columns().into_iter().zip(y.columns()) {
+                let scores: Vec<f64> = pc.to_vec();
+                let labels: Vec<f32> = yc.to_vec();
                 let h = ScoreHistogram::from_scores(&scores, &labels, *bins);
                 out.extend(h.to_flat());
                 out.push(
@@ -878,6 +942,17 @@ pub fn compute(
             Ok(out)
         }
     }
+}
+
+/// The first (for these steps: the only) label column.
+fn first_label(y: &Array2<f32>) -> Result<ArrayView1<'_, f32>, FedError> {
+    y.columns()
+        .into_iter()
+        .next()
+        .ok_or(FedError::Instruction(InstructionError::OneLabel {
+            what: "this step",
+            got: 0,
+        }))
 }
 
 /// Raw train and hold-out matrices of `features`, cached by column list.
@@ -948,20 +1023,21 @@ fn standardized<'c>(
     model: &TrainedModel,
 ) -> Result<(&'c Array2<f32>, &'c Array2<f32>), FedError> {
     let fresh = match &cache.standardized {
-        Some((s, _, _)) => s != &model.standardizer,
+        Some((f, s, _, _)) => f != &model.features || s != &model.standardizer,
         None => true,
     };
     if fresh {
         let xt = select_columns(&local.train, &model.features)?;
         let xh = select_columns(&local.holdout, &model.features)?;
         cache.standardized = Some((
+            model.features.clone(),
             model.standardizer.clone(),
-            model.standardizer.apply(xt.view()),
-            model.standardizer.apply(xh.view()),
+            model.standardizer.apply(xt.view())?,
+            model.standardizer.apply(xh.view())?,
         ));
     }
     match &cache.standardized {
-        Some((_, a, b)) => Ok((a, b)),
+        Some((_, _, a, b)) => Ok((a, b)),
         None => Err(FedError::Data("standardisation cache empty".into())),
     }
 }
@@ -1632,6 +1708,9 @@ impl ModelArtifact {
                 Self::FORMAT
             )));
         }
+        // A model file is outside input too: its sizes and values are checked once here, so
+        // scoring and `model show` never index past what the file holds.
+        a.model.validate().map_err(FedError::BadModel)?;
         Ok(a)
     }
 }

@@ -47,6 +47,9 @@ use crate::linear::sigmoid;
 pub const MAX_BINS: usize = 255;
 /// Largest node id a level may address (trees are at most `MAX_DEPTH` deep).
 const MAX_DEPTH: usize = 16;
+/// Most fine-histogram bins per feature ([`fine_histogram`]): the bound of
+/// [`GbdtParams::fine_bins`], so an instruction from outside cannot size a larger histogram.
+pub const MAX_FINE_BINS: usize = 1 << 16;
 /// Rows per rayon task in row-parallel passes.
 const PAR_ROWS: usize = 4096;
 /// Per-row gradients and hessians are rounded to multiples of this (2^-32) before they are
@@ -252,8 +255,12 @@ pub fn fine_histogram(
             got: ranges.len(),
         });
     }
-    if fine_bins == 0 {
-        return Err(invalid("fine_bins", 0.0, "must be ≥ 1"));
+    if fine_bins == 0 || fine_bins > MAX_FINE_BINS {
+        return Err(invalid(
+            "fine_bins",
+            fine_bins as f64,
+            "must be in 1..=65536",
+        ));
     }
     check_ranges(ranges)?;
     let width = fine_bins + 1;
@@ -315,12 +322,16 @@ impl BinMapper {
         if !(2..=MAX_BINS).contains(&max_bins) {
             return Err(invalid("max_bins", max_bins as f64, "must be in 2..=255"));
         }
-        if fine_bins == 0 {
-            return Err(invalid("fine_bins", 0.0, "must be ≥ 1"));
+        if fine_bins == 0 || fine_bins > MAX_FINE_BINS {
+            return Err(invalid(
+                "fine_bins",
+                fine_bins as f64,
+                "must be in 1..=65536",
+            ));
         }
         check_ranges(ranges)?;
         let width = fine_bins + 1;
-        let expected = ranges.len() * width;
+        let expected = ranges.len().saturating_mul(width);
         if sum.len() != expected {
             return Err(GbdtError::SumLength {
                 step: "fine_histogram",
@@ -385,9 +396,10 @@ impl BinMapper {
         self.max_bins
     }
 
-    /// Histogram slots per feature: `max_bins` value bins + 1 missing bin.
+    /// Histogram slots per feature: `max_bins` value bins + 1 missing bin (saturating, for a
+    /// mapper not yet validated).
     pub fn n_bins(&self) -> usize {
-        self.max_bins + 1
+        self.max_bins.saturating_add(1)
     }
 
     /// The bin of `NaN`.
@@ -1111,14 +1123,20 @@ pub enum GbdtInstruction {
 }
 
 impl GbdtInstruction {
-    /// Length of every participant's vector for this instruction.
+    /// Length of every participant's vector for this instruction. Saturates at `usize::MAX`
+    /// (an instruction from outside may carry any sizes; a participant refuses a length above
+    /// its cap before computing anything).
     pub fn output_len(&self) -> usize {
         match self {
-            GbdtInstruction::Stats { n_features } => 2 + 3 * n_features,
-            GbdtInstruction::FineHistogram { ranges, fine_bins } => ranges.len() * (fine_bins + 1),
-            GbdtInstruction::Level { model, nodes, .. } => {
-                nodes.len() * model.bin_mapper.n_features() * model.bin_mapper.n_bins() * 2
+            GbdtInstruction::Stats { n_features } => n_features.saturating_mul(3).saturating_add(2),
+            GbdtInstruction::FineHistogram { ranges, fine_bins } => {
+                ranges.len().saturating_mul(fine_bins.saturating_add(1))
             }
+            GbdtInstruction::Level { model, nodes, .. } => nodes
+                .len()
+                .saturating_mul(model.bin_mapper.n_features())
+                .saturating_mul(model.bin_mapper.n_bins())
+                .saturating_mul(2),
         }
     }
 
@@ -1817,7 +1835,10 @@ mod tests {
         // logistic baseline, missing imputed as 0
         let imp = |a: ArrayView2<f32>| a.mapv(|v| if v.is_nan() { 0.0 } else { v });
         let lin = crate::linear::fit_pooled(imp(xtr).view(), ytr, 1e-4, 1.0).unwrap();
-        let lin_auc = auc(&crate::linear::predict_proba(&lin, imp(xte).view()), &yte_v);
+        let lin_auc = auc(
+            &crate::linear::predict_proba(&lin, imp(xte).view()).unwrap(),
+            &yte_v,
+        );
         assert!(
             gbdt_auc > lin_auc + 0.08,
             "gbdt {gbdt_auc} vs logistic {lin_auc}"

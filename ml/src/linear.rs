@@ -19,10 +19,10 @@
 //!
 //! # Shapes
 //!
-//! Functions whose signature can carry an error ([`LinearParams::from_flat`], [`fit_pooled`],
-//! [`GradAccumulator`]) refuse inconsistent sizes with a [`LinearError`]. The infallible ones
-//! ([`predict_proba`], [`loss_grad_sum`], [`local_train`]) panic on a shape mismatch, which is a
-//! programming error; call [`LinearParams::check_data`] first where sizes come from outside.
+//! Every function that takes parameters and data ([`predict_proba`], [`loss_grad_sum`],
+//! [`local_train`], [`fit_pooled`], [`GradAccumulator`]) refuses inconsistent sizes with a
+//! [`LinearError`]: parameters can arrive from the network, so a mismatch is an error, never a
+//! panic.
 
 use std::borrow::Cow;
 
@@ -257,19 +257,20 @@ fn accumulate_f64(
 
 /// Probabilities `σ(x·coef + intercept)`, one per row; rayon-parallel over blocks of rows.
 ///
-/// # Panics
-/// If `x.ncols() != p.coef.len()`.
-pub fn predict_proba(p: &LinearParams, x: ArrayView2<f32>) -> Vec<f64> {
+/// Errors when `x.ncols() != p.coef.len()`.
+pub fn predict_proba(p: &LinearParams, x: ArrayView2<f32>) -> Result<Vec<f64>, LinearError> {
     let d = p.coef.len();
-    assert_eq!(
-        x.ncols(),
-        d,
-        "predict_proba: feature count differs from the model"
-    );
+    if x.ncols() != d {
+        return Err(LinearError::ShapeMismatch {
+            what: "feature columns",
+            expected: d,
+            got: x.ncols(),
+        });
+    }
     let mut out = vec![0.0; x.nrows()];
     if d == 0 {
         out.fill(sigmoid(p.intercept));
-        return out;
+        return Ok(out);
     }
     let data = row_major(x);
     out.par_chunks_mut(PAR_ROWS)
@@ -279,24 +280,21 @@ pub fn predict_proba(p: &LinearParams, x: ArrayView2<f32>) -> Vec<f64> {
                 *oi = sigmoid(dot_f64(&p.coef, row) + p.intercept);
             }
         });
-    out
+    Ok(out)
 }
 
 /// Sums over rows of the weighted log-loss `Σ c_i·ℓ_i` and of its gradient with respect to the
 /// flat parameters (`coef` then `intercept`); no penalty term. Computed in f64, rayon-parallel
 /// over row blocks, reduced in block order (deterministic).
 ///
-/// # Panics
-/// If the shapes of `x` and `y` do not match `p` (see [`LinearParams::check_data`]).
+/// Errors when the shapes of `x` and `y` do not match `p` (see [`LinearParams::check_data`]).
 pub fn loss_grad_sum(
     p: &LinearParams,
     x: ArrayView2<f32>,
     y: ArrayView1<f32>,
     pos_weight: f64,
-) -> (f64, Vec<f64>) {
-    if let Err(e) = p.check_data(x, y) {
-        panic!("loss_grad_sum: {e}");
-    }
+) -> Result<(f64, Vec<f64>), LinearError> {
+    p.check_data(x, y)?;
     let d = p.coef.len();
     let ys: Vec<f64> = y.iter().map(|&v| f64::from(v)).collect();
     let data = row_major(x);
@@ -320,31 +318,27 @@ pub fn loss_grad_sum(
             *a += b;
         }
     }
-    (loss, grad)
+    Ok((loss, grad))
 }
 
 /// Local minibatch SGD from `global`: `cfg.epochs` passes over the rows, reshuffled each epoch
 /// with `rng` (deterministic for a given `rng` state), minimising the local objective of the
 /// module documentation. Returns the new local parameters; the caller sends `n_k·(w_k − w)`.
 ///
-/// With no rows or no epochs the global parameters are returned unchanged.
-///
-/// # Panics
-/// If the shapes of `x` and `y` do not match `global` (see [`LinearParams::check_data`]).
+/// With no rows or no epochs the global parameters are returned unchanged. Errors when the
+/// shapes of `x` and `y` do not match `global` (see [`LinearParams::check_data`]).
 pub fn local_train(
     global: &LinearParams,
     x: ArrayView2<f32>,
     y: ArrayView1<f32>,
     cfg: &LocalTrainConfig,
     rng: &mut impl rand::Rng,
-) -> LinearParams {
-    if let Err(e) = global.check_data(x, y) {
-        panic!("local_train: {e}");
-    }
+) -> Result<LinearParams, LinearError> {
+    global.check_data(x, y)?;
     let n = x.nrows();
     let d = global.coef.len();
     if n == 0 || cfg.epochs == 0 {
-        return global.clone();
+        return Ok(global.clone());
     }
     let data = row_major(x);
     let ys: Vec<f64> = y.iter().map(|&v| f64::from(v)).collect();
@@ -385,9 +379,9 @@ pub fn local_train(
             }
         }
     }
-    let intercept = w[d];
-    w.truncate(d);
-    LinearParams { coef: w, intercept }
+    // `w` holds d coefficients and the intercept (built from `to_flat`), so `pop` succeeds.
+    let intercept = w.pop().unwrap_or(0.0);
+    Ok(LinearParams { coef: w, intercept })
 }
 
 /// Maximum Newton iterations of [`fit_pooled`].
@@ -1099,7 +1093,7 @@ mod tests {
         l2: f64,
         pw: f64,
     ) -> f64 {
-        let (l, _) = loss_grad_sum(p, x, y, pw);
+        let (l, _) = loss_grad_sum(p, x, y, pw).unwrap();
         l + 0.5 * l2 * x.nrows() as f64 * p.coef.iter().map(|v| v * v).sum::<f64>()
     }
 
@@ -1110,7 +1104,7 @@ mod tests {
         l2: f64,
         pw: f64,
     ) -> f64 {
-        let (_, mut g) = loss_grad_sum(p, x, y, pw);
+        let (_, mut g) = loss_grad_sum(p, x, y, pw).unwrap();
         let n = x.nrows() as f64;
         for (gj, c) in g.iter_mut().zip(&p.coef) {
             *gj += l2 * n * c;
@@ -1144,7 +1138,7 @@ mod tests {
             intercept: 0.1,
         };
         for pw in [1.0, 4.0] {
-            let (_, g) = loss_grad_sum(&p, x.view(), y.view(), pw);
+            let (_, g) = loss_grad_sum(&p, x.view(), y.view(), pw).unwrap();
             let w = p.to_flat();
             for j in 0..w.len() {
                 let h = 1e-6;
@@ -1158,6 +1152,7 @@ mod tests {
                     y.view(),
                     pw,
                 )
+                .unwrap()
                 .0;
                 let ld = loss_grad_sum(
                     &LinearParams::from_flat(&dn).unwrap(),
@@ -1165,6 +1160,7 @@ mod tests {
                     y.view(),
                     pw,
                 )
+                .unwrap()
                 .0;
                 let fd = (lu - ld) / (2.0 * h);
                 assert!(
@@ -1304,7 +1300,8 @@ mod tests {
             y.view(),
             &cfg(3000, 1.0, 0, l2, 0.0),
             &mut rng,
-        );
+        )
+        .unwrap();
         assert!(max_abs_diff(&gd, &opt) < 1e-4, "{gd:?} vs {opt:?}");
         // Minibatch SGD with a constant step ends in a small neighbourhood of it.
         let sgd = local_train(
@@ -1313,7 +1310,8 @@ mod tests {
             y.view(),
             &cfg(50, 0.02, 16, l2, 0.0),
             &mut rng,
-        );
+        )
+        .unwrap();
         assert!(max_abs_diff(&sgd, &opt) < 0.05, "{sgd:?} vs {opt:?}");
         // Deterministic for the RNG state; zero epochs is the identity.
         let a = local_train(
@@ -1322,14 +1320,16 @@ mod tests {
             y.view(),
             &cfg(2, 0.1, 32, l2, 0.0),
             &mut ChaCha8Rng::seed_from_u64(1),
-        );
+        )
+        .unwrap();
         let b = local_train(
             &opt,
             x.view(),
             y.view(),
             &cfg(2, 0.1, 32, l2, 0.0),
             &mut ChaCha8Rng::seed_from_u64(1),
-        );
+        )
+        .unwrap();
         assert_eq!(a, b);
         assert_eq!(
             local_train(
@@ -1338,7 +1338,8 @@ mod tests {
                 y.view(),
                 &cfg(0, 0.1, 32, l2, 0.0),
                 &mut rng
-            ),
+            )
+            .unwrap(),
             opt
         );
     }
@@ -1356,16 +1357,21 @@ mod tests {
             y.view(),
             &c,
             &mut ChaCha8Rng::seed_from_u64(5),
-        );
+        )
+        .unwrap();
         let b = local_train(
             &LinearParams::zeros(2),
             xv,
             y.view(),
             &c,
             &mut ChaCha8Rng::seed_from_u64(5),
-        );
+        )
+        .unwrap();
         assert_eq!(a, b);
-        assert_eq!(predict_proba(&a, x.view()), predict_proba(&a, xv));
+        assert_eq!(
+            predict_proba(&a, x.view()).unwrap(),
+            predict_proba(&a, xv).unwrap()
+        );
     }
 
     /// Three participants with different feature distributions and base rates.
@@ -1400,7 +1406,7 @@ mod tests {
             let mut sum = vec![0.0; d + 1];
             let mut n_tot = 0.0;
             for (x, y) in parts {
-                let local = local_train(&global, x.view(), y.view(), c, &mut rng);
+                let local = local_train(&global, x.view(), y.view(), c, &mut rng).unwrap();
                 let n = x.nrows() as f64;
                 for ((s, a), b) in sum.iter_mut().zip(local.to_flat()).zip(&w) {
                     *s += n * (a - b);
@@ -1427,10 +1433,16 @@ mod tests {
         );
         let l2 = 1e-3;
         let pooled = fit_pooled(x.view(), y.view(), l2, 1.0).unwrap();
-        let auc_pooled = auc(&predict_proba(&pooled, x.view()), y.as_slice().unwrap());
+        let auc_pooled = auc(
+            &predict_proba(&pooled, x.view()).unwrap(),
+            y.as_slice().unwrap(),
+        );
         for mu in [0.0, 0.1] {
             let fed = fedavg(&parts, 5, 30, &cfg(2, 0.1, 32, l2, mu), 11);
-            let auc_fed = auc(&predict_proba(&fed, x.view()), y.as_slice().unwrap());
+            let auc_fed = auc(
+                &predict_proba(&fed, x.view()).unwrap(),
+                y.as_slice().unwrap(),
+            );
             assert!(
                 (auc_fed - auc_pooled).abs() < 0.01,
                 "mu={mu}: fed {auc_fed} vs pooled {auc_pooled}"
@@ -1484,7 +1496,7 @@ mod tests {
             coef: (0..d).map(|j| 0.1 * j as f64 - 0.4).collect(),
             intercept: -0.3,
         };
-        let (l_ref, g_ref) = loss_grad_sum(&p, x.view(), y.view(), 3.0);
+        let (l_ref, g_ref) = loss_grad_sum(&p, x.view(), y.view(), 3.0).unwrap();
         let flat = x.as_slice().unwrap();
         let labels = y.as_slice().unwrap();
         // Separate labels, uneven blocks.
@@ -1596,7 +1608,7 @@ mod tests {
         assert_eq!(x.nrows(), 10_000);
         assert_eq!(y.sum(), 333.0);
         let p = fit_pooled(x.view(), y.view(), 0.0, 1.0).unwrap();
-        let a = auc(&predict_proba(&p, x.view()), y.as_slice().unwrap());
+        let a = auc(&predict_proba(&p, x.view()).unwrap(), y.as_slice().unwrap());
         assert!(a > 0.94, "in-sample AUC {a}");
         // Unpenalised, this is R's `glm(default ~ student + balance + income, binomial)`;
         // ISLR (2nd ed., Table 4.3) prints student −0.6468, balance 0.005737 and income

@@ -31,6 +31,9 @@ pub enum MlpError {
     /// The flat parameter vector does not fit the spec.
     #[error("MLP parameters: expected {expected} values for the spec, got {got}")]
     ParamCount { expected: usize, got: usize },
+    /// The spec's layer sizes multiply past `usize` (only a spec from outside can do this).
+    #[error("MLP spec: the layer sizes overflow the parameter count")]
+    SpecOverflow,
     /// Data does not fit the network.
     #[error("{what}: expected {expected}, got {got}")]
     ShapeMismatch {
@@ -84,9 +87,17 @@ impl MlpParams {
         MlpParams { spec, flat }
     }
 
-    /// Length of the flat parameter vector for `spec`.
+    /// Length of the flat parameter vector for `spec` (saturating: a spec from outside whose
+    /// sizes overflow gives `usize::MAX`, which no parameter vector matches).
     pub fn n_params(spec: &MlpSpec) -> usize {
-        spec.layers().iter().map(|&(i, o)| i * o + o).sum()
+        Self::checked_n_params(spec).unwrap_or(usize::MAX)
+    }
+
+    /// Length of the flat parameter vector for `spec`, `None` when it overflows `usize`.
+    pub fn checked_n_params(spec: &MlpSpec) -> Option<usize> {
+        spec.layers().iter().try_fold(0usize, |acc, &(i, o)| {
+            i.checked_mul(o)?.checked_add(o)?.checked_add(acc)
+        })
     }
 
     /// Parameters from an external flat vector, checked against the spec.
@@ -98,7 +109,7 @@ impl MlpParams {
 
     /// Checks that the flat vector fits the spec.
     pub fn check(&self) -> Result<(), MlpError> {
-        let expected = Self::n_params(&self.spec);
+        let expected = Self::checked_n_params(&self.spec).ok_or(MlpError::SpecOverflow)?;
         if self.flat.len() != expected {
             return Err(MlpError::ParamCount {
                 expected,
@@ -136,7 +147,8 @@ struct Net {
 }
 
 impl Net {
-    /// From a checked flat vector.
+    /// From a flat vector that [`MlpParams::check`] accepted for `spec`: every index below is
+    /// within `flat` (the layer sizes sum to its length).
     fn from_flat(spec: &MlpSpec, flat: &[f64]) -> Net {
         let mut off = 0;
         let mut w = Vec::new();
@@ -267,19 +279,17 @@ impl Workspace {
     }
 }
 
-/// Probabilities, one per row; rayon-parallel over blocks of rows.
-///
-/// # Panics
-/// If the parameters do not fit the spec or `x` has the wrong number of columns.
-pub fn mlp_predict_proba(p: &MlpParams, x: ArrayView2<f32>) -> Vec<f64> {
-    if let Err(e) = p.check() {
-        panic!("mlp_predict_proba: {e}");
+/// Probabilities, one per row; rayon-parallel over blocks of rows. Errors when the
+/// parameters do not fit the spec or `x` has the wrong number of columns.
+pub fn mlp_predict_proba(p: &MlpParams, x: ArrayView2<f32>) -> Result<Vec<f64>, MlpError> {
+    p.check()?;
+    if x.ncols() != p.spec.inputs {
+        return Err(MlpError::ShapeMismatch {
+            what: "feature columns",
+            expected: p.spec.inputs,
+            got: x.ncols(),
+        });
     }
-    assert_eq!(
-        x.ncols(),
-        p.spec.inputs,
-        "mlp_predict_proba: feature count differs from the spec"
-    );
     let net = Net::from_flat(&p.spec, &p.flat);
     let n = x.nrows();
     let mut out = vec![0.0; n];
@@ -295,23 +305,19 @@ pub fn mlp_predict_proba(p: &MlpParams, x: ArrayView2<f32>) -> Vec<f64> {
                 *oi = sigmoid(z);
             }
         });
-    out
+    Ok(out)
 }
 
 /// Sum over rows of the class-weighted log-loss and its gradient with respect to the flat
-/// parameters (no penalty), in blocks of rows reduced in order (deterministic).
-///
-/// # Panics
-/// If the shapes do not fit (see [`MlpParams::check_data`]).
+/// parameters (no penalty), in blocks of rows reduced in order (deterministic). Errors when
+/// the shapes do not fit (see [`MlpParams::check_data`]).
 pub fn mlp_loss_grad_sum(
     p: &MlpParams,
     x: ArrayView2<f32>,
     y: ArrayView1<f32>,
     pos_weight: f64,
-) -> (f64, Vec<f64>) {
-    if let Err(e) = p.check_data(x, y) {
-        panic!("mlp_loss_grad_sum: {e}");
-    }
+) -> Result<(f64, Vec<f64>), MlpError> {
+    p.check_data(x, y)?;
     let net = Net::from_flat(&p.spec, &p.flat);
     let ys: Vec<f64> = y.iter().map(|&v| f64::from(v)).collect();
     let parts: Vec<(f64, Vec<f64>)> = ys
@@ -336,29 +342,25 @@ pub fn mlp_loss_grad_sum(
             *a += b;
         }
     }
-    (loss, grad)
+    Ok((loss, grad))
 }
 
 /// Local minibatch SGD from `global` (same configuration and objective as
 /// [`crate::linear::local_train`]; `batch_size` 0 means full batch). Batches are gathered into
 /// a preallocated buffer and pushed through `general_mat_mul`; nothing is allocated per row
-/// or per batch. Deterministic for a given `rng` state.
-///
-/// # Panics
-/// If the shapes do not fit (see [`MlpParams::check_data`]).
+/// or per batch. Deterministic for a given `rng` state. Errors when the shapes do not fit
+/// (see [`MlpParams::check_data`]).
 pub fn mlp_local_train(
     global: &MlpParams,
     x: ArrayView2<f32>,
     y: ArrayView1<f32>,
     cfg: &LocalTrainConfig,
     rng: &mut impl rand::Rng,
-) -> MlpParams {
-    if let Err(e) = global.check_data(x, y) {
-        panic!("mlp_local_train: {e}");
-    }
+) -> Result<MlpParams, MlpError> {
+    global.check_data(x, y)?;
     let n = x.nrows();
     if n == 0 || cfg.epochs == 0 {
-        return global.clone();
+        return Ok(global.clone());
     }
     let bs = if cfg.batch_size == 0 {
         n
@@ -400,10 +402,10 @@ pub fn mlp_local_train(
             }
         }
     }
-    MlpParams {
+    Ok(MlpParams {
         spec: global.spec.clone(),
         flat: net.to_flat(),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -464,15 +466,15 @@ mod tests {
             for v in p.flat.iter_mut() {
                 *v += 0.1 * (rng.random::<f64>() - 0.5);
             }
-            let (_, g) = mlp_loss_grad_sum(&p, x.view(), y.view(), 2.5);
+            let (_, g) = mlp_loss_grad_sum(&p, x.view(), y.view(), 2.5).unwrap();
             let h = 1e-6;
             for (j, &gj) in g.iter().enumerate() {
                 let mut up = p.clone();
                 up.flat[j] += h;
                 let mut dn = p.clone();
                 dn.flat[j] -= h;
-                let fd = (mlp_loss_grad_sum(&up, x.view(), y.view(), 2.5).0
-                    - mlp_loss_grad_sum(&dn, x.view(), y.view(), 2.5).0)
+                let fd = (mlp_loss_grad_sum(&up, x.view(), y.view(), 2.5).unwrap().0
+                    - mlp_loss_grad_sum(&dn, x.view(), y.view(), 2.5).unwrap().0)
                     / (2.0 * h);
                 assert!(
                     (fd - gj).abs() < 1e-5 * (1.0 + gj.abs()),
@@ -487,11 +489,11 @@ mod tests {
         let (x, y) = random_data(100, 4, 6);
         let p = MlpParams::init(spec(4, &[]), &mut ChaCha8Rng::seed_from_u64(7));
         let lin = crate::linear::LinearParams::from_flat(&p.flat).unwrap();
-        let a = mlp_predict_proba(&p, x.view());
-        let b = predict_proba(&lin, x.view());
+        let a = mlp_predict_proba(&p, x.view()).unwrap();
+        let b = predict_proba(&lin, x.view()).unwrap();
         assert!(a.iter().zip(&b).all(|(u, v)| (u - v).abs() < 1e-12));
-        let (la, ga) = mlp_loss_grad_sum(&p, x.view(), y.view(), 3.0);
-        let (lb, gb) = crate::linear::loss_grad_sum(&lin, x.view(), y.view(), 3.0);
+        let (la, ga) = mlp_loss_grad_sum(&p, x.view(), y.view(), 3.0).unwrap();
+        let (lb, gb) = crate::linear::loss_grad_sum(&lin, x.view(), y.view(), 3.0).unwrap();
         assert!((la - lb).abs() < 1e-9);
         assert!(ga.iter().zip(&gb).all(|(u, v)| (u - v).abs() < 1e-9));
     }
@@ -511,7 +513,7 @@ mod tests {
         let labels = y.as_slice().unwrap();
 
         let lin = fit_pooled(x.view(), y.view(), 1e-4, 1.0).unwrap();
-        let auc_lin = auc(&predict_proba(&lin, x.view()), labels);
+        let auc_lin = auc(&predict_proba(&lin, x.view()).unwrap(), labels);
         assert!(auc_lin < 0.6, "logistic regression AUC {auc_lin}");
 
         let cfg = LocalTrainConfig {
@@ -523,9 +525,9 @@ mod tests {
             prox_mu: 0.0,
         };
         let init = MlpParams::init(spec(2, &[16, 8]), &mut rng);
-        let auc_init = auc(&mlp_predict_proba(&init, x.view()), labels);
-        let trained = mlp_local_train(&init, x.view(), y.view(), &cfg, &mut rng);
-        let auc_mlp = auc(&mlp_predict_proba(&trained, x.view()), labels);
+        let auc_init = auc(&mlp_predict_proba(&init, x.view()).unwrap(), labels);
+        let trained = mlp_local_train(&init, x.view(), y.view(), &cfg, &mut rng).unwrap();
+        let auc_mlp = auc(&mlp_predict_proba(&trained, x.view()).unwrap(), labels);
         assert!(auc_mlp > 0.95, "MLP AUC {auc_mlp} (initial {auc_init})");
 
         // Deterministic for the RNG state; zero epochs is the identity.
@@ -539,18 +541,20 @@ mod tests {
             y.view(),
             &c1,
             &mut ChaCha8Rng::seed_from_u64(1),
-        );
+        )
+        .unwrap();
         let b = mlp_local_train(
             &init,
             x.view(),
             y.view(),
             &c1,
             &mut ChaCha8Rng::seed_from_u64(1),
-        );
+        )
+        .unwrap();
         assert_eq!(a, b);
         let c0 = LocalTrainConfig { epochs: 0, ..cfg };
         assert_eq!(
-            mlp_local_train(&init, x.view(), y.view(), &c0, &mut rng),
+            mlp_local_train(&init, x.view(), y.view(), &c0, &mut rng).unwrap(),
             init
         );
     }
@@ -587,7 +591,7 @@ mod tests {
         for _ in 0..40 {
             let mut sum = vec![0.0; global.flat.len()];
             for (px, py) in &parts {
-                let local = mlp_local_train(&global, px.view(), py.view(), &cfg, &mut rng);
+                let local = mlp_local_train(&global, px.view(), py.view(), &cfg, &mut rng).unwrap();
                 let nk = px.nrows() as f64;
                 for ((s, a), b) in sum.iter_mut().zip(&local.flat).zip(&global.flat) {
                     *s += nk * (a - b);
@@ -597,7 +601,10 @@ mod tests {
                 *w += s / n as f64;
             }
         }
-        let a = auc(&mlp_predict_proba(&global, x.view()), y.as_slice().unwrap());
+        let a = auc(
+            &mlp_predict_proba(&global, x.view()).unwrap(),
+            y.as_slice().unwrap(),
+        );
         assert!(a > 0.95, "federated MLP AUC {a}");
     }
 }

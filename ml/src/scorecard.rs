@@ -86,7 +86,40 @@ pub enum ScorecardError {
     /// The logistic regression on the WOE columns failed.
     #[error("logistic regression on the WOE columns: {0}")]
     Fit(String),
+    /// A characteristic reads a column the bins do not have.
+    #[error("characteristic {index} reads column {column}, but there are {columns} columns")]
+    ColumnOutOfRange {
+        index: usize,
+        column: usize,
+        columns: usize,
+    },
+    /// Two characteristics (or one twice) read the same column.
+    #[error("column {column} belongs to more than one characteristic")]
+    ColumnReused { column: usize },
+    /// A numeric characteristic's cut points are not finite and strictly increasing.
+    #[error("cuts of characteristic {index} are not finite and strictly increasing")]
+    BadCuts { index: usize },
+    /// A characteristic has more bins than a scorecard allows.
+    #[error("characteristic {index} has {bins} bins, more than the {max} allowed")]
+    TooManyBins {
+        index: usize,
+        bins: usize,
+        max: usize,
+    },
+    /// A categorical characteristic needs one category name per column, and at least one.
+    #[error(
+        "categorical characteristic {index} has {columns} columns and {categories} categories"
+    )]
+    Categories {
+        index: usize,
+        columns: usize,
+        categories: usize,
+    },
 }
+
+/// Most value bins one characteristic may have (bins that arrive from outside are checked
+/// against it; a job asks for at most 64, a categorical variable has one per category).
+pub const MAX_CHARACTERISTIC_BINS: usize = 4096;
 
 impl From<GbdtError> for ScorecardError {
     fn from(e: GbdtError) -> Self {
@@ -241,6 +274,71 @@ impl ScorecardBins {
         }
     }
 
+    /// Checks bins that may come from outside (an instruction, a model file): every column a
+    /// characteristic reads exists and belongs to one characteristic only, cut points are
+    /// finite and strictly increasing, bin counts are bounded, and a categorical
+    /// characteristic has one category per column. Every other method may then index freely.
+    pub fn validate(&self) -> Result<(), ScorecardError> {
+        let columns = self.feature_names.len();
+        let mut used = vec![false; columns];
+        let mut take = |index: usize, column: usize| -> Result<(), ScorecardError> {
+            match used.get_mut(column) {
+                None => Err(ScorecardError::ColumnOutOfRange {
+                    index,
+                    column,
+                    columns,
+                }),
+                Some(true) => Err(ScorecardError::ColumnReused { column }),
+                Some(u) => {
+                    *u = true;
+                    Ok(())
+                }
+            }
+        };
+        for (index, ch) in self.chars.iter().enumerate() {
+            match ch {
+                Characteristic::Numeric { column, cuts, .. } => {
+                    take(index, *column)?;
+                    if cuts.len() >= MAX_CHARACTERISTIC_BINS {
+                        return Err(ScorecardError::TooManyBins {
+                            index,
+                            bins: cuts.len().saturating_add(1),
+                            max: MAX_CHARACTERISTIC_BINS,
+                        });
+                    }
+                    if cuts.iter().any(|v| !v.is_finite()) || cuts.windows(2).any(|w| w[0] >= w[1])
+                    {
+                        return Err(ScorecardError::BadCuts { index });
+                    }
+                }
+                Characteristic::Categorical {
+                    columns: cols,
+                    categories,
+                    ..
+                } => {
+                    if cols.is_empty() || cols.len() != categories.len() {
+                        return Err(ScorecardError::Categories {
+                            index,
+                            columns: cols.len(),
+                            categories: categories.len(),
+                        });
+                    }
+                    if cols.len() > MAX_CHARACTERISTIC_BINS {
+                        return Err(ScorecardError::TooManyBins {
+                            index,
+                            bins: cols.len(),
+                            max: MAX_CHARACTERISTIC_BINS,
+                        });
+                    }
+                    for &c in cols {
+                        take(index, c)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Number of characteristics (WOE columns before selection).
     pub fn n_features(&self) -> usize {
         self.chars.len()
@@ -339,7 +437,9 @@ impl ScorecardBins {
         o
     }
 
+    /// Valid bins (see [`ScorecardBins::validate`]) over exactly `x`'s columns, no ±∞ in `x`.
     fn check_x(&self, x: ArrayView2<f32>) -> Result<(), ScorecardError> {
+        self.validate()?;
         if x.ncols() != self.feature_names.len() {
             return Err(ScorecardError::ShapeMismatch {
                 what: "feature columns",
@@ -431,6 +531,43 @@ impl WoeTable {
         self
     }
 
+    /// Checks a table that may come from outside: valid bins (see
+    /// [`ScorecardBins::validate`]), one entry per characteristic, one good count, bad count
+    /// and finite WOE per bin of it, and a finite IV.
+    pub fn validate(&self) -> Result<(), ScorecardError> {
+        self.bins.validate()?;
+        if self.features.len() != self.bins.n_features() {
+            return Err(ScorecardError::ShapeMismatch {
+                what: "WOE features (one per characteristic)",
+                expected: self.bins.n_features(),
+                got: self.features.len(),
+            });
+        }
+        for (j, f) in self.features.iter().enumerate() {
+            let slots = self.bins.slots(j);
+            for (what, len) in [
+                ("WOE values (one per bin)", f.woe.len()),
+                ("good counts (one per bin)", f.good.len()),
+                ("bad counts (one per bin)", f.bad.len()),
+            ] {
+                if len != slots {
+                    return Err(ScorecardError::ShapeMismatch {
+                        what,
+                        expected: slots,
+                        got: len,
+                    });
+                }
+            }
+            if !f.iv.is_finite() || f.woe.iter().any(|v| !v.is_finite()) {
+                return Err(ScorecardError::NonFinite { what: "WOE table" });
+            }
+        }
+        if !self.min_iv.is_finite() {
+            return Err(ScorecardError::NonFinite { what: "min_iv" });
+        }
+        Ok(())
+    }
+
     /// WOE of characteristic `c` for one row of the input columns.
     #[inline]
     pub fn woe(&self, c: usize, row: ArrayView1<f32>) -> f64 {
@@ -493,6 +630,7 @@ pub fn woe_iv(sum: &[f64], bins: &ScorecardBins) -> Result<WoeTable, ScorecardEr
 
 /// Step 4 (participant side): the WOE columns of the selected features, rows × selected.
 pub fn woe_transform(x: ArrayView2<f32>, table: &WoeTable) -> Result<Array2<f32>, ScorecardError> {
+    table.validate()?;
     table.bins.check_x(x)?;
     let sel = table.selected();
     let mut out = Array2::<f32>::zeros((x.nrows(), sel.len()));
@@ -528,6 +666,27 @@ impl Default for ScorecardScaling {
 }
 
 impl ScorecardScaling {
+    /// `base_odds` and `pdo` finite and > 0, `base_score` finite.
+    pub fn validate(&self) -> Result<(), ScorecardError> {
+        for (name, v) in [("base_odds", self.base_odds), ("pdo", self.pdo)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ScorecardError::InvalidParameter {
+                    name,
+                    value: v,
+                    reason: "must be finite and > 0",
+                });
+            }
+        }
+        if !self.base_score.is_finite() {
+            return Err(ScorecardError::InvalidParameter {
+                name: "base_score",
+                value: self.base_score,
+                reason: "must be finite",
+            });
+        }
+        Ok(())
+    }
+
     /// `pdo / ln 2`.
     pub fn factor(&self) -> f64 {
         self.pdo / std::f64::consts::LN_2
@@ -582,22 +741,7 @@ impl Scorecard {
                 what: "coefficients",
             });
         }
-        for (name, v) in [("base_odds", scaling.base_odds), ("pdo", scaling.pdo)] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(ScorecardError::InvalidParameter {
-                    name,
-                    value: v,
-                    reason: "must be finite and > 0",
-                });
-            }
-        }
-        if !scaling.base_score.is_finite() {
-            return Err(ScorecardError::InvalidParameter {
-                name: "base_score",
-                value: scaling.base_score,
-                reason: "must be finite",
-            });
-        }
+        scaling.validate()?;
         let (factor, offset) = (scaling.factor(), scaling.offset());
         let m = sel.len().max(1) as f64;
         let points = sel
@@ -620,6 +764,45 @@ impl Scorecard {
         })
     }
 
+    /// Checks a scorecard that may come from outside (a model file, an instruction): a valid
+    /// WOE table, one finite coefficient and one row of finite points per bin for each
+    /// selected feature, a finite intercept and a valid scaling.
+    pub fn validate(&self) -> Result<(), ScorecardError> {
+        self.woe.validate()?;
+        let sel = self.woe.selected();
+        for (what, len) in [
+            ("coefficients (one per selected feature)", self.coef.len()),
+            ("points (one row per selected feature)", self.points.len()),
+        ] {
+            if len != sel.len() {
+                return Err(ScorecardError::ShapeMismatch {
+                    what,
+                    expected: sel.len(),
+                    got: len,
+                });
+            }
+        }
+        if self.coef.iter().any(|c| !c.is_finite()) || !self.intercept.is_finite() {
+            return Err(ScorecardError::NonFinite {
+                what: "coefficients",
+            });
+        }
+        self.scaling.validate()?;
+        for (&j, pts) in sel.iter().zip(&self.points) {
+            if pts.len() != self.woe.bins.slots(j) {
+                return Err(ScorecardError::ShapeMismatch {
+                    what: "points (one per bin)",
+                    expected: self.woe.bins.slots(j),
+                    got: pts.len(),
+                });
+            }
+            if pts.iter().any(|p| !p.is_finite()) {
+                return Err(ScorecardError::NonFinite { what: "points" });
+            }
+        }
+        Ok(())
+    }
+
     /// Points of a row whose features are all neutral (every WOE 0); with no selected features
     /// this is the score of every row.
     fn constant_points(&self) -> f64 {
@@ -632,6 +815,7 @@ impl Scorecard {
 
     /// Total points per row of `x` (all original feature columns); higher = better credit.
     pub fn score_points(&self, x: ArrayView2<f32>) -> Result<Vec<f64>, ScorecardError> {
+        self.validate()?;
         self.woe.bins.check_x(x)?;
         let sel = self.woe.selected();
         let base = self.constant_points();
@@ -1143,7 +1327,8 @@ mod tests {
         .unwrap();
         // points agree with the logistic model
         let pts = sc.score_points(test.x.view()).unwrap();
-        let p_lin = linear::predict_proba(&lp, woe_transform(test.x.view(), &woe).unwrap().view());
+        let p_lin =
+            linear::predict_proba(&lp, woe_transform(test.x.view(), &woe).unwrap().view()).unwrap();
         for (s, p) in pts.iter().zip(&p_lin) {
             assert!((sc.probability_of_bad(*s) - p).abs() < 1e-5);
         }

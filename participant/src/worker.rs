@@ -5,9 +5,12 @@
 //! ([`Worker::handle_message`]) and gives messages out ([`Worker::poll_transmit`]) and events
 //! ([`Worker::poll_event`]); the gRPC node and the in-memory simulator both drive it.
 //!
-//! For each `RoundStart` it computes the step's vector on local data ([`fed::compute`]),
-//! encodes it in fixed point, adds its share of differential-privacy noise when the step asks
-//! for it, and masks it: only masked vectors ever leave the worker.
+//! For each `RoundStart` it checks the step against its local data ([`fed::check_instruction`]:
+//! sizes, finite values, known columns, bounded lengths), computes the step's vector on local
+//! data ([`fed::compute`]), encodes it in fixed point, adds its share of differential-privacy
+//! noise when the step asks for it, and masks it: only masked vectors ever leave the worker.
+//! A step that fails any of this is declined with the reason ([`StepError`]); the worker
+//! keeps serving.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use fedsilo_crypto::client::Client;
 use fedsilo_crypto::encoding::RingVec;
 use fedsilo_crypto::keys::IdentityKey;
 use fedsilo_crypto::msg::{ParticipantId, Roster, RoundContext};
-use fedsilo_ml::fed::{self, Instruction, LocalCache, LocalData};
+use fedsilo_ml::fed::{self, Instruction, InstructionError, LocalCache, LocalData};
 use fedsilo_proto::job::{RoundStart, ToCoordinator, ToParticipant};
 use rand::SeedableRng;
 
@@ -27,6 +30,38 @@ pub enum WorkerError {
     UnknownJob(String),
     #[error("secure aggregation: {0}")]
     SecAgg(#[from] fedsilo_crypto::error::ClientError),
+}
+
+/// Why the worker declines a step; the reason the coordinator receives is its text.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("unreadable instruction: {0}")]
+    Decode(#[source] serde_json::Error),
+    #[error("no local dataset named '{name}' (this node has: {available})")]
+    UnknownDataset { name: String, available: String },
+    #[error("instruction refused: {0}")]
+    Invalid(#[from] InstructionError),
+    #[error("the round carries {round} values but the instruction asks for {instruction}")]
+    VectorLength { round: usize, instruction: usize },
+    #[error("encoding and round disagree on the modulus")]
+    Modulus,
+    #[error("{0}")]
+    Compute(#[source] fed::FedError),
+    #[error("encoding: {0}")]
+    Encoding(#[from] fedsilo_crypto::encoding::EncodingError),
+    #[error("differential-privacy noise: {0}")]
+    Noise(#[from] fedsilo_ml::dp::DpError),
+    #[error("secure aggregation refused the round: {0}")]
+    SecAgg(#[source] fedsilo_crypto::error::ClientError),
+}
+
+impl From<fed::FedError> for StepError {
+    fn from(e: fed::FedError) -> Self {
+        match e {
+            fed::FedError::Instruction(i) => StepError::Invalid(i),
+            other => StepError::Compute(other),
+        }
+    }
 }
 
 /// What happened, for logs, progress and tests.
@@ -193,7 +228,7 @@ impl Worker {
                 input,
                 &mut self.rng,
             )
-            .map_err(|e| format!("secure aggregation refused the round: {e}"))?;
+            .map_err(StepError::SecAgg)?;
             Ok((purpose, client))
         });
         match result {
@@ -208,7 +243,8 @@ impl Worker {
                     purpose,
                 });
             }
-            Err(reason) => {
+            Err(err) => {
+                let reason = err.to_string();
                 tracing::warn!(job = %ctx.job_id, round = ctx.round, %reason, "declining step");
                 self.outbox.push_back(ToCoordinator::Decline {
                     ctx: ctx.clone(),
@@ -223,39 +259,46 @@ impl Worker {
     }
 }
 
-/// Computes, checks, encodes and (for DP steps) noises this participant's vector.
+/// Checks, computes, encodes and (for DP steps) noises this participant's vector.
+///
+/// Nothing from the coordinator is trusted: the instruction is decoded and checked against
+/// the local data before any row is read, and its length is compared with the round's before
+/// anything is computed.
 fn prepare_input(
     start: &RoundStart,
     datasets: &BTreeMap<String, LocalData>,
     cache: &mut LocalCache,
     rng: &mut rand_chacha::ChaCha20Rng,
-) -> Result<(String, RingVec), String> {
-    let instr: Instruction = serde_json::from_str(&start.instruction)
-        .map_err(|e| format!("unreadable instruction: {e}"))?;
-    let data = datasets.get(&instr.data().dataset).ok_or_else(|| {
-        format!(
-            "no local dataset named '{}' (this node has: {})",
-            instr.data().dataset,
-            datasets.keys().cloned().collect::<Vec<_>>().join(", ")
-        )
-    })?;
-    let values = fed::compute(&instr, data, cache).map_err(|e| e.to_string())?;
-    if values.len() != start.config.vector_len {
-        return Err(format!(
-            "computed {} values but the round expects {}",
-            values.len(),
-            start.config.vector_len
-        ));
+) -> Result<(String, RingVec), StepError> {
+    let instr: Instruction = serde_json::from_str(&start.instruction).map_err(StepError::Decode)?;
+    let data = datasets
+        .get(&instr.data().dataset)
+        .ok_or_else(|| StepError::UnknownDataset {
+            name: instr.data().dataset.clone(),
+            available: datasets.keys().cloned().collect::<Vec<_>>().join(", "),
+        })?;
+    let expected = fed::check_instruction(&instr, data)?;
+    if expected != start.config.vector_len {
+        return Err(StepError::VectorLength {
+            round: start.config.vector_len,
+            instruction: expected,
+        });
     }
     if start.encoding.modulus != start.config.modulus {
-        return Err("encoding and round disagree on the modulus".into());
+        return Err(StepError::Modulus);
     }
-    let mut encoded = start.encoding.encode(&values).map_err(|e| e.to_string())?;
+    let values = fed::compute(&instr, data, cache)?;
+    if values.len() != start.config.vector_len {
+        return Err(StepError::VectorLength {
+            round: start.config.vector_len,
+            instruction: values.len(),
+        });
+    }
+    let mut encoded = start.encoding.encode(&values)?;
     if let Some(noise) = instr.noise() {
         let scale = (start.encoding.frac_bits as f64).exp2();
         let sigma_int = noise.share(start.config.participants.len()) * scale;
-        let draws = fedsilo_ml::dp::discrete_gaussian_noise(sigma_int, values.len(), rng)
-            .map_err(|e| format!("differential-privacy noise: {e}"))?;
+        let draws = fedsilo_ml::dp::discrete_gaussian_noise(sigma_int, values.len(), rng)?;
         add_signed(&mut encoded, &draws);
     }
     Ok((instr.purpose().to_string(), encoded))

@@ -340,7 +340,7 @@ pub fn train_central(
         std,
         missing_rate: missing,
     };
-    let xs = standardizer.apply(x.view());
+    let xs = standardizer.apply(x.view()).map_err(|e| e.to_string())?;
     let pos_weight = learning.pos_weight.unwrap_or(1.0);
     let params = match model {
         ModelSpec::Gbdt(p) => ModelParams::Gbdt {
@@ -396,8 +396,9 @@ pub fn train_central(
                             &cfg,
                             &mut rng,
                         )
+                        .map_err(|e| e.to_string())
                     })
-                    .collect(),
+                    .collect::<Result<_, _>>()?,
             }
         }
     };
