@@ -356,29 +356,23 @@ fn len_le(n: usize) -> [u8; 8] {
 }
 
 /// Feeds the little-endian bytes of every element to `h` in one pass, through a small
-/// stack buffer (no copy of the vector).
+/// stack buffer (no copy of the vector; on little-endian machines the conversion is a
+/// plain, vectorised copy).
 fn hash_ring(h: &mut Sha256, v: &RingVec) {
-    const BUF: usize = 16 * 1024;
-    let mut buf = [0u8; BUF];
     match v {
-        RingVec::U32(xs) => {
-            for chunk in xs.chunks(BUF / 4) {
-                let n = 4 * chunk.len();
-                for (out, x) in buf.chunks_exact_mut(4).zip(chunk) {
-                    out.copy_from_slice(&x.to_le_bytes());
-                }
-                h.update(buf.get(..n).unwrap_or_default());
-            }
+        RingVec::U32(xs) => hash_elements(h, xs, u32::to_le_bytes),
+        RingVec::U64(xs) => hash_elements(h, xs, u64::to_le_bytes),
+    }
+}
+
+fn hash_elements<T: Copy, const W: usize>(h: &mut Sha256, xs: &[T], le: impl Fn(T) -> [u8; W]) {
+    const CHUNK: usize = 4096;
+    let mut buf = [[0u8; W]; CHUNK];
+    for chunk in xs.chunks(CHUNK) {
+        for (out, &x) in buf.iter_mut().zip(chunk) {
+            *out = le(x);
         }
-        RingVec::U64(xs) => {
-            for chunk in xs.chunks(BUF / 8) {
-                let n = 8 * chunk.len();
-                for (out, x) in buf.chunks_exact_mut(8).zip(chunk) {
-                    out.copy_from_slice(&x.to_le_bytes());
-                }
-                h.update(buf.get(..n).unwrap_or_default());
-            }
-        }
+        h.update(buf.get(..chunk.len()).unwrap_or_default().as_flattened());
     }
 }
 
