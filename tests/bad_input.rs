@@ -206,6 +206,18 @@ fn masked(m: &MaskedInput) -> pb::ToCoordinator {
     ToCoordinator::SecAgg(ClientMsg::MaskedInput(m.clone())).into()
 }
 
+/// `m` re-signed by bank-d itself: a participant that sends a bad vector signs it, so the
+/// coordinator's refusal is the one under test, not the signature check.
+fn signed_by_d(fed: &TestFed, m: MaskedInput) -> MaskedInput {
+    let identity = fedsilo_proto::pki::load_identity(&fed.path("bank-d.identity")).unwrap();
+    let mut msg = ClientMsg::MaskedInput(m);
+    msg.sign(&identity);
+    match msg {
+        ClientMsg::MaskedInput(m) => m,
+        other => panic!("not a masked input: {other:?}"),
+    }
+}
+
 fn resized(v: &RingVec, len: usize) -> RingVec {
     match v {
         RingVec::U32(x) => {
@@ -344,10 +356,13 @@ async fn misbehave(fed: &TestFed, job_a: &str, job_b: &str) -> u64 {
     let here = format!("job '{job_b}' round {round}");
 
     // Refused by the round itself (the coordinator is collecting masked inputs now).
-    let short = MaskedInput {
-        masked: resized(&m.masked, len - 1),
-        ..m.clone()
-    };
+    let short = signed_by_d(
+        fed,
+        MaskedInput {
+            masked: resized(&m.masked, len - 1),
+            ..m.clone()
+        },
+    );
     let expected = format!("wrong length: expected {len}, got {}", len - 1);
     refused(
         &mut c,
@@ -357,10 +372,13 @@ async fn misbehave(fed: &TestFed, job_a: &str, job_b: &str) -> u64 {
         &[&here, &expected],
     )
     .await;
-    let long = MaskedInput {
-        masked: resized(&m.masked, len + 1_000_000),
-        ..m.clone()
-    };
+    let long = signed_by_d(
+        fed,
+        MaskedInput {
+            masked: resized(&m.masked, len + 1_000_000),
+            ..m.clone()
+        },
+    );
     let expected = format!("wrong length: expected {len}, got {}", len + 1_000_000);
     refused(
         &mut c,
@@ -370,10 +388,13 @@ async fn misbehave(fed: &TestFed, job_a: &str, job_b: &str) -> u64 {
         &[&here, &expected],
     )
     .await;
-    let wrong_ring = MaskedInput {
-        masked: other_modulus(&m.masked),
-        ..m.clone()
-    };
+    let wrong_ring = signed_by_d(
+        fed,
+        MaskedInput {
+            masked: other_modulus(&m.masked),
+            ..m.clone()
+        },
+    );
     refused(
         &mut c,
         "vector in the other ring",

@@ -39,6 +39,10 @@
 //!   info = "mask" || min(u,v) || max(u,v))`;
 //! - `y_u = x_u + PRG(b_u) + Σ_{v<u} PRG(s_uv) − Σ_{v>u} PRG(s_uv)` over the neighbours `v`
 //!   whose shares the server routed to `u` (the server routes only mutual pairs).
+//!
+//! Every message the client sends is signed with its identity key over the round, the phase,
+//! its id and the message's content (see [`crate::msg`]), so the server can refuse one
+//! replayed from another round or altered on the way.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -269,6 +273,12 @@ impl Round {
     fn share_x(&self, owner: ParticipantId, holder: ParticipantId) -> Option<u8> {
         share_x(&self.graph, owner, holder)
     }
+
+    /// `msg` with its signature by the identity key (see `msg`'s module doc).
+    fn signed(&self, mut msg: ClientMsg) -> ClientMsg {
+        msg.sign(&self.identity);
+        msg
+    }
 }
 
 /// Where a transition writes its output.
@@ -429,11 +439,13 @@ impl AwaitingShareKeysRequest {
                 ciphertext,
             });
         }
-        out.outbox.push_back(ClientMsg::ShareKeys(ShareKeys {
-            ctx: round.ctx.clone(),
-            from: me,
-            shares,
-        }));
+        out.outbox
+            .push_back(round.signed(ClientMsg::ShareKeys(ShareKeys {
+                ctx: round.ctx.clone(),
+                from: me,
+                shares,
+                signature: Vec::new(),
+            })));
 
         let partners = partners.into_iter().map(|(v, (p, _))| (v, p)).collect();
         wipe_shares(b_shares);
@@ -550,11 +562,13 @@ impl AwaitingMaskedInputRequest {
         let mut masked = self.input;
         prg::apply_masks(&mut masked, &masks);
         masks.iter_mut().for_each(|(seed, _)| seed.zeroize());
-        out.outbox.push_back(ClientMsg::MaskedInput(MaskedInput {
-            ctx: round.ctx.clone(),
-            from: me,
-            masked,
-        }));
+        out.outbox
+            .push_back(round.signed(ClientMsg::MaskedInput(MaskedInput {
+                ctx: round.ctx.clone(),
+                from: me,
+                masked,
+                signature: Vec::new(),
+            })));
         Ok(AwaitingConsistencyRequest { held })
     }
 }
@@ -697,11 +711,13 @@ impl AwaitingUnmaskRequest {
                 share: pair.reveal(kind),
             });
         }
-        out.outbox.push_back(ClientMsg::UnmaskShares(UnmaskShares {
-            ctx: round.ctx.clone(),
-            from: round.me,
-            shares,
-        }));
+        out.outbox
+            .push_back(round.signed(ClientMsg::UnmaskShares(UnmaskShares {
+                ctx: round.ctx.clone(),
+                from: round.me,
+                shares,
+                signature: Vec::new(),
+            })));
         Ok(())
     }
 }

@@ -59,6 +59,14 @@ pub enum Misbehaviour {
     DuplicateMessage,
     #[error("signature does not verify against the roster key")]
     BadSignature,
+    /// The signature of a ShareKeys, MaskedInput or UnmaskShares message does not verify
+    /// against the sender's roster key over this job, round, phase, sender and content: the
+    /// message was replayed from another round or job, relabelled, or altered after signing.
+    #[error(
+        "the {phase} message's signature does not verify against the sender's roster key \
+         for this job, round and content (replayed, relabelled or altered)"
+    )]
+    BadMessageSignature { phase: Phase },
     #[error("wrong length: expected {expected}, got {got}")]
     WrongLength { expected: usize, got: usize },
     #[error("wrong modulus: expected {expected}, got {got}")]

@@ -25,13 +25,46 @@
 //! [`RoundContext::transcript`]: `b"fedsilo-secagg-v1" || len(job_id) as u32 LE || job_id ||
 //! round as u64 LE || phase tag`. A message made for another job, round or phase therefore
 //! fails verification instead of being mixed in.
+//!
+//! # Every client message is signed
+//!
+//! Each client → server message carries an Ed25519 signature by the sender's long-term
+//! identity key (the roster key), and the server checks it before the message can touch
+//! the round's state. The signed byte strings (ids u32 LE):
+//!
+//! - [`AdvertiseKeys`] (tag 1): `transcript(AdvertiseKeys) || from || c_pk || s_pk ||
+//!   self_mask_commitment` ([`AdvertiseKeys::signed_bytes`]);
+//! - [`ShareKeys`] (tag 2): `transcript(ShareKeys) || from || payload digest`;
+//! - [`MaskedInput`] (tag 3): `transcript(MaskedInput) || from || payload digest`;
+//! - [`ConsistencySignature`] (tag 4): `transcript(ConsistencyCheck) || count (u32 LE) ||
+//!   each survivor, ascending` ([`survivor_set_signed_bytes`]);
+//! - [`UnmaskShares`] (tag 5): `transcript(Unmask) || from || payload digest`
+//!   ([`message_signed_bytes`]).
+//!
+//! The payload digest is SHA-256 over the message's content in a fixed, length-prefixed
+//! encoding (counts and lengths u64 LE):
+//!
+//! - ShareKeys: `count || for each share, in order: from (u32) || to (u32) || len ||
+//!   ciphertext` ([`ShareKeys::payload_digest`]);
+//! - MaskedInput: `bits (u8: 32 or 64) || element count || every element, little-endian`
+//!   — the very bytes of the wire's `data` field ([`MaskedInput::payload_digest`]);
+//! - UnmaskShares: `count || for each share, in order: owner (u32) || kind (u8: 1 self-mask
+//!   seed, 2 mask key) || x (u8) || len || y` ([`UnmaskShares::payload_digest`]).
+//!
+//! The transcript binds job, round and phase, `from` binds the sender, the digest binds the
+//! content: a message replayed from another round or job, relabelled, attributed to another
+//! sender or altered after signing does not verify. The five phase tags differ, so no
+//! signed string of one message kind is a signed string of another.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::encoding::{Modulus, RingVec};
+use sha2::{Digest, Sha256};
+
 use crate::error::ConfigError;
 use crate::graph::NeighbourGraph;
+use crate::keys::IdentityKey;
 use crate::shamir::Share;
 
 /// A participant's number in the round (from the roster; unique within a federation).
@@ -60,6 +93,9 @@ pub const AEAD_TAG_LEN: usize = 16;
 
 /// Bytes of an [`EncryptedShare`]'s ciphertext.
 pub const SHARE_CIPHERTEXT_LEN: usize = SHARE_PLAINTEXT_LEN + AEAD_TAG_LEN;
+
+/// Bytes of an Ed25519 signature, the only kind a client message carries.
+pub const SIGNATURE_LEN: usize = 64;
 
 /// Which job and which secure-aggregation round of it a message belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -299,6 +335,54 @@ pub fn survivor_set_signed_bytes(ctx: &RoundContext, survivors: &[ParticipantId]
     m
 }
 
+/// The bytes the signature of a [`ShareKeys`], [`MaskedInput`] or [`UnmaskShares`] covers:
+/// `transcript(phase) || from (u32 LE) || payload_digest` (see the module doc).
+pub fn message_signed_bytes(
+    ctx: &RoundContext,
+    phase: Phase,
+    from: ParticipantId,
+    payload_digest: &[u8; 32],
+) -> Vec<u8> {
+    let mut m = ctx.transcript(phase);
+    m.reserve(4 + 32);
+    m.extend_from_slice(&from.to_le_bytes());
+    m.extend_from_slice(payload_digest);
+    m
+}
+
+/// A count or length in a payload digest: u64 LE, so no value is ever truncated.
+fn len_le(n: usize) -> [u8; 8] {
+    (n as u64).to_le_bytes()
+}
+
+/// Feeds the little-endian bytes of every element to `h` in one pass, through a small
+/// stack buffer (no copy of the vector; on little-endian machines the conversion is a
+/// plain, vectorised copy).
+fn hash_ring(h: &mut Sha256, v: &RingVec) {
+    match v {
+        RingVec::U32(xs) => hash_elements(h, xs, u32::to_le_bytes),
+        RingVec::U64(xs) => hash_elements(h, xs, u64::to_le_bytes),
+    }
+}
+
+fn hash_elements<T: Copy, const W: usize>(h: &mut Sha256, xs: &[T], le: impl Fn(T) -> [u8; W]) {
+    const CHUNK: usize = 4096;
+    let mut buf = [[0u8; W]; CHUNK];
+    for chunk in xs.chunks(CHUNK) {
+        for (out, &x) in buf.iter_mut().zip(chunk) {
+            *out = le(x);
+        }
+        h.update(buf.get(..chunk.len()).unwrap_or_default().as_flattened());
+    }
+}
+
+fn share_kind_byte(kind: ShareKind) -> u8 {
+    match kind {
+        ShareKind::SelfMask => 1,
+        ShareKind::MaskKey => 2,
+    }
+}
+
 /// One owner's pair of shares (of `b_from` and `s_from^SK`) for one holder, AEAD-encrypted
 /// so that only the holder can read them; the server only routes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -324,6 +408,33 @@ pub struct ShareKeys {
     pub ctx: RoundContext,
     pub from: ParticipantId,
     pub shares: Vec<EncryptedShare>,
+    /// Ed25519 over [`ShareKeys::signed_bytes`].
+    pub signature: Vec<u8>,
+}
+
+impl ShareKeys {
+    /// `SHA-256(count || for each share: from || to || len || ciphertext)`.
+    pub fn payload_digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(len_le(self.shares.len()));
+        for s in &self.shares {
+            h.update(s.from.to_le_bytes());
+            h.update(s.to.to_le_bytes());
+            h.update(len_le(s.ciphertext.len()));
+            h.update(&s.ciphertext);
+        }
+        h.finalize().into()
+    }
+
+    /// `transcript(ShareKeys) || from || payload_digest`.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        message_signed_bytes(
+            &self.ctx,
+            Phase::ShareKeys,
+            self.from,
+            &self.payload_digest(),
+        )
+    }
 }
 
 /// Phase 3, client → server: `y_u = x_u + PRG(b_u) ± Σ PRG(s_uv)`.
@@ -332,6 +443,30 @@ pub struct MaskedInput {
     pub ctx: RoundContext,
     pub from: ParticipantId,
     pub masked: RingVec,
+    /// Ed25519 over [`MaskedInput::signed_bytes`].
+    pub signature: Vec<u8>,
+}
+
+impl MaskedInput {
+    /// `SHA-256(bits (u8) || element count (u64 LE) || elements, little-endian)`: one pass
+    /// over the vector, no copy of it.
+    pub fn payload_digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update([self.masked.modulus().bits() as u8]);
+        h.update(len_le(self.masked.len()));
+        hash_ring(&mut h, &self.masked);
+        h.finalize().into()
+    }
+
+    /// `transcript(MaskedInput) || from || payload_digest`.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        message_signed_bytes(
+            &self.ctx,
+            Phase::MaskedInput,
+            self.from,
+            &self.payload_digest(),
+        )
+    }
 }
 
 /// Phase 4, client → server: the client's signature on the survivor set
@@ -376,6 +511,28 @@ pub struct UnmaskShares {
     pub ctx: RoundContext,
     pub from: ParticipantId,
     pub shares: Vec<RevealedShare>,
+    /// Ed25519 over [`UnmaskShares::signed_bytes`].
+    pub signature: Vec<u8>,
+}
+
+impl UnmaskShares {
+    /// `SHA-256(count || for each share: owner || kind (u8) || x (u8) || len || y)`.
+    pub fn payload_digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(len_le(self.shares.len()));
+        for s in &self.shares {
+            h.update(s.owner.to_le_bytes());
+            h.update([share_kind_byte(s.kind), s.share.x]);
+            h.update(len_le(s.share.y.len()));
+            h.update(&s.share.y);
+        }
+        h.finalize().into()
+    }
+
+    /// `transcript(Unmask) || from || payload_digest`.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        message_signed_bytes(&self.ctx, Phase::Unmask, self.from, &self.payload_digest())
+    }
 }
 
 /// Every message a client sends.
@@ -422,8 +579,24 @@ impl ClientMsg {
         }
     }
 
+    /// Signs (or re-signs) the message with `identity`, as the [`Client`](crate::client::Client)
+    /// does for its own messages: AdvertiseKeys, ShareKeys, MaskedInput and UnmaskShares
+    /// sign their own content. A [`ConsistencySignature`] is left as it is: its signature
+    /// covers the server's survivor set, which the message does not carry. For tools and
+    /// tests that build messages by hand.
+    pub fn sign(&mut self, identity: &IdentityKey) {
+        match self {
+            ClientMsg::AdvertiseKeys(m) => m.signature = identity.sign(&m.signed_bytes()),
+            ClientMsg::ShareKeys(m) => m.signature = identity.sign(&m.signed_bytes()),
+            ClientMsg::MaskedInput(m) => m.signature = identity.sign(&m.signed_bytes()),
+            ClientMsg::UnmaskShares(m) => m.signature = identity.sign(&m.signed_bytes()),
+            ClientMsg::ConsistencySignature(_) => {}
+        }
+    }
+
     /// Payload bytes: every field at its natural width (ids 4, round 8, keys 32, vector
-    /// elements 4 or 8, byte strings their length), without framing. For reports.
+    /// elements 4 or 8, byte strings — signatures included — their length), without
+    /// framing. For reports.
     pub fn wire_size(&self) -> usize {
         match self {
             ClientMsg::AdvertiseKeys(m) => m.wire_size(),
@@ -434,9 +607,13 @@ impl ClientMsg {
                         .iter()
                         .map(EncryptedShare::wire_size)
                         .sum::<usize>()
+                    + m.signature.len()
             }
             ClientMsg::MaskedInput(m) => {
-                m.ctx.wire_size() + 4 + m.masked.len() * m.masked.modulus().bytes_per_element()
+                m.ctx.wire_size()
+                    + 4
+                    + m.masked.len() * m.masked.modulus().bytes_per_element()
+                    + m.signature.len()
             }
             ClientMsg::ConsistencySignature(m) => m.ctx.wire_size() + 4 + m.signature.len(),
             ClientMsg::UnmaskShares(m) => {
@@ -446,6 +623,7 @@ impl ClientMsg {
                         .iter()
                         .map(|s| 4 + 1 + 1 + s.share.y.len())
                         .sum::<usize>()
+                    + m.signature.len()
             }
         }
     }
@@ -568,8 +746,9 @@ mod tests {
             ctx: ctx(),
             from: 1,
             masked: RingVec::zeros(Modulus::Pow32, 1000),
+            signature: vec![0; SIGNATURE_LEN],
         });
-        assert_eq!(m.wire_size(), 3 + 8 + 4 + 4000);
+        assert_eq!(m.wire_size(), 3 + 8 + 4 + 4000 + 64);
         assert_eq!(m.phase(), Phase::MaskedInput);
         assert_eq!(m.from(), 1);
     }
@@ -579,5 +758,129 @@ mod tests {
         let a = survivor_set_signed_bytes(&ctx(), &[1, 2, 3]);
         assert_ne!(a, survivor_set_signed_bytes(&ctx(), &[1, 2]));
         assert_ne!(a, survivor_set_signed_bytes(&ctx(), &[1, 2, 4]));
+    }
+
+    fn masked(v: RingVec) -> MaskedInput {
+        MaskedInput {
+            ctx: ctx(),
+            from: 1,
+            masked: v,
+            signature: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn masked_input_digest_is_sha256_of_the_wire_bytes() {
+        let v = RingVec::U32(
+            (0..10_000u32)
+                .map(|i| i.wrapping_mul(2_654_435_761))
+                .collect(),
+        );
+        let mut h = Sha256::new();
+        h.update([32u8]);
+        h.update(10_000u64.to_le_bytes());
+        h.update(v.to_le_bytes());
+        let want: [u8; 32] = h.finalize().into();
+        assert_eq!(masked(v.clone()).payload_digest(), want);
+
+        let w = RingVec::U64(
+            (0..5_000u64)
+                .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                .collect(),
+        );
+        let mut h = Sha256::new();
+        h.update([64u8]);
+        h.update(5_000u64.to_le_bytes());
+        h.update(w.to_le_bytes());
+        let want: [u8; 32] = h.finalize().into();
+        assert_eq!(masked(w).payload_digest(), want);
+
+        // Same bytes, other ring: the modulus is part of the digest.
+        let as64 = RingVec::from_le_bytes(Modulus::Pow64, &v.to_le_bytes()).expect("whole");
+        assert_ne!(masked(as64).payload_digest(), masked(v).payload_digest());
+    }
+
+    #[test]
+    fn signed_bytes_bind_round_phase_sender_and_content() {
+        let m = masked(RingVec::U32(vec![1, 2, 3]));
+        let base = m.signed_bytes();
+        let mut t = ctx().transcript(Phase::MaskedInput);
+        t.extend_from_slice(&1u32.to_le_bytes());
+        t.extend_from_slice(&m.payload_digest());
+        assert_eq!(base, t, "the documented byte string");
+
+        let mut later = m.clone();
+        later.ctx.round += 1;
+        assert_ne!(later.signed_bytes(), base);
+        let mut other = m.clone();
+        other.from = 2;
+        assert_ne!(other.signed_bytes(), base);
+        let mut changed = m.clone();
+        changed.masked = RingVec::U32(vec![1, 2, 4]);
+        assert_ne!(changed.signed_bytes(), base);
+
+        // Same sender, round and digest bytes, other phase: different strings.
+        let d = m.payload_digest();
+        let strings: Vec<Vec<u8>> = [Phase::ShareKeys, Phase::MaskedInput, Phase::Unmask]
+            .into_iter()
+            .map(|p| message_signed_bytes(&ctx(), p, 1, &d))
+            .collect();
+        assert_ne!(strings[0], strings[1]);
+        assert_ne!(strings[1], strings[2]);
+    }
+
+    #[test]
+    fn share_and_unmask_digests_cover_every_field() {
+        let sk = ShareKeys {
+            ctx: ctx(),
+            from: 1,
+            shares: vec![EncryptedShare {
+                from: 1,
+                to: 2,
+                ciphertext: vec![9; SHARE_CIPHERTEXT_LEN],
+            }],
+            signature: Vec::new(),
+        };
+        let d = sk.payload_digest();
+        let mut x = sk.clone();
+        x.shares[0].to = 3;
+        assert_ne!(x.payload_digest(), d);
+        let mut x = sk.clone();
+        x.shares[0].ciphertext[5] ^= 1;
+        assert_ne!(x.payload_digest(), d);
+        let mut x = sk.clone();
+        x.shares.clear();
+        assert_ne!(x.payload_digest(), d);
+        // The signature itself is not part of what it signs.
+        let mut x = sk.clone();
+        x.signature = vec![1; SIGNATURE_LEN];
+        assert_eq!(x.payload_digest(), d);
+
+        let us = UnmaskShares {
+            ctx: ctx(),
+            from: 1,
+            shares: vec![RevealedShare {
+                owner: 2,
+                kind: ShareKind::SelfMask,
+                share: Share {
+                    x: 1,
+                    y: vec![7; SECRET_LEN],
+                },
+            }],
+            signature: Vec::new(),
+        };
+        let d = us.payload_digest();
+        let mut x = us.clone();
+        x.shares[0].kind = ShareKind::MaskKey;
+        assert_ne!(x.payload_digest(), d);
+        let mut x = us.clone();
+        x.shares[0].share.x = 2;
+        assert_ne!(x.payload_digest(), d);
+        let mut x = us.clone();
+        x.shares[0].owner = 3;
+        assert_ne!(x.payload_digest(), d);
+        let mut x = us.clone();
+        x.shares[0].share.y[31] ^= 1;
+        assert_ne!(x.payload_digest(), d);
     }
 }

@@ -11,6 +11,13 @@
 //! - Outputs, after every input: [`Server::poll_transmit`] until `None` (requests to send),
 //!   then [`Server::poll_event`] until `None` (phase closures, refusals, the result).
 //!
+//! Every client message is signed by the sender's roster key over (job, round, phase,
+//! sender, content digest) — see [`crate::msg`]. `handle_message` checks the signature
+//! before the message can touch the state (before duplicate detection), so a message
+//! replayed from another round, relabelled or altered is refused
+//! ([`Misbehaviour::BadMessageSignature`], naming the sender) and the sender's genuine
+//! message is still accepted when it arrives.
+//!
 //! Time only comes in as `now`. A refused message is returned as `Err` *and* reported as
 //! [`ServerEvent::Refused`]; the round goes on. A participant that stops answering is not
 //! an error: it shows up in [`ServerEvent::PhaseClosed::dropped`] and the round continues
@@ -234,14 +241,25 @@ impl Server {
                 },
             ));
         }
+        // A message for another phase is refused before its signature is checked (which
+        // would cost a pass over a masked vector for nothing); neither touches the state.
+        let expected = self.state.phase();
+        if expected != Some(msg.phase()) {
+            return Err(ProtocolError::UnexpectedMessage {
+                expected,
+                got: msg.phase(),
+            });
+        }
+        // The signature, before anything looks at the state: a replayed, relabelled or
+        // altered message is refused here and cannot count as the sender's answer.
+        authenticate(round, &self.state, from, &msg).map_err(|kind| refuse(from, kind))?;
         match (&mut self.state, msg) {
             (State::AwaitingKeys(s), ClientMsg::AdvertiseKeys(m)) => s.handle(round, m),
             (State::AwaitingShares(s), ClientMsg::ShareKeys(m)) => s.handle(round, m),
             (State::AwaitingMaskedInputs(s), ClientMsg::MaskedInput(m)) => s.handle(round, m),
-            (State::AwaitingSignatures(s), ClientMsg::ConsistencySignature(m)) => {
-                s.handle(round, m)
-            }
+            (State::AwaitingSignatures(s), ClientMsg::ConsistencySignature(m)) => s.handle(m),
             (State::AwaitingUnmaskShares(s), ClientMsg::UnmaskShares(m)) => s.handle(round, m),
+            // Unreachable after the phase check above.
             (state, msg) => Err(ProtocolError::UnexpectedMessage {
                 expected: state.phase(),
                 got: msg.phase(),
@@ -377,6 +395,43 @@ fn refuse(from: ParticipantId, kind: Misbehaviour) -> ProtocolError {
     ProtocolError::peer(from, kind)
 }
 
+/// Verifies `msg`'s Ed25519 signature against `from`'s roster key (see `msg`'s module doc
+/// for the signed bytes). Reads the state only for the survivor set a ConsistencySignature
+/// signs; changes nothing.
+fn authenticate(
+    round: &Round,
+    state: &State,
+    from: ParticipantId,
+    msg: &ClientMsg,
+) -> Result<(), Misbehaviour> {
+    let Some(pk) = round.roster.get(from) else {
+        return Err(Misbehaviour::UnknownSender);
+    };
+    let ok =
+        |signed: &[u8], signature: &[u8]| keys::verify_signature(pk, signed, signature).is_ok();
+    let bad_message = Misbehaviour::BadMessageSignature { phase: msg.phase() };
+    let (verified, refusal) = match msg {
+        // Signed before every message was: keeps its old refusal.
+        ClientMsg::AdvertiseKeys(m) => (
+            ok(&m.signed_bytes(), &m.signature),
+            Misbehaviour::BadSignature,
+        ),
+        ClientMsg::ShareKeys(m) => (ok(&m.signed_bytes(), &m.signature), bad_message),
+        ClientMsg::MaskedInput(m) => (ok(&m.signed_bytes(), &m.signature), bad_message),
+        ClientMsg::UnmaskShares(m) => (ok(&m.signed_bytes(), &m.signature), bad_message),
+        // Signs the survivor set the server holds, not its own content.
+        ClientMsg::ConsistencySignature(m) => (
+            matches!(state, State::AwaitingSignatures(s) if ok(&s.signed_bytes, &m.signature)),
+            Misbehaviour::BadSignature,
+        ),
+    };
+    if verified {
+        Ok(())
+    } else {
+        Err(refusal)
+    }
+}
+
 // ---- Phase 1: AdvertiseKeys.
 
 #[derive(Default)]
@@ -388,15 +443,9 @@ struct AwaitingKeys {
 impl AwaitingKeys {
     fn handle(&mut self, round: &Round, m: AdvertiseKeys) -> Result<(), ProtocolError> {
         let from = m.from;
+        // The signature was verified by `authenticate`.
         if self.keys.contains_key(&from) {
             return Err(refuse(from, Misbehaviour::DuplicateMessage));
-        }
-        let verified = round
-            .roster
-            .get(from)
-            .is_some_and(|pk| keys::verify_signature(pk, &m.signed_bytes(), &m.signature).is_ok());
-        if !verified {
-            return Err(refuse(from, Misbehaviour::BadSignature));
         }
         self.keys.insert(from, m);
         self.all_answered = self.keys.len() == round.config.participants.len();
@@ -708,7 +757,7 @@ struct AwaitingSignatures {
 }
 
 impl AwaitingSignatures {
-    fn handle(&mut self, round: &Round, m: ConsistencySignature) -> Result<(), ProtocolError> {
+    fn handle(&mut self, m: ConsistencySignature) -> Result<(), ProtocolError> {
         let from = m.from;
         if !self.unmask.survivors.contains(&from) {
             return Err(refuse(
@@ -721,13 +770,7 @@ impl AwaitingSignatures {
         if self.signatures.contains_key(&from) {
             return Err(refuse(from, Misbehaviour::DuplicateMessage));
         }
-        let verified = round
-            .roster
-            .get(from)
-            .is_some_and(|pk| keys::verify_signature(pk, &self.signed_bytes, &m.signature).is_ok());
-        if !verified {
-            return Err(refuse(from, Misbehaviour::BadSignature));
-        }
+        // The signature on `signed_bytes` was verified by `authenticate`.
         self.signatures.insert(from, m.signature);
         Ok(())
     }

@@ -33,6 +33,13 @@ fn reported(fed: &Federation, from: ParticipantId, kind: &Misbehaviour) {
     );
 }
 
+/// `m` signed by `from`'s identity key: a participant sending something bad of its own
+/// (so that the refusal tested is the one after the signature check).
+fn signed(fed: &Federation, from: ParticipantId, mut m: ClientMsg) -> ClientMsg {
+    m.sign(&fed.identities[&from]);
+    m
+}
+
 fn small() -> Federation {
     Federation::new(10, 9, 5, 24, Modulus::Pow32, 11)
 }
@@ -92,6 +99,7 @@ fn advertise_keys_refusals() {
         ctx: adv.ctx.clone(),
         from: a,
         masked: RingVec::zeros(Modulus::Pow32, 24),
+        signature: Vec::new(),
     });
     assert_eq!(
         fed.deliver_to_server(a, early),
@@ -133,7 +141,8 @@ fn masked_input_refusals() {
 
     let mut short = mi.clone();
     short.masked = RingVec::zeros(Modulus::Pow32, 23);
-    let kind = misbehaved(fed.deliver_to_server(a, ClientMsg::MaskedInput(short)), a);
+    let short = signed(&fed, a, ClientMsg::MaskedInput(short));
+    let kind = misbehaved(fed.deliver_to_server(a, short), a);
     assert_eq!(
         kind,
         Misbehaviour::WrongLength {
@@ -145,7 +154,8 @@ fn masked_input_refusals() {
 
     let mut wide = mi.clone();
     wide.masked = RingVec::zeros(Modulus::Pow64, 24);
-    let kind = misbehaved(fed.deliver_to_server(a, ClientMsg::MaskedInput(wide)), a);
+    let wide = signed(&fed, a, ClientMsg::MaskedInput(wide));
+    let kind = misbehaved(fed.deliver_to_server(a, wide), a);
     assert_eq!(
         kind,
         Misbehaviour::WrongModulus {
@@ -232,6 +242,7 @@ fn share_keys_refusals() {
         ),
     ];
     for (m, want) in cases {
+        let m = signed(&fed, a, m);
         let kind = misbehaved(fed.deliver_to_server(a, m), a);
         assert_eq!(kind, want);
         reported(&fed, a, &kind);
@@ -239,10 +250,8 @@ fn share_keys_refusals() {
     // A participant that never advertised keys was not asked for shares.
     let mut intruder = sk.clone();
     intruder.from = dropped;
-    let kind = misbehaved(
-        fed.deliver_to_server(dropped, ClientMsg::ShareKeys(intruder)),
-        dropped,
-    );
+    let intruder = signed(&fed, dropped, ClientMsg::ShareKeys(intruder));
+    let kind = misbehaved(fed.deliver_to_server(dropped, intruder), dropped);
     assert_eq!(
         kind,
         Misbehaviour::NotAsked {
@@ -369,17 +378,16 @@ fn unmask_share_refusals() {
     m.shares.push(first.clone());
     cases.push((m, Misbehaviour::DuplicateShare { peer: first.owner }));
     for (m, want) in cases {
-        let kind = misbehaved(fed.deliver_to_server(a, ClientMsg::UnmaskShares(m)), a);
+        let m = signed(&fed, a, ClientMsg::UnmaskShares(m));
+        let kind = misbehaved(fed.deliver_to_server(a, m), a);
         assert_eq!(kind, want);
         reported(&fed, a, &kind);
     }
     // The dropped participant was not asked.
     let mut m = us.clone();
     m.from = gone;
-    let kind = misbehaved(
-        fed.deliver_to_server(gone, ClientMsg::UnmaskShares(m)),
-        gone,
-    );
+    let m = signed(&fed, gone, ClientMsg::UnmaskShares(m));
+    let kind = misbehaved(fed.deliver_to_server(gone, m), gone);
     assert_eq!(
         kind,
         Misbehaviour::NotAsked {
@@ -442,7 +450,8 @@ fn clients_ignore_bad_neighbours_and_the_round_stays_exact() {
     let ids = fed.config.participants.clone();
     let (owner, holder) = (ids[1], ids[2]);
     let (victim, forged) = (ids[7], ids[8]);
-    // A ciphertext corrupted in transit.
+    // A ciphertext the owner itself sends corrupted (and signs: one corrupted in transit is
+    // refused by the server's signature check instead, see tests/replay.rs).
     fed.tamper_client = Some(Box::new(move |from, m| {
         if let (true, ClientMsg::ShareKeys(sk)) = (from == owner, m) {
             for s in sk.shares.iter_mut().filter(|s| s.to == holder) {

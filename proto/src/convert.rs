@@ -2,9 +2,10 @@
 //!
 //! Rust → wire is `From` and cannot fail. Wire → Rust is `TryFrom` and refuses, with a
 //! [`WireError`] naming the field path, anything the Rust type cannot hold: a fixed-size key
-//! of the wrong length, ring data that is not a whole number of elements, an absent
-//! sub-message or `oneof` body, an unknown or UNSPECIFIED enum value, an integer out of
-//! range, an invalid fixed-point encoding. It never panics on wire input.
+//! or a client message's signature of the wrong length, ring data that is not a whole
+//! number of elements, an absent sub-message or `oneof` body, an unknown or UNSPECIFIED enum
+//! value, an integer out of range, an invalid fixed-point encoding. It never panics on wire
+//! input.
 //!
 //! Protocol rules (who may send what, when, lengths against the round configuration) are
 //! the state machines' business, not this module's.
@@ -15,7 +16,7 @@ use fedsilo_crypto::encoding::{FixedPoint, Modulus, RingVec};
 use fedsilo_crypto::msg::{
     AdvertiseKeys, ClientMsg, ConsistencyRequest, ConsistencySignature, EncryptedShare,
     MaskedInput, MaskedInputRequest, RevealedShare, RoundConfig, RoundContext, ServerMsg,
-    ShareKeys, ShareKeysRequest, ShareKind, UnmaskRequest, UnmaskShares,
+    ShareKeys, ShareKeysRequest, ShareKind, UnmaskRequest, UnmaskShares, SIGNATURE_LEN,
 };
 use fedsilo_crypto::shamir::Share;
 
@@ -126,6 +127,20 @@ fn array32(v: Vec<u8>, field: &str) -> Result<[u8; 32], WireError> {
     let got = v.len();
     <[u8; 32]>::try_from(v)
         .map_err(|_| WireError::at(field, Problem::WrongLength { expected: 32, got }))
+}
+
+/// An Ed25519 signature: exactly [`SIGNATURE_LEN`] bytes.
+fn signature(v: Vec<u8>, field: &str) -> Result<Vec<u8>, WireError> {
+    if v.len() != SIGNATURE_LEN {
+        return Err(WireError::at(
+            field,
+            Problem::WrongLength {
+                expected: SIGNATURE_LEN,
+                got: v.len(),
+            },
+        ));
+    }
+    Ok(v)
 }
 
 fn usize_of(v: u64, field: &str) -> Result<usize, WireError> {
@@ -358,7 +373,7 @@ impl TryFrom<pb::AdvertiseKeys> for AdvertiseKeys {
             c_pk: array32(m.c_pk, "c_pk")?,
             s_pk: array32(m.s_pk, "s_pk")?,
             self_mask_commitment: array32(m.self_mask_commitment, "self_mask_commitment")?,
-            signature: m.signature,
+            signature: signature(m.signature, "signature")?,
         })
     }
 }
@@ -369,6 +384,7 @@ impl From<ShareKeys> for pb::ShareKeys {
             ctx: Some(m.ctx.into()),
             from: m.from,
             shares: m.shares.into_iter().map(Into::into).collect(),
+            signature: m.signature,
         }
     }
 }
@@ -380,6 +396,7 @@ impl TryFrom<pb::ShareKeys> for ShareKeys {
             ctx: sub(m.ctx, "ctx")?,
             from: m.from,
             shares: each(m.shares, "shares")?,
+            signature: signature(m.signature, "signature")?,
         })
     }
 }
@@ -391,6 +408,7 @@ impl From<MaskedInput> for pb::MaskedInput {
             from: m.from,
             modulus: modulus_to(m.masked.modulus()),
             data: m.masked.to_le_bytes(),
+            signature: m.signature,
         }
     }
 }
@@ -402,6 +420,7 @@ impl TryFrom<pb::MaskedInput> for MaskedInput {
             ctx: sub(m.ctx, "ctx")?,
             from: m.from,
             masked: ring_from(m.modulus, &m.data)?,
+            signature: signature(m.signature, "signature")?,
         })
     }
 }
@@ -422,7 +441,7 @@ impl TryFrom<pb::ConsistencySignature> for ConsistencySignature {
         Ok(ConsistencySignature {
             ctx: sub(m.ctx, "ctx")?,
             from: m.from,
-            signature: m.signature,
+            signature: signature(m.signature, "signature")?,
         })
     }
 }
@@ -433,6 +452,7 @@ impl From<UnmaskShares> for pb::UnmaskShares {
             ctx: Some(m.ctx.into()),
             from: m.from,
             shares: m.shares.into_iter().map(Into::into).collect(),
+            signature: m.signature,
         }
     }
 }
@@ -444,6 +464,7 @@ impl TryFrom<pb::UnmaskShares> for UnmaskShares {
             ctx: sub(m.ctx, "ctx")?,
             from: m.from,
             shares: each(m.shares, "shares")?,
+            signature: signature(m.signature, "signature")?,
         })
     }
 }

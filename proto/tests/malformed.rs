@@ -266,3 +266,56 @@ fn garbage_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn client_message_signatures_must_be_64_bytes() {
+    // Every client message: the signature field, by path, empty (an old client) or long.
+    let cases: Vec<(ClientMsg, &str)> = vec![
+        (
+            ClientMsg::AdvertiseKeys(common::advertise(1)),
+            "secagg.advertise_keys.signature",
+        ),
+        (
+            common::client_msgs().remove(1),
+            "secagg.share_keys.signature",
+        ),
+        (
+            ClientMsg::MaskedInput(common::masked_u32(8)),
+            "secagg.masked_input.signature",
+        ),
+        (
+            common::client_msgs().remove(5),
+            "secagg.consistency_signature.signature",
+        ),
+        (
+            ClientMsg::UnmaskShares(common::unmask_shares()),
+            "secagg.unmask_shares.signature",
+        ),
+    ];
+    for (msg, path) in cases {
+        for len in [0usize, 63, 65, 4096] {
+            let mut m = wire_c(msg.clone());
+            let sig = match client_body(&mut m) {
+                pb::client_msg::Body::AdvertiseKeys(x) => &mut x.signature,
+                pb::client_msg::Body::ShareKeys(x) => &mut x.signature,
+                pb::client_msg::Body::MaskedInput(x) => &mut x.signature,
+                pb::client_msg::Body::ConsistencySignature(x) => &mut x.signature,
+                pb::client_msg::Body::UnmaskShares(x) => &mut x.signature,
+            };
+            sig.resize(len, 0xAB);
+            let e = refuse_c(m);
+            assert_eq!(e.path, path, "{e}");
+            assert_eq!(
+                e.problem,
+                Problem::WrongLength {
+                    expected: 64,
+                    got: len
+                }
+            );
+            assert_eq!(
+                e.to_string(),
+                format!("{path}: expected 64 bytes, got {len}")
+            );
+        }
+    }
+}

@@ -83,9 +83,10 @@ fn million_element_masked_input_is_packed() {
     let m = ToCoordinator::SecAgg(ClientMsg::MaskedInput(common::masked_u32(1_000_000)));
     let wire: pb::ToCoordinator = m.clone().into();
     let len = wire.encoded_len();
+    // The vector, the context and the 64-byte signature, a few bytes of framing each.
     assert!(
-        len <= 4_000_100,
-        "1M u32 elements encoded to {len} bytes, expected at most 4,000,100"
+        len <= 4_000_200,
+        "1M u32 elements encoded to {len} bytes, expected at most 4,000,200"
     );
     assert!(
         len >= 4_000_000,
@@ -100,6 +101,7 @@ fn ring_data_is_little_endian() {
         ctx: common::ctx(),
         from: 0,
         masked: fedsilo_crypto::encoding::RingVec::U32(vec![0x0102_0304, 0xA0B0_C0D0]),
+        signature: vec![0; 64],
     });
     let wire: pb::ClientMsg = m.into();
     let Some(pb::client_msg::Body::MaskedInput(mi)) = wire.body else {
@@ -107,4 +109,30 @@ fn ring_data_is_little_endian() {
     };
     assert_eq!(mi.modulus, pb::Modulus::Pow32 as i32);
     assert_eq!(mi.data, [4, 3, 2, 1, 0xD0, 0xC0, 0xB0, 0xA0]);
+}
+
+/// A message signed by a real identity key still verifies after the wire: the signature
+/// travels unchanged and the digest of the decoded content is the one signed.
+#[test]
+fn signatures_survive_the_wire_and_still_verify() {
+    use fedsilo_crypto::keys::{verify_signature, IdentityKey};
+    let key = IdentityKey::from_seed([7; 32]).expect("seed");
+    let mut msgs = common::client_msgs();
+    msgs.retain(|m| !matches!(m, ClientMsg::ConsistencySignature(_)));
+    for mut m in msgs {
+        m.sign(&key);
+        let ToCoordinator::SecAgg(back) = through_wire_c(&ToCoordinator::SecAgg(m.clone())) else {
+            panic!("not a secagg message");
+        };
+        assert_eq!(back, m);
+        let (signed, sig) = match &back {
+            ClientMsg::AdvertiseKeys(x) => (x.signed_bytes(), &x.signature),
+            ClientMsg::ShareKeys(x) => (x.signed_bytes(), &x.signature),
+            ClientMsg::MaskedInput(x) => (x.signed_bytes(), &x.signature),
+            ClientMsg::UnmaskShares(x) => (x.signed_bytes(), &x.signature),
+            ClientMsg::ConsistencySignature(_) => unreachable!(),
+        };
+        assert_eq!(sig.len(), 64);
+        verify_signature(&key.public_key(), &signed, sig).expect("verifies after the wire");
+    }
 }

@@ -78,7 +78,11 @@ pub struct Federation {
     /// Whether to keep a copy of each delivered message (off for big vectors).
     pub log_messages: bool,
     pub tamper_server: Option<ServerHook>,
+    /// Changes a client's message before it is sent. The hook stands for the sender itself
+    /// sending something else, so the harness signs the result with the sender's identity
+    /// key (unless `sign_tampered` is off: then it is an alteration in transit).
     pub tamper_client: Option<ClientHook>,
+    pub sign_tampered: bool,
     to_server: VecDeque<(ParticipantId, ClientMsg)>,
 }
 
@@ -145,6 +149,7 @@ impl Federation {
             log_messages: true,
             tamper_server: None,
             tamper_client: None,
+            sign_tampered: true,
             to_server: VecDeque::new(),
         }
     }
@@ -178,6 +183,9 @@ impl Federation {
                 }
                 if let Some(hook) = self.tamper_client.as_mut() {
                     hook(id, &mut m);
+                    if self.sign_tampered {
+                        m.sign(&self.identities[&id]);
+                    }
                 }
                 self.to_server.push_back((id, m));
             }
@@ -280,6 +288,19 @@ impl Federation {
                 self.drain_server_events();
             }
         }
+    }
+
+    /// Brings the round to `phase` and returns the clients' answers to its requests, not
+    /// yet delivered to the server.
+    pub fn messages_at(&mut self, phase: Phase) -> Vec<(ParticipantId, ClientMsg)> {
+        if phase == Phase::AdvertiseKeys {
+            return self.take_client_messages();
+        }
+        self.run_until(phase);
+        for (to, m) in self.take_requests() {
+            self.deliver_to_client(to, m);
+        }
+        self.take_client_messages()
     }
 
     /// The server's queued requests.

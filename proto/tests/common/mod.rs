@@ -57,6 +57,7 @@ pub fn masked_u32(len: usize) -> MaskedInput {
                 .map(|i| i.wrapping_mul(2_654_435_761))
                 .collect(),
         ),
+        signature: bytes(64, 5),
     }
 }
 
@@ -69,6 +70,7 @@ pub fn masked_u64(len: usize) -> MaskedInput {
                 .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
                 .collect(),
         ),
+        signature: bytes(64, 6),
     }
 }
 
@@ -94,6 +96,7 @@ pub fn unmask_shares() -> UnmaskShares {
                 },
             },
         ],
+        signature: bytes(64, 11),
     }
 }
 
@@ -105,6 +108,7 @@ pub fn client_msgs() -> Vec<ClientMsg> {
             ctx: ctx(),
             from: 1,
             shares: vec![encrypted(1, 0), encrypted(1, 2), encrypted(1, 3)],
+            signature: bytes(64, 12),
         }),
         ClientMsg::MaskedInput(masked_u32(17)),
         ClientMsg::MaskedInput(masked_u64(5)),
