@@ -127,10 +127,20 @@ enum TransportArg {
 
 #[derive(Subcommand, Debug)]
 enum CoordinatorCmd {
-    /// Serve the Federation and Operator gRPC services (mutual TLS).
+    /// Create a fresh, empty state (store, audit log, marker) in the config's state_dir.
+    /// Refuses a directory that already holds state.
+    Init {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Serve the Federation and Operator gRPC services (mutual TLS). Refuses to start on an
+    /// uninitialised state directory, or one whose store or audit log was lost or damaged.
     Serve {
         #[arg(long)]
         config: PathBuf,
+        /// Create a fresh state first (as `coordinator init`); refused if state exists.
+        #[arg(long)]
+        init: bool,
     },
 }
 
@@ -184,11 +194,16 @@ enum JobCmd {
 
 #[derive(Subcommand, Debug)]
 enum AuditCmd {
-    /// Check the hash chain; names the first broken entry.
+    /// Check the hash chain; names the first broken entry. With --store, also check the log
+    /// against the head the coordinator's store recorded (a cut tail or a replaced log).
     Verify {
         /// The audit log (JSON Lines), e.g. coordinator-state/audit.jsonl.
         #[arg(value_name = "AUDIT_LOG")]
         file: PathBuf,
+        /// The coordinator's store, e.g. coordinator-state/coordinator.redb (the coordinator
+        /// must be stopped: the store is locked while it runs).
+        #[arg(long, value_name = "STORE")]
+        store: Option<PathBuf>,
     },
 }
 
@@ -246,6 +261,67 @@ fn tls_files(base: &Path, t: &TlsSection) -> TlsFiles {
     }
 }
 
+/// Standard output closed by its reader (`fedsilo job list | head -1`): the command stops
+/// printing and exits successfully, as `cat` would.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes `text` to standard output; a closed pipe becomes [`StdoutClosed`].
+fn print_all(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        r => r.context("writing to standard output"),
+    }
+}
+
+/// `println!` that returns an error instead of panicking (see [`print_all`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        print_all(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Listens for Ctrl-C (SIGINT) and SIGTERM from now on (call it inside the runtime, before
+/// the work starts, so a signal is never lost to the default action); the future resolves on the
+/// first of them, logs which, and returns its name.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = &'static str>> {
+    #[cfg(unix)]
+    let wait = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        async move {
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let wait = async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "Ctrl-C",
+            Err(_) => std::future::pending().await,
+        }
+    };
+    Ok(async move {
+        let name = wait.await;
+        tracing::info!(signal = name, "shutting down on {name}");
+        eprintln!("shutting down on {name}: finishing the write in progress");
+        name
+    })
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -258,6 +334,7 @@ fn main() -> std::process::ExitCode {
         .init();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<StdoutClosed>().is_some() => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -280,37 +357,48 @@ fn run(cli: Cli) -> Result<()> {
             transport,
         } => simulate(&scenario, &out, transport),
         Command::Coordinator {
-            command: CoordinatorCmd::Serve { config },
+            command: CoordinatorCmd::Init { config },
         } => {
-            let cfg: CoordinatorConfig = read_toml(&config)?;
-            let base = config.parent().unwrap_or(Path::new("."));
-            let svc = ServiceConfig {
-                listen: cfg.listen,
-                state_dir: resolve(base, &cfg.state_dir),
-                roster: resolve(base, &cfg.roster),
-                tls: tls_files(base, &cfg.tls),
-                observer: None,
-            };
-            eprintln!(
-                "coordinator listening on {} (state in {})",
-                svc.listen,
-                svc.state_dir.display()
-            );
+            let svc = coordinator_config(&config)?;
+            coordinator_init(&svc.state_dir)
+        }
+        Command::Coordinator {
+            command: CoordinatorCmd::Serve { config, init },
+        } => {
+            let svc = coordinator_config(&config)?;
+            if init {
+                coordinator_init(&svc.state_dir)?;
+            }
             runtime()?.block_on(async {
+                let signal = shutdown_signal()?;
+                eprintln!(
+                    "coordinator starting on {} (state in {})",
+                    svc.listen,
+                    svc.state_dir.display()
+                );
                 serve(svc, async {
-                    let _ = tokio::signal::ctrl_c().await;
+                    signal.await;
                 })
                 .await
                 .context("coordinator")
-            })
+            })?;
+            eprintln!("coordinator stopped; state closed");
+            Ok(())
         }
         Command::Participant {
             command: ParticipantCmd::Join { config },
         } => {
             let cfg = NodeConfig::load(&config)?;
             let worker = node::build_worker(&cfg)?;
-            eprintln!("{} joining {}", cfg.name, cfg.coordinator);
-            runtime()?.block_on(async { node::run(cfg, worker).await.context("participant") })
+            runtime()?.block_on(async {
+                let signal = shutdown_signal()?;
+                eprintln!("{} joining {}", cfg.name, cfg.coordinator);
+                node::run_until(cfg, worker, async {
+                    signal.await;
+                })
+                .await
+                .context("participant")
+            })
         }
         Command::Job { command } => runtime()?.block_on(job(command)),
         Command::Keygen {
@@ -330,17 +418,62 @@ fn run(cli: Cli) -> Result<()> {
             command: ModelCmd::Show { model, csv },
         } => model_show(&model, csv.as_deref()),
         Command::Audit {
-            command: AuditCmd::Verify { file },
-        } => {
-            let s = fedsilo_coordinator::audit::verify(&file)
+            command: AuditCmd::Verify { file, store },
+        } => audit_verify(&file, store.as_deref()),
+    }
+}
+
+fn coordinator_config(config: &Path) -> Result<ServiceConfig> {
+    let cfg: CoordinatorConfig = read_toml(config)?;
+    let base = config.parent().unwrap_or(Path::new("."));
+    Ok(ServiceConfig {
+        listen: cfg.listen,
+        state_dir: resolve(base, &cfg.state_dir),
+        roster: resolve(base, &cfg.roster),
+        tls: tls_files(base, &cfg.tls),
+        observer: None,
+    })
+}
+
+fn coordinator_init(state_dir: &Path) -> Result<()> {
+    use fedsilo_coordinator::state::{init, Initialised};
+    match init(state_dir).context("coordinator init")? {
+        Initialised::Created => eprintln!(
+            "coordinator state created in {} (empty store, empty audit log)",
+            state_dir.display()
+        ),
+        Initialised::Adopted { jobs, audit } => eprintln!(
+            "coordinator state in {} adopted: {jobs} job(s), audit log {audit}",
+            state_dir.display()
+        ),
+    }
+    Ok(())
+}
+
+fn audit_verify(file: &Path, store: Option<&Path>) -> Result<()> {
+    match store {
+        None => {
+            let s = fedsilo_coordinator::audit::verify(file)
                 .with_context(|| format!("audit log {}", file.display()))?;
-            println!(
-                "{}: {} entries, chain intact, head {}",
+            outln!(
+                "{}: {} entries, chain intact, head {} (tail not checked: pass --store to compare with the store's record)",
                 file.display(),
                 s.entries,
                 s.head
-            );
-            Ok(())
+            )
+        }
+        Some(store) => {
+            let (s, recorded) = fedsilo_coordinator::state::verify_store_and_log(store, file)
+                .with_context(|| {
+                    format!("audit log {} against {}", file.display(), store.display())
+                })?;
+            outln!(
+                "{}: {} entries, chain intact, head {}; the store {} recorded {recorded}: consistent",
+                file.display(),
+                s.entries,
+                s.head,
+                store.display()
+            )
         }
     }
 }
@@ -400,28 +533,55 @@ fn simulate(scenario: &Path, out: &Path, transport: TransportArg) -> Result<()> 
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let failed: Vec<&fedsilo_simulations::report::JobOutcome> =
+        report.jobs.iter().filter(|j| !j.finished).collect();
     for m in &report.models {
+        // A model of a job that did not finish, or one never evaluated, has no result to show.
+        let job_failed = failed
+            .iter()
+            .find(|j| m.name == j.name || m.name.starts_with(&format!("{}: ", j.name)));
+        if let Some(j) = job_failed {
+            outln!("{:<28} no result: job {}", m.name, j.state)?;
+            continue;
+        }
+        if !m.final_metrics.auc.is_finite() {
+            outln!("{:<28} no result: the model was never evaluated", m.name)?;
+            continue;
+        }
         let pooled = m
             .pooled_metrics
             .as_ref()
+            .filter(|p| p.auc.is_finite())
             .map(|p| format!(" (pooled {:.3})", p.auc))
             .unwrap_or_default();
-        println!(
+        outln!(
             "{:<28} AUC {:.3}{}  KS {:.3}  top-decile lift {:.2}",
             m.name,
             m.final_metrics.auc,
             pooled,
             m.final_metrics.ks,
             m.final_metrics.top_decile_lift
-        );
+        )?;
     }
-    println!(
+    outln!(
         "{} rounds in {:.1} s; report: {} and {}",
         report.totals.rounds,
         report.totals.wall_seconds,
         html.display(),
         json.display()
-    );
+    )?;
+    if !failed.is_empty() {
+        let list: Vec<String> = failed
+            .iter()
+            .map(|j| format!("'{}' ({})", j.name, j.state))
+            .collect();
+        bail!(
+            "{} of {} job(s) did not finish: {}",
+            failed.len(),
+            report.jobs.len(),
+            list.join("; ")
+        );
+    }
     Ok(())
 }
 
@@ -439,8 +599,8 @@ async fn operator_client(config: &Path) -> Result<OperatorClient<tonic::transpor
     Ok(OperatorClient::new(channel))
 }
 
-fn print_status(s: &pb::JobStatus) {
-    println!(
+fn print_status(s: &pb::JobStatus) -> Result<()> {
+    outln!(
         "{}  {}  round {}/{}  participants [{}]{}{}",
         s.job_id,
         s.state,
@@ -465,10 +625,11 @@ fn print_status(s: &pb::JobStatus) {
         } else {
             format!("  ({})", s.detail)
         }
-    );
+    )?;
     if s.metrics_json != "[]" && !s.metrics_json.is_empty() {
-        println!("  metrics: {}", s.metrics_json);
+        outln!("  metrics: {}", s.metrics_json)?;
     }
+    Ok(())
 }
 
 async fn job(cmd: JobCmd) -> Result<()> {
@@ -529,7 +690,7 @@ async fn job(cmd: JobCmd) -> Result<()> {
                 .await
                 .map_err(|s| anyhow::anyhow!("coordinator refused the job: {}", s.message()))?
                 .into_inner();
-            print_status(&s);
+            print_status(&s)?;
             Ok(())
         }
         JobCmd::Status {
@@ -546,7 +707,7 @@ async fn job(cmd: JobCmd) -> Result<()> {
                     .await
                     .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                     .into_inner();
-                print_status(&s);
+                print_status(&s)?;
                 if !follow || s.state == "finished" || s.state.starts_with("failed") {
                     return Ok(());
                 }
@@ -561,10 +722,10 @@ async fn job(cmd: JobCmd) -> Result<()> {
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                 .into_inner();
             if list.jobs.is_empty() {
-                println!("no jobs");
+                outln!("no jobs")?;
             }
             for s in &list.jobs {
-                print_status(s);
+                print_status(s)?;
             }
             Ok(())
         }
@@ -577,7 +738,7 @@ async fn job(cmd: JobCmd) -> Result<()> {
                 .into_inner();
             std::fs::write(&out, m.model_json)
                 .with_context(|| format!("writing {}", out.display()))?;
-            println!("model written to {}", out.display());
+            outln!("model written to {}", out.display())?;
             Ok(())
         }
     }
@@ -606,12 +767,12 @@ fn keygen(out: &Path, institutions: &[String], hosts: &[String], listen: &str) -
         );
         std::fs::write(out.join(format!("participant-{name}.toml")), p)?;
     }
-    println!(
-        "federation for {} institution(s) written to {}: ca.pem, coordinator.*, operator.*, <name>.pem/.key/.identity, roster.toml and example configs",
+    outln!(
+        "federation for {} institution(s) written to {}: ca.pem, coordinator.*, operator.*, <name>.pem/.key/.identity, roster.toml and example configs\nnext: fedsilo coordinator init --config {}",
         institutions.len(),
-        out.display()
-    );
-    Ok(())
+        out.display(),
+        out.join("coordinator.toml").display()
+    )
 }
 
 fn score(model: &Path, data: &Path, schema: &Path, out: &Path, top: Option<usize>) -> Result<()> {
@@ -621,7 +782,7 @@ fn score(model: &Path, data: &Path, schema: &Path, out: &Path, top: Option<usize
     let table = load_csv(data, &schema)?;
     let written = fedsilo_participant::score::write_rankings(&artifact.model, &table, out, top)?;
     for (label, path, n) in written {
-        println!("{label}: {n} customers ranked in {}", path.display());
+        outln!("{label}: {n} customers ranked in {}", path.display())?;
     }
     Ok(())
 }
@@ -696,13 +857,4 @@ fn model_show(model: &Path, csv: Option<&Path>) -> Result<()> {
         let _ = writeln!(o, "scorecard table written to {}", path.display());
     }
     print_all(&o)
-}
-
-/// Writes to stdout; a closed pipe (`| head`) ends the output quietly instead of panicking.
-fn print_all(text: &str) -> Result<()> {
-    use std::io::Write as _;
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.context("writing to standard output"),
-    }
 }

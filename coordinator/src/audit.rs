@@ -70,9 +70,16 @@
 //!
 //! ([`verify`] is stricter: it also refuses unknown or duplicated keys.)
 //!
-//! **What the chain cannot show:** removal of entries from the *end* of the log. Record the head
-//! ([`AuditLog::head`], printed by `fedsilo audit verify`) outside the coordinator, e.g. in each
-//! round's report, and compare.
+//! **What the chain alone cannot show:** removal of entries from the *end* of the log, or the
+//! whole log replaced by a shorter valid one. The coordinator's [`Store`](crate::store::Store)
+//! therefore records the log's [`AuditHead`] (entry count and head hash) in the same transaction
+//! as every checkpoint; [`AuditLog::open_checked`] (at every coordinator start) and
+//! [`verify_against`] (`fedsilo audit verify LOG --store STORE`) refuse a log that is missing
+//! ([`AuditError::Missing`]), shorter than the recorded head ([`AuditError::Truncated`]) or whose
+//! entry at the recorded position has another hash ([`AuditError::HeadMismatch`]). The log may be
+//! *ahead* of the store (entries appended after the last commit, e.g. a round that failed); the
+//! coordinator records the newer head on start. Record the head (printed by `fedsilo audit
+//! verify`) outside the coordinator too, e.g. in each round's report, against a loss of both.
 //!
 //! # Crashes
 //!
@@ -197,10 +204,86 @@ pub enum AuditError {
         #[source]
         source: serde_json::Error,
     },
+    /// The log is missing although the store recorded a position in it.
+    #[error(
+        "{}: the audit log is missing, but the store recorded {recorded} at its last commit; \
+         restore the log from a backup (refusing to start a new, empty chain)",
+        .path.display()
+    )]
+    Missing { path: PathBuf, recorded: AuditHead },
+    /// The log holds fewer entries than the store recorded: its tail was cut.
+    #[error(
+        "{}: the audit log is truncated: it holds {} but the store recorded {recorded} at its \
+         last commit ({} entries missing at the end)",
+        .path.display(), position(*.log_entries, .log_head),
+        .recorded.entries.saturating_sub(*.log_entries)
+    )]
+    Truncated {
+        path: PathBuf,
+        log_entries: u64,
+        log_head: String,
+        recorded: AuditHead,
+    },
+    /// The log's entry at the store's recorded position has another hash: the log was
+    /// replaced or rewritten (or belongs to another store).
+    #[error(
+        "{}: the audit log does not match the store: after {} entries its head is {log_hash}, \
+         but the store recorded {recorded}",
+        .path.display(), .recorded.entries
+    )]
+    HeadMismatch {
+        path: PathBuf,
+        log_hash: String,
+        recorded: AuditHead,
+    },
+    /// [`AuditLog::create`] found a file already there.
+    #[error("{}: an audit log already exists; refusing to start a new chain over it", .path.display())]
+    Exists { path: PathBuf },
+}
+
+fn position(entries: u64, head: &str) -> AuditHead {
+    AuditHead {
+        entries,
+        head: head.to_string(),
+    }
 }
 
 fn fmt_seq(seq: Option<u64>) -> String {
     seq.map(|s| format!(" (seq {s})")).unwrap_or_default()
+}
+
+/// A position in the log: how many entries it holds and the `hash` of the last one. The
+/// coordinator's store records it with every commit (see the [module documentation](self)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditHead {
+    /// Number of entries (the next entry's `seq`).
+    pub entries: u64,
+    /// `hash` of the last entry; [`GENESIS`] when `entries` is 0.
+    pub head: String,
+}
+
+impl AuditHead {
+    /// The position of an empty log.
+    pub fn genesis() -> Self {
+        AuditHead {
+            entries: 0,
+            head: GENESIS.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for AuditHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.entries.checked_sub(1) {
+            None => write!(f, "0 entries"),
+            Some(last) => write!(
+                f,
+                "{} entries (last seq {last}, head {})",
+                self.entries, self.head
+            ),
+        }
+    }
 }
 
 /// What [`verify`] found.
@@ -260,7 +343,32 @@ impl AuditLog {
     /// Opens the log at `path`, creating it if absent. An existing log is verified first: a
     /// broken chain is [`AuditError::Broken`] (nothing is appended to it); an unterminated last
     /// line left by a crash mid-append is truncated with a warning.
+    ///
+    /// For a throw-away log (simulations). The coordinator uses [`AuditLog::create`] once, at
+    /// `coordinator init`, and [`AuditLog::open_checked`] at every start.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
+        Self::open_with(path, Mode::OpenOrCreate, None)
+    }
+
+    /// Creates a new, empty log at `path`; refuses ([`AuditError::Exists`]) if a file is there.
+    pub fn create(path: &Path) -> Result<Self, AuditError> {
+        Self::open_with(path, Mode::Create, None)
+    }
+
+    /// Opens the existing log at `path` (verified as by [`AuditLog::open`]) and checks it
+    /// against `recorded`, the position the store recorded at its last commit: a missing log is
+    /// [`AuditError::Missing`], a shorter one [`AuditError::Truncated`], one whose entry at that
+    /// position has another hash [`AuditError::HeadMismatch`]. A log *ahead* of `recorded` is
+    /// accepted (entries appended after the store's last commit).
+    pub fn open_checked(path: &Path, recorded: &AuditHead) -> Result<Self, AuditError> {
+        Self::open_with(path, Mode::Existing, Some(recorded))
+    }
+
+    fn open_with(
+        path: &Path,
+        mode: Mode,
+        recorded: Option<&AuditHead>,
+    ) -> Result<Self, AuditError> {
         let io = |op| {
             move |source| AuditError::Io {
                 path: path.to_path_buf(),
@@ -268,17 +376,35 @@ impl AuditLog {
                 source,
             }
         };
+        let mut options = OpenOptions::new();
+        options.read(true).append(true);
+        match mode {
+            Mode::OpenOrCreate => {
+                options.create(true);
+            }
+            Mode::Create => {
+                options.create_new(true);
+            }
+            Mode::Existing => {}
+        }
         let created = !path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(io("open"))?;
+        let file = options.open(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::AlreadyExists => AuditError::Exists {
+                path: path.to_path_buf(),
+            },
+            std::io::ErrorKind::NotFound if mode == Mode::Existing => AuditError::Missing {
+                path: path.to_path_buf(),
+                recorded: recorded.cloned().unwrap_or_else(AuditHead::genesis),
+            },
+            _ => io("open")(source),
+        })?;
         if created {
             crate::store::sync_parent_dir(path).map_err(io("sync directory"))?;
         }
-        let scan = scan(path, BufReader::new(&file))?;
+        let scan = scan(path, BufReader::new(&file), recorded.map(|r| r.entries))?;
+        if let Some(recorded) = recorded {
+            check_position(path, &scan, recorded)?;
+        }
         if scan.torn_tail_bytes > 0 {
             tracing::warn!(path = %path.display(), bytes = scan.torn_tail_bytes, entries = scan.entries,
                 "dropping the unterminated last line of the audit log, left by an interrupted append");
@@ -345,6 +471,14 @@ impl AuditLog {
         self.head.clone()
     }
 
+    /// The log's current position (entries and head), as the store records it.
+    pub fn position(&self) -> AuditHead {
+        AuditHead {
+            entries: self.next_seq,
+            head: self.head.clone(),
+        }
+    }
+
     /// Number of entries.
     pub fn len(&self) -> u64 {
         self.next_seq
@@ -365,13 +499,36 @@ impl AuditLog {
 /// (an interrupted append) is ignored with a warning and reported in
 /// [`VerifySummary::torn_tail_bytes`]; anything else wrong is [`AuditError::Broken`] naming the
 /// first broken line.
+///
+/// The chain alone cannot show a cut tail; [`verify_against`] can, given the store's record.
 pub fn verify(path: &Path) -> Result<VerifySummary, AuditError> {
-    let file = File::open(path).map_err(|source| AuditError::Io {
-        path: path.to_path_buf(),
-        op: "open",
-        source,
+    verify_with(path, None)
+}
+
+/// [`verify`], then the check of [`AuditLog::open_checked`] against `recorded` (the position the
+/// store recorded at its last commit): a missing log is [`AuditError::Missing`], a shorter one
+/// [`AuditError::Truncated`], one whose entry at that position has another hash
+/// [`AuditError::HeadMismatch`]. Modifies nothing.
+pub fn verify_against(path: &Path, recorded: &AuditHead) -> Result<VerifySummary, AuditError> {
+    verify_with(path, Some(recorded))
+}
+
+fn verify_with(path: &Path, recorded: Option<&AuditHead>) -> Result<VerifySummary, AuditError> {
+    let file = File::open(path).map_err(|source| match (source.kind(), recorded) {
+        (std::io::ErrorKind::NotFound, Some(recorded)) => AuditError::Missing {
+            path: path.to_path_buf(),
+            recorded: recorded.clone(),
+        },
+        _ => AuditError::Io {
+            path: path.to_path_buf(),
+            op: "open",
+            source,
+        },
     })?;
-    let scan = scan(path, BufReader::new(file))?;
+    let scan = scan(path, BufReader::new(file), recorded.map(|r| r.entries))?;
+    if let Some(recorded) = recorded {
+        check_position(path, &scan, recorded)?;
+    }
     if scan.torn_tail_bytes > 0 {
         tracing::warn!(path = %path.display(), bytes = scan.torn_tail_bytes,
             "ignoring the unterminated last line of the audit log (an interrupted append)");
@@ -383,20 +540,52 @@ pub fn verify(path: &Path) -> Result<VerifySummary, AuditError> {
     })
 }
 
+/// Mode of [`AuditLog::open_with`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    OpenOrCreate,
+    Create,
+    Existing,
+}
+
 struct Scan {
     entries: u64,
     head: String,
     /// Bytes of the verified, `\n`-terminated lines.
     end: u64,
     torn_tail_bytes: u64,
+    /// The head after the number of entries asked for, if the log holds that many.
+    head_at: Option<String>,
 }
 
-/// Reads and verifies every line; stops at the first broken one.
-fn scan(path: &Path, mut reader: impl BufRead) -> Result<Scan, AuditError> {
+/// The scanned log against the store's `recorded` position.
+fn check_position(path: &Path, scan: &Scan, recorded: &AuditHead) -> Result<(), AuditError> {
+    if scan.entries < recorded.entries {
+        return Err(AuditError::Truncated {
+            path: path.to_path_buf(),
+            log_entries: scan.entries,
+            log_head: scan.head.clone(),
+            recorded: recorded.clone(),
+        });
+    }
+    match &scan.head_at {
+        Some(h) if *h == recorded.head => Ok(()),
+        other => Err(AuditError::HeadMismatch {
+            path: path.to_path_buf(),
+            log_hash: other.clone().unwrap_or_default(),
+            recorded: recorded.clone(),
+        }),
+    }
+}
+
+/// Reads and verifies every line; stops at the first broken one. With `at = Some(n)`, also
+/// returns the head after the first `n` entries (if there are that many).
+fn scan(path: &Path, mut reader: impl BufRead, at: Option<u64>) -> Result<Scan, AuditError> {
     let mut head = GENESIS.to_string();
     let mut entries = 0u64;
     let mut end = 0u64;
     let mut line = Vec::new();
+    let mut head_at = (at == Some(0)).then(|| head.clone());
     loop {
         line.clear();
         let n = reader
@@ -406,20 +595,13 @@ fn scan(path: &Path, mut reader: impl BufRead) -> Result<Scan, AuditError> {
                 op: "read",
                 source,
             })?;
-        if n == 0 {
-            return Ok(Scan {
-                entries,
-                head,
-                end,
-                torn_tail_bytes: 0,
-            });
-        }
-        if line.last() != Some(&b'\n') {
+        if n == 0 || line.last() != Some(&b'\n') {
             return Ok(Scan {
                 entries,
                 head,
                 end,
                 torn_tail_bytes: n as u64,
+                head_at,
             });
         }
         let line_no = entries as usize + 1;
@@ -434,6 +616,9 @@ fn scan(path: &Path, mut reader: impl BufRead) -> Result<Scan, AuditError> {
         head = entry.hash;
         entries += 1;
         end += n as u64;
+        if at == Some(entries) {
+            head_at = Some(head.clone());
+        }
     }
 }
 

@@ -4,9 +4,11 @@
 //! - [`service`]: the gRPC services around it (one actor task owning engine, store and log).
 //! - [`store`]: durable job records and checkpoints (redb).
 //! - [`audit`]: the append-only, hash-chained audit log.
+//! - [`state`]: the state directory (store + log + marker): explicit init, checked open.
 #![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod engine;
 pub mod service;
+pub mod state;
 pub mod store;

@@ -33,9 +33,10 @@ use rand::RngCore;
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tonic::{Request, Response, Status};
 
-use crate::audit::{AuditLog, AuditRecord};
+use crate::audit::{AuditError, AuditHead, AuditLog, AuditRecord};
 use crate::engine::{Coordinator, EngineError, Event, JobRecord, JobStatus};
-use crate::store::Store;
+use crate::state::StateError;
+use crate::store::{Store, StoreError};
 
 type RpcResult<T> = Result<Response<T>, Status>;
 
@@ -57,10 +58,13 @@ pub enum ServiceError {
         #[source]
         source: fedsilo_proto::roster::RosterError,
     },
-    #[error("store: {0}")]
-    Store(String),
-    #[error("audit log: {0}")]
-    Audit(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The state directory could not be opened (missing, lost or inconsistent state).
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("restoring job '{job}': {message}")]
@@ -379,6 +383,8 @@ struct Actor {
     engine: Coordinator,
     store: Store,
     audit: AuditLog,
+    /// The audit position the store holds (recorded with every checkpoint).
+    recorded_audit: AuditHead,
     mail: Arc<Mailboxes>,
     last_round_hash: BTreeMap<String, String>,
     observer: Option<mpsc::UnboundedSender<crate::engine::RoundSummary>>,
@@ -386,7 +392,10 @@ struct Actor {
 
 impl Actor {
     /// Persists the engine's events (checkpoints, audit entries), then queues its messages:
-    /// nothing of a step leaves before the step before it is on disk.
+    /// nothing of a step leaves before the step before it is on disk. Every checkpoint is
+    /// committed with the audit log's position (the rounds before it are appended first); if
+    /// entries were appended after the last checkpoint (a failed round), their position is
+    /// recorded before any message leaves too.
     async fn drain(&mut self) -> Result<(), ServiceError> {
         while let Some(ev) = self.engine.poll_event() {
             match ev {
@@ -398,9 +407,10 @@ impl Actor {
                     // The round event that produced this state came first, so the hash is
                     // the one of the round whose aggregate the checkpointed plan absorbed.
                     let round_hash = self.last_round_hash.get(&job_id).map(String::as_str);
+                    let audit = self.audit.position();
                     self.store
-                        .commit_round_step(&job_id, &state, step, &state, round_hash)
-                        .map_err(|e| ServiceError::Store(e.to_string()))?;
+                        .commit_step_audited(&job_id, &state, step, &state, round_hash, &audit)?;
+                    self.recorded_audit = audit;
                 }
                 Event::Round(r) => {
                     let r = *r;
@@ -418,19 +428,17 @@ impl Actor {
                     if let Some(obs) = &self.observer {
                         let _ = obs.send(r.clone());
                     }
-                    self.audit
-                        .append(AuditRecord {
-                            job_id: r.job_id,
-                            round: r.secagg_round,
-                            purpose: r.purpose,
-                            participants: r.participants,
-                            survivors: r.survivors,
-                            model_hash: r.model_hash,
-                            aggregate_hash: r.aggregate_hash,
-                            time_unix_ms: now_ms,
-                            outcome: r.outcome,
-                        })
-                        .map_err(|e| ServiceError::Audit(e.to_string()))?;
+                    self.audit.append(AuditRecord {
+                        job_id: r.job_id,
+                        round: r.secagg_round,
+                        purpose: r.purpose,
+                        participants: r.participants,
+                        survivors: r.survivors,
+                        model_hash: r.model_hash,
+                        aggregate_hash: r.aggregate_hash,
+                        time_unix_ms: now_ms,
+                        outcome: r.outcome,
+                    })?;
                 }
                 Event::JobFinished { job_id, state } => {
                     tracing::info!(job = %job_id, state = %state.label(), "job ended");
@@ -439,6 +447,11 @@ impl Actor {
                     tracing::warn!(participant = from, %reason, "message refused");
                 }
             }
+        }
+        let audit = self.audit.position();
+        if audit != self.recorded_audit {
+            self.store.record_audit_head(&audit)?;
+            self.recorded_audit = audit;
         }
         while let Some((to, m)) = self.engine.poll_transmit() {
             self.mail.push(to, Queued::new(m)).await;
@@ -503,19 +516,17 @@ fn load_roster(path: &Path) -> Result<RosterFile, ServiceError> {
     Ok(r)
 }
 
-/// Opens the state directory, restores every job from its last checkpoint and serves until
-/// `shutdown` resolves.
+/// Opens the state directory (initialised by [`crate::state::init`]; refused if anything in it
+/// was lost, see [`crate::state::open`]), restores every job from its last checkpoint and serves
+/// until `shutdown` resolves. On shutdown the services stop taking requests, the engine actor
+/// finishes the command and the writes in progress, and the store is closed before this returns.
 pub async fn serve(
     cfg: ServiceConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
     let roster = load_roster(&cfg.roster)?;
-    std::fs::create_dir_all(&cfg.state_dir)
-        .map_err(|e| ServiceError::Store(format!("{}: {e}", cfg.state_dir.display())))?;
-    let store = Store::open(&cfg.state_dir.join("coordinator.redb"))
-        .map_err(|e| ServiceError::Store(e.to_string()))?;
-    let audit = AuditLog::open(&cfg.state_dir.join("audit.jsonl"))
-        .map_err(|e| ServiceError::Audit(e.to_string()))?;
+    let (store, audit) = crate::state::open(&cfg.state_dir)?;
+    let recorded_audit = audit.position();
     let names: BTreeMap<ParticipantId, String> = roster
         .institutions
         .iter()
@@ -529,19 +540,11 @@ pub async fn serve(
     rand::rng().fill_bytes(&mut seed);
     let mut engine = Coordinator::new(roster.to_crypto_roster(), names, seed);
     let now = Instant::now();
-    let jobs = store
-        .list_jobs()
-        .map_err(|e| ServiceError::Store(e.to_string()))?;
+    let jobs = store.list_jobs()?;
     let mut last_round_hash = BTreeMap::new();
     for (job, _) in &jobs {
-        if let Some((step, state)) = store
-            .latest_checkpoint(job)
-            .map_err(|e| ServiceError::Store(e.to_string()))?
-        {
-            if let Some(hash) = store
-                .round_sha256(job, step)
-                .map_err(|e| ServiceError::Store(e.to_string()))?
-            {
+        if let Some((step, state)) = store.latest_checkpoint(job)? {
+            if let Some(hash) = store.round_sha256(job, step)? {
                 last_round_hash.insert(job.clone(), hash);
             }
             engine
@@ -565,6 +568,7 @@ pub async fn serve(
         engine,
         store,
         audit,
+        recorded_audit,
         mail,
         last_round_hash,
         observer: cfg.observer.clone(),
@@ -621,7 +625,13 @@ pub async fn serve(
     // releases the store before `serve` returns.
     drop(handle);
     match actor_task.await {
-        Ok(r) => r,
+        Ok(r) => {
+            if r.is_ok() {
+                tracing::info!(state = %cfg.state_dir.display(),
+                    "coordinator stopped: every write finished, store and audit log closed");
+            }
+            r
+        }
         Err(e) => Err(ServiceError::Transport(format!("engine task: {e}"))),
     }
 }

@@ -10,7 +10,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fedsilo_coordinator::audit::{self, entry_hash, AuditError, AuditLog, AuditRecord, GENESIS};
+use fedsilo_coordinator::audit::{
+    self, entry_hash, AuditError, AuditHead, AuditLog, AuditRecord, GENESIS,
+};
+use fedsilo_coordinator::state;
 use fedsilo_coordinator::store::{Store, StoreError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -22,7 +25,7 @@ use sha2::{Digest, Sha256};
 #[test]
 fn store_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let store = Store::create(&dir.path().join("s.redb")).unwrap();
     assert_eq!(store.get_job("j").unwrap(), None);
     assert_eq!(store.latest_checkpoint("j").unwrap(), None);
     assert_eq!(store.checkpoint("j", 0).unwrap(), None);
@@ -67,7 +70,7 @@ fn commit_step_is_durable_across_reopen_and_keeps_every_step() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.redb");
     {
-        let store = Store::open(&path).unwrap();
+        let store = Store::create(&path).unwrap();
         for step in 0..5u64 {
             let rec = format!("record after {step}");
             store
@@ -98,7 +101,7 @@ fn commit_step_is_durable_across_reopen_and_keeps_every_step() {
 #[test]
 fn latest_checkpoint_is_the_highest_step_of_that_job_only() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let store = Store::create(&dir.path().join("s.redb")).unwrap();
     // Out of order, and steps whose byte order differs from numeric order.
     for step in [3u64, 10, 2, 256, 9] {
         store
@@ -136,7 +139,7 @@ fn latest_checkpoint_is_the_highest_step_of_that_job_only() {
 #[test]
 fn list_jobs_is_sorted_by_job_id() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let store = Store::create(&dir.path().join("s.redb")).unwrap();
     for id in ["zeta", "alpha", "mid", "Alpha", "alpha-2"] {
         store.put_job(id, id.to_uppercase().as_bytes()).unwrap();
     }
@@ -153,7 +156,7 @@ fn list_jobs_is_sorted_by_job_id() {
 fn second_open_of_an_open_store_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.redb");
-    let first = Store::open(&path).unwrap();
+    let first = Store::create(&path).unwrap();
     let err = match Store::open(&path) {
         Ok(_) => panic!("a second Store::open of an open store succeeded"),
         Err(e) => e,
@@ -205,14 +208,28 @@ fn kill_record(step: u64) -> Vec<u8> {
     format!("{{\"job\":\"{KILL_JOB}\",\"step\":{step}}}").into_bytes()
 }
 
+/// The path a writer child works on; a writer run by hand (not by its parent test) fails.
+fn child_path(env: &str) -> std::path::PathBuf {
+    match std::env::var_os(env) {
+        Some(p) => p.into(),
+        None => panic!(
+            "this is a writer child of a SIGKILL test, run by that test with {env} set; \
+             it does nothing useful on its own"
+        ),
+    }
+}
+
 /// Writer mode for `store_survives_sigkill`: commits steps forever, printing each after
-/// `commit_step` returns. A no-op in a normal test run.
+/// `commit_step` returns. Run only by that test (ignored otherwise).
 #[test]
+#[ignore = "writer child: run by store_survives_sigkill_with_every_reported_step"]
 fn store_writer_child() {
-    let Some(path) = std::env::var_os(STORE_WRITER_ENV) else {
-        return;
+    let path = child_path(STORE_WRITER_ENV);
+    let store = if path.exists() {
+        Store::open(&path).unwrap()
+    } else {
+        Store::create(&path).unwrap()
     };
-    let store = Store::open(Path::new(&path)).unwrap();
     let first = store
         .latest_checkpoint(KILL_JOB)
         .unwrap()
@@ -231,13 +248,12 @@ fn store_writer_child() {
 }
 
 /// Writer mode for `audit_log_survives_sigkill`: appends large entries forever, printing each
-/// after `append` returns. A no-op in a normal test run.
+/// after `append` returns. Run only by that test (ignored otherwise).
 #[test]
+#[ignore = "writer child: run by audit_log_survives_sigkill_mid_append"]
 fn audit_writer_child() {
-    let Some(path) = std::env::var_os(AUDIT_WRITER_ENV) else {
-        return;
-    };
-    let mut log = AuditLog::open(Path::new(&path)).unwrap();
+    let path = child_path(AUDIT_WRITER_ENV);
+    let mut log = AuditLog::open(&path).unwrap();
     loop {
         let mut r = record(log.len());
         // ~40 kB lines. A kill rarely lands inside the write(2) itself; the torn-line path is also
@@ -259,7 +275,13 @@ fn run_writer_and_kill(
 ) -> Vec<String> {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            name,
+            "--nocapture",
+            "--test-threads=1",
+            "--ignored",
+        ])
         .env(env, path)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -857,4 +879,569 @@ fn hash_matches_the_documented_encoding_and_test_vector() {
     a.participants = vec!["ab".into(), "c".into()];
     b.participants = vec!["a".into(), "bc".into()];
     assert_ne!(entry_hash(1, GENESIS, &a), entry_hash(1, GENESIS, &b));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A lost or damaged store is refused, never replaced
+// ---------------------------------------------------------------------------------------------
+
+/// A store with a few committed steps; returns its path.
+fn filled_store(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("s.redb");
+    let store = Store::create(&path).unwrap();
+    for step in 0..20u64 {
+        store
+            .commit_step("j", b"rec", step, &payload(step, 50_000))
+            .unwrap();
+    }
+    path
+}
+
+fn open_err(path: &Path) -> StoreError {
+    match Store::open(path) {
+        Ok(_) => panic!("{} opened", path.display()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn open_refuses_a_missing_store_and_does_not_create_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.redb");
+    let err = open_err(&path);
+    assert!(
+        matches!(&err, StoreError::Missing { path: p } if *p == path),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("missing"), "{err}");
+    assert!(!path.exists(), "open created a store");
+}
+
+#[test]
+fn open_refuses_an_emptied_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = filled_store(dir.path());
+    std::fs::write(&path, b"").unwrap();
+    let err = open_err(&path);
+    assert!(matches!(&err, StoreError::Empty { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        0,
+        "open wrote to it"
+    );
+}
+
+#[test]
+fn open_refuses_a_truncated_store_at_any_cut_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = filled_store(dir.path());
+    let full = std::fs::read(&path).unwrap();
+    let len = full.len();
+    for cut in [len / 2, len - 1, len - 4096, 4096, 300, 100, 20, 5] {
+        std::fs::write(&path, &full[..cut]).unwrap();
+        let err = open_err(&path);
+        assert!(
+            matches!(
+                &err,
+                StoreError::Truncated { .. } | StoreError::Corrupt { .. }
+            ),
+            "cut at {cut} of {len}: {err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        if cut >= 4096 {
+            assert!(
+                matches!(&err, StoreError::Truncated { len: l, .. } if *l == cut as u64),
+                "cut at {cut}: {err:?}"
+            );
+            assert!(msg.contains("truncated"), "{msg}");
+        }
+    }
+    // The whole file again opens, with its data.
+    std::fs::write(&path, &full).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.latest_checkpoint("j").unwrap().unwrap().0, 19);
+}
+
+#[test]
+fn a_store_damaged_past_the_checks_is_corrupt_not_a_panic() {
+    // Valid magic and length, garbage everywhere else: redb's own asserts fire, and `open`
+    // reports them as corrupt. (No "panicked" reaches stderr either: see tests/durability.rs.)
+    let dir = tempfile::tempdir().unwrap();
+    let path = filled_store(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    for (i, b) in bytes.iter_mut().enumerate().skip(32) {
+        *b = (i as u8).wrapping_mul(31) ^ 0xa5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let err = open_err(&path);
+    assert!(
+        matches!(&err, StoreError::Corrupt { .. } | StoreError::Open { .. }),
+        "{err:?}"
+    );
+}
+
+/// A store whose header names another page size, padded to the length that header implies: it
+/// passes the checks before redb, and redb asserts on it.
+fn store_redb_panics_on(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[12..16].copy_from_slice(&8192u32.to_le_bytes());
+    let u = |o: usize| u64::from(u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()));
+    let (page, hdr, max, full, trailing) = (u(12), u(16), u(20), u(24), u(28));
+    let expected = page
+        + full * (hdr + max) * page
+        + if trailing > 0 {
+            (hdr + trailing) * page
+        } else {
+            0
+        };
+    bytes.resize(expected as usize, 0);
+    std::fs::write(path, &bytes).unwrap();
+}
+
+#[test]
+fn a_store_redb_would_panic_on_is_corrupt_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = filled_store(dir.path());
+    store_redb_panics_on(&path);
+    let err = open_err(&path);
+    assert!(
+        matches!(&err, StoreError::Corrupt { reason, .. } if reason.contains("database library refused")),
+        "{err:?}"
+    );
+    // The guard released the file: it can be replaced and opened again.
+    std::fs::remove_file(&path).unwrap();
+    drop(Store::create(&path).unwrap());
+    Store::open(&path).unwrap();
+}
+
+#[test]
+fn create_refuses_an_existing_file_even_an_empty_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = filled_store(dir.path());
+    assert!(matches!(
+        Store::create(&path),
+        Err(StoreError::Exists { .. })
+    ));
+    let empty = dir.path().join("empty.redb");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(matches!(
+        Store::create(&empty),
+        Err(StoreError::Exists { .. })
+    ));
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store records the audit log's head; a cut or replaced log is named
+// ---------------------------------------------------------------------------------------------
+
+fn head_of(log: &AuditLog) -> AuditHead {
+    log.position()
+}
+
+#[test]
+fn the_audit_head_is_committed_with_the_step_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let spath = dir.path().join("s.redb");
+    let lpath = dir.path().join("audit.jsonl");
+    let store = Store::create(&spath).unwrap();
+    assert_eq!(store.audit_head().unwrap(), None);
+    let mut log = AuditLog::create(&lpath).unwrap();
+    store.record_audit_head(&head_of(&log)).unwrap();
+    assert_eq!(store.audit_head().unwrap(), Some(AuditHead::genesis()));
+    for step in 0..4u64 {
+        log.append(record(step)).unwrap();
+        store
+            .commit_step_audited("j", b"r", step, b"c", None, &head_of(&log))
+            .unwrap();
+    }
+    drop(store);
+    let store = Store::open(&spath).unwrap();
+    let recorded = store.audit_head().unwrap().unwrap();
+    assert_eq!(recorded.entries, 4);
+    assert_eq!(recorded.head, log.head());
+    assert_eq!(audit::verify_against(&lpath, &recorded).unwrap().entries, 4);
+}
+
+#[test]
+fn a_log_cut_short_of_the_recorded_head_is_truncated_with_both_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let hashes = write_log(&path, 10);
+    let recorded = AuditHead {
+        entries: 10,
+        head: hashes[9].clone(),
+    };
+    assert!(audit::verify_against(&path, &recorded).is_ok());
+    // Cut the last three entries: the chain alone still verifies...
+    let lines = read_lines(&path);
+    write_lines(&path, &lines[..7]);
+    assert_eq!(audit::verify(&path).unwrap().entries, 7);
+    // ...but not against the store's record.
+    let err = audit::verify_against(&path, &recorded).unwrap_err();
+    assert!(
+        matches!(&err, AuditError::Truncated { log_entries: 7, recorded: r, .. } if r.entries == 10),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("truncated")
+            && msg.contains("7 entries (last seq 6")
+            && msg.contains("10 entries (last seq 9")
+            && msg.contains("3 entries missing"),
+        "{msg}"
+    );
+    assert!(matches!(
+        AuditLog::open_checked(&path, &recorded),
+        Err(AuditError::Truncated { .. })
+    ));
+    // Emptied entirely.
+    std::fs::write(&path, b"").unwrap();
+    assert!(matches!(
+        audit::verify_against(&path, &recorded),
+        Err(AuditError::Truncated { log_entries: 0, .. })
+    ));
+}
+
+#[test]
+fn a_deleted_log_is_missing_and_open_checked_does_not_recreate_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let hashes = write_log(&path, 3);
+    let recorded = AuditHead {
+        entries: 3,
+        head: hashes[2].clone(),
+    };
+    std::fs::remove_file(&path).unwrap();
+    let err = audit::verify_against(&path, &recorded).unwrap_err();
+    assert!(matches!(&err, AuditError::Missing { .. }), "{err:?}");
+    assert!(err.to_string().contains("missing"), "{err}");
+    assert!(matches!(
+        AuditLog::open_checked(&path, &recorded),
+        Err(AuditError::Missing { .. })
+    ));
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_replaced_log_of_the_same_length_is_a_head_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let hashes = write_log(&path, 5);
+    let recorded = AuditHead {
+        entries: 5,
+        head: hashes[4].clone(),
+    };
+    // Another valid chain of 5 entries (different records).
+    std::fs::remove_file(&path).unwrap();
+    let mut log = AuditLog::create(&path).unwrap();
+    for i in 100..105 {
+        log.append(record(i)).unwrap();
+    }
+    drop(log);
+    let err = audit::verify_against(&path, &recorded).unwrap_err();
+    assert!(matches!(&err, AuditError::HeadMismatch { .. }), "{err:?}");
+    assert!(err.to_string().contains(&hashes[4]), "{err}");
+}
+
+#[test]
+fn a_log_ahead_of_the_store_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let hashes = write_log(&path, 6);
+    let recorded = AuditHead {
+        entries: 4,
+        head: hashes[3].clone(),
+    };
+    let s = audit::verify_against(&path, &recorded).unwrap();
+    assert_eq!(s.entries, 6);
+    let log = AuditLog::open_checked(&path, &recorded).unwrap();
+    assert_eq!(log.position().entries, 6);
+    // Ahead, but diverging at the recorded position: refused.
+    let wrong = AuditHead {
+        entries: 4,
+        head: hashes[2].clone(),
+    };
+    assert!(matches!(
+        audit::verify_against(&path, &wrong),
+        Err(AuditError::HeadMismatch { .. })
+    ));
+}
+
+#[test]
+fn create_refuses_an_existing_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    write_log(&path, 2);
+    assert!(matches!(
+        AuditLog::create(&path),
+        Err(AuditError::Exists { .. })
+    ));
+    assert_eq!(audit::verify(&path).unwrap().entries, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// State directory: explicit init, checked open
+// ---------------------------------------------------------------------------------------------
+
+/// An initialised state directory with `n` audited steps of job "j".
+fn state_with(dir: &Path, n: u64) {
+    assert_eq!(state::init(dir).unwrap(), state::Initialised::Created);
+    let (store, mut log) = state::open(dir).unwrap();
+    for step in 0..n {
+        log.append(record(step)).unwrap();
+        store
+            .commit_step_audited("j", b"r", step, b"c", None, &log.position())
+            .unwrap();
+    }
+}
+
+fn state_err(dir: &Path) -> state::StateError {
+    match state::open(dir) {
+        Ok(_) => panic!("{} opened", dir.display()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn serve_needs_an_initialised_state_and_init_is_refused_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdir = dir.path().join("state");
+    let err = state_err(&sdir);
+    assert!(
+        matches!(&err, state::StateError::NotInitialised { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("coordinator init"), "{err}");
+    assert!(
+        !sdir.join(state::STORE_FILE).exists(),
+        "open created a store"
+    );
+    state_with(&sdir, 2);
+    let again = state::init(&sdir).unwrap_err();
+    assert!(
+        matches!(&again, state::StateError::AlreadyInitialised { .. }),
+        "{again:?}"
+    );
+    let (store, log) = state::open(&sdir).unwrap();
+    assert_eq!(store.latest_checkpoint("j").unwrap().unwrap().0, 1);
+    assert_eq!(log.len(), 2);
+}
+
+#[test]
+fn a_deleted_or_emptied_store_in_an_initialised_state_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdir = dir.path().join("state");
+    state_with(&sdir, 3);
+    let store = sdir.join(state::STORE_FILE);
+    let saved = std::fs::read(&store).unwrap();
+
+    std::fs::remove_file(&store).unwrap();
+    let err = state_err(&sdir);
+    assert!(
+        matches!(&err, state::StateError::StoreMissing { .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("missing") && msg.contains("3 entries"),
+        "{msg}"
+    );
+    assert!(!store.exists(), "open created a store");
+    // init does not paper over it either.
+    assert!(state::init(&sdir).is_err());
+
+    std::fs::write(&store, b"").unwrap();
+    let err = state_err(&sdir);
+    assert!(
+        matches!(&err, state::StateError::Store(StoreError::Empty { .. })),
+        "{err:?}"
+    );
+
+    std::fs::write(&store, &saved[..saved.len() / 2]).unwrap();
+    let err = state_err(&sdir);
+    assert!(
+        matches!(&err, state::StateError::Store(StoreError::Truncated { .. })),
+        "{err:?}"
+    );
+
+    std::fs::write(&store, &saved).unwrap();
+    state::open(&sdir).unwrap();
+}
+
+#[test]
+fn a_cut_or_deleted_audit_log_in_an_initialised_state_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdir = dir.path().join("state");
+    state_with(&sdir, 5);
+    let log = sdir.join(state::AUDIT_FILE);
+    let lines = read_lines(&log);
+
+    write_lines(&log, &lines[..3]);
+    let err = state_err(&sdir);
+    assert!(
+        matches!(
+            &err,
+            state::StateError::Audit(AuditError::Truncated { log_entries: 3, recorded, .. })
+                if recorded.entries == 5
+        ),
+        "{err:?}"
+    );
+    // The refused open appended nothing and did not "repair" the record.
+    assert_eq!(read_lines(&log).len(), 3);
+
+    std::fs::remove_file(&log).unwrap();
+    let err = state_err(&sdir);
+    assert!(
+        matches!(&err, state::StateError::Audit(AuditError::Missing { .. })),
+        "{err:?}"
+    );
+    assert!(!log.exists());
+
+    write_lines(&log, &lines);
+    state::open(&sdir).unwrap();
+}
+
+#[test]
+fn a_log_ahead_of_the_store_has_its_head_recorded_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdir = dir.path().join("state");
+    state_with(&sdir, 2);
+    {
+        // Entries appended with no commit after them (e.g. a failed round, then a crash).
+        let store = Store::open(&sdir.join(state::STORE_FILE)).unwrap();
+        let mut log = AuditLog::open_checked(
+            &sdir.join(state::AUDIT_FILE),
+            &store.audit_head().unwrap().unwrap(),
+        )
+        .unwrap();
+        log.append(record(2)).unwrap();
+        log.append(record(3)).unwrap();
+    }
+    let (store, log) = state::open(&sdir).unwrap();
+    assert_eq!(store.audit_head().unwrap().unwrap(), log.position());
+    assert_eq!(log.len(), 4);
+    drop((store, log));
+    // Cutting those two is now caught as well.
+    let path = sdir.join(state::AUDIT_FILE);
+    let lines = read_lines(&path);
+    write_lines(&path, &lines[..2]);
+    assert!(matches!(
+        state_err(&sdir),
+        state::StateError::Audit(AuditError::Truncated { .. })
+    ));
+}
+
+#[test]
+fn a_state_without_marker_is_refused_and_init_adopts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdir = dir.path().join("state");
+    state_with(&sdir, 2);
+    std::fs::remove_file(sdir.join(state::MARKER_FILE)).unwrap();
+    let err = state_err(&sdir);
+    assert!(
+        matches!(&err, state::StateError::Unmarked { .. }),
+        "{err:?}"
+    );
+    match state::init(&sdir).unwrap() {
+        state::Initialised::Adopted { jobs, audit } => {
+            assert_eq!(jobs, 1);
+            assert_eq!(audit.entries, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    state::open(&sdir).unwrap();
+
+    // Store and marker both gone, the log left: jobs existed; neither serve nor init goes on.
+    std::fs::remove_file(sdir.join(state::MARKER_FILE)).unwrap();
+    std::fs::remove_file(sdir.join(state::STORE_FILE)).unwrap();
+    assert!(matches!(
+        state_err(&sdir),
+        state::StateError::StoreMissing { .. }
+    ));
+    assert!(matches!(
+        state::init(&sdir),
+        Err(state::StateError::OrphanLog { entries: 2, .. })
+    ));
+}
+
+#[test]
+fn verify_store_and_log_reports_a_cut_tail_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdir = dir.path().join("state");
+    state_with(&sdir, 4);
+    let store = sdir.join(state::STORE_FILE);
+    let log = sdir.join(state::AUDIT_FILE);
+    let (summary, recorded) = state::verify_store_and_log(&store, &log).unwrap();
+    assert_eq!((summary.entries, recorded.entries), (4, 4));
+    let lines = read_lines(&log);
+    write_lines(&log, &lines[..1]);
+    assert!(matches!(
+        state::verify_store_and_log(&store, &log),
+        Err(state::StateError::Audit(AuditError::Truncated {
+            log_entries: 1,
+            ..
+        }))
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store's audit head under SIGKILL
+// ---------------------------------------------------------------------------------------------
+
+const STATE_WRITER_ENV: &str = "FEDSILO_STATE_WRITER";
+
+/// Writer mode for `store_and_log_agree_after_sigkill`: the service's order, forever: append an
+/// audit entry, then commit a step with the log's position. Run only by that test.
+#[test]
+#[ignore = "writer child: run by store_and_log_agree_after_sigkill"]
+fn state_writer_child() {
+    let dir = child_path(STATE_WRITER_ENV);
+    let (store, mut log) = state::open(&dir).unwrap();
+    loop {
+        let step = log.len();
+        let e = log.append(record(step)).unwrap();
+        store
+            .commit_step_audited(
+                KILL_JOB,
+                &kill_record(step),
+                step,
+                &payload(step, 20_000),
+                None,
+                &log.position(),
+            )
+            .unwrap();
+        println!("committed {} {}", e.seq, e.hash);
+    }
+}
+
+#[test]
+fn store_and_log_agree_after_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdir = dir.path().join("state");
+    state::init(&sdir).unwrap();
+    for cycle in 0..3u64 {
+        let lines = run_writer_and_kill(
+            "state_writer_child",
+            STATE_WRITER_ENV,
+            &sdir,
+            6,
+            Duration::from_millis(cycle * 2),
+        );
+        let done = reported(&lines, "committed ");
+        let (last_seq, _) = done.last().expect("nothing reported").clone();
+        // Whatever the kill interrupted, the state opens: the store's head is a prefix of the log.
+        let (store, log) = state::open(&sdir).unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+        let recorded = store.audit_head().unwrap().unwrap();
+        assert!(
+            recorded.entries > last_seq,
+            "cycle {cycle}: store recorded {recorded}, child reported seq {last_seq}"
+        );
+        assert_eq!(recorded, log.position(), "open records the log's head");
+    }
 }

@@ -213,20 +213,42 @@ async fn connect(cfg: &NodeConfig) -> Result<FederationClient<Channel>, NodeErro
 }
 
 /// Runs the node until every job it joined has ended (with `exit_when_done`) or forever.
-pub async fn run(cfg: NodeConfig, mut worker: Worker) -> Result<(), NodeError> {
+pub async fn run(cfg: NodeConfig, worker: Worker) -> Result<(), NodeError> {
+    run_until(cfg, worker, std::future::pending()).await
+}
+
+/// [`run`], stopping gracefully once `shutdown` resolves: a batch of messages being handled
+/// and its answers being submitted is finished first; a wait (poll, back-off) is cut short.
+pub async fn run_until(
+    cfg: NodeConfig,
+    mut worker: Worker,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    tokio::pin!(shutdown);
     let mut client = connect(&cfg).await?;
     let mut joined: BTreeSet<String> = BTreeSet::new();
     let mut ended: BTreeSet<String> = BTreeSet::new();
     let mut backoff = Duration::from_millis(200);
     let mut need_join = true;
+    // Awaits `$fut` unless shutdown comes first, in which case the node stops.
+    macro_rules! or_shutdown {
+        ($fut:expr) => {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => {
+                    tracing::info!("participant stopped");
+                    return Ok(());
+                }
+                r = $fut => r,
+            }
+        };
+    }
     loop {
         if need_join {
-            match client
-                .join(pb::JoinRequest {
-                    job_ids: cfg.jobs.clone(),
-                })
-                .await
-            {
+            let joined_reply = or_shutdown!(client.join(pb::JoinRequest {
+                job_ids: cfg.jobs.clone(),
+            }));
+            match joined_reply {
                 Ok(r) => {
                     let r = r.into_inner();
                     for j in r.job_ids {
@@ -242,7 +264,7 @@ pub async fn run(cfg: NodeConfig, mut worker: Worker) -> Result<(), NodeError> {
                 }
                 Err(status) => {
                     tracing::warn!(error = %status, "cannot join yet; retrying");
-                    tokio::time::sleep(backoff).await;
+                    or_shutdown!(tokio::time::sleep(backoff));
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
@@ -252,14 +274,15 @@ pub async fn run(cfg: NodeConfig, mut worker: Worker) -> Result<(), NodeError> {
             tracing::info!("every job this node took part in has ended");
             return Ok(());
         }
-        let reply = match client.poll(pb::PollRequest { max_wait_ms: 2_000 }).await {
+        let polled = or_shutdown!(client.poll(pb::PollRequest { max_wait_ms: 2_000 }));
+        let reply = match polled {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 if status.code() == tonic::Code::PermissionDenied {
                     return Err(NodeError::Refused(status.message().to_string()));
                 }
                 tracing::warn!(error = %status, "lost the coordinator; reconnecting");
-                tokio::time::sleep(backoff).await;
+                or_shutdown!(tokio::time::sleep(backoff));
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 need_join = true;
                 continue;

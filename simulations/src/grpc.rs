@@ -83,6 +83,7 @@ async fn run_async(
     let roster = RosterFile::load(&pki.join("roster.toml")).map_err(err)?;
     let addr = free_port()?;
     let state_dir = dir.path().join("state");
+    fedsilo_coordinator::state::init(&state_dir).map_err(err)?;
     let (obs_tx, mut obs_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let cfg = ServiceConfig {

@@ -25,6 +25,19 @@ pub struct Report {
     /// Hex SHA-256 head of the audit chain.
     pub audit_head: String,
     pub totals: Totals,
+    /// How each of the scenario's jobs ended, in scenario order.
+    #[serde(default)]
+    pub jobs: Vec<JobOutcome>,
+}
+
+/// How one job of the scenario ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobOutcome {
+    pub name: String,
+    /// `true` only for a job that ran to its end; its models' metrics are results.
+    pub finished: bool,
+    /// The job's final state: `finished`, or why not (`failed: <reason>`, …).
+    pub state: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

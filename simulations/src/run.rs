@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fedsilo_coordinator::audit::{AuditLog, AuditRecord};
-use fedsilo_coordinator::engine::{Coordinator, JobRecord, RoundSummary};
+use fedsilo_coordinator::engine::{Coordinator, JobRecord, JobState, RoundSummary};
 use fedsilo_crypto::keys::IdentityKey;
 use fedsilo_crypto::msg::{ParticipantId, Roster};
 use fedsilo_ml::fed::{JobSpec, LocalData, ModelParams, ModelSpec, Standardizer, TrainedModel};
@@ -26,8 +26,8 @@ use sha2::{Digest, Sha256};
 
 use crate::memory::{parse_phase, Fault, MemoryFederation};
 use crate::report::{
-    CurvePoint, DpReport, DropEvent, InstitutionComparison, InstitutionSummary, Metrics,
-    ModelReport, PrivacyReport, Report, RoundReport, ScenarioSummary, Totals,
+    CurvePoint, DpReport, DropEvent, InstitutionComparison, InstitutionSummary, JobOutcome,
+    Metrics, ModelReport, PrivacyReport, Report, RoundReport, ScenarioSummary, Totals,
 };
 use crate::scenario::{EventKind, JobEntry, Scenario};
 
@@ -567,6 +567,12 @@ pub fn build_report(
                 })
                 .collect();
             let mut notes = Vec::new();
+            if !matches!(rec.state, JobState::Finished) {
+                notes.push(format!(
+                    "The job did not finish ({}): the figures below are not a result.",
+                    rec.state.label()
+                ));
+            }
             if let Some(why) = &plan.stopped_early {
                 notes.push(format!("Stopped early: {why}"));
             }
@@ -670,6 +676,22 @@ pub fn build_report(
         ],
         dp: dp_report,
     };
+    let jobs = s
+        .jobs
+        .iter()
+        .map(|job| match records.get(&job.name) {
+            Some(rec) => JobOutcome {
+                name: job.name.clone(),
+                finished: matches!(rec.state, JobState::Finished),
+                state: rec.state.label(),
+            },
+            None => JobOutcome {
+                name: job.name.clone(),
+                finished: false,
+                state: "never started (no checkpoint)".into(),
+            },
+        })
+        .collect();
     let bytes_sent = rounds.iter().flat_map(|r| r.bytes_sent.values()).sum();
     let bytes_received = rounds.iter().flat_map(|r| r.bytes_received.values()).sum();
     Ok(Report {
@@ -691,6 +713,7 @@ pub fn build_report(
             bytes_received,
             peak_memory_bytes: peak_memory_bytes(),
         },
+        jobs,
     })
 }
 

@@ -231,6 +231,7 @@ fn sample_report() -> Report {
             bytes_received,
             peak_memory_bytes: Some(187_432_960),
         },
+        jobs: vec![],
     }
 }
 
@@ -474,6 +475,7 @@ fn odd_data_renders_without_panicking() {
             bytes_received: 0,
             peak_memory_bytes: None,
         },
+        jobs: vec![],
     };
     let html = empty.render_html();
     assert_balanced(&html);

@@ -207,6 +207,13 @@ impl TestFed {
             "--listen",
             &format!("127.0.0.1:{port}"),
         ]);
+        // A fresh coordinator state is an explicit act: `serve` refuses an uninitialised one.
+        run_ok(&[
+            "coordinator",
+            "init",
+            "--config",
+            dir.path().join("coordinator.toml").to_str().unwrap(),
+        ]);
         std::fs::copy(schema, dir.path().join("schema.toml")).unwrap();
         for name in &names {
             let cfg = format!(
