@@ -163,7 +163,7 @@ impl Worker {
                 self.jobs.remove(&job_id);
                 self.events.push_back(WorkerEvent::JobEnded {
                     job_id,
-                    state,
+                    state: state.to_string(),
                     detail,
                 });
                 Ok(())
@@ -250,7 +250,17 @@ fn prepare_input(
     if start.encoding.modulus != start.config.modulus {
         return Err("encoding and round disagree on the modulus".into());
     }
-    let mut encoded = start.encoding.encode(&values).map_err(|e| e.to_string())?;
+    // Every value is clipped to the declared range before encoding: the coordinator checks
+    // the sum against survivors × that range, so an out-of-range value must never reach it.
+    let (mut encoded, clipped) = start
+        .encoding
+        .encode_clipped(&values)
+        .map_err(|e| e.to_string())?;
+    if clipped.count > 0 {
+        tracing::warn!(job = %start.config.ctx.job_id, round = start.config.ctx.round,
+            clipped = clipped.count, largest = clipped.largest, first_index = ?clipped.first_index,
+            max_abs = start.encoding.max_abs, "values outside the declared range were clipped before encoding");
+    }
     if let Some(noise) = instr.noise() {
         let scale = (start.encoding.frac_bits as f64).exp2();
         let sigma_int = noise.share(start.config.participants.len()) * scale;
