@@ -260,6 +260,7 @@ fn job_spec(n_trees: usize, run: u64) -> JobSpec {
         phase_timeout_ms: 30_000,
         // as the simulator sets it: the fixed-point encoding allows up to 1,000 participants
         max_participants: 1000,
+        absence_patience_ms: fedsilo_ml::fed::DEFAULT_ABSENCE_PATIENCE_MS,
     }
 }
 

@@ -181,6 +181,25 @@ enum JobCmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Cancel a job: its round in flight is abandoned and participants are told; the job can
+    /// be resumed later (`job resume`).
+    Cancel {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        job: String,
+        /// Why (recorded in the job's detail with the operator's name).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume a failed or cancelled job from its last checkpoint, with its failure budget
+    /// and absence patience reset; it waits until enough participants are present.
+    Resume {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        job: String,
+    },
     /// Download a job's model (JSON).
     Model {
         #[arg(long)]
@@ -599,11 +618,23 @@ async fn operator_client(config: &Path) -> Result<OperatorClient<tonic::transpor
     Ok(OperatorClient::new(channel))
 }
 
+/// The job state of a status reply, as `fedsilo job status` prints it.
+fn state_name(s: &pb::JobStatus) -> String {
+    match fedsilo_proto::convert::job_state_from(s.state, "state") {
+        Ok(state) => state.to_string(),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+fn is_terminal(s: &pb::JobStatus) -> bool {
+    fedsilo_proto::convert::job_state_from(s.state, "state").is_ok_and(|st| st.is_terminal())
+}
+
 fn print_status(s: &pb::JobStatus) -> Result<()> {
     outln!(
         "{}  {}  round {}/{}  participants [{}]{}{}",
         s.job_id,
-        s.state,
+        state_name(s),
         s.round,
         s.total_rounds,
         s.participants.join(", "),
@@ -708,7 +739,7 @@ async fn job(cmd: JobCmd) -> Result<()> {
                     .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                     .into_inner();
                 print_status(&s)?;
-                if !follow || s.state == "finished" || s.state.starts_with("failed") {
+                if !follow || is_terminal(&s) {
                     return Ok(());
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -727,6 +758,35 @@ async fn job(cmd: JobCmd) -> Result<()> {
             for s in &list.jobs {
                 print_status(s)?;
             }
+            Ok(())
+        }
+        JobCmd::Cancel {
+            config,
+            job,
+            reason,
+        } => {
+            let mut client = operator_client(&config).await?;
+            let s = client
+                .cancel_job(pb::CancelJobRequest {
+                    job_id: job.clone(),
+                    reason,
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("cannot cancel job '{job}': {}", s.message()))?
+                .into_inner();
+            print_status(&s);
+            Ok(())
+        }
+        JobCmd::Resume { config, job } => {
+            let mut client = operator_client(&config).await?;
+            let s = client
+                .resume_job(pb::JobRef {
+                    job_id: job.clone(),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("cannot resume job '{job}': {}", s.message()))?
+                .into_inner();
+            print_status(&s);
             Ok(())
         }
         JobCmd::Model { config, job, out } => {

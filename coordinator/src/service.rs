@@ -107,6 +107,17 @@ enum Command {
         job: String,
         reply: oneshot::Sender<Option<String>>,
     },
+    /// A participant polled: it is alive (no reply).
+    Seen { from: ParticipantId },
+    Cancel {
+        job: String,
+        reason: String,
+        reply: oneshot::Sender<Result<JobStatus, EngineError>>,
+    },
+    Resume {
+        job: String,
+        reply: oneshot::Sender<Result<JobStatus, EngineError>>,
+    },
 }
 
 /// One message waiting in a participant's queue.
@@ -116,6 +127,8 @@ struct Queued {
     round_scoped: bool,
     /// `RoundStart` or `JobEnd`: every earlier round of the job is over.
     supersedes: bool,
+    /// `JobEnd`: stale once the job is resumed.
+    ends_job: bool,
     msg: pb::ToParticipant,
 }
 
@@ -132,6 +145,7 @@ impl Queued {
             job_id,
             round_scoped,
             supersedes,
+            ends_job: matches!(m, T::JobEnd { .. }),
             msg: m.into(),
         }
     }
@@ -165,6 +179,15 @@ impl Mailboxes {
         }
         self.notifier(p).await.notify_one();
     }
+    /// A resumed job has not ended: drops its undelivered `JobEnd`s (a participant that was
+    /// away would otherwise read one when it comes back and leave the job).
+    async fn drop_job_ends(&self, job_id: &str) {
+        let mut queues = self.queues.lock().await;
+        for queue in queues.values_mut() {
+            queue.retain(|q| !(q.ends_job && q.job_id == job_id));
+        }
+    }
+
     async fn take(&self, p: ParticipantId) -> Vec<pb::ToParticipant> {
         let mut q = self.queues.lock().await;
         let Some(queue) = q.get_mut(&p) else {
@@ -193,6 +216,7 @@ fn engine_status(e: EngineError) -> Status {
         | EngineError::Protocol(_)
         | EngineError::BadCheckpoint { .. } => Status::invalid_argument(e.to_string()),
         EngineError::DuplicateJob(_) => Status::already_exists(e.to_string()),
+        EngineError::WrongState { .. } => Status::failed_precondition(e.to_string()),
     }
 }
 
@@ -210,7 +234,7 @@ fn check_job_id(field: &str, id: &str) -> Result<(), Status> {
 fn status_pb(s: JobStatus) -> pb::JobStatus {
     pb::JobStatus {
         job_id: s.job_id,
-        state: s.state.label(),
+        state: pb::JobState::from(s.state.kind()) as i32,
         round: s.rounds_done,
         total_rounds: s.total_rounds,
         participants: s.participants,
@@ -275,6 +299,8 @@ impl Federation for Handle {
     async fn poll(&self, req: Request<pb::PollRequest>) -> RpcResult<pb::PollReply> {
         let from = self.participant(&req)?;
         let wait = Duration::from_millis(req.into_inner().max_wait_ms as u64).min(MAX_POLL_WAIT);
+        // Liveness: a participant that polls is present for the next round.
+        let _ = self.tx.send(Command::Seen { from }).await;
         let notify = self.mail.notifier(from).await;
         let mut messages = self.mail.take(from).await;
         if messages.is_empty() {
@@ -376,6 +402,43 @@ impl Operator for Handle {
             .ok_or_else(|| Status::not_found(format!("job '{job}' has no model yet")))?;
         Ok(Response::new(pb::ModelReply { model_json: model }))
     }
+
+    async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> RpcResult<pb::JobStatus> {
+        let who = self.operator(&req)?;
+        let req = req.into_inner();
+        check_job_id("job_id", &req.job_id)?;
+        let mut reason = format!("cancelled by {who}");
+        let note = req.reason.trim();
+        if !note.is_empty() {
+            let mut cut = note.len().min(MAX_DECLINE_REASON_BYTES);
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.push_str(": ");
+            reason.push_str(&note[..cut]);
+        }
+        let status = self
+            .ask(|reply| Command::Cancel {
+                job: req.job_id,
+                reason,
+                reply,
+            })
+            .await?
+            .map_err(engine_status)?;
+        Ok(Response::new(status_pb(status)))
+    }
+
+    async fn resume_job(&self, req: Request<pb::JobRef>) -> RpcResult<pb::JobStatus> {
+        let who = self.operator(&req)?;
+        let job = req.into_inner().job_id;
+        check_job_id("job_id", &job)?;
+        tracing::info!(operator = %who, job = %job, "resuming job");
+        let status = self
+            .ask(|reply| Command::Resume { job, reply })
+            .await?
+            .map_err(engine_status)?;
+        Ok(Response::new(status_pb(status)))
+    }
 }
 
 /// The engine actor: owns the coordinator, the store and the audit log.
@@ -459,6 +522,12 @@ impl Actor {
         Ok(())
     }
 
+    fn status_of(&self, job: &str) -> Result<JobStatus, EngineError> {
+        self.engine
+            .job_status(job)
+            .ok_or_else(|| EngineError::UnknownJob(job.to_string()))
+    }
+
     fn model_json(&self, job: &str) -> Option<String> {
         let plan = self.engine.plan(job)?;
         let model = plan.model()?;
@@ -491,6 +560,8 @@ impl Actor {
                 }));
             }
             Command::Status { job, reply } => {
+                // Brings the engine's clock (the ages in `detail`) up to now.
+                self.engine.handle_timeout(now);
                 let list = match job {
                     Some(j) => self.engine.job_status(&j).into_iter().collect(),
                     None => self.engine.list_jobs(),
@@ -499,6 +570,21 @@ impl Actor {
             }
             Command::Model { job, reply } => {
                 let _ = reply.send(self.model_json(&job));
+            }
+            Command::Seen { from } => self.engine.handle_seen(now, from),
+            Command::Cancel { job, reason, reply } => {
+                let r = self
+                    .engine
+                    .cancel(now, &job, reason)
+                    .and_then(|()| self.status_of(&job));
+                let _ = reply.send(r);
+            }
+            Command::Resume { job, reply } => {
+                let r = self.engine.resume(now, &job);
+                if r.is_ok() {
+                    self.mail.drop_job_ends(&job).await;
+                }
+                let _ = reply.send(r.and_then(|()| self.status_of(&job)));
             }
         }
     }
@@ -723,12 +809,30 @@ mod tests {
             7,
             Queued::new(ToParticipant::JobEnd {
                 job_id: "j".into(),
-                state: "finished".into(),
+                state: fedsilo_proto::job::JobState::Finished,
                 detail: String::new(),
             }),
         )
         .await;
         assert_eq!(seen(mail.take(7).await), [("j".into(), 0, "job end")]);
+        assert!(mail.take(8).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_resumed_job_drops_its_undelivered_job_end() {
+        let mail = Mailboxes::default();
+        let job_end = |job: &str| {
+            Queued::new(ToParticipant::JobEnd {
+                job_id: job.into(),
+                state: fedsilo_proto::job::JobState::Cancelled,
+                detail: String::new(),
+            })
+        };
+        mail.push(7, job_end("j")).await;
+        mail.push(7, job_end("k")).await;
+        mail.push(8, job_end("j")).await;
+        mail.drop_job_ends("j").await;
+        assert_eq!(seen(mail.take(7).await), [("k".into(), 0, "job end")]);
         assert!(mail.take(8).await.is_empty());
     }
 }

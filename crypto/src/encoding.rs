@@ -373,6 +373,32 @@ impl FixedPoint {
         })
     }
 
+    /// [`FixedPoint::encode`] after clipping every finite value to `[-max_abs, max_abs]`:
+    /// the declared range of one participant's contribution, which the coordinator's
+    /// plausibility check of the sum relies on. Returns the encoding and what was clipped
+    /// (for the caller to log). A non-finite value is still refused, naming its index:
+    /// nothing is ever wrapped or silently replaced by a bound.
+    pub fn encode_clipped(&self, values: &[f64]) -> Result<(RingVec, Clipped), EncodingError> {
+        let mut clipped = Clipped::default();
+        let mut inside = Vec::with_capacity(values.len());
+        for (index, &value) in values.iter().enumerate() {
+            if !value.is_finite() {
+                return Err(EncodingError::NonFinite { index, value });
+            }
+            if value.abs() > self.max_abs {
+                clipped.count += 1;
+                if value.abs() > clipped.largest.abs() {
+                    clipped.largest = value;
+                }
+                clipped.first_index.get_or_insert(index);
+                inside.push(value.clamp(-self.max_abs, self.max_abs));
+            } else {
+                inside.push(value);
+            }
+        }
+        Ok((self.encode(&inside)?, clipped))
+    }
+
     /// Decodes a SUM of `participants` encodings, reading each element as a signed integer
     /// and dividing by 2^frac_bits. Refuses `participants > max_participants` (the sum could
     /// have wrapped) and a modulus mismatch.
@@ -417,6 +443,17 @@ impl FixedPoint {
     }
 }
 
+/// What [`FixedPoint::encode_clipped`] clipped.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Clipped {
+    /// How many values lay outside `[-max_abs, max_abs]`.
+    pub count: usize,
+    /// The clipped value of largest magnitude (0 when none was clipped).
+    pub largest: f64,
+    /// Index of the first clipped value.
+    pub first_index: Option<usize>,
+}
+
 /// 2^e as an f64, exact for e <= 1023.
 fn pow2(e: u32) -> f64 {
     f64::from(2u32).powi(e as i32)
@@ -453,6 +490,31 @@ pub fn clip_l2(values: &mut [f64], max_norm: f64) -> f64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn encode_clipped_clamps_counts_and_still_refuses_non_finite() {
+        let fp = FixedPoint::choose(2.0, 10).unwrap();
+        let (v, c) = fp.encode_clipped(&[1.0, 5.0, -7.5, -2.0]).unwrap();
+        assert_eq!(v, fp.encode(&[1.0, 2.0, -2.0, -2.0]).unwrap());
+        assert_eq!(
+            c,
+            Clipped {
+                count: 2,
+                largest: -7.5,
+                first_index: Some(1)
+            }
+        );
+        let (_, none) = fp.encode_clipped(&[0.5, -2.0]).unwrap();
+        assert_eq!(none, Clipped::default());
+        assert!(matches!(
+            fp.encode_clipped(&[1.0, f64::NAN]),
+            Err(EncodingError::NonFinite { index: 1, .. })
+        ));
+        assert!(matches!(
+            fp.encode_clipped(&[f64::INFINITY]),
+            Err(EncodingError::NonFinite { index: 0, .. })
+        ));
+    }
 
     #[test]
     fn modulus_sizes() {

@@ -233,7 +233,17 @@ pub struct JobSpec {
     /// Largest federation the fixed-point encoding must allow for.
     #[serde(default = "default_max_participants")]
     pub max_participants: u32,
+    /// How long a job that has started may be held up by absent participants (too few
+    /// present to start a round, or rounds failing because some did not answer) before it
+    /// fails with the reason; every completed round resets the clock. Default 30 min.
+    #[serde(default = "default_absence_patience_ms")]
+    pub absence_patience_ms: u64,
 }
+
+/// Default of [`JobSpec::absence_patience_ms`]: 30 minutes.
+pub const DEFAULT_ABSENCE_PATIENCE_MS: u64 = 30 * 60 * 1000;
+/// Bounds of [`JobSpec::absence_patience_ms`]: one second to thirty days.
+pub const ABSENCE_PATIENCE_MS_RANGE: std::ops::RangeInclusive<u64> = 1_000..=30 * 24 * 3600 * 1000;
 
 fn default_min_participants() -> usize {
     2
@@ -249,6 +259,9 @@ fn default_phase_timeout_ms() -> u64 {
 }
 fn default_max_participants() -> u32 {
     1000
+}
+fn default_absence_patience_ms() -> u64 {
+    DEFAULT_ABSENCE_PATIENCE_MS
 }
 
 impl JobSpec {
@@ -332,6 +345,14 @@ impl JobSpec {
             if !(dp.clip > 0.0 && dp.noise_multiplier > 0.0 && dp.delta > 0.0 && dp.delta < 1.0) {
                 return bad("dp: clip > 0, noise_multiplier > 0 and 0 < delta < 1 required".into());
             }
+        }
+        if !ABSENCE_PATIENCE_MS_RANGE.contains(&self.absence_patience_ms) {
+            return bad(format!(
+                "absence_patience_ms: {} is outside {}..={} (1 s to 30 days)",
+                self.absence_patience_ms,
+                ABSENCE_PATIENCE_MS_RANGE.start(),
+                ABSENCE_PATIENCE_MS_RANGE.end()
+            ));
         }
         Ok(())
     }
@@ -1715,6 +1736,8 @@ impl ModelArtifact {
     }
 }
 
+pub mod plausible;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1777,6 +1800,7 @@ mod tests {
             seed: 1,
             phase_timeout_ms: 1000,
             max_participants: 100,
+            absence_patience_ms: DEFAULT_ABSENCE_PATIENCE_MS,
         }
     }
 

@@ -198,7 +198,7 @@ impl Worker {
                 self.jobs.remove(&job_id);
                 self.events.push_back(WorkerEvent::JobEnded {
                     job_id,
-                    state,
+                    state: state.to_string(),
                     detail,
                 });
                 Ok(())
@@ -294,7 +294,14 @@ fn prepare_input(
             instruction: values.len(),
         });
     }
-    let mut encoded = start.encoding.encode(&values)?;
+    // Every value is clipped to the declared range before encoding: the coordinator checks
+    // the sum against survivors × that range, so an out-of-range value must never reach it.
+    let (mut encoded, clipped) = start.encoding.encode_clipped(&values)?;
+    if clipped.count > 0 {
+        tracing::warn!(job = %start.config.ctx.job_id, round = start.config.ctx.round,
+            clipped = clipped.count, largest = clipped.largest, first_index = ?clipped.first_index,
+            max_abs = start.encoding.max_abs, "values outside the declared range were clipped before encoding");
+    }
     if let Some(noise) = instr.noise() {
         let scale = (start.encoding.frac_bits as f64).exp2();
         let sigma_int = noise.share(start.config.participants.len()) * scale;

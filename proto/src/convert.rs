@@ -20,7 +20,7 @@ use fedsilo_crypto::msg::{
 };
 use fedsilo_crypto::shamir::Share;
 
-use crate::job::{RoundStart, ToCoordinator, ToParticipant};
+use crate::job::{JobState, RoundStart, ToCoordinator, ToParticipant};
 use crate::pb;
 
 /// Largest gRPC message a fedsilo server or client accepts (`max_decoding_message_size`,
@@ -692,7 +692,7 @@ impl From<ToParticipant> for pb::ToParticipant {
                 detail,
             } => Body::JobEnd(pb::JobEnd {
                 job_id,
-                state,
+                state: pb::JobState::from(state) as i32,
                 detail,
             }),
         };
@@ -722,10 +722,36 @@ impl TryFrom<pb::ToParticipant> for ToParticipant {
             },
             Body::JobEnd(m) => ToParticipant::JobEnd {
                 job_id: m.job_id,
-                state: m.state,
+                state: job_state_from(m.state, "job_end.state")?,
                 detail: m.detail,
             },
         })
+    }
+}
+
+impl From<JobState> for pb::JobState {
+    fn from(s: JobState) -> Self {
+        match s {
+            JobState::Waiting => pb::JobState::Waiting,
+            JobState::Running => pb::JobState::Running,
+            JobState::Finished => pb::JobState::Finished,
+            JobState::Failed => pb::JobState::Failed,
+            JobState::Cancelled => pb::JobState::Cancelled,
+        }
+    }
+}
+
+/// A wire job state (`JobStatus.state`, `JobEnd.state`); UNSPECIFIED and unknown values are
+/// refused with `field` named.
+pub fn job_state_from(v: i32, field: &str) -> Result<JobState, WireError> {
+    match pb::JobState::try_from(v) {
+        Ok(pb::JobState::Waiting) => Ok(JobState::Waiting),
+        Ok(pb::JobState::Running) => Ok(JobState::Running),
+        Ok(pb::JobState::Finished) => Ok(JobState::Finished),
+        Ok(pb::JobState::Failed) => Ok(JobState::Failed),
+        Ok(pb::JobState::Cancelled) => Ok(JobState::Cancelled),
+        Ok(pb::JobState::Unspecified) => Err(WireError::at(field, Problem::Unspecified)),
+        Err(_) => Err(WireError::at(field, Problem::UnknownEnum(v))),
     }
 }
 

@@ -21,6 +21,46 @@ pub struct RoundStart {
     pub phase_timeout_ms: u64,
 }
 
+/// Lifecycle of a job as the wire carries it (`pb::JobState`): the reason that goes with a
+/// state travels beside it, in a `detail` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Not enough participants present to start the next round.
+    Waiting,
+    Running,
+    Finished,
+    Failed,
+    /// Stopped by an operator; can be resumed.
+    Cancelled,
+}
+
+impl JobState {
+    /// Lower-case name, as `fedsilo job status` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Waiting => "waiting",
+            JobState::Running => "running",
+            JobState::Finished => "finished",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Finished, failed or cancelled: no round will start unless the job is resumed.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Finished | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Coordinator → participant.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToParticipant {
@@ -33,7 +73,7 @@ pub enum ToParticipant {
     },
     JobEnd {
         job_id: String,
-        state: String,
+        state: JobState,
         detail: String,
     },
 }

@@ -49,6 +49,17 @@ impl Operator for Stub {
     async fn get_model(&self, _: Request<pb::JobRef>) -> Result<Response<pb::ModelReply>, Status> {
         Err(Status::unimplemented("stub"))
     }
+
+    async fn cancel_job(
+        &self,
+        _: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::JobStatus>, Status> {
+        Err(Status::unimplemented("stub"))
+    }
+
+    async fn resume_job(&self, _: Request<pb::JobRef>) -> Result<Response<pb::JobStatus>, Status> {
+        Err(Status::unimplemented("stub"))
+    }
 }
 
 fn federation(dir: &std::path::Path, seed: u64, names: &[&str]) -> Federation {

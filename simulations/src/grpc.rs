@@ -183,10 +183,9 @@ async fn run_async(
             .await
             .map_err(|e| err(format!("job status: {e}")))?
             .into_inner();
-        done = list
-            .jobs
-            .iter()
-            .all(|j| j.state == "finished" || j.state.starts_with("failed"));
+        done = list.jobs.iter().all(|j| {
+            fedsilo_proto::convert::job_state_from(j.state, "state").is_ok_and(|s| s.is_terminal())
+        });
         if !done {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

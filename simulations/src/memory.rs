@@ -9,6 +9,10 @@
 //! sending from the given phase of the given round; a *straggler*'s messages are held until the
 //! phase deadline has passed (the coordinator then refuses them as late); a *late joiner*
 //! joins the job only when it reaches the given round.
+//!
+//! Liveness: every participant is seen by the coordinator on every pass of the loop (as a
+//! gRPC node is on every poll), so one that dropped out of a round is present again for the
+//! round after the next pass.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -194,10 +198,19 @@ impl MemoryFederation {
         }
     }
 
-    /// Runs until every launched job has finished or failed.
+    /// Every participant polls: the coordinator sees it alive now.
+    fn poll_all(&mut self) {
+        let now = self.now();
+        for p in 0..self.workers.len() as ParticipantId {
+            self.coordinator.handle_seen(now, p);
+        }
+    }
+
+    /// Runs until every launched job has finished, failed or been cancelled.
     pub fn run(&mut self, on_round: &mut dyn FnMut(&RoundSummary)) -> Result<(), SimError> {
         let n = self.workers.len();
         loop {
+            self.poll_all();
             self.join_due();
             let mut moved = false;
             let mut inbox: Vec<Vec<ToParticipant>> = vec![Vec::new(); n];
@@ -245,7 +258,7 @@ impl MemoryFederation {
                 .coordinator
                 .list_jobs()
                 .iter()
-                .all(|j| matches!(j.state, JobState::Finished | JobState::Failed(_)));
+                .all(|j| j.state.is_terminal());
             if all_done && self.pending_joins.is_empty() {
                 return Ok(());
             }
@@ -255,6 +268,8 @@ impl MemoryFederation {
                     if deadline > now {
                         self.skipped += deadline - now;
                     }
+                    // Everyone still polls while the clock jumps to the deadline.
+                    self.poll_all();
                     let now = self.now();
                     self.coordinator.handle_timeout(now);
                     // Stragglers' messages arrive just after the deadline.
@@ -270,7 +285,7 @@ impl MemoryFederation {
                         .coordinator
                         .list_jobs()
                         .into_iter()
-                        .filter(|j| !matches!(j.state, JobState::Finished | JobState::Failed(_)))
+                        .filter(|j| !j.state.is_terminal())
                         .map(|j| format!("{} ({})", j.job_id, j.state.label()))
                         .collect();
                     return Err(SimError::Stalled(format!(

@@ -200,6 +200,7 @@ pub fn job_spec(s: &Scenario, job: &JobEntry, n: usize) -> JobSpec {
         seed: s.seed,
         phase_timeout_ms: job.phase_timeout_ms,
         max_participants: (n as u32).max(1000),
+        absence_patience_ms: fedsilo_ml::fed::DEFAULT_ABSENCE_PATIENCE_MS,
     }
 }
 

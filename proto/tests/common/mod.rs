@@ -177,7 +177,7 @@ pub fn to_participant_all() -> Vec<ToParticipant> {
     });
     v.push(ToParticipant::JobEnd {
         job_id: "credit-risk-2024".into(),
-        state: "done".into(),
+        state: fedsilo_proto::job::JobState::Finished,
         detail: "10 rounds, ε = 2.9".into(),
     });
     v
