@@ -2,11 +2,13 @@
 //!
 //! - [`engine`]: the sans-IO job engine (`Coordinator`).
 //! - [`service`]: the gRPC services around it (one actor task owning engine, store and log).
+//! - [`net`]: the listener: TLS handshakes, connection caps and idle timeouts ([`net::Limits`]).
 //! - [`store`]: durable job records and checkpoints (redb).
 //! - [`audit`]: the append-only, hash-chained audit log.
 #![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod engine;
+pub mod net;
 pub mod service;
 pub mod store;
