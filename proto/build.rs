@@ -4,6 +4,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/fedsilo.proto");
     println!("cargo:rerun-if-changed=build.rs");
     let fds = protox::compile(["proto/fedsilo.proto"], ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Undecodable requests are the caller's fault: INVALID_ARGUMENT, not tonic's INTERNAL.
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::ProtoCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

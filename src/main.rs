@@ -74,6 +74,14 @@ enum Command {
         /// Address the example configs point at.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: String,
+        /// Key type of the TLS certificates (the SecAgg+ identity keys are Ed25519 always).
+        /// ECDSA P-256 works with every gRPC stack; BoringSSL-based clients (grpcio)
+        /// refuse Ed25519 certificates.
+        #[arg(long, value_enum, default_value_t = KeyTypeArg::EcdsaP256)]
+        key_type: KeyTypeArg,
+        /// Replace the federation already in --out (its CA, every key and the configs).
+        #[arg(long)]
+        force: bool,
     },
     /// Score a CSV locally with an exported model; writes a ranked list (best first).
     Score {
@@ -117,6 +125,24 @@ enum ModelCmd {
         #[arg(long)]
         csv: Option<PathBuf>,
     },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum KeyTypeArg {
+    EcdsaP256,
+    EcdsaP384,
+    Ed25519,
+}
+
+impl From<KeyTypeArg> for fedsilo_proto::pki::KeyType {
+    fn from(k: KeyTypeArg) -> Self {
+        use fedsilo_proto::pki::KeyType;
+        match k {
+            KeyTypeArg::EcdsaP256 => KeyType::EcdsaP256,
+            KeyTypeArg::EcdsaP384 => KeyType::EcdsaP384,
+            KeyTypeArg::Ed25519 => KeyType::Ed25519,
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -234,6 +260,9 @@ struct CoordinatorConfig {
     state_dir: PathBuf,
     roster: PathBuf,
     tls: TlsSection,
+    /// Connection, request and poll limits; every key optional.
+    #[serde(default)]
+    limits: fedsilo_coordinator::net::Limits,
 }
 
 /// `operator.toml`
@@ -244,7 +273,19 @@ struct OperatorConfig {
     #[serde(default = "localhost")]
     tls_domain: String,
     tls: TlsSection,
+    /// How long to wait for a connection to the coordinator (TCP, TLS and HTTP/2);
+    /// default [`OPERATOR_CONNECT_TIMEOUT`].
+    #[serde(default)]
+    connect_timeout_ms: Option<u64>,
+    /// How long to wait for each answer; default [`OPERATOR_REQUEST_TIMEOUT`].
+    #[serde(default)]
+    request_timeout_ms: Option<u64>,
 }
+
+/// How long an operator command waits to be connected to the coordinator.
+const OPERATOR_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an operator command waits for each answer of the coordinator.
+const OPERATOR_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -425,7 +466,9 @@ fn run(cli: Cli) -> Result<()> {
             institutions,
             hosts,
             listen,
-        } => keygen(&out, &institutions, &hosts, &listen),
+            key_type,
+            force,
+        } => keygen(&out, &institutions, &hosts, &listen, key_type.into(), force),
         Command::Score {
             model,
             data,
@@ -450,6 +493,7 @@ fn coordinator_config(config: &Path) -> Result<ServiceConfig> {
         state_dir: resolve(base, &cfg.state_dir),
         roster: resolve(base, &cfg.roster),
         tls: tls_files(base, &cfg.tls),
+        limits: cfg.limits,
         observer: None,
     })
 }
@@ -604,18 +648,97 @@ fn simulate(scenario: &Path, out: &Path, transport: TransportArg) -> Result<()> 
     Ok(())
 }
 
-async fn operator_client(config: &Path) -> Result<OperatorClient<tonic::transport::Channel>> {
+/// A connection to the coordinator whose transport failures (unreachable, reset, timed
+/// out) name the coordinator's address.
+#[derive(Clone, Debug)]
+struct Coordinator {
+    channel: tonic::transport::Channel,
+    addr: std::sync::Arc<str>,
+    request_timeout: Duration,
+}
+
+impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for Coordinator {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = tonic::Status;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, tonic::Status>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), tonic::Status>> {
+        let addr = self.addr.clone();
+        let timeout = self.request_timeout;
+        self.channel
+            .poll_ready(cx)
+            .map_err(|e| unreachable_status(&addr, timeout, &e))
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        let addr = self.addr.clone();
+        let timeout = self.request_timeout;
+        let fut = self.channel.call(req);
+        Box::pin(async move {
+            fut.await
+                .map_err(|e| unreachable_status(&addr, timeout, &e))
+        })
+    }
+}
+
+/// `UNAVAILABLE` naming the coordinator's address and the whole error chain.
+fn unreachable_status(
+    addr: &str,
+    timeout: Duration,
+    e: &(dyn std::error::Error + 'static),
+) -> tonic::Status {
+    let mut detail = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        src = s.source();
+    }
+    tonic::Status::unavailable(format!(
+        "coordinator at {addr} (request timeout {} ms): {detail}",
+        timeout.as_millis()
+    ))
+}
+
+async fn operator_client(config: &Path) -> Result<OperatorClient<Coordinator>> {
     let cfg: OperatorConfig = read_toml(config)?;
     let base = config.parent().unwrap_or(Path::new("."));
     let tls = client_tls_config(&tls_files(base, &cfg.tls), &cfg.tls_domain)?;
-    let channel = tonic::transport::Endpoint::from_shared(cfg.coordinator.clone())
+    let connect_timeout = cfg
+        .connect_timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(OPERATOR_CONNECT_TIMEOUT);
+    let request_timeout = cfg
+        .request_timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(OPERATOR_REQUEST_TIMEOUT);
+    let endpoint = tonic::transport::Endpoint::from_shared(cfg.coordinator.clone())
         .with_context(|| format!("coordinator address '{}'", cfg.coordinator))?
         .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", cfg.coordinator))?;
-    Ok(OperatorClient::new(channel))
+        .connect_timeout(connect_timeout)
+        .timeout(request_timeout);
+    // `connect_timeout` bounds the TCP connection only: the TLS and HTTP/2 handshakes are
+    // bounded here.
+    let channel = match tokio::time::timeout(connect_timeout, endpoint.connect()).await {
+        Ok(r) => {
+            r.with_context(|| format!("cannot reach the coordinator at {}", cfg.coordinator))?
+        }
+        Err(_) => bail!(
+            "cannot reach the coordinator at {}: not connected within {} ms (connect_timeout_ms)",
+            cfg.coordinator,
+            connect_timeout.as_millis()
+        ),
+    };
+    Ok(OperatorClient::new(Coordinator {
+        channel,
+        addr: cfg.coordinator.as_str().into(),
+        request_timeout,
+    }))
 }
 
 /// The job state of a status reply, as `fedsilo job status` prints it.
@@ -774,7 +897,7 @@ async fn job(cmd: JobCmd) -> Result<()> {
                 .await
                 .map_err(|s| anyhow::anyhow!("cannot cancel job '{job}': {}", s.message()))?
                 .into_inner();
-            print_status(&s);
+            print_status(&s)?;
             Ok(())
         }
         JobCmd::Resume { config, job } => {
@@ -786,7 +909,7 @@ async fn job(cmd: JobCmd) -> Result<()> {
                 .await
                 .map_err(|s| anyhow::anyhow!("cannot resume job '{job}': {}", s.message()))?
                 .into_inner();
-            print_status(&s);
+            print_status(&s)?;
             Ok(())
         }
         JobCmd::Model { config, job, out } => {
@@ -804,10 +927,37 @@ async fn job(cmd: JobCmd) -> Result<()> {
     }
 }
 
-fn keygen(out: &Path, institutions: &[String], hosts: &[String], listen: &str) -> Result<()> {
+fn keygen(
+    out: &Path,
+    institutions: &[String],
+    hosts: &[String],
+    listen: &str,
+    key_type: fedsilo_proto::pki::KeyType,
+    force: bool,
+) -> Result<()> {
     use rand::SeedableRng;
+    let configs = ["coordinator.toml".to_string(), "operator.toml".to_string()]
+        .into_iter()
+        .chain(institutions.iter().map(|n| format!("participant-{n}.toml")))
+        .map(|f| out.join(f));
+    if !force {
+        let mut files = fedsilo_proto::pki::federation_files(out, institutions);
+        files.extend(configs);
+        if let Some(f) = files.iter().find(|f| f.symlink_metadata().is_ok()) {
+            bail!(
+                "{} already holds a federation ({} exists): keygen would replace its CA, every key and the configs. \
+                 Pass --force to overwrite it, or choose another --out",
+                out.display(),
+                f.display()
+            );
+        }
+    }
     let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
-    fedsilo_proto::pki::generate_federation(out, institutions, hosts, &mut rng)
+    let options = fedsilo_proto::pki::FederationOptions {
+        key_type,
+        overwrite: force,
+    };
+    fedsilo_proto::pki::generate_federation_with(out, institutions, hosts, options, &mut rng)
         .with_context(|| format!("generating the federation in {}", out.display()))?;
     let coord = format!(
         "listen = \"{listen}\"\nstate_dir = \"coordinator-state\"\nroster = \"roster.toml\"\n\n[tls]\nca = \"ca.pem\"\ncert = \"coordinator.pem\"\nkey = \"coordinator.key\"\n"
@@ -828,7 +978,7 @@ fn keygen(out: &Path, institutions: &[String], hosts: &[String], listen: &str) -
         std::fs::write(out.join(format!("participant-{name}.toml")), p)?;
     }
     outln!(
-        "federation for {} institution(s) written to {}: ca.pem, coordinator.*, operator.*, <name>.pem/.key/.identity, roster.toml and example configs\nnext: fedsilo coordinator init --config {}",
+        "federation for {} institution(s) written to {} ({key_type} certificates): ca.pem, coordinator.*, operator.*, <name>.pem/.key/.identity, roster.toml and example configs\nnext: fedsilo coordinator init --config {}",
         institutions.len(),
         out.display(),
         out.join("coordinator.toml").display()

@@ -16,6 +16,18 @@
 //!
 //! The hash of the round that produced each job's current model (exported as the model's
 //! `round_sha256`) is committed with every checkpoint and reloaded on restart.
+//!
+//! Messages go only to the certificate they belong to: a queue is keyed by the participant
+//! id the roster gives the *verified client certificate* of the caller, the engine addresses
+//! every message (each participant gets its own copy of a `RoundStart`), and `Poll` drains
+//! only the caller's own queue. Polls are admitted per participant ([`PollGate`]): a
+//! participant whose polls keep coming back empty is held to [`Limits::poll_rate_per_sec`]
+//! (`RESOURCE_EXHAUSTED` beyond it) and may have at most [`Limits::max_concurrent_polls`]
+//! waiting at once, so one certificate polling in a loop costs the coordinator little and
+//! takes nothing from anyone else.
+//!
+//! The listener ([`crate::net`]) bounds TLS handshakes, connections and idle time; the
+//! tonic server bounds each request's duration and the requests in flight per connection.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -28,13 +40,14 @@ use fedsilo_proto::pb;
 use fedsilo_proto::pb::federation_server::{Federation, FederationServer};
 use fedsilo_proto::pb::operator_server::{Operator, OperatorServer};
 use fedsilo_proto::roster::Roster as RosterFile;
-use fedsilo_proto::tls::{peer_name, server_tls_config, TlsFiles};
+use fedsilo_proto::tls::{peer_name, server_rustls_config, TlsFiles};
 use rand::RngCore;
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tonic::{Request, Response, Status};
 
 use crate::audit::{AuditError, AuditHead, AuditLog, AuditRecord};
 use crate::engine::{Coordinator, EngineError, Event, JobRecord, JobStatus};
+use crate::net::{Limits, LimitsError};
 use crate::state::StateError;
 use crate::store::{Store, StoreError};
 
@@ -46,6 +59,8 @@ const MAX_POLL_MESSAGES: usize = 64;
 const MAX_POLL_WAIT: Duration = Duration::from_secs(25);
 /// Longest job id accepted in a request (the engine launches no longer ids).
 const MAX_JOB_ID_BYTES: usize = 128;
+/// Most job ids one `Join` may name.
+const MAX_JOIN_JOBS: usize = 1024;
 /// A participant's reason for declining a step is cut to this many bytes before it is
 /// logged and reported.
 const MAX_DECLINE_REASON_BYTES: usize = 4096;
@@ -71,6 +86,14 @@ pub enum ServiceError {
     Restore { job: String, message: String },
     #[error("gRPC server: {0}")]
     Transport(String),
+    #[error("coordinator.toml [limits]: {0}")]
+    Limits(#[from] LimitsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Where the coordinator keeps its files and how it is reached.
@@ -80,6 +103,8 @@ pub struct ServiceConfig {
     pub state_dir: PathBuf,
     pub roster: PathBuf,
     pub tls: TlsFiles,
+    /// Connection, request and poll limits.
+    pub limits: Limits,
     /// Receives every round summary (simulations build their report from it).
     pub observer: Option<mpsc::UnboundedSender<crate::engine::RoundSummary>>,
 }
@@ -188,6 +213,13 @@ impl Mailboxes {
         }
     }
 
+    async fn has_mail(&self, p: ParticipantId) -> bool {
+        self.queues
+            .lock()
+            .await
+            .get(&p)
+            .is_some_and(|q| !q.is_empty())
+    }
     async fn take(&self, p: ParticipantId) -> Vec<pb::ToParticipant> {
         let mut q = self.queues.lock().await;
         let Some(queue) = q.get_mut(&p) else {
@@ -198,12 +230,116 @@ impl Mailboxes {
     }
 }
 
+/// Admission of `Poll`s, per participant: a token bucket charged by polls that return no
+/// message (capacity `poll_burst`, refilled at `poll_rate_per_sec`), and a cap on polls
+/// waiting at once. A poll that finds messages waiting is always admitted.
+struct PollGate {
+    rate: f64,
+    burst: f64,
+    max_waiting: u32,
+    buckets: std::sync::Mutex<HashMap<ParticipantId, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+    waiting: u32,
+}
+
+/// One admitted `Poll`; counts as waiting until dropped (also when the call is cancelled).
+struct PollTicket {
+    gate: Arc<PollGate>,
+    participant: ParticipantId,
+}
+
+impl PollGate {
+    fn new(limits: &Limits) -> Self {
+        PollGate {
+            rate: limits.poll_rate_per_sec,
+            burst: f64::from(limits.poll_burst),
+            max_waiting: limits.max_concurrent_polls,
+            buckets: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with_bucket<T>(
+        &self,
+        p: ParticipantId,
+        now: Instant,
+        f: impl FnOnce(&mut Bucket) -> T,
+    ) -> T {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let b = buckets.entry(p).or_insert(Bucket {
+            tokens: self.burst,
+            refilled: now,
+            waiting: 0,
+        });
+        let elapsed = now.saturating_duration_since(b.refilled).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
+        b.refilled = now;
+        f(b)
+    }
+
+    fn enter(
+        self: &Arc<Self>,
+        p: ParticipantId,
+        now: Instant,
+        has_mail: bool,
+    ) -> Result<PollTicket, Status> {
+        let (max, burst, rate) = (self.max_waiting, self.burst, self.rate);
+        self.with_bucket(p, now, |b| {
+            if b.waiting >= max {
+                return Err(Status::resource_exhausted(format!(
+                    "{} polls of this participant are already waiting (at most {max})",
+                    b.waiting
+                )));
+            }
+            if !has_mail && b.tokens < 1.0 {
+                return Err(Status::resource_exhausted(format!(
+                    "polling too fast: {burst} empty polls in a burst, then {rate} per second; \
+                     wait for messages with max_wait_ms instead"
+                )));
+            }
+            b.waiting += 1;
+            Ok(())
+        })?;
+        Ok(PollTicket {
+            gate: self.clone(),
+            participant: p,
+        })
+    }
+
+    /// A poll came back empty.
+    fn charge(&self, p: ParticipantId, now: Instant) {
+        self.with_bucket(p, now, |b| b.tokens = (b.tokens - 1.0).max(0.0));
+    }
+}
+
+impl Drop for PollTicket {
+    fn drop(&mut self) {
+        let mut buckets = self
+            .gate
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(b) = buckets.get_mut(&self.participant) {
+            b.waiting = b.waiting.saturating_sub(1);
+        }
+    }
+}
+
 /// The shared face of the actor used by both services.
 #[derive(Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Command>,
     mail: Arc<Mailboxes>,
     roster: Arc<RosterFile>,
+    polls: Arc<PollGate>,
+    /// Longest a `Poll` waits: [`MAX_POLL_WAIT`], or half the request timeout if shorter.
+    max_poll_wait: Duration,
 }
 
 fn engine_status(e: EngineError) -> Status {
@@ -283,6 +419,12 @@ impl Federation for Handle {
     async fn join(&self, req: Request<pb::JoinRequest>) -> RpcResult<pb::JoinReply> {
         let from = self.participant(&req)?;
         let jobs = req.into_inner().job_ids;
+        if jobs.len() > MAX_JOIN_JOBS {
+            return Err(Status::invalid_argument(format!(
+                "job_ids: {} jobs named, at most {MAX_JOIN_JOBS}",
+                jobs.len()
+            )));
+        }
         for (i, job) in jobs.iter().enumerate() {
             check_job_id(&format!("job_ids[{i}]"), job)?;
         }
@@ -291,21 +433,36 @@ impl Federation for Handle {
             .await?
             .map_err(engine_status)?;
         Ok(Response::new(pb::JoinReply {
-            participant_id: from,
+            participant_id: Some(from),
             job_ids: joined,
         }))
     }
 
     async fn poll(&self, req: Request<pb::PollRequest>) -> RpcResult<pb::PollReply> {
         let from = self.participant(&req)?;
-        let wait = Duration::from_millis(req.into_inner().max_wait_ms as u64).min(MAX_POLL_WAIT);
+        let wait =
+            Duration::from_millis(req.into_inner().max_wait_ms as u64).min(self.max_poll_wait);
+        let has_mail = self.mail.has_mail(from).await;
+        let _ticket = self.polls.enter(from, Instant::now(), has_mail)?;
         // Liveness: a participant that polls is present for the next round.
         let _ = self.tx.send(Command::Seen { from }).await;
         let notify = self.mail.notifier(from).await;
+        let deadline = tokio::time::Instant::now() + wait;
         let mut messages = self.mail.take(from).await;
-        if messages.is_empty() {
-            let _ = tokio::time::timeout(wait, notify.notified()).await;
+        // A wake-up can find nothing (a permit left by a push an earlier poll already
+        // served): keep waiting until the deadline, so an empty reply means "nothing for
+        // `wait`" and an honest node's empty polls stay rare.
+        while messages.is_empty() {
+            if tokio::time::timeout_at(deadline, notify.notified())
+                .await
+                .is_err()
+            {
+                break;
+            }
             messages = self.mail.take(from).await;
+        }
+        if messages.is_empty() {
+            self.polls.charge(from, Instant::now());
         }
         Ok(Response::new(pb::PollReply { messages }))
     }
@@ -369,6 +526,7 @@ impl Operator for Handle {
     async fn get_job(&self, req: Request<pb::JobRef>) -> RpcResult<pb::JobStatus> {
         self.operator(&req)?;
         let job = req.into_inner().job_id;
+        check_job_id("job_id", &job)?;
         let mut list = self
             .ask(|reply| Command::Status {
                 job: Some(job.clone()),
@@ -393,6 +551,7 @@ impl Operator for Handle {
     async fn get_model(&self, req: Request<pb::JobRef>) -> RpcResult<pb::ModelReply> {
         self.operator(&req)?;
         let job = req.into_inner().job_id;
+        check_job_id("job_id", &job)?;
         let model = self
             .ask(|reply| Command::Model {
                 job: job.clone(),
@@ -610,6 +769,7 @@ pub async fn serve(
     cfg: ServiceConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
+    cfg.limits.validate()?;
     let roster = load_roster(&cfg.roster)?;
     let (store, audit) = crate::state::open(&cfg.state_dir)?;
     let recorded_audit = audit.position();
@@ -649,6 +809,8 @@ pub async fn serve(
         tx,
         mail: mail.clone(),
         roster: Arc::new(roster),
+        polls: Arc::new(PollGate::new(&cfg.limits)),
+        max_poll_wait: MAX_POLL_WAIT.min(cfg.limits.request_timeout() / 2),
     };
     let mut actor = Actor {
         engine,
@@ -685,19 +847,31 @@ pub async fn serve(
         }
         Ok(())
     });
-    let tls = server_tls_config(&cfg.tls).map_err(|e| ServiceError::Tls(e.to_string()))?;
-    tracing::info!(listen = %cfg.listen, state = %cfg.state_dir.display(), "coordinator serving");
+    let tls = server_rustls_config(&cfg.tls).map_err(|e| ServiceError::Tls(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServiceError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let limits = &cfg.limits;
+    let (incoming, connections) = crate::net::listen(listener, tls, limits);
+    tracing::info!(listen = %cfg.listen, state = %cfg.state_dir.display(), ?limits, "coordinator serving");
     let max = fedsilo_proto::convert::MAX_MESSAGE_BYTES;
     let server = tonic::transport::Server::builder()
-        .tls_config(tls)
-        .map_err(|e| ServiceError::Tls(e.to_string()))?
+        .timeout(limits.request_timeout())
+        .concurrency_limit_per_connection(limits.max_streams_per_connection as usize)
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .http2_keepalive_interval(Some(limits.keepalive_interval()))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout()))
+        .layer(crate::net::ActivityLayer::new(connections))
         .add_service(
             FederationServer::new(handle.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
         .add_service(OperatorServer::new(handle.clone()))
-        .serve_with_shutdown(cfg.listen, shutdown);
+        .serve_with_incoming_shutdown(incoming, shutdown);
     let mut actor_task = actor_task;
     tokio::select! {
         r = server => r.map_err(|e| ServiceError::Transport(e.to_string()))?,
@@ -778,6 +952,48 @@ mod tests {
                 ToParticipant::JobEnd { job_id, .. } => (job_id, 0, "job end"),
             })
             .collect()
+    }
+
+    #[test]
+    fn empty_polls_are_rate_limited_and_waiting_polls_capped() {
+        let limits = Limits {
+            poll_burst: 3,
+            poll_rate_per_sec: 2.0,
+            max_concurrent_polls: 2,
+            ..Limits::default()
+        };
+        let gate = Arc::new(PollGate::new(&limits));
+        let t0 = Instant::now();
+        let exhausted = |r: Result<PollTicket, Status>| match r {
+            Err(s) => s.code() == tonic::Code::ResourceExhausted,
+            Ok(_) => false,
+        };
+        // A burst of three empty polls, then refused...
+        for _ in 0..3 {
+            let t = gate.enter(1, t0, false).unwrap_or_else(|s| panic!("{s:?}"));
+            gate.charge(1, t0);
+            drop(t);
+        }
+        assert!(exhausted(gate.enter(1, t0, false)));
+        // ...unless messages are waiting for it.
+        assert!(gate.enter(1, t0, true).is_ok());
+        // Another participant has a bucket of its own.
+        assert!(gate.enter(2, t0, false).is_ok());
+        // Two polls per second come back.
+        assert!(exhausted(gate.enter(
+            1,
+            t0 + Duration::from_millis(200),
+            false
+        )));
+        assert!(gate
+            .enter(1, t0 + Duration::from_millis(500), false)
+            .is_ok());
+        // At most two polls of one participant wait at once; a finished one frees a place.
+        let a = gate.enter(3, t0, false).unwrap_or_else(|s| panic!("{s:?}"));
+        let _b = gate.enter(3, t0, false).unwrap_or_else(|s| panic!("{s:?}"));
+        assert!(exhausted(gate.enter(3, t0, true)));
+        drop(a);
+        assert!(gate.enter(3, t0, false).is_ok());
     }
 
     #[tokio::test]

@@ -193,6 +193,14 @@ pub fn build_worker(cfg: &NodeConfig) -> Result<Worker, NodeError> {
     ))
 }
 
+/// How long the node waits for a TCP connection to the coordinator.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the node waits for each answer of the coordinator (a `Poll` asks it to wait
+/// at most [`POLL_WAIT`]); a call not answered by then fails and the node reconnects.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one `Poll` asks the coordinator to wait for messages.
+pub const POLL_WAIT: Duration = Duration::from_secs(2);
+
 async fn connect(cfg: &NodeConfig) -> Result<FederationClient<Channel>, NodeError> {
     let tls = client_tls_config(&cfg.tls_files(), &cfg.tls_domain)
         .map_err(|e| NodeError::Tls(e.to_string()))?;
@@ -203,8 +211,8 @@ async fn connect(cfg: &NodeConfig) -> Result<FederationClient<Channel>, NodeErro
         })?
         .tls_config(tls)
         .map_err(|e| NodeError::Tls(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(60));
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT);
     let channel = endpoint.connect_lazy();
     let max = fedsilo_proto::convert::MAX_MESSAGE_BYTES;
     Ok(FederationClient::new(channel)
@@ -253,7 +261,7 @@ pub async fn run_until(
                     let r = r.into_inner();
                     for j in r.job_ids {
                         if !ended.contains(&j) && joined.insert(j.clone()) {
-                            tracing::info!(job = %j, participant = r.participant_id, "joined job");
+                            tracing::info!(job = %j, participant = ?r.participant_id, "joined job");
                         }
                     }
                     need_join = false;
@@ -263,7 +271,7 @@ pub async fn run_until(
                     return Err(NodeError::Refused(status.message().to_string()));
                 }
                 Err(status) => {
-                    tracing::warn!(error = %status, "cannot join yet; retrying");
+                    tracing::warn!(coordinator = %cfg.coordinator, error = %status, "cannot join yet; retrying");
                     or_shutdown!(tokio::time::sleep(backoff));
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
@@ -274,14 +282,23 @@ pub async fn run_until(
             tracing::info!("every job this node took part in has ended");
             return Ok(());
         }
-        let polled = or_shutdown!(client.poll(pb::PollRequest { max_wait_ms: 2_000 }));
+        let poll = pb::PollRequest {
+            max_wait_ms: POLL_WAIT.as_millis() as u32,
+        };
+        let polled = or_shutdown!(client.poll(poll));
         let reply = match polled {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 if status.code() == tonic::Code::PermissionDenied {
                     return Err(NodeError::Refused(status.message().to_string()));
                 }
-                tracing::warn!(error = %status, "lost the coordinator; reconnecting");
+                if status.code() == tonic::Code::ResourceExhausted {
+                    // Rate-limited: the coordinator is there; slow down, stay joined.
+                    tracing::warn!(coordinator = %cfg.coordinator, error = %status, "polling too fast; backing off");
+                    or_shutdown!(tokio::time::sleep(Duration::from_secs(1)));
+                    continue;
+                }
+                tracing::warn!(coordinator = %cfg.coordinator, error = %status, "lost the coordinator; reconnecting");
                 or_shutdown!(tokio::time::sleep(backoff));
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 need_join = true;
@@ -343,7 +360,7 @@ pub async fn run_until(
         for m in outgoing {
             let pbm: pb::ToCoordinator = m.into();
             if let Err(status) = client.submit(pbm).await {
-                tracing::warn!(error = %status, "submit refused");
+                tracing::warn!(coordinator = %cfg.coordinator, error = %status, "submit refused");
             }
         }
     }

@@ -4,6 +4,7 @@
 //!   (compiled by protox in `build.rs`; no system `protoc`).
 //! - [`job`]: plain Rust job-level messages the coordinator and participant engines exchange.
 //! - [`convert`]: `From` (Rust → wire) and `TryFrom` (wire → Rust, never panics) between the two.
+//! - [`codec`]: the services' prost codec; an undecodable message is `INVALID_ARGUMENT`.
 //! - [`tls`]: mutual-TLS configuration and the caller's identity from its certificate.
 //! - [`roster`]: `roster.toml`, the federation's list of institutions and operators.
 //! - [`pki`]: a complete test federation (CA, certificates, identity keys, roster) in one call.
@@ -18,6 +19,7 @@ pub mod pb {
     tonic::include_proto!("fedsilo.v1");
 }
 
+pub mod codec;
 pub mod convert;
 pub mod job;
 pub mod pki;

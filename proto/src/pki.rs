@@ -11,10 +11,18 @@
 //! | `<name>.identity` | hex Ed25519 identity seed of each institution (mode 0600) |
 //! | `roster.toml` | every institution's cert name and public identity key; `operators = ["operator"]` |
 //!
-//! All keys — TLS (Ed25519) and identity — are drawn from the `rng` passed in, so a seeded
-//! RNG gives the same federation every time. Private keys are written with mode 0600.
-//! Certificates are valid from 1975 to 4096 (rcgen's defaults): this is a test PKI, not a
-//! production one.
+//! TLS keys and certificates are ECDSA P-256 by default ([`KeyType`]), which every TLS stack
+//! accepts — BoringSSL-based clients (grpcio, grpc-go's BoringCrypto builds, Envoy) refuse
+//! Ed25519 certificates during the handshake. The SecAgg+ identity keys are Ed25519 whatever
+//! the TLS key type: they are protocol keys, separate from TLS.
+//!
+//! The identity keys are drawn from the `rng` passed in, so a seeded RNG gives the same
+//! roster every time; so are Ed25519 TLS keys (and, Ed25519 signatures being deterministic,
+//! the whole federation is then the same file for file). ECDSA TLS keys and signatures come
+//! from ring's system RNG (ring generates ECDSA keys itself and signs with random nonces).
+//! Private keys are written with mode 0600. An existing federation is never replaced
+//! unless [`FederationOptions::overwrite`] says so. Certificates are valid from 1975 to 4096
+//! (rcgen's defaults): this is a test PKI, not a production one.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,6 +41,59 @@ use crate::tls::TlsFiles;
 pub const COORDINATOR_NAME: &str = "coordinator";
 /// Certificate name of the operator's client certificate.
 pub const OPERATOR_NAME: &str = "operator";
+
+/// The key type of the federation's TLS certificates (CA, coordinator, operator,
+/// institutions). The SecAgg+ identity keys are Ed25519 regardless.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyType {
+    /// ECDSA on P-256 with SHA-256: accepted by every TLS stack (the default).
+    #[default]
+    EcdsaP256,
+    /// ECDSA on P-384 with SHA-384.
+    EcdsaP384,
+    /// Ed25519: rustls and Go accept it; BoringSSL/OpenSSL-based gRPC clients do not.
+    Ed25519,
+}
+
+impl KeyType {
+    /// Every key type, in the order of [`KeyType::name`]'s documentation.
+    pub const ALL: [KeyType; 3] = [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Ed25519];
+
+    /// `ecdsa-p256`, `ecdsa-p384` or `ed25519` (the spelling `fedsilo keygen --key-type` takes).
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Ed25519 => "ed25519",
+        }
+    }
+}
+
+impl std::fmt::Display for KeyType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KeyType {
+    type Err = PkiError;
+    fn from_str(s: &str) -> Result<Self, PkiError> {
+        KeyType::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| PkiError::UnknownKeyType(s.to_owned()))
+    }
+}
+
+/// How [`generate_federation_with`] writes a federation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FederationOptions {
+    pub key_type: KeyType,
+    /// Replace the files of a federation already in the directory. Without it, any file
+    /// the federation would write that exists already is refused
+    /// ([`PkiError::WouldOverwrite`]) and nothing is written.
+    pub overwrite: bool,
+}
 
 /// Paths of everything [`generate_federation`] wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,9 +168,19 @@ pub enum PkiError {
     BadIdentity { path: PathBuf, detail: String },
     #[error(transparent)]
     Roster(#[from] RosterError),
+    #[error(
+        "{} already holds a federation ({} exists): refusing to replace its CA and keys",
+        dir.display(),
+        file.display()
+    )]
+    WouldOverwrite { dir: PathBuf, file: PathBuf },
+    #[error("unknown key type {0:?}: use ecdsa-p256, ecdsa-p384 or ed25519")]
+    UnknownKeyType(String),
 }
 
-/// Writes a test federation into `dir` (created if missing; existing files are replaced).
+/// Writes a test federation into `dir` (created if missing) with the default
+/// [`FederationOptions`]: ECDSA P-256 certificates, and an existing federation in `dir` is
+/// refused, not replaced.
 ///
 /// `institutions` become client certificates CN=`<name>`, identity keys and roster
 /// entries; `coordinator_hosts` (e.g. `["localhost", "127.0.0.1"]`) become the SANs of the
@@ -120,6 +191,42 @@ pub fn generate_federation(
     coordinator_hosts: &[String],
     rng: &mut impl rand::CryptoRng,
 ) -> Result<Federation, PkiError> {
+    generate_federation_with(
+        dir,
+        institutions,
+        coordinator_hosts,
+        FederationOptions::default(),
+        rng,
+    )
+}
+
+/// Every file [`generate_federation`] writes into `dir` for `institutions`.
+pub fn federation_files(dir: &Path, institutions: &[String]) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = ["ca.pem", "ca.key", "roster.toml"]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect();
+    for name in [COORDINATOR_NAME, OPERATOR_NAME] {
+        files.push(dir.join(format!("{name}.pem")));
+        files.push(dir.join(format!("{name}.key")));
+    }
+    for name in institutions {
+        for ext in ["pem", "key", "identity"] {
+            files.push(dir.join(format!("{name}.{ext}")));
+        }
+    }
+    files
+}
+
+/// [`generate_federation`] with a chosen key type and overwrite policy.
+pub fn generate_federation_with(
+    dir: &Path,
+    institutions: &[String],
+    coordinator_hosts: &[String],
+    options: FederationOptions,
+    rng: &mut impl rand::CryptoRng,
+) -> Result<Federation, PkiError> {
+    let key_type = options.key_type;
     if institutions.is_empty() {
         return Err(PkiError::NoInstitutions);
     }
@@ -135,13 +242,33 @@ pub fn generate_federation(
             return Err(PkiError::DuplicateName(name.clone()));
         }
     }
+    // Check every host on its own, so the error names the bad one — before anything is
+    // written.
+    for host in coordinator_hosts {
+        CertificateParams::new(vec![host.clone()]).map_err(|source| PkiError::BadHost {
+            host: host.clone(),
+            source,
+        })?;
+    }
+    if !options.overwrite {
+        // `symlink_metadata`: a dangling link is a file we would write through, too.
+        if let Some(file) = federation_files(dir, institutions)
+            .into_iter()
+            .find(|f| f.symlink_metadata().is_ok())
+        {
+            return Err(PkiError::WouldOverwrite {
+                dir: dir.to_owned(),
+                file,
+            });
+        }
+    }
     std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
         path: dir.to_owned(),
         source,
     })?;
 
     // CA
-    let ca_key = ed25519_key(rng, "ca")?;
+    let ca_key = tls_key(key_type, rng, "ca")?;
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = dn("fedsilo federation CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -166,7 +293,7 @@ pub fn generate_federation(
                  sans: Vec<String>,
                  server: bool|
      -> Result<TlsFiles, PkiError> {
-        let key = ed25519_key(rng, cn)?;
+        let key = tls_key(key_type, rng, cn)?;
         let mut params = if server {
             CertificateParams::new(sans).map_err(|source| PkiError::BadHost {
                 host: coordinator_hosts.join(", "),
@@ -200,13 +327,6 @@ pub fn generate_federation(
         Ok(files)
     };
 
-    // Check every host on its own, so the error names the bad one.
-    for host in coordinator_hosts {
-        CertificateParams::new(vec![host.clone()]).map_err(|source| PkiError::BadHost {
-            host: host.clone(),
-            source,
-        })?;
-    }
     let coordinator = issue(rng, COORDINATOR_NAME, coordinator_hosts.to_vec(), true)?;
     let operator = issue(rng, OPERATOR_NAME, Vec::new(), false)?;
 
@@ -282,6 +402,19 @@ fn dn(cn: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);
     dn
+}
+
+/// A TLS key pair of `key_type`: Ed25519 from `rng`, ECDSA from ring's system RNG.
+fn tls_key(key_type: KeyType, rng: &mut dyn rand::RngCore, who: &str) -> Result<KeyPair, PkiError> {
+    let alg = match key_type {
+        KeyType::Ed25519 => return ed25519_key(rng, who),
+        KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+    };
+    KeyPair::generate_for(alg).map_err(|source| PkiError::Cert {
+        who: who.to_owned(),
+        source,
+    })
 }
 
 /// An Ed25519 key pair from 32 bytes of `rng`, as a PKCS#8 v1 document (RFC 8410).

@@ -7,9 +7,17 @@
 //!
 //! The files are read and checked here, so a missing, unreadable or non-PEM file is
 //! reported by name before any socket is opened.
+//!
+//! Both sides use rustls with ring's provider, which verifies ECDSA (P-256, P-384),
+//! Ed25519 and RSA (PKCS#1 v1.5 and PSS) certificate signatures: certificates of any of
+//! these key types are accepted, from clients and from the coordinator.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::Pem;
@@ -61,6 +69,45 @@ pub fn server_tls_config(f: &TlsFiles) -> Result<ServerTlsConfig, TlsError> {
         .tls_config(cfg.clone())
         .map_err(|e| rejected(f, &e))?;
     Ok(cfg)
+}
+
+/// ALPN protocol id of HTTP/2, the transport of gRPC.
+const ALPN_H2: &[u8] = b"h2";
+
+/// Server side as a rustls configuration, for a server that terminates TLS itself (the
+/// coordinator does, to bound handshakes and connections): the same policy as
+/// [`server_tls_config`] — client certificates REQUIRED and verified against `f.ca_cert` —
+/// with ring's provider, TLS 1.2 and 1.3, and ALPN `h2`.
+pub fn server_rustls_config(f: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let ca = read_certs("CA certificate", &f.ca_cert)?;
+    let cert = read_certs("certificate", &f.cert)?;
+    let key = read_key("private key", &f.key)?;
+    let reject = |e: &dyn std::error::Error| rejected(f, e);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(&ca) {
+        roots
+            .add(der.map_err(|e| reject(&e))?)
+            .map_err(|e| reject(&e))?;
+    }
+    let chain = CertificateDer::pem_slice_iter(&cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| reject(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| reject(&e))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| reject(&e))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| reject(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| reject(&e))?;
+    cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(cfg))
 }
 
 /// Client side: trust only `f.ca_cert`, present this endpoint's certificate, and expect the

@@ -2,7 +2,10 @@
 
 use std::path::Path;
 
-use fedsilo_proto::pki::{generate_federation, load_identity, PkiError};
+use fedsilo_proto::pki::{
+    generate_federation, generate_federation_with, load_identity, FederationOptions, KeyType,
+    PkiError,
+};
 use fedsilo_proto::roster::{Roster, RosterEntry, RosterError};
 use rand::SeedableRng;
 
@@ -193,10 +196,16 @@ fn same_seed_same_federation() {
     let d2 = tempfile::tempdir().expect("tempdir");
     let d3 = tempfile::tempdir().expect("tempdir");
     let inst = names(&["a", "b"]);
-    generate_federation(d1.path(), &inst, &hosts(), &mut rng(5)).expect("1");
-    generate_federation(d2.path(), &inst, &hosts(), &mut rng(5)).expect("2");
-    generate_federation(d3.path(), &inst, &hosts(), &mut rng(6)).expect("3");
+    let ed25519 = FederationOptions {
+        key_type: KeyType::Ed25519,
+        ..Default::default()
+    };
     let read = |d: &Path, f: &str| std::fs::read(d.join(f)).expect("read");
+    // Ed25519 TLS keys come from the rng and Ed25519 signatures are deterministic: the
+    // whole federation is the same file for file.
+    generate_federation_with(d1.path(), &inst, &hosts(), ed25519, &mut rng(5)).expect("1");
+    generate_federation_with(d2.path(), &inst, &hosts(), ed25519, &mut rng(5)).expect("2");
+    generate_federation_with(d3.path(), &inst, &hosts(), ed25519, &mut rng(6)).expect("3");
     for f in ["roster.toml", "ca.pem", "a.key", "b.identity"] {
         assert_eq!(
             read(d1.path(), f),
@@ -209,6 +218,158 @@ fn same_seed_same_federation() {
             "{f} equal with another seed"
         );
     }
+    // ECDSA (the default): the identity keys, hence the roster, still follow the seed; the
+    // TLS keys are ring's own.
+    let e1 = tempfile::tempdir().expect("tempdir");
+    let e2 = tempfile::tempdir().expect("tempdir");
+    generate_federation(e1.path(), &inst, &hosts(), &mut rng(5)).expect("1");
+    generate_federation(e2.path(), &inst, &hosts(), &mut rng(5)).expect("2");
+    for f in ["roster.toml", "a.identity", "b.identity"] {
+        assert_eq!(read(e1.path(), f), read(e2.path(), f), "{f}");
+    }
+    assert_ne!(read(e1.path(), "a.key"), read(e2.path(), "a.key"));
+}
+
+/// The DER certificate of a PEM file.
+fn cert_der(p: &Path) -> Vec<u8> {
+    let pem = std::fs::read_to_string(p).expect("read");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64_decode(&body)
+}
+
+/// (public key algorithm, its parameter — the curve for EC keys —, signature algorithm) OIDs.
+fn key_algorithms(p: &Path) -> (String, Option<String>, String) {
+    let der = cert_der(p);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("X.509");
+    let spki = &cert.tbs_certificate.subject_pki.algorithm;
+    (
+        spki.algorithm.to_id_string(),
+        spki.parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .map(|o| o.to_id_string()),
+        cert.signature_algorithm.algorithm.to_id_string(),
+    )
+}
+
+const EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+const P256: &str = "1.2.840.10045.3.1.7";
+const P384: &str = "1.3.132.0.34";
+const ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
+const ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
+const ED25519: &str = "1.3.101.112";
+
+#[test]
+fn certificates_are_ecdsa_p256_by_default_and_the_key_type_is_a_choice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fed = generate_federation(
+        &dir.path().join("p256"),
+        &names(&["bank-a"]),
+        &hosts(),
+        &mut rng(2),
+    )
+    .expect("generate");
+    for cert in [
+        &fed.ca_cert,
+        &fed.coordinator.cert,
+        &fed.operator.cert,
+        &fed.institution("bank-a").expect("bank-a").tls.cert,
+    ] {
+        assert_eq!(
+            key_algorithms(cert),
+            (EC_PUBLIC_KEY.into(), Some(P256.into()), ECDSA_SHA256.into()),
+            "{}",
+            cert.display()
+        );
+    }
+    for (key_type, expected) in [
+        (
+            KeyType::EcdsaP384,
+            (
+                EC_PUBLIC_KEY.to_string(),
+                Some(P384.to_string()),
+                ECDSA_SHA384.to_string(),
+            ),
+        ),
+        (
+            KeyType::Ed25519,
+            (ED25519.to_string(), None, ED25519.to_string()),
+        ),
+    ] {
+        let out = dir.path().join(key_type.name());
+        let options = FederationOptions {
+            key_type,
+            ..Default::default()
+        };
+        let fed =
+            generate_federation_with(&out, &names(&["bank-a"]), &hosts(), options, &mut rng(2))
+                .expect("generate");
+        assert_eq!(
+            key_algorithms(&fed.coordinator.cert),
+            expected,
+            "{key_type}"
+        );
+        assert_eq!(
+            key_algorithms(&fed.institution("bank-a").expect("a").tls.cert),
+            expected
+        );
+        // The identity keys stay Ed25519 seeds whatever the TLS key type.
+        load_identity(&fed.institution("bank-a").expect("a").identity).expect("identity");
+    }
+    for k in KeyType::ALL {
+        assert_eq!(k.name().parse::<KeyType>().expect("parse"), k);
+    }
+    let e = "rsa".parse::<KeyType>().expect_err("rsa");
+    assert!(e.to_string().contains("ecdsa-p256"), "{e}");
+}
+
+#[test]
+fn an_existing_federation_is_not_replaced_unless_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inst = names(&["bank-a", "bank-b"]);
+    let fed = generate_federation(dir.path(), &inst, &hosts(), &mut rng(3)).expect("first");
+    let ca = std::fs::read(&fed.ca_cert).expect("ca");
+    let e = generate_federation(dir.path(), &inst, &hosts(), &mut rng(4)).expect_err("second");
+    assert!(
+        matches!(e, PkiError::WouldOverwrite { ref file, .. } if file.ends_with("ca.pem")),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().contains(&dir.path().display().to_string()),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(&fed.ca_cert).expect("ca"),
+        ca,
+        "replaced anyway"
+    );
+    // One leftover file of the federation is enough to refuse.
+    let other = tempfile::tempdir().expect("tempdir");
+    std::fs::write(other.path().join("bank-b.identity"), "keep me").expect("write");
+    let e = generate_federation(other.path(), &inst, &hosts(), &mut rng(4)).expect_err("leftover");
+    assert!(
+        matches!(e, PkiError::WouldOverwrite { ref file, .. } if file.ends_with("bank-b.identity")),
+        "{e:?}"
+    );
+    assert!(
+        !other.path().join("ca.pem").exists(),
+        "something was written"
+    );
+    // Asked to, it replaces the federation.
+    let options = FederationOptions {
+        overwrite: true,
+        ..Default::default()
+    };
+    generate_federation_with(dir.path(), &inst, &hosts(), options, &mut rng(4)).expect("overwrite");
+    assert_ne!(std::fs::read(&fed.ca_cert).expect("ca"), ca);
+    // A bad host is refused before anything is written.
+    let third = tempfile::tempdir().expect("tempdir");
+    let bad = names(&["localhost", "bänk.example"]);
+    assert!(matches!(
+        generate_federation(third.path(), &inst, &bad, &mut rng(4)),
+        Err(PkiError::BadHost { ref host, .. }) if host == "bänk.example"
+    ));
+    assert_eq!(std::fs::read_dir(third.path()).expect("dir").count(), 0);
 }
 
 #[test]

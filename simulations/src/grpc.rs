@@ -95,6 +95,7 @@ async fn run_async(
             cert: pki.join("coordinator.pem"),
             key: pki.join("coordinator.key"),
         },
+        limits: Default::default(),
         observer: Some(obs_tx),
     };
     let server = tokio::spawn(serve(cfg, async {
