@@ -76,7 +76,7 @@ impl Federation for Hostile {
         // Other fields may be added to the wire; the defaults are what an old coordinator sends.
         #[allow(clippy::needless_update)]
         Ok(Response::new(pb::JoinReply {
-            participant_id: self.me,
+            participant_id: Some(self.me),
             job_ids: vec![JOB.into()],
             ..Default::default()
         }))
@@ -115,7 +115,7 @@ impl Federation for Hostile {
                     .into(),
                     ToParticipant::JobEnd {
                         job_id: JOB.into(),
-                        state: "failed".into(),
+                        state: fedsilo_proto::job::JobState::Failed,
                         detail: "the hostile coordinator is done".into(),
                     }
                     .into(),
