@@ -692,13 +692,7 @@ fn unreachable_status(
     timeout: Duration,
     e: &(dyn std::error::Error + 'static),
 ) -> tonic::Status {
-    let mut detail = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        src = s.source();
-    }
+    let detail = fedsilo_config::display_chain(e);
     tonic::Status::unavailable(format!(
         "coordinator at {addr} (request timeout {} ms): {detail}",
         timeout.as_millis()

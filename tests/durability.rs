@@ -406,12 +406,8 @@ phase_timeout_ms = 1000
 #[test]
 fn simulate_exits_nonzero_naming_the_failed_job_and_prints_no_metric() {
     let dir = tempfile::tempdir().unwrap();
-    // Every institution declines a step over a column none of them has: the job fails.
-    let scenario = write_scenario(
-        dir.path(),
-        "doomed-risk",
-        r#"features = ["no_such_column"]"#,
-    );
+    // Every institution declines a step over a label none of them has: the job fails.
+    let scenario = write_scenario(dir.path(), "doomed-risk", r#"labels = ["no_such_label"]"#);
     let out = Command::new(bin())
         .args([
             "simulate",

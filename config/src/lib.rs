@@ -103,7 +103,7 @@ impl ConfigError {
 
 /// `error: cause: cause…` — an error and its whole `source()` chain on one line, for
 /// places that hand an error to someone as text (a gRPC status, a declined step).
-pub fn display_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn display_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -162,13 +162,7 @@ pub fn cert_name(der: &[u8]) -> Option<String> {
 }
 
 fn rejected(f: &TlsFiles, e: &dyn std::error::Error) -> TlsError {
-    let mut detail = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        src = s.source();
-    }
+    let detail = fedsilo_config::display_chain(e);
     TlsError::Rejected {
         files: [&f.ca_cert, &f.cert, &f.key]
             .iter()
