@@ -29,29 +29,39 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// A key (or enum variant) the type does not know.
-    #[error("{place}: unknown {what} `{key}`{}{} (valid here: {})",
-        at_path(path), suggestion.as_ref().map(|s| format!(", did you mean `{s}`?")).unwrap_or_default(),
-        if expected.is_empty() { "none".to_string() } else { expected.join(", ") })]
-    Unknown {
-        place: Place,
-        /// `field` or `variant`.
-        what: &'static str,
-        key: String,
-        /// Dotted path of the table the key is in (empty at the top level).
-        path: String,
-        suggestion: Option<String>,
-        expected: Vec<String>,
-    },
+    #[error("{0}")]
+    Unknown(Box<UnknownKey>),
     /// Any other syntax or type error. `message` is the parser's one-line text; `parser`
     /// keeps the parser's own error (not a `source()`: its text is `message`, and printing
     /// both would say it twice).
-    #[error("{place}: {}{message}", at_path(path).trim_start_matches(' ').to_string() + if path.is_empty() { "" } else { ": " })]
-    Invalid {
-        place: Place,
-        path: String,
-        message: String,
-        parser: Box<dyn std::error::Error + Send + Sync + 'static>,
-    },
+    #[error("{0}")]
+    Invalid(Box<InvalidDoc>),
+}
+
+/// What [`ConfigError::Invalid`] knows.
+#[derive(Debug, thiserror::Error)]
+#[error("{place}: {}{message}", at_path(path).trim_start_matches(' ').to_string() + if path.is_empty() { "" } else { ": " })]
+pub struct InvalidDoc {
+    pub place: Place,
+    pub path: String,
+    pub message: String,
+    pub parser: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+/// What [`ConfigError::Unknown`] knows about the unknown key.
+#[derive(Debug, thiserror::Error)]
+#[error("{place}: unknown {what} `{key}`{}{} (valid here: {})",
+    at_path(path), suggestion.as_ref().map(|s| format!(", did you mean `{s}`?")).unwrap_or_default(),
+    if expected.is_empty() { "none".to_string() } else { expected.join(", ") })]
+pub struct UnknownKey {
+    pub place: Place,
+    /// `field` or `variant`.
+    pub what: &'static str,
+    pub key: String,
+    /// Dotted path of the table the key is in (empty at the top level).
+    pub path: String,
+    pub suggestion: Option<String>,
+    pub expected: Vec<String>,
 }
 
 fn at_path(path: &str) -> String {
@@ -87,7 +97,7 @@ impl ConfigError {
     /// The unknown key, when that is what was wrong.
     pub fn unknown_key(&self) -> Option<&str> {
         match self {
-            ConfigError::Unknown { key, .. } => Some(key),
+            ConfigError::Unknown(u) => Some(&u.key),
             _ => None,
         }
     }
@@ -95,7 +105,7 @@ impl ConfigError {
     /// The suggested replacement for an unknown key, if one is close enough.
     pub fn suggestion(&self) -> Option<&str> {
         match self {
-            ConfigError::Unknown { suggestion, .. } => suggestion.as_deref(),
+            ConfigError::Unknown(u) => u.suggestion.as_deref(),
             _ => None,
         }
     }
@@ -206,23 +216,23 @@ fn classify(
                     None if what == "field" && path == key => String::new(),
                     _ => path.clone(),
                 };
-                return ConfigError::Unknown {
+                return ConfigError::Unknown(Box::new(UnknownKey {
                     place,
                     what,
                     key: key.to_string(),
                     path: table,
                     suggestion,
                     expected,
-                };
+                }));
             }
         }
     }
-    ConfigError::Invalid {
+    ConfigError::Invalid(Box::new(InvalidDoc {
         place,
         path,
         message,
         parser: source,
-    }
+    }))
 }
 
 /// The names in serde's "expected one of `a`, `b`" / "expected `a` or `b`" tail.
@@ -371,7 +381,7 @@ mod tests {
         assert!(msg.contains("in `learning`"), "{msg}");
         assert_eq!(e.suggestion(), Some("learning_rate"));
         let e = from_json_str::<Doc>("{\"dataset\": 3}", "spec").unwrap_err();
-        assert!(matches!(e, ConfigError::Invalid { .. }), "{e}");
+        assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
         assert!(e.to_string().contains("dataset"), "{e}");
     }
 
