@@ -371,16 +371,6 @@ fn hash_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn phase_name(p: Phase) -> &'static str {
-    match p {
-        Phase::AdvertiseKeys => "advertise_keys",
-        Phase::ShareKeys => "share_keys",
-        Phase::MaskedInput => "masked_input",
-        Phase::ConsistencyCheck => "consistency_check",
-        Phase::Unmask => "unmask",
-    }
-}
-
 impl Coordinator {
     /// `roster`: participant id → Ed25519 identity key; `names`: id → institution name.
     /// `seed` drives graph seeds and job ids (from the OS in production, fixed in simulations).
@@ -1124,7 +1114,7 @@ impl Coordinator {
                         .saturating_duration_since(round.phase_started)
                         .as_secs_f64()
                         * 1e3;
-                    round.phase_ms.push((phase_name(phase).to_string(), ms));
+                    round.phase_ms.push((phase.name().to_string(), ms));
                     round.phase_started = now;
                     round.phase = round.server.phase();
                     // Dropped for not answering (not for declining, misbehaving, or having
@@ -1146,7 +1136,7 @@ impl Coordinator {
                         tracing::info!(
                             job = job_id,
                             participant = p,
-                            phase = phase_name(phase),
+                            phase = phase.name(),
                             "no answer before the deadline; not invited again until seen"
                         );
                     }
@@ -1216,8 +1206,8 @@ impl Coordinator {
                         let why = round
                             .declined
                             .get(p)
-                            .map(|r| format!("{} (declined: {r})", phase_name(*ph)))
-                            .unwrap_or_else(|| phase_name(*ph).to_string());
+                            .map(|r| format!("{} (declined: {r})", ph.name()))
+                            .unwrap_or_else(|| ph.name().to_string());
                         (name(p), why)
                     })
                     .collect();
