@@ -96,7 +96,7 @@ pub enum StateError {
     BadMarker {
         path: PathBuf,
         #[source]
-        source: toml::de::Error,
+        source: fedsilo_config::ConfigError,
     },
     /// The marker names a format this fedsilo does not know.
     #[error("{}: state format '{format}', this fedsilo knows '{MARKER_FORMAT}'", .path.display())]
@@ -346,10 +346,13 @@ fn read_marker(path: &Path) -> Result<(), StateError> {
         op: "read marker",
         source,
     })?;
-    let m: Marker = toml::from_str(&text).map_err(|source| StateError::BadMarker {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let m: Marker =
+        fedsilo_config::from_toml_str(&text, &path.display().to_string()).map_err(|source| {
+            StateError::BadMarker {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     if m.format != MARKER_FORMAT {
         return Err(StateError::MarkerFormat {
             path: path.to_path_buf(),
