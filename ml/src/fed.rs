@@ -506,7 +506,10 @@ impl TrainedModel {
                 self.predict_standardized(xw.view())
             }
             _ => {
-                let xs = self.standardizer.apply(x.view())?;
+                let xs = self
+                    .standardizer
+                    .apply(x.view())
+                    .map_err(FedError::BadModel)?;
                 self.predict_standardized(xs.view())
             }
         }
