@@ -51,7 +51,6 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use fedsilo_coordinator::engine::{Coordinator, RoundSummary};
 use fedsilo_crypto::keys::IdentityKey;
 use fedsilo_crypto::msg::{ParticipantId, Roster};
-use fedsilo_ml::fed::{JobSpec, Learning, LocalData, ModelParams, ModelSpec, Task};
 use fedsilo_ml::gbdt::{
     fit_pooled, gbdt_compute, GbdtCache, GbdtModel, GbdtParams, GbdtServer, Node, Tree,
 };
@@ -59,6 +58,7 @@ use fedsilo_ml::metrics::auc;
 use fedsilo_ml::table::Table;
 use fedsilo_participant::worker::Worker;
 use fedsilo_simulations::memory::MemoryFederation;
+use fedsilo_task::{JobSpec, Learning, LocalData, ModelParams, ModelSpec, Task};
 use ndarray::{concatenate, Array2, ArrayView1, ArrayView2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -260,7 +260,7 @@ fn job_spec(n_trees: usize, run: u64) -> JobSpec {
         phase_timeout_ms: 30_000,
         // as the simulator sets it: the fixed-point encoding allows up to 1,000 participants
         max_participants: 1000,
-        absence_patience_ms: fedsilo_ml::fed::DEFAULT_ABSENCE_PATIENCE_MS,
+        absence_patience_ms: fedsilo_task::DEFAULT_ABSENCE_PATIENCE_MS,
     }
 }
 
@@ -313,7 +313,7 @@ fn run_federated(d: &Data, n_trees: usize, run: u64) -> FedRun {
         Some(ModelParams::Gbdt { model }) => model.clone(),
         _ => panic!("the job produced no GBDT model"),
     };
-    let holdout_auc = plan.last_eval.as_ref().expect("final evaluation").per_label[0]
+    let holdout_auc = plan.last_eval().expect("final evaluation").per_label[0]
         .0
         .auc;
     let shape = check_trees(&model, n_trees);
@@ -321,7 +321,7 @@ fn run_federated(d: &Data, n_trees: usize, run: u64) -> FedRun {
     // min(s + 2, DEPTH) levels (a level without any split ends a tree early).
     let levels: Vec<Instant> = rounds
         .iter()
-        .filter(|(_, r)| r.purpose == "tree-level")
+        .filter(|(_, r)| r.purpose == fedsilo_task::Purpose::TreeLevel)
         .map(|(t, _)| *t)
         .collect();
     let per_tree: Vec<usize> = model
@@ -338,7 +338,7 @@ fn run_federated(d: &Data, n_trees: usize, run: u64) -> FedRun {
     }
     let first_level = rounds
         .iter()
-        .position(|(_, r)| r.purpose == "tree-level")
+        .position(|(_, r)| r.purpose == fedsilo_task::Purpose::TreeLevel)
         .expect("levels");
     let bins_end = rounds[first_level - 1].0;
     FedRun {
@@ -471,7 +471,11 @@ fn check_and_report(d: &Data, n_trees: usize) -> (Vec<Duration>, Vec<Duration>) 
     let mut up: BTreeMap<&str, u64> = BTreeMap::new();
     let mut down: BTreeMap<&str, u64> = BTreeMap::new();
     let mut encodings: Vec<&str> = Vec::new();
-    for (_, r) in run.rounds.iter().filter(|(_, r)| r.purpose == "tree-level") {
+    for (_, r) in run
+        .rounds
+        .iter()
+        .filter(|(_, r)| r.purpose == fedsilo_task::Purpose::TreeLevel)
+    {
         for (who, b) in &r.bytes_sent {
             *up.entry(who).or_default() += b;
         }

@@ -12,7 +12,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use fedsilo_coordinator::engine::RoundSummary;
 use fedsilo_coordinator::service::{serve, ServiceConfig};
-use fedsilo_ml::fed::{JobSpec, ModelArtifact};
 use fedsilo_participant::data::{load_csv, Schema};
 use fedsilo_participant::node::{self, NodeConfig};
 use fedsilo_proto::pb;
@@ -20,6 +19,7 @@ use fedsilo_proto::pb::operator_client::OperatorClient;
 use fedsilo_proto::tls::{client_tls_config, TlsFiles};
 use fedsilo_simulations::run::{run_scenario, Transport};
 use fedsilo_simulations::scenario::Scenario;
+use fedsilo_task::{JobSpec, ModelArtifact};
 use serde::Deserialize;
 
 #[derive(Parser, Debug)]
@@ -1032,7 +1032,7 @@ fn model_show(model: &Path, csv: Option<&Path>) -> Result<()> {
         );
     }
     match &a.model.params {
-        fedsilo_ml::fed::ModelParams::Scorecard { card } => o.push_str(&card.to_table()),
+        fedsilo_task::ModelParams::Scorecard { card } => o.push_str(&card.to_table()),
         _ => {
             for (label, coefs) in a.model.labels.iter().zip(&a.coefficients) {
                 let _ = writeln!(o, "coefficients for {label} (standardised features):");

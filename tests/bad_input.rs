@@ -19,14 +19,14 @@ use fedsilo_coordinator::engine::{JobRecord, JobState};
 use fedsilo_coordinator::store::Store;
 use fedsilo_crypto::encoding::RingVec;
 use fedsilo_crypto::msg::{ClientMsg, MaskedInput, RoundContext};
-use fedsilo_ml::fed::LocalData;
 use fedsilo_participant::data::{load_csv, Schema};
 use fedsilo_participant::worker::Worker;
-use fedsilo_proto::job::{ToCoordinator, ToParticipant};
 use fedsilo_proto::pb;
 use fedsilo_proto::pb::federation_client::FederationClient;
 use fedsilo_proto::roster::Roster;
 use fedsilo_proto::tls::{client_tls_config, TlsFiles};
+use fedsilo_task::job::{ToCoordinator, ToParticipant};
+use fedsilo_task::LocalData;
 
 const SCHEMA: &str = "data/credit_data.schema.toml";
 

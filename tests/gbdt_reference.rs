@@ -125,7 +125,7 @@ fn federated_gbdt_on_churn_is_within_001_auc_of_lightgbm_on_pooled_data() {
     assert_eq!(plan.rounds_done(), 40, "trees grown");
     // The coordinator's figure: AUC from score histograms summed under secure aggregation
     // over every institution's hold-out set (= the pooled hold-out rows).
-    let fed_hist_auc = plan.last_eval.as_ref().expect("final evaluation").per_label[0]
+    let fed_hist_auc = plan.last_eval().expect("final evaluation").per_label[0]
         .0
         .auc;
     // The same model scored exactly on the pooled hold-out rows LightGBM was evaluated on.
@@ -136,9 +136,9 @@ fn federated_gbdt_on_churn_is_within_001_auc_of_lightgbm_on_pooled_data() {
         &train,
         &plan.data().features,
         &plan.data().labels,
-        &plan.spec.model,
-        &plan.spec.learning,
-        plan.spec.rounds,
+        &plan.spec().model,
+        &plan.spec().learning,
+        plan.spec().rounds,
         s.seed,
     )
     .unwrap();

@@ -7,10 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use fedsilo_ml::fed::{LocalData, ModelSpec, TrainedModel};
 use fedsilo_ml::table::Table;
 use fedsilo_participant::data::{load_csv, Schema};
 use fedsilo_simulations::run::{auc_on, stack, train_central};
+use fedsilo_task::{LocalData, ModelSpec, TrainedModel};
 
 /// Each participant's (train, hold-out), exactly as its node splits them.
 fn local_data(fed: &TestFed) -> Vec<LocalData> {
@@ -29,7 +29,7 @@ fn local_data(fed: &TestFed) -> Vec<LocalData> {
 fn compare_with_pooled(
     fed: &TestFed,
     model: &TrainedModel,
-    learning: &fedsilo_ml::fed::Learning,
+    learning: &fedsilo_task::Learning,
 ) -> (f64, f64) {
     let locals = local_data(fed);
     let trains: Vec<&Table> = locals.iter().map(|l| &l.train).collect();
@@ -103,7 +103,7 @@ fn credit_risk_over_grpc_matches_pooled_auc() {
         "Income",
         CREDIT_SPEC,
     );
-    let learning: fedsilo_ml::fed::Learning = toml::from_str::<toml::Value>(CREDIT_SPEC)
+    let learning: fedsilo_task::Learning = toml::from_str::<toml::Value>(CREDIT_SPEC)
         .ok()
         .and_then(|v| v.get("learning").cloned())
         .and_then(|l| l.try_into().ok())
@@ -153,7 +153,7 @@ fn caravan_propensity_over_grpc_matches_pooled_auc() {
         "MINKGEM",
         CARAVAN_SPEC,
     );
-    let learning: fedsilo_ml::fed::Learning = toml::from_str::<toml::Value>(CARAVAN_SPEC)
+    let learning: fedsilo_task::Learning = toml::from_str::<toml::Value>(CARAVAN_SPEC)
         .ok()
         .and_then(|v| v.get("learning").cloned())
         .and_then(|l| l.try_into().ok())

@@ -25,17 +25,17 @@ use fedsilo_crypto::encoding::{FixedPoint, Modulus};
 use fedsilo_crypto::msg::{
     ConsistencyRequest, RoundConfig, RoundContext, ServerMsg, ShareKeysRequest,
 };
-use fedsilo_ml::fed::{Instruction, JobData, ModelParams, Standardizer, TrainedModel};
 use fedsilo_ml::gbdt::{BinMapper, GbdtInstruction, GbdtModel, Node, Tree};
 use fedsilo_ml::linear::{LinearParams, LocalTrainConfig};
 use fedsilo_ml::mlp::{MlpParams, MlpSpec};
 use fedsilo_ml::scorecard::ScorecardBins;
 use fedsilo_participant::data::{load_csv, Schema};
-use fedsilo_proto::job::{RoundStart, ToCoordinator, ToParticipant};
 use fedsilo_proto::pb;
 use fedsilo_proto::pb::federation_server::{Federation, FederationServer};
 use fedsilo_proto::roster::Roster;
 use fedsilo_proto::tls::server_tls_config;
+use fedsilo_task::job::{RoundStart, ToCoordinator, ToParticipant};
+use fedsilo_task::{Instruction, JobData, ModelParams, Standardizer, TrainedModel};
 use serde_json::{json, Value};
 use tonic::{Request, Response, Status};
 
@@ -115,7 +115,7 @@ impl Federation for Hostile {
                     .into(),
                     ToParticipant::JobEnd {
                         job_id: JOB.into(),
-                        state: fedsilo_proto::job::JobState::Failed,
+                        state: fedsilo_task::job::JobState::Failed,
                         detail: "the hostile coordinator is done".into(),
                     }
                     .into(),

@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use fedsilo_crypto::msg::{ClientMsg, ParticipantId, Phase, RoundContext};
-use fedsilo_ml::fed::LocalData;
 use fedsilo_participant::data::{load_csv, Schema};
 use fedsilo_participant::worker::{Worker, WorkerEvent};
-use fedsilo_proto::job::{ToCoordinator, ToParticipant};
 use fedsilo_proto::pb;
 use fedsilo_proto::pb::federation_client::FederationClient;
 use fedsilo_proto::roster::Roster;
 use fedsilo_proto::tls::{client_tls_config, TlsFiles};
+use fedsilo_task::job::{ToCoordinator, ToParticipant};
+use fedsilo_task::LocalData;
 
 /// Logistic regression: Scale, Moments, then three Train rounds of the same vector length
 /// (so a relabelled masked input has the very shape of the genuine one), then Evaluate.

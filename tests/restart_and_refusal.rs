@@ -16,7 +16,6 @@ use fedsilo_coordinator::engine::Coordinator;
 use fedsilo_coordinator::store::Store;
 use fedsilo_crypto::keys::IdentityKey;
 use fedsilo_crypto::msg::ParticipantId;
-use fedsilo_ml::fed::LocalData;
 use fedsilo_participant::data::{load_csv, Schema};
 use fedsilo_participant::worker::Worker;
 use fedsilo_proto::pb;
@@ -24,6 +23,7 @@ use fedsilo_proto::pb::federation_client::FederationClient;
 use fedsilo_proto::roster::Roster;
 use fedsilo_proto::tls::{client_tls_config, TlsFiles};
 use fedsilo_simulations::memory::MemoryFederation;
+use fedsilo_task::LocalData;
 
 const SPEC: &str = r#"
 dataset = "data"
@@ -293,7 +293,7 @@ fn foreign_certificate_and_forged_identity_are_refused() {
                 .unwrap()
                 .into_inner();
             for m in reply.messages {
-                w.handle_message(fedsilo_proto::job::ToParticipant::try_from(m).unwrap())
+                w.handle_message(fedsilo_task::job::ToParticipant::try_from(m).unwrap())
                     .unwrap();
             }
             if let Some(out) = w.poll_transmit() {

@@ -97,8 +97,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use fedsilo_task::Purpose;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::engine::RoundSummary;
 
 /// `prev` of the first entry: 64 zeros.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -112,14 +115,32 @@ pub struct AuditRecord {
     pub job_id: String,
     /// The secure-aggregation round number.
     pub round: u64,
-    /// `"stats"`, `"train"`, `"eval"`, …
-    pub purpose: String,
+    /// What the round was for (written as `"stats"`, `"train"`, `"eval"`, …).
+    pub purpose: Purpose,
     pub participants: Vec<String>,
     pub survivors: Vec<String>,
     pub model_hash: String,
     pub aggregate_hash: String,
     pub time_unix_ms: u64,
     pub outcome: String,
+}
+
+impl AuditRecord {
+    /// The audit record of a closed round: the one mapping from [`RoundSummary`] the
+    /// coordinator service and the simulator both use.
+    pub fn of_round(r: &RoundSummary, time_unix_ms: u64) -> Self {
+        AuditRecord {
+            job_id: r.job_id.clone(),
+            round: r.secagg_round,
+            purpose: r.purpose,
+            participants: r.participants.clone(),
+            survivors: r.survivors.clone(),
+            model_hash: r.model_hash.clone(),
+            aggregate_hash: r.aggregate_hash.clone(),
+            time_unix_ms,
+            outcome: r.outcome.clone(),
+        }
+    }
 }
 
 /// One line of the log: a record and its place in the chain.
@@ -143,7 +164,7 @@ struct WireEntry {
     prev: String,
     job_id: String,
     round: u64,
-    purpose: String,
+    purpose: Purpose,
     participants: Vec<String>,
     survivors: Vec<String>,
     model_hash: String,
@@ -318,7 +339,7 @@ pub fn entry_hash(seq: u64, prev: &str, record: &AuditRecord) -> String {
     str_(&mut h, prev);
     str_(&mut h, &record.job_id);
     u64_(&mut h, record.round);
-    str_(&mut h, &record.purpose);
+    str_(&mut h, record.purpose.name());
     list(&mut h, &record.participants);
     list(&mut h, &record.survivors);
     str_(&mut h, &record.model_hash);

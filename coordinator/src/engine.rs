@@ -54,9 +54,9 @@ use fedsilo_crypto::graph::recommended_degree;
 use fedsilo_crypto::msg::{ParticipantId, Phase, Roster, RoundConfig, RoundContext};
 use fedsilo_crypto::server::{Server, ServerEvent};
 use fedsilo_ml::dp::RdpAccountant;
-use fedsilo_ml::fed::plausible::Implausible;
-use fedsilo_ml::fed::{JobSpec, Plan, Step};
-use fedsilo_proto::job::{JobState as WireJobState, RoundStart, ToCoordinator, ToParticipant};
+use fedsilo_task::job::{JobState as WireJobState, RoundStart, ToCoordinator, ToParticipant};
+use fedsilo_task::Implausible;
+use fedsilo_task::{JobSpec, Plan, Purpose, Step};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -217,7 +217,7 @@ pub struct RoundSummary {
     pub job_id: String,
     pub step: u64,
     pub secagg_round: u64,
-    pub purpose: String,
+    pub purpose: Purpose,
     pub participants: Vec<String>,
     pub survivors: Vec<String>,
     pub dropped: Vec<(String, String)>,
@@ -467,7 +467,7 @@ impl Coordinator {
 
     /// What a waiting job waits for (and, with `patience`, when it gives up).
     fn waiting_text(&self, job: &Job, now: Instant, patience: bool) -> String {
-        let spec = &job.record.plan.spec;
+        let spec = &job.record.plan.spec();
         let away = self.away(job, now);
         let present = job.joined.len() - away.len();
         let mut text = if away.is_empty() {
@@ -551,7 +551,7 @@ impl Coordinator {
     }
 
     fn insert_job(&mut self, now: Instant, record: JobRecord) {
-        let id = record.plan.spec.job_id.clone();
+        let id = record.plan.spec().job_id.clone();
         self.jobs.insert(
             id.clone(),
             Job {
@@ -784,8 +784,7 @@ impl Coordinator {
         let plan = &job.record.plan;
         let now = self.clock;
         let metrics_json = plan
-            .last_eval
-            .as_ref()
+            .last_eval()
             .map(|e| {
                 let per: Vec<_> = plan
                     .data()
@@ -802,12 +801,12 @@ impl Coordinator {
             state: job.record.state.clone(),
             step: plan.step_index(),
             rounds_done: plan.rounds_done(),
-            total_rounds: plan.spec.rounds,
+            total_rounds: plan.spec().rounds,
             participants: job.joined.iter().map(|&p| self.name(p)).collect(),
             metrics_json,
             epsilon: job.record.epsilon,
             epsilon_budget: plan
-                .spec
+                .spec()
                 .dp
                 .as_ref()
                 .and_then(|d| d.epsilon_budget)
@@ -823,7 +822,7 @@ impl Coordinator {
                         format!("running without {}", self.away_text(&away))
                     }
                 }
-                _ => plan.stopped_early.clone().unwrap_or_default(),
+                _ => plan.stopped_early().unwrap_or_default().to_string(),
             },
         })
     }
@@ -850,10 +849,10 @@ impl Coordinator {
             return;
         }
         // Differential privacy: stop cleanly before the budget would be exceeded.
-        if let Some(dp) = job.record.plan.spec.dp.clone() {
+        if let Some(dp) = job.record.plan.spec().dp.clone() {
             if let (Some(budget), Some(step)) = (dp.epsilon_budget, job.record.plan.next_step()) {
-                if step.instruction.purpose() == "train" {
-                    let next = epsilon_after(&dp, job.record.plan.dp_rounds + 1);
+                if step.instruction.purpose() == Purpose::Train {
+                    let next = epsilon_after(&dp, job.record.plan.dp_rounds() + 1);
                     if next > budget {
                         job.record.plan.stop(format!(
                             "privacy budget: another round would spend ε = {next:.3} > budget {budget}"
@@ -863,12 +862,17 @@ impl Coordinator {
             }
         }
         let Some(step) = job.record.plan.next_step() else {
-            let detail = job.record.plan.stopped_early.clone().unwrap_or_default();
+            let detail = job
+                .record
+                .plan
+                .stopped_early()
+                .unwrap_or_default()
+                .to_string();
             self.end_job(job_id, JobState::Finished, detail, None);
             return;
         };
         if patience_deadline(job).is_some_and(|t| t <= now) {
-            let patience = Duration::from_millis(job.record.plan.spec.absence_patience_ms);
+            let patience = Duration::from_millis(job.record.plan.spec().absence_patience_ms);
             let waiting = self
                 .jobs
                 .get(job_id)
@@ -881,7 +885,7 @@ impl Coordinator {
         let Some(job) = self.jobs.get_mut(job_id) else {
             return;
         };
-        let spec = &job.record.plan.spec;
+        let spec = &job.record.plan.spec();
         // Participants present now are invited; the others are awaited. When fewer than
         // `min_participants` are present, away ones (most recently seen first) fill the round
         // up to it, but only if it can complete without them (checked below, on its graph).
@@ -960,7 +964,7 @@ impl Coordinator {
             return;
         }
         job.record.secagg_rounds += 1;
-        let timeout = Duration::from_millis(job.record.plan.spec.phase_timeout_ms);
+        let timeout = Duration::from_millis(job.record.plan.spec().phase_timeout_ms);
         let server = match Server::new(now, config.clone(), self.roster.clone(), timeout) {
             Ok(s) => s,
             Err(e) => {
@@ -1063,7 +1067,7 @@ impl Coordinator {
             job_id: job_id.to_string(),
             step: round.step.index,
             secagg_round: round.config.ctx.round,
-            purpose: round.step.instruction.purpose().to_string(),
+            purpose: round.step.instruction.purpose(),
             participants: round.config.participants.iter().map(name).collect(),
             survivors: Vec::new(),
             dropped: Vec::new(),
@@ -1220,26 +1224,20 @@ impl Coordinator {
                         let bytes: Vec<u8> = sum.iter().flat_map(|v| v.to_le_bytes()).collect();
                         summary.aggregate_hash = hash_hex(&bytes);
                         let quantum = (-f64::from(round.encoding.frac_bits)).exp2();
-                        match job.record.plan.check_sum(&sum, n, quantum) {
+                        match job.record.plan.check_sum(&round.step, &sum, n, quantum) {
                             Err(why) => {
                                 tracing::error!(job = job_id, round = round.config.ctx.round,
                                     reason = %why, "implausible aggregate refused");
                                 RoundOutcome::Implausible(why)
                             }
-                            // Absorbed into a copy: a refused aggregate leaves the plan as
-                            // it was.
-                            Ok(()) => {
-                                let mut next = job.record.plan.clone();
-                                match next.absorb(&sum, n) {
-                                    Ok(()) => {
-                                        job.record.plan = next;
-                                        RoundOutcome::Ok
-                                    }
-                                    Err(e) => RoundOutcome::Absorb {
-                                        error: e.to_string(),
-                                    },
-                                }
-                            }
+                            // A refused aggregate leaves the plan exactly as it was
+                            // (`Plan::absorb` hands the stage back on error).
+                            Ok(()) => match job.record.plan.absorb(&sum, n) {
+                                Ok(()) => RoundOutcome::Ok,
+                                Err(e) => RoundOutcome::Absorb {
+                                    error: e.to_string(),
+                                },
+                            },
                         }
                     }
                 }
@@ -1249,9 +1247,9 @@ impl Coordinator {
             RoundOutcome::Ok => {
                 job.attempts = 0;
                 job.held_up_since = None;
-                if let Some(dp) = &job.record.plan.spec.dp {
-                    if summary.purpose == "train" {
-                        job.record.epsilon = epsilon_after(dp, job.record.plan.dp_rounds);
+                if let Some(dp) = &job.record.plan.spec().dp {
+                    if summary.purpose == Purpose::Train {
+                        job.record.epsilon = epsilon_after(dp, job.record.plan.dp_rounds());
                         summary.epsilon = Some(job.record.epsilon);
                     }
                 }
@@ -1301,7 +1299,7 @@ fn wait_for_participants(job_id: &str, job: &mut Job, now: Instant) {
     if job.record.state != JobState::Waiting {
         tracing::info!(
             job = job_id,
-            needed = job.record.plan.spec.min_participants,
+            needed = job.record.plan.spec().min_participants,
             "waiting for participants"
         );
     }
@@ -1355,12 +1353,12 @@ fn patience_deadline(job: &Job) -> Option<Instant> {
     }
     let since = job.held_up_since?;
     since.checked_add(Duration::from_millis(
-        job.record.plan.spec.absence_patience_ms,
+        job.record.plan.spec().absence_patience_ms,
     ))
 }
 
 /// ε spent after `rounds` noisy rounds at the spec's noise multiplier (RDP accountant).
-pub fn epsilon_after(dp: &fedsilo_ml::fed::DpSpec, rounds: u64) -> f64 {
+pub fn epsilon_after(dp: &fedsilo_task::DpSpec, rounds: u64) -> f64 {
     let mut acc = RdpAccountant::new();
     if acc.compose_gaussian(dp.noise_multiplier, rounds).is_err() {
         return f64::INFINITY;
@@ -1376,7 +1374,7 @@ mod tests {
     use fedsilo_crypto::client::Client;
     use fedsilo_crypto::encoding::RingVec;
     use fedsilo_crypto::keys::IdentityKey;
-    use fedsilo_ml::fed::Instruction;
+    use fedsilo_task::Instruction;
 
     /// What a test bank does with a round.
     #[derive(Clone, Copy, PartialEq, Debug)]
@@ -1897,8 +1895,8 @@ mod tests {
             JobState::Failed("step failed 3 times in a row".into())
         );
         assert_eq!(
-            other.coord.plan("j").unwrap().spec.absence_patience_ms,
-            fedsilo_ml::fed::DEFAULT_ABSENCE_PATIENCE_MS
+            other.coord.plan("j").unwrap().spec().absence_patience_ms,
+            fedsilo_task::DEFAULT_ABSENCE_PATIENCE_MS
         );
     }
 }

@@ -35,12 +35,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedsilo_crypto::msg::ParticipantId;
-use fedsilo_ml::fed::JobSpec;
 use fedsilo_proto::pb;
 use fedsilo_proto::pb::federation_server::{Federation, FederationServer};
 use fedsilo_proto::pb::operator_server::{Operator, OperatorServer};
 use fedsilo_proto::roster::Roster as RosterFile;
 use fedsilo_proto::tls::{peer_name, server_rustls_config, TlsFiles};
+use fedsilo_task::JobSpec;
 use rand::RngCore;
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tonic::{Request, Response, Status};
@@ -117,7 +117,7 @@ enum Command {
     },
     Message {
         from: ParticipantId,
-        msg: fedsilo_proto::job::ToCoordinator,
+        msg: fedsilo_task::job::ToCoordinator,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
     Launch {
@@ -158,8 +158,8 @@ struct Queued {
 }
 
 impl Queued {
-    fn new(m: fedsilo_proto::job::ToParticipant) -> Self {
-        use fedsilo_proto::job::ToParticipant as T;
+    fn new(m: fedsilo_task::job::ToParticipant) -> Self {
+        use fedsilo_task::job::ToParticipant as T;
         let (job_id, round_scoped, supersedes) = match &m {
             T::RoundStart(s) => (s.config.ctx.job_id.clone(), true, true),
             T::SecAgg(m) => (m.ctx().job_id.clone(), true, false),
@@ -469,11 +469,11 @@ impl Federation for Handle {
 
     async fn submit(&self, req: Request<pb::ToCoordinator>) -> RpcResult<pb::SubmitReply> {
         let from = self.participant(&req)?;
-        let mut msg = fedsilo_proto::job::ToCoordinator::try_from(req.into_inner())
+        let mut msg = fedsilo_task::job::ToCoordinator::try_from(req.into_inner())
             .map_err(|e| Status::invalid_argument(format!("malformed message: {e}")))?;
         let ctx = match &mut msg {
-            fedsilo_proto::job::ToCoordinator::SecAgg(m) => m.ctx().clone(),
-            fedsilo_proto::job::ToCoordinator::Decline { ctx, reason } => {
+            fedsilo_task::job::ToCoordinator::SecAgg(m) => m.ctx().clone(),
+            fedsilo_task::job::ToCoordinator::Decline { ctx, reason } => {
                 if reason.len() > MAX_DECLINE_REASON_BYTES {
                     let total = reason.len();
                     let mut cut = MAX_DECLINE_REASON_BYTES;
@@ -643,24 +643,14 @@ impl Actor {
                     tracing::info!(job = %r.job_id, round = r.secagg_round, purpose = %r.purpose,
                         survivors = r.survivors.len(), participants = r.participants.len(), outcome = %r.outcome, "round closed");
                     // Only a round whose aggregate was absorbed produced the current model.
-                    if r.outcome == "ok" && !r.aggregate_hash.is_empty() {
+                    if r.result.is_ok() && !r.aggregate_hash.is_empty() {
                         self.last_round_hash
                             .insert(r.job_id.clone(), r.aggregate_hash.clone());
                     }
                     if let Some(obs) = &self.observer {
                         let _ = obs.send(r.clone());
                     }
-                    self.audit.append(AuditRecord {
-                        job_id: r.job_id,
-                        round: r.secagg_round,
-                        purpose: r.purpose,
-                        participants: r.participants,
-                        survivors: r.survivors,
-                        model_hash: r.model_hash,
-                        aggregate_hash: r.aggregate_hash,
-                        time_unix_ms: now_ms,
-                        outcome: r.outcome,
-                    })?;
+                    self.audit.append(AuditRecord::of_round(&r, now_ms))?;
                 }
                 Event::JobFinished { job_id, state } => {
                     tracing::info!(job = %job_id, state = %state.label(), "job ended");
@@ -690,7 +680,7 @@ impl Actor {
     fn model_json(&self, job: &str) -> Option<String> {
         let plan = self.engine.plan(job)?;
         let model = plan.model()?;
-        let artifact = fedsilo_ml::fed::ModelArtifact::new(
+        let artifact = fedsilo_task::ModelArtifact::new(
             plan,
             model,
             self.last_round_hash.get(job).cloned().unwrap_or_default(),
@@ -901,7 +891,7 @@ mod tests {
     use super::*;
     use fedsilo_crypto::encoding::{FixedPoint, Modulus};
     use fedsilo_crypto::msg::{ConsistencyRequest, RoundConfig, RoundContext, ServerMsg};
-    use fedsilo_proto::job::{RoundStart, ToParticipant};
+    use fedsilo_task::job::{RoundStart, ToParticipant};
 
     fn ctx(job: &str, round: u64) -> RoundContext {
         RoundContext {
@@ -1025,7 +1015,7 @@ mod tests {
             7,
             Queued::new(ToParticipant::JobEnd {
                 job_id: "j".into(),
-                state: fedsilo_proto::job::JobState::Finished,
+                state: fedsilo_task::job::JobState::Finished,
                 detail: String::new(),
             }),
         )
@@ -1040,7 +1030,7 @@ mod tests {
         let job_end = |job: &str| {
             Queued::new(ToParticipant::JobEnd {
                 job_id: job.into(),
-                state: fedsilo_proto::job::JobState::Cancelled,
+                state: fedsilo_task::job::JobState::Cancelled,
                 detail: String::new(),
             })
         };

@@ -4,6 +4,7 @@
 //! (`*_writer_child`, a no-op unless its environment variable is set), kill it with SIGKILL
 //! while it writes, and check what it reported as done against what is on disk.
 
+use fedsilo_task::Purpose;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -466,7 +467,7 @@ fn record(i: u64) -> AuditRecord {
     AuditRecord {
         job_id: format!("job-{}", i % 3),
         round: i,
-        purpose: ["stats", "train", "eval"][(i % 3) as usize].to_string(),
+        purpose: [Purpose::Stats, Purpose::Train, Purpose::Eval][(i % 3) as usize],
         participants: vec!["bank-a".into(), "bank-b".into(), "banque-ç".into()],
         survivors: if i % 5 == 0 {
             vec!["bank-a".into(), "banque-ç".into()]
@@ -538,7 +539,7 @@ fn hundred_entries_verify_and_link() {
         assert_eq!(v["seq"], Value::from(i as u64));
         assert_eq!(v["prev"], Value::from(prev.as_str()));
         assert_eq!(v["hash"], Value::from(hashes[i].as_str()));
-        assert_eq!(v["purpose"], Value::from(record(i as u64).purpose));
+        assert_eq!(v["purpose"], Value::from(record(i as u64).purpose.name()));
         prev = hashes[i].clone();
     }
 }
@@ -837,7 +838,7 @@ fn hash_matches_the_documented_encoding_and_test_vector() {
         str_(&mut m, prev);
         str_(&mut m, &r.job_id);
         u64_(&mut m, r.round);
-        str_(&mut m, &r.purpose);
+        str_(&mut m, r.purpose.name());
         for list in [&r.participants, &r.survivors] {
             u64_(&mut m, list.len() as u64);
             for s in list {
@@ -853,7 +854,7 @@ fn hash_matches_the_documented_encoding_and_test_vector() {
     let vector = AuditRecord {
         job_id: "j".into(),
         round: 1,
-        purpose: "train".into(),
+        purpose: Purpose::Train,
         participants: vec!["a".into(), "b".into()],
         survivors: vec!["a".into()],
         model_hash: "m".into(),

@@ -1,11 +1,11 @@
-//! Models, metrics, differential privacy and federated task definitions for fedsilo.
+//! Models, metrics and differential privacy for fedsilo (the federated task language built on
+//! them lives in `fedsilo-task`).
 //!
 //! Pure math on slices and `ndarray` views: no files, sockets, clocks or threads of its own
 //! (rayon is used for data parallelism inside a call).
 #![forbid(unsafe_code)]
 
 pub mod dp;
-pub mod fed;
 pub mod gbdt;
 pub mod linear;
 pub mod metrics;

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fedsilo_ml::fed::LocalData;
 use fedsilo_proto::pb;
 use fedsilo_proto::pb::federation_client::FederationClient;
 use fedsilo_proto::roster::Roster as RosterFile;
 use fedsilo_proto::tls::{client_tls_config, TlsFiles};
+use fedsilo_task::LocalData;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
@@ -313,7 +313,7 @@ pub async fn run_until(
         let mut outgoing = Vec::new();
         tokio::task::block_in_place(|| {
             for m in reply.messages {
-                match fedsilo_proto::job::ToParticipant::try_from(m) {
+                match fedsilo_task::job::ToParticipant::try_from(m) {
                     Ok(m) => {
                         if let Err(e) = worker.handle_message(m) {
                             tracing::warn!(error = %e, "message refused");

@@ -3,13 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use fedsilo_ml::fed::TrainedModel;
 use fedsilo_ml::table::Table;
+use fedsilo_task::TrainedModel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScoreError {
     #[error("scoring: {0}")]
-    Model(#[from] fedsilo_ml::fed::FedError),
+    Model(#[from] fedsilo_task::FedError),
     #[error("writing {path}: {source}")]
     Write {
         path: PathBuf,

@@ -5,9 +5,9 @@
 //! ([`Worker::handle_message`]) and gives messages out ([`Worker::poll_transmit`]) and events
 //! ([`Worker::poll_event`]); the gRPC node and the in-memory simulator both drive it.
 //!
-//! For each `RoundStart` it checks the step against its local data ([`fed::check_instruction`]:
+//! For each `RoundStart` it checks the step against its local data ([`fedsilo_task::check_instruction`]:
 //! sizes, finite values, known columns, bounded lengths), computes the step's vector on local
-//! data ([`fed::compute`]), encodes it in fixed point, adds its share of differential-privacy
+//! data ([`fedsilo_task::compute`]), encodes it in fixed point, adds its share of differential-privacy
 //! noise when the step asks for it, and masks it: only masked vectors ever leave the worker.
 //! A step that fails any of this is declined with the reason ([`StepError`]); the worker
 //! keeps serving.
@@ -19,8 +19,8 @@ use fedsilo_crypto::client::Client;
 use fedsilo_crypto::encoding::RingVec;
 use fedsilo_crypto::keys::IdentityKey;
 use fedsilo_crypto::msg::{ParticipantId, Roster, RoundContext};
-use fedsilo_ml::fed::{self, Instruction, InstructionError, LocalCache, LocalData};
-use fedsilo_proto::job::{RoundStart, ToCoordinator, ToParticipant};
+use fedsilo_task::job::{RoundStart, ToCoordinator, ToParticipant};
+use fedsilo_task::{self, Instruction, InstructionError, LocalCache, LocalData, Purpose};
 use rand::SeedableRng;
 
 /// Errors handling one message; the worker keeps serving other jobs.
@@ -46,7 +46,7 @@ pub enum StepError {
     #[error("encoding and round disagree on the modulus")]
     Modulus,
     #[error("{0}")]
-    Compute(#[source] fed::FedError),
+    Compute(#[source] fedsilo_task::FedError),
     #[error("encoding: {0}")]
     Encoding(#[from] fedsilo_crypto::encoding::EncodingError),
     #[error("differential-privacy noise: {0}")]
@@ -55,10 +55,10 @@ pub enum StepError {
     SecAgg(#[source] fedsilo_crypto::error::ClientError),
 }
 
-impl From<fed::FedError> for StepError {
-    fn from(e: fed::FedError) -> Self {
+impl From<fedsilo_task::FedError> for StepError {
+    fn from(e: fedsilo_task::FedError) -> Self {
         match e {
-            fed::FedError::Instruction(i) => StepError::Invalid(i),
+            fedsilo_task::FedError::Instruction(i) => StepError::Invalid(i),
             other => StepError::Compute(other),
         }
     }
@@ -70,7 +70,7 @@ pub enum WorkerEvent {
     RoundStarted {
         job_id: String,
         round: u64,
-        purpose: String,
+        purpose: Purpose,
     },
     /// The worker could not compute the step and told the coordinator so.
     Declined { job_id: String, reason: String },
@@ -269,7 +269,7 @@ fn prepare_input(
     datasets: &BTreeMap<String, LocalData>,
     cache: &mut LocalCache,
     rng: &mut rand_chacha::ChaCha20Rng,
-) -> Result<(String, RingVec), StepError> {
+) -> Result<(Purpose, RingVec), StepError> {
     let instr: Instruction = serde_json::from_str(&start.instruction).map_err(StepError::Decode)?;
     let data = datasets
         .get(&instr.data().dataset)
@@ -277,7 +277,7 @@ fn prepare_input(
             name: instr.data().dataset.clone(),
             available: datasets.keys().cloned().collect::<Vec<_>>().join(", "),
         })?;
-    let expected = fed::check_instruction(&instr, data)?;
+    let expected = fedsilo_task::check_instruction(&instr, data)?;
     if expected != start.config.vector_len {
         return Err(StepError::VectorLength {
             round: start.config.vector_len,
@@ -287,7 +287,7 @@ fn prepare_input(
     if start.encoding.modulus != start.config.modulus {
         return Err(StepError::Modulus);
     }
-    let values = fed::compute(&instr, data, cache)?;
+    let values = fedsilo_task::compute(&instr, data, cache)?;
     if values.len() != start.config.vector_len {
         return Err(StepError::VectorLength {
             round: start.config.vector_len,
@@ -308,7 +308,7 @@ fn prepare_input(
         let draws = fedsilo_ml::dp::discrete_gaussian_noise(sigma_int, values.len(), rng)?;
         add_signed(&mut encoded, &draws);
     }
-    Ok((instr.purpose().to_string(), encoded))
+    Ok((instr.purpose(), encoded))
 }
 
 /// Adds signed integers to ring elements (two's complement, wrapping).

@@ -20,8 +20,8 @@ use fedsilo_crypto::msg::{
 };
 use fedsilo_crypto::shamir::Share;
 
-use crate::job::{JobState, RoundStart, ToCoordinator, ToParticipant};
 use crate::pb;
+use fedsilo_task::job::{JobState, RoundStart, ToCoordinator, ToParticipant};
 
 /// Largest gRPC message a fedsilo server or client accepts (`max_decoding_message_size`,
 /// `max_encoding_message_size`): 64 MiB, room for a 8M-element Z_2^64 masked input.

@@ -2,7 +2,7 @@
 //!
 //! - [`pb`]: the protobuf types and tonic services generated from `proto/fedsilo.proto`
 //!   (compiled by protox in `build.rs`; no system `protoc`).
-//! - [`job`]: plain Rust job-level messages the coordinator and participant engines exchange.
+//! - job-level messages the engines exchange are plain Rust in `fedsilo_task::job`.
 //! - [`convert`]: `From` (Rust → wire) and `TryFrom` (wire → Rust, never panics) between the two.
 //! - [`codec`]: the services' prost codec; an undecodable message is `INVALID_ARGUMENT`.
 //! - [`tls`]: mutual-TLS configuration and the caller's identity from its certificate.
@@ -10,7 +10,7 @@
 //! - [`pki`]: a complete test federation (CA, certificates, identity keys, roster) in one call.
 //!
 //! **Architecture Invariant:** generated protobuf types never leave this crate's
-//! `pb` module in the core's API: engines see [`job`] and `fedsilo_crypto::msg` types only.
+//! `pb` module in the core's API: engines see `fedsilo_task::job` and `fedsilo_crypto::msg` types only.
 #![forbid(unsafe_code)]
 
 /// Generated protobuf messages and tonic clients/servers (package `fedsilo.v1`).
@@ -21,7 +21,6 @@ pub mod pb {
 
 pub mod codec;
 pub mod convert;
-pub mod job;
 pub mod pki;
 pub mod roster;
 pub mod tls;

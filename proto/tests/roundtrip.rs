@@ -4,8 +4,8 @@
 mod common;
 
 use fedsilo_crypto::msg::ClientMsg;
-use fedsilo_proto::job::{ToCoordinator, ToParticipant};
 use fedsilo_proto::pb;
+use fedsilo_task::job::{ToCoordinator, ToParticipant};
 use prost::Message;
 
 fn through_wire_p(m: &ToParticipant) -> ToParticipant {

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use fedsilo_coordinator::engine::{Coordinator, Event, JobState, RoundSummary};
 use fedsilo_crypto::msg::{ParticipantId, Phase};
-use fedsilo_ml::fed::JobSpec;
 use fedsilo_participant::worker::Worker;
-use fedsilo_proto::job::{ToCoordinator, ToParticipant};
+use fedsilo_task::job::{ToCoordinator, ToParticipant};
+use fedsilo_task::JobSpec;
 use rayon::prelude::*;
 
 use crate::scenario::EventKind;

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use fedsilo_task::Purpose;
 use serde::{Deserialize, Serialize};
 
 mod html;
@@ -149,8 +150,8 @@ pub struct InstitutionComparison {
 pub struct RoundReport {
     pub model: String,
     pub round: u64,
-    /// "stats", "train", "eval", ...
-    pub purpose: String,
+    /// What the round was for ("stats", "train", "eval", ...).
+    pub purpose: Purpose,
     pub participants: Vec<String>,
     pub survivors: Vec<String>,
     pub dropped: Vec<DropEvent>,
@@ -162,6 +163,16 @@ pub struct RoundReport {
     pub bytes_received: Vec<(String, u64)>,
     /// "ok" or the error.
     pub outcome: String,
+}
+
+impl RoundReport {
+    /// The text of a successful round's outcome (`RoundOutcome::Ok` in the engine).
+    pub const OK: &'static str = "ok";
+
+    /// Whether the round's aggregate was absorbed.
+    pub fn succeeded(&self) -> bool {
+        self.outcome == Self::OK
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

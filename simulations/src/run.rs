@@ -15,12 +15,12 @@ use fedsilo_coordinator::audit::{AuditLog, AuditRecord};
 use fedsilo_coordinator::engine::{Coordinator, JobRecord, JobState, RoundSummary};
 use fedsilo_crypto::keys::IdentityKey;
 use fedsilo_crypto::msg::{ParticipantId, Roster};
-use fedsilo_ml::fed::{JobSpec, LocalData, ModelParams, ModelSpec, Standardizer, TrainedModel};
 use fedsilo_ml::linear;
 use fedsilo_ml::metrics::{auc, BinaryMetrics, ScoreHistogram};
 use fedsilo_ml::table::Table;
 use fedsilo_participant::data::{load_csv, Schema};
 use fedsilo_participant::worker::Worker;
+use fedsilo_task::{JobSpec, LocalData, ModelParams, ModelSpec, Standardizer, TrainedModel};
 use ndarray::{concatenate, Axis};
 use sha2::{Digest, Sha256};
 
@@ -200,7 +200,7 @@ pub fn job_spec(s: &Scenario, job: &JobEntry, n: usize) -> JobSpec {
         seed: s.seed,
         phase_timeout_ms: job.phase_timeout_ms,
         max_participants: (n as u32).max(1000),
-        absence_patience_ms: fedsilo_ml::fed::DEFAULT_ABSENCE_PATIENCE_MS,
+        absence_patience_ms: fedsilo_task::DEFAULT_ABSENCE_PATIENCE_MS,
     }
 }
 
@@ -314,12 +314,12 @@ pub fn train_central(
     features: &[String],
     labels: &[String],
     model: &ModelSpec,
-    learning: &fedsilo_ml::fed::Learning,
+    learning: &fedsilo_task::Learning,
     rounds: u64,
     seed: u64,
 ) -> Result<TrainedModel, String> {
-    let x = fedsilo_ml::fed::select_columns(train, features).map_err(|e| e.to_string())?;
-    let y = fedsilo_ml::fed::select_labels(train, labels).map_err(|e| e.to_string())?;
+    let x = fedsilo_task::select_columns(train, features).map_err(|e| e.to_string())?;
+    let y = fedsilo_task::select_labels(train, labels).map_err(|e| e.to_string())?;
     let mut mean = Vec::new();
     let mut std = Vec::new();
     let mut missing = Vec::new();
@@ -416,7 +416,7 @@ pub fn auc_on(model: &TrainedModel, t: &Table, label: usize) -> f64 {
     let Ok(p) = model.predict(t) else {
         return f64::NAN;
     };
-    let Ok(y) = fedsilo_ml::fed::select_labels(t, &model.labels) else {
+    let Ok(y) = fedsilo_task::select_labels(t, &model.labels) else {
         return f64::NAN;
     };
     let scores: Vec<f64> = p.column(label).to_vec();
@@ -522,7 +522,7 @@ pub fn build_report(
                 job.name.clone()
             };
             let curve = plan
-                .curve
+                .curve()
                 .iter()
                 .map(|c| CurvePoint {
                     round: c.round,
@@ -530,22 +530,21 @@ pub fn build_report(
                     holdout_auc: c.holdout.as_ref().and_then(|m| m.get(li)).map(|m| m.auc),
                 })
                 .collect();
-            let (final_metrics, hist) =
-                match plan.last_eval.as_ref().and_then(|e| e.per_label.get(li)) {
-                    Some((m, h)) => (metrics_of(m), h.clone()),
-                    None => (
-                        Metrics {
-                            auc: f64::NAN,
-                            ks: f64::NAN,
-                            log_loss: f64::NAN,
-                            top_decile_lift: f64::NAN,
-                        },
-                        ScoreHistogram::new(10),
-                    ),
-                };
+            let (final_metrics, hist) = match plan.last_eval().and_then(|e| e.per_label.get(li)) {
+                Some((m, h)) => (metrics_of(m), h.clone()),
+                None => (
+                    Metrics {
+                        auc: f64::NAN,
+                        ks: f64::NAN,
+                        log_loss: f64::NAN,
+                        top_decile_lift: f64::NAN,
+                    },
+                    ScoreHistogram::new(10),
+                ),
+            };
             let pooled_metrics = pooled.as_ref().and_then(|m| {
                 let p = m.predict(&pooled_hold).ok()?;
-                let y = fedsilo_ml::fed::select_labels(&pooled_hold, &labels).ok()?;
+                let y = fedsilo_task::select_labels(&pooled_hold, &labels).ok()?;
                 let scores: Vec<f64> = p.column(li).to_vec();
                 let ys: Vec<f32> = y.column(li).to_vec();
                 Some(metrics_of(&BinaryMetrics::from_scores(&scores, &ys)))
@@ -574,12 +573,12 @@ pub fn build_report(
                     rec.state.label()
                 ));
             }
-            if let Some(why) = &plan.stopped_early {
+            if let Some(why) = &plan.stopped_early() {
                 notes.push(format!("Stopped early: {why}"));
             }
             notes.push(format!(
                 "Metrics of the federated model come from score histograms ({} bins per class) summed under secure aggregation; the pooled model is trained centrally on all institutions' training rows by the simulator (a real coordinator could not).",
-                plan.spec.hist_bins
+                plan.spec().hist_bins
             ));
             models.push(ModelReport {
                 name,
@@ -635,7 +634,7 @@ pub fn build_report(
         .map(|r| RoundReport {
             model: r.job_id.clone(),
             round: r.secagg_round,
-            purpose: r.purpose.clone(),
+            purpose: r.purpose,
             participants: r.participants.clone(),
             survivors: r.survivors.clone(),
             dropped: r
@@ -726,18 +725,8 @@ pub fn write_audit(path: &Path, rounds: &[RoundSummary]) -> Result<String, RunEr
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     for (i, r) in rounds.iter().enumerate() {
-        log.append(AuditRecord {
-            job_id: r.job_id.clone(),
-            round: r.secagg_round,
-            purpose: r.purpose.clone(),
-            participants: r.participants.clone(),
-            survivors: r.survivors.clone(),
-            model_hash: r.model_hash.clone(),
-            aggregate_hash: r.aggregate_hash.clone(),
-            time_unix_ms: t0 + i as u64,
-            outcome: r.outcome.clone(),
-        })
-        .map_err(|e| RunError::Audit(e.to_string()))?;
+        log.append(AuditRecord::of_round(r, t0 + i as u64))
+            .map_err(|e| RunError::Audit(e.to_string()))?;
     }
     Ok(log.head())
 }
@@ -778,10 +767,10 @@ pub fn run_scenario(
         let round_sha256 = rounds
             .iter()
             .rev()
-            .find(|r| r.job_id == rec.plan.spec.job_id && r.outcome == "ok")
+            .find(|r| r.job_id == rec.plan.spec().job_id && r.result.is_ok())
             .map(|r| r.aggregate_hash.clone())
             .unwrap_or_default();
-        let artifact = fedsilo_ml::fed::ModelArtifact::new(&rec.plan, model, round_sha256);
+        let artifact = fedsilo_task::ModelArtifact::new(&rec.plan, model, round_sha256);
         let write = |path: PathBuf, text: String| {
             std::fs::write(&path, text)
                 .map_err(|e| RunError::Report(format!("{}: {e}", path.display())))

@@ -32,7 +32,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fedsilo_ml::fed::{DpSpec, Learning, ModelSpec, Task};
+use fedsilo_task::{DpSpec, Learning, ModelSpec, Task};
 use serde::{Deserialize, Serialize};
 
 use crate::partition::Partitioner;
@@ -129,7 +129,7 @@ fn default_heterogeneity() -> f64 {
     0.5
 }
 
-/// A training job of the scenario (a [`fedsilo_ml::fed::JobSpec`] without ids).
+/// A training job of the scenario (a [`fedsilo_task::JobSpec`] without ids).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobEntry {

@@ -120,7 +120,7 @@ fn round(
     RoundReport {
         model: model.to_string(),
         round,
-        purpose: purpose.to_string(),
+        purpose: purpose.parse().unwrap(),
         participants: participants.clone(),
         survivors: survivors.clone(),
         dropped: dropped

@@ -373,9 +373,9 @@ impl TestFed {
         }
     }
 
-    pub fn model(&self, job: &str) -> fedsilo_ml::fed::ModelArtifact {
+    pub fn model(&self, job: &str) -> fedsilo_task::ModelArtifact {
         let p = self.path(&format!("{job}.model.json"));
         self.op(&["model", "--job", job, "--out", p.to_str().unwrap()]);
-        fedsilo_ml::fed::ModelArtifact::from_json(&std::fs::read_to_string(p).unwrap()).unwrap()
+        fedsilo_task::ModelArtifact::from_json(&std::fs::read_to_string(p).unwrap()).unwrap()
     }
 }

@@ -8,7 +8,7 @@ use fedsilo_crypto::msg::{
     ShareKeys, ShareKeysRequest, ShareKind, UnmaskRequest, UnmaskShares,
 };
 use fedsilo_crypto::shamir::Share;
-use fedsilo_proto::job::{RoundStart, ToCoordinator, ToParticipant};
+use fedsilo_task::job::{RoundStart, ToCoordinator, ToParticipant};
 
 pub fn ctx() -> RoundContext {
     RoundContext {
@@ -177,7 +177,7 @@ pub fn to_participant_all() -> Vec<ToParticipant> {
     });
     v.push(ToParticipant::JobEnd {
         job_id: "credit-risk-2024".into(),
-        state: fedsilo_proto::job::JobState::Finished,
+        state: fedsilo_task::job::JobState::Finished,
         detail: "10 rounds, ε = 2.9".into(),
     });
     v

@@ -855,7 +855,7 @@ fn cost_section(h: &mut String, r: &Report, figs: &mut Figures) {
              <th>Institution</th><th>Phase</th><th>Reason</th><th>What happened to the round</th></tr></thead><tbody>",
         );
         for x in r.rounds.iter().filter(|x| !x.dropped.is_empty()) {
-            let ok = x.outcome == "ok";
+            let ok = x.succeeded();
             let verdict = if ok {
                 format!(
                     "Completed: {} of {} institutions survived and at least t = {} were needed, so the sum of the survivors' \
@@ -879,7 +879,7 @@ fn cost_section(h: &mut String, r: &Report, figs: &mut Figures) {
                     "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
                     escape(&x.model),
                     x.round,
-                    escape(&x.purpose),
+                    escape(x.purpose.name()),
                     escape(&d.institution),
                     escape(&humanise(&d.phase)),
                     escape(&d.reason)
@@ -912,7 +912,7 @@ fn cost_section(h: &mut String, r: &Report, figs: &mut Figures) {
                     "{} round {} ({}): {}",
                     escape(&x.model),
                     x.round,
-                    escape(&x.purpose),
+                    escape(x.purpose.name()),
                     escape(&x.outcome)
                 )
             })
@@ -967,7 +967,7 @@ fn rounds_table(h: &mut String, rounds: &[&RoundReport]) {
     }
     h.push_str("</tr></thead><tbody>");
     for x in rounds {
-        let ok = x.outcome == "ok";
+        let ok = x.succeeded();
         let total_ms: f64 = x
             .phase_ms
             .iter()
@@ -998,7 +998,7 @@ fn rounds_table(h: &mut String, rounds: &[&RoundReport]) {
                 " class=\"had-drop\""
             },
             x.round,
-            escape(&x.purpose),
+            escape(x.purpose.name()),
             escape(&x.participants.join(", ")),
             x.participants.len(),
             if ok { "" } else { " failed" },

@@ -7,13 +7,13 @@
 
 use std::sync::OnceLock;
 
-use fedsilo_ml::fed::{
-    check_instruction, compute, FedError, Instruction, JobData, JobSpec, LocalCache, LocalData,
-    ModelArtifact, ModelParams, Plan, Standardizer, TrainedModel,
-};
 use fedsilo_ml::linear::{LinearParams, LocalTrainConfig};
 use fedsilo_ml::mlp::{MlpParams, MlpSpec};
 use fedsilo_ml::table::Table;
+use fedsilo_task::{
+    check_instruction, compute, FedError, Instruction, JobData, JobSpec, LocalCache, LocalData,
+    ModelArtifact, ModelParams, Plan, Standardizer, TrainedModel,
+};
 use ndarray::Array2;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};

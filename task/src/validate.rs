@@ -17,13 +17,15 @@
 
 use std::collections::BTreeSet;
 
-use crate::gbdt::{GbdtError, GbdtInstruction, Node, MAX_FINE_BINS};
-use crate::mlp::{MlpError, MlpParams};
-use crate::scorecard::ScorecardError;
-use crate::table::Table;
+use fedsilo_ml::gbdt::{GbdtError, GbdtInstruction, Node, MAX_FINE_BINS};
+use fedsilo_ml::linear::LocalTrainConfig;
+use fedsilo_ml::mlp::{MlpError, MlpParams};
+use fedsilo_ml::scorecard::ScorecardError;
+use fedsilo_ml::table::Table;
 
-use super::{Instruction, JobData, LocalData, ModelParams, NoiseSpec, TrainedModel, MAG_BINS};
-use crate::linear::LocalTrainConfig;
+use crate::compute::LocalData;
+use crate::instruction::{Instruction, JobData, NoiseSpec, MAG_BINS};
+use crate::model::{ModelParams, TrainedModel};
 
 /// Most values one step may ask of a participant (the vector it computes, encodes and masks:
 /// 16 Mi values, 128 MiB as `f64`).

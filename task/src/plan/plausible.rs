@@ -19,8 +19,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Instruction, Plan, Stage, DELTA_CLIP, LOSS_CAP, MAG_BINS};
-use crate::gbdt::GbdtInstruction;
+use fedsilo_ml::gbdt::GbdtInstruction;
+
+use super::Plan;
+use crate::instruction::{Instruction, Step, DELTA_CLIP, LOSS_CAP, MAG_BINS};
 
 /// Why a decoded sum cannot be the sum of honest participants' vectors.
 #[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
@@ -168,16 +170,20 @@ fn equal(what: impl FnOnce() -> String, left: f64, right: f64) -> Result<(), Imp
 }
 
 impl Plan {
-    /// Checks the decoded SUM of the current step over `survivors` participants before it
-    /// is absorbed; `quantum` is the resolution of one encoded value (2^-frac_bits). See the
-    /// [module documentation](self) for what is and is not detected. Never changes the plan.
+    /// Checks the decoded SUM over `survivors` participants of `step` (the plan's current
+    /// step, as [`Plan::next_step`] gave it to the round) before it is absorbed; `quantum` is
+    /// the resolution of one encoded value (2^-frac_bits). See the [module
+    /// documentation](self) for what is and is not detected. Never changes the plan.
     pub fn check_sum(
         &self,
+        step: &Step,
         sum: &[f64],
         survivors: usize,
         quantum: f64,
     ) -> Result<(), Implausible> {
-        let step = self.next_step().ok_or(Implausible::NoStep)?;
+        if self.is_done() || step.index != self.step_index() {
+            return Err(Implausible::NoStep);
+        }
         if sum.len() != step.len {
             return Err(Implausible::Length {
                 expected: step.len,
@@ -215,8 +221,8 @@ impl Plan {
             sum,
             slack: n * quantum,
         };
-        let labels = &self.data.labels;
-        let features = &self.data.features;
+        let labels = &self.data().labels;
+        let features = &self.data().features;
         let label = |i: usize| labels.get(i).map(String::as_str).unwrap_or("?").to_string();
         let feature = |j: usize| {
             features
@@ -225,8 +231,8 @@ impl Plan {
                 .unwrap_or("?")
                 .to_string()
         };
-        match (&self.stage, &step.instruction) {
-            (Stage::Scale, _) => {
+        match &step.instruction {
+            Instruction::Scale { .. } => {
                 let l = labels.len();
                 let rows = c.count(0, || "rows".into())?;
                 for i in 0..l {
@@ -264,12 +270,12 @@ impl Plan {
                     )?;
                 }
             }
-            (Stage::Moments { .. }, _) => {
+            Instruction::Moments { .. } => {
                 for j in 0..features.len() {
                     c.non_negative(2 * j + 1, || format!("Σ(x/s)² of '{}'", feature(j)))?;
                 }
             }
-            (Stage::Train { .. }, Instruction::Train { noise: None, .. }) => {
+            Instruction::Train { noise: None, .. } => {
                 // [n_k·clip(Δ) per parameter…, n_k, loss]
                 let dim = step.len.saturating_sub(2);
                 let rows = c.count(dim, || "training rows".into())?;
@@ -283,7 +289,7 @@ impl Plan {
                     })?;
                 }
             }
-            (Stage::Evaluate { .. }, Instruction::Evaluate { bins, .. }) => {
+            Instruction::Evaluate { bins, .. } => {
                 let per = 2 * bins + 2;
                 let mut first: Option<f64> = None;
                 for li in 0..labels.len() {
@@ -329,7 +335,7 @@ impl Plan {
                     }
                 }
             }
-            (Stage::Gbdt { .. }, Instruction::Gbdt { step: g, .. }) => match g {
+            Instruction::Gbdt { step: g, .. } => match g {
                 GbdtInstruction::Stats { n_features } => {
                     let rows = c.count(0, || "rows".into())?;
                     let pos = c.count(1, || "positives".into())?;
@@ -355,13 +361,10 @@ impl Plan {
                     }
                 }
             },
-            (
-                Stage::ScorecardHistogram { .. },
-                Instruction::ScorecardHistogram { fine_bins, .. },
-            ) => {
+            Instruction::ScorecardHistogram { fine_bins, .. } => {
                 per_feature_histograms(&c, features.len(), fine_bins + 1, &feature)?;
             }
-            (Stage::ScorecardCounts { .. }, Instruction::ScorecardCounts { bins, .. }) => {
+            Instruction::ScorecardCounts { bins, .. } => {
                 // [feature][bin (missing last)][good, bad]
                 let mut o = 0;
                 let mut first: Option<(f64, f64)> = None;
@@ -394,7 +397,7 @@ impl Plan {
                 }
             }
             // DP training (noisy by design): the range check above is all that applies.
-            _ => {}
+            Instruction::Train { noise: Some(_), .. } => {}
         }
         Ok(())
     }
@@ -434,7 +437,7 @@ fn per_feature_histograms(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fed::{JobSpec, Learning, ModelSpec, Task, DEFAULT_ABSENCE_PATIENCE_MS};
+    use crate::spec::{JobSpec, Learning, ModelSpec, Task, DEFAULT_ABSENCE_PATIENCE_MS};
 
     fn plan() -> Plan {
         let spec = JobSpec {
@@ -478,7 +481,11 @@ mod tests {
 
     #[test]
     fn an_honest_scale_sum_passes() {
-        plan().check_sum(&scale_sum(), 2, Q).unwrap();
+        {
+            let p = plan();
+            p.check_sum(&p.next_step().unwrap(), &scale_sum(), 2, Q)
+        }
+        .unwrap();
     }
 
     #[test]
@@ -487,7 +494,7 @@ mod tests {
         let max_abs = p.next_step().unwrap().max_abs;
         let mut s = scale_sum();
         s[3] = 2.5 * max_abs;
-        match p.check_sum(&s, 2, Q) {
+        match p.check_sum(&p.next_step().unwrap(), &s, 2, Q) {
             Err(Implausible::OutOfRange {
                 index: 3,
                 survivors: 2,
@@ -498,7 +505,7 @@ mod tests {
         // The same value is in range for three survivors (and then fails as a count that
         // does not match its bins).
         assert!(!matches!(
-            p.check_sum(&s, 3, Q),
+            p.check_sum(&p.next_step().unwrap(), &s, 3, Q),
             Err(Implausible::OutOfRange { .. })
         ));
     }
@@ -509,33 +516,33 @@ mod tests {
         let mut s = scale_sum();
         s[1] = 3.5;
         assert!(matches!(
-            p.check_sum(&s, 2, Q),
+            p.check_sum(&p.next_step().unwrap(), &s, 2, Q),
             Err(Implausible::NotACount { index: 1, .. })
         ));
         let mut s = scale_sum();
         s[1] = -1.0;
         assert!(matches!(
-            p.check_sum(&s, 2, Q),
+            p.check_sum(&p.next_step().unwrap(), &s, 2, Q),
             Err(Implausible::NotACount { index: 1, .. })
         ));
         let mut s = scale_sum();
         s[1] = 11.0;
         assert!(matches!(
-            p.check_sum(&s, 2, Q),
+            p.check_sum(&p.next_step().unwrap(), &s, 2, Q),
             Err(Implausible::Inconsistent { .. })
         ));
         let mut s = scale_sum();
         s[2 + 1 + 7] += 1.0;
-        let e = p.check_sum(&s, 2, Q).unwrap_err();
+        let e = p.check_sum(&p.next_step().unwrap(), &s, 2, Q).unwrap_err();
         assert!(e.to_string().contains("magnitude bins of 'x'"), "{e}");
         assert!(matches!(
-            p.check_sum(&s[1..], 2, Q),
+            p.check_sum(&p.next_step().unwrap(), &s[1..], 2, Q),
             Err(Implausible::Length { .. })
         ));
         let mut s = scale_sum();
         s[4] = f64::NAN;
         assert!(matches!(
-            p.check_sum(&s, 2, Q),
+            p.check_sum(&p.next_step().unwrap(), &s, 2, Q),
             Err(Implausible::NonFinite { index: 4, .. })
         ));
     }

@@ -1,0 +1,117 @@
+//! The exported model: what `fedsilo score` reads and what a model-validation team reviews.
+
+use std::collections::BTreeMap;
+
+use fedsilo_ml::metrics::BinaryMetrics;
+use fedsilo_ml::scorecard::ScorecardRow;
+use serde::{Deserialize, Serialize};
+
+use crate::error::FedError;
+use crate::model::{ModelParams, TrainedModel};
+use crate::plan::Plan;
+use crate::spec::Task;
+
+/// The exported model: what `fedsilo score` reads and what a model-validation team reviews.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelArtifact {
+    /// Format tag, `fedsilo-model/1`.
+    pub format: String,
+    pub job_id: String,
+    pub task: Task,
+    pub model_kind: String,
+    /// True when the job finished all its rounds (false for an intermediate snapshot).
+    pub complete: bool,
+    pub rounds: u64,
+    /// Readable coefficients per label: feature → coefficient on the standardised feature
+    /// (logistic regression only).
+    pub coefficients: Vec<BTreeMap<String, f64>>,
+    /// Latest federated hold-out metrics per label.
+    pub metrics: Vec<BinaryMetrics>,
+    /// SHA-256 (hex) of the decoded aggregate of the round that produced this model.
+    pub round_sha256: String,
+    /// SHA-256 (hex) of the JSON of `model`.
+    pub model_sha256: String,
+    /// Scorecards only: the readable table, one row per (feature, bin) with its points.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scorecard: Vec<ScorecardRow>,
+    /// Features, standardisation and parameters.
+    pub model: TrainedModel,
+}
+
+impl ModelArtifact {
+    pub const FORMAT: &'static str = "fedsilo-model/1";
+
+    pub fn new(plan: &Plan, model: &TrainedModel, round_sha256: String) -> Self {
+        let coefficients = match &model.params {
+            ModelParams::LogisticRegression { per_label } => per_label
+                .iter()
+                .map(|p| {
+                    let mut m: BTreeMap<String, f64> = model
+                        .features
+                        .iter()
+                        .cloned()
+                        .zip(p.coef.iter().copied())
+                        .collect();
+                    m.insert("(intercept)".into(), p.intercept);
+                    m
+                })
+                .collect(),
+            ModelParams::Scorecard { card } => {
+                let mut m: BTreeMap<String, f64> = card
+                    .woe
+                    .selected()
+                    .iter()
+                    .map(|&j| format!("WOE({})", card.woe.features[j].name))
+                    .zip(card.coef.iter().copied())
+                    .collect();
+                m.insert("(intercept)".into(), card.intercept);
+                vec![m]
+            }
+            ModelParams::Mlp { .. } | ModelParams::Gbdt { .. } => Vec::new(),
+        };
+        let scorecard = match &model.params {
+            ModelParams::Scorecard { card } => card.rows(),
+            _ => Vec::new(),
+        };
+        let model_sha256 = serde_json::to_vec(model)
+            .map(|b| {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(&b))
+            })
+            .unwrap_or_default();
+        ModelArtifact {
+            format: Self::FORMAT.into(),
+            job_id: plan.spec().job_id.clone(),
+            task: plan.spec().task,
+            model_kind: plan.spec().model.kind_name().into(),
+            complete: plan.is_done(),
+            rounds: plan.rounds_done(),
+            coefficients,
+            metrics: plan
+                .last_eval()
+                .map(|e| e.per_label.iter().map(|(m, _)| m.clone()).collect())
+                .unwrap_or_default(),
+            round_sha256,
+            model_sha256,
+            scorecard,
+            model: model.clone(),
+        }
+    }
+
+    /// Reads an artifact, refusing other formats with a clear error.
+    pub fn from_json(text: &str) -> Result<Self, FedError> {
+        let a: ModelArtifact = serde_json::from_str(text)
+            .map_err(|e| FedError::Model(format!("not a fedsilo model: {e}")))?;
+        if a.format != Self::FORMAT {
+            return Err(FedError::Model(format!(
+                "model format '{}' is not supported (expected {})",
+                a.format,
+                Self::FORMAT
+            )));
+        }
+        // A model file is outside input too: its sizes and values are checked once here, so
+        // scoring and `model show` never index past what the file holds.
+        a.model.validate().map_err(FedError::BadModel)?;
+        Ok(a)
+    }
+}

@@ -1,0 +1,170 @@
+//! Federated gradient boosting: the prelude's moments answer the boosting server's own
+//! statistics step, then fine histograms for the bin cut points and, per tree level,
+//! gradient/hessian histograms per node — all sums — until `n_trees` are grown; then one
+//! evaluation.
+
+use serde::{Deserialize, Serialize};
+
+use fedsilo_ml::gbdt::{GbdtParams, GbdtServer};
+
+use super::{evaluate, CurvePoint, Done, Job, Shape, Stage};
+use crate::error::FedError;
+use crate::instruction::Instruction;
+use crate::model::{ModelParams, Standardizer, TrainedModel};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Boosting {
+    /// Growing trees.
+    Grow {
+        server: Box<GbdtServer>,
+        /// The prelude's standardiser, kept for the model's description.
+        standardizer: Standardizer,
+    },
+    /// The final evaluation of the grown model.
+    Evaluate { model: TrainedModel, trees: u64 },
+}
+
+impl Boosting {
+    /// The boosting server with its statistics step answered from the masked moments already
+    /// aggregated: `[rows, positives, per feature c, Σx, Σx²]`.
+    pub(crate) fn new(
+        job: &Job,
+        params: &GbdtParams,
+        standardizer: Standardizer,
+    ) -> Result<Self, FedError> {
+        let f = job.data.features.len();
+        let mut server =
+            GbdtServer::new(params.clone(), f).map_err(|e| FedError::Spec(e.to_string()))?;
+        let positives = job.totals.positives.first().copied().unwrap_or(0.0);
+        let mut stats = vec![job.totals.rows, positives];
+        for ((&c, &m), &sd) in job
+            .totals
+            .observed
+            .iter()
+            .zip(&standardizer.mean)
+            .zip(&standardizer.std)
+        {
+            stats.extend_from_slice(&[c, c * m, c * (sd * sd + m * m)]);
+        }
+        server
+            .absorb(&stats)
+            .map_err(|e| FedError::Model(e.to_string()))?;
+        Ok(Boosting::Grow {
+            server: Box::new(server),
+            standardizer,
+        })
+    }
+
+    pub(crate) fn model(&self) -> Option<&TrainedModel> {
+        match self {
+            Boosting::Evaluate { model, .. } => Some(model),
+            Boosting::Grow { .. } => None,
+        }
+    }
+
+    pub(crate) fn rounds_done(&self) -> u64 {
+        match self {
+            Boosting::Grow { server, .. } => server.trees_done() as u64,
+            Boosting::Evaluate { trees, .. } => *trees,
+        }
+    }
+
+    /// `None` when the server has nothing to ask (it is done; [`Boosting::absorb`] moves on
+    /// to the evaluation in the same transition, so this does not happen in a live plan).
+    pub(crate) fn shape(&self, job: &Job) -> Option<Shape> {
+        match self {
+            // Counts and gradient/hessian sums: |g| ≤ 1, h ≤ 1/4 per row.
+            Boosting::Grow { server, .. } => server
+                .next()
+                .map(|step| Shape::new(step.output_len(), job.rows_bound())),
+            Boosting::Evaluate { .. } => Some(evaluate::shape(job)),
+        }
+    }
+
+    pub(crate) fn next(&self, job: &Job) -> Option<Instruction> {
+        match self {
+            Boosting::Grow { server, .. } => server.next().map(|step| Instruction::Gbdt {
+                data: job.data.clone(),
+                step,
+            }),
+            Boosting::Evaluate { model, .. } => Some(evaluate::next(job, model)),
+        }
+    }
+
+    /// On error `self` and `job` are as they were (the boosting server's own absorb leaves
+    /// it unchanged on error).
+    pub(crate) fn absorb(self, job: &mut Job, sum: &[f64]) -> Result<Stage, (Self, FedError)> {
+        match self {
+            Boosting::Grow {
+                mut server,
+                standardizer,
+            } => {
+                let before = server.trees_done();
+                if let Err(e) = server.absorb(sum) {
+                    let e = FedError::Model(e.to_string());
+                    return Err((
+                        Boosting::Grow {
+                            server,
+                            standardizer,
+                        },
+                        e,
+                    ));
+                }
+                if server.trees_done() > before {
+                    job.curve.push(CurvePoint {
+                        round: server.trees_done() as u64,
+                        train_loss: None,
+                        holdout: None,
+                    });
+                }
+                if !server.is_done() {
+                    return Ok(Stage::Gbdt(Boosting::Grow {
+                        server,
+                        standardizer,
+                    }));
+                }
+                let trees = server.trees_done() as u64;
+                // A finished server holds its model (cloned once per job, at the end).
+                let Some(model) = server.model().cloned() else {
+                    return Err((
+                        Boosting::Grow {
+                            server,
+                            standardizer,
+                        },
+                        FedError::Model("boosting finished without a model".into()),
+                    ));
+                };
+                Ok(Stage::Gbdt(Boosting::Evaluate {
+                    model: TrainedModel {
+                        features: job.data.features.clone(),
+                        labels: job.data.labels.clone(),
+                        standardizer,
+                        params: ModelParams::Gbdt { model },
+                    },
+                    trees,
+                }))
+            }
+            Boosting::Evaluate { model, trees } => match evaluate::absorb(job, sum, trees) {
+                Ok(evaluation) => {
+                    evaluate::record(job, evaluation);
+                    Ok(Stage::Done(Done {
+                        model: Some(model),
+                        rounds: trees,
+                    }))
+                }
+                Err(e) => Err((Boosting::Evaluate { model, trees }, e)),
+            },
+        }
+    }
+
+    /// Stopped early: a grown model is still evaluated; trees half grown are dropped.
+    pub(crate) fn finish(self) -> Stage {
+        match self {
+            Boosting::Evaluate { .. } => Stage::Gbdt(self),
+            Boosting::Grow { server, .. } => Stage::Done(Done {
+                model: None,
+                rounds: server.trees_done() as u64,
+            }),
+        }
+    }
+}

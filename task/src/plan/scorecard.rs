@@ -1,0 +1,124 @@
+//! A credit scorecard: a masked fine histogram per feature → quantile bins; masked good/bad
+//! counts per bin → WOE/IV and feature selection; then federated averaging of the
+//! regression on the WOE columns ([`super::linear`]) and points scaling.
+
+use serde::{Deserialize, Serialize};
+
+use fedsilo_ml::scorecard::{histogram_ranges, woe_iv, Scorecard, ScorecardBins, ScorecardSpec};
+
+use super::linear::Linear;
+use super::{Done, Job, Shape, Stage};
+use crate::error::FedError;
+use crate::instruction::Instruction;
+use crate::model::{ModelParams, Standardizer};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Binning {
+    spec: ScorecardSpec,
+    /// The prelude's standardiser, kept for the model's description.
+    standardizer: Standardizer,
+    phase: Phase,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Phase {
+    /// Counts over `fine_bins` equal-width bins of each feature's range (plus missing).
+    Histogram { ranges: Vec<(f32, f32)> },
+    /// Good/bad counts per feature and bin.
+    Counts { bins: ScorecardBins },
+}
+
+impl Binning {
+    pub(crate) fn new(spec: &ScorecardSpec, standardizer: Standardizer) -> Self {
+        let ranges = histogram_ranges(&standardizer.mean, &standardizer.std, spec.range_sd);
+        Binning {
+            spec: spec.clone(),
+            standardizer,
+            phase: Phase::Histogram { ranges },
+        }
+    }
+
+    pub(crate) fn shape(&self, job: &Job) -> Shape {
+        let f = job.data.features.len();
+        match &self.phase {
+            Phase::Histogram { .. } => Shape::new(f * (self.spec.fine_bins + 1), job.rows_bound()),
+            Phase::Counts { bins } => Shape::new(bins.counts_len(), job.rows_bound()),
+        }
+    }
+
+    pub(crate) fn next(&self, job: &Job) -> Instruction {
+        let data = job.data.clone();
+        match &self.phase {
+            Phase::Histogram { ranges } => Instruction::ScorecardHistogram {
+                data,
+                ranges: ranges.clone(),
+                fine_bins: self.spec.fine_bins,
+            },
+            Phase::Counts { bins } => Instruction::ScorecardCounts {
+                data,
+                bins: bins.clone(),
+            },
+        }
+    }
+
+    /// On error `self` and `job` are as they were.
+    pub(crate) fn absorb(self, job: &mut Job, sum: &[f64]) -> Result<Stage, (Self, FedError)> {
+        match &self.phase {
+            Phase::Histogram { ranges } => {
+                let bins = ScorecardBins::from_fine_histogram(
+                    job.data.features.clone(),
+                    sum,
+                    ranges,
+                    self.spec.fine_bins,
+                    self.spec.bins,
+                )
+                .map_err(|e| FedError::Model(format!("scorecard binning: {e}")));
+                match bins {
+                    Ok(bins) => {
+                        let bins = if self.spec.group_categories {
+                            bins.with_categories_grouped()
+                        } else {
+                            bins
+                        };
+                        Ok(Stage::Scorecard(Binning {
+                            phase: Phase::Counts { bins },
+                            ..self
+                        }))
+                    }
+                    Err(e) => Err((self, e)),
+                }
+            }
+            Phase::Counts { bins } => match self.card(bins, sum) {
+                Ok(card) => {
+                    let params = ModelParams::Scorecard {
+                        card: Box::new(card),
+                    };
+                    Ok(Stage::Linear(Linear::with_params(
+                        job,
+                        self.standardizer,
+                        params,
+                    )))
+                }
+                Err(e) => Err((self, e)),
+            },
+        }
+    }
+
+    /// The scorecard with WOE/IV from the summed counts and a zero regression.
+    fn card(&self, bins: &ScorecardBins, sum: &[f64]) -> Result<Scorecard, FedError> {
+        let woe = woe_iv(sum, bins)
+            .map_err(|e| FedError::Data(format!("scorecard WOE: {e}")))?
+            .with_min_iv(self.spec.min_iv);
+        let m = woe.selected().len();
+        Scorecard::from_logistic(woe, &vec![0.0; m], 0.0, self.spec.scaling())
+            .map_err(|e| FedError::Model(e.to_string()))
+    }
+
+    /// Stopped before a model exists: the job ends without one.
+    pub(crate) fn finish(self) -> Stage {
+        Stage::Done(Done {
+            model: None,
+            rounds: 0,
+        })
+    }
+}

@@ -1,0 +1,321 @@
+use super::*;
+use fedsilo_ml::gbdt::GbdtParams;
+use fedsilo_ml::scorecard::{scorecard_counts, woe_iv, ScorecardSpec};
+use fedsilo_ml::table::Table;
+use ndarray::{Array2, Axis};
+use rand::{Rng, SeedableRng};
+
+/// Synthetic participants: x0 informative, x1 large-scale noise, x2 tiny-scale informative,
+/// a few missing values.
+fn participant(seed: u64, n: usize, shift: f32) -> LocalData {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut x = Array2::<f32>::zeros((n, 3));
+    let mut y = Array2::<f32>::zeros((n, 1));
+    for r in 0..n {
+        let a: f32 = rng.random_range(-2.0..2.0) + shift;
+        let b: f32 = rng.random_range(0.0..1e5);
+        let c: f32 = rng.random_range(0.0..1e-3);
+        let z = 1.5 * a + 2000.0 * (c - 5e-4) - 0.5;
+        let p = 1.0 / (1.0 + (-z).exp());
+        x[[r, 0]] = a;
+        x[[r, 1]] = if r % 50 == 0 { f32::NAN } else { b };
+        x[[r, 2]] = c;
+        y[[r, 0]] = if rng.random::<f32>() < p { 1.0 } else { 0.0 };
+    }
+    let t = Table {
+        feature_names: vec!["a".into(), "b".into(), "c".into()],
+        x,
+        label_names: vec!["y".into()],
+        labels: y,
+        ids: (0..n).map(|i| i.to_string()).collect(),
+    };
+    let (train, holdout) = t.split_holdout(0.2, seed);
+    LocalData { train, holdout }
+}
+
+/// Three non-IID participants (shifted x0) of different sizes.
+fn three_participants() -> Vec<LocalData> {
+    vec![
+        participant(1, 1500, -0.5),
+        participant(2, 1200, 0.0),
+        participant(3, 900, 0.7),
+    ]
+}
+
+fn spec() -> JobSpec {
+    JobSpec {
+        job_id: "t".into(),
+        dataset: "d".into(),
+        task: Task::Risk,
+        model: ModelSpec::LogisticRegression,
+        features: vec![],
+        labels: vec![],
+        rounds: 12,
+        min_participants: 2,
+        threshold: None,
+        neighbours: None,
+        learning: Learning::default(),
+        dp: None,
+        eval_every: 4,
+        hist_bins: 1000,
+        seed: 1,
+        phase_timeout_ms: 1000,
+        max_participants: 100,
+        absence_patience_ms: DEFAULT_ABSENCE_PATIENCE_MS,
+    }
+}
+
+/// Runs a plan with plain (unmasked) sums: the arithmetic secure aggregation reproduces.
+fn run(plan: &mut Plan, parts: &[LocalData]) {
+    let mut caches: Vec<LocalCache> = parts.iter().map(|_| LocalCache::default()).collect();
+    while let Some(step) = plan.next_step() {
+        let mut sum = vec![0.0; step.len];
+        for (p, c) in parts.iter().zip(caches.iter_mut()) {
+            let v = compute(&step.instruction, p, c).unwrap();
+            assert_eq!(v.len(), step.len);
+            for (s, x) in sum.iter_mut().zip(&v) {
+                assert!(
+                    x.abs() <= step.max_abs,
+                    "{x} exceeds the step's bound {}",
+                    step.max_abs
+                );
+                *s += x;
+            }
+        }
+        plan.absorb(&sum, parts.len()).unwrap();
+    }
+}
+
+#[test]
+fn plan_standardises_with_global_moments_and_learns() {
+    let parts = vec![
+        participant(1, 2000, -0.5),
+        participant(2, 1500, 0.0),
+        participant(3, 1000, 0.7),
+    ];
+    let mut plan = Plan::new(
+        spec(),
+        vec!["a".into(), "b".into(), "c".into()],
+        vec!["y".into()],
+    )
+    .unwrap();
+    run(&mut plan, &parts);
+    assert!(plan.is_done());
+    let model = plan.model().unwrap();
+    // Global moments equal the pooled ones (observed values only).
+    for j in 0..3 {
+        let vals: Vec<f64> = parts
+            .iter()
+            .flat_map(|p| p.train.x.column(j).to_vec())
+            .filter(|v| !v.is_nan())
+            .map(|v| v as f64)
+            .collect();
+        let m = vals.iter().sum::<f64>() / vals.len() as f64;
+        let sd = (vals.iter().map(|v| (v - m).powi(2)).sum::<f64>() / vals.len() as f64).sqrt();
+        let (gm, gs) = (model.standardizer.mean[j], model.standardizer.std[j]);
+        assert!(
+            (gm - m).abs() <= 1e-6 * sd.max(1e-9) + 1e-9 * m.abs(),
+            "mean {j}: {gm} vs {m}"
+        );
+        assert!((gs - sd).abs() <= 1e-4 * sd, "sd {j}: {gs} vs {sd}");
+    }
+    let eval = plan.last_eval().unwrap();
+    assert!(
+        eval.per_label[0].0.auc > 0.75,
+        "AUC {}",
+        eval.per_label[0].0.auc
+    );
+    assert_eq!(
+        plan.curve().iter().filter(|c| c.holdout.is_some()).count(),
+        3
+    );
+    // The checkpoint is the plan: a round trip changes nothing.
+    let back: Plan = serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
+    assert_eq!(back, plan);
+}
+
+#[test]
+fn gbdt_plan_grows_trees_from_sums_and_matches_pooled_boosting() {
+    let parts = three_participants();
+    let params = GbdtParams {
+        n_trees: 8,
+        max_depth: 3,
+        ..GbdtParams::default()
+    };
+    let mut s = spec();
+    s.model = ModelSpec::Gbdt(params.clone());
+    let mut plan = Plan::new(
+        s,
+        vec!["a".into(), "b".into(), "c".into()],
+        vec!["y".into()],
+    )
+    .unwrap();
+    run(&mut plan, &parts);
+    assert!(plan.is_done());
+    assert_eq!(plan.rounds_done(), 8);
+    let auc = plan.last_eval().unwrap().per_label[0].0.auc;
+    assert!(auc > 0.8, "gbdt AUC {auc}");
+    let model = plan.model().unwrap();
+    assert!(model.uses_raw_features());
+    // The trees predict the same on a participant's rows through the public API.
+    let p = model.predict(&parts[0].holdout).unwrap();
+    assert_eq!(p.nrows(), parts[0].holdout.n_rows());
+    let back: Plan = serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
+    assert_eq!(back, plan);
+}
+
+#[test]
+fn scorecard_plan_bins_and_counts_from_sums_and_approaches_the_pooled_fit() {
+    let parts = three_participants();
+    // 8 bins over ~2,900 rows give a pure-noise feature an IV of about 0.03 by chance,
+    // so this test drops below 0.05.
+    let sc = ScorecardSpec {
+        bins: 8,
+        min_iv: 0.05,
+        ..ScorecardSpec::default()
+    };
+    let mut s = spec();
+    s.model = ModelSpec::Scorecard(sc.clone());
+    s.rounds = 40;
+    s.learning.learning_rate = 0.2;
+    let names: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+    let mut plan = Plan::new(s.clone(), names.clone(), vec!["y".into()]).unwrap();
+    run(&mut plan, &parts);
+    assert!(plan.is_done());
+    let model = plan.model().unwrap().clone();
+    let ModelParams::Scorecard { card } = &model.params else {
+        panic!("not a scorecard: {:?}", model.params)
+    };
+    // The WOE table is exactly the one the pooled rows give with the same bins: the
+    // counts were summed, not estimated.
+    let trains: Vec<&Table> = parts.iter().map(|p| &p.train).collect();
+    let x = ndarray::concatenate(
+        Axis(0),
+        &trains.iter().map(|t| t.x.view()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let y = ndarray::concatenate(
+        Axis(0),
+        &trains.iter().map(|t| t.labels.view()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let pooled_counts = scorecard_counts(x.view(), y.column(0), &card.woe.bins).unwrap();
+    let pooled_woe = woe_iv(&pooled_counts, &card.woe.bins)
+        .unwrap()
+        .with_min_iv(sc.min_iv);
+    assert_eq!(card.woe, pooled_woe);
+    // x0 and x2 carry the signal, x1 is noise: the IV rule keeps the first and last.
+    let kept: Vec<&str> = card
+        .woe
+        .selected()
+        .iter()
+        .map(|&j| names[j].as_str())
+        .collect();
+    assert_eq!(kept, ["a", "c"], "IVs {:?}", card.woe.features);
+    // The pooled reference (same pipeline, Newton fit) ranks the hold-out alike.
+    let pooled = fedsilo_ml::scorecard::fit_pooled(
+        names.clone(),
+        x.view(),
+        y.column(0),
+        &sc,
+        s.learning.l2,
+        1.0,
+    )
+    .unwrap();
+    let hold: Vec<&Table> = parts.iter().map(|p| &p.holdout).collect();
+    let xh = ndarray::concatenate(
+        Axis(0),
+        &hold.iter().map(|t| t.x.view()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let yh: Vec<f32> = hold
+        .iter()
+        .flat_map(|t| t.labels.column(0).to_vec())
+        .collect();
+    let auc_of =
+        |pts: Vec<f64>| fedsilo_ml::metrics::auc(&pts.iter().map(|p| -p).collect::<Vec<_>>(), &yh);
+    let fed_auc = auc_of(card.score_points(xh.view()).unwrap());
+    let pooled_auc = auc_of(pooled.score_points(xh.view()).unwrap());
+    assert!(fed_auc > 0.75, "{fed_auc}");
+    assert!(
+        (fed_auc - pooled_auc).abs() < 0.005,
+        "federated {fed_auc} vs pooled {pooled_auc}"
+    );
+    // Points and probability agree through the public API, and the export has the table.
+    let p = model.predict(&parts[0].holdout).unwrap();
+    let pts = model.points(&parts[0].holdout).unwrap().unwrap();
+    for (pr, pt) in p.column(0).iter().zip(&pts) {
+        assert!((card.probability_of_bad(*pt) - pr).abs() < 1e-6);
+    }
+    let artifact = ModelArtifact::new(&plan, &model, "00".repeat(32));
+    assert_eq!(artifact.model_kind, "scorecard");
+    assert_eq!(
+        artifact.scorecard.len(),
+        card.points.iter().map(Vec::len).sum::<usize>()
+    );
+    let back: Plan = serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
+    assert_eq!(back, plan);
+    // Scorecards refuse what they cannot do.
+    let mut bad = s.clone();
+    bad.labels = vec!["y".into(), "z".into()];
+    assert!(bad.validate().unwrap_err().to_string().contains("labels"));
+    let mut bad = s;
+    bad.model = ModelSpec::Scorecard(ScorecardSpec {
+        bins: 1,
+        ..ScorecardSpec::default()
+    });
+    assert!(bad.validate().unwrap_err().to_string().contains("bins"));
+}
+
+#[test]
+fn one_class_federation_and_bad_sums_are_refused() {
+    let mut parts = vec![participant(1, 300, 0.0), participant(2, 300, 0.0)];
+    for p in parts.iter_mut() {
+        p.train.labels.fill(0.0);
+    }
+    let mut plan = Plan::new(spec(), vec!["a".into()], vec!["y".into()]).unwrap();
+    let step = plan.next_step().unwrap();
+    assert!(matches!(
+        plan.absorb(&[0.0], 2),
+        Err(FedError::SumLength { .. })
+    ));
+    let mut sum = vec![0.0; step.len];
+    for p in &parts {
+        let v = compute(&step.instruction, p, &mut LocalCache::default()).unwrap();
+        sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+    }
+    let err = plan.absorb(&sum, 2).unwrap_err().to_string();
+    assert!(err.contains("only one class"), "{err}");
+    let missing = Instruction::Scale {
+        data: JobData {
+            dataset: "d".into(),
+            features: vec!["nope".into()],
+            labels: vec!["y".into()],
+        },
+    };
+    let e = compute(&missing, &parts[0], &mut LocalCache::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'nope'"), "{e}");
+}
+
+#[test]
+fn spec_validation_names_the_field() {
+    let mut s = spec();
+    s.rounds = 0;
+    assert!(s.validate().unwrap_err().to_string().contains("rounds"));
+    let mut s = spec();
+    s.min_participants = 1;
+    assert!(s
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("min_participants"));
+    let mut s = spec();
+    s.learning.learning_rate = -1.0;
+    assert!(s
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("learning_rate"));
+}
