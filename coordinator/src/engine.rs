@@ -1881,7 +1881,7 @@ mod tests {
         fed.launch(spec(2, 60_000));
         let mut rec: serde_json::Value = serde_json::from_slice(&fed.checkpoints[0]).unwrap();
         rec["state"] = serde_json::json!({ "failed": "step failed 3 times in a row" });
-        rec["plan"]["spec"]
+        rec["plan"]["job"]["spec"]
             .as_object_mut()
             .unwrap()
             .remove("absence_patience_ms");

@@ -160,6 +160,50 @@ fn gbdt_plan_grows_trees_from_sums_and_matches_pooled_boosting() {
     // The trees predict the same on a participant's rows through the public API.
     let p = model.predict(&parts[0].holdout).unwrap();
     assert_eq!(p.nrows(), parts[0].holdout.n_rows());
+    // The pooled reference: the same boosting on all rows in one place. The federation
+    // summed exactly the histograms the pooled fit computes, so both grow the same trees up
+    // to the order of floating-point additions.
+    let pool = |f: fn(&LocalData) -> &Table| {
+        let tables: Vec<&Table> = parts.iter().map(f).collect();
+        let x = ndarray::concatenate(
+            Axis(0),
+            &tables.iter().map(|t| t.x.view()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let y = ndarray::concatenate(
+            Axis(0),
+            &tables.iter().map(|t| t.labels.view()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        (x, y)
+    };
+    let (xt, yt) = pool(|p| &p.train);
+    let (xh, yh) = pool(|p| &p.holdout);
+    let pooled = fedsilo_ml::gbdt::fit_pooled(xt.view(), yt.column(0), &params).unwrap();
+    assert_eq!(pooled.trees.len(), 8);
+    let ModelParams::Gbdt { model: fed } = &model.params else {
+        panic!("not a gbdt model: {:?}", model.params)
+    };
+    let pf = fed.predict_proba(xh.view()).unwrap();
+    let pp = pooled.predict_proba(xh.view()).unwrap();
+    let yh: Vec<f32> = yh.column(0).to_vec();
+    let (auc_fed, auc_pooled) = (
+        fedsilo_ml::metrics::auc(&pf, &yh),
+        fedsilo_ml::metrics::auc(&pp, &yh),
+    );
+    assert!(
+        (auc_fed - auc_pooled).abs() < 0.005,
+        "federated AUC {auc_fed} vs pooled {auc_pooled}"
+    );
+    let max_gap = pf
+        .iter()
+        .zip(&pp)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        max_gap < 0.02,
+        "federated and pooled probabilities differ by {max_gap}"
+    );
     let back: Plan = serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
     assert_eq!(back, plan);
 }
@@ -318,4 +362,94 @@ fn spec_validation_names_the_field() {
         .unwrap_err()
         .to_string()
         .contains("learning_rate"));
+}
+
+/// The old flat checkpoint form (before plan/ had a module per family), written by hand from
+/// a current plan the way `ml::fed::Plan` serialised it.
+fn as_v0(plan: &Plan) -> serde_json::Value {
+    let v = serde_json::to_value(plan).unwrap();
+    let job = &v["job"];
+    let stage = &v["stage"];
+    let mut old = serde_json::json!({
+        "spec": job["spec"], "data": job["data"], "step": job["step"],
+        "total_rows": job["totals"]["rows"], "positives": job["totals"]["positives"],
+        "observed": job["totals"]["observed"], "curve": job["curve"],
+        "last_eval": job["last_eval"], "dp_rounds": job["dp_rounds"],
+        "stopped_early": job["stopped_early"], "model": null, "optimizer": null,
+    });
+    let (name, body) = stage.as_object().unwrap().iter().next().unwrap();
+    old["stage"] = match name.as_str() {
+        "Linear" => {
+            old["model"] = body["model"].clone();
+            old["optimizer"] = body["optimizer"].clone();
+            body["phase"].clone()
+        }
+        "Gbdt" => match body.as_object().unwrap().iter().next().unwrap() {
+            (g, b) if g == "Grow" => {
+                old["gbdt_standardizer"] = b["standardizer"].clone();
+                serde_json::json!({ "Gbdt": { "server": b["server"] } })
+            }
+            (_, b) => {
+                old["model"] = b["model"].clone();
+                old["rounds_override"] = b["trees"].clone();
+                serde_json::json!({ "Evaluate": { "after_round": b["trees"] } })
+            }
+        },
+        "Done" => {
+            old["model"] = body["model"].clone();
+            serde_json::json!("Done")
+        }
+        other => panic!("no old form written for stage {other}"),
+    };
+    old
+}
+
+#[test]
+fn old_flat_checkpoints_resume_as_the_same_plan() {
+    let parts = three_participants();
+    // Logistic regression in the middle of training, and boosting in the middle of a tree.
+    let mut lr = Plan::new(
+        spec(),
+        vec!["a".into(), "b".into(), "c".into()],
+        vec!["y".into()],
+    )
+    .unwrap();
+    let mut gb_spec = spec();
+    gb_spec.model = ModelSpec::Gbdt(GbdtParams {
+        n_trees: 3,
+        max_depth: 2,
+        ..GbdtParams::default()
+    });
+    let mut gb = Plan::new(gb_spec, lr.data().features.clone(), vec!["y".into()]).unwrap();
+    for (plan, steps) in [(&mut lr, 5), (&mut gb, 6)] {
+        let mut caches: Vec<LocalCache> = parts.iter().map(|_| LocalCache::default()).collect();
+        for _ in 0..steps {
+            let step = plan.next_step().unwrap();
+            let mut sum = vec![0.0; step.len];
+            for (p, c) in parts.iter().zip(caches.iter_mut()) {
+                for (s, x) in sum
+                    .iter_mut()
+                    .zip(compute(&step.instruction, p, c).unwrap())
+                {
+                    *s += x;
+                }
+            }
+            plan.absorb(&sum, parts.len()).unwrap();
+        }
+        let back: Plan = serde_json::from_value(as_v0(plan)).unwrap();
+        assert_eq!(&back, &*plan);
+        // ... and it goes on to the same model.
+        let (mut a, mut b) = (back, plan.clone());
+        run(&mut a, &parts);
+        run(&mut b, &parts);
+        assert_eq!(a, b);
+        assert!(a.is_done() && a.model().is_some());
+    }
+    // An old checkpoint that lacks what its stage needs is refused by name.
+    let mut broken = as_v0(&lr);
+    broken["model"] = serde_json::Value::Null;
+    let e = serde_json::from_value::<Plan>(broken)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("has no model"), "{e}");
 }

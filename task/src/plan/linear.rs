@@ -33,6 +33,12 @@ enum Phase {
     Evaluate { after_round: u64 },
 }
 
+/// Where a restored linear stage resumes.
+pub(super) enum Resume {
+    Train { round: u64 },
+    Evaluate { after_round: u64 },
+}
+
 impl Linear {
     /// A logistic regression or MLP, initialised from the job's seed.
     pub(crate) fn new(job: &Job, standardizer: Standardizer) -> Result<Self, FedError> {
@@ -79,6 +85,19 @@ impl Linear {
             },
             optimizer,
             phase: Phase::Train { round: 0 },
+        }
+    }
+
+    /// A linear stage from an old-format checkpoint ([`super::legacy`]).
+    pub(super) fn restore(model: TrainedModel, optimizer: OptimizerState, at: Resume) -> Self {
+        let phase = match at {
+            Resume::Train { round } => Phase::Train { round },
+            Resume::Evaluate { after_round } => Phase::Evaluate { after_round },
+        };
+        Linear {
+            model,
+            optimizer,
+            phase,
         }
     }
 

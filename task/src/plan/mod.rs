@@ -16,6 +16,7 @@
 
 mod evaluate;
 mod gbdt;
+mod legacy;
 mod linear;
 pub mod plausible;
 mod prelude;
@@ -187,10 +188,37 @@ impl Stage {
 
 /// The server half of a job: a serialisable state machine. Its serialisation is the job's
 /// part of the coordinator's checkpoint (`JobRecord`, beside the engine's own counters).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// It reads the old flat form too ([`legacy`]) and always writes this one.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Plan {
     job: Job,
     stage: Stage,
+}
+
+pub use legacy::LegacyError;
+
+/// The current serialised form.
+#[derive(Deserialize)]
+struct PlanV1 {
+    job: Job,
+    stage: Stage,
+}
+
+impl<'de> Deserialize<'de> for Plan {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = serde_json::Value::deserialize(d)?;
+        if v.get("job").is_some() {
+            let p: PlanV1 = serde_json::from_value(v).map_err(D::Error::custom)?;
+            Ok(Plan {
+                job: p.job,
+                stage: p.stage,
+            })
+        } else {
+            let old: legacy::PlanV0 = serde_json::from_value(v).map_err(D::Error::custom)?;
+            Plan::try_from(old).map_err(D::Error::custom)
+        }
+    }
 }
 
 impl Plan {

@@ -28,6 +28,12 @@ enum Phase {
     Counts { bins: ScorecardBins },
 }
 
+/// Where a restored binning stage resumes.
+pub(super) enum Resume {
+    Histogram { ranges: Vec<(f32, f32)> },
+    Counts { bins: ScorecardBins },
+}
+
 impl Binning {
     pub(crate) fn new(spec: &ScorecardSpec, standardizer: Standardizer) -> Self {
         let ranges = histogram_ranges(&standardizer.mean, &standardizer.std, spec.range_sd);
@@ -35,6 +41,19 @@ impl Binning {
             spec: spec.clone(),
             standardizer,
             phase: Phase::Histogram { ranges },
+        }
+    }
+
+    /// A binning stage from an old-format checkpoint ([`super::legacy`]).
+    pub(super) fn restore(spec: ScorecardSpec, standardizer: Standardizer, at: Resume) -> Self {
+        let phase = match at {
+            Resume::Histogram { ranges } => Phase::Histogram { ranges },
+            Resume::Counts { bins } => Phase::Counts { bins },
+        };
+        Binning {
+            spec,
+            standardizer,
+            phase,
         }
     }
 
