@@ -4,33 +4,29 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use fedsilo_simulations::report::Report;
-use fedsilo_simulations::run::{run_scenario, Transport};
-use fedsilo_simulations::scenario::Scenario;
 
-fn scenario(dir: &Path, body: &str) -> Scenario {
+fn scenario(dir: &Path, body: &str) -> PathBuf {
     let p = dir.join("s.toml");
     let text = body.replace("{DATA}", &repo().join("data").display().to_string());
     std::fs::write(&p, text).unwrap();
-    Scenario::load(&p).unwrap()
+    p
 }
 
+/// Runs the scenario `body` through the real `fedsilo simulate`.
 fn run(dir: &Path, body: &str) -> Report {
     let s = scenario(dir, body);
-    run_scenario(&s, Transport::Memory, &dir.join("out"), &mut |_| {})
-        .unwrap()
-        .0
+    simulate(&s, &dir.join("out"), &[])
 }
 
 #[test]
 fn federated_gbdt_on_churn_equals_pooled_boosting() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Scenario::load(&repo().join("simulations/scenarios/churn_gbdt.toml")).unwrap();
-    let (r, _, _) =
-        run_scenario(&s, Transport::Memory, &dir.path().join("out"), &mut |_| {}).unwrap();
+    let s = repo().join("simulations/scenarios/churn_gbdt.toml");
+    let r = simulate(&s, &dir.path().join("out"), &[]);
     let m = &r.models[0];
     let pooled = m.pooled_metrics.as_ref().unwrap().auc;
     eprintln!(
@@ -55,9 +51,8 @@ fn federated_gbdt_on_churn_equals_pooled_boosting() {
 #[test]
 fn differential_privacy_on_default_keeps_auc_and_reports_epsilon() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Scenario::load(&repo().join("simulations/scenarios/default_dp.toml")).unwrap();
-    let (r, _, _) =
-        run_scenario(&s, Transport::Memory, &dir.path().join("out"), &mut |_| {}).unwrap();
+    let s = repo().join("simulations/scenarios/default_dp.toml");
+    let r = simulate(&s, &dir.path().join("out"), &[]);
     let m = &r.models[0];
     let dp = r
         .privacy
@@ -86,11 +81,12 @@ fn differential_privacy_on_default_keeps_auc_and_reports_epsilon() {
 #[test]
 fn dp_budget_stops_the_job_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Scenario::load(&repo().join("simulations/scenarios/default_dp.toml")).unwrap();
-    let mut s = s;
-    s.jobs[0].dp.as_mut().unwrap().epsilon_budget = Some(4.0);
-    let (r, _, _) =
-        run_scenario(&s, Transport::Memory, &dir.path().join("out"), &mut |_| {}).unwrap();
+    let s = scenario_copy(
+        dir.path(),
+        "default_dp.toml",
+        &[("epsilon_budget = 8.0", "epsilon_budget = 4.0")],
+    );
+    let r = simulate(&s, &dir.path().join("out"), &[]);
     let dp = r.privacy.dp.as_ref().unwrap();
     assert!(dp.epsilon <= 4.0, "spent {}", dp.epsilon);
     assert!(
@@ -201,9 +197,9 @@ const CREDIT_LR_REFERENCE_AUC: f64 = 0.834;
 #[test]
 fn federated_scorecard_matches_pooled_scorecard_and_scores_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Scenario::load(&repo().join("simulations/scenarios/credit_scorecard.toml")).unwrap();
+    let s = repo().join("simulations/scenarios/credit_scorecard.toml");
     let out = dir.path().join("out");
-    let (r, _, _) = run_scenario(&s, Transport::Memory, &out, &mut |_| {}).unwrap();
+    let r = simulate(&s, &out, &[]);
     let m = &r.models[0];
     let pooled = m.pooled_metrics.as_ref().unwrap().auc;
     eprintln!(

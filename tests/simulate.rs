@@ -3,12 +3,10 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use fedsilo_simulations::report::Report;
-use fedsilo_simulations::run::{run_scenario, Transport};
-use fedsilo_simulations::scenario::Scenario;
 
 #[test]
 fn quickstart_readme_command_writes_both_report_files() {
@@ -60,7 +58,7 @@ fn quickstart_readme_command_writes_both_report_files() {
     assert!(verified.contains(&report.audit_head), "{verified}");
 }
 
-fn small_scenario(dir: &Path) -> Scenario {
+fn small_scenario(dir: &Path) -> PathBuf {
     let text = format!(
         r#"
 name = "parity"
@@ -83,17 +81,15 @@ eval_every = 3
     );
     let p = dir.join("parity.toml");
     std::fs::write(&p, text).unwrap();
-    Scenario::load(&p).unwrap()
+    p
 }
 
 #[test]
 fn memory_and_grpc_transports_give_the_same_model() {
     let dir = tempfile::tempdir().unwrap();
     let s = small_scenario(dir.path());
-    let (mem, _, _) =
-        run_scenario(&s, Transport::Memory, &dir.path().join("mem"), &mut |_| {}).unwrap();
-    let (grpc, _, _) =
-        run_scenario(&s, Transport::Grpc, &dir.path().join("grpc"), &mut |_| {}).unwrap();
+    let mem = simulate(&s, &dir.path().join("mem"), &[]);
+    let grpc = simulate(&s, &dir.path().join("grpc"), &["--transport", "grpc"]);
     let read =
         |sub: &str| std::fs::read_to_string(dir.path().join(sub).join("model-risk.json")).unwrap();
     // Sums under secure aggregation are exact and local training is seeded, so the two
@@ -106,8 +102,8 @@ fn memory_and_grpc_transports_give_the_same_model() {
 #[test]
 fn credit_income_bands_federated_near_pooled_and_beats_local_only() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Scenario::load(&repo().join("simulations/scenarios/credit_income_bands.toml")).unwrap();
-    let (report, _, _) = run_scenario(&s, Transport::Memory, dir.path(), &mut |_| {}).unwrap();
+    let s = repo().join("simulations/scenarios/credit_income_bands.toml");
+    let report = simulate(&s, dir.path(), &[]);
     let m = &report.models[0];
     let pooled = m.pooled_metrics.as_ref().unwrap().auc;
     eprintln!("federated {:.4} pooled {:.4}", m.final_metrics.auc, pooled);

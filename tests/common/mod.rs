@@ -379,3 +379,40 @@ impl TestFed {
         fedsilo_task::ModelArtifact::from_json(&std::fs::read_to_string(p).unwrap()).unwrap()
     }
 }
+
+/// Runs `fedsilo simulate <scenario> --out <out> [extra…]` (the real binary) and reads the
+/// `report.json` it wrote.
+pub fn simulate(
+    scenario: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> fedsilo_simulations::report::Report {
+    let mut args = vec![
+        "simulate",
+        scenario.to_str().expect("utf-8 path"),
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    run_ok(&args);
+    let json = std::fs::read_to_string(out.join("report.json")).expect("report.json written");
+    serde_json::from_str(&json).expect("report.json parses")
+}
+
+/// A copy of shipped scenario `name` in `dir` (its data paths made absolute), with each
+/// `(from, to)` text replacement applied; every `from` must occur.
+pub fn scenario_copy(dir: &Path, name: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let src = repo().join("simulations/scenarios").join(name);
+    let mut text = std::fs::read_to_string(&src).expect("shipped scenario");
+    text = text.replace(
+        "../../data/",
+        &format!("{}/", repo().join("data").display()),
+    );
+    for (from, to) in edits {
+        assert!(text.contains(from), "{name} has no '{from}'");
+        text = text.replace(from, to);
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write scenario copy");
+    p
+}
