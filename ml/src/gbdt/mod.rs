@@ -38,6 +38,7 @@
 //! split finding, `participant` the instructions and [`gbdt_compute`], `server` the
 //! [`GbdtServer`] state machine and [`fit_pooled`]; the binning lives in [`crate::binning`].
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::binning::{invalid, BinningError};
@@ -73,6 +74,19 @@ const GRID: f64 = 4_294_967_296.0;
 #[inline]
 fn on_grid(v: f64) -> f64 {
     (v * GRID).round() / GRID
+}
+
+/// Runs `f(row, slot)` for every slot of the per-row vector `out`, rayon-parallel over blocks
+/// of `PAR_ROWS` rows; each slot is written by one call, so the result does not depend on the
+/// thread count.
+fn for_each_row<T: Send>(out: &mut [T], f: impl Fn(usize, &mut T) + Sync) {
+    out.par_chunks_mut(PAR_ROWS)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            for (k, o) in chunk.iter_mut().enumerate() {
+                f(c * PAR_ROWS + k, o);
+            }
+        });
 }
 
 /// Errors of this module, by cause.

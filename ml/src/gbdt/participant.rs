@@ -2,11 +2,10 @@
 //! and [`gbdt_compute`], its vector for one instruction.
 
 use ndarray::{Array2, ArrayView1, ArrayView2};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::tree::add_trees;
-use super::{level_histograms, on_grid, GbdtError, GbdtModel, Node, Tree, PAR_ROWS};
+use super::{for_each_row, level_histograms, on_grid, GbdtError, GbdtModel, Node, Tree};
 use crate::binning::{check_labels, fine_histogram, local_stats, BinMapper, BinningError};
 use crate::linear::sigmoid;
 
@@ -154,18 +153,12 @@ pub fn gbdt_compute(
                 None => return Err(GbdtError::BadInstruction("binning failed".into())),
             };
             let mut node_of_row = vec![u32::MAX; n];
-            node_of_row
-                .par_chunks_mut(PAR_ROWS)
-                .enumerate()
-                .for_each(|(c, chunk)| {
-                    for (k, o) in chunk.iter_mut().enumerate() {
-                        let r = c * PAR_ROWS + k;
-                        let i = tree.route(missing, |j| binned[[r, j]]);
-                        if matches!(tree.nodes[i], Node::Open { .. }) {
-                            *o = i as u32;
-                        }
-                    }
-                });
+            for_each_row(&mut node_of_row, |r, o| {
+                let i = tree.route(missing, |j| binned[[r, j]]);
+                if matches!(tree.nodes[i], Node::Open { .. }) {
+                    *o = i as u32;
+                }
+            });
             level_histograms(binned, &grad, &hess, &node_of_row, nodes, mapper.n_bins())
         }
     }

@@ -5,10 +5,9 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use ndarray::ArrayView2;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{GbdtError, MAX_DEPTH, PAR_ROWS};
+use super::{for_each_row, GbdtError, MAX_DEPTH};
 use crate::binning::{BinMapper, BinningError};
 use crate::linear::sigmoid;
 
@@ -223,15 +222,9 @@ pub(super) fn add_trees(trees: &[Tree], missing: u8, binned: ArrayView2<u8>, mar
     if trees.is_empty() {
         return;
     }
-    margins
-        .par_chunks_mut(PAR_ROWS)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            for (k, m) in chunk.iter_mut().enumerate() {
-                let r = c * PAR_ROWS + k;
-                for t in trees {
-                    *m += t.leaf_value(t.route(missing, |j| binned[[r, j]]));
-                }
-            }
-        });
+    for_each_row(margins, |r, m| {
+        for t in trees {
+            *m += t.leaf_value(t.route(missing, |j| binned[[r, j]]));
+        }
+    });
 }

@@ -159,6 +159,56 @@ pub struct LocalTrainConfig {
     pub prox_mu: f64,
 }
 
+impl LocalTrainConfig {
+    /// Rows per minibatch over `n` rows (`batch_size` 0 or ≥ `n`: the full batch), or `None`
+    /// when there is nothing to train (no rows or no epochs) and the global parameters stay.
+    pub(crate) fn batch_rows(&self, n: usize) -> Option<usize> {
+        if n == 0 || self.epochs == 0 {
+            return None;
+        }
+        Some(if self.batch_size == 0 {
+            n
+        } else {
+            self.batch_size.min(n)
+        })
+    }
+
+    /// The minibatch schedule every local trainer follows: calls `step` with the row indices
+    /// of each batch of `bs` rows over `epochs` passes through `n` rows, reshuffled with `rng`
+    /// at the start of every epoch unless one batch holds all rows.
+    pub(crate) fn for_each_batch(
+        &self,
+        n: usize,
+        bs: usize,
+        rng: &mut impl rand::Rng,
+        mut step: impl FnMut(&[usize]),
+    ) {
+        let mut order: Vec<usize> = (0..n).collect();
+        for _ in 0..self.epochs {
+            if bs < n {
+                order.shuffle(rng);
+            }
+            for batch in order.chunks(bs) {
+                step(batch);
+            }
+        }
+    }
+}
+
+/// Adds per-block `(loss, gradient)` pairs in block order: the reduction of the row-parallel
+/// gradient passes, deterministic whatever the number of threads.
+pub(crate) fn sum_blocks(parts: Vec<(f64, Vec<f64>)>, len: usize) -> (f64, Vec<f64>) {
+    let mut loss = 0.0;
+    let mut grad = vec![0.0; len];
+    for (l, g) in parts {
+        loss += l;
+        for (a, b) in grad.iter_mut().zip(&g) {
+            *a += b;
+        }
+    }
+    (loss, grad)
+}
+
 /// The logistic function.
 #[inline]
 pub fn sigmoid(z: f64) -> f64 {
@@ -318,15 +368,7 @@ pub fn loss_grad_sum(
             (l, g)
         })
         .collect();
-    let mut loss = 0.0;
-    let mut grad = vec![0.0; d + 1];
-    for (l, g) in parts {
-        loss += l;
-        for (a, b) in grad.iter_mut().zip(&g) {
-            *a += b;
-        }
-    }
-    Ok((loss, grad))
+    Ok(sum_blocks(parts, d + 1))
 }
 
 /// Local minibatch SGD from `global`: `cfg.epochs` passes over the rows, reshuffled each epoch
@@ -345,48 +387,37 @@ pub fn local_train(
     global.check_data(x, y)?;
     let n = x.nrows();
     let d = global.coef.len();
-    if n == 0 || cfg.epochs == 0 {
+    let Some(bs) = cfg.batch_rows(n) else {
         return Ok(global.clone());
-    }
+    };
     let data = row_major(x);
     let ys: Vec<f64> = y.iter().map(|&v| f64::from(v)).collect();
-    let bs = if cfg.batch_size == 0 {
-        n
-    } else {
-        cfg.batch_size.min(n)
-    };
     let w0 = global.to_flat();
     let mut w = w0.clone();
     let mut grad = vec![0.0; d + 1];
-    let mut order: Vec<usize> = (0..n).collect();
-    for _ in 0..cfg.epochs {
-        if bs < n {
-            order.shuffle(rng);
-        }
-        for batch in order.chunks(bs) {
-            grad.fill(0.0);
-            let (coef, b) = w.split_at(d);
-            let b = b[0];
-            for &i in batch {
-                let row = &data[i * d..(i + 1) * d];
-                let yi = ys[i];
-                let t = logistic(dot_f64(coef, row) + b, yi);
-                let g = class_weight(yi, cfg.pos_weight) * t.residual;
-                for (gj, &xj) in grad[..d].iter_mut().zip(row) {
-                    *gj += g * f64::from(xj);
-                }
-                grad[d] += g;
+    cfg.for_each_batch(n, bs, rng, |batch| {
+        grad.fill(0.0);
+        let (coef, b) = w.split_at(d);
+        let b = b[0];
+        for &i in batch {
+            let row = &data[i * d..(i + 1) * d];
+            let yi = ys[i];
+            let t = logistic(dot_f64(coef, row) + b, yi);
+            let g = class_weight(yi, cfg.pos_weight) * t.residual;
+            for (gj, &xj) in grad[..d].iter_mut().zip(row) {
+                *gj += g * f64::from(xj);
             }
-            let inv = 1.0 / batch.len() as f64;
-            for j in 0..=d {
-                let mut gj = grad[j] * inv + cfg.prox_mu * (w[j] - w0[j]);
-                if j < d {
-                    gj += cfg.l2 * w[j];
-                }
-                w[j] -= cfg.learning_rate * gj;
-            }
+            grad[d] += g;
         }
-    }
+        let inv = 1.0 / batch.len() as f64;
+        for j in 0..=d {
+            let mut gj = grad[j] * inv + cfg.prox_mu * (w[j] - w0[j]);
+            if j < d {
+                gj += cfg.l2 * w[j];
+            }
+            w[j] -= cfg.learning_rate * gj;
+        }
+    });
     // `w` holds d coefficients and the intercept (built from `to_flat`), so `pop` succeeds.
     let intercept = w.pop().unwrap_or(0.0);
     Ok(LinearParams { coef: w, intercept })
