@@ -289,7 +289,7 @@ impl ScorecardBins {
         }
     }
 
-    /// Length of a [`scorecard_counts`] vector: `Σ_j slots(j) · 2`.
+    /// Length of a [`scorecard_counts`](super::scorecard_counts) vector: `Σ_j slots(j) · 2`.
     pub fn counts_len(&self) -> usize {
         (0..self.n_features()).map(|j| 2 * self.slots(j)).sum()
     }

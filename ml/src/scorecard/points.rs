@@ -75,8 +75,8 @@ pub struct Scorecard {
 }
 
 impl Scorecard {
-    /// Points from a logistic regression of BAD on the [`woe_transform`] columns (see the
-    /// module docs for the formula and the sign convention).
+    /// Points from a logistic regression of BAD on the [`woe_transform`](super::woe_transform)
+    /// columns (see the module docs for the formula and the sign convention).
     pub fn from_logistic(
         woe: WoeTable,
         coef: &[f64],
