@@ -30,6 +30,10 @@
 //! * `gradient_2t_pipelined`: a reader thread fills the next block while the main thread
 //!   accumulates the current one.
 //!
+//! Before writing the file the bench runs [`accumulator::self_check`]: the accumulator
+//! (`benches/local_gradient/accumulator.rs`, used by nothing else) must give the sums of
+//! `fedsilo_ml::linear::loss_grad_sum` in every block layout.
+//!
 //! After criterion's measurements the bench runs all variants interleaved five more times and
 //! prints wall time, rows/s, GB/s, the ratios to both baselines and the process CPU time as a
 //! Markdown table.
@@ -45,10 +49,14 @@ use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput};
-use fedsilo_ml::linear::{GradAccumulator, LinearParams};
+use fedsilo_ml::linear::LinearParams;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
+
+#[path = "local_gradient/accumulator.rs"]
+mod accumulator;
+use accumulator::GradAccumulator;
 
 const FEATURES: usize = 50;
 const STRIDE: usize = FEATURES + 1;
@@ -271,6 +279,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    accumulator::self_check();
     let rows = rows_from_env();
     let dir = std::env::var_os("FEDSILO_BENCH_DIR")
         .map(std::path::PathBuf::from)

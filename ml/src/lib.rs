@@ -5,6 +5,7 @@
 //! (rayon is used for data parallelism inside a call).
 #![forbid(unsafe_code)]
 
+pub mod binning;
 pub mod dp;
 pub mod gbdt;
 pub mod linear;

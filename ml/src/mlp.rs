@@ -15,12 +15,11 @@
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Slice, Zip};
-use rand::seq::SliceRandom;
 use rand_distr::StandardNormal;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::linear::{logistic, sigmoid, LocalTrainConfig};
+use crate::linear::{logistic, sigmoid, sum_blocks, LocalTrainConfig};
 
 /// Rows per block in prediction and full-data gradients (bounds the activation memory).
 const BLOCK_ROWS: usize = 4096;
@@ -334,15 +333,7 @@ pub fn mlp_loss_grad_sum(
             (loss, grad.to_flat())
         })
         .collect();
-    let mut loss = 0.0;
-    let mut grad = vec![0.0; p.flat.len()];
-    for (l, g) in parts {
-        loss += l;
-        for (a, b) in grad.iter_mut().zip(&g) {
-            *a += b;
-        }
-    }
-    Ok((loss, grad))
+    Ok(sum_blocks(parts, p.flat.len()))
 }
 
 /// Local minibatch SGD from `global` (same configuration and objective as
@@ -359,49 +350,38 @@ pub fn mlp_local_train(
 ) -> Result<MlpParams, MlpError> {
     global.check_data(x, y)?;
     let n = x.nrows();
-    if n == 0 || cfg.epochs == 0 {
+    let Some(bs) = cfg.batch_rows(n) else {
         return Ok(global.clone());
-    }
-    let bs = if cfg.batch_size == 0 {
-        n
-    } else {
-        cfg.batch_size.min(n)
     };
     let w0 = Net::from_flat(&global.spec, &global.flat);
     let mut net = Net::from_flat(&global.spec, &global.flat);
     let mut grad = net.zeros_like();
     let mut ws = Workspace::new(&global.spec, bs);
     let mut yb = vec![0.0; bs];
-    let mut order: Vec<usize> = (0..n).collect();
-    for _ in 0..cfg.epochs {
-        if bs < n {
-            order.shuffle(rng);
+    cfg.for_each_batch(n, bs, rng, |batch| {
+        let k = ws.load_rows(x, batch.iter().copied());
+        for (t, &i) in yb.iter_mut().zip(batch) {
+            *t = f64::from(y[i]);
         }
-        for batch in order.chunks(bs) {
-            let k = ws.load_rows(x, batch.iter().copied());
-            for (t, &i) in yb.iter_mut().zip(batch) {
-                *t = f64::from(y[i]);
-            }
-            ws.forward(&net, k);
-            ws.output_delta(&yb[..k], cfg.pos_weight, 1.0 / k as f64);
-            ws.backward(&net, k, &mut grad);
-            let lr = cfg.learning_rate;
-            for l in 0..net.w.len() {
-                Zip::from(&mut net.w[l])
-                    .and(&grad.w[l])
-                    .and(&w0.w[l])
-                    .for_each(|w, &g, &w0| {
-                        *w -= lr * (g + cfg.l2 * *w + cfg.prox_mu * (*w - w0));
-                    });
-                Zip::from(&mut net.b[l])
-                    .and(&grad.b[l])
-                    .and(&w0.b[l])
-                    .for_each(|b, &g, &b0| {
-                        *b -= lr * (g + cfg.prox_mu * (*b - b0));
-                    });
-            }
+        ws.forward(&net, k);
+        ws.output_delta(&yb[..k], cfg.pos_weight, 1.0 / k as f64);
+        ws.backward(&net, k, &mut grad);
+        let lr = cfg.learning_rate;
+        for l in 0..net.w.len() {
+            Zip::from(&mut net.w[l])
+                .and(&grad.w[l])
+                .and(&w0.w[l])
+                .for_each(|w, &g, &w0| {
+                    *w -= lr * (g + cfg.l2 * *w + cfg.prox_mu * (*w - w0));
+                });
+            Zip::from(&mut net.b[l])
+                .and(&grad.b[l])
+                .and(&w0.b[l])
+                .for_each(|b, &g, &b0| {
+                    *b -= lr * (g + cfg.prox_mu * (*b - b0));
+                });
         }
-    }
+    });
     Ok(MlpParams {
         spec: global.spec.clone(),
         flat: net.to_flat(),

@@ -1,0 +1,362 @@
+//! The server half: [`GbdtServer`], a state machine over sums only whose phases are the bin
+//! agreement and then one level of one tree at a time, and [`fit_pooled`], the same halves
+//! with a single participant.
+
+use ndarray::{ArrayView1, ArrayView2};
+use serde::{Deserialize, Serialize};
+
+use super::histogram::leaf_weight;
+use super::{
+    best_splits, gbdt_compute, GbdtCache, GbdtError, GbdtInstruction, GbdtModel, GbdtParams, Node,
+    Tree,
+};
+use crate::binning::{check_sum, invalid, BinMapper, FeatureStats};
+
+/// A node whose histogram the server derives as `parent − sibling` instead of requesting it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Derived {
+    node: u32,
+    sibling: u32,
+    parent_hist: Vec<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+enum Phase {
+    Stats,
+    Bins {
+        base_score: f64,
+        ranges: Vec<(f32, f32)>,
+    },
+    Grow {
+        model: GbdtModel,
+        tree: Tree,
+        /// Nodes whose histograms participants compute at this level, in vector order.
+        request: Vec<u32>,
+        /// Nodes derived from their parent and a requested sibling.
+        derive: Vec<Derived>,
+    },
+    Done {
+        model: GbdtModel,
+    },
+}
+
+/// The server driver, a state machine over sums only. Serialisable: it is the job's
+/// checkpoint.
+///
+/// Loop: while `next()` gives an instruction, have every participant run [`gbdt_compute`],
+/// sum the vectors under secure aggregation and [`absorb`](GbdtServer::absorb) the sum; then
+/// take [`model`](GbdtServer::model).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GbdtServer {
+    params: GbdtParams,
+    n_features: usize,
+    /// Federation-wide row count, known after the stats step.
+    total_rows: Option<f64>,
+    phase: Phase,
+}
+
+impl GbdtServer {
+    pub fn new(params: GbdtParams, n_features: usize) -> Result<Self, GbdtError> {
+        params.validate()?;
+        if n_features == 0 {
+            return Err(invalid("n_features", 0.0, "must be ≥ 1"));
+        }
+        Ok(GbdtServer {
+            params,
+            n_features,
+            total_rows: None,
+            phase: Phase::Stats,
+        })
+    }
+
+    /// Bound on |any element| of one participant's vector for the next instruction, for the
+    /// fixed-point encoding: after the stats step every element is a count or a sum of
+    /// per-row values in [−1, 1] over at most the federation's rows. `None` for the stats step
+    /// itself (Σx and Σx² depend on the feature scales).
+    pub fn max_abs(&self) -> Option<f64> {
+        match self.phase {
+            Phase::Stats | Phase::Done { .. } => None,
+            _ => self.total_rows,
+        }
+    }
+
+    pub fn params(&self) -> &GbdtParams {
+        &self.params
+    }
+
+    /// What participants must compute next; `None` once the model is finished.
+    pub fn next(&self) -> Option<GbdtInstruction> {
+        match &self.phase {
+            Phase::Stats => Some(GbdtInstruction::Stats {
+                n_features: self.n_features,
+            }),
+            Phase::Bins { ranges, .. } => Some(GbdtInstruction::FineHistogram {
+                ranges: ranges.clone(),
+                fine_bins: self.params.fine_bins,
+            }),
+            Phase::Grow {
+                model,
+                tree,
+                request,
+                ..
+            } => Some(GbdtInstruction::Level {
+                model: model.clone(),
+                tree: tree.clone(),
+                nodes: request.clone(),
+            }),
+            Phase::Done { .. } => None,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done { .. })
+    }
+
+    /// Finished trees so far.
+    pub fn trees_done(&self) -> usize {
+        match &self.phase {
+            Phase::Grow { model, .. } | Phase::Done { model } => model.trees.len(),
+            _ => 0,
+        }
+    }
+
+    /// The finished model (`None` until done).
+    pub fn model(&self) -> Option<&GbdtModel> {
+        match &self.phase {
+            Phase::Done { model } => Some(model),
+            _ => None,
+        }
+    }
+
+    /// The finished model (`None` until done).
+    pub fn into_model(self) -> Option<GbdtModel> {
+        match self.phase {
+            Phase::Done { model } => Some(model),
+            _ => None,
+        }
+    }
+
+    /// Takes the SUM over participants of the vectors for [`next`](GbdtServer::next)'s
+    /// instruction and advances. On error the state is unchanged.
+    pub fn absorb(&mut self, sum: &[f64]) -> Result<(), GbdtError> {
+        let next = match &self.phase {
+            Phase::Stats => {
+                let next = self.absorb_stats(sum)?;
+                self.total_rows = Some(sum[0]);
+                next
+            }
+            Phase::Bins { base_score, ranges } => {
+                let mapper = BinMapper::from_fine_histogram(
+                    sum,
+                    ranges,
+                    self.params.fine_bins,
+                    self.params.max_bins,
+                )?;
+                let model = GbdtModel {
+                    base_score: *base_score,
+                    bin_mapper: mapper,
+                    trees: Vec::new(),
+                };
+                new_tree_phase(model)
+            }
+            Phase::Grow {
+                model,
+                tree,
+                request,
+                derive,
+            } => self.absorb_level(sum, model, tree, request, derive)?,
+            Phase::Done { .. } => return Err(GbdtError::Finished),
+        };
+        self.phase = next;
+        Ok(())
+    }
+
+    fn absorb_stats(&self, sum: &[f64]) -> Result<Phase, GbdtError> {
+        let st = FeatureStats::from_sum(sum, self.n_features)?;
+        Ok(Phase::Bins {
+            base_score: st.base_score(),
+            ranges: st.ranges(self.params.range_sd),
+        })
+    }
+
+    fn absorb_level(
+        &self,
+        sum: &[f64],
+        model: &GbdtModel,
+        tree: &Tree,
+        request: &[u32],
+        derive: &[Derived],
+    ) -> Result<Phase, GbdtError> {
+        let p = &self.params;
+        let f = model.bin_mapper.n_features();
+        let nb = model.bin_mapper.n_bins();
+        let per_node = f * nb * 2;
+        let expected = request.len() * per_node;
+        check_sum(sum, "level", expected, "level histograms")?;
+        // Full histograms of every open node: requested ones, then derived ones.
+        let mut open: Vec<u32> = request.to_vec();
+        let mut full = sum.to_vec();
+        for d in derive {
+            let Some(si) = request.iter().position(|&r| r == d.sibling) else {
+                return Err(GbdtError::BadInstruction(format!(
+                    "derived node {} lost its sibling",
+                    d.node
+                )));
+            };
+            let sib = &sum[si * per_node..(si + 1) * per_node];
+            full.extend(d.parent_hist.iter().zip(sib).map(|(a, b)| a - b));
+            open.push(d.node);
+        }
+        let splits = best_splits(&full, &open, f, nb, p)?;
+
+        let mut tree = tree.clone();
+        // Node sums: from the histogram for the root, from the parent's split otherwise.
+        if tree.nodes.len() == 1 {
+            let (g, h) = (0..nb).fold((0.0, 0.0), |(g, h), b| {
+                (g + full[2 * b], h + full[2 * b + 1])
+            });
+            tree.nodes[0] = Node::Open {
+                sum_grad: g,
+                sum_hess: h,
+                depth: 0,
+            };
+        }
+        // Highest-gain splits first, within the leaf budget.
+        let mut order: Vec<usize> = (0..open.len()).filter(|&s| splits[s].is_some()).collect();
+        order.sort_by(|&a, &b| {
+            let (ga, gb) = (
+                splits[a].as_ref().map_or(0.0, |s| s.gain),
+                splits[b].as_ref().map_or(0.0, |s| s.gain),
+            );
+            gb.total_cmp(&ga).then(open[a].cmp(&open[b]))
+        });
+        let mut leaves = tree.n_leaves();
+        let mut accepted = vec![false; open.len()];
+        for s in order {
+            if leaves < p.max_leaves {
+                accepted[s] = true;
+                leaves += 1;
+            }
+        }
+        let mut next_request = Vec::new();
+        let mut next_derive = Vec::new();
+        // Process in node-id order so child ids do not depend on the vector layout.
+        let mut slots: Vec<usize> = (0..open.len()).collect();
+        slots.sort_by_key(|&s| open[s]);
+        for s in slots {
+            let id = open[s] as usize;
+            let Node::Open {
+                sum_grad,
+                sum_hess,
+                depth,
+            } = tree.nodes[id]
+            else {
+                return Err(GbdtError::BadInstruction(format!("node {id} is not open")));
+            };
+            match (&splits[s], accepted[s]) {
+                (Some(sp), true) => {
+                    let left = tree.nodes.len() as u32;
+                    let right = left + 1;
+                    let child_depth = depth + 1;
+                    let child_open = (child_depth as usize) < p.max_depth;
+                    let child = |g: f64, h: f64| {
+                        if child_open {
+                            Node::Open {
+                                sum_grad: g,
+                                sum_hess: h,
+                                depth: child_depth,
+                            }
+                        } else {
+                            Node::Leaf {
+                                value: leaf_weight(g, h, p),
+                            }
+                        }
+                    };
+                    tree.nodes[id] = Node::Split {
+                        feature: sp.feature,
+                        bin: sp.bin,
+                        threshold: model.bin_mapper.threshold(sp.feature as usize, sp.bin),
+                        default_left: sp.default_left,
+                        left,
+                        right,
+                        gain: sp.gain,
+                    };
+                    tree.nodes.push(child(sp.left_grad, sp.left_hess));
+                    tree.nodes.push(child(sp.right_grad, sp.right_hess));
+                    if child_open {
+                        // Request the lighter child; derive the other by subtraction.
+                        let (req, der) = if sp.left_hess <= sp.right_hess {
+                            (left, right)
+                        } else {
+                            (right, left)
+                        };
+                        next_request.push(req);
+                        next_derive.push(Derived {
+                            node: der,
+                            sibling: req,
+                            parent_hist: full[s * per_node..(s + 1) * per_node].to_vec(),
+                        });
+                    }
+                }
+                _ => {
+                    tree.nodes[id] = Node::Leaf {
+                        value: leaf_weight(sum_grad, sum_hess, p),
+                    };
+                }
+            }
+        }
+        if !next_request.is_empty() {
+            return Ok(Phase::Grow {
+                model: model.clone(),
+                tree,
+                request: next_request,
+                derive: next_derive,
+            });
+        }
+        // The tree is finished.
+        let mut model = model.clone();
+        let stump = tree.nodes.len() == 1;
+        if !stump {
+            model.trees.push(tree);
+        }
+        if stump || model.trees.len() >= p.n_trees {
+            Ok(Phase::Done { model })
+        } else {
+            Ok(new_tree_phase(model))
+        }
+    }
+}
+
+fn new_tree_phase(model: GbdtModel) -> Phase {
+    Phase::Grow {
+        model,
+        tree: Tree {
+            nodes: vec![Node::Open {
+                sum_grad: 0.0,
+                sum_hess: 0.0,
+                depth: 0,
+            }],
+        },
+        request: vec![0],
+        derive: Vec::new(),
+    }
+}
+
+/// The centralised reference: the same server and participant halves with ONE participant
+/// holding all rows.
+pub fn fit_pooled(
+    x: ArrayView2<f32>,
+    y: ArrayView1<f32>,
+    params: &GbdtParams,
+) -> Result<GbdtModel, GbdtError> {
+    let mut server = GbdtServer::new(params.clone(), x.ncols())?;
+    let mut cache = GbdtCache::new();
+    while let Some(instr) = server.next() {
+        let v = gbdt_compute(&instr, x, y, &mut cache)?;
+        server.absorb(&v)?;
+    }
+    server
+        .into_model()
+        .ok_or_else(|| GbdtError::BadInstruction("server stopped without a model".into()))
+}

@@ -1,0 +1,458 @@
+//! Tests of the whole boosting loop (server and participant halves together) and the helpers
+//! the part modules' tests share.
+
+use super::*;
+use crate::binning::BinningError;
+use crate::linear::sigmoid;
+use crate::metrics::auc;
+use ndarray::{Array1, Array2, ArrayView2, Axis, Slice};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+
+/// Synthetic credit-like data with a nonlinear signal and 10% missing values in x4.
+fn synthetic(n: usize, seed: u64) -> (Array2<f32>, Array1<f32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut x = Array2::<f32>::zeros((n, 6));
+    let mut y = Array1::<f32>::zeros(n);
+    for r in 0..n {
+        let x0: f64 = rng.random_range(-3.0..3.0);
+        let x1: f64 = rng.sample(StandardNormal);
+        let x2: f64 = rng.random_range(0.0..1.0);
+        let x3: f64 = rng.sample(StandardNormal);
+        let x4: f64 = rng.random_range(-1.0..1.0);
+        let x4_missing = rng.random_bool(0.1);
+        let x5: f64 = rng.sample(StandardNormal);
+        let logit = 1.5 * (2.0 * x0).sin() + (x1 * x1 - 1.0) + 2.0 * f64::from(u8::from(x2 > 0.7))
+            - f64::from(u8::from(x3 < -0.5))
+            + if x4_missing { 1.0 } else { x4 }
+            - 0.5;
+        let row = [x0, x1, x2, x3, if x4_missing { f64::NAN } else { x4 }, x5];
+        for (j, v) in row.iter().enumerate() {
+            x[[r, j]] = *v as f32;
+        }
+        y[r] = f32::from(u8::from(rng.random_bool(sigmoid(logit))));
+    }
+    (x, y)
+}
+
+pub(super) fn params(n_trees: usize, depth: usize) -> GbdtParams {
+    GbdtParams {
+        n_trees,
+        max_depth: depth,
+        max_leaves: 1 << depth,
+        learning_rate: 0.2,
+        min_child_weight: 1.0,
+        lambda: 1.0,
+        gamma: 0.0,
+        max_bins: 32,
+        fine_bins: 512,
+        range_sd: 4.0,
+    }
+}
+
+/// Runs the server with several participants, summing their vectors.
+fn federate(
+    parts: &[(Array2<f32>, Array1<f32>)],
+    params: &GbdtParams,
+    mut on_level: impl FnMut(&GbdtInstruction, &mut [GbdtCache]),
+) -> GbdtModel {
+    let mut server = GbdtServer::new(params.clone(), parts[0].0.ncols()).unwrap();
+    let mut caches: Vec<GbdtCache> = parts.iter().map(|_| GbdtCache::new()).collect();
+    while let Some(instr) = server.next() {
+        on_level(&instr, &mut caches);
+        let mut sum = vec![0.0; instr.output_len()];
+        for ((x, y), c) in parts.iter().zip(caches.iter_mut()) {
+            let v = gbdt_compute(&instr, x.view(), y.view(), c).unwrap();
+            assert_eq!(v.len(), sum.len());
+            sum.iter_mut().zip(&v).for_each(|(s, a)| *s += a);
+        }
+        // the server state is a checkpoint: it survives a serde round trip
+        let json = serde_json::to_string(&server).unwrap();
+        server = serde_json::from_str(&json).unwrap();
+        server.absorb(&sum).unwrap();
+    }
+    server.into_model().unwrap()
+}
+
+/// Non-IID split: rows sorted by x1, cut into bands of 10/20/30/40%.
+fn non_iid_split(x: &Array2<f32>, y: &Array1<f32>) -> Vec<(Array2<f32>, Array1<f32>)> {
+    let n = x.nrows();
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by(|&a, &b| x[[a, 1]].total_cmp(&x[[b, 1]]));
+    let cuts = [0, n / 10, 3 * n / 10, 6 * n / 10, n];
+    cuts.windows(2)
+        .map(|w| {
+            let rows = &idx[w[0]..w[1]];
+            (x.select(Axis(0), rows), y.select(Axis(0), rows))
+        })
+        .collect()
+}
+
+fn assert_same_model(a: &GbdtModel, b: &GbdtModel) {
+    assert_eq!(a.base_score, b.base_score);
+    assert_eq!(a.bin_mapper, b.bin_mapper);
+    assert_eq!(a.trees.len(), b.trees.len());
+    for (t, (ta, tb)) in a.trees.iter().zip(&b.trees).enumerate() {
+        assert_eq!(ta.nodes.len(), tb.nodes.len(), "tree {t}");
+        for (i, (na, nb)) in ta.nodes.iter().zip(&tb.nodes).enumerate() {
+            match (na, nb) {
+                (
+                    Node::Split {
+                        feature: fa,
+                        bin: ba,
+                        threshold: ha,
+                        default_left: da,
+                        left: la,
+                        right: ra,
+                        gain: ga,
+                    },
+                    Node::Split {
+                        feature: fb,
+                        bin: bb,
+                        threshold: hb,
+                        default_left: db,
+                        left: lb,
+                        right: rb,
+                        gain: gb,
+                    },
+                ) => {
+                    assert_eq!(
+                        (fa, ba, ha, da, la, ra),
+                        (fb, bb, hb, db, lb, rb),
+                        "tree {t} node {i}"
+                    );
+                    assert!((ga - gb).abs() <= 1e-9 * ga.abs().max(1.0));
+                }
+                (Node::Leaf { value: va }, Node::Leaf { value: vb }) => {
+                    assert!((va - vb).abs() < 1e-9, "tree {t} leaf {i}: {va} vs {vb}");
+                }
+                _ => panic!("tree {t} node {i}: {na:?} vs {nb:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn beats_logistic_regression_on_a_nonlinear_signal() {
+    let (x, y) = synthetic(12_000, 1);
+    let (xtr, xte) = (
+        x.slice_axis(Axis(0), Slice::from(..8000)),
+        x.slice_axis(Axis(0), Slice::from(8000..)),
+    );
+    let (ytr, yte) = (
+        y.slice_axis(Axis(0), Slice::from(..8000)),
+        y.slice_axis(Axis(0), Slice::from(8000..)),
+    );
+    let model = fit_pooled(xtr, ytr, &params(60, 3)).unwrap();
+    let p = model.predict_proba(xte).unwrap();
+    let yte_v = yte.to_vec();
+    let gbdt_auc = auc(&p, &yte_v);
+    // logistic baseline, missing imputed as 0
+    let imp = |a: ArrayView2<f32>| a.mapv(|v| if v.is_nan() { 0.0 } else { v });
+    let lin = crate::linear::fit_pooled(imp(xtr).view(), ytr, 1e-4, 1.0).unwrap();
+    let lin_auc = auc(
+        &crate::linear::predict_proba(&lin, imp(xte).view()).unwrap(),
+        &yte_v,
+    );
+    assert!(
+        gbdt_auc > lin_auc + 0.08,
+        "gbdt {gbdt_auc} vs logistic {lin_auc}"
+    );
+    assert!(gbdt_auc > 0.78, "{gbdt_auc}");
+    // margins from raw rows equal margins from binned rows; probabilities in (0, 1)
+    let b = model.bin_mapper.bin(xte).unwrap();
+    assert_eq!(
+        model.predict_margin_binned(b.view()).unwrap(),
+        model.predict_margin(xte).unwrap()
+    );
+    assert!(p.iter().all(|&v| v > 0.0 && v < 1.0));
+    // the informative features carry the gain; x5 is noise
+    let g = model.feature_gain();
+    assert!(g[0] > g[5] && g[1] > g[5] && g[2] > g[5], "{g:?}");
+}
+
+#[test]
+fn federated_trees_equal_pooled_trees() {
+    let (x, y) = synthetic(6000, 2);
+    let parts = non_iid_split(&x, &y);
+    let p = params(25, 4);
+    let fed = federate(&parts, &p, |_, _| {});
+    let xs: Vec<_> = parts.iter().map(|(x, _)| x.view()).collect();
+    let ys: Vec<_> = parts.iter().map(|(_, y)| y.view()).collect();
+    let xc = ndarray::concatenate(Axis(0), &xs).unwrap();
+    let yc = ndarray::concatenate(Axis(0), &ys).unwrap();
+    let pooled = fit_pooled(xc.view(), yc.view(), &p).unwrap();
+    assert_eq!(pooled.trees.len(), 25);
+    assert!(pooled.trees.iter().any(|t| t.nodes.len() > 7));
+    assert_same_model(&fed, &pooled);
+    // also against the original row order (sums are order-independent up to rounding)
+    let pooled_orig = fit_pooled(x.view(), y.view(), &p).unwrap();
+    assert_same_model(&fed, &pooled_orig);
+    // Stronger, thanks to the gradient grid: histogram sums are exact, so the models are
+    // bit-for-bit equal (only the feature ranges come from inexact Σx sums, and their f32
+    // rounding agrees here).
+    assert_eq!(fed, pooled);
+    assert_eq!(fed, pooled_orig);
+}
+
+#[test]
+fn restarted_participant_computes_the_identical_vector() {
+    let (x, y) = synthetic(3000, 3);
+    let parts = non_iid_split(&x, &y);
+    let mut checked = 0;
+    let _ = federate(&parts, &params(6, 3), |instr, caches| {
+        if let GbdtInstruction::Level { model, tree, .. } = instr {
+            if model.trees.len() >= 2 && tree.nodes.len() > 1 {
+                // over the wire and with an empty cache
+                let wire: GbdtInstruction =
+                    serde_json::from_str(&serde_json::to_string(instr).unwrap()).unwrap();
+                let (px, py) = &parts[2];
+                let warm = gbdt_compute(instr, px.view(), py.view(), &mut caches[2]).unwrap();
+                let cold =
+                    gbdt_compute(&wire, px.view(), py.view(), &mut GbdtCache::new()).unwrap();
+                assert_eq!(warm, cold);
+                checked += 1;
+            }
+        }
+    });
+    assert!(checked >= 4, "{checked}");
+}
+
+#[test]
+fn tree_shape_respects_depth_and_leaf_limits() {
+    let (x, y) = synthetic(4000, 5);
+    let mut p = params(5, 5);
+    p.max_leaves = 7;
+    let m = fit_pooled(x.view(), y.view(), &p).unwrap();
+    for t in &m.trees {
+        assert!(t.n_leaves() <= 7);
+        t.validate(&m.bin_mapper, true).unwrap();
+    }
+    // depth: follow every path
+    fn depth(t: &Tree, i: usize) -> usize {
+        match t.nodes[i] {
+            Node::Split { left, right, .. } => {
+                1 + depth(t, left as usize).max(depth(t, right as usize))
+            }
+            _ => 0,
+        }
+    }
+    let p2 = params(5, 2);
+    let m2 = fit_pooled(x.view(), y.view(), &p2).unwrap();
+    assert!(m2.trees.iter().all(|t| depth(t, 0) <= 2));
+    assert!(m2.trees.iter().any(|t| depth(t, 0) == 2));
+}
+
+#[test]
+fn bad_inputs_are_refused_with_typed_errors() {
+    let (x, y) = synthetic(500, 6);
+    let p = params(3, 2);
+    let mut server = GbdtServer::new(p.clone(), 6).unwrap();
+    assert!(matches!(
+        server.absorb(&[1.0; 3]),
+        Err(GbdtError::Binning(BinningError::SumLength {
+            step: "stats",
+            expected: 20,
+            got: 3
+        }))
+    ));
+    assert_eq!(server.next().unwrap().purpose(), "stats"); // unchanged
+    assert!(matches!(
+        server.absorb(&[0.0; 20]),
+        Err(GbdtError::Binning(BinningError::NoRows))
+    ));
+    assert_eq!(server.max_abs(), None);
+    // drive to the first level, then send a short sum
+    let mut cache = GbdtCache::new();
+    for _ in 0..2 {
+        let i = server.next().unwrap();
+        let v = gbdt_compute(&i, x.view(), y.view(), &mut cache).unwrap();
+        server.absorb(&v).unwrap();
+    }
+    let level = server.next().unwrap();
+    assert_eq!(level.purpose(), "level");
+    assert_eq!(server.max_abs(), Some(500.0));
+    assert!(matches!(
+        server.absorb(&vec![0.0; level.output_len() - 1]),
+        Err(GbdtError::Binning(BinningError::SumLength {
+            step: "level",
+            ..
+        }))
+    ));
+    let mut bad = vec![0.0; level.output_len()];
+    bad[0] = f64::NAN;
+    assert!(matches!(
+        server.absorb(&bad),
+        Err(GbdtError::Binning(BinningError::NonFinite { .. }))
+    ));
+    // participant side
+    let mut y2 = y.clone();
+    y2[3] = 2.0;
+    assert!(matches!(
+        gbdt_compute(&level, x.view(), y2.view(), &mut cache),
+        Err(GbdtError::Binning(BinningError::BadLabel { row: 3, .. }))
+    ));
+    assert!(matches!(
+        gbdt_compute(
+            &level,
+            x.slice_axis(Axis(1), Slice::from(..5)),
+            y.view(),
+            &mut cache
+        ),
+        Err(GbdtError::Binning(BinningError::ShapeMismatch { .. }))
+    ));
+    assert!(matches!(
+        gbdt_compute(
+            &level,
+            x.view(),
+            y.slice_axis(Axis(0), Slice::from(..10)),
+            &mut cache
+        ),
+        Err(GbdtError::Binning(BinningError::ShapeMismatch {
+            what: "labels",
+            ..
+        }))
+    ));
+    // a malformed tree (a child pointing back at the root) is refused, not looped on
+    if let GbdtInstruction::Level { model, .. } = &level {
+        let evil = GbdtInstruction::Level {
+            model: model.clone(),
+            tree: Tree {
+                nodes: vec![
+                    Node::Split {
+                        feature: 0,
+                        bin: 0,
+                        threshold: 0.0,
+                        default_left: true,
+                        left: 0,
+                        right: 1,
+                        gain: 1.0,
+                    },
+                    Node::Open {
+                        sum_grad: 0.0,
+                        sum_hess: 0.0,
+                        depth: 1,
+                    },
+                ],
+            },
+            nodes: vec![1],
+        };
+        assert!(matches!(
+            gbdt_compute(&evil, x.view(), y.view(), &mut cache),
+            Err(GbdtError::BadInstruction(_))
+        ));
+    }
+    // parameters
+    let mut q = p.clone();
+    q.max_bins = 300;
+    assert!(matches!(
+        GbdtServer::new(q, 6),
+        Err(GbdtError::Binning(BinningError::InvalidParameter {
+            name: "max_bins",
+            ..
+        }))
+    ));
+    assert!(GbdtServer::new(p.clone(), 0).is_err());
+    // finishing, then absorbing again
+    let m = fit_pooled(x.view(), y.view(), &p).unwrap();
+    assert!(matches!(
+        m.predict_proba(x.slice_axis(Axis(1), Slice::from(..4))),
+        Err(GbdtError::Binning(BinningError::ShapeMismatch { .. }))
+    ));
+    let mut s = GbdtServer::new(p, 6).unwrap();
+    let mut c = GbdtCache::new();
+    while let Some(i) = s.next() {
+        let v = gbdt_compute(&i, x.view(), y.view(), &mut c).unwrap();
+        s.absorb(&v).unwrap();
+    }
+    assert!(s.is_done() && s.model().is_some());
+    assert!(matches!(s.absorb(&[0.0]), Err(GbdtError::Finished)));
+}
+
+/// Minimal CSV reader for the shipped data (no quoted fields in these files).
+fn read_csv(path: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let rows = lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split(',').map(|s| s.trim().to_string()).collect())
+        .collect();
+    (header, rows)
+}
+
+#[test]
+fn churn_data_test_auc() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/wa_churn.csv");
+    let (header, rows) = read_csv(path);
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let num = |v: &str| v.parse::<f32>().unwrap_or(f32::NAN);
+    let is = |v: &str, w: &str| f32::from(u8::from(v == w));
+    let (c_tenure, c_monthly, c_total) =
+        (col("tenure"), col("monthly_charges"), col("total_charges"));
+    let (c_contract, c_internet, c_pay) = (
+        col("contract"),
+        col("internet_service"),
+        col("payment_method"),
+    );
+    let binary = [
+        "senior_citizen",
+        "partner",
+        "dependents",
+        "paperless_billing",
+    ]
+    .map(col);
+    let (c_sec, c_tech, c_churn) = (col("online_security"), col("tech_support"), col("churn"));
+    let n = rows.len();
+    let d = 13;
+    let mut x = Array2::<f32>::zeros((n, d));
+    let mut labels = Array2::<f32>::zeros((n, 1));
+    for (r, row) in rows.iter().enumerate() {
+        let mut v = vec![
+            num(&row[c_tenure]),
+            num(&row[c_monthly]),
+            num(&row[c_total]),
+        ];
+        v.extend(binary.iter().map(|&c| num(&row[c])));
+        v.push(is(&row[c_contract], "Month-to-month"));
+        v.push(is(&row[c_contract], "Two year"));
+        v.push(is(&row[c_internet], "Fiber optic"));
+        v.push(is(&row[c_internet], "No"));
+        v.push(is(&row[c_pay], "Electronic check"));
+        v.push(is(&row[c_sec], "Yes") + is(&row[c_tech], "Yes"));
+        for (j, val) in v.into_iter().enumerate() {
+            x[[r, j]] = val;
+        }
+        labels[[r, 0]] = is(&row[c_churn], "Yes");
+    }
+    assert_eq!(x.column(2).iter().filter(|v| v.is_nan()).count(), 11);
+    let table = crate::table::Table {
+        feature_names: (0..d).map(|j| format!("f{j}")).collect(),
+        x,
+        label_names: vec!["churn".into()],
+        labels,
+        ids: (0..n).map(|r| r.to_string()).collect(),
+    };
+    let (train, test) = table.split_holdout(0.2, 0);
+    let p = GbdtParams {
+        n_trees: 50,
+        max_depth: 4,
+        max_leaves: 16,
+        learning_rate: 0.1,
+        ..GbdtParams::default()
+    };
+    let model = fit_pooled(train.x.view(), train.label(0), &p).unwrap();
+    let scores = model.predict_proba(test.x.view()).unwrap();
+    let a = auc(&scores, &test.label(0).to_vec());
+    assert!(a > 0.80, "test AUC {a}");
+    eprintln!(
+        "wa_churn GBDT test AUC = {a:.4} ({} trees)",
+        model.trees.len()
+    );
+}
