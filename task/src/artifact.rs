@@ -100,14 +100,12 @@ impl ModelArtifact {
 
     /// Reads an artifact, refusing other formats with a clear error.
     pub fn from_json(text: &str) -> Result<Self, FedError> {
-        let a: ModelArtifact = serde_json::from_str(text)
-            .map_err(|e| FedError::Model(format!("not a fedsilo model: {e}")))?;
+        let a: ModelArtifact = serde_json::from_str(text).map_err(FedError::NotAModel)?;
         if a.format != Self::FORMAT {
-            return Err(FedError::Model(format!(
-                "model format '{}' is not supported (expected {})",
-                a.format,
-                Self::FORMAT
-            )));
+            return Err(FedError::ModelFormat {
+                found: a.format,
+                expected: Self::FORMAT,
+            });
         }
         // A model file is outside input too: its sizes and values are checked once here, so
         // scoring and `model show` never index past what the file holds.

@@ -12,6 +12,8 @@ use fedsilo_ml::mlp;
 use fedsilo_ml::scorecard::{scorecard_counts, woe_transform, WoeTable};
 use fedsilo_ml::table::Table;
 
+use fedsilo_ml::scorecard::ScorecardError;
+
 use crate::error::FedError;
 use crate::instruction::{Instruction, DELTA_CLIP, LOSS_CAP, MAG_BINS, MOMENT_CLIP};
 use crate::model::{card_linear, ModelParams, Standardizer, TrainedModel};
@@ -48,9 +50,12 @@ pub fn select_columns(table: &Table, names: &[String]) -> Result<Array2<f32>, Fe
     let cols = names
         .iter()
         .map(|n| {
-            idx.get(n.as_str()).copied().ok_or_else(|| {
-                FedError::Data(format!("feature column '{n}' is not in the local dataset"))
-            })
+            idx.get(n.as_str())
+                .copied()
+                .ok_or_else(|| FedError::MissingColumn {
+                    kind: "feature",
+                    name: n.clone(),
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(table.x.select(Axis(1), &cols))
@@ -65,8 +70,9 @@ pub fn select_labels(table: &Table, names: &[String]) -> Result<Array2<f32>, Fed
                 .label_names
                 .iter()
                 .position(|l| l == n)
-                .ok_or_else(|| {
-                    FedError::Data(format!("label column '{n}' is not in the local dataset"))
+                .ok_or_else(|| FedError::MissingColumn {
+                    kind: "label",
+                    name: n.clone(),
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -106,7 +112,7 @@ pub fn compute(
             let x = select_columns(&local.train, &data.features)?;
             let y = select_labels(&local.train, &data.labels)?;
             if x.nrows() == 0 {
-                return Err(FedError::Data("no training rows".into()));
+                return Err(FedError::NoLocalRows);
             }
             let mut out = Vec::with_capacity(1 + y.ncols() + x.ncols() * (1 + MAG_BINS));
             out.push(x.nrows() as f64);
@@ -237,22 +243,21 @@ pub fn compute(
             let LocalCache { raw, gbdt, .. } = cache;
             let (_, x, _) = raw
                 .as_ref()
-                .ok_or_else(|| FedError::Data("column cache empty".into()))?;
-            gbdt_compute(step, x.view(), yc, gbdt).map_err(|e| FedError::Data(e.to_string()))
+                .ok_or_else(|| FedError::Internal("column cache empty"))?;
+            Ok(gbdt_compute(step, x.view(), yc, gbdt)?)
         }
         Instruction::ScorecardHistogram {
             ranges, fine_bins, ..
         } => {
             let (x, _) = raw_columns(cache, local, &data.features)?;
             fedsilo_ml::gbdt::fine_histogram(x.view(), ranges, *fine_bins)
-                .map_err(|e| FedError::Data(format!("scorecard binning: {e}")))
+                .map_err(|e| FedError::from(ScorecardError::from(e)))
         }
         Instruction::ScorecardCounts { bins, .. } => {
             let y = select_labels(&local.train, &data.labels)?;
             let yc = first_label(&y)?;
             let (x, _) = raw_columns(cache, local, &data.features)?;
-            scorecard_counts(x.view(), yc, bins)
-                .map_err(|e| FedError::Data(format!("scorecard counts: {e}")))
+            scorecard_counts(x.view(), yc, bins).map_err(FedError::from)
         }
         Instruction::Evaluate { model, bins, .. } => {
             let y = select_labels(&local.holdout, &data.labels)?;
@@ -309,7 +314,7 @@ fn raw_columns<'c>(
     }
     match &cache.raw {
         Some((_, a, b)) => Ok((a, b)),
-        None => Err(FedError::Data("column cache empty".into())),
+        None => Err(FedError::Internal("column cache empty")),
     }
 }
 
@@ -341,13 +346,13 @@ fn woe_columns<'c>(
     if fresh {
         let t = |table: &Table| -> Result<Array2<f32>, FedError> {
             let x = select_columns(table, features)?;
-            woe_transform(x.view(), woe).map_err(|e| FedError::Data(e.to_string()))
+            Ok(woe_transform(x.view(), woe)?)
         };
         cache.woe = Some((woe.clone(), t(&local.train)?, t(&local.holdout)?));
     }
     match &cache.woe {
         Some((_, a, b)) => Ok((a, b)),
-        None => Err(FedError::Data("WOE cache empty".into())),
+        None => Err(FedError::Internal("WOE cache empty")),
     }
 }
 
@@ -373,6 +378,6 @@ fn standardized<'c>(
     }
     match &cache.standardized {
         Some((_, _, a, b)) => Ok((a, b)),
-        None => Err(FedError::Data("standardisation cache empty".into())),
+        None => Err(FedError::Internal("standardisation cache empty")),
     }
 }

@@ -10,7 +10,7 @@ use fedsilo_ml::scorecard::{woe_transform, Scorecard};
 use fedsilo_ml::table::Table;
 
 use crate::compute::select_columns;
-use crate::error::FedError;
+use crate::error::{FedError, ModelError};
 use crate::validate::InstructionError;
 
 /// Global standardisation, computed under secure aggregation.
@@ -91,13 +91,17 @@ impl ModelParams {
         }
     }
     pub(crate) fn set_flat(&mut self, v: &[f64]) -> Result<(), FedError> {
+        if v.len() != self.dim() {
+            return Err(FedError::Internal(
+                "flat parameter vector of the wrong length",
+            ));
+        }
         let mut off = 0;
         match self {
             ModelParams::LogisticRegression { per_label } => {
                 for p in per_label.iter_mut() {
                     let n = p.coef.len() + 1;
-                    *p = LinearParams::from_flat(&v[off..off + n])
-                        .map_err(|e| FedError::Model(e.to_string()))?;
+                    *p = LinearParams::from_flat(&v[off..off + n])?;
                     off += n;
                 }
             }
@@ -109,21 +113,17 @@ impl ModelParams {
                 }
             }
             ModelParams::Gbdt { .. } => {
-                return Err(FedError::Model(
-                    "trees have no flat parameter vector".into(),
-                ))
+                return Err(ModelError::Unsupported("trees have no flat parameter vector").into())
             }
             ModelParams::Scorecard { card } => {
                 let n = card.coef.len() + 1;
-                let lp =
-                    LinearParams::from_flat(&v[..n]).map_err(|e| FedError::Model(e.to_string()))?;
+                let lp = LinearParams::from_flat(&v[..n])?;
                 **card = Scorecard::from_logistic(
                     card.woe.clone(),
                     &lp.coef,
                     lp.intercept,
                     card.scaling,
-                )
-                .map_err(|e| FedError::Model(e.to_string()))?;
+                )?;
             }
         }
         Ok(())
@@ -156,8 +156,7 @@ impl TrainedModel {
         match &self.params {
             ModelParams::Gbdt { model } => gbdt_proba(model, x.view()),
             ModelParams::Scorecard { card } => {
-                let xw = woe_transform(x.view(), &card.woe)
-                    .map_err(|e| FedError::Data(e.to_string()))?;
+                let xw = woe_transform(x.view(), &card.woe)?;
                 self.predict_standardized(xw.view())
             }
             _ => {
@@ -176,9 +175,7 @@ impl TrainedModel {
             ModelParams::Scorecard { card } => {
                 self.validate().map_err(FedError::BadModel)?;
                 let x = select_columns(table, &self.features)?;
-                card.score_points(x.view())
-                    .map(Some)
-                    .map_err(|e| FedError::Data(e.to_string()))
+                Ok(Some(card.score_points(x.view())?))
             }
             _ => Ok(None),
         }
@@ -220,11 +217,9 @@ impl TrainedModel {
         let mut out = Array2::zeros((xs.nrows(), per_label.len()));
         for (mut col, p) in out.columns_mut().into_iter().zip(&per_label) {
             if p.len() != col.len() {
-                return Err(FedError::Model(format!(
-                    "{} probabilities for {} rows",
-                    p.len(),
-                    col.len()
-                )));
+                return Err(FedError::Internal(
+                    "a model gave probabilities for other rows",
+                ));
             }
             col.assign(&ArrayView1::from(p));
         }
@@ -233,9 +228,7 @@ impl TrainedModel {
 }
 
 fn gbdt_proba(model: &GbdtModel, x: ndarray::ArrayView2<f32>) -> Result<Array2<f64>, FedError> {
-    let p = model
-        .predict_proba(x)
-        .map_err(|e| FedError::Model(e.to_string()))?;
+    let p = model.predict_proba(x)?;
     let n = p.len();
-    Array2::from_shape_vec((n, 1), p).map_err(|e| FedError::Model(e.to_string()))
+    Ok(Array2::from_shape_vec((n, 1), p)?)
 }

@@ -5,7 +5,7 @@ use fedsilo_ml::optim::ServerOptimizer;
 use fedsilo_ml::scorecard::ScorecardSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::error::FedError;
+use crate::error::{FedError, ModelError};
 
 /// The business task a job trains for; it decides the report wording and the default
 /// class weighting.
@@ -246,7 +246,7 @@ impl JobSpec {
             }
             ModelSpec::Gbdt(p) => {
                 p.validate()
-                    .map_err(|e| FedError::Spec(format!("model: {e}")))?;
+                    .map_err(|e| FedError::SpecModel(ModelError::Gbdt(e)))?;
                 if self.labels.len() > 1 {
                     return bad("labels: gbdt trains one label per job".into());
                 }
@@ -256,7 +256,7 @@ impl JobSpec {
             }
             ModelSpec::Scorecard(sc) => {
                 sc.validate()
-                    .map_err(|e| FedError::Spec(format!("model: {e}")))?;
+                    .map_err(|e| FedError::SpecModel(ModelError::Scorecard(e)))?;
                 if self.labels.len() > 1 {
                     return bad("labels: a scorecard scores one label (1 = bad) per job".into());
                 }

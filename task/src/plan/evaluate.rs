@@ -32,8 +32,7 @@ pub(crate) fn absorb(job: &Job, sum: &[f64], after_round: u64) -> Result<Evaluat
     let per = 2 * bins + 2;
     let mut per_label = Vec::with_capacity(job.data.labels.len());
     for chunk in sum.chunks_exact(per) {
-        let h = ScoreHistogram::from_flat(&chunk[..2 * bins], bins)
-            .map_err(|e| FedError::Model(e.to_string()))?;
+        let h = ScoreHistogram::from_flat(&chunk[..2 * bins], bins)?;
         let m = BinaryMetrics::from_histogram(&h, chunk[2 * bins], chunk[2 * bins + 1]);
         per_label.push((m, h));
     }

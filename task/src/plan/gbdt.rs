@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use fedsilo_ml::gbdt::{GbdtParams, GbdtServer};
 
 use super::{evaluate, CurvePoint, Done, Job, Shape, Stage};
-use crate::error::FedError;
+use crate::error::{FedError, ModelError};
 use crate::instruction::Instruction;
 use crate::model::{ModelParams, Standardizer, TrainedModel};
 
@@ -33,8 +33,8 @@ impl Boosting {
         standardizer: Standardizer,
     ) -> Result<Self, FedError> {
         let f = job.data.features.len();
-        let mut server =
-            GbdtServer::new(params.clone(), f).map_err(|e| FedError::Spec(e.to_string()))?;
+        let mut server = GbdtServer::new(params.clone(), f)
+            .map_err(|e| FedError::SpecModel(ModelError::Gbdt(e)))?;
         let positives = job.totals.positives.first().copied().unwrap_or(0.0);
         let mut stats = vec![job.totals.rows, positives];
         for ((&c, &m), &sd) in job
@@ -46,9 +46,7 @@ impl Boosting {
         {
             stats.extend_from_slice(&[c, c * m, c * (sd * sd + m * m)]);
         }
-        server
-            .absorb(&stats)
-            .map_err(|e| FedError::Model(e.to_string()))?;
+        server.absorb(&stats)?;
         Ok(Boosting::Grow {
             server: Box::new(server),
             standardizer,
@@ -101,7 +99,7 @@ impl Boosting {
             } => {
                 let before = server.trees_done();
                 if let Err(e) = server.absorb(sum) {
-                    let e = FedError::Model(e.to_string());
+                    let e = FedError::from(e);
                     return Err((
                         Boosting::Grow {
                             server,
@@ -131,7 +129,7 @@ impl Boosting {
                             server,
                             standardizer,
                         },
-                        FedError::Model("boosting finished without a model".into()),
+                        FedError::Internal("boosting finished without a model"),
                     ));
                 };
                 Ok(Stage::Gbdt(Boosting::Evaluate {

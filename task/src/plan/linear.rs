@@ -225,9 +225,7 @@ impl Linear {
         let mut optimizer = self.optimizer.clone();
         optimizer.step(&job.spec.learning.server_optimizer, &mut flat, &avg);
         if flat.iter().any(|v| !v.is_finite()) {
-            return Err(FedError::Model(format!(
-                "training diverged in round {round}: non-finite parameters (lower the learning rate)"
-            )));
+            return Err(FedError::Diverged { round });
         }
         let mut params = self.model.params.clone();
         params.set_flat(&flat)?;

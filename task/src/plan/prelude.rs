@@ -69,14 +69,16 @@ fn scales(job: &Job, sum: &[f64]) -> Result<(Totals, Vec<f64>), FedError> {
     let l = job.data.labels.len();
     let rows = sum[0].round();
     if rows < 1.0 {
-        return Err(FedError::Data("the federation has no training rows".into()));
+        return Err(FedError::NoRows);
     }
     let positives: Vec<f64> = sum[1..1 + l].iter().map(|v| v.round()).collect();
     for (name, &pos) in job.data.labels.iter().zip(&positives) {
         if pos < 1.0 || pos >= rows {
-            return Err(FedError::Data(format!(
-                "label '{name}' has only one class across the federation ({pos} positives of {rows} rows)"
-            )));
+            return Err(FedError::OneClass {
+                label: name.clone(),
+                positives: pos,
+                rows,
+            });
         }
     }
     let base = 1 + l;

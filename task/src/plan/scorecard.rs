@@ -91,7 +91,7 @@ impl Binning {
                     self.spec.fine_bins,
                     self.spec.bins,
                 )
-                .map_err(|e| FedError::Model(format!("scorecard binning: {e}")));
+                .map_err(FedError::from);
                 match bins {
                     Ok(bins) => {
                         let bins = if self.spec.group_categories {
@@ -125,12 +125,14 @@ impl Binning {
 
     /// The scorecard with WOE/IV from the summed counts and a zero regression.
     fn card(&self, bins: &ScorecardBins, sum: &[f64]) -> Result<Scorecard, FedError> {
-        let woe = woe_iv(sum, bins)
-            .map_err(|e| FedError::Data(format!("scorecard WOE: {e}")))?
-            .with_min_iv(self.spec.min_iv);
+        let woe = woe_iv(sum, bins)?.with_min_iv(self.spec.min_iv);
         let m = woe.selected().len();
-        Scorecard::from_logistic(woe, &vec![0.0; m], 0.0, self.spec.scaling())
-            .map_err(|e| FedError::Model(e.to_string()))
+        Ok(Scorecard::from_logistic(
+            woe,
+            &vec![0.0; m],
+            0.0,
+            self.spec.scaling(),
+        )?)
     }
 
     /// Stopped before a model exists: the job ends without one.
