@@ -1,0 +1,396 @@
+use super::*;
+use fedsilo_ml::table::Table;
+use std::path::Path;
+
+const SCHEMA: &str = r#"
+    missing = ["NA", "?"]
+    [[labels]]
+    column = "default"
+    positive = "Yes"
+    [[features]]
+    name = "income"
+    type = "numeric"
+    [[features]]
+    name = "home"
+    type = "categorical"
+    categories = ["own", "rent"]
+"#;
+
+fn schema() -> Schema {
+    Schema::from_toml_str(SCHEMA).unwrap()
+}
+
+fn load(text: &str) -> Result<Table, DataError> {
+    load_csv_reader(text.as_bytes(), "bank-a.csv", &schema())
+}
+
+fn err(text: &str) -> String {
+    load(text).unwrap_err().to_string()
+}
+
+fn repo_data(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data")
+        .join(name)
+}
+
+#[test]
+fn encodes_numeric_categorical_label_and_missing() {
+    let t = load(
+        "default,income,home,extra\nYes,10.5,own,x\nNo,NA,rent,y\nNo, 7 ,,z\nmaybe,?,rent,w\n",
+    )
+    .unwrap();
+    assert_eq!(t.feature_names, ["income", "home=own", "home=rent"]);
+    assert_eq!(t.label_names, ["default"]);
+    assert_eq!(t.ids, ["1", "2", "3", "4"]);
+    assert_eq!(t.x.row(0).to_vec(), [10.5, 1.0, 0.0]);
+    assert!(t.x[[1, 0]].is_nan());
+    assert_eq!((t.x[[1, 1]], t.x[[1, 2]]), (0.0, 1.0));
+    assert_eq!(
+        t.x.row(2).to_vec(),
+        [7.0, 0.0, 0.0],
+        "missing category → all zeros"
+    );
+    assert!(t.x[[3, 0]].is_nan());
+    assert_eq!(t.label(0).to_vec(), [1.0, 0.0, 0.0, 0.0]);
+    assert_eq!(label_value_counts(&t), [(3, 1)]);
+}
+
+#[test]
+fn id_column_and_quoted_fields() {
+    let mut s = schema();
+    s.id_column = Some("cust".into());
+    let t = load_csv_reader(
+        "cust,default,income,home\n\"A,1\",Yes,1,own\nB2,No,2,\"rent\"\n".as_bytes(),
+        "x.csv",
+        &s,
+    )
+    .unwrap();
+    assert_eq!(t.ids, ["A,1", "B2"]);
+    let e = load_csv_reader(
+        "cust,default,income,home\n,Yes,1,own\nB,No,2,own\n".as_bytes(),
+        "x.csv",
+        &s,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(e, "x.csv:2: column 'cust': customer id is missing");
+}
+
+#[test]
+fn missing_column_names_file_line_role_and_column() {
+    assert_eq!(
+        err("default,income\nYes,1\nNo,2\n"),
+        "bank-a.csv:1: feature column 'home' is not in the header"
+    );
+    assert_eq!(
+        err("income,home\n1,own\n"),
+        "bank-a.csv:1: label column 'default' is not in the header"
+    );
+}
+
+#[test]
+fn non_numeric_value_is_refused_with_line_and_column() {
+    let e = err("default,income,home\nYes,1,own\nNo,12k,rent\n");
+    assert_eq!(
+        e,
+        "bank-a.csv:3: column 'income': '12k' is not a number (numeric feature; missing values are empty or one of 'NA', '?'; list other tokens with `missing = [...]` in the schema)"
+    );
+    assert!(err("default,income,home\nYes,inf,own\nNo,1,own\n")
+        .contains("bank-a.csv:2: column 'income': 'inf'"));
+    assert!(err("default,income,home\nYes,1,own\nNo,NaN,own\n")
+        .contains("bank-a.csv:3: column 'income': 'NaN'"));
+}
+
+#[test]
+fn unknown_category_lists_the_allowed_ones() {
+    assert_eq!(
+        err("default,income,home\nYes,1,own\nNo,2,rent\nNo,3,boat\n"),
+        "bank-a.csv:4: column 'home': unknown category 'boat'; allowed: 'own', 'rent'"
+    );
+}
+
+#[test]
+fn missing_label_is_an_error_but_other_values_are_negatives() {
+    assert_eq!(
+        err("default,income,home\nYes,1,own\n,2,own\n"),
+        "bank-a.csv:3: column 'default': label is missing"
+    );
+    assert_eq!(
+        err("default,income,home\nYes,1,own\nNA,2,own\n"),
+        "bank-a.csv:3: column 'default': label is missing"
+    );
+    let t = load("default,income,home\nYes,1,own\nno idea,2,own\n").unwrap();
+    assert_eq!(t.label(0).to_vec(), [1.0, 0.0]);
+}
+
+#[test]
+fn empty_file_and_header_only() {
+    assert_eq!(
+        err(""),
+        "bank-a.csv: empty file: no header and no data rows"
+    );
+    assert_eq!(
+        err("default,income,home\n"),
+        "bank-a.csv:1: header only, no data rows"
+    );
+}
+
+#[test]
+fn single_class_label_is_refused() {
+    assert_eq!(
+        err("default,income,home\nNo,1,own\nNo,2,rent\n"),
+        "label 'default' has only negatives in bank-a.csv: a model cannot be trained (positive = 'Yes'; values seen: 'No')"
+    );
+    assert_eq!(
+        err("default,income,home\nYes,1,own\n"),
+        "label 'default' has only positives in bank-a.csv: a model cannot be trained (positive = 'Yes'; values seen: 'Yes')"
+    );
+    // Scoring files need no labels at all.
+    let t = load_csv_reader(
+        "income,home\n1,own\n".as_bytes(),
+        "s.csv",
+        &schema().for_scoring(),
+    )
+    .unwrap();
+    assert_eq!(t.labels.ncols(), 0);
+}
+
+#[test]
+fn duplicate_header_and_ragged_rows() {
+    assert_eq!(
+        err("default,income,home,income\nYes,1,own,2\n"),
+        "bank-a.csv:1: column 'income' appears twice in the header (fields 2 and 4)"
+    );
+    assert_eq!(
+        err("default,income,home\nYes,1,own\nNo,2\n"),
+        "bank-a.csv:3: row has 2 fields but the header has 3"
+    );
+    assert_eq!(
+        err("default,income,home\nYes,1,own\nNo,2,own,extra\n"),
+        "bank-a.csv:3: row has 4 fields but the header has 3"
+    );
+}
+
+#[test]
+fn line_numbers_count_embedded_newlines() {
+    let e = err("default,income,home\n\"Y\nes\",1,own\nNo,x,own\n");
+    assert!(e.starts_with("bank-a.csv:4: column 'income'"), "{e}");
+}
+
+#[test]
+fn io_errors_name_the_file() {
+    let e = load_csv(Path::new("/nonexistent/bank-z.csv"), &schema())
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("/nonexistent/bank-z.csv: "), "{e}");
+
+    struct Failing;
+    impl std::io::Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("disk on fire"))
+        }
+    }
+    let e = load_csv_reader(Failing, "bank-b.csv", &schema()).unwrap_err();
+    assert!(matches!(e, DataError::Io { .. }));
+    assert!(e.to_string().contains("bank-b.csv") && e.to_string().contains("disk on fire"));
+}
+
+#[test]
+fn non_utf8_bytes_do_not_panic() {
+    let mut bytes = b"default,income,home\nYes,1,own\nNo,".to_vec();
+    bytes.extend_from_slice(&[0xff, 0xfe]);
+    bytes.extend_from_slice(b",own\n");
+    let e = load_csv_reader(&bytes[..], "bin.csv", &schema())
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("bin.csv:3: column 'income':"), "{e}");
+}
+
+#[test]
+fn schema_validation_and_helpers() {
+    let s = schema();
+    assert_eq!(s.feature_columns(), ["income", "home=own", "home=rent"]);
+    let only_home = s.select(&["home".into()]).unwrap();
+    assert_eq!(only_home.feature_columns(), ["home=own", "home=rent"]);
+    assert_eq!(only_home.labels, s.labels);
+    let e = s.select(&["age".into()]).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "feature 'age' is not in the schema (features: income, home)"
+    );
+
+    let round = Schema::from_toml_str(&toml::to_string(&s).unwrap()).unwrap();
+    assert_eq!(round, s);
+
+    let bad = |t: &str| Schema::from_toml_str(t).unwrap_err().to_string();
+    assert!(bad(
+        "features = [{ name = \"a\", type = \"numeric\" }, { name = \"a\", type = \"numeric\" }]"
+    )
+    .contains("column 'a' is declared twice"));
+    assert!(
+        bad("features = [{ name = \"a\", type = \"categorical\", categories = [] }]")
+            .contains("declares no categories")
+    );
+    assert!(bad(
+        "features = [{ name = \"a\", type = \"categorical\", categories = [\"x\", \"x\"] }]"
+    )
+    .contains("listed twice"));
+    let e = Schema::from_toml_str("features = [{ name = \"a\", type = \"text\" }]").unwrap_err();
+    assert!(e.to_string().starts_with("cannot parse the schema"), "{e}");
+    let chain = fedsilo_config::display_chain(&e);
+    assert!(chain.contains("<schema>:1:"), "{chain}");
+    assert!(chain.contains("unknown variant `text`"), "{chain}");
+    assert!(
+        bad("labels = [{ column = \"y\", positive = \"\" }]\nfeatures = []")
+            .contains("missing-value token")
+    );
+    let e = Schema::from_toml_file(Path::new("/nonexistent/s.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("/nonexistent/s.toml: "));
+}
+
+fn check_dataset(name: &str, rows: usize, rate: f64) -> Table {
+    let schema = Schema::from_toml_file(&repo_data(&format!("{name}.schema.toml"))).unwrap();
+    let t = load_csv(&repo_data(&format!("{name}.csv")), &schema).unwrap();
+    assert_eq!(t.n_rows(), rows, "{name}");
+    assert_eq!(t.feature_names, schema.feature_columns());
+    let (neg, pos) = label_value_counts(&t)[0];
+    assert_eq!(neg + pos, rows);
+    let r = 100.0 * pos as f64 / rows as f64;
+    assert!(
+        (r - rate).abs() <= 0.1,
+        "{name}: positive rate {r:.2} %, documented {rate} %"
+    );
+    t
+}
+
+#[test]
+fn shipped_datasets_load_with_documented_counts_and_rates() {
+    let caravan = check_dataset("caravan", 5822, 6.0);
+    assert_eq!(caravan.n_features(), 83 + 40 + 10);
+    check_dataset("default", 10000, 3.3);
+    let credit = check_dataset("credit_data", 4454, 28.2);
+    let income = credit
+        .feature_names
+        .iter()
+        .position(|n| n == "Income")
+        .unwrap();
+    let nan = credit
+        .x
+        .column(income)
+        .iter()
+        .filter(|v| v.is_nan())
+        .count();
+    assert_eq!(nan, 381);
+    let churn = check_dataset("wa_churn", 7043, 26.5);
+    let total = churn
+        .feature_names
+        .iter()
+        .position(|n| n == "total_charges")
+        .unwrap();
+    assert_eq!(
+        churn.x.column(total).iter().filter(|v| v.is_nan()).count(),
+        11
+    );
+}
+
+const BANK: &str = r#"
+    [[labels]]
+    column = "grade"
+    positive = ["D", "E", "F", "G"]
+    [[labels]]
+    column = "active"
+    positive = "true"
+    [[features]]
+    name = "income"
+    type = "numeric"
+"#;
+
+#[test]
+fn a_label_from_a_set_of_values_and_booleans_in_any_case() {
+    let schema = Schema::from_toml_str(BANK).unwrap();
+    let t = load_csv_reader(
+        "grade,active,income\nA,True,1\nD,false,NA\nG,TRUE,NaN\nB,False,null\nE,true,N/A\n"
+            .as_bytes(),
+        "loans.csv",
+        &schema,
+    )
+    .unwrap();
+    assert_eq!(t.labels.column(0).to_vec(), vec![0.0, 1.0, 1.0, 0.0, 1.0]);
+    assert_eq!(t.labels.column(1).to_vec(), vec![1.0, 0.0, 1.0, 0.0, 1.0]);
+    // The default missing tokens apply when the schema lists none.
+    assert_eq!(t.x.column(0).iter().filter(|v| v.is_nan()).count(), 4);
+}
+
+#[test]
+fn one_class_says_which_values_were_seen() {
+    let schema = Schema::from_toml_str(
+        "[[labels]]\ncolumn = \"churn\"\npositive = \"Churned\"\n[[features]]\nname = \"x\"\ntype = \"numeric\"\n",
+    )
+    .unwrap();
+    // Not a boolean word, so the case must match: nothing is positive, and the message
+    // says what the file holds.
+    let e = load_csv_reader(
+        "churn,x\nchurned,1\nstayed,2\n".as_bytes(),
+        "c.csv",
+        &schema,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("has only negatives"), "{e}");
+    assert!(e.contains("positive = 'Churned'"), "{e}");
+    assert!(e.contains("values seen: 'churned', 'stayed'"), "{e}");
+}
+
+#[test]
+fn not_a_number_mentions_the_missing_key() {
+    let schema = Schema::from_toml_str(
+        "missing = []\n[[labels]]\ncolumn = \"y\"\npositive = \"1\"\n[[features]]\nname = \"x\"\ntype = \"numeric\"\n",
+    )
+    .unwrap();
+    let e = load_csv_reader("y,x\n1,NA\n0,2\n".as_bytes(), "c.csv", &schema)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("c.csv:2: column 'x': 'NA' is not a number"),
+        "{e}"
+    );
+    assert!(e.contains("`missing = [...]`"), "{e}");
+}
+
+#[test]
+fn a_delimiter_is_declared_and_a_wrong_one_is_named() {
+    let text = "y;x\n1;2.5\n0;3\n";
+    let plain = "[[labels]]\ncolumn = \"y\"\npositive = \"1\"\n[[features]]\nname = \"x\"\ntype = \"numeric\"\n";
+    let e = load_csv_reader(
+        text.as_bytes(),
+        "s.csv",
+        &Schema::from_toml_str(plain).unwrap(),
+    )
+    .unwrap_err();
+    let chain = fedsilo_config::display_chain(&e);
+    assert!(chain.contains("set `delimiter = ';'`"), "{chain}");
+    let semi = Schema::from_toml_str(&format!("delimiter = \";\"\n{plain}")).unwrap();
+    let t = load_csv_reader(text.as_bytes(), "s.csv", &semi).unwrap();
+    assert_eq!(t.x.column(0).to_vec(), vec![2.5, 3.0]);
+    assert!(Schema::from_toml_str(&format!("delimiter = \"a\"\n{plain}")).is_err());
+}
+
+#[test]
+fn feature_entries_are_strict_and_fit_their_type() {
+    let e = Schema::from_toml_str(
+        "[[features]]\nname = \"x\"\ntype = \"numeric\"\ncategories = [\"a\"]\n",
+    )
+    .unwrap_err();
+    assert!(
+        fedsilo_config::display_chain(&e).contains("only for type = \"categorical\""),
+        "{e}"
+    );
+    let e = Schema::from_toml_str("[[features]]\nname = \"x\"\ntype = \"numerc\"\n").unwrap_err();
+    assert!(
+        fedsilo_config::display_chain(&e).contains("did you mean `numeric`?"),
+        "{e}"
+    );
+}
