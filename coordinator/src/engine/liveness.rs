@@ -1,0 +1,174 @@
+//! Participant liveness: who is present, who is away and for how long, and what a job
+//! held up by absent participants waits for (see the module docs of [`super`]).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fedsilo_crypto::msg::ParticipantId;
+
+use super::{Coordinator, Job, JobState};
+
+/// What the engine knows of a participant's liveness.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Liveness {
+    pub(super) last_seen: Option<Instant>,
+    /// When it last failed to answer in a round it was asked in.
+    pub(super) dropped_at: Option<Instant>,
+}
+
+impl Liveness {
+    /// Seen within `window` of `now`, and seen again since it last failed to answer.
+    pub(super) fn present(&self, now: Instant, window: Duration) -> bool {
+        match self.last_seen {
+            Some(seen) => {
+                now.saturating_duration_since(seen) <= window
+                    && self.dropped_at.is_none_or(|d| seen > d)
+            }
+            None => false,
+        }
+    }
+}
+
+pub(super) fn is_present(
+    liveness: &BTreeMap<ParticipantId, Liveness>,
+    window: Duration,
+    p: ParticipantId,
+    now: Instant,
+) -> bool {
+    liveness.get(&p).is_some_and(|l| l.present(now, window))
+}
+
+/// "45 s", "2 min", "3 h".
+pub(super) fn ago(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 120 {
+        format!("{s} s")
+    } else if s < 2 * 3600 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{} h", s / 3600)
+    }
+}
+
+impl Coordinator {
+    /// Records that `from` was seen; true when it was away and is present now.
+    fn note_seen(&mut self, now: Instant, from: ParticipantId) -> bool {
+        let window = self.liveness_window;
+        let l = self.liveness.entry(from).or_default();
+        let was = l.present(now, window);
+        l.last_seen = Some(l.last_seen.map_or(now, |s| s.max(now)));
+        !was && l.present(now, window)
+    }
+
+    /// `from` was seen; if it comes back from an absence, the idle jobs it belongs to are
+    /// tried again.
+    pub(super) fn seen(&mut self, now: Instant, from: ParticipantId) {
+        self.tick(now);
+        if !self.note_seen(now, from) {
+            return;
+        }
+        let idle: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| {
+                j.round.is_none() && !j.record.state.is_terminal() && j.joined.contains(&from)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !idle.is_empty() {
+            tracing::info!(participant = %self.name(from), jobs = idle.len(), "participant is back");
+        }
+        for id in idle {
+            self.maybe_start(now, &id);
+        }
+    }
+
+    /// The transport saw `from` (authenticated), e.g. a poll: it is alive. Call it on
+    /// every poll; joins and messages count by themselves.
+    pub fn handle_seen(&mut self, now: Instant, from: ParticipantId) {
+        if self.roster.contains(from) {
+            self.seen(now, from);
+        }
+    }
+
+    /// Joined participants of `job` that are not present, with how long ago each was seen.
+    pub(super) fn away(&self, job: &Job, now: Instant) -> Vec<(ParticipantId, Option<Duration>)> {
+        job.joined
+            .iter()
+            .filter(|&&p| !is_present(&self.liveness, self.liveness_window, p, now))
+            .map(|&p| {
+                let seen = self
+                    .liveness
+                    .get(&p)
+                    .and_then(|l| l.last_seen)
+                    .map(|s| now.saturating_duration_since(s));
+                (p, seen)
+            })
+            .collect()
+    }
+
+    /// "bank-b (last seen 2 min ago), bank-c (never seen)".
+    pub(super) fn away_text(&self, away: &[(ParticipantId, Option<Duration>)]) -> String {
+        away.iter()
+            .map(|(p, seen)| match seen {
+                Some(d) => format!("{} (last seen {} ago)", self.name(*p), ago(*d)),
+                None => format!("{} (never seen)", self.name(*p)),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// What a waiting job waits for (and, with `patience`, when it gives up).
+    pub(super) fn waiting_text(&self, job: &Job, now: Instant, patience: bool) -> String {
+        let spec = &job.record.plan.spec();
+        let away = self.away(job, now);
+        let present = job.joined.len() - away.len();
+        let mut text = if away.is_empty() {
+            format!(
+                "waiting for participants to join: {present} of the {} needed present",
+                spec.min_participants
+            )
+        } else {
+            format!(
+                "waiting for {}: {present} of the {} needed present",
+                self.away_text(&away),
+                spec.min_participants
+            )
+        };
+        if let Some(since) = job.held_up_since.filter(|_| patience) {
+            let patience = Duration::from_millis(spec.absence_patience_ms);
+            let left = patience.saturating_sub(now.saturating_duration_since(since));
+            text.push_str(&format!("; gives up in {}", ago(left)));
+        }
+        text
+    }
+}
+
+/// Too few participants present for the job's next round: it waits (and, once it has run,
+/// its absence patience runs).
+pub(super) fn wait_for_participants(job_id: &str, job: &mut Job, now: Instant) {
+    if job.record.state != JobState::Waiting {
+        tracing::info!(
+            job = job_id,
+            needed = job.record.plan.spec().min_participants,
+            "waiting for participants"
+        );
+    }
+    job.record.state = JobState::Waiting;
+    // A job that has started is held up by absence from now on; one that has not run since
+    // it was launched, restored or resumed waits for its participants as long as it takes.
+    if job.started {
+        job.held_up_since.get_or_insert(now);
+    }
+}
+
+/// When a held-up job that has no round in flight gives up.
+pub(super) fn patience_deadline(job: &Job) -> Option<Instant> {
+    if job.round.is_some() || job.record.state.is_terminal() {
+        return None;
+    }
+    let since = job.held_up_since?;
+    since.checked_add(Duration::from_millis(
+        job.record.plan.spec().absence_patience_ms,
+    ))
+}

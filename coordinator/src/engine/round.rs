@@ -1,0 +1,564 @@
+//! One secure-aggregation round of a job: starting it (participants, encoding, SecAgg
+//! configuration), driving its server's phases, and closing it into a [`RoundSummary`] with a
+//! typed [`RoundOutcome`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use fedsilo_crypto::encoding::FixedPoint;
+use fedsilo_crypto::error::RoundError;
+use fedsilo_crypto::graph::recommended_degree;
+use fedsilo_crypto::msg::{ParticipantId, Phase, RoundConfig, RoundContext};
+use fedsilo_crypto::server::{Server, ServerEvent};
+use fedsilo_task::job::{RoundStart, ToParticipant};
+use fedsilo_task::{Implausible, Purpose, Step};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::liveness::{ago, is_present, patience_deadline, wait_for_participants};
+use super::{epsilon_after, Coordinator, Event, JobState, MAX_ATTEMPTS};
+
+/// How a round ended, typed (its text, [`RoundSummary::outcome`], is what the audit log
+/// records: `"ok"` or the reason).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoundOutcome {
+    /// The aggregate passed the plausibility check and was absorbed.
+    Ok,
+    /// Secure aggregation could not complete because `absent` did not answer. The job
+    /// waits for them; no attempt of its failure budget is used.
+    Absent { absent: Vec<String>, error: String },
+    /// Secure aggregation failed for another reason.
+    SecAgg { error: String },
+    /// The aggregate could not be decoded.
+    Decode { error: String },
+    /// The decoded aggregate cannot be an honest sum; it was not applied.
+    Implausible(Implausible),
+    /// The plan refused the aggregate; nothing was applied.
+    Absorb { error: String },
+    /// The job was cancelled while the round was in flight.
+    Cancelled { reason: String },
+}
+
+impl RoundOutcome {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, RoundOutcome::Ok)
+    }
+
+    /// A failure caused by absent participants (does not use the failure budget).
+    pub fn is_absence(&self) -> bool {
+        matches!(self, RoundOutcome::Absent { .. })
+    }
+}
+
+impl std::fmt::Display for RoundOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RoundOutcome::Ok => f.write_str("ok"),
+            RoundOutcome::Absent { absent, error } => {
+                write!(f, "{error} (no answer from {})", absent.join(", "))
+            }
+            RoundOutcome::SecAgg { error } => f.write_str(error),
+            RoundOutcome::Decode { error } => write!(f, "decoding the aggregate: {error}"),
+            RoundOutcome::Implausible(why) => {
+                write!(f, "implausible aggregate, not applied: {why}")
+            }
+            RoundOutcome::Absorb { error } => write!(f, "absorbing the aggregate: {error}"),
+            RoundOutcome::Cancelled { reason } => write!(f, "abandoned: {reason}"),
+        }
+    }
+}
+
+/// One finished (or failed) secure-aggregation round, for reports and the audit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundSummary {
+    pub job_id: String,
+    pub step: u64,
+    pub secagg_round: u64,
+    pub purpose: Purpose,
+    pub participants: Vec<String>,
+    pub survivors: Vec<String>,
+    pub dropped: Vec<(String, String)>,
+    pub phase_ms: Vec<(String, f64)>,
+    pub bytes_sent: BTreeMap<String, u64>,
+    pub bytes_received: BTreeMap<String, u64>,
+    /// `"ok"` or why the round failed: the text of [`RoundSummary::result`].
+    pub outcome: String,
+    pub result: RoundOutcome,
+    /// SHA-256 of the decoded aggregate (hex), empty on failure.
+    pub aggregate_hash: String,
+    /// SHA-256 of the plan (model) after absorbing the aggregate (hex).
+    pub model_hash: String,
+    pub encoding: String,
+    pub neighbours: usize,
+    pub threshold: usize,
+    pub epsilon: Option<f64>,
+}
+
+pub(super) struct ActiveRound {
+    pub(super) server: Server,
+    pub(super) step: Step,
+    pub(super) encoding: FixedPoint,
+    pub(super) config: RoundConfig,
+    pub(super) phase: Option<Phase>,
+    pub(super) phase_started: Instant,
+    pub(super) phase_ms: Vec<(String, f64)>,
+    pub(super) bytes_sent: BTreeMap<ParticipantId, u64>,
+    pub(super) bytes_received: BTreeMap<ParticipantId, u64>,
+    pub(super) declined: BTreeMap<ParticipantId, String>,
+    /// Every (sender, phase) of a message received in this round, accepted or not.
+    pub(super) answered: BTreeSet<(ParticipantId, Phase)>,
+    /// Senders of messages the server refused (misbehaviour, not absence).
+    pub(super) refused: BTreeSet<ParticipantId>,
+    /// Asked and never answered (not declined, not refused), with the phase.
+    pub(super) absent: BTreeMap<ParticipantId, Phase>,
+    /// The first phase in which anyone was dropped.
+    pub(super) first_drop: Option<Phase>,
+}
+
+fn hash_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Coordinator {
+    /// Starts the job's next step if it is idle and enough participants are present.
+    pub(super) fn maybe_start(&mut self, now: Instant, job_id: &str) {
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
+        if job.round.is_some() || job.record.state.is_terminal() {
+            return;
+        }
+        // Differential privacy: stop cleanly before the budget would be exceeded.
+        if let Some(dp) = job.record.plan.spec().dp.clone() {
+            if let (Some(budget), Some(step)) = (dp.epsilon_budget, job.record.plan.next_step()) {
+                if step.instruction.purpose() == Purpose::Train {
+                    let next = epsilon_after(&dp, job.record.plan.dp_rounds() + 1);
+                    if next > budget {
+                        job.record.plan.stop(format!(
+                            "privacy budget: another round would spend ε = {next:.3} > budget {budget}"
+                        ));
+                    }
+                }
+            }
+        }
+        let Some(step) = job.record.plan.next_step() else {
+            let detail = job
+                .record
+                .plan
+                .stopped_early()
+                .unwrap_or_default()
+                .to_string();
+            self.end_job(job_id, JobState::Finished, detail, None);
+            return;
+        };
+        if patience_deadline(job).is_some_and(|t| t <= now) {
+            let patience = Duration::from_millis(job.record.plan.spec().absence_patience_ms);
+            let waiting = self
+                .jobs
+                .get(job_id)
+                .map(|j| self.waiting_text(j, now, false))
+                .unwrap_or_default();
+            let why = format!("absence patience of {} exhausted, {waiting}", ago(patience));
+            self.fail(job_id, why);
+            return;
+        }
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
+        let spec = &job.record.plan.spec();
+        // Participants present now are invited; the others are awaited. When fewer than
+        // `min_participants` are present, away ones (most recently seen first) fill the round
+        // up to it, but only if it can complete without them (checked below, on its graph).
+        let (mut participants, mut away): (Vec<ParticipantId>, Vec<ParticipantId>) = job
+            .joined
+            .iter()
+            .partition(|&&p| is_present(&self.liveness, self.liveness_window, p, now));
+        let fill: Vec<ParticipantId> = if participants.len() < spec.min_participants {
+            let last_seen = |p: &ParticipantId| self.liveness.get(p).and_then(|l| l.last_seen);
+            away.sort_by_key(|p| std::cmp::Reverse(last_seen(p)));
+            away.truncate(spec.min_participants - participants.len());
+            away
+        } else {
+            Vec::new()
+        };
+        if participants.is_empty() || participants.len() + fill.len() < spec.min_participants {
+            wait_for_participants(job_id, job, now);
+            return;
+        }
+        participants.extend(&fill);
+        participants.sort_unstable();
+        let n = participants.len();
+        let k = spec
+            .neighbours
+            .unwrap_or_else(|| recommended_degree(n))
+            .min(n - 1);
+        let t = spec.threshold.unwrap_or(k / 2 + 1).min(k.max(1));
+        let encoding = FixedPoint::choose(step.max_abs, spec.max_participants).and_then(|e| {
+            // With DP noise, keep the integer noise scale moderate (σ ≈ 2^16 units): finer
+            // resolution buys nothing under the noise and the exact sampler needs σ ≤ 2^24.
+            match step.instruction.noise() {
+                Some(ns) if ns.stddev > 0.0 => {
+                    let share = ns.share(n);
+                    let frac = (65536.0 / share).log2().floor().clamp(0.0, 52.0) as u32;
+                    FixedPoint::new(
+                        e.modulus,
+                        frac.min(e.frac_bits),
+                        e.max_abs,
+                        e.max_participants,
+                    )
+                }
+                _ => Ok(e),
+            }
+        });
+        let encoding = match encoding {
+            Ok(e) => e,
+            Err(e) => {
+                let why = format!(
+                    "step {} cannot be encoded without wrapping: {e}",
+                    step.index
+                );
+                self.fail(job_id, why);
+                return;
+            }
+        };
+        let mut graph_seed = [0u8; 32];
+        self.rng.fill(&mut graph_seed);
+        let job = match self.jobs.get_mut(job_id) {
+            Some(j) => j,
+            None => return,
+        };
+        let config = RoundConfig {
+            ctx: RoundContext {
+                job_id: job_id.to_string(),
+                round: job.record.secagg_rounds,
+            },
+            participants: participants.clone(),
+            neighbours: k,
+            threshold: t,
+            vector_len: step.len,
+            modulus: encoding.modulus,
+            graph_seed,
+        };
+        if !fill.is_empty() && !completes_without(&config, &fill) {
+            wait_for_participants(job_id, job, now);
+            return;
+        }
+        job.record.secagg_rounds += 1;
+        let timeout = Duration::from_millis(job.record.plan.spec().phase_timeout_ms);
+        let server = match Server::new(now, config.clone(), self.roster.clone(), timeout) {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("round configuration refused: {e}");
+                self.fail(job_id, why);
+                return;
+            }
+        };
+        let instruction = match serde_json::to_string(&step.instruction) {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail(job_id, format!("cannot serialise instruction: {e}"));
+                return;
+            }
+        };
+        let start = RoundStart {
+            config: config.clone(),
+            encoding,
+            instruction,
+            phase_timeout_ms: timeout.as_millis() as u64,
+        };
+        let mut round = ActiveRound {
+            server,
+            step,
+            encoding,
+            config,
+            phase: Some(Phase::AdvertiseKeys),
+            phase_started: now,
+            phase_ms: Vec::new(),
+            bytes_sent: BTreeMap::new(),
+            bytes_received: BTreeMap::new(),
+            declined: BTreeMap::new(),
+            answered: BTreeSet::new(),
+            refused: BTreeSet::new(),
+            absent: BTreeMap::new(),
+            first_drop: None,
+        };
+        for &p in &participants {
+            *round.bytes_received.entry(p).or_default() += start.instruction.len() as u64 + 128;
+            self.outbox
+                .push_back((p, ToParticipant::RoundStart(start.clone())));
+        }
+        job.record.state = JobState::Running;
+        job.started = true;
+        job.round = Some(round);
+        self.pump(now, job_id);
+    }
+
+    /// The summary of `round` of `job_id` before its result is known.
+    pub(super) fn summary_of(&self, job_id: &str, round: &ActiveRound) -> RoundSummary {
+        let name = |id: &ParticipantId| self.name(*id);
+        RoundSummary {
+            job_id: job_id.to_string(),
+            step: round.step.index,
+            secagg_round: round.config.ctx.round,
+            purpose: round.step.instruction.purpose(),
+            participants: round.config.participants.iter().map(name).collect(),
+            survivors: Vec::new(),
+            dropped: Vec::new(),
+            phase_ms: round.phase_ms.clone(),
+            bytes_sent: round
+                .bytes_sent
+                .iter()
+                .map(|(k, v)| (name(k), *v))
+                .collect(),
+            bytes_received: round
+                .bytes_received
+                .iter()
+                .map(|(k, v)| (name(k), *v))
+                .collect(),
+            outcome: String::new(),
+            result: RoundOutcome::Ok,
+            aggregate_hash: String::new(),
+            model_hash: self
+                .jobs
+                .get(job_id)
+                .and_then(|j| serde_json::to_vec(&j.record.plan).ok())
+                .map(|b| hash_hex(&b))
+                .unwrap_or_default(),
+            encoding: round.encoding.describe(),
+            neighbours: round.config.neighbours,
+            threshold: round.config.threshold,
+            epsilon: None,
+        }
+    }
+
+    /// Moves the round's server output into the outbox and reacts to its events.
+    pub(super) fn pump(&mut self, now: Instant, job_id: &str) {
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
+        let Some(round) = job.round.as_mut() else {
+            return;
+        };
+        while let Some((to, m)) = round.server.poll_transmit() {
+            *round.bytes_received.entry(to).or_default() += m.wire_size() as u64;
+            self.outbox.push_back((to, ToParticipant::SecAgg(m)));
+        }
+        let mut finished = None;
+        while let Some(ev) = round.server.poll_event() {
+            match ev {
+                ServerEvent::PhaseClosed { phase, dropped, .. } => {
+                    let ms = now
+                        .saturating_duration_since(round.phase_started)
+                        .as_secs_f64()
+                        * 1e3;
+                    round.phase_ms.push((phase.name().to_string(), ms));
+                    round.phase_started = now;
+                    round.phase = round.server.phase();
+                    // Dropped for not answering (not for declining, misbehaving, or having
+                    // too few partners left): away until seen again. Only in the first phase
+                    // anyone was dropped in: later, an honest client leaves the round silently
+                    // when too few of its neighbours are left, and that is not an absence.
+                    if dropped.is_empty() || *round.first_drop.get_or_insert(phase) != phase {
+                        continue;
+                    }
+                    for p in dropped {
+                        if round.answered.contains(&(p, phase))
+                            || round.declined.contains_key(&p)
+                            || round.refused.contains(&p)
+                        {
+                            continue;
+                        }
+                        round.absent.entry(p).or_insert(phase);
+                        self.liveness.entry(p).or_default().dropped_at = Some(now);
+                        tracing::info!(
+                            job = job_id,
+                            participant = p,
+                            phase = phase.name(),
+                            "no answer before the deadline; not invited again until seen"
+                        );
+                    }
+                }
+                ServerEvent::Refused { from, error } => {
+                    round.refused.insert(from);
+                    tracing::warn!(job = job_id, participant = from, %error, "message refused");
+                    self.events.push_back(Event::Refused {
+                        from,
+                        reason: error.to_string(),
+                    });
+                }
+                ServerEvent::Finished(out) => finished = Some(Ok(out)),
+                ServerEvent::Failed(err) => finished = Some(Err(err)),
+            }
+        }
+        if let Some(result) = finished {
+            self.finish_round(now, job_id, result);
+        }
+    }
+
+    fn finish_round(
+        &mut self,
+        now: Instant,
+        job_id: &str,
+        result: Result<fedsilo_crypto::server::RoundOutput, RoundError>,
+    ) {
+        let Some(round) = self.jobs.get_mut(job_id).and_then(|j| j.round.take()) else {
+            return;
+        };
+        let mut summary = self.summary_of(job_id, &round);
+        let names = &self.names;
+        let name = |id: &ParticipantId| {
+            names
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| format!("participant-{id}"))
+        };
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
+        let outcome = match result {
+            Err(err) => {
+                let absent: Vec<String> = round.absent.keys().map(name).collect();
+                let for_absence = matches!(
+                    err,
+                    RoundError::BelowThreshold { .. }
+                        | RoundError::ReconstructionBelowThreshold { .. }
+                ) && !absent.is_empty();
+                if for_absence {
+                    RoundOutcome::Absent {
+                        absent,
+                        error: err.to_string(),
+                    }
+                } else {
+                    RoundOutcome::SecAgg {
+                        error: err.to_string(),
+                    }
+                }
+            }
+            Ok(out) => {
+                summary.survivors = out.survivors.iter().map(name).collect();
+                summary.dropped = out
+                    .dropped
+                    .iter()
+                    .map(|(p, ph)| {
+                        let why = round
+                            .declined
+                            .get(p)
+                            .map(|r| format!("{} (declined: {r})", ph.name()))
+                            .unwrap_or_else(|| ph.name().to_string());
+                        (name(p), why)
+                    })
+                    .collect();
+                let n = out.survivors.len();
+                match round.encoding.decode_sum(&out.sum, n) {
+                    Err(e) => RoundOutcome::Decode {
+                        error: e.to_string(),
+                    },
+                    Ok(sum) => {
+                        let bytes: Vec<u8> = sum.iter().flat_map(|v| v.to_le_bytes()).collect();
+                        summary.aggregate_hash = hash_hex(&bytes);
+                        let quantum = (-f64::from(round.encoding.frac_bits)).exp2();
+                        match job.record.plan.check_sum(&round.step, &sum, n, quantum) {
+                            Err(why) => {
+                                tracing::error!(job = job_id, round = round.config.ctx.round,
+                                    reason = %why, "implausible aggregate refused");
+                                RoundOutcome::Implausible(why)
+                            }
+                            // A refused aggregate leaves the plan exactly as it was
+                            // (`Plan::absorb` hands the stage back on error).
+                            Ok(()) => match job.record.plan.absorb(&sum, n) {
+                                Ok(()) => RoundOutcome::Ok,
+                                Err(e) => RoundOutcome::Absorb {
+                                    error: e.to_string(),
+                                },
+                            },
+                        }
+                    }
+                }
+            }
+        };
+        match &outcome {
+            RoundOutcome::Ok => {
+                job.attempts = 0;
+                job.held_up_since = None;
+                if let Some(dp) = &job.record.plan.spec().dp {
+                    if summary.purpose == Purpose::Train {
+                        job.record.epsilon = epsilon_after(dp, job.record.plan.dp_rounds());
+                        summary.epsilon = Some(job.record.epsilon);
+                    }
+                }
+            }
+            RoundOutcome::Absent { .. } => {
+                tracing::warn!(job = job_id, outcome = %outcome,
+                    "round failed for absence; the job waits (no attempt used)");
+                job.held_up_since.get_or_insert(now);
+            }
+            _ => job.attempts += 1,
+        }
+        let ok = outcome.is_ok();
+        summary.outcome = outcome.to_string();
+        summary.result = outcome;
+        summary.model_hash = serde_json::to_vec(&job.record.plan)
+            .map(|b| hash_hex(&b))
+            .unwrap_or_default();
+        for p in &round.config.participants {
+            self.outbox.push_back((
+                *p,
+                ToParticipant::RoundEnd {
+                    ctx: round.config.ctx.clone(),
+                    ok,
+                    detail: summary.outcome.clone(),
+                },
+            ));
+        }
+        let attempts = job.attempts;
+        let outcome = summary.outcome.clone();
+        self.events.push_back(Event::Round(Box::new(summary)));
+        if ok {
+            self.checkpoint(job_id);
+        } else if attempts >= MAX_ATTEMPTS {
+            self.fail(
+                job_id,
+                format!("step failed {attempts} times in a row; last: {outcome}"),
+            );
+            return;
+        }
+        self.maybe_start(now, job_id);
+    }
+}
+
+/// Whether a round of `config` can reach its result with `away` never answering: the
+/// server keeps a participant only while at least t of its neighbours are kept, and needs
+/// at least t participants left (the same pruning as `Server`'s share-keys phase).
+fn completes_without(config: &RoundConfig, away: &[ParticipantId]) -> bool {
+    let Ok(graph) = config.graph() else {
+        return false;
+    };
+    let t = config.threshold;
+    let mut kept: BTreeSet<ParticipantId> = config
+        .participants
+        .iter()
+        .copied()
+        .filter(|p| !away.contains(p))
+        .collect();
+    loop {
+        let weak: Vec<ParticipantId> = kept
+            .iter()
+            .copied()
+            .filter(|&u| {
+                graph
+                    .neighbours(u)
+                    .map_or(0, |ns| ns.iter().filter(|v| kept.contains(v)).count())
+                    < t
+            })
+            .collect();
+        if weak.is_empty() {
+            break;
+        }
+        for u in weak {
+            kept.remove(&u);
+        }
+    }
+    kept.len() >= t
+}

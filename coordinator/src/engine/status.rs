@@ -1,0 +1,127 @@
+//! What operators see of a job: its lifecycle state and status line.
+
+use fedsilo_task::job::JobState as WireJobState;
+use serde::{Deserialize, Serialize};
+
+use super::Coordinator;
+
+/// Lifecycle of a job, as reported to operators (and checkpointed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Fewer than `min_participants` present to start the next round.
+    Waiting,
+    Running,
+    Finished,
+    Failed(String),
+    /// Stopped by an operator (who and why); [`Coordinator::resume`] brings it back.
+    Cancelled(String),
+}
+
+impl JobState {
+    /// The state and its reason in one line, for logs.
+    pub fn label(&self) -> String {
+        match self.reason() {
+            Some(why) => format!("{}: {why}", self.kind()),
+            None => self.kind().to_string(),
+        }
+    }
+
+    /// The state as the wire carries it (its reason goes in `detail`).
+    pub fn kind(&self) -> WireJobState {
+        match self {
+            JobState::Waiting => WireJobState::Waiting,
+            JobState::Running => WireJobState::Running,
+            JobState::Finished => WireJobState::Finished,
+            JobState::Failed(_) => WireJobState::Failed,
+            JobState::Cancelled(_) => WireJobState::Cancelled,
+        }
+    }
+
+    /// Why the job failed or was cancelled.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            JobState::Failed(why) | JobState::Cancelled(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Finished, failed or cancelled: no round starts unless the job is resumed.
+    pub fn is_terminal(&self) -> bool {
+        self.kind().is_terminal()
+    }
+}
+
+/// What an operator sees of a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub job_id: String,
+    pub state: JobState,
+    pub step: u64,
+    pub rounds_done: u64,
+    pub total_rounds: u64,
+    pub participants: Vec<String>,
+    /// Latest hold-out metrics per label (AUC, KS, log-loss, lift), as JSON.
+    pub metrics_json: String,
+    pub epsilon: f64,
+    pub epsilon_budget: f64,
+    pub detail: String,
+}
+
+impl Coordinator {
+    pub fn list_jobs(&self) -> Vec<JobStatus> {
+        self.jobs
+            .keys()
+            .filter_map(|id| self.job_status(id))
+            .collect()
+    }
+
+    /// Ages in `detail` ("last seen 2 min ago") are relative to the engine's clock.
+    pub fn job_status(&self, job_id: &str) -> Option<JobStatus> {
+        let job = self.jobs.get(job_id)?;
+        let plan = &job.record.plan;
+        let now = self.clock;
+        let metrics_json = plan
+            .last_eval()
+            .map(|e| {
+                let per: Vec<_> = plan
+                    .data()
+                    .labels
+                    .iter()
+                    .zip(&e.per_label)
+                    .map(|(l, (m, _))| serde_json::json!({ "label": l, "round": e.round, "metrics": m }))
+                    .collect();
+                serde_json::Value::Array(per).to_string()
+            })
+            .unwrap_or_else(|| "[]".into());
+        Some(JobStatus {
+            job_id: job_id.to_string(),
+            state: job.record.state.clone(),
+            step: plan.step_index(),
+            rounds_done: plan.rounds_done(),
+            total_rounds: plan.spec().rounds,
+            participants: job.joined.iter().map(|&p| self.name(p)).collect(),
+            metrics_json,
+            epsilon: job.record.epsilon,
+            epsilon_budget: plan
+                .spec()
+                .dp
+                .as_ref()
+                .and_then(|d| d.epsilon_budget)
+                .unwrap_or(0.0),
+            detail: match (&job.record.state, now) {
+                (JobState::Failed(why) | JobState::Cancelled(why), _) => why.clone(),
+                (JobState::Waiting, Some(now)) => self.waiting_text(job, now, true),
+                (JobState::Running, Some(now)) => {
+                    let away = self.away(job, now);
+                    if away.is_empty() {
+                        String::new()
+                    } else {
+                        format!("running without {}", self.away_text(&away))
+                    }
+                }
+                _ => plan.stopped_early().unwrap_or_default().to_string(),
+            },
+        })
+    }
+}

@@ -1,0 +1,219 @@
+//! The engine actor: one task owning the [`Coordinator`], the [`Store`] and the
+//! [`AuditLog`]; handlers talk to it with [`Command`]s.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fedsilo_crypto::msg::ParticipantId;
+use fedsilo_task::JobSpec;
+use tokio::sync::{mpsc, oneshot};
+
+use super::mailbox::{Mailboxes, Queued};
+use super::ServiceError;
+use crate::audit::{AuditHead, AuditLog, AuditRecord};
+use crate::engine::{Coordinator, EngineError, Event, JobStatus};
+use crate::store::Store;
+
+pub(super) enum Command {
+    Join {
+        from: ParticipantId,
+        jobs: Vec<String>,
+        reply: oneshot::Sender<Result<Vec<String>, EngineError>>,
+    },
+    Message {
+        from: ParticipantId,
+        msg: fedsilo_task::job::ToCoordinator,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    Launch {
+        spec: Box<JobSpec>,
+        reply: oneshot::Sender<Result<JobStatus, EngineError>>,
+    },
+    Status {
+        job: Option<String>,
+        reply: oneshot::Sender<Vec<JobStatus>>,
+    },
+    Model {
+        job: String,
+        reply: oneshot::Sender<Option<String>>,
+    },
+    /// A participant polled: it is alive (no reply).
+    Seen { from: ParticipantId },
+    Cancel {
+        job: String,
+        reason: String,
+        reply: oneshot::Sender<Result<JobStatus, EngineError>>,
+    },
+    Resume {
+        job: String,
+        reply: oneshot::Sender<Result<JobStatus, EngineError>>,
+    },
+}
+
+/// The engine actor: owns the coordinator, the store and the audit log.
+pub(super) struct Actor {
+    pub(super) engine: Coordinator,
+    pub(super) store: Store,
+    pub(super) audit: AuditLog,
+    /// The audit position the store holds (recorded with every checkpoint).
+    pub(super) recorded_audit: AuditHead,
+    pub(super) mail: Arc<Mailboxes>,
+    pub(super) last_round_hash: BTreeMap<String, String>,
+    pub(super) observer: Option<mpsc::UnboundedSender<crate::engine::RoundSummary>>,
+}
+
+impl Actor {
+    /// Serves commands and the engine's timer until every command sender is gone; stops
+    /// early (with the error) when a drain cannot persist the engine's state.
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Command>) -> Result<(), ServiceError> {
+        loop {
+            let deadline = self.engine.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd).await,
+                    None => break,
+                },
+                _ = sleep => self.engine.handle_timeout(Instant::now()),
+            }
+            if let Err(e) = self.drain().await {
+                // A checkpoint or audit entry that cannot be written must not be lost
+                // silently: stop serving rather than run on without durability.
+                tracing::error!(error = %e, "cannot persist coordinator state; stopping");
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Persists the engine's events (checkpoints, audit entries), then queues its messages:
+    /// nothing of a step leaves before the step before it is on disk. Every checkpoint is
+    /// committed with the audit log's position (the rounds before it are appended first); if
+    /// entries were appended after the last checkpoint (a failed round), their position is
+    /// recorded before any message leaves too.
+    pub(super) async fn drain(&mut self) -> Result<(), ServiceError> {
+        while let Some(ev) = self.engine.poll_event() {
+            match ev {
+                Event::Checkpoint {
+                    job_id,
+                    step,
+                    state,
+                } => {
+                    // The round event that produced this state came first, so the hash is
+                    // the one of the round whose aggregate the checkpointed plan absorbed.
+                    let round_hash = self.last_round_hash.get(&job_id).map(String::as_str);
+                    let audit = self.audit.position();
+                    self.store
+                        .commit_step_audited(&job_id, &state, step, &state, round_hash, &audit)?;
+                    self.recorded_audit = audit;
+                }
+                Event::Round(r) => {
+                    let r = *r;
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    tracing::info!(job = %r.job_id, round = r.secagg_round, purpose = %r.purpose,
+                        survivors = r.survivors.len(), participants = r.participants.len(), outcome = %r.outcome, "round closed");
+                    // Only a round whose aggregate was absorbed produced the current model.
+                    if r.result.is_ok() && !r.aggregate_hash.is_empty() {
+                        self.last_round_hash
+                            .insert(r.job_id.clone(), r.aggregate_hash.clone());
+                    }
+                    if let Some(obs) = &self.observer {
+                        let _ = obs.send(r.clone());
+                    }
+                    self.audit.append(AuditRecord::of_round(&r, now_ms))?;
+                }
+                Event::JobFinished { job_id, state } => {
+                    tracing::info!(job = %job_id, state = %state.label(), "job ended");
+                }
+                Event::Refused { from, reason } => {
+                    tracing::warn!(participant = from, %reason, "message refused");
+                }
+            }
+        }
+        let audit = self.audit.position();
+        if audit != self.recorded_audit {
+            self.store.record_audit_head(&audit)?;
+            self.recorded_audit = audit;
+        }
+        while let Some((to, m)) = self.engine.poll_transmit() {
+            self.mail.push(to, Queued::new(m)).await;
+        }
+        Ok(())
+    }
+
+    fn status_of(&self, job: &str) -> Result<JobStatus, EngineError> {
+        self.engine
+            .job_status(job)
+            .ok_or_else(|| EngineError::UnknownJob(job.to_string()))
+    }
+
+    fn model_json(&self, job: &str) -> Option<String> {
+        let plan = self.engine.plan(job)?;
+        let model = plan.model()?;
+        let artifact = fedsilo_task::ModelArtifact::new(
+            plan,
+            model,
+            self.last_round_hash.get(job).cloned().unwrap_or_default(),
+        );
+        serde_json::to_string_pretty(&artifact).ok()
+    }
+
+    pub(super) async fn handle(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Join { from, jobs, reply } => {
+                let _ = reply.send(self.engine.handle_join(now, from, &jobs));
+            }
+            Command::Message { from, msg, reply } => {
+                let _ = reply.send(self.engine.handle_message(now, from, msg));
+            }
+            Command::Launch { spec, reply } => {
+                let features = spec.features.clone();
+                let labels = spec.labels.clone();
+                let r = self
+                    .engine
+                    .launch(now, *spec, features, labels)
+                    .map(|id| self.engine.job_status(&id));
+                let _ = reply.send(r.and_then(|s| {
+                    s.ok_or_else(|| EngineError::UnknownJob("just launched".into()))
+                }));
+            }
+            Command::Status { job, reply } => {
+                // Brings the engine's clock (the ages in `detail`) up to now.
+                self.engine.handle_timeout(now);
+                let list = match job {
+                    Some(j) => self.engine.job_status(&j).into_iter().collect(),
+                    None => self.engine.list_jobs(),
+                };
+                let _ = reply.send(list);
+            }
+            Command::Model { job, reply } => {
+                let _ = reply.send(self.model_json(&job));
+            }
+            Command::Seen { from } => self.engine.handle_seen(now, from),
+            Command::Cancel { job, reason, reply } => {
+                let r = self
+                    .engine
+                    .cancel(now, &job, reason)
+                    .and_then(|()| self.status_of(&job));
+                let _ = reply.send(r);
+            }
+            Command::Resume { job, reply } => {
+                let r = self.engine.resume(now, &job);
+                if r.is_ok() {
+                    self.mail.drop_job_ends(&job).await;
+                }
+                let _ = reply.send(r.and_then(|()| self.status_of(&job)));
+            }
+        }
+    }
+}

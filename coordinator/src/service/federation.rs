@@ -1,0 +1,104 @@
+//! The `Federation` service: participants join, poll and submit.
+
+use std::time::{Duration, Instant};
+
+use fedsilo_proto::pb;
+use fedsilo_proto::pb::federation_server::Federation;
+use tonic::{Request, Response, Status};
+
+use super::actor::Command;
+use super::{check_job_id, engine_status, Handle, RpcResult, MAX_DECLINE_REASON_BYTES};
+use crate::engine::EngineError;
+
+/// Most job ids one `Join` may name.
+const MAX_JOIN_JOBS: usize = 1024;
+
+#[tonic::async_trait]
+impl Federation for Handle {
+    async fn join(&self, req: Request<pb::JoinRequest>) -> RpcResult<pb::JoinReply> {
+        let from = self.participant(&req)?;
+        let jobs = req.into_inner().job_ids;
+        if jobs.len() > MAX_JOIN_JOBS {
+            return Err(Status::invalid_argument(format!(
+                "job_ids: {} jobs named, at most {MAX_JOIN_JOBS}",
+                jobs.len()
+            )));
+        }
+        for (i, job) in jobs.iter().enumerate() {
+            check_job_id(&format!("job_ids[{i}]"), job)?;
+        }
+        let joined = self
+            .ask(|reply| Command::Join { from, jobs, reply })
+            .await?
+            .map_err(engine_status)?;
+        Ok(Response::new(pb::JoinReply {
+            participant_id: Some(from),
+            job_ids: joined,
+        }))
+    }
+
+    async fn poll(&self, req: Request<pb::PollRequest>) -> RpcResult<pb::PollReply> {
+        let from = self.participant(&req)?;
+        let wait =
+            Duration::from_millis(req.into_inner().max_wait_ms as u64).min(self.max_poll_wait);
+        let has_mail = self.mail.has_mail(from).await;
+        let _ticket = self.polls.enter(from, Instant::now(), has_mail)?;
+        // Liveness: a participant that polls is present for the next round.
+        let _ = self.tx.send(Command::Seen { from }).await;
+        let notify = self.mail.notifier(from).await;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut messages = self.mail.take(from).await;
+        // A wake-up can find nothing (a permit left by a push an earlier poll already
+        // served): keep waiting until the deadline, so an empty reply means "nothing for
+        // `wait`" and an honest node's empty polls stay rare.
+        while messages.is_empty() {
+            if tokio::time::timeout_at(deadline, notify.notified())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            messages = self.mail.take(from).await;
+        }
+        if messages.is_empty() {
+            self.polls.charge(from, Instant::now());
+        }
+        Ok(Response::new(pb::PollReply { messages }))
+    }
+
+    async fn submit(&self, req: Request<pb::ToCoordinator>) -> RpcResult<pb::SubmitReply> {
+        let from = self.participant(&req)?;
+        let mut msg = fedsilo_task::job::ToCoordinator::try_from(req.into_inner())
+            .map_err(|e| Status::invalid_argument(format!("malformed message: {e}")))?;
+        let ctx = match &mut msg {
+            fedsilo_task::job::ToCoordinator::SecAgg(m) => m.ctx().clone(),
+            fedsilo_task::job::ToCoordinator::Decline { ctx, reason } => {
+                if reason.len() > MAX_DECLINE_REASON_BYTES {
+                    let total = reason.len();
+                    let mut cut = MAX_DECLINE_REASON_BYTES;
+                    while !reason.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    reason.truncate(cut);
+                    reason.push_str(&format!("… (cut from {total} bytes)"));
+                }
+                ctx.clone()
+            }
+        };
+        check_job_id("ctx.job_id", &ctx.job_id)?;
+        self.ask(|reply| Command::Message { from, msg, reply })
+            .await?
+            .map_err(|e| match e {
+                // The engine's own errors name the job and round; a protocol refusal does not.
+                EngineError::Protocol(_) => {
+                    let s = engine_status(e);
+                    Status::new(
+                        s.code(),
+                        format!("job '{}' round {}: {}", ctx.job_id, ctx.round, s.message()),
+                    )
+                }
+                e => engine_status(e),
+            })?;
+        Ok(Response::new(pb::SubmitReply {}))
+    }
+}

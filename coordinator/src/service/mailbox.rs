@@ -1,0 +1,96 @@
+//! Per-participant message queues, drained by `Poll`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use fedsilo_crypto::msg::ParticipantId;
+use fedsilo_proto::pb;
+use tokio::sync::{Mutex, Notify};
+
+/// Most messages one `Poll` returns.
+const MAX_POLL_MESSAGES: usize = 64;
+
+/// One message waiting in a participant's queue.
+pub(super) struct Queued {
+    job_id: String,
+    /// `RoundStart` or a secure-aggregation request: meaningless once its round is over.
+    round_scoped: bool,
+    /// `RoundStart` or `JobEnd`: every earlier round of the job is over.
+    supersedes: bool,
+    /// `JobEnd`: stale once the job is resumed.
+    ends_job: bool,
+    msg: pb::ToParticipant,
+}
+
+impl Queued {
+    pub(super) fn new(m: fedsilo_task::job::ToParticipant) -> Self {
+        use fedsilo_task::job::ToParticipant as T;
+        let (job_id, round_scoped, supersedes) = match &m {
+            T::RoundStart(s) => (s.config.ctx.job_id.clone(), true, true),
+            T::SecAgg(m) => (m.ctx().job_id.clone(), true, false),
+            T::RoundEnd { ctx, .. } => (ctx.job_id.clone(), false, false),
+            T::JobEnd { job_id, .. } => (job_id.clone(), false, true),
+        };
+        Queued {
+            job_id,
+            round_scoped,
+            supersedes,
+            ends_job: matches!(m, T::JobEnd { .. }),
+            msg: m.into(),
+        }
+    }
+}
+
+/// Messages waiting for each participant's next `Poll`.
+#[derive(Default)]
+pub(super) struct Mailboxes {
+    queues: Mutex<HashMap<ParticipantId, VecDeque<Queued>>>,
+    notify: Mutex<HashMap<ParticipantId, Arc<Notify>>>,
+}
+
+impl Mailboxes {
+    pub(super) async fn notifier(&self, p: ParticipantId) -> Arc<Notify> {
+        self.notify.lock().await.entry(p).or_default().clone()
+    }
+    pub(super) async fn push(&self, p: ParticipantId, m: Queued) {
+        {
+            let mut queues = self.queues.lock().await;
+            let queue = queues.entry(p).or_default();
+            if m.supersedes {
+                let before = queue.len();
+                queue.retain(|q| !(q.round_scoped && q.job_id == m.job_id));
+                let stale = before - queue.len();
+                if stale > 0 {
+                    tracing::debug!(participant = p, job = %m.job_id, stale,
+                        "dropped undelivered messages of earlier rounds");
+                }
+            }
+            queue.push_back(m);
+        }
+        self.notifier(p).await.notify_one();
+    }
+    /// A resumed job has not ended: drops its undelivered `JobEnd`s (a participant that was
+    /// away would otherwise read one when it comes back and leave the job).
+    pub(super) async fn drop_job_ends(&self, job_id: &str) {
+        let mut queues = self.queues.lock().await;
+        for queue in queues.values_mut() {
+            queue.retain(|q| !(q.ends_job && q.job_id == job_id));
+        }
+    }
+
+    pub(super) async fn has_mail(&self, p: ParticipantId) -> bool {
+        self.queues
+            .lock()
+            .await
+            .get(&p)
+            .is_some_and(|q| !q.is_empty())
+    }
+    pub(super) async fn take(&self, p: ParticipantId) -> Vec<pb::ToParticipant> {
+        let mut q = self.queues.lock().await;
+        let Some(queue) = q.get_mut(&p) else {
+            return Vec::new();
+        };
+        let n = queue.len().min(MAX_POLL_MESSAGES);
+        queue.drain(..n).map(|q| q.msg).collect()
+    }
+}
