@@ -199,7 +199,7 @@ impl From<WireEntry> for AuditEntry {
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     /// The file could not be read, written or synced.
-    #[error("{}: {op}: {source}", .path.display())]
+    #[error("{}: {op}", .path.display())]
     Io {
         path: PathBuf,
         op: &'static str,
@@ -208,18 +208,19 @@ pub enum AuditError {
     },
     /// The chain does not verify; `line` (1-based) is the first broken entry and `seq` the
     /// sequence number it claims, if it could be read.
-    #[error("{}: audit chain broken at line {line}{}: {reason}", .path.display(), fmt_seq(*.seq))]
+    #[error("{}: audit chain broken at line {line}{}", .path.display(), fmt_seq(*.seq))]
     Broken {
         path: PathBuf,
         line: usize,
         seq: Option<u64>,
-        reason: String,
+        #[source]
+        reason: ChainBreak,
     },
     /// An earlier append failed part-way; re-open the log (which verifies it) to go on.
     #[error("{}: an earlier append failed; re-open the audit log", .path.display())]
     Poisoned { path: PathBuf },
     /// The entry could not be encoded as JSON.
-    #[error("{}: cannot encode entry: {source}", .path.display())]
+    #[error("{}: cannot encode entry", .path.display())]
     Encode {
         path: PathBuf,
         #[source]
@@ -267,6 +268,21 @@ fn position(entries: u64, head: &str) -> AuditHead {
         entries,
         head: head.to_string(),
     }
+}
+
+/// Why one line of the log does not continue the chain ([`AuditError::Broken`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ChainBreak {
+    #[error("not a valid audit entry")]
+    NotAnEntry(#[source] serde_json::Error),
+    #[error(
+        "seq gap: expected seq {expected}, found {found} (entries missing, inserted or reordered)"
+    )]
+    SeqGap { expected: u64, found: u64 },
+    #[error("prev {found} does not match the previous entry's hash {expected}")]
+    PrevMismatch { expected: String, found: String },
+    #[error("hash mismatch (content edited): stored {stored}, computed {computed}")]
+    HashMismatch { stored: String, computed: String },
 }
 
 fn fmt_seq(seq: Option<u64>) -> String {
@@ -649,43 +665,43 @@ fn check_line(
     bytes: &[u8],
     expected_seq: u64,
     prev: &str,
-) -> Result<AuditEntry, (Option<u64>, String)> {
+) -> Result<AuditEntry, (Option<u64>, ChainBreak)> {
     let entry: AuditEntry = match serde_json::from_slice::<WireEntry>(bytes) {
         Ok(w) => w.into(),
         Err(e) => {
             let seq = serde_json::from_slice::<serde_json::Value>(bytes)
                 .ok()
                 .and_then(|v| v.get("seq").and_then(serde_json::Value::as_u64));
-            return Err((seq, format!("not a valid audit entry: {e}")));
+            return Err((seq, ChainBreak::NotAnEntry(e)));
         }
     };
     let seq = Some(entry.seq);
     if entry.seq != expected_seq {
         return Err((
             seq,
-            format!(
-                "seq gap: expected seq {expected_seq}, found {} (entries missing, inserted or reordered)",
-                entry.seq
-            ),
+            ChainBreak::SeqGap {
+                expected: expected_seq,
+                found: entry.seq,
+            },
         ));
     }
     if entry.prev != prev {
         return Err((
             seq,
-            format!(
-                "prev {} does not match the previous entry's hash {prev}",
-                entry.prev
-            ),
+            ChainBreak::PrevMismatch {
+                expected: prev.to_string(),
+                found: entry.prev,
+            },
         ));
     }
     let computed = entry_hash(entry.seq, &entry.prev, &entry.record);
     if entry.hash != computed {
         return Err((
             seq,
-            format!(
-                "hash mismatch (content edited): stored {}, computed {computed}",
-                entry.hash
-            ),
+            ChainBreak::HashMismatch {
+                stored: entry.hash,
+                computed,
+            },
         ));
     }
     Ok(entry)

@@ -89,14 +89,14 @@ pub enum StoreError {
     )]
     AlreadyOpen { path: PathBuf },
     /// The file could not be opened or created, or is not a redb database.
-    #[error("{}: cannot open store: {source}", .path.display())]
+    #[error("{}: cannot open store", .path.display())]
     Open {
         path: PathBuf,
         #[source]
         source: DatabaseError,
     },
     /// A transaction failed; `op` is the [`Store`] method.
-    #[error("{}: {op}: {source}", .path.display())]
+    #[error("{}: {op}", .path.display())]
     Db {
         path: PathBuf,
         op: &'static str,
@@ -104,7 +104,7 @@ pub enum StoreError {
         source: Box<redb::Error>,
     },
     /// A newly created store file could not be made durable (its directory entry synced).
-    #[error("{}: cannot sync the directory holding the new store: {source}", .path.display())]
+    #[error("{}: cannot sync the directory holding the new store", .path.display())]
     Io {
         path: PathBuf,
         #[source]

@@ -516,7 +516,7 @@ fn broken(r: Result<audit::VerifySummary, AuditError>) -> (usize, Option<u64>, S
     match r {
         Err(AuditError::Broken {
             line, seq, reason, ..
-        }) => (line, seq, reason),
+        }) => (line, seq, reason.to_string()),
         other => panic!("expected a broken chain, got {other:?}"),
     }
 }

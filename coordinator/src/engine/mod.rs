@@ -84,14 +84,22 @@ pub enum EngineError {
     UnknownParticipant(ParticipantId),
     #[error("job '{job}' has no round in progress for round {round}")]
     NoSuchRound { job: String, round: u64 },
-    #[error("invalid job: {0}")]
-    InvalidJob(String),
+    /// The job's id cannot be one: too long, or with control characters.
+    #[error("invalid job: job_id: at most 128 printable characters")]
+    InvalidJobId,
+    /// The job's spec or columns do not make a plan.
+    #[error("invalid job")]
+    InvalidJob(#[source] fedsilo_task::FedError),
     #[error("job '{0}' already exists")]
     DuplicateJob(String),
     #[error(transparent)]
     Protocol(#[from] fedsilo_crypto::error::ProtocolError),
-    #[error("checkpoint for job '{job}' is unreadable: {reason}")]
-    BadCheckpoint { job: String, reason: String },
+    #[error("checkpoint for job '{job}' is unreadable")]
+    BadCheckpoint {
+        job: String,
+        #[source]
+        source: serde_json::Error,
+    },
     /// An operator command that does not apply to the job's current state.
     #[error("job '{job}' is {state}: only {applies} jobs can be {action}")]
     WrongState {
@@ -216,16 +224,13 @@ impl Coordinator {
             spec.job_id = format!("job-{:08x}", self.rng.random::<u32>());
         }
         if spec.job_id.len() > 128 || spec.job_id.chars().any(|c| c.is_control()) {
-            return Err(EngineError::InvalidJob(
-                "job_id: at most 128 printable characters".into(),
-            ));
+            return Err(EngineError::InvalidJobId);
         }
         if self.jobs.contains_key(&spec.job_id) {
             return Err(EngineError::DuplicateJob(spec.job_id));
         }
         let id = spec.job_id.clone();
-        let plan = Plan::new(spec, features, labels)
-            .map_err(|e| EngineError::InvalidJob(e.to_string()))?;
+        let plan = Plan::new(spec, features, labels).map_err(EngineError::InvalidJob)?;
         let record = JobRecord {
             plan,
             state: JobState::Waiting,
@@ -243,7 +248,7 @@ impl Coordinator {
         let mut record: JobRecord =
             serde_json::from_slice(state).map_err(|e| EngineError::BadCheckpoint {
                 job: job_id.to_string(),
-                reason: e.to_string(),
+                source: e,
             })?;
         if record.state == JobState::Running {
             record.state = JobState::Waiting;

@@ -117,6 +117,14 @@ pub(super) struct ActiveRound {
     pub(super) first_drop: Option<Phase>,
 }
 
+/// The text a typed error is recorded with wherever the engine keeps it as a string (a
+/// [`RoundOutcome`]'s `error`, a failed job's reason, a refusal): the whole chain of causes,
+/// each once. Those strings are serialised (audit log, checkpoint, reports); the typed error
+/// they come from is not.
+fn error_text(e: &dyn std::error::Error) -> String {
+    fedsilo_config::display_chain(e)
+}
+
 fn hash_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -216,8 +224,9 @@ impl Coordinator {
             Ok(e) => e,
             Err(e) => {
                 let why = format!(
-                    "step {} cannot be encoded without wrapping: {e}",
-                    step.index
+                    "step {} cannot be encoded without wrapping: {}",
+                    step.index,
+                    error_text(&e)
                 );
                 self.fail(job_id, why);
                 return;
@@ -250,7 +259,7 @@ impl Coordinator {
         let server = match Server::new(now, config.clone(), self.roster.clone(), timeout) {
             Ok(s) => s,
             Err(e) => {
-                let why = format!("round configuration refused: {e}");
+                let why = format!("round configuration refused: {}", error_text(&e));
                 self.fail(job_id, why);
                 return;
             }
@@ -258,7 +267,8 @@ impl Coordinator {
         let instruction = match serde_json::to_string(&step.instruction) {
             Ok(s) => s,
             Err(e) => {
-                self.fail(job_id, format!("cannot serialise instruction: {e}"));
+                let why = format!("cannot serialise instruction: {}", error_text(&e));
+                self.fail(job_id, why);
                 return;
             }
         };
@@ -385,7 +395,7 @@ impl Coordinator {
                     tracing::warn!(job = job_id, participant = from, %error, "message refused");
                     self.events.push_back(Event::Refused {
                         from,
-                        reason: error.to_string(),
+                        reason: error_text(&error),
                     });
                 }
                 ServerEvent::Finished(out) => finished = Some(Ok(out)),
@@ -425,15 +435,11 @@ impl Coordinator {
                     RoundError::BelowThreshold { .. }
                         | RoundError::ReconstructionBelowThreshold { .. }
                 ) && !absent.is_empty();
+                let error = error_text(&err);
                 if for_absence {
-                    RoundOutcome::Absent {
-                        absent,
-                        error: err.to_string(),
-                    }
+                    RoundOutcome::Absent { absent, error }
                 } else {
-                    RoundOutcome::SecAgg {
-                        error: err.to_string(),
-                    }
+                    RoundOutcome::SecAgg { error }
                 }
             }
             Ok(out) => {
@@ -453,7 +459,7 @@ impl Coordinator {
                 let n = out.survivors.len();
                 match round.encoding.decode_sum(&out.sum, n) {
                     Err(e) => RoundOutcome::Decode {
-                        error: e.to_string(),
+                        error: error_text(&e),
                     },
                     Ok(sum) => {
                         let bytes: Vec<u8> = sum.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -470,7 +476,7 @@ impl Coordinator {
                             Ok(()) => match job.record.plan.absorb(&sum, n) {
                                 Ok(()) => RoundOutcome::Ok,
                                 Err(e) => RoundOutcome::Absorb {
-                                    error: e.to_string(),
+                                    error: error_text(&e),
                                 },
                             },
                         }

@@ -85,7 +85,8 @@ impl Actor {
             if let Err(e) = self.drain().await {
                 // A checkpoint or audit entry that cannot be written must not be lost
                 // silently: stop serving rather than run on without durability.
-                tracing::error!(error = %e, "cannot persist coordinator state; stopping");
+                let error = fedsilo_config::display_chain(&e);
+                tracing::error!(%error, "cannot persist coordinator state; stopping");
                 return Err(e);
             }
         }

@@ -68,8 +68,11 @@ impl Federation for Handle {
 
     async fn submit(&self, req: Request<pb::ToCoordinator>) -> RpcResult<pb::SubmitReply> {
         let from = self.participant(&req)?;
-        let mut msg = fedsilo_task::job::ToCoordinator::try_from(req.into_inner())
-            .map_err(|e| Status::invalid_argument(format!("malformed message: {e}")))?;
+        let mut msg =
+            fedsilo_task::job::ToCoordinator::try_from(req.into_inner()).map_err(|e| {
+                let detail = fedsilo_config::display_chain(&e);
+                Status::invalid_argument(format!("malformed message: {detail}"))
+            })?;
         let ctx = match &mut msg {
             fedsilo_task::job::ToCoordinator::SecAgg(m) => m.ctx().clone(),
             fedsilo_task::job::ToCoordinator::Decline { ctx, reason } => {

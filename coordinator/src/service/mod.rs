@@ -87,15 +87,25 @@ pub enum ServiceError {
     /// The state directory could not be opened (missing, lost or inconsistent state).
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("TLS: {0}")]
-    Tls(String),
-    #[error("restoring job '{job}': {message}")]
-    Restore { job: String, message: String },
-    #[error("gRPC server: {0}")]
-    Transport(String),
+    /// The coordinator's TLS files do not make a server configuration.
+    #[error("TLS")]
+    Tls(#[source] fedsilo_proto::tls::TlsError),
+    /// A job's last checkpoint does not restore.
+    #[error("restoring job '{job}'")]
+    Restore {
+        job: String,
+        #[source]
+        source: EngineError,
+    },
+    /// The gRPC server stopped with an error.
+    #[error("gRPC server")]
+    Transport(#[source] tonic::transport::Error),
+    /// The engine actor's task panicked or was cancelled.
+    #[error("engine task")]
+    EngineTask(#[source] tokio::task::JoinError),
     #[error("coordinator.toml [limits]: {0}")]
     Limits(#[from] LimitsError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: std::net::SocketAddr,
         #[source]
@@ -127,17 +137,18 @@ pub struct Handle {
     max_poll_wait: Duration,
 }
 
+/// The gRPC status of an engine error; its message is the error's whole chain.
 fn engine_status(e: EngineError) -> Status {
+    let message = fedsilo_config::display_chain(&e);
     match e {
-        EngineError::UnknownJob(_) | EngineError::NoSuchRound { .. } => {
-            Status::not_found(e.to_string())
-        }
-        EngineError::UnknownParticipant(_) => Status::permission_denied(e.to_string()),
-        EngineError::InvalidJob(_)
+        EngineError::UnknownJob(_) | EngineError::NoSuchRound { .. } => Status::not_found(message),
+        EngineError::UnknownParticipant(_) => Status::permission_denied(message),
+        EngineError::InvalidJobId
+        | EngineError::InvalidJob(_)
         | EngineError::Protocol(_)
-        | EngineError::BadCheckpoint { .. } => Status::invalid_argument(e.to_string()),
-        EngineError::DuplicateJob(_) => Status::already_exists(e.to_string()),
-        EngineError::WrongState { .. } => Status::failed_precondition(e.to_string()),
+        | EngineError::BadCheckpoint { .. } => Status::invalid_argument(message),
+        EngineError::DuplicateJob(_) => Status::already_exists(message),
+        EngineError::WrongState { .. } => Status::failed_precondition(message),
     }
 }
 
@@ -245,9 +256,9 @@ pub async fn serve(
             }
             engine
                 .restore(now, job, &state)
-                .map_err(|e| ServiceError::Restore {
+                .map_err(|source| ServiceError::Restore {
                     job: job.clone(),
-                    message: e.to_string(),
+                    source,
                 })?;
             let rec: Option<JobRecord> = serde_json::from_slice(&state).ok();
             tracing::info!(job = %job, step, state = ?rec.map(|r| r.state.label()), "restored job from checkpoint");
@@ -273,7 +284,7 @@ pub async fn serve(
     };
     actor.drain().await?;
     let actor_task = tokio::spawn(actor.run(rx));
-    let tls = server_rustls_config(&cfg.tls).map_err(|e| ServiceError::Tls(e.to_string()))?;
+    let tls = server_rustls_config(&cfg.tls).map_err(ServiceError::Tls)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| ServiceError::Bind {
@@ -300,11 +311,11 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown);
     let mut actor_task = actor_task;
     tokio::select! {
-        r = server => r.map_err(|e| ServiceError::Transport(e.to_string()))?,
+        r = server => r.map_err(ServiceError::Transport)?,
         r = &mut actor_task => return match r {
             Ok(Err(e)) => Err(e),
             Ok(Ok(())) => Ok(()),
-            Err(e) => Err(ServiceError::Transport(format!("engine task: {e}"))),
+            Err(e) => Err(ServiceError::EngineTask(e)),
         },
     }
     // The services are gone, so is every command sender: the actor drains and stops, and
@@ -318,6 +329,6 @@ pub async fn serve(
             }
             r
         }
-        Err(e) => Err(ServiceError::Transport(format!("engine task: {e}"))),
+        Err(e) => Err(ServiceError::EngineTask(e)),
     }
 }

@@ -13,9 +13,9 @@ impl Operator for Handle {
     async fn launch_job(&self, req: Request<pb::LaunchJobRequest>) -> RpcResult<pb::JobStatus> {
         let who = self.operator(&req)?;
         let spec: JobSpec = fedsilo_config::from_json_str(&req.into_inner().spec_json, "job spec")
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| Status::invalid_argument(fedsilo_config::display_chain(&e)))?;
         spec.validate()
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| Status::invalid_argument(fedsilo_config::display_chain(&e)))?;
         tracing::info!(operator = %who, dataset = %spec.dataset, "launching job");
         let status = self
             .ask(|reply| Command::Launch {
