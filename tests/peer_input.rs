@@ -129,7 +129,7 @@ impl Federation for Hostile {
         }
         #[allow(clippy::needless_update)]
         Ok(Response::new(pb::PollReply {
-            messages: next,
+            messages: next.iter().map(pb::EncodedToParticipant::new).collect(),
             ..Default::default()
         }))
     }
@@ -383,7 +383,7 @@ fn round_start(
     instruction: String,
     len: usize,
 ) -> pb::ToParticipant {
-    ToParticipant::RoundStart(RoundStart {
+    ToParticipant::RoundStart(std::sync::Arc::new(RoundStart {
         config: RoundConfig {
             ctx: RoundContext {
                 job_id: JOB.into(),
@@ -399,7 +399,7 @@ fn round_start(
         encoding: FixedPoint::new(Modulus::Pow64, 16, 1e6, 10).expect("encoding"),
         instruction,
         phase_timeout_ms: 5_000,
-    })
+    }))
     .into()
 }
 

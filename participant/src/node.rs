@@ -313,6 +313,13 @@ pub async fn run_until(
         let mut outgoing = Vec::new();
         tokio::task::block_in_place(|| {
             for m in reply.messages {
+                let m = match m.decode() {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "undecodable message from coordinator");
+                        continue;
+                    }
+                };
                 match fedsilo_task::job::ToParticipant::try_from(m) {
                     Ok(m) => {
                         if let Err(e) = worker.handle_message(m) {

@@ -155,7 +155,7 @@ impl Worker {
     pub fn handle_message(&mut self, msg: ToParticipant) -> Result<(), WorkerError> {
         match msg {
             ToParticipant::RoundStart(start) => {
-                self.start_round(start);
+                self.start_round(&start);
                 Ok(())
             }
             ToParticipant::SecAgg(m) => {
@@ -206,7 +206,7 @@ impl Worker {
         }
     }
 
-    fn start_round(&mut self, start: RoundStart) {
+    fn start_round(&mut self, start: &RoundStart) {
         let ctx = start.config.ctx.clone();
         let work = self
             .jobs
@@ -218,7 +218,7 @@ impl Worker {
             });
         work.ctx = Some(ctx.clone());
         work.client = None;
-        let input = prepare_input(&start, &self.datasets, &mut work.cache, &mut self.rng);
+        let input = prepare_input(start, &self.datasets, &mut work.cache, &mut self.rng);
         let result = input.and_then(|(purpose, input)| {
             let client = Client::new(
                 start.config.clone(),

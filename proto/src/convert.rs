@@ -11,6 +11,7 @@
 //! the state machines' business, not this module's.
 
 use std::fmt;
+use std::sync::Arc;
 
 use fedsilo_crypto::encoding::{FixedPoint, Modulus, RingVec};
 use fedsilo_crypto::msg::{
@@ -663,6 +664,19 @@ impl From<RoundStart> for pb::RoundStart {
     }
 }
 
+/// A shared `RoundStart` (one per round, see [`ToParticipant::RoundStart`]) is copied once
+/// into its wire form.
+impl From<&RoundStart> for pb::RoundStart {
+    fn from(m: &RoundStart) -> Self {
+        pb::RoundStart {
+            config: Some(m.config.clone().into()),
+            encoding: Some(m.encoding.into()),
+            instruction: m.instruction.clone(),
+            phase_timeout_ms: m.phase_timeout_ms,
+        }
+    }
+}
+
 impl TryFrom<pb::RoundStart> for RoundStart {
     type Error = WireError;
     fn try_from(m: pb::RoundStart) -> Result<Self, WireError> {
@@ -679,7 +693,7 @@ impl From<ToParticipant> for pb::ToParticipant {
     fn from(m: ToParticipant) -> Self {
         use pb::to_participant::Body;
         let body = match m {
-            ToParticipant::RoundStart(m) => Body::RoundStart(m.into()),
+            ToParticipant::RoundStart(m) => Body::RoundStart(Arc::unwrap_or_clone(m).into()),
             ToParticipant::SecAgg(m) => Body::Secagg(m.into()),
             ToParticipant::RoundEnd { ctx, ok, detail } => Body::RoundEnd(pb::RoundEnd {
                 ctx: Some(ctx.into()),
@@ -708,10 +722,10 @@ impl TryFrom<pb::ToParticipant> for ToParticipant {
             .body
             .ok_or_else(|| WireError::new(Problem::MissingOneof))?;
         Ok(match body {
-            Body::RoundStart(m) => ToParticipant::RoundStart(
+            Body::RoundStart(m) => ToParticipant::RoundStart(Arc::new(
                 m.try_into()
                     .map_err(|e: WireError| e.within("round_start"))?,
-            ),
+            )),
             Body::Secagg(m) => {
                 ToParticipant::SecAgg(m.try_into().map_err(|e: WireError| e.within("secagg"))?)
             }

@@ -5,6 +5,8 @@
 //! - job-level messages the engines exchange are plain Rust in `fedsilo_task::job`.
 //! - [`convert`]: `From` (Rust → wire) and `TryFrom` (wire → Rust, never panics) between the two.
 //! - [`codec`]: the services' prost codec; an undecodable message is `INVALID_ARGUMENT`.
+//! - [`poll`]: `PollReply` written by hand, its messages kept encoded (one `RoundStart`
+//!   encoding shared by every participant).
 //! - [`tls`]: mutual-TLS configuration and the caller's identity from its certificate.
 //! - [`roster`]: `roster.toml`, the federation's list of institutions and operators.
 //! - [`pki`]: a complete test federation (CA, certificates, identity keys, roster) in one call.
@@ -17,11 +19,13 @@
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod pb {
     tonic::include_proto!("fedsilo.v1");
+    pub use crate::poll::{EncodedToParticipant, PollReply};
 }
 
 pub mod codec;
 pub mod convert;
 pub mod pki;
+pub mod poll;
 pub mod roster;
 pub mod tls;
 

@@ -147,7 +147,7 @@ fn missing_sub_message_is_refused() {
     });
     assert_eq!(e.to_string(), "decline.ctx: missing");
 
-    let mut m: pb::ToParticipant = ToParticipant::RoundStart(common::round_start()).into();
+    let mut m: pb::ToParticipant = ToParticipant::RoundStart(common::round_start().into()).into();
     let Some(pb::to_participant::Body::RoundStart(rs)) = m.body.as_mut() else {
         unreachable!()
     };
@@ -187,7 +187,7 @@ fn unknown_and_unspecified_enum_values_are_refused() {
         "secagg.unmask_shares.shares[1].kind: unknown enum value 9"
     );
 
-    let mut m: pb::ToParticipant = ToParticipant::RoundStart(common::round_start()).into();
+    let mut m: pb::ToParticipant = ToParticipant::RoundStart(common::round_start().into()).into();
     let Some(pb::to_participant::Body::RoundStart(rs)) = m.body.as_mut() else {
         unreachable!()
     };
@@ -210,7 +210,7 @@ fn out_of_range_and_invalid_values_are_refused() {
         "secagg.unmask_shares.shares[0].share.x: 256 is out of range (max 255)"
     );
 
-    let mut m: pb::ToParticipant = ToParticipant::RoundStart(common::round_start()).into();
+    let mut m: pb::ToParticipant = ToParticipant::RoundStart(common::round_start().into()).into();
     let Some(pb::to_participant::Body::RoundStart(rs)) = m.body.as_mut() else {
         unreachable!()
     };
@@ -221,7 +221,7 @@ fn out_of_range_and_invalid_values_are_refused() {
     );
 
     // An encoding whose sum could wrap the ring is refused, with FixedPoint's reason.
-    let mut m: pb::ToParticipant = ToParticipant::RoundStart(common::round_start()).into();
+    let mut m: pb::ToParticipant = ToParticipant::RoundStart(common::round_start().into()).into();
     let Some(pb::to_participant::Body::RoundStart(rs)) = m.body.as_mut() else {
         unreachable!()
     };

@@ -5,6 +5,8 @@
 //! encoding and training instruction), its end, the end of the job, and a participant
 //! declining a round. [`crate::convert`] maps them to and from [`crate::pb`].
 
+use std::sync::Arc;
+
 use fedsilo_crypto::encoding::FixedPoint;
 use fedsilo_crypto::msg::{ClientMsg, RoundConfig, RoundContext, ServerMsg};
 
@@ -64,7 +66,8 @@ impl std::fmt::Display for JobState {
 /// Coordinator → participant.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToParticipant {
-    RoundStart(RoundStart),
+    /// One `RoundStart` is built per round and shared by every participant's message.
+    RoundStart(Arc<RoundStart>),
     SecAgg(ServerMsg),
     RoundEnd {
         ctx: RoundContext,

@@ -54,6 +54,7 @@ use fedsilo_task::job::{JobState as WireJobState, ToCoordinator, ToParticipant};
 use fedsilo_task::{JobSpec, Plan};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 mod liveness;
 mod round;
@@ -138,6 +139,39 @@ pub struct JobRecord {
     pub state: JobState,
     pub secagg_rounds: u64,
     pub epsilon: f64,
+}
+
+/// A [`JobRecord`] as it serialises, with the plan given already serialised: the same fields
+/// in the same order, so the bytes are those of `serde_json::to_vec(&record)`.
+#[derive(Serialize)]
+struct RecordWithPlan<'a> {
+    plan: &'a RawValue,
+    state: &'a JobState,
+    secagg_rounds: u64,
+    epsilon: f64,
+}
+
+impl JobRecord {
+    /// The checkpoint's bytes (`serde_json` of the record). With `plan` (this record's plan,
+    /// serialised by `serde_json::value::to_raw_value`) the plan is embedded as it is.
+    fn to_checkpoint(&self, plan: Option<&RawValue>) -> Result<Vec<u8>, serde_json::Error> {
+        // Exhaustive: a field added to the record must be added to `RecordWithPlan` too.
+        let JobRecord {
+            plan: _,
+            state,
+            secagg_rounds,
+            epsilon,
+        } = self;
+        match plan {
+            None => serde_json::to_vec(self),
+            Some(plan) => serde_json::to_vec(&RecordWithPlan {
+                plan,
+                state,
+                secagg_rounds: *secagg_rounds,
+                epsilon: *epsilon,
+            }),
+        }
+    }
 }
 
 struct Job {
@@ -302,6 +336,12 @@ impl Coordinator {
         let abandoned = self.jobs.get_mut(job_id).and_then(|j| j.round.take());
         if let Some(round) = &abandoned {
             let mut summary = self.summary_of(job_id, round);
+            summary.model_hash = self
+                .jobs
+                .get(job_id)
+                .and_then(|j| serde_json::to_vec(&j.record.plan).ok())
+                .map(|b| round::hash_hex(&b))
+                .unwrap_or_default();
             summary.result = RoundOutcome::Cancelled {
                 reason: reason.clone(),
             };
@@ -483,8 +523,14 @@ impl Coordinator {
     }
 
     fn checkpoint(&mut self, job_id: &str) {
+        self.checkpoint_with(job_id, None);
+    }
+
+    /// [`Coordinator::checkpoint`] with the plan already serialised (`plan`, the bytes the
+    /// round's model hash was computed over), so it is not serialised again.
+    fn checkpoint_with(&mut self, job_id: &str, plan: Option<&RawValue>) {
         if let Some(job) = self.jobs.get(job_id) {
-            match serde_json::to_vec(&job.record) {
+            match job.record.to_checkpoint(plan) {
                 Ok(state) => self.events.push_back(Event::Checkpoint {
                     job_id: job_id.to_string(),
                     step: job.record.plan.step_index(),

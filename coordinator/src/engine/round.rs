@@ -3,6 +3,7 @@
 //! typed [`RoundOutcome`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedsilo_crypto::encoding::FixedPoint;
@@ -125,8 +126,18 @@ fn error_text(e: &dyn std::error::Error) -> String {
     fedsilo_config::display_chain(e)
 }
 
-fn hash_hex(bytes: &[u8]) -> String {
+pub(super) fn hash_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// SHA-256 (hex) of a decoded sum's little-endian bytes, fed to the hash value by value
+/// (no copy of the sum as bytes).
+pub(super) fn sum_hash(sum: &[f64]) -> String {
+    let mut h = Sha256::new();
+    for v in sum {
+        h.update(v.to_le_bytes());
+    }
+    hex::encode(h.finalize())
 }
 
 impl Coordinator {
@@ -138,20 +149,22 @@ impl Coordinator {
         if job.round.is_some() || job.record.state.is_terminal() {
             return;
         }
+        let mut next_step = job.record.plan.next_step();
         // Differential privacy: stop cleanly before the budget would be exceeded.
-        if let Some(dp) = job.record.plan.spec().dp.clone() {
-            if let (Some(budget), Some(step)) = (dp.epsilon_budget, job.record.plan.next_step()) {
+        if let (Some(dp), Some(step)) = (&job.record.plan.spec().dp, &next_step) {
+            if let Some(budget) = dp.epsilon_budget {
                 if step.instruction.purpose() == Purpose::Train {
-                    let next = epsilon_after(&dp, job.record.plan.dp_rounds() + 1);
+                    let next = epsilon_after(dp, job.record.plan.dp_rounds() + 1);
                     if next > budget {
                         job.record.plan.stop(format!(
                             "privacy budget: another round would spend ε = {next:.3} > budget {budget}"
                         ));
+                        next_step = job.record.plan.next_step();
                     }
                 }
             }
         }
-        let Some(step) = job.record.plan.next_step() else {
+        let Some(step) = next_step else {
             let detail = job
                 .record
                 .plan
@@ -272,12 +285,14 @@ impl Coordinator {
                 return;
             }
         };
-        let start = RoundStart {
+        // One `RoundStart` for the round, shared by every participant's message (the service
+        // encodes it once too).
+        let start = Arc::new(RoundStart {
             config: config.clone(),
             encoding,
             instruction,
             phase_timeout_ms: timeout.as_millis() as u64,
-        };
+        });
         let mut round = ActiveRound {
             server,
             step,
@@ -297,7 +312,7 @@ impl Coordinator {
         for &p in &participants {
             *round.bytes_received.entry(p).or_default() += start.instruction.len() as u64 + 128;
             self.outbox
-                .push_back((p, ToParticipant::RoundStart(start.clone())));
+                .push_back((p, ToParticipant::RoundStart(Arc::clone(&start))));
         }
         job.record.state = JobState::Running;
         job.started = true;
@@ -305,7 +320,8 @@ impl Coordinator {
         self.pump(now, job_id);
     }
 
-    /// The summary of `round` of `job_id` before its result is known.
+    /// The summary of `round` of `job_id` before its result is known (and before the model
+    /// hash is: the caller sets it).
     pub(super) fn summary_of(&self, job_id: &str, round: &ActiveRound) -> RoundSummary {
         let name = |id: &ParticipantId| self.name(*id);
         RoundSummary {
@@ -330,12 +346,7 @@ impl Coordinator {
             outcome: String::new(),
             result: RoundOutcome::Ok,
             aggregate_hash: String::new(),
-            model_hash: self
-                .jobs
-                .get(job_id)
-                .and_then(|j| serde_json::to_vec(&j.record.plan).ok())
-                .map(|b| hash_hex(&b))
-                .unwrap_or_default(),
+            model_hash: String::new(),
             encoding: round.encoding.describe(),
             neighbours: round.config.neighbours,
             threshold: round.config.threshold,
@@ -462,8 +473,7 @@ impl Coordinator {
                         error: error_text(&e),
                     },
                     Ok(sum) => {
-                        let bytes: Vec<u8> = sum.iter().flat_map(|v| v.to_le_bytes()).collect();
-                        summary.aggregate_hash = hash_hex(&bytes);
+                        summary.aggregate_hash = sum_hash(&sum);
                         let quantum = (-f64::from(round.encoding.frac_bits)).exp2();
                         match job.record.plan.check_sum(&round.step, &sum, n, quantum) {
                             Err(why) => {
@@ -505,8 +515,12 @@ impl Coordinator {
         let ok = outcome.is_ok();
         summary.outcome = outcome.to_string();
         summary.result = outcome;
-        summary.model_hash = serde_json::to_vec(&job.record.plan)
-            .map(|b| hash_hex(&b))
+        // The plan is serialised once per round: its bytes are hashed here and, when the
+        // round succeeded, are the plan inside the checkpoint below.
+        let plan_json = serde_json::value::to_raw_value(&job.record.plan).ok();
+        summary.model_hash = plan_json
+            .as_deref()
+            .map(|p| hash_hex(p.get().as_bytes()))
             .unwrap_or_default();
         for p in &round.config.participants {
             self.outbox.push_back((
@@ -522,7 +536,7 @@ impl Coordinator {
         let outcome = summary.outcome.clone();
         self.events.push_back(Event::Round(Box::new(summary)));
         if ok {
-            self.checkpoint(job_id);
+            self.checkpoint_with(job_id, plan_json.as_deref());
         } else if attempts >= MAX_ATTEMPTS {
             self.fail(
                 job_id,

@@ -1,5 +1,6 @@
 //! The engine against honest, mute, dead and lying banks (real SecAgg clients).
 
+use super::round::{hash_hex, sum_hash};
 use super::*;
 use fedsilo_crypto::client::Client;
 use fedsilo_crypto::encoding::RingVec;
@@ -529,4 +530,32 @@ fn old_checkpoints_still_read() {
         other.coord.plan("j").unwrap().spec().absence_patience_ms,
         fedsilo_task::DEFAULT_ABSENCE_PATIENCE_MS
     );
+}
+
+#[test]
+fn a_round_serialises_its_plan_once_and_checkpoints_the_bytes_it_hashed() {
+    let mut fed = Fed::new(&[Mode::Honest; 3]);
+    fed.launch(spec(3, 60_000));
+    fed.deliver(1);
+    let r = fed.rounds.first().expect("a round");
+    assert!(r.result.is_ok(), "{r:?}");
+    let checkpoint = fed.checkpoints.last().expect("the round's checkpoint");
+    let rec: JobRecord = serde_json::from_slice(checkpoint).unwrap();
+    // The checkpoint is the record exactly as serde_json writes it, and the model hash is
+    // over the bytes of the plan inside it.
+    assert_eq!(checkpoint, &serde_json::to_vec(&rec).unwrap());
+    assert_eq!(r.model_hash, hash_hex(&fed.plan_bytes()));
+    let raw = serde_json::value::to_raw_value(&rec.plan).unwrap();
+    assert_eq!(
+        rec.to_checkpoint(Some(&raw)).unwrap(),
+        rec.to_checkpoint(None).unwrap()
+    );
+}
+
+#[test]
+fn the_sum_hash_is_over_the_little_endian_bytes_of_the_sum() {
+    let sum = [1.5, -2.0, 0.0, f64::MAX, 1e-300];
+    let bytes: Vec<u8> = sum.iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert_eq!(sum_hash(&sum), hash_hex(&bytes));
+    assert_eq!(sum_hash(&[]), hash_hex(&[]));
 }

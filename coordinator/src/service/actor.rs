@@ -9,7 +9,7 @@ use fedsilo_crypto::msg::ParticipantId;
 use fedsilo_task::JobSpec;
 use tokio::sync::{mpsc, oneshot};
 
-use super::mailbox::{Mailboxes, Queued};
+use super::mailbox::{Encoder, Mailboxes};
 use super::ServiceError;
 use crate::audit::{AuditHead, AuditLog, AuditRecord};
 use crate::engine::{Coordinator, EngineError, Event, JobStatus};
@@ -145,8 +145,9 @@ impl Actor {
             self.store.record_audit_head(&audit)?;
             self.recorded_audit = audit;
         }
+        let mut encoder = Encoder::default();
         while let Some((to, m)) = self.engine.poll_transmit() {
-            self.mail.push(to, Queued::new(m)).await;
+            self.mail.push(to, encoder.queued(m)).await;
         }
         Ok(())
     }

@@ -4,13 +4,14 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use fedsilo_crypto::msg::ParticipantId;
-use fedsilo_proto::pb;
+use fedsilo_proto::pb::{self, EncodedToParticipant};
+use fedsilo_task::job::{RoundStart, ToParticipant};
 use tokio::sync::{Mutex, Notify};
 
 /// Most messages one `Poll` returns.
 const MAX_POLL_MESSAGES: usize = 64;
 
-/// One message waiting in a participant's queue.
+/// One message waiting in a participant's queue, already encoded.
 pub(super) struct Queued {
     job_id: String,
     /// `RoundStart` or a secure-aggregation request: meaningless once its round is over.
@@ -19,24 +20,57 @@ pub(super) struct Queued {
     supersedes: bool,
     /// `JobEnd`: stale once the job is resumed.
     ends_job: bool,
-    msg: pb::ToParticipant,
+    msg: EncodedToParticipant,
 }
 
 impl Queued {
-    pub(super) fn new(m: fedsilo_task::job::ToParticipant) -> Self {
-        use fedsilo_task::job::ToParticipant as T;
+    /// `m`, encoded on its own (see [`Encoder`] for a batch).
+    #[cfg(test)]
+    pub(super) fn new(m: ToParticipant) -> Self {
+        Encoder::default().queued(m)
+    }
+}
+
+/// Encodes the engine's messages for the queues. The engine gives every participant of a
+/// round the same `Arc<RoundStart>`; it is converted and encoded once, and each queue holds
+/// a clone of those bytes.
+#[derive(Default)]
+pub(super) struct Encoder {
+    start: Option<(Arc<RoundStart>, EncodedToParticipant)>,
+}
+
+impl Encoder {
+    pub(super) fn queued(&mut self, m: ToParticipant) -> Queued {
+        use ToParticipant as T;
         let (job_id, round_scoped, supersedes) = match &m {
             T::RoundStart(s) => (s.config.ctx.job_id.clone(), true, true),
             T::SecAgg(m) => (m.ctx().job_id.clone(), true, false),
             T::RoundEnd { ctx, .. } => (ctx.job_id.clone(), false, false),
             T::JobEnd { job_id, .. } => (job_id.clone(), false, true),
         };
+        let ends_job = matches!(m, T::JobEnd { .. });
+        let msg = match m {
+            T::RoundStart(start) => match &self.start {
+                Some((last, encoded)) if Arc::ptr_eq(last, &start) => encoded.clone(),
+                _ => {
+                    let wire = pb::ToParticipant {
+                        body: Some(pb::to_participant::Body::RoundStart(pb::RoundStart::from(
+                            &*start,
+                        ))),
+                    };
+                    let encoded = EncodedToParticipant::new(&wire);
+                    self.start = Some((start, encoded.clone()));
+                    encoded
+                }
+            },
+            m => EncodedToParticipant::from(m),
+        };
         Queued {
             job_id,
             round_scoped,
             supersedes,
-            ends_job: matches!(m, T::JobEnd { .. }),
-            msg: m.into(),
+            ends_job,
+            msg,
         }
     }
 }
@@ -85,7 +119,7 @@ impl Mailboxes {
             .get(&p)
             .is_some_and(|q| !q.is_empty())
     }
-    pub(super) async fn take(&self, p: ParticipantId) -> Vec<pb::ToParticipant> {
+    pub(super) async fn take(&self, p: ParticipantId) -> Vec<EncodedToParticipant> {
         let mut q = self.queues.lock().await;
         let Some(queue) = q.get_mut(&p) else {
             return Vec::new();

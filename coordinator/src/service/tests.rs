@@ -15,7 +15,7 @@ fn ctx(job: &str, round: u64) -> RoundContext {
 }
 
 fn start(job: &str, round: u64) -> ToParticipant {
-    ToParticipant::RoundStart(RoundStart {
+    ToParticipant::RoundStart(Arc::new(RoundStart {
         config: RoundConfig {
             ctx: ctx(job, round),
             participants: vec![0, 1, 2],
@@ -28,7 +28,7 @@ fn start(job: &str, round: u64) -> ToParticipant {
         encoding: FixedPoint::choose(10.0, 3).unwrap(),
         instruction: "{}".into(),
         phase_timeout_ms: 1000,
-    })
+    }))
 }
 
 fn request(job: &str, round: u64) -> ToParticipant {
@@ -47,14 +47,18 @@ fn end(job: &str, round: u64) -> ToParticipant {
 }
 
 /// (job, round, kind) of what a poll returns.
-fn seen(msgs: Vec<pb::ToParticipant>) -> Vec<(String, u64, &'static str)> {
+fn seen(msgs: Vec<pb::EncodedToParticipant>) -> Vec<(String, u64, &'static str)> {
     msgs.into_iter()
-        .map(|m| match ToParticipant::try_from(m).unwrap() {
-            ToParticipant::RoundStart(s) => (s.config.ctx.job_id, s.config.ctx.round, "start"),
-            ToParticipant::SecAgg(m) => (m.ctx().job_id.clone(), m.ctx().round, "request"),
-            ToParticipant::RoundEnd { ctx, .. } => (ctx.job_id, ctx.round, "end"),
-            ToParticipant::JobEnd { job_id, .. } => (job_id, 0, "job end"),
-        })
+        .map(
+            |m| match ToParticipant::try_from(m.decode().unwrap()).unwrap() {
+                ToParticipant::RoundStart(s) => {
+                    (s.config.ctx.job_id.clone(), s.config.ctx.round, "start")
+                }
+                ToParticipant::SecAgg(m) => (m.ctx().job_id.clone(), m.ctx().round, "request"),
+                ToParticipant::RoundEnd { ctx, .. } => (ctx.job_id, ctx.round, "end"),
+                ToParticipant::JobEnd { job_id, .. } => (job_id, 0, "job end"),
+            },
+        )
         .collect()
 }
 

@@ -163,7 +163,7 @@ pub fn round_start() -> RoundStart {
 }
 
 pub fn to_participant_all() -> Vec<ToParticipant> {
-    let mut v = vec![ToParticipant::RoundStart(round_start())];
+    let mut v = vec![ToParticipant::RoundStart(round_start().into())];
     v.extend(server_msgs().into_iter().map(ToParticipant::SecAgg));
     v.push(ToParticipant::RoundEnd {
         ctx: ctx(),
