@@ -333,7 +333,7 @@ async fn misbehave(fed: &TestFed, job_a: &str, job_b: &str) -> u64 {
             .unwrap()
             .into_inner();
         for m in reply.messages {
-            w.handle_message(ToParticipant::try_from(m).unwrap())
+            w.handle_message(ToParticipant::try_from(m.decode().unwrap()).unwrap())
                 .unwrap();
         }
         while let Some(out) = w.poll_transmit() {

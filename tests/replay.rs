@@ -126,7 +126,7 @@ async fn replaying_bank_c(fed: &TestFed, job: &str) -> Replays {
             .unwrap()
             .into_inner();
         for m in reply.messages {
-            w.handle_message(ToParticipant::try_from(m).unwrap())
+            w.handle_message(ToParticipant::try_from(m.decode().unwrap()).unwrap())
                 .unwrap();
         }
         while let Some(out) = w.poll_transmit() {
