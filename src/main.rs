@@ -550,7 +550,7 @@ fn simulate(scenario: &Path, out: &Path, transport: TransportArg) -> Result<()> 
     let expected: u64 = s
         .jobs
         .iter()
-        .map(|j| 2 + j.rounds + j.rounds.div_ceil(j.eval_every.max(1)))
+        .map(|j| 2 + j.spec.rounds + j.spec.rounds.div_ceil(j.spec.eval_every.max(1)))
         .sum();
     let tty = std::io::stderr().is_terminal();
     let bar = if tty {

@@ -88,7 +88,7 @@ fn dp_budget_stops_the_job_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let s = Scenario::load(&repo().join("simulations/scenarios/default_dp.toml")).unwrap();
     let mut s = s;
-    s.jobs[0].dp.as_mut().unwrap().epsilon_budget = Some(4.0);
+    s.jobs[0].spec.dp.as_mut().unwrap().epsilon_budget = Some(4.0);
     let (r, _, _) =
         run_scenario(&s, Transport::Memory, &dir.path().join("out"), &mut |_| {}).unwrap();
     let dp = r.privacy.dp.as_ref().unwrap();
