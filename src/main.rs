@@ -495,6 +495,7 @@ fn coordinator_config(config: &Path) -> Result<ServiceConfig> {
         tls: tls_files(base, &cfg.tls),
         limits: cfg.limits,
         observer: None,
+        seed: None,
     })
 }
 

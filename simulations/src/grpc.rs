@@ -90,8 +90,10 @@ fn free_port() -> Result<SocketAddr, GrpcError> {
     l.local_addr().map_err(GrpcError::Setup)
 }
 
-/// Runs the scenario's jobs over real gRPC on loopback. Every worker is seeded as its
-/// in-memory twin is.
+/// Runs the scenario's jobs over real gRPC on loopback. The coordinator's engine is seeded
+/// as the in-memory one is ([`federation::coordinator_seed`]) and every worker as its
+/// in-memory twin, so no random choice of the run comes from the OS (the throw-away PKI is
+/// drawn from the scenario seed too); only ports and timings differ.
 pub fn run(
     s: &Scenario,
     fed: &Federation,
@@ -152,6 +154,7 @@ async fn run_async(
         },
         limits: Default::default(),
         observer: Some(obs_tx),
+        seed: Some(federation::coordinator_seed(s)),
     };
     let server = tokio::spawn(serve(cfg, async {
         let _ = stop_rx.await;
