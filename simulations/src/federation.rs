@@ -35,7 +35,7 @@ pub enum FederationError {
     Data {
         dataset: String,
         #[source]
-        source: DataError,
+        source: Box<DataError>,
     },
     #[error("dataset '{dataset}': partition")]
     Partition {
@@ -118,7 +118,7 @@ pub fn prepare_data(s: &Scenario) -> Result<Federation, FederationError> {
         } else {
             let data_err = |source| FederationError::Data {
                 dataset: dataset(),
-                source,
+                source: Box::new(source),
             };
             let schema_path = d
                 .schema

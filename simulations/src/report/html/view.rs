@@ -227,7 +227,7 @@ impl<'a> ModelView<'a> {
             gain_at_decile: interpolate(&m.gains, 0.1),
             auc_vs_pooled: m.pooled_metrics.as_ref().and_then(|p| {
                 let f = &m.final_metrics;
-                (f.auc.is_finite() && p.auc.is_finite()).then(|| f.auc - p.auc)
+                (f.auc.is_finite() && p.auc.is_finite()).then_some(f.auc - p.auc)
             }),
             comparison: ComparisonView::of(m),
         }
