@@ -8,7 +8,7 @@
 //! defaults). The pooled train and hold-out tables are the institutions' own splits stacked,
 //! rebuilt with the simulator's public `prepare_data` and `stack` — the same rows the
 //! simulator's pooled baseline uses — and the federation itself runs on the production
-//! engines in memory (`run_memory`, as `run_scenario` does) over those institutions' tables.
+//! engines in memory (`memory::run`, as `run_scenario` does) over those institutions' tables.
 //!
 //! LightGBM cannot run inside `cargo test`, so its figure is recorded below
 //! ([`LIGHTGBM_AUC`]) with its provenance; `benches/reference/lightgbm_churn.py` reproduces
@@ -24,9 +24,9 @@ use std::path::Path;
 
 use common::repo;
 use fedsilo_ml::table::Table;
-use fedsilo_simulations::run::{
-    auc_on, prepare_data, run_memory, stack, train_central, Federation,
-};
+use fedsilo_simulations::baselines::{auc_on, stack};
+use fedsilo_simulations::federation::{prepare_data, Federation};
+use fedsilo_simulations::memory;
 use fedsilo_simulations::scenario::Scenario;
 
 /// Hold-out AUC of LightGBM 4.7.0 (Python 3.11.7, numpy 2.4.6, pandas 3.1.1) trained on the
@@ -118,7 +118,7 @@ fn federated_gbdt_on_churn_is_within_001_auc_of_lightgbm_on_pooled_data() {
     );
 
     // The production engines in memory, on exactly these institutions' data.
-    let (records, rounds) = run_memory(&s, &fed, &mut |_| {}).unwrap();
+    let (records, rounds) = memory::run(&s, &fed, &mut |_| {}).unwrap();
     assert!(rounds.iter().all(|r| r.outcome == "ok"));
     let plan = &records["churn"].plan;
     assert!(plan.is_done());
@@ -132,16 +132,7 @@ fn federated_gbdt_on_churn_is_within_001_auc_of_lightgbm_on_pooled_data() {
     let model = plan.model().expect("the federated job produced a model");
     let fed_auc = auc_on(model, &hold, 0);
     // The same boosting, centrally on the pooled train rows (the simulator's baseline).
-    let central = train_central(
-        &train,
-        &plan.data().features,
-        &plan.data().labels,
-        &plan.spec().model,
-        &plan.spec().learning,
-        plan.spec().rounds,
-        s.seed,
-    )
-    .unwrap();
+    let central = fedsilo_task::fit_pooled(plan.spec(), &train).unwrap();
     let pooled_auc = auc_on(&central, &hold, 0);
     eprintln!(
         "churn GBDT hold-out AUC: federated {fed_auc:.4} (from masked histograms \

@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::*;
 use fedsilo_ml::table::Table;
 use fedsilo_participant::data::{load_csv, Schema};
-use fedsilo_simulations::run::{auc_on, stack, train_central};
-use fedsilo_task::{LocalData, ModelSpec, TrainedModel};
+use fedsilo_simulations::baselines::{auc_on, stack};
+use fedsilo_task::{JobSpec, LocalData, TrainedModel};
 
 /// Each participant's (train, hold-out), exactly as its node splits them.
 fn local_data(fed: &TestFed) -> Vec<LocalData> {
@@ -25,27 +25,18 @@ fn local_data(fed: &TestFed) -> Vec<LocalData> {
         .collect()
 }
 
-/// (federated AUC, pooled AUC) on the union of the participants' hold-out sets.
-fn compare_with_pooled(
-    fed: &TestFed,
-    model: &TrainedModel,
-    learning: &fedsilo_task::Learning,
-) -> (f64, f64) {
+/// (federated AUC, pooled AUC) on the union of the participants' hold-out sets; the pooled
+/// model is the job spec `spec` (TOML) fitted centrally on the pooled training rows.
+fn compare_with_pooled(fed: &TestFed, model: &TrainedModel, spec: &str) -> (f64, f64) {
     let locals = local_data(fed);
     let trains: Vec<&Table> = locals.iter().map(|l| &l.train).collect();
     let holds: Vec<&Table> = locals.iter().map(|l| &l.holdout).collect();
     let pooled_train = stack(&trains).unwrap();
     let pooled_hold = stack(&holds).unwrap();
-    let pooled = train_central(
-        &pooled_train,
-        &model.features,
-        &model.labels,
-        &ModelSpec::LogisticRegression,
-        learning,
-        1,
-        0,
-    )
-    .unwrap();
+    let mut spec: JobSpec = fedsilo_config::from_toml_str(spec, "spec").unwrap();
+    spec.features = model.features.clone();
+    spec.labels = model.labels.clone();
+    let pooled = fedsilo_task::fit_pooled(&spec, &pooled_train).unwrap();
     (
         auc_on(model, &pooled_hold, 0),
         auc_on(&pooled, &pooled_hold, 0),
@@ -103,12 +94,7 @@ fn credit_risk_over_grpc_matches_pooled_auc() {
         "Income",
         CREDIT_SPEC,
     );
-    let learning: fedsilo_task::Learning = toml::from_str::<toml::Value>(CREDIT_SPEC)
-        .ok()
-        .and_then(|v| v.get("learning").cloned())
-        .and_then(|l| l.try_into().ok())
-        .unwrap();
-    let (fed_auc, pooled_auc) = compare_with_pooled(&fed, &model, &learning);
+    let (fed_auc, pooled_auc) = compare_with_pooled(&fed, &model, CREDIT_SPEC);
     eprintln!(
         "credit_data: federated AUC {fed_auc:.4}, pooled AUC {pooled_auc:.4}; status {status}"
     );
@@ -153,12 +139,7 @@ fn caravan_propensity_over_grpc_matches_pooled_auc() {
         "MINKGEM",
         CARAVAN_SPEC,
     );
-    let learning: fedsilo_task::Learning = toml::from_str::<toml::Value>(CARAVAN_SPEC)
-        .ok()
-        .and_then(|v| v.get("learning").cloned())
-        .and_then(|l| l.try_into().ok())
-        .unwrap();
-    let (fed_auc, pooled_auc) = compare_with_pooled(&fed, &model, &learning);
+    let (fed_auc, pooled_auc) = compare_with_pooled(&fed, &model, CARAVAN_SPEC);
     eprintln!("caravan: federated AUC {fed_auc:.4}, pooled AUC {pooled_auc:.4}");
     assert!(pooled_auc > 0.68, "pooled reference is off: {pooled_auc}");
     assert!(

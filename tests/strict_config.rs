@@ -276,4 +276,37 @@ fn typos_in_the_other_files_are_refused_with_file_line_and_suggestion() {
     assert!(err.contains("unknown field `local_epoch`"), "{err}");
     assert!(err.contains("did you mean `local_epochs`?"), "{err}");
     assert!(err.contains("in `jobs[0].learning`"), "{err}");
+
+    // Scenario: a typo among a job's own keys (the job table is a name plus a job spec).
+    let q = std::fs::read_to_string(&scen)
+        .unwrap()
+        .replace(
+            "[jobs.learning]\nlocal_epoch = 2",
+            "[jobs.learning]\nlocal_epochs = 2",
+        )
+        .replacen(
+            "eval_every = 5\n",
+            "eval_every = 5\nphase_timout_ms = 5000\n",
+            1,
+        );
+    std::fs::write(&scen, &q).unwrap();
+    let line = q
+        .lines()
+        .position(|l| l.starts_with("phase_timout_ms"))
+        .unwrap()
+        + 1;
+    let err = run_err(&[
+        "simulate",
+        scen.to_str().unwrap(),
+        "--out",
+        fed.path("out").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "scenario.toml:{line}:1: unknown field `phase_timout_ms`"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `phase_timeout_ms`?"), "{err}");
+    assert!(err.contains("in `jobs[0]`"), "{err}");
 }

@@ -142,6 +142,15 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in protocol order.
+    pub const ALL: [Phase; 5] = [
+        Phase::AdvertiseKeys,
+        Phase::ShareKeys,
+        Phase::MaskedInput,
+        Phase::ConsistencyCheck,
+        Phase::Unmask,
+    ];
+
     /// The byte that ends a transcript of this phase.
     pub fn tag(self) -> u8 {
         match self {
@@ -153,7 +162,8 @@ impl Phase {
         }
     }
 
-    /// A short lowercase name ("advertise_keys", ...), for logs and reports.
+    /// A short lowercase name ("advertise_keys", ...), for logs, scenarios and reports; the
+    /// inverse of [`Phase::from_str`](std::str::FromStr).
     pub fn name(self) -> &'static str {
         match self {
             Phase::AdvertiseKeys => "advertise_keys",
@@ -168,6 +178,23 @@ impl Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// A phase name that is not one of [`Phase::ALL`]'s [`Phase::name`]s.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown phase `{0}`: expected one of {valid}", valid = Phase::ALL.map(Phase::name).join(", "))]
+pub struct UnknownPhase(pub String);
+
+impl std::str::FromStr for Phase {
+    type Err = UnknownPhase;
+
+    /// Reads a [`Phase::name`] back (exact, lowercase).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Phase::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| UnknownPhase(s.to_string()))
     }
 }
 
@@ -713,6 +740,21 @@ impl ServerMsg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phase_names_read_back_and_a_typo_lists_the_valid_ones() {
+        for p in Phase::ALL {
+            assert_eq!(p.name().parse::<Phase>(), Ok(p));
+        }
+        let e = "masked-input".parse::<Phase>().unwrap_err();
+        assert_eq!(e, UnknownPhase("masked-input".into()));
+        assert_eq!(
+            e.to_string(),
+            "unknown phase `masked-input`: expected one of advertise_keys, share_keys, \
+             masked_input, consistency_check, unmask"
+        );
+        assert!("Unmask".parse::<Phase>().is_err());
+    }
 
     fn ctx() -> RoundContext {
         RoundContext {

@@ -11,41 +11,98 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fedsilo_coordinator::engine::{JobRecord, RoundSummary};
-use fedsilo_coordinator::service::{serve, ServiceConfig};
-use fedsilo_coordinator::store::Store;
+use fedsilo_coordinator::service::{serve, ServiceConfig, ServiceError};
+use fedsilo_coordinator::state::StateError;
+use fedsilo_coordinator::store::{Store, StoreError};
 use fedsilo_crypto::msg::ParticipantId;
-use fedsilo_participant::node::{self, NodeConfig, TlsPaths};
+use fedsilo_participant::node::{self, NodeConfig, NodeError, TlsPaths};
 use fedsilo_participant::worker::Worker;
 use fedsilo_proto::pb;
 use fedsilo_proto::pb::operator_client::OperatorClient;
-use fedsilo_proto::roster::Roster as RosterFile;
-use fedsilo_proto::tls::{client_tls_config, TlsFiles};
+use fedsilo_proto::pki::PkiError;
+use fedsilo_proto::roster::{Roster as RosterFile, RosterError};
+use fedsilo_proto::tls::{client_tls_config, TlsError, TlsFiles};
 use rand::SeedableRng;
 use tokio::sync::mpsc;
 
-use crate::memory::SimError;
-use crate::run::{job_columns, job_spec, Federation, RunError};
+use crate::federation::{self, Federation, FederationError};
 use crate::scenario::Scenario;
 
-fn err(m: impl std::fmt::Display) -> RunError {
-    RunError::Sim(SimError::Stalled(format!("grpc transport: {m}")))
+/// Why the gRPC run failed; each names the step and keeps its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    #[error("setting up the run (runtime, temporary directory or port)")]
+    Setup(#[source] std::io::Error),
+    #[error("generating the throw-away PKI")]
+    Pki(#[source] PkiError),
+    #[error("reading the generated roster")]
+    Roster(#[source] RosterError),
+    #[error("initialising the coordinator state")]
+    State(#[source] StateError),
+    #[error("connecting the operator")]
+    OperatorTls(#[source] TlsError),
+    #[error("connecting the operator")]
+    Channel(#[source] tonic::transport::Error),
+    #[error("encoding the spec of job '{job}'")]
+    Spec {
+        job: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("launching job '{job}'")]
+    Launch {
+        job: String,
+        #[source]
+        source: tonic::Status,
+    },
+    #[error("asking for the jobs' status")]
+    Status(#[source] tonic::Status),
+    #[error("'{name}' is missing from the generated roster")]
+    NotInRoster { name: String },
+    #[error("identity key of '{name}'")]
+    Identity {
+        name: String,
+        #[source]
+        source: PkiError,
+    },
+    #[error("participant node")]
+    Node(#[source] NodeError),
+    #[error("participant task")]
+    Join(#[source] tokio::task::JoinError),
+    #[error("a participant node did not stop")]
+    NodeHung,
+    #[error("coordinator service")]
+    Service(#[source] ServiceError),
+    #[error("reading the coordinator store")]
+    Store(#[source] StoreError),
+    #[error("the checkpoint of job '{job}' does not decode")]
+    Checkpoint {
+        job: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Federation(#[from] FederationError),
 }
 
-fn free_port() -> Result<SocketAddr, RunError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(err)?;
-    l.local_addr().map_err(err)
+fn free_port() -> Result<SocketAddr, GrpcError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(GrpcError::Setup)?;
+    l.local_addr().map_err(GrpcError::Setup)
 }
 
-/// Runs the scenario's jobs over real gRPC on loopback.
-pub fn run_grpc(
+/// Runs the scenario's jobs over real gRPC on loopback. The coordinator's engine is seeded
+/// as the in-memory one is ([`federation::coordinator_seed`]) and every worker as its
+/// in-memory twin, so no random choice of the run comes from the OS (the throw-away PKI is
+/// drawn from the scenario seed too); only ports and timings differ.
+pub fn run(
     s: &Scenario,
     fed: &Federation,
     progress: &mut dyn FnMut(&RoundSummary),
-) -> Result<(BTreeMap<String, JobRecord>, Vec<RoundSummary>), RunError> {
+) -> Result<(BTreeMap<String, JobRecord>, Vec<RoundSummary>), GrpcError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(err)?;
+        .map_err(GrpcError::Setup)?;
     rt.block_on(run_async(s, fed, progress))
 }
 
@@ -53,8 +110,8 @@ async fn run_async(
     s: &Scenario,
     fed: &Federation,
     progress: &mut dyn FnMut(&RoundSummary),
-) -> Result<(BTreeMap<String, JobRecord>, Vec<RoundSummary>), RunError> {
-    let dir = tempfile::tempdir().map_err(err)?;
+) -> Result<(BTreeMap<String, JobRecord>, Vec<RoundSummary>), GrpcError> {
+    let dir = tempfile::tempdir().map_err(GrpcError::Setup)?;
     let pki = dir.path().join("pki");
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(s.seed);
     // Certificate and file names allow [A-Za-z0-9._-]: "Bank A" becomes "Bank-A".
@@ -79,11 +136,11 @@ async fn run_async(
         &["localhost".to_string(), "127.0.0.1".to_string()],
         &mut rng,
     )
-    .map_err(err)?;
-    let roster = RosterFile::load(&pki.join("roster.toml")).map_err(err)?;
+    .map_err(GrpcError::Pki)?;
+    let roster = RosterFile::load(&pki.join("roster.toml")).map_err(GrpcError::Roster)?;
     let addr = free_port()?;
     let state_dir = dir.path().join("state");
-    fedsilo_coordinator::state::init(&state_dir).map_err(err)?;
+    fedsilo_coordinator::state::init(&state_dir).map_err(GrpcError::State)?;
     let (obs_tx, mut obs_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let cfg = ServiceConfig {
@@ -97,6 +154,7 @@ async fn run_async(
         },
         limits: Default::default(),
         observer: Some(obs_tx),
+        seed: Some(federation::coordinator_seed(s)),
     };
     let server = tokio::spawn(serve(cfg, async {
         let _ = stop_rx.await;
@@ -108,11 +166,14 @@ async fn run_async(
     let mut op = operator(&pki, &url).await?;
     let n = fed.names.len();
     for job in &s.jobs {
-        let (features, labels) = job_columns(job, fed)?;
-        let mut spec = job_spec(s, job, n);
+        let (features, labels) = federation::job_columns(job, fed)?;
+        let mut spec = federation::job_spec(s, job, n);
         spec.features = features;
         spec.labels = labels;
-        let spec_json = serde_json::to_string(&spec).map_err(err)?;
+        let spec_json = serde_json::to_string(&spec).map_err(|source| GrpcError::Spec {
+            job: job.name.clone(),
+            source,
+        })?;
         let mut tries = 0;
         loop {
             match op
@@ -126,29 +187,33 @@ async fn run_async(
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(err(format!("launching {}: {e}", job.name))),
+                Err(source) => {
+                    return Err(GrpcError::Launch {
+                        job: job.name.clone(),
+                        source,
+                    })
+                }
             }
         }
     }
 
     let mut nodes = Vec::new();
-    for (i, name) in names.iter().enumerate() {
+    for (i, (name, scenario_name)) in names.iter().zip(&fed.names).enumerate() {
         let id: ParticipantId = roster
             .participant_id(name)
-            .ok_or_else(|| err(format!("{name} missing from roster")))?;
+            .ok_or_else(|| GrpcError::NotInRoster { name: name.clone() })?;
         let identity = fedsilo_proto::pki::load_identity(&pki.join(format!("{name}.identity")))
-            .map_err(err)?;
-        let datasets = fed
-            .data
-            .iter()
-            .map(|(d, v)| (d.clone(), v[i].clone()))
-            .collect();
-        let seed = crate::run::seed_bytes(s.seed, &format!("grpc-worker/{name}"));
+            .map_err(|source| GrpcError::Identity {
+                name: name.clone(),
+                source,
+            })?;
+        // The same worker seed as the in-memory run's (by the scenario's institution name).
+        let seed = federation::seed_bytes(s.seed, &format!("worker/{scenario_name}"));
         let worker = Worker::new(
             id,
             Arc::new(identity),
             crypto_roster.clone(),
-            datasets,
+            fed.datasets_of(i),
             seed,
         );
         let cfg = NodeConfig {
@@ -182,7 +247,7 @@ async fn run_async(
         let list = op
             .list_jobs(pb::ListJobsRequest {})
             .await
-            .map_err(|e| err(format!("job status: {e}")))?
+            .map_err(GrpcError::Status)?
             .into_inner();
         done = list.jobs.iter().all(|j| {
             fedsilo_proto::convert::job_state_from(j.state, "state").is_ok_and(|s| s.is_terminal())
@@ -194,26 +259,33 @@ async fn run_async(
     for n in nodes {
         match tokio::time::timeout(Duration::from_secs(30), n).await {
             Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => return Err(err(format!("participant node: {e}"))),
-            Ok(Err(e)) => return Err(err(format!("participant task: {e}"))),
-            Err(_) => return Err(err("a participant node did not stop")),
+            Ok(Ok(Err(e))) => return Err(GrpcError::Node(e)),
+            Ok(Err(e)) => return Err(GrpcError::Join(e)),
+            Err(_) => return Err(GrpcError::NodeHung),
         }
     }
     let _ = stop_tx.send(());
     match server.await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(err(e)),
-        Err(e) => return Err(err(e)),
+        Ok(Err(e)) => return Err(GrpcError::Service(e)),
+        Err(e) => return Err(GrpcError::Join(e)),
     }
     while let Ok(r) = obs_rx.try_recv() {
         progress(&r);
         rounds.push(r);
     }
-    let store = Store::open(&state_dir.join("coordinator.redb")).map_err(err)?;
+    let store = Store::open(&state_dir.join("coordinator.redb")).map_err(GrpcError::Store)?;
     let mut records = BTreeMap::new();
     for job in &s.jobs {
-        if let Some((_, bytes)) = store.latest_checkpoint(&job.name).map_err(err)? {
-            let rec: JobRecord = serde_json::from_slice(&bytes).map_err(err)?;
+        if let Some((_, bytes)) = store
+            .latest_checkpoint(&job.name)
+            .map_err(GrpcError::Store)?
+        {
+            let rec: JobRecord =
+                serde_json::from_slice(&bytes).map_err(|source| GrpcError::Checkpoint {
+                    job: job.name.clone(),
+                    source,
+                })?;
             records.insert(job.name.clone(), rec);
         }
     }
@@ -223,7 +295,7 @@ async fn run_async(
 async fn operator(
     pki: &Path,
     url: &str,
-) -> Result<OperatorClient<tonic::transport::Channel>, RunError> {
+) -> Result<OperatorClient<tonic::transport::Channel>, GrpcError> {
     let tls = client_tls_config(
         &TlsFiles {
             ca_cert: pki.join("ca.pem"),
@@ -232,11 +304,11 @@ async fn operator(
         },
         "localhost",
     )
-    .map_err(err)?;
+    .map_err(GrpcError::OperatorTls)?;
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(err)?
+        .map_err(GrpcError::Channel)?
         .tls_config(tls)
-        .map_err(err)?
+        .map_err(GrpcError::Channel)?
         .connect_lazy();
     Ok(OperatorClient::new(channel))
 }

@@ -2,10 +2,14 @@
 //!
 //! - [`scenario`]: the scenario file.
 //! - [`partition`], [`synth`]: data for the simulated institutions.
+//! - [`federation`]: the prepared federation both transports run on (data, job specs, seeds).
 //! - [`memory`], [`grpc`]: the two transports, driving the production engines.
+//! - [`baselines`]: the pooled and local-only references, computed outside the federation.
 //! - [`run`]: scenario → federation → baselines → [`report`].
 #![forbid(unsafe_code)]
 
+pub mod baselines;
+pub mod federation;
 pub mod grpc;
 pub mod memory;
 pub mod partition;

@@ -15,35 +15,97 @@
 //! round after the next pass.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedsilo_coordinator::engine::{Coordinator, Event, JobState, RoundSummary};
+use fedsilo_coordinator::engine::{
+    Coordinator, EngineError, Event, JobRecord, JobState, RoundSummary,
+};
 use fedsilo_crypto::msg::{ParticipantId, Phase};
 use fedsilo_participant::worker::Worker;
 use fedsilo_task::job::{ToCoordinator, ToParticipant};
 use fedsilo_task::JobSpec;
 use rayon::prelude::*;
 
-use crate::scenario::EventKind;
-
-/// Parses a phase name as written in scenarios and reports.
-pub fn parse_phase(s: &str) -> Option<Phase> {
-    Some(match s {
-        "advertise_keys" => Phase::AdvertiseKeys,
-        "share_keys" => Phase::ShareKeys,
-        "masked_input" => Phase::MaskedInput,
-        "consistency_check" => Phase::ConsistencyCheck,
-        "unmask" => Phase::Unmask,
-        _ => return None,
-    })
-}
+use crate::federation::{self, Federation, FederationError};
+use crate::scenario::{EventKind, Scenario};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("launching job: {0}")]
-    Launch(String),
+    #[error("launching job")]
+    Launch(#[source] EngineError),
     #[error("the federation made no progress: {0}")]
     Stalled(String),
+    #[error("the checkpoint of job '{job}' does not decode")]
+    Checkpoint {
+        job: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Federation(#[from] FederationError),
+}
+
+/// Runs the scenario's federation in memory; returns every job's last checkpointed record
+/// and the round summaries observed, in order.
+pub fn run(
+    s: &Scenario,
+    fed: &Federation,
+    progress: &mut dyn FnMut(&RoundSummary),
+) -> Result<(BTreeMap<String, JobRecord>, Vec<RoundSummary>), SimError> {
+    let n = fed.names.len();
+    let (keys, roster) = federation::identities(s, &fed.names)?;
+    let names: BTreeMap<ParticipantId, String> = fed
+        .names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as ParticipantId, n.clone()))
+        .collect();
+    let coordinator = Coordinator::new(roster.clone(), names, federation::coordinator_seed(s));
+    let roster = Arc::new(roster);
+    let workers: Vec<Worker> = keys
+        .into_iter()
+        .zip(&fed.names)
+        .enumerate()
+        .map(|(i, (key, name))| {
+            Worker::new(
+                i as ParticipantId,
+                key,
+                roster.clone(),
+                fed.datasets_of(i),
+                federation::seed_bytes(s.seed, &format!("worker/{name}")),
+            )
+        })
+        .collect();
+    let faults = s
+        .events
+        .iter()
+        .filter_map(|e| {
+            Some(Fault {
+                kind: e.kind,
+                participant: fed.names.iter().position(|n| n == &e.institution)? as ParticipantId,
+                job_id: e.job.clone(),
+                round: e.round,
+                phase: e.phase,
+            })
+        })
+        .collect();
+    let mut sim = MemoryFederation::new(coordinator, workers, faults);
+    for job in &s.jobs {
+        let (features, labels) = federation::job_columns(job, fed)?;
+        sim.launch(federation::job_spec(s, job, n), features, labels)?;
+    }
+    sim.run(progress)?;
+    let mut records = BTreeMap::new();
+    for (job, bytes) in &sim.observed.last_checkpoint {
+        let rec: JobRecord =
+            serde_json::from_slice(bytes).map_err(|source| SimError::Checkpoint {
+                job: job.clone(),
+                source,
+            })?;
+        records.insert(job.clone(), rec);
+    }
+    Ok((records, std::mem::take(&mut sim.observed.rounds)))
 }
 
 /// A fault applied by the transport.
@@ -118,7 +180,7 @@ impl MemoryFederation {
         let id = self
             .coordinator
             .launch(now, spec, features, labels)
-            .map_err(|e| SimError::Launch(e.to_string()))?;
+            .map_err(SimError::Launch)?;
         for w in 0..self.workers.len() as ParticipantId {
             self.pending_joins.insert((id.clone(), w));
         }

@@ -134,6 +134,29 @@ pub struct Metrics {
     pub top_decile_lift: f64,
 }
 
+impl Metrics {
+    /// Every figure `NaN`: a model that was never evaluated.
+    pub fn not_computed() -> Self {
+        Metrics {
+            auc: f64::NAN,
+            ks: f64::NAN,
+            log_loss: f64::NAN,
+            top_decile_lift: f64::NAN,
+        }
+    }
+}
+
+impl From<&fedsilo_ml::metrics::BinaryMetrics> for Metrics {
+    fn from(m: &fedsilo_ml::metrics::BinaryMetrics) -> Self {
+        Metrics {
+            auc: m.auc,
+            ks: m.ks,
+            log_loss: m.log_loss,
+            top_decile_lift: m.top_decile_lift,
+        }
+    }
+}
+
 /// Each AUC is evaluated on that institution's own hold-out set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstitutionComparison {

@@ -1,52 +1,59 @@
 //! Runs a scenario end to end and assembles the regulator's report.
 //!
-//! The federation itself runs on the real coordinator and participant code (in memory or over
-//! gRPC). Because a simulation holds every institution's data, it can also compute what no
-//! real coordinator could: the pooled (centralised) model as the upper bound, each
-//! institution's local-only model, and the federated model's quality on each institution's own
-//! hold-out set. Those baselines are computed here, outside the federation.
+//! The federation itself runs on the real coordinator and participant code, in memory
+//! ([`crate::memory`]) or over gRPC ([`crate::grpc`]), on the data [`crate::federation`]
+//! prepared. The baselines no real coordinator could compute come from
+//! [`crate::baselines`]. This module only puts the pieces together: the report, the audit
+//! log and the model files.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
-use fedsilo_coordinator::audit::{AuditLog, AuditRecord};
-use fedsilo_coordinator::engine::{Coordinator, JobRecord, JobState, RoundSummary};
-use fedsilo_crypto::keys::IdentityKey;
-use fedsilo_crypto::msg::{ParticipantId, Roster};
-use fedsilo_ml::linear;
-use fedsilo_ml::metrics::{auc, BinaryMetrics, ScoreHistogram};
-use fedsilo_ml::table::Table;
-use fedsilo_participant::data::{load_csv, Schema};
-use fedsilo_participant::worker::Worker;
-use fedsilo_task::{JobSpec, LocalData, ModelParams, ModelSpec, Standardizer, TrainedModel};
-use ndarray::{concatenate, Axis};
-use sha2::{Digest, Sha256};
+use fedsilo_coordinator::audit::{AuditError, AuditLog, AuditRecord};
+use fedsilo_coordinator::engine::{JobRecord, JobState, RoundSummary};
+use fedsilo_ml::metrics::ScoreHistogram;
+use fedsilo_task::{ModelParams, ModelSpec};
 
-use crate::memory::{parse_phase, Fault, MemoryFederation};
+use crate::baselines::{auc_on, BaselineError, Baselines};
+use crate::federation::{self, Federation, FederationError};
+use crate::memory::SimError;
 use crate::report::{
     CurvePoint, DpReport, DropEvent, InstitutionComparison, InstitutionSummary, JobOutcome,
-    Metrics, ModelReport, PrivacyReport, Report, RoundReport, ScenarioSummary, Totals,
+    Metrics, ModelReport, PrivacyReport, Report, ReportError, RoundReport, ScenarioSummary, Totals,
 };
-use crate::scenario::{EventKind, JobEntry, Scenario};
+use crate::scenario::Scenario;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("dataset '{dataset}': {message}")]
-    Data { dataset: String, message: String },
-    #[error("job on dataset '{dataset}'")]
-    Features {
-        dataset: String,
-        #[source]
-        source: fedsilo_ml::table::UnknownFeatures,
-    },
     #[error(transparent)]
-    Sim(#[from] crate::memory::SimError),
-    #[error("report: {0}")]
-    Report(String),
-    #[error("audit log: {0}")]
-    Audit(String),
+    Federation(#[from] FederationError),
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    #[error("gRPC transport")]
+    Grpc(#[from] crate::grpc::GrpcError),
+    #[error("baselines of job '{job}'")]
+    Baselines {
+        job: String,
+        #[source]
+        source: BaselineError,
+    },
+    #[error("{}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("model of job '{job}'")]
+    Artifact {
+        job: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("audit log")]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
 }
 
 /// How the federation's messages travel.
@@ -63,369 +70,6 @@ impl Transport {
             Transport::Grpc => "grpc",
         }
     }
-}
-
-/// Every institution's data for every dataset of the scenario.
-#[derive(Debug)]
-pub struct Federation {
-    pub names: Vec<String>,
-    /// dataset name → per institution (train, hold-out)
-    pub data: BTreeMap<String, Vec<LocalData>>,
-}
-
-pub fn seed_bytes(seed: u64, label: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"fedsilo-sim-seed");
-    h.update(seed.to_le_bytes());
-    h.update(label.as_bytes());
-    h.finalize().into()
-}
-
-/// Loads or generates every dataset and splits it into institutions and hold-out sets.
-pub fn prepare_data(s: &Scenario) -> Result<Federation, RunError> {
-    let names = s.institution_names();
-    let n = names.len();
-    let mut data = BTreeMap::new();
-    for d in &s.datasets {
-        let err = |message: String| RunError::Data {
-            dataset: d.name.clone(),
-            message,
-        };
-        let tables: Vec<Table> = if let Some(syn) = &d.synthetic {
-            (0..n)
-                .map(|i| {
-                    let skew = syn.size_skew.get(i).copied().unwrap_or(1.0);
-                    let rows =
-                        ((syn.rows_per_institution as f64) * skew).round().max(10.0) as usize;
-                    crate::synth::institution_table(
-                        &names[i],
-                        i,
-                        n,
-                        rows,
-                        syn.heterogeneity,
-                        s.seed,
-                    )
-                    .map_err(|e| err(e.to_string()))
-                })
-                .collect::<Result<_, _>>()?
-        } else {
-            let schema_path = d
-                .schema
-                .as_ref()
-                .ok_or_else(|| err("schema missing".into()))?;
-            let schema =
-                Schema::from_toml_file(&s.resolve(schema_path)).map_err(|e| err(e.to_string()))?;
-            if let Some(csv) = &d.csv {
-                let table = load_csv(&s.resolve(csv), &schema).map_err(|e| err(e.to_string()))?;
-                let parts = crate::partition::partition(&table, n, &d.partition, s.seed)
-                    .map_err(|e| err(e.to_string()))?;
-                parts.iter().map(|rows| table.select_rows(rows)).collect()
-            } else {
-                d.files
-                    .iter()
-                    .map(|f| load_csv(&s.resolve(f), &schema).map_err(|e| err(e.to_string())))
-                    .collect::<Result<_, _>>()?
-            }
-        };
-        let locals = tables
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let (train, holdout) =
-                    t.split_holdout(s.holdout_fraction, s.seed.wrapping_add(i as u64));
-                LocalData { train, holdout }
-            })
-            .collect();
-        data.insert(d.name.clone(), locals);
-    }
-    Ok(Federation { names, data })
-}
-
-/// Resolved columns of a job: (features, labels).
-pub fn job_columns(
-    job: &JobEntry,
-    fed: &Federation,
-) -> Result<(Vec<String>, Vec<String>), RunError> {
-    let first = fed
-        .data
-        .get(&job.dataset)
-        .and_then(|v| v.first())
-        .ok_or_else(|| RunError::Data {
-            dataset: job.dataset.clone(),
-            message: "no data".into(),
-        })?;
-    let features = if job.features.is_empty() {
-        first.train.feature_names.clone()
-    } else {
-        // Raw names (`Home`) stand for all their one-hot columns (`Home=owner`, …).
-        fedsilo_ml::table::expand_feature_names(&job.features, &first.train.feature_names).map_err(
-            |source| RunError::Features {
-                dataset: job.dataset.clone(),
-                source,
-            },
-        )?
-    };
-    let labels = if job.labels.is_empty() {
-        first.train.label_names.iter().take(1).cloned().collect()
-    } else {
-        job.labels.clone()
-    };
-    Ok((features, labels))
-}
-
-/// The job spec the scenario launches.
-pub fn job_spec(s: &Scenario, job: &JobEntry, n: usize) -> JobSpec {
-    let late = s
-        .events
-        .iter()
-        .filter(|e| e.kind == EventKind::JoinLate && e.job == job.name)
-        .count();
-    JobSpec {
-        job_id: job.name.clone(),
-        dataset: job.dataset.clone(),
-        task: job.task,
-        model: job.model.clone(),
-        features: job.features.clone(),
-        labels: job.labels.clone(),
-        rounds: job.rounds,
-        min_participants: job
-            .min_participants
-            .unwrap_or(n.saturating_sub(late).max(2)),
-        threshold: job.threshold,
-        neighbours: job.neighbours,
-        learning: job.learning.clone(),
-        dp: job.dp.clone(),
-        eval_every: job.eval_every,
-        hist_bins: 1000,
-        seed: s.seed,
-        phase_timeout_ms: job.phase_timeout_ms,
-        max_participants: (n as u32).max(1000),
-        absence_patience_ms: fedsilo_task::DEFAULT_ABSENCE_PATIENCE_MS,
-    }
-}
-
-/// Identity keys of the simulated institutions (deterministic for the seed).
-pub fn identities(
-    s: &Scenario,
-    names: &[String],
-) -> Result<(Vec<Arc<IdentityKey>>, Roster), RunError> {
-    let mut roster = Roster::new();
-    let mut keys = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let k = IdentityKey::from_seed(seed_bytes(s.seed, &format!("identity/{name}"))).map_err(
-            |e| RunError::Data {
-                dataset: "-".into(),
-                message: format!("identity key: {e}"),
-            },
-        )?;
-        roster.insert(i as ParticipantId, k.public_key());
-        keys.push(Arc::new(k));
-    }
-    Ok((keys, roster))
-}
-
-/// Runs the federation in memory; returns the final job records and what was observed.
-pub fn run_memory(
-    s: &Scenario,
-    fed: &Federation,
-    progress: &mut dyn FnMut(&RoundSummary),
-) -> Result<(BTreeMap<String, JobRecord>, Vec<RoundSummary>), RunError> {
-    let n = fed.names.len();
-    let (keys, roster) = identities(s, &fed.names)?;
-    let names: BTreeMap<ParticipantId, String> = fed
-        .names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (i as ParticipantId, n.clone()))
-        .collect();
-    let coordinator = Coordinator::new(roster.clone(), names, seed_bytes(s.seed, "coordinator"));
-    let roster = Arc::new(roster);
-    let workers: Vec<Worker> = (0..n)
-        .map(|i| {
-            let datasets = fed
-                .data
-                .iter()
-                .map(|(name, v)| (name.clone(), v[i].clone()))
-                .collect();
-            Worker::new(
-                i as ParticipantId,
-                keys[i].clone(),
-                roster.clone(),
-                datasets,
-                seed_bytes(s.seed, &format!("worker/{}", fed.names[i])),
-            )
-        })
-        .collect();
-    let faults = s
-        .events
-        .iter()
-        .filter_map(|e| {
-            Some(Fault {
-                kind: e.kind,
-                participant: fed.names.iter().position(|n| n == &e.institution)? as ParticipantId,
-                job_id: e.job.clone(),
-                round: e.round,
-                phase: parse_phase(&e.phase)?,
-            })
-        })
-        .collect();
-    let mut sim = MemoryFederation::new(coordinator, workers, faults);
-    for job in &s.jobs {
-        let (features, labels) = job_columns(job, fed)?;
-        sim.launch(job_spec(s, job, n), features, labels)?;
-    }
-    sim.run(progress)?;
-    let mut records = BTreeMap::new();
-    for (job, bytes) in &sim.observed.last_checkpoint {
-        let rec: JobRecord =
-            serde_json::from_slice(bytes).map_err(|e| RunError::Report(e.to_string()))?;
-        records.insert(job.clone(), rec);
-    }
-    Ok((records, std::mem::take(&mut sim.observed.rounds)))
-}
-
-fn metrics_of(m: &BinaryMetrics) -> Metrics {
-    Metrics {
-        auc: m.auc,
-        ks: m.ks,
-        log_loss: m.log_loss,
-        top_decile_lift: m.top_decile_lift,
-    }
-}
-
-/// Rows of several tables stacked (same columns).
-pub fn stack(tables: &[&Table]) -> Result<Table, RunError> {
-    let xs: Vec<_> = tables.iter().map(|t| t.x.view()).collect();
-    let ys: Vec<_> = tables.iter().map(|t| t.labels.view()).collect();
-    let err = |e: ndarray::ShapeError| RunError::Report(format!("stacking tables: {e}"));
-    Ok(Table {
-        feature_names: tables[0].feature_names.clone(),
-        x: concatenate(Axis(0), &xs).map_err(err)?,
-        label_names: tables[0].label_names.clone(),
-        labels: concatenate(Axis(0), &ys).map_err(err)?,
-        ids: tables.iter().flat_map(|t| t.ids.iter().cloned()).collect(),
-    })
-}
-
-/// Centrally trained model of the same family on `train` (pooled or one institution's), with
-/// its own standardisation: the reference a federated model is compared with.
-pub fn train_central(
-    train: &Table,
-    features: &[String],
-    labels: &[String],
-    model: &ModelSpec,
-    learning: &fedsilo_task::Learning,
-    rounds: u64,
-    seed: u64,
-) -> Result<TrainedModel, String> {
-    let x = fedsilo_task::select_columns(train, features).map_err(|e| e.to_string())?;
-    let y = fedsilo_task::select_labels(train, labels).map_err(|e| e.to_string())?;
-    let mut mean = Vec::new();
-    let mut std = Vec::new();
-    let mut missing = Vec::new();
-    for col in x.axis_iter(Axis(1)) {
-        let vals: Vec<f64> = col
-            .iter()
-            .filter(|v| !v.is_nan())
-            .map(|&v| v as f64)
-            .collect();
-        let n = vals.len().max(1) as f64;
-        let m = vals.iter().sum::<f64>() / n;
-        let var = vals.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n;
-        mean.push(m);
-        std.push(if var.sqrt() > 1e-12 { var.sqrt() } else { 1.0 });
-        missing.push(1.0 - vals.len() as f64 / x.nrows().max(1) as f64);
-    }
-    let standardizer = Standardizer {
-        mean,
-        std,
-        missing_rate: missing,
-    };
-    let xs = standardizer.apply(x.view()).map_err(|e| e.to_string())?;
-    let pos_weight = learning.pos_weight.unwrap_or(1.0);
-    let params = match model {
-        ModelSpec::Gbdt(p) => ModelParams::Gbdt {
-            model: fedsilo_ml::gbdt::fit_pooled(x.view(), y.column(0), p)
-                .map_err(|e| e.to_string())?,
-        },
-        ModelSpec::Scorecard(sc) => ModelParams::Scorecard {
-            card: Box::new(
-                fedsilo_ml::scorecard::fit_pooled(
-                    features.to_vec(),
-                    x.view(),
-                    y.column(0),
-                    sc,
-                    learning.l2,
-                    pos_weight,
-                )
-                .map_err(|e| e.to_string())?,
-            ),
-        },
-        ModelSpec::LogisticRegression => ModelParams::LogisticRegression {
-            per_label: (0..labels.len())
-                .map(|l| {
-                    linear::fit_pooled(xs.view(), y.column(l), learning.l2, pos_weight)
-                        .map_err(|e| e.to_string())
-                })
-                .collect::<Result<_, _>>()?,
-        },
-        ModelSpec::Mlp { hidden } => {
-            use rand::SeedableRng;
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let cfg = linear::LocalTrainConfig {
-                epochs: learning.local_epochs * rounds as usize,
-                learning_rate: learning.learning_rate,
-                batch_size: learning.batch_size,
-                l2: learning.l2,
-                pos_weight,
-                prox_mu: 0.0,
-            };
-            ModelParams::Mlp {
-                per_label: (0..labels.len())
-                    .map(|l| {
-                        let init = fedsilo_ml::mlp::MlpParams::init(
-                            fedsilo_ml::mlp::MlpSpec {
-                                inputs: features.len(),
-                                hidden: hidden.clone(),
-                            },
-                            &mut rng,
-                        );
-                        fedsilo_ml::mlp::mlp_local_train(
-                            &init,
-                            xs.view(),
-                            y.column(l),
-                            &cfg,
-                            &mut rng,
-                        )
-                        .map_err(|e| e.to_string())
-                    })
-                    .collect::<Result<_, _>>()?,
-            }
-        }
-    };
-    Ok(TrainedModel {
-        features: features.to_vec(),
-        labels: labels.to_vec(),
-        standardizer,
-        params,
-    })
-}
-
-/// AUC of `model` on `t` for label index `label` (NaN when `t` has one class only).
-pub fn auc_on(model: &TrainedModel, t: &Table, label: usize) -> f64 {
-    let Ok(p) = model.predict(t) else {
-        return f64::NAN;
-    };
-    let Ok(y) = fedsilo_task::select_labels(t, &model.labels) else {
-        return f64::NAN;
-    };
-    let scores: Vec<f64> = p.column(label).to_vec();
-    let labels: Vec<f32> = y.column(label).to_vec();
-    let pos = labels.iter().filter(|&&v| v > 0.5).count();
-    if pos == 0 || pos == labels.len() {
-        return f64::NAN;
-    }
-    auc(&scores, &labels)
 }
 
 /// Reads the process's peak resident memory (Linux), for the report.
@@ -452,7 +96,7 @@ pub fn build_report(
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let d = first_ds.map(|v| &v[i]);
+            let d = first_ds.and_then(|v| v.get(i));
             InstitutionSummary {
                 name: name.clone(),
                 rows_train: d.map(|d| d.train.n_rows()).unwrap_or(0),
@@ -466,6 +110,7 @@ pub fn build_report(
             }
         })
         .collect();
+    let n = fed.names.len();
     let mut models = Vec::new();
     let mut dp_report = None;
     for job in &s.jobs {
@@ -473,48 +118,22 @@ pub fn build_report(
             continue;
         };
         let plan = &rec.plan;
-        let (features, labels) = (plan.data().features.clone(), plan.data().labels.clone());
-        let locals = fed.data.get(&job.dataset).ok_or_else(|| RunError::Data {
-            dataset: job.dataset.clone(),
-            message: "missing".into(),
-        })?;
-        let trains: Vec<&Table> = locals.iter().map(|l| &l.train).collect();
-        let holds: Vec<&Table> = locals.iter().map(|l| &l.holdout).collect();
-        let pooled_train = stack(&trains)?;
-        let pooled_hold = stack(&holds)?;
-        let pooled = if s.baselines {
-            train_central(
-                &pooled_train,
-                &features,
-                &labels,
-                &job.model,
-                &job.learning,
-                job.rounds,
-                s.seed,
-            )
-            .ok()
-        } else {
-            None
-        };
-        let local_models: Vec<Option<TrainedModel>> = if s.baselines {
-            trains
-                .iter()
-                .map(|t| {
-                    train_central(
-                        t,
-                        &features,
-                        &labels,
-                        &job.model,
-                        &job.learning,
-                        job.rounds,
-                        s.seed,
-                    )
-                    .ok()
-                })
-                .collect()
-        } else {
-            vec![None; trains.len()]
-        };
+        let labels = &plan.data().labels;
+        let locals = fed
+            .data
+            .get(&job.spec.dataset)
+            .ok_or_else(|| FederationError::NoData {
+                dataset: job.spec.dataset.clone(),
+            })?;
+        // The baselines train the job's own spec on the columns the federation used.
+        let mut spec = federation::job_spec(s, job, n);
+        spec.features = plan.data().features.clone();
+        spec.labels = labels.clone();
+        let base =
+            Baselines::fit(&spec, locals, s.baselines).map_err(|source| RunError::Baselines {
+                job: job.name.clone(),
+                source,
+            })?;
         for (li, label) in labels.iter().enumerate() {
             let name = if labels.len() > 1 {
                 format!("{}: {}", job.name, label)
@@ -531,39 +150,25 @@ pub fn build_report(
                 })
                 .collect();
             let (final_metrics, hist) = match plan.last_eval().and_then(|e| e.per_label.get(li)) {
-                Some((m, h)) => (metrics_of(m), h.clone()),
-                None => (
-                    Metrics {
-                        auc: f64::NAN,
-                        ks: f64::NAN,
-                        log_loss: f64::NAN,
-                        top_decile_lift: f64::NAN,
-                    },
-                    ScoreHistogram::new(10),
-                ),
+                Some((m, h)) => (Metrics::from(m), h.clone()),
+                None => (Metrics::not_computed(), ScoreHistogram::new(10)),
             };
-            let pooled_metrics = pooled.as_ref().and_then(|m| {
-                let p = m.predict(&pooled_hold).ok()?;
-                let y = fedsilo_task::select_labels(&pooled_hold, &labels).ok()?;
-                let scores: Vec<f64> = p.column(li).to_vec();
-                let ys: Vec<f32> = y.column(li).to_vec();
-                Some(metrics_of(&BinaryMetrics::from_scores(&scores, &ys)))
-            });
-            let comparison = (0..locals.len())
-                .map(|i| InstitutionComparison {
-                    institution: fed.names[i].clone(),
-                    local_only_auc: local_models[i]
-                        .as_ref()
-                        .map(|m| auc_on(m, &locals[i].holdout, li))
-                        .unwrap_or(f64::NAN),
-                    federated_auc: plan
-                        .model()
-                        .map(|m| auc_on(m, &locals[i].holdout, li))
-                        .unwrap_or(f64::NAN),
-                    pooled_auc: pooled
-                        .as_ref()
-                        .map(|m| auc_on(m, &locals[i].holdout, li))
-                        .unwrap_or(f64::NAN),
+            let pooled_metrics = base.pooled_metrics(li).as_ref().map(Metrics::from);
+            let on_own_holdout =
+                |m: Option<&fedsilo_task::TrainedModel>, i: usize| match (m, locals.get(i)) {
+                    (Some(m), Some(l)) => auc_on(m, &l.holdout, li),
+                    _ => f64::NAN,
+                };
+            let comparison = fed
+                .names
+                .iter()
+                .enumerate()
+                .take(locals.len())
+                .map(|(i, institution)| InstitutionComparison {
+                    institution: institution.clone(),
+                    local_only_auc: on_own_holdout(base.local.get(i).and_then(Option::as_ref), i),
+                    federated_auc: on_own_holdout(plan.model(), i),
+                    pooled_auc: on_own_holdout(base.pooled.as_ref(), i),
                 })
                 .collect();
             let mut notes = Vec::new();
@@ -582,8 +187,8 @@ pub fn build_report(
             ));
             models.push(ModelReport {
                 name,
-                task: format!("{:?}", job.task).to_lowercase(),
-                model_kind: match &job.model {
+                task: format!("{:?}", job.spec.task).to_lowercase(),
+                model_kind: match &job.spec.model {
                     ModelSpec::LogisticRegression => "logistic_regression".into(),
                     ModelSpec::Mlp { hidden } => format!("mlp {hidden:?}"),
                     ModelSpec::Gbdt(p) => format!(
@@ -611,7 +216,7 @@ pub fn build_report(
                 },
             });
         }
-        if let Some(dp) = &job.dp {
+        if let Some(dp) = &job.spec.dp {
             let per_round: Vec<f64> = rounds
                 .iter()
                 .filter(|r| r.job_id == job.name)
@@ -719,14 +324,13 @@ pub fn build_report(
 
 /// Appends one audit entry per round to `path`; returns the chain head.
 pub fn write_audit(path: &Path, rounds: &[RoundSummary]) -> Result<String, RunError> {
-    let mut log = AuditLog::open(path).map_err(|e| RunError::Audit(e.to_string()))?;
+    let mut log = AuditLog::open(path)?;
     let t0 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     for (i, r) in rounds.iter().enumerate() {
-        log.append(AuditRecord::of_round(r, t0 + i as u64))
-            .map_err(|e| RunError::Audit(e.to_string()))?;
+        log.append(AuditRecord::of_round(r, t0 + i as u64))?;
     }
     Ok(log.head())
 }
@@ -739,13 +343,15 @@ pub fn run_scenario(
     progress: &mut dyn FnMut(&RoundSummary),
 ) -> Result<(Report, PathBuf, PathBuf), RunError> {
     let started = Instant::now();
-    let fed = prepare_data(s)?;
+    let fed = federation::prepare_data(s)?;
     let (records, rounds) = match transport {
-        Transport::Memory => run_memory(s, &fed, progress)?,
-        Transport::Grpc => crate::grpc::run_grpc(s, &fed, progress)?,
+        Transport::Memory => crate::memory::run(s, &fed, progress)?,
+        Transport::Grpc => crate::grpc::run(s, &fed, progress)?,
     };
-    std::fs::create_dir_all(out_dir)
-        .map_err(|e| RunError::Report(format!("{}: {e}", out_dir.display())))?;
+    std::fs::create_dir_all(out_dir).map_err(|source| RunError::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
     let audit_path = out_dir.join("audit.jsonl");
     let _ = std::fs::remove_file(&audit_path);
     let head = write_audit(&audit_path, &rounds)?;
@@ -772,11 +378,13 @@ pub fn run_scenario(
             .unwrap_or_default();
         let artifact = fedsilo_task::ModelArtifact::new(&rec.plan, model, round_sha256);
         let write = |path: PathBuf, text: String| {
-            std::fs::write(&path, text)
-                .map_err(|e| RunError::Report(format!("{}: {e}", path.display())))
+            std::fs::write(&path, text).map_err(|source| RunError::Io { path, source })
         };
         let json =
-            serde_json::to_string_pretty(&artifact).map_err(|e| RunError::Report(e.to_string()))?;
+            serde_json::to_string_pretty(&artifact).map_err(|source| RunError::Artifact {
+                job: job.clone(),
+                source,
+            })?;
         write(out_dir.join(format!("model-{job}.json")), json)?;
         if let ModelParams::Scorecard { card } = &model.params {
             write(
@@ -785,8 +393,6 @@ pub fn run_scenario(
             )?;
         }
     }
-    let (json, html) = report
-        .write(out_dir)
-        .map_err(|e| RunError::Report(e.to_string()))?;
+    let (json, html) = report.write(out_dir)?;
     Ok((report, json, html))
 }

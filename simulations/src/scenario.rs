@@ -32,10 +32,13 @@
 
 use std::path::{Path, PathBuf};
 
-use fedsilo_task::{DpSpec, Learning, ModelSpec, Task};
-use serde::{Deserialize, Serialize};
+use fedsilo_crypto::msg::Phase;
+use fedsilo_task::JobSpec;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::partition::Partitioner;
+
+mod job;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -50,7 +53,7 @@ pub enum ScenarioError {
     Invalid { path: PathBuf, message: String },
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     pub name: String,
@@ -129,42 +132,23 @@ fn default_heterogeneity() -> f64 {
     0.5
 }
 
-/// A training job of the scenario (a [`fedsilo_task::JobSpec`] without ids).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A training job of the scenario: a [`JobSpec`] under a name.
+///
+/// Its table holds the name and the keys of a job spec, with the scenario's defaults where
+/// they differ: `phase_timeout_ms` defaults to 10 s, and `min_participants`, when not given,
+/// to every institution that is not a late joiner of the job (at least 2). The keys the
+/// scenario decides itself are refused: `job_id` (it is `name`), `seed` (the scenario's),
+/// `max_participants` (the institution count, at least 1000). Every other key is refused
+/// by name with the nearest valid one, as `deny_unknown_fields` would (module `job`).
+#[derive(Clone, Debug, PartialEq)]
 pub struct JobEntry {
+    /// The job's name, also its job id.
     pub name: String,
-    pub dataset: String,
-    #[serde(default)]
-    pub task: Task,
-    #[serde(default)]
-    pub model: ModelSpec,
-    #[serde(default)]
-    pub features: Vec<String>,
-    #[serde(default)]
-    pub labels: Vec<String>,
-    pub rounds: u64,
-    #[serde(default)]
-    pub threshold: Option<usize>,
-    #[serde(default)]
-    pub neighbours: Option<usize>,
-    #[serde(default)]
+    /// The spec as written (`job_id` = `name`, `phase_timeout_ms` with the scenario's
+    /// default); [`crate::federation::job_spec`] completes it for a launch.
+    pub spec: JobSpec,
+    /// `min_participants` as written; `None` = every institution that does not join late.
     pub min_participants: Option<usize>,
-    #[serde(default)]
-    pub learning: Learning,
-    #[serde(default)]
-    pub dp: Option<DpSpec>,
-    #[serde(default = "default_eval_every")]
-    pub eval_every: u64,
-    #[serde(default = "default_phase_timeout")]
-    pub phase_timeout_ms: u64,
-}
-
-fn default_eval_every() -> u64 {
-    5
-}
-fn default_phase_timeout() -> u64 {
-    10_000
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,7 +162,7 @@ pub enum EventKind {
     Straggle,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventSpec {
     pub kind: EventKind,
@@ -186,12 +170,20 @@ pub struct EventSpec {
     pub job: String,
     /// Aggregation round of the job (0-based, as numbered in the report).
     pub round: u64,
-    #[serde(default = "default_phase")]
-    pub phase: String,
+    /// The phase from which the fault applies ([`Phase::name`]; default `advertise_keys`).
+    #[serde(default = "default_phase", deserialize_with = "phase")]
+    pub phase: Phase,
 }
 
-fn default_phase() -> String {
-    "advertise_keys".into()
+fn default_phase() -> Phase {
+    Phase::AdvertiseKeys
+}
+
+/// A phase by its name; a typo is refused naming the valid ones.
+fn phase<'de, D: Deserializer<'de>>(d: D) -> Result<Phase, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
 }
 
 impl Scenario {
@@ -285,10 +277,10 @@ impl Scenario {
             return Err("jobs: the scenario trains nothing".into());
         }
         for j in &self.jobs {
-            if !self.datasets.iter().any(|d| d.name == j.dataset) {
+            if !self.datasets.iter().any(|d| d.name == j.spec.dataset) {
                 return Err(format!(
                     "jobs '{}': dataset '{}' is not defined",
-                    j.name, j.dataset
+                    j.name, j.spec.dataset
                 ));
             }
         }
@@ -299,13 +291,38 @@ impl Scenario {
             if !self.jobs.iter().any(|j| j.name == e.job) {
                 return Err(format!("events: unknown job '{}'", e.job));
             }
-            if crate::memory::parse_phase(&e.phase).is_none() {
-                return Err(format!(
-                    "events: phase '{}' is not one of advertise_keys, share_keys, masked_input, consistency_check, unmask",
-                    e.phase
-                ));
-            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_phase_is_read_by_name_and_a_typo_lists_the_valid_ones() {
+        let text = |phase: &str| {
+            format!(
+                "name = \"t\"\n[institutions]\ncount = 3\n[[datasets]]\nname = \"d\"\n\
+                 synthetic = {{ rows_per_institution = 50 }}\n[[jobs]]\nname = \"j\"\n\
+                 dataset = \"d\"\nrounds = 2\n[[events]]\nkind = \"drop\"\n\
+                 institution = \"Institution 01\"\njob = \"j\"\nround = 1\n{phase}"
+            )
+        };
+        let s: Scenario = fedsilo_config::from_toml_str(&text(""), "s.toml").unwrap();
+        assert_eq!(s.events[0].phase, Phase::AdvertiseKeys);
+        let s: Scenario =
+            fedsilo_config::from_toml_str(&text("phase = \"unmask\"\n"), "s.toml").unwrap();
+        assert_eq!(s.events[0].phase, Phase::Unmask);
+        let e = fedsilo_config::from_toml_str::<Scenario>(&text("phase = \"masked\"\n"), "s.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("s.toml:16:"), "{e}");
+        assert!(e.contains("events[0].phase"), "{e}");
+        assert!(
+            e.contains("unknown phase `masked`: expected one of advertise_keys, share_keys"),
+            "{e}"
+        );
     }
 }

@@ -12,6 +12,7 @@ pub(crate) fn coordinator_config(config: &Path) -> Result<ServiceConfig> {
         tls: tls_files(base, &cfg.tls),
         limits: cfg.limits,
         observer: None,
+        seed: None,
     })
 }
 
@@ -67,7 +68,7 @@ pub(crate) fn simulate(scenario: &Path, out: &Path, transport: TransportArg) -> 
     let expected: u64 = s
         .jobs
         .iter()
-        .map(|j| 2 + j.rounds + j.rounds.div_ceil(j.eval_every.max(1)))
+        .map(|j| 2 + j.spec.rounds + j.spec.rounds.div_ceil(j.spec.eval_every.max(1)))
         .sum();
     let tty = std::io::stderr().is_terminal();
     let bar = if tty {

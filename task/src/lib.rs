@@ -41,6 +41,7 @@ pub mod instruction;
 pub mod job;
 pub mod model;
 pub mod plan;
+pub mod pooled;
 pub mod spec;
 pub mod validate;
 
@@ -51,6 +52,7 @@ pub use instruction::{Instruction, JobData, NoiseSpec, Purpose, Step, UnknownPur
 pub use model::{ModelParams, Standardizer, TrainedModel};
 pub use plan::plausible::Implausible;
 pub use plan::{CurvePoint, Evaluation, Plan};
+pub use pooled::{fit_pooled, PooledError};
 pub use spec::{
     DpSpec, JobSpec, Learning, ModelSpec, Task, ABSENCE_PATIENCE_MS_RANGE,
     DEFAULT_ABSENCE_PATIENCE_MS,

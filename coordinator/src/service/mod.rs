@@ -124,6 +124,8 @@ pub struct ServiceConfig {
     pub limits: Limits,
     /// Receives every round summary (simulations build their report from it).
     pub observer: Option<mpsc::UnboundedSender<crate::engine::RoundSummary>>,
+    /// Engine seed (graph seeds, job ids); `None` = from the OS. Simulations pass theirs.
+    pub seed: Option<[u8; 32]>,
 }
 
 /// The shared face of the actor used by both services.
@@ -245,6 +247,7 @@ pub async fn serve(
         .collect();
     let mut seed = [0u8; 32];
     rand::rng().fill_bytes(&mut seed);
+    let seed = cfg.seed.unwrap_or(seed);
     let mut engine = Coordinator::new(roster.to_crypto_roster(), names, seed);
     let now = Instant::now();
     let jobs = store.list_jobs()?;
