@@ -1,7 +1,7 @@
 //! The coordinator's durable store and audit log, including survival of SIGKILL.
 //!
 //! The kill tests re-run this test binary as a child process in a "writer" mode
-//! (`*_writer_child`, a no-op unless its environment variable is set), kill it with SIGKILL
+//! (`*_writer_child`, ignored on their own and refusing to run without their parent's variable), kill it with SIGKILL
 //! while it writes, and check what it reported as done against what is on disk.
 
 use fedsilo_task::Purpose;
