@@ -293,8 +293,10 @@ fn foreign_certificate_and_forged_identity_are_refused() {
                 .unwrap()
                 .into_inner();
             for m in reply.messages {
-                w.handle_message(fedsilo_task::job::ToParticipant::try_from(m.decode().unwrap()).unwrap())
-                    .unwrap();
+                w.handle_message(
+                    fedsilo_task::job::ToParticipant::try_from(m.decode().unwrap()).unwrap(),
+                )
+                .unwrap();
             }
             if let Some(out) = w.poll_transmit() {
                 return c.submit(pb::ToCoordinator::from(out)).await;

@@ -243,7 +243,7 @@ pub fn compute(
             let LocalCache { raw, gbdt, .. } = cache;
             let (_, x, _) = raw
                 .as_ref()
-                .ok_or_else(|| FedError::Internal("column cache empty"))?;
+                .ok_or(FedError::Internal("column cache empty"))?;
             Ok(gbdt_compute(step, x.view(), yc, gbdt)?)
         }
         Instruction::ScorecardHistogram {
