@@ -35,15 +35,11 @@ impl GbdtInstruction {
     /// its cap before computing anything).
     pub fn output_len(&self) -> usize {
         match self {
-            GbdtInstruction::Stats { n_features } => n_features.saturating_mul(3).saturating_add(2),
+            GbdtInstruction::Stats { n_features } => stats_len(*n_features),
             GbdtInstruction::FineHistogram { ranges, fine_bins } => {
-                ranges.len().saturating_mul(fine_bins.saturating_add(1))
+                fine_histogram_len(ranges.len(), *fine_bins)
             }
-            GbdtInstruction::Level { model, nodes, .. } => nodes
-                .len()
-                .saturating_mul(model.bin_mapper.n_features())
-                .saturating_mul(model.bin_mapper.n_bins())
-                .saturating_mul(2),
+            GbdtInstruction::Level { model, nodes, .. } => level_len(nodes.len(), model),
         }
     }
 
@@ -55,6 +51,24 @@ impl GbdtInstruction {
             GbdtInstruction::Level { .. } => "level",
         }
     }
+}
+
+/// Length of a `Stats` vector: rows, positives, then (count, Σx, Σx²) per feature.
+pub(crate) fn stats_len(n_features: usize) -> usize {
+    n_features.saturating_mul(3).saturating_add(2)
+}
+
+/// Length of a `FineHistogram` vector: `fine_bins` + missing per feature.
+pub(crate) fn fine_histogram_len(n_features: usize, fine_bins: usize) -> usize {
+    n_features.saturating_mul(fine_bins.saturating_add(1))
+}
+
+/// Length of a `Level` vector: (gradient, hessian) per node, feature and bin.
+pub(crate) fn level_len(nodes: usize, model: &GbdtModel) -> usize {
+    nodes
+        .saturating_mul(model.bin_mapper.n_features())
+        .saturating_mul(model.bin_mapper.n_bins())
+        .saturating_mul(2)
 }
 
 /// Derived data a participant keeps between instructions: the binned matrix and the margins

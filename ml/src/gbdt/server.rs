@@ -6,6 +6,7 @@ use ndarray::{ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 use super::histogram::leaf_weight;
+use super::participant::{fine_histogram_len, level_len, stats_len};
 use super::{
     best_splits, gbdt_compute, GbdtCache, GbdtError, GbdtInstruction, GbdtModel, GbdtParams, Node,
     Tree,
@@ -109,6 +110,19 @@ impl GbdtServer {
         }
     }
 
+    /// Length of the vectors [`next`](GbdtServer::next)'s instruction asks for, without
+    /// building it (a tree level's instruction carries the whole model so far).
+    pub fn next_len(&self) -> Option<usize> {
+        match &self.phase {
+            Phase::Stats => Some(stats_len(self.n_features)),
+            Phase::Bins { ranges, .. } => {
+                Some(fine_histogram_len(ranges.len(), self.params.fine_bins))
+            }
+            Phase::Grow { model, request, .. } => Some(level_len(request.len(), model)),
+            Phase::Done { .. } => None,
+        }
+    }
+
     pub fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done { .. })
     }
@@ -191,9 +205,13 @@ impl GbdtServer {
         let p = &self.params;
         let f = model.bin_mapper.n_features();
         let nb = model.bin_mapper.n_bins();
-        let per_node = f * nb * 2;
-        let expected = request.len() * per_node;
-        check_sum(sum, "level", expected, "level histograms")?;
+        let per_node = level_len(1, model);
+        check_sum(
+            sum,
+            "level",
+            level_len(request.len(), model),
+            "level histograms",
+        )?;
         // Full histograms of every open node: requested ones, then derived ones.
         let mut open: Vec<u32> = request.to_vec();
         let mut full = sum.to_vec();

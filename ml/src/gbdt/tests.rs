@@ -61,6 +61,8 @@ fn federate(
     let mut caches: Vec<GbdtCache> = parts.iter().map(|_| GbdtCache::new()).collect();
     while let Some(instr) = server.next() {
         on_level(&instr, &mut caches);
+        // The server knows the length without building the instruction.
+        assert_eq!(server.next_len(), Some(instr.output_len()));
         let mut sum = vec![0.0; instr.output_len()];
         for ((x, y), c) in parts.iter().zip(caches.iter_mut()) {
             let v = gbdt_compute(&instr, x.view(), y.view(), c).unwrap();

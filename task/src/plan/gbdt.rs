@@ -73,8 +73,8 @@ impl Boosting {
         match self {
             // Counts and gradient/hessian sums: |g| ≤ 1, h ≤ 1/4 per row.
             Boosting::Grow { server, .. } => server
-                .next()
-                .map(|step| Shape::new(step.output_len(), job.rows_bound())),
+                .next_len()
+                .map(|len| Shape::new(len, job.rows_bound())),
             Boosting::Evaluate { .. } => Some(evaluate::shape(job)),
         }
     }
