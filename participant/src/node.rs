@@ -25,14 +25,46 @@ use crate::worker::{Worker, WorkerEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// A value of `participant.toml` that cannot work.
     #[error("config {path}: {message}")]
     Config { path: PathBuf, message: String },
     #[error("cannot load the participant config")]
     ConfigFile(#[from] fedsilo_config::ConfigError),
-    #[error("dataset '{name}': {message}")]
-    Data { name: String, message: String },
-    #[error("TLS: {0}")]
-    Tls(String),
+    /// The roster the config names does not load.
+    #[error("config {path}")]
+    Roster {
+        path: PathBuf,
+        #[source]
+        source: fedsilo_proto::roster::RosterError,
+    },
+    /// The identity key the config names does not load.
+    #[error("config {path}")]
+    Identity {
+        path: PathBuf,
+        #[source]
+        source: fedsilo_proto::pki::PkiError,
+    },
+    /// `coordinator` is not an address a channel can be built for.
+    #[error("config {path}: coordinator address '{address}'")]
+    Address {
+        path: PathBuf,
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A dataset's schema or CSV file does not load.
+    #[error("dataset '{name}'")]
+    Data {
+        name: String,
+        #[source]
+        source: Box<crate::data::DataError>,
+    },
+    /// The TLS files do not make a client configuration.
+    #[error("TLS")]
+    Tls(#[source] fedsilo_proto::tls::TlsError),
+    /// The channel refused the TLS configuration.
+    #[error("TLS")]
+    Channel(#[source] tonic::transport::Error),
     #[error("coordinator refused: {0}")]
     Refused(String),
 }
@@ -131,13 +163,12 @@ impl NodeConfig {
 pub fn load_datasets(cfg: &NodeConfig) -> Result<BTreeMap<String, LocalData>, NodeError> {
     let mut out = BTreeMap::new();
     for d in &cfg.datasets {
-        let err = |message: String| NodeError::Data {
+        let err = |source| NodeError::Data {
             name: d.name.clone(),
-            message,
+            source: Box::new(source),
         };
-        let schema =
-            Schema::from_toml_file(&cfg.resolve(&d.schema)).map_err(|e| err(e.to_string()))?;
-        let table = load_csv(&cfg.resolve(&d.csv), &schema).map_err(|e| err(e.to_string()))?;
+        let schema = Schema::from_toml_file(&cfg.resolve(&d.schema)).map_err(err)?;
+        let table = load_csv(&cfg.resolve(&d.csv), &schema).map_err(err)?;
         let (train, holdout) = table.split_holdout(cfg.holdout_fraction, cfg.holdout_seed);
         tracing::info!(dataset = %d.name, train = train.n_rows(), holdout = holdout.n_rows(), "dataset loaded");
         out.insert(d.name.clone(), LocalData { train, holdout });
@@ -148,9 +179,9 @@ pub fn load_datasets(cfg: &NodeConfig) -> Result<BTreeMap<String, LocalData>, No
 /// Builds the worker from the config: identity key, roster, data.
 pub fn build_worker(cfg: &NodeConfig) -> Result<Worker, NodeError> {
     let roster_path = cfg.resolve(&cfg.roster);
-    let roster = RosterFile::load(&roster_path).map_err(|e| NodeError::Config {
+    let roster = RosterFile::load(&roster_path).map_err(|source| NodeError::Roster {
         path: roster_path.clone(),
-        message: e.to_string(),
+        source,
     })?;
     let me = roster
         .participant_id(&cfg.name)
@@ -159,11 +190,12 @@ pub fn build_worker(cfg: &NodeConfig) -> Result<Worker, NodeError> {
             message: format!("institution '{}' is not in the roster", cfg.name),
         })?;
     let identity_path = cfg.resolve(&cfg.identity);
-    let identity =
-        fedsilo_proto::pki::load_identity(&identity_path).map_err(|e| NodeError::Config {
+    let identity = fedsilo_proto::pki::load_identity(&identity_path).map_err(|source| {
+        NodeError::Identity {
             path: identity_path.clone(),
-            message: e.to_string(),
-        })?;
+            source,
+        }
+    })?;
     let entry = roster
         .institutions
         .iter()
@@ -202,15 +234,15 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const POLL_WAIT: Duration = Duration::from_secs(2);
 
 async fn connect(cfg: &NodeConfig) -> Result<FederationClient<Channel>, NodeError> {
-    let tls = client_tls_config(&cfg.tls_files(), &cfg.tls_domain)
-        .map_err(|e| NodeError::Tls(e.to_string()))?;
+    let tls = client_tls_config(&cfg.tls_files(), &cfg.tls_domain).map_err(NodeError::Tls)?;
     let endpoint = Endpoint::from_shared(cfg.coordinator.clone())
-        .map_err(|e| NodeError::Config {
+        .map_err(|source| NodeError::Address {
             path: cfg.base_dir.clone(),
-            message: format!("coordinator address '{}': {e}", cfg.coordinator),
+            address: cfg.coordinator.clone(),
+            source,
         })?
         .tls_config(tls)
-        .map_err(|e| NodeError::Tls(e.to_string()))?
+        .map_err(NodeError::Channel)?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT);
     let channel = endpoint.connect_lazy();
@@ -313,13 +345,6 @@ pub async fn run_until(
         let mut outgoing = Vec::new();
         tokio::task::block_in_place(|| {
             for m in reply.messages {
-                let m = match m.decode() {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "undecodable message from coordinator");
-                        continue;
-                    }
-                };
                 match fedsilo_task::job::ToParticipant::try_from(m) {
                     Ok(m) => {
                         if let Err(e) = worker.handle_message(m) {

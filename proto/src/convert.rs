@@ -13,7 +13,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use fedsilo_crypto::encoding::{FixedPoint, Modulus, RingVec};
+use fedsilo_crypto::encoding::{EncodingError, FixedPoint, Modulus, RingVec};
 use fedsilo_crypto::msg::{
     AdvertiseKeys, ClientMsg, ConsistencyRequest, ConsistencySignature, EncryptedShare,
     MaskedInput, MaskedInputRequest, RevealedShare, RoundConfig, RoundContext, ServerMsg,
@@ -30,7 +30,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A wire value the Rust types cannot hold, with the path of the offending field
 /// (e.g. `secagg.advertise_keys.c_pk`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct WireError {
     /// Dotted field path from the converted message; `shares[2]` for a repeated element.
     /// Empty when the converted message itself is at fault (e.g. its oneof is empty).
@@ -39,7 +39,7 @@ pub struct WireError {
 }
 
 /// What is wrong with a wire field.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum Problem {
     #[error("missing")]
     Missing,
@@ -55,8 +55,14 @@ pub enum Problem {
     Unspecified,
     #[error("{value} is out of range (max {max})")]
     OutOfRange { value: u64, max: u64 },
+    /// The values cannot make a ring vector or a fixed-point encoding (e.g. one whose sum
+    /// could wrap).
     #[error("{0}")]
-    Invalid(String),
+    Encoding(EncodingError),
+    /// The bytes of a message kept encoded ([`crate::poll::EncodedToParticipant`]) are not
+    /// protobuf.
+    #[error("undecodable: {0}")]
+    Undecodable(prost::DecodeError),
 }
 
 impl fmt::Display for WireError {
@@ -204,8 +210,7 @@ fn ring_from(modulus: i32, data: &[u8]) -> Result<RingVec, WireError> {
             },
         ));
     }
-    RingVec::from_le_bytes(modulus, data)
-        .map_err(|e| WireError::at("data", Problem::Invalid(e.to_string())))
+    RingVec::from_le_bytes(modulus, data).map_err(|e| WireError::at("data", Problem::Encoding(e)))
 }
 
 // ---------------------------------------------------------------------------
@@ -277,7 +282,7 @@ impl TryFrom<pb::FixedPoint> for FixedPoint {
     fn try_from(f: pb::FixedPoint) -> Result<Self, WireError> {
         let modulus = modulus_from(f.modulus, "modulus")?;
         FixedPoint::new(modulus, f.frac_bits, f.max_abs, f.max_participants)
-            .map_err(|e| WireError::new(Problem::Invalid(e.to_string())))
+            .map_err(|e| WireError::new(Problem::Encoding(e)))
     }
 }
 
@@ -711,6 +716,17 @@ impl From<ToParticipant> for pb::ToParticipant {
             }),
         };
         pb::ToParticipant { body: Some(body) }
+    }
+}
+
+/// Decodes a message polled with its bytes kept ([`crate::pb::PollReply`]) and converts it.
+impl TryFrom<crate::poll::EncodedToParticipant> for ToParticipant {
+    type Error = WireError;
+    fn try_from(m: crate::poll::EncodedToParticipant) -> Result<Self, WireError> {
+        let m = m
+            .decode()
+            .map_err(|e| WireError::new(Problem::Undecodable(e)))?;
+        ToParticipant::try_from(m)
     }
 }
 

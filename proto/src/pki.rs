@@ -140,32 +140,44 @@ pub enum PkiError {
     BadName(String),
     #[error("institution name {0:?} is given twice")]
     DuplicateName(String),
-    #[error("coordinator host {host:?} is neither a DNS name nor an IP address: {source}")]
+    #[error("coordinator host {host:?} is neither a DNS name nor an IP address")]
     BadHost {
         host: String,
         #[source]
         source: rcgen::Error,
     },
-    #[error("cannot create certificate for {who}: {source}")]
+    #[error("cannot create certificate for {who}")]
     Cert {
         who: String,
         #[source]
         source: rcgen::Error,
     },
-    #[error("{}: cannot create: {source}", path.display())]
+    #[error("{}: cannot create", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("identity {}: cannot read: {source}", path.display())]
+    #[error("identity {}: cannot read", path.display())]
     ReadIdentity {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("identity {}: {detail}", path.display())]
-    BadIdentity { path: PathBuf, detail: String },
+    #[error("identity {}: seed is {got} bytes, expected 32", path.display())]
+    IdentityLength { path: PathBuf, got: usize },
+    #[error("identity {}: not hex", path.display())]
+    IdentityHex {
+        path: PathBuf,
+        #[source]
+        source: hex::FromHexError,
+    },
+    #[error("identity {}: not an Ed25519 seed", path.display())]
+    IdentitySeed {
+        path: PathBuf,
+        #[source]
+        source: fedsilo_crypto::keys::KeyError,
+    },
     #[error(transparent)]
     Roster(#[from] RosterError),
     #[error(
@@ -377,15 +389,19 @@ pub fn load_identity(path: &Path) -> Result<IdentityKey, PkiError> {
         path: path.to_owned(),
         source,
     })?;
-    let bad = |detail: String| PkiError::BadIdentity {
+    let bytes = hex::decode(text.trim()).map_err(|source| PkiError::IdentityHex {
         path: path.to_owned(),
-        detail,
-    };
-    let bytes = hex::decode(text.trim()).map_err(|e| bad(format!("not hex: {e}")))?;
+        source,
+    })?;
     let got = bytes.len();
-    let seed = <[u8; 32]>::try_from(bytes)
-        .map_err(|_| bad(format!("seed is {got} bytes, expected 32")))?;
-    IdentityKey::from_seed(seed).map_err(|e| bad(e.to_string()))
+    let seed = <[u8; 32]>::try_from(bytes).map_err(|_| PkiError::IdentityLength {
+        path: path.to_owned(),
+        got,
+    })?;
+    IdentityKey::from_seed(seed).map_err(|source| PkiError::IdentitySeed {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn usable_name(name: &str) -> bool {

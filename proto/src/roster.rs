@@ -47,13 +47,13 @@ pub struct RosterEntry {
 /// Why a roster could not be loaded, saved or accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum RosterError {
-    #[error("roster {}: cannot read: {source}", path.display())]
+    #[error("roster {}: cannot read", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("roster {}: cannot write: {source}", path.display())]
+    #[error("roster {}: cannot write", path.display())]
     Write {
         path: PathBuf,
         #[source]
@@ -65,9 +65,9 @@ pub enum RosterError {
         #[source]
         source: fedsilo_config::ConfigError,
     },
-    #[error("roster cannot be written as TOML: {0}")]
+    #[error("roster cannot be written as TOML")]
     Serialize(#[from] toml::ser::Error),
-    #[error("roster {}: {source}", path.display())]
+    #[error("roster {}", path.display())]
     Invalid {
         path: PathBuf,
         #[source]
@@ -83,12 +83,25 @@ pub enum RosterError {
     DuplicateCertName(String),
     #[error("institutions {first:?} and {second:?} have the same identity key")]
     DuplicateKey { first: String, second: String },
-    #[error("institution {name:?}: identity_key {detail}")]
-    BadKey { name: String, detail: String },
+    #[error("institution {name:?}: identity_key")]
+    BadKey {
+        name: String,
+        #[source]
+        problem: KeyProblem,
+    },
     #[error("operator #{index} has an empty certificate name")]
     EmptyOperator { index: usize },
     #[error("more than {} institutions", u32::MAX)]
     TooMany,
+}
+
+/// Why a roster's `identity_key` is not an Ed25519 public key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyProblem {
+    #[error("is not hex")]
+    NotHex(#[source] hex::FromHexError),
+    #[error("is {got} bytes, expected 32")]
+    Length { got: usize },
 }
 
 impl Roster {
@@ -149,9 +162,9 @@ impl Roster {
             if !cert_names.insert(e.cert_name.as_str()) {
                 return Err(RosterError::DuplicateCertName(e.cert_name.clone()));
             }
-            let key = parse_key(&e.identity_key).map_err(|detail| RosterError::BadKey {
+            let key = parse_key(&e.identity_key).map_err(|problem| RosterError::BadKey {
                 name: e.name.clone(),
-                detail,
+                problem,
             })?;
             if let Some(first) = keys.insert(key, e.name.as_str()) {
                 return Err(RosterError::DuplicateKey {
@@ -217,8 +230,8 @@ impl Roster {
 }
 
 /// 64 hex digits → 32 bytes.
-fn parse_key(hex_key: &str) -> Result<[u8; 32], String> {
-    let bytes = hex::decode(hex_key.trim()).map_err(|e| format!("is not hex: {e}"))?;
+fn parse_key(hex_key: &str) -> Result<[u8; 32], KeyProblem> {
+    let bytes = hex::decode(hex_key.trim()).map_err(KeyProblem::NotHex)?;
     let got = bytes.len();
-    <[u8; 32]>::try_from(bytes).map_err(|_| format!("is {got} bytes, expected 32"))
+    <[u8; 32]>::try_from(bytes).map_err(|_| KeyProblem::Length { got })
 }

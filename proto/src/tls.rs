@@ -36,21 +36,45 @@ pub struct TlsFiles {
 /// Why a TLS configuration could not be built. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{what} {}: cannot read: {source}", path.display())]
+    #[error("{what} {}: cannot read", path.display())]
     Read {
         what: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{what} {}: not PEM: {detail}", path.display())]
+    #[error("{what} {}: not PEM", path.display())]
     NotPem {
         what: &'static str,
         path: PathBuf,
-        detail: String,
+        #[source]
+        problem: PemProblem,
     },
-    #[error("TLS refused the configuration ({}): {detail}", files.join(", "))]
-    Rejected { files: Vec<String>, detail: String },
+    #[error("TLS refused the configuration ({})", files.join(", "))]
+    Rejected {
+        files: Vec<String>,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// What is wrong with a PEM file ([`TlsError::NotPem`]).
+#[derive(Debug, thiserror::Error)]
+pub enum PemProblem {
+    #[error("unreadable PEM")]
+    Unreadable(#[source] x509_parser::error::PEMError),
+    #[error("no PEM block found")]
+    NoBlock,
+    #[error("block {block}: expected CERTIFICATE, found {label}")]
+    NotACertificate { block: usize, label: String },
+    #[error("block {block}: not an X.509 certificate")]
+    NotX509 {
+        block: usize,
+        #[source]
+        source: x509_parser::nom::Err<x509_parser::error::X509Error>,
+    },
+    #[error("no PRIVATE KEY block")]
+    NoPrivateKey,
 }
 
 /// Server side: this endpoint's identity, and client certificates REQUIRED and verified
@@ -67,7 +91,7 @@ pub fn server_tls_config(f: &TlsFiles) -> Result<ServerTlsConfig, TlsError> {
     // naming the files, rather than when the server starts.
     tonic::transport::Server::builder()
         .tls_config(cfg.clone())
-        .map_err(|e| rejected(f, &e))?;
+        .map_err(|e| rejected(f, e))?;
     Ok(cfg)
 }
 
@@ -82,30 +106,29 @@ pub fn server_rustls_config(f: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, T
     let ca = read_certs("CA certificate", &f.ca_cert)?;
     let cert = read_certs("certificate", &f.cert)?;
     let key = read_key("private key", &f.key)?;
-    let reject = |e: &dyn std::error::Error| rejected(f, e);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for der in CertificateDer::pem_slice_iter(&ca) {
         roots
-            .add(der.map_err(|e| reject(&e))?)
-            .map_err(|e| reject(&e))?;
+            .add(der.map_err(|e| rejected(f, e))?)
+            .map_err(|e| rejected(f, e))?;
     }
     let chain = CertificateDer::pem_slice_iter(&cert)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| reject(&e))?;
-    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| reject(&e))?;
+        .map_err(|e| rejected(f, e))?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| rejected(f, e))?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
     )
     .build()
-    .map_err(|e| reject(&e))?;
+    .map_err(|e| rejected(f, e))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| reject(&e))?
+        .map_err(|e| rejected(f, e))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| reject(&e))?;
+        .map_err(|e| rejected(f, e))?;
     cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -122,7 +145,7 @@ pub fn client_tls_config(f: &TlsFiles, domain: &str) -> Result<ClientTlsConfig, 
         .domain_name(domain);
     tonic::transport::Endpoint::from_static("https://fedsilo.invalid")
         .tls_config(cfg.clone())
-        .map_err(|e| rejected(f, &e))?;
+        .map_err(|e| rejected(f, e))?;
     Ok(cfg)
 }
 
@@ -161,14 +184,13 @@ pub fn cert_name(der: &[u8]) -> Option<String> {
     })
 }
 
-fn rejected(f: &TlsFiles, e: &dyn std::error::Error) -> TlsError {
-    let detail = fedsilo_config::display_chain(e);
+fn rejected(f: &TlsFiles, e: impl std::error::Error + Send + Sync + 'static) -> TlsError {
     TlsError::Rejected {
         files: [&f.ca_cert, &f.cert, &f.key]
             .iter()
             .map(|p| p.display().to_string())
             .collect(),
-        detail,
+        source: Box::new(e),
     }
 }
 
@@ -181,16 +203,16 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 fn pem_blocks(what: &'static str, path: &Path, bytes: &[u8]) -> Result<Vec<Pem>, TlsError> {
-    let not_pem = |detail: String| TlsError::NotPem {
+    let not_pem = |problem| TlsError::NotPem {
         what,
         path: path.to_owned(),
-        detail,
+        problem,
     };
     let blocks = Pem::iter_from_buffer(bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| not_pem(e.to_string()))?;
+        .map_err(|e| not_pem(PemProblem::Unreadable(e)))?;
     if blocks.is_empty() {
-        return Err(not_pem("no PEM block found".into()));
+        return Err(not_pem(PemProblem::NoBlock));
     }
     Ok(blocks)
 }
@@ -199,19 +221,19 @@ fn pem_blocks(what: &'static str, path: &Path, bytes: &[u8]) -> Result<Vec<Pem>,
 fn read_certs(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     let bytes = read(what, path)?;
     for (i, pem) in pem_blocks(what, path, &bytes)?.iter().enumerate() {
-        let not_cert = |detail: String| TlsError::NotPem {
+        let not_cert = |problem| TlsError::NotPem {
             what,
             path: path.to_owned(),
-            detail: format!("block {i}: {detail}"),
+            problem,
         };
         if pem.label != "CERTIFICATE" {
-            return Err(not_cert(format!(
-                "expected CERTIFICATE, found {}",
-                pem.label
-            )));
+            return Err(not_cert(PemProblem::NotACertificate {
+                block: i,
+                label: pem.label.clone(),
+            }));
         }
         x509_parser::parse_x509_certificate(&pem.contents)
-            .map_err(|e| not_cert(format!("not an X.509 certificate: {e}")))?;
+            .map_err(|source| not_cert(PemProblem::NotX509 { block: i, source }))?;
     }
     Ok(bytes)
 }
@@ -224,7 +246,7 @@ fn read_key(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
         return Err(TlsError::NotPem {
             what,
             path: path.to_owned(),
-            detail: "no PRIVATE KEY block".into(),
+            problem: PemProblem::NoPrivateKey,
         });
     }
     Ok(bytes)

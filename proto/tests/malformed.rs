@@ -231,7 +231,7 @@ fn out_of_range_and_invalid_values_are_refused() {
     let e = refuse_p(m);
     assert_eq!(e.path, "round_start.encoding");
     assert!(
-        matches!(e.problem, Problem::Invalid(ref s) if s.contains("wrap")),
+        matches!(e.problem, Problem::Encoding(ref s) if s.to_string().contains("wrap")),
         "{e}"
     );
 }

@@ -41,8 +41,17 @@
 //! A decoded sum is checked ([`Plan::check_sum`]: every element within survivors × the
 //! step's declared range, counts non-negative integers that agree as the layout implies)
 //! before it is absorbed; an implausible sum fails the round with [`RoundOutcome::Implausible`]
-//! and never reaches the model. The plan absorbs into a copy, so a refused aggregate leaves
-//! the job's state exactly as it was.
+//! and never reaches the model. `Plan::absorb` leaves the plan unchanged when it refuses an
+//! aggregate, so a refused aggregate leaves the job's state exactly as it was.
+//!
+//! # Per round, once
+//!
+//! A round's `RoundStart` is built once and shared (`Arc`) by the message to each
+//! participant. When the round closes the plan is serialised once: those bytes are hashed
+//! ([`RoundSummary::model_hash`]) and are the plan inside the checkpoint that follows. The
+//! decoded sum is hashed value by value ([`RoundSummary::aggregate_hash`]).
+//!
+//! [`Server`]: fedsilo_crypto::server::Server
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;

@@ -19,7 +19,8 @@
 //!
 //! Messages go only to the certificate they belong to: a queue is keyed by the participant
 //! id the roster gives the *verified client certificate* of the caller, the engine addresses
-//! every message (each participant gets its own copy of a `RoundStart`), and `Poll` drains
+//! every message (a round's one `RoundStart` is shared, `Arc`, by the messages addressed to
+//! each participant, and encoded once into the bytes every queue holds), and `Poll` drains
 //! only the caller's own queue. Polls are admitted per participant ([`PollGate`]): a
 //! participant whose polls keep coming back empty is held to [`Limits::poll_rate_per_sec`]
 //! (`RESOURCE_EXHAUSTED` beyond it) and may have at most [`Limits::max_concurrent_polls`]
@@ -28,6 +29,9 @@
 //!
 //! The listener ([`crate::net`]) bounds TLS handshakes, connections and idle time; the
 //! tonic server bounds each request's duration and the requests in flight per connection.
+//!
+//! [`Store`]: crate::store::Store
+//! [`AuditLog`]: crate::audit::AuditLog
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

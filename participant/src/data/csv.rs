@@ -79,7 +79,7 @@ fn read<R: std::io::Read>(
             DataError::Csv {
                 source_name: src(),
                 line,
-                message: e.to_string(),
+                source: e,
             }
         }
     };

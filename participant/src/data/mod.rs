@@ -138,11 +138,12 @@ pub enum DataError {
         positive: String,
         seen: String,
     },
-    #[error("{source_name}:{line}: malformed CSV: {message}")]
+    #[error("{source_name}:{line}: malformed CSV")]
     Csv {
         source_name: String,
         line: u64,
-        message: String,
+        #[source]
+        source: ::csv::Error,
     },
 }
 
