@@ -1,0 +1,1 @@
+//! The job spec (`fedsilo_task::JobSpec`).
