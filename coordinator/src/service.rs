@@ -368,12 +368,23 @@ fn check_job_id(field: &str, id: &str) -> Result<(), Status> {
 }
 
 fn status_pb(s: JobStatus) -> pb::JobStatus {
+    // Until the engine's JobStatus carries `Plan::label_metrics()` itself: the same metrics,
+    // read back from the engine's JSON.
+    let metrics =
+        match serde_json::from_str::<Vec<fedsilo_task::job::LabelMetrics>>(&s.metrics_json) {
+            Ok(m) => m.iter().map(Into::into).collect(),
+            Err(error) => {
+                tracing::warn!(job = %s.job_id, %error, "job metrics unreadable");
+                Vec::new()
+            }
+        };
     pb::JobStatus {
         job_id: s.job_id,
         state: pb::JobState::from(s.state.kind()) as i32,
         round: s.rounds_done,
         total_rounds: s.total_rounds,
         participants: s.participants,
+        metrics,
         metrics_json: s.metrics_json,
         epsilon: s.epsilon,
         epsilon_budget: s.epsilon_budget,
@@ -508,7 +519,8 @@ impl Federation for Handle {
 impl Operator for Handle {
     async fn launch_job(&self, req: Request<pb::LaunchJobRequest>) -> RpcResult<pb::JobStatus> {
         let who = self.operator(&req)?;
-        let spec: JobSpec = fedsilo_config::from_json_str(&req.into_inner().spec_json, "job spec")
+        // Either arm: the typed `spec` or `spec_json`.
+        let spec: JobSpec = fedsilo_proto::convert::launch_spec(req.into_inner())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         spec.validate()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;

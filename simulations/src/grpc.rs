@@ -112,15 +112,9 @@ async fn run_async(
         let mut spec = job_spec(s, job, n);
         spec.features = features;
         spec.labels = labels;
-        let spec_json = serde_json::to_string(&spec).map_err(err)?;
         let mut tries = 0;
         loop {
-            match op
-                .launch_job(pb::LaunchJobRequest {
-                    spec_json: spec_json.clone(),
-                })
-                .await
-            {
+            match op.launch_job(pb::LaunchJobRequest::from(&spec)).await {
                 Ok(_) => break,
                 Err(e) if tries < 50 && e.code() == tonic::Code::Unavailable => {
                     tries += 1;

@@ -1,7 +1,8 @@
 //! Job-level envelopes (`fedsilo_task::job`): round start and end, job end, decline, and
-//! the job state.
+//! the job state, a job's metrics.
 
-use fedsilo_task::job::{JobState, RoundStart, ToCoordinator, ToParticipant};
+use fedsilo_ml::metrics::BinaryMetrics;
+use fedsilo_task::job::{JobState, LabelMetrics, RoundStart, ToCoordinator, ToParticipant};
 
 use super::{sub, Problem, WireError};
 use crate::pb;
@@ -143,5 +144,38 @@ impl TryFrom<pb::ToCoordinator> for ToCoordinator {
                 reason: m.reason,
             },
         })
+    }
+}
+
+impl From<&LabelMetrics> for pb::LabelMetrics {
+    fn from(m: &LabelMetrics) -> Self {
+        pb::LabelMetrics {
+            label: m.label.clone(),
+            round: m.round,
+            auc: m.metrics.auc,
+            ks: m.metrics.ks,
+            log_loss: m.metrics.log_loss,
+            top_decile_lift: m.metrics.top_decile_lift,
+            positives: m.metrics.positives,
+            negatives: m.metrics.negatives,
+        }
+    }
+}
+
+/// Every field of the wire form is a plain number or string, so this cannot fail.
+impl From<pb::LabelMetrics> for LabelMetrics {
+    fn from(m: pb::LabelMetrics) -> Self {
+        LabelMetrics {
+            label: m.label,
+            round: m.round,
+            metrics: BinaryMetrics {
+                auc: m.auc,
+                ks: m.ks,
+                log_loss: m.log_loss,
+                top_decile_lift: m.top_decile_lift,
+                positives: m.positives,
+                negatives: m.negatives,
+            },
+        }
     }
 }

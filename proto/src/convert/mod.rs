@@ -8,7 +8,12 @@
 //! input.
 //!
 //! Protocol rules (who may send what, when, lengths against the round configuration) are
-//! the state machines' business, not this module's.
+//! the state machines' business, not this module's; a job spec's domains are
+//! `JobSpec::validate`'s.
+//!
+//! - `secagg`: SecAgg+ messages and the values they carry.
+//! - `job`: job-level envelopes, the job state, a job's metrics.
+//! - `spec`: the job spec and the launch request ([`launch_spec`]).
 
 use std::fmt;
 
@@ -17,6 +22,7 @@ mod secagg;
 mod spec;
 
 pub use job::job_state_from;
+pub use spec::{launch_spec, LaunchSpecError};
 
 /// Largest gRPC message a fedsilo server or client accepts (`max_decoding_message_size`,
 /// `max_encoding_message_size`): 64 MiB, room for a 8M-element Z_2^64 masked input.
