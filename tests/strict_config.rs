@@ -150,7 +150,7 @@ fn the_coordinator_refuses_unknown_keys_from_a_foreign_client() {
             "dp":{"clip":1.0,"noise_multiplier":1.0,"delta":1e-5,"epsilon":2.0}}"#;
         let e = c
             .launch_job(pb::LaunchJobRequest {
-                spec_json: spec.into(),
+                body: Some(pb::launch_job_request::Body::SpecJson(spec.into())),
             })
             .await
             .unwrap_err();

@@ -319,3 +319,184 @@ fn client_message_signatures_must_be_64_bytes() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Job spec (LaunchJobRequest)
+// ---------------------------------------------------------------------------
+
+mod spec {
+    use fedsilo_proto::convert::{launch_spec, LaunchSpecError, Problem};
+    use fedsilo_proto::pb;
+    use fedsilo_task::JobSpec;
+    use prost::Message;
+
+    /// A valid typed spec (logistic regression, everything else default).
+    fn valid() -> pb::JobSpec {
+        pb::JobSpec::from(&JobSpec::new("credit", 5))
+    }
+
+    fn refuse(s: pb::JobSpec) -> (String, Problem) {
+        let req = pb::LaunchJobRequest {
+            body: Some(pb::launch_job_request::Body::Spec(s)),
+        };
+        // Through bytes, as the coordinator receives it.
+        let req = pb::LaunchJobRequest::decode(req.encode_to_vec().as_slice()).expect("decodes");
+        match launch_spec(req) {
+            Ok(v) => panic!("accepted a malformed spec: {v:?}"),
+            Err(LaunchSpecError::Wire(e)) => {
+                assert_eq!(e.to_string(), format!("{}: {}", e.path, e.problem));
+                (e.path, e.problem)
+            }
+            Err(e) => panic!("not a wire error: {e}"),
+        }
+    }
+
+    fn gbdt(p: pb::GbdtParams) -> Option<pb::ModelSpec> {
+        Some(pb::ModelSpec {
+            body: Some(pb::model_spec::Body::Gbdt(p)),
+        })
+    }
+
+    #[test]
+    fn the_valid_spec_is_accepted() {
+        let req = pb::LaunchJobRequest {
+            body: Some(pb::launch_job_request::Body::Spec(valid())),
+        };
+        assert_eq!(launch_spec(req).expect("valid"), JobSpec::new("credit", 5));
+    }
+
+    #[test]
+    fn a_request_without_either_arm_names_spec() {
+        let e = launch_spec(pb::LaunchJobRequest { body: None }).unwrap_err();
+        assert_eq!(e.to_string(), "spec: missing");
+    }
+
+    /// A change to a valid spec.
+    type Edit = fn(&mut pb::JobSpec);
+
+    #[test]
+    fn required_fields_absent_are_named() {
+        let cases: Vec<(Edit, &str)> = vec![
+            (|s| s.dataset = None, "spec.dataset"),
+            (|s| s.rounds = None, "spec.rounds"),
+            (
+                |s| {
+                    s.dp = Some(pb::DpSpec {
+                        clip: Some(1.0),
+                        noise_multiplier: Some(1.0),
+                        ..Default::default()
+                    })
+                },
+                "spec.dp.delta",
+            ),
+            (
+                |s| {
+                    s.learning = Some(pb::Learning {
+                        server_optimizer: Some(pb::ServerOptimizer {
+                            body: Some(pb::server_optimizer::Body::FedAvg(pb::FedAvg { lr: None })),
+                        }),
+                        ..Default::default()
+                    })
+                },
+                "spec.learning.server_optimizer.fed_avg.lr",
+            ),
+            (
+                |s| {
+                    s.learning = Some(pb::Learning {
+                        server_optimizer: Some(pb::ServerOptimizer {
+                            body: Some(pb::server_optimizer::Body::FedYogi(
+                                pb::AdaptiveOptimizer {
+                                    lr: Some(0.1),
+                                    beta1: Some(0.9),
+                                    beta2: None,
+                                    eps: Some(1e-3),
+                                },
+                            )),
+                        }),
+                        ..Default::default()
+                    })
+                },
+                "spec.learning.server_optimizer.fed_yogi.beta2",
+            ),
+        ];
+        for (edit, path) in cases {
+            let mut s = valid();
+            edit(&mut s);
+            assert_eq!(refuse(s), (path.to_string(), Problem::Missing));
+        }
+    }
+
+    #[test]
+    fn empty_oneofs_are_named() {
+        let mut s = valid();
+        s.model = Some(pb::ModelSpec { body: None });
+        assert_eq!(refuse(s), ("spec.model".to_string(), Problem::MissingOneof));
+
+        let mut s = valid();
+        s.learning = Some(pb::Learning {
+            server_optimizer: Some(pb::ServerOptimizer { body: None }),
+            ..Default::default()
+        });
+        assert_eq!(
+            refuse(s),
+            (
+                "spec.learning.server_optimizer".to_string(),
+                Problem::MissingOneof
+            )
+        );
+    }
+
+    #[test]
+    fn bad_task_values_are_named() {
+        let mut s = valid();
+        s.task = Some(pb::Task::Unspecified as i32);
+        assert_eq!(refuse(s), ("spec.task".to_string(), Problem::Unspecified));
+
+        let mut s = valid();
+        s.task = Some(9);
+        assert_eq!(
+            refuse(s),
+            ("spec.task".to_string(), Problem::UnknownEnum(9))
+        );
+    }
+
+    /// Counts that no `usize` can hold (only on a 32-bit target) are refused naming the
+    /// field; on 64-bit they convert, and `JobSpec::validate` refuses the domain, naming it.
+    #[test]
+    fn out_of_domain_counts_are_refused_by_validate_naming_the_field() {
+        let mut s = valid();
+        s.model = gbdt(pb::GbdtParams {
+            max_depth: Some(u64::MAX),
+            ..Default::default()
+        });
+        let req = pb::LaunchJobRequest {
+            body: Some(pb::launch_job_request::Body::Spec(s)),
+        };
+        match launch_spec(req) {
+            Err(LaunchSpecError::Wire(e)) => {
+                assert_eq!(e.path, "spec.model.gbdt.max_depth");
+                assert!(matches!(e.problem, Problem::OutOfRange { .. }), "{e}");
+            }
+            Ok(spec) => {
+                let e = spec.validate().expect_err("max_depth out of 1..=16");
+                assert!(e.to_string().contains("max_depth"), "{e}");
+            }
+            Err(e) => panic!("not a wire error: {e}"),
+        }
+    }
+
+    /// The JSON arm keeps its strict errors (unknown keys refused with a suggestion).
+    #[test]
+    fn the_json_arm_keeps_its_errors() {
+        let req = pb::LaunchJobRequest {
+            body: Some(pb::launch_job_request::Body::SpecJson(
+                r#"{"dataset":"d","rounds":3,"dp":{"clip":1.0,"noise_multiplier":1.0,
+                "delta":1e-5,"epsilon":2.0}}"#
+                    .into(),
+            )),
+        };
+        let e = launch_spec(req).unwrap_err();
+        assert!(matches!(e, LaunchSpecError::Json(_)), "{e}");
+        assert!(e.to_string().contains("unknown field `epsilon`"), "{e}");
+    }
+}

@@ -136,3 +136,306 @@ fn signatures_survive_the_wire_and_still_verify() {
         verify_signature(&key.public_key(), &signed, sig).expect("verifies after the wire");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Job spec
+// ---------------------------------------------------------------------------
+
+mod spec {
+    use fedsilo_ml::gbdt::GbdtParams;
+    use fedsilo_ml::optim::ServerOptimizer;
+    use fedsilo_ml::scorecard::ScorecardSpec;
+    use fedsilo_proto::pb;
+    use fedsilo_task::{DpSpec, JobSpec, Learning, ModelSpec, Task};
+    use proptest::collection::vec;
+    use proptest::option;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    /// Core → pb → bytes → pb → core.
+    fn through_wire(s: &JobSpec) -> JobSpec {
+        let wire = pb::LaunchJobRequest::from(s);
+        let decoded = pb::LaunchJobRequest::decode(wire.encode_to_vec().as_slice())
+            .expect("prost decodes its own output");
+        assert_eq!(decoded, wire, "pb round trip");
+        fedsilo_proto::convert::launch_spec(decoded).expect("a spec we encoded converts back")
+    }
+
+    /// Any double but NaN (which is not equal to itself; the wire carries its bits anyway).
+    fn real() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(0.0),
+            Just(f64::INFINITY),
+            -1e6..1e6f64,
+            any::<f64>().prop_filter("not NaN", |v| !v.is_nan()),
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[A-Za-z_=é]{0,8}"
+    }
+
+    fn gbdt() -> impl Strategy<Value = GbdtParams> {
+        (
+            (any::<usize>(), any::<usize>(), any::<usize>()),
+            (real(), real(), real(), real()),
+            (any::<usize>(), any::<usize>(), real()),
+        )
+            .prop_map(
+                |(
+                    (n_trees, max_depth, max_leaves),
+                    (learning_rate, min_child_weight, lambda, gamma),
+                    (max_bins, fine_bins, range_sd),
+                )| GbdtParams {
+                    n_trees,
+                    max_depth,
+                    max_leaves,
+                    learning_rate,
+                    min_child_weight,
+                    lambda,
+                    gamma,
+                    max_bins,
+                    fine_bins,
+                    range_sd,
+                },
+            )
+    }
+
+    fn scorecard() -> impl Strategy<Value = ScorecardSpec> {
+        (
+            any::<usize>(),
+            (real(), real(), real(), real()),
+            any::<usize>(),
+            real(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(bins, (min_iv, base_score, base_odds, pdo), fine_bins, range_sd, group)| {
+                    ScorecardSpec {
+                        bins,
+                        min_iv,
+                        base_score,
+                        base_odds,
+                        pdo,
+                        fine_bins,
+                        range_sd,
+                        group_categories: group,
+                    }
+                },
+            )
+    }
+
+    fn model() -> impl Strategy<Value = ModelSpec> {
+        prop_oneof![
+            Just(ModelSpec::LogisticRegression),
+            vec(any::<usize>(), 0..3).prop_map(|hidden| ModelSpec::Mlp { hidden }),
+            gbdt().prop_map(ModelSpec::Gbdt),
+            scorecard().prop_map(ModelSpec::Scorecard),
+        ]
+    }
+
+    fn optimizer() -> impl Strategy<Value = ServerOptimizer> {
+        prop_oneof![
+            real().prop_map(|lr| ServerOptimizer::FedAvg { lr }),
+            (real(), real(), real(), real()).prop_map(|(lr, beta1, beta2, eps)| {
+                ServerOptimizer::FedAdam {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                }
+            }),
+            (real(), real(), real(), real()).prop_map(|(lr, beta1, beta2, eps)| {
+                ServerOptimizer::FedYogi {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                }
+            }),
+        ]
+    }
+
+    fn learning() -> impl Strategy<Value = Learning> {
+        (
+            any::<usize>(),
+            real(),
+            any::<usize>(),
+            (real(), option::of(real()), real()),
+            optimizer(),
+        )
+            .prop_map(
+                |(local_epochs, learning_rate, batch_size, (l2, pos_weight, prox_mu), opt)| {
+                    Learning {
+                        local_epochs,
+                        learning_rate,
+                        batch_size,
+                        l2,
+                        pos_weight,
+                        prox_mu,
+                        server_optimizer: opt,
+                    }
+                },
+            )
+    }
+
+    fn dp() -> impl Strategy<Value = DpSpec> {
+        (real(), real(), real(), option::of(real())).prop_map(
+            |(clip, noise_multiplier, delta, epsilon_budget)| DpSpec {
+                clip,
+                noise_multiplier,
+                delta,
+                epsilon_budget,
+            },
+        )
+    }
+
+    fn task() -> impl Strategy<Value = Task> {
+        prop_oneof![Just(Task::Risk), Just(Task::Propensity), Just(Task::Churn)]
+    }
+
+    prop_compose! {
+        fn job_spec(model: BoxedStrategy<ModelSpec>)(
+            (job_id, dataset, task, model) in (name(), name(), task(), model),
+            (features, labels) in (vec(name(), 0..4), vec(name(), 0..3)),
+            (rounds, min_participants, threshold, neighbours) in (
+                any::<u64>(), any::<usize>(), option::of(any::<usize>()), option::of(any::<usize>())
+            ),
+            (learning, dp) in (learning(), option::of(dp())),
+            (eval_every, hist_bins, seed) in (any::<u64>(), any::<usize>(), any::<u64>()),
+            (phase_timeout_ms, max_participants, absence_patience_ms) in (
+                any::<u64>(), any::<u32>(), any::<u64>()
+            ),
+        ) -> JobSpec {
+            JobSpec {
+                job_id, dataset, task, model, features, labels, rounds, min_participants,
+                threshold, neighbours, learning, dp, eval_every, hist_bins, seed,
+                phase_timeout_ms, max_participants, absence_patience_ms,
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_spec_round_trips(s in job_spec(model().boxed())) {
+            prop_assert_eq!(through_wire(&s), s);
+        }
+
+        // Each model kind on its own, so none is left to the luck of `prop_oneof`.
+        #[test]
+        fn mlp_specs_round_trip(s in job_spec(
+            vec(any::<usize>(), 0..3).prop_map(|hidden| ModelSpec::Mlp { hidden }).boxed()
+        )) {
+            prop_assert_eq!(through_wire(&s), s);
+        }
+
+        #[test]
+        fn gbdt_specs_round_trip(s in job_spec(gbdt().prop_map(ModelSpec::Gbdt).boxed())) {
+            prop_assert_eq!(through_wire(&s), s);
+        }
+
+        #[test]
+        fn scorecard_specs_round_trip(
+            s in job_spec(scorecard().prop_map(ModelSpec::Scorecard).boxed())
+        ) {
+            prop_assert_eq!(through_wire(&s), s);
+        }
+
+        #[test]
+        fn logistic_specs_round_trip(
+            s in job_spec(Just(ModelSpec::LogisticRegression).boxed())
+        ) {
+            prop_assert_eq!(through_wire(&s), s);
+        }
+    }
+
+    fn toml_spec(text: &str) -> JobSpec {
+        toml::from_str(text).expect("a valid TOML spec")
+    }
+
+    fn typed(s: pb::JobSpec) -> JobSpec {
+        let req = pb::LaunchJobRequest {
+            body: Some(pb::launch_job_request::Body::Spec(s)),
+        };
+        fedsilo_proto::convert::launch_spec(req).expect("converts")
+    }
+
+    /// An absent wire field means what an absent TOML key means.
+    #[test]
+    fn absent_fields_take_the_toml_defaults() {
+        let minimal = pb::JobSpec {
+            dataset: Some("credit".into()),
+            rounds: Some(7),
+            ..Default::default()
+        };
+        let expected = toml_spec("dataset = 'credit'\nrounds = 7");
+        assert_eq!(typed(minimal.clone()), expected);
+        assert_eq!(JobSpec::new("credit", 7), expected);
+
+        // Partly filled sub-messages: the rest of each takes its own defaults.
+        let partial = pb::JobSpec {
+            model: Some(pb::ModelSpec {
+                body: Some(pb::model_spec::Body::Gbdt(pb::GbdtParams {
+                    max_depth: Some(3),
+                    ..Default::default()
+                })),
+            }),
+            learning: Some(pb::Learning {
+                batch_size: Some(32),
+                ..Default::default()
+            }),
+            dp: Some(pb::DpSpec {
+                clip: Some(1.0),
+                noise_multiplier: Some(0.8),
+                delta: Some(1e-5),
+                epsilon_budget: None,
+            }),
+            ..minimal.clone()
+        };
+        assert_eq!(
+            typed(partial),
+            toml_spec(
+                "dataset = 'credit'\nrounds = 7\nmodel = { kind = 'gbdt', max_depth = 3 }\n\
+                 dp = { clip = 1.0, noise_multiplier = 0.8, delta = 1e-5 }\n\
+                 [learning]\nbatch_size = 32"
+            )
+        );
+
+        let scorecard = pb::JobSpec {
+            model: Some(pb::ModelSpec {
+                body: Some(pb::model_spec::Body::Scorecard(pb::ScorecardSpec {
+                    group_categories: Some(false),
+                    ..Default::default()
+                })),
+            }),
+            ..minimal
+        };
+        assert_eq!(
+            typed(scorecard),
+            toml_spec(
+                "dataset = 'credit'\nrounds = 7\n\
+                 model = { kind = 'scorecard', group_categories = false }"
+            )
+        );
+    }
+
+    /// The JSON arm still reads the serde form, as before.
+    #[test]
+    fn the_json_arm_is_still_accepted() {
+        let s = toml_spec(
+            "dataset = 'credit'\nrounds = 3\nmodel = { kind = 'mlp', hidden = [8] }\n\
+             [learning]\nserver_optimizer = { kind = 'fed_adam', lr = 0.1, beta1 = 0.9, \
+             beta2 = 0.99, eps = 1e-3 }",
+        );
+        let req = pb::LaunchJobRequest {
+            body: Some(pb::launch_job_request::Body::SpecJson(
+                r#"{"dataset":"credit","rounds":3,"model":{"kind":"mlp","hidden":[8]},
+                "learning":{"server_optimizer":{"kind":"fed_adam","lr":0.1,"beta1":0.9,
+                "beta2":0.99,"eps":1e-3}}}"#
+                    .into(),
+            )),
+        };
+        assert_eq!(fedsilo_proto::convert::launch_spec(req).expect("parses"), s);
+        assert_eq!(through_wire(&s), s);
+    }
+}

@@ -43,12 +43,6 @@ pub enum GrpcError {
     OperatorTls(#[source] TlsError),
     #[error("connecting the operator")]
     Channel(#[source] tonic::transport::Error),
-    #[error("encoding the spec of job '{job}'")]
-    Spec {
-        job: String,
-        #[source]
-        source: serde_json::Error,
-    },
     #[error("launching job '{job}'")]
     Launch {
         job: String,
@@ -170,18 +164,9 @@ async fn run_async(
         let mut spec = federation::job_spec(s, job, n);
         spec.features = features;
         spec.labels = labels;
-        let spec_json = serde_json::to_string(&spec).map_err(|source| GrpcError::Spec {
-            job: job.name.clone(),
-            source,
-        })?;
         let mut tries = 0;
         loop {
-            match op
-                .launch_job(pb::LaunchJobRequest {
-                    spec_json: spec_json.clone(),
-                })
-                .await
-            {
+            match op.launch_job(pb::LaunchJobRequest::from(&spec)).await {
                 Ok(_) => break,
                 Err(e) if tries < 50 && e.code() == tonic::Code::Unavailable => {
                     tries += 1;

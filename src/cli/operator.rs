@@ -128,8 +128,18 @@ fn print_status(s: &pb::JobStatus) -> Result<()> {
             format!("  ({})", s.detail)
         }
     )?;
-    if s.metrics_json != "[]" && !s.metrics_json.is_empty() {
-        outln!("  metrics: {}", s.metrics_json)?;
+    for m in &s.metrics {
+        outln!(
+            "  {} (round {}): AUC {:.4}  KS {:.4}  log-loss {:.4}  top-decile lift {:.2}  ({:.0} positives, {:.0} negatives)",
+            m.label,
+            m.round,
+            m.auc,
+            m.ks,
+            m.log_loss,
+            m.top_decile_lift,
+            m.positives,
+            m.negatives
+        )?;
     }
     Ok(())
 }
@@ -186,9 +196,7 @@ pub(crate) async fn job(cmd: JobCmd) -> Result<()> {
             spec.validate()?;
             let mut client = operator_client(&config).await?;
             let s = client
-                .launch_job(pb::LaunchJobRequest {
-                    spec_json: serde_json::to_string(&spec)?,
-                })
+                .launch_job(pb::LaunchJobRequest::from(&spec))
                 .await
                 .map_err(|s| anyhow::anyhow!("coordinator refused the job: {}", s.message()))?
                 .into_inner();

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use fedsilo_crypto::encoding::FixedPoint;
 use fedsilo_crypto::msg::{ClientMsg, RoundConfig, RoundContext, ServerMsg};
+use fedsilo_ml::metrics::BinaryMetrics;
+use serde::{Deserialize, Serialize};
 
 /// The coordinator opens a round.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,4 +88,14 @@ pub enum ToParticipant {
 pub enum ToCoordinator {
     SecAgg(ClientMsg),
     Decline { ctx: RoundContext, reason: String },
+}
+
+/// One label's latest hold-out metrics, as an operator sees them in a job's status
+/// (`pb::LabelMetrics`); [`crate::Plan::label_metrics`] lists them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabelMetrics {
+    pub label: String,
+    /// The training round the evaluation followed.
+    pub round: u64,
+    pub metrics: BinaryMetrics,
 }

@@ -190,6 +190,31 @@ fn default_absence_patience_ms() -> u64 {
 }
 
 impl JobSpec {
+    /// A spec with every optional key at its default: what a TOML spec holding only
+    /// `dataset` and `rounds` reads as (the wire form's absent fields take these values).
+    pub fn new(dataset: impl Into<String>, rounds: u64) -> Self {
+        JobSpec {
+            job_id: String::new(),
+            dataset: dataset.into(),
+            task: Task::default(),
+            model: ModelSpec::default(),
+            features: Vec::new(),
+            labels: Vec::new(),
+            rounds,
+            min_participants: default_min_participants(),
+            threshold: None,
+            neighbours: None,
+            learning: Learning::default(),
+            dp: None,
+            eval_every: default_eval_every(),
+            hist_bins: default_hist_bins(),
+            seed: 0,
+            phase_timeout_ms: default_phase_timeout_ms(),
+            max_participants: default_max_participants(),
+            absence_patience_ms: default_absence_patience_ms(),
+        }
+    }
+
     /// Checks everything that can be checked without data; the error says which field.
     pub fn validate(&self) -> Result<(), FedError> {
         let bad = |m: String| Err(FedError::Spec(m));

@@ -1,6 +1,7 @@
 //! What operators see of a job: its lifecycle state and status line.
 
 use fedsilo_task::job::JobState as WireJobState;
+use fedsilo_task::job::LabelMetrics;
 use serde::{Deserialize, Serialize};
 
 use super::Coordinator;
@@ -61,7 +62,9 @@ pub struct JobStatus {
     pub rounds_done: u64,
     pub total_rounds: u64,
     pub participants: Vec<String>,
-    /// Latest hold-out metrics per label (AUC, KS, log-loss, lift), as JSON.
+    /// Latest hold-out metrics per label (AUC, KS, log-loss, lift).
+    pub metrics: Vec<LabelMetrics>,
+    /// The same, as JSON (`JobStatus.metrics_json`, kept on the wire for one version).
     pub metrics_json: String,
     pub epsilon: f64,
     pub epsilon_budget: f64,
@@ -81,19 +84,8 @@ impl Coordinator {
         let job = self.jobs.get(job_id)?;
         let plan = &job.record.plan;
         let now = self.clock;
-        let metrics_json = plan
-            .last_eval()
-            .map(|e| {
-                let per: Vec<_> = plan
-                    .data()
-                    .labels
-                    .iter()
-                    .zip(&e.per_label)
-                    .map(|(l, (m, _))| serde_json::json!({ "label": l, "round": e.round, "metrics": m }))
-                    .collect();
-                serde_json::Value::Array(per).to_string()
-            })
-            .unwrap_or_else(|| "[]".into());
+        let metrics = plan.label_metrics();
+        let metrics_json = serde_json::to_string(&metrics).unwrap_or_else(|_| "[]".into());
         Some(JobStatus {
             job_id: job_id.to_string(),
             state: job.record.state.clone(),
@@ -101,6 +93,7 @@ impl Coordinator {
             rounds_done: plan.rounds_done(),
             total_rounds: plan.spec().rounds,
             participants: job.joined.iter().map(|&p| self.name(p)).collect(),
+            metrics,
             metrics_json,
             epsilon: job.record.epsilon,
             epsilon_budget: plan

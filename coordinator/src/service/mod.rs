@@ -176,6 +176,7 @@ fn status_pb(s: JobStatus) -> pb::JobStatus {
         round: s.rounds_done,
         total_rounds: s.total_rounds,
         participants: s.participants,
+        metrics: s.metrics.iter().map(Into::into).collect(),
         metrics_json: s.metrics_json,
         epsilon: s.epsilon,
         epsilon_budget: s.epsilon_budget,

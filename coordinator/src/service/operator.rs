@@ -12,7 +12,8 @@ use super::{check_job_id, engine_status, status_pb, Handle, RpcResult, MAX_DECLI
 impl Operator for Handle {
     async fn launch_job(&self, req: Request<pb::LaunchJobRequest>) -> RpcResult<pb::JobStatus> {
         let who = self.operator(&req)?;
-        let spec: JobSpec = fedsilo_config::from_json_str(&req.into_inner().spec_json, "job spec")
+        // Either arm of the request: the typed `spec` or `spec_json`.
+        let spec: JobSpec = fedsilo_proto::convert::launch_spec(req.into_inner())
             .map_err(|e| Status::invalid_argument(fedsilo_config::display_chain(&e)))?;
         spec.validate()
             .map_err(|e| Status::invalid_argument(fedsilo_config::display_chain(&e)))?;

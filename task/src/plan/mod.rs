@@ -33,6 +33,7 @@ use fedsilo_ml::metrics::{BinaryMetrics, ScoreHistogram};
 
 use crate::error::FedError;
 use crate::instruction::{Instruction, JobData, Step};
+use crate::job::LabelMetrics;
 use crate::model::{Standardizer, TrainedModel};
 use crate::spec::{JobSpec, ModelSpec};
 
@@ -284,6 +285,23 @@ impl Plan {
     /// The latest federated evaluation.
     pub fn last_eval(&self) -> Option<&Evaluation> {
         self.job.last_eval.as_ref()
+    }
+
+    /// The latest evaluation's metrics, one entry per label (empty before the first).
+    pub fn label_metrics(&self) -> Vec<LabelMetrics> {
+        let Some(e) = self.last_eval() else {
+            return Vec::new();
+        };
+        self.data()
+            .labels
+            .iter()
+            .zip(&e.per_label)
+            .map(|(label, (metrics, _))| LabelMetrics {
+                label: label.clone(),
+                round: e.round,
+                metrics: metrics.clone(),
+            })
+            .collect()
     }
 
     /// Rounds of noisy training done (for the DP accountant).

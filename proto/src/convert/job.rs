@@ -1,0 +1,207 @@
+//! Job-level envelopes (`fedsilo_task::job`): round start and end, job end, decline, and
+//! the job state, a job's metrics.
+
+use std::sync::Arc;
+
+use fedsilo_ml::metrics::BinaryMetrics;
+use fedsilo_task::job::{JobState, LabelMetrics, RoundStart, ToCoordinator, ToParticipant};
+
+use super::{sub, Problem, WireError};
+use crate::pb;
+
+// ---------------------------------------------------------------------------
+// Job-level envelopes
+// ---------------------------------------------------------------------------
+
+impl From<RoundStart> for pb::RoundStart {
+    fn from(m: RoundStart) -> Self {
+        pb::RoundStart {
+            config: Some(m.config.into()),
+            encoding: Some(m.encoding.into()),
+            instruction: m.instruction,
+            phase_timeout_ms: m.phase_timeout_ms,
+        }
+    }
+}
+
+/// A shared `RoundStart` (one per round, see [`ToParticipant::RoundStart`]) is copied once
+/// into its wire form.
+impl From<&RoundStart> for pb::RoundStart {
+    fn from(m: &RoundStart) -> Self {
+        pb::RoundStart {
+            config: Some(m.config.clone().into()),
+            encoding: Some(m.encoding.into()),
+            instruction: m.instruction.clone(),
+            phase_timeout_ms: m.phase_timeout_ms,
+        }
+    }
+}
+
+impl TryFrom<pb::RoundStart> for RoundStart {
+    type Error = WireError;
+    fn try_from(m: pb::RoundStart) -> Result<Self, WireError> {
+        Ok(RoundStart {
+            config: sub(m.config, "config")?,
+            encoding: sub(m.encoding, "encoding")?,
+            instruction: m.instruction,
+            phase_timeout_ms: m.phase_timeout_ms,
+        })
+    }
+}
+
+impl From<ToParticipant> for pb::ToParticipant {
+    fn from(m: ToParticipant) -> Self {
+        use pb::to_participant::Body;
+        let body = match m {
+            ToParticipant::RoundStart(m) => Body::RoundStart(Arc::unwrap_or_clone(m).into()),
+            ToParticipant::SecAgg(m) => Body::Secagg(m.into()),
+            ToParticipant::RoundEnd { ctx, ok, detail } => Body::RoundEnd(pb::RoundEnd {
+                ctx: Some(ctx.into()),
+                ok,
+                detail,
+            }),
+            ToParticipant::JobEnd {
+                job_id,
+                state,
+                detail,
+            } => Body::JobEnd(pb::JobEnd {
+                job_id,
+                state: pb::JobState::from(state) as i32,
+                detail,
+            }),
+        };
+        pb::ToParticipant { body: Some(body) }
+    }
+}
+
+/// Decodes a message polled with its bytes kept ([`crate::pb::PollReply`]) and converts it.
+impl TryFrom<crate::poll::EncodedToParticipant> for ToParticipant {
+    type Error = WireError;
+    fn try_from(m: crate::poll::EncodedToParticipant) -> Result<Self, WireError> {
+        let m = m
+            .decode()
+            .map_err(|e| WireError::new(Problem::Undecodable(e)))?;
+        ToParticipant::try_from(m)
+    }
+}
+
+impl TryFrom<pb::ToParticipant> for ToParticipant {
+    type Error = WireError;
+    fn try_from(m: pb::ToParticipant) -> Result<Self, WireError> {
+        use pb::to_participant::Body;
+        let body = m
+            .body
+            .ok_or_else(|| WireError::new(Problem::MissingOneof))?;
+        Ok(match body {
+            Body::RoundStart(m) => ToParticipant::RoundStart(Arc::new(
+                m.try_into()
+                    .map_err(|e: WireError| e.within("round_start"))?,
+            )),
+            Body::Secagg(m) => {
+                ToParticipant::SecAgg(m.try_into().map_err(|e: WireError| e.within("secagg"))?)
+            }
+            Body::RoundEnd(m) => ToParticipant::RoundEnd {
+                ctx: sub(m.ctx, "ctx").map_err(|e| e.within("round_end"))?,
+                ok: m.ok,
+                detail: m.detail,
+            },
+            Body::JobEnd(m) => ToParticipant::JobEnd {
+                job_id: m.job_id,
+                state: job_state_from(m.state, "job_end.state")?,
+                detail: m.detail,
+            },
+        })
+    }
+}
+
+impl From<JobState> for pb::JobState {
+    fn from(s: JobState) -> Self {
+        match s {
+            JobState::Waiting => pb::JobState::Waiting,
+            JobState::Running => pb::JobState::Running,
+            JobState::Finished => pb::JobState::Finished,
+            JobState::Failed => pb::JobState::Failed,
+            JobState::Cancelled => pb::JobState::Cancelled,
+        }
+    }
+}
+
+/// A wire job state (`JobStatus.state`, `JobEnd.state`); UNSPECIFIED and unknown values are
+/// refused with `field` named.
+pub fn job_state_from(v: i32, field: &str) -> Result<JobState, WireError> {
+    match pb::JobState::try_from(v) {
+        Ok(pb::JobState::Waiting) => Ok(JobState::Waiting),
+        Ok(pb::JobState::Running) => Ok(JobState::Running),
+        Ok(pb::JobState::Finished) => Ok(JobState::Finished),
+        Ok(pb::JobState::Failed) => Ok(JobState::Failed),
+        Ok(pb::JobState::Cancelled) => Ok(JobState::Cancelled),
+        Ok(pb::JobState::Unspecified) => Err(WireError::at(field, Problem::Unspecified)),
+        Err(_) => Err(WireError::at(field, Problem::UnknownEnum(v))),
+    }
+}
+
+impl From<ToCoordinator> for pb::ToCoordinator {
+    fn from(m: ToCoordinator) -> Self {
+        use pb::to_coordinator::Body;
+        let body = match m {
+            ToCoordinator::SecAgg(m) => Body::Secagg(m.into()),
+            ToCoordinator::Decline { ctx, reason } => Body::Decline(pb::Decline {
+                ctx: Some(ctx.into()),
+                reason,
+            }),
+        };
+        pb::ToCoordinator { body: Some(body) }
+    }
+}
+
+impl TryFrom<pb::ToCoordinator> for ToCoordinator {
+    type Error = WireError;
+    fn try_from(m: pb::ToCoordinator) -> Result<Self, WireError> {
+        use pb::to_coordinator::Body;
+        let body = m
+            .body
+            .ok_or_else(|| WireError::new(Problem::MissingOneof))?;
+        Ok(match body {
+            Body::Secagg(m) => {
+                ToCoordinator::SecAgg(m.try_into().map_err(|e: WireError| e.within("secagg"))?)
+            }
+            Body::Decline(m) => ToCoordinator::Decline {
+                ctx: sub(m.ctx, "ctx").map_err(|e| e.within("decline"))?,
+                reason: m.reason,
+            },
+        })
+    }
+}
+
+impl From<&LabelMetrics> for pb::LabelMetrics {
+    fn from(m: &LabelMetrics) -> Self {
+        pb::LabelMetrics {
+            label: m.label.clone(),
+            round: m.round,
+            auc: m.metrics.auc,
+            ks: m.metrics.ks,
+            log_loss: m.metrics.log_loss,
+            top_decile_lift: m.metrics.top_decile_lift,
+            positives: m.metrics.positives,
+            negatives: m.metrics.negatives,
+        }
+    }
+}
+
+/// Every field of the wire form is a plain number or string, so this cannot fail.
+impl From<pb::LabelMetrics> for LabelMetrics {
+    fn from(m: pb::LabelMetrics) -> Self {
+        LabelMetrics {
+            label: m.label,
+            round: m.round,
+            metrics: BinaryMetrics {
+                auc: m.auc,
+                ks: m.ks,
+                log_loss: m.log_loss,
+                top_decile_lift: m.top_decile_lift,
+                positives: m.positives,
+                negatives: m.negatives,
+            },
+        }
+    }
+}
