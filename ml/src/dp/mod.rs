@@ -28,23 +28,46 @@
 //! privacy); for replace-one adjacency double the sensitivities.
 //!
 //! # Accounting
-//! [`RdpAccountant`] composes per-step RDP curves over a fixed list of orders
-//! ([`DEFAULT_ORDERS`]) — every participant takes part in every round, so there is no
-//! subsampling amplification — and converts to (ε, δ) with the improved conversion of
-//! Balle et al. 2020 / Canonne, Kamath, Steinke 2020:
+//! [`RdpAccountant`] composes per-step RDP curves over a fixed list of orders and converts to
+//! (ε, δ) with the improved conversion of Balle et al. 2020 / Canonne, Kamath, Steinke 2020:
 //! `ε = min_α rdp(α) + ln((α−1)/α) − (ln δ + ln α)/(α−1)`.
 //! [`RdpAccountant::would_exceed`] and [`RdpAccountant::steps_within_budget`] let a job stop
 //! before it overspends.
 //!
+//! Subsampling amplification is claimed exactly where sampling happens, at two levels:
+//!
+//! * **Institution level (unsampled).** Every participant takes part in every round, so a
+//!   round's release of the noisy sum is accounted without any amplification
+//!   ([`Mechanism::Gaussian`], [`Mechanism::Skellam`],
+//!   [`Mechanism::DistributedDiscreteGaussian`]) over [`DEFAULT_ORDERS`].
+//! * **Record level (Poisson-sampled).** Within each participant, each record joins a local
+//!   step's batch independently with probability `q`; every local step of every round is one
+//!   release of the subsampled mechanism, accounted with the sampled-Gaussian RDP of Mironov,
+//!   Talwar, Zhang 2019 ([`Mechanism::SampledGaussian`], computed as TF Privacy /
+//!   `dp-accounting` / Opacus do, and checked against `dp-accounting` in
+//!   `ml/tests/accountant_reference.rs`), over the finer [`SAMPLED_ORDERS`]. For the distributed
+//!   discrete Gaussian actually added, [`Mechanism::SampledDistributedDiscreteGaussian`] adds
+//!   the KLS τ-terms to the sampled-Gaussian RDP at the central noise multiplier; that
+//!   combination is exact only at `q = 1` and otherwise an approximation (see its doc).
+//!
+//! [`calibrate_noise_multiplier`] inverts the record-level accounting: given the budget, the
+//! sampling rate, the number of steps and any other releases composed in, it finds the smallest
+//! noise multiplier that meets the budget (bisection on σ in log space over
+//! [`CALIBRATION_SIGMA_RANGE`], to 0.1 %).
+//!
 //! Layout: `noise` holds the samplers and the per-participant shares, `clipping` the clipping,
 //! randomized rounding and integer sensitivity, `accountant` the mechanisms' RDP curves and
-//! [`RdpAccountant`].
+//! [`RdpAccountant`], `sampled` the sampled-Gaussian RDP (log-space series, log-erfc).
 
 mod accountant;
 mod clipping;
 mod noise;
+mod sampled;
 
-pub use accountant::{rdp_to_epsilon, Mechanism, RdpAccountant, DEFAULT_ORDERS};
+pub use accountant::{
+    calibrate_noise_multiplier, rdp_to_epsilon, Mechanism, RdpAccountant, CALIBRATION_SIGMA_RANGE,
+    DEFAULT_ORDERS, SAMPLED_ORDERS,
+};
 pub use clipping::{clip_and_scale, integer_sensitivity, randomized_round, IntegerSensitivity};
 pub use noise::{discrete_gaussian_noise, discrete_gaussian_share, skellam_noise, skellam_share};
 
@@ -74,6 +97,18 @@ pub enum DpError {
     /// The accountant's order list is unusable.
     #[error("RDP orders must be a non-empty list of finite values > 1")]
     InvalidOrders,
+    /// Noise calibration cannot meet the (ε, δ) target: even the largest noise multiplier
+    /// searched leaves ε at `best` (typically the fixed releases alone spend more).
+    #[error(
+        "no noise multiplier up to {max_noise_multiplier} meets ε ≤ {epsilon} at δ = {delta} \
+         (it gives ε = {best})"
+    )]
+    BudgetUnreachable {
+        epsilon: f64,
+        delta: f64,
+        best: f64,
+        max_noise_multiplier: f64,
+    },
 }
 
 fn invalid(name: &'static str, value: f64, reason: &'static str) -> DpError {
@@ -97,6 +132,15 @@ fn check_nonnegative(name: &'static str, v: f64) -> Result<(), DpError> {
         Ok(())
     } else {
         Err(invalid(name, v, "must be finite and ≥ 0"))
+    }
+}
+
+/// A probability: finite and in `[0, 1]`.
+fn check_rate(name: &'static str, v: f64) -> Result<(), DpError> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(invalid(name, v, "must be in [0, 1]"))
     }
 }
 
