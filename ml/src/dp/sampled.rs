@@ -193,4 +193,21 @@ mod tests {
         let big = sampled_gaussian_rdp(0.1, 1.0, 1e6);
         assert_eq!(big, 1e6 / 2.0);
     }
+
+    #[test]
+    fn a_non_converging_fractional_order_takes_the_next_integer_order() {
+        // dp-accounting reports ∞ here (its series does not converge in 1000 terms, see the
+        // reference table's left-out cells); the accountant uses the sound value at ⌈α⌉ = 2.
+        assert!(log_a_frac(0.05, 0.6, 1.1).is_none());
+        let at2 = sampled_gaussian_rdp(0.05, 0.6, 2.0);
+        assert_eq!(sampled_gaussian_rdp(0.05, 0.6, 1.1), at2);
+        assert!(at2.is_finite() && at2 < 2.0 / (2.0 * 0.36));
+        // where it converges, the fractional order is below the next integer one
+        let r = sampled_gaussian_rdp(0.05, 0.6, 2.5);
+        assert!(
+            log_a_frac(0.05, 0.6, 2.5).is_some()
+                && at2 <= r
+                && r <= sampled_gaussian_rdp(0.05, 0.6, 3.0)
+        );
+    }
 }
