@@ -356,6 +356,7 @@ fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(String, usize, 
             features: vec!["NoSuchColumn".into()],
             ..data.clone()
         },
+        noise: None,
     };
     steps.push((
         to_json(&scale).to_string(),
@@ -364,7 +365,10 @@ fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(String, usize, 
     ));
 
     // 11. A well-formed step in a round that announces another length.
-    let scale = Instruction::Scale { data: data.clone() };
+    let scale = Instruction::Scale {
+        data: data.clone(),
+        noise: None,
+    };
     let honest = 1 + labels.len() + f * 21;
     steps.push((
         to_json(&scale).to_string(),

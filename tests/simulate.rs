@@ -59,6 +59,11 @@ fn quickstart_readme_command_writes_both_report_files() {
 }
 
 fn small_scenario(dir: &Path) -> PathBuf {
+    small_scenario_with(dir, "")
+}
+
+/// The parity scenario with `extra` lines appended to its job.
+fn small_scenario_with(dir: &Path, extra: &str) -> PathBuf {
     let text = format!(
         r#"
 name = "parity"
@@ -75,6 +80,7 @@ name = "risk"
 dataset = "credit"
 rounds = 6
 eval_every = 3
+{extra}
 "#,
         csv = repo().join("data/credit_data.csv").display(),
         schema = repo().join("data/credit_data.schema.toml").display()
@@ -97,6 +103,48 @@ fn memory_and_grpc_transports_give_the_same_model() {
     assert_eq!(read("mem"), read("grpc"));
     assert_eq!(mem.models[0].final_metrics, grpc.models[0].final_metrics);
     assert_eq!(grpc.scenario.transport, "grpc");
+}
+
+/// With differential privacy every participant draws its noise (and, at record level, its
+/// row sample) from its own per-round stream: the two transports still agree to the bit, and
+/// the noise is really there (the model differs from the noise-free one).
+#[test]
+fn memory_and_grpc_transports_give_the_same_model_with_dp() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = simulate(&small_scenario(dir.path()), &dir.path().join("plain"), &[]);
+    let read =
+        |sub: &str| std::fs::read_to_string(dir.path().join(sub).join("model-risk.json")).unwrap();
+    for (name, dp) in [
+        (
+            "institution",
+            r#"dp = { clip = 1.0, noise_multiplier = 1.0, delta = 1e-5 }"#,
+        ),
+        (
+            "record",
+            r#"dp = { level = "record", clip = 1.0, sampling_rate = 0.1, delta = 1e-5, epsilon_budget = 4.0 }"#,
+        ),
+    ] {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let s = small_scenario_with(&sub, dp);
+        let mem = simulate(&s, &sub.join("mem"), &[]);
+        let grpc = simulate(&s, &sub.join("grpc"), &["--transport", "grpc"]);
+        let (m, g) = (read(&format!("{name}/mem")), read(&format!("{name}/grpc")));
+        assert_eq!(m, g, "{name}-level DP: the transports disagree");
+        assert_ne!(m, read("plain"), "{name}-level DP: no noise in the model");
+        let (dm, dg) = (
+            mem.privacy.dp.as_ref().expect("dp report"),
+            grpc.privacy.dp.as_ref().expect("dp report"),
+        );
+        assert_eq!(dm.epsilon, dg.epsilon);
+        assert_eq!(dm.level.name(), name);
+        assert!(
+            dm.epsilon > 0.0 && dm.epsilon.is_finite(),
+            "{name}: ε {}",
+            dm.epsilon
+        );
+    }
+    assert!(plain.privacy.dp.is_none());
 }
 
 #[test]

@@ -68,6 +68,16 @@ pub enum EncodingError {
         "no modulus fits {max_participants} participants with values in [-{max_abs}, {max_abs}]"
     )]
     NoFittingModulus { max_abs: f64, max_participants: u32 },
+    /// Z_2^64 cannot hold the sum at the resolution asked for.
+    #[error(
+        "no modulus fits {max_participants} participants with values in [-{max_abs}, {max_abs}] \
+         at a resolution of 2^-{min_frac_bits}"
+    )]
+    NoResolution {
+        max_abs: f64,
+        max_participants: u32,
+        min_frac_bits: u32,
+    },
     /// A value is NaN or infinite.
     #[error("value at index {index} is not finite: {value}")]
     NonFinite { index: usize, value: f64 },
@@ -344,6 +354,31 @@ impl FixedPoint {
         Err(EncodingError::NoFittingModulus {
             max_abs,
             max_participants,
+        })
+    }
+
+    /// Like [`choose`](Self::choose), but the resolution must be at least `2^-min_frac_bits`:
+    /// the smallest modulus that gives that many fractional bits, with `frac_bits` the most
+    /// that fit in it. For sums that must resolve noise of a given scale (differential
+    /// privacy). Refuses when not even Z_2^64 can.
+    pub fn choose_with_resolution(
+        max_abs: f64,
+        max_participants: u32,
+        min_frac_bits: u32,
+    ) -> Result<Self, EncodingError> {
+        let coarse = Self::choose(max_abs, max_participants)?;
+        if coarse.frac_bits >= min_frac_bits {
+            return Ok(coarse);
+        }
+        for frac_bits in (min_frac_bits..=MAX_FRAC_BITS).rev() {
+            if let Ok(fp) = FixedPoint::new(Modulus::Pow64, frac_bits, max_abs, max_participants) {
+                return Ok(fp);
+            }
+        }
+        Err(EncodingError::NoResolution {
+            max_abs,
+            max_participants,
+            min_frac_bits,
         })
     }
 

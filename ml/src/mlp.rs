@@ -278,6 +278,79 @@ impl Workspace {
     }
 }
 
+/// Per-example gradients of an MLP (for DP-SGD, which clips each example's gradient): the
+/// network and one row's workspace are unpacked once, then each [`grad`](Self::grad) call is a
+/// forward and backward pass over one row with no allocation.
+pub struct MlpExampleGrad {
+    spec: MlpSpec,
+    net: Net,
+    grad: Net,
+    ws: Workspace,
+}
+
+impl MlpExampleGrad {
+    /// Errors when the parameters do not fit their spec.
+    pub fn new(p: &MlpParams) -> Result<Self, MlpError> {
+        p.check()?;
+        let net = Net::from_flat(&p.spec, &p.flat);
+        let grad = net.zeros_like();
+        Ok(MlpExampleGrad {
+            spec: p.spec.clone(),
+            net,
+            grad,
+            ws: Workspace::new(&p.spec, 1),
+        })
+    }
+
+    /// Row `row` of `x`'s gradient of the class-weighted log-loss with respect to the flat
+    /// parameters, written into `out` (the parameter count); returns the row's loss.
+    ///
+    /// Errors when `x` has the wrong number of columns, `row` is out of range or `out` has
+    /// the wrong length.
+    pub fn grad(
+        &mut self,
+        x: ArrayView2<f32>,
+        row: usize,
+        y: f32,
+        pos_weight: f64,
+        out: &mut [f64],
+    ) -> Result<f64, MlpError> {
+        if x.ncols() != self.spec.inputs {
+            return Err(MlpError::ShapeMismatch {
+                what: "feature columns",
+                expected: self.spec.inputs,
+                got: x.ncols(),
+            });
+        }
+        if row >= x.nrows() {
+            return Err(MlpError::ShapeMismatch {
+                what: "row index below the row count",
+                expected: x.nrows(),
+                got: row,
+            });
+        }
+        let n = MlpParams::n_params(&self.spec);
+        if out.len() != n {
+            return Err(MlpError::ParamCount {
+                expected: n,
+                got: out.len(),
+            });
+        }
+        let k = self.ws.load_rows(x, std::iter::once(row));
+        self.ws.forward(&self.net, k);
+        let loss = self.ws.output_delta(&[f64::from(y)], pos_weight, 1.0);
+        self.ws.backward(&self.net, k, &mut self.grad);
+        let mut off = 0;
+        for (w, b) in self.grad.w.iter().zip(&self.grad.b) {
+            for (o, &v) in out[off..].iter_mut().zip(w.iter().chain(b.iter())) {
+                *o = v;
+            }
+            off += w.len() + b.len();
+        }
+        Ok(loss)
+    }
+}
+
 /// Probabilities, one per row; rayon-parallel over blocks of rows. Errors when the
 /// parameters do not fit the spec or `x` has the wrong number of columns.
 pub fn mlp_predict_proba(p: &MlpParams, x: ArrayView2<f32>) -> Result<Vec<f64>, MlpError> {

@@ -103,6 +103,11 @@ pub struct Worker {
     outbox: VecDeque<ToCoordinator>,
     events: VecDeque<WorkerEvent>,
     rng: rand_chacha::ChaCha20Rng,
+    /// Key of the per-round randomness of DP steps (row sampling, noise): drawn once from
+    /// the worker's seed and never sent. A round's stream depends only on this key, the job
+    /// and the SecAgg round, not on how many messages the transport delivered before it, so
+    /// the same seed gives the same noise in memory and over gRPC.
+    private_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Worker {
@@ -133,6 +138,7 @@ impl Worker {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             rng: rand_chacha::ChaCha20Rng::from_seed(seed),
+            private_key: private_key(&seed),
         }
     }
 
@@ -218,7 +224,8 @@ impl Worker {
             });
         work.ctx = Some(ctx.clone());
         work.client = None;
-        let input = prepare_input(start, &self.datasets, &mut work.cache, &mut self.rng);
+        let mut private = round_rng(&self.private_key, &ctx);
+        let input = prepare_input(start, &self.datasets, &mut work.cache, &mut private);
         let result = input.and_then(|(purpose, input)| {
             let client = Client::new(
                 start.config.clone(),
@@ -259,6 +266,27 @@ impl Worker {
     }
 }
 
+/// The DP key from the worker's seed (domain-separated: the CSPRNG seeded with `seed` never
+/// yields it).
+fn private_key(seed: &[u8; 32]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"fedsilo/participant/dp-key/v1");
+    h.update(seed);
+    h.finalize().into()
+}
+
+/// This round's DP randomness: ChaCha20 keyed by SHA-256(key ‖ job id ‖ SecAgg round).
+fn round_rng(key: &[u8; 32], ctx: &RoundContext) -> rand_chacha::ChaCha20Rng {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(key);
+    h.update((ctx.job_id.len() as u64).to_le_bytes());
+    h.update(ctx.job_id.as_bytes());
+    h.update(ctx.round.to_le_bytes());
+    rand_chacha::ChaCha20Rng::from_seed(h.finalize().into())
+}
+
 /// Checks, computes, encodes and (for DP steps) noises this participant's vector.
 ///
 /// Nothing from the coordinator is trusted: the instruction is decoded and checked against
@@ -287,7 +315,7 @@ fn prepare_input(
     if start.encoding.modulus != start.config.modulus {
         return Err(StepError::Modulus);
     }
-    let values = fedsilo_task::compute(&instr, data, cache)?;
+    let values = fedsilo_task::compute(&instr, data, cache, rng)?;
     if values.len() != start.config.vector_len {
         return Err(StepError::VectorLength {
             round: start.config.vector_len,
@@ -303,12 +331,26 @@ fn prepare_input(
             max_abs = start.encoding.max_abs, "values outside the declared range were clipped before encoding");
     }
     if let Some(noise) = instr.noise() {
-        let scale = (start.encoding.frac_bits as f64).exp2();
-        let sigma_int = noise.share(start.config.participants.len()) * scale;
-        let draws = fedsilo_ml::dp::discrete_gaussian_noise(sigma_int, values.len(), rng)?;
+        let n = start.config.participants.len();
+        let draws = noise_share(noise, n, start.encoding.frac_bits, values.len(), rng)?;
         add_signed(&mut encoded, &draws);
     }
     Ok((instr.purpose(), encoded))
+}
+
+/// This participant's share of a DP step's noise, in the round's integer domain: discrete
+/// Gaussian of standard deviation `stddev/√n` × the fixed-point scale, so that the `n`
+/// shares of the round's participants sum to the noise the accountant assumed.
+fn noise_share(
+    noise: &fedsilo_task::NoiseSpec,
+    n: usize,
+    frac_bits: u32,
+    len: usize,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> Result<Vec<i64>, fedsilo_ml::dp::DpError> {
+    let scale = (frac_bits as f64).exp2();
+    let sigma_int = noise.share(n) * scale;
+    fedsilo_ml::dp::discrete_gaussian_noise(sigma_int, len, rng)
 }
 
 /// Adds signed integers to ring elements (two's complement, wrapping).
@@ -324,5 +366,94 @@ fn add_signed(v: &mut RingVec, noise: &[i64]) {
                 *x = x.wrapping_add(n as u64);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod noise_tests {
+    use super::*;
+
+    /// The noise a DP round's sum carries is the sum of the participants' shares, each drawn
+    /// from its own per-round stream; recovered here share by share (what the noised sum minus
+    /// the noise-free sum would give), its variance is the `stddev²` the accountant assumed
+    /// (σ·C with σ = 1.1, C = 1), within sampling error; and the shares of two participants, or
+    /// of two rounds, are not the same draws.
+    #[test]
+    fn summed_noise_shares_have_the_variance_the_accountant_assumed() {
+        let noise = fedsilo_task::NoiseSpec {
+            clip: 1.0,
+            stddev: 1.1,
+            sampling_rate: Some(0.05),
+        };
+        let n = 5;
+        // The engine's rule: each share spans about 2^16 integer units.
+        let frac_bits = (65536.0 / noise.share(n)).log2().floor() as u32;
+        let scale = (frac_bits as f64).exp2();
+        let keys: Vec<[u8; 32]> = (0..n as u8).map(|i| private_key(&[i; 32])).collect();
+        let len = 200;
+        let rounds = 50;
+        let mut sums = Vec::with_capacity(len * rounds);
+        let mut first_shares = Vec::new();
+        for round in 0..rounds as u64 {
+            let ctx = RoundContext {
+                job_id: "job-1".into(),
+                round,
+            };
+            let mut sum = vec![0i64; len];
+            for (i, key) in keys.iter().enumerate() {
+                let draws = noise_share(&noise, n, frac_bits, len, &mut round_rng(key, &ctx))
+                    .expect("valid noise");
+                if round == 0 {
+                    first_shares.push(draws.clone());
+                }
+                if i == 0 && round == 1 {
+                    assert_ne!(draws, first_shares[0], "a new round draws new noise");
+                }
+                for (s, d) in sum.iter_mut().zip(&draws) {
+                    *s += d;
+                }
+            }
+            sums.extend(sum.iter().map(|&v| v as f64 / scale));
+        }
+        assert_ne!(
+            first_shares[0], first_shares[1],
+            "participants draw their own noise"
+        );
+        let m = sums.len() as f64;
+        let mean = sums.iter().sum::<f64>() / m;
+        let var = sums.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (m - 1.0);
+        let want = noise.stddev * noise.stddev;
+        // Standard error of a sample variance of m normal draws: want·√(2/(m−1)).
+        let se = want * (2.0 / (m - 1.0)).sqrt();
+        assert!(
+            (var - want).abs() < 4.0 * se,
+            "variance {var} of the summed noise, accountant assumed {want} (±{se})"
+        );
+        assert!(mean.abs() < 4.0 * noise.stddev / m.sqrt(), "mean {mean}");
+    }
+
+    #[test]
+    fn the_dp_stream_depends_on_the_key_job_and_round_only() {
+        let key = private_key(&[9; 32]);
+        let ctx = RoundContext {
+            job_id: "j".into(),
+            round: 3,
+        };
+        let draw = |ctx: &RoundContext| {
+            use rand::RngCore;
+            round_rng(&key, ctx).next_u64()
+        };
+        assert_eq!(draw(&ctx), draw(&ctx));
+        let other_round = RoundContext {
+            round: 4,
+            ..ctx.clone()
+        };
+        let other_job = RoundContext {
+            job_id: "k".into(),
+            ..ctx.clone()
+        };
+        assert_ne!(draw(&ctx), draw(&other_round));
+        assert_ne!(draw(&ctx), draw(&other_job));
+        assert_ne!(private_key(&[9; 32]), [9; 32]);
     }
 }

@@ -146,7 +146,7 @@ mod spec {
     use fedsilo_ml::optim::ServerOptimizer;
     use fedsilo_ml::scorecard::ScorecardSpec;
     use fedsilo_proto::pb;
-    use fedsilo_task::{DpSpec, JobSpec, Learning, ModelSpec, Task};
+    use fedsilo_task::{DpLevel, DpSpec, JobSpec, Learning, ModelSpec, Task};
     use proptest::collection::vec;
     use proptest::option;
     use proptest::prelude::*;
@@ -280,14 +280,28 @@ mod spec {
     }
 
     fn dp() -> impl Strategy<Value = DpSpec> {
-        (real(), real(), real(), option::of(real())).prop_map(
-            |(clip, noise_multiplier, delta, epsilon_budget)| DpSpec {
-                clip,
-                noise_multiplier,
-                delta,
-                epsilon_budget,
-            },
+        (
+            any::<bool>(),
+            real(),
+            option::of(real()),
+            real(),
+            option::of(real()),
+            option::of(real()),
         )
+            .prop_map(
+                |(record, clip, noise_multiplier, delta, epsilon_budget, sampling_rate)| DpSpec {
+                    level: if record {
+                        DpLevel::Record
+                    } else {
+                        DpLevel::Institution
+                    },
+                    clip,
+                    noise_multiplier,
+                    delta,
+                    epsilon_budget,
+                    sampling_rate,
+                },
+            )
     }
 
     fn task() -> impl Strategy<Value = Task> {
@@ -389,6 +403,7 @@ mod spec {
                 noise_multiplier: Some(0.8),
                 delta: Some(1e-5),
                 epsilon_budget: None,
+                ..Default::default()
             }),
             ..minimal.clone()
         };

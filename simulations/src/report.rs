@@ -218,6 +218,18 @@ pub struct PrivacyReport {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DpReport {
     pub mechanism: String,
+    /// Whom the guarantee protects: `record` (one customer) or `institution`.
+    #[serde(default)]
+    pub level: fedsilo_task::DpLevel,
+    /// ε for one customer's record and for one institution's whole contribution (∞ when
+    /// nothing is promised at that level); `epsilon` is the one at `level`.
+    #[serde(default, deserialize_with = "lenient::f64")]
+    pub epsilon_record: f64,
+    #[serde(default, deserialize_with = "lenient::f64")]
+    pub epsilon_institution: f64,
+    /// Record level: each row's probability of taking part in a round.
+    #[serde(default)]
+    pub sampling_rate: Option<f64>,
     #[serde(deserialize_with = "lenient::f64")]
     pub noise_multiplier: f64,
     #[serde(deserialize_with = "lenient::f64")]

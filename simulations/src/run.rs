@@ -216,16 +216,32 @@ pub fn build_report(
                 },
             });
         }
-        if let Some(dp) = &job.spec.dp {
+        // The plan's spec: it carries the σ the job calibrated when the scenario gave none.
+        if let Some(dp) = &rec.plan.spec().dp {
             let per_round: Vec<f64> = rounds
                 .iter()
                 .filter(|r| r.job_id == job.name)
                 .filter_map(|r| r.epsilon)
                 .collect();
+            let spent = fedsilo_task::privacy::spent(dp, rec.plan.dp_rounds());
             dp_report = Some(DpReport {
-                mechanism:
-                    "distributed discrete Gaussian under secure aggregation (RDP accountant)".into(),
-                noise_multiplier: dp.noise_multiplier,
+                mechanism: match dp.level {
+                    fedsilo_task::DpLevel::Institution => {
+                        "distributed discrete Gaussian under secure aggregation (RDP accountant)"
+                            .into()
+                    }
+                    fedsilo_task::DpLevel::Record => {
+                        "DP-SGD: Poisson-sampled rows, per-row clipped gradients, distributed \
+                         discrete Gaussian under secure aggregation (sampled-Gaussian RDP \
+                         accountant; prelude counts and moments noised and accounted)"
+                            .into()
+                    }
+                },
+                level: dp.level,
+                epsilon_record: spent.record,
+                epsilon_institution: spent.institution,
+                sampling_rate: dp.sampling_rate,
+                noise_multiplier: dp.sigma(),
                 clip: dp.clip,
                 epsilon: rec.epsilon,
                 delta: dp.delta,

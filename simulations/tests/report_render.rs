@@ -215,6 +215,10 @@ fn sample_report() -> Report {
             ],
             dp: Some(DpReport {
                 mechanism: "distributed discrete Gaussian under secure aggregation (RDP accountant)".into(),
+                level: fedsilo_task::DpLevel::Institution,
+                epsilon_record: 2.5,
+                epsilon_institution: 2.5,
+                sampling_rate: None,
                 noise_multiplier: 1.1,
                 clip: 1.0,
                 epsilon: 2.5,

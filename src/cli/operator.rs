@@ -128,6 +128,26 @@ fn print_status(s: &pb::JobStatus) -> Result<()> {
             format!("  ({})", s.detail)
         }
     )?;
+    if let Some(p) = &s.privacy {
+        let eps = |e: f64| {
+            if e.is_finite() {
+                format!("ε = {e:.3}")
+            } else {
+                "not protected".to_string()
+            }
+        };
+        let level = match pb::DpLevel::try_from(p.level) {
+            Ok(pb::DpLevel::Record) => "record",
+            _ => "institution",
+        };
+        outln!(
+            "  privacy ({level}-level DP, δ = {:e}, noise multiplier {:.3}): one customer's record: {}; one institution: {}",
+            p.delta,
+            p.noise_multiplier,
+            eps(p.epsilon_record),
+            eps(p.epsilon_institution)
+        )?;
+    }
     for m in &s.metrics {
         outln!(
             "  {} (round {}): AUC {:.4}  KS {:.4}  log-loss {:.4}  top-decile lift {:.2}  ({:.0} positives, {:.0} negatives)",

@@ -20,6 +20,13 @@ pub enum FedError {
     /// The spec's model parameters are refused by the model itself.
     #[error("job spec: model: {0}")]
     SpecModel(#[source] ModelError),
+    /// No noise multiplier meets the record-level budget over the job's rounds.
+    #[error("job spec: dp: no noise multiplier keeps {rounds} rounds within the budget")]
+    Calibration {
+        rounds: u64,
+        #[source]
+        source: fedsilo_ml::dp::DpError,
+    },
 
     // --- The coordinator: a step the participant refuses.
     #[error("instruction refused: {0}")]

@@ -34,13 +34,21 @@ pub struct JobData {
 /// Integer noise a participant adds to its encoded vector (distributed discrete Gaussian).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NoiseSpec {
-    /// L2 clip of the update (float domain).
+    /// L2 clip (float domain): of the whole update (institution level), of one row's
+    /// gradient (record-level training), of each standardised value (record-level moments;
+    /// counts need none and carry 1).
     pub clip: f64,
-    /// Standard deviation of the noise the SUM must carry, float domain (σ·clip). Each of
-    /// the n participants of the round adds discrete Gaussian noise of σ·clip/√n
+    /// Standard deviation of the noise the SUM must carry, float domain (σ·sensitivity). Each
+    /// of the n participants of the round adds discrete Gaussian noise of stddev/√n
     /// ([`NoiseSpec::share`]); participants that drop out take their share with them, so a
     /// round with dropouts carries a little less noise than planned.
     pub stddev: f64,
+    /// Record-level training: each row takes part with this probability (Poisson sampling,
+    /// drawn with the participant's own secret randomness) and the participant sends the sum
+    /// of the sampled rows' clipped gradients. Absent: institution level (the whole clipped
+    /// update).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_rate: Option<f64>,
 }
 
 impl NoiseSpec {
@@ -127,10 +135,17 @@ impl std::str::FromStr for Purpose {
 pub enum Instruction {
     Scale {
         data: JobData,
+        /// Record-level DP jobs: the counts are noised.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        noise: Option<NoiseSpec>,
     },
     Moments {
         data: JobData,
         scales: Vec<f64>,
+        /// Record-level DP jobs: each standardised value is clipped to ±`clip` (instead of
+        /// ±[`MOMENT_CLIP`]) and the sums are noised.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        noise: Option<NoiseSpec>,
     },
     Train {
         data: JobData,
@@ -158,10 +173,7 @@ pub enum Instruction {
         fine_bins: usize,
     },
     /// Scorecard WOE: good/bad row counts per feature and bin.
-    ScorecardCounts {
-        data: JobData,
-        bins: ScorecardBins,
-    },
+    ScorecardCounts { data: JobData, bins: ScorecardBins },
 }
 
 impl Instruction {
@@ -183,14 +195,16 @@ impl Instruction {
     /// Noise the participant must add after encoding (None for non-DP steps).
     pub fn noise(&self) -> Option<&NoiseSpec> {
         match self {
-            Instruction::Train { noise, .. } => noise.as_ref(),
+            Instruction::Train { noise, .. }
+            | Instruction::Scale { noise, .. }
+            | Instruction::Moments { noise, .. } => noise.as_ref(),
             _ => None,
         }
     }
 
     pub fn data(&self) -> &JobData {
         match self {
-            Instruction::Scale { data }
+            Instruction::Scale { data, .. }
             | Instruction::Moments { data, .. }
             | Instruction::Train { data, .. }
             | Instruction::Evaluate { data, .. }

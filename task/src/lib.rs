@@ -42,6 +42,7 @@ pub mod job;
 pub mod model;
 pub mod plan;
 pub mod pooled;
+pub mod privacy;
 pub mod spec;
 pub mod validate;
 
@@ -54,7 +55,7 @@ pub use plan::plausible::Implausible;
 pub use plan::{CurvePoint, Evaluation, Plan};
 pub use pooled::{fit_pooled, PooledError};
 pub use spec::{
-    DpSpec, JobSpec, Learning, ModelSpec, Task, ABSENCE_PATIENCE_MS_RANGE,
+    DpLevel, DpSpec, JobSpec, Learning, ModelSpec, Task, ABSENCE_PATIENCE_MS_RANGE,
     DEFAULT_ABSENCE_PATIENCE_MS,
 };
 pub use validate::{check_instruction, InstructionError};

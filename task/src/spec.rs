@@ -100,17 +100,73 @@ impl Default for Learning {
     }
 }
 
-/// Differential privacy for the training updates (distributed discrete Gaussian under secure
-/// aggregation): each participant clips its update to L2 norm `clip` and adds integer noise
-/// so that the SUM carries noise of standard deviation `noise_multiplier · clip`.
+/// Whom differential privacy protects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpLevel {
+    /// One institution's whole contribution (every participant in every round, no sampling):
+    /// each participant clips its whole update to `clip`. With a handful of institutions the
+    /// noise this needs swamps the signal.
+    #[default]
+    Institution,
+    /// One customer's record (DP-SGD): every round each participant samples its rows with
+    /// probability `sampling_rate` (Poisson), clips each sampled row's gradient to `clip` and
+    /// sends their sum; the federation-wide sum of one round is one DP-SGD step on the union
+    /// of the institutions' rows. The prelude's counts and moments are noised too, so the
+    /// whole job is accounted.
+    Record,
+}
+
+impl DpLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            DpLevel::Institution => "institution",
+            DpLevel::Record => "record",
+        }
+    }
+}
+
+/// Differential privacy under secure aggregation (distributed discrete Gaussian): each
+/// participant adds integer noise to its clipped vector so that only the SUM carries noise of
+/// standard deviation `noise_multiplier · clip`; no participant ever sees a noise-free sum.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DpSpec {
+    /// Whom the guarantee protects (default `institution`).
+    #[serde(default)]
+    pub level: DpLevel,
+    /// L2 clip of a participant's update (institution level) or of one row's gradient
+    /// (record level).
     pub clip: f64,
-    pub noise_multiplier: f64,
+    /// σ/clip. Absent (record level only): calibrated at launch, the smallest σ with which
+    /// `rounds` rounds stay within `epsilon_budget`.
+    #[serde(default)]
+    pub noise_multiplier: Option<f64>,
     pub delta: f64,
     /// Stop cleanly before ε would exceed this.
     pub epsilon_budget: Option<f64>,
+    /// Record level: the probability with which each row takes part in a round (Poisson
+    /// sampling; the privacy amplification the accountant counts). Required at record level,
+    /// refused at institution level.
+    #[serde(default)]
+    pub sampling_rate: Option<f64>,
+}
+
+impl DpSpec {
+    /// The noise multiplier in force: the configured one or, once a plan has calibrated it,
+    /// the calibrated one (0 before either, which no noisy step is built with: validation
+    /// and [`crate::Plan::new`] see to it).
+    pub fn sigma(&self) -> f64 {
+        self.noise_multiplier.unwrap_or(0.0)
+    }
+
+    /// Record level: the sampling rate (1 otherwise: every row of every participant).
+    pub fn q(&self) -> f64 {
+        match self.level {
+            DpLevel::Record => self.sampling_rate.unwrap_or(1.0),
+            DpLevel::Institution => 1.0,
+        }
+    }
 }
 
 /// What an operator launches. Every key is checked: an unknown one (a typo such as `DP` or
@@ -276,7 +332,7 @@ impl JobSpec {
                     return bad("labels: gbdt trains one label per job".into());
                 }
                 if self.dp.is_some() {
-                    return bad("dp: differential privacy is available for logistic regression and MLP jobs".into());
+                    return bad("dp: differential privacy is not yet available for gbdt jobs (logistic regression and MLP jobs have it)".into());
                 }
             }
             ModelSpec::Scorecard(sc) => {
@@ -286,15 +342,13 @@ impl JobSpec {
                     return bad("labels: a scorecard scores one label (1 = bad) per job".into());
                 }
                 if self.dp.is_some() {
-                    return bad("dp: differential privacy is available for logistic regression and MLP jobs".into());
+                    return bad("dp: differential privacy is not yet available for scorecard jobs (logistic regression and MLP jobs have it)".into());
                 }
             }
             ModelSpec::LogisticRegression => {}
         }
         if let Some(dp) = &self.dp {
-            if !(dp.clip > 0.0 && dp.noise_multiplier > 0.0 && dp.delta > 0.0 && dp.delta < 1.0) {
-                return bad("dp: clip > 0, noise_multiplier > 0 and 0 < delta < 1 required".into());
-            }
+            dp_checks(dp, self.rounds)?;
         }
         if !ABSENCE_PATIENCE_MS_RANGE.contains(&self.absence_patience_ms) {
             return bad(format!(
@@ -306,4 +360,48 @@ impl JobSpec {
         }
         Ok(())
     }
+}
+
+/// The `dp` table's own checks; the error names the key.
+fn dp_checks(dp: &DpSpec, rounds: u64) -> Result<(), FedError> {
+    let bad = |m: String| Err(FedError::Spec(m));
+    let positive = |v: f64| v > 0.0 && v.is_finite();
+    if !positive(dp.clip) {
+        return bad(format!("dp.clip: {} must be > 0", dp.clip));
+    }
+    if !(dp.delta > 0.0 && dp.delta < 1.0) {
+        return bad(format!("dp.delta: {} must be in (0, 1)", dp.delta));
+    }
+    if let Some(b) = dp.epsilon_budget {
+        if !positive(b) {
+            return bad(format!("dp.epsilon_budget: {b} must be > 0"));
+        }
+    }
+    if let Some(s) = dp.noise_multiplier {
+        if !positive(s) {
+            return bad(format!("dp.noise_multiplier: {s} must be > 0"));
+        }
+    }
+    match dp.level {
+        DpLevel::Institution => {
+            if dp.noise_multiplier.is_none() {
+                return bad("dp.noise_multiplier: required at level \"institution\" (only record-level jobs calibrate it from the budget)".into());
+            }
+            if let Some(q) = dp.sampling_rate {
+                return bad(format!("dp.sampling_rate: {q} is a record-level setting (level = \"record\"); institution-level DP takes every participant's whole update every round"));
+            }
+        }
+        DpLevel::Record => {
+            let Some(q) = dp.sampling_rate else {
+                return bad("dp.sampling_rate: required at level \"record\" (the probability with which each row takes part in a round, e.g. 0.05)".into());
+            };
+            if !(q > 0.0 && q <= 1.0) {
+                return bad(format!("dp.sampling_rate: {q} must be in (0, 1]"));
+            }
+            if dp.noise_multiplier.is_none() && dp.epsilon_budget.is_none() {
+                return bad(format!("dp: give noise_multiplier or epsilon_budget (with the budget the job calibrates σ for its {rounds} rounds)"));
+            }
+        }
+    }
+    Ok(())
 }

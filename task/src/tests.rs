@@ -71,7 +71,7 @@ fn run(plan: &mut Plan, parts: &[LocalData]) {
     while let Some(step) = plan.next_step() {
         let mut sum = vec![0.0; step.len];
         for (p, c) in parts.iter().zip(caches.iter_mut()) {
-            let v = compute(&step.instruction, p, c).unwrap();
+            let v = compute(&step.instruction, p, c, &mut private_rng()).unwrap();
             assert_eq!(v.len(), step.len);
             for (s, x) in sum.iter_mut().zip(&v) {
                 assert!(
@@ -325,7 +325,13 @@ fn one_class_federation_and_bad_sums_are_refused() {
     ));
     let mut sum = vec![0.0; step.len];
     for p in &parts {
-        let v = compute(&step.instruction, p, &mut LocalCache::default()).unwrap();
+        let v = compute(
+            &step.instruction,
+            p,
+            &mut LocalCache::default(),
+            &mut private_rng(),
+        )
+        .unwrap();
         sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
     }
     let err = plan.absorb(&sum, 2).unwrap_err().to_string();
@@ -336,10 +342,16 @@ fn one_class_federation_and_bad_sums_are_refused() {
             features: vec!["nope".into()],
             labels: vec!["y".into()],
         },
+        noise: None,
     };
-    let e = compute(&missing, &parts[0], &mut LocalCache::default())
-        .unwrap_err()
-        .to_string();
+    let e = compute(
+        &missing,
+        &parts[0],
+        &mut LocalCache::default(),
+        &mut private_rng(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("'nope'"), "{e}");
 }
 
@@ -429,7 +441,7 @@ fn old_flat_checkpoints_resume_as_the_same_plan() {
             for (p, c) in parts.iter().zip(caches.iter_mut()) {
                 for (s, x) in sum
                     .iter_mut()
-                    .zip(compute(&step.instruction, p, c).unwrap())
+                    .zip(compute(&step.instruction, p, c, &mut private_rng()).unwrap())
                 {
                     *s += x;
                 }
@@ -452,4 +464,10 @@ fn old_flat_checkpoints_resume_as_the_same_plan() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("has no model"), "{e}");
+}
+
+/// The participant's private randomness (record-level DP steps read it; these do not).
+fn private_rng() -> rand_chacha::ChaCha20Rng {
+    use rand::SeedableRng;
+    rand_chacha::ChaCha20Rng::seed_from_u64(7)
 }

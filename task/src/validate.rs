@@ -243,6 +243,15 @@ fn check_noise(n: &NoiseSpec) -> Result<()> {
             allowed: "finite values ≥ 0",
         });
     }
+    if let Some(q) = n.sampling_rate {
+        if !(q > 0.0 && q <= 1.0) {
+            return Err(InstructionError::OutOfRange {
+                what: "noise sampling rate",
+                value: q,
+                allowed: "(0, 1]",
+            });
+        }
+    }
     Ok(())
 }
 
@@ -371,8 +380,16 @@ pub fn check_instruction(instr: &Instruction, local: &LocalData) -> Result<usize
     let data = instr.data();
     let (f, l) = check_data(data, &local.train)?;
     match instr {
-        Instruction::Scale { .. } => step_len(&[(f, 1 + MAG_BINS)], 1 + l),
-        Instruction::Moments { scales, .. } => {
+        Instruction::Scale { noise, .. } => {
+            if let Some(n) = noise {
+                check_noise(n)?;
+            }
+            step_len(&[(f, 1 + MAG_BINS)], 1 + l)
+        }
+        Instruction::Moments { scales, noise, .. } => {
+            if let Some(n) = noise {
+                check_noise(n)?;
+            }
             size("scales (one per feature)", f, scales.len())?;
             finite("scales", scales.iter().copied())?;
             if let Some(&s) = scales.iter().find(|&&s| s <= 0.0) {
@@ -401,7 +418,16 @@ pub fn check_instruction(instr: &Instruction, local: &LocalData) -> Result<usize
                 check_noise(n)?;
             }
             check_model(model, data)?;
-            let extra = if noise.is_some() { 1 } else { 2 };
+            // [update…, rows, loss]; institution DP: [clipped update…, 1]; record DP: the
+            // sampled rows' clipped gradient sum alone.
+            let extra = match noise {
+                None => 2,
+                Some(NoiseSpec {
+                    sampling_rate: Some(_),
+                    ..
+                }) => 0,
+                Some(_) => 1,
+            };
             step_len(&[(1, model.params.dim())], extra)
         }
         Instruction::Evaluate { model, bins, .. } => {

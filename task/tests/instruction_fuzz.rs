@@ -121,7 +121,7 @@ fn seeds() -> &'static Seeds {
                 instructions.push(serde_json::to_string(&step.instruction).expect("json"));
                 let mut sum = vec![0.0; step.len];
                 for (p, c) in parts.iter().zip(caches.iter_mut()) {
-                    let v = compute(&step.instruction, p, c).expect("honest step");
+                    let v = compute(&step.instruction, p, c, &mut private_rng()).expect("honest step");
                     assert_eq!(v.len(), step.len);
                     sum.iter_mut().zip(&v).for_each(|(s, x)| *s += x);
                 }
@@ -145,12 +145,12 @@ fn check_and_compute(instr: &Instruction, warm: Option<&Instruction>) {
         let mut caches = vec![LocalCache::default()];
         if let Some(w) = warm {
             let mut c = LocalCache::default();
-            let _ = compute(w, local, &mut c);
+            let _ = compute(w, local, &mut c, &mut private_rng());
             caches.push(c);
         }
         for mut cache in caches {
             let checked = check_instruction(instr, local);
-            let out = compute(instr, local, &mut cache);
+            let out = compute(instr, local, &mut cache, &mut private_rng());
             match (&checked, &out) {
                 (Ok(len), Ok(v)) => assert_eq!(v.len(), *len, "announced vs computed length"),
                 (Ok(_), Err(_)) => {} // e.g. labels that are not 0/1, diverging values
@@ -503,7 +503,7 @@ proptest! {
         let checked = check_instruction(&instr, &participants()[0]);
         prop_assert_eq!(checked.is_ok(), well_formed, "{:?}", checked);
         if well_formed {
-            let out = compute(&instr, &participants()[0], &mut LocalCache::default());
+            let out = compute(&instr, &participants()[0], &mut LocalCache::default(), &mut private_rng());
             prop_assert!(out.is_ok(), "{:?}", out);
         }
     }
@@ -569,6 +569,18 @@ fn honest_steps_pass_and_refusals_name_the_problem() {
     }
     let e = check_instruction(&instr, &participants()[0]).expect_err("short coef");
     assert_eq!(e.to_string(), "coef: expected 5, got 4");
-    let e = compute(&instr, &participants()[0], &mut LocalCache::default()).expect_err("refused");
+    let e = compute(
+        &instr,
+        &participants()[0],
+        &mut LocalCache::default(),
+        &mut private_rng(),
+    )
+    .expect_err("refused");
     assert!(matches!(e, FedError::Instruction(_)), "{e:?}");
+}
+
+/// The participant's private randomness (record-level DP steps read it; these do not).
+fn private_rng() -> rand_chacha::ChaCha20Rng {
+    use rand::SeedableRng;
+    rand_chacha::ChaCha20Rng::seed_from_u64(7)
 }

@@ -58,7 +58,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedsilo_crypto::msg::{ParticipantId, Roster};
-use fedsilo_ml::dp::RdpAccountant;
 use fedsilo_task::job::{JobState as WireJobState, ToCoordinator, ToParticipant};
 use fedsilo_task::{JobSpec, Plan};
 use rand::{Rng, SeedableRng};
@@ -596,15 +595,4 @@ impl Coordinator {
         });
         self.checkpoint(job_id);
     }
-}
-
-/// ε spent after `rounds` noisy rounds at the spec's noise multiplier (RDP accountant).
-pub fn epsilon_after(dp: &fedsilo_task::DpSpec, rounds: u64) -> f64 {
-    let mut acc = RdpAccountant::new();
-    if acc.compose_gaussian(dp.noise_multiplier, rounds).is_err() {
-        return f64::INFINITY;
-    }
-    acc.epsilon(dp.delta)
-        .map(|(eps, _)| eps)
-        .unwrap_or(f64::INFINITY)
 }

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::liveness::{ago, is_present, patience_deadline, wait_for_participants};
-use super::{epsilon_after, Coordinator, Event, JobState, MAX_ATTEMPTS};
+use fedsilo_task::privacy;
+
+use super::{Coordinator, Event, JobState, MAX_ATTEMPTS};
 
 /// How a round ended, typed (its text, [`RoundSummary::outcome`], is what the audit log
 /// records: `"ok"` or the reason).
@@ -154,10 +156,11 @@ impl Coordinator {
         if let (Some(dp), Some(step)) = (&job.record.plan.spec().dp, &next_step) {
             if let Some(budget) = dp.epsilon_budget {
                 if step.instruction.purpose() == Purpose::Train {
-                    let next = epsilon_after(dp, job.record.plan.dp_rounds() + 1);
+                    let next = privacy::spent(dp, job.record.plan.dp_rounds() + 1).at(dp.level);
                     if next > budget {
                         job.record.plan.stop(format!(
-                            "privacy budget: another round would spend ε = {next:.3} > budget {budget}"
+                            "privacy budget: another round would spend {}-level ε = {next:.3} > budget {budget}",
+                            dp.level.name()
                         ));
                         next_step = job.record.plan.next_step();
                     }
@@ -216,25 +219,53 @@ impl Coordinator {
             .unwrap_or_else(|| recommended_degree(n))
             .min(n - 1);
         let t = spec.threshold.unwrap_or(k / 2 + 1).min(k.max(1));
-        let encoding = FixedPoint::choose(step.max_abs, spec.max_participants).and_then(|e| {
-            // With DP noise, keep the integer noise scale moderate (σ ≈ 2^16 units): finer
-            // resolution buys nothing under the noise and the exact sampler needs σ ≤ 2^24.
-            match step.instruction.noise() {
-                Some(ns) if ns.stddev > 0.0 => {
-                    let share = ns.share(n);
-                    let frac = (65536.0 / share).log2().floor().clamp(0.0, 52.0) as u32;
-                    FixedPoint::new(
-                        e.modulus,
-                        frac.min(e.frac_bits),
-                        e.max_abs,
-                        e.max_participants,
-                    )
-                }
-                _ => Ok(e),
+        // With DP noise, keep the integer noise scale moderate (each share ≈ 2^16 units):
+        // finer resolution buys nothing under the noise and the exact sampler needs σ ≤ 2^24;
+        // coarser than 2^15 units and the accountant's continuous approximation would not hold,
+        // so the ring grows to Z_2^64 before the resolution drops below that.
+        let noise_share = step
+            .instruction
+            .noise()
+            .map(|ns| ns.share(n))
+            .filter(|&s| s > 0.0);
+        let encoding = match noise_share {
+            None => FixedPoint::choose(step.max_abs, spec.max_participants),
+            Some(share) => {
+                let target = (65536.0 / share).log2().floor().clamp(0.0, 52.0) as u32;
+                let least = (32768.0 / share).log2().ceil().clamp(0.0, 52.0) as u32;
+                FixedPoint::choose_with_resolution(step.max_abs, spec.max_participants, least)
+                    .and_then(|e| {
+                        FixedPoint::new(
+                            e.modulus,
+                            target.min(e.frac_bits),
+                            e.max_abs,
+                            e.max_participants,
+                        )
+                    })
             }
+        };
+        // The accountant treats the distributed discrete Gaussian as the continuous one it
+        // approximates, which holds when each share spans ≥ 2^15 integer units.
+        let encoding = encoding.map(|e| {
+            let coarse = step
+                .instruction
+                .noise()
+                .map(|ns| ns.share(n) * (e.frac_bits as f64).exp2())
+                .filter(|&units| units > 0.0 && units < 32768.0);
+            (e, coarse)
         });
         let encoding = match encoding {
-            Ok(e) => e,
+            Ok((e, None)) => e,
+            Ok((e, Some(units))) => {
+                let why = format!(
+                    "step {}: the encoding of values up to ±{} for {} participants leaves each \
+                     one's DP noise share only {units:.0} integer units (2^-{} resolution), \
+                     below the 2^15 the privacy accounting assumes",
+                    step.index, e.max_abs, n, e.frac_bits
+                );
+                self.fail(job_id, why);
+                return;
+            }
             Err(e) => {
                 let why = format!(
                     "step {} cannot be encoded without wrapping: {}",
@@ -500,7 +531,8 @@ impl Coordinator {
                 job.held_up_since = None;
                 if let Some(dp) = &job.record.plan.spec().dp {
                     if summary.purpose == Purpose::Train {
-                        job.record.epsilon = epsilon_after(dp, job.record.plan.dp_rounds());
+                        job.record.epsilon =
+                            privacy::spent(dp, job.record.plan.dp_rounds()).at(dp.level);
                         summary.epsilon = Some(job.record.epsilon);
                     }
                 }

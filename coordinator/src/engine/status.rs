@@ -2,6 +2,7 @@
 
 use fedsilo_task::job::JobState as WireJobState;
 use fedsilo_task::job::LabelMetrics;
+use fedsilo_task::DpLevel;
 use serde::{Deserialize, Serialize};
 
 use super::Coordinator;
@@ -66,9 +67,23 @@ pub struct JobStatus {
     pub metrics: Vec<LabelMetrics>,
     /// The same, as JSON (`JobStatus.metrics_json`, kept on the wire for one version).
     pub metrics_json: String,
+    /// ε spent at the level the job's DP protects (0 without DP).
     pub epsilon: f64,
     pub epsilon_budget: f64,
+    /// With DP: whom it protects, and ε at each level (∞: nothing promised at that level).
+    pub privacy: Option<Privacy>,
     pub detail: String,
+}
+
+/// A DP job's guarantee so far, at both levels, at the spec's δ.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Privacy {
+    pub level: DpLevel,
+    pub epsilon_record: f64,
+    pub epsilon_institution: f64,
+    pub delta: f64,
+    /// The noise multiplier in force (calibrated from the budget when the spec gave none).
+    pub noise_multiplier: f64,
 }
 
 impl Coordinator {
@@ -102,6 +117,16 @@ impl Coordinator {
                 .as_ref()
                 .and_then(|d| d.epsilon_budget)
                 .unwrap_or(0.0),
+            privacy: plan.spec().dp.as_ref().map(|dp| {
+                let spent = fedsilo_task::privacy::spent(dp, plan.dp_rounds());
+                Privacy {
+                    level: dp.level,
+                    epsilon_record: spent.record,
+                    epsilon_institution: spent.institution,
+                    delta: dp.delta,
+                    noise_multiplier: dp.sigma(),
+                }
+            }),
             detail: match (&job.record.state, now) {
                 (JobState::Failed(why) | JobState::Cancelled(why), _) => why.clone(),
                 (JobState::Waiting, Some(now)) => self.waiting_text(job, now, true),

@@ -43,7 +43,7 @@ struct Fed {
 fn honest(instr: &Instruction, len: usize) -> Vec<f64> {
     let mut v = vec![0.0; len];
     match instr {
-        Instruction::Scale { data } => {
+        Instruction::Scale { data, .. } => {
             let (f, l) = (data.features.len(), data.labels.len());
             let width = (len - 1 - l) / f;
             v[0] = 10.0;

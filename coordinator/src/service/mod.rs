@@ -180,6 +180,13 @@ fn status_pb(s: JobStatus) -> pb::JobStatus {
         metrics_json: s.metrics_json,
         epsilon: s.epsilon,
         epsilon_budget: s.epsilon_budget,
+        privacy: s.privacy.map(|p| pb::JobPrivacy {
+            level: pb::DpLevel::from(p.level) as i32,
+            epsilon_record: p.epsilon_record,
+            epsilon_institution: p.epsilon_institution,
+            delta: p.delta,
+            noise_multiplier: p.noise_multiplier,
+        }),
         detail: s.detail,
     }
 }

@@ -371,6 +371,45 @@ pub fn loss_grad_sum(
     Ok(sum_blocks(parts, d + 1))
 }
 
+/// One row's gradient of the class-weighted log-loss with respect to the flat parameters
+/// (`coef` then `intercept`), written into `out` (length `d + 1`); returns the row's loss. No
+/// penalty term. For DP-SGD, which clips each example's gradient before summing.
+///
+/// Errors when `row` or `out` has the wrong length.
+pub fn example_grad(
+    p: &LinearParams,
+    row: &[f32],
+    y: f32,
+    pos_weight: f64,
+    out: &mut [f64],
+) -> Result<f64, LinearError> {
+    let d = p.coef.len();
+    if row.len() != d {
+        return Err(LinearError::ShapeMismatch {
+            what: "feature columns",
+            expected: d,
+            got: row.len(),
+        });
+    }
+    if out.len() != d + 1 {
+        return Err(LinearError::ShapeMismatch {
+            what: "gradient length",
+            expected: d + 1,
+            got: out.len(),
+        });
+    }
+    let yi = f64::from(y);
+    let t = logistic(dot_f64(&p.coef, row) + p.intercept, yi);
+    let c = class_weight(yi, pos_weight);
+    let g = c * t.residual;
+    let (coef, b) = out.split_at_mut(d);
+    for (gj, &xj) in coef.iter_mut().zip(row) {
+        *gj = g * f64::from(xj);
+    }
+    b.fill(g);
+    Ok(c * t.loss)
+}
+
 /// Local minibatch SGD from `global`: `cfg.epochs` passes over the rows, reshuffled each epoch
 /// with `rng` (deterministic for a given `rng` state), minimising the local objective of the
 /// module documentation. Returns the new local parameters; the caller sends `n_k·(w_k − w)`.

@@ -9,7 +9,7 @@
 use fedsilo_ml::gbdt::GbdtParams;
 use fedsilo_ml::optim::ServerOptimizer;
 use fedsilo_ml::scorecard::ScorecardSpec;
-use fedsilo_task::{DpSpec, JobSpec, Learning, ModelSpec, Task};
+use fedsilo_task::{DpLevel, DpSpec, JobSpec, Learning, ModelSpec, Task};
 
 use super::{required, usize_of, Problem, WireError};
 use crate::pb;
@@ -44,6 +44,24 @@ fn task_from(v: i32, field: &str) -> Result<Task, WireError> {
         Ok(pb::Task::Propensity) => Ok(Task::Propensity),
         Ok(pb::Task::Churn) => Ok(Task::Churn),
         Ok(pb::Task::Unspecified) => Err(WireError::at(field, Problem::Unspecified)),
+        Err(_) => Err(WireError::at(field, Problem::UnknownEnum(v))),
+    }
+}
+
+impl From<DpLevel> for pb::DpLevel {
+    fn from(l: DpLevel) -> Self {
+        match l {
+            DpLevel::Institution => pb::DpLevel::Institution,
+            DpLevel::Record => pb::DpLevel::Record,
+        }
+    }
+}
+
+/// UNSPECIFIED (the default of an absent field) is the default level, institution.
+fn dp_level_from(v: i32, field: &str) -> Result<DpLevel, WireError> {
+    match pb::DpLevel::try_from(v) {
+        Ok(pb::DpLevel::Institution | pb::DpLevel::Unspecified) => Ok(DpLevel::Institution),
+        Ok(pb::DpLevel::Record) => Ok(DpLevel::Record),
         Err(_) => Err(WireError::at(field, Problem::UnknownEnum(v))),
     }
 }
@@ -170,9 +188,11 @@ impl From<&DpSpec> for pb::DpSpec {
     fn from(d: &DpSpec) -> Self {
         pb::DpSpec {
             clip: Some(d.clip),
-            noise_multiplier: Some(d.noise_multiplier),
+            noise_multiplier: d.noise_multiplier,
             delta: Some(d.delta),
             epsilon_budget: d.epsilon_budget,
+            level: pb::DpLevel::from(d.level) as i32,
+            sampling_rate: d.sampling_rate,
         }
     }
 }
@@ -344,10 +364,12 @@ impl TryFrom<pb::DpSpec> for DpSpec {
     type Error = WireError;
     fn try_from(d: pb::DpSpec) -> Result<Self, WireError> {
         Ok(DpSpec {
+            level: dp_level_from(d.level, "level")?,
             clip: required(d.clip, "clip")?,
-            noise_multiplier: required(d.noise_multiplier, "noise_multiplier")?,
+            noise_multiplier: d.noise_multiplier,
             delta: required(d.delta, "delta")?,
             epsilon_budget: d.epsilon_budget,
+            sampling_rate: d.sampling_rate,
         })
     }
 }

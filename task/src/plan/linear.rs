@@ -16,7 +16,7 @@ use super::{evaluate, CurvePoint, Done, Job, Shape, Stage};
 use crate::error::FedError;
 use crate::instruction::{Instruction, NoiseSpec, DELTA_CLIP, LOSS_CAP};
 use crate::model::{ModelParams, Standardizer, TrainedModel};
-use crate::spec::ModelSpec;
+use crate::spec::{DpLevel, ModelSpec};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Linear {
@@ -120,7 +120,14 @@ impl Linear {
                     None => Shape::new(dim + 2, job.rows_bound() * DELTA_CLIP.max(LOSS_CAP)),
                     // Values are clipped to `clip`; the noise is added in the integer domain
                     // after encoding, so the bound covers value + a 20σ tail.
-                    Some(dp) => Shape::new(dim + 1, dp.clip + 20.0 * dp.noise_multiplier * dp.clip),
+                    Some(dp) if dp.level == DpLevel::Institution => {
+                        Shape::new(dim + 1, dp.clip + 20.0 * dp.sigma() * dp.clip)
+                    }
+                    // A sum of at most all of a participant's rows' clipped gradients.
+                    Some(dp) => Shape::new(
+                        dim,
+                        job.rows_bound() * dp.clip + 20.0 * dp.sigma() * dp.clip,
+                    ),
                 }
             }
             Phase::Evaluate { .. } => evaluate::shape(job),
@@ -141,7 +148,11 @@ impl Linear {
                 };
                 let noise = job.spec.dp.as_ref().map(|dp| NoiseSpec {
                     clip: dp.clip,
-                    stddev: dp.noise_multiplier * dp.clip,
+                    stddev: dp.sigma() * dp.clip,
+                    sampling_rate: match dp.level {
+                        DpLevel::Record => Some(dp.q()),
+                        DpLevel::Institution => None,
+                    },
                 });
                 Instruction::Train {
                     data: job.data.clone(),
@@ -216,9 +227,23 @@ impl Linear {
                 let avg: Vec<f64> = sum[..dim].iter().map(|v| v / n).collect();
                 (avg, Some(sum[dim + 1] / (n * l as f64)))
             }
-            Some(_) => {
+            Some(dp) if dp.level == DpLevel::Institution => {
                 let c = sum[dim].round().max(1.0);
                 (sum[..dim].iter().map(|v| v / c).collect(), None)
+            }
+            Some(dp) => {
+                // One DP-SGD step: the noised sum of clipped gradients over the expected
+                // batch (q × the prelude's noised row count), plus the ridge term, as a
+                // model delta for the server optimiser.
+                let batch = (dp.q() * job.totals.rows).max(1.0);
+                let lr = &job.spec.learning;
+                let w = self.model.params.flat();
+                let delta = sum[..dim]
+                    .iter()
+                    .zip(&w)
+                    .map(|(g, w)| -lr.learning_rate * (g / batch + lr.l2 * w))
+                    .collect();
+                (delta, None)
             }
         };
         let mut flat = self.model.params.flat();

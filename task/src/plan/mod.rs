@@ -235,7 +235,21 @@ impl Plan {
         features: Vec<String>,
         labels: Vec<String>,
     ) -> Result<Self, FedError> {
+        let mut spec = spec;
         spec.validate()?;
+        // A record-level job given a budget and no σ calibrates it now: the plan (and the
+        // model file) carry the σ every round uses.
+        if let Some(dp) = spec.dp.as_mut() {
+            if dp.noise_multiplier.is_none() {
+                let sigma = crate::privacy::resolve_sigma(dp, spec.rounds).map_err(|source| {
+                    FedError::Calibration {
+                        rounds: spec.rounds,
+                        source,
+                    }
+                })?;
+                dp.noise_multiplier = Some(sigma);
+            }
+        }
         if features.is_empty() {
             return Err(FedError::Spec(
                 "features: the job has no feature columns".into(),

@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{Job, Shape, Stage, Totals};
 use crate::error::FedError;
-use crate::instruction::{mag_upper, Instruction, MAG_BINS, MOMENT_CLIP};
+use crate::instruction::{mag_upper, Instruction, NoiseSpec, MAG_BINS, MOMENT_CLIP};
 use crate::model::Standardizer;
+use crate::privacy::{
+    moments_sensitivity, scale_sensitivity, DP_MOMENT_CLIP, PRELUDE_NOISE_MULTIPLIER,
+};
+use crate::spec::DpLevel;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Prelude {
@@ -19,26 +23,53 @@ pub(crate) enum Prelude {
     Moments { scales: Vec<f64> },
 }
 
+/// Record-level DP jobs noise the prelude: the noise each step's sum carries.
+fn noise(job: &Job, prelude: &Prelude) -> Option<NoiseSpec> {
+    job.spec
+        .dp
+        .as_ref()
+        .filter(|d| d.level == DpLevel::Record)?;
+    let f = job.data.features.len();
+    let (clip, sensitivity) = match prelude {
+        Prelude::Scale => (1.0, scale_sensitivity(job.data.labels.len(), f)),
+        Prelude::Moments { .. } => (DP_MOMENT_CLIP, moments_sensitivity(f)),
+    };
+    Some(NoiseSpec {
+        clip,
+        stddev: PRELUDE_NOISE_MULTIPLIER * sensitivity,
+        sampling_rate: None,
+    })
+}
+
 impl Prelude {
     pub(crate) fn shape(&self, job: &Job) -> Shape {
         let f = job.data.features.len();
         let l = job.data.labels.len();
+        // Noise is added after encoding: the range covers a 20σ tail of it.
+        let tail = noise(job, self).map_or(0.0, |n| 20.0 * n.stddev);
         match self {
             // Row counts of one institution: up to a billion.
-            Prelude::Scale => Shape::new(1 + l + f * (1 + MAG_BINS), 1e9),
+            Prelude::Scale => Shape::new(1 + l + f * (1 + MAG_BINS), 1e9 + tail),
             Prelude::Moments { .. } => {
-                Shape::new(2 * f, job.rows_bound() * MOMENT_CLIP * MOMENT_CLIP)
+                let clip = if tail > 0.0 {
+                    DP_MOMENT_CLIP
+                } else {
+                    MOMENT_CLIP
+                };
+                Shape::new(2 * f, job.rows_bound() * clip * clip + tail)
             }
         }
     }
 
     pub(crate) fn next(&self, job: &Job) -> Instruction {
         let data = job.data.clone();
+        let noise = noise(job, self);
         match self {
-            Prelude::Scale => Instruction::Scale { data },
+            Prelude::Scale => Instruction::Scale { data, noise },
             Prelude::Moments { scales } => Instruction::Moments {
                 data,
                 scales: scales.clone(),
+                noise,
             },
         }
     }
@@ -82,17 +113,36 @@ fn scales(job: &Job, sum: &[f64]) -> Result<(Totals, Vec<f64>), FedError> {
         }
     }
     let base = 1 + l;
+    // Noised counts (record-level DP): a bin below 3σ of the noise counts as empty (an empty
+    // bin's noise would otherwise look like a few rows of huge magnitude) and the scale is the
+    // 99th percentile's bin; exact counts: the 99.9th.
+    let (floor, quantile) = match noise(job, &Prelude::Scale) {
+        Some(n) => (5.0 * n.stddev, 0.99),
+        None => (0.0, 0.999),
+    };
+    let noisy = floor > 0.0;
+    let kept = |v: f64| if v > floor { v } else { 0.0 };
     let mut scales = Vec::with_capacity(f);
     let mut observed = Vec::with_capacity(f);
     for j in 0..f {
         let o = base + j * (1 + MAG_BINS);
         let obs = sum[o].round().max(0.0);
         observed.push(obs);
-        let target = 0.999 * obs;
+        // Noised: a bin below 5σ of the noise is empty (an empty bin's noise would otherwise
+        // read as rows of huge magnitude), and bin 0 (|x| < 1e-6: zeros) says nothing about
+        // a feature's magnitude, so it is left out.
+        let first = usize::from(noisy);
+        let binned: f64 = (first..MAG_BINS).map(|b| kept(sum[o + 1 + b])).sum();
+        if noisy && binned <= 0.0 {
+            // No bin stands out of the noise: no magnitude to read; the unit scale.
+            scales.push(1.0);
+            continue;
+        }
+        let target = quantile * if noisy { binned } else { binned.min(obs) };
         let mut acc = 0.0;
         let mut scale = 1.0;
-        for b in 0..MAG_BINS {
-            acc += sum[o + 1 + b].max(0.0);
+        for b in first..MAG_BINS {
+            acc += kept(sum[o + 1 + b]);
             if acc >= target {
                 scale = mag_upper(b);
                 break;
@@ -116,15 +166,26 @@ fn moments(job: &Job, scales: &[f64], sum: &[f64]) -> Standardizer {
     let mut mean = Vec::with_capacity(f);
     let mut std = Vec::with_capacity(f);
     let mut missing = Vec::with_capacity(f);
+    // Noised sums (record-level DP): the moments of values clipped to ±B are kept where
+    // clipped values can have them (|mean| ≤ B, deviation in [B/10, B]: the floor keeps a
+    // feature whose noise swamped its spread from being scaled up a million-fold), and the
+    // missing rate in [0, 1].
+    let noisy = noise(job, &Prelude::Moments { scales: Vec::new() }).is_some();
+    let b = DP_MOMENT_CLIP;
     for (j, &s) in scales.iter().enumerate().take(f) {
         let observed = job.totals.observed.get(j).copied().unwrap_or(0.0);
         let n = observed.max(1.0);
-        let m = sum[2 * j] / n;
-        let var = (sum[2 * j + 1] / n - m * m).max(0.0);
+        let mut m = sum[2 * j] / n;
+        let mut var = (sum[2 * j + 1] / n - m * m).max(0.0);
+        if noisy {
+            m = m.clamp(-b, b);
+            var = var.clamp((0.1 * b).powi(2), b * b);
+        }
         mean.push(m * s);
         let sd = var.sqrt() * s;
         std.push(if sd > 1e-12 { sd } else { 1.0 });
-        missing.push(1.0 - observed / job.totals.rows);
+        let miss = 1.0 - observed / job.totals.rows;
+        missing.push(if noisy { miss.clamp(0.0, 1.0) } else { miss });
     }
     Standardizer {
         mean,

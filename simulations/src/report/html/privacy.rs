@@ -106,6 +106,29 @@ pub(super) fn section(h: &mut String, v: &View, figs: &mut Figures) {
                     .map(|b| num(b, 2))
                     .unwrap_or_else(|| "none".into())
             );
+            let level_eps = |e: f64| {
+                if e.is_finite() {
+                    format!("ε = {}", num(e, 3))
+                } else {
+                    "no guarantee".to_string()
+                }
+            };
+            let _ = write!(
+                h,
+                "<p><strong>What it protects ({}-level DP).</strong> One customer's record: {}. One institution's \
+                 whole contribution: {}.{}</p>",
+                dp.level.name(),
+                escape(&level_eps(dp.epsilon_record)),
+                escape(&level_eps(dp.epsilon_institution)),
+                match dp.sampling_rate {
+                    Some(q) => format!(
+                        " Each round every institution used each of its training rows with probability {} \
+                         (Poisson sampling with its own secret randomness) and clipped each row's gradient to C.",
+                        num(q, 4)
+                    ),
+                    None => String::new(),
+                }
+            );
             let eps = &dp.epsilon_per_round;
             let cumulative = v.dp_cumulative.unwrap_or(false);
             let (label, caption) = if cumulative {

@@ -15,9 +15,11 @@ use fedsilo_ml::table::Table;
 use fedsilo_ml::scorecard::ScorecardError;
 
 use crate::error::FedError;
-use crate::instruction::{Instruction, DELTA_CLIP, LOSS_CAP, MAG_BINS, MOMENT_CLIP};
+use crate::instruction::{Instruction, NoiseSpec, DELTA_CLIP, LOSS_CAP, MAG_BINS, MOMENT_CLIP};
 use crate::model::{card_linear, ModelParams, Standardizer, TrainedModel};
 use crate::validate::{check_instruction, InstructionError};
+
+mod record_dp;
 
 /// A participant's data for one job: its training rows and its hold-out rows.
 #[derive(Clone, Debug)]
@@ -100,10 +102,15 @@ fn clamp_loss(p: f64, y: f32) -> f64 {
 /// columns, with non-finite values or lengths above the caps is refused with
 /// [`FedError::Instruction`] before any row is read. The sizes used below are those the check
 /// guaranteed; where a size still comes from the step, the code iterates rather than indexes.
+///
+/// `private` is the participant's own secret randomness: record-level DP steps sample their
+/// rows with it (the coordinator must not know which rows took part). Other steps do not
+/// read it.
 pub fn compute(
     instr: &Instruction,
     local: &LocalData,
     cache: &mut LocalCache,
+    private: &mut impl rand::RngCore,
 ) -> Result<Vec<f64>, FedError> {
     check_instruction(instr, local)?;
     let data = instr.data();
@@ -132,15 +139,17 @@ pub fn compute(
             }
             Ok(out)
         }
-        Instruction::Moments { scales, .. } => {
+        Instruction::Moments { scales, noise, .. } => {
             let x = select_columns(&local.train, &data.features)?;
+            // Record-level DP bounds each value's part in the noised sums more tightly.
+            let clip = noise.as_ref().map_or(MOMENT_CLIP, |n| n.clip);
             // One scale per column (checked).
             let mut out = Vec::with_capacity(2 * x.ncols());
             for (col, &s) in x.axis_iter(Axis(1)).zip(scales) {
                 let (mut s1, mut s2) = (0.0, 0.0);
                 for &v in col {
                     if !v.is_nan() {
-                        let z = (v as f64 / s).clamp(-MOMENT_CLIP, MOMENT_CLIP);
+                        let z = (v as f64 / s).clamp(-clip, clip);
                         s1 += z;
                         s2 += z * z;
                     }
@@ -159,6 +168,22 @@ pub fn compute(
         } => {
             let (xs, _) = prepared(cache, local, model)?;
             let y = select_labels(&local.train, &data.labels)?;
+            if let Some(NoiseSpec {
+                sampling_rate: Some(q),
+                clip,
+                ..
+            }) = noise
+            {
+                return record_dp::clipped_gradient_sum(
+                    &model.params,
+                    xs.view(),
+                    y.view(),
+                    cfg.pos_weight,
+                    *q,
+                    *clip,
+                    private,
+                );
+            }
             let n = xs.nrows() as f64;
             // Train loss of the global model before the local epochs, for the curve. `p0` has
             // one column per model label, which the check made the step's labels.
