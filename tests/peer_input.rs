@@ -37,7 +37,7 @@ use fedsilo_proto::roster::Roster;
 use fedsilo_proto::tls::server_tls_config;
 use fedsilo_task::job::{RoundStart, ToCoordinator, ToParticipant};
 use fedsilo_task::{Instruction, JobData, ModelParams, Standardizer, TrainedModel};
-use serde_json::{json, Value};
+use serde_json::json;
 use tonic::{Request, Response, Status};
 
 const JOB: &str = "hostile";
@@ -278,11 +278,7 @@ fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(pb::Instruction
         ranges: vec![(f32::NEG_INFINITY, f32::INFINITY); f],
         fine_bins: 16,
     });
-    steps.push((
-        v,
-        f * 17,
-        "histogram ranges: value 0 is not finite".into(),
-    ));
+    steps.push((v, f * 17, "histogram ranges: value 0 is not finite".into()));
 
     // 6. A scorecard characteristic reading column 99 (an index out of range).
     let bins = ScorecardBins::from_cuts(features.to_vec(), vec![vec![0.5]; f]).expect("bins");

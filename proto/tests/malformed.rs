@@ -677,8 +677,10 @@ mod instruction {
     fn counts_that_disagree_are_refused() {
         // Logistic weights: one per feature of the model.
         let mut m = wire(common::train_instruction());
-        let Some(pb::model_params::Body::LogisticRegression(l)) =
-            train_model(&mut m).params.as_mut().and_then(|p| p.body.as_mut())
+        let Some(pb::model_params::Body::LogisticRegression(l)) = train_model(&mut m)
+            .params
+            .as_mut()
+            .and_then(|p| p.body.as_mut())
         else {
             unreachable!()
         };
@@ -780,8 +782,10 @@ mod instruction {
 
         // Values the participant's own check declines pass the wire: a NaN coefficient.
         let mut m = wire(common::train_instruction());
-        let Some(pb::model_params::Body::LogisticRegression(l)) =
-            train_model(&mut m).params.as_mut().and_then(|p| p.body.as_mut())
+        let Some(pb::model_params::Body::LogisticRegression(l)) = train_model(&mut m)
+            .params
+            .as_mut()
+            .and_then(|p| p.body.as_mut())
         else {
             unreachable!()
         };

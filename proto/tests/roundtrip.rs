@@ -498,7 +498,11 @@ pub mod instruction {
     }
 
     fn finite() -> impl Strategy<Value = f64> {
-        prop_oneof![Just(0.0), -1e6..1e6f64, any::<f64>().prop_filter("finite", |v| v.is_finite())]
+        prop_oneof![
+            Just(0.0),
+            -1e6..1e6f64,
+            any::<f64>().prop_filter("finite", |v| v.is_finite())
+        ]
     }
 
     fn real32() -> impl Strategy<Value = f32> {
@@ -548,7 +552,13 @@ pub mod instruction {
     /// and bins `mapper` has; open nodes only when not `complete`.
     fn tree(mapper: &BinMapper, complete: bool) -> BoxedStrategy<Tree> {
         let (f, max_bins) = (mapper.n_features() as u32, mapper.max_bins());
-        let split = (any::<u32>(), 0..max_bins, any::<f32>(), any::<bool>(), finite());
+        let split = (
+            any::<u32>(),
+            0..max_bins,
+            any::<f32>(),
+            any::<bool>(),
+            finite(),
+        );
         let splits = if f == 0 { 0..1 } else { 0..5 };
         (
             vec((any::<prop::sample::Index>(), split), splits),
@@ -605,24 +615,28 @@ pub mod instruction {
     }
 
     fn scorecard_bins() -> impl Strategy<Value = ScorecardBins> {
-        (vec(("[ab](=[xyz])?", 0usize..4), 0..5), any::<bool>()).prop_flat_map(
-            |(cols, grouped)| {
-                let names: Vec<String> = cols.iter().map(|c| c.0.clone()).collect();
-                let cut_lists: Vec<_> = cols.iter().map(|c| cuts(c.1)).collect();
-                cut_lists.prop_map(move |cuts| {
-                    let bins = ScorecardBins::from_cuts(names.clone(), cuts).expect("valid cuts");
-                    if grouped {
-                        bins.with_categories_grouped()
-                    } else {
-                        bins
-                    }
-                })
-            },
-        )
+        (vec(("[ab](=[xyz])?", 0usize..4), 0..5), any::<bool>()).prop_flat_map(|(cols, grouped)| {
+            let names: Vec<String> = cols.iter().map(|c| c.0.clone()).collect();
+            let cut_lists: Vec<_> = cols.iter().map(|c| cuts(c.1)).collect();
+            cut_lists.prop_map(move |cuts| {
+                let bins = ScorecardBins::from_cuts(names.clone(), cuts).expect("valid cuts");
+                if grouped {
+                    bins.with_categories_grouped()
+                } else {
+                    bins
+                }
+            })
+        })
     }
 
     fn scorecard() -> impl Strategy<Value = Scorecard> {
-        let woe = (name(), vec(real(), 0..4), vec(real(), 0..4), vec(real(), 0..4), real())
+        let woe = (
+            name(),
+            vec(real(), 0..4),
+            vec(real(), 0..4),
+            vec(real(), 0..4),
+            real(),
+        )
             .prop_flat_map(|(name, good, bad, woe, iv)| {
                 any::<bool>().prop_map(move |selected| FeatureWoe {
                     name: name.clone(),
@@ -643,7 +657,15 @@ pub mod instruction {
             vec(vec(real(), 0..4), 0..3),
         )
             .prop_map(
-                |(bins, features, min_iv, coef, intercept, (base_score, base_odds, pdo), points)| {
+                |(
+                    bins,
+                    features,
+                    min_iv,
+                    coef,
+                    intercept,
+                    (base_score, base_odds, pdo),
+                    points,
+                )| {
                     Scorecard {
                         woe: WoeTable {
                             bins,
@@ -742,8 +764,9 @@ pub mod instruction {
         });
         prop_oneof![
             any::<usize>().prop_map(|n_features| GbdtInstruction::Stats { n_features }),
-            (ranges(), any::<usize>())
-                .prop_map(|(ranges, fine_bins)| GbdtInstruction::FineHistogram { ranges, fine_bins }),
+            (ranges(), any::<usize>()).prop_map(|(ranges, fine_bins)| {
+                GbdtInstruction::FineHistogram { ranges, fine_bins }
+            }),
             level,
         ]
     }

@@ -11,7 +11,7 @@ use fedsilo_ml::linear::LocalTrainConfig;
 use fedsilo_task::{Instruction, JobData, NoiseSpec};
 
 use super::model::{gbdt_model_from, tree_from};
-use super::{sub, usize_of, Problem, WireError};
+use super::{required, sub, usize_of, Problem, WireError};
 use crate::pb;
 
 // ---------------------------------------------------------------------------
@@ -201,7 +201,9 @@ impl TryFrom<pb::Instruction> for Instruction {
     type Error = WireError;
     fn try_from(i: pb::Instruction) -> Result<Self, WireError> {
         use pb::instruction::Body;
-        let body = i.body.ok_or_else(|| WireError::new(Problem::MissingOneof))?;
+        let body = i
+            .body
+            .ok_or_else(|| WireError::new(Problem::MissingOneof))?;
         match body {
             Body::Scale(s) => Ok(Instruction::Scale {
                 data: sub(s.data, "data").map_err(|e| e.within("scale"))?,
@@ -210,51 +212,50 @@ impl TryFrom<pb::Instruction> for Instruction {
                 data: sub(s.data, "data").map_err(|e| e.within("moments"))?,
                 scales: s.scales,
             }),
-            Body::Train(s) => (|| {
-                Ok(Instruction::Train {
-                    data: sub(s.data, "data")?,
-                    model: sub(s.model, "model")?,
-                    local: sub(s.local, "local")?,
-                    seed: s.seed,
-                    noise: s
-                        .noise
-                        .map(|n| NoiseSpec::try_from(n).map_err(|e| e.within("noise")))
-                        .transpose()?,
-                })
-            })()
-            .map_err(|e: WireError| e.within("train")),
-            Body::Evaluate(s) => (|| {
-                Ok(Instruction::Evaluate {
-                    data: sub(s.data, "data")?,
-                    model: sub(s.model, "model")?,
-                    bins: usize_of(s.bins, "bins")?,
-                })
-            })()
-            .map_err(|e: WireError| e.within("evaluate")),
-            Body::Gbdt(s) => (|| {
-                Ok(Instruction::Gbdt {
-                    data: sub(s.data, "data")?,
-                    step: sub(s.step, "step")?,
-                })
-            })()
-            .map_err(|e: WireError| e.within("gbdt")),
-            Body::ScorecardHistogram(s) => (|| {
-                Ok(Instruction::ScorecardHistogram {
-                    data: sub(s.data, "data")?,
-                    ranges: ranges_sub(s.ranges, "ranges")?,
-                    fine_bins: usize_of(s.fine_bins, "fine_bins")?,
-                })
-            })()
-            .map_err(|e: WireError| e.within("scorecard_histogram")),
-            Body::ScorecardCounts(s) => (|| {
-                Ok(Instruction::ScorecardCounts {
-                    data: sub(s.data, "data")?,
-                    bins: sub(s.bins, "bins")?,
-                })
-            })()
-            .map_err(|e: WireError| e.within("scorecard_counts")),
+            Body::Train(s) => train_from(s).map_err(|e| e.within("train")),
+            Body::Evaluate(s) => evaluate_from(s).map_err(|e| e.within("evaluate")),
+            Body::Gbdt(s) => Ok(Instruction::Gbdt {
+                data: sub(s.data, "data").map_err(|e| e.within("gbdt"))?,
+                step: sub(s.step, "step").map_err(|e| e.within("gbdt"))?,
+            }),
+            Body::ScorecardHistogram(s) => {
+                histogram_from(s).map_err(|e| e.within("scorecard_histogram"))
+            }
+            Body::ScorecardCounts(s) => Ok(Instruction::ScorecardCounts {
+                data: sub(s.data, "data").map_err(|e| e.within("scorecard_counts"))?,
+                bins: sub(s.bins, "bins").map_err(|e| e.within("scorecard_counts"))?,
+            }),
         }
     }
+}
+
+fn train_from(s: pb::TrainStep) -> Result<Instruction, WireError> {
+    Ok(Instruction::Train {
+        data: sub(s.data, "data")?,
+        model: sub(s.model, "model")?,
+        local: sub(s.local, "local")?,
+        seed: s.seed,
+        noise: s
+            .noise
+            .map(|n| NoiseSpec::try_from(n).map_err(|e| e.within("noise")))
+            .transpose()?,
+    })
+}
+
+fn evaluate_from(s: pb::EvaluateStep) -> Result<Instruction, WireError> {
+    Ok(Instruction::Evaluate {
+        data: sub(s.data, "data")?,
+        model: sub(s.model, "model")?,
+        bins: usize_of(s.bins, "bins")?,
+    })
+}
+
+fn histogram_from(s: pb::ScorecardHistogramStep) -> Result<Instruction, WireError> {
+    Ok(Instruction::ScorecardHistogram {
+        data: sub(s.data, "data")?,
+        ranges: ranges_sub(s.ranges, "ranges")?,
+        fine_bins: usize_of(s.fine_bins, "fine_bins")?,
+    })
 }
 
 /// A level's tree is checked against its model's bin mapper (splits on features and bins the
@@ -264,43 +265,41 @@ impl TryFrom<pb::GbdtInstruction> for GbdtInstruction {
     type Error = WireError;
     fn try_from(g: pb::GbdtInstruction) -> Result<Self, WireError> {
         use pb::gbdt_instruction::Body;
-        let body = g.body.ok_or_else(|| WireError::new(Problem::MissingOneof))?;
+        let body = g
+            .body
+            .ok_or_else(|| WireError::new(Problem::MissingOneof))?;
         match body {
             Body::Stats(s) => Ok(GbdtInstruction::Stats {
                 n_features: usize_of(s.n_features, "stats.n_features")?,
             }),
-            Body::FineHistogram(f) => (|| {
-                Ok(GbdtInstruction::FineHistogram {
-                    ranges: ranges_sub(f.ranges, "ranges")?,
-                    fine_bins: usize_of(f.fine_bins, "fine_bins")?,
-                })
-            })()
-            .map_err(|e: WireError| e.within("fine_histogram")),
-            Body::Level(l) => (|| {
-                let model =
-                    gbdt_model_from(super::required(l.model, "model")?).map_err(|e| e.within("model"))?;
-                let tree = tree_from(super::required(l.tree, "tree")?)
-                    .map_err(|e| e.within("tree"))?;
-                tree.validate(&model.bin_mapper, false)
-                    .map_err(|e| WireError::at("tree", Problem::Gbdt(e)))?;
-                for (i, &node) in l.nodes.iter().enumerate() {
-                    if node as usize >= tree.nodes.len() {
-                        return Err(WireError::at(
-                            &format!("nodes[{i}]"),
-                            Problem::Index {
-                                index: u64::from(node),
-                                len: tree.nodes.len(),
-                            },
-                        ));
-                    }
-                }
-                Ok(GbdtInstruction::Level {
-                    model,
-                    tree,
-                    nodes: l.nodes,
-                })
-            })()
-            .map_err(|e: WireError| e.within("level")),
+            Body::FineHistogram(f) => Ok(GbdtInstruction::FineHistogram {
+                ranges: ranges_sub(f.ranges, "fine_histogram.ranges")?,
+                fine_bins: usize_of(f.fine_bins, "fine_histogram.fine_bins")?,
+            }),
+            Body::Level(l) => level_from(l).map_err(|e| e.within("level")),
         }
     }
+}
+
+fn level_from(l: pb::GbdtLevel) -> Result<GbdtInstruction, WireError> {
+    let model = gbdt_model_from(required(l.model, "model")?).map_err(|e| e.within("model"))?;
+    let tree = tree_from(required(l.tree, "tree")?).map_err(|e| e.within("tree"))?;
+    tree.validate(&model.bin_mapper, false)
+        .map_err(|e| WireError::at("tree", Problem::Gbdt(e)))?;
+    for (i, &node) in l.nodes.iter().enumerate() {
+        if node as usize >= tree.nodes.len() {
+            return Err(WireError::at(
+                &format!("nodes[{i}]"),
+                Problem::Index {
+                    index: u64::from(node),
+                    len: tree.nodes.len(),
+                },
+            ));
+        }
+    }
+    Ok(GbdtInstruction::Level {
+        model,
+        tree,
+        nodes: l.nodes,
+    })
 }

@@ -247,7 +247,10 @@ impl TryFrom<pb::ModelParams> for ModelParams {
     type Error = WireError;
     fn try_from(p: pb::ModelParams) -> Result<Self, WireError> {
         use pb::model_params::Body;
-        match p.body.ok_or_else(|| WireError::new(Problem::MissingOneof))? {
+        match p
+            .body
+            .ok_or_else(|| WireError::new(Problem::MissingOneof))?
+        {
             Body::LogisticRegression(l) => Ok(ModelParams::LogisticRegression {
                 per_label: each(l.per_label, "per_label")
                     .map_err(|e| e.within("logistic_regression"))?,
@@ -334,7 +337,10 @@ pub(super) fn tree_from(t: pb::Tree) -> Result<Tree, WireError> {
     use pb::tree_node::Body;
     let node = |(i, n): (usize, pb::TreeNode)| -> Result<Node, WireError> {
         let at = |e: WireError| e.within(&format!("nodes[{i}]"));
-        match n.body.ok_or_else(|| at(WireError::new(Problem::MissingOneof)))? {
+        match n
+            .body
+            .ok_or_else(|| at(WireError::new(Problem::MissingOneof)))?
+        {
             Body::Split(s) => Ok(Node::Split {
                 feature: s.feature,
                 bin: u8::try_from(s.bin).map_err(|_| {
@@ -382,7 +388,10 @@ impl TryFrom<pb::ScorecardBins> for ScorecardBins {
             .enumerate()
             .map(|(i, c)| {
                 let at = |e: WireError| e.within(&format!("characteristics[{i}]"));
-                match c.body.ok_or_else(|| at(WireError::new(Problem::MissingOneof)))? {
+                match c
+                    .body
+                    .ok_or_else(|| at(WireError::new(Problem::MissingOneof)))?
+                {
                     Body::Numeric(n) => Ok(Characteristic::Numeric {
                         name: n.name,
                         column: usize_of(n.column, "numeric.column").map_err(at)?,
