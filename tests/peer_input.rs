@@ -4,10 +4,11 @@
 //! is an adversary, not a copy of ours) that serves mutual TLS with the federation's
 //! coordinator certificate from `fedsilo keygen`. It admits `fedsilo participant join` to a
 //! job and then sends it one malformed round after another — a coefficient vector of the
-//! wrong length, a standardiser too short, values that decode to ±∞, an unreadable null, a
-//! characteristic reading a column that does not exist, a tree splitting on an unknown
-//! feature, sizes that would allocate without bound, an unknown column, a round whose
-//! length disagrees with its instruction. The participant must decline each one with a
+//! wrong length, a standardiser too short, ±∞ ranges, a NaN coefficient, a characteristic
+//! reading a column that does not exist, a tree splitting on an unknown feature, sizes that
+//! would allocate without bound, an unknown column, a round whose length disagrees with its
+//! instruction, a step with no op. Those the wire conversion refuses and those the
+//! participant's check of the step refuses are declined alike. The participant must decline each one with a
 //! reason naming the problem, keep polling, refuse secure-aggregation requests for rounds it
 //! is not in, never panic, and exit cleanly when the job ends.
 //!
@@ -36,7 +37,7 @@ use fedsilo_proto::roster::Roster;
 use fedsilo_proto::tls::server_tls_config;
 use fedsilo_task::job::{RoundStart, ToCoordinator, ToParticipant};
 use fedsilo_task::{Instruction, JobData, ModelParams, Standardizer, TrainedModel};
-use serde_json::{json, Value};
+use serde_json::json;
 use tonic::{Request, Response, Status};
 
 const JOB: &str = "hostile";
@@ -200,13 +201,23 @@ fn train(data: &JobData, model: TrainedModel) -> Instruction {
     }
 }
 
-fn to_json(i: &Instruction) -> Value {
-    serde_json::to_value(i).expect("instruction json")
+fn wire(i: &Instruction) -> pb::Instruction {
+    pb::Instruction::from(i)
 }
 
-/// The hostile rounds: (instruction JSON, vector length the round announces, what the
-/// decline must name).
-fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(String, usize, String)> {
+/// The model inside a wire train step.
+fn wire_model(i: &mut pb::Instruction) -> &mut pb::TrainedModel {
+    match i.body.as_mut() {
+        Some(pb::instruction::Body::Train(t)) => t.model.as_mut().expect("model"),
+        other => panic!("not a train step: {other:?}"),
+    }
+}
+
+/// The hostile rounds: (typed instruction as the wire carries it, vector length the round
+/// announces, what the decline must name). Some are refused by the wire conversion (the
+/// decline then reads "unreadable instruction: <field path>: ..."), the others by the
+/// participant's check of the step.
+fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(pb::Instruction, usize, String)> {
     let f = features.len();
     let data = JobData {
         dataset: "data".into(),
@@ -216,23 +227,25 @@ fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(String, usize, 
     // An honest train step is f + 1 parameters, + n and the loss.
     let train_len = f + 3;
     let mut steps = Vec::new();
+    let coef_path = "unreadable instruction: \
+        round_start.step.train.model.params.logistic_regression.per_label[0].coef";
 
-    // 1. A coefficient vector one short.
+    // 1. A coefficient vector one short (refused on the wire).
     let mut m = lr_model(features, labels);
     if let ModelParams::LogisticRegression { per_label } = &mut m.params {
         per_label[0].coef.pop();
     }
     steps.push((
-        to_json(&train(&data, m)).to_string(),
+        wire(&train(&data, m)),
         train_len,
-        format!("coef: expected {f}, got {}", f - 1),
+        format!("{coef_path}: expected {f} values, got {}", f - 1),
     ));
 
     // 2. A standardiser with one mean too few.
     let mut m = lr_model(features, labels);
     m.standardizer.mean.pop();
     steps.push((
-        to_json(&train(&data, m)).to_string(),
+        wire(&train(&data, m)),
         train_len,
         format!("standardizer mean: expected {f}, got {}", f - 1),
     ));
@@ -243,37 +256,44 @@ fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(String, usize, 
         per_label[0].coef = vec![0.0; 1_000_000];
     }
     steps.push((
-        to_json(&train(&data, m)).to_string(),
+        wire(&train(&data, m)),
         train_len,
-        format!("coef: expected {f}, got 1000000"),
+        format!("{coef_path}: expected {f} values, got 1000000"),
     ));
 
-    // 4. A NaN where JSON can only say null.
-    let mut v = to_json(&train(&data, lr_model(features, labels)));
-    v["model"]["params"]["per_label"][0]["coef"][0] = Value::Null;
-    steps.push((v.to_string(), train_len, "unreadable instruction".into()));
+    // 4. A NaN coefficient.
+    let mut v = wire(&train(&data, lr_model(features, labels)));
+    if let Some(pb::model_params::Body::LogisticRegression(l)) = wire_model(&mut v)
+        .params
+        .as_mut()
+        .and_then(|p| p.body.as_mut())
+    {
+        l.per_label[0].coef[0] = f64::NAN;
+    }
+    steps.push((v, train_len, "coef: value 0 is not finite".into()));
 
-    // 5. Histogram ranges that decode to ±∞ (beyond f32).
-    let ranges = vec![json!([-1e39, 1e39]); f];
-    let v = json!({
-        "op": "scorecard_histogram",
-        "data": data,
-        "ranges": ranges,
-        "fine_bins": 16,
+    // 5. Histogram ranges that are ±∞.
+    let v = wire(&Instruction::ScorecardHistogram {
+        data: data.clone(),
+        ranges: vec![(f32::NEG_INFINITY, f32::INFINITY); f],
+        fine_bins: 16,
     });
-    steps.push((
-        v.to_string(),
-        f * 17,
-        "histogram ranges: value 0 is not finite".into(),
-    ));
+    steps.push((v, f * 17, "histogram ranges: value 0 is not finite".into()));
 
     // 6. A scorecard characteristic reading column 99 (an index out of range).
     let bins = ScorecardBins::from_cuts(features.to_vec(), vec![vec![0.5]; f]).expect("bins");
-    let mut b = serde_json::to_value(&bins).expect("bins json");
-    b["chars"][0]["column"] = json!(99);
-    let v = json!({ "op": "scorecard_counts", "data": data, "bins": b });
+    let mut v = wire(&Instruction::ScorecardCounts {
+        data: data.clone(),
+        bins,
+    });
+    if let Some(pb::instruction::Body::ScorecardCounts(c)) = v.body.as_mut() {
+        let chars = &mut c.bins.as_mut().expect("bins").characteristics;
+        if let Some(pb::characteristic::Body::Numeric(n)) = chars[0].body.as_mut() {
+            n.column = 99;
+        }
+    }
     steps.push((
-        v.to_string(),
+        v,
         f * 6,
         format!("characteristic 0 reads column 99, but there are {f} columns"),
     ));
@@ -316,7 +336,7 @@ fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(String, usize, 
         },
     };
     steps.push((
-        to_json(&level).to_string(),
+        wire(&level),
         f * 9 * 2,
         "node 0 splits on unknown feature 99".into(),
     ));
@@ -328,7 +348,7 @@ fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(String, usize, 
         bins: 1_000_000_000_000,
     };
     steps.push((
-        to_json(&eval).to_string(),
+        wire(&eval),
         1000,
         "histogram bins: 1000000000000 is more than the 100000 a participant accepts".into(),
     ));
@@ -345,7 +365,7 @@ fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(String, usize, 
         }],
     };
     steps.push((
-        to_json(&train(&data, m)).to_string(),
+        wire(&train(&data, m)),
         10,
         "MLP hidden units = 1048576 is outside 1..=1024".into(),
     ));
@@ -359,7 +379,7 @@ fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(String, usize, 
         noise: None,
     };
     steps.push((
-        to_json(&scale).to_string(),
+        wire(&scale),
         22,
         "feature column 'NoSuchColumn' is not in the local dataset".into(),
     ));
@@ -371,12 +391,19 @@ fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(String, usize, 
     };
     let honest = 1 + labels.len() + f * 21;
     steps.push((
-        to_json(&scale).to_string(),
+        wire(&scale),
         honest + 1,
         format!(
             "the round carries {} values but the instruction asks for {honest}",
             honest + 1
         ),
+    ));
+
+    // 12. A step with no op at all.
+    steps.push((
+        pb::Instruction { body: None },
+        honest,
+        "unreadable instruction: round_start.step: missing oneof body".into(),
     ));
     steps
 }
@@ -384,10 +411,10 @@ fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(String, usize, 
 fn round_start(
     round: u64,
     participants: Vec<u32>,
-    instruction: String,
+    instruction: pb::Instruction,
     len: usize,
 ) -> pb::ToParticipant {
-    ToParticipant::RoundStart(std::sync::Arc::new(RoundStart {
+    let start = RoundStart {
         config: RoundConfig {
             ctx: RoundContext {
                 job_id: JOB.into(),
@@ -401,10 +428,22 @@ fn round_start(
             graph_seed: [7; 32],
         },
         encoding: FixedPoint::new(Modulus::Pow64, 16, 1e6, 10).expect("encoding"),
-        instruction,
+        // Replaced by the hostile step below, on the wire.
+        instruction: Instruction::Scale {
+            data: JobData {
+                dataset: "data".into(),
+                features: Vec::new(),
+                labels: Vec::new(),
+            },
+            noise: None,
+        },
         phase_timeout_ms: 5_000,
-    }))
-    .into()
+    };
+    let mut m: pb::ToParticipant = ToParticipant::RoundStart(std::sync::Arc::new(start)).into();
+    if let Some(pb::to_participant::Body::RoundStart(rs)) = m.body.as_mut() {
+        rs.step = Some(instruction);
+    }
+    m
 }
 
 #[test]

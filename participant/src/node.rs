@@ -345,13 +345,18 @@ pub async fn run_until(
         let mut outgoing = Vec::new();
         tokio::task::block_in_place(|| {
             for m in reply.messages {
-                match fedsilo_task::job::ToParticipant::try_from(m) {
+                // Cheap: the clone shares the encoded bytes.
+                match fedsilo_task::job::ToParticipant::try_from(m.clone()) {
                     Ok(m) => {
                         if let Err(e) = worker.handle_message(m) {
                             tracing::warn!(error = %e, "message refused");
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "malformed message from coordinator"),
+                    Err(e) => match fedsilo_proto::convert::refused_round(&m) {
+                        // A round whose step does not convert is declined, naming the field.
+                        Some(ctx) => worker.decline_unreadable(ctx, e),
+                        None => tracing::warn!(error = %e, "malformed message from coordinator"),
+                    },
                 }
             }
             while let Some(out) = worker.poll_transmit() {

@@ -20,7 +20,7 @@ use fedsilo_crypto::encoding::RingVec;
 use fedsilo_crypto::keys::IdentityKey;
 use fedsilo_crypto::msg::{ParticipantId, Roster, RoundContext};
 use fedsilo_task::job::{RoundStart, ToCoordinator, ToParticipant};
-use fedsilo_task::{self, Instruction, InstructionError, LocalCache, LocalData, Purpose};
+use fedsilo_task::{self, InstructionError, LocalCache, LocalData, Purpose};
 use rand::SeedableRng;
 
 /// Errors handling one message; the worker keeps serving other jobs.
@@ -35,8 +35,9 @@ pub enum WorkerError {
 /// Why the worker declines a step; the reason the coordinator receives is its text.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
+    /// The round's message did not convert from the wire (its instruction names the field).
     #[error("unreadable instruction: {0}")]
-    Decode(#[source] serde_json::Error),
+    Unreadable(#[source] fedsilo_proto::WireError),
     #[error("no local dataset named '{name}' (this node has: {available})")]
     UnknownDataset { name: String, available: String },
     #[error("instruction refused: {0}")]
@@ -212,6 +213,38 @@ impl Worker {
         }
     }
 
+    /// Declines the round `ctx` whose `RoundStart` did not convert from the wire (the node
+    /// calls this with [`fedsilo_proto::convert::refused_round`]'s context): the job's earlier
+    /// round is abandoned, as a new `RoundStart` would abandon it, and the coordinator is told
+    /// why at once instead of waiting for the phase to time out.
+    pub fn decline_unreadable(&mut self, ctx: RoundContext, error: fedsilo_proto::WireError) {
+        let work = self
+            .jobs
+            .entry(ctx.job_id.clone())
+            .or_insert_with(|| JobWork {
+                ctx: None,
+                client: None,
+                cache: LocalCache::default(),
+            });
+        work.ctx = Some(ctx.clone());
+        work.client = None;
+        self.decline(ctx, &StepError::Unreadable(error));
+    }
+
+    /// Tells the coordinator this participant does not take part in round `ctx`, and why.
+    fn decline(&mut self, ctx: RoundContext, err: &StepError) {
+        let reason = err.to_string();
+        tracing::warn!(job = %ctx.job_id, round = ctx.round, %reason, "declining step");
+        self.outbox.push_back(ToCoordinator::Decline {
+            ctx: ctx.clone(),
+            reason: reason.clone(),
+        });
+        self.events.push_back(WorkerEvent::Declined {
+            job_id: ctx.job_id,
+            reason,
+        });
+    }
+
     fn start_round(&mut self, start: &RoundStart) {
         let ctx = start.config.ctx.clone();
         let work = self
@@ -250,18 +283,7 @@ impl Worker {
                     purpose,
                 });
             }
-            Err(err) => {
-                let reason = err.to_string();
-                tracing::warn!(job = %ctx.job_id, round = ctx.round, %reason, "declining step");
-                self.outbox.push_back(ToCoordinator::Decline {
-                    ctx: ctx.clone(),
-                    reason: reason.clone(),
-                });
-                self.events.push_back(WorkerEvent::Declined {
-                    job_id: ctx.job_id,
-                    reason,
-                });
-            }
+            Err(err) => self.decline(ctx, &err),
         }
     }
 }
@@ -289,7 +311,8 @@ fn round_rng(key: &[u8; 32], ctx: &RoundContext) -> rand_chacha::ChaCha20Rng {
 
 /// Checks, computes, encodes and (for DP steps) noises this participant's vector.
 ///
-/// Nothing from the coordinator is trusted: the instruction is decoded and checked against
+/// Nothing from the coordinator is trusted: the instruction (typed since the wire, which
+/// refused what its types cannot hold) is checked against
 /// the local data before any row is read, and its length is compared with the round's before
 /// anything is computed.
 fn prepare_input(
@@ -298,14 +321,14 @@ fn prepare_input(
     cache: &mut LocalCache,
     rng: &mut rand_chacha::ChaCha20Rng,
 ) -> Result<(Purpose, RingVec), StepError> {
-    let instr: Instruction = serde_json::from_str(&start.instruction).map_err(StepError::Decode)?;
+    let instr = &start.instruction;
     let data = datasets
         .get(&instr.data().dataset)
         .ok_or_else(|| StepError::UnknownDataset {
             name: instr.data().dataset.clone(),
             available: datasets.keys().cloned().collect::<Vec<_>>().join(", "),
         })?;
-    let expected = fedsilo_task::check_instruction(&instr, data)?;
+    let expected = fedsilo_task::check_instruction(instr, data)?;
     if expected != start.config.vector_len {
         return Err(StepError::VectorLength {
             round: start.config.vector_len,
@@ -315,7 +338,7 @@ fn prepare_input(
     if start.encoding.modulus != start.config.modulus {
         return Err(StepError::Modulus);
     }
-    let values = fedsilo_task::compute(&instr, data, cache, rng)?;
+    let values = fedsilo_task::compute(instr, data, cache, rng)?;
     if values.len() != start.config.vector_len {
         return Err(StepError::VectorLength {
             round: start.config.vector_len,

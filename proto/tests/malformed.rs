@@ -500,3 +500,326 @@ mod spec {
         assert!(e.to_string().contains("unknown field `epsilon`"), "{e}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Step instruction
+// ---------------------------------------------------------------------------
+
+mod instruction {
+    use super::{common, refuse_p};
+    use fedsilo_ml::gbdt::{BinMapper, GbdtInstruction, GbdtModel, Node, Tree};
+    use fedsilo_ml::scorecard::ScorecardBins;
+    use fedsilo_proto::convert::Problem;
+    use fedsilo_proto::pb;
+    use fedsilo_task::job::ToParticipant;
+    use fedsilo_task::{Instruction, JobData};
+
+    /// The wire form of a RoundStart carrying `i`.
+    fn wire(i: Instruction) -> pb::ToParticipant {
+        let mut start = common::round_start();
+        start.instruction = i;
+        ToParticipant::RoundStart(start.into()).into()
+    }
+
+    fn step(m: &mut pb::ToParticipant) -> &mut pb::instruction::Body {
+        match m.body.as_mut() {
+            Some(pb::to_participant::Body::RoundStart(rs)) => rs
+                .step
+                .as_mut()
+                .and_then(|s| s.body.as_mut())
+                .expect("a step"),
+            other => panic!("not a round start: {other:?}"),
+        }
+    }
+
+    /// The model of the common train step.
+    fn train_model(m: &mut pb::ToParticipant) -> &mut pb::TrainedModel {
+        match step(m) {
+            pb::instruction::Body::Train(t) => t.model.as_mut().expect("model"),
+            other => panic!("not a train step: {other:?}"),
+        }
+    }
+
+    fn data() -> JobData {
+        JobData {
+            dataset: "credit".into(),
+            features: vec!["income".into(), "age".into()],
+            labels: vec!["default".into()],
+        }
+    }
+
+    /// A level step: a model with one finished stump on 2 features, a tree with one split
+    /// and two open children, growing node 1.
+    fn level() -> Instruction {
+        let mapper = BinMapper::from_cuts(vec![vec![0.5], vec![1.0, 2.0]], 8).expect("mapper");
+        let split = |left, right| Node::Split {
+            feature: 1,
+            bin: 1,
+            threshold: 2.0,
+            default_left: true,
+            left,
+            right,
+            gain: 0.5,
+        };
+        let open = Node::Open {
+            sum_grad: 1.0,
+            sum_hess: 2.0,
+            depth: 1,
+        };
+        Instruction::Gbdt {
+            data: data(),
+            step: GbdtInstruction::Level {
+                model: GbdtModel {
+                    base_score: -1.0,
+                    bin_mapper: mapper,
+                    trees: vec![Tree {
+                        nodes: vec![
+                            split(1, 2),
+                            Node::Leaf { value: 0.1 },
+                            Node::Leaf { value: -0.1 },
+                        ],
+                    }],
+                },
+                tree: Tree {
+                    nodes: vec![split(1, 2), open.clone(), open],
+                },
+                nodes: vec![1, 2],
+            },
+        }
+    }
+
+    fn level_body(m: &mut pb::ToParticipant) -> &mut pb::GbdtLevel {
+        match step(m) {
+            pb::instruction::Body::Gbdt(g) => match g.step.as_mut().and_then(|s| s.body.as_mut()) {
+                Some(pb::gbdt_instruction::Body::Level(l)) => l,
+                other => panic!("not a level: {other:?}"),
+            },
+            other => panic!("not a gbdt step: {other:?}"),
+        }
+    }
+
+    fn split_of(n: &mut pb::TreeNode) -> &mut pb::SplitNode {
+        match n.body.as_mut() {
+            Some(pb::tree_node::Body::Split(s)) => s,
+            other => panic!("not a split: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_valid_samples_convert() {
+        for i in [common::train_instruction(), level()] {
+            let m = wire(i.clone());
+            match ToParticipant::try_from(m) {
+                Ok(ToParticipant::RoundStart(s)) => assert_eq!(s.instruction, i),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_step_and_sub_messages_are_named() {
+        let mut m = wire(common::train_instruction());
+        let Some(pb::to_participant::Body::RoundStart(rs)) = m.body.as_mut() else {
+            unreachable!()
+        };
+        rs.step = None;
+        assert_eq!(refuse_p(m).to_string(), "round_start.step: missing");
+
+        let mut m = wire(common::train_instruction());
+        let Some(pb::to_participant::Body::RoundStart(rs)) = m.body.as_mut() else {
+            unreachable!()
+        };
+        rs.step = Some(pb::Instruction { body: None });
+        assert_eq!(
+            refuse_p(m).to_string(),
+            "round_start.step: missing oneof body"
+        );
+
+        let mut m = wire(common::train_instruction());
+        if let pb::instruction::Body::Train(t) = step(&mut m) {
+            t.local = None;
+        }
+        assert_eq!(
+            refuse_p(m).to_string(),
+            "round_start.step.train.local: missing"
+        );
+
+        let mut m = wire(common::train_instruction());
+        train_model(&mut m).params = Some(pb::ModelParams { body: None });
+        assert_eq!(
+            refuse_p(m).to_string(),
+            "round_start.step.train.model.params: missing oneof body"
+        );
+
+        let mut m = wire(common::train_instruction());
+        train_model(&mut m).standardizer = None;
+        assert_eq!(
+            refuse_p(m).to_string(),
+            "round_start.step.train.model.standardizer: missing"
+        );
+
+        let mut m = wire(level());
+        level_body(&mut m).tree = None;
+        assert_eq!(
+            refuse_p(m).to_string(),
+            "round_start.step.gbdt.step.level.tree: missing"
+        );
+
+        let mut m = wire(level());
+        level_body(&mut m).tree.as_mut().expect("tree").nodes[2].body = None;
+        assert_eq!(
+            refuse_p(m).to_string(),
+            "round_start.step.gbdt.step.level.tree.nodes[2]: missing oneof body"
+        );
+    }
+
+    #[test]
+    fn counts_that_disagree_are_refused() {
+        // Logistic weights: one per feature of the model.
+        let mut m = wire(common::train_instruction());
+        let Some(pb::model_params::Body::LogisticRegression(l)) = train_model(&mut m)
+            .params
+            .as_mut()
+            .and_then(|p| p.body.as_mut())
+        else {
+            unreachable!()
+        };
+        l.per_label[0].coef.pop();
+        let e = refuse_p(m);
+        assert_eq!(
+            e.path,
+            "round_start.step.train.model.params.logistic_regression.per_label[0].coef"
+        );
+        assert_eq!(
+            e.problem,
+            Problem::Count {
+                expected: 2,
+                got: 1
+            }
+        );
+
+        // Range bounds: one lo and one hi per feature.
+        let mut m = wire(Instruction::ScorecardHistogram {
+            data: data(),
+            ranges: vec![(0.0, 1.0), (2.0, 3.0)],
+            fine_bins: 16,
+        });
+        if let pb::instruction::Body::ScorecardHistogram(h) = step(&mut m) {
+            h.ranges.as_mut().expect("ranges").hi.pop();
+        }
+        assert_eq!(
+            refuse_p(m).to_string(),
+            "round_start.step.scorecard_histogram.ranges.hi: expected 2 values, got 1"
+        );
+    }
+
+    #[test]
+    fn tree_indices_out_of_range_are_refused() {
+        // A child beyond the tree (routing would index past it).
+        let mut m = wire(level());
+        split_of(&mut level_body(&mut m).tree.as_mut().expect("tree").nodes[0]).right = 7;
+        let e = refuse_p(m);
+        assert_eq!(e.path, "round_start.step.gbdt.step.level.tree");
+        assert!(matches!(e.problem, Problem::Gbdt(_)), "{e}");
+        assert!(e.to_string().contains("node 0 has children 1/7"), "{e}");
+
+        // A child before its parent (routing would loop).
+        let mut m = wire(level());
+        let model = level_body(&mut m).model.as_mut().expect("model");
+        split_of(&mut model.trees[0].nodes[0]).left = 0;
+        let e = refuse_p(m);
+        assert_eq!(e.path, "round_start.step.gbdt.step.level.model");
+        assert!(e.to_string().contains("node 0 has children 0/2"), "{e}");
+
+        // A split on a feature the model's bin mapper does not have.
+        let mut m = wire(level());
+        split_of(&mut level_body(&mut m).tree.as_mut().expect("tree").nodes[0]).feature = 99;
+        assert!(refuse_p(m)
+            .to_string()
+            .ends_with("level.tree: malformed instruction: node 0 splits on unknown feature 99"));
+
+        // A node to grow outside the tree.
+        let mut m = wire(level());
+        level_body(&mut m).nodes[1] = 3;
+        assert_eq!(
+            refuse_p(m).to_string(),
+            "round_start.step.gbdt.step.level.nodes[1]: index 3 is out of range (3 items)"
+        );
+
+        // A bin that does not fit a byte.
+        let mut m = wire(level());
+        let model = level_body(&mut m).model.as_mut().expect("model");
+        split_of(&mut model.trees[0].nodes[0]).bin = 256;
+        assert_eq!(
+            refuse_p(m).to_string(),
+            "round_start.step.gbdt.step.level.model.trees[0].nodes[0].split.bin: \
+             256 is out of range (max 255)"
+        );
+    }
+
+    #[test]
+    fn non_finite_values_the_trees_need_finite_are_refused() {
+        let mut m = wire(level());
+        let model = level_body(&mut m).model.as_mut().expect("model");
+        model.bin_mapper.as_mut().expect("mapper").features[1].cuts[0] = f32::NAN;
+        let e = refuse_p(m);
+        assert_eq!(e.path, "round_start.step.gbdt.step.level.model.bin_mapper");
+        assert!(matches!(e.problem, Problem::Binning(_)), "{e}");
+        assert!(e.to_string().contains("cuts of feature 1"), "{e}");
+
+        let mut m = wire(level());
+        let model = level_body(&mut m).model.as_mut().expect("model");
+        model.trees[0].nodes[2].body = Some(pb::tree_node::Body::Leaf(pb::LeafNode {
+            value: f64::INFINITY,
+        }));
+        assert!(refuse_p(m)
+            .to_string()
+            .ends_with("level.model: malformed instruction: leaf 2 is not finite"));
+
+        let mut m = wire(level());
+        level_body(&mut m).model.as_mut().expect("model").base_score = f64::NAN;
+        assert!(refuse_p(m).to_string().contains("base score is not finite"));
+
+        // Values the participant's own check declines pass the wire: a NaN coefficient.
+        let mut m = wire(common::train_instruction());
+        let Some(pb::model_params::Body::LogisticRegression(l)) = train_model(&mut m)
+            .params
+            .as_mut()
+            .and_then(|p| p.body.as_mut())
+        else {
+            unreachable!()
+        };
+        l.per_label[0].coef[0] = f64::NAN;
+        assert!(ToParticipant::try_from(m).is_ok());
+    }
+
+    #[test]
+    fn scorecard_bins_reading_a_missing_column_are_refused() {
+        let bins = ScorecardBins::from_cuts(
+            vec!["income".into(), "age".into()],
+            vec![vec![1.0], vec![2.0, 3.0]],
+        )
+        .expect("bins");
+        let mut m = wire(Instruction::ScorecardCounts { data: data(), bins });
+        let pb::instruction::Body::ScorecardCounts(c) = step(&mut m) else {
+            unreachable!()
+        };
+        let chars = &mut c.bins.as_mut().expect("bins").characteristics;
+        if let Some(pb::characteristic::Body::Numeric(n)) = chars[1].body.as_mut() {
+            n.column = 99;
+        }
+        let e = refuse_p(m.clone());
+        assert_eq!(e.path, "round_start.step.scorecard_counts.bins");
+        assert!(matches!(e.problem, Problem::Scorecard(_)), "{e}");
+        assert!(e.to_string().contains("column 99"), "{e}");
+
+        let pb::instruction::Body::ScorecardCounts(c) = step(&mut m) else {
+            unreachable!()
+        };
+        c.bins.as_mut().expect("bins").characteristics[0].body = None;
+        assert_eq!(
+            refuse_p(m).to_string(),
+            "round_start.step.scorecard_counts.bins.characteristics[0]: missing oneof body"
+        );
+    }
+}

@@ -454,3 +454,391 @@ mod spec {
         assert_eq!(through_wire(&s), s);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Step instruction
+// ---------------------------------------------------------------------------
+
+/// Generators of every `Instruction` op and of the models it carries, built so that the wire
+/// accepts them (it refuses malformed trees, cut points and scorecard bins; see
+/// `malformed.rs`): every value an honest coordinator can send.
+pub mod instruction {
+    use fedsilo_ml::gbdt::{BinMapper, GbdtInstruction, GbdtModel, Node, Tree};
+    use fedsilo_ml::linear::{LinearParams, LocalTrainConfig};
+    use fedsilo_ml::mlp::{MlpParams, MlpSpec};
+    use fedsilo_ml::scorecard::{FeatureWoe, Scorecard, ScorecardBins, ScorecardScaling, WoeTable};
+    use fedsilo_proto::pb;
+    use fedsilo_task::job::{RoundStart, ToParticipant};
+    use fedsilo_task::{Instruction, JobData, ModelParams, NoiseSpec, Standardizer, TrainedModel};
+    use proptest::collection::vec;
+    use proptest::option;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    /// Instruction → RoundStart → pb → bytes → pb → RoundStart → Instruction.
+    fn through_wire(i: &Instruction) -> Instruction {
+        let mut start = super::common::round_start();
+        start.instruction = i.clone();
+        let m = ToParticipant::RoundStart(start.into());
+        let wire: pb::ToParticipant = m.clone().into();
+        let bytes = wire.encode_to_vec();
+        assert_eq!(
+            bytes.len(),
+            fedsilo_proto::convert::encoded_len(match &m {
+                ToParticipant::RoundStart(s) => s,
+                _ => unreachable!(),
+            }),
+            "encoded_len is the size on the wire"
+        );
+        let decoded = pb::ToParticipant::decode(bytes.as_slice()).expect("prost decodes");
+        assert_eq!(decoded, wire, "pb round trip");
+        match ToParticipant::try_from(decoded) {
+            Ok(ToParticipant::RoundStart(s)) => {
+                let s: RoundStart = std::sync::Arc::unwrap_or_clone(s);
+                s.instruction
+            }
+            other => panic!("an instruction we encoded did not convert back: {other:?}"),
+        }
+    }
+
+    /// Any double but NaN (not equal to itself; the wire carries its bits anyway).
+    fn real() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(0.0),
+            Just(-0.0),
+            Just(f64::INFINITY),
+            -1e6..1e6f64,
+            any::<f64>().prop_filter("not NaN", |v| !v.is_nan()),
+        ]
+    }
+
+    fn finite() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(0.0),
+            -1e6..1e6f64,
+            any::<f64>().prop_filter("finite", |v| v.is_finite())
+        ]
+    }
+
+    fn real32() -> impl Strategy<Value = f32> {
+        any::<f32>().prop_filter("not NaN", |v| !v.is_nan())
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[A-Za-z_=é]{0,8}"
+    }
+
+    fn data() -> impl Strategy<Value = JobData> {
+        (name(), vec(name(), 0..4), vec(name(), 0..3)).prop_map(|(dataset, features, labels)| {
+            JobData {
+                dataset,
+                features,
+                labels,
+            }
+        })
+    }
+
+    fn ranges() -> impl Strategy<Value = Vec<(f32, f32)>> {
+        vec((real32(), real32()), 0..5)
+    }
+
+    /// `n` strictly increasing finite cut points.
+    fn cuts(n: usize) -> impl Strategy<Value = Vec<f32>> {
+        (vec(0.01f32..10.0, n), -100.0f32..100.0).prop_map(|(steps, start)| {
+            steps
+                .iter()
+                .scan(start, |acc, s| {
+                    *acc += s;
+                    Some(*acc)
+                })
+                .collect()
+        })
+    }
+
+    fn bin_mapper() -> impl Strategy<Value = BinMapper> {
+        (0usize..4, 2usize..=255).prop_flat_map(|(f, max_bins)| {
+            vec((0usize..max_bins.min(8)).prop_flat_map(cuts), f).prop_map(move |c| {
+                BinMapper::from_cuts(c, max_bins).expect("generated cuts are valid")
+            })
+        })
+    }
+
+    /// A tree grown by splitting leaves (children appended after their parent), on features
+    /// and bins `mapper` has; open nodes only when not `complete`.
+    fn tree(mapper: &BinMapper, complete: bool) -> BoxedStrategy<Tree> {
+        let (f, max_bins) = (mapper.n_features() as u32, mapper.max_bins());
+        let split = (
+            any::<u32>(),
+            0..max_bins,
+            any::<f32>(),
+            any::<bool>(),
+            finite(),
+        );
+        let splits = if f == 0 { 0..1 } else { 0..5 };
+        (
+            vec((any::<prop::sample::Index>(), split), splits),
+            vec((finite(), finite(), any::<u32>(), any::<bool>()), 11),
+        )
+            .prop_map(move |(splits, leaves)| {
+                let mut nodes = vec![Node::Leaf { value: 0.0 }];
+                for (at, (feature, bin, threshold, default_left, gain)) in splits {
+                    let leaves: Vec<usize> = (0..nodes.len())
+                        .filter(|&i| !matches!(nodes[i], Node::Split { .. }))
+                        .collect();
+                    let i = leaves[at.index(leaves.len())];
+                    let n = nodes.len() as u32;
+                    nodes[i] = Node::Split {
+                        feature: feature % f,
+                        bin: bin as u8,
+                        threshold: if threshold.is_nan() { 0.5 } else { threshold },
+                        default_left,
+                        left: n,
+                        right: n + 1,
+                        gain,
+                    };
+                    nodes.push(Node::Leaf { value: 0.0 });
+                    nodes.push(Node::Leaf { value: 0.0 });
+                }
+                for (node, &(a, b, depth, open)) in nodes.iter_mut().zip(&leaves) {
+                    if let Node::Leaf { .. } = node {
+                        *node = if open && !complete {
+                            Node::Open {
+                                sum_grad: a,
+                                sum_hess: b,
+                                depth,
+                            }
+                        } else {
+                            Node::Leaf { value: a }
+                        };
+                    }
+                }
+                Tree { nodes }
+            })
+            .boxed()
+    }
+
+    fn gbdt_model() -> impl Strategy<Value = GbdtModel> {
+        bin_mapper().prop_flat_map(|mapper| {
+            (finite(), vec(tree(&mapper, true), 0..3)).prop_map(move |(base_score, trees)| {
+                GbdtModel {
+                    base_score,
+                    bin_mapper: mapper.clone(),
+                    trees,
+                }
+            })
+        })
+    }
+
+    fn scorecard_bins() -> impl Strategy<Value = ScorecardBins> {
+        (vec(("[ab](=[xyz])?", 0usize..4), 0..5), any::<bool>()).prop_flat_map(|(cols, grouped)| {
+            let names: Vec<String> = cols.iter().map(|c| c.0.clone()).collect();
+            let cut_lists: Vec<_> = cols.iter().map(|c| cuts(c.1)).collect();
+            cut_lists.prop_map(move |cuts| {
+                let bins = ScorecardBins::from_cuts(names.clone(), cuts).expect("valid cuts");
+                if grouped {
+                    bins.with_categories_grouped()
+                } else {
+                    bins
+                }
+            })
+        })
+    }
+
+    fn scorecard() -> impl Strategy<Value = Scorecard> {
+        let woe = (
+            name(),
+            vec(real(), 0..4),
+            vec(real(), 0..4),
+            vec(real(), 0..4),
+            real(),
+        )
+            .prop_flat_map(|(name, good, bad, woe, iv)| {
+                any::<bool>().prop_map(move |selected| FeatureWoe {
+                    name: name.clone(),
+                    good: good.clone(),
+                    bad: bad.clone(),
+                    woe: woe.clone(),
+                    iv,
+                    selected,
+                })
+            });
+        (
+            scorecard_bins(),
+            vec(woe, 0..3),
+            real(),
+            vec(real(), 0..4),
+            real(),
+            (real(), real(), real()),
+            vec(vec(real(), 0..4), 0..3),
+        )
+            .prop_map(
+                |(
+                    bins,
+                    features,
+                    min_iv,
+                    coef,
+                    intercept,
+                    (base_score, base_odds, pdo),
+                    points,
+                )| {
+                    Scorecard {
+                        woe: WoeTable {
+                            bins,
+                            features,
+                            min_iv,
+                        },
+                        coef,
+                        intercept,
+                        scaling: ScorecardScaling {
+                            base_score,
+                            base_odds,
+                            pdo,
+                        },
+                        points,
+                    }
+                },
+            )
+    }
+
+    fn params(features: usize) -> impl Strategy<Value = ModelParams> {
+        let linear = (vec(real(), features), real())
+            .prop_map(|(coef, intercept)| LinearParams { coef, intercept });
+        let mlp = (any::<usize>(), vec(any::<usize>(), 0..3), vec(real(), 0..8)).prop_map(
+            |(inputs, hidden, flat)| MlpParams {
+                spec: MlpSpec { inputs, hidden },
+                flat,
+            },
+        );
+        prop_oneof![
+            vec(linear, 0..3).prop_map(|per_label| ModelParams::LogisticRegression { per_label }),
+            vec(mlp, 0..3).prop_map(|per_label| ModelParams::Mlp { per_label }),
+            gbdt_model().prop_map(|model| ModelParams::Gbdt { model }),
+            scorecard().prop_map(|card| ModelParams::Scorecard {
+                card: Box::new(card)
+            }),
+        ]
+    }
+
+    fn model() -> impl Strategy<Value = TrainedModel> {
+        (vec(name(), 0..4), vec(name(), 0..3)).prop_flat_map(|(features, labels)| {
+            (
+                vec(real(), 0..4),
+                vec(real(), 0..4),
+                vec(real(), 0..4),
+                params(features.len()),
+            )
+                .prop_map(move |(mean, std, missing_rate, params)| TrainedModel {
+                    features: features.clone(),
+                    labels: labels.clone(),
+                    standardizer: Standardizer {
+                        mean,
+                        std,
+                        missing_rate,
+                    },
+                    params,
+                })
+        })
+    }
+
+    fn local() -> impl Strategy<Value = LocalTrainConfig> {
+        (
+            any::<usize>(),
+            real(),
+            any::<usize>(),
+            real(),
+            real(),
+            real(),
+        )
+            .prop_map(
+                |(epochs, learning_rate, batch_size, l2, pos_weight, prox_mu)| LocalTrainConfig {
+                    epochs,
+                    learning_rate,
+                    batch_size,
+                    l2,
+                    pos_weight,
+                    prox_mu,
+                },
+            )
+    }
+
+    fn noise() -> impl Strategy<Value = NoiseSpec> {
+        (real(), real(), option::of(real())).prop_map(|(clip, stddev, sampling_rate)| NoiseSpec {
+            clip,
+            stddev,
+            sampling_rate,
+        })
+    }
+
+    fn gbdt_step() -> impl Strategy<Value = GbdtInstruction> {
+        let level = gbdt_model().prop_flat_map(|model| {
+            let grown = tree(&model.bin_mapper, false);
+            (Just(model), grown).prop_flat_map(|(model, tree)| {
+                let n = tree.nodes.len() as u32;
+                vec(0..n, 0..4).prop_map(move |nodes| GbdtInstruction::Level {
+                    model: model.clone(),
+                    tree: tree.clone(),
+                    nodes,
+                })
+            })
+        });
+        prop_oneof![
+            any::<usize>().prop_map(|n_features| GbdtInstruction::Stats { n_features }),
+            (ranges(), any::<usize>()).prop_map(|(ranges, fine_bins)| {
+                GbdtInstruction::FineHistogram { ranges, fine_bins }
+            }),
+            level,
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn scale_and_moments_round_trip(
+            d in data(),
+            scales in vec(real(), 0..5),
+            n1 in option::of(noise()),
+            n2 in option::of(noise()),
+        ) {
+            let i = Instruction::Scale { data: d.clone(), noise: n1 };
+            prop_assert_eq!(through_wire(&i), i);
+            let i = Instruction::Moments { data: d, scales, noise: n2 };
+            prop_assert_eq!(through_wire(&i), i);
+        }
+
+        #[test]
+        fn train_round_trips(
+            data in data(),
+            model in model(),
+            local in local(),
+            seed in any::<u64>(),
+            noise in option::of(noise()),
+        ) {
+            let i = Instruction::Train { data, model, local, seed, noise };
+            prop_assert_eq!(through_wire(&i), i);
+        }
+
+        #[test]
+        fn evaluate_round_trips(data in data(), model in model(), bins in any::<usize>()) {
+            let i = Instruction::Evaluate { data, model, bins };
+            prop_assert_eq!(through_wire(&i), i);
+        }
+
+        #[test]
+        fn gbdt_steps_round_trip(data in data(), step in gbdt_step()) {
+            let i = Instruction::Gbdt { data, step };
+            prop_assert_eq!(through_wire(&i), i);
+        }
+
+        #[test]
+        fn scorecard_steps_round_trip(
+            data in data(),
+            ranges in ranges(),
+            fine_bins in any::<usize>(),
+            bins in scorecard_bins(),
+        ) {
+            let i = Instruction::ScorecardHistogram { data: data.clone(), ranges, fine_bins };
+            prop_assert_eq!(through_wire(&i), i);
+            let i = Instruction::ScorecardCounts { data, bins };
+            prop_assert_eq!(through_wire(&i), i);
+        }
+    }
+}

@@ -12,6 +12,8 @@ use fedsilo_crypto::msg::{ClientMsg, RoundConfig, RoundContext, ServerMsg};
 use fedsilo_ml::metrics::BinaryMetrics;
 use serde::{Deserialize, Serialize};
 
+use crate::Instruction;
+
 /// The coordinator opens a round.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoundStart {
@@ -19,8 +21,8 @@ pub struct RoundStart {
     pub config: RoundConfig,
     /// How participants encode their update into the ring.
     pub encoding: FixedPoint,
-    /// JSON training instruction; opaque to the wire layer.
-    pub instruction: String,
+    /// What every participant computes this round (typed; `pb::Instruction` on the wire).
+    pub instruction: Instruction,
     /// How long the coordinator waits for each phase before dropping stragglers.
     pub phase_timeout_ms: u64,
 }

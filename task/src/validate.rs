@@ -1,8 +1,9 @@
 //! The participant's check of everything the coordinator sends, before any local data is
 //! touched.
 //!
-//! An [`Instruction`] arrives as JSON from the coordinator, which a participant does not have
-//! to trust: a step whose sizes do not fit the local columns, whose values are not finite, or
+//! An [`Instruction`] arrives typed from the coordinator (`fedsilo.v1.Instruction`, whose
+//! conversion already refused what the types cannot hold or ml would index with), which a
+//! participant does not have to trust: a step whose sizes do not fit the local columns, whose values are not finite, or
 //! whose lengths would make the participant allocate or loop without bound is refused here
 //! with an [`InstructionError`] naming what is wrong. [`check_instruction`] runs at the start
 //! of [`compute`](super::compute), so no computation ever sees an unchecked step; the

@@ -47,7 +47,9 @@
 //! # Per round, once
 //!
 //! A round's `RoundStart` is built once and shared (`Arc`) by the message to each
-//! participant. When the round closes the plan is serialised once: those bytes are hashed
+//! participant; its typed instruction is the plan's step, not serialised here. Its size on
+//! the wire (`fedsilo_proto::convert::encoded_len`, computed once) is what each participant
+//! is counted as receiving for it in [`RoundSummary::bytes_received`]. When the round closes the plan is serialised once: those bytes are hashed
 //! ([`RoundSummary::model_hash`]) and are the plan inside the checkpoint that follows. The
 //! decoded sum is hashed value by value ([`RoundSummary::aggregate_hash`]).
 //!

@@ -308,22 +308,15 @@ impl Coordinator {
                 return;
             }
         };
-        let instruction = match serde_json::to_string(&step.instruction) {
-            Ok(s) => s,
-            Err(e) => {
-                let why = format!("cannot serialise instruction: {}", error_text(&e));
-                self.fail(job_id, why);
-                return;
-            }
-        };
         // One `RoundStart` for the round, shared by every participant's message (the service
-        // encodes it once too).
+        // encodes it once too); its encoded size is what each participant is sent.
         let start = Arc::new(RoundStart {
             config: config.clone(),
             encoding,
-            instruction,
+            instruction: step.instruction.clone(),
             phase_timeout_ms: timeout.as_millis() as u64,
         });
+        let start_bytes = fedsilo_proto::convert::encoded_len(&start) as u64;
         let mut round = ActiveRound {
             server,
             step,
@@ -341,7 +334,7 @@ impl Coordinator {
             first_drop: None,
         };
         for &p in &participants {
-            *round.bytes_received.entry(p).or_default() += start.instruction.len() as u64 + 128;
+            *round.bytes_received.entry(p).or_default() += start_bytes;
             self.outbox
                 .push_back((p, ToParticipant::RoundStart(Arc::clone(&start))));
         }

@@ -80,8 +80,7 @@ fn honest(instr: &Instruction, len: usize) -> Vec<f64> {
 }
 
 fn input(start: &RoundStart, mode: Mode) -> RingVec {
-    let instr: Instruction = serde_json::from_str(&start.instruction).unwrap();
-    let mut v = honest(&instr, start.config.vector_len);
+    let mut v = honest(&start.instruction, start.config.vector_len);
     if mode == Mode::Miscount {
         v[1 + 1 + 1 + 8] += 1.0;
     }

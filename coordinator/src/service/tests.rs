@@ -26,7 +26,14 @@ fn start(job: &str, round: u64) -> ToParticipant {
             graph_seed: [0; 32],
         },
         encoding: FixedPoint::choose(10.0, 3).unwrap(),
-        instruction: "{}".into(),
+        instruction: fedsilo_task::Instruction::Scale {
+            data: fedsilo_task::JobData {
+                dataset: "d".into(),
+                features: vec!["x".into()],
+                labels: vec!["y".into()],
+            },
+            noise: None,
+        },
         phase_timeout_ms: 1000,
     }))
 }

@@ -71,6 +71,25 @@ impl ScorecardBins {
         })
     }
 
+    /// Bins from their parts (as a wire message carries them), checked as
+    /// [`ScorecardBins::validate`] checks them: every method may index freely afterwards.
+    pub fn from_characteristics(
+        feature_names: Vec<String>,
+        chars: Vec<Characteristic>,
+    ) -> Result<Self, ScorecardError> {
+        let bins = ScorecardBins {
+            feature_names,
+            chars,
+        };
+        bins.validate()?;
+        Ok(bins)
+    }
+
+    /// The characteristics, in order.
+    pub fn characteristics(&self) -> &[Characteristic] {
+        &self.chars
+    }
+
     /// The cut points of a GBDT [`BinMapper`].
     pub fn from_bin_mapper(
         feature_names: Vec<String>,

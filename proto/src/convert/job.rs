@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use fedsilo_crypto::msg::{RoundConfig, RoundContext};
 use fedsilo_ml::metrics::BinaryMetrics;
 use fedsilo_task::job::{JobState, LabelMetrics, RoundStart, ToCoordinator, ToParticipant};
 
@@ -18,8 +19,8 @@ impl From<RoundStart> for pb::RoundStart {
         pb::RoundStart {
             config: Some(m.config.into()),
             encoding: Some(m.encoding.into()),
-            instruction: m.instruction,
             phase_timeout_ms: m.phase_timeout_ms,
+            step: Some((&m.instruction).into()),
         }
     }
 }
@@ -31,9 +32,33 @@ impl From<&RoundStart> for pb::RoundStart {
         pb::RoundStart {
             config: Some(m.config.clone().into()),
             encoding: Some(m.encoding.into()),
-            instruction: m.instruction.clone(),
             phase_timeout_ms: m.phase_timeout_ms,
+            step: Some((&m.instruction).into()),
         }
+    }
+}
+
+/// Encoded size in bytes of the message that opens a round for one participant
+/// (`ToParticipant.round_start`): what the coordinator sends each participant of the round
+/// and counts as such in its byte accounting.
+pub fn encoded_len(start: &RoundStart) -> usize {
+    use prost::Message;
+    pb::ToParticipant {
+        body: Some(pb::to_participant::Body::RoundStart(start.into())),
+    }
+    .encoded_len()
+}
+
+/// The round a polled message would have started, when it is a `RoundStart` whose
+/// configuration converts although the rest of it does not: a participant declines that
+/// round (naming the conversion error) instead of leaving the coordinator waiting.
+pub fn refused_round(m: &crate::poll::EncodedToParticipant) -> Option<RoundContext> {
+    match m.decode().ok()?.body? {
+        pb::to_participant::Body::RoundStart(rs) => {
+            let config: RoundConfig = sub(rs.config, "config").ok()?;
+            Some(config.ctx)
+        }
+        _ => None,
     }
 }
 
@@ -43,7 +68,7 @@ impl TryFrom<pb::RoundStart> for RoundStart {
         Ok(RoundStart {
             config: sub(m.config, "config")?,
             encoding: sub(m.encoding, "encoding")?,
-            instruction: m.instruction,
+            instruction: sub(m.step, "step")?,
             phase_timeout_ms: m.phase_timeout_ms,
         })
     }

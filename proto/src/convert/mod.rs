@@ -14,16 +14,23 @@
 //! - `secagg`: SecAgg+ messages and the values they carry.
 //! - `job`: job-level envelopes, the job state, a job's metrics.
 //! - `spec`: the job spec and the launch request ([`launch_spec`]).
+//! - `instruction`: the step instruction and its settings; `model`: the models it carries
+//!   (checked structurally where ml would index with them; see each module).
 
 use std::fmt;
 
 use fedsilo_crypto::encoding::EncodingError;
+use fedsilo_ml::binning::BinningError;
+use fedsilo_ml::gbdt::GbdtError;
+use fedsilo_ml::scorecard::ScorecardError;
 
+mod instruction;
 mod job;
+mod model;
 mod secagg;
 mod spec;
 
-pub use job::job_state_from;
+pub use job::{encoded_len, job_state_from, refused_round};
 pub use spec::{launch_spec, LaunchSpecError};
 
 /// Largest gRPC message a fedsilo server or client accepts (`max_decoding_message_size`,
@@ -61,6 +68,22 @@ pub enum Problem {
     /// could wrap).
     #[error("{0}")]
     Encoding(EncodingError),
+    /// Two repeated fields that must have one entry each per item disagree (this field has
+    /// `got` entries where `expected` were due).
+    #[error("expected {expected} values, got {got}")]
+    Count { expected: usize, got: usize },
+    /// An index into a list of `len` items is not below `len`.
+    #[error("index {index} is out of range ({len} items)")]
+    Index { index: u64, len: usize },
+    /// A boosted model or tree the math would index out of range or loop on.
+    #[error("{0}")]
+    Gbdt(GbdtError),
+    /// A bin mapper whose cut points are not finite and increasing, or too many.
+    #[error("{0}")]
+    Binning(BinningError),
+    /// Scorecard bins reading a column out of range or twice, or with bad cuts.
+    #[error("{0}")]
+    Scorecard(ScorecardError),
     /// The bytes of a message kept encoded ([`crate::poll::EncodedToParticipant`]) are not
     /// protobuf.
     #[error("undecodable: {0}")]

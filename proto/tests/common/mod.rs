@@ -8,7 +8,9 @@ use fedsilo_crypto::msg::{
     ShareKeys, ShareKeysRequest, ShareKind, UnmaskRequest, UnmaskShares,
 };
 use fedsilo_crypto::shamir::Share;
+use fedsilo_ml::linear::{LinearParams, LocalTrainConfig};
 use fedsilo_task::job::{RoundStart, ToCoordinator, ToParticipant};
+use fedsilo_task::{Instruction, JobData, ModelParams, NoiseSpec, Standardizer, TrainedModel};
 
 pub fn ctx() -> RoundContext {
     RoundContext {
@@ -157,8 +159,50 @@ pub fn round_start() -> RoundStart {
             graph_seed: arr(42),
         },
         encoding: FixedPoint::new(Modulus::Pow64, 24, 10.0, 5).expect("valid encoding"),
-        instruction: r#"{"kind":"local_sgd","epochs":2,"lr":0.05}"#.into(),
+        instruction: train_instruction(),
         phase_timeout_ms: 30_000,
+    }
+}
+
+/// A training step of a two-feature logistic regression.
+pub fn train_instruction() -> Instruction {
+    let features: Vec<String> = vec!["income".into(), "age".into()];
+    let labels: Vec<String> = vec!["default".into()];
+    Instruction::Train {
+        data: JobData {
+            dataset: "credit".into(),
+            features: features.clone(),
+            labels: labels.clone(),
+        },
+        model: TrainedModel {
+            features,
+            labels,
+            standardizer: Standardizer {
+                mean: vec![50_000.0, 40.0],
+                std: vec![20_000.0, 12.0],
+                missing_rate: vec![0.0, 0.1],
+            },
+            params: ModelParams::LogisticRegression {
+                per_label: vec![LinearParams {
+                    coef: vec![0.25, -0.5],
+                    intercept: -1.0,
+                }],
+            },
+        },
+        local: LocalTrainConfig {
+            epochs: 2,
+            learning_rate: 0.05,
+            batch_size: 64,
+            l2: 1e-4,
+            pos_weight: 1.0,
+            prox_mu: 0.0,
+        },
+        seed: 9,
+        noise: Some(NoiseSpec {
+            clip: 1.0,
+            stddev: 0.5,
+            sampling_rate: None,
+        }),
     }
 }
 
