@@ -49,7 +49,10 @@ fn quickstart_readme_command_writes_both_report_files() {
     assert_eq!(report.audit_head.len(), 64);
     // The empirical privacy audit: both attacks on the federated, pooled and every local
     // model of both jobs, with finite figures, and the coordinator's view of the rounds.
-    let audit = report.audit.as_ref().expect("the quick start audits its models");
+    let audit = report
+        .audit
+        .as_ref()
+        .expect("the quick start audits its models");
     let institutions: Vec<&str> = report
         .scenario
         .institutions

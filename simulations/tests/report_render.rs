@@ -480,7 +480,7 @@ fn html_has_every_section_chart_and_escaped_name() {
     // (0.562) is above its chance band (2·√(2001 / 12·10⁶) ≈ 0.026), highlighted.
     assert_eq!(html.matches("<table class=\"wide audit\">").count(), 1);
     assert_eq!(html.matches("class=\"num leak\"").count(), 1);
-    assert!(html.contains("1 of 4 audited models leak membership measurably"));
+    assert!(html.contains("1 of 4 audited models were attacked above the chance band"));
     assert!(html.contains(
         "The strongest attack, LiRA against the pooled model of credit-risk, reached AUC 0.562"
     ));

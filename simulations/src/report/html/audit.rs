@@ -60,10 +60,11 @@ fn reading(a: &AuditView) -> String {
         Some(row) => {
             let _ = write!(
                 s,
-                "{} of {} audited models leak membership measurably (AUC above the chance band). The strongest attack, {} \
-                 against the {} model of {}, reached AUC {} (chance band ±{}): rows it was trained on are distinguishable \
-                 from rows it was not. Compare the rows with and without differential privacy (the DP column) and the \
-                 accountant's ε in section 4.",
+                "{} of {} audited models were attacked above the chance band (0.5 + two standard errors; an attack that \
+                 only guesses crosses it about once in 40 models). The strongest attack, {} against the {} model of {}, \
+                 reached AUC {} (chance band ±{}): rows it was trained on are to that degree distinguishable from rows it \
+                 was not. Compare the rows with and without differential privacy (the DP column) and the accountant's ε in \
+                 section 4.",
                 a.above_chance,
                 a.rows.len(),
                 escape(row.best.map_or("", |b| b.0.name())),
@@ -124,7 +125,7 @@ fn row_html(h: &mut String, row: &AuditRowView) {
             escape(m.note.as_deref().unwrap_or("no figure"))
         ),
         (Some(_), true) => format!(
-            "membership leaks (AUC above 0.5 + {})",
+            "above chance: membership leaks (AUC > 0.5 + {})",
             escape(&num(row.chance_band, 3))
         ),
         (Some(_), false) => format!(
