@@ -47,8 +47,64 @@ fn quickstart_readme_command_writes_both_report_files() {
         "a round did not survive its dropout"
     );
     assert_eq!(report.audit_head.len(), 64);
+    // The empirical privacy audit: both attacks on the federated, pooled and every local
+    // model of both jobs, with finite figures, and the coordinator's view of the rounds.
+    let audit = report
+        .audit
+        .as_ref()
+        .expect("the quick start audits its models");
+    let institutions: Vec<&str> = report
+        .scenario
+        .institutions
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect();
+    for job in ["credit-risk", "caravan-propensity"] {
+        let mut kinds: Vec<String> = vec!["federated".into(), "pooled".into()];
+        kinds.extend(institutions.iter().map(|i| format!("local:{i}")));
+        for kind in &kinds {
+            let m = audit
+                .models
+                .iter()
+                .find(|m| m.job == job && &m.kind == kind)
+                .unwrap_or_else(|| panic!("{job}: no audit of the {kind} model"));
+            assert!(m.members > 0 && m.members == m.non_members, "{m:?}");
+            assert!(m.shadows > 0 && m.note.is_none(), "{m:?}");
+            for v in [
+                m.loss_auc,
+                m.loss_tpr_at_0_1pct,
+                m.loss_tpr_at_1pct,
+                m.lira_auc,
+                m.lira_tpr_at_0_1pct,
+                m.lira_tpr_at_1pct,
+            ] {
+                assert!((0.0..=1.0).contains(&v), "{job} {kind}: {v} in {m:?}");
+            }
+            assert!(m.dp.is_none(), "the quick start has no DP: {m:?}");
+        }
+    }
+    // Logistic regressions on thousands of rows barely memorise: the federated models'
+    // attacks stay near guessing.
+    for m in audit.models.iter().filter(|m| m.kind == "federated") {
+        assert!((m.loss_auc - 0.5).abs() < 0.1, "{m:?}");
+        assert!((m.lira_auc - 0.5).abs() < 0.1, "{m:?}");
+    }
+    // Bank C's dropout: one credit-risk training sum covered 4 institutions, still ≥ t.
+    let train = audit
+        .coordinator_view
+        .iter()
+        .find(|c| c.job == "credit-risk" && c.purpose == fedsilo_task::Purpose::Train)
+        .expect("credit-risk's training rounds in the coordinator's view");
+    assert_eq!(
+        (train.sums, train.min_institutions, train.max_institutions),
+        (30, 4, 5)
+    );
+    assert!(train.min_institutions >= train.threshold && train.threshold == 3);
+    assert!(audit.coordinator_view.iter().all(|c| c.noised == 0));
     let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("credit-risk"));
+    assert!(html.contains("5. What an attacker achieved</h2>"));
+    assert!(html.contains("local-only (Insurer D)"));
     // The audit chain the report names verifies.
     let verified = run_ok(&[
         "audit",
@@ -68,6 +124,7 @@ fn small_scenario_with(dir: &Path, extra: &str) -> PathBuf {
         r#"
 name = "parity"
 seed = 21
+audit = false
 [institutions]
 count = 3
 [[datasets]]
@@ -103,6 +160,10 @@ fn memory_and_grpc_transports_give_the_same_model() {
     assert_eq!(read("mem"), read("grpc"));
     assert_eq!(mem.models[0].final_metrics, grpc.models[0].final_metrics);
     assert_eq!(grpc.scenario.transport, "grpc");
+    // The scenario turned the privacy audit off (it does not depend on the transport).
+    assert!(mem.audit.is_none() && grpc.audit.is_none());
+    let html = std::fs::read_to_string(dir.path().join("mem/report.html")).unwrap();
+    assert!(html.contains("No empirical privacy audit was run"));
 }
 
 /// With differential privacy every participant draws its noise (and, at record level, its

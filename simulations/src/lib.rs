@@ -5,9 +5,11 @@
 //! - [`federation`]: the prepared federation both transports run on (data, job specs, seeds).
 //! - [`memory`], [`grpc`]: the two transports, driving the production engines.
 //! - [`baselines`]: the pooled and local-only references, computed outside the federation.
+//! - [`audit`]: membership inference against the released models, and the coordinator's view.
 //! - [`run`]: scenario → federation → baselines → [`report`].
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod baselines;
 pub mod federation;
 pub mod grpc;

@@ -13,8 +13,11 @@ use std::path::{Path, PathBuf};
 use fedsilo_task::Purpose;
 use serde::{Deserialize, Serialize};
 
+pub mod audit;
 mod html;
 pub mod svg;
+
+pub use audit::AuditReport;
 
 /// Everything a simulation run measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,6 +32,10 @@ pub struct Report {
     /// How each of the scenario's jobs ended, in scenario order.
     #[serde(default)]
     pub jobs: Vec<JobOutcome>,
+    /// The empirical privacy audit (membership inference); `None` when the scenario turned
+    /// it off or the report predates it.
+    #[serde(default)]
+    pub audit: Option<AuditReport>,
 }
 
 /// How one job of the scenario ended.

@@ -113,6 +113,7 @@ pub fn build_report(
     let n = fed.names.len();
     let mut models = Vec::new();
     let mut dp_report = None;
+    let mut audit = crate::audit::Audit::new(s);
     for job in &s.jobs {
         let Some(rec) = records.get(&job.name) else {
             continue;
@@ -134,6 +135,7 @@ pub fn build_report(
                 job: job.name.clone(),
                 source,
             })?;
+        audit.job(job, rec, &spec, locals, &fed.names, &base);
         for (li, label) in labels.iter().enumerate() {
             let name = if labels.len() > 1 {
                 format!("{}: {}", job.name, label)
@@ -335,6 +337,7 @@ pub fn build_report(
             peak_memory_bytes: peak_memory_bytes(),
         },
         jobs,
+        audit: audit.finish(rounds),
     })
 }
 

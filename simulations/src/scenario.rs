@@ -71,6 +71,9 @@ pub struct Scenario {
     /// Train the pooled (centralised) and local-only baselines for the report.
     #[serde(default = "yes")]
     pub baselines: bool,
+    /// Attack the released models (membership inference) for the report's privacy audit.
+    #[serde(default = "yes")]
+    pub audit: bool,
     /// Directory the scenario was read from (paths resolve against it).
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fedsilo_simulations::report::audit::{AuditDp, AuditReport, CoordinatorView, ModelAudit};
 use fedsilo_simulations::report::svg;
 use fedsilo_simulations::report::{
     CurvePoint, DpReport, DropEvent, InstitutionComparison, InstitutionSummary, Metrics,
     ModelReport, PrivacyReport, Report, RoundReport, ScenarioSummary, Totals,
 };
+use fedsilo_task::Purpose;
 
 const INSTITUTIONS: [&str; 5] = [
     "Northbank",
@@ -151,6 +153,70 @@ fn round(
     }
 }
 
+/// One audited model: `(loss AUC, LiRA AUC)` and TPRs scaled from them.
+fn audited(name: &str, kind: &str, dp: Option<f64>, n: usize, auc: (f64, f64)) -> ModelAudit {
+    ModelAudit {
+        name: name.into(),
+        job: name.into(),
+        kind: kind.into(),
+        dp: dp.map(|epsilon| AuditDp {
+            level: "institution".into(),
+            epsilon,
+            delta: 1e-5,
+        }),
+        members: n,
+        non_members: n,
+        loss_auc: auc.0,
+        loss_tpr_at_0_1pct: (auc.0 - 0.5) / 10.0,
+        loss_tpr_at_1pct: (auc.0 - 0.5) / 2.0,
+        lira_auc: auc.1,
+        lira_tpr_at_0_1pct: (auc.1 - 0.5) / 10.0,
+        lira_tpr_at_1pct: (auc.1 - 0.5) / 2.0,
+        shadows: 4,
+        note: None,
+    }
+}
+
+fn view(job: &str, purpose: Purpose, sums: usize, min: usize, noised: usize) -> CoordinatorView {
+    CoordinatorView {
+        job: job.into(),
+        purpose,
+        sums,
+        failed: usize::from(purpose == Purpose::Train),
+        min_institutions: min,
+        max_institutions: 5,
+        threshold: 3,
+        noised,
+        reveals: format!("what a <{}> sum reveals", purpose.name()),
+    }
+}
+
+/// The credit model attacked as federated, pooled and one local model; the propensity model
+/// with DP. The pooled model's LiRA is the only figure above chance.
+fn sample_audit() -> AuditReport {
+    AuditReport {
+        method: vec!["Threat model: the attacker holds the <released> model.".into()],
+        models: vec![
+            audited("credit-risk", "federated", None, 1000, (0.512, 0.507)),
+            audited("credit-risk", "pooled", None, 1000, (0.515, 0.562)),
+            audited("credit-risk", "local:A&B <Bank>", None, 120, (0.55, 0.53)),
+            audited(
+                "marketing-propensity",
+                "federated",
+                Some(2.5),
+                1000,
+                (0.49, 0.501),
+            ),
+        ],
+        coordinator_view: vec![
+            view("credit-risk", Purpose::Stats, 2, 5, 0),
+            view("credit-risk", Purpose::Train, 10, 4, 0),
+            view("marketing-propensity", Purpose::Train, 9, 5, 9),
+        ],
+        seconds: 0.42,
+    }
+}
+
 /// Two models, five institutions, ten training rounds each, one survived dropout, one
 /// failed round, DP on (for the propensity model).
 fn sample_report() -> Report {
@@ -236,6 +302,7 @@ fn sample_report() -> Report {
             peak_memory_bytes: Some(187_432_960),
         },
         jobs: vec![],
+        audit: Some(sample_audit()),
     }
 }
 
@@ -309,7 +376,9 @@ fn html_has_every_section_chart_and_escaped_name() {
         "2. Model quality</h2>",
         "3. Cost: rounds, time and traffic</h2>",
         "4. Privacy</h2>",
-        "5. Audit chain and totals</h2>",
+        "5. What an attacker achieved</h2>",
+        "6. Audit chain and totals</h2>",
+        "What the coordinator's view allows</h3>",
         "2.1 credit-risk</h3>",
         "2.2 marketing-propensity</h3>",
         "Federated versus going it alone, per institution</h4>",
@@ -410,6 +479,59 @@ fn html_has_every_section_chart_and_escaped_name() {
         html.contains("178.75 MiB") || html.contains("179 MiB"),
         "peak memory"
     );
+
+    // What an attacker achieved: one row per audited model; only the pooled model's LiRA
+    // (0.562) is above its chance band (2·√(2001 / 12·10⁶) ≈ 0.026), highlighted.
+    assert_eq!(html.matches("<table class=\"wide audit\">").count(), 1);
+    assert_eq!(html.matches("class=\"num leak\"").count(), 1);
+    assert!(html.contains("1 of 4 audited models were attacked above the chance band"));
+    assert!(html.contains(
+        "The strongest attack, LiRA against the pooled model of credit-risk, reached AUC 0.562"
+    ));
+    assert_eq!(
+        html.matches("indistinguishable from guessing (0.5 ± 0.026)")
+            .count(),
+        2
+    );
+    // 120 per side: a band of 2·√(241 / 172 800) ≈ 0.075, and no false positive at 0.1 %.
+    assert!(html.contains("indistinguishable from guessing (0.5 ± 0.075)"));
+    assert!(html.contains("local-only (A&amp;B &lt;Bank&gt;)"));
+    assert!(html.contains("FP allowed: 0 / 1<") && html.contains("FP allowed: 1 / 10<"));
+    assert!(html.contains("institution-level, ε = 2.50"));
+    assert!(html.contains("the attacker holds the &lt;released&gt; model"));
+    // The coordinator's view: the smallest sum, per-sum ranges, the noised rounds.
+    assert!(html.contains(
+        "The smallest sum it unmasked covered <strong>4 institutions</strong> (credit-risk, train)"
+    ));
+    assert!(html.contains(">4–5</td>") && html.contains(">9 of 9</td>"));
+    assert!(html.contains("what a &lt;train&gt; sum reveals"));
+}
+
+#[test]
+fn without_an_audit_the_section_says_why() {
+    let mut report = sample_report();
+    report.audit = None;
+    let html = report.render_html();
+    assert!(html.contains("5. What an attacker achieved</h2>"));
+    assert!(html.contains("No empirical privacy audit was run"));
+    assert!(!html.contains("wide audit"));
+    assert_balanced(&html);
+    // No attack above chance: the reading says so.
+    let mut report = sample_report();
+    if let Some(a) = &mut report.audit {
+        a.models.remove(1);
+    }
+    let html = report.render_html();
+    assert!(
+        html.contains("Here no attack did better than guessing"),
+        "{html}"
+    );
+    assert!(html.contains("the strongest reached 0.550 (the loss-threshold attack, against the local-only (A&amp;B &lt;Bank&gt;) model of credit-risk)"));
+    // A report written before the audit existed still reads.
+    let mut json: serde_json::Value = serde_json::from_str(&sample_report().to_json()).unwrap();
+    json.as_object_mut().unwrap().remove("audit");
+    let old: Report = serde_json::from_value(json).unwrap();
+    assert_eq!(old.audit, None);
 }
 
 #[test]
@@ -480,6 +602,7 @@ fn odd_data_renders_without_panicking() {
             peak_memory_bytes: None,
         },
         jobs: vec![],
+        audit: None,
     };
     let html = empty.render_html();
     assert_balanced(&html);
@@ -532,8 +655,25 @@ fn odd_data_renders_without_panicking() {
         dp.budget = None;
         dp.epsilon_per_round.clear();
     }
+    if let Some(a) = &mut odd.audit {
+        a.models[0].loss_auc = nan;
+        a.models[0].lira_auc = nan;
+        a.models[0].lira_tpr_at_0_1pct = f64::INFINITY;
+        a.models[0].note = Some("the model could not score the audited <rows>".into());
+        a.models[1].members = 0;
+        a.models[1].non_members = 0;
+        a.models[1].loss_tpr_at_1pct = nan;
+        a.seconds = nan;
+        a.models[2].dp = Some(AuditDp {
+            level: "institution".into(),
+            epsilon: nan,
+            delta: nan,
+        });
+    }
     let html = odd.render_html();
     assert_balanced(&html);
+    assert!(html.contains("the model could not score the audited &lt;rows&gt;"));
+    assert!(html.contains("no rows to attack"));
     for raw in ["NaN", ">inf", ",inf", "\"inf", "inf<", "inf\""] {
         assert!(
             !html.contains(raw),
@@ -556,6 +696,12 @@ fn odd_data_renders_without_panicking() {
     assert!(back.models[0].comparison[0].local_only_auc.is_nan());
     assert!(back.privacy.dp.as_ref().unwrap().epsilon.is_nan());
     assert!(back.scenario.institutions[0].positive_rate.is_nan());
+    let (a, b) = (odd.audit.as_ref().unwrap(), back.audit.as_ref().unwrap());
+    assert!(b.models[0].loss_auc.is_nan() && b.models[0].lira_tpr_at_0_1pct.is_nan());
+    assert!(b.models[1].loss_tpr_at_1pct.is_nan() && b.seconds.is_nan());
+    assert!(b.models[2].dp.as_ref().unwrap().epsilon.is_nan());
+    assert_eq!(b.models[3], a.models[3]);
+    assert_eq!(b.coordinator_view, a.coordinator_view);
     assert_eq!(back.models[0].curve[1].holdout_auc, None);
 }
 

@@ -3,14 +3,15 @@
 //! Rendering is two steps: [`view::View::of`] derives every figure the page shows that the
 //! report does not hold (totals, means, per-round sums, chart points), then each section
 //! formats the report and the view, in page order: [`summary`] (header, scenario, audit),
-//! [`models`], [`rounds`] (cost), [`privacy`]. [`format`] writes numbers, [`style`] is the
-//! stylesheet.
+//! [`models`], [`rounds`] (cost), [`privacy`], [`audit`] (what an attacker achieved).
+//! [`format`] writes numbers, [`style`] is the stylesheet.
 
 use std::fmt::Write as _;
 
 use super::svg::escape;
 use super::Report;
 
+mod audit;
 mod format;
 mod models;
 mod privacy;
@@ -58,6 +59,7 @@ pub(super) fn render(r: &Report) -> String {
     models::section(&mut h, &v, &mut figs);
     rounds::section(&mut h, &v, &mut figs);
     privacy::section(&mut h, &v, &mut figs);
+    audit::section(&mut h, &v);
     summary::audit(&mut h, r);
     let _ = write!(
         h,

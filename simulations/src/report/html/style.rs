@@ -27,6 +27,7 @@ tfoot td, tfoot th { background: #f4f6f8; font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.gain { background: #e3f3e6; color: #14532d; font-weight: 600; }
 td.shortfall { background: #fdeceb; color: #7f1d1d; }
+td.leak { background: #fdeceb; color: #7f1d1d; font-weight: 600; }
 td.ok { color: #14532d; font-weight: 600; }
 td.failed { color: #9b1c1c; font-weight: 600; }
 tr.had-drop td { background: #fff8e6; }

@@ -1,5 +1,5 @@
 //! The page's header (facts and contents), section 1 (scenario and institutions) and
-//! section 5 (audit chain and totals).
+//! section 6 (audit chain and totals).
 
 use std::fmt::Write as _;
 
@@ -47,6 +47,7 @@ pub(super) fn header(h: &mut String, r: &Report) {
         ("models", "Model quality"),
         ("cost", "Cost: rounds, time and traffic"),
         ("privacy", "Privacy"),
+        ("attack", "What an attacker achieved"),
         ("audit", "Audit chain and totals"),
     ] {
         let _ = write!(h, "<li><a href=\"#{id}\">{title}</a></li>");
@@ -96,7 +97,7 @@ pub(super) fn scenario(h: &mut String, v: &View) {
 
 pub(super) fn audit(h: &mut String, r: &Report) {
     let t = &r.totals;
-    h.push_str("<section id=\"audit\">\n<h2>5. Audit chain and totals</h2>\n");
+    h.push_str("<section id=\"audit\">\n<h2>6. Audit chain and totals</h2>\n");
     if r.audit_head.trim().is_empty() {
         h.push_str("<p class=\"warn\">No audit-chain head was recorded for this run.</p>");
     } else {

@@ -3,6 +3,7 @@
 //! derived once from the [`Report`] before anything is rendered. The sections only format
 //! what is here and in the report; none of them computes a statistic.
 
+use crate::report::audit::{AuditReport, CoordinatorView, ModelAudit};
 use crate::report::{ModelReport, Report, RoundReport};
 
 /// The report and what is derived from it, as the sections read it.
@@ -14,6 +15,116 @@ pub(super) struct View<'a> {
     pub rounds: RoundsView<'a>,
     /// Whether the ε series is cumulative (`None` without differential privacy).
     pub dp_cumulative: Option<bool>,
+    /// The membership-inference audit's derived figures (`None` when it was not run).
+    pub audit: Option<AuditView<'a>>,
+}
+
+/// The attacks an audit row reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Attack {
+    Loss,
+    Lira,
+}
+
+impl Attack {
+    pub fn name(self) -> &'static str {
+        match self {
+            Attack::Loss => "the loss-threshold attack",
+            Attack::Lira => "LiRA",
+        }
+    }
+}
+
+/// One audited model's derived figures.
+pub(super) struct AuditRowView<'a> {
+    pub m: &'a ModelAudit,
+    /// Two standard errors of an attack AUC that only guesses, on these many members and
+    /// non-members (Hanley–McNeil under no signal: √((m + n + 1) / (12 m n))); `NaN` without
+    /// rows.
+    pub chance_band: f64,
+    /// Non-members an attack may call members at FPR ≤ 0.1 % and ≤ 1 %.
+    pub false_positives_allowed: (usize, usize),
+    /// The better of the two attacks by AUC, and its AUC (`None` when neither has one).
+    pub best: Option<(Attack, f64)>,
+    /// Whether the better attack's AUC is above 0.5 + the chance band.
+    pub above_chance: bool,
+}
+
+/// The audit section's derived figures.
+pub(super) struct AuditView<'a> {
+    pub a: &'a AuditReport,
+    pub rows: Vec<AuditRowView<'a>>,
+    /// The row whose better attack reached the highest AUC.
+    pub strongest: Option<usize>,
+    /// Rows whose better attack is above chance.
+    pub above_chance: usize,
+    /// Highest TPR at FPR ≤ 0.1 % over every row and attack (`NaN` without one).
+    pub max_tpr_at_0_1pct: f64,
+    /// The coordinator-view row with the fewest institutions in one unmasked sum.
+    pub smallest_sum: Option<&'a CoordinatorView>,
+}
+
+impl<'a> AuditView<'a> {
+    fn of(a: &'a AuditReport) -> Self {
+        let rows: Vec<AuditRowView<'a>> = a
+            .models
+            .iter()
+            .map(|m| {
+                let (mm, nn) = (m.members as f64, m.non_members as f64);
+                let chance_band = if m.members > 0 && m.non_members > 0 {
+                    2.0 * ((mm + nn + 1.0) / (12.0 * mm * nn)).sqrt()
+                } else {
+                    f64::NAN
+                };
+                let best = [(Attack::Loss, m.loss_auc), (Attack::Lira, m.lira_auc)]
+                    .into_iter()
+                    .filter(|(_, auc)| auc.is_finite())
+                    .max_by(|x, y| x.1.total_cmp(&y.1));
+                AuditRowView {
+                    m,
+                    chance_band,
+                    false_positives_allowed: (
+                        allowed(0.001, m.non_members),
+                        allowed(0.01, m.non_members),
+                    ),
+                    best,
+                    above_chance: best
+                        .is_some_and(|(_, auc)| chance_band.is_finite() && auc > 0.5 + chance_band),
+                }
+            })
+            .collect();
+        let strongest = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.best.map(|(_, auc)| (i, auc)))
+            .max_by(|x, y| x.1.total_cmp(&y.1))
+            .map(|(i, _)| i);
+        let max_tpr = a
+            .models
+            .iter()
+            .flat_map(|m| [m.loss_tpr_at_0_1pct, m.lira_tpr_at_0_1pct])
+            .filter(|v| v.is_finite())
+            .max_by(f64::total_cmp)
+            .unwrap_or(f64::NAN);
+        AuditView {
+            a,
+            above_chance: rows.iter().filter(|r| r.above_chance).count(),
+            rows,
+            strongest,
+            max_tpr_at_0_1pct: max_tpr,
+            smallest_sum: a
+                .coordinator_view
+                .iter()
+                .filter(|c| c.sums > 0)
+                .min_by_key(|c| c.min_institutions),
+        }
+    }
+}
+
+/// Non-members an attack may call members at a false-positive rate ≤ `fpr`, as the audit
+/// reads its ROC.
+fn allowed(fpr: f64, non_members: usize) -> usize {
+    crate::audit::roc::Roc::false_positives_allowed(fpr, non_members)
 }
 
 /// The institutions table's footer.
@@ -174,6 +285,7 @@ impl<'a> View<'a> {
                             (l - dp.epsilon).abs() <= 0.01 * dp.epsilon.abs().max(1e-9)
                         }))
             }),
+            audit: r.audit.as_ref().map(AuditView::of),
         }
     }
 }
