@@ -108,8 +108,12 @@ fn credit_risk_over_grpc_matches_pooled_auc() {
         fed_auc >= 0.834 - 0.01,
         "below the reference 0.834: {fed_auc}"
     );
-    // The coordinator's own (histogram) AUC is reported in the job status.
-    assert!(status.contains("\"auc\""), "status lacks metrics: {status}");
+    // The coordinator's own (histogram) AUC is reported in the job status, one line per
+    // label, from the typed `JobStatus.metrics`.
+    assert!(
+        status.contains("Status (round 30): AUC 0."),
+        "status lacks metrics: {status}"
+    );
 }
 
 // Caravan (85 features, 6 % positives) overfits easily: an under-trained federated model can

@@ -282,6 +282,26 @@ pub(crate) fn model_show(model: &Path, csv: Option<&Path>) -> Result<()> {
             m.auc, m.ks, m.log_loss, m.top_decile_lift
         );
     }
+    if let Some(p) = &a.privacy {
+        let eps = |e: Option<f64>| match e {
+            Some(e) => format!("ε = {e:.3}"),
+            None => "no guarantee".to_string(),
+        };
+        let _ = writeln!(
+            o,
+            "differential privacy ({}-level, δ = {:e}, noise multiplier {:.3}, clip {}{}, {} noisy rounds): one customer's record: {}; one institution: {}",
+            p.level.name(),
+            p.delta,
+            p.noise_multiplier,
+            p.clip,
+            p.sampling_rate
+                .map(|q| format!(", sampling rate {q}"))
+                .unwrap_or_default(),
+            p.dp_rounds,
+            eps(p.epsilon_record),
+            eps(p.epsilon_institution)
+        );
+    }
     match &a.model.params {
         fedsilo_task::ModelParams::Scorecard { card } => o.push_str(&card.to_table()),
         _ => {

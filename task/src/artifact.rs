@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::FedError;
 use crate::model::{ModelParams, TrainedModel};
 use crate::plan::Plan;
-use crate::spec::Task;
+use crate::spec::{DpLevel, Task};
 
 /// The exported model: what `fedsilo score` reads and what a model-validation team reviews.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,11 +31,52 @@ pub struct ModelArtifact {
     pub round_sha256: String,
     /// SHA-256 (hex) of the JSON of `model`.
     pub model_sha256: String,
+    /// Jobs with differential privacy: what the model's release promises.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<ArtifactPrivacy>,
     /// Scorecards only: the readable table, one row per (feature, bin) with its points.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scorecard: Vec<ScorecardRow>,
     /// Features, standardisation and parameters.
     pub model: TrainedModel,
+}
+
+/// The differential privacy a model was trained under, as of the rounds it holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactPrivacy {
+    /// Whom the job's budget protects: `record` or `institution`.
+    pub level: DpLevel,
+    /// ε for one customer's record; `None`: no guarantee at that level.
+    pub epsilon_record: Option<f64>,
+    /// ε for one institution's whole contribution; `None`: no guarantee at that level.
+    pub epsilon_institution: Option<f64>,
+    pub delta: f64,
+    /// The noise multiplier every round used (calibrated when the spec gave none).
+    pub noise_multiplier: f64,
+    pub clip: f64,
+    /// Record level: each row's probability of taking part in a round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_rate: Option<f64>,
+    /// Noisy training rounds the ε covers.
+    pub dp_rounds: u64,
+}
+
+impl ArtifactPrivacy {
+    fn of(plan: &Plan) -> Option<Self> {
+        let dp = plan.spec().dp.as_ref()?;
+        let spent = crate::privacy::spent(dp, plan.dp_rounds());
+        let finite = |e: f64| e.is_finite().then_some(e);
+        Some(ArtifactPrivacy {
+            level: dp.level,
+            epsilon_record: finite(spent.record),
+            epsilon_institution: finite(spent.institution),
+            delta: dp.delta,
+            noise_multiplier: dp.sigma(),
+            clip: dp.clip,
+            sampling_rate: dp.sampling_rate,
+            dp_rounds: plan.dp_rounds(),
+        })
+    }
 }
 
 impl ModelArtifact {
@@ -93,6 +134,7 @@ impl ModelArtifact {
                 .unwrap_or_default(),
             round_sha256,
             model_sha256,
+            privacy: ArtifactPrivacy::of(plan),
             scorecard,
             model: model.clone(),
         }

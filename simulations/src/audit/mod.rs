@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use fedsilo_coordinator::engine::{JobRecord, RoundOutcome, RoundSummary};
 use fedsilo_ml::table::Table;
-use fedsilo_task::{DpSpec, JobSpec, LocalData, ModelSpec, Purpose, TrainedModel};
+use fedsilo_task::{JobSpec, LocalData, ModelSpec, Purpose, TrainedModel};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -50,12 +50,6 @@ pub fn shadow_budget(model: &ModelSpec) -> (usize, usize) {
         ModelSpec::LogisticRegression | ModelSpec::Scorecard(_) => (2, 1_000),
         ModelSpec::Mlp { .. } | ModelSpec::Gbdt(_) => (2, 500),
     }
-}
-
-/// Whose participation a job's differential privacy hides. The mechanism in this tree clips
-/// and noises each institution's whole update, so the unit is the institution.
-fn dp_level(_dp: &DpSpec) -> &'static str {
-    "institution"
 }
 
 /// The audit of one run, filled job by job while the report is built.
@@ -186,7 +180,7 @@ impl Audit {
         };
         let (pairs, half_cap) = shadow_budget(&spec.model);
         let dp = spec.dp.as_ref().map(|d| AuditDp {
-            level: dp_level(d).into(),
+            level: d.level.name().into(),
             epsilon: rec.epsilon,
             delta: d.delta,
         });

@@ -61,8 +61,8 @@ pub struct ModelAudit {
 /// A model's differential privacy as the audit table shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditDp {
-    /// Whose participation the guarantee hides (`institution`: each institution's whole
-    /// clipped update).
+    /// Whose participation the guarantee hides: `record` (one customer's row) or
+    /// `institution` (each institution's whole clipped update).
     pub level: String,
     /// ε the accountant reported for the job.
     #[serde(deserialize_with = "lenient::f64")]
