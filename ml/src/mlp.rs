@@ -469,6 +469,33 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
+    /// Per-row gradients add up to the summed gradient `mlp_loss_grad_sum` computes.
+    #[test]
+    fn example_gradients_sum_to_the_batch_gradient() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let n = 200;
+        let x = ndarray::Array2::from_shape_fn((n, 3), |_| rng.random_range(-1.0f32..1.0));
+        let y = ndarray::Array1::from_shape_fn(n, |i| (i % 3 == 0) as u8 as f32);
+        let p = MlpParams::init(spec(3, &[5, 4]), &mut rng);
+        let (loss, grad) = mlp_loss_grad_sum(&p, x.view(), y.view(), 1.5).unwrap();
+        let mut eg = MlpExampleGrad::new(&p).unwrap();
+        let mut g = vec![0.0; p.flat.len()];
+        let mut sum = vec![0.0; p.flat.len()];
+        let mut l = 0.0;
+        for i in 0..n {
+            l += eg.grad(x.view(), i, y[i], 1.5, &mut g).unwrap();
+            for (s, v) in sum.iter_mut().zip(&g) {
+                *s += v;
+            }
+        }
+        assert!((l - loss).abs() < 1e-9 * loss.abs());
+        for (a, b) in sum.iter().zip(&grad) {
+            assert!((a - b).abs() < 1e-9 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        assert!(eg.grad(x.view(), n, 1.0, 1.0, &mut g).is_err());
+        assert!(eg.grad(x.view(), 0, 1.0, 1.0, &mut g[..3]).is_err());
+    }
+
     fn spec(inputs: usize, hidden: &[usize]) -> MlpSpec {
         MlpSpec {
             inputs,

@@ -471,3 +471,126 @@ fn private_rng() -> rand_chacha::ChaCha20Rng {
     use rand::SeedableRng;
     rand_chacha::ChaCha20Rng::seed_from_u64(7)
 }
+
+fn record_dp(budget: Option<f64>, sigma: Option<f64>) -> DpSpec {
+    DpSpec {
+        level: DpLevel::Record,
+        clip: 1.0,
+        noise_multiplier: sigma,
+        delta: 1e-5,
+        epsilon_budget: budget,
+        sampling_rate: Some(0.1),
+    }
+}
+
+#[test]
+fn dp_spec_refusals_name_the_key() {
+    let refused = |dp: DpSpec| {
+        let mut s = spec();
+        s.dp = Some(dp);
+        s.validate().unwrap_err().to_string()
+    };
+    let e = refused(DpSpec {
+        sampling_rate: None,
+        ..record_dp(Some(3.0), None)
+    });
+    assert!(e.contains("dp.sampling_rate: required"), "{e}");
+    let e = refused(record_dp(None, None));
+    assert!(e.contains("noise_multiplier or epsilon_budget"), "{e}");
+    let e = refused(DpSpec {
+        sampling_rate: Some(1.5),
+        ..record_dp(Some(3.0), None)
+    });
+    assert!(e.contains("dp.sampling_rate: 1.5"), "{e}");
+    let e = refused(DpSpec {
+        level: DpLevel::Institution,
+        ..record_dp(Some(3.0), None)
+    });
+    assert!(e.contains("dp.noise_multiplier: required"), "{e}");
+    let e = refused(DpSpec {
+        level: DpLevel::Institution,
+        ..record_dp(Some(3.0), Some(1.0))
+    });
+    assert!(e.contains("record-level setting"), "{e}");
+    let e = refused(DpSpec {
+        clip: 0.0,
+        ..record_dp(Some(3.0), None)
+    });
+    assert!(e.contains("dp.clip"), "{e}");
+    let mut s = spec();
+    s.model = ModelSpec::Gbdt(GbdtParams::default());
+    s.dp = Some(record_dp(Some(3.0), None));
+    let e = s.validate().unwrap_err().to_string();
+    assert!(e.contains("not yet available for gbdt"), "{e}");
+}
+
+/// A record-level job given only a budget calibrates σ at launch: the plan carries it, the
+/// accountant then spends just under the budget over the job's rounds, and the training
+/// steps ask each participant for Poisson-sampled, per-row clipped gradients with that σ.
+#[test]
+fn record_level_plan_calibrates_sigma_and_trains_on_clipped_sampled_gradients() {
+    let mut s = spec();
+    s.rounds = 60;
+    s.eval_every = 60;
+    s.learning.learning_rate = 0.5;
+    s.dp = Some(record_dp(Some(3.0), None));
+    let mut plan = Plan::new(
+        s,
+        vec!["a".into(), "b".into(), "c".into()],
+        vec!["y".into()],
+    )
+    .unwrap();
+    let dp = plan.spec().dp.clone().unwrap();
+    let sigma = dp.noise_multiplier.expect("calibrated");
+    let eps = privacy::spent(&dp, 60).record;
+    assert!(eps <= 3.0 && eps > 2.99, "ε {eps} for σ {sigma}");
+    assert!(privacy::next_round_exceeds(&dp, 60));
+    assert!(!privacy::next_round_exceeds(&dp, 59));
+    // 0.2 % less noise would overspend.
+    let less = DpSpec {
+        noise_multiplier: Some(sigma * 0.998),
+        ..dp.clone()
+    };
+    assert!(privacy::spent(&less, 60).record > 3.0);
+    assert_eq!(privacy::spent(&dp, 60).institution, f64::INFINITY);
+
+    let parts = three_participants();
+    let mut caches: Vec<LocalCache> = parts.iter().map(|_| LocalCache::default()).collect();
+    let mut rngs: Vec<_> = (0..parts.len() as u64)
+        .map(rand_chacha::ChaCha20Rng::seed_from_u64)
+        .collect();
+    let mut train_steps = 0;
+    while let Some(step) = plan.next_step() {
+        let noise = step.instruction.noise().cloned();
+        match &step.instruction {
+            Instruction::Scale { .. } | Instruction::Moments { .. } => {
+                let n = noise.expect("the record-level prelude is noised");
+                assert!(n.stddev > 0.0 && n.sampling_rate.is_none());
+            }
+            Instruction::Train { .. } => {
+                let n = noise.expect("noised training");
+                assert_eq!(n.sampling_rate, Some(0.1));
+                assert_eq!(n.stddev, sigma * 1.0);
+                train_steps += 1;
+            }
+            _ => assert!(noise.is_none()),
+        }
+        let mut sum = vec![0.0; step.len];
+        for ((p, c), r) in parts.iter().zip(caches.iter_mut()).zip(rngs.iter_mut()) {
+            let v = compute(&step.instruction, p, c, r).unwrap();
+            if let Instruction::Train { .. } = step.instruction {
+                // At most the sampled rows' clipped gradients: far below all rows × clip.
+                let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+                assert!(norm <= 0.2 * p.train.x.nrows() as f64, "norm {norm}");
+            }
+            for (s, x) in sum.iter_mut().zip(&v) {
+                *s += x;
+            }
+        }
+        plan.absorb(&sum, parts.len()).unwrap();
+    }
+    assert_eq!(train_steps, 60);
+    assert_eq!(plan.dp_rounds(), 60);
+    let auc = plan.last_eval().unwrap().per_label[0].0.auc;
+    assert!(auc > 0.75, "AUC {auc}");
+}

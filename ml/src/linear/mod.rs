@@ -472,6 +472,33 @@ mod tests {
 
     /// `n` rows of `d` standard-normal-ish features; labels from a logistic model with
     /// coefficients `truth` and intercept `b`.
+    /// Per-row gradients add up to the summed gradient `loss_grad_sum` computes.
+    #[test]
+    fn example_gradients_sum_to_the_batch_gradient() {
+        let (x, y) = synthetic(300, &[1.0, -2.0, 0.5], 0.3, 4);
+        let p = LinearParams {
+            coef: vec![0.2, -0.1, 0.4],
+            intercept: -0.2,
+        };
+        let (loss, grad) = loss_grad_sum(&p, x.view(), y.view(), 2.0).unwrap();
+        let mut g = vec![0.0; 4];
+        let mut sum = vec![0.0; 4];
+        let mut l = 0.0;
+        for (row, &yi) in x.outer_iter().zip(y.iter()) {
+            let r: Vec<f32> = row.to_vec();
+            l += example_grad(&p, &r, yi, 2.0, &mut g).unwrap();
+            for (s, v) in sum.iter_mut().zip(&g) {
+                *s += v;
+            }
+        }
+        assert!((l - loss).abs() < 1e-9 * loss.abs());
+        for (a, b) in sum.iter().zip(&grad) {
+            assert!((a - b).abs() < 1e-9 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        assert!(example_grad(&p, &[1.0], 1.0, 1.0, &mut g).is_err());
+        assert!(example_grad(&p, &[1.0, 2.0, 3.0], 1.0, 1.0, &mut g[..2]).is_err());
+    }
+
     pub(super) fn synthetic(
         n: usize,
         truth: &[f64],
