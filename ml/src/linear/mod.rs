@@ -482,7 +482,7 @@ mod tests {
         };
         let (loss, grad) = loss_grad_sum(&p, x.view(), y.view(), 2.0).unwrap();
         let mut g = vec![0.0; 4];
-        let mut sum = vec![0.0; 4];
+        let mut sum = [0.0; 4];
         let mut l = 0.0;
         for (row, &yi) in x.outer_iter().zip(y.iter()) {
             let r: Vec<f32> = row.to_vec();
