@@ -277,6 +277,7 @@ fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(pb::Instruction
         data: data.clone(),
         ranges: vec![(f32::NEG_INFINITY, f32::INFINITY); f],
         fine_bins: 16,
+        noise: None,
     });
     steps.push((v, f * 17, "histogram ranges: value 0 is not finite".into()));
 
@@ -285,6 +286,7 @@ fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(pb::Instruction
     let mut v = wire(&Instruction::ScorecardCounts {
         data: data.clone(),
         bins,
+        noise: None,
     });
     if let Some(pb::instruction::Body::ScorecardCounts(c)) = v.body.as_mut() {
         let chars = &mut c.bins.as_mut().expect("bins").characteristics;

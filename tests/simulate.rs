@@ -250,3 +250,39 @@ fn simulate_reports_bad_scenarios_clearly() {
     let missing = run_err(&["simulate", "no/such/file.toml"]);
     assert!(missing.contains("no/such/file.toml"), "{missing}");
 }
+
+/// Issue 13's acceptance scenarios: five institutions, record-level ε ≤ 3 at δ = 1e-5, and
+/// the federated logistic regression within 0.02 AUC of the non-private pooled model.
+#[test]
+fn record_level_dp_scenarios_stay_within_budget_and_near_pooled() {
+    for name in ["credit_dp_record", "churn_dp_record"] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = repo().join(format!("simulations/scenarios/{name}.toml"));
+        let report = simulate(&s, dir.path(), &[]);
+        let dp = report.privacy.dp.as_ref().expect("dp report");
+        assert_eq!(dp.level.name(), "record", "{name}");
+        assert!(
+            dp.epsilon <= 3.0 && dp.epsilon > 2.9,
+            "{name}: ε {}",
+            dp.epsilon
+        );
+        assert_eq!(dp.epsilon_record, dp.epsilon);
+        // ∞ (null in report.json): nothing promised for a whole institution.
+        assert!(!dp.epsilon_institution.is_finite(), "{name}");
+        assert_eq!(report.scenario.institutions.len(), 5);
+        let m = &report.models[0];
+        let pooled = m.pooled_metrics.as_ref().expect("pooled baseline").auc;
+        assert!(
+            pooled - m.final_metrics.auc <= 0.02,
+            "{name}: federated {} vs pooled {pooled}",
+            m.final_metrics.auc
+        );
+        // The model file says what its release promises.
+        let model =
+            std::fs::read_to_string(dir.path().join(format!("model-{}.json", m.name))).unwrap();
+        let model: serde_json::Value = serde_json::from_str(&model).unwrap();
+        assert_eq!(model["privacy"]["level"], "record", "{name}");
+        assert!(model["privacy"]["epsilon_record"].as_f64().unwrap() <= 3.0);
+        assert!(model["privacy"]["epsilon_institution"].is_null());
+    }
+}

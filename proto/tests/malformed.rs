@@ -703,6 +703,7 @@ mod instruction {
             data: data(),
             ranges: vec![(0.0, 1.0), (2.0, 3.0)],
             fine_bins: 16,
+            noise: None,
         });
         if let pb::instruction::Body::ScorecardHistogram(h) = step(&mut m) {
             h.ranges.as_mut().expect("ranges").hi.pop();
@@ -800,7 +801,11 @@ mod instruction {
             vec![vec![1.0], vec![2.0, 3.0]],
         )
         .expect("bins");
-        let mut m = wire(Instruction::ScorecardCounts { data: data(), bins });
+        let mut m = wire(Instruction::ScorecardCounts {
+            data: data(),
+            bins,
+            noise: None,
+        });
         let pb::instruction::Body::ScorecardCounts(c) = step(&mut m) else {
             unreachable!()
         };

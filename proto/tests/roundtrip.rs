@@ -834,10 +834,12 @@ pub mod instruction {
             ranges in ranges(),
             fine_bins in any::<usize>(),
             bins in scorecard_bins(),
+            n1 in option::of(noise()),
+            n2 in option::of(noise()),
         ) {
-            let i = Instruction::ScorecardHistogram { data: data.clone(), ranges, fine_bins };
+            let i = Instruction::ScorecardHistogram { data: data.clone(), ranges, fine_bins, noise: n1 };
             prop_assert_eq!(through_wire(&i), i);
-            let i = Instruction::ScorecardCounts { data, bins };
+            let i = Instruction::ScorecardCounts { data, bins, noise: n2 };
             prop_assert_eq!(through_wire(&i), i);
         }
     }

@@ -229,7 +229,8 @@ pub struct DpReport {
     #[serde(default)]
     pub level: fedsilo_task::DpLevel,
     /// ε for one customer's record and for one institution's whole contribution (∞ when
-    /// nothing is promised at that level); `epsilon` is the one at `level`.
+    /// nothing is promised at that level, written `null` and read back as not finite);
+    /// `epsilon` is the one at `level`.
     #[serde(default, deserialize_with = "lenient::f64")]
     pub epsilon_record: f64,
     #[serde(default, deserialize_with = "lenient::f64")]

@@ -225,7 +225,11 @@ pub fn build_report(
                 .filter(|r| r.job_id == job.name)
                 .filter_map(|r| r.epsilon)
                 .collect();
-            let spent = fedsilo_task::privacy::spent(dp, rec.plan.dp_rounds());
+            let spent = fedsilo_task::privacy::spent(rec.plan.spec(), rec.plan.dp_rounds())
+                .unwrap_or(fedsilo_task::privacy::Spent {
+                    record: 0.0,
+                    institution: 0.0,
+                });
             dp_report = Some(DpReport {
                 mechanism: match dp.level {
                     fedsilo_task::DpLevel::Institution => {

@@ -171,9 +171,18 @@ pub enum Instruction {
         data: JobData,
         ranges: Vec<(f32, f32)>,
         fine_bins: usize,
+        /// Record-level DP jobs: the counts are noised.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        noise: Option<NoiseSpec>,
     },
     /// Scorecard WOE: good/bad row counts per feature and bin.
-    ScorecardCounts { data: JobData, bins: ScorecardBins },
+    ScorecardCounts {
+        data: JobData,
+        bins: ScorecardBins,
+        /// Record-level DP jobs: the counts are noised.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        noise: Option<NoiseSpec>,
+    },
 }
 
 impl Instruction {
@@ -197,7 +206,9 @@ impl Instruction {
         match self {
             Instruction::Train { noise, .. }
             | Instruction::Scale { noise, .. }
-            | Instruction::Moments { noise, .. } => noise.as_ref(),
+            | Instruction::Moments { noise, .. }
+            | Instruction::ScorecardHistogram { noise, .. }
+            | Instruction::ScorecardCounts { noise, .. } => noise.as_ref(),
             _ => None,
         }
     }

@@ -8,7 +8,8 @@
 //!   counts and moments and the evaluation's hold-out statistics are released exactly; the
 //!   guarantee covers the training updates.
 //! - **record level**: the prelude's two releases (counts, moments) carry Gaussian noise of
-//!   multiplier [`PRELUDE_NOISE_MULTIPLIER`] on their per-record sensitivity; then `rounds`
+//!   multiplier [`PRELUDE_NOISE_MULTIPLIER`] on their per-record sensitivity (a scorecard's
+//!   binning adds two more such count releases: its fine histogram and good/bad counts); then `rounds`
 //!   releases of the Poisson-subsampled Gaussian mechanism (each row of each participant in a
 //!   round with probability `sampling_rate`, its gradient clipped to `clip`, noise σ·clip on
 //!   the federation-wide sum). The evaluation's statistics are computed on the hold-out rows,
@@ -22,13 +23,17 @@
 
 use fedsilo_ml::dp::{calibrate_noise_multiplier, DpError, Mechanism, RdpAccountant};
 
-use crate::spec::{DpLevel, DpSpec};
+use crate::instruction::NoiseSpec;
+use crate::spec::{DpLevel, JobSpec, ModelSpec};
 
 /// Noise multiplier of the record-level prelude's two releases (counts, moments): cheap in ε
 /// (2 · α/(2·8²) of RDP) and noise far below the sums on a few thousand rows.
 pub const PRELUDE_NOISE_MULTIPLIER: f64 = 8.0;
 /// Releases of the record-level prelude.
 pub const PRELUDE_RELEASES: u64 = 2;
+/// Releases of a record-level scorecard's binning (fine histogram, good/bad counts), noised
+/// like the prelude's.
+pub const SCORECARD_RELEASES: u64 = 2;
 /// Record-level moments: each standardised value `x/s` is clipped to ±this (its scale is the
 /// upper edge of the magnitude bin holding the 99th percentile, so few values reach it).
 pub const DP_MOMENT_CLIP: f64 = 1.0;
@@ -75,9 +80,14 @@ fn prelude() -> Mechanism {
 }
 
 /// The record-level accountant after the prelude and `rounds` training rounds at σ.
-fn record_accountant(q: f64, sigma: f64, rounds: u64) -> Result<RdpAccountant, DpError> {
+fn record_accountant(
+    fixed: u64,
+    q: f64,
+    sigma: f64,
+    rounds: u64,
+) -> Result<RdpAccountant, DpError> {
     let mut acc = RdpAccountant::with_sampled_orders();
-    acc.compose(&prelude(), PRELUDE_RELEASES)?;
+    acc.compose(&prelude(), fixed)?;
     acc.compose(
         &Mechanism::SampledGaussian {
             sampling_rate: q,
@@ -88,14 +98,37 @@ fn record_accountant(q: f64, sigma: f64, rounds: u64) -> Result<RdpAccountant, D
     Ok(acc)
 }
 
-/// ε after `rounds` noisy training rounds (∞ where the parameters cannot be accounted).
-pub fn spent(dp: &DpSpec, rounds: u64) -> Spent {
+/// Count releases a record-level job makes besides its training rounds: the prelude's two
+/// and, for a scorecard, its binning's two (fine histogram, good/bad counts).
+fn fixed_releases(spec: &JobSpec) -> u64 {
+    PRELUDE_RELEASES
+        + match spec.model {
+            ModelSpec::Scorecard(_) => SCORECARD_RELEASES,
+            _ => 0,
+        }
+}
+
+/// The noise of a record-level count release whose per-record L2 sensitivity is
+/// `sensitivity` (`None` for other jobs: those releases are exact).
+pub(crate) fn count_noise(spec: &JobSpec, clip: f64, sensitivity: f64) -> Option<NoiseSpec> {
+    spec.dp.as_ref().filter(|d| d.level == DpLevel::Record)?;
+    Some(NoiseSpec {
+        clip,
+        stddev: PRELUDE_NOISE_MULTIPLIER * sensitivity,
+        sampling_rate: None,
+    })
+}
+
+/// ε after `rounds` noisy training rounds (∞ where the parameters cannot be accounted);
+/// `None` for a job without DP.
+pub fn spent(spec: &JobSpec, rounds: u64) -> Option<Spent> {
+    let dp = spec.dp.as_ref()?;
     let eps = |acc: Result<RdpAccountant, DpError>| {
         acc.and_then(|a| a.epsilon(dp.delta))
             .map(|(e, _)| e)
             .unwrap_or(f64::INFINITY)
     };
-    match dp.level {
+    Some(match dp.level {
         DpLevel::Institution => {
             let mut acc = RdpAccountant::new();
             let e = eps(acc.compose_gaussian(dp.sigma(), rounds).map(|()| acc));
@@ -107,33 +140,43 @@ pub fn spent(dp: &DpSpec, rounds: u64) -> Spent {
             }
         }
         DpLevel::Record => Spent {
-            record: eps(record_accountant(dp.q(), dp.sigma(), rounds)),
+            record: eps(record_accountant(
+                fixed_releases(spec),
+                dp.q(),
+                dp.sigma(),
+                rounds,
+            )),
             institution: f64::INFINITY,
         },
-    }
+    })
 }
 
 /// Whether one more round would take the job past its budget (false without one).
-pub fn next_round_exceeds(dp: &DpSpec, rounds_done: u64) -> bool {
+pub fn next_round_exceeds(spec: &JobSpec, rounds_done: u64) -> bool {
+    let (Some(dp), Some(spent)) = (spec.dp.as_ref(), spent(spec, rounds_done + 1)) else {
+        return false;
+    };
     match dp.epsilon_budget {
-        Some(budget) => spent(dp, rounds_done + 1).at(dp.level) > budget,
+        Some(budget) => spent.at(dp.level) > budget,
         None => false,
     }
 }
 
-/// Record level without a noise multiplier: the smallest σ with which the prelude and
-/// `rounds` rounds stay within the budget (the search: [`calibrate_noise_multiplier`]).
-/// Returns the configured σ when there is one.
-pub fn resolve_sigma(dp: &DpSpec, rounds: u64) -> Result<f64, DpError> {
+/// Record level without a noise multiplier: the smallest σ with which the count releases and
+/// the job's `rounds` rounds stay within the budget (the search:
+/// [`calibrate_noise_multiplier`]). Returns the configured σ when there is one, `None` for a
+/// job without DP.
+pub fn resolve_sigma(spec: &JobSpec) -> Option<Result<f64, DpError>> {
+    let dp = spec.dp.as_ref()?;
     if let Some(s) = dp.noise_multiplier {
-        return Ok(s);
+        return Some(Ok(s));
     }
     let budget = dp.epsilon_budget.unwrap_or(f64::INFINITY);
-    calibrate_noise_multiplier(
+    Some(calibrate_noise_multiplier(
         dp.q(),
-        rounds,
+        spec.rounds,
         budget,
         dp.delta,
-        &[(prelude(), PRELUDE_RELEASES)],
-    )
+        &[(prelude(), fixed_releases(spec))],
+    ))
 }

@@ -341,8 +341,8 @@ impl JobSpec {
                 if self.labels.len() > 1 {
                     return bad("labels: a scorecard scores one label (1 = bad) per job".into());
                 }
-                if self.dp.is_some() {
-                    return bad("dp: differential privacy is not yet available for scorecard jobs (logistic regression and MLP jobs have it)".into());
+                if self.dp.as_ref().is_some_and(|d| d.level != DpLevel::Record) {
+                    return bad("dp.level: a scorecard takes record-level DP (level = \"record\"): its bin counts cannot hide a whole institution".into());
                 }
             }
             ModelSpec::LogisticRegression => {}

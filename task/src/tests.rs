@@ -542,17 +542,22 @@ fn record_level_plan_calibrates_sigma_and_trains_on_clipped_sampled_gradients() 
     .unwrap();
     let dp = plan.spec().dp.clone().unwrap();
     let sigma = dp.noise_multiplier.expect("calibrated");
-    let eps = privacy::spent(&dp, 60).record;
+    let job = plan.spec().clone();
+    let eps = privacy::spent(&job, 60).unwrap().record;
     assert!(eps <= 3.0 && eps > 2.99, "ε {eps} for σ {sigma}");
-    assert!(privacy::next_round_exceeds(&dp, 60));
-    assert!(!privacy::next_round_exceeds(&dp, 59));
+    assert!(privacy::next_round_exceeds(&job, 60));
+    assert!(!privacy::next_round_exceeds(&job, 59));
     // 0.2 % less noise would overspend.
     let less = DpSpec {
         noise_multiplier: Some(sigma * 0.998),
         ..dp.clone()
     };
-    assert!(privacy::spent(&less, 60).record > 3.0);
-    assert_eq!(privacy::spent(&dp, 60).institution, f64::INFINITY);
+    let less = JobSpec {
+        dp: Some(less),
+        ..job.clone()
+    };
+    assert!(privacy::spent(&less, 60).unwrap().record > 3.0);
+    assert_eq!(privacy::spent(&job, 60).unwrap().institution, f64::INFINITY);
 
     let parts = three_participants();
     let mut caches: Vec<LocalCache> = parts.iter().map(|_| LocalCache::default()).collect();
@@ -593,4 +598,65 @@ fn record_level_plan_calibrates_sigma_and_trains_on_clipped_sampled_gradients() 
     assert_eq!(plan.dp_rounds(), 60);
     let auc = plan.last_eval().unwrap().per_label[0].0.auc;
     assert!(auc > 0.75, "AUC {auc}");
+}
+
+/// A record-level scorecard: its binning's fine histogram and good/bad counts are noised
+/// count releases the accountant charges for (two more than a regression job's), and its
+/// WOE regression is DP-SGD. An institution-level scorecard is refused.
+#[test]
+fn record_level_scorecard_noises_its_counts_and_accounts_for_them() {
+    let mut s = spec();
+    s.model = ModelSpec::Scorecard(ScorecardSpec {
+        bins: 6,
+        min_iv: 0.0,
+        ..ScorecardSpec::default()
+    });
+    s.rounds = 40;
+    s.eval_every = 40;
+    s.learning.learning_rate = 0.5;
+    s.dp = Some(DpSpec {
+        noise_multiplier: Some(1.5),
+        ..record_dp(None, None)
+    });
+    let mut lr = s.clone();
+    lr.model = ModelSpec::LogisticRegression;
+    let (card_eps, lr_eps) = (
+        privacy::spent(&s, 40).unwrap().record,
+        privacy::spent(&lr, 40).unwrap().record,
+    );
+    assert!(card_eps > lr_eps, "{card_eps} vs {lr_eps}");
+
+    let names: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+    let mut plan = Plan::new(s.clone(), names, vec!["y".into()]).unwrap();
+    let parts = three_participants();
+    let mut caches: Vec<LocalCache> = parts.iter().map(|_| LocalCache::default()).collect();
+    let mut noised = std::collections::BTreeSet::new();
+    while let Some(step) = plan.next_step() {
+        if let Some(n) = step.instruction.noise() {
+            noised.insert(step.instruction.purpose().name());
+            assert!(n.stddev > 0.0);
+        }
+        let mut sum = vec![0.0; step.len];
+        for (p, c) in parts.iter().zip(caches.iter_mut()) {
+            for (s, x) in sum
+                .iter_mut()
+                .zip(compute(&step.instruction, p, c, &mut private_rng()).unwrap())
+            {
+                *s += x;
+            }
+        }
+        plan.absorb(&sum, parts.len()).unwrap();
+    }
+    let got: Vec<_> = noised.into_iter().collect();
+    assert_eq!(got, ["bins", "stats", "train", "woe-counts"]);
+    let auc = plan.last_eval().unwrap().per_label[0].0.auc;
+    assert!(auc > 0.7, "AUC {auc}");
+
+    s.dp = Some(DpSpec {
+        level: DpLevel::Institution,
+        sampling_rate: None,
+        ..s.dp.clone().unwrap()
+    });
+    let e = s.validate().unwrap_err().to_string();
+    assert!(e.contains("scorecard takes record-level DP"), "{e}");
 }

@@ -479,9 +479,20 @@ pub fn check_instruction(instr: &Instruction, local: &LocalData) -> Result<usize
             Ok(len)
         }
         Instruction::ScorecardHistogram {
-            ranges, fine_bins, ..
-        } => check_fine(ranges, *fine_bins, f),
-        Instruction::ScorecardCounts { bins, .. } => {
+            ranges,
+            fine_bins,
+            noise,
+            ..
+        } => {
+            if let Some(n) = noise {
+                check_noise(n)?;
+            }
+            check_fine(ranges, *fine_bins, f)
+        }
+        Instruction::ScorecardCounts { bins, noise, .. } => {
+            if let Some(n) = noise {
+                check_noise(n)?;
+            }
             one_label("a scorecard counts step", l)?;
             bins.validate()?;
             if bins.feature_names != data.features {

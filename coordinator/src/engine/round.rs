@@ -156,7 +156,9 @@ impl Coordinator {
         if let (Some(dp), Some(step)) = (&job.record.plan.spec().dp, &next_step) {
             if let Some(budget) = dp.epsilon_budget {
                 if step.instruction.purpose() == Purpose::Train {
-                    let next = privacy::spent(dp, job.record.plan.dp_rounds() + 1).at(dp.level);
+                    let next =
+                        privacy::spent(job.record.plan.spec(), job.record.plan.dp_rounds() + 1)
+                            .map_or(0.0, |s| s.at(dp.level));
                     if next > budget {
                         job.record.plan.stop(format!(
                             "privacy budget: another round would spend {}-level ε = {next:.3} > budget {budget}",
@@ -525,7 +527,8 @@ impl Coordinator {
                 if let Some(dp) = &job.record.plan.spec().dp {
                     if summary.purpose == Purpose::Train {
                         job.record.epsilon =
-                            privacy::spent(dp, job.record.plan.dp_rounds()).at(dp.level);
+                            privacy::spent(job.record.plan.spec(), job.record.plan.dp_rounds())
+                                .map_or(0.0, |s| s.at(dp.level));
                         summary.epsilon = Some(job.record.epsilon);
                     }
                 }

@@ -118,7 +118,12 @@ impl Coordinator {
                 .and_then(|d| d.epsilon_budget)
                 .unwrap_or(0.0),
             privacy: plan.spec().dp.as_ref().map(|dp| {
-                let spent = fedsilo_task::privacy::spent(dp, plan.dp_rounds());
+                let spent = fedsilo_task::privacy::spent(plan.spec(), plan.dp_rounds()).unwrap_or(
+                    fedsilo_task::privacy::Spent {
+                        record: 0.0,
+                        institution: 0.0,
+                    },
+                );
                 Privacy {
                     level: dp.level,
                     epsilon_record: spent.record,

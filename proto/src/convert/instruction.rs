@@ -131,13 +131,16 @@ impl From<&Instruction> for pb::Instruction {
                 data,
                 ranges,
                 fine_bins,
+                noise,
             } => Body::ScorecardHistogram(pb::ScorecardHistogramStep {
+                noise: noise.as_ref().map(Into::into),
                 data: Some(data.into()),
                 ranges: Some(ranges_to(ranges)),
                 fine_bins: *fine_bins as u64,
             }),
-            Instruction::ScorecardCounts { data, bins } => {
+            Instruction::ScorecardCounts { data, bins, noise } => {
                 Body::ScorecardCounts(pb::ScorecardCountsStep {
+                    noise: noise.as_ref().map(Into::into),
                     data: Some(data.into()),
                     bins: Some(bins.into()),
                 })
@@ -240,6 +243,11 @@ impl TryFrom<pb::Instruction> for Instruction {
                 histogram_from(s).map_err(|e| e.within("scorecard_histogram"))
             }
             Body::ScorecardCounts(s) => Ok(Instruction::ScorecardCounts {
+                noise: s
+                    .noise
+                    .map(NoiseSpec::try_from)
+                    .transpose()
+                    .map_err(|e| e.within("scorecard_counts.noise"))?,
                 data: sub(s.data, "data").map_err(|e| e.within("scorecard_counts"))?,
                 bins: sub(s.bins, "bins").map_err(|e| e.within("scorecard_counts"))?,
             }),
@@ -273,6 +281,11 @@ fn histogram_from(s: pb::ScorecardHistogramStep) -> Result<Instruction, WireErro
         data: sub(s.data, "data")?,
         ranges: ranges_sub(s.ranges, "ranges")?,
         fine_bins: usize_of(s.fine_bins, "fine_bins")?,
+        noise: s
+            .noise
+            .map(NoiseSpec::try_from)
+            .transpose()
+            .map_err(|e| e.within("noise"))?,
     })
 }
 

@@ -239,14 +239,12 @@ impl Plan {
         spec.validate()?;
         // A record-level job given a budget and no σ calibrates it now: the plan (and the
         // model file) carry the σ every round uses.
-        if let Some(dp) = spec.dp.as_mut() {
-            if dp.noise_multiplier.is_none() {
-                let sigma = crate::privacy::resolve_sigma(dp, spec.rounds).map_err(|source| {
-                    FedError::Calibration {
-                        rounds: spec.rounds,
-                        source,
-                    }
-                })?;
+        if let Some(sigma) = crate::privacy::resolve_sigma(&spec) {
+            let sigma = sigma.map_err(|source| FedError::Calibration {
+                rounds: spec.rounds,
+                source,
+            })?;
+            if let Some(dp) = spec.dp.as_mut() {
                 dp.noise_multiplier = Some(sigma);
             }
         }

@@ -10,10 +10,7 @@ use super::{Job, Shape, Stage, Totals};
 use crate::error::FedError;
 use crate::instruction::{mag_upper, Instruction, NoiseSpec, MAG_BINS, MOMENT_CLIP};
 use crate::model::Standardizer;
-use crate::privacy::{
-    moments_sensitivity, scale_sensitivity, DP_MOMENT_CLIP, PRELUDE_NOISE_MULTIPLIER,
-};
-use crate::spec::DpLevel;
+use crate::privacy::{count_noise, moments_sensitivity, scale_sensitivity, DP_MOMENT_CLIP};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Prelude {
@@ -25,20 +22,11 @@ pub(crate) enum Prelude {
 
 /// Record-level DP jobs noise the prelude: the noise each step's sum carries.
 fn noise(job: &Job, prelude: &Prelude) -> Option<NoiseSpec> {
-    job.spec
-        .dp
-        .as_ref()
-        .filter(|d| d.level == DpLevel::Record)?;
     let f = job.data.features.len();
-    let (clip, sensitivity) = match prelude {
-        Prelude::Scale => (1.0, scale_sensitivity(job.data.labels.len(), f)),
-        Prelude::Moments { .. } => (DP_MOMENT_CLIP, moments_sensitivity(f)),
-    };
-    Some(NoiseSpec {
-        clip,
-        stddev: PRELUDE_NOISE_MULTIPLIER * sensitivity,
-        sampling_rate: None,
-    })
+    match prelude {
+        Prelude::Scale => count_noise(&job.spec, 1.0, scale_sensitivity(job.data.labels.len(), f)),
+        Prelude::Moments { .. } => count_noise(&job.spec, DP_MOMENT_CLIP, moments_sensitivity(f)),
+    }
 }
 
 impl Prelude {

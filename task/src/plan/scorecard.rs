@@ -9,8 +9,9 @@ use fedsilo_ml::scorecard::{histogram_ranges, woe_iv, Scorecard, ScorecardBins, 
 use super::linear::Linear;
 use super::{Done, Job, Shape, Stage};
 use crate::error::FedError;
-use crate::instruction::Instruction;
+use crate::instruction::{Instruction, NoiseSpec};
 use crate::model::{ModelParams, Standardizer};
+use crate::privacy::count_noise;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Binning {
@@ -57,31 +58,51 @@ impl Binning {
         }
     }
 
+    /// Record-level DP jobs noise both count releases: one row adds 1 to one slot of each
+    /// feature (its fine bin or missing; its bin's good or bad count).
+    fn noise(job: &Job) -> Option<NoiseSpec> {
+        count_noise(&job.spec, 1.0, (job.data.features.len() as f64).sqrt())
+    }
+
     pub(crate) fn shape(&self, job: &Job) -> Shape {
         let f = job.data.features.len();
+        // Noise is added after encoding: the range covers a 20σ tail of it.
+        let tail = Self::noise(job).map_or(0.0, |n| 20.0 * n.stddev);
+        let rows = job.rows_bound() + tail;
         match &self.phase {
-            Phase::Histogram { .. } => Shape::new(f * (self.spec.fine_bins + 1), job.rows_bound()),
-            Phase::Counts { bins } => Shape::new(bins.counts_len(), job.rows_bound()),
+            Phase::Histogram { .. } => Shape::new(f * (self.spec.fine_bins + 1), rows),
+            Phase::Counts { bins } => Shape::new(bins.counts_len(), rows),
         }
     }
 
     pub(crate) fn next(&self, job: &Job) -> Instruction {
         let data = job.data.clone();
+        let noise = Self::noise(job);
         match &self.phase {
             Phase::Histogram { ranges } => Instruction::ScorecardHistogram {
                 data,
                 ranges: ranges.clone(),
                 fine_bins: self.spec.fine_bins,
+                noise,
             },
             Phase::Counts { bins } => Instruction::ScorecardCounts {
                 data,
                 bins: bins.clone(),
+                noise,
             },
         }
     }
 
     /// On error `self` and `job` are as they were.
     pub(crate) fn absorb(self, job: &mut Job, sum: &[f64]) -> Result<Stage, (Self, FedError)> {
+        // Noised counts are read as counts: never below zero.
+        let clamped: Vec<f64>;
+        let sum = if Self::noise(job).is_some() {
+            clamped = sum.iter().map(|v| v.max(0.0)).collect();
+            &clamped[..]
+        } else {
+            sum
+        };
         match &self.phase {
             Phase::Histogram { ranges } => {
                 let bins = ScorecardBins::from_fine_histogram(
