@@ -286,3 +286,28 @@ fn record_level_dp_scenarios_stay_within_budget_and_near_pooled() {
         assert!(model["privacy"]["epsilon_institution"].is_null());
     }
 }
+
+/// Participants that cannot compute a step decline it with their reason; when the step then
+/// fails for good, the job's failure (and the command's exit) names those reasons, not only
+/// the secure-aggregation error they led to.
+#[test]
+fn a_diverging_job_fails_naming_the_participants_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = small_scenario_with(
+        dir.path(),
+        "model = { kind = \"mlp\", hidden = [8] }\n[jobs.learning]\nlearning_rate = 1e200\nlocal_epochs = 3",
+    );
+    let out = dir.path().join("out");
+    let stderr = run_err(&[
+        "simulate",
+        s.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("did not finish"), "{stderr}");
+    assert!(
+        stderr.contains("declined: local training diverged")
+            && stderr.contains("learning.learning_rate"),
+        "{stderr}"
+    );
+}

@@ -218,17 +218,24 @@ impl Worker {
     /// round is abandoned, as a new `RoundStart` would abandon it, and the coordinator is told
     /// why at once instead of waiting for the phase to time out.
     pub fn decline_unreadable(&mut self, ctx: RoundContext, error: fedsilo_proto::WireError) {
-        let work = self
-            .jobs
-            .entry(ctx.job_id.clone())
-            .or_insert_with(|| JobWork {
-                ctx: None,
-                client: None,
-                cache: LocalCache::default(),
-            });
+        Self::enter_round(&mut self.jobs, &ctx);
+        self.decline(ctx, &StepError::Unreadable(error));
+    }
+
+    /// The job's work, now at round `ctx` with no SecAgg client yet (a new round drops the
+    /// old one's).
+    fn enter_round<'w>(
+        jobs: &'w mut BTreeMap<String, JobWork>,
+        ctx: &RoundContext,
+    ) -> &'w mut JobWork {
+        let work = jobs.entry(ctx.job_id.clone()).or_insert_with(|| JobWork {
+            ctx: None,
+            client: None,
+            cache: LocalCache::default(),
+        });
         work.ctx = Some(ctx.clone());
         work.client = None;
-        self.decline(ctx, &StepError::Unreadable(error));
+        work
     }
 
     /// Tells the coordinator this participant does not take part in round `ctx`, and why.
@@ -247,16 +254,7 @@ impl Worker {
 
     fn start_round(&mut self, start: &RoundStart) {
         let ctx = start.config.ctx.clone();
-        let work = self
-            .jobs
-            .entry(ctx.job_id.clone())
-            .or_insert_with(|| JobWork {
-                ctx: None,
-                client: None,
-                cache: LocalCache::default(),
-            });
-        work.ctx = Some(ctx.clone());
-        work.client = None;
+        let work = Self::enter_round(&mut self.jobs, &ctx);
         let mut private = round_rng(&self.private_key, &ctx);
         let input = prepare_input(start, &self.datasets, &mut work.cache, &mut private);
         let result = input.and_then(|(purpose, input)| {

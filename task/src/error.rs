@@ -33,6 +33,12 @@ pub enum FedError {
     Instruction(#[from] InstructionError),
 
     // --- Data: a participant's rows, or the federation's sums.
+    /// Local training from the global model left the finite numbers.
+    #[error(
+        "local training diverged (the update is not finite): learning.learning_rate \
+         {learning_rate} over {epochs} local epochs is too large for this model"
+    )]
+    LocalDiverged { learning_rate: f64, epochs: usize },
     #[error("local data: {kind} column '{name}' is not in the local dataset")]
     MissingColumn { kind: &'static str, name: String },
     #[error("local data: no training rows")]

@@ -562,13 +562,25 @@ impl Coordinator {
         }
         let attempts = job.attempts;
         let outcome = summary.outcome.clone();
+        // A participant's own reason for declining is the likelier cause than the SecAgg
+        // failure it led to: the job's failure names them.
+        let declined: Vec<String> = round
+            .declined
+            .iter()
+            .map(|(p, why)| format!("{} declined: {why}", name(p)))
+            .collect();
         self.events.push_back(Event::Round(Box::new(summary)));
         if ok {
             self.checkpoint_with(job_id, plan_json.as_deref());
         } else if attempts >= MAX_ATTEMPTS {
+            let declined = if declined.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", declined.join("; "))
+            };
             self.fail(
                 job_id,
-                format!("step failed {attempts} times in a row; last: {outcome}"),
+                format!("step failed {attempts} times in a row; last: {outcome}{declined}"),
             );
             return;
         }

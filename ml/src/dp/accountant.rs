@@ -6,6 +6,17 @@ use serde::{Deserialize, Serialize};
 use super::sampled::sampled_gaussian_rdp;
 use super::{at_least_one, check_nonnegative, check_positive, check_rate, invalid, DpError};
 
+/// τ of Kairouz–Liu–Steinke 2021 (Thm 1) for `n` participants each adding discrete
+/// Gaussian noise of variance `s2`: `10·Σ_{k=1}^{n−1} e^{−2π²·s2·k/(k+1)}`.
+fn kls_tau(s2: f64, n_participants: usize) -> f64 {
+    10.0 * (1..n_participants)
+        .map(|k| {
+            let k = k as f64;
+            (-2.0 * std::f64::consts::PI.powi(2) * s2 * k / (k + 1.0)).exp()
+        })
+        .sum::<f64>()
+}
+
 /// RDP orders the accountant tracks by default.
 pub const DEFAULT_ORDERS: [f64; 20] = [
     1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 24.0, 32.0, 48.0,
@@ -49,13 +60,7 @@ fn ddg_gap(
     let d = dim as f64;
     let sc = n.sqrt() * local_sigma;
     let s2 = local_sigma * local_sigma;
-    let tau = 10.0
-        * (1..n_participants)
-            .map(|k| {
-                let k = k as f64;
-                (-2.0 * std::f64::consts::PI.powi(2) * s2 * k / (k + 1.0)).exp()
-            })
-            .sum::<f64>();
+    let tau = kls_tau(s2, n_participants);
     let (l1, l2) = (d1 / sc, d2 / sc);
     let g1 = tau * d;
     let g2 = alpha / 2.0 * (2.0 * l1 * tau + tau * tau * d);
@@ -220,13 +225,7 @@ impl Mechanism {
                 let d = dim as f64;
                 let sc = n.sqrt() * local_sigma;
                 let s2 = local_sigma * local_sigma;
-                let tau = 10.0
-                    * (1..n_participants)
-                        .map(|k| {
-                            let k = k as f64;
-                            (-2.0 * std::f64::consts::PI.powi(2) * s2 * k / (k + 1.0)).exp()
-                        })
-                        .sum::<f64>();
+                let tau = kls_tau(s2, n_participants);
                 let (l1, l2) = (d1 / sc, d2 / sc);
                 let t1 = alpha / 2.0 * l2 * l2 + tau * d;
                 let t2 = alpha / 2.0 * (l2 * l2 + 2.0 * l1 * tau + tau * tau * d);

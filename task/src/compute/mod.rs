@@ -227,6 +227,12 @@ pub fn compute(
                 }
             };
             let mut delta: Vec<f64> = new_flat.iter().zip(&global).map(|(a, b)| a - b).collect();
+            if delta.iter().any(|d| !d.is_finite()) {
+                return Err(FedError::LocalDiverged {
+                    learning_rate: cfg.learning_rate,
+                    epochs: cfg.epochs,
+                });
+            }
             match noise {
                 None => {
                     let mut out: Vec<f64> = delta
