@@ -180,3 +180,44 @@ fn caravan_propensity_over_grpc_matches_pooled_auc() {
         .collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "ranked best first");
 }
+
+const CREDIT_DP_SPEC: &str = r#"
+dataset = "data"
+task = "risk"
+rounds = 60
+min_participants = 3
+eval_every = 60
+dp = { level = "record", clip = 1.0, sampling_rate = 0.1, delta = 1e-5, epsilon_budget = 3.0 }
+[learning]
+learning_rate = 0.5
+"#;
+
+/// Record-level DP over real gRPC: the coordinator calibrates σ for the budget, `job status`
+/// states what each level promises, and the exported model file carries the same.
+#[test]
+fn record_level_dp_over_grpc_reports_both_levels() {
+    let (fed, model, status, job) = train_three_banks(
+        "data/credit_data.csv",
+        "data/credit_data.schema.toml",
+        "Income",
+        CREDIT_DP_SPEC,
+    );
+    assert!(
+        status.contains("privacy (record-level DP")
+            && status.contains("one customer's record: ε = 2.9")
+            && status.contains("one institution: not protected"),
+        "{status}"
+    );
+    let text = std::fs::read_to_string(fed.path(&format!("{job}.model.json"))).unwrap();
+    let artifact = fedsilo_task::ModelArtifact::from_json(&text).unwrap();
+    let p = artifact.privacy.expect("the model file states its privacy");
+    assert_eq!(p.level, fedsilo_task::DpLevel::Record);
+    assert!(
+        p.epsilon_record.is_some_and(|e| e <= 3.0 && e > 2.9),
+        "{p:?}"
+    );
+    assert_eq!(p.epsilon_institution, None);
+    assert_eq!(p.dp_rounds, 60);
+    let (fed_auc, _) = compare_with_pooled(&fed, &model, CREDIT_DP_SPEC);
+    assert!(fed_auc > 0.75, "federated AUC under DP {fed_auc}");
+}
