@@ -311,3 +311,27 @@ fn a_diverging_job_fails_naming_the_participants_reasons() {
         "{stderr}"
     );
 }
+
+/// A record-level job with a fixed σ and a budget its rounds would overspend stops cleanly
+/// before the round that would cross it: ε at or below the budget, fewer rounds than asked,
+/// the model file complete for what it holds.
+#[test]
+fn record_level_budget_stops_the_job_before_it_is_exceeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = small_scenario_with(
+        dir.path(),
+        "dp = { level = \"record\", clip = 1.0, sampling_rate = 0.2, noise_multiplier = 1.0, delta = 1e-5, epsilon_budget = 1.5 }",
+    );
+    let report = simulate(&s, &dir.path().join("out"), &[]);
+    let dp = report.privacy.dp.as_ref().expect("dp report");
+    // At least the noised prelude was spent (it counts before the first training round).
+    assert!(dp.epsilon <= 1.5 && dp.epsilon > 0.0, "ε {}", dp.epsilon);
+    let model = std::fs::read_to_string(dir.path().join("out/model-risk.json")).unwrap();
+    let model: serde_json::Value = serde_json::from_str(&model).unwrap();
+    let rounds = model["rounds"].as_u64().unwrap();
+    assert!(
+        rounds < 6,
+        "the budget should have stopped the job early: {rounds} rounds"
+    );
+    assert_eq!(model["privacy"]["dp_rounds"].as_u64(), Some(rounds));
+}

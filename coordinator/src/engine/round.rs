@@ -454,6 +454,7 @@ impl Coordinator {
             return;
         };
         let mut summary = self.summary_of(job_id, &round);
+        let noised = round.step.instruction.noise().is_some();
         let names = &self.names;
         let name = |id: &ParticipantId| {
             names
@@ -525,10 +526,15 @@ impl Coordinator {
                 job.attempts = 0;
                 job.held_up_since = None;
                 if let Some(dp) = &job.record.plan.spec().dp {
-                    if summary.purpose == Purpose::Train {
+                    // ε so far: every noised release counts (a record-level job's prelude
+                    // spends before its first training round); the round's own ε is
+                    // reported for training rounds.
+                    if noised || summary.purpose == Purpose::Train {
                         job.record.epsilon =
                             privacy::spent(job.record.plan.spec(), job.record.plan.dp_rounds())
                                 .map_or(0.0, |s| s.at(dp.level));
+                    }
+                    if summary.purpose == Purpose::Train {
                         summary.epsilon = Some(job.record.epsilon);
                     }
                 }
