@@ -188,11 +188,14 @@ impl Mechanism {
                 dim,
             } => {
                 check_rate("sampling_rate", sampling_rate)?;
-                check_positive("local_sigma", local_sigma)?;
-                check_nonnegative("l1_sensitivity", l1_sensitivity)?;
-                check_nonnegative("l2_sensitivity", l2_sensitivity)?;
-                at_least_one("n_participants", n_participants)?;
-                at_least_one("dim", dim)
+                Mechanism::DistributedDiscreteGaussian {
+                    local_sigma,
+                    n_participants,
+                    l1_sensitivity,
+                    l2_sensitivity,
+                    dim,
+                }
+                .validate()
             }
         }
     }
@@ -221,16 +224,10 @@ impl Mechanism {
                 l2_sensitivity: d2,
                 dim,
             } => {
-                let n = n_participants as f64;
-                let d = dim as f64;
-                let sc = n.sqrt() * local_sigma;
-                let s2 = local_sigma * local_sigma;
-                let tau = kls_tau(s2, n_participants);
-                let (l1, l2) = (d1 / sc, d2 / sc);
-                let t1 = alpha / 2.0 * l2 * l2 + tau * d;
-                let t2 = alpha / 2.0 * (l2 * l2 + 2.0 * l1 * tau + tau * tau * d);
-                let t3 = alpha / 2.0 * (l2 + d.sqrt() * tau).powi(2);
-                t1.min(t2).min(t3)
+                // KLS Thm 1: the continuous Gaussian's α/2·(Δ₂/σ_c)² plus the discrete gap.
+                let (gap, sc) = ddg_gap(local_sigma, n_participants, d1, d2, dim, alpha);
+                let l2 = d2 / sc;
+                alpha / 2.0 * l2 * l2 + gap
             }
             Mechanism::SampledGaussian {
                 sampling_rate,
