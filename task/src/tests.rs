@@ -660,3 +660,50 @@ fn record_level_scorecard_noises_its_counts_and_accounts_for_them() {
     let e = s.validate().unwrap_err().to_string();
     assert!(e.contains("scorecard takes record-level DP"), "{e}");
 }
+
+/// A participant refuses a DP step whose noise it cannot honour, naming it: a sampling rate
+/// outside (0, 1] or a non-finite noise stddev from the coordinator.
+#[test]
+fn a_dp_step_with_impossible_noise_is_refused_by_name() {
+    let mut s = spec();
+    s.dp = Some(record_dp(None, Some(1.0)));
+    let mut plan = Plan::new(
+        s,
+        vec!["a".into(), "b".into(), "c".into()],
+        vec!["y".into()],
+    )
+    .unwrap();
+    let parts = three_participants();
+    let mut caches: Vec<LocalCache> = parts.iter().map(|_| LocalCache::default()).collect();
+    let train = loop {
+        let step = plan.next_step().unwrap();
+        if let Instruction::Train { .. } = step.instruction {
+            break step.instruction;
+        }
+        let mut sum = vec![0.0; step.len];
+        for (p, c) in parts.iter().zip(caches.iter_mut()) {
+            for (s, x) in sum
+                .iter_mut()
+                .zip(compute(&step.instruction, p, c, &mut private_rng()).unwrap())
+            {
+                *s += x;
+            }
+        }
+        plan.absorb(&sum, parts.len()).unwrap();
+    };
+    let mut with_noise = |f: &dyn Fn(&mut NoiseSpec)| {
+        let mut i = train.clone();
+        if let Instruction::Train { noise: Some(n), .. } = &mut i {
+            f(n);
+        }
+        compute(&i, &parts[0], &mut caches[0], &mut private_rng())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = with_noise(&|n| n.sampling_rate = Some(1.5));
+    assert!(e.contains("noise sampling rate"), "{e}");
+    let e = with_noise(&|n| n.sampling_rate = Some(0.0));
+    assert!(e.contains("noise sampling rate"), "{e}");
+    let e = with_noise(&|n| n.stddev = f64::NAN);
+    assert!(e.contains("noise stddev"), "{e}");
+}
