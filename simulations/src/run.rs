@@ -219,17 +219,12 @@ pub fn build_report(
             });
         }
         // The plan's spec: it carries the σ the job calibrated when the scenario gave none.
-        if let Some(dp) = &rec.plan.spec().dp {
+        if let Some((dp, spent)) = rec.plan.privacy() {
             let per_round: Vec<f64> = rounds
                 .iter()
                 .filter(|r| r.job_id == job.name)
                 .filter_map(|r| r.epsilon)
                 .collect();
-            let spent = fedsilo_task::privacy::spent(rec.plan.spec(), rec.plan.dp_rounds())
-                .unwrap_or(fedsilo_task::privacy::Spent {
-                    record: 0.0,
-                    institution: 0.0,
-                });
             dp_report = Some(DpReport {
                 mechanism: match dp.level {
                     fedsilo_task::DpLevel::Institution => {

@@ -63,8 +63,7 @@ pub struct ArtifactPrivacy {
 
 impl ArtifactPrivacy {
     fn of(plan: &Plan) -> Option<Self> {
-        let dp = plan.spec().dp.as_ref()?;
-        let spent = crate::privacy::spent(plan.spec(), plan.dp_rounds())?;
+        let (dp, spent) = plan.privacy()?;
         let finite = |e: f64| e.is_finite().then_some(e);
         Some(ArtifactPrivacy {
             level: dp.level,

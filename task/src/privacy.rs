@@ -24,7 +24,7 @@
 use fedsilo_ml::dp::{calibrate_noise_multiplier, DpError, Mechanism, RdpAccountant};
 
 use crate::instruction::NoiseSpec;
-use crate::spec::{DpLevel, JobSpec, ModelSpec};
+use crate::spec::{DpLevel, DpSpec, JobSpec, ModelSpec};
 
 /// Noise multiplier of the record-level prelude's two releases (counts, moments): cheap in ε
 /// (2 · α/(2·8²) of RDP) and noise far below the sums on a few thousand rows.
@@ -108,10 +108,15 @@ fn fixed_releases(spec: &JobSpec) -> u64 {
         }
 }
 
+/// The job's DP spec when it protects records (its count releases are then noised).
+pub(crate) fn record_level(spec: &JobSpec) -> Option<&DpSpec> {
+    spec.dp.as_ref().filter(|d| d.level == DpLevel::Record)
+}
+
 /// The noise of a record-level count release whose per-record L2 sensitivity is
 /// `sensitivity` (`None` for other jobs: those releases are exact).
 pub(crate) fn count_noise(spec: &JobSpec, clip: f64, sensitivity: f64) -> Option<NoiseSpec> {
-    spec.dp.as_ref().filter(|d| d.level == DpLevel::Record)?;
+    record_level(spec)?;
     Some(NoiseSpec {
         clip,
         stddev: PRELUDE_NOISE_MULTIPLIER * sensitivity,

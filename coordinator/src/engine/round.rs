@@ -525,14 +525,16 @@ impl Coordinator {
             RoundOutcome::Ok => {
                 job.attempts = 0;
                 job.held_up_since = None;
-                if let Some(dp) = &job.record.plan.spec().dp {
+                if job.record.plan.spec().dp.is_some() {
                     // ε so far: every noised release counts (a record-level job's prelude
                     // spends before its first training round); the round's own ε is
                     // reported for training rounds.
                     if noised || summary.purpose == Purpose::Train {
-                        job.record.epsilon =
-                            privacy::spent(job.record.plan.spec(), job.record.plan.dp_rounds())
-                                .map_or(0.0, |s| s.at(dp.level));
+                        job.record.epsilon = job
+                            .record
+                            .plan
+                            .privacy()
+                            .map_or(0.0, |(dp, spent)| spent.at(dp.level));
                     }
                     if summary.purpose == Purpose::Train {
                         summary.epsilon = Some(job.record.epsilon);

@@ -117,20 +117,12 @@ impl Coordinator {
                 .as_ref()
                 .and_then(|d| d.epsilon_budget)
                 .unwrap_or(0.0),
-            privacy: plan.spec().dp.as_ref().map(|dp| {
-                let spent = fedsilo_task::privacy::spent(plan.spec(), plan.dp_rounds()).unwrap_or(
-                    fedsilo_task::privacy::Spent {
-                        record: 0.0,
-                        institution: 0.0,
-                    },
-                );
-                Privacy {
-                    level: dp.level,
-                    epsilon_record: spent.record,
-                    epsilon_institution: spent.institution,
-                    delta: dp.delta,
-                    noise_multiplier: dp.sigma(),
-                }
+            privacy: plan.privacy().map(|(dp, spent)| Privacy {
+                level: dp.level,
+                epsilon_record: spent.record,
+                epsilon_institution: spent.institution,
+                delta: dp.delta,
+                noise_multiplier: dp.sigma(),
             }),
             detail: match (&job.record.state, now) {
                 (JobState::Failed(why) | JobState::Cancelled(why), _) => why.clone(),

@@ -321,6 +321,16 @@ impl Plan {
         self.job.dp_rounds
     }
 
+    /// A DP job's privacy spec and what its releases have spent so far; `None` without DP.
+    /// What the engine, `job status`, the model file and the report read.
+    pub fn privacy(&self) -> Option<(&crate::DpSpec, crate::privacy::Spent)> {
+        let dp = self.job.spec.dp.as_ref()?;
+        Some((
+            dp,
+            crate::privacy::spent(&self.job.spec, self.job.dp_rounds)?,
+        ))
+    }
+
     /// Why the job was stopped before its last round, if it was.
     pub fn stopped_early(&self) -> Option<&str> {
         self.job.stopped_early.as_deref()

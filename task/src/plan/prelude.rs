@@ -10,7 +10,9 @@ use super::{Job, Shape, Stage, Totals};
 use crate::error::FedError;
 use crate::instruction::{mag_upper, Instruction, NoiseSpec, MAG_BINS, MOMENT_CLIP};
 use crate::model::Standardizer;
-use crate::privacy::{count_noise, moments_sensitivity, scale_sensitivity, DP_MOMENT_CLIP};
+use crate::privacy::{
+    count_noise, moments_sensitivity, record_level, scale_sensitivity, DP_MOMENT_CLIP,
+};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Prelude {
@@ -158,7 +160,7 @@ fn moments(job: &Job, scales: &[f64], sum: &[f64]) -> Standardizer {
     // clipped values can have them (|mean| ≤ B, deviation in [B/10, B]: the floor keeps a
     // feature whose noise swamped its spread from being scaled up a million-fold), and the
     // missing rate in [0, 1].
-    let noisy = noise(job, &Prelude::Moments { scales: Vec::new() }).is_some();
+    let noisy = record_level(&job.spec).is_some();
     let b = DP_MOMENT_CLIP;
     for (j, &s) in scales.iter().enumerate().take(f) {
         let observed = job.totals.observed.get(j).copied().unwrap_or(0.0);
