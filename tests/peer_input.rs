@@ -336,6 +336,7 @@ fn hostile_steps(features: &[String], labels: &[String]) -> Vec<(pb::Instruction
             tree,
             nodes: vec![1],
         },
+        noise: None,
     };
     steps.push((
         wire(&level),

@@ -175,30 +175,47 @@ fn memory_and_grpc_transports_give_the_same_model_with_dp() {
     let plain = simulate(&small_scenario(dir.path()), &dir.path().join("plain"), &[]);
     let read =
         |sub: &str| std::fs::read_to_string(dir.path().join(sub).join("model-risk.json")).unwrap();
-    for (name, dp) in [
+    let gbdt = r#"model = { kind = "gbdt", n_trees = 3, max_depth = 2, max_bins = 8, fine_bins = 64, lambda = 20.0 }"#;
+    let plain_gbdt = {
+        let sub = dir.path().join("plain-gbdt");
+        std::fs::create_dir_all(&sub).unwrap();
+        simulate(&small_scenario_with(&sub, gbdt), &sub.join("out"), &[]);
+        "plain-gbdt/out"
+    };
+    for (name, level, extra, noise_free) in [
         (
             "institution",
-            r#"dp = { clip = 1.0, noise_multiplier = 1.0, delta = 1e-5 }"#,
+            "institution",
+            r#"dp = { clip = 1.0, noise_multiplier = 1.0, delta = 1e-5 }"#.to_string(),
+            "plain",
         ),
         (
             "record",
-            r#"dp = { level = "record", clip = 1.0, sampling_rate = 0.1, delta = 1e-5, epsilon_budget = 4.0 }"#,
+            "record",
+            r#"dp = { level = "record", clip = 1.0, sampling_rate = 0.1, delta = 1e-5, epsilon_budget = 4.0 }"#.to_string(),
+            "plain",
+        ),
+        (
+            "gbdt-record",
+            "record",
+            format!("{gbdt}\n{}", r#"dp = { level = "record", clip = 1.0, sampling_rate = 0.5, delta = 1e-5, epsilon_budget = 4.0 }"#),
+            plain_gbdt,
         ),
     ] {
         let sub = dir.path().join(name);
         std::fs::create_dir_all(&sub).unwrap();
-        let s = small_scenario_with(&sub, dp);
+        let s = small_scenario_with(&sub, &extra);
         let mem = simulate(&s, &sub.join("mem"), &[]);
         let grpc = simulate(&s, &sub.join("grpc"), &["--transport", "grpc"]);
         let (m, g) = (read(&format!("{name}/mem")), read(&format!("{name}/grpc")));
-        assert_eq!(m, g, "{name}-level DP: the transports disagree");
-        assert_ne!(m, read("plain"), "{name}-level DP: no noise in the model");
+        assert_eq!(m, g, "{name} DP: the transports disagree");
+        assert_ne!(m, read(noise_free), "{name} DP: no noise in the model");
         let (dm, dg) = (
             mem.privacy.dp.as_ref().expect("dp report"),
             grpc.privacy.dp.as_ref().expect("dp report"),
         );
         assert_eq!(dm.epsilon, dg.epsilon);
-        assert_eq!(dm.level.name(), name);
+        assert_eq!(dm.level.name(), level);
         assert!(
             dm.epsilon > 0.0 && dm.epsilon.is_finite(),
             "{name}: ε {}",
@@ -252,10 +269,15 @@ fn simulate_reports_bad_scenarios_clearly() {
 }
 
 /// Issue 13's acceptance scenarios: five institutions, record-level ε ≤ 3 at δ = 1e-5, and
-/// the federated logistic regression within 0.02 AUC of the non-private pooled model.
+/// the federated logistic regression (and boosted trees) within 0.02 AUC of the non-private
+/// pooled model of the same spec.
 #[test]
 fn record_level_dp_scenarios_stay_within_budget_and_near_pooled() {
-    for name in ["credit_dp_record", "churn_dp_record"] {
+    for name in [
+        "credit_dp_record",
+        "churn_dp_record",
+        "churn_gbdt_dp_record",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let s = repo().join(format!("simulations/scenarios/{name}.toml"));
         let report = simulate(&s, dir.path(), &[]);
@@ -334,4 +356,35 @@ fn record_level_budget_stops_the_job_before_it_is_exceeded() {
         "the budget should have stopped the job early: {rounds} rounds"
     );
     assert_eq!(model["privacy"]["dp_rounds"].as_u64(), Some(rounds));
+}
+
+/// Boosted trees under a fixed σ and a budget their trees would overspend: the job stops
+/// before the tree level that would cross it and keeps (and evaluates) the trees finished
+/// so far; the level and leaf-sum releases spent are in the model file.
+#[test]
+fn record_level_budget_stops_boosting_with_the_finished_trees() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = small_scenario_with(
+        dir.path(),
+        "model = { kind = \"gbdt\", n_trees = 20, max_depth = 2, max_bins = 8, fine_bins = 64, lambda = 20.0 }\n\
+         dp = { level = \"record\", clip = 1.0, sampling_rate = 0.5, noise_multiplier = 6.0, delta = 1e-5, epsilon_budget = 2.0 }",
+    );
+    let report = simulate(&s, &dir.path().join("out"), &[]);
+    let dp = report.privacy.dp.as_ref().expect("dp report");
+    assert!(dp.epsilon <= 2.0 && dp.epsilon > 1.0, "ε {}", dp.epsilon);
+    let model = std::fs::read_to_string(dir.path().join("out/model-risk.json")).unwrap();
+    let model: serde_json::Value = serde_json::from_str(&model).unwrap();
+    let trees = model["model"]["params"]["model"]["trees"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(
+        (1..20).contains(&trees),
+        "the budget should have stopped boosting early with trees kept: {trees} trees"
+    );
+    let releases = model["privacy"]["dp_rounds"].as_u64().unwrap();
+    assert!(
+        releases >= 3 * trees as u64 && releases < 60,
+        "{releases} releases for {trees} trees"
+    );
+    assert!(report.models[0].final_metrics.auc > 0.6);
 }

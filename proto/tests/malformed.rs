@@ -585,6 +585,7 @@ mod instruction {
                 },
                 nodes: vec![1, 2],
             },
+            noise: None,
         }
     }
 

@@ -781,12 +781,17 @@ pub mod instruction {
                 })
             })
         });
+        let leaves = gbdt_model().prop_flat_map(|model| {
+            let grown = tree(&model.bin_mapper, true);
+            (Just(model), grown).prop_map(|(model, tree)| GbdtInstruction::Leaves { model, tree })
+        });
         prop_oneof![
             any::<usize>().prop_map(|n_features| GbdtInstruction::Stats { n_features }),
             (ranges(), any::<usize>()).prop_map(|(ranges, fine_bins)| {
                 GbdtInstruction::FineHistogram { ranges, fine_bins }
             }),
             level,
+            leaves,
         ]
     }
 
@@ -823,8 +828,8 @@ pub mod instruction {
         }
 
         #[test]
-        fn gbdt_steps_round_trip(data in data(), step in gbdt_step()) {
-            let i = Instruction::Gbdt { data, step };
+        fn gbdt_steps_round_trip(data in data(), step in gbdt_step(), noise in option::of(noise())) {
+            let i = Instruction::Gbdt { data, step, noise };
             prop_assert_eq!(through_wire(&i), i);
         }
 

@@ -20,8 +20,8 @@ pub enum FedError {
     /// The spec's model parameters are refused by the model itself.
     #[error("job spec: model: {0}")]
     SpecModel(#[source] ModelError),
-    /// No noise multiplier meets the record-level budget over the job's rounds.
-    #[error("job spec: dp: no noise multiplier keeps {rounds} rounds within the budget")]
+    /// No noise multiplier meets the record-level budget over the job's training releases.
+    #[error("job spec: dp: no noise multiplier keeps {rounds} training releases (rounds; tree levels for boosted trees) within the budget")]
     Calibration {
         rounds: u64,
         #[source]

@@ -93,6 +93,13 @@ impl Purpose {
         Purpose::Eval,
     ];
 
+    /// Whether a step of this purpose is a training release: one round of a gradient model,
+    /// one tree level of boosting. The DP accountant counts these (a job's other noised
+    /// releases are fixed in number and charged from the start).
+    pub fn is_training(self) -> bool {
+        matches!(self, Purpose::Train | Purpose::TreeLevel)
+    }
+
     /// The name the audit log and reports use.
     pub fn name(self) -> &'static str {
         match self {
@@ -164,6 +171,11 @@ pub enum Instruction {
     Gbdt {
         data: JobData,
         step: GbdtInstruction,
+        /// Record-level DP jobs: the fine histogram is a noised count release, and a tree
+        /// level is Poisson-sampled (`sampling_rate`), its gradients clipped to `clip`, and
+        /// noised.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        noise: Option<NoiseSpec>,
     },
     /// Scorecard binning: per feature, counts over `fine_bins` equal-width bins of its range
     /// (plus missing), from which the plan reads quantile cut points.
@@ -193,8 +205,12 @@ impl Instruction {
             Instruction::Train { .. } => Purpose::Train,
             Instruction::Evaluate { .. } => Purpose::Eval,
             Instruction::Gbdt { step, .. } => match step {
-                GbdtInstruction::Level { .. } => Purpose::TreeLevel,
-                _ => Purpose::Bins,
+                GbdtInstruction::Level { .. } | GbdtInstruction::Leaves { .. } => {
+                    Purpose::TreeLevel
+                }
+                GbdtInstruction::Stats { .. } | GbdtInstruction::FineHistogram { .. } => {
+                    Purpose::Bins
+                }
             },
             Instruction::ScorecardHistogram { .. } => Purpose::Bins,
             Instruction::ScorecardCounts { .. } => Purpose::WoeCounts,
@@ -208,8 +224,9 @@ impl Instruction {
             | Instruction::Scale { noise, .. }
             | Instruction::Moments { noise, .. }
             | Instruction::ScorecardHistogram { noise, .. }
-            | Instruction::ScorecardCounts { noise, .. } => noise.as_ref(),
-            _ => None,
+            | Instruction::ScorecardCounts { noise, .. }
+            | Instruction::Gbdt { noise, .. } => noise.as_ref(),
+            Instruction::Evaluate { .. } => None,
         }
     }
 

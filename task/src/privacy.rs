@@ -12,7 +12,11 @@
 //!   binning adds two more such count releases: its fine histogram and good/bad counts); then `rounds`
 //!   releases of the Poisson-subsampled Gaussian mechanism (each row of each participant in a
 //!   round with probability `sampling_rate`, its gradient clipped to `clip`, noise σ·clip on
-//!   the federation-wide sum). The evaluation's statistics are computed on the hold-out rows,
+//!   the federation-wide sum). Boosted trees add their bin agreement's fine histogram (noised
+//!   like the prelude) and make one training release per tree level and one per tree for its
+//!   leaf sums, at most [`training_releases`]: every row in the step's sample with
+//!   probability `sampling_rate`, its clipped (gradient, hessian) in one bin per feature (a
+//!   level) or in its leaf. The evaluation's statistics are computed on the hold-out rows,
 //!   which never train: they are released exactly, and the guarantee is about the training
 //!   records.
 //!
@@ -34,6 +38,9 @@ pub const PRELUDE_RELEASES: u64 = 2;
 /// Releases of a record-level scorecard's binning (fine histogram, good/bad counts), noised
 /// like the prelude's.
 pub const SCORECARD_RELEASES: u64 = 2;
+/// Releases of a record-level GBDT's bin agreement (its fine histogram; the statistics are
+/// the prelude's), noised like the prelude's.
+pub const GBDT_BIN_RELEASES: u64 = 1;
 /// Record-level moments: each standardised value `x/s` is clipped to ±this (its scale is the
 /// upper edge of the magnitude bin holding the 99th percentile, so few values reach it).
 pub const DP_MOMENT_CLIP: f64 = 1.0;
@@ -99,14 +106,68 @@ fn record_accountant(
 }
 
 /// Count releases a record-level job makes besides its training rounds: the prelude's two
-/// and, for a scorecard, its binning's two (fine histogram, good/bad counts).
+/// and, for a scorecard, its binning's two (fine histogram, good/bad counts); for boosted
+/// trees the fine histogram of the bin agreement.
 fn fixed_releases(spec: &JobSpec) -> u64 {
     PRELUDE_RELEASES
         + match spec.model {
             ModelSpec::Scorecard(_) => SCORECARD_RELEASES,
+            ModelSpec::Gbdt(_) => GBDT_BIN_RELEASES,
             _ => 0,
         }
 }
+
+/// Training releases a DP job makes at most: `rounds` for gradient models (a scorecard's
+/// regression included); for boosted trees one per tree level and one for each tree's leaf
+/// sums, `n_trees × (max_depth + 1)` (a tree that stops early makes fewer).
+pub fn training_releases(spec: &JobSpec) -> u64 {
+    match &spec.model {
+        ModelSpec::Gbdt(p) => (p.n_trees as u64).saturating_mul(p.max_depth as u64 + 1),
+        _ => spec.rounds,
+    }
+}
+
+/// The noise of a record-level tree's leaf sums: σ on one row's clipped (gradient,
+/// hessian) pair (a row is in one leaf), sampled like a level. `None` for other jobs.
+pub(crate) fn leaf_noise(spec: &JobSpec) -> Option<NoiseSpec> {
+    let dp = record_level(spec)?;
+    Some(NoiseSpec {
+        clip: dp.clip,
+        stddev: dp.sigma() * fedsilo_ml::gbdt::LevelSample::pair_bound(dp.clip),
+        sampling_rate: Some(dp.q()),
+    })
+}
+
+/// Per-record L2 sensitivity of a record-level tree level: one sampled row sits in one open
+/// node and adds its clipped (gradient, hessian) pair to one bin of each feature.
+pub fn level_sensitivity(features: usize, clip: f64) -> f64 {
+    (features as f64).sqrt() * fedsilo_ml::gbdt::LevelSample::pair_bound(clip)
+}
+
+/// The noise of a record-level tree level: σ on [`level_sensitivity`], each row of each
+/// participant in the level's sample with probability `q`. `None` for other jobs.
+pub(crate) fn level_noise(spec: &JobSpec, features: usize) -> Option<NoiseSpec> {
+    let dp = record_level(spec)?;
+    Some(NoiseSpec {
+        clip: dp.clip,
+        stddev: dp.sigma() * level_sensitivity(features, dp.clip),
+        sampling_rate: Some(dp.q()),
+    })
+}
+
+/// A noised count release read as counts, for choosing cut points: a count below
+/// `NOISE_FLOOR` standard deviations of its noise is taken as empty (an empty bin would
+/// otherwise look occupied half the time, and the cut points follow the noise).
+/// Post-processing: it spends nothing.
+pub(crate) fn floor_noised_counts(sum: &[f64], stddev: f64) -> Vec<f64> {
+    let floor = NOISE_FLOOR * stddev;
+    sum.iter()
+        .map(|&v| if v < floor { 0.0 } else { v })
+        .collect()
+}
+
+/// See [`floor_noised_counts`].
+pub const NOISE_FLOOR: f64 = 3.0;
 
 /// The job's DP spec when it protects records (its count releases are then noised).
 pub(crate) fn record_level(spec: &JobSpec) -> Option<&DpSpec> {
@@ -168,7 +229,7 @@ pub fn next_round_exceeds(spec: &JobSpec, rounds_done: u64) -> bool {
 }
 
 /// Record level without a noise multiplier: the smallest σ with which the count releases and
-/// the job's `rounds` rounds stay within the budget (the search:
+/// the job's [`training_releases`] stay within the budget (the search:
 /// [`calibrate_noise_multiplier`]). Returns the configured σ when there is one, `None` for a
 /// job without DP.
 pub fn resolve_sigma(spec: &JobSpec) -> Option<Result<f64, DpError>> {
@@ -179,7 +240,7 @@ pub fn resolve_sigma(spec: &JobSpec) -> Option<Result<f64, DpError>> {
     let budget = dp.epsilon_budget.unwrap_or(f64::INFINITY);
     Some(calibrate_noise_multiplier(
         dp.q(),
-        spec.rounds,
+        training_releases(spec),
         budget,
         dp.delta,
         &[(prelude(), fixed_releases(spec))],

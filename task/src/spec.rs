@@ -331,8 +331,8 @@ impl JobSpec {
                 if self.labels.len() > 1 {
                     return bad("labels: gbdt trains one label per job".into());
                 }
-                if self.dp.is_some() {
-                    return bad("dp: differential privacy is not yet available for gbdt jobs (logistic regression and MLP jobs have it)".into());
+                if self.dp.as_ref().is_some_and(|d| d.level != DpLevel::Record) {
+                    return bad("dp.level: boosted trees take record-level DP (level = \"record\"): their histograms are sums over rows, which cannot hide a whole institution".into());
                 }
             }
             ModelSpec::Scorecard(sc) => {

@@ -443,8 +443,11 @@ pub fn check_instruction(instr: &Instruction, local: &LocalData) -> Result<usize
             check_model(model, data)?;
             step_len(&[(l, 2 * bins + 2)], 0)
         }
-        Instruction::Gbdt { step, .. } => {
+        Instruction::Gbdt { step, noise, .. } => {
             one_label("a boosting step", l)?;
+            if let Some(n) = noise {
+                check_noise(n)?;
+            }
             match step {
                 GbdtInstruction::Stats { n_features } => {
                     size("stats features", f, *n_features)?;
@@ -472,6 +475,12 @@ pub fn check_instruction(instr: &Instruction, local: &LocalData) -> Result<usize
                             });
                         }
                     }
+                }
+                GbdtInstruction::Leaves { model, tree } => {
+                    at_most("trees", model.trees.len(), MAX_TREES)?;
+                    model.validate()?;
+                    size("tree features", f, model.bin_mapper.n_features())?;
+                    tree.validate(&model.bin_mapper, true)?;
                 }
             }
             let len = step.output_len();

@@ -155,7 +155,7 @@ impl Coordinator {
         // Differential privacy: stop cleanly before the budget would be exceeded.
         if let (Some(dp), Some(step)) = (&job.record.plan.spec().dp, &next_step) {
             if let Some(budget) = dp.epsilon_budget {
-                if step.instruction.purpose() == Purpose::Train {
+                if step.instruction.purpose().is_training() {
                     let next =
                         privacy::spent(job.record.plan.spec(), job.record.plan.dp_rounds() + 1)
                             .map_or(0.0, |s| s.at(dp.level));
@@ -529,14 +529,14 @@ impl Coordinator {
                     // ε so far: every noised release counts (a record-level job's prelude
                     // spends before its first training round); the round's own ε is
                     // reported for training rounds.
-                    if noised || summary.purpose == Purpose::Train {
+                    if noised || summary.purpose.is_training() {
                         job.record.epsilon = job
                             .record
                             .plan
                             .privacy()
                             .map_or(0.0, |(dp, spent)| spent.at(dp.level));
                     }
-                    if summary.purpose == Purpose::Train {
+                    if summary.purpose.is_training() {
                         summary.epsilon = Some(job.record.epsilon);
                     }
                 }

@@ -54,8 +54,10 @@ pub use crate::binning::{
     fine_histogram, local_stats, spread_ranges, BinMapper, FeatureStats, MAX_BINS, MAX_FINE_BINS,
 };
 pub use histogram::{best_splits, level_histograms, Split};
-pub use participant::{gbdt_compute, GbdtCache, GbdtInstruction};
-pub use server::{fit_pooled, GbdtServer};
+pub use participant::{
+    gbdt_compute, gbdt_compute_sampled, GbdtCache, GbdtInstruction, LevelSample,
+};
+pub use server::{fit_pooled, GbdtServer, StepKind};
 pub use tree::{GbdtModel, Node, Tree};
 
 /// Largest node id a level may address (trees are at most `MAX_DEPTH` deep).

@@ -27,6 +27,11 @@ pub enum GbdtInstruction {
         tree: Tree,
         nodes: Vec<u32>,
     },
+    /// Record-level DP only: the (gradient, hessian) sums of each leaf of `tree` (grown, its
+    /// leaf values not yet set), leaves in node-id order, at the margins of `model`. One row
+    /// is in one leaf, so these sums cost far less noise than the level histograms they would
+    /// otherwise be read from.
+    Leaves { model: GbdtModel, tree: Tree },
 }
 
 impl GbdtInstruction {
@@ -40,6 +45,7 @@ impl GbdtInstruction {
                 fine_histogram_len(ranges.len(), *fine_bins)
             }
             GbdtInstruction::Level { model, nodes, .. } => level_len(nodes.len(), model),
+            GbdtInstruction::Leaves { tree, .. } => tree.n_leaves().saturating_mul(2),
         }
     }
 
@@ -49,6 +55,7 @@ impl GbdtInstruction {
             GbdtInstruction::Stats { .. } => "stats",
             GbdtInstruction::FineHistogram { .. } => "bins",
             GbdtInstruction::Level { .. } => "level",
+            GbdtInstruction::Leaves { .. } => "leaves",
         }
     }
 }
@@ -116,6 +123,39 @@ pub fn gbdt_compute(
     y: ArrayView1<f32>,
     cache: &mut GbdtCache,
 ) -> Result<Vec<f64>, GbdtError> {
+    gbdt_compute_sampled(instr, x, y, cache, None)
+}
+
+/// A record-level DP level step's part in a participant: which rows take part (Poisson
+/// sampled by the caller with its secret randomness) and the bound on each row's gradient.
+#[derive(Clone, Copy, Debug)]
+pub struct LevelSample<'a> {
+    /// `include[r]`: row `r` is in this level's sample (one entry per row).
+    pub include: &'a [bool],
+    /// Each sampled row's gradient is clipped to `±grad_clip` and its hessian to
+    /// `[0, min(grad_clip, ¼)]`, so one row moves each (gradient, hessian) pair of the level's
+    /// histograms by at most [`LevelSample::pair_bound`], in one bin per feature.
+    pub grad_clip: f64,
+}
+
+impl LevelSample<'_> {
+    /// L2 bound on one row's (gradient, hessian) pair after clipping.
+    pub fn pair_bound(grad_clip: f64) -> f64 {
+        let c = grad_clip.min(1.0);
+        let h = c.min(0.25);
+        (c * c + h * h).sqrt()
+    }
+}
+
+/// [`gbdt_compute`] with, for a level or a tree's leaves, only the rows of `sample` (and
+/// their gradients clipped): a record-level DP step. Other instructions ignore `sample`.
+pub fn gbdt_compute_sampled(
+    instr: &GbdtInstruction,
+    x: ArrayView2<f32>,
+    y: ArrayView1<f32>,
+    cache: &mut GbdtCache,
+    sample: Option<LevelSample<'_>>,
+) -> Result<Vec<f64>, GbdtError> {
     let (n, f) = x.dim();
     check_labels(y, n)?;
     match instr {
@@ -134,16 +174,6 @@ pub fn gbdt_compute(
             Ok(fine_histogram(x, ranges, *fine_bins)?)
         }
         GbdtInstruction::Level { model, tree, nodes } => {
-            model.validate()?;
-            tree.validate(&model.bin_mapper, false)?;
-            if model.bin_mapper.n_features() != f {
-                return Err(BinningError::ShapeMismatch {
-                    what: "feature columns",
-                    expected: model.bin_mapper.n_features(),
-                    got: f,
-                }
-                .into());
-            }
             for &nd in nodes {
                 if !matches!(tree.nodes.get(nd as usize), Some(Node::Open { .. })) {
                     return Err(GbdtError::BadInstruction(format!(
@@ -151,30 +181,141 @@ pub fn gbdt_compute(
                     )));
                 }
             }
-            let mapper = &model.bin_mapper;
-            let missing = mapper.missing_bin();
-            cache.binned(mapper, x)?;
-            let margins = current_margins(cache, model)?;
-            let mut grad = vec![0.0; n];
-            let mut hess = vec![0.0; n];
-            for (r, (&m, &yv)) in margins.iter().zip(y).enumerate() {
-                let p = sigmoid(m);
-                grad[r] = on_grid(p - f64::from(yv));
-                hess[r] = on_grid(p * (1.0 - p));
-            }
-            let binned = match &cache.binned {
-                Some((_, b)) => b.view(),
-                None => return Err(GbdtError::BadInstruction("binning failed".into())),
-            };
-            let mut node_of_row = vec![u32::MAX; n];
-            for_each_row(&mut node_of_row, |r, o| {
-                let i = tree.route(missing, |j| binned[[r, j]]);
-                if matches!(tree.nodes[i], Node::Open { .. }) {
-                    *o = i as u32;
-                }
-            });
-            level_histograms(binned, &grad, &hess, &node_of_row, nodes, mapper.n_bins())
+            let rows = RowGradients::new(model, tree, false, x, y, cache, sample.as_ref())?;
+            // Rows in open nodes (and in the sample) add to the histograms.
+            let node_of_row = rows.nodes(|node| matches!(node, Node::Open { .. }));
+            level_histograms(
+                rows.binned,
+                &rows.grad,
+                &rows.hess,
+                &node_of_row,
+                nodes,
+                model.bin_mapper.n_bins(),
+            )
         }
+        GbdtInstruction::Leaves { model, tree } => {
+            let rows = RowGradients::new(model, tree, true, x, y, cache, sample.as_ref())?;
+            // Slot of each leaf, in node-id order.
+            let mut slot = vec![u32::MAX; tree.nodes.len()];
+            let mut leaves = 0u32;
+            for (i, node) in tree.nodes.iter().enumerate() {
+                if matches!(node, Node::Leaf { .. }) {
+                    slot[i] = leaves;
+                    leaves += 1;
+                }
+            }
+            let node_of_row = rows.nodes(|node| matches!(node, Node::Leaf { .. }));
+            let mut out = vec![0.0; 2 * leaves as usize];
+            for ((&nd, &g), &h) in node_of_row.iter().zip(&rows.grad).zip(&rows.hess) {
+                // `nd` is a node of the tree (routed) or u32::MAX (not taking part).
+                let Some(&s) = slot.get(nd as usize) else {
+                    continue;
+                };
+                let o = 2 * s as usize;
+                out[o] += g;
+                out[o + 1] += h;
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Each row's logistic-loss gradient and hessian at the margins of a model, and its binned
+/// values: what a level's histograms and a tree's leaf sums are made of.
+struct RowGradients<'c, 't> {
+    binned: ArrayView2<'c, u8>,
+    grad: Vec<f64>,
+    hess: Vec<f64>,
+    tree: &'t Tree,
+    missing: u8,
+    include: Option<&'t [bool]>,
+}
+
+impl<'c, 't> RowGradients<'c, 't> {
+    /// Checks `model`, `tree` (finished when `complete`) and `sample` against `x`, then
+    /// computes the gradients (clipped to the sample's bound when sampled).
+    fn new(
+        model: &GbdtModel,
+        tree: &'t Tree,
+        complete: bool,
+        x: ArrayView2<f32>,
+        y: ArrayView1<f32>,
+        cache: &'c mut GbdtCache,
+        sample: Option<&LevelSample<'t>>,
+    ) -> Result<Self, GbdtError> {
+        let (n, f) = x.dim();
+        model.validate()?;
+        tree.validate(&model.bin_mapper, complete)?;
+        if model.bin_mapper.n_features() != f {
+            return Err(BinningError::ShapeMismatch {
+                what: "feature columns",
+                expected: model.bin_mapper.n_features(),
+                got: f,
+            }
+            .into());
+        }
+        if let Some(s) = sample {
+            if s.include.len() != n {
+                return Err(BinningError::ShapeMismatch {
+                    what: "sampled rows",
+                    expected: n,
+                    got: s.include.len(),
+                }
+                .into());
+            }
+            if !(s.grad_clip.is_finite() && s.grad_clip > 0.0) {
+                return Err(GbdtError::BadInstruction(format!(
+                    "gradient clip {} must be finite and > 0",
+                    s.grad_clip
+                )));
+            }
+        }
+        let mapper = &model.bin_mapper;
+        cache.binned(mapper, x)?;
+        let margins = current_margins(cache, model)?;
+        // Logistic loss: g = p − y ∈ [−1, 1], h = p(1 − p) ∈ [0, ¼]; a DP step clips them
+        // further to its bound.
+        let (g_max, h_max) = sample.map_or((1.0, 0.25), |s| {
+            let c = s.grad_clip.min(1.0);
+            (c, c.min(0.25))
+        });
+        let mut grad = vec![0.0; n];
+        let mut hess = vec![0.0; n];
+        for (r, (&m, &yv)) in margins.iter().zip(y).enumerate() {
+            let p = sigmoid(m);
+            grad[r] = on_grid((p - f64::from(yv)).clamp(-g_max, g_max));
+            hess[r] = on_grid((p * (1.0 - p)).min(h_max));
+        }
+        let binned = match &cache.binned {
+            Some((_, b)) => b.view(),
+            None => return Err(GbdtError::BadInstruction("binning failed".into())),
+        };
+        Ok(RowGradients {
+            binned,
+            grad,
+            hess,
+            tree,
+            missing: mapper.missing_bin(),
+            include: sample.map(|s| s.include),
+        })
+    }
+
+    /// The node each row ends in when `takes_part(node)` and the row is in the sample,
+    /// `u32::MAX` otherwise.
+    fn nodes(&self, takes_part: impl Fn(&Node) -> bool + Sync) -> Vec<u32> {
+        let mut node_of_row = vec![u32::MAX; self.grad.len()];
+        let (binned, tree, missing, include) = (self.binned, self.tree, self.missing, self.include);
+        for_each_row(&mut node_of_row, |r, o| {
+            // A row outside the sample is in no node: it adds nothing.
+            if include.is_some_and(|inc| !inc[r]) {
+                return;
+            }
+            let i = tree.route(missing, |j| binned[[r, j]]);
+            if takes_part(&tree.nodes[i]) {
+                *o = i as u32;
+            }
+        });
+        node_of_row
     }
 }
 

@@ -13,6 +13,16 @@ use super::{
 };
 use crate::binning::{check_sum, invalid, BinMapper, FeatureStats};
 
+/// The kinds of [`GbdtInstruction`] the server asks for, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepKind {
+    Stats,
+    FineHistogram,
+    Level,
+    /// Noised levels only ([`GbdtServer::with_noised_levels`]).
+    Leaves,
+}
+
 /// A node whose histogram the server derives as `parent − sibling` instead of requesting it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Derived {
@@ -37,6 +47,11 @@ enum Phase {
         /// Nodes derived from their parent and a requested sibling.
         derive: Vec<Derived>,
     },
+    /// Noised levels only: the grown tree's leaf sums are asked for on their own.
+    Leaves {
+        model: GbdtModel,
+        tree: Tree,
+    },
     Done {
         model: GbdtModel,
     },
@@ -54,6 +69,9 @@ pub struct GbdtServer {
     n_features: usize,
     /// Federation-wide row count, known after the stats step.
     total_rows: Option<f64>,
+    /// The level sums carry DP noise ([`GbdtServer::with_noised_levels`]).
+    #[serde(default)]
+    noised: bool,
     phase: Phase,
 }
 
@@ -67,8 +85,21 @@ impl GbdtServer {
             params,
             n_features,
             total_rows: None,
+            noised: false,
             phase: Phase::Stats,
         })
+    }
+
+    /// A server whose level sums carry DP noise. Its reading of them is post-processing only:
+    /// bins a feature cannot have (beyond its cut points) are set to zero, a root's gradient
+    /// and hessian totals are the mean over features of its per-feature totals (one noise
+    /// draw per feature instead of one feature's). A grown tree's leaf values then come from
+    /// one more step, the leaves' own (gradient, hessian) sums ([`GbdtInstruction::Leaves`],
+    /// a leaf's hessian read as ≥ 0): one row is in one leaf, so they carry far less noise
+    /// than the sums of several noised bins a split's sides would give.
+    pub fn with_noised_levels(mut self) -> Self {
+        self.noised = true;
+        self
     }
 
     /// Bound on |any element| of one participant's vector for the next instruction, for the
@@ -106,6 +137,21 @@ impl GbdtServer {
                 tree: tree.clone(),
                 nodes: request.clone(),
             }),
+            Phase::Leaves { model, tree } => Some(GbdtInstruction::Leaves {
+                model: model.clone(),
+                tree: tree.clone(),
+            }),
+            Phase::Done { .. } => None,
+        }
+    }
+
+    /// Which kind of step [`next`](GbdtServer::next) asks for, without building it.
+    pub fn next_kind(&self) -> Option<StepKind> {
+        match &self.phase {
+            Phase::Stats => Some(StepKind::Stats),
+            Phase::Bins { .. } => Some(StepKind::FineHistogram),
+            Phase::Grow { .. } => Some(StepKind::Level),
+            Phase::Leaves { .. } => Some(StepKind::Leaves),
             Phase::Done { .. } => None,
         }
     }
@@ -119,6 +165,7 @@ impl GbdtServer {
                 Some(fine_histogram_len(ranges.len(), self.params.fine_bins))
             }
             Phase::Grow { model, request, .. } => Some(level_len(request.len(), model)),
+            Phase::Leaves { tree, .. } => Some(2 * tree.n_leaves()),
             Phase::Done { .. } => None,
         }
     }
@@ -130,7 +177,9 @@ impl GbdtServer {
     /// Finished trees so far.
     pub fn trees_done(&self) -> usize {
         match &self.phase {
-            Phase::Grow { model, .. } | Phase::Done { model } => model.trees.len(),
+            Phase::Grow { model, .. } | Phase::Leaves { model, .. } | Phase::Done { model } => {
+                model.trees.len()
+            }
             _ => 0,
         }
     }
@@ -138,6 +187,18 @@ impl GbdtServer {
     /// The finished model (`None` until done).
     pub fn model(&self) -> Option<&GbdtModel> {
         match &self.phase {
+            Phase::Done { model } => Some(model),
+            _ => None,
+        }
+    }
+
+    /// The trees finished so far as a model (`None` before the bins are agreed or before the
+    /// first tree is finished): what a job stopped early keeps.
+    pub fn finished_trees(&self) -> Option<&GbdtModel> {
+        match &self.phase {
+            Phase::Grow { model, .. } | Phase::Leaves { model, .. } if !model.trees.is_empty() => {
+                Some(model)
+            }
             Phase::Done { model } => Some(model),
             _ => None,
         }
@@ -180,6 +241,20 @@ impl GbdtServer {
                 request,
                 derive,
             } => self.absorb_level(sum, model, tree, request, derive)?,
+            Phase::Leaves { model, tree } => {
+                check_sum(sum, "leaves", 2 * tree.n_leaves(), "leaf sums")?;
+                let mut tree = tree.clone();
+                let leaves = tree
+                    .nodes
+                    .iter_mut()
+                    .filter(|n| matches!(n, Node::Leaf { .. }));
+                for (node, gh) in leaves.zip(sum.chunks_exact(2)) {
+                    *node = Node::Leaf {
+                        value: leaf_weight(gh[0], gh[1].max(0.0), &self.params),
+                    };
+                }
+                self.finish_tree(model.clone(), tree)?
+            }
             Phase::Done { .. } => return Err(GbdtError::Finished),
         };
         self.phase = next;
@@ -215,6 +290,16 @@ impl GbdtServer {
         // Full histograms of every open node: requested ones, then derived ones.
         let mut open: Vec<u32> = request.to_vec();
         let mut full = sum.to_vec();
+        if self.noised {
+            // Value bins beyond a feature's cut points hold no row: only noise.
+            for node in full.chunks_exact_mut(per_node) {
+                for (j, feature) in node.chunks_exact_mut(2 * nb).enumerate() {
+                    let used = model.bin_mapper.feature_bins(j).min(nb - 1);
+                    feature[2 * used..2 * (nb - 1)].fill(0.0);
+                }
+            }
+        }
+        let mut derived = Vec::with_capacity(derive.len() * per_node);
         for d in derive {
             let Some(si) = request.iter().position(|&r| r == d.sibling) else {
                 return Err(GbdtError::BadInstruction(format!(
@@ -222,18 +307,30 @@ impl GbdtServer {
                     d.node
                 )));
             };
-            let sib = &sum[si * per_node..(si + 1) * per_node];
-            full.extend(d.parent_hist.iter().zip(sib).map(|(a, b)| a - b));
+            let sib = &full[si * per_node..(si + 1) * per_node];
+            derived.extend(d.parent_hist.iter().zip(sib).map(|(a, b)| a - b));
             open.push(d.node);
         }
+        full.extend_from_slice(&derived);
         let splits = best_splits(&full, &open, f, nb, p)?;
 
         let mut tree = tree.clone();
         // Node sums: from the histogram for the root, from the parent's split otherwise.
         if tree.nodes.len() == 1 {
-            let (g, h) = (0..nb).fold((0.0, 0.0), |(g, h), b| {
-                (g + full[2 * b], h + full[2 * b + 1])
-            });
+            let total = |j: usize| {
+                let o = j * 2 * nb;
+                (0..nb).fold((0.0, 0.0), |(g, h), b| {
+                    (g + full[o + 2 * b], h + full[o + 2 * b + 1])
+                })
+            };
+            let (g, h) = if self.noised {
+                let (g, h) = (0..f)
+                    .map(total)
+                    .fold((0.0, 0.0), |(g, h), (a, b)| (g + a, h + b));
+                (g / f as f64, (h / f as f64).max(0.0))
+            } else {
+                total(0)
+            };
             tree.nodes[0] = Node::Open {
                 sum_grad: g,
                 sum_hess: h,
@@ -332,13 +429,24 @@ impl GbdtServer {
                 derive: next_derive,
             });
         }
-        // The tree is finished.
-        let mut model = model.clone();
+        // The tree is grown. With noised levels its leaf sums are asked for on their own
+        // (a stump ends training as it is).
+        if self.noised && tree.nodes.len() > 1 {
+            return Ok(Phase::Leaves {
+                model: model.clone(),
+                tree,
+            });
+        }
+        self.finish_tree(model.clone(), tree)
+    }
+
+    /// Adds a finished tree (not a stump: a tree that cannot split ends training).
+    fn finish_tree(&self, mut model: GbdtModel, tree: Tree) -> Result<Phase, GbdtError> {
         let stump = tree.nodes.len() == 1;
         if !stump {
             model.trees.push(tree);
         }
-        if stump || model.trees.len() >= p.n_trees {
+        if stump || model.trees.len() >= self.params.n_trees {
             Ok(Phase::Done { model })
         } else {
             Ok(new_tree_phase(model))

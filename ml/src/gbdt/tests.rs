@@ -198,6 +198,117 @@ fn federated_trees_equal_pooled_trees() {
     assert_eq!(fed, pooled_orig);
 }
 
+/// A server reading its levels as noised, given noise-free sums, grows the same trees as
+/// the plain one: zeroing bins beyond a feature's cut points and averaging the root totals
+/// over features change nothing exact, and each tree's extra leaf-sum step gives the leaf
+/// values the split sums gave (to rounding).
+#[test]
+fn noised_level_server_on_exact_sums_grows_the_same_trees() {
+    let (x, y) = synthetic(4000, 5);
+    let parts = non_iid_split(&x, &y);
+    let p = params(6, 3);
+    let plain = federate(&parts, &p, |_, _| {});
+    let mut server = GbdtServer::new(p.clone(), x.ncols())
+        .unwrap()
+        .with_noised_levels();
+    let mut caches: Vec<GbdtCache> = parts.iter().map(|_| GbdtCache::new()).collect();
+    let mut leaf_steps = 0;
+    while let Some(instr) = server.next() {
+        if matches!(instr, GbdtInstruction::Leaves { .. }) {
+            assert_eq!(server.next_kind(), Some(StepKind::Leaves));
+            leaf_steps += 1;
+        }
+        assert_eq!(server.next_len(), Some(instr.output_len()));
+        let mut sum = vec![0.0; instr.output_len()];
+        for ((x, y), c) in parts.iter().zip(caches.iter_mut()) {
+            let v = gbdt_compute(&instr, x.view(), y.view(), c).unwrap();
+            sum.iter_mut().zip(&v).for_each(|(s, a)| *s += a);
+        }
+        let json = serde_json::to_string(&server).unwrap();
+        server = serde_json::from_str(&json).unwrap();
+        server.absorb(&sum).unwrap();
+    }
+    assert_eq!(leaf_steps, 6, "one leaf-sum step per tree");
+    assert_same_model(&server.into_model().unwrap(), &plain);
+}
+
+/// A sampled level takes only the sampled rows, their gradients clipped: the whole sample is
+/// the plain step; an empty one is all zeros; a half sample of the root level sums to the
+/// gradients of exactly those rows; the leaf sums of a grown tree add up to the root's.
+#[test]
+fn sampled_levels_and_leaf_sums_take_exactly_the_sampled_rows() {
+    let (x, y) = synthetic(3000, 6);
+    let p = params(1, 2);
+    let mut server = GbdtServer::new(p, x.ncols()).unwrap();
+    let mut cache = GbdtCache::new();
+    // Stats and bins, then the root level.
+    for _ in 0..2 {
+        let i = server.next().unwrap();
+        let v = gbdt_compute(&i, x.view(), y.view(), &mut cache).unwrap();
+        server.absorb(&v).unwrap();
+    }
+    let root = server.next().unwrap();
+    let plain = gbdt_compute(&root, x.view(), y.view(), &mut cache).unwrap();
+    let all = vec![true; x.nrows()];
+    let sample = |include: &[bool], clip: f64, cache: &mut GbdtCache| {
+        let s = LevelSample {
+            include,
+            grad_clip: clip,
+        };
+        gbdt_compute_sampled(&root, x.view(), y.view(), cache, Some(s)).unwrap()
+    };
+    assert_eq!(sample(&all, 1.0, &mut cache), plain);
+    assert!(sample(&vec![false; x.nrows()], 1.0, &mut cache)
+        .iter()
+        .all(|&v| v == 0.0));
+    let half: Vec<bool> = (0..x.nrows()).map(|r| r % 2 == 0).collect();
+    let base = match &root {
+        GbdtInstruction::Level { model, .. } => model.base_score,
+        _ => unreachable!(),
+    };
+    let p0 = sigmoid(base);
+    let expected: f64 = y
+        .iter()
+        .step_by(2)
+        .map(|&v| (p0 - f64::from(v)).clamp(-0.3, 0.3))
+        .sum();
+    let got = sample(&half, 0.3, &mut cache);
+    let nb = got.len() / x.ncols() / 2;
+    let g: f64 = (0..nb).map(|b| got[2 * b]).sum();
+    assert!((g - expected).abs() < 1e-6, "{g} vs {expected}");
+    let h: f64 = (0..nb).map(|b| got[2 * b + 1]).sum();
+    assert!(h <= 0.25 * 1500.0 + 1e-9 && h > 0.0);
+    // A bad sample is refused, not indexed.
+    let short = LevelSample {
+        include: &all[1..],
+        grad_clip: 1.0,
+    };
+    assert!(gbdt_compute_sampled(&root, x.view(), y.view(), &mut cache, Some(short)).is_err());
+
+    // Grow the tree with the plain server: its leaf sums add up to the root totals.
+    server.absorb(&plain).unwrap();
+    while let Some(GbdtInstruction::Level { .. }) = server.next() {
+        let i = server.next().unwrap();
+        let v = gbdt_compute(&i, x.view(), y.view(), &mut cache).unwrap();
+        server.absorb(&v).unwrap();
+    }
+    let model = server.into_model().unwrap();
+    let mut trees = model.trees.clone();
+    let tree = trees.pop().unwrap();
+    let leaves = GbdtInstruction::Leaves {
+        model: GbdtModel {
+            trees,
+            ..model.clone()
+        },
+        tree: tree.clone(),
+    };
+    let sums = gbdt_compute(&leaves, x.view(), y.view(), &mut cache).unwrap();
+    assert_eq!(sums.len(), 2 * tree.n_leaves());
+    let root_g: f64 = (0..nb).map(|b| plain[2 * b]).sum();
+    let leaf_g: f64 = sums.iter().step_by(2).sum();
+    assert!((root_g - leaf_g).abs() < 1e-6, "{root_g} vs {leaf_g}");
+}
+
 #[test]
 fn restarted_participant_computes_the_identical_vector() {
     let (x, y) = synthetic(3000, 3);

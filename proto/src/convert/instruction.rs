@@ -123,9 +123,10 @@ impl From<&Instruction> for pb::Instruction {
                 model: Some(model.into()),
                 bins: *bins as u64,
             }),
-            Instruction::Gbdt { data, step } => Body::Gbdt(pb::GbdtStep {
+            Instruction::Gbdt { data, step, noise } => Body::Gbdt(pb::GbdtStep {
                 data: Some(data.into()),
                 step: Some(step.into()),
+                noise: noise.as_ref().map(Into::into),
             }),
             Instruction::ScorecardHistogram {
                 data,
@@ -167,6 +168,10 @@ impl From<&GbdtInstruction> for pb::GbdtInstruction {
                 model: Some(model.into()),
                 tree: Some(tree.into()),
                 nodes: nodes.clone(),
+            }),
+            GbdtInstruction::Leaves { model, tree } => Body::Leaves(pb::GbdtLeaves {
+                model: Some(model.into()),
+                tree: Some(tree.into()),
             }),
         };
         pb::GbdtInstruction { body: Some(body) }
@@ -238,6 +243,11 @@ impl TryFrom<pb::Instruction> for Instruction {
             Body::Gbdt(s) => Ok(Instruction::Gbdt {
                 data: sub(s.data, "data").map_err(|e| e.within("gbdt"))?,
                 step: sub(s.step, "step").map_err(|e| e.within("gbdt"))?,
+                noise: s
+                    .noise
+                    .map(NoiseSpec::try_from)
+                    .transpose()
+                    .map_err(|e| e.within("gbdt.noise"))?,
             }),
             Body::ScorecardHistogram(s) => {
                 histogram_from(s).map_err(|e| e.within("scorecard_histogram"))
@@ -308,8 +318,17 @@ impl TryFrom<pb::GbdtInstruction> for GbdtInstruction {
                 fine_bins: usize_of(f.fine_bins, "fine_histogram.fine_bins")?,
             }),
             Body::Level(l) => level_from(l).map_err(|e| e.within("level")),
+            Body::Leaves(l) => leaves_from(l).map_err(|e| e.within("leaves")),
         }
     }
+}
+
+fn leaves_from(l: pb::GbdtLeaves) -> Result<GbdtInstruction, WireError> {
+    let model = gbdt_model_from(required(l.model, "model")?).map_err(|e| e.within("model"))?;
+    let tree = tree_from(required(l.tree, "tree")?).map_err(|e| e.within("tree"))?;
+    tree.validate(&model.bin_mapper, true)
+        .map_err(|e| WireError::at("tree", Problem::Gbdt(e)))?;
+    Ok(GbdtInstruction::Leaves { model, tree })
 }
 
 fn level_from(l: pb::GbdtLevel) -> Result<GbdtInstruction, WireError> {

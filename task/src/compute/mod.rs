@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use ndarray::{Array2, ArrayView1, Axis};
 use rand::SeedableRng;
 
-use fedsilo_ml::gbdt::{gbdt_compute, GbdtCache};
+use fedsilo_ml::gbdt::{
+    gbdt_compute, gbdt_compute_sampled, GbdtCache, GbdtInstruction, LevelSample,
+};
 use fedsilo_ml::linear;
 use fedsilo_ml::metrics::ScoreHistogram;
 use fedsilo_ml::mlp;
@@ -256,7 +258,7 @@ pub fn compute(
                 }
             }
         }
-        Instruction::Gbdt { step, .. } => {
+        Instruction::Gbdt { step, noise, .. } => {
             let y = select_labels(&local.train, &data.labels)?;
             let yc = first_label(&y)?;
             // The boosting cache holds binned rows of the cached columns: other columns
@@ -275,6 +277,30 @@ pub fn compute(
             let (_, x, _) = raw
                 .as_ref()
                 .ok_or(FedError::Internal("column cache empty"))?;
+            // Record level: a tree level takes a Poisson sample of the rows (the
+            // participant's secret randomness) and clips their gradients.
+            if let (
+                Some(NoiseSpec {
+                    sampling_rate: Some(q),
+                    clip,
+                    ..
+                }),
+                GbdtInstruction::Level { .. },
+            ) = (noise, step)
+            {
+                let include = record_dp::poisson_sample(x.nrows(), *q, private);
+                let sample = LevelSample {
+                    include: &include,
+                    grad_clip: *clip,
+                };
+                return Ok(gbdt_compute_sampled(
+                    step,
+                    x.view(),
+                    yc,
+                    gbdt,
+                    Some(sample),
+                )?);
+            }
             Ok(gbdt_compute(step, x.view(), yc, gbdt)?)
         }
         Instruction::ScorecardHistogram {

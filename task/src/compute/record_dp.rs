@@ -106,9 +106,11 @@ pub(super) fn clipped_gradient_sum(
     let mut g = vec![0.0; dim];
     let mut row = Vec::with_capacity(x.ncols());
     let mut grads = RowGrad::new(params)?;
-    for i in 0..x.nrows() {
-        // Bernoulli(q) per row: Poisson sampling, the sampling the accountant assumes.
-        if private.random::<f64>() >= q {
+    for (i, take) in poisson_sample(x.nrows(), q, private)
+        .into_iter()
+        .enumerate()
+    {
+        if !take {
             continue;
         }
         grads.grad(x, y, i, &mut row, pos_weight, &mut g)?;
@@ -119,4 +121,10 @@ pub(super) fn clipped_gradient_sum(
         }
     }
     Ok(sum)
+}
+
+/// Poisson sampling of `rows` rows at rate `q`: one Bernoulli(q) draw per row, in row order
+/// (the sampling [`clipped_gradient_sum`] does inline, and the accountant assumes).
+pub(super) fn poisson_sample(rows: usize, q: f64, private: &mut impl rand::RngCore) -> Vec<bool> {
+    (0..rows).map(|_| private.random::<f64>() < q).collect()
 }

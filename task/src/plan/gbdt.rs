@@ -5,12 +5,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use fedsilo_ml::gbdt::{GbdtParams, GbdtServer};
+use fedsilo_ml::gbdt::{GbdtParams, GbdtServer, StepKind};
 
 use super::{evaluate, CurvePoint, Done, Job, Shape, Stage};
 use crate::error::{FedError, ModelError};
-use crate::instruction::Instruction;
+use crate::instruction::{Instruction, NoiseSpec};
 use crate::model::{ModelParams, Standardizer, TrainedModel};
+use crate::privacy::{count_noise, floor_noised_counts, leaf_noise, level_noise, record_level};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Boosting {
@@ -35,6 +36,9 @@ impl Boosting {
         let f = job.data.features.len();
         let mut server = GbdtServer::new(params.clone(), f)
             .map_err(|e| FedError::SpecModel(ModelError::Gbdt(e)))?;
+        if record_level(&job.spec).is_some() {
+            server = server.with_noised_levels();
+        }
         let positives = job.totals.positives.first().copied().unwrap_or(0.0);
         let mut stats = vec![job.totals.rows, positives];
         for ((&c, &m), &sd) in job
@@ -67,14 +71,32 @@ impl Boosting {
         }
     }
 
+    /// The noise of the server's next step: record-level jobs noise the fine histogram as a
+    /// count release (one row in one fine bin or the missing slot per feature) and each tree
+    /// level and each tree's leaf sums as sampled releases ([`level_noise`], [`leaf_noise`]);
+    /// the statistics step is answered from the prelude and never asked.
+    fn noise(server: &GbdtServer, job: &Job) -> Option<NoiseSpec> {
+        let f = job.data.features.len();
+        match server.next_kind()? {
+            StepKind::Stats => None,
+            StepKind::FineHistogram => count_noise(&job.spec, 1.0, (f as f64).sqrt()),
+            StepKind::Level => level_noise(&job.spec, f),
+            StepKind::Leaves => leaf_noise(&job.spec),
+        }
+    }
+
     /// `None` when the server has nothing to ask (it is done; [`Boosting::absorb`] moves on
     /// to the evaluation in the same transition, so this does not happen in a live plan).
     pub(crate) fn shape(&self, job: &Job) -> Option<Shape> {
         match self {
-            // Counts and gradient/hessian sums: |g| ≤ 1, h ≤ 1/4 per row.
-            Boosting::Grow { server, .. } => server
-                .next_len()
-                .map(|len| Shape::new(len, job.rows_bound())),
+            // Counts and gradient/hessian sums: |g| ≤ 1, h ≤ 1/4 per row. Noise is added
+            // after encoding: the range covers a 20σ tail of it.
+            Boosting::Grow { server, .. } => {
+                let tail = Self::noise(server, job).map_or(0.0, |n| 20.0 * n.stddev);
+                server
+                    .next_len()
+                    .map(|len| Shape::new(len, job.rows_bound() + tail))
+            }
             Boosting::Evaluate { .. } => Some(evaluate::shape(job)),
         }
     }
@@ -84,6 +106,7 @@ impl Boosting {
             Boosting::Grow { server, .. } => server.next().map(|step| Instruction::Gbdt {
                 data: job.data.clone(),
                 step,
+                noise: Self::noise(server, job),
             }),
             Boosting::Evaluate { model, .. } => Some(evaluate::next(job, model)),
         }
@@ -98,6 +121,17 @@ impl Boosting {
                 standardizer,
             } => {
                 let before = server.trees_done();
+                let kind = server.next_kind();
+                let noise = Self::noise(&server, job);
+                // A noised fine histogram is read as counts above its noise floor.
+                let floored;
+                let sum = match (kind, &noise) {
+                    (Some(StepKind::FineHistogram), Some(n)) => {
+                        floored = floor_noised_counts(sum, n.stddev);
+                        &floored[..]
+                    }
+                    _ => sum,
+                };
                 if let Err(e) = server.absorb(sum) {
                     let e = FedError::from(e);
                     return Err((
@@ -107,6 +141,9 @@ impl Boosting {
                         },
                         e,
                     ));
+                }
+                if matches!(kind, Some(StepKind::Level | StepKind::Leaves)) && noise.is_some() {
+                    job.dp_rounds += 1;
                 }
                 if server.trees_done() > before {
                     job.curve.push(CurvePoint {
@@ -155,14 +192,31 @@ impl Boosting {
         }
     }
 
-    /// Stopped early: a grown model is still evaluated; trees half grown are dropped.
-    pub(crate) fn finish(self) -> Stage {
+    /// Stopped early (e.g. the privacy budget is spent): the trees finished so far are
+    /// still evaluated as the model; a tree half grown is dropped.
+    pub(crate) fn finish(self, job: &Job) -> Stage {
         match self {
             Boosting::Evaluate { .. } => Stage::Gbdt(self),
-            Boosting::Grow { server, .. } => Stage::Done(Done {
-                model: None,
-                rounds: server.trees_done() as u64,
-            }),
+            Boosting::Grow {
+                server,
+                standardizer,
+            } => match server.finished_trees() {
+                Some(model) => Stage::Gbdt(Boosting::Evaluate {
+                    trees: model.trees.len() as u64,
+                    model: TrainedModel {
+                        features: job.data.features.clone(),
+                        labels: job.data.labels.clone(),
+                        standardizer,
+                        params: ModelParams::Gbdt {
+                            model: model.clone(),
+                        },
+                    },
+                }),
+                None => Stage::Done(Done {
+                    model: None,
+                    rounds: 0,
+                }),
+            },
         }
     }
 }

@@ -160,14 +160,14 @@ impl Stage {
         }
     }
 
-    fn finish(self) -> Stage {
+    fn finish(self, job: &Job) -> Stage {
         match self {
             Stage::Prelude(_) => Stage::Done(Done {
                 model: None,
                 rounds: 0,
             }),
             Stage::Linear(s) => s.finish(),
-            Stage::Gbdt(s) => s.finish(),
+            Stage::Gbdt(s) => s.finish(job),
             Stage::Scorecard(s) => s.finish(),
             Stage::Done(d) => Stage::Done(d),
         }
@@ -241,7 +241,7 @@ impl Plan {
         // model file) carry the σ every round uses.
         if let Some(sigma) = crate::privacy::resolve_sigma(&spec) {
             let sigma = sigma.map_err(|source| FedError::Calibration {
-                rounds: spec.rounds,
+                rounds: crate::privacy::training_releases(&spec),
                 source,
             })?;
             if let Some(dp) = spec.dp.as_mut() {
@@ -365,7 +365,7 @@ impl Plan {
                 rounds: 0,
             }),
         );
-        self.stage = stage.finish();
+        self.stage = stage.finish(&self.job);
     }
 
     /// Length and element bound of the next step, without building its instruction.

@@ -359,8 +359,9 @@ impl Plan {
                 GbdtInstruction::FineHistogram { ranges, fine_bins } => {
                     per_feature_histograms(&c, ranges.len(), fine_bins + 1, &feature)?;
                 }
-                GbdtInstruction::Level { .. } => {
-                    // [node][feature][bin][grad, hess]: hessians p(1-p) are non-negative.
+                GbdtInstruction::Level { .. } | GbdtInstruction::Leaves { .. } => {
+                    // [node][feature][bin][grad, hess] or [leaf][grad, hess]: hessians
+                    // p(1-p) are non-negative.
                     for i in (1..step.len).step_by(2) {
                         c.non_negative(i, || "a hessian sum".into())?;
                     }

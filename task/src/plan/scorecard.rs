@@ -11,7 +11,7 @@ use super::{Done, Job, Shape, Stage};
 use crate::error::FedError;
 use crate::instruction::{Instruction, NoiseSpec};
 use crate::model::{ModelParams, Standardizer};
-use crate::privacy::count_noise;
+use crate::privacy::{count_noise, floor_noised_counts};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Binning {
@@ -95,13 +95,19 @@ impl Binning {
 
     /// On error `self` and `job` are as they were.
     pub(crate) fn absorb(self, job: &mut Job, sum: &[f64]) -> Result<Stage, (Self, FedError)> {
-        // Noised counts are read as counts: never below zero.
+        // Noised counts are read as counts: never below zero; the fine histogram's, which
+        // only place cut points, above their noise floor.
         let clamped: Vec<f64>;
-        let sum = if Self::noise(job).is_some() {
-            clamped = sum.iter().map(|v| v.max(0.0)).collect();
-            &clamped[..]
-        } else {
-            sum
+        let sum = match (Self::noise(job), &self.phase) {
+            (Some(n), Phase::Histogram { .. }) => {
+                clamped = floor_noised_counts(sum, n.stddev);
+                &clamped[..]
+            }
+            (Some(_), Phase::Counts { .. }) => {
+                clamped = sum.iter().map(|v| v.max(0.0)).collect();
+                &clamped[..]
+            }
+            (None, _) => sum,
         };
         match &self.phase {
             Phase::Histogram { ranges } => {
