@@ -287,9 +287,19 @@ mod spec {
             real(),
             option::of(real()),
             option::of(real()),
+            option::of(real()),
         )
             .prop_map(
-                |(record, clip, noise_multiplier, delta, epsilon_budget, sampling_rate)| DpSpec {
+                |(
+                    record,
+                    clip,
+                    noise_multiplier,
+                    delta,
+                    epsilon_budget,
+                    sampling_rate,
+                    count_noise_multiplier,
+                )| DpSpec {
+                    count_noise_multiplier,
                     level: if record {
                         DpLevel::Record
                     } else {

@@ -8,7 +8,8 @@
 //!   counts and moments and the evaluation's hold-out statistics are released exactly; the
 //!   guarantee covers the training updates.
 //! - **record level**: the prelude's two releases (counts, moments) carry Gaussian noise of
-//!   multiplier [`PRELUDE_NOISE_MULTIPLIER`] on their per-record sensitivity (a scorecard's
+//!   multiplier `dp.count_noise_multiplier` ([`DEFAULT_COUNT_NOISE_MULTIPLIER`]) on their
+//!   per-record sensitivity (a scorecard's
 //!   binning adds two more such count releases: its fine histogram and good/bad counts); then `rounds`
 //!   releases of the Poisson-subsampled Gaussian mechanism (each row of each participant in a
 //!   round with probability `sampling_rate`, its gradient clipped to `clip`, noise σ·clip on
@@ -30,9 +31,11 @@ use fedsilo_ml::dp::{calibrate_noise_multiplier, DpError, Mechanism, RdpAccounta
 use crate::instruction::NoiseSpec;
 use crate::spec::{DpLevel, DpSpec, JobSpec, ModelSpec};
 
-/// Noise multiplier of the record-level prelude's two releases (counts, moments): cheap in ε
-/// (2 · α/(2·8²) of RDP) and noise far below the sums on a few thousand rows.
-pub const PRELUDE_NOISE_MULTIPLIER: f64 = 8.0;
+/// Noise multiplier of a record-level job's count releases (the prelude's counts and moments,
+/// a scorecard's bin and good/bad counts, a GBDT's fine histogram) unless its
+/// `dp.count_noise_multiplier` says otherwise: cheap in ε (α/(2·8²) of RDP each) and noise
+/// far below the sums on a few thousand rows.
+pub const DEFAULT_COUNT_NOISE_MULTIPLIER: f64 = 8.0;
 /// Releases of the record-level prelude.
 pub const PRELUDE_RELEASES: u64 = 2;
 /// Releases of a record-level scorecard's binning (fine histogram, good/bad counts), noised
@@ -80,21 +83,23 @@ pub fn moments_sensitivity(features: usize) -> f64 {
     (features as f64 * (b * b + b.powi(4))).sqrt()
 }
 
-fn prelude() -> Mechanism {
+/// One count release of a record-level job.
+fn count_release(dp: &DpSpec) -> Mechanism {
     Mechanism::Gaussian {
-        noise_multiplier: PRELUDE_NOISE_MULTIPLIER,
+        noise_multiplier: dp.count_sigma(),
     }
 }
 
 /// The record-level accountant after the prelude and `rounds` training rounds at σ.
 fn record_accountant(
+    counts: &Mechanism,
     fixed: u64,
     q: f64,
     sigma: f64,
     rounds: u64,
 ) -> Result<RdpAccountant, DpError> {
     let mut acc = RdpAccountant::with_sampled_orders();
-    acc.compose(&prelude(), fixed)?;
+    acc.compose(counts, fixed)?;
     acc.compose(
         &Mechanism::SampledGaussian {
             sampling_rate: q,
@@ -155,15 +160,26 @@ pub(crate) fn level_noise(spec: &JobSpec, features: usize) -> Option<NoiseSpec> 
     })
 }
 
-/// A noised count release read as counts, for choosing cut points: a count below
-/// `NOISE_FLOOR` standard deviations of its noise is taken as empty (an empty bin would
-/// otherwise look occupied half the time, and the cut points follow the noise).
-/// Post-processing: it spends nothing.
-pub(crate) fn floor_noised_counts(sum: &[f64], stddev: f64) -> Vec<f64> {
+/// A noised fine histogram (`width` slots per feature) read as counts, for choosing cut
+/// points: negative counts are 0, and a count below `NOISE_FLOOR` standard deviations of its
+/// noise is taken as empty (an empty bin would otherwise look occupied half the time, and
+/// the cut points follow the noise) — unless that would drop most of a feature's mass (its
+/// rows spread thinner than the noise over many fine bins), where the floor would leave
+/// nothing to cut. Post-processing: it spends nothing.
+pub(crate) fn floor_noised_counts(sum: &[f64], width: usize, stddev: f64) -> Vec<f64> {
     let floor = NOISE_FLOOR * stddev;
-    sum.iter()
-        .map(|&v| if v < floor { 0.0 } else { v })
-        .collect()
+    let mut out: Vec<f64> = sum.iter().map(|&v| v.max(0.0)).collect();
+    for feature in out.chunks_mut(width.max(1)) {
+        let total: f64 = feature.iter().sum();
+        let kept: f64 = feature.iter().filter(|&&v| v >= floor).sum();
+        if kept >= 0.5 * total {
+            feature
+                .iter_mut()
+                .filter(|v| **v < floor)
+                .for_each(|v| *v = 0.0);
+        }
+    }
+    out
 }
 
 /// See [`floor_noised_counts`].
@@ -177,10 +193,10 @@ pub(crate) fn record_level(spec: &JobSpec) -> Option<&DpSpec> {
 /// The noise of a record-level count release whose per-record L2 sensitivity is
 /// `sensitivity` (`None` for other jobs: those releases are exact).
 pub(crate) fn count_noise(spec: &JobSpec, clip: f64, sensitivity: f64) -> Option<NoiseSpec> {
-    record_level(spec)?;
+    let dp = record_level(spec)?;
     Some(NoiseSpec {
         clip,
-        stddev: PRELUDE_NOISE_MULTIPLIER * sensitivity,
+        stddev: dp.count_sigma() * sensitivity,
         sampling_rate: None,
     })
 }
@@ -207,6 +223,7 @@ pub fn spent(spec: &JobSpec, rounds: u64) -> Option<Spent> {
         }
         DpLevel::Record => Spent {
             record: eps(record_accountant(
+                &count_release(dp),
                 fixed_releases(spec),
                 dp.q(),
                 dp.sigma(),
@@ -243,6 +260,6 @@ pub fn resolve_sigma(spec: &JobSpec) -> Option<Result<f64, DpError>> {
         training_releases(spec),
         budget,
         dp.delta,
-        &[(prelude(), fixed_releases(spec))],
+        &[(count_release(dp), fixed_releases(spec))],
     ))
 }

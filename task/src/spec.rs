@@ -150,6 +150,13 @@ pub struct DpSpec {
     /// refused at institution level.
     #[serde(default)]
     pub sampling_rate: Option<f64>,
+    /// Record level: the noise multiplier of the job's count releases — the prelude's
+    /// counts and moments, a scorecard's bin and good/bad counts, a GBDT's fine histogram
+    /// (absent: [`crate::privacy::DEFAULT_COUNT_NOISE_MULTIPLIER`]). Lower buys more exact
+    /// counts with budget the training then lacks (a budget-only job calibrates its training
+    /// σ for what is left). Refused at institution level, where those releases are exact.
+    #[serde(default)]
+    pub count_noise_multiplier: Option<f64>,
 }
 
 impl DpSpec {
@@ -158,6 +165,12 @@ impl DpSpec {
     /// and [`crate::Plan::new`] see to it).
     pub fn sigma(&self) -> f64 {
         self.noise_multiplier.unwrap_or(0.0)
+    }
+
+    /// Record level: the noise multiplier of the count releases.
+    pub fn count_sigma(&self) -> f64 {
+        self.count_noise_multiplier
+            .unwrap_or(crate::privacy::DEFAULT_COUNT_NOISE_MULTIPLIER)
     }
 
     /// Record level: the sampling rate (1 otherwise: every row of every participant).
@@ -380,6 +393,14 @@ fn dp_checks(dp: &DpSpec, rounds: u64) -> Result<(), FedError> {
     if let Some(s) = dp.noise_multiplier {
         if !positive(s) {
             return bad(format!("dp.noise_multiplier: {s} must be > 0"));
+        }
+    }
+    if let Some(s) = dp.count_noise_multiplier {
+        if !positive(s) {
+            return bad(format!("dp.count_noise_multiplier: {s} must be > 0"));
+        }
+        if dp.level == DpLevel::Institution {
+            return bad(format!("dp.count_noise_multiplier: {s} is a record-level setting (level = \"record\"); at institution level the counts are released exact"));
         }
     }
     match dp.level {

@@ -480,6 +480,7 @@ fn record_dp(budget: Option<f64>, sigma: Option<f64>) -> DpSpec {
         delta: 1e-5,
         epsilon_budget: budget,
         sampling_rate: Some(0.1),
+        count_noise_multiplier: None,
     }
 }
 
@@ -824,4 +825,47 @@ fn a_dp_step_with_impossible_noise_is_refused_by_name() {
     assert!(e.contains("noise sampling rate"), "{e}");
     let e = with_noise(&|n| n.stddev = f64::NAN);
     assert!(e.contains("noise stddev"), "{e}");
+}
+
+/// `dp.count_noise_multiplier` splits a record-level budget between the count releases and
+/// training: less count noise makes the counts' noise smaller and leaves less budget, so a
+/// budget-only job calibrates a larger training σ; it is refused at institution level.
+#[test]
+fn count_noise_multiplier_splits_the_budget_between_counts_and_training() {
+    let mut s = spec();
+    s.model = ModelSpec::Scorecard(ScorecardSpec::default());
+    s.rounds = 40;
+    s.dp = Some(record_dp(Some(3.0), None));
+    let names = || vec!["a".to_string(), "b".to_string(), "c".to_string()];
+    let default = Plan::new(s.clone(), names(), vec!["y".into()]).unwrap();
+    let mut low = s.clone();
+    low.dp.as_mut().unwrap().count_noise_multiplier = Some(4.0);
+    let low = Plan::new(low, names(), vec!["y".into()]).unwrap();
+    let sigma = |p: &Plan| p.spec().dp.as_ref().unwrap().sigma();
+    assert!(
+        sigma(&low) > sigma(&default),
+        "{} vs {}",
+        sigma(&low),
+        sigma(&default)
+    );
+    let count_stddev = |p: &Plan| p.next_step().unwrap().instruction.noise().unwrap().stddev;
+    assert!((count_stddev(&default) / count_stddev(&low) - 2.0).abs() < 1e-12);
+    for p in [&default, &low] {
+        let eps = privacy::spent(p.spec(), 40).unwrap().record;
+        assert!(eps <= 3.0 && eps > 2.99, "{eps}");
+    }
+    let mut inst = s.clone();
+    inst.model = ModelSpec::LogisticRegression;
+    inst.dp = Some(DpSpec {
+        level: DpLevel::Institution,
+        sampling_rate: None,
+        noise_multiplier: Some(1.0),
+        count_noise_multiplier: Some(2.0),
+        ..record_dp(None, None)
+    });
+    let e = inst.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("dp.count_noise_multiplier: 2 is a record-level setting"),
+        "{e}"
+    );
 }

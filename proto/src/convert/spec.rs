@@ -193,6 +193,7 @@ impl From<&DpSpec> for pb::DpSpec {
             epsilon_budget: d.epsilon_budget,
             level: pb::DpLevel::from(d.level) as i32,
             sampling_rate: d.sampling_rate,
+            count_noise_multiplier: d.count_noise_multiplier,
         }
     }
 }
@@ -370,6 +371,7 @@ impl TryFrom<pb::DpSpec> for DpSpec {
             delta: required(d.delta, "delta")?,
             epsilon_budget: d.epsilon_budget,
             sampling_rate: d.sampling_rate,
+            count_noise_multiplier: d.count_noise_multiplier,
         })
     }
 }

@@ -127,7 +127,8 @@ impl Boosting {
                 let floored;
                 let sum = match (kind, &noise) {
                     (Some(StepKind::FineHistogram), Some(n)) => {
-                        floored = floor_noised_counts(sum, n.stddev);
+                        let width = server.params().fine_bins + 1;
+                        floored = floor_noised_counts(sum, width, n.stddev);
                         &floored[..]
                     }
                     _ => sum,

@@ -100,7 +100,7 @@ impl Binning {
         let clamped: Vec<f64>;
         let sum = match (Self::noise(job), &self.phase) {
             (Some(n), Phase::Histogram { .. }) => {
-                clamped = floor_noised_counts(sum, n.stddev);
+                clamped = floor_noised_counts(sum, self.spec.fine_bins + 1, n.stddev);
                 &clamped[..]
             }
             (Some(_), Phase::Counts { .. }) => {
