@@ -148,6 +148,7 @@ pub enum DataError {
 }
 
 mod csv;
+pub mod expr;
 mod schema;
 #[cfg(test)]
 mod tests;
