@@ -1,19 +1,163 @@
-//! Participants reading real sources besides CSV: PostgreSQL (a server the test starts,
-//! `common::pg`) and Parquet files.
+//! Participants reading real sources besides CSV — PostgreSQL (a server the test starts,
+//! `common::pg`) and Parquet files — and `fedsilo schema infer`, all through the real binary.
 
 mod common;
 
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
 use common::pg::PgServer;
+use common::*;
+use fedsilo_ml::table::Table;
+use fedsilo_participant::data::{load_csv, Schema};
+use fedsilo_simulations::baselines::{auc_on, stack};
+
+/// The numeric columns of credit_data.csv (the others are text).
+const CREDIT_NUMERIC: [&str; 9] = [
+    "Seniority",
+    "Time",
+    "Age",
+    "Expenses",
+    "Income",
+    "Assets",
+    "Debt",
+    "Amount",
+    "Price",
+];
+
+/// Writes a CSV (no quoted fields) as Parquet: `numeric` columns as optional DOUBLE, the
+/// others as optional UTF8 strings, empty cells as NULL, `per_group` rows per row group,
+/// snappy pages.
+fn csv_to_parquet(csv: &Path, out: &Path, numeric: &[&str], per_group: usize) {
+    use parquet::basic::{Compression, LogicalType, Repetition, Type as Physical};
+    use parquet::data_type::{ByteArray, ByteArrayType, DoubleType};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::types::Type;
+
+    let (header, rows) = read_csv(csv);
+    let names: Vec<&str> = header.split(',').collect();
+    let rows: Vec<Vec<&str>> = rows.iter().map(|r| r.split(',').collect()).collect();
+    let fields: Vec<Arc<Type>> = names
+        .iter()
+        .map(|n| {
+            let t = if numeric.contains(n) {
+                Type::primitive_type_builder(n, Physical::DOUBLE)
+                    .with_repetition(Repetition::OPTIONAL)
+                    .build()
+            } else {
+                Type::primitive_type_builder(n, Physical::BYTE_ARRAY)
+                    .with_repetition(Repetition::OPTIONAL)
+                    .with_logical_type(Some(LogicalType::String))
+                    .build()
+            };
+            Arc::new(t.unwrap())
+        })
+        .collect();
+    let schema = Arc::new(
+        Type::group_type_builder("schema")
+            .with_fields(fields)
+            .build()
+            .unwrap(),
+    );
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build(),
+    );
+    let file = std::fs::File::create(out).unwrap();
+    let mut w = SerializedFileWriter::new(file, schema, props).unwrap();
+    for chunk in rows.chunks(per_group) {
+        let mut rg = w.next_row_group().unwrap();
+        for (c, name) in names.iter().enumerate() {
+            let mut col = rg.next_column().unwrap().unwrap();
+            let cells: Vec<&str> = chunk.iter().map(|r| r[c]).collect();
+            let defs: Vec<i16> = cells.iter().map(|v| i16::from(!v.is_empty())).collect();
+            let present = cells.iter().filter(|v| !v.is_empty());
+            if numeric.contains(name) {
+                let vals: Vec<f64> = present.map(|v| v.parse().unwrap()).collect();
+                col.typed::<DoubleType>()
+                    .write_batch(&vals, Some(&defs), None)
+                    .unwrap();
+            } else {
+                let vals: Vec<ByteArray> = present.map(|v| ByteArray::from(*v)).collect();
+                col.typed::<ByteArrayType>()
+                    .write_batch(&vals, Some(&defs), None)
+                    .unwrap();
+            }
+            col.close().unwrap();
+        }
+        rg.close().unwrap();
+    }
+    w.close().unwrap();
+}
+
+/// `create table <table>` with the CSV's columns (quoted, so their case stays) and its rows.
+fn csv_to_postgres(pg: &PgServer, table: &str, csv: &Path, numeric: &[&str]) {
+    let (header, _) = read_csv(csv);
+    let cols: Vec<String> = header
+        .split(',')
+        .map(|n| {
+            let t = if numeric.contains(&n) {
+                "double precision"
+            } else {
+                "text"
+            };
+            format!("\"{n}\" {t}")
+        })
+        .collect();
+    pg.exec(&format!("create table {table} ({})", cols.join(", ")));
+    pg.copy_csv(table, csv);
+}
+
+/// Replaces the `csv = "<name>.csv"` line of a participant's config with `source_line`.
+fn set_source(fed: &TestFed, name: &str, source_line: &str) {
+    let p = fed.path(&format!("participant-{name}.toml"));
+    let text = std::fs::read_to_string(&p).unwrap();
+    let from = format!("csv = \"{name}.csv\"");
+    assert!(text.contains(&from), "{text}");
+    std::fs::write(&p, text.replace(&from, source_line)).unwrap();
+}
+
+/// `participant join` for `name`, expected to fail on its own before connecting; stderr.
+fn join_err(fed: &TestFed, name: &str) -> String {
+    let cfg = fed.path(&format!("participant-{name}.toml"));
+    run_err_within(
+        &["participant", "join", "--config", cfg.to_str().unwrap()],
+        Duration::from_secs(60),
+    )
+}
+
+/// (train, hold-out) rows a participant's log says it loaded.
+fn loaded_rows(log: &str) -> (usize, usize) {
+    let line = log
+        .lines()
+        .find(|l| l.contains("dataset loaded"))
+        .unwrap_or_else(|| panic!("no 'dataset loaded' in:\n{log}"));
+    let field = |k: &str| -> usize {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {line}"))
+    };
+    (field("train="), field("holdout="))
+}
 
 #[test]
 fn pg_harness_starts_a_server_that_answers_queries() {
     let Some(pg) = PgServer::start("pg_harness_starts_a_server_that_answers_queries") else {
         return;
     };
-    pg.exec("create table t (id text, x double precision); insert into t values ('a', 1.5), ('b', null)");
+    pg.exec(
+        "create table t (id text, x double precision); insert into t values ('a', 1.5), ('b', null)",
+    );
     assert_eq!(
         pg.query("select id, x from t order by id"),
-        [vec!["a".to_string(), "1.5".to_string()], vec!["b".to_string(), String::new()]]
+        [
+            vec!["a".to_string(), "1.5".to_string()],
+            vec!["b".to_string(), String::new()]
+        ]
     );
     assert!(pg.exec_err("select nope from t").contains("nope"));
     let dir = tempfile::tempdir().unwrap();
@@ -22,4 +166,350 @@ fn pg_harness_starts_a_server_that_answers_queries() {
     pg.copy_csv("t", &csv);
     assert_eq!(pg.query("select count(*) from t"), [vec!["3".to_string()]]);
     assert!(pg.url().starts_with("postgresql://postgres@127.0.0.1:"));
+}
+
+const CREDIT_SPEC: &str = r#"
+dataset = "data"
+task = "risk"
+rounds = 30
+min_participants = 3
+eval_every = 10
+[learning]
+local_epochs = 2
+learning_rate = 0.05
+batch_size = 32
+l2 = 0.0003
+"#;
+
+#[test]
+fn one_job_with_participants_reading_postgresql_parquet_and_csv() {
+    let Some(pg) = PgServer::start("one_job_with_participants_reading_postgresql_parquet_and_csv")
+    else {
+        return;
+    };
+    let fed = TestFed::credit_by_income(&["bank-a", "bank-b", "bank-c"]);
+    let csvs = fed.csv_paths();
+    // bank-b: Parquet (row groups of 300 rows); its CSV is removed so nothing else is read.
+    csv_to_parquet(&csvs[1], &fed.path("bank-b.parquet"), &CREDIT_NUMERIC, 300);
+    set_source(&fed, "bank-b", "parquet = \"bank-b.parquet\"");
+    // bank-c: a PostgreSQL table, read by a query.
+    csv_to_postgres(&pg, "customers", &csvs[2], &CREDIT_NUMERIC);
+    set_source(
+        &fed,
+        "bank-c",
+        &format!(
+            "source = {{ postgres = \"{}\", query = \"select * from customers\" }}",
+            pg.url()
+        ),
+    );
+    let kept: Vec<usize> = csvs.iter().map(|p| read_csv(p).1.len()).collect();
+    let locals: Vec<Table> = {
+        let schema = Schema::from_toml_file(&fed.path("schema.toml")).unwrap();
+        csvs.iter().map(|p| load_csv(p, &schema).unwrap()).collect()
+    };
+    std::fs::rename(&csvs[1], fed.path("bank-b.csv.moved")).unwrap();
+    std::fs::rename(&csvs[2], fed.path("bank-c.csv.moved")).unwrap();
+
+    let _coord = fed.coordinator("coordinator.log");
+    let job = fed.launch(CREDIT_SPEC);
+    let mut parts: Vec<Proc> = fed.names.iter().map(|n| fed.participant(n)).collect();
+    fed.wait_finished(&job, Duration::from_secs(600));
+    let artifact = fed.model(&job);
+    for p in parts.iter_mut() {
+        let s = p.wait_exit(Duration::from_secs(60));
+        assert!(s.success(), "participant failed: {}", p.log_text());
+    }
+    // Every participant loaded all of its rows from its own source.
+    for (i, p) in parts.iter().enumerate() {
+        let (train, holdout) = loaded_rows(&p.log_text());
+        assert_eq!(train + holdout, kept[i], "{}", fed.names[i]);
+    }
+    // The model is sensible on the union of the participants' hold-out rows.
+    let holds: Vec<Table> = locals.iter().map(|t| t.split_holdout(0.2, 5).1).collect();
+    let hold = stack(&holds.iter().collect::<Vec<_>>()).unwrap();
+    let auc = auc_on(&artifact.model, &hold, 0);
+    eprintln!("PostgreSQL + Parquet + CSV federation: hold-out AUC {auc:.4}");
+    assert!(auc > 0.80, "AUC {auc}");
+}
+
+/// A one-institution federation with a two-column schema, for the refusal tests.
+fn small_fed(dir_schema: &str) -> TestFed {
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = tmp.path().join("small.schema.toml");
+    std::fs::write(&schema, dir_schema).unwrap();
+    TestFed::new(&["bank-a"], "data", &schema)
+}
+
+const SMALL_SCHEMA: &str = r#"
+missing = []
+[[labels]]
+column = "y"
+positive = "yes"
+[[features]]
+name = "Income"
+type = "numeric"
+[[features]]
+name = "Home"
+type = "categorical"
+categories = ["own", "rent"]
+"#;
+
+#[test]
+fn postgres_sources_refuse_bad_urls_failed_queries_and_bad_rows_by_name() {
+    let fed = small_fed(SMALL_SCHEMA);
+    let cfg = fed.path("participant-bank-a.toml");
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    // Nothing listens on this port: a clear connection error, non-zero exit.
+    let closed = free_port();
+    set_source(
+        &fed,
+        "bank-a",
+        &format!(
+            "source = {{ postgres = \"postgresql://ana:s3cret@127.0.0.1:{closed}/bank\", query = \"select * from customers\" }}"
+        ),
+    );
+    let e = join_err(&fed, "bank-a");
+    assert!(
+        e.contains(&format!(
+            "dataset 'data': postgres ana@127.0.0.1:{closed}/bank query 'select * from customers': cannot connect"
+        )),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "the password leaked: {e}");
+    // Not a connection string at all.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let bad = text.replace(
+        &format!("postgresql://ana:s3cret@127.0.0.1:{closed}/bank"),
+        "postgresql://ana:s3cret@127.0.0.1:notaport/bank",
+    );
+    std::fs::write(&cfg, &bad).unwrap();
+    let e = join_err(&fed, "bank-a");
+    assert!(
+        e.contains("postgres connection string 'postgresql://ana:***@127.0.0.1:notaport/bank': not a valid connection string"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "the password leaked: {e}");
+    // Both a query and a table: refused when the config loads.
+    std::fs::write(
+        &cfg,
+        bad.replace(
+            "query = \"select * from customers\"",
+            "query = \"select 1\", table = \"customers\"",
+        ),
+    )
+    .unwrap();
+    let e = join_err(&fed, "bank-a");
+    assert!(
+        e.contains(
+            "datasets 'data': source: give exactly one of query = \"select …\" or table = \"…\""
+        ),
+        "{e}"
+    );
+
+    let Some(pg) =
+        PgServer::start("postgres_sources_refuse_bad_urls_failed_queries_and_bad_rows_by_name")
+    else {
+        return;
+    };
+    pg.exec(
+        "create table customers (y text, \"Income\" text, \"Home\" text);
+         insert into customers values ('yes', '10', 'own'), ('no', null, 'rent'), ('no', 'abc', 'own');
+         create table homes (y text, \"Income\" double precision, \"Home\" text);
+         insert into homes values ('yes', 1, 'own'), ('no', 2, 'boat');",
+    );
+    let with = |source: &str| {
+        std::fs::write(&cfg, &original).unwrap();
+        set_source(&fed, "bank-a", source);
+        join_err(&fed, "bank-a")
+    };
+    let url = pg.url();
+    let e = with(&format!(
+        "source = {{ postgres = \"{url}\", query = \"select nope from customers\" }}"
+    ));
+    assert!(
+        e.contains("query 'select nope from customers': the query failed"),
+        "{e}"
+    );
+    assert!(e.contains("column \"nope\" does not exist"), "{e}");
+    // A bad value names the row of the result and the column.
+    let e = with(&format!(
+        "source = {{ postgres = \"{url}\", table = \"customers\" }}"
+    ));
+    assert!(
+        e.contains(&format!(
+            "postgres postgres@127.0.0.1:{}/fedsilo query 'customers': row 3: column 'Income': 'abc' is not a number",
+            pg.port
+        )),
+        "{e}"
+    );
+    let e = with(&format!(
+        "source = {{ postgres = \"{url}\", query = \"select * from homes\" }}"
+    ));
+    assert!(
+        e.contains("row 2: column 'Home': unknown category 'boat'"),
+        "{e}"
+    );
+    // PostgreSQL folds unquoted names to lower case: the message says so.
+    let e = with(&format!(
+        "source = {{ postgres = \"{url}\", query = \"select y, \\\"Income\\\" as income, \\\"Home\\\" from homes\" }}"
+    ));
+    assert!(
+        e.contains("feature column 'Income' is not in the header (there is 'income': names are case-sensitive)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn parquet_sources_refuse_wrong_column_types_and_bad_rows_by_row_group() {
+    let fed = small_fed(SMALL_SCHEMA);
+    let csv = fed.path("rows.csv");
+    let mut text = String::from("y,Income,Home\n");
+    for i in 0..250 {
+        let home = if i == 104 {
+            "boat"
+        } else if i % 2 == 0 {
+            "own"
+        } else {
+            "rent"
+        };
+        let y = if i % 3 == 0 { "yes" } else { "no" };
+        text.push_str(&format!("{y},{},{home}\n", i * 10));
+    }
+    std::fs::write(&csv, &text).unwrap();
+    // Income written as text: refused before any row is read, naming both types.
+    csv_to_parquet(&csv, &fed.path("bank-a.parquet"), &[], 100);
+    set_source(&fed, "bank-a", "parquet = \"bank-a.parquet\"");
+    let e = join_err(&fed, "bank-a");
+    assert!(
+        e.contains("bank-a.parquet: column 'Income' holds BYTE_ARRAY (String) values, but the schema reads it as a numeric feature (Parquet INT32, INT64, FLOAT, DOUBLE or DECIMAL)"),
+        "{e}"
+    );
+    // Income as numbers: the unknown category is named by row group and row.
+    csv_to_parquet(&csv, &fed.path("bank-a.parquet"), &["Income"], 100);
+    let e = join_err(&fed, "bank-a");
+    assert!(
+        e.contains("bank-a.parquet: row group 1, row 5: column 'Home': unknown category 'boat'; allowed: 'own', 'rent'"),
+        "{e}"
+    );
+    // Not a Parquet file.
+    std::fs::write(fed.path("bank-a.parquet"), "y,Income,Home\n").unwrap();
+    let e = join_err(&fed, "bank-a");
+    assert!(
+        e.contains("bank-a.parquet: cannot read the Parquet file"),
+        "{e}"
+    );
+    // Two sources for one dataset.
+    let cfg = fed.path("participant-bank-a.toml");
+    let t = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        t.replace(
+            "parquet = \"bank-a.parquet\"",
+            "parquet = \"bank-a.parquet\"\ncsv = \"rows.csv\"",
+        ),
+    )
+    .unwrap();
+    let e = join_err(&fed, "bank-a");
+    assert!(
+        e.contains("datasets 'data': give exactly one of csv = \"….csv\", parquet = \"….parquet\" or source = { postgres = \"postgresql://…\", query = \"select …\" } (2 given)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn schema_infer_drafts_a_schema_that_loads_and_trains_from_csv_and_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = repo().join("data/credit_data.csv");
+    let schema = dir.path().join("credit.schema.toml");
+    run_ok(&[
+        "schema",
+        "infer",
+        data.to_str().unwrap(),
+        "--label",
+        "Status",
+        "--positive",
+        "bad",
+        "--out",
+        schema.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&schema).unwrap();
+    assert!(
+        text.contains("# Income: numeric (integers), 381 missing, min 6, max 959"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# Records: boolean, 0 missing; 'no' 3681, 'yes' 773"),
+        "{text}"
+    );
+    let s = Schema::from_toml_file(&schema).unwrap();
+    assert_eq!(s.features.len(), 13);
+    // The same data as Parquet drafts the same schema (on stdout).
+    let pq = dir.path().join("credit.parquet");
+    csv_to_parquet(&data, &pq, &CREDIT_NUMERIC, 1000);
+    let from_parquet = run_ok(&[
+        "schema",
+        "infer",
+        pq.to_str().unwrap(),
+        "--label",
+        "Status",
+        "--positive",
+        "bad",
+    ]);
+    let s2 = Schema::from_toml_str(&from_parquet).unwrap();
+    assert_eq!(s2, s, "Parquet draft:\n{from_parquet}");
+    // A label that is not boolean needs --positive, and the message lists what it saw.
+    let e = run_err(&[
+        "schema",
+        "infer",
+        data.to_str().unwrap(),
+        "--label",
+        "Seniority",
+    ]);
+    assert!(
+        e.contains("label 'Seniority' is not boolean or 0/1: say which values are positive with --positive (values seen: '0' 535, '1' 510"),
+        "{e}"
+    );
+    let e = run_err(&["schema", "infer", data.to_str().unwrap(), "--label", "Home"]);
+    assert!(
+        e.contains(
+            "label 'Home' has 6 missing value(s); a training file needs a label on every row"
+        ),
+        "{e}"
+    );
+    // The draft trains: a three-bank simulation by it.
+    let scenario = dir.path().join("inferred.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"name = "inferred"
+seed = 3
+holdout_fraction = 0.2
+[institutions]
+count = 3
+[[datasets]]
+name = "credit"
+csv = "{}"
+schema = "{}"
+partition = {{ kind = "sorted_bands", column = "Income" }}
+[[jobs]]
+name = "risk"
+dataset = "credit"
+task = "risk"
+rounds = 20
+eval_every = 10
+[jobs.learning]
+local_epochs = 2
+learning_rate = 0.05
+batch_size = 32
+l2 = 0.0003
+"#,
+            data.display(),
+            schema.display()
+        ),
+    )
+    .unwrap();
+    let report = simulate(&scenario, &dir.path().join("out"), &[]);
+    let m = &report.models[0];
+    eprintln!("inferred schema: federated AUC {:.4}", m.final_metrics.auc);
+    assert!(m.final_metrics.auc > 0.8, "AUC {}", m.final_metrics.auc);
 }

@@ -41,7 +41,11 @@ pub struct PgServer {
 
 /// Where initdb, postgres and psql live, if anywhere.
 fn find_bin_dir() -> Option<PathBuf> {
-    let has_all = |d: &Path| ["initdb", "postgres", "psql"].iter().all(|b| d.join(b).is_file());
+    let has_all = |d: &Path| {
+        ["initdb", "postgres", "psql"]
+            .iter()
+            .all(|b| d.join(b).is_file())
+    };
     if let Some(path) = std::env::var_os("PATH") {
         for d in std::env::split_paths(&path) {
             let initdb = d.join("initdb");

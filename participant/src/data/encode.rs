@@ -51,7 +51,10 @@ pub(crate) fn boolean_value(cell: &[u8]) -> Option<bool> {
     const FALSE: [&str; 5] = ["false", "no", "n", "f", "0"];
     if TRUE.iter().any(|w| cell.eq_ignore_ascii_case(w.as_bytes())) {
         Some(true)
-    } else if FALSE.iter().any(|w| cell.eq_ignore_ascii_case(w.as_bytes())) {
+    } else if FALSE
+        .iter()
+        .any(|w| cell.eq_ignore_ascii_case(w.as_bytes()))
+    {
         Some(false)
     } else {
         None
@@ -186,7 +189,11 @@ impl<'s> Encoder<'s> {
             id_field,
             label_fields,
             width: out,
-            missing: schema.missing.iter().map(|m| m.as_bytes().to_vec()).collect(),
+            missing: schema
+                .missing
+                .iter()
+                .map(|m| m.as_bytes().to_vec())
+                .collect(),
             missing_hint,
             label_seen: vec![Vec::new(); schema.labels.len()],
             x: Vec::new(),
@@ -200,7 +207,8 @@ impl<'s> Encoder<'s> {
     /// Reserves room for `rows` more rows.
     pub(crate) fn reserve(&mut self, rows: usize) {
         self.x.reserve(rows.saturating_mul(self.width));
-        self.y.reserve(rows.saturating_mul(self.schema.labels.len()));
+        self.y
+            .reserve(rows.saturating_mul(self.schema.labels.len()));
         self.ids.reserve(rows);
     }
 

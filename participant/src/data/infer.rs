@@ -96,7 +96,9 @@ pub enum InferError {
         label: String,
         seen: String,
     },
-    #[error("{source_name}: label '{label}': --positive '{value}' never occurs (values seen: {seen})")]
+    #[error(
+        "{source_name}: label '{label}': --positive '{value}' never occurs (values seen: {seen})"
+    )]
     PositiveNotSeen {
         source_name: String,
         label: String,
@@ -284,9 +286,11 @@ fn id_like(name: &str) -> bool {
     if !cur.is_empty() {
         words.push(cur);
     }
-    words
-        .iter()
-        .any(|w| ["id", "uuid", "guid"].iter().any(|k| w.eq_ignore_ascii_case(k)))
+    words.iter().any(|w| {
+        ["id", "uuid", "guid"]
+            .iter()
+            .any(|k| w.eq_ignore_ascii_case(k))
+    })
 }
 
 /// The delimiter that splits the sample's lines into the same number (> 1) of fields.
@@ -558,7 +562,10 @@ enum Decision {
     Label(Vec<String>),
     Numeric,
     Boolean,
-    Categorical { categories: Vec<String>, other: bool },
+    Categorical {
+        categories: Vec<String>,
+        other: bool,
+    },
     Skip(String),
 }
 
@@ -588,7 +595,11 @@ fn draft(
                 columns: columns(),
             })
     };
-    let label_at = opts.label.as_deref().map(|l| find(l, "label")).transpose()?;
+    let label_at = opts
+        .label
+        .as_deref()
+        .map(|l| find(l, "label"))
+        .transpose()?;
     let given_id = opts
         .id_column
         .as_deref()
@@ -633,9 +644,7 @@ fn draft(
                 .sum::<u64>()
     };
     let numeric_type = |s: &Stats| {
-        s.numeric > 0
-            && !s.non_numeric_overflow
-            && s.non_numeric.keys().all(|k| is_missing(k))
+        s.numeric > 0 && !s.non_numeric_overflow && s.non_numeric.keys().all(|k| is_missing(k))
     };
     let boolean_type = |s: &Stats| {
         !numeric_type(s)
@@ -649,7 +658,9 @@ fn draft(
     // The id column.
     let id_at = given_id.or_else(|| {
         let candidate = |s: &&Stats| {
-            Some(s.name.as_str()) != opts.label.as_deref() && s.unusable.is_none() && s.all_distinct()
+            Some(s.name.as_str()) != opts.label.as_deref()
+                && s.unusable.is_none()
+                && s.all_distinct()
         };
         stats
             .iter()
@@ -754,9 +765,7 @@ fn draft(
             Decision::Numeric | Decision::Boolean | Decision::Categorical { .. }
         )
     }) {
-        return Err(InferError::NoFeatures {
-            source_name: src(),
-        });
+        return Err(InferError::NoFeatures { source_name: src() });
     }
 
     // The TOML, with a comment per column.
@@ -916,7 +925,11 @@ fn draft(
                     "\n# {}: categorical, {distinct}, {miss} missing; top {}{}",
                     s.name,
                     quoted_counts(&shown),
-                    if ranked.len() > shown.len() { ", …" } else { "" }
+                    if ranked.len() > shown.len() {
+                        ", …"
+                    } else {
+                        ""
+                    }
                 );
                 if *other {
                     let _ = writeln!(

@@ -249,5 +249,5 @@ mod tests;
 pub use self::csv::{label_value_counts, load_csv, load_csv_reader, DelimiterHint};
 pub use self::parquet::load_parquet;
 pub use self::postgres::load_postgres;
-pub use self::source::{load_file, Source};
 pub use self::schema::*;
+pub use self::source::{load_file, Source};

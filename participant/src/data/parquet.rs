@@ -27,7 +27,9 @@ impl Role {
     fn expected(self) -> &'static str {
         match self {
             Role::Number => "a numeric feature (Parquet INT32, INT64, FLOAT, DOUBLE or DECIMAL)",
-            Role::Value => "text, integers or booleans (Parquet BYTE_ARRAY strings, INT32, INT64, BOOLEAN)",
+            Role::Value => {
+                "text, integers or booleans (Parquet BYTE_ARRAY strings, INT32, INT64, BOOLEAN)"
+            }
         }
     }
 }
@@ -60,11 +62,7 @@ fn compatible(t: &Type, role: Role) -> bool {
     // Dates, times and timestamps are integers underneath; none is a feature as such.
     let temporal = matches!(
         info.logical_type_ref(),
-        Some(
-            LogicalType::Date
-                | LogicalType::Time { .. }
-                | LogicalType::Timestamp { .. }
-        )
+        Some(LogicalType::Date | LogicalType::Time { .. } | LogicalType::Timestamp { .. })
     ) || matches!(
         info.converted_type(),
         ConvertedType::DATE

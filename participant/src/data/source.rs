@@ -44,9 +44,11 @@ impl Source {
 
 /// Whether a file name says Parquet (`.parquet`, `.parq`, `.pq`, any case).
 pub fn is_parquet_path(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| ["parquet", "parq", "pq"].iter().any(|p| e.eq_ignore_ascii_case(p)))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["parquet", "parq", "pq"]
+            .iter()
+            .any(|p| e.eq_ignore_ascii_case(p))
+    })
 }
 
 /// Loads a CSV or Parquet file (by its extension, [`Source::file`]) by `schema`.

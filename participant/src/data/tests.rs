@@ -439,14 +439,22 @@ fn schema_refuses_categories_that_could_never_match_or_clash_with_other() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("category 'other' clashes with the `other = true` bucket (column 'state=other')"),
+        e.contains(
+            "category 'other' clashes with the `other = true` bucket (column 'state=other')"
+        ),
         "{e}"
     );
-    assert!(with(r#"["CA", "other"]"#, "").is_ok(), "without the bucket 'other' is a category");
+    assert!(
+        with(r#"["CA", "other"]"#, "").is_ok(),
+        "without the bucket 'other' is a category"
+    );
     let e = Schema::from_toml_str("[[features]]\nname = \"x\"\ntype = \"numeric\"\nother = true\n")
         .unwrap_err();
     let chain = format!("{:?}", e);
-    assert!(chain.contains("`other` is only for type = \\\"categorical\\\""), "{chain}");
+    assert!(
+        chain.contains("`other` is only for type = \\\"categorical\\\""),
+        "{chain}"
+    );
 }
 
 #[test]

@@ -30,8 +30,11 @@ fn sniffs_delimiter_types_id_missing_tokens_and_the_label() {
     assert!(s.missing.contains(&"NA".to_string()));
     assert_eq!(s.labels.len(), 1);
     assert_eq!(s.labels[0].positive, Positive::One("Yes".into()));
-    let kinds: Vec<(&str, &FeatureKind)> =
-        s.features.iter().map(|f| (f.name.as_str(), &f.kind)).collect();
+    let kinds: Vec<(&str, &FeatureKind)> = s
+        .features
+        .iter()
+        .map(|f| (f.name.as_str(), &f.kind))
+        .collect();
     assert_eq!(
         kinds,
         [
@@ -49,13 +52,30 @@ fn sniffs_delimiter_types_id_missing_tokens_and_the_label() {
         "note (all distinct text) is left out"
     );
     // A comment per column with what was seen.
-    assert!(got.toml.contains("# income: numeric, 2 missing, min 800, max 2500"), "{}", got.toml);
-    assert!(got.toml.contains("# state: categorical, 3 distinct, 1 missing; top 'CA' 3, 'NY' 1, 'TX' 1"), "{}", got.toml);
-    assert!(got.toml.contains("# note: left out: every value distinct"), "{}", got.toml);
+    assert!(
+        got.toml
+            .contains("# income: numeric, 2 missing, min 800, max 2500"),
+        "{}",
+        got.toml
+    );
+    assert!(
+        got.toml
+            .contains("# state: categorical, 3 distinct, 1 missing; top 'CA' 3, 'NY' 1, 'TX' 1"),
+        "{}",
+        got.toml
+    );
+    assert!(
+        got.toml.contains("# note: left out: every value distinct"),
+        "{}",
+        got.toml
+    );
     assert!(got.toml.contains("plus '?' in age"), "{}", got.toml);
     // And the file loads by it.
     let t = load_csv_reader(BANK.as_bytes(), "bank.csv", s).unwrap();
-    assert_eq!(t.feature_names, ["age", "income", "online", "state=CA", "state=NY", "state=TX"]);
+    assert_eq!(
+        t.feature_names,
+        ["age", "income", "online", "state=CA", "state=NY", "state=TX"]
+    );
     assert_eq!(t.ids[0], "C1");
     assert_eq!(t.x[[0, 2]], 1.0);
     assert_eq!(t.x[[1, 2]], 0.0);
@@ -90,10 +110,21 @@ fn rare_categories_fold_into_other_above_max_categories() {
             other: true
         }
     );
-    assert!(got.toml.contains("the other 60 row(s) go to job=other"), "{}", got.toml);
-    assert_eq!(got.schema.labels[0].positive, Positive::One("1".into()), "0/1 label: 1");
+    assert!(
+        got.toml.contains("the other 60 row(s) go to job=other"),
+        "{}",
+        got.toml
+    );
+    assert_eq!(
+        got.schema.labels[0].positive,
+        Positive::One("1".into()),
+        "0/1 label: 1"
+    );
     let t = load_csv_reader(text.as_bytes(), "x.csv", &got.schema).unwrap();
-    assert_eq!(t.feature_names, ["job=clerk", "job=nurse", "job=other", "x"]);
+    assert_eq!(
+        t.feature_names,
+        ["job=clerk", "job=nurse", "job=other", "x"]
+    );
     let other: f32 = t.x.column(2).sum();
     assert_eq!(other, 60.0);
 }
@@ -103,7 +134,11 @@ fn high_cardinality_is_bounded_and_still_folds() {
     let mut text = String::from("code,flag\n");
     for i in 0..3 * (TRACK_LIMIT + 100) {
         // A few frequent codes, then thousands of rare ones.
-        let code = if i % 3 == 0 { "A".to_string() } else { format!("Z{i}") };
+        let code = if i % 3 == 0 {
+            "A".to_string()
+        } else {
+            format!("Z{i}")
+        };
         text.push_str(&format!("{code},{}\n", if i % 2 == 0 { "t" } else { "f" }));
     }
     let got = infer(&text, &label("flag"));
@@ -144,7 +179,10 @@ fn label_errors_say_what_was_seen() {
     let e = infer_csv_reader(text.as_bytes(), "l.csv", &label("Grade"))
         .unwrap_err()
         .to_string();
-    assert_eq!(e, "l.csv: --label column 'Grade' is not in the file (columns: grade, x)");
+    assert_eq!(
+        e,
+        "l.csv: --label column 'Grade' is not in the file (columns: grade, x)"
+    );
     let ok = infer(
         text,
         &InferOptions {
