@@ -513,3 +513,105 @@ l2 = 0.0003
     eprintln!("inferred schema: federated AUC {:.4}", m.final_metrics.auc);
     assert!(m.final_metrics.auc > 0.8, "AUC {}", m.final_metrics.auc);
 }
+
+/// A scenario of three IID institutions training LR on `csv` by `schema`.
+fn lr_scenario(dir: &Path, csv: &Path, schema: &Path) -> std::path::PathBuf {
+    let p = dir.join("wide.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"name = "wide"
+seed = 5
+holdout_fraction = 0.2
+[institutions]
+count = 3
+[[datasets]]
+name = "d"
+csv = "{}"
+schema = "{}"
+partition = {{ kind = "iid" }}
+[[jobs]]
+name = "lr"
+dataset = "d"
+task = "propensity"
+rounds = 20
+eval_every = 10
+[jobs.learning]
+local_epochs = 2
+learning_rate = 0.05
+batch_size = 32
+l2 = 0.001
+"#,
+            csv.display(),
+            schema.display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn a_wide_categorical_is_folded_to_its_frequent_values_and_lr_still_learns() {
+    // 4,000 rows; 'title' has three frequent values and ~2,000 rare ones; the label depends
+    // on income and on being a 'clerk'.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("wide.csv");
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut text = String::from("customer_id,income,title,y\n");
+    for i in 0..4000 {
+        let income = 20.0 + 80.0 * next();
+        let r = next();
+        let title = if r < 0.25 {
+            "clerk".to_string()
+        } else if r < 0.4 {
+            "nurse".to_string()
+        } else if r < 0.5 {
+            "teacher".to_string()
+        } else {
+            format!("title-{}", (next() * 2000.0) as u32)
+        };
+        let z = (income - 60.0) / 15.0 + if title == "clerk" { 1.0 } else { 0.0 } - 0.3;
+        let y = u8::from(next() < 1.0 / (1.0 + (-z).exp()));
+        text.push_str(&format!("K{i:05},{income:.2},{title},{y}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let schema = dir.path().join("wide.schema.toml");
+    run_ok(&[
+        "schema",
+        "infer",
+        csv.to_str().unwrap(),
+        "--label",
+        "y",
+        "--max-categories",
+        "5",
+        "--out",
+        schema.to_str().unwrap(),
+    ]);
+    let s = Schema::from_toml_file(&schema).unwrap();
+    assert_eq!(s.id_column.as_deref(), Some("customer_id"));
+    let cols = s.feature_columns();
+    assert_eq!(
+        cols.len(),
+        1 + 5 + 1,
+        "income, five titles and other: {cols:?}"
+    );
+    assert!(cols.contains(&"title=clerk".to_string()));
+    assert!(cols.contains(&"title=other".to_string()));
+    let report = simulate(
+        &lr_scenario(dir.path(), &csv, &schema),
+        &dir.path().join("out"),
+        &[],
+    );
+    let m = &report.models[0];
+    eprintln!(
+        "wide categorical folded: federated AUC {:.4}",
+        m.final_metrics.auc
+    );
+    assert!(m.final_metrics.auc > 0.75, "AUC {}", m.final_metrics.auc);
+}

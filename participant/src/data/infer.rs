@@ -82,7 +82,7 @@ pub struct Inferred {
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
     #[error(transparent)]
-    Data(#[from] DataError),
+    Data(Box<DataError>),
     #[error("{source_name}: --{what} column '{column}' is not in the file (columns: {columns})")]
     NoSuchColumn {
         source_name: String,
@@ -119,8 +119,14 @@ pub enum InferError {
     Draft {
         source_name: String,
         #[source]
-        source: DataError,
+        source: Box<DataError>,
     },
+}
+
+impl From<DataError> for InferError {
+    fn from(e: DataError) -> Self {
+        InferError::Data(Box::new(e))
+    }
 }
 
 /// Everything one pass learns about one column, in bounded memory.
@@ -186,7 +192,7 @@ impl Stats {
         use std::io::Write;
         match cell {
             Cell::Null => self.empty += 1,
-            Cell::Text(t) if t.is_empty() => self.empty += 1,
+            Cell::Text([]) => self.empty += 1,
             Cell::Text(t) => {
                 match std::str::from_utf8(t)
                     .ok()
@@ -984,7 +990,7 @@ fn draft(
     // The draft must load as it will be loaded.
     let loaded = Schema::from_toml_str(&t).map_err(|source| InferError::Draft {
         source_name: src(),
-        source,
+        source: Box::new(source),
     })?;
     debug_assert_eq!(loaded, schema);
     Ok(Inferred {

@@ -171,6 +171,9 @@ pub enum FeatureKind {
     Boolean,
 }
 
+/// Above this many declared categories a schema load warns (see [`FeatureKind::Categorical`]).
+pub const WIDE_CATEGORICAL: usize = 100;
+
 /// The name of the bucket column a categorical feature with `other = true` adds.
 pub const OTHER: &str = "other";
 
@@ -308,6 +311,13 @@ impl Schema {
                         "categorical feature '{}' declares no categories",
                         f.name
                     )));
+                }
+                if categories.len() > WIDE_CATEGORICAL {
+                    tracing::warn!(
+                        feature = %f.name,
+                        categories = categories.len(),
+                        "a wide categorical: one column per category, most nearly empty (slow, and hard on logistic regression); consider the most frequent few with other = true (fedsilo schema infer --max-categories N)"
+                    );
                 }
                 let mut seen = HashSet::new();
                 for c in categories {
