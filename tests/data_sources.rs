@@ -615,3 +615,133 @@ fn a_wide_categorical_is_folded_to_its_frequent_values_and_lr_still_learns() {
     );
     assert!(m.final_metrics.auc > 0.75, "AUC {}", m.final_metrics.auc);
 }
+
+#[test]
+fn parquet_typed_columns_read_as_the_schema_says() {
+    use parquet::basic::{Repetition, Type as Physical};
+    use parquet::data_type::{BoolType, Int32Type, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::types::Type;
+
+    let col = |name: &str, t: Physical| {
+        Arc::new(
+            Type::primitive_type_builder(name, t)
+                .with_repetition(Repetition::OPTIONAL)
+                .build()
+                .unwrap(),
+        )
+    };
+    let schema = Arc::new(
+        Type::group_type_builder("schema")
+            .with_fields(vec![
+                col("cust_id", Physical::INT64),
+                col("churned", Physical::BOOLEAN),
+                col("balance", Physical::INT64),
+                col("grade", Physical::INT32),
+                col("online", Physical::BOOLEAN),
+            ])
+            .build()
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typed.parquet");
+    let mut w = SerializedFileWriter::new(
+        std::fs::File::create(&path).unwrap(),
+        schema,
+        Arc::new(WriterProperties::builder().build()),
+    )
+    .unwrap();
+    let mut rg = w.next_row_group().unwrap();
+    let all = [1i16, 1, 1, 1];
+    let mut c = rg.next_column().unwrap().unwrap();
+    c.typed::<Int64Type>()
+        .write_batch(&[101, 102, 103, 104], Some(&all), None)
+        .unwrap();
+    c.close().unwrap();
+    let mut c = rg.next_column().unwrap().unwrap();
+    c.typed::<BoolType>()
+        .write_batch(&[true, false, false, true], Some(&all), None)
+        .unwrap();
+    c.close().unwrap();
+    let mut c = rg.next_column().unwrap().unwrap();
+    c.typed::<Int64Type>()
+        .write_batch(&[5000, 7000, 100], Some(&[1, 0, 1, 1]), None)
+        .unwrap();
+    c.close().unwrap();
+    let mut c = rg.next_column().unwrap().unwrap();
+    c.typed::<Int32Type>()
+        .write_batch(&[1, 3, 2, 9], Some(&all), None)
+        .unwrap();
+    c.close().unwrap();
+    let mut c = rg.next_column().unwrap().unwrap();
+    c.typed::<BoolType>()
+        .write_batch(&[false, true, true], Some(&[1, 1, 0, 1]), None)
+        .unwrap();
+    c.close().unwrap();
+    rg.close().unwrap();
+    w.close().unwrap();
+
+    let s = Schema::from_toml_str(
+        r#"
+        id_column = "cust_id"
+        [[labels]]
+        column = "churned"
+        positive = "true"
+        [[features]]
+        name = "balance"
+        type = "numeric"
+        [[features]]
+        name = "grade"
+        type = "categorical"
+        categories = ["1", "2", "3"]
+        other = true
+        [[features]]
+        name = "online"
+        type = "boolean"
+    "#,
+    )
+    .unwrap();
+    let t = fedsilo_participant::data::load_parquet(&path, &s).unwrap();
+    assert_eq!(t.ids, ["101", "102", "103", "104"]);
+    assert_eq!(t.label(0).to_vec(), [1.0, 0.0, 0.0, 1.0]);
+    assert_eq!(
+        t.feature_names,
+        [
+            "balance",
+            "grade=1",
+            "grade=2",
+            "grade=3",
+            "grade=other",
+            "online"
+        ]
+    );
+    let row = |i: usize| t.x.row(i).to_vec();
+    assert_eq!(row(0), [5000.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+    assert!(row(1)[0].is_nan(), "NULL → missing");
+    assert_eq!(row(1)[1..], [0.0, 0.0, 1.0, 0.0, 1.0]);
+    assert!(row(2)[5].is_nan(), "NULL boolean → missing");
+    assert_eq!(row(3)[..5], [100.0, 0.0, 0.0, 0.0, 1.0], "grade 9 → other");
+    // schema infer reads the same file: types from the data, the id from its name (an all-distinct integer column is an id only by name).
+    let drafted = run_ok(&[
+        "schema",
+        "infer",
+        path.to_str().unwrap(),
+        "--label",
+        "churned",
+    ]);
+    let d = Schema::from_toml_str(&drafted).unwrap();
+    assert_eq!(d.id_column.as_deref(), Some("cust_id"), "{drafted}");
+    assert!(
+        drafted.contains("[[labels]]\ncolumn = \"churned\"\npositive = \"true\""),
+        "{drafted}"
+    );
+    assert!(
+        drafted.contains("name = \"online\"\ntype = \"boolean\""),
+        "{drafted}"
+    );
+    assert!(
+        drafted.contains("name = \"balance\"\ntype = \"numeric\""),
+        "{drafted}"
+    );
+}
