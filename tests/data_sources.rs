@@ -512,6 +512,19 @@ l2 = 0.0003
     let m = &report.models[0];
     eprintln!("inferred schema: federated AUC {:.4}", m.final_metrics.auc);
     assert!(m.final_metrics.auc > 0.8, "AUC {}", m.final_metrics.auc);
+    // A scenario may name a Parquet file as its data: the same model comes out.
+    let text = std::fs::read_to_string(&scenario).unwrap();
+    let from_pq = dir.path().join("inferred-parquet.toml");
+    std::fs::write(
+        &from_pq,
+        text.replace(&data.display().to_string(), &pq.display().to_string()),
+    )
+    .unwrap();
+    let report_pq = simulate(&from_pq, &dir.path().join("out-pq"), &[]);
+    assert_eq!(
+        report_pq.models[0].final_metrics.auc, m.final_metrics.auc,
+        "Parquet and CSV of the same rows train the same model"
+    );
 }
 
 /// A scenario of three IID institutions training LR on `csv` by `schema`.
