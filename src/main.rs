@@ -111,6 +111,41 @@ enum Command {
         #[command(subcommand)]
         command: ModelCmd,
     },
+    /// Schema commands: draft one from a data file.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SchemaCmd {
+    /// Draft a schema from a CSV or Parquet file (one streaming pass): types, categories by
+    /// frequency (the rest in an `other` bucket), missing tokens, the id column, the CSV
+    /// delimiter, and a comment per column with what was seen. Review it before use.
+    Infer {
+        /// The data file (`.parquet` / `.pq` is read as Parquet, anything else as CSV).
+        data: PathBuf,
+        /// The label column (a training schema); without it, a scoring schema.
+        #[arg(long)]
+        label: Option<String>,
+        /// The label's positive value(s), comma-separated; default: the true word of a
+        /// boolean label, or 1 of a 0/1 label.
+        #[arg(long, value_delimiter = ',')]
+        positive: Vec<String>,
+        /// Categories listed per feature; rarer values go to `<feature>=other`.
+        #[arg(long, default_value_t = fedsilo_participant::data::infer::DEFAULT_MAX_CATEGORIES)]
+        max_categories: usize,
+        /// The customer-id column (default: guessed, e.g. an all-distinct `customer_id`).
+        #[arg(long)]
+        id_column: Option<String>,
+        /// The CSV field separator (default: sniffed among , ; tab |).
+        #[arg(long)]
+        delimiter: Option<char>,
+        /// Write the schema here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -486,5 +521,27 @@ fn run(cli: Cli) -> Result<()> {
         Command::Audit {
             command: AuditCmd::Verify { file, store },
         } => audit_verify(&file, store.as_deref()),
+        Command::Schema {
+            command:
+                SchemaCmd::Infer {
+                    data,
+                    label,
+                    positive,
+                    max_categories,
+                    id_column,
+                    delimiter,
+                    out,
+                },
+        } => cli::schema::schema_infer(
+            &data,
+            &fedsilo_participant::data::infer::InferOptions {
+                label,
+                positive,
+                max_categories,
+                id_column,
+                delimiter,
+            },
+            out.as_deref(),
+        ),
     }
 }

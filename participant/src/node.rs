@@ -20,7 +20,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::data::{load_csv, Schema};
+use crate::data::{Schema, Source};
 use crate::worker::{Worker, WorkerEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -106,12 +106,78 @@ pub struct TlsPaths {
     pub key: PathBuf,
 }
 
+/// One `[[datasets]]` entry: a name the jobs use, the schema, and exactly one source —
+/// `csv = "file.csv"`, `parquet = "file.parquet"` or
+/// `source = { postgres = "postgresql://…", query = "select …" }` (or `table = "customers"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
     pub name: String,
-    pub csv: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<DatabaseSource>,
     pub schema: PathBuf,
+}
+
+/// `source = { postgres = "postgresql://user@host/db", query = "select …" }`: rows from a
+/// PostgreSQL server (a password may be in the URL; the config file is then a secret).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSource {
+    /// Connection string: `postgresql://…` URL or `host=… dbname=…` key-value form.
+    pub postgres: String,
+    /// The query whose result is the dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// …or a table (optionally `schema.table`), read whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+}
+
+impl DatasetConfig {
+    /// The source, paths resolved against `cfg`'s directory; `Err` says what is wrong.
+    fn source(&self, cfg: &NodeConfig) -> Result<Source, String> {
+        let given = self.csv.is_some() as usize
+            + self.parquet.is_some() as usize
+            + self.source.is_some() as usize;
+        if given != 1 {
+            return Err(format!(
+                "datasets '{}': give exactly one of csv = \"….csv\", parquet = \"….parquet\" or source = {{ postgres = \"postgresql://…\", query = \"select …\" }} ({given} given)",
+                self.name
+            ));
+        }
+        if let Some(p) = &self.csv {
+            return Ok(Source::Csv(cfg.resolve(p)));
+        }
+        if let Some(p) = &self.parquet {
+            return Ok(Source::Parquet(cfg.resolve(p)));
+        }
+        match &self.source {
+            Some(DatabaseSource {
+                postgres,
+                query: Some(q),
+                table: None,
+            }) => Ok(Source::Postgres {
+                url: postgres.clone(),
+                query: q.clone(),
+            }),
+            Some(DatabaseSource {
+                postgres,
+                query: None,
+                table: Some(t),
+            }) => Ok(Source::Postgres {
+                url: postgres.clone(),
+                query: t.clone(),
+            }),
+            _ => Err(format!(
+                "datasets '{}': source: give exactly one of query = \"select …\" or table = \"…\"",
+                self.name
+            )),
+        }
+    }
 }
 
 fn localhost() -> String {
@@ -137,6 +203,9 @@ impl NodeConfig {
         }
         if cfg.datasets.is_empty() {
             return Err(err("datasets: the node has no data to train on".into()));
+        }
+        for d in &cfg.datasets {
+            d.source(&cfg).map_err(err)?;
         }
         Ok(cfg)
     }
@@ -168,7 +237,11 @@ pub fn load_datasets(cfg: &NodeConfig) -> Result<BTreeMap<String, LocalData>, No
             source: Box::new(source),
         };
         let schema = Schema::from_toml_file(&cfg.resolve(&d.schema)).map_err(err)?;
-        let table = load_csv(&cfg.resolve(&d.csv), &schema).map_err(err)?;
+        let source = d.source(cfg).map_err(|message| NodeError::Config {
+            path: cfg.base_dir.clone(),
+            message,
+        })?;
+        let table = source.load(&schema).map_err(err)?;
         let (train, holdout) = table.split_holdout(cfg.holdout_fraction, cfg.holdout_seed);
         tracing::info!(dataset = %d.name, train = train.n_rows(), holdout = holdout.n_rows(), "dataset loaded");
         out.insert(d.name.clone(), LocalData { train, holdout });

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use fedsilo_crypto::keys::{IdentityKey, KeyError};
 use fedsilo_crypto::msg::{ParticipantId, Roster};
 use fedsilo_ml::table::{Table, UnknownFeatures};
-use fedsilo_participant::data::{load_csv, DataError, Schema};
+use fedsilo_participant::data::{load_file, DataError, Schema};
 use fedsilo_task::{JobSpec, LocalData};
 use sha2::{Digest, Sha256};
 
@@ -126,7 +126,7 @@ pub fn prepare_data(s: &Scenario) -> Result<Federation, FederationError> {
                 .ok_or_else(|| FederationError::SchemaMissing { dataset: dataset() })?;
             let schema = Schema::from_toml_file(&s.resolve(schema_path)).map_err(data_err)?;
             if let Some(csv) = &d.csv {
-                let table = load_csv(&s.resolve(csv), &schema).map_err(data_err)?;
+                let table = load_file(&s.resolve(csv), &schema).map_err(data_err)?;
                 let parts = crate::partition::partition(&table, n, &d.partition, s.seed).map_err(
                     |source| FederationError::Partition {
                         dataset: dataset(),
@@ -137,7 +137,7 @@ pub fn prepare_data(s: &Scenario) -> Result<Federation, FederationError> {
             } else {
                 d.files
                     .iter()
-                    .map(|f| load_csv(&s.resolve(f), &schema).map_err(data_err))
+                    .map(|f| load_file(&s.resolve(f), &schema).map_err(data_err))
                     .collect::<Result<_, _>>()?
             }
         };

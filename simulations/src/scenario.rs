@@ -102,7 +102,8 @@ pub struct DatasetSpec {
     /// A shared CSV split among the institutions by `partition`...
     #[serde(default)]
     pub csv: Option<PathBuf>,
-    /// ...or one CSV per institution, in institution order...
+    /// ...or one CSV per institution, in institution order (here and in `csv`, a file named
+    /// `*.parquet` is read as Parquet)...
     #[serde(default)]
     pub files: Vec<PathBuf>,
     /// ...or synthetic retail-bank customers.

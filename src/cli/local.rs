@@ -212,7 +212,7 @@ pub(crate) fn keygen(
     std::fs::write(out.join("operator.toml"), op)?;
     for name in institutions {
         let p = format!(
-            "name = \"{name}\"\ncoordinator = \"{url}\"\ntls_domain = \"localhost\"\nidentity = \"{name}.identity\"\nroster = \"roster.toml\"\nholdout_fraction = 0.2\n\n[tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n\n# Local data: edit the paths (relative to this file).\n[[datasets]]\nname = \"credit\"\ncsv = \"credit.csv\"\nschema = \"credit_data.schema.toml\"\n"
+            "name = \"{name}\"\ncoordinator = \"{url}\"\ntls_domain = \"localhost\"\nidentity = \"{name}.identity\"\nroster = \"roster.toml\"\nholdout_fraction = 0.2\n\n[tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n\n# Local data: edit the paths (relative to this file). Instead of csv: parquet = \"credit.parquet\"\n# or source = {{ postgres = \"postgresql://user@host/db\", query = \"select * from customers\" }}.\n[[datasets]]\nname = \"credit\"\ncsv = \"credit.csv\"\nschema = \"credit_data.schema.toml\"\n"
         );
         std::fs::write(out.join(format!("participant-{name}.toml")), p)?;
     }

@@ -4,3 +4,4 @@
 
 pub mod local;
 pub mod operator;
+pub mod schema;

@@ -1,4 +1,5 @@
-//! An institution's customer CSV, read by the schema the federation agreed on, into a [`Table`].
+//! An institution's customer data — a CSV or Parquet file, or a PostgreSQL query — read by
+//! the schema the federation agreed on, into a [`Table`].
 //!
 //! Every participant loads its own file with the *same* [`Schema`], so every participant ends
 //! up with identical columns in identical order — the precondition for summing their vectors.
@@ -24,7 +25,14 @@
 //! name = "Home"
 //! type = "categorical"
 //! categories = ["owner", "rent", "parents"]
+//! other = true                          # any other value → column Home=other (else an error)
+//!
+//! [[features]]
+//! name = "Online"
+//! type = "boolean"                      # one 0/1 column; true/false, yes/no, y/n, t/f, 1/0
 //! ```
+//!
+//! `fedsilo schema infer` writes such a file from a CSV or Parquet file ([`infer`]).
 //!
 //! # Encoding rules
 //!
@@ -33,7 +41,13 @@
 //! - **Categorical** feature → one 0/1 column per *declared* category, named `column=category`,
 //!   in the declared order. A missing cell → all zeros. A value outside the declared list is an
 //!   error naming the allowed values: the column set must not depend on what one institution
-//!   happens to have in its file.
+//!   happens to have in its file. With `other = true` such a value sets one more column,
+//!   `column=other`, instead: the way a wide categorical (thousands of job titles) keeps its
+//!   frequent values and folds the rest, so it neither explodes the width nor leaves LR a
+//!   thousand near-empty columns. A declared category may not have surrounding whitespace
+//!   (cells are trimmed, so it could never match), nor be `other` when the bucket is on.
+//! - **Boolean** feature → one column, 1.0 for true/yes/y/t/1 and 0.0 for false/no/n/f/0 (any
+//!   case; Parquet booleans as they are), missing → `NaN`; anything else is an error.
 //! - **Label** → 1.0 if the cell equals `positive` (or one of a list) exactly, else 0.0;
 //!   boolean words (true/false, yes/no, y/n, t/f) match in any case. A missing label is an
 //!   error, and so is a label with only one class in the file (nothing to learn from); that
@@ -42,7 +56,17 @@
 //! - Columns of the file that the schema does not mention are ignored; duplicate header names
 //!   are an error (which one would be meant?).
 //!
-//! Every error names the file, the 1-based line and the column.
+//! Every error names the source and where in it: the file and the 1-based line for CSV
+//! (`file.csv:12`), the row group and row for Parquet (`file.parquet: row group 0, row 7`), the
+//! row of a PostgreSQL query's result (`postgres … query '…': row 7`); and the column.
+//!
+//! # Sources
+//!
+//! [`Source`]: a CSV file ([`load_csv`]), a Parquet file ([`load_parquet`]: flat columns,
+//! read row group by row group, only the schema's columns; a numeric feature must be a
+//! numeric Parquet column) or a PostgreSQL query or table ([`load_postgres`]: streamed with
+//! `COPY (query) TO STDOUT (FORMAT csv)` through the CSV reader, so the same rules apply to
+//! the text PostgreSQL prints). All three go through one encoder (`encode`).
 //!
 //! # Cost
 //!
@@ -71,61 +95,71 @@ pub enum DataError {
     UnknownFeature { name: String, available: String },
     #[error("{source_name}: empty file: no header and no data rows")]
     EmptyFile { source_name: String },
-    #[error("{source_name}:{line}: header only, no data rows")]
-    NoDataRows { source_name: String, line: u64 },
-    #[error("{source_name}:{line}: {role} column '{column}' is not in the header")]
+    #[error("{source_name}{at}: header only, no data rows")]
+    NoDataRows { source_name: String, at: At },
+    #[error("{source_name}{at}: {role} column '{column}' is not in the header{similar}")]
     MissingColumn {
         source_name: String,
-        line: u64,
+        at: At,
         role: &'static str,
         column: String,
+        /// " (there is 'income': …)" when a header name differs only in case.
+        similar: String,
         /// Set when the header looks separated by another character than the schema's.
         #[source]
         hint: Option<DelimiterHint>,
     },
-    #[error("{source_name}:{line}: column '{column}' appears twice in the header (fields {first} and {second})")]
+    #[error("{source_name}{at}: column '{column}' appears twice in the header (fields {first} and {second})")]
     DuplicateColumn {
         source_name: String,
-        line: u64,
+        at: At,
         column: String,
         first: usize,
         second: usize,
     },
-    #[error("{source_name}:{line}: row has {found} fields but the header has {expected}")]
+    #[error("{source_name}{at}: row has {found} fields but the header has {expected}")]
     RaggedRow {
         source_name: String,
-        line: u64,
+        at: At,
         expected: usize,
         found: usize,
     },
-    #[error("{source_name}:{line}: column '{column}': '{value}' is not a number (numeric feature; missing values are empty{missing_hint})")]
+    #[error("{source_name}{at}: column '{column}': '{value}' is not a number (numeric feature; missing values are empty{missing_hint})")]
     NotNumeric {
         source_name: String,
-        line: u64,
+        at: At,
+        column: String,
+        value: String,
+        missing_hint: String,
+    },
+    #[error("{source_name}{at}: column '{column}': '{value}' is not a boolean (boolean feature: true/false, yes/no, y/n, t/f or 1/0 in any case; missing values are empty{missing_hint})")]
+    NotBoolean {
+        source_name: String,
+        at: At,
         column: String,
         value: String,
         missing_hint: String,
     },
     #[error(
-        "{source_name}:{line}: column '{column}': unknown category '{value}'; allowed: {allowed}"
+        "{source_name}{at}: column '{column}': unknown category '{value}'; allowed: {allowed} (or set `other = true` on the feature to bucket the rest)"
     )]
     UnknownCategory {
         source_name: String,
-        line: u64,
+        at: At,
         column: String,
         value: String,
         allowed: String,
     },
-    #[error("{source_name}:{line}: column '{column}': label is missing")]
+    #[error("{source_name}{at}: column '{column}': label is missing")]
     MissingLabel {
         source_name: String,
-        line: u64,
+        at: At,
         column: String,
     },
-    #[error("{source_name}:{line}: column '{column}': customer id is missing")]
+    #[error("{source_name}{at}: column '{column}': customer id is missing")]
     MissingId {
         source_name: String,
-        line: u64,
+        at: At,
         column: String,
     },
     #[error("label '{label}' has only {class} in {source_name}: a model cannot be trained (positive = {positive}; values seen: {seen})")]
@@ -138,20 +172,83 @@ pub enum DataError {
         positive: String,
         seen: String,
     },
-    #[error("{source_name}:{line}: malformed CSV")]
+    #[error("{source_name}{at}: malformed CSV")]
     Csv {
         source_name: String,
-        line: u64,
+        at: At,
         #[source]
         source: ::csv::Error,
     },
+    #[error("{source_name}: column '{column}' holds {found} values, but the schema reads it as {expected}")]
+    ColumnType {
+        source_name: String,
+        column: String,
+        found: String,
+        expected: &'static str,
+    },
+    #[error("{source_name}{at}: cannot read the Parquet file")]
+    Parquet {
+        source_name: String,
+        at: At,
+        #[source]
+        source: ::parquet::errors::ParquetError,
+    },
+    #[error("{source_name}: {what}")]
+    Postgres {
+        source_name: String,
+        what: &'static str,
+        #[source]
+        source: ::postgres::Error,
+    },
+    #[error("{source_name}: invalid data source: {reason}")]
+    InvalidSource { source_name: String, reason: String },
+    #[error("{source_name}: internal error: {what}")]
+    Internal {
+        source_name: String,
+        what: &'static str,
+    },
+}
+
+/// Where in a source a row or a header is, as error messages show it after the source's
+/// name: `file.csv:12` (a line), `file.parquet: row group 0, row 7`, `query: row 7`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// A 1-based line of a text file.
+    Line(u64),
+    /// A 1-based data row, within a Parquet row group (0-based, as Parquet tools count) or
+    /// of a query's result.
+    Row { group: Option<usize>, row: u64 },
+    /// The source as a whole.
+    Nowhere,
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Line(l) => write!(f, ":{l}"),
+            At::Row {
+                group: Some(g),
+                row,
+            } => write!(f, ": row group {g}, row {row}"),
+            At::Row { group: None, row } => write!(f, ": row {row}"),
+            At::Nowhere => Ok(()),
+        }
+    }
 }
 
 mod csv;
+mod encode;
 pub mod expr;
+pub mod infer;
+mod parquet;
+mod postgres;
 mod schema;
+mod source;
 #[cfg(test)]
 mod tests;
 
 pub use self::csv::{label_value_counts, load_csv, load_csv_reader, DelimiterHint};
+pub use self::parquet::load_parquet;
+pub use self::postgres::load_postgres;
 pub use self::schema::*;
+pub use self::source::{load_file, Source};

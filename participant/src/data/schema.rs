@@ -107,6 +107,8 @@ struct FeatureSpecRepr {
     kind: FeatureType,
     #[serde(default)]
     categories: Option<Vec<String>>,
+    #[serde(default)]
+    other: Option<bool>,
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -114,26 +116,36 @@ struct FeatureSpecRepr {
 enum FeatureType {
     Numeric,
     Categorical,
+    Boolean,
 }
 
 /// A `[[features]]` entry whose keys do not fit its `type`.
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureSpecError {
-    #[error("feature '{name}': `categories` is only for type = \"categorical\"")]
+    #[error("feature '{name}': `categories` is only for type = \"categorical\" (this one is numeric or boolean)")]
     CategoriesOnNumeric { name: String },
     #[error("feature '{name}': type = \"categorical\" needs `categories = [...]`")]
     MissingCategories { name: String },
+    #[error("feature '{name}': `other` is only for type = \"categorical\"")]
+    OtherOnNonCategorical { name: String },
 }
 
 impl TryFrom<FeatureSpecRepr> for FeatureSpec {
     type Error = FeatureSpecError;
     fn try_from(r: FeatureSpecRepr) -> Result<Self, Self::Error> {
+        if r.other.is_some() && !matches!(r.kind, FeatureType::Categorical) {
+            return Err(FeatureSpecError::OtherOnNonCategorical { name: r.name });
+        }
         let kind = match (r.kind, r.categories) {
             (FeatureType::Numeric, None) => FeatureKind::Numeric,
-            (FeatureType::Numeric, Some(_)) => {
+            (FeatureType::Boolean, None) => FeatureKind::Boolean,
+            (FeatureType::Numeric | FeatureType::Boolean, Some(_)) => {
                 return Err(FeatureSpecError::CategoriesOnNumeric { name: r.name })
             }
-            (FeatureType::Categorical, Some(categories)) => FeatureKind::Categorical { categories },
+            (FeatureType::Categorical, Some(categories)) => FeatureKind::Categorical {
+                categories,
+                other: r.other.unwrap_or(false),
+            },
             (FeatureType::Categorical, None) => {
                 return Err(FeatureSpecError::MissingCategories { name: r.name })
             }
@@ -147,9 +159,23 @@ impl TryFrom<FeatureSpecRepr> for FeatureSpec {
 pub enum FeatureKind {
     /// One `f32` column; missing → `NaN`.
     Numeric,
-    /// One 0/1 column per declared category (`name=category`); missing → all zeros.
-    Categorical { categories: Vec<String> },
+    /// One 0/1 column per declared category (`name=category`), then `name=other` when
+    /// `other` is set (any undeclared value; otherwise such a value is an error); missing →
+    /// all zeros.
+    Categorical {
+        categories: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        other: bool,
+    },
+    /// One column: 1.0 true, 0.0 false (boolean words in any case, or 1/0); missing → `NaN`.
+    Boolean,
 }
+
+/// Above this many declared categories a schema load warns (see [`FeatureKind::Categorical`]).
+pub const WIDE_CATEGORICAL: usize = 100;
+
+/// The name of the bucket column a categorical feature with `other = true` adds.
+pub const OTHER: &str = "other";
 
 impl FeatureSpec {
     pub fn numeric(name: impl Into<String>) -> Self {
@@ -167,15 +193,37 @@ impl FeatureSpec {
             name: name.into(),
             kind: FeatureKind::Categorical {
                 categories: categories.into_iter().map(Into::into).collect(),
+                other: false,
             },
+        }
+    }
+
+    /// A categorical feature whose undeclared values go to `name=other`.
+    pub fn categorical_with_other<S: Into<String>>(
+        name: impl Into<String>,
+        categories: impl IntoIterator<Item = S>,
+    ) -> Self {
+        FeatureSpec {
+            name: name.into(),
+            kind: FeatureKind::Categorical {
+                categories: categories.into_iter().map(Into::into).collect(),
+                other: true,
+            },
+        }
+    }
+
+    pub fn boolean(name: impl Into<String>) -> Self {
+        FeatureSpec {
+            name: name.into(),
+            kind: FeatureKind::Boolean,
         }
     }
 
     /// Number of output columns this feature expands to.
     pub fn width(&self) -> usize {
         match &self.kind {
-            FeatureKind::Numeric => 1,
-            FeatureKind::Categorical { categories } => categories.len(),
+            FeatureKind::Numeric | FeatureKind::Boolean => 1,
+            FeatureKind::Categorical { categories, other } => categories.len() + *other as usize,
         }
     }
 }
@@ -257,12 +305,19 @@ impl Schema {
             )));
         }
         for f in &self.features {
-            if let FeatureKind::Categorical { categories } = &f.kind {
+            if let FeatureKind::Categorical { categories, other } = &f.kind {
                 if categories.is_empty() {
                     return Err(invalid(format!(
                         "categorical feature '{}' declares no categories",
                         f.name
                     )));
+                }
+                if categories.len() > WIDE_CATEGORICAL {
+                    tracing::warn!(
+                        feature = %f.name,
+                        categories = categories.len(),
+                        "a wide categorical: one column per category, most nearly empty (slow, and hard on logistic regression); consider the most frequent few with other = true (fedsilo schema infer --max-categories N)"
+                    );
                 }
                 let mut seen = HashSet::new();
                 for c in categories {
@@ -270,6 +325,19 @@ impl Schema {
                         return Err(invalid(format!(
                             "feature '{}': category '{c}' is a missing-value token",
                             f.name
+                        )));
+                    }
+                    if c.trim_matches(|ch: char| ch.is_ascii_whitespace()) != c {
+                        return Err(invalid(format!(
+                            "feature '{}': category {c:?} has surrounding whitespace; cells are trimmed, so it could never match: write {:?}",
+                            f.name,
+                            c.trim_matches(|ch: char| ch.is_ascii_whitespace())
+                        )));
+                    }
+                    if *other && c == OTHER {
+                        return Err(invalid(format!(
+                            "feature '{}': category '{OTHER}' clashes with the `other = true` bucket (column '{}={OTHER}'); rename the category or drop `other`",
+                            f.name, f.name
                         )));
                     }
                     if !seen.insert(c.as_str()) {
@@ -298,9 +366,12 @@ impl Schema {
         let mut out = Vec::with_capacity(self.n_feature_columns());
         for f in &self.features {
             match &f.kind {
-                FeatureKind::Numeric => out.push(f.name.clone()),
-                FeatureKind::Categorical { categories } => {
-                    out.extend(categories.iter().map(|c| format!("{}={c}", f.name)))
+                FeatureKind::Numeric | FeatureKind::Boolean => out.push(f.name.clone()),
+                FeatureKind::Categorical { categories, other } => {
+                    out.extend(categories.iter().map(|c| format!("{}={c}", f.name)));
+                    if *other {
+                        out.push(format!("{}={OTHER}", f.name));
+                    }
                 }
             }
         }

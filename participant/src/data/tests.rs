@@ -106,7 +106,7 @@ fn non_numeric_value_is_refused_with_line_and_column() {
 fn unknown_category_lists_the_allowed_ones() {
     assert_eq!(
         err("default,income,home\nYes,1,own\nNo,2,rent\nNo,3,boat\n"),
-        "bank-a.csv:4: column 'home': unknown category 'boat'; allowed: 'own', 'rent'"
+        "bank-a.csv:4: column 'home': unknown category 'boat'; allowed: 'own', 'rent' (or set `other = true` on the feature to bucket the rest)"
     );
 }
 
@@ -392,5 +392,104 @@ fn feature_entries_are_strict_and_fit_their_type() {
     assert!(
         fedsilo_config::display_chain(&e).contains("did you mean `numeric`?"),
         "{e}"
+    );
+}
+
+#[test]
+fn other_bucket_takes_undeclared_values() {
+    let s = Schema::from_toml_str(
+        r#"
+        [[labels]]
+        column = "y"
+        positive = "1"
+        [[features]]
+        name = "job"
+        type = "categorical"
+        categories = ["clerk", "nurse"]
+        other = true
+    "#,
+    )
+    .unwrap();
+    assert_eq!(s.feature_columns(), ["job=clerk", "job=nurse", "job=other"]);
+    let t = load_csv_reader(
+        "job,y\nclerk,1\npilot,0\n,0\nnurse,1\n".as_bytes(),
+        "o.csv",
+        &s,
+    )
+    .unwrap();
+    assert_eq!(t.x.row(0).to_vec(), [1.0, 0.0, 0.0]);
+    assert_eq!(t.x.row(1).to_vec(), [0.0, 0.0, 1.0], "pilot → other");
+    assert_eq!(t.x.row(2).to_vec(), [0.0, 0.0, 0.0], "missing → all zeros");
+    assert_eq!(t.x.row(3).to_vec(), [0.0, 1.0, 0.0]);
+}
+
+#[test]
+fn schema_refuses_categories_that_could_never_match_or_clash_with_other() {
+    let with = |cats: &str, other: &str| {
+        Schema::from_toml_str(&format!(
+            "[[features]]\nname = \"state\"\ntype = \"categorical\"\ncategories = {cats}\n{other}"
+        ))
+    };
+    let e = with(r#"["CA", "NY "]"#, "").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "<schema>: invalid schema: feature 'state': category \"NY \" has surrounding whitespace; cells are trimmed, so it could never match: write \"NY\""
+    );
+    let e = with(r#"["CA", "other"]"#, "other = true")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "category 'other' clashes with the `other = true` bucket (column 'state=other')"
+        ),
+        "{e}"
+    );
+    assert!(
+        with(r#"["CA", "other"]"#, "").is_ok(),
+        "without the bucket 'other' is a category"
+    );
+    let e = Schema::from_toml_str("[[features]]\nname = \"x\"\ntype = \"numeric\"\nother = true\n")
+        .unwrap_err();
+    let chain = format!("{:?}", e);
+    assert!(
+        chain.contains("`other` is only for type = \\\"categorical\\\""),
+        "{chain}"
+    );
+}
+
+#[test]
+fn boolean_features_read_words_in_any_case() {
+    let s = Schema::from_toml_str(
+        "[[labels]]\ncolumn = \"y\"\npositive = \"yes\"\n[[features]]\nname = \"online\"\ntype = \"boolean\"\n",
+    )
+    .unwrap();
+    let t = load_csv_reader(
+        "online,y\nTrue,Yes\nfalse,no\nNA,No\nY,YES\n0,no\n".as_bytes(),
+        "b.csv",
+        &s,
+    )
+    .unwrap();
+    assert_eq!(t.feature_names, ["online"]);
+    let col: Vec<f32> = t.x.column(0).to_vec();
+    assert_eq!(col[0], 1.0);
+    assert_eq!(col[1], 0.0);
+    assert!(col[2].is_nan());
+    assert_eq!((col[3], col[4]), (1.0, 0.0));
+    assert_eq!(t.label(0).to_vec(), [1.0, 0.0, 0.0, 1.0, 0.0]);
+    let e = load_csv_reader("online,y\nmaybe,yes\nno,no\n".as_bytes(), "b.csv", &s)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("b.csv:2: column 'online': 'maybe' is not a boolean"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_header_name_differing_in_case_is_pointed_out() {
+    let e = err("Default,income,home\nYes,1,own\n");
+    assert_eq!(
+        e,
+        "bank-a.csv:1: label column 'default' is not in the header (there is 'Default': names are case-sensitive)"
     );
 }

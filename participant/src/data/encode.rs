@@ -1,0 +1,465 @@
+//! The schema's encoding rules, shared by every source (CSV, Parquet, PostgreSQL): a source
+//! names its columns once ([`Encoder::new`]) and hands over one row of cells at a time
+//! ([`Encoder::push_row`]); the encoder writes them straight into the row-major feature
+//! buffer and checks the labels at the end ([`Encoder::finish`]).
+
+use std::collections::HashMap;
+
+use fedsilo_ml::table::Table;
+use ndarray::Array2;
+
+use super::schema::{FeatureKind, FeatureSpec, Schema};
+use super::{At, DataError, DelimiterHint};
+
+/// One cell as a source holds it. CSV cells are always text; Parquet cells are typed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Cell<'a> {
+    /// SQL/Parquet NULL (a CSV's empty cell is `Text(b"")`, also missing).
+    Null,
+    Text(&'a [u8]),
+    Number(f64),
+    /// An integer (formatted without a decimal point when read as a category or an id).
+    Integer(i64),
+    Bool(bool),
+}
+
+/// How one input column is written into the output row.
+enum Slot {
+    Numeric {
+        out: usize,
+    },
+    Boolean {
+        out: usize,
+    },
+    Categorical {
+        out: usize,
+        lookup: HashMap<Vec<u8>, usize>,
+        /// The `other` bucket's offset, when the feature has one.
+        other: Option<usize>,
+    },
+}
+
+struct FeaturePlan<'s> {
+    field: usize,
+    spec: &'s FeatureSpec,
+    slot: Slot,
+}
+
+/// A boolean word's truth: true/yes/y/t/1 → true, false/no/n/f/0 → false (any case).
+pub(crate) fn boolean_value(cell: &[u8]) -> Option<bool> {
+    const TRUE: [&str; 5] = ["true", "yes", "y", "t", "1"];
+    const FALSE: [&str; 5] = ["false", "no", "n", "f", "0"];
+    if TRUE.iter().any(|w| cell.eq_ignore_ascii_case(w.as_bytes())) {
+        Some(true)
+    } else if FALSE
+        .iter()
+        .any(|w| cell.eq_ignore_ascii_case(w.as_bytes()))
+    {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The text of a typed cell, for category lookups, labels and ids (`None` for NULL).
+fn cell_text<'a>(cell: &Cell<'a>, scratch: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+    use std::io::Write;
+    match *cell {
+        Cell::Null => None,
+        Cell::Text(t) => Some(t),
+        Cell::Number(v) => {
+            scratch.clear();
+            let _ = write!(scratch, "{v}");
+            Some(scratch.as_slice())
+        }
+        Cell::Integer(v) => {
+            scratch.clear();
+            let _ = write!(scratch, "{v}");
+            Some(scratch.as_slice())
+        }
+        Cell::Bool(b) => Some(if b { b"true" } else { b"false" }),
+    }
+}
+
+pub(crate) struct Encoder<'s> {
+    schema: &'s Schema,
+    source_name: String,
+    plans: Vec<FeaturePlan<'s>>,
+    id_field: Option<usize>,
+    label_fields: Vec<usize>,
+    width: usize,
+    missing: Vec<Vec<u8>>,
+    missing_hint: String,
+    label_seen: Vec<Vec<Vec<u8>>>,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    ids: Vec<String>,
+    rows: usize,
+    scratch: Vec<u8>,
+}
+
+/// Distinct label values remembered (a few), to say what the file holds when a label has
+/// one class.
+const MAX_SEEN: usize = 20;
+
+impl<'s> Encoder<'s> {
+    /// Maps the schema's columns onto the source's `header` (its column names in field
+    /// order). `header_at` is where the header is (for errors); `hint` explains a missing
+    /// column when the source can (a CSV read with the wrong delimiter).
+    pub(crate) fn new(
+        schema: &'s Schema,
+        source_name: &str,
+        header: &[String],
+        header_at: At,
+        hint: &dyn Fn() -> Option<DelimiterHint>,
+    ) -> Result<Self, DataError> {
+        let src = || source_name.to_string();
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(header.len());
+        for (i, name) in header.iter().enumerate() {
+            if let Some(&first) = index.get(name.as_str()) {
+                return Err(DataError::DuplicateColumn {
+                    source_name: src(),
+                    at: header_at,
+                    column: name.clone(),
+                    first: first + 1,
+                    second: i + 1,
+                });
+            }
+            index.insert(name, i);
+        }
+        let find = |column: &str, role: &'static str| {
+            index
+                .get(column)
+                .copied()
+                .ok_or_else(|| DataError::MissingColumn {
+                    source_name: src(),
+                    at: header_at,
+                    role,
+                    column: column.to_string(),
+                    similar: header
+                        .iter()
+                        .find(|h| h.eq_ignore_ascii_case(column))
+                        .map(|h| format!(" (there is '{h}': names are case-sensitive)"))
+                        .unwrap_or_default(),
+                    hint: hint(),
+                })
+        };
+        let id_field = schema
+            .id_column
+            .as_deref()
+            .map(|c| find(c, "id"))
+            .transpose()?;
+        let label_fields = schema
+            .labels
+            .iter()
+            .map(|l| find(&l.column, "label"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut plans = Vec::with_capacity(schema.features.len());
+        let mut out = 0;
+        for spec in &schema.features {
+            let field = find(&spec.name, "feature")?;
+            let slot = match &spec.kind {
+                FeatureKind::Numeric => Slot::Numeric { out },
+                FeatureKind::Boolean => Slot::Boolean { out },
+                FeatureKind::Categorical { categories, other } => Slot::Categorical {
+                    out,
+                    lookup: categories
+                        .iter()
+                        .enumerate()
+                        .map(|(k, c)| (c.as_bytes().to_vec(), k))
+                        .collect(),
+                    other: other.then_some(categories.len()),
+                },
+            };
+            out += spec.width();
+            plans.push(FeaturePlan { field, spec, slot });
+        }
+        let missing_hint = if schema.missing.is_empty() {
+            "; list other missing-value tokens with `missing = [...]` in the schema".to_string()
+        } else {
+            format!(
+                " or one of {}; list other tokens with `missing = [...]` in the schema",
+                quoted_list(&schema.missing)
+            )
+        };
+        Ok(Encoder {
+            schema,
+            source_name: source_name.to_string(),
+            plans,
+            id_field,
+            label_fields,
+            width: out,
+            missing: schema
+                .missing
+                .iter()
+                .map(|m| m.as_bytes().to_vec())
+                .collect(),
+            missing_hint,
+            label_seen: vec![Vec::new(); schema.labels.len()],
+            x: Vec::new(),
+            y: Vec::new(),
+            ids: Vec::new(),
+            rows: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Reserves room for `rows` more rows.
+    pub(crate) fn reserve(&mut self, rows: usize) {
+        self.x.reserve(rows.saturating_mul(self.width));
+        self.y
+            .reserve(rows.saturating_mul(self.schema.labels.len()));
+        self.ids.reserve(rows);
+    }
+
+    fn is_missing(&self, cell: &Cell<'_>) -> bool {
+        match cell {
+            Cell::Null => true,
+            Cell::Text(t) => t.is_empty() || self.missing.iter().any(|m| m.as_slice() == *t),
+            _ => false,
+        }
+    }
+
+    /// Encodes one row; `cell(field)` gives the cell of source field `field` (an index into
+    /// the header given to [`Encoder::new`]). `at` is where the row is, for errors.
+    pub(crate) fn push_row<'r>(
+        &mut self,
+        cell: impl Fn(usize) -> Cell<'r>,
+        at: At,
+    ) -> Result<(), DataError> {
+        let base = self.x.len();
+        self.x.resize(base + self.width, 0.0);
+        if let Err(e) = self.encode_features(&cell, at, base) {
+            self.x.truncate(base);
+            return Err(e);
+        }
+        for li in 0..self.label_fields.len() {
+            let (Some(&field), Some(l)) = (self.label_fields.get(li), self.schema.labels.get(li))
+            else {
+                continue;
+            };
+            let c = cell(field);
+            if self.is_missing(&c) {
+                return Err(DataError::MissingLabel {
+                    source_name: self.source_name.clone(),
+                    at,
+                    column: l.column.clone(),
+                });
+            }
+            let positive = match c {
+                Cell::Bool(b) => l
+                    .positive
+                    .values()
+                    .iter()
+                    .any(|p| boolean_value(p.as_bytes()) == Some(b)),
+                _ => {
+                    let text = cell_text(&c, &mut self.scratch).unwrap_or_default();
+                    l.positive.matches(text)
+                }
+            };
+            self.y.push(if positive { 1.0 } else { 0.0 });
+            let text = cell_text(&c, &mut self.scratch).unwrap_or_default();
+            if let Some(seen) = self.label_seen.get_mut(li) {
+                if seen.len() < MAX_SEEN && !seen.iter().any(|v| v.as_slice() == text) {
+                    seen.push(text.to_vec());
+                }
+            }
+        }
+        let id = match self.id_field {
+            Some(field) => {
+                let c = cell(field);
+                match cell_text(&c, &mut self.scratch) {
+                    Some(t) if !t.is_empty() => String::from_utf8_lossy(t).into_owned(),
+                    _ => {
+                        return Err(DataError::MissingId {
+                            source_name: self.source_name.clone(),
+                            at,
+                            column: self.schema.id_column.clone().unwrap_or_default(),
+                        })
+                    }
+                }
+            }
+            None => (self.rows + 1).to_string(),
+        };
+        self.ids.push(id);
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn encode_features<'r>(
+        &mut self,
+        cell: &impl Fn(usize) -> Cell<'r>,
+        at: At,
+        base: usize,
+    ) -> Result<(), DataError> {
+        for p in &self.plans {
+            let c = cell(p.field);
+            let missing = self.is_missing(&c);
+            let Some(row) = self.x.get_mut(base..) else {
+                continue;
+            };
+            match &p.slot {
+                Slot::Numeric { out } => {
+                    let v = if missing {
+                        f32::NAN
+                    } else {
+                        let v = match c {
+                            Cell::Number(v) => Some(v as f32).filter(|v| v.is_finite()),
+                            Cell::Integer(v) => Some(v as f32),
+                            Cell::Text(t) => parse_finite(t),
+                            Cell::Bool(_) | Cell::Null => None,
+                        };
+                        v.ok_or_else(|| DataError::NotNumeric {
+                            source_name: self.source_name.clone(),
+                            at,
+                            column: p.spec.name.clone(),
+                            value: shown(&c),
+                            missing_hint: self.missing_hint.clone(),
+                        })?
+                    };
+                    if let Some(slot) = row.get_mut(*out) {
+                        *slot = v;
+                    }
+                }
+                Slot::Boolean { out } => {
+                    let v = if missing {
+                        f32::NAN
+                    } else {
+                        let b = match c {
+                            Cell::Bool(b) => Some(b),
+                            Cell::Integer(0) => Some(false),
+                            Cell::Integer(1) => Some(true),
+                            Cell::Text(t) => boolean_value(t),
+                            _ => None,
+                        };
+                        let b = b.ok_or_else(|| DataError::NotBoolean {
+                            source_name: self.source_name.clone(),
+                            at,
+                            column: p.spec.name.clone(),
+                            value: shown(&c),
+                            missing_hint: self.missing_hint.clone(),
+                        })?;
+                        if b {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    };
+                    if let Some(slot) = row.get_mut(*out) {
+                        *slot = v;
+                    }
+                }
+                Slot::Categorical { out, lookup, other } => {
+                    if missing {
+                        continue;
+                    }
+                    let text = cell_text(&c, &mut self.scratch).unwrap_or_default();
+                    let k = match (lookup.get(text), other) {
+                        (Some(&k), _) => k,
+                        (None, Some(o)) => *o,
+                        (None, None) => {
+                            let allowed = match &p.spec.kind {
+                                FeatureKind::Categorical { categories, .. } => {
+                                    quoted_list(categories)
+                                }
+                                _ => String::new(),
+                            };
+                            return Err(DataError::UnknownCategory {
+                                source_name: self.source_name.clone(),
+                                at,
+                                column: p.spec.name.clone(),
+                                value: String::from_utf8_lossy(text).into_owned(),
+                                allowed,
+                            });
+                        }
+                    };
+                    if let Some(slot) = row.get_mut(out + k) {
+                        *slot = 1.0;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The table, once every row is in; refuses no rows and a one-class label.
+    pub(crate) fn finish(self, header_at: At) -> Result<Table, DataError> {
+        let src = || self.source_name.clone();
+        if self.rows == 0 {
+            return Err(DataError::NoDataRows {
+                source_name: src(),
+                at: header_at,
+            });
+        }
+        let shape_err = |_| DataError::Internal {
+            source_name: src(),
+            what: "rows of unequal width",
+        };
+        let x = Array2::from_shape_vec((self.rows, self.width), self.x).map_err(shape_err)?;
+        let labels = Array2::from_shape_vec((self.rows, self.schema.labels.len()), self.y)
+            .map_err(shape_err)?;
+        let table = Table {
+            feature_names: self.schema.feature_columns(),
+            x,
+            label_names: self.schema.label_columns(),
+            labels,
+            ids: self.ids,
+        };
+        for ((l, (neg, pos)), seen) in self
+            .schema
+            .labels
+            .iter()
+            .zip(super::label_value_counts(&table))
+            .zip(&self.label_seen)
+        {
+            if pos == 0 || neg == 0 {
+                let values: Vec<String> = seen
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect();
+                return Err(DataError::SingleClass {
+                    source_name: src(),
+                    label: l.column.clone(),
+                    class: if pos == 0 { "negatives" } else { "positives" },
+                    positive: quoted_list(l.positive.values()),
+                    seen: quoted_list(&values) + if seen.len() == MAX_SEEN { ", …" } else { "" },
+                });
+            }
+        }
+        tracing::debug!(
+            source = %self.source_name,
+            rows = table.n_rows(),
+            columns = table.n_features(),
+            "loaded"
+        );
+        Ok(table)
+    }
+}
+
+/// A cell as an error message shows it.
+fn shown(c: &Cell<'_>) -> String {
+    match c {
+        Cell::Null => "NULL".into(),
+        Cell::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        Cell::Number(v) => v.to_string(),
+        Cell::Integer(v) => v.to_string(),
+        Cell::Bool(b) => b.to_string(),
+    }
+}
+
+/// A finite number, or `None` (non-UTF-8, unparsable, NaN or infinite).
+pub(crate) fn parse_finite(cell: &[u8]) -> Option<f32> {
+    std::str::from_utf8(cell)
+        .ok()?
+        .parse::<f32>()
+        .ok()
+        .filter(|v| v.is_finite())
+}
+
+pub(crate) fn quoted_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
