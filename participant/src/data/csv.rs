@@ -22,6 +22,41 @@ pub fn load_csv(path: &Path, schema: &Schema) -> Result<Table, DataError> {
     read(file, &source_name, schema, Some(size))
 }
 
+/// How [`load_csv_chunks`] reads the schema's labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Labels {
+    /// As [`load_csv`]: every label column must be in the header and no label cell may be
+    /// missing (a chunk is not checked for having both classes).
+    Required,
+    /// For scoring files that may or may not carry the outcome: a label column absent from
+    /// the header is left out of every chunk's `label_names`, and a missing label cell is
+    /// `NaN`.
+    IfPresent,
+}
+
+/// Streams `path` by `schema` in chunks of at most `chunk_rows` rows (at least one), calling
+/// `sink` with each chunk as a [`Table`] in file order; returns the number of rows read.
+/// Ids without an id column keep counting data rows across chunks. Memory is one chunk,
+/// whatever the file's size. Errors name the file, line and column as [`load_csv`]'s.
+pub fn load_csv_chunks<E: From<DataError>>(
+    path: &Path,
+    schema: &Schema,
+    chunk_rows: usize,
+    labels: Labels,
+    sink: &mut dyn FnMut(Table) -> Result<(), E>,
+) -> Result<usize, E> {
+    let source_name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
+        source_name: source_name.clone(),
+        source,
+    })?;
+    let mode = Mode::Chunks {
+        rows: chunk_rows.max(1),
+        labels,
+    };
+    read_into(file, &source_name, schema, None, mode, sink)
+}
+
 /// Loads CSV text from any reader; `source_name` is what errors call it.
 pub fn load_csv_reader<R: std::io::Read>(
     reader: R,
@@ -61,12 +96,44 @@ struct FeaturePlan<'s> {
     slot: Slot,
 }
 
+/// One table for the whole file, or chunks of a given size.
+#[derive(Clone, Copy)]
+enum Mode {
+    Whole,
+    Chunks { rows: usize, labels: Labels },
+}
+
 fn read<R: std::io::Read>(
     reader: R,
     source_name: &str,
     schema: &Schema,
     size_hint: Option<u64>,
 ) -> Result<Table, DataError> {
+    let mut table = None;
+    read_into(
+        reader,
+        source_name,
+        schema,
+        size_hint,
+        Mode::Whole,
+        &mut |t| {
+            table = Some(t);
+            Ok::<(), DataError>(())
+        },
+    )?;
+    table.ok_or(DataError::EmptyFile {
+        source_name: source_name.to_string(),
+    })
+}
+
+fn read_into<R: std::io::Read, E: From<DataError>>(
+    reader: R,
+    source_name: &str,
+    schema: &Schema,
+    size_hint: Option<u64>,
+    mode: Mode,
+    sink: &mut dyn FnMut(Table) -> Result<(), E>,
+) -> Result<usize, E> {
     let src = || source_name.to_string();
     let csv_err = |e: csv::Error, fallback_line: u64| {
         let line = e.position().map_or(fallback_line, |p| p.line());
@@ -92,7 +159,7 @@ fn read<R: std::io::Read>(
         .from_reader(reader);
     let header = rdr.byte_headers().map_err(|e| csv_err(e, 1))?.clone();
     if header.is_empty() {
-        return Err(DataError::EmptyFile { source_name: src() });
+        return Err(DataError::EmptyFile { source_name: src() }.into());
     }
     let header_line = header.position().map_or(1, |p| p.line());
     let header_end = rdr.position().byte();
@@ -109,7 +176,7 @@ fn read<R: std::io::Read>(
                 column: name,
                 first: first + 1,
                 second: i + 1,
-            });
+            }.into());
         }
         index.insert(name, i);
     }
@@ -131,11 +198,24 @@ fn read<R: std::io::Read>(
         .as_deref()
         .map(|c| find(c, "id"))
         .transpose()?;
-    let label_fields = schema
-        .labels
-        .iter()
-        .map(|l| find(&l.column, "label"))
-        .collect::<Result<Vec<_>, _>>()?;
+    let lenient = matches!(
+        mode,
+        Mode::Chunks {
+            labels: Labels::IfPresent,
+            ..
+        }
+    );
+    let mut kept_labels = Vec::with_capacity(schema.labels.len());
+    let mut label_fields = Vec::with_capacity(schema.labels.len());
+    for l in &schema.labels {
+        match index.get(&l.column) {
+            None if lenient => continue,
+            Some(&field) => label_fields.push(field),
+            None => label_fields.push(find(&l.column, "label")?),
+        }
+        kept_labels.push(l);
+    }
+    let label_names: Vec<String> = kept_labels.iter().map(|l| l.column.clone()).collect();
     let mut plans = Vec::with_capacity(schema.features.len());
     let mut out = 0;
     for spec in &schema.features {
@@ -155,7 +235,26 @@ fn read<R: std::io::Read>(
         plans.push(FeaturePlan { field, spec, slot });
     }
     let width = out;
-    let n_labels = schema.labels.len();
+    let n_labels = kept_labels.len();
+    let chunk_rows = match mode {
+        Mode::Whole => None,
+        Mode::Chunks { rows, .. } => Some(rows),
+    };
+    let feature_names = schema.feature_columns();
+    let emit = |x: &mut Vec<f32>, y: &mut Vec<f32>, ids: &mut Vec<String>| {
+        let rows = ids.len();
+        let x = Array2::from_shape_vec((rows, width), std::mem::take(x))
+            .expect("every row wrote exactly `width` values");
+        let labels = Array2::from_shape_vec((rows, n_labels), std::mem::take(y))
+            .expect("every row wrote exactly one value per label");
+        Table {
+            feature_names: feature_names.clone(),
+            x,
+            label_names: label_names.clone(),
+            labels,
+            ids: std::mem::take(ids),
+        }
+    };
     let missing: Vec<&[u8]> = schema.missing.iter().map(|m| m.as_bytes()).collect();
     let is_missing = |v: &[u8]| v.is_empty() || missing.contains(&v);
     let missing_hint = if schema.missing.is_empty() {
@@ -185,9 +284,13 @@ fn read<R: std::io::Read>(
         let line = rec
             .position()
             .map_or(header_line + rows as u64 + 1, |p| p.line());
-        if rows == 0 {
-            // Size the buffers from the file size and the first row's length.
-            if let Some(total) = size_hint {
+        if x.is_empty() {
+            // Size the buffers from the chunk size, or the file size and the first row's length.
+            if let Some(est) = chunk_rows {
+                x.reserve(est.saturating_mul(width));
+                y.reserve(est.saturating_mul(n_labels));
+                ids.reserve(est);
+            } else if let Some(total) = size_hint {
                 let row_bytes = rdr.position().byte().saturating_sub(header_end).max(1);
                 let est = (total.saturating_sub(header_end) / row_bytes + 1) as usize;
                 let est = est.saturating_add(est / 8);
@@ -202,7 +305,7 @@ fn read<R: std::io::Read>(
                 line,
                 expected: n_fields,
                 found: rec.len(),
-            });
+            }.into());
         }
 
         let base = x.len();
@@ -239,20 +342,24 @@ fn read<R: std::io::Read>(
                             column: p.spec.name.clone(),
                             value: String::from_utf8_lossy(cell).into_owned(),
                             allowed,
-                        });
+                        }.into());
                     };
                     row[out + k] = 1.0;
                 }
             }
         }
-        for (li, (l, &field)) in schema.labels.iter().zip(&label_fields).enumerate() {
+        for (li, (l, &field)) in kept_labels.iter().zip(&label_fields).enumerate() {
             let cell = &rec[field];
+            if is_missing(cell) && lenient {
+                y.push(f32::NAN);
+                continue;
+            }
             if is_missing(cell) {
                 return Err(DataError::MissingLabel {
                     source_name: src(),
                     line,
                     column: l.column.clone(),
-                });
+                }.into());
             }
             y.push(if l.positive.matches(cell) { 1.0 } else { 0.0 });
             if let Some(seen) = label_seen.get_mut(li) {
@@ -269,34 +376,33 @@ fn read<R: std::io::Read>(
                         source_name: src(),
                         line,
                         column: schema.id_column.clone().unwrap_or_default(),
-                    });
+                    }.into());
                 }
                 String::from_utf8_lossy(cell).into_owned()
             }
             None => (rows + 1).to_string(),
         });
         rows += 1;
+        if chunk_rows.is_some_and(|c| ids.len() >= c) {
+            sink(emit(&mut x, &mut y, &mut ids))?;
+        }
     }
     if rows == 0 {
         return Err(DataError::NoDataRows {
             source_name: src(),
             line: header_line,
-        });
+        }
+        .into());
     }
-
-    let x =
-        Array2::from_shape_vec((rows, width), x).expect("every row wrote exactly `width` values");
-    let labels = Array2::from_shape_vec((rows, n_labels), y)
-        .expect("every row wrote exactly one value per label");
-    let table = Table {
-        feature_names: schema.feature_columns(),
-        x,
-        label_names: schema.label_columns(),
-        labels,
-        ids,
-    };
-    for ((l, (neg, pos)), seen) in schema
-        .labels
+    let table = emit(&mut x, &mut y, &mut ids);
+    if chunk_rows.is_some() {
+        if table.n_rows() > 0 {
+            sink(table)?;
+        }
+        tracing::debug!(source = source_name, rows, columns = width, "streamed CSV");
+        return Ok(rows);
+    }
+    for ((l, (neg, pos)), seen) in kept_labels
         .iter()
         .zip(label_value_counts(&table))
         .zip(&label_seen)
@@ -312,11 +418,13 @@ fn read<R: std::io::Read>(
                 class: if pos == 0 { "negatives" } else { "positives" },
                 positive: quoted_list(l.positive.values()),
                 seen: quoted_list(&values) + if seen.len() == MAX_SEEN { ", …" } else { "" },
-            });
+            }
+            .into());
         }
     }
     tracing::debug!(source = source_name, rows, columns = width, "loaded CSV");
-    Ok(table)
+    sink(table)?;
+    Ok(rows)
 }
 
 /// A finite number, or `None` (non-UTF-8, unparsable, NaN or infinite).

@@ -152,5 +152,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
-pub use self::csv::{label_value_counts, load_csv, load_csv_reader, DelimiterHint};
+pub use self::csv::{
+    label_value_counts, load_csv, load_csv_chunks, load_csv_reader, DelimiterHint, Labels,
+};
 pub use self::schema::*;
