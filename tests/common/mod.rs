@@ -2,6 +2,8 @@
 //! `fedsilo` binary (keygen, coordinator, participants, operator commands).
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
