@@ -300,3 +300,326 @@ fn score_refuses_bad_cut_offs_by_name() {
     assert!(e.contains("--top") && e.contains("cannot be used with"), "{e}");
     assert!(!f.path("x.csv").exists());
 }
+
+// ---------------------------------------------------------------------------------------
+// model export
+// ---------------------------------------------------------------------------------------
+
+/// `fedsilo score`'s probabilities (and points) by customer id.
+fn scored_by_id(path: &Path) -> HashMap<String, (f64, Option<f64>)> {
+    let (header, rows) = read_ranked(path);
+    let points = header.iter().position(|h| h == "points");
+    rows.into_iter()
+        .map(|r| {
+            let p = points.map(|i| r[i].parse().unwrap());
+            (r[1].clone(), (r[2].parse().unwrap(), p))
+        })
+        .collect()
+}
+
+/// The exported query, run by a real PostgreSQL over the same rows, gives `fedsilo score`'s
+/// probabilities to 1e-6 (and the scorecard's points to the 0.1 `score` rounds them to).
+#[test]
+fn exported_sql_scores_like_fedsilo_score_in_postgresql() {
+    let f = Fixture::new();
+    let Some(pg) = common::pg::PgServer::start("exported_sql") else {
+        return;
+    };
+    // The warehouse table: numbers as DOUBLE PRECISION, categories and ids as text, the
+    // empty cells NULL (COPY's CSV rule).
+    let schema = f.schema();
+    let header = std::fs::read_to_string(f.path("credit.csv")).unwrap();
+    let header = header.lines().next().unwrap().to_string();
+    let columns: Vec<String> = header
+        .split(',')
+        .map(|c| {
+            let numeric = schema.features.iter().any(|s| {
+                s.name == c && matches!(s.kind, fedsilo_participant::data::FeatureKind::Numeric)
+            });
+            format!("\"{c}\" {}", if numeric { "double precision" } else { "text" })
+        })
+        .collect();
+    pg.exec(&format!("create table customers ({})", columns.join(", ")));
+    pg.copy_csv("customers", &f.path("credit.csv"));
+    assert_eq!(pg.query("select count(*) from customers"), [["4454"]]);
+
+    for (name, spec) in [("lr", LR), ("scorecard", SCORECARD), ("gbdt", GBDT)] {
+        let (model, _) = f.model(name, spec);
+        score(
+            &f,
+            &model,
+            &f.s("credit.csv"),
+            &f.s("credit.schema.toml"),
+            &f.s(&format!("{name}-ranked.csv")),
+            &[],
+        );
+        let expected = scored_by_id(&f.path(&format!("{name}-ranked.csv")));
+        let sql_path = f.path(&format!("{name}.sql"));
+        run_ok(&[
+            "model",
+            "export",
+            "--model",
+            model.to_str().unwrap(),
+            "--format",
+            "sql",
+            "--schema",
+            &f.s("credit.schema.toml"),
+            "--table",
+            "customers",
+            "--out",
+            sql_path.to_str().unwrap(),
+        ]);
+        let sql = std::fs::read_to_string(&sql_path).unwrap();
+        let extra = if name == "scorecard" { ", points" } else { "" };
+        let rows = pg.query(&format!(
+            "select customer_id, score{extra} from ({sql}) as q order by customer_id"
+        ));
+        assert_eq!(rows.len(), 4454, "{name}");
+        let mut worst = 0.0f64;
+        for r in &rows {
+            let (p, pts) = expected[&r[0]];
+            let got: f64 = r[1].parse().unwrap();
+            worst = worst.max((got - p).abs());
+            if let Some(pts) = pts {
+                let sql_pts: f64 = r[2].parse().unwrap();
+                assert!((sql_pts - pts).abs() <= 0.05 + 1e-6, "{name} {}: points {sql_pts} vs {pts}", r[0]);
+            }
+        }
+        eprintln!("{name}: largest |SQL − fedsilo score| = {worst:e}");
+        assert!(worst <= 1e-6, "{name}: SQL differs from fedsilo score by {worst}");
+    }
+}
+
+#[test]
+fn export_refuses_what_it_cannot_express_by_name() {
+    let f = Fixture::new();
+    let (mlp, _) = f.model("mlp", "model = { kind = \"mlp\", hidden = [4] }");
+    let (gbdt, _) = f.model("gbdt", GBDT);
+    let export = |model: &Path, format: &str, schema: &str| {
+        run_err(&[
+            "model",
+            "export",
+            "--model",
+            model.to_str().unwrap(),
+            "--format",
+            format,
+            "--schema",
+            schema,
+            "--table",
+            "customers",
+        ])
+    };
+    let schema = f.s("credit.schema.toml");
+    let e = export(&mlp, "sql", &schema);
+    assert!(e.contains("MLP models cannot be exported as SQL"), "{e}");
+    let e = export(&mlp, "pmml", &schema);
+    assert!(e.contains("MLP models cannot be exported as PMML"), "{e}");
+    let e = export(&gbdt, "pmml", &schema);
+    assert!(e.contains("GBDT") && e.contains("--format sql"), "{e}");
+    // A schema that does not produce the model's columns: named, with the valid ones.
+    std::fs::write(
+        f.path("other.schema.toml"),
+        "labels = [{ column = \"Status\", positive = \"bad\" }]\nfeatures = [{ name = \"Age\", type = \"numeric\" }]\n",
+    )
+    .unwrap();
+    let (lr, _) = f.model("lr", LR);
+    let e = export(&lr, "sql", &f.s("other.schema.toml"));
+    assert!(e.contains("model column 'Seniority' is not produced by the schema (its columns: Age)"), "{e}");
+    // SQL needs the table.
+    let e = run_err(&[
+        "model", "export", "--model", lr.to_str().unwrap(), "--format", "sql", "--schema", &schema,
+    ]);
+    assert!(e.contains("--table"), "{e}");
+}
+
+/// PMML 4.4 for logistic regression and the scorecard, valid against the PMML 4.4 XSD
+/// (tests/data/pmml/: see SOURCE.md for what it is) with xmllint.
+#[test]
+fn exported_pmml_is_valid_pmml_4_4() {
+    let have = std::process::Command::new("xmllint")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var("FEDSILO_REQUIRE_XMLLINT").as_deref() != Ok("1"),
+            "xmllint is required (FEDSILO_REQUIRE_XMLLINT=1) but missing"
+        );
+        eprintln!("SKIP: exported_pmml_is_valid_pmml_4_4: xmllint not found (Debian: libxml2-utils)");
+        return;
+    }
+    let f = Fixture::new();
+    let xsd = repo().join("tests/data/pmml/pmml-4-4.xsd");
+    for (name, spec, root) in [("lr", LR, "<RegressionModel"), ("scorecard", SCORECARD, "<Scorecard")] {
+        let (model, _) = f.model(name, spec);
+        let out = f.path(&format!("{name}.pmml"));
+        run_ok(&[
+            "model",
+            "export",
+            "--model",
+            model.to_str().unwrap(),
+            "--format",
+            "pmml",
+            "--schema",
+            &f.s("credit.schema.toml"),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let doc = std::fs::read_to_string(&out).unwrap();
+        assert!(doc.contains("<PMML xmlns=\"http://www.dmg.org/PMML-4_4\" version=\"4.4\">"));
+        assert!(doc.contains(root), "{name}");
+        assert!(!doc.contains(" x-"), "{name}: no vendor extension");
+        let v = std::process::Command::new("xmllint")
+            .args(["--noout", "--schema"])
+            .arg(&xsd)
+            .arg(&out)
+            .output()
+            .unwrap();
+        let msg = String::from_utf8_lossy(&v.stderr);
+        assert!(v.status.success() && msg.contains("validates"), "{name}: {msg}\n{doc}");
+        // And an invalid document is refused, so the check can fail.
+        let broken = doc.replacen(root, &format!("{root} bogus=\"1\""), 1);
+        std::fs::write(f.path("broken.pmml"), broken).unwrap();
+        let v = std::process::Command::new("xmllint")
+            .args(["--noout", "--schema"])
+            .arg(&xsd)
+            .arg(f.path("broken.pmml"))
+            .output()
+            .unwrap();
+        assert!(!v.status.success(), "{name}: a bogus attribute must not validate");
+    }
+    // The scorecard's characteristics: one per selected feature, isMissing bins, points.
+    let sc = std::fs::read_to_string(f.path("scorecard.pmml")).unwrap();
+    assert!(sc.contains("operator=\"isMissing\"") && sc.contains("partialScore="));
+    assert!(sc.contains("<Characteristic name=\"Seniority\">"), "{sc}");
+}
+
+// ---------------------------------------------------------------------------------------
+// evaluate
+// ---------------------------------------------------------------------------------------
+
+/// `fedsilo evaluate`'s figures are `ml::metrics` on the model's exact scores.
+#[test]
+fn evaluate_reports_ml_metrics_lift_and_calibration_with_charts() {
+    let f = Fixture::new();
+    let (model, trained) = f.model("gbdt", GBDT);
+    let out = f.path("eval");
+    let stdout = run_ok(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &f.s("credit.csv"),
+        "--schema",
+        &f.s("credit.schema.toml"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let table = load_csv(&f.path("credit.csv"), &f.schema()).unwrap();
+    let scores: Vec<f64> = trained.predict(&table).unwrap().column(0).to_vec();
+    let y: Vec<f32> = table.label(0).to_vec();
+    let m = fedsilo_ml::metrics::BinaryMetrics::from_scores(&scores, &y);
+    let deciles = fedsilo_ml::metrics::band_table(&scores, &y, 10);
+    assert!(
+        stdout.contains(&format!(
+            "Status: AUC {:.4}  KS {:.4}  log-loss {:.4}  top-decile lift {:.2}",
+            m.auc, m.ks, m.log_loss, m.top_decile_lift
+        )),
+        "{stdout}"
+    );
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("evaluation.json")).unwrap())
+            .unwrap();
+    let l = &e["labels"][0];
+    assert_eq!(e["rows"], 4454);
+    assert_eq!(l["label"], "Status");
+    for (key, want) in [
+        ("auc", m.auc),
+        ("ks", m.ks),
+        ("log_loss", m.log_loss),
+        ("top_decile_lift", m.top_decile_lift),
+        ("positives", m.positives),
+    ] {
+        assert_eq!(l["metrics"][key].as_f64().unwrap(), want, "{key}");
+    }
+    assert_eq!(l["deciles"].as_array().unwrap().len(), 10);
+    for (got, want) in l["deciles"].as_array().unwrap().iter().zip(&deciles) {
+        assert_eq!(got["rows"].as_u64().unwrap() as usize, want.rows);
+        assert_eq!(got["positives"].as_u64().unwrap() as usize, want.positives);
+        assert_eq!(got["mean_score"].as_f64().unwrap(), want.mean_score);
+        assert_eq!(got["observed_rate"].as_f64().unwrap(), want.observed_rate);
+        assert_eq!(got["lift"].as_f64().unwrap(), want.lift);
+    }
+    // A model that ranks: the top decile's lift is well above 1 and the table's deciles
+    // hold every row.
+    assert!(deciles[0].lift > 1.5, "{}", deciles[0].lift);
+    assert_eq!(deciles.iter().map(|d| d.rows).sum::<usize>(), 4454);
+    let roc = l["roc"].as_array().unwrap();
+    assert!(roc.len() >= 2 && roc.len() <= 500);
+    // The page: self-contained, one chart per figure.
+    let html = std::fs::read_to_string(out.join("evaluation.html")).unwrap();
+    for title in [
+        "ROC curve, Status",
+        "KS chart, Status",
+        "Cumulative gains, Status",
+        "Lift by decile, Status",
+        "Calibration by decile, Status",
+    ] {
+        assert!(html.contains(&format!("<title>{title}</title>")), "{title}");
+    }
+    assert_eq!(html.matches("<svg").count(), 5);
+    assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
+}
+
+#[test]
+fn evaluate_refuses_data_without_the_label() {
+    let f = Fixture::new();
+    let (model, _) = f.model("lr", LR);
+    // A schema without labels: said before reading anything.
+    let schema = std::fs::read_to_string(f.path("credit.schema.toml")).unwrap();
+    let unlabelled = schema.replace("labels = [\n  { column = \"Status\", positive = \"bad\" },\n]\n", "");
+    assert_ne!(schema, unlabelled);
+    std::fs::write(f.path("nolabel.schema.toml"), unlabelled).unwrap();
+    let e = run_err(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &f.s("credit.csv"),
+        "--schema",
+        &f.s("nolabel.schema.toml"),
+        "--out",
+        &f.s("e1"),
+    ]);
+    assert!(
+        e.contains("the model predicts 'Status', but the schema declares no such label"),
+        "{e}"
+    );
+    // A file without the label column: named with the file.
+    let text = std::fs::read_to_string(f.path("credit.csv")).unwrap();
+    let cut: String = text
+        .lines()
+        .map(|l| {
+            let mut v: Vec<&str> = l.split(',').collect();
+            v.remove(1);
+            v.join(",") + "\n"
+        })
+        .collect();
+    std::fs::write(f.path("new.csv"), cut).unwrap();
+    let e = run_err(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &f.s("new.csv"),
+        "--schema",
+        &f.s("credit.schema.toml"),
+        "--out",
+        &f.s("e2"),
+    ]);
+    assert!(
+        e.contains("new.csv:1: label column 'Status' is not in the header"),
+        "{e}"
+    );
+    assert!(!f.path("e2").join("evaluation.json").exists());
+}

@@ -2,5 +2,6 @@
 //! set-up, audit verification, keygen, scoring, model display) and [`operator`] (`fedsilo
 //! job …`, the operator's gRPC client). Argument parsing and dispatch stay in `main.rs`.
 
+pub mod evaluate;
 pub mod local;
 pub mod operator;
