@@ -184,7 +184,10 @@ fn score_without_id_column_writes_row_numbers_and_without_label_omits_it() {
         &f,
         &model,
         repo().join("data/credit_data.csv").to_str().unwrap(),
-        repo().join("data/credit_data.schema.toml").to_str().unwrap(),
+        repo()
+            .join("data/credit_data.schema.toml")
+            .to_str()
+            .unwrap(),
         &f.s("rows.csv"),
         &[],
     );
@@ -241,7 +244,14 @@ fn score_top_n_and_top_fraction_give_the_head_of_the_ranking() {
         header,
         ["rank", "customer_id", "score", "decile", "points", "Status"]
     );
-    let out = score(&f, &model, &data, &schema, &f.s("top.csv"), &["--top", "25"]);
+    let out = score(
+        &f,
+        &model,
+        &data,
+        &schema,
+        &f.s("top.csv"),
+        &["--top", "25"],
+    );
     assert!(out.contains("top 25 of 4454"), "{out}");
     let (_, top) = read_ranked(&f.path("top.csv"));
     assert_eq!(top, all[..25]);
@@ -258,8 +268,15 @@ fn score_top_n_and_top_fraction_give_the_head_of_the_ranking() {
     assert_eq!(frac.len(), 1337);
     assert_eq!(frac, all[..1337]);
     assert_eq!(frac.last().unwrap()[3], "3"); // row 1337 of 4454: decile ⌊1336·10/4454⌋ + 1
-    // More than the file holds: every row.
-    score(&f, &model, &data, &schema, &f.s("big.csv"), &["--top", "100000"]);
+                                              // More than the file holds: every row.
+    score(
+        &f,
+        &model,
+        &data,
+        &schema,
+        &f.s("big.csv"),
+        &["--top", "100000"],
+    );
     assert_eq!(read_ranked(&f.path("big.csv")).1.len(), 4454);
 }
 
@@ -287,17 +304,40 @@ fn score_refuses_bad_cut_offs_by_name() {
     for (extra, flag, says) in [
         (&["--top", "0"][..], "--top", "at least 1"),
         (&["--top", "ten"][..], "--top", "not a whole number"),
-        (&["--top-fraction", "1.5"][..], "--top-fraction", "not in (0, 1]"),
-        (&["--top-fraction", "0"][..], "--top-fraction", "not in (0, 1]"),
-        (&["--top-fraction=-0.2"][..], "--top-fraction", "not in (0, 1]"),
-        (&["--top-fraction", "NaN"][..], "--top-fraction", "not in (0, 1]"),
-        (&["--top-fraction", "thirty"][..], "--top-fraction", "not a number"),
+        (
+            &["--top-fraction", "1.5"][..],
+            "--top-fraction",
+            "not in (0, 1]",
+        ),
+        (
+            &["--top-fraction", "0"][..],
+            "--top-fraction",
+            "not in (0, 1]",
+        ),
+        (
+            &["--top-fraction=-0.2"][..],
+            "--top-fraction",
+            "not in (0, 1]",
+        ),
+        (
+            &["--top-fraction", "NaN"][..],
+            "--top-fraction",
+            "not in (0, 1]",
+        ),
+        (
+            &["--top-fraction", "thirty"][..],
+            "--top-fraction",
+            "not a number",
+        ),
     ] {
         let e = err(extra);
         assert!(e.contains(flag) && e.contains(says), "{extra:?}: {e}");
     }
     let e = err(&["--top", "5", "--top-fraction", "0.3"]);
-    assert!(e.contains("--top") && e.contains("cannot be used with"), "{e}");
+    assert!(
+        e.contains("--top") && e.contains("cannot be used with"),
+        "{e}"
+    );
     assert!(!f.path("x.csv").exists());
 }
 
@@ -336,7 +376,10 @@ fn exported_sql_scores_like_fedsilo_score_in_postgresql() {
             let numeric = schema.features.iter().any(|s| {
                 s.name == c && matches!(s.kind, fedsilo_participant::data::FeatureKind::Numeric)
             });
-            format!("\"{c}\" {}", if numeric { "double precision" } else { "text" })
+            format!(
+                "\"{c}\" {}",
+                if numeric { "double precision" } else { "text" }
+            )
         })
         .collect();
     pg.exec(&format!("create table customers ({})", columns.join(", ")));
@@ -382,11 +425,18 @@ fn exported_sql_scores_like_fedsilo_score_in_postgresql() {
             worst = worst.max((got - p).abs());
             if let Some(pts) = pts {
                 let sql_pts: f64 = r[2].parse().unwrap();
-                assert!((sql_pts - pts).abs() <= 0.05 + 1e-6, "{name} {}: points {sql_pts} vs {pts}", r[0]);
+                assert!(
+                    (sql_pts - pts).abs() <= 0.05 + 1e-6,
+                    "{name} {}: points {sql_pts} vs {pts}",
+                    r[0]
+                );
             }
         }
         eprintln!("{name}: largest |SQL − fedsilo score| = {worst:e}");
-        assert!(worst <= 1e-6, "{name}: SQL differs from fedsilo score by {worst}");
+        assert!(
+            worst <= 1e-6,
+            "{name}: SQL differs from fedsilo score by {worst}"
+        );
     }
 }
 
@@ -424,10 +474,20 @@ fn export_refuses_what_it_cannot_express_by_name() {
     .unwrap();
     let (lr, _) = f.model("lr", LR);
     let e = export(&lr, "sql", &f.s("other.schema.toml"));
-    assert!(e.contains("model column 'Seniority' is not produced by the schema (its columns: Age)"), "{e}");
+    assert!(
+        e.contains("model column 'Seniority' is not produced by the schema (its columns: Age)"),
+        "{e}"
+    );
     // SQL needs the table.
     let e = run_err(&[
-        "model", "export", "--model", lr.to_str().unwrap(), "--format", "sql", "--schema", &schema,
+        "model",
+        "export",
+        "--model",
+        lr.to_str().unwrap(),
+        "--format",
+        "sql",
+        "--schema",
+        &schema,
     ]);
     assert!(e.contains("--table"), "{e}");
 }
@@ -445,12 +505,17 @@ fn exported_pmml_is_valid_pmml_4_4() {
             std::env::var("FEDSILO_REQUIRE_XMLLINT").as_deref() != Ok("1"),
             "xmllint is required (FEDSILO_REQUIRE_XMLLINT=1) but missing"
         );
-        eprintln!("SKIP: exported_pmml_is_valid_pmml_4_4: xmllint not found (Debian: libxml2-utils)");
+        eprintln!(
+            "SKIP: exported_pmml_is_valid_pmml_4_4: xmllint not found (Debian: libxml2-utils)"
+        );
         return;
     }
     let f = Fixture::new();
     let xsd = repo().join("tests/data/pmml/pmml-4-4.xsd");
-    for (name, spec, root) in [("lr", LR, "<RegressionModel"), ("scorecard", SCORECARD, "<Scorecard")] {
+    for (name, spec, root) in [
+        ("lr", LR, "<RegressionModel"),
+        ("scorecard", SCORECARD, "<Scorecard"),
+    ] {
         let (model, _) = f.model(name, spec);
         let out = f.path(&format!("{name}.pmml"));
         run_ok(&[
@@ -476,7 +541,10 @@ fn exported_pmml_is_valid_pmml_4_4() {
             .output()
             .unwrap();
         let msg = String::from_utf8_lossy(&v.stderr);
-        assert!(v.status.success() && msg.contains("validates"), "{name}: {msg}\n{doc}");
+        assert!(
+            v.status.success() && msg.contains("validates"),
+            "{name}: {msg}\n{doc}"
+        );
         // And an invalid document is refused, so the check can fail.
         let broken = doc.replacen(root, &format!("{root} bogus=\"1\""), 1);
         std::fs::write(f.path("broken.pmml"), broken).unwrap();
@@ -486,7 +554,10 @@ fn exported_pmml_is_valid_pmml_4_4() {
             .arg(f.path("broken.pmml"))
             .output()
             .unwrap();
-        assert!(!v.status.success(), "{name}: a bogus attribute must not validate");
+        assert!(
+            !v.status.success(),
+            "{name}: a bogus attribute must not validate"
+        );
     }
     // The scorecard's characteristics: one per selected feature, isMissing bins, points.
     let sc = std::fs::read_to_string(f.path("scorecard.pmml")).unwrap();
@@ -577,7 +648,10 @@ fn evaluate_refuses_data_without_the_label() {
     let (model, _) = f.model("lr", LR);
     // A schema without labels: said before reading anything.
     let schema = std::fs::read_to_string(f.path("credit.schema.toml")).unwrap();
-    let unlabelled = schema.replace("labels = [\n  { column = \"Status\", positive = \"bad\" },\n]\n", "");
+    let unlabelled = schema.replace(
+        "labels = [\n  { column = \"Status\", positive = \"bad\" },\n]\n",
+        "",
+    );
     assert_ne!(schema, unlabelled);
     std::fs::write(f.path("nolabel.schema.toml"), unlabelled).unwrap();
     let e = run_err(&[

@@ -249,7 +249,11 @@ pub fn band_table(scores: &[f64], labels: &[f32], bands: usize) -> Vec<Band> {
     let mut idx: Vec<usize> = (0..n).collect();
     idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let total_pos = labels.iter().filter(|&&y| is_pos(y)).count();
-    let base = if n > 0 { total_pos as f64 / n as f64 } else { 0.0 };
+    let base = if n > 0 {
+        total_pos as f64 / n as f64
+    } else {
+        0.0
+    };
     let ratio = |rate: f64| if base > 0.0 { rate / base } else { 1.0 };
     let mut out: Vec<Band> = Vec::with_capacity(bands);
     let (mut cum_rows, mut cum_pos) = (0usize, 0usize);
@@ -530,8 +534,12 @@ mod tests {
         let d = band_table(&s, &y, 10);
         assert_eq!(d.iter().map(|b| b.rows).sum::<usize>(), 4454);
         for b in &d {
-            let first = (0..4454usize).find(|i| i * 10 / 4454 + 1 == b.band).unwrap();
-            let count = (0..4454usize).filter(|i| i * 10 / 4454 + 1 == b.band).count();
+            let first = (0..4454usize)
+                .find(|i| i * 10 / 4454 + 1 == b.band)
+                .unwrap();
+            let count = (0..4454usize)
+                .filter(|i| i * 10 / 4454 + 1 == b.band)
+                .count();
             assert_eq!(b.rows, count, "band {}", b.band);
             assert_eq!(b.max_score, s[4453 - first]);
         }

@@ -386,7 +386,11 @@ impl Sorter {
             file.rewind().map_err(|e| self.spill_err(e))?;
             files.push(file);
         }
-        tracing::debug!(rows = self.buf.len(), runs = self.runs.len() + 1, "scoring: sorted run written");
+        tracing::debug!(
+            rows = self.buf.len(),
+            runs = self.runs.len() + 1,
+            "scoring: sorted run written"
+        );
         self.runs.push(files);
         self.buf = Buffer::default();
         Ok(())
@@ -470,10 +474,11 @@ impl Sorted {
             };
             let mut r = BufReader::with_capacity(1 << 16, file);
             let mut row = Row::default();
-            let more = read_row(&mut r, self.n_out, &mut row).map_err(|source| ScoreError::Spill {
-                dir: self.dir.clone(),
-                source,
-            })?;
+            let more =
+                read_row(&mut r, self.n_out, &mut row).map_err(|source| ScoreError::Spill {
+                    dir: self.dir.clone(),
+                    source,
+                })?;
             readers.push(r);
             if more {
                 heap.push(Head { row, run: k });
@@ -601,8 +606,13 @@ mod tests {
         let fill = |budget| {
             let mut s = Sorter::new(2, budget, dir.path().to_path_buf());
             for (a, b, id) in &data {
-                s.push([*a, *b].into_iter(), f64::NAN, [1.0f32].into_iter(), id.as_bytes())
-                    .unwrap();
+                s.push(
+                    [*a, *b].into_iter(),
+                    f64::NAN,
+                    [1.0f32].into_iter(),
+                    id.as_bytes(),
+                )
+                .unwrap();
             }
             s
         };

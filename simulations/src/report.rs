@@ -14,6 +14,7 @@ use fedsilo_task::Purpose;
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
+pub mod charts;
 mod html;
 pub mod svg;
 

@@ -1,13 +1,14 @@
 //! `fedsilo evaluate`: a model on a labelled file — printed table, evaluation.json and a
-//! self-contained evaluation.html (inline CSS and SVG drawn by the simulation report's chart
-//! code, no script, no network).
+//! self-contained evaluation.html (inline CSS and SVG: the simulation report's stylesheet and
+//! its ROC/KS/gains charts, `simulations::report::charts`; no script, no network).
 
 use std::fmt::Write as _;
 
 use fedsilo_participant::evaluate::{evaluate as evaluate_model, Evaluation, LabelEvaluation};
+use fedsilo_simulations::report::charts;
 use fedsilo_simulations::report::svg::{
-    escape, Axis, BarChart, BarSeries, Corner, Format, Line, LineChart, Reference, Series,
-    PRIMARY, REFERENCE, SECONDARY, TERTIARY,
+    escape, Axis, BarChart, BarSeries, Corner, Format, Line, LineChart, Reference, Series, PRIMARY,
+    REFERENCE, SECONDARY,
 };
 
 use crate::*;
@@ -112,46 +113,14 @@ fn label_section(h: &mut String, l: &LabelEvaluation) {
         m.positives,
         m.negatives
     );
-    let roc = LineChart::new(
-        &format!("ROC curve, {}", l.label),
-        Axis::new("false positive rate", Format::Auto).range(0.0, 1.0),
-        Axis::new("true positive rate", Format::Auto).range(0.0, 1.0),
-    )
-    .series(Series::new(
+    let roc = charts::roc(
+        &l.label,
         &format!("model (AUC {})", num(m.auc, 3)),
-        PRIMARY,
         l.roc.clone(),
-    ))
-    .reference(
-        Reference::new(Line::Segment((0.0, 0.0), (1.0, 1.0)), REFERENCE)
-            .legend("random scoring (AUC 0.5)"),
-    )
-    .legend_at(Corner::BottomRight);
+    );
     figure(h, "ROC curve.", roc.render());
-
-    let (p, a, b) = l.ks_at;
-    let ks = LineChart::new(
-        &format!("KS chart, {}", l.label),
-        Axis::new("share of population, highest scores first", Format::Percent).range(0.0, 1.0),
-        Axis::new("cumulative share", Format::Percent).range(0.0, 1.0),
-    )
-    .series(Series::new(
-        "positives (cumulative share)",
-        PRIMARY,
-        l.ks_curve.iter().map(|&(p, a, _)| (p, a)).collect(),
-    ))
-    .series(Series::new(
-        "negatives (cumulative share)",
-        SECONDARY,
-        l.ks_curve.iter().map(|&(p, _, b)| (p, b)).collect(),
-    ))
-    .reference(
-        Reference::new(Line::Segment((p, b), (p, a)), TERTIARY)
-            .solid(2.0)
-            .legend("KS gap (largest separation)")
-            .note(&format!("KS = {}", num((a - b).abs(), 3))),
-    )
-    .legend_at(Corner::BottomRight);
+    let (p, _, _) = l.ks_at;
+    let ks = charts::ks(&l.label, &l.ks_curve, Some(l.ks_at));
     figure(
         h,
         &format!(
@@ -160,21 +129,8 @@ fn label_section(h: &mut String, l: &LabelEvaluation) {
         ),
         ks.render(),
     );
-
-    let gains = LineChart::new(
-        &format!("Cumulative gains, {}", l.label),
-        Axis::new(
-            "share of population targeted, highest scores first",
-            Format::Percent,
-        )
-        .range(0.0, 1.0),
-        Axis::new("share of positives captured", Format::Percent).range(0.0, 1.0),
-    )
-    .series(Series::new("model", PRIMARY, l.gains.clone()))
-    .reference(
-        Reference::new(Line::Segment((0.0, 0.0), (1.0, 1.0)), REFERENCE).legend("random targeting"),
-    )
-    .legend_at(Corner::BottomRight);
+    let top_gain = l.deciles.first().map(|b| (b.cumulative_capture, b.lift));
+    let gains = charts::gains(&l.label, "model", l.gains.clone(), top_gain);
     figure(h, "Cumulative gains chart.", gains.render());
 
     let mut lift = BarChart::new(

@@ -245,7 +245,12 @@ pub(crate) fn score(
         .with_context(|| format!("scoring {}", data.display()))?;
     for w in written {
         if w.rows == w.scored {
-            outln!("{}: {} customers ranked in {}", w.label, w.rows, w.path.display())?;
+            outln!(
+                "{}: {} customers ranked in {}",
+                w.label,
+                w.rows,
+                w.path.display()
+            )?;
         } else {
             outln!(
                 "{}: top {} of {} customers ranked in {}",
@@ -284,7 +289,15 @@ pub(crate) fn model_export(
     match out {
         Some(path) => {
             std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("{} written to {}", if format == ExportFormat::Sql { "SQL query" } else { "PMML 4.4 document" }, path.display());
+            eprintln!(
+                "{} written to {}",
+                if format == ExportFormat::Sql {
+                    "SQL query"
+                } else {
+                    "PMML 4.4 document"
+                },
+                path.display()
+            );
             Ok(())
         }
         None => print_all(&text),

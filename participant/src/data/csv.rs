@@ -176,7 +176,8 @@ fn read_into<R: std::io::Read, E: From<DataError>>(
                 column: name,
                 first: first + 1,
                 second: i + 1,
-            }.into());
+            }
+            .into());
         }
         index.insert(name, i);
     }
@@ -305,7 +306,8 @@ fn read_into<R: std::io::Read, E: From<DataError>>(
                 line,
                 expected: n_fields,
                 found: rec.len(),
-            }.into());
+            }
+            .into());
         }
 
         let base = x.len();
@@ -342,7 +344,8 @@ fn read_into<R: std::io::Read, E: From<DataError>>(
                             column: p.spec.name.clone(),
                             value: String::from_utf8_lossy(cell).into_owned(),
                             allowed,
-                        }.into());
+                        }
+                        .into());
                     };
                     row[out + k] = 1.0;
                 }
@@ -359,7 +362,8 @@ fn read_into<R: std::io::Read, E: From<DataError>>(
                     source_name: src(),
                     line,
                     column: l.column.clone(),
-                }.into());
+                }
+                .into());
             }
             y.push(if l.positive.matches(cell) { 1.0 } else { 0.0 });
             if let Some(seen) = label_seen.get_mut(li) {
@@ -376,7 +380,8 @@ fn read_into<R: std::io::Read, E: From<DataError>>(
                         source_name: src(),
                         line,
                         column: schema.id_column.clone().unwrap_or_default(),
-                    }.into());
+                    }
+                    .into());
                 }
                 String::from_utf8_lossy(cell).into_owned()
             }

@@ -38,10 +38,7 @@ pub enum Input<'s> {
     /// A numeric column, read as a number; missing = SQL NULL.
     Numeric { column: &'s str },
     /// 1 when the trimmed cell of `column` is `category`, else 0 (also when missing).
-    OneHot {
-        column: &'s str,
-        category: &'s str,
-    },
+    OneHot { column: &'s str, category: &'s str },
 }
 
 impl Input<'_> {

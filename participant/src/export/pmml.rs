@@ -197,7 +197,11 @@ fn mining_schema(x: &mut String, ins: &[Input<'_>], target: Option<&str>) {
         );
     }
     if let Some(t) = target {
-        let _ = writeln!(x, "      <MiningField name=\"{}\" usageType=\"target\"/>", esc(t));
+        let _ = writeln!(
+            x,
+            "      <MiningField name=\"{}\" usageType=\"target\"/>",
+            esc(t)
+        );
     }
     x.push_str("    </MiningSchema>\n");
 }
@@ -251,11 +255,7 @@ fn scorecard(
     for (k, &c) in sel.iter().enumerate() {
         let pts = card.points.get(k).map_or(&[][..], Vec::as_slice);
         let point = |b: usize| lit(pts.get(b).copied().unwrap_or(0.0));
-        let _ = writeln!(
-            x,
-            "      <Characteristic name=\"{}\">",
-            esc(bins.name(c))
-        );
+        let _ = writeln!(x, "      <Characteristic name=\"{}\">", esc(bins.name(c)));
         let missing = bins.missing_bin(c);
         match bins.characteristic(c) {
             Characteristic::Numeric { column, cuts, .. } => {
