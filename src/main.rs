@@ -83,7 +83,12 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Score a CSV locally with an exported model; writes a ranked list (best first).
+    /// Score a CSV locally with an exported model; writes a ranked list (best first):
+    /// rank, the schema's id column (`row` = data-row number without one), probability,
+    /// decile, scorecard points, and the file's label columns (0/1, empty when missing) when
+    /// it has them. Equal probabilities are ordered by id (byte order), then by position in
+    /// the file, so a cut-off at N keeps exactly N rows and the same rows every time. The file
+    /// is streamed; memory stays bounded for any file size.
     Score {
         /// Model exported by `fedsilo job model` or a simulation.
         #[arg(long)]
@@ -97,9 +102,30 @@ enum Command {
         /// Output CSV (one file per product for multi-product models: <stem>-<label>.csv).
         #[arg(long, default_value = "ranked.csv")]
         out: PathBuf,
-        /// Keep only the top N customers of each ranking (the whitelist).
-        #[arg(long)]
+        /// Keep only the top N customers of each ranking (the contact list); N ≥ 1.
+        #[arg(long, value_parser = parse_top, conflicts_with = "top_fraction")]
         top: Option<usize>,
+        /// Keep the top fraction of each ranking: ⌈fraction × rows⌉ customers, 0 < fraction ≤ 1
+        /// (0.3 = the 30 % intent list).
+        #[arg(long, value_parser = parse_fraction)]
+        top_fraction: Option<f64>,
+    },
+    /// Evaluate a model on labelled data: AUC, KS, log-loss, the lift table and calibration
+    /// by decile, per label; prints the table and writes evaluation.json and a
+    /// self-contained evaluation.html (ROC, KS, gains, lift and calibration charts).
+    Evaluate {
+        /// Model exported by `fedsilo job model` or a simulation.
+        #[arg(long)]
+        model: PathBuf,
+        /// Labelled customers (e.g. a fixed test set), CSV.
+        #[arg(long)]
+        data: PathBuf,
+        /// Schema of the CSV; it must declare the model's labels.
+        #[arg(long)]
+        schema: PathBuf,
+        /// Directory for evaluation.json and evaluation.html.
+        #[arg(long, default_value = "evaluation")]
+        out: PathBuf,
     },
     /// Audit-log commands.
     Audit {
@@ -160,6 +186,32 @@ enum ModelCmd {
         #[arg(long)]
         csv: Option<PathBuf>,
     },
+    /// Write a model for the bank's own systems: a SQL query over its customer table
+    /// (logistic regression, scorecard, GBDT; the probabilities `fedsilo score` gives) or a
+    /// PMML 4.4 document (logistic regression as RegressionModel, scorecard as Scorecard).
+    /// MLPs are refused (score them with `fedsilo score`).
+    Export {
+        /// Model exported by `fedsilo job model` or a simulation.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Schema of the data (maps the model's columns to the table's raw columns).
+        #[arg(long)]
+        schema: PathBuf,
+        /// SQL: the table (or view) holding the customers, as written in the query.
+        #[arg(long, required_if_eq("format", "sql"))]
+        table: Option<String>,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    Sql,
+    Pmml,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -328,6 +380,26 @@ struct TlsSection {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+}
+
+/// `--top`: a whole number of customers, at least 1.
+fn parse_top(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (the number of customers to keep)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a whole number of customers")),
+    }
+}
+
+/// `--top-fraction`: a share of the ranking in (0, 1].
+fn parse_fraction(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        Ok(f) => Err(format!(
+            "{f} is not in (0, 1]: give the share of customers to keep, e.g. 0.3 for 30 %"
+        )),
+        Err(_) => Err(format!("'{s}' is not a number (e.g. 0.3 for 30 %)")),
+    }
 }
 
 fn localhost() -> String {
@@ -514,10 +586,27 @@ fn run(cli: Cli) -> Result<()> {
             schema,
             out,
             top,
-        } => score(&model, &data, &schema, &out, top),
+            top_fraction,
+        } => score(&model, &data, &schema, &out, top, top_fraction),
+        Command::Evaluate {
+            model,
+            data,
+            schema,
+            out,
+        } => cli::evaluate::evaluate(&model, &data, &schema, &out),
         Command::Model {
             command: ModelCmd::Show { model, csv },
         } => model_show(&model, csv.as_deref()),
+        Command::Model {
+            command:
+                ModelCmd::Export {
+                    model,
+                    format,
+                    schema,
+                    table,
+                    out,
+                },
+        } => model_export(&model, format, &schema, table.as_deref(), out.as_deref()),
         Command::Audit {
             command: AuditCmd::Verify { file, store },
         } => audit_verify(&file, store.as_deref()),

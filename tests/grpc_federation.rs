@@ -172,7 +172,8 @@ fn caravan_propensity_over_grpc_matches_pooled_auc() {
     ]);
     let ranked = std::fs::read_to_string(&out).unwrap();
     let lines: Vec<&str> = ranked.lines().collect();
-    assert_eq!(lines[0], "rank,id,score,decile");
+    // No id column in this schema: data-row numbers; the file's label is kept (0/1).
+    assert_eq!(lines[0], "rank,row,score,decile,Purchase");
     assert_eq!(lines.len(), 101);
     let scores: Vec<f64> = lines[1..]
         .iter()

@@ -239,7 +239,7 @@ fn federated_scorecard_matches_pooled_scorecard_and_scores_from_the_cli() {
     ]);
     let text = std::fs::read_to_string(&ranked).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("rank,id,score,decile,points"));
+    assert_eq!(lines.next(), Some("rank,row,score,decile,points,Status"));
     let rows: Vec<(f64, f64)> = lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();

@@ -186,6 +186,111 @@ pub fn top_decile_lift(scores: &[f64], labels: &[f32]) -> f64 {
     groups_lift(&exact_groups(scores, labels))
 }
 
+/// Exact ROC points `(false positive rate, true positive rate)` from (0, 0) to (1, 1), one per
+/// distinct score, thresholds decreasing (ties are one step).
+pub fn roc_curve(scores: &[f64], labels: &[f32]) -> Vec<(f64, f64)> {
+    groups_curve(&exact_groups(scores, labels))
+        .into_iter()
+        .map(|(_, tp, fp)| (fp, tp))
+        .collect()
+}
+
+/// Exact KS table: `(population fraction, cumulative positive share, cumulative negative
+/// share)` from the highest scores down, starting at (0, 0, 0), one point per distinct score.
+pub fn ks_curve(scores: &[f64], labels: &[f32]) -> Vec<(f64, f64, f64)> {
+    groups_curve(&exact_groups(scores, labels))
+}
+
+/// Exact cumulative gains: `(population fraction, cumulative positive share)`.
+pub fn gains_curve(scores: &[f64], labels: &[f32]) -> Vec<(f64, f64)> {
+    groups_curve(&exact_groups(scores, labels))
+        .into_iter()
+        .map(|(pop, tp, _)| (pop, tp))
+        .collect()
+}
+
+/// One band of a lift / calibration table (see [`band_table`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Band {
+    /// 1 = the highest scores.
+    pub band: usize,
+    pub rows: usize,
+    pub positives: usize,
+    pub min_score: f64,
+    pub max_score: f64,
+    /// Mean predicted probability in the band (calibration: compare with `observed_rate`).
+    pub mean_score: f64,
+    /// Share of positives in the band.
+    pub observed_rate: f64,
+    /// `observed_rate` over the overall positive rate (1 when there are no positives).
+    pub lift: f64,
+    /// Positive rate of bands 1..=this over the overall rate.
+    pub cumulative_lift: f64,
+    /// Share of all positives in bands 1..=this.
+    pub cumulative_capture: f64,
+}
+
+/// Rows ranked by score (highest first; equal scores keep their input order) and cut into
+/// `bands` bands by position, row `i` of `n` in band `⌊i·bands/n⌋ + 1` (deciles for 10, as
+/// `fedsilo score` numbers them): rows, positives, score range, mean score, observed rate,
+/// lift, cumulative lift and capture per band. Empty bands (fewer rows than bands) are left
+/// out.
+///
+/// # Panics
+/// If `scores` and `labels` differ in length.
+pub fn band_table(scores: &[f64], labels: &[f32], bands: usize) -> Vec<Band> {
+    assert_eq!(
+        scores.len(),
+        labels.len(),
+        "metrics: one label per score is required"
+    );
+    let n = scores.len();
+    let bands = bands.max(1);
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let total_pos = labels.iter().filter(|&&y| is_pos(y)).count();
+    let base = if n > 0 {
+        total_pos as f64 / n as f64
+    } else {
+        0.0
+    };
+    let ratio = |rate: f64| if base > 0.0 { rate / base } else { 1.0 };
+    let mut out: Vec<Band> = Vec::with_capacity(bands);
+    let (mut cum_rows, mut cum_pos) = (0usize, 0usize);
+    let mut start = 0usize;
+    for b in 0..bands {
+        // Rows i with ⌊i·bands/n⌋ = b: i in [⌈b·n/bands⌉, ⌈(b+1)·n/bands⌉).
+        let end = ((b + 1) * n).div_ceil(bands).min(n);
+        if end <= start {
+            continue;
+        }
+        let rows = &idx[start..end];
+        let pos = rows.iter().filter(|&&r| is_pos(labels[r])).count();
+        let sum: f64 = rows.iter().map(|&r| scores[r]).sum();
+        cum_rows += rows.len();
+        cum_pos += pos;
+        let rate = pos as f64 / rows.len() as f64;
+        out.push(Band {
+            band: b + 1,
+            rows: rows.len(),
+            positives: pos,
+            min_score: scores[rows[rows.len() - 1]],
+            max_score: scores[rows[0]],
+            mean_score: sum / rows.len() as f64,
+            observed_rate: rate,
+            lift: ratio(rate),
+            cumulative_lift: ratio(cum_pos as f64 / cum_rows as f64),
+            cumulative_capture: if total_pos > 0 {
+                cum_pos as f64 / total_pos as f64
+            } else {
+                0.0
+            },
+        });
+        start = end;
+    }
+    out
+}
+
 /// Per-class counts of scores in equal-width bins over `[0, 1]`; bin `b` holds scores in
 /// `[b/bins, (b+1)/bins)`, the last bin also 1.0, and out-of-range scores go to the nearest end
 /// bin. Counts are `f64` because the coordinator receives sums that may carry DP noise;
@@ -406,6 +511,47 @@ mod tests {
         } else {
             wins / pairs
         }
+    }
+
+    #[test]
+    fn band_table_by_hand() {
+        // 10 rows, 4 positives; two bands of five.
+        let scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05];
+        let labels = [1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
+        let t = band_table(&scores, &labels, 2);
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].rows, t[0].positives), (5, 3));
+        assert!((t[0].mean_score - 0.7).abs() < 1e-12);
+        assert!((t[0].observed_rate - 0.6).abs() < 1e-12);
+        assert!((t[0].lift - 1.5).abs() < 1e-12);
+        assert_eq!((t[0].min_score, t[0].max_score), (0.5, 0.9));
+        assert!((t[1].lift - 0.5).abs() < 1e-12);
+        assert!((t[1].cumulative_lift - 1.0).abs() < 1e-12);
+        assert!((t[1].cumulative_capture - 1.0).abs() < 1e-12);
+        // Deciles of 4454 rows as `fedsilo score` numbers them: 446 then 445s.
+        let s: Vec<f64> = (0..4454).map(|i| f64::from(i) / 4454.0).collect();
+        let y: Vec<f32> = (0..4454).map(|i| (i % 3 == 0) as u8 as f32).collect();
+        let d = band_table(&s, &y, 10);
+        assert_eq!(d.iter().map(|b| b.rows).sum::<usize>(), 4454);
+        for b in &d {
+            let first = (0..4454usize)
+                .find(|i| i * 10 / 4454 + 1 == b.band)
+                .unwrap();
+            let count = (0..4454usize)
+                .filter(|i| i * 10 / 4454 + 1 == b.band)
+                .count();
+            assert_eq!(b.rows, count, "band {}", b.band);
+            assert_eq!(b.max_score, s[4453 - first]);
+        }
+        // Exact curves end at (1, 1).
+        let roc = roc_curve(&scores, &labels);
+        assert_eq!(roc.first(), Some(&(0.0, 0.0)));
+        assert_eq!(roc.last(), Some(&(1.0, 1.0)));
+        let ks_max = ks_curve(&scores, &labels)
+            .iter()
+            .map(|&(_, a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!((ks_max - ks(&scores, &labels)).abs() < 1e-12);
     }
 
     proptest! {

@@ -4,9 +4,13 @@
 //! - [`worker`]: the sans-IO participant engine (`Worker`).
 //! - [`node`]: the gRPC client loop that drives the worker.
 //! - [`score`]: local scoring with an exported model (ranked lists).
+//! - [`evaluate`]: AUC, KS, log-loss, lift and calibration of a model on labelled data.
+//! - [`export`]: a model as SQL or PMML for the institution's own systems.
 #![forbid(unsafe_code)]
 
 pub mod data;
+pub mod evaluate;
+pub mod export;
 pub mod node;
 pub mod score;
 pub mod worker;

@@ -14,10 +14,13 @@ use fedsilo_task::Purpose;
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
+pub mod charts;
 mod html;
 pub mod svg;
 
 pub use audit::AuditReport;
+/// The report's stylesheet, for other self-contained pages (`fedsilo evaluate`).
+pub use html::style::CSS as STYLESHEET;
 
 /// Everything a simulation run measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

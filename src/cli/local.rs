@@ -230,16 +230,78 @@ pub(crate) fn score(
     schema: &Path,
     out: &Path,
     top: Option<usize>,
+    top_fraction: Option<f64>,
 ) -> Result<()> {
+    use fedsilo_participant::score::{score_csv, Keep, ScoreOptions};
     let artifact = read_model(model)?;
     let schema = Schema::from_toml_file(schema)?;
-    let schema = schema.for_scoring();
-    let table = load_csv(data, &schema)?;
-    let written = fedsilo_participant::score::write_rankings(&artifact.model, &table, out, top)?;
-    for (label, path, n) in written {
-        outln!("{label}: {n} customers ranked in {}", path.display())?;
+    let keep = match (top, top_fraction) {
+        (Some(n), _) => Keep::Top(n),
+        (None, Some(f)) => Keep::Fraction(f),
+        (None, None) => Keep::All,
+    };
+    let opts = ScoreOptions::new(keep, schema.n_feature_columns());
+    let written = score_csv(&artifact.model, data, &schema, out, &opts)
+        .with_context(|| format!("scoring {}", data.display()))?;
+    for w in written {
+        if w.rows == w.scored {
+            outln!(
+                "{}: {} customers ranked in {}",
+                w.label,
+                w.rows,
+                w.path.display()
+            )?;
+        } else {
+            outln!(
+                "{}: top {} of {} customers ranked in {}",
+                w.label,
+                w.rows,
+                w.scored,
+                w.path.display()
+            )?;
+        }
     }
     Ok(())
+}
+
+pub(crate) fn model_export(
+    model: &Path,
+    format: ExportFormat,
+    schema_path: &Path,
+    table: Option<&str>,
+    out: Option<&Path>,
+) -> Result<()> {
+    use fedsilo_participant::export::{pmml, sql};
+    let artifact = read_model(model)?;
+    let schema = Schema::from_toml_file(schema_path)?;
+    let text = match format {
+        ExportFormat::Sql => sql::export(
+            &artifact.model,
+            &schema,
+            &sql::SqlOptions {
+                table: table.unwrap_or("customers").to_string(),
+                id_column: None,
+            },
+        ),
+        ExportFormat::Pmml => pmml::export(&artifact.model, &schema),
+    }
+    .with_context(|| format!("exporting {}", model.display()))?;
+    match out {
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "{} written to {}",
+                if format == ExportFormat::Sql {
+                    "SQL query"
+                } else {
+                    "PMML 4.4 document"
+                },
+                path.display()
+            );
+            Ok(())
+        }
+        None => print_all(&text),
+    }
 }
 
 /// An exported model file (`fedsilo job model` or a simulation), errors naming the file.

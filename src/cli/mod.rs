@@ -2,6 +2,7 @@
 //! set-up, audit verification, keygen, scoring, model display) and [`operator`] (`fedsilo
 //! job …`, the operator's gRPC client). Argument parsing and dispatch stay in `main.rs`.
 
+pub mod evaluate;
 pub mod local;
 pub mod operator;
 pub mod schema;

@@ -569,3 +569,33 @@ fn churn_data_test_auc() {
         model.trees.len()
     );
 }
+
+/// Routing raw values (`predict_margin`) equals binning then routing, also for values equal
+/// to a cut point, just beside one, missing, and at the ends of the f32 range.
+#[test]
+fn raw_routing_equals_binned_routing_at_the_cuts() {
+    let (x, y) = synthetic(3000, 9);
+    let model = fit_pooled(x.view(), y.view(), &params(12, 4)).unwrap();
+    let cands: Vec<Vec<f32>> = (0..x.ncols())
+        .map(|j| {
+            let mut v = vec![f32::NAN, f32::MAX, -f32::MAX, 0.0];
+            for &c in model.bin_mapper.cuts(j) {
+                v.extend([c, c - c.abs() * 1e-7 - 1e-30, c + c.abs() * 1e-7 + 1e-30]);
+            }
+            v
+        })
+        .collect();
+    let n = cands.iter().map(Vec::len).max().unwrap() * 3;
+    let edge = ndarray::Array2::from_shape_fn((n, x.ncols()), |(r, j)| {
+        cands[j][(r * (j + 1)) % cands[j].len()]
+    });
+    let binned = model.bin_mapper.bin(edge.view()).unwrap();
+    assert_eq!(
+        model.predict_margin(edge.view()).unwrap(),
+        model.predict_margin_binned(binned.view()).unwrap()
+    );
+    // A column count that does not fit is refused.
+    assert!(model
+        .predict_margin(edge.slice_axis(Axis(1), Slice::from(1..)))
+        .is_err());
+}

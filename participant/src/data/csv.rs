@@ -21,6 +21,61 @@ pub fn load_csv(path: &Path, schema: &Schema) -> Result<Table, DataError> {
     read(file, &source_name, schema, Some(size))
 }
 
+/// How [`load_csv_chunks`] reads the schema's labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Labels {
+    /// As [`load_csv`]: every label column must be in the header and no label cell may be
+    /// missing (a chunk is not checked for having both classes).
+    Required,
+    /// For scoring files that may or may not carry the outcome: a label column absent from
+    /// the header is left out of every chunk's `label_names`, and a missing label cell is
+    /// `NaN`.
+    IfPresent,
+}
+
+/// Streams `path` by `schema` in chunks of at most `chunk_rows` rows (at least one), calling
+/// `sink` with each chunk as a [`Table`] in file order; returns the number of rows read.
+/// Ids without an id column keep counting data rows across chunks. Memory is one chunk,
+/// whatever the file's size. Errors name the file, line and column as [`load_csv`]'s.
+pub fn load_csv_chunks<E: From<DataError>>(
+    path: &Path,
+    schema: &Schema,
+    chunk_rows: usize,
+    labels: Labels,
+    sink: &mut dyn FnMut(Table) -> Result<(), E>,
+) -> Result<usize, E> {
+    let source_name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
+        source_name: source_name.clone(),
+        source,
+    })?;
+    let mode = Mode::Chunks {
+        rows: chunk_rows.max(1),
+        labels,
+    };
+    let mut rows = 0;
+    read_rows(
+        file,
+        &source_name,
+        schema,
+        None,
+        Count::Lines,
+        mode,
+        &mut |t| {
+            rows += t.n_rows();
+            sink(t)
+        },
+    )?;
+    Ok(rows)
+}
+
+/// One table for the whole input, or chunks of a given size.
+#[derive(Clone, Copy)]
+enum Mode {
+    Whole,
+    Chunks { rows: usize, labels: Labels },
+}
+
 /// Loads CSV text from any reader; `source_name` is what errors call it.
 pub fn load_csv_reader<R: std::io::Read>(
     reader: R,
@@ -67,6 +122,35 @@ pub(crate) fn read_counted<R: std::io::Read>(
     size_hint: Option<u64>,
     count: Count,
 ) -> Result<Table, DataError> {
+    let mut table = None;
+    read_rows(
+        reader,
+        source_name,
+        schema,
+        size_hint,
+        count,
+        Mode::Whole,
+        &mut |t| {
+            table = Some(t);
+            Ok::<(), DataError>(())
+        },
+    )?;
+    table.ok_or(DataError::EmptyFile {
+        source_name: source_name.to_string(),
+    })
+}
+
+/// The reading loop of every CSV input: the whole table (checked by [`Encoder::finish`]) or
+/// chunks, each handed to `sink`.
+fn read_rows<R: std::io::Read, E: From<DataError>>(
+    reader: R,
+    source_name: &str,
+    schema: &Schema,
+    size_hint: Option<u64>,
+    count: Count,
+    mode: Mode,
+    sink: &mut dyn FnMut(Table) -> Result<(), E>,
+) -> Result<(), E> {
     let src = || source_name.to_string();
     let header_line_of = |line: u64| match count {
         Count::Lines => At::Line(line),
@@ -112,7 +196,7 @@ pub(crate) fn read_counted<R: std::io::Read>(
         .map_err(|e| csv_err(e, header_line_of(1)))?
         .clone();
     if header.is_empty() {
-        return Err(DataError::EmptyFile { source_name: src() });
+        return Err(DataError::EmptyFile { source_name: src() }.into());
     }
     let header_line = header.position().map_or(1, |p| p.line());
     let header_at = header_line_of(header_line);
@@ -123,7 +207,11 @@ pub(crate) fn read_counted<R: std::io::Read>(
         .map(|raw| String::from_utf8_lossy(raw).into_owned())
         .collect();
     let hint = || delimiter_hint(&header, schema.delimiter);
-    let mut enc = Encoder::new(schema, source_name, &names, header_at, &hint)?;
+    let (chunk_rows, labels) = match mode {
+        Mode::Whole => (None, Labels::Required),
+        Mode::Chunks { rows, labels } => (Some(rows), labels),
+    };
+    let mut enc = Encoder::with_labels(schema, source_name, &names, header_at, &hint, labels)?;
 
     let mut rec = csv::ByteRecord::new();
     let mut rows = 0usize;
@@ -138,7 +226,11 @@ pub(crate) fn read_counted<R: std::io::Read>(
             .position()
             .map_or(header_line + rows as u64 + 1, |p| p.line());
         let at = row_at(line, rows);
-        if rows == 0 {
+        if let Some(c) = chunk_rows {
+            if rows % c == 0 {
+                enc.reserve(c);
+            }
+        } else if rows == 0 {
             // Size the buffers from the file size and the first row's length.
             if let Some(total) = size_hint {
                 let row_bytes = rdr.position().byte().saturating_sub(header_end).max(1);
@@ -152,13 +244,26 @@ pub(crate) fn read_counted<R: std::io::Read>(
                 at,
                 expected: n_fields,
                 found: rec.len(),
-            });
+            }
+            .into());
         }
         let rec = &rec;
         enc.push_row(|f| Cell::Text(rec.get(f).unwrap_or_default()), at)?;
         rows += 1;
+        if chunk_rows.is_some_and(|c| rows % c == 0) {
+            sink(enc.take_chunk()?)?;
+        }
     }
-    enc.finish(header_at)
+    match chunk_rows {
+        None => sink(enc.finish(header_at)?),
+        Some(_) if enc.rows() == 0 => Err(DataError::NoDataRows {
+            source_name: src(),
+            at: header_at,
+        }
+        .into()),
+        Some(c) if rows % c != 0 => sink(enc.take_chunk()?),
+        Some(_) => Ok(()),
+    }
 }
 
 /// The header seems to use another separator than the schema's `delimiter`.

@@ -9,7 +9,7 @@ use fedsilo_ml::table::Table;
 use ndarray::Array2;
 
 use super::schema::{FeatureKind, FeatureSpec, Schema};
-use super::{At, DataError, DelimiterHint};
+use super::{At, DataError, DelimiterHint, Labels};
 
 /// One cell as a source holds it. CSV cells are always text; Parquet cells are typed.
 #[derive(Clone, Copy, Debug)]
@@ -86,7 +86,11 @@ pub(crate) struct Encoder<'s> {
     source_name: String,
     plans: Vec<FeaturePlan<'s>>,
     id_field: Option<usize>,
+    /// Source field of each label read, and the schema label it is.
     label_fields: Vec<usize>,
+    label_index: Vec<usize>,
+    /// [`Labels::IfPresent`]: a missing label cell reads as `NaN`.
+    lenient_labels: bool,
     width: usize,
     missing: Vec<Vec<u8>>,
     missing_hint: String,
@@ -113,6 +117,26 @@ impl<'s> Encoder<'s> {
         header_at: At,
         hint: &dyn Fn() -> Option<DelimiterHint>,
     ) -> Result<Self, DataError> {
+        Self::with_labels(
+            schema,
+            source_name,
+            header,
+            header_at,
+            hint,
+            Labels::Required,
+        )
+    }
+
+    /// [`Encoder::new`] reading the schema's labels as `labels` says.
+    pub(crate) fn with_labels(
+        schema: &'s Schema,
+        source_name: &str,
+        header: &[String],
+        header_at: At,
+        hint: &dyn Fn() -> Option<DelimiterHint>,
+        labels: Labels,
+    ) -> Result<Self, DataError> {
+        let lenient_labels = labels == Labels::IfPresent;
         let src = || source_name.to_string();
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(header.len());
         for (i, name) in header.iter().enumerate() {
@@ -149,11 +173,16 @@ impl<'s> Encoder<'s> {
             .as_deref()
             .map(|c| find(c, "id"))
             .transpose()?;
-        let label_fields = schema
-            .labels
-            .iter()
-            .map(|l| find(&l.column, "label"))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut label_fields = Vec::with_capacity(schema.labels.len());
+        let mut label_index = Vec::with_capacity(schema.labels.len());
+        for (li, l) in schema.labels.iter().enumerate() {
+            match index.get(l.column.as_str()) {
+                Some(&field) => label_fields.push(field),
+                None if lenient_labels => continue,
+                None => label_fields.push(find(&l.column, "label")?),
+            }
+            label_index.push(li);
+        }
         let mut plans = Vec::with_capacity(schema.features.len());
         let mut out = 0;
         for spec in &schema.features {
@@ -188,6 +217,8 @@ impl<'s> Encoder<'s> {
             plans,
             id_field,
             label_fields,
+            label_index,
+            lenient_labels,
             width: out,
             missing: schema
                 .missing
@@ -233,12 +264,19 @@ impl<'s> Encoder<'s> {
             self.x.truncate(base);
             return Err(e);
         }
-        for li in 0..self.label_fields.len() {
-            let (Some(&field), Some(l)) = (self.label_fields.get(li), self.schema.labels.get(li))
+        for k in 0..self.label_fields.len() {
+            let (Some(&field), Some(&li)) = (self.label_fields.get(k), self.label_index.get(k))
             else {
                 continue;
             };
+            let Some(l) = self.schema.labels.get(li) else {
+                continue;
+            };
             let c = cell(field);
+            if self.is_missing(&c) && self.lenient_labels {
+                self.y.push(f32::NAN);
+                continue;
+            }
             if self.is_missing(&c) {
                 return Err(DataError::MissingLabel {
                     source_name: self.source_name.clone(),
@@ -380,6 +418,40 @@ impl<'s> Encoder<'s> {
             }
         }
         Ok(())
+    }
+
+    /// The rows pushed since the last chunk as a table (empty buffers after), without the
+    /// one-class check a whole file gets: a chunk of a scoring file.
+    pub(crate) fn take_chunk(&mut self) -> Result<Table, DataError> {
+        let rows = self.ids.len();
+        let shape_err = |_| DataError::Internal {
+            source_name: self.source_name.clone(),
+            what: "rows of unequal width",
+        };
+        let x = Array2::from_shape_vec((rows, self.width), std::mem::take(&mut self.x))
+            .map_err(shape_err)?;
+        let labels =
+            Array2::from_shape_vec((rows, self.label_fields.len()), std::mem::take(&mut self.y))
+                .map_err(shape_err)?;
+        Ok(Table {
+            feature_names: self.schema.feature_columns(),
+            x,
+            label_names: self.label_names(),
+            labels,
+            ids: std::mem::take(&mut self.ids),
+        })
+    }
+
+    /// Rows pushed so far (all chunks).
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn label_names(&self) -> Vec<String> {
+        self.label_index
+            .iter()
+            .filter_map(|&li| self.schema.labels.get(li).map(|l| l.column.clone()))
+            .collect()
     }
 
     /// The table, once every row is in; refuses no rows and a one-class label.

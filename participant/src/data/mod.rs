@@ -247,7 +247,9 @@ mod source;
 #[cfg(test)]
 mod tests;
 
-pub use self::csv::{label_value_counts, load_csv, load_csv_reader, DelimiterHint};
+pub use self::csv::{
+    label_value_counts, load_csv, load_csv_chunks, load_csv_reader, DelimiterHint, Labels,
+};
 pub use self::parquet::load_parquet;
 pub use self::postgres::load_postgres;
 pub use self::schema::*;

@@ -16,7 +16,7 @@ mod format;
 mod models;
 mod privacy;
 mod rounds;
-mod style;
+pub(super) mod style;
 mod summary;
 mod view;
 

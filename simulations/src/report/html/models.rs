@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 use super::format::{humanise, num, pct, plural, signed};
 use super::view::{ComparisonView, ModelView, View};
 use super::Figures;
+use crate::report::charts;
 use crate::report::svg::{
-    escape, Axis, Corner, Format, Line, LineChart, Reference, Series, PRIMARY, REFERENCE,
-    SECONDARY, TERTIARY,
+    escape, Axis, Corner, Format, Line, LineChart, Reference, Series, PRIMARY, REFERENCE, SECONDARY,
 };
 use crate::report::{Metrics, ModelReport, ScorecardReport};
 
@@ -151,21 +151,11 @@ fn model_section(h: &mut String, index: usize, mv: &ModelView, figs: &mut Figure
     );
 
     // ROC with the diagonal.
-    let roc_chart = LineChart::new(
-        &format!("ROC curve, {}", m.name),
-        Axis::new("false positive rate", Format::Auto).range(0.0, 1.0),
-        Axis::new("true positive rate", Format::Auto).range(0.0, 1.0),
-    )
-    .series(Series::new(
+    let roc_chart = charts::roc(
+        &m.name,
         &format!("federated model (AUC {})", num(f.auc, 3)),
-        PRIMARY,
         m.roc.clone(),
-    ))
-    .reference(
-        Reference::new(Line::Segment((0.0, 0.0), (1.0, 1.0)), REFERENCE)
-            .legend("random scoring (AUC 0.5)"),
-    )
-    .legend_at(Corner::BottomRight);
+    );
     figs.figure(
         h,
         "ROC curve of the federated model.",
@@ -174,30 +164,15 @@ fn model_section(h: &mut String, index: usize, mv: &ModelView, figs: &mut Figure
     );
 
     // KS: cumulative shares of positives and negatives, with the largest gap marked.
-    let pos: Vec<(f64, f64)> = m.ks_curve.iter().map(|&(p, a, _)| (p, a)).collect();
-    let neg: Vec<(f64, f64)> = m.ks_curve.iter().map(|&(p, _, b)| (p, b)).collect();
-    let mut ks_chart = LineChart::new(
-        &format!("KS chart, {}", m.name),
-        Axis::new("share of population, highest scores first", Format::Percent).range(0.0, 1.0),
-        Axis::new("cumulative share", Format::Percent).range(0.0, 1.0),
-    )
-    .series(Series::new("positives (cumulative share)", PRIMARY, pos))
-    .series(Series::new("negatives (cumulative share)", SECONDARY, neg))
-    .legend_at(Corner::BottomRight);
-    let mut ks_detail = String::new();
-    if let Some((p, a, b)) = mv.ks_gap {
-        ks_chart = ks_chart.reference(
-            Reference::new(Line::Segment((p, b), (p, a)), TERTIARY)
-                .solid(2.0)
-                .legend("KS gap (largest separation)")
-                .note(&format!("KS = {}", num((a - b).abs(), 3))),
-        );
-        ks_detail = format!(
+    let ks_chart = charts::ks(&m.name, &m.ks_curve, mv.ks_gap);
+    let ks_detail = match mv.ks_gap {
+        Some((p, a, b)) => format!(
             "The largest gap, {}, is at {} of the population.",
             escape(&num((a - b).abs(), 3)),
             escape(&pct(p, 0))
-        );
-    }
+        ),
+        None => String::new(),
+    };
     figs.figure(
         h,
         "Kolmogorov–Smirnov chart.",
@@ -207,26 +182,12 @@ fn model_section(h: &mut String, index: usize, mv: &ModelView, figs: &mut Figure
 
     // Gains with the random baseline and the top decile marked.
     let gain_at_decile = mv.gain_at_decile;
-    let mut gains_chart = LineChart::new(
-        &format!("Cumulative gains, {}", m.name),
-        Axis::new(
-            "share of population targeted, highest scores first",
-            Format::Percent,
-        )
-        .range(0.0, 1.0),
-        Axis::new("share of positives captured", Format::Percent).range(0.0, 1.0),
-    )
-    .series(Series::new("federated model", PRIMARY, m.gains.clone()))
-    .reference(
-        Reference::new(Line::Segment((0.0, 0.0), (1.0, 1.0)), REFERENCE).legend("random targeting"),
-    )
-    .legend_at(Corner::BottomRight);
-    if let Some(g) = gain_at_decile {
-        gains_chart = gains_chart.reference(
-            Reference::new(Line::Segment((0.1, 0.0), (0.1, g)), TERTIARY)
-                .note(&format!("top decile: lift {}", num(f.top_decile_lift, 2))),
-        );
-    }
+    let gains_chart = charts::gains(
+        &m.name,
+        "federated model",
+        m.gains.clone(),
+        gain_at_decile.map(|g| (g, f.top_decile_lift)),
+    );
     figs.figure(
         h,
         "Cumulative gains (lift) chart.",

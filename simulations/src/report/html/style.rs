@@ -1,6 +1,6 @@
 //! The page's stylesheet (inline: the report needs no network).
 
-pub(super) const CSS: &str = r#"
+pub const CSS: &str = r#"
 :root { color-scheme: light; }
 * { box-sizing: border-box; }
 body { margin: 0; background: #f4f5f7; color: #1d1f24; font: 14px/1.5 "Helvetica Neue", Helvetica, Arial, sans-serif; }
