@@ -23,8 +23,9 @@ use crate::data::{load_csv_chunks, DataError, Labels, Schema};
 pub enum ScoreError {
     #[error("scoring: {0}")]
     Model(#[from] fedsilo_task::FedError),
+    /// Boxed: a data error names where it happened and is large.
     #[error(transparent)]
-    Data(#[from] DataError),
+    Data(Box<DataError>),
     #[error("writing {path}: {source}")]
     Write {
         path: PathBuf,
@@ -37,6 +38,12 @@ pub enum ScoreError {
     },
     #[error("the model has {got} probability column(s) for {expected} label(s)")]
     Shape { expected: usize, got: usize },
+}
+
+impl From<DataError> for ScoreError {
+    fn from(e: DataError) -> Self {
+        ScoreError::Data(Box::new(e))
+    }
 }
 
 /// Which part of each ranking is written.
