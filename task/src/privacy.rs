@@ -204,6 +204,12 @@ pub(crate) fn count_noise(spec: &JobSpec, clip: f64, sensitivity: f64) -> Option
 /// ε after `rounds` noisy training rounds (∞ where the parameters cannot be accounted);
 /// `None` for a job without DP.
 pub fn spent(spec: &JobSpec, rounds: u64) -> Option<Spent> {
+    spent_with_unused(spec, rounds, 0)
+}
+
+/// [`spent`] with `unused_counts` noised count releases beyond the job's fixed ones (sums the
+/// coordinator unmasked and refused, then asked for again).
+pub fn spent_with_unused(spec: &JobSpec, rounds: u64, unused_counts: u64) -> Option<Spent> {
     let dp = spec.dp.as_ref()?;
     let eps = |acc: Result<RdpAccountant, DpError>| {
         acc.and_then(|a| a.epsilon(dp.delta))
@@ -224,7 +230,7 @@ pub fn spent(spec: &JobSpec, rounds: u64) -> Option<Spent> {
         DpLevel::Record => Spent {
             record: eps(record_accountant(
                 &count_release(dp),
-                fixed_releases(spec),
+                fixed_releases(spec).saturating_add(unused_counts),
                 dp.q(),
                 dp.sigma(),
                 rounds,

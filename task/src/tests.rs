@@ -869,3 +869,54 @@ fn count_noise_multiplier_splits_the_budget_between_counts_and_training() {
         "{e}"
     );
 }
+
+/// A noised sum the coordinator unmasked but did not use is charged: a refused training sum
+/// counts as a training round, a refused count release as one more count release; a step
+/// without noise charges nothing.
+#[test]
+fn a_refused_noised_sum_is_charged() {
+    let mut s = spec();
+    s.rounds = 20;
+    s.dp = Some(record_dp(None, Some(1.0)));
+    let mut plan = Plan::new(
+        s,
+        vec!["a".into(), "b".into(), "c".into()],
+        vec!["y".into()],
+    )
+    .unwrap();
+    let before = plan.privacy().unwrap().1.record;
+    let scale = plan.next_step().unwrap();
+    assert_eq!(scale.instruction.purpose(), Purpose::Stats);
+    plan.charge_unused_release(&scale);
+    let after_count = plan.privacy().unwrap().1.record;
+    assert!(after_count > before, "{after_count} vs {before}");
+    assert_eq!(plan.dp_rounds(), 0);
+    // Run the prelude, then charge a refused training sum.
+    let parts = three_participants();
+    let mut caches: Vec<LocalCache> = parts.iter().map(|_| LocalCache::default()).collect();
+    while let Some(step) = plan.next_step() {
+        if step.instruction.purpose() == Purpose::Train {
+            let next = plan.spent_after_next_training().unwrap();
+            plan.charge_unused_release(&step);
+            assert_eq!(plan.dp_rounds(), 1);
+            assert_eq!(plan.privacy().unwrap().1.record, next);
+            break;
+        }
+        let mut sum = vec![0.0; step.len];
+        for (p, c) in parts.iter().zip(caches.iter_mut()) {
+            for (s, x) in sum
+                .iter_mut()
+                .zip(compute(&step.instruction, p, c, &mut private_rng()).unwrap())
+            {
+                *s += x;
+            }
+        }
+        plan.absorb(&sum, parts.len()).unwrap();
+    }
+    // Without DP nothing is charged.
+    let mut plain = Plan::new(spec(), vec!["a".into()], vec!["y".into()]).unwrap();
+    let step = plain.next_step().unwrap();
+    plain.charge_unused_release(&step);
+    assert!(plain.privacy().is_none());
+    assert_eq!(plain.dp_rounds(), 0);
+}

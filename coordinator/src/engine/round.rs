@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::liveness::{ago, is_present, patience_deadline, wait_for_participants};
-use fedsilo_task::privacy;
 
 use super::{Coordinator, Event, JobState, MAX_ATTEMPTS};
 
@@ -156,9 +155,7 @@ impl Coordinator {
         if let (Some(dp), Some(step)) = (&job.record.plan.spec().dp, &next_step) {
             if let Some(budget) = dp.epsilon_budget {
                 if step.instruction.purpose().is_training() {
-                    let next =
-                        privacy::spent(job.record.plan.spec(), job.record.plan.dp_rounds() + 1)
-                            .map_or(0.0, |s| s.at(dp.level));
+                    let next = job.record.plan.spent_after_next_training().unwrap_or(0.0);
                     if next > budget {
                         job.record.plan.stop(format!(
                             "privacy budget: another round would spend {}-level ε = {next:.3} > budget {budget}",
@@ -495,7 +492,7 @@ impl Coordinator {
                     })
                     .collect();
                 let n = out.survivors.len();
-                match round.encoding.decode_sum(&out.sum, n) {
+                let outcome = match round.encoding.decode_sum(&out.sum, n) {
                     Err(e) => RoundOutcome::Decode {
                         error: error_text(&e),
                     },
@@ -518,7 +515,24 @@ impl Coordinator {
                             },
                         }
                     }
+                };
+                // The coordinator saw this noised sum whether or not it was used: a refused
+                // one is charged (a retry releases it again with fresh noise).
+                if noised && !matches!(outcome, RoundOutcome::Ok) {
+                    job.record.plan.charge_unused_release(&round.step);
+                    job.record.epsilon = job
+                        .record
+                        .plan
+                        .privacy()
+                        .map_or(0.0, |(dp, spent)| spent.at(dp.level));
+                    tracing::warn!(
+                        job = job_id,
+                        round = round.config.ctx.round,
+                        epsilon = job.record.epsilon,
+                        "a noised sum was unmasked but not used; its release is charged"
+                    );
                 }
+                outcome
             }
         };
         match &outcome {

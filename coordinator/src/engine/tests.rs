@@ -293,6 +293,37 @@ fn a_sum_outside_survivors_times_the_range_fails_the_round_and_leaves_the_plan()
     }
 }
 
+/// A noised sum the coordinator unmasked and refused still released what it held: each
+/// refused attempt of a record-level job's noised count step is charged, so the job's ε
+/// grows with the retries (and stays what the accountant says for them).
+#[test]
+fn refused_noised_sums_are_charged_to_the_privacy_budget() {
+    let mut fed = Fed::new(&[Mode::Honest, Mode::Honest, Mode::Oversized]);
+    let mut s = spec(3, 60_000);
+    s.dp = Some(
+        serde_json::from_value(serde_json::json!({
+            "level": "record", "clip": 1.0, "sampling_rate": 0.1,
+            "noise_multiplier": 1.0, "delta": 1e-5,
+        }))
+        .unwrap(),
+    );
+    fed.launch(s.clone());
+    let fresh = fedsilo_task::privacy::spent(&s, 0).unwrap().record;
+    while fed.step() {}
+    assert_eq!(fed.rounds.len(), MAX_ATTEMPTS as usize, "{:#?}", fed.rounds);
+    assert!(fed
+        .rounds
+        .iter()
+        .all(|r| matches!(r.result, RoundOutcome::Implausible(_))));
+    let (_, spent) = fed.coord.plan("j").unwrap().privacy().unwrap();
+    let charged = fedsilo_task::privacy::spent_with_unused(&s, 0, MAX_ATTEMPTS as u64)
+        .unwrap()
+        .record;
+    assert_eq!(spent.record, charged);
+    assert!(charged > fresh, "{charged} vs {fresh}");
+    assert_eq!(fed.coord.plan("j").unwrap().dp_rounds(), 0);
+}
+
 #[test]
 fn inconsistent_counts_in_range_are_named() {
     let mut fed = Fed::new(&[Mode::Honest, Mode::Miscount, Mode::Honest]);

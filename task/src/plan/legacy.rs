@@ -130,6 +130,7 @@ impl TryFrom<PlanV0> for Plan {
                 curve: old.curve,
                 last_eval: old.last_eval,
                 dp_rounds: old.dp_rounds,
+                unused_count_releases: 0,
                 stopped_early: old.stopped_early,
             },
             stage,

@@ -73,8 +73,12 @@ pub(crate) struct Job {
     totals: Totals,
     curve: Vec<CurvePoint>,
     last_eval: Option<Evaluation>,
-    /// Rounds of noisy training done (for the DP accountant).
+    /// Rounds of noisy training done (for the DP accountant), including noised training
+    /// sums unmasked but not used ([`Plan::charge_unused_release`]).
     dp_rounds: u64,
+    /// Noised count releases unmasked but not used, beyond the job's fixed ones.
+    #[serde(default)]
+    unused_count_releases: u64,
     stopped_early: Option<String>,
 }
 
@@ -270,6 +274,7 @@ impl Plan {
                 curve: Vec::new(),
                 last_eval: None,
                 dp_rounds: 0,
+                unused_count_releases: 0,
                 stopped_early: None,
             },
             stage: Stage::Prelude(prelude::Prelude::Scale),
@@ -327,8 +332,40 @@ impl Plan {
         let dp = self.job.spec.dp.as_ref()?;
         Some((
             dp,
-            crate::privacy::spent(&self.job.spec, self.job.dp_rounds)?,
+            crate::privacy::spent_with_unused(
+                &self.job.spec,
+                self.job.dp_rounds,
+                self.job.unused_count_releases,
+            )?,
         ))
+    }
+
+    /// ε at the job's level after one more training release (the budget stop's question);
+    /// `None` without DP.
+    pub fn spent_after_next_training(&self) -> Option<f64> {
+        let dp = self.job.spec.dp.as_ref()?;
+        crate::privacy::spent_with_unused(
+            &self.job.spec,
+            self.job.dp_rounds + 1,
+            self.job.unused_count_releases,
+        )
+        .map(|s| s.at(dp.level))
+    }
+
+    /// A noised sum of `step` that the coordinator unmasked but did not use (refused as
+    /// implausible, undecodable or by the plan): the release happened all the same, and a
+    /// retry releases again with fresh noise, so it is charged — a training release as one
+    /// more training round, a count release as one more count release. No-op for a step
+    /// without noise.
+    pub fn charge_unused_release(&mut self, step: &Step) {
+        if self.job.spec.dp.is_none() || step.instruction.noise().is_none() {
+            return;
+        }
+        if step.instruction.purpose().is_training() {
+            self.job.dp_rounds += 1;
+        } else {
+            self.job.unused_count_releases += 1;
+        }
     }
 
     /// Why the job was stopped before its last round, if it was.
