@@ -171,18 +171,7 @@ fn read_rows<R: std::io::Read, E: From<DataError>>(
                 row: p.record(),
             },
         });
-        if e.is_io_error() {
-            DataError::Io {
-                source_name: src(),
-                source: e.into(),
-            }
-        } else {
-            DataError::Csv {
-                source_name: src(),
-                at,
-                source: e,
-            }
-        }
+        csv_error(e, source_name, at)
     };
 
     let mut rdr = csv::ReaderBuilder::new()
@@ -263,6 +252,23 @@ fn read_rows<R: std::io::Read, E: From<DataError>>(
         .into()),
         Some(c) if rows % c != 0 => sink(enc.take_chunk()?),
         Some(_) => Ok(()),
+    }
+}
+
+/// A CSV reader's error as a [`DataError`] of `source_name` at `at`: an I/O failure as such,
+/// anything else as malformed CSV there.
+pub(crate) fn csv_error(e: csv::Error, source_name: &str, at: At) -> DataError {
+    if e.is_io_error() {
+        DataError::Io {
+            source_name: source_name.to_string(),
+            source: e.into(),
+        }
+    } else {
+        DataError::Csv {
+            source_name: source_name.to_string(),
+            at,
+            source: e,
+        }
     }
 }
 

@@ -407,18 +407,7 @@ fn scan_csv_reader<R: Read>(
     let src = || source_name.to_string();
     let csv_err = |e: csv::Error, line: u64| -> DataError {
         let at = At::Line(e.position().map_or(line, |p| p.line()));
-        if e.is_io_error() {
-            DataError::Io {
-                source_name: src(),
-                source: e.into(),
-            }
-        } else {
-            DataError::Csv {
-                source_name: src(),
-                at,
-                source: e,
-            }
-        }
+        super::csv::csv_error(e, source_name, at)
     };
     let mut rdr = csv::ReaderBuilder::new()
         .delimiter(delimiter as u8)
