@@ -437,15 +437,7 @@ fn old_flat_checkpoints_resume_as_the_same_plan() {
         let mut caches: Vec<LocalCache> = parts.iter().map(|_| LocalCache::default()).collect();
         for _ in 0..steps {
             let step = plan.next_step().unwrap();
-            let mut sum = vec![0.0; step.len];
-            for (p, c) in parts.iter().zip(caches.iter_mut()) {
-                for (s, x) in sum
-                    .iter_mut()
-                    .zip(compute(&step.instruction, p, c, &mut private_rng()).unwrap())
-                {
-                    *s += x;
-                }
-            }
+            let sum = plain_sum(&step, &parts, &mut caches);
             plan.absorb(&sum, parts.len()).unwrap();
         }
         let back: Plan = serde_json::from_value(as_v0(plan)).unwrap();
@@ -470,6 +462,21 @@ fn old_flat_checkpoints_resume_as_the_same_plan() {
 fn private_rng() -> rand_chacha::ChaCha20Rng {
     use rand::SeedableRng;
     rand_chacha::ChaCha20Rng::seed_from_u64(7)
+}
+
+/// The plain (unmasked, noise-free) sum of `step` over `parts`, each drawing from the same
+/// fixed private stream.
+fn plain_sum(step: &Step, parts: &[LocalData], caches: &mut [LocalCache]) -> Vec<f64> {
+    let mut sum = vec![0.0; step.len];
+    for (p, c) in parts.iter().zip(caches.iter_mut()) {
+        for (s, x) in sum
+            .iter_mut()
+            .zip(compute(&step.instruction, p, c, &mut private_rng()).unwrap())
+        {
+            *s += x;
+        }
+    }
+    sum
 }
 
 fn record_dp(budget: Option<f64>, sigma: Option<f64>) -> DpSpec {
@@ -755,15 +762,7 @@ fn record_level_scorecard_noises_its_counts_and_accounts_for_them() {
             noised.insert(step.instruction.purpose().name());
             assert!(n.stddev > 0.0);
         }
-        let mut sum = vec![0.0; step.len];
-        for (p, c) in parts.iter().zip(caches.iter_mut()) {
-            for (s, x) in sum
-                .iter_mut()
-                .zip(compute(&step.instruction, p, c, &mut private_rng()).unwrap())
-            {
-                *s += x;
-            }
-        }
+        let sum = plain_sum(&step, &parts, &mut caches);
         plan.absorb(&sum, parts.len()).unwrap();
     }
     let got: Vec<_> = noised.into_iter().collect();
@@ -799,15 +798,7 @@ fn a_dp_step_with_impossible_noise_is_refused_by_name() {
         if let Instruction::Train { .. } = step.instruction {
             break step.instruction;
         }
-        let mut sum = vec![0.0; step.len];
-        for (p, c) in parts.iter().zip(caches.iter_mut()) {
-            for (s, x) in sum
-                .iter_mut()
-                .zip(compute(&step.instruction, p, c, &mut private_rng()).unwrap())
-            {
-                *s += x;
-            }
-        }
+        let sum = plain_sum(&step, &parts, &mut caches);
         plan.absorb(&sum, parts.len()).unwrap();
     };
     let mut with_noise = |f: &dyn Fn(&mut NoiseSpec)| {
@@ -902,15 +893,7 @@ fn a_refused_noised_sum_is_charged() {
             assert_eq!(plan.privacy().unwrap().1.record, next);
             break;
         }
-        let mut sum = vec![0.0; step.len];
-        for (p, c) in parts.iter().zip(caches.iter_mut()) {
-            for (s, x) in sum
-                .iter_mut()
-                .zip(compute(&step.instruction, p, c, &mut private_rng()).unwrap())
-            {
-                *s += x;
-            }
-        }
+        let sum = plain_sum(&step, &parts, &mut caches);
         plan.absorb(&sum, parts.len()).unwrap();
     }
     // Without DP nothing is charged.
