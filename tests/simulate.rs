@@ -388,3 +388,56 @@ fn record_level_budget_stops_boosting_with_the_finished_trees() {
     );
     assert!(report.models[0].final_metrics.auc > 0.6);
 }
+
+/// The seed use case (issue 11): a churn model for high-value customers. Each bank keeps the
+/// cohort MAA > 200,000 and derives total assets on its own rows; the report says how many
+/// customers each kept, shows the derived column, and the federated model beats every bank
+/// alone and matches the pooled cohort.
+#[test]
+fn high_value_churn_scenario_reports_its_cohort_and_derived_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = repo().join("simulations/scenarios/high_value_churn.toml");
+    let report = simulate(&s, dir.path(), &[]);
+    let [d] = report.scenario.datasets.as_slice() else {
+        panic!("one shaped dataset: {:?}", report.scenario.datasets);
+    };
+    assert_eq!(d.cohort.as_deref(), Some("maa > 200000"));
+    assert_eq!(d.derived.len(), 1);
+    assert_eq!(d.derived[0].name, "assets");
+    assert_eq!(d.rows_read, [60000; 4]);
+    // The cohort is a small share (high-value customers), and every bank's rows are exactly
+    // its cohort (training + hold-out).
+    for (i, inst) in report.scenario.institutions.iter().enumerate() {
+        let kept = d.rows_kept[i];
+        assert!(kept > 200 && kept < 6000, "{}: {kept}", inst.name);
+        assert_eq!(inst.rows_train + inst.rows_holdout, kept, "{}", inst.name);
+    }
+    let m = &report.models[0];
+    let pooled = m.pooled_metrics.as_ref().expect("pooled").auc;
+    assert!(
+        (pooled - m.final_metrics.auc).abs() < 0.01,
+        "{} vs {pooled}",
+        m.final_metrics.auc
+    );
+    for c in &m.comparison {
+        assert!(
+            c.federated_auc > c.local_only_auc,
+            "{}: federated {} vs alone {}",
+            c.institution,
+            c.federated_auc,
+            c.local_only_auc
+        );
+    }
+    // The model was trained on the derived column too.
+    let model = std::fs::read_to_string(dir.path().join(format!("model-{}.json", m.name))).unwrap();
+    assert!(
+        model.contains("\"assets\""),
+        "the model's features include assets"
+    );
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(
+        html.contains("Cohort <code class=\"expr\">maa &gt; 200000</code>"),
+        "cohort in the report"
+    );
+    assert!(html.contains("<li><code>assets</code> = <code class=\"expr\">current_balance + fixed_deposit_balance + wealth_balance</code></li>"));
+}

@@ -12,11 +12,12 @@ use std::sync::Arc;
 use fedsilo_crypto::keys::{IdentityKey, KeyError};
 use fedsilo_crypto::msg::{ParticipantId, Roster};
 use fedsilo_ml::table::{Table, UnknownFeatures};
-use fedsilo_participant::data::{load_file, DataError, Schema};
+use fedsilo_participant::data::{derive_table, load_file, DataError, LabelRule, Schema};
 use fedsilo_task::{JobSpec, LocalData};
 use sha2::{Digest, Sha256};
 
 use crate::partition::PartitionError;
+use crate::report::{DatasetSummary, DerivedColumn};
 use crate::scenario::{EventKind, JobEntry, Scenario};
 use crate::synth::SynthError;
 
@@ -65,6 +66,9 @@ pub struct Federation {
     pub names: Vec<String>,
     /// dataset name → per institution (train, hold-out)
     pub data: BTreeMap<String, Vec<LocalData>>,
+    /// The datasets with a cohort, derived columns or derived labels: what each institution
+    /// kept and computed.
+    pub shaped: Vec<DatasetSummary>,
 }
 
 impl Federation {
@@ -98,10 +102,24 @@ pub fn prepare_data(s: &Scenario) -> Result<Federation, FederationError> {
     let names = s.institution_names();
     let n = names.len();
     let mut data = BTreeMap::new();
+    let mut shaped = Vec::new();
     for d in &s.datasets {
         let dataset = || d.name.clone();
-        let tables: Vec<Table> = if let Some(syn) = &d.synthetic {
-            names
+        let data_err = |source| FederationError::Data {
+            dataset: dataset(),
+            source: Box::new(source),
+        };
+        // The dataset's schema, and the tables as read (before its expressions).
+        let (schema, tables): (Schema, Vec<Table>) = if let Some(syn) = &d.synthetic {
+            let schema = Schema {
+                derive: syn.derive.clone(),
+                cohort: syn.cohort.clone(),
+                ..crate::synth::synth_schema()
+            };
+            schema
+                .validate(&format!("datasets '{}'.synthetic", d.name))
+                .map_err(data_err)?;
+            let tables = names
                 .iter()
                 .enumerate()
                 .map(|(i, name)| {
@@ -114,19 +132,17 @@ pub fn prepare_data(s: &Scenario) -> Result<Federation, FederationError> {
                             source,
                         })
                 })
-                .collect::<Result<_, _>>()?
+                .collect::<Result<_, _>>()?;
+            (schema, tables)
         } else {
-            let data_err = |source| FederationError::Data {
-                dataset: dataset(),
-                source: Box::new(source),
-            };
             let schema_path = d
                 .schema
                 .as_ref()
                 .ok_or_else(|| FederationError::SchemaMissing { dataset: dataset() })?;
             let schema = Schema::from_toml_file(&s.resolve(schema_path)).map_err(data_err)?;
-            if let Some(csv) = &d.csv {
-                let table = load_file(&s.resolve(csv), &schema).map_err(data_err)?;
+            let read = schema.without_expressions();
+            let tables = if let Some(csv) = &d.csv {
+                let table = load_file(&s.resolve(csv), &read).map_err(data_err)?;
                 let parts = crate::partition::partition(&table, n, &d.partition, s.seed).map_err(
                     |source| FederationError::Partition {
                         dataset: dataset(),
@@ -137,9 +153,57 @@ pub fn prepare_data(s: &Scenario) -> Result<Federation, FederationError> {
             } else {
                 d.files
                     .iter()
-                    .map(|f| load_file(&s.resolve(f), &schema).map_err(data_err))
+                    .map(|f| load_file(&s.resolve(f), &read).map_err(data_err))
                     .collect::<Result<_, _>>()?
+            };
+            (schema, tables)
+        };
+        // Each institution applies the schema's cohort and derived columns to its own rows.
+        let tables = if schema.has_expressions() {
+            let mut summary = DatasetSummary {
+                name: d.name.clone(),
+                cohort: schema.cohort.clone(),
+                derived: schema
+                    .derive
+                    .iter()
+                    .map(|(name, expr)| DerivedColumn {
+                        name: name.clone(),
+                        expr: expr.clone(),
+                    })
+                    .collect(),
+                derived_labels: schema
+                    .labels
+                    .iter()
+                    .filter_map(|l| match &l.rule {
+                        LabelRule::Derive(expr) => Some(DerivedColumn {
+                            name: l.column.clone(),
+                            expr: expr.clone(),
+                        }),
+                        LabelRule::Positive(_) => None,
+                    })
+                    .collect(),
+                rows_read: Vec::with_capacity(n),
+                rows_kept: Vec::with_capacity(n),
+            };
+            let mut out = Vec::with_capacity(tables.len());
+            for (t, name) in tables.into_iter().zip(&names) {
+                let (t, count) = derive_table(&schema, t).map_err(data_err)?;
+                if count.kept == 0 {
+                    return Err(data_err(DataError::EmptyCohort {
+                        source_name: name.clone(),
+                        cohort: schema.cohort.clone().unwrap_or_default(),
+                        rows: count.read,
+                    }));
+                }
+                tracing::info!(dataset = %d.name, institution = %name, read = count.read, kept = count.kept, "cohort and derived columns");
+                summary.rows_read.push(count.read);
+                summary.rows_kept.push(count.kept);
+                out.push(t);
             }
+            shaped.push(summary);
+            out
+        } else {
+            tables
         };
         let locals = tables
             .into_iter()
@@ -152,7 +216,11 @@ pub fn prepare_data(s: &Scenario) -> Result<Federation, FederationError> {
             .collect();
         data.insert(d.name.clone(), locals);
     }
-    Ok(Federation { names, data })
+    Ok(Federation {
+        names,
+        data,
+        shaped,
+    })
 }
 
 /// Resolved columns of a job: (features, labels).

@@ -58,6 +58,33 @@ pub struct ScenarioSummary {
     pub seed: u64,
     pub transport: String,
     pub institutions: Vec<InstitutionSummary>,
+    /// Datasets each institution narrowed to a cohort or extended with derived columns or
+    /// labels (evaluated on its own rows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<DatasetSummary>,
+}
+
+/// What a dataset's expressions did at every institution.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSummary {
+    pub name: String,
+    /// The cohort condition, if any.
+    #[serde(default)]
+    pub cohort: Option<String>,
+    #[serde(default)]
+    pub derived: Vec<DerivedColumn>,
+    #[serde(default)]
+    pub derived_labels: Vec<DerivedColumn>,
+    /// Rows each institution read and kept (in institution order), before the hold-out split.
+    pub rows_read: Vec<usize>,
+    pub rows_kept: Vec<usize>,
+}
+
+/// A derived column or label: its name and expression.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DerivedColumn {
+    pub name: String,
+    pub expr: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

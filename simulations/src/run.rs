@@ -323,6 +323,7 @@ pub fn build_report(
             seed: s.seed,
             transport: transport.name().into(),
             institutions,
+            datasets: fed.shaped.clone(),
         },
         models,
         rounds: round_reports,

@@ -130,6 +130,13 @@ pub struct SyntheticSpec {
     /// Per-institution differences in customer mix (0 = identical institutions).
     #[serde(default = "default_heterogeneity")]
     pub heterogeneity: f64,
+    /// Derived columns over the generator's columns, as a schema's `derive`
+    /// (`{ assets = "current_balance + fixed_deposit_balance + wealth_balance" }`).
+    #[serde(default)]
+    pub derive: std::collections::BTreeMap<String, String>,
+    /// The rows each institution keeps, as a schema's `cohort` (`"maa > 200000"`).
+    #[serde(default)]
+    pub cohort: Option<String>,
 }
 
 fn default_heterogeneity() -> f64 {

@@ -265,6 +265,17 @@ fn sample_report() -> Report {
             seed: 7,
             transport: "memory".into(),
             institutions,
+            datasets: vec![fedsilo_simulations::report::DatasetSummary {
+                name: "customers".into(),
+                cohort: Some("maa > 200000 & <script>".into()),
+                derived: vec![fedsilo_simulations::report::DerivedColumn {
+                    name: "assets".into(),
+                    expr: "current + fixed".into(),
+                }],
+                derived_labels: vec![],
+                rows_read: vec![1000, 3000],
+                rows_kept: vec![100, 200],
+            }],
         },
         models: vec![
             model("credit-risk", "risk", "logistic_regression", 0.781, 0.08, 2),
@@ -370,6 +381,15 @@ fn html_has_every_section_chart_and_escaped_name() {
     let html = report.render_html();
     assert!(html.starts_with("<!DOCTYPE html>"), "not HTML5");
     assert_balanced(&html);
+    // The cohort and the derived column, escaped, with the rows each institution kept.
+    assert!(
+        html.contains("Cohort <code class=\"expr\">maa &gt; 200000 &amp; &lt;script&gt;</code>: <strong>300 of 4,000 customers</strong> (7.5%) kept."),
+        "cohort line missing"
+    );
+    assert!(html.contains("<td class=\"num\">3,000</td><td class=\"num\">200</td>"));
+    assert!(
+        html.contains("<li><code>assets</code> = <code class=\"expr\">current + fixed</code></li>")
+    );
 
     for heading in [
         "1. Scenario and institutions</h2>",
@@ -583,6 +603,7 @@ fn odd_data_renders_without_panicking() {
             seed: 0,
             transport: String::new(),
             institutions: vec![],
+            datasets: vec![],
         },
         models: vec![],
         rounds: vec![],

@@ -245,9 +245,15 @@ fn read_rows<R: std::io::Read, E: From<DataError>>(
     }
     match chunk_rows {
         None => sink(enc.finish(header_at)?),
-        Some(_) if enc.rows() == 0 => Err(DataError::NoDataRows {
+        Some(_) if enc.read() == 0 => Err(DataError::NoDataRows {
             source_name: src(),
             at: header_at,
+        }
+        .into()),
+        Some(_) if enc.rows() == 0 => Err(DataError::EmptyCohort {
+            source_name: src(),
+            cohort: schema.cohort.clone().unwrap_or_default(),
+            rows: enc.read(),
         }
         .into()),
         Some(c) if rows % c != 0 => sink(enc.take_chunk()?),

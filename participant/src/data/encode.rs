@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use fedsilo_ml::table::Table;
 use ndarray::Array2;
 
-use super::schema::{FeatureKind, FeatureSpec, Schema};
+use super::derive::Derivation;
+use super::expr::Truth;
+use super::schema::{FeatureKind, FeatureSpec, LabelRule, Schema};
 use super::{At, DataError, DelimiterHint, Labels};
 
 /// One cell as a source holds it. CSV cells are always text; Parquet cells are typed.
@@ -43,6 +45,20 @@ struct FeaturePlan<'s> {
     field: usize,
     spec: &'s FeatureSpec,
     slot: Slot,
+}
+
+/// Where a label's value comes from.
+enum LabelSource {
+    /// A source field, read by the label's `positive` rule.
+    Field(usize),
+    /// The label's condition on the full row.
+    Derived,
+}
+
+struct LabelPlan {
+    /// The schema label.
+    li: usize,
+    source: LabelSource,
 }
 
 /// A boolean word's truth: true/yes/y/t/1 → true, false/no/n/f/0 → false (any case).
@@ -86,11 +102,14 @@ pub(crate) struct Encoder<'s> {
     source_name: String,
     plans: Vec<FeaturePlan<'s>>,
     id_field: Option<usize>,
-    /// Source field of each label read, and the schema label it is.
-    label_fields: Vec<usize>,
-    label_index: Vec<usize>,
+    /// The labels read, in the schema's order.
+    labels: Vec<LabelPlan>,
     /// [`Labels::IfPresent`]: a missing label cell reads as `NaN`.
     lenient_labels: bool,
+    /// The schema's expressions; `row` is the full row they are evaluated on.
+    derivation: Derivation,
+    row: Vec<f32>,
+    /// Width of the table's rows.
     width: usize,
     missing: Vec<Vec<u8>>,
     missing_hint: String,
@@ -98,7 +117,9 @@ pub(crate) struct Encoder<'s> {
     x: Vec<f32>,
     y: Vec<f32>,
     ids: Vec<String>,
+    /// Rows kept (in the cohort) and data rows read.
     rows: usize,
+    read: usize,
     scratch: Vec<u8>,
 }
 
@@ -173,25 +194,35 @@ impl<'s> Encoder<'s> {
             .as_deref()
             .map(|c| find(c, "id"))
             .transpose()?;
-        let mut label_fields = Vec::with_capacity(schema.labels.len());
-        let mut label_index = Vec::with_capacity(schema.labels.len());
-        for (li, l) in schema.labels.iter().enumerate() {
-            match index.get(l.column.as_str()) {
-                Some(&field) => label_fields.push(field),
-                None if lenient_labels => continue,
-                None => label_fields.push(find(&l.column, "label")?),
-            }
-            label_index.push(li);
-        }
-        let mut plans = Vec::with_capacity(schema.features.len());
+        let derivation = Derivation::new(schema).map_err(|source| DataError::Expr {
+            source_name: src(),
+            source,
+        })?;
+        let mut plans = Vec::with_capacity(schema.features.len() + schema.inputs.len());
+        let mut absent_inputs: Vec<&str> = Vec::new();
         let mut out = 0;
-        for spec in &schema.features {
-            let field = find(&spec.name, "feature")?;
+        let specs = schema
+            .features
+            .iter()
+            .map(|f| (f, "feature"))
+            .chain(schema.inputs.iter().map(|f| (f, "input")));
+        for (spec, role) in specs {
+            let at = out;
+            out += spec.width();
+            let field = match index.get(spec.name.as_str()) {
+                Some(&field) => field,
+                // A scoring file need not hold the inputs of labels it does not carry.
+                None if lenient_labels && role == "input" => {
+                    absent_inputs.push(&spec.name);
+                    continue;
+                }
+                None => find(&spec.name, role)?,
+            };
             let slot = match &spec.kind {
-                FeatureKind::Numeric => Slot::Numeric { out },
-                FeatureKind::Boolean => Slot::Boolean { out },
+                FeatureKind::Numeric => Slot::Numeric { out: at },
+                FeatureKind::Boolean => Slot::Boolean { out: at },
                 FeatureKind::Categorical { categories, other } => Slot::Categorical {
-                    out,
+                    out: at,
                     lookup: categories
                         .iter()
                         .enumerate()
@@ -200,8 +231,38 @@ impl<'s> Encoder<'s> {
                     other: other.then_some(categories.len()),
                 },
             };
-            out += spec.width();
             plans.push(FeaturePlan { field, spec, slot });
+        }
+        let mut labels = Vec::with_capacity(schema.labels.len());
+        for (li, l) in schema.labels.iter().enumerate() {
+            let source = match &l.rule {
+                LabelRule::Positive(_) => match index.get(l.column.as_str()) {
+                    Some(&field) => LabelSource::Field(field),
+                    None if lenient_labels => continue,
+                    None => LabelSource::Field(find(&l.column, "label")?),
+                },
+                LabelRule::Derive(_) => {
+                    let reads = derivation.label_reads(li);
+                    if absent_inputs.iter().any(|a| reads.iter().any(|r| r == a)) {
+                        continue;
+                    }
+                    LabelSource::Derived
+                }
+            };
+            labels.push(LabelPlan { li, source });
+        }
+        // What the derived columns and the cohort read must be there.
+        if !absent_inputs.is_empty() {
+            let all: Vec<&String> = schema.derive.keys().collect();
+            let needed = super::derive::names_needed(schema, &all, false).map_err(|source| {
+                DataError::Expr {
+                    source_name: src(),
+                    source,
+                }
+            })?;
+            if let Some(a) = absent_inputs.iter().find(|a| needed.contains(**a)) {
+                find(a, "input")?;
+            }
         }
         let missing_hint = if schema.missing.is_empty() {
             "; list other missing-value tokens with `missing = [...]` in the schema".to_string()
@@ -216,10 +277,11 @@ impl<'s> Encoder<'s> {
             source_name: source_name.to_string(),
             plans,
             id_field,
-            label_fields,
-            label_index,
+            labels,
             lenient_labels,
-            width: out,
+            width: derivation.out_width(),
+            row: Vec::with_capacity(derivation.out_width() + out),
+            derivation,
             missing: schema
                 .missing
                 .iter()
@@ -231,6 +293,7 @@ impl<'s> Encoder<'s> {
             y: Vec::new(),
             ids: Vec::new(),
             rows: 0,
+            read: 0,
             scratch: Vec::new(),
         })
     }
@@ -252,25 +315,49 @@ impl<'s> Encoder<'s> {
     }
 
     /// Encodes one row; `cell(field)` gives the cell of source field `field` (an index into
-    /// the header given to [`Encoder::new`]). `at` is where the row is, for errors.
+    /// the header given to [`Encoder::new`]). `at` is where the row is, for errors. A row
+    /// outside the schema's cohort is skipped once its cells are checked.
     pub(crate) fn push_row<'r>(
         &mut self,
         cell: impl Fn(usize) -> Cell<'r>,
         at: At,
     ) -> Result<(), DataError> {
-        let base = self.x.len();
-        self.x.resize(base + self.width, 0.0);
-        if let Err(e) = self.encode_features(&cell, at, base) {
-            self.x.truncate(base);
-            return Err(e);
+        self.read += 1;
+        self.row.clear();
+        self.row.resize(self.derivation.read_width(), 0.0);
+        self.encode_features(&cell, at)?;
+        self.derivation.extend(&mut self.row);
+        if !self.derivation.in_cohort(&self.row) {
+            return Ok(());
         }
-        for k in 0..self.label_fields.len() {
-            let (Some(&field), Some(&li)) = (self.label_fields.get(k), self.label_index.get(k))
-            else {
+        let y_base = self.y.len();
+        for k in 0..self.labels.len() {
+            let Some(plan) = self.labels.get(k) else {
                 continue;
             };
+            let li = plan.li;
             let Some(l) = self.schema.labels.get(li) else {
                 continue;
+            };
+            let field = match plan.source {
+                LabelSource::Field(field) => field,
+                LabelSource::Derived => {
+                    let v = match self.derivation.label(li, &self.row) {
+                        Some(Truth::True) => 1.0,
+                        Some(Truth::False) => 0.0,
+                        _ if self.lenient_labels => f32::NAN,
+                        _ => {
+                            self.y.truncate(y_base);
+                            return Err(DataError::UnknownDerivedLabel {
+                                source_name: self.source_name.clone(),
+                                at,
+                                column: l.column.clone(),
+                            });
+                        }
+                    };
+                    self.y.push(v);
+                    continue;
+                }
             };
             let c = cell(field);
             if self.is_missing(&c) && self.lenient_labels {
@@ -278,21 +365,24 @@ impl<'s> Encoder<'s> {
                 continue;
             }
             if self.is_missing(&c) {
+                self.y.truncate(y_base);
                 return Err(DataError::MissingLabel {
                     source_name: self.source_name.clone(),
                     at,
                     column: l.column.clone(),
                 });
             }
+            let Some(rule) = l.positive_values() else {
+                continue;
+            };
             let positive = match c {
-                Cell::Bool(b) => l
-                    .positive
+                Cell::Bool(b) => rule
                     .values()
                     .iter()
                     .any(|p| boolean_value(p.as_bytes()) == Some(b)),
                 _ => {
                     let text = cell_text(&c, &mut self.scratch).unwrap_or_default();
-                    l.positive.matches(text)
+                    rule.matches(text)
                 }
             };
             self.y.push(if positive { 1.0 } else { 0.0 });
@@ -309,33 +399,35 @@ impl<'s> Encoder<'s> {
                 match cell_text(&c, &mut self.scratch) {
                     Some(t) if !t.is_empty() => String::from_utf8_lossy(t).into_owned(),
                     _ => {
+                        self.y.truncate(y_base);
                         return Err(DataError::MissingId {
                             source_name: self.source_name.clone(),
                             at,
                             column: self.schema.id_column.clone().unwrap_or_default(),
-                        })
+                        });
                     }
                 }
             }
-            None => (self.rows + 1).to_string(),
+            None => self.read.to_string(),
         };
+        let (features, derived) = self.derivation.output(&self.row);
+        self.x.extend_from_slice(features);
+        self.x.extend_from_slice(derived);
         self.ids.push(id);
         self.rows += 1;
         Ok(())
     }
 
+    /// Writes the features' and inputs' columns of one row into `self.row`.
     fn encode_features<'r>(
         &mut self,
         cell: &impl Fn(usize) -> Cell<'r>,
         at: At,
-        base: usize,
     ) -> Result<(), DataError> {
         for p in &self.plans {
             let c = cell(p.field);
             let missing = self.is_missing(&c);
-            let Some(row) = self.x.get_mut(base..) else {
-                continue;
-            };
+            let row = &mut self.row;
             match &p.slot {
                 Slot::Numeric { out } => {
                     let v = if missing {
@@ -430,9 +522,8 @@ impl<'s> Encoder<'s> {
         };
         let x = Array2::from_shape_vec((rows, self.width), std::mem::take(&mut self.x))
             .map_err(shape_err)?;
-        let labels =
-            Array2::from_shape_vec((rows, self.label_fields.len()), std::mem::take(&mut self.y))
-                .map_err(shape_err)?;
+        let labels = Array2::from_shape_vec((rows, self.labels.len()), std::mem::take(&mut self.y))
+            .map_err(shape_err)?;
         Ok(Table {
             feature_names: self.schema.feature_columns(),
             x,
@@ -448,20 +539,41 @@ impl<'s> Encoder<'s> {
     }
 
     fn label_names(&self) -> Vec<String> {
-        self.label_index
+        self.labels
             .iter()
-            .filter_map(|&li| self.schema.labels.get(li).map(|l| l.column.clone()))
+            .filter_map(|p| self.schema.labels.get(p.li).map(|l| l.column.clone()))
             .collect()
+    }
+
+    /// Data rows read so far, in the cohort or not.
+    pub(crate) fn read(&self) -> usize {
+        self.read
     }
 
     /// The table, once every row is in; refuses no rows and a one-class label.
     pub(crate) fn finish(self, header_at: At) -> Result<Table, DataError> {
         let src = || self.source_name.clone();
-        if self.rows == 0 {
+        if self.read == 0 {
             return Err(DataError::NoDataRows {
                 source_name: src(),
                 at: header_at,
             });
+        }
+        if self.rows == 0 {
+            return Err(DataError::EmptyCohort {
+                source_name: src(),
+                cohort: self.schema.cohort.clone().unwrap_or_default(),
+                rows: self.read,
+            });
+        }
+        if self.derivation.has_cohort() {
+            tracing::info!(
+                source = %self.source_name,
+                cohort = self.schema.cohort.as_deref().unwrap_or_default(),
+                read = self.read,
+                kept = self.rows,
+                "cohort"
+            );
         }
         let shape_err = |_| DataError::Internal {
             source_name: src(),
@@ -493,7 +605,10 @@ impl<'s> Encoder<'s> {
                     source_name: src(),
                     label: l.column.clone(),
                     class: if pos == 0 { "negatives" } else { "positives" },
-                    positive: quoted_list(l.positive.values()),
+                    positive: match &l.rule {
+                        LabelRule::Positive(p) => quoted_list(p.values()),
+                        LabelRule::Derive(t) => format!("the condition \"{t}\""),
+                    },
                     seen: quoted_list(&values) + if seen.len() == MAX_SEEN { ", …" } else { "" },
                 });
             }

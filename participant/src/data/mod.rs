@@ -200,6 +200,24 @@ pub enum DataError {
         #[source]
         source: ::postgres::Error,
     },
+    #[error("{source_name}: invalid expression")]
+    Expr {
+        source_name: String,
+        #[source]
+        source: self::expr::ExprError,
+    },
+    #[error("{source_name}{at}: label '{column}' is derived by a condition that is unknown on this row (a value it reads is missing); write the condition so that it decides, e.g. with is_missing(…)")]
+    UnknownDerivedLabel {
+        source_name: String,
+        at: At,
+        column: String,
+    },
+    #[error("{source_name}: the cohort ({cohort}) keeps none of the {rows} rows")]
+    EmptyCohort {
+        source_name: String,
+        cohort: String,
+        rows: usize,
+    },
     #[error("{source_name}: invalid data source: {reason}")]
     InvalidSource { source_name: String, reason: String },
     #[error("{source_name}: internal error: {what}")]
@@ -237,6 +255,7 @@ impl std::fmt::Display for At {
 }
 
 mod csv;
+mod derive;
 mod encode;
 pub mod expr;
 pub mod infer;
@@ -250,6 +269,7 @@ mod tests;
 pub use self::csv::{
     label_value_counts, load_csv, load_csv_chunks, load_csv_reader, DelimiterHint, Labels,
 };
+pub use self::derive::{derive_table, CohortCount};
 pub use self::parquet::load_parquet;
 pub use self::postgres::load_postgres;
 pub use self::schema::*;

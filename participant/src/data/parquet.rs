@@ -12,7 +12,7 @@ use parquet::record::Field;
 use parquet::schema::types::Type;
 
 use super::encode::{Cell, Encoder};
-use super::schema::{FeatureKind, Schema};
+use super::schema::{FeatureKind, LabelRule, Schema};
 use super::{At, DataError};
 
 /// What the schema reads a column as.
@@ -167,14 +167,18 @@ pub fn load_parquet(path: &Path, schema: &Schema) -> Result<Table, DataError> {
         wanted.push((id, Role::Value, "id"));
     }
     for l in &schema.labels {
-        wanted.push((&l.column, Role::Value, "label"));
+        if let LabelRule::Positive(_) = l.rule {
+            wanted.push((&l.column, Role::Value, "label"));
+        }
     }
-    for f in &schema.features {
+    let specs = (schema.features.iter().map(|f| (f, "feature")))
+        .chain(schema.inputs.iter().map(|f| (f, "input")));
+    for (f, what) in specs {
         let role = match f.kind {
             FeatureKind::Numeric => Role::Number,
             FeatureKind::Categorical { .. } | FeatureKind::Boolean => Role::Value,
         };
-        wanted.push((&f.name, role, "feature"));
+        wanted.push((&f.name, role, what));
     }
     let mut projected: Vec<Arc<Type>> = Vec::with_capacity(wanted.len());
     let mut names: Vec<String> = Vec::with_capacity(wanted.len());

@@ -1,7 +1,7 @@
 //! The schema file: labels, features and how each is encoded (see the parent module's
 //! documentation for the TOML form).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -15,10 +15,18 @@ pub struct Schema {
     /// Column holding customer identifiers; `None` → ids are data-row numbers ("1", "2", …).
     #[serde(default)]
     pub id_column: Option<String>,
+    /// Rows kept: a condition over the features, inputs and derived columns
+    /// (`cohort = "maa > 200000"`); the other rows are skipped as they are read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<String>,
     /// One or more 0/1 targets (none for a scoring-only schema, see [`Schema::for_scoring`]).
     #[serde(default)]
     pub labels: Vec<LabelSpec>,
     pub features: Vec<FeatureSpec>,
+    /// Columns read only for the expressions (`derive`, `cohort`, derived labels), not
+    /// features of the model: `[[inputs]]` entries of the `[[features]]` form.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<FeatureSpec>,
     /// Tokens meaning "missing" besides the empty cell. Omitted: [`DEFAULT_MISSING`]
     /// ("NA", "NaN", "null", "N/A"); `missing = []` means only the empty cell.
     #[serde(default = "default_missing")]
@@ -26,6 +34,11 @@ pub struct Schema {
     /// Field separator of the CSV files (one ASCII character; default `,`).
     #[serde(default = "default_delimiter")]
     pub delimiter: char,
+    /// Derived numeric feature columns, computed from the features and inputs of each row
+    /// (`derive = { assets = "current + fixed_deposit + wealth" }`); they follow the
+    /// features' columns, in name order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub derive: BTreeMap<String, String>,
 }
 
 /// Missing-value tokens of a schema that does not list its own.
@@ -39,12 +52,99 @@ fn default_delimiter() -> char {
     ','
 }
 
-/// A 0/1 target: `column` equals `positive` (or one of them) → 1, anything else → 0.
+/// A 0/1 target: read from a column (`column` equals `positive`, or one of them → 1, anything
+/// else → 0) or derived from each row by a condition (`derive = "next_maa < 0.7 * maa"`:
+/// true → 1, false → 0), named `column`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "LabelSpecRepr", into = "LabelSpecRepr")]
 pub struct LabelSpec {
     pub column: String,
-    pub positive: Positive,
+    pub rule: LabelRule,
+}
+
+/// How a label's value is found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LabelRule {
+    /// The label column's value(s) that mean 1.
+    Positive(Positive),
+    /// A condition over the row's features, inputs and derived columns.
+    Derive(String),
+}
+
+impl LabelSpec {
+    /// A label read from `column`, 1 where it equals `positive`.
+    pub fn positive(column: impl Into<String>, positive: impl Into<Positive>) -> Self {
+        LabelSpec {
+            column: column.into(),
+            rule: LabelRule::Positive(positive.into()),
+        }
+    }
+
+    /// A label named `column`, derived by the condition `expr`.
+    pub fn derived(column: impl Into<String>, expr: impl Into<String>) -> Self {
+        LabelSpec {
+            column: column.into(),
+            rule: LabelRule::Derive(expr.into()),
+        }
+    }
+
+    /// The positive value(s) of a label read from a column (`None` for a derived one).
+    pub fn positive_values(&self) -> Option<&Positive> {
+        match &self.rule {
+            LabelRule::Positive(p) => Some(p),
+            LabelRule::Derive(_) => None,
+        }
+    }
+}
+
+/// A `[[labels]]` entry as written: `column` with exactly one of `positive` and `derive`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelSpecRepr {
+    column: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    positive: Option<Positive>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    derive: Option<String>,
+}
+
+/// A `[[labels]]` entry with neither or both of `positive` and `derive`.
+#[derive(Debug, thiserror::Error)]
+pub enum LabelSpecError {
+    #[error("label '{column}': give `positive = ...` (a column's value) or `derive = \"...\"` (a condition)")]
+    NoRule { column: String },
+    #[error("label '{column}': give either `positive` or `derive`, not both")]
+    BothRules { column: String },
+}
+
+impl TryFrom<LabelSpecRepr> for LabelSpec {
+    type Error = LabelSpecError;
+    fn try_from(r: LabelSpecRepr) -> Result<Self, Self::Error> {
+        let rule = match (r.positive, r.derive) {
+            (Some(p), None) => LabelRule::Positive(p),
+            (None, Some(d)) => LabelRule::Derive(d),
+            (None, None) => return Err(LabelSpecError::NoRule { column: r.column }),
+            (Some(_), Some(_)) => return Err(LabelSpecError::BothRules { column: r.column }),
+        };
+        Ok(LabelSpec {
+            column: r.column,
+            rule,
+        })
+    }
+}
+
+impl From<LabelSpec> for LabelSpecRepr {
+    fn from(l: LabelSpec) -> Self {
+        let (positive, derive) = match l.rule {
+            LabelRule::Positive(p) => (Some(p), None),
+            LabelRule::Derive(d) => (None, Some(d)),
+        };
+        LabelSpecRepr {
+            column: l.column,
+            positive,
+            derive,
+        }
+    }
 }
 
 /// The value(s) of a label column that mean 1: `positive = "bad"` or
@@ -269,7 +369,9 @@ impl Schema {
             .iter()
             .map(|c| (c.as_str(), "id"))
             .chain(self.labels.iter().map(|l| (l.column.as_str(), "label")))
-            .chain(self.features.iter().map(|f| (f.name.as_str(), "feature")));
+            .chain(self.features.iter().map(|f| (f.name.as_str(), "feature")))
+            .chain(self.inputs.iter().map(|f| (f.name.as_str(), "input")))
+            .chain(self.derive.keys().map(|n| (n.as_str(), "derived column")));
         for (name, role) in columns {
             if name.is_empty() {
                 return Err(invalid(format!("a {role} column has an empty name")));
@@ -282,13 +384,16 @@ impl Schema {
         }
         let is_missing = |v: &str| v.is_empty() || self.missing.iter().any(|m| m == v);
         for l in &self.labels {
-            if l.positive.values().is_empty() {
+            let Some(positive) = l.positive_values() else {
+                continue;
+            };
+            if positive.values().is_empty() {
                 return Err(invalid(format!(
                     "label '{}': `positive` lists no value",
                     l.column
                 )));
             }
-            if let Some(p) = l.positive.values().iter().find(|p| is_missing(p)) {
+            if let Some(p) = positive.values().iter().find(|p| is_missing(p)) {
                 return Err(invalid(format!(
                     "label '{}': positive value '{p}' is a missing-value token",
                     l.column
@@ -304,7 +409,7 @@ impl Schema {
                 self.delimiter
             )));
         }
-        for f in &self.features {
+        for f in self.features.iter().chain(&self.inputs) {
             if let FeatureKind::Categorical { categories, other } = &f.kind {
                 if categories.is_empty() {
                     return Err(invalid(format!(
@@ -350,37 +455,40 @@ impl Schema {
             }
         }
         let mut out = HashSet::new();
-        for c in self.feature_columns() {
+        let inputs = super::derive::columns_of(&self.inputs);
+        for c in self
+            .feature_columns()
+            .into_iter()
+            .chain(inputs.into_iter().map(|c| c.name))
+        {
             if !out.insert(c.clone()) {
                 return Err(invalid(format!(
                     "output column '{c}' would be produced twice (a numeric feature named like a one-hot column?)"
                 )));
             }
         }
+        super::derive::Derivation::new(self).map_err(|source| DataError::Expr {
+            source_name: source_name.to_string(),
+            source,
+        })?;
         Ok(())
     }
 
-    /// Output column names, in order: numeric features as named, categorical features one-hot
-    /// as `column=category` for every declared category.
+    /// Output column names, in order: numeric and boolean features as named, categorical
+    /// features one-hot as `column=category` for every declared category (then
+    /// `column=other` with the bucket), then the derived columns in name order.
     pub fn feature_columns(&self) -> Vec<String> {
-        let mut out = Vec::with_capacity(self.n_feature_columns());
-        for f in &self.features {
-            match &f.kind {
-                FeatureKind::Numeric | FeatureKind::Boolean => out.push(f.name.clone()),
-                FeatureKind::Categorical { categories, other } => {
-                    out.extend(categories.iter().map(|c| format!("{}={c}", f.name)));
-                    if *other {
-                        out.push(format!("{}={OTHER}", f.name));
-                    }
-                }
-            }
-        }
+        let mut out: Vec<String> = super::derive::columns_of(&self.features)
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        out.extend(self.derive.keys().cloned());
         out
     }
 
-    /// Number of output feature columns.
+    /// Number of output feature columns (derived ones included).
     pub fn n_feature_columns(&self) -> usize {
-        self.features.iter().map(FeatureSpec::width).sum()
+        self.features.iter().map(FeatureSpec::width).sum::<usize>() + self.derive.len()
     }
 
     /// Names of the label columns, in order.
@@ -388,31 +496,101 @@ impl Schema {
         self.labels.iter().map(|l| l.column.clone()).collect()
     }
 
-    /// The same schema keeping only the listed features (input feature names, not one-hot
-    /// column names), in the listed order.
+    /// The same schema keeping only the listed features and derived columns (input feature
+    /// names, not one-hot column names), in the listed order. A feature that is not listed
+    /// but that a kept derived column, the cohort or a derived label reads becomes an input.
     pub fn select(&self, features: &[String]) -> Result<Schema, DataError> {
         let mut kept = Vec::with_capacity(features.len());
+        let mut kept_derived = Vec::new();
         let mut seen = HashSet::new();
         for name in features {
-            let Some(f) = self.features.iter().find(|f| &f.name == name) else {
+            if !seen.insert(name.as_str()) {
+                continue;
+            }
+            if let Some(f) = self.features.iter().find(|f| &f.name == name) {
+                kept.push(f.clone());
+            } else if self.derive.contains_key(name) {
+                kept_derived.push(name);
+            } else {
                 return Err(DataError::UnknownFeature {
                     name: name.clone(),
                     available: self
                         .features
                         .iter()
                         .map(|f| f.name.as_str())
+                        .chain(self.derive.keys().map(String::as_str))
                         .collect::<Vec<_>>()
                         .join(", "),
                 });
-            };
-            if seen.insert(name.as_str()) {
-                kept.push(f.clone());
             }
         }
+        let needed = super::derive::names_needed(self, &kept_derived, true).map_err(|source| {
+            DataError::Expr {
+                source_name: "<schema>".to_string(),
+                source,
+            }
+        })?;
+        if let Some(d) = needed
+            .iter()
+            .find(|n| self.derive.contains_key(*n) && !kept_derived.contains(n))
+        {
+            return Err(DataError::UnknownFeature {
+                name: d.clone(),
+                available: format!(
+                    "the cohort or a derived label reads the derived column '{d}': select it too"
+                ),
+            });
+        }
+        let mut inputs = self.inputs.clone();
+        inputs.extend(
+            self.features
+                .iter()
+                .filter(|f| needed.contains(&f.name) && !seen.contains(f.name.as_str()))
+                .cloned(),
+        );
         Ok(Schema {
             features: kept,
+            inputs,
+            derive: self
+                .derive
+                .iter()
+                .filter(|(n, _)| kept_derived.contains(n))
+                .map(|(n, t)| (n.clone(), t.clone()))
+                .collect(),
             ..self.clone()
         })
+    }
+
+    /// Whether the schema has inputs, derived columns, a cohort or derived labels.
+    pub fn has_expressions(&self) -> bool {
+        !self.inputs.is_empty()
+            || !self.derive.is_empty()
+            || self.cohort.is_some()
+            || self
+                .labels
+                .iter()
+                .any(|l| matches!(l.rule, LabelRule::Derive(_)))
+    }
+
+    /// The schema that reads the same source columns with no expressions: the features, then
+    /// the inputs as features, and the labels read from a column. A table it loads becomes
+    /// this schema's table through [`super::derive_table`].
+    pub fn without_expressions(&self) -> Schema {
+        let mut features = self.features.clone();
+        features.extend(self.inputs.iter().cloned());
+        Schema {
+            cohort: None,
+            labels: self
+                .labels
+                .iter()
+                .filter(|l| matches!(l.rule, LabelRule::Positive(_)))
+                .cloned()
+                .collect(),
+            features,
+            inputs: Vec::new(),
+            derive: BTreeMap::new(),
+            ..self.clone()
+        }
     }
 
     /// The same schema without labels: for scoring files that may or may not carry them.

@@ -493,3 +493,269 @@ fn a_header_name_differing_in_case_is_pointed_out() {
         "bank-a.csv:1: label column 'default' is not in the header (there is 'Default': names are case-sensitive)"
     );
 }
+
+/// The seed use case: high-value customers (a cohort on MAA), total assets derived from the
+/// balances, and churn derived from next month's MAA, an input that is not a feature.
+const DERIVED: &str = r#"
+cohort = "maa > 200000 and segment != \"closed\""
+[derive]
+assets = "current + fixed_deposit + wealth"
+half = "current / 2"
+
+[[labels]]
+column = "churn"
+derive = "next_month_maa < 0.7 * maa"
+
+[[features]]
+name = "current"
+type = "numeric"
+[[features]]
+name = "fixed_deposit"
+type = "numeric"
+[[features]]
+name = "wealth"
+type = "numeric"
+[[features]]
+name = "maa"
+type = "numeric"
+[[features]]
+name = "segment"
+type = "categorical"
+categories = ["private", "affluent", "closed"]
+
+[[inputs]]
+name = "next_month_maa"
+type = "numeric"
+"#;
+
+const DERIVED_CSV: &str = "current,fixed_deposit,wealth,maa,segment,next_month_maa
+100000,50000,90000,250000,private,100000
+1000,0,0,1500,affluent,1400
+200000,10000,,300000,private,290000
+150000,0,100000,260000,closed,0
+90000,90000,90000,270000,affluent,260000
+";
+
+#[test]
+fn derived_columns_cohort_and_derived_label_are_applied_row_by_row() {
+    let s = Schema::from_toml_str(DERIVED).unwrap();
+    assert_eq!(
+        s.feature_columns(),
+        [
+            "current",
+            "fixed_deposit",
+            "wealth",
+            "maa",
+            "segment=private",
+            "segment=affluent",
+            "segment=closed",
+            "assets",
+            "half"
+        ]
+    );
+    assert_eq!(s.n_feature_columns(), 9);
+    let t = load_csv_reader(DERIVED_CSV.as_bytes(), "hv.csv", &s).unwrap();
+    // Rows 2 (MAA 1,500) and 4 (closed) are outside the cohort; ids stay the file's rows.
+    assert_eq!(t.ids, ["1", "3", "5"]);
+    assert_eq!(t.feature_names, s.feature_columns());
+    let assets: Vec<f32> = t.x.column(7).to_vec();
+    assert_eq!(assets[0], 240000.0);
+    assert!(
+        assets[1].is_nan(),
+        "a missing balance makes the sum missing"
+    );
+    assert_eq!(assets[2], 270000.0);
+    assert_eq!(t.x.column(8).to_vec(), [50000.0, 100000.0, 45000.0]);
+    // churn: 100k < 175k yes; 290k < 210k no; 260k < 189k no.
+    assert_eq!(t.label_names, ["churn"]);
+    assert_eq!(t.label(0).to_vec(), [1.0, 0.0, 0.0]);
+}
+
+#[test]
+fn expressions_are_refused_at_schema_load_with_their_position() {
+    fn chain(e: DataError) -> String {
+        let mut s = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(c) = src {
+            s.push_str(&format!(": {c}"));
+            src = c.source();
+        }
+        s
+    }
+    let with = |from: &str, to: &str| {
+        assert!(DERIVED.contains(from), "{from}");
+        chain(Schema::from_toml_str(&DERIVED.replace(from, to)).unwrap_err())
+    };
+    let e = chain(Schema::from_toml_str(&DERIVED.replace("+ wealth\"", "+ welth\"")).unwrap_err());
+    assert!(
+        e.contains("derive.assets \"current + fixed_deposit + welth\", at character 27: unknown column 'welth'"),
+        "{e}"
+    );
+    assert!(
+        e.contains("(columns: current, fixed_deposit, wealth, maa, segment, next_month_maa)"),
+        "{e}"
+    );
+    let e = chain(
+        Schema::from_toml_str(&DERIVED.replace("maa > 200000 and", "maa + segment and"))
+            .unwrap_err(),
+    );
+    assert!(e.contains("'segment' is categorical"), "{e}");
+    let e = chain(
+        Schema::from_toml_str(&DERIVED.replace("next_month_maa < 0.7 * maa", "0.7 * maa"))
+            .unwrap_err(),
+    );
+    assert!(
+        e.contains("label 'churn' \"0.7 * maa\", at character 1: the expression is a number; a condition (cohort or label) needs a condition"),
+        "{e}"
+    );
+    // A derived column may not read another derived column (only features and inputs).
+    let e =
+        chain(Schema::from_toml_str(&DERIVED.replace("current / 2", "assets / 2")).unwrap_err());
+    assert!(e.contains("unknown column 'assets'"), "{e}");
+    let e = with("half = ", "maa = ");
+    assert!(
+        e.contains("column 'maa' is declared twice (as feature and as derived column)"),
+        "{e}"
+    );
+    let e = with(
+        "derive = \"next_month_maa",
+        "positive = \"1\"\nderive = \"next_month_maa",
+    );
+    assert!(
+        e.contains("give either `positive` or `derive`, not both"),
+        "{e}"
+    );
+    let e = with("derive = \"next_month_maa < 0.7 * maa\"", "");
+    assert!(e.contains("label 'churn': give `positive = ...`"), "{e}");
+    let e = with("derive = \"next_month_maa", "derve = \"next_month_maa");
+    assert!(
+        e.contains("did you mean `derive`"),
+        "a typo is named with the nearest key: {e}"
+    );
+}
+
+#[test]
+fn rows_a_derived_label_cannot_decide_and_an_empty_cohort_are_errors() {
+    let s = Schema::from_toml_str(DERIVED).unwrap();
+    let e = load_csv_reader(
+        "current,fixed_deposit,wealth,maa,segment,next_month_maa\n1,1,1,250000,private,\n"
+            .as_bytes(),
+        "hv.csv",
+        &s,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with(
+            "hv.csv:2: label 'churn' is derived by a condition that is unknown on this row"
+        ),
+        "{e}"
+    );
+    let e = load_csv_reader(
+        "current,fixed_deposit,wealth,maa,segment,next_month_maa\n1,1,1,25,private,1\n1,1,1,2,private,2\n"
+            .as_bytes(),
+        "hv.csv",
+        &s,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "hv.csv: the cohort (maa > 200000 and segment != \"closed\") keeps none of the 2 rows"
+    );
+    // A cell outside the cohort is still checked.
+    let e = load_csv_reader(
+        "current,fixed_deposit,wealth,maa,segment,next_month_maa\n1,1,1,25,nobody,1\n".as_bytes(),
+        "hv.csv",
+        &s,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("unknown category 'nobody'"), "{e}");
+}
+
+#[test]
+fn a_scoring_file_without_a_derived_labels_inputs_still_scores() {
+    let s = Schema::from_toml_str(DERIVED).unwrap();
+    let text = "current,fixed_deposit,wealth,maa,segment\n100000,50000,90000,250000,private\n1,1,1,1,private\n";
+    let mut chunks = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("score.csv");
+    std::fs::write(&path, text).unwrap();
+    load_csv_chunks(&path, &s, 10, Labels::IfPresent, &mut |t: Table| {
+        chunks.push(t);
+        Ok::<(), DataError>(())
+    })
+    .unwrap();
+    let t = &chunks[0];
+    assert_eq!(t.ids, ["1"]);
+    assert!(t.label_names.is_empty(), "{:?}", t.label_names);
+    assert_eq!(t.x.row(0).to_vec()[7], 240000.0);
+    // ...but an input the cohort or a derived column reads must be there.
+    let s2 = Schema::from_toml_str(&DERIVED.replace("maa > 200000", "next_month_maa > 0")).unwrap();
+    let e = load_csv_chunks(&path, &s2, 10, Labels::IfPresent, &mut |_: Table| {
+        Ok::<(), DataError>(())
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("input column 'next_month_maa' is not in the header"),
+        "{e}"
+    );
+}
+
+#[test]
+fn select_keeps_what_the_expressions_read_as_inputs() {
+    let s = Schema::from_toml_str(DERIVED).unwrap();
+    let only = s.select(&["segment".into(), "assets".into()]).unwrap();
+    assert_eq!(
+        only.feature_columns(),
+        [
+            "segment=private",
+            "segment=affluent",
+            "segment=closed",
+            "assets"
+        ]
+    );
+    let inputs: Vec<&str> = only.inputs.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        inputs,
+        [
+            "next_month_maa",
+            "current",
+            "fixed_deposit",
+            "wealth",
+            "maa"
+        ]
+    );
+    let t = load_csv_reader(DERIVED_CSV.as_bytes(), "hv.csv", &only).unwrap();
+    assert_eq!(t.ids, ["1", "3", "5"]);
+    assert_eq!(t.x.row(0).to_vec(), [1.0, 0.0, 0.0, 240000.0]);
+}
+
+#[test]
+fn derive_table_applies_the_same_rules_to_a_table_in_memory() {
+    let plain = Schema::from_toml_str(&DERIVED.replace(
+        "derive = \"next_month_maa < 0.7 * maa\"",
+        "positive = \"1\"",
+    ))
+    .unwrap();
+    // A table with the read columns (features, then inputs) and a label column.
+    let read = plain.without_expressions();
+    assert!(plain.has_expressions() && !read.has_expressions());
+    assert_eq!(read.features.last().map(|f| f.name.as_str()), Some("next_month_maa"));
+    let csv = "current,fixed_deposit,wealth,maa,segment,next_month_maa,churn
+100000,50000,90000,250000,private,100000,1
+1000,0,0,1500,affluent,1400,0
+200000,10000,,300000,private,290000,1
+150000,0,100000,260000,closed,0,1
+90000,90000,90000,270000,affluent,260000,0
+";
+    let t = load_csv_reader(csv.as_bytes(), "t.csv", &read).unwrap();
+    let (d, count) = derive_table(&plain, t).unwrap();
+    assert_eq!(count, CohortCount { read: 5, kept: 3 });
+    assert_eq!(d.feature_names, plain.feature_columns());
+    assert_eq!(d.x.column(7).to_vec()[0], 240000.0);
+    assert_eq!(d.label_names, ["churn"]);
+    assert_eq!(d.ids, ["1", "3", "5"]);
+}

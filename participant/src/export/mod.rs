@@ -30,6 +30,10 @@ pub enum ExportError {
     /// categorical feature's `other` bucket).
     #[error("model column '{feature}' is {what}, which export cannot write yet: score it with `fedsilo score`")]
     UnsupportedColumn { feature: String, what: &'static str },
+    /// The schema keeps a cohort: an export scoring every row of the table would not score
+    /// what `fedsilo score` scores.
+    #[error("the schema keeps only the cohort \"{cohort}\", which export cannot write yet: filter the table to that cohort yourself, or score with `fedsilo score`")]
+    Cohort { cohort: String },
     #[error("the model is not valid")]
     BadModel(#[from] fedsilo_task::InstructionError),
     #[error("{what} is not a finite number")]
@@ -56,8 +60,17 @@ impl Input<'_> {
 
 /// The raw source of every model column, in the model's order.
 pub fn inputs<'s>(model: &TrainedModel, schema: &'s Schema) -> Result<Vec<Input<'s>>, ExportError> {
+    if let Some(cohort) = &schema.cohort {
+        return Err(ExportError::Cohort {
+            cohort: cohort.clone(),
+        });
+    }
     let mut all: Vec<(String, Input<'s>)> = Vec::with_capacity(schema.n_feature_columns());
-    let mut unsupported: Vec<(String, &'static str)> = Vec::new();
+    let mut unsupported: Vec<(String, &'static str)> = schema
+        .derive
+        .keys()
+        .map(|d| (d.clone(), "a derived column"))
+        .collect();
     for f in &schema.features {
         match &f.kind {
             FeatureKind::Numeric => all.push((f.name.clone(), Input::Numeric { column: &f.name })),

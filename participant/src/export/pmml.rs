@@ -175,7 +175,10 @@ fn data_dictionary(x: &mut String, schema: &Schema, ins: &[Input<'_>], target: O
             .labels
             .iter()
             .find(|l| l.column == t)
-            .map(|l| l.positive.values().join(", "))
+            .map(|l| match &l.rule {
+                crate::data::LabelRule::Positive(p) => p.values().join(", "),
+                crate::data::LabelRule::Derive(t) => format!("derived: {t}"),
+            })
             .unwrap_or_default();
         let _ = writeln!(
             x,

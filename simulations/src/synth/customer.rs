@@ -187,13 +187,13 @@ pub fn synth_schema() -> Schema {
         id_column: Some(ID_COLUMN.to_string()),
         labels: LABELS
             .iter()
-            .map(|l| LabelSpec {
-                column: l.to_string(),
-                positive: "1".into(),
-            })
+            .map(|l| LabelSpec::positive(*l, "1"))
             .collect(),
         features,
         missing: Vec::new(),
         delimiter: ',',
+        cohort: None,
+        inputs: Vec::new(),
+        derive: Default::default(),
     }
 }

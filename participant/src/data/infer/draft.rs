@@ -296,6 +296,9 @@ pub(super) fn draft(
         features: Vec::new(),
         missing: missing.clone(),
         delimiter,
+        cohort: None,
+        inputs: Vec::new(),
+        derive: Default::default(),
     };
     for (s, d) in stats.iter().zip(&decisions) {
         if let Decision::Label(positive) = d {
@@ -320,14 +323,14 @@ pub(super) fn draft(
                 )
             };
             let _ = writeln!(t, "positive = {pos}");
-            schema.labels.push(LabelSpec {
-                column: s.name.clone(),
-                positive: if positive.len() == 1 {
+            schema.labels.push(LabelSpec::positive(
+                s.name.clone(),
+                if positive.len() == 1 {
                     Positive::One(positive.first().cloned().unwrap_or_default())
                 } else {
                     Positive::Any(positive.clone())
                 },
-            });
+            ));
         }
     }
     if opts.label.is_none() {

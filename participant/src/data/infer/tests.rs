@@ -29,7 +29,10 @@ fn sniffs_delimiter_types_id_missing_tokens_and_the_label() {
     assert!(s.missing.contains(&"?".to_string()), "{:?}", s.missing);
     assert!(s.missing.contains(&"NA".to_string()));
     assert_eq!(s.labels.len(), 1);
-    assert_eq!(s.labels[0].positive, Positive::One("Yes".into()));
+    assert_eq!(
+        s.labels[0].positive_values().cloned(),
+        Some(Positive::One("Yes".into()))
+    );
     let kinds: Vec<(&str, &FeatureKind)> = s
         .features
         .iter()
@@ -116,8 +119,8 @@ fn rare_categories_fold_into_other_above_max_categories() {
         got.toml
     );
     assert_eq!(
-        got.schema.labels[0].positive,
-        Positive::One("1".into()),
+        got.schema.labels[0].positive_values(),
+        Some(&Positive::One("1".into())),
         "0/1 label: 1"
     );
     let t = load_csv_reader(text.as_bytes(), "x.csv", &got.schema).unwrap();
@@ -192,8 +195,8 @@ fn label_errors_say_what_was_seen() {
         },
     );
     assert_eq!(
-        ok.schema.labels[0].positive,
-        Positive::Any(vec!["D".into(), "B".into()])
+        ok.schema.labels[0].positive_values(),
+        Some(&Positive::Any(vec!["D".into(), "B".into()]))
     );
     assert!(ok.toml.contains("positive = [\"D\", \"B\"]"), "{}", ok.toml);
 }

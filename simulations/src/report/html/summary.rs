@@ -92,7 +92,74 @@ pub(super) fn scenario(h: &mut String, v: &View) {
             pct(t.positive_rate, 1)
         );
     }
-    h.push_str("</table>\n</section>\n");
+    h.push_str("</table>\n");
+    for d in &v.r.scenario.datasets {
+        shaped(h, d, inst);
+    }
+    h.push_str("</section>\n");
+}
+
+/// A dataset's cohort and derived columns, as each institution applied them.
+fn shaped(
+    h: &mut String,
+    d: &crate::report::DatasetSummary,
+    inst: &[crate::report::InstitutionSummary],
+) {
+    let _ = write!(
+        h,
+        "<h3>Dataset <code>{}</code>: cohort and derived columns</h3>\
+         <p>Each institution evaluated these expressions on its own rows before training; only the model's sums left it.</p>",
+        escape(&d.name)
+    );
+    if let Some(c) = &d.cohort {
+        let read: usize = d.rows_read.iter().sum();
+        let kept: usize = d.rows_kept.iter().sum();
+        let _ = write!(
+            h,
+            "<p>Cohort <code class=\"expr\">{}</code>: <strong>{} of {} customers</strong> ({}) kept.</p>",
+            escape(c),
+            thousands(kept as u64),
+            thousands(read as u64),
+            pct(kept as f64 / read.max(1) as f64, 1)
+        );
+        h.push_str(
+            "<table class=\"cohort\"><thead><tr><th>Institution</th><th class=\"num\">Customers</th>\
+             <th class=\"num\">In the cohort</th><th class=\"num\">Share</th></tr></thead><tbody>",
+        );
+        for (i, (r, k)) in d.rows_read.iter().zip(&d.rows_kept).enumerate() {
+            let name = inst
+                .get(i)
+                .map_or_else(|| format!("#{}", i + 1), |x| x.name.clone());
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                escape(&name),
+                thousands(*r as u64),
+                thousands(*k as u64),
+                pct(*k as f64 / (*r).max(1) as f64, 1)
+            );
+        }
+        h.push_str("</tbody></table>\n");
+    }
+    let lists = [
+        ("Derived columns (features of the model)", &d.derived),
+        ("Derived labels", &d.derived_labels),
+    ];
+    for (title, cols) in lists {
+        if cols.is_empty() {
+            continue;
+        }
+        let _ = write!(h, "<p>{title}:</p><ul class=\"derived\">");
+        for c in cols {
+            let _ = write!(
+                h,
+                "<li><code>{}</code> = <code class=\"expr\">{}</code></li>",
+                escape(&c.name),
+                escape(&c.expr)
+            );
+        }
+        h.push_str("</ul>\n");
+    }
 }
 
 pub(super) fn audit(h: &mut String, r: &Report) {
