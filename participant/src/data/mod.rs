@@ -30,6 +30,19 @@
 //! [[features]]
 //! name = "Online"
 //! type = "boolean"                      # one 0/1 column; true/false, yes/no, y/n, t/f, 1/0
+//!
+//! [[inputs]]                            # read for the expressions only, not a feature
+//! name = "NextMonthAssets"
+//! type = "numeric"
+//!
+//! [[labels]]                            # a label derived by a condition
+//! column = "Churned"
+//! derive = "NextMonthAssets < 0.5 * Assets"
+//!
+//! # cohort = "Assets > 200000 and Home != \"parents\""   # rows kept (top-level key)
+//!
+//! [derive]                              # derived numeric features, after the features
+//! LoanToIncome = "Amount / Income"
 //! ```
 //!
 //! `fedsilo schema infer` writes such a file from a CSV or Parquet file ([`infer`]).
@@ -52,6 +65,14 @@
 //!   boolean words (true/false, yes/no, y/n, t/f) match in any case. A missing label is an
 //!   error, and so is a label with only one class in the file (nothing to learn from); that
 //!   error lists the values the file holds.
+//! - **Expressions** ([`expr`]: arithmetic, comparisons, and/or/not, `is_missing(x)`,
+//!   `Home == "rent"`): a derived column reads the features and inputs (a value that is not
+//!   finite, e.g. a division by zero or a missing operand, is missing); the cohort and derived
+//!   labels also read the derived columns. A row is kept when the cohort is *true* (unknown —
+//!   a comparison with a missing value — drops it); a derived label that is unknown on a kept
+//!   row is an error naming the row. Every expression is type-checked against the schema when
+//!   it is loaded, with the character position in errors. Ids without an id column stay the
+//!   file's data-row numbers, cohort or not.
 //! - Cells are trimmed of surrounding ASCII whitespace; a UTF-8 byte-order mark is ignored.
 //! - Columns of the file that the schema does not mention are ignored; duplicate header names
 //!   are an error (which one would be meant?).
