@@ -870,23 +870,34 @@ fn participants_apply_the_schemas_cohort_and_derived_columns() {
     ]);
     let (_, ranked) = read_csv(&out);
     assert_eq!(ranked.len(), expected[0], "scored rows = bank-a's cohort");
-    // Export does not write cohorts or derived columns yet, and says so.
+    // SQL export keeps the cohort (a WHERE) and computes the derived columns; PMML does not
+    // write them yet, and says so.
     let model = fed.path(&format!("{job}.model.json"));
-    let export = |schema: &Path| {
-        run_err(&[
+    let export = |schema: &Path, format: &str| -> Vec<String> {
+        let mut args: Vec<String> = [
             "model",
             "export",
             "--model",
             model.to_str().unwrap(),
             "--format",
-            "sql",
+            format,
             "--schema",
             schema.to_str().unwrap(),
-            "--table",
-            "customers",
-        ])
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        if format == "sql" {
+            args.extend(["--table".to_string(), "customers".to_string()]);
+        }
+        args
     };
-    let e = export(&schema_path);
+    let args = export(&schema_path, "sql");
+    let sql = run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(sql.contains("WHERE (("), "{sql}");
+    assert!(sql.contains("/ NULLIF("), "{sql}");
+    let args = export(&schema_path, "pmml");
+    let e = run_err(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         e.contains("the schema keeps only the cohort \"Age >= 25 and not is_missing(Income)\""),
         "{e}"
@@ -897,7 +908,8 @@ fn participants_apply_the_schemas_cohort_and_derived_columns() {
         derived.replace("cohort = \"Age >= 25 and not is_missing(Income)\"", ""),
     )
     .unwrap();
-    let e = export(&no_cohort);
+    let args = export(&no_cohort, "pmml");
+    let e = run_err(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         e.contains(
             "model column 'loan_to_price' is a derived column, which export cannot write yet"

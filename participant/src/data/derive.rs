@@ -45,7 +45,7 @@ pub(crate) fn columns_of(specs: &[FeatureSpec]) -> Vec<Column> {
 }
 
 /// The read row's columns (features, then inputs).
-fn read_columns(schema: &Schema) -> Vec<Column> {
+pub(crate) fn read_columns(schema: &Schema) -> Vec<Column> {
     let mut cols = columns_of(&schema.features);
     cols.extend(columns_of(&schema.inputs));
     cols
@@ -143,6 +143,16 @@ impl Derivation {
         self.cohort
             .as_ref()
             .is_none_or(|c| c.truth(full) == Truth::True)
+    }
+
+    /// The derived columns' expressions, in column order (they read the read row).
+    pub(crate) fn derived(&self) -> &[Compiled] {
+        &self.derived
+    }
+
+    /// The cohort's condition (it reads the full row).
+    pub(crate) fn cohort(&self) -> Option<&Compiled> {
+        self.cohort.as_ref()
     }
 
     pub(crate) fn has_cohort(&self) -> bool {

@@ -17,7 +17,8 @@
 //! A column is a numeric or boolean feature of the schema (a name, or a name in backquotes
 //! when it holds spaces or operators: `` `monthly avg` ``); `Home == "rent"` reads the
 //! categorical feature `Home`'s one-hot column `Home=rent` (a category the schema does not
-//! declare is refused). Numbers are `f64`; arithmetic on a missing value (`NaN`) is missing.
+//! declare is refused). Numbers are `f64`; arithmetic on a missing value (`NaN`) is missing,
+//! and so is a division by zero.
 //! Conditions have three values: a comparison with a missing value is *unknown*, `and`/`or`/
 //! `not` follow Kleene's logic (`false and unknown` is false), and `is_missing(x)` is never
 //! unknown. A cohort keeps the rows whose condition is true; a derived label is an error on a
@@ -267,6 +268,55 @@ impl Compiled {
     }
 }
 
+impl Compiled {
+    /// The expression in SQL (PostgreSQL and SQL-92 apart from nothing exotic): `column(c)`
+    /// is the SQL of column `c`'s value as `DOUBLE PRECISION`, NULL when missing. Numbers are
+    /// `DOUBLE PRECISION` with NULL for missing, as `NaN` is here; a division by zero is NULL
+    /// as it is missing here (so `a / 0 > 1` is unknown in both); conditions are SQL's
+    /// three-valued booleans, whose `AND`/`OR`/`NOT` are Kleene's logic as here, so `WHERE`
+    /// keeps exactly the rows whose condition is true.
+    pub fn to_sql(&self, column: &dyn Fn(usize) -> String) -> String {
+        sql(&self.node, column)
+    }
+}
+
+fn sql(n: &Node, col: &dyn Fn(usize) -> String) -> String {
+    match n {
+        Node::Number(v) => format!("CAST({v:?} AS DOUBLE PRECISION)"),
+        Node::Column(c) => col(*c),
+        Node::Neg(a) => format!("(-{})", sql(a, col)),
+        Node::Arith(Arith::Div, a, b) => {
+            format!("({} / NULLIF({}, 0))", sql(a, col), sql(b, col))
+        }
+        Node::Arith(op, a, b) => {
+            let op = match op {
+                Arith::Add => "+",
+                Arith::Sub => "-",
+                _ => "*",
+            };
+            format!("({} {op} {})", sql(a, col), sql(b, col))
+        }
+        Node::Compare(op, a, b) => {
+            let op = match op {
+                Cmp::Lt => "<",
+                Cmp::Le => "<=",
+                Cmp::Gt => ">",
+                Cmp::Ge => ">=",
+                Cmp::Eq => "=",
+                Cmp::Ne => "<>",
+            };
+            format!("({} {op} {})", sql(a, col), sql(b, col))
+        }
+        Node::IsCategory { column, negate } => {
+            format!("({} {} 1)", col(*column), if *negate { "<>" } else { "=" })
+        }
+        Node::IsMissing(c) => format!("({} IS NULL)", col(*c)),
+        Node::Not(a) => format!("(NOT {})", sql(a, col)),
+        Node::And(a, b) => format!("({} AND {})", sql(a, col), sql(b, col)),
+        Node::Or(a, b) => format!("({} OR {})", sql(a, col), sql(b, col)),
+    }
+}
+
 fn collect_reads(n: &Node, out: &mut Vec<usize>) {
     match n {
         Node::Number(_) => {}
@@ -296,6 +346,8 @@ fn number(n: &Node, row: &[f32]) -> f64 {
                 Arith::Add => a + b,
                 Arith::Sub => a - b,
                 Arith::Mul => a * b,
+                // Missing, as SQL's `a / NULLIF(b, 0)` is NULL (not ±inf, which compares).
+                Arith::Div if b == 0.0 => f64::NAN,
                 Arith::Div => a / b,
             }
         }
@@ -828,6 +880,11 @@ mod tests {
         assert_eq!(e.reads(), &[0, 1, 2]);
         let missing = [f32::NAN, 2.0, 8.0, 0.0, 0.0, 1.0];
         assert!(e.number(&missing).is_nan());
+        // a division by zero is missing (SQL's NULLIF), not an infinity that compares
+        let zero = [1.0, 2.0, 0.0, 0.0, 0.0, 1.0];
+        assert!(num("current / wealth").number(&zero).is_nan());
+        assert_eq!(cond("current / wealth > 1").truth(&zero), Truth::Unknown);
+        assert_eq!(num("current / fixed_deposit").number(&zero), 0.5);
         assert_eq!(
             num("`current` + 0").number(&row),
             1.0,

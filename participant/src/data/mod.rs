@@ -276,7 +276,7 @@ impl std::fmt::Display for At {
 }
 
 mod csv;
-mod derive;
+pub(crate) mod derive;
 mod encode;
 pub mod expr;
 pub mod infer;

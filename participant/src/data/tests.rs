@@ -743,7 +743,10 @@ fn derive_table_applies_the_same_rules_to_a_table_in_memory() {
     // A table with the read columns (features, then inputs) and a label column.
     let read = plain.without_expressions();
     assert!(plain.has_expressions() && !read.has_expressions());
-    assert_eq!(read.features.last().map(|f| f.name.as_str()), Some("next_month_maa"));
+    assert_eq!(
+        read.features.last().map(|f| f.name.as_str()),
+        Some("next_month_maa")
+    );
     let csv = "current,fixed_deposit,wealth,maa,segment,next_month_maa,churn
 100000,50000,90000,250000,private,100000,1
 1000,0,0,1500,affluent,1400,0

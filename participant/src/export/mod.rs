@@ -6,7 +6,10 @@
 //! `category`". Missing values follow fedsilo's scoring exactly: a missing numeric value
 //! standardises to 0 for logistic regression, falls in the missing bin of a scorecard
 //! characteristic and takes a tree's default direction; a missing categorical value sets no
-//! one-hot column.
+//! one-hot column. SQL also writes what PMML export refuses for now: boolean features (the
+//! words fedsilo reads, in any case; any other text is NULL), `other` buckets (a present cell
+//! that is neither a declared category nor a missing token), derived columns (the
+//! expression's arithmetic, division by zero NULL) and the cohort (a `WHERE`).
 
 use fedsilo_task::TrainedModel;
 
@@ -26,14 +29,19 @@ pub enum ExportError {
         format: &'static str,
         hint: &'static str,
     },
-    /// A model column whose encoding the exporters do not write yet (boolean features, a
-    /// categorical feature's `other` bucket).
+    /// A model column whose encoding PMML export does not write yet (boolean features, a
+    /// categorical feature's `other` bucket, derived columns).
     #[error("model column '{feature}' is {what}, which export cannot write yet: score it with `fedsilo score`")]
     UnsupportedColumn { feature: String, what: &'static str },
-    /// The schema keeps a cohort: an export scoring every row of the table would not score
-    /// what `fedsilo score` scores.
-    #[error("the schema keeps only the cohort \"{cohort}\", which export cannot write yet: filter the table to that cohort yourself, or score with `fedsilo score`")]
+    /// The schema keeps a cohort, which PMML export does not write: a document scoring every
+    /// row would not score what `fedsilo score` scores.
+    #[error("the schema keeps only the cohort \"{cohort}\", which PMML export cannot write yet: export SQL (its WHERE keeps the cohort), or score with `fedsilo score`")]
     Cohort { cohort: String },
+    #[error("the schema's expressions")]
+    Schema {
+        #[source]
+        source: Box<crate::data::expr::ExprError>,
+    },
     #[error("the model is not valid")]
     BadModel(#[from] fedsilo_task::InstructionError),
     #[error("{what} is not a finite number")]
@@ -60,11 +68,6 @@ impl Input<'_> {
 
 /// The raw source of every model column, in the model's order.
 pub fn inputs<'s>(model: &TrainedModel, schema: &'s Schema) -> Result<Vec<Input<'s>>, ExportError> {
-    if let Some(cohort) = &schema.cohort {
-        return Err(ExportError::Cohort {
-            cohort: cohort.clone(),
-        });
-    }
     let mut all: Vec<(String, Input<'s>)> = Vec::with_capacity(schema.n_feature_columns());
     let mut unsupported: Vec<(String, &'static str)> = schema
         .derive

@@ -40,6 +40,11 @@ fn esc(s: &str) -> String {
 /// The PMML document of `model` for `schema`'s columns.
 pub fn export(model: &TrainedModel, schema: &Schema) -> Result<String, ExportError> {
     model.validate()?;
+    if let Some(cohort) = &schema.cohort {
+        return Err(ExportError::Cohort {
+            cohort: cohort.clone(),
+        });
+    }
     let ins = inputs(model, schema)?;
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     x.push_str("<PMML xmlns=\"http://www.dmg.org/PMML-4_4\" version=\"4.4\">\n");

@@ -29,8 +29,9 @@ use fedsilo_ml::gbdt::{GbdtModel, Node};
 use fedsilo_ml::scorecard::{Characteristic, Scorecard};
 use fedsilo_task::{ModelParams, TrainedModel};
 
-use super::{check_finite, inputs, kind_name, lit, lit32, ExportError, Input};
-use crate::data::Schema;
+use super::{check_finite, kind_name, lit, lit32, ExportError};
+use crate::data::derive::Derivation;
+use crate::data::{FeatureKind, Schema, OTHER};
 
 /// What the query reads and returns.
 #[derive(Clone, Debug)]
@@ -51,24 +52,142 @@ pub fn string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The value of one model column as fedsilo reads it, `REAL` (NULL = missing).
-fn value(input: &Input<'_>) -> String {
-    match input {
-        Input::Numeric { column } => format!("CAST({} AS REAL)", ident(column)),
-        Input::OneHot { column, category } => format!(
-            "CAST(CASE WHEN TRIM(CAST({} AS VARCHAR(1000))) = {} THEN 1 ELSE 0 END AS REAL)",
-            ident(column),
-            string(category)
-        ),
-    }
+/// One model column as the query computes it.
+#[derive(Clone, Debug)]
+struct Col {
+    /// Its value as fedsilo reads it, `REAL` (NULL = missing).
+    value: String,
+    /// Whether it can be missing (one-hot and `other` columns cannot).
+    nullable: bool,
 }
 
-/// `NULL`-aware "is missing" of a model column (a one-hot column is never missing).
-fn is_null(input: &Input<'_>) -> Option<String> {
-    match input {
-        Input::Numeric { column } => Some(format!("{} IS NULL", ident(column))),
-        Input::OneHot { .. } => None,
+fn value(c: &Col) -> String {
+    c.value.clone()
+}
+
+/// `NULL`-aware "is missing" of a model column.
+fn is_null(c: &Col) -> Option<String> {
+    c.nullable.then(|| format!("({}) IS NULL", c.value))
+}
+
+fn trimmed(column: &str) -> String {
+    format!("TRIM(CAST({} AS VARCHAR(1000)))", ident(column))
+}
+
+fn string_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    items.into_iter().map(string).collect::<Vec<_>>().join(", ")
+}
+
+/// The read columns of `schema` (features, then inputs) as the query computes them, by
+/// encoded name.
+fn read_columns(schema: &Schema) -> Vec<(String, Col)> {
+    let mut out = Vec::new();
+    for f in schema.features.iter().chain(&schema.inputs) {
+        match &f.kind {
+            FeatureKind::Numeric => out.push((
+                f.name.clone(),
+                Col {
+                    value: format!("CAST({} AS REAL)", ident(&f.name)),
+                    nullable: true,
+                },
+            )),
+            FeatureKind::Boolean => out.push((
+                f.name.clone(),
+                Col {
+                    value: format!(
+                        "CAST(CASE WHEN LOWER({t}) IN ('true', 'yes', 'y', 't', '1') THEN 1 WHEN LOWER({t}) IN ('false', 'no', 'n', 'f', '0') THEN 0 END AS REAL)",
+                        t = trimmed(&f.name)
+                    ),
+                    nullable: true,
+                },
+            )),
+            FeatureKind::Categorical { categories, other } => {
+                for c in categories {
+                    out.push((
+                        format!("{}={c}", f.name),
+                        Col {
+                            value: format!(
+                                "CAST(CASE WHEN {} = {} THEN 1 ELSE 0 END AS REAL)",
+                                trimmed(&f.name),
+                                string(c)
+                            ),
+                            nullable: false,
+                        },
+                    ));
+                }
+                if *other {
+                    let known = string_list(
+                        std::iter::once("")
+                            .chain(schema.missing.iter().map(String::as_str))
+                            .chain(categories.iter().map(String::as_str)),
+                    );
+                    out.push((
+                        format!("{}={OTHER}", f.name),
+                        Col {
+                            value: format!(
+                                "CAST(CASE WHEN {t} NOT IN ({known}) THEN 1 ELSE 0 END AS REAL)",
+                                t = trimmed(&f.name)
+                            ),
+                            nullable: false,
+                        },
+                    ));
+                }
+            }
+        }
     }
+    out
+}
+
+/// Every model column as the query computes it, and the cohort's `WHERE` condition.
+fn model_columns(
+    model: &TrainedModel,
+    schema: &Schema,
+) -> Result<(Vec<Col>, Option<String>), ExportError> {
+    let derivation = Derivation::new(schema).map_err(|source| ExportError::Schema {
+        source: Box::new(source),
+    })?;
+    let read = read_columns(schema);
+    let double_of = |c: &Col| format!("CAST({} AS DOUBLE PRECISION)", c.value);
+    let mut derived: Vec<(String, Col)> = Vec::with_capacity(schema.derive.len());
+    for (name, d) in schema.derive.keys().zip(derivation.derived()) {
+        let e = d.to_sql(&|c| read.get(c).map_or("NULL".into(), |(_, col)| double_of(col)));
+        derived.push((
+            name.clone(),
+            Col {
+                value: format!("CAST({e} AS REAL)"),
+                nullable: true,
+            },
+        ));
+    }
+    let cohort = derivation.cohort().map(|c| {
+        c.to_sql(&|i| {
+            read.iter()
+                .chain(&derived)
+                .nth(i)
+                .map_or("NULL".into(), |(_, col)| double_of(col))
+        })
+    });
+    let features: Vec<(String, Col)> = read
+        .iter()
+        .take(schema.n_feature_columns() - schema.derive.len())
+        .chain(&derived)
+        .cloned()
+        .collect();
+    let cols = model
+        .features
+        .iter()
+        .map(|name| {
+            features
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, c)| c.clone())
+                .ok_or_else(|| ExportError::UnknownColumn {
+                    feature: name.clone(),
+                    available: schema.feature_columns().join(", "),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((cols, cohort))
 }
 
 fn real(v: f32) -> String {
@@ -86,7 +205,7 @@ pub fn export(
     opts: &SqlOptions,
 ) -> Result<String, ExportError> {
     model.validate()?;
-    let ins = inputs(model, schema)?;
+    let (ins, cohort) = model_columns(model, schema)?;
     // (output column, margin expression) per score; extra plain columns (points).
     let mut margins: Vec<(String, String)> = Vec::new();
     let mut extra: Vec<(String, String)> = Vec::new();
@@ -168,7 +287,11 @@ pub fn export(
         inner.push(format!("\n    {e}\n    AS {}", ident(name)));
     }
     q.push_str(&inner.join(","));
-    let _ = write!(q, "\n  FROM {}\n) AS fedsilo_margins", opts.table);
+    let _ = write!(q, "\n  FROM {}", opts.table);
+    if let Some(c) = &cohort {
+        let _ = write!(q, "\n  WHERE {c}");
+    }
+    q.push_str("\n) AS fedsilo_margins");
     q.push('\n');
     Ok(q)
 }
@@ -186,7 +309,7 @@ fn score_column(model: &TrainedModel, l: usize) -> String {
 fn bin_case(
     card: &Scorecard,
     c: usize,
-    ins: &[Input<'_>],
+    ins: &[Col],
     value: impl Fn(usize) -> String,
 ) -> Result<String, ExportError> {
     let bins = &card.woe.bins;
@@ -221,7 +344,7 @@ fn bin_case(
 }
 
 /// (margin, points) expressions of a scorecard.
-fn scorecard(card: &Scorecard, ins: &[Input<'_>]) -> Result<(String, String), ExportError> {
+fn scorecard(card: &Scorecard, ins: &[Col]) -> Result<(String, String), ExportError> {
     card.validate()
         .map_err(|e| ExportError::BadModel(fedsilo_task::InstructionError::from(e)))?;
     let sel = card.woe.selected();
@@ -249,7 +372,7 @@ fn scorecard(card: &Scorecard, ins: &[Input<'_>]) -> Result<(String, String), Ex
 }
 
 /// The margin of a boosted model: base score, then each tree in order.
-fn gbdt(g: &GbdtModel, ins: &[Input<'_>]) -> Result<String, ExportError> {
+fn gbdt(g: &GbdtModel, ins: &[Col]) -> Result<String, ExportError> {
     let mut m = double(g.base_score);
     for t in &g.trees {
         let _ = write!(m, "\n    + ({})", tree(g, &t.nodes, 0, ins, 0)?);
@@ -261,7 +384,7 @@ fn tree(
     g: &GbdtModel,
     nodes: &[Node],
     i: usize,
-    ins: &[Input<'_>],
+    ins: &[Col],
     depth: usize,
 ) -> Result<String, ExportError> {
     let bad = || {
