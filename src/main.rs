@@ -82,6 +82,11 @@ enum Command {
         /// Replace the federation already in --out (its CA, every key and the configs).
         #[arg(long)]
         force: bool,
+        /// Address of the coordinator's operations listener (dashboard, /metrics,
+        /// /healthz), written to coordinator.toml's [ops]; without it [ops] is written
+        /// commented out. The dashboard token goes to dashboard.token either way.
+        #[arg(long, value_name = "ADDR")]
+        ops_listen: Option<std::net::SocketAddr>,
     },
     /// Score a CSV locally with an exported model; writes a ranked list (best first):
     /// rank, the schema's id column (`row` = data-row number without one), probability,
@@ -350,6 +355,20 @@ struct CoordinatorConfig {
     /// Connection, request and poll limits; every key optional.
     #[serde(default)]
     limits: fedsilo_coordinator::net::Limits,
+    /// The operations listener (dashboard, /metrics, /healthz); not served when absent.
+    #[serde(default)]
+    ops: Option<OpsSection>,
+}
+
+/// `[ops]` of `coordinator.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpsSection {
+    listen: std::net::SocketAddr,
+    /// File holding the bearer token for browsers and scrapers (`fedsilo keygen` writes
+    /// `dashboard.token`); without it only operators' client certificates are let in.
+    #[serde(default)]
+    token_file: Option<PathBuf>,
 }
 
 /// `operator.toml`
@@ -579,7 +598,16 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             key_type,
             force,
-        } => keygen(&out, &institutions, &hosts, &listen, key_type.into(), force),
+            ops_listen,
+        } => keygen(
+            &out,
+            &institutions,
+            &hosts,
+            &listen,
+            key_type.into(),
+            force,
+            ops_listen,
+        ),
         Command::Score {
             model,
             data,

@@ -18,57 +18,11 @@ use common::*;
 
 /// The venv's python with grpcio and grpcio-tools importable, or why there is none.
 fn python_with_grpcio() -> Result<PathBuf, String> {
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("grpcio-venv");
-    let python = venv.join("bin").join("python");
-    let importable = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import grpc, grpc_tools.protoc"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if importable(&python) {
-        return Ok(python);
-    }
-    let system = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    // Built beside the final place and renamed, so an interrupted install is never reused.
-    let building = venv.with_extension(format!("building-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&building);
-    let run = |cmd: &mut Command, what: &str| -> Result<(), String> {
-        let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{what} failed ({}):\n{}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
-    run(
-        Command::new(&system).args(["-m", "venv"]).arg(&building),
-        &format!("{system} -m venv (Debian: apt-get install python3-venv)"),
-    )?;
-    run(
-        Command::new(building.join("bin").join("python")).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "grpcio",
-            "grpcio-tools",
-        ]),
-        "pip install grpcio grpcio-tools",
-    )?;
-    let _ = std::fs::remove_dir_all(&venv);
-    std::fs::rename(&building, &venv).map_err(|e| format!("moving the venv into place: {e}"))?;
-    if importable(&python) {
-        Ok(python)
-    } else {
-        Err("grpcio installed but not importable".into())
-    }
+    python_venv(
+        "grpcio-venv",
+        &["grpcio", "grpcio-tools"],
+        "import grpc, grpc_tools.protoc",
+    )
 }
 
 const CLIENT: &str = r#"

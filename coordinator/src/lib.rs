@@ -3,6 +3,7 @@
 //! - [`engine`]: the sans-IO job engine (`Coordinator`).
 //! - [`service`]: the gRPC services around it (one actor task owning engine, store and log).
 //! - [`net`]: the listener: TLS handshakes, connection caps and idle timeouts ([`net::Limits`]).
+//! - [`ops`]: the operations listener: live dashboard, Prometheus `/metrics`, `/healthz`.
 //! - [`store`]: durable job records and checkpoints (redb).
 //! - [`audit`]: the append-only, hash-chained audit log.
 //! - [`state`]: the state directory (store + log + marker): explicit init, checked open.
@@ -11,6 +12,7 @@
 pub mod audit;
 pub mod engine;
 pub mod net;
+pub mod ops;
 pub mod service;
 pub mod state;
 pub mod store;

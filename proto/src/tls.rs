@@ -103,6 +103,31 @@ const ALPN_H2: &[u8] = b"h2";
 /// [`server_tls_config`] — client certificates REQUIRED and verified against `f.ca_cert` —
 /// with ring's provider, TLS 1.2 and 1.3, and ALPN `h2`.
 pub fn server_rustls_config(f: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    rustls_server(f, ClientCerts::Required, ALPN_H2)
+}
+
+/// ALPN protocol id of HTTP/1.1, the transport of the coordinator's operations listener.
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// Server side of the coordinator's operations listener (dashboard, `/metrics`,
+/// `/healthz`): the coordinator's certificate, client certificates verified against
+/// `f.ca_cert` when presented but not required (a browser or a load balancer authenticates
+/// with a token, or not at all for `/healthz`), ALPN `http/1.1`.
+pub fn ops_rustls_config(f: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    rustls_server(f, ClientCerts::Optional, ALPN_HTTP1)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ClientCerts {
+    Required,
+    Optional,
+}
+
+fn rustls_server(
+    f: &TlsFiles,
+    client_certs: ClientCerts,
+    alpn: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let ca = read_certs("CA certificate", &f.ca_cert)?;
     let cert = read_certs("certificate", &f.cert)?;
     let key = read_key("private key", &f.key)?;
@@ -120,7 +145,11 @@ pub fn server_rustls_config(f: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, T
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
-    )
+    );
+    let verifier = match client_certs {
+        ClientCerts::Required => verifier,
+        ClientCerts::Optional => verifier.allow_unauthenticated(),
+    }
     .build()
     .map_err(|e| rejected(f, e))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -129,7 +158,7 @@ pub fn server_rustls_config(f: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, T
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| rejected(f, e))?;
-    cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
+    cfg.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(cfg))
 }
 

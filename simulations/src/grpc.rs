@@ -149,6 +149,7 @@ async fn run_async(
         limits: Default::default(),
         observer: Some(obs_tx),
         seed: Some(federation::coordinator_seed(s)),
+        ops: None,
     };
     let server = tokio::spawn(serve(cfg, async {
         let _ = stop_rx.await;

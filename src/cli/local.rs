@@ -13,6 +13,34 @@ pub(crate) fn coordinator_config(config: &Path) -> Result<ServiceConfig> {
         limits: cfg.limits,
         observer: None,
         seed: None,
+        ops: cfg.ops.map(|o| ops_config(base, o)).transpose()?,
+    })
+}
+
+/// Shortest dashboard token accepted (keygen writes 64 hex digits).
+const MIN_TOKEN_CHARS: usize = 32;
+
+fn ops_config(base: &Path, o: OpsSection) -> Result<fedsilo_coordinator::ops::OpsConfig> {
+    let token = match o.token_file {
+        None => None,
+        Some(f) => {
+            let path = resolve(base, &f);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("[ops] token_file: cannot read {}", path.display()))?;
+            let token = text.trim().to_string();
+            if token.chars().count() < MIN_TOKEN_CHARS || token.chars().any(char::is_whitespace) {
+                bail!(
+                    "[ops] token_file {}: a token is one word of at least {MIN_TOKEN_CHARS} characters \
+                     (fedsilo keygen writes 64 hex digits)",
+                    path.display()
+                );
+            }
+            Some(token)
+        }
+    };
+    Ok(fedsilo_coordinator::ops::OpsConfig {
+        listen: o.listen,
+        token,
     })
 }
 
@@ -173,12 +201,17 @@ pub(crate) fn keygen(
     listen: &str,
     key_type: fedsilo_proto::pki::KeyType,
     force: bool,
+    ops_listen: Option<std::net::SocketAddr>,
 ) -> Result<()> {
-    use rand::SeedableRng;
-    let configs = ["coordinator.toml".to_string(), "operator.toml".to_string()]
-        .into_iter()
-        .chain(institutions.iter().map(|n| format!("participant-{n}.toml")))
-        .map(|f| out.join(f));
+    use rand::{RngCore, SeedableRng};
+    let configs = [
+        "coordinator.toml".to_string(),
+        "operator.toml".to_string(),
+        "dashboard.token".to_string(),
+    ]
+    .into_iter()
+    .chain(institutions.iter().map(|n| format!("participant-{n}.toml")))
+    .map(|f| out.join(f));
     if !force {
         let mut files = fedsilo_proto::pki::federation_files(out, institutions);
         files.extend(configs);
@@ -198,8 +231,19 @@ pub(crate) fn keygen(
     };
     fedsilo_proto::pki::generate_federation_with(out, institutions, hosts, options, &mut rng)
         .with_context(|| format!("generating the federation in {}", out.display()))?;
+    let mut token = [0u8; 32];
+    rng.fill_bytes(&mut token);
+    let token = hex::encode(token);
+    write_private(&out.join("dashboard.token"), &format!("{token}\n"))?;
+    let ops = match ops_listen {
+        Some(addr) => format!(
+            "\n# The operations listener: dashboard at https://<host>:{port}/#token=<dashboard.token>,\n# /metrics (operator certificate or Authorization: Bearer <token>), /healthz.\n[ops]\nlisten = \"{addr}\"\ntoken_file = \"dashboard.token\"\n",
+            port = addr.port()
+        ),
+        None => "\n# The operations listener (dashboard, /metrics, /healthz): uncomment to serve it.\n# [ops]\n# listen = \"127.0.0.1:9443\"\n# token_file = \"dashboard.token\"\n".to_string(),
+    };
     let coord = format!(
-        "listen = \"{listen}\"\nstate_dir = \"coordinator-state\"\nroster = \"roster.toml\"\n\n[tls]\nca = \"ca.pem\"\ncert = \"coordinator.pem\"\nkey = \"coordinator.key\"\n"
+        "listen = \"{listen}\"\nstate_dir = \"coordinator-state\"\nroster = \"roster.toml\"\n\n[tls]\nca = \"ca.pem\"\ncert = \"coordinator.pem\"\nkey = \"coordinator.key\"\n{ops}"
     );
     std::fs::write(out.join("coordinator.toml"), coord)?;
     let url = format!(
@@ -217,11 +261,30 @@ pub(crate) fn keygen(
         std::fs::write(out.join(format!("participant-{name}.toml")), p)?;
     }
     outln!(
-        "federation for {} institution(s) written to {} ({key_type} certificates): ca.pem, coordinator.*, operator.*, <name>.pem/.key/.identity, roster.toml and example configs\nnext: fedsilo coordinator init --config {}",
+        "federation for {} institution(s) written to {} ({key_type} certificates): ca.pem, coordinator.*, operator.*, <name>.pem/.key/.identity, roster.toml and example configs\ndashboard token (in {}, for browsers and scrapers): {token}\nnext: fedsilo coordinator init --config {}",
         institutions.len(),
         out.display(),
+        out.join("dashboard.token").display(),
         out.join("coordinator.toml").display()
     )
+}
+
+/// Writes a secret readable by its owner only (on Unix).
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600);
+    }
+    let mut f = o
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 pub(crate) fn score(

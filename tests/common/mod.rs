@@ -418,3 +418,63 @@ pub fn scenario_copy(dir: &Path, name: &str, edits: &[(&str, &str)]) -> PathBuf 
     std::fs::write(&p, text).expect("write scenario copy");
     p
 }
+
+/// A virtualenv under the target directory (built once, reused) with `packages` installed
+/// from PyPI; its python once `check` (Python source) runs in it, or why there is none.
+#[allow(dead_code)]
+pub fn python_venv(name: &str, packages: &[&str], check: &str) -> Result<PathBuf, String> {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let python = venv.join("bin").join("python");
+    let importable = |py: &Path| {
+        Command::new(py)
+            .args(["-c", check])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if importable(&python) {
+        return Ok(python);
+    }
+    let system = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    // Built beside the final place and renamed, so an interrupted install is never reused.
+    let building = venv.with_extension(format!("building-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&building);
+    let run = |cmd: &mut Command, what: &str| -> Result<(), String> {
+        let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} failed ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    run(
+        Command::new(&system).args(["-m", "venv"]).arg(&building),
+        &format!("{system} -m venv (Debian: apt-get install python3-venv)"),
+    )?;
+    run(
+        Command::new(building.join("bin").join("python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(packages),
+        &format!("pip install {}", packages.join(" ")),
+    )?;
+    let _ = std::fs::remove_dir_all(&venv);
+    std::fs::rename(&building, &venv).map_err(|e| format!("moving the venv into place: {e}"))?;
+    if importable(&python) {
+        Ok(python)
+    } else {
+        Err(format!(
+            "{} installed but `{check}` fails",
+            packages.join(" ")
+        ))
+    }
+}

@@ -38,6 +38,18 @@ pub(super) fn is_present(
     liveness.get(&p).is_some_and(|l| l.present(now, window))
 }
 
+/// What an operator's dashboard shows of one roster participant.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ParticipantLiveness {
+    pub name: String,
+    /// Seen within the liveness window (and since it last failed to answer).
+    pub present: bool,
+    /// Seconds since the coordinator last saw it; `None`: never seen by this process.
+    pub last_seen_s: Option<f64>,
+    /// Unfinished jobs it has joined that wait for it (it is away).
+    pub awaited_by: Vec<String>,
+}
+
 /// "45 s", "2 min", "3 h".
 pub(super) fn ago(d: Duration) -> String {
     let s = d.as_secs();
@@ -89,6 +101,39 @@ impl Coordinator {
         if self.roster.contains(from) {
             self.seen(now, from);
         }
+    }
+
+    /// Every roster participant's liveness as of `now`, in roster-name order.
+    pub fn participants_liveness(&self, now: Instant) -> Vec<ParticipantLiveness> {
+        let mut out: Vec<ParticipantLiveness> = self
+            .names
+            .iter()
+            .map(|(&p, name)| {
+                let present = is_present(&self.liveness, self.liveness_window, p, now);
+                let last_seen_s = self
+                    .liveness
+                    .get(&p)
+                    .and_then(|l| l.last_seen)
+                    .map(|s| now.saturating_duration_since(s).as_secs_f64());
+                let awaited_by = if present {
+                    Vec::new()
+                } else {
+                    self.jobs
+                        .iter()
+                        .filter(|(_, j)| !j.record.state.is_terminal() && j.joined.contains(&p))
+                        .map(|(id, _)| id.clone())
+                        .collect()
+                };
+                ParticipantLiveness {
+                    name: name.clone(),
+                    present,
+                    last_seen_s,
+                    awaited_by,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// Joined participants of `job` that are not present, with how long ago each was seen.

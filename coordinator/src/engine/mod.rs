@@ -72,6 +72,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+pub use liveness::ParticipantLiveness;
 use liveness::{patience_deadline, Liveness};
 use round::ActiveRound;
 pub use round::{RoundOutcome, RoundSummary};

@@ -49,6 +49,10 @@ pub(super) enum Command {
         job: String,
         reply: oneshot::Sender<Result<JobStatus, EngineError>>,
     },
+    /// What the operations dashboard and `/metrics` show.
+    Overview {
+        reply: oneshot::Sender<crate::ops::Overview>,
+    },
 }
 
 /// The engine actor: owns the coordinator, the store and the audit log.
@@ -61,6 +65,10 @@ pub(super) struct Actor {
     pub(super) mail: Arc<Mailboxes>,
     pub(super) last_round_hash: BTreeMap<String, String>,
     pub(super) observer: Option<mpsc::UnboundedSender<crate::engine::RoundSummary>>,
+    pub(super) metrics: Arc<crate::ops::metrics::Metrics>,
+    pub(super) history: crate::ops::History,
+    /// The audit head verified when the coordinator started.
+    pub(super) started_audit: AuditHead,
 }
 
 impl Actor {
@@ -110,8 +118,10 @@ impl Actor {
                     // the one of the round whose aggregate the checkpointed plan absorbed.
                     let round_hash = self.last_round_hash.get(&job_id).map(String::as_str);
                     let audit = self.audit.position();
+                    let started = Instant::now();
                     self.store
                         .commit_step_audited(&job_id, &state, step, &state, round_hash, &audit)?;
+                    self.metrics.store_commit(started.elapsed().as_secs_f64());
                     self.recorded_audit = audit;
                 }
                 Event::Round(r) => {
@@ -130,6 +140,9 @@ impl Actor {
                     if let Some(obs) = &self.observer {
                         let _ = obs.send(r.clone());
                     }
+                    self.metrics.round(&r);
+                    self.history
+                        .round(&r, self.engine.job_status(&r.job_id).as_ref());
                     self.audit.append(AuditRecord::of_round(&r, now_ms))?;
                 }
                 Event::JobFinished { job_id, state } => {
@@ -215,6 +228,22 @@ impl Actor {
                     self.mail.drop_job_ends(&job).await;
                 }
                 let _ = reply.send(r.and_then(|()| self.status_of(&job)));
+            }
+            Command::Overview { reply } => {
+                self.engine.handle_timeout(now);
+                let jobs = self.engine.list_jobs();
+                let participants = self.engine.participants_liveness(now);
+                let head = self.audit.position();
+                let audit = crate::ops::AuditView {
+                    entries: head.entries,
+                    status: format!(
+                        "checked at start against the head the store recorded ({} entries); \
+                         every entry since appended on it by this process",
+                        self.started_audit.entries
+                    ),
+                    head: head.head,
+                };
+                let _ = reply.send(self.history.overview(&jobs, participants, audit));
             }
         }
     }

@@ -130,6 +130,8 @@ pub struct ServiceConfig {
     pub observer: Option<mpsc::UnboundedSender<crate::engine::RoundSummary>>,
     /// Engine seed (graph seeds, job ids); `None` = from the OS. Simulations pass theirs.
     pub seed: Option<[u8; 32]>,
+    /// The operations listener (dashboard, `/metrics`, `/healthz`); `None`: not served.
+    pub ops: Option<crate::ops::OpsConfig>,
 }
 
 /// The shared face of the actor used by both services.
@@ -248,6 +250,8 @@ pub async fn serve(
     let roster = load_roster(&cfg.roster)?;
     let (store, audit) = crate::state::open(&cfg.state_dir)?;
     let recorded_audit = audit.position();
+    let recorded_audit_at_start = recorded_audit.clone();
+    let metrics = Arc::new(crate::ops::metrics::Metrics::new());
     let names: BTreeMap<ParticipantId, String> = roster
         .institutions
         .iter()
@@ -296,6 +300,9 @@ pub async fn serve(
         mail,
         last_round_hash,
         observer: cfg.observer.clone(),
+        metrics: metrics.clone(),
+        history: crate::ops::History::default(),
+        started_audit: recorded_audit_at_start,
     };
     actor.drain().await?;
     let actor_task = tokio::spawn(actor.run(rx));
@@ -306,6 +313,15 @@ pub async fn serve(
             addr: cfg.listen,
             source,
         })?;
+    let ops_task = match &cfg.ops {
+        Some(ops) => Some(start_ops(ops, &cfg.tls, &handle, metrics.clone()).await?),
+        None => None,
+    };
+    // Aborted when `serve` returns, however it returns.
+    let _ops_task = ops_task.map(AbortOnDrop);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<FederationServer<Handle>>().await;
+    health.set_serving::<OperatorServer<Handle>>().await;
     let limits = &cfg.limits;
     let (incoming, connections) = crate::net::listen(listener, tls, limits);
     tracing::info!(listen = %cfg.listen, state = %cfg.state_dir.display(), ?limits, "coordinator serving");
@@ -323,6 +339,7 @@ pub async fn serve(
                 .max_encoding_message_size(max),
         )
         .add_service(OperatorServer::new(handle.clone()))
+        .add_service(health_service)
         .serve_with_incoming_shutdown(incoming, shutdown);
     let mut actor_task = actor_task;
     tokio::select! {
@@ -346,4 +363,42 @@ pub async fn serve(
         }
         Err(e) => Err(ServiceError::EngineTask(e)),
     }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Binds the operations listener and spawns its server.
+async fn start_ops(
+    ops: &crate::ops::OpsConfig,
+    tls: &TlsFiles,
+    handle: &Handle,
+    metrics: Arc<crate::ops::metrics::Metrics>,
+) -> Result<tokio::task::JoinHandle<()>, ServiceError> {
+    let tls = fedsilo_proto::tls::ops_rustls_config(tls).map_err(ServiceError::Tls)?;
+    let listener = tokio::net::TcpListener::bind(ops.listen)
+        .await
+        .map_err(|source| ServiceError::Bind {
+            addr: ops.listen,
+            source,
+        })?;
+    let asker = handle.clone();
+    let overview: Arc<dyn Fn() -> crate::ops::OverviewFuture + Send + Sync> = Arc::new(move || {
+        let h = asker.clone();
+        Box::pin(async move { h.ask(|reply| Command::Overview { reply }).await.ok() })
+    });
+    let ctx = crate::ops::OpsContext {
+        overview,
+        metrics,
+        token: ops.token.as_deref().map(Arc::from),
+        operators: Arc::new(handle.roster.operators.clone()),
+    };
+    tracing::info!(listen = %ops.listen, token = ops.token.is_some(), "operations listener (dashboard, /metrics, /healthz) serving");
+    Ok(tokio::spawn(crate::ops::serve(listener, tls, ctx)))
 }
