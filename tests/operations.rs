@@ -253,7 +253,7 @@ fn dashboard_metrics_and_health_follow_a_real_job() {
     let mid_metrics = loop {
         let (_, m) = get(ops_port, &operator, "/metrics", None);
         let ok_rounds = sample(&m, "fedsilo_rounds_total{purpose=\"train\",outcome=\"ok\"}");
-        if ok_rounds.is_some_and(|n| n >= 4.0) {
+        if ok_rounds.is_some_and(|n| n >= 5.0) {
             break m;
         }
         assert!(
@@ -263,6 +263,16 @@ fn dashboard_metrics_and_health_follow_a_real_job() {
         std::thread::sleep(Duration::from_millis(200));
     };
     if let Some(b) = &browser {
+        // A round takes milliseconds here: hold the participants (SIGSTOP) so that the
+        // browser sees the job in the middle, then let them go on.
+        let signal = |sig: &str| {
+            for p in &parts {
+                let _ = Command::new("kill")
+                    .args([sig, &p.child.id().to_string()])
+                    .status();
+            }
+        };
+        signal("-STOP");
         let shot = keep.join("dashboard-mid-job.png");
         let _ = std::fs::remove_file(&shot);
         chromium(
@@ -271,8 +281,20 @@ fn dashboard_metrics_and_health_follow_a_real_job() {
             &url,
             &format!("--screenshot={}", shot.display()),
         );
+        let dom = chromium(b, &fed.path("profile-mid-dom"), &url, "--dump-dom");
+        signal("-CONT");
         assert!(shot.is_file(), "no mid-job screenshot");
         eprintln!("mid-job dashboard screenshot: {}", shot.display());
+        std::fs::write(keep.join("dashboard-mid-job.html"), &dom).unwrap();
+        assert!(
+            dom.contains("class=\"state running\"") || dom.contains("class=\"state waiting\""),
+            "mid-job, the job is running or waiting: {dom}"
+        );
+        assert!(!dom.contains("24 / 24 rounds"), "{dom}");
+        assert!(
+            dom.contains("class=\"auc-point\""),
+            "an evaluation after round 4: {dom}"
+        );
     }
     let status = fed.wait_finished(&job, Duration::from_secs(600));
     for p in parts.iter_mut() {
