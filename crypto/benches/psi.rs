@@ -2,7 +2,7 @@
 //! passive party, both driven in this process on the global rayon pool (both cores), with
 //! a baseline measured in the same run so that the figure is a ratio.
 //!
-//! 1. Criterion: the whole exchange at 20,000 × 20,000 ids, and the baseline (one
+//! 1. Criterion: the whole exchange at 10,000 × 10,000 ids, and the baseline (one
 //!    variable-base Ristretto255 scalar multiplication + compression per point, on all
 //!    cores), both in elements per second.
 //! 2. A timed run at N × N ids (default 1,000,000 per side; 70 % shared; different row
@@ -15,6 +15,7 @@
 //! cargo bench -p fedsilo-crypto --bench psi
 //! FEDSILO_BENCH_PSI_IDS=10000000 cargo bench -p fedsilo-crypto --bench psi   # 10M × 10M
 //! FEDSILO_BENCH_PSI_IDS=0 cargo bench -p fedsilo-crypto --bench psi          # criterion part only
+//! cargo bench -p fedsilo-crypto --bench psi -- none    # the N × N run only (filter matches nothing)
 //! ```
 
 use std::sync::Arc;
@@ -174,7 +175,10 @@ fn large_run(n: u64) {
     let cpu = cpu_seconds().zip(c0).map(|(c1, c0)| c1 - c0);
     assert_eq!(oa.intersection_size, n - n * 3 / 10);
     assert_eq!(oa.intersection_hash, op.intersection_hash);
-    assert_eq!(oa.rows.as_ref().map(Vec::len), op.rows.as_ref().map(Vec::len));
+    assert_eq!(
+        oa.rows.as_ref().map(Vec::len),
+        op.rows.as_ref().map(Vec::len)
+    );
 
     println!("psi/exchange {n} x {n} ids ({threads} rayon threads), 70 % shared:");
     println!(
@@ -220,14 +224,14 @@ fn main() {
         .configure_from_args()
         .sample_size(10)
         .measurement_time(std::time::Duration::from_secs(10));
-    let small = 20_000u64;
+    let small = 10_000u64;
     let mut g = c.benchmark_group("psi");
     g.throughput(Throughput::Elements(2 * small));
-    g.bench_function("exchange_20k_x_20k", |b| {
+    g.bench_function("exchange_10k_x_10k", |b| {
         b.iter(|| black_box(exchange(small, 3).0.intersection_size))
     });
     g.throughput(Throughput::Elements(4 * small));
-    g.bench_function("baseline_4x20k_scalar_mults", |b| {
+    g.bench_function("baseline_4x10k_scalar_mults", |b| {
         b.iter(|| black_box(baseline(4 * small as usize, 4)))
     });
     g.finish();

@@ -116,12 +116,12 @@ struct Entry {
 }
 
 /// After the handshake: the sealed channel, the scalar and the id salt.
-struct Link {
+pub(super) struct Link {
     transcript: Vec<u8>,
     key: Zeroizing<[u8; 32]>,
     salt: Zeroizing<[u8; 32]>,
     blinder: Blinder,
-    sent: u64,
+    pub(super) sent: u64,
     received: u64,
 }
 
@@ -411,27 +411,13 @@ impl PsiParty {
             self.state = State::Failed;
             return Err(PsiError::TooManyIds { max: MAX_SET_SIZE });
         }
-        let salt = &link.salt;
-        let blinder = &link.blinder;
-        let encoded: Result<Vec<Entry>, _> = ids
+        let normalised: Result<Vec<String>, _> = ids
             .par_iter()
             .enumerate()
-            .map(|(i, id)| {
-                let row = start + i as u64;
-                let norm = format.normalise(row, id.as_ref())?;
-                Ok::<_, super::IdError>(Entry {
-                    point: blinder.encode(salt, &norm),
-                    row: row as u32,
-                })
-            })
+            .map(|(i, id)| format.normalise(start + i as u64, id.as_ref()))
             .collect();
-        match encoded {
-            Ok(mut e) => {
-                entries.append(&mut e);
-                *pushed += ids.len() as u64;
-                self.progress.own_ids = *pushed;
-                Ok(())
-            }
+        let normalised = match normalised {
+            Ok(n) => n,
             Err(_) => {
                 // rayon reports any failing row; name the lowest one.
                 let first = ids
@@ -439,12 +425,21 @@ impl PsiParty {
                     .enumerate()
                     .find_map(|(i, id)| format.normalise(start + i as u64, id.as_ref()).err());
                 self.state = State::Failed;
-                Err(match first {
+                return Err(match first {
                     Some(e) => e.into(),
                     None => PsiError::Failed,
-                })
+                });
             }
-        }
+        };
+        let points = link.blinder.encode_all(&link.salt, &normalised);
+        drop(normalised);
+        entries.extend(points.into_iter().enumerate().map(|(i, point)| Entry {
+            point,
+            row: (start + i as u64) as u32,
+        }));
+        *pushed += ids.len() as u64;
+        self.progress.own_ids = *pushed;
+        Ok(())
     }
 
     /// Ends the ids: applies the duplicates rule, shuffles the encodings with `rng` and
@@ -674,16 +669,9 @@ impl PsiParty {
                         reason: "the last flag does not match the chunk sent",
                     });
                 }
-                let bad = chunk
-                    .points
-                    .par_chunks_exact(POINT_LEN)
-                    .position_first(|p| !super::is_point(p));
-                if let Some(i) = bad {
-                    return Err(PsiError::BadPoint {
-                        kind: Kind::Doubled,
-                        index: (x.doubled + i) as u64,
-                    });
-                }
+                // Not decompressed: they are only compared with canonical encodings, so a
+                // non-point never matches (as a random point would not), and checking would
+                // cost a square root per id.
                 let slots = x.own.entries.get_mut(x.doubled..end).unwrap_or(&mut []);
                 for (e, p) in slots.iter_mut().zip(chunk.iter()) {
                     e.point.copy_from_slice(p);
@@ -716,34 +704,25 @@ impl PsiParty {
                 if base + chunk.len() as u64 > MAX_SET_SIZE {
                     return Err(PsiError::PeerTooLarge { max: MAX_SET_SIZE });
                 }
-                let blinder = &mt.link.blinder;
+                let doubled =
+                    mt.link
+                        .blinder
+                        .reblind_all(chunk.points)
+                        .map_err(|i| PsiError::BadPoint {
+                            kind: Kind::Encodings,
+                            index: base + i as u64,
+                        })?;
                 let table = &mt.table;
-                let found: Vec<Result<Option<Match>, u64>> = chunk
-                    .points
-                    .par_chunks_exact(POINT_LEN)
+                let found: Vec<Match> = doubled
+                    .par_iter()
                     .enumerate()
-                    .map(|(i, p)| {
-                        let pos = base + i as u64;
-                        let d = blinder.reblind(p).ok_or(pos)?;
-                        Ok(table
-                            .binary_search_by(|e| e.point.cmp(&d))
-                            .ok()
-                            .and_then(|k| table.get(k))
-                            .map(|e| (d, e.row, pos as u32)))
+                    .filter_map(|(i, d)| {
+                        let k = table.binary_search_by(|e| e.point.cmp(d)).ok()?;
+                        let e = table.get(k)?;
+                        Some((*d, e.row, (base + i as u64) as u32))
                     })
                     .collect();
-                for f in found {
-                    match f {
-                        Ok(Some(hit)) => mt.matches.push(hit),
-                        Ok(None) => {}
-                        Err(index) => {
-                            return Err(PsiError::BadPoint {
-                                kind: Kind::Encodings,
-                                index,
-                            })
-                        }
-                    }
-                }
+                mt.matches.extend(found);
                 mt.received = base + chunk.len() as u64;
                 self.progress.peer_received = mt.received;
                 if !chunk.last {
@@ -765,24 +744,14 @@ impl PsiParty {
                 if base + chunk.len() as u64 > MAX_SET_SIZE {
                     return Err(PsiError::PeerTooLarge { max: MAX_SET_SIZE });
                 }
-                let blinder = &r.link.blinder;
-                let doubled: Vec<Option<[u8; POINT_LEN]>> = chunk
-                    .points
-                    .par_chunks_exact(POINT_LEN)
-                    .map(|p| blinder.reblind(p))
-                    .collect();
-                let mut out = Vec::with_capacity(doubled.len());
-                for (i, d) in doubled.into_iter().enumerate() {
-                    match d {
-                        Some(d) => out.push(d),
-                        None => {
-                            return Err(PsiError::BadPoint {
-                                kind: Kind::Encodings,
-                                index: base + i as u64,
-                            })
-                        }
-                    }
-                }
+                let out =
+                    r.link
+                        .blinder
+                        .reblind_all(chunk.points)
+                        .map_err(|i| PsiError::BadPoint {
+                            kind: Kind::Encodings,
+                            index: base + i as u64,
+                        })?;
                 r.received = base + out.len() as u64;
                 r.peer_done = chunk.last;
                 self.progress.peer_received = r.received;
@@ -857,7 +826,15 @@ impl PsiParty {
     }
 
     fn active_finish(&mut self, mt: Matching) -> Result<State, PsiError> {
-        let mut matches = mt.matches;
+        let Matching {
+            link,
+            table,
+            duplicates_dropped,
+            mut matches,
+            received,
+        } = mt;
+        let own_set_size = table.len() as u64;
+        drop(table);
         matches.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if let Some(w) = matches
             .windows(2)
@@ -872,7 +849,7 @@ impl PsiParty {
                 second: u64::from(second),
             });
         }
-        let mut hasher = IntersectionHasher::new(&mt.link.transcript);
+        let mut hasher = IntersectionHasher::new(&link.transcript);
         for (p, _, _) in &matches {
             hasher.update(p);
         }
@@ -885,9 +862,9 @@ impl PsiParty {
         };
         let output = PsiOutput {
             role: self.role,
-            own_set_size: mt.table.len() as u64,
-            duplicates_dropped: mt.duplicates_dropped,
-            peer_set_size: mt.received,
+            own_set_size,
+            duplicates_dropped,
+            peer_set_size: received,
             intersection_size: total,
             intersection_hash: hash,
             rows: Some(rows),
@@ -895,7 +872,7 @@ impl PsiParty {
         Ok(State::Done(
             Box::new(output),
             Some(ResultSender {
-                link: mt.link,
+                link,
                 entries,
                 total,
                 hash,
@@ -1005,6 +982,10 @@ impl PsiParty {
             State::Done(_, Some(s)) => Some(&mut s.link),
             _ => None,
         }
+    }
+
+    pub(super) fn link_for_tests(&mut self) -> Option<&mut Link> {
+        self.link_mut()
     }
 
     /// Seals `plaintext` as this party's next message of `kind` (what a malicious peer with

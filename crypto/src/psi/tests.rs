@@ -331,6 +331,30 @@ fn shuffled_order_does_not_follow_rows() {
     assert_ne!(orders[0], orders[1]);
 }
 
+#[test]
+fn batched_blinding_equals_one_by_one() {
+    let mut rng = ChaCha20Rng::seed_from_u64(60);
+    let b = Blinder::random(&mut rng);
+    let salt = [7u8; 32];
+    let ids: Vec<String> = (0..600).map(|i| format!("c{i}")).collect();
+    let batch = b.encode_all(&salt, &ids);
+    assert_eq!(batch.len(), ids.len());
+    for (id, p) in ids.iter().zip(&batch) {
+        assert_eq!(*p, b.encode(&salt, id));
+    }
+    let flat: Vec<u8> = batch.concat();
+    let twice = b.reblind_all(&flat).unwrap();
+    assert_eq!(twice.len(), batch.len());
+    for (p, d) in batch.iter().zip(&twice) {
+        assert_eq!(Some(*d), b.reblind(p));
+    }
+    // a non-point in the third batch is named by its index
+    let mut bad = flat.clone();
+    bad[530 * 32..531 * 32].fill(0xff);
+    assert_eq!(b.reblind_all(&bad), Err(530));
+    assert_eq!(b.reblind_all(&[]), Ok(Vec::new()));
+}
+
 // ---- Refusals.
 
 /// A pair past the handshake with the active party's ids in and the passive party's too.
@@ -582,19 +606,23 @@ fn forged_doubled_and_result_are_typed_errors() {
         pr.a.handle_message(forged),
         Err(PsiError::OutOfOrder { .. })
     ));
-    // a doubled point that does not decompress
-    let mut pr = ready_pair(4, 52);
-    let _chunk = pr.a.poll_transmit().unwrap();
+    // a doubled "point" that does not decompress is compared, never decoded: it matches
+    // nothing and the exchange completes with that id left out
+    let mut pr = ready_pair(20, 52);
+    let chunk = pr.a.poll_transmit().unwrap();
+    pr.p.handle_message(chunk).unwrap();
+    let _genuine = pr.p.poll_transmit().unwrap();
+    // replace the genuine answer: the passive party seals a forged one as number 0 again
+    let Some(l) = pr.p.link_for_tests() else {
+        panic!()
+    };
+    l.sent = 0;
     let forged =
-        pr.p.forge(Kind::Doubled, &pt(false, &[g, g, [0xee; 32], g]))
+        pr.p.forge(Kind::Doubled, &pt(true, &[[0xee; 32]; 10]))
             .unwrap();
-    assert_eq!(
-        pr.a.handle_message(forged),
-        Err(PsiError::BadPoint {
-            kind: Kind::Doubled,
-            index: 2
-        })
-    );
+    pr.a.handle_message(forged).unwrap();
+    pump(&mut pr).unwrap();
+    assert_eq!(pr.a.output().unwrap().intersection_size, 0);
     // the last flag on a chunk that is not the last
     let mut pr = ready_pair(4, 53);
     let _chunk = pr.a.poll_transmit().unwrap();
