@@ -16,6 +16,7 @@
 //! FEDSILO_BENCH_PSI_IDS=10000000 cargo bench -p fedsilo-crypto --bench psi   # 10M × 10M
 //! FEDSILO_BENCH_PSI_IDS=0 cargo bench -p fedsilo-crypto --bench psi          # criterion part only
 //! cargo bench -p fedsilo-crypto --bench psi -- none    # the N × N run only (filter matches nothing)
+//! FEDSILO_BENCH_PSI_BASELINE=0 ...                    # without the 4·N baseline
 //! ```
 
 use std::sync::Arc;
@@ -63,7 +64,8 @@ struct Stats {
 }
 
 /// The whole exchange: `n` ids per side, the passive party's set shifted by 30 %.
-fn exchange(n: u64, seed: u64) -> (PsiOutput, PsiOutput, Stats) {
+fn exchange(n: u64, seed: u64, verbose: bool) -> (PsiOutput, PsiOutput, Stats) {
+    let t0 = Instant::now();
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let ka = Arc::new(IdentityKey::generate(&mut rng));
     let kp = Arc::new(IdentityKey::generate(&mut rng));
@@ -77,15 +79,33 @@ fn exchange(n: u64, seed: u64) -> (PsiOutput, PsiOutput, Stats) {
         a_msgs: 0,
         p_msgs: 0,
     };
+    // One message each way per step, so neither side's queue grows (what a relay that
+    // forwards promptly gives).
+    let mut next_report = 0u64;
     let mut pump = |a: &mut PsiParty, p: &mut PsiParty| loop {
+        if verbose && st.a_msgs + st.p_msgs >= next_report {
+            next_report += 60;
+            let (x, y) = (a.progress(), p.progress());
+            eprintln!(
+                "  [{:.0} s] active: sent {}, doubled back {}, matched {}; passive: doubled {}, \
+                 sent {}; RSS {} MiB",
+                t0.elapsed().as_secs_f64(),
+                x.own_sent,
+                x.doubled_back,
+                x.peer_received,
+                y.peer_received,
+                y.own_sent,
+                rss_kib("VmRSS:").map_or("?".into(), |k| (k / 1024).to_string()),
+            );
+        }
         let mut moved = false;
-        while let Some(m) = a.poll_transmit() {
+        if let Some(m) = a.poll_transmit() {
             moved = true;
             st.a_to_p += m.wire_size() as u64;
             st.a_msgs += 1;
             p.handle_message(m).expect("passive");
         }
-        while let Some(m) = p.poll_transmit() {
+        if let Some(m) = p.poll_transmit() {
             moved = true;
             st.p_to_a += m.wire_size() as u64;
             st.p_msgs += 1;
@@ -113,8 +133,17 @@ fn exchange(n: u64, seed: u64) -> (PsiOutput, PsiOutput, Stats) {
     // active party's, streamed: each pushed chunk's encodings are sent and doubled at once.
     push(&mut p, shift, mp);
     p.finish_ids(&mut rng).expect("passive ids");
+    if verbose {
+        eprintln!(
+            "  [{:.0} s] passive ids encoded",
+            t0.elapsed().as_secs_f64()
+        );
+    }
     push(&mut a, 0, ma);
     a.finish_ids(&mut rng).expect("active ids");
+    if verbose {
+        eprintln!("  [{:.0} s] active ids encoded", t0.elapsed().as_secs_f64());
+    }
     pump(&mut a, &mut p);
     let (oa, op) = (
         a.output().expect("active done").clone(),
@@ -156,21 +185,29 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// `VmHWM` (peak resident set) of this process in KiB.
-fn peak_rss_kib() -> Option<u64> {
+/// A `/proc/self/status` memory line (`VmHWM:` peak resident set, `VmRSS:` current) in KiB.
+fn rss_kib(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    rss_kib("VmHWM:")
 }
 
 fn large_run(n: u64) {
     let threads = rayon::current_num_threads();
-    let t = Instant::now();
-    black_box(baseline(4 * n as usize, 1));
+    let with_baseline = std::env::var("FEDSILO_BENCH_PSI_BASELINE").map_or(true, |v| v != "0");
+    let (b0, t) = (cpu_seconds(), Instant::now());
+    if with_baseline {
+        black_box(baseline(4 * n as usize, 1));
+    }
     let base_wall = t.elapsed().as_secs_f64();
+    let base_cpu = cpu_seconds().zip(b0).map(|(c1, c0)| c1 - c0);
 
     let (c0, t) = (cpu_seconds(), Instant::now());
-    let (oa, op, st) = exchange(n, 2);
+    let (oa, op, st) = exchange(n, 2, true);
     let wall = t.elapsed().as_secs_f64();
     let cpu = cpu_seconds().zip(c0).map(|(c1, c0)| c1 - c0);
     assert_eq!(oa.intersection_size, n - n * 3 / 10);
@@ -195,12 +232,17 @@ fn large_run(n: u64) {
         st.p_to_a as f64 / 1048576.0,
         st.p_msgs,
     );
-    println!(
-        "  baseline: {} scalar mults + compressions in {base_wall:.1} s; exchange / baseline = \
-         {:.2}",
-        4 * n,
-        wall / base_wall
-    );
+    if with_baseline {
+        println!(
+            "  baseline: {} scalar mults + compressions in {base_wall:.1} s wall, CPU {} s; \
+             exchange / baseline = {:.2} (wall), {} (CPU)",
+            4 * n,
+            base_cpu.map_or("?".into(), |c| format!("{c:.1}")),
+            wall / base_wall,
+            cpu.zip(base_cpu)
+                .map_or("?".into(), |(c, b)| format!("{:.2}", c / b)),
+        );
+    }
     if let Some(c) = cpu {
         // FATE 2.0: 10M ∩ 10M in 7 min 10 s on two hosts of 16 cores = 430 s × 32 cores
         let fate_core_s_per_id = 430.0 * 32.0 / 1e7;
@@ -228,7 +270,7 @@ fn main() {
     let mut g = c.benchmark_group("psi");
     g.throughput(Throughput::Elements(2 * small));
     g.bench_function("exchange_10k_x_10k", |b| {
-        b.iter(|| black_box(exchange(small, 3).0.intersection_size))
+        b.iter(|| black_box(exchange(small, 3, false).0.intersection_size))
     });
     g.throughput(Throughput::Elements(4 * small));
     g.bench_function("baseline_4x10k_scalar_mults", |b| {

@@ -738,6 +738,43 @@ proptest! {
         prop_assert_eq!(op.rows.is_some(), both);
     }
 
+    /// One set a subset of the other (either way), and disjoint sets.
+    #[test]
+    fn subsets_and_disjoint_sets(
+        a in id_set(),
+        keep in proptest::collection::vec(any::<bool>(), 40),
+        shape in 0u8..3,
+        seed in any::<u64>(),
+    ) {
+        // (a has at most 40 ids; the subset in reverse order)
+        let mut sub: Vec<String> = a
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(s, _)| s.clone())
+            .collect();
+        sub.reverse();
+        let other: Vec<String> = a.iter().map(|s| format!("x{}", s.trim())).collect();
+        let (x, y) = match shape {
+            0 => (&a, &sub),
+            1 => (&sub, &a),
+            _ => (&a, &other),
+        };
+        let cfg = PsiConfig {
+            duplicates: Duplicates::KeepFirst,
+            ..config("prop-subset", 3, Delivery::Both)
+        };
+        let (oa, op) = run(cfg, x, y, seed).unwrap();
+        check(IdFormat::Text, x, y, &oa, &op);
+        let (nx, ny) = (first_rows(IdFormat::Text, x).len(), first_rows(IdFormat::Text, y).len());
+        let want = match shape {
+            0 => ny,
+            1 => nx,
+            _ => 0,
+        };
+        prop_assert_eq!(oa.intersection_size as usize, want);
+    }
+
     #[test]
     fn refuse_rule_matches_a_plain_scan(a in id_set(), seed in any::<u64>()) {
         let mut pr = pair(config("prop", 5, Delivery::Both), seed);
