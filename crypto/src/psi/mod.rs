@@ -38,9 +38,14 @@
 //!
 //! # Memory
 //!
-//! A party holds its own set's encodings (36 bytes per id: a point and a row number) and
-//! at most one chunk of the other's. Double-encoding and hashing run as rayon parallel
-//! loops over one chunk on the global pool.
+//! A party holds its own set's encodings (36 bytes per id: a point and a row number) and at
+//! most one chunk of the other's: the active party overwrites its encodings in place with
+//! the double encodings that come back, then keeps 40 bytes per shared id it finds (36 in
+//! the Result it streams out); the passive party keeps 4 bytes per id (the row behind
+//! each position it sent) plus a bit per id once its own chunks are out. Chunks are sealed
+//! lazily, one per `poll_transmit`. Hashing, blinding and double-encoding run as rayon
+//! parallel loops over one chunk on the global pool; compressions are batched (one field
+//! inversion per 256 points).
 //!
 //! # What each side sees
 //!

@@ -86,6 +86,13 @@ impl Role {
         }
     }
 
+    /// The role a [`Role::tag`] stands for (for wire decoding).
+    pub fn from_tag(tag: u8) -> Option<Role> {
+        [Role::Active, Role::Passive]
+            .into_iter()
+            .find(|r| r.tag() == tag)
+    }
+
     pub fn peer(self) -> Role {
         match self {
             Role::Active => Role::Passive,
@@ -130,6 +137,7 @@ impl Kind {
         }
     }
 
+    /// The kind a [`Kind::tag`] stands for (for wire decoding).
     pub fn from_tag(tag: u8) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.tag() == tag)
     }

@@ -332,6 +332,19 @@ fn shuffled_order_does_not_follow_rows() {
 }
 
 #[test]
+fn tags_round_trip() {
+    for r in [Role::Active, Role::Passive] {
+        assert_eq!(Role::from_tag(r.tag()), Some(r));
+        assert_eq!(r.peer().peer(), r);
+    }
+    for k in Kind::ALL {
+        assert_eq!(Kind::from_tag(k.tag()), Some(k));
+    }
+    assert_eq!(Role::from_tag(0), None);
+    assert_eq!(Kind::from_tag(9), None);
+}
+
+#[test]
 fn batched_blinding_equals_one_by_one() {
     let mut rng = ChaCha20Rng::seed_from_u64(60);
     let b = Blinder::random(&mut rng);
