@@ -328,3 +328,86 @@ fn alignment_missing(fed: &TestFed, who: &str, job: &str, peer: &str) -> bool {
         .unwrap()
         .is_none()
 }
+
+/// Synthetic bank.csv / partner.csv of `n` customers each, 70 % shared, shuffled.
+fn write_synthetic(dir: &Path, n: usize, seed: u64) -> Split {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let shared = n * 7 / 10;
+    let mut bank: Vec<String> = (0..n).map(|i| format!("C{i:07}")).collect();
+    let mut partner: Vec<String> = (0..shared)
+        .map(|i| format!("C{i:07}"))
+        .chain((n..2 * n - shared).map(|i| format!("C{i:07}")))
+        .collect();
+    bank.shuffle(&mut rng);
+    partner.shuffle(&mut rng);
+    let mut text = String::from("customer_id,churn,tenure,monthly_charges\n");
+    for (k, id) in bank.iter().enumerate() {
+        let churn = if k % 4 == 0 { "Yes" } else { "No" };
+        text.push_str(&format!("{id},{churn},{},{}.5\n", k % 72, 20 + k % 80));
+    }
+    std::fs::write(dir.join("bank.csv"), text).unwrap();
+    let mut text = String::from("female,customer_id,senior_citizen\n");
+    for (k, id) in partner.iter().enumerate() {
+        text.push_str(&format!("{},{id},{}\n", k % 2, (k / 3) % 2));
+    }
+    std::fs::write(dir.join("partner.csv"), text).unwrap();
+    Split {
+        bank_ids: bank,
+        partner_ids: partner,
+    }
+}
+
+/// Relayed messages so far, from `job status` ("… N + M messages relayed").
+fn relayed(status: &str) -> u64 {
+    let words: Vec<&str> = status.split_whitespace().collect();
+    words
+        .windows(4)
+        .find(|w| w[3].starts_with("messages"))
+        .and_then(|w| Some(w[0].parse::<u64>().ok()? + w[2].parse::<u64>().ok()?))
+        .unwrap_or(0)
+}
+
+#[test]
+fn psi_resumes_after_the_coordinator_is_killed_mid_exchange() {
+    let fed = federation();
+    let split = write_synthetic(fed.dir.path(), 60_000, 5);
+    let mut coordinator = fed.coordinator("coordinator-1.log");
+    let job = launch_psi(&fed, "align-kill", "chunk_len = 256\n");
+    let mut bank = fed.participant("bank");
+    let mut partner = fed.participant("partner");
+    // Wait until chunks are flowing in session 0, then SIGKILL the coordinator.
+    let start = std::time::Instant::now();
+    loop {
+        let s = fed.status(&job);
+        assert!(
+            !s.contains("finished") && !s.contains("failed"),
+            "the exchange ended before it could be interrupted: {s}"
+        );
+        if relayed(&s) >= 20 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no chunks relayed: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    coordinator.kill9();
+    let _coordinator = fed.coordinator("coordinator-2.log");
+    let status = wait_state(&fed, &job, "finished", Duration::from_secs(600));
+    assert!(bank.wait_exit(Duration::from_secs(60)).success());
+    assert!(partner.wait_exit(Duration::from_secs(60)).success());
+    let a_bank = alignment(&fed, "bank", &job, "partner");
+    let a_partner = alignment(&fed, "partner", &job, "bank");
+    assert!(a_bank.session >= 1, "a fresh session after the restart: {status}");
+    assert_eq!(a_bank.session, a_partner.session);
+    check_alignment(&split, &a_bank, &a_partner);
+    let psi: Vec<_> = fed
+        .audit_rounds(&job)
+        .into_iter()
+        .filter(|r| r.purpose == fedsilo_task::Purpose::Psi)
+        .collect();
+    assert_eq!(psi.len(), 1, "{psi:#?}");
+    assert_eq!(psi[0].round, a_bank.session);
+    assert_eq!(psi[0].aggregate_hash, a_bank.intersection_hash);
+}
