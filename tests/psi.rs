@@ -180,13 +180,19 @@ fn check_alignment(split: &Split, bank: &Alignment, partner: &Alignment) {
     assert_eq!(bank.peer_set_size, split.partner_ids.len() as u64);
     assert_eq!(partner.own_set_size, split.partner_ids.len() as u64);
     let b = bank.rows.as_ref().expect("the bank gets its rows");
-    let p = partner.rows.as_ref().expect("delivery = both: the partner gets its rows");
+    let p = partner
+        .rows
+        .as_ref()
+        .expect("delivery = both: the partner gets its rows");
     assert_eq!(b.len(), p.len());
     let mut seen = BTreeSet::new();
     for (&rb, &rp) in b.iter().zip(p) {
         let idb = &split.bank_ids[rb as usize];
         let idp = &split.partner_ids[rp as usize];
-        assert_eq!(idb, idp, "aligned rows {rb} (bank) and {rp} (partner) differ");
+        assert_eq!(
+            idb, idp,
+            "aligned rows {rb} (bank) and {rp} (partner) differ"
+        );
         assert!(seen.insert(idb.clone()), "{idb} aligned twice");
     }
     assert_eq!(seen.iter().collect::<BTreeSet<_>>(), plain);
@@ -206,7 +212,11 @@ fn psi_job_aligns_bank_and_partner_over_mtls() {
     assert!((0.6..=0.8).contains(&share), "shared fraction {share}");
 
     let _coordinator = fed.coordinator("coordinator.log");
-    let job = launch_psi(&fed, "align-churn", "delivery = \"both\"\nchunk_len = 1000\n");
+    let job = launch_psi(
+        &fed,
+        "align-churn",
+        "delivery = \"both\"\nchunk_len = 1000\n",
+    );
     let mut bank = fed.participant("bank");
     let mut partner = fed.participant("partner");
     let status = wait_state(&fed, &job, "finished", Duration::from_secs(240));
@@ -259,7 +269,10 @@ fn psi_active_only_gives_the_partner_only_the_size() {
     assert!(partner.wait_exit(Duration::from_secs(60)).success());
     let a_bank = alignment(&fed, "bank", &job, "partner");
     let a_partner = alignment(&fed, "partner", &job, "bank");
-    assert!(a_partner.rows.is_none(), "the partner must not learn its rows");
+    assert!(
+        a_partner.rows.is_none(),
+        "the partner must not learn its rows"
+    );
     assert_eq!(a_partner.intersection_size, a_bank.intersection_size);
     assert_eq!(a_partner.intersection_hash, a_bank.intersection_hash);
     let plain: BTreeMap<&String, usize> = split
@@ -399,7 +412,10 @@ fn psi_resumes_after_the_coordinator_is_killed_mid_exchange() {
     assert!(partner.wait_exit(Duration::from_secs(60)).success());
     let a_bank = alignment(&fed, "bank", &job, "partner");
     let a_partner = alignment(&fed, "partner", &job, "bank");
-    assert!(a_bank.session >= 1, "a fresh session after the restart: {status}");
+    assert!(
+        a_bank.session >= 1,
+        "a fresh session after the restart: {status}"
+    );
     assert_eq!(a_bank.session, a_partner.session);
     check_alignment(&split, &a_bank, &a_partner);
     let psi: Vec<_> = fed

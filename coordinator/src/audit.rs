@@ -154,7 +154,11 @@ impl AuditRecord {
             round: s.session,
             purpose: Purpose::Psi,
             participants: parties.clone(),
-            survivors: if s.result.is_ok() { parties } else { Vec::new() },
+            survivors: if s.result.is_ok() {
+                parties
+            } else {
+                Vec::new()
+            },
             model_hash: String::new(),
             aggregate_hash: s
                 .result

@@ -354,12 +354,11 @@ fn feed_ids(cfg: &NodeConfig, psi: &mut PsiDriver, start: &PsiStart) {
                     job: job.clone(),
                     dataset: start.dataset.clone(),
                 })?;
-        let schema = Schema::from_toml_file(&cfg.resolve(schema_path)).map_err(|e| {
-            PsiJobError::Data {
+        let schema =
+            Schema::from_toml_file(&cfg.resolve(schema_path)).map_err(|e| PsiJobError::Data {
                 dataset: start.dataset.clone(),
                 source: Box::new(e),
-            }
-        })?;
+            })?;
         let rows = read_ids(
             &start.dataset,
             &source,

@@ -14,9 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fedsilo_crypto::keys::IdentityKey;
-use fedsilo_crypto::psi::{
-    PsiConfig, PsiContext, PsiError, PsiMsg, PsiOutput, PsiParty, Role,
-};
+use fedsilo_crypto::psi::{PsiConfig, PsiContext, PsiError, PsiMsg, PsiOutput, PsiParty, Role};
 use fedsilo_task::job::ToCoordinator;
 use fedsilo_task::psi::{PsiReport, PsiStart};
 use rand::SeedableRng;
@@ -155,7 +153,11 @@ pub fn report(start: &PsiStart, output: &PsiOutput) -> ToCoordinator {
 
 impl PsiDriver {
     /// `peers`: roster name → hex Ed25519 identity key.
-    pub fn new(identity: Arc<IdentityKey>, peers: BTreeMap<String, String>, seed: [u8; 32]) -> Self {
+    pub fn new(
+        identity: Arc<IdentityKey>,
+        peers: BTreeMap<String, String>,
+        seed: [u8; 32],
+    ) -> Self {
         PsiDriver {
             identity,
             peers,
@@ -616,7 +618,10 @@ impl AlignmentStore {
                     a.intersection_size
                 )));
             }
-            if let Some(r) = rows.iter().find(|&&r| u64::from(r) >= a.own_set_size + a.duplicates_dropped) {
+            if let Some(r) = rows
+                .iter()
+                .find(|&&r| u64::from(r) >= a.own_set_size + a.duplicates_dropped)
+            {
                 return Err(bad(format!(
                     "row {r} is beyond the {} rows read",
                     a.own_set_size + a.duplicates_dropped

@@ -95,7 +95,10 @@ pub enum ToParticipant {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToCoordinator {
     SecAgg(ClientMsg),
-    Decline { ctx: RoundContext, reason: String },
+    Decline {
+        ctx: RoundContext,
+        reason: String,
+    },
     /// A PSI message for the session's other party (the coordinator relays it).
     Psi(PsiMsg),
     /// A party finished its side of a PSI session and persisted its alignment.

@@ -76,8 +76,8 @@ mod status;
 mod tests;
 
 use liveness::{patience_deadline, Liveness};
-use round::ActiveRound;
 pub use psi::{PairOutcome, PsiRecord, PsiSummary};
+use round::ActiveRound;
 pub use round::{RoundOutcome, RoundSummary};
 pub use status::{JobState, JobStatus};
 

@@ -160,7 +160,11 @@ impl Coordinator {
     }
 
     /// Launches a PSI job (the spec validated here against the roster).
-    pub fn launch_psi(&mut self, now: Instant, mut spec: PsiJobSpec) -> Result<String, EngineError> {
+    pub fn launch_psi(
+        &mut self,
+        now: Instant,
+        mut spec: PsiJobSpec,
+    ) -> Result<String, EngineError> {
         self.tick(now);
         spec.validate().map_err(EngineError::InvalidPsiJob)?;
         for (field, name) in std::iter::once(("active", &spec.active))
@@ -556,7 +560,9 @@ impl Coordinator {
                     o.active_set_size,
                     o.passive_set_size,
                     o.intersection_size,
-                    o.intersection_hash.get(..16).unwrap_or(&o.intersection_hash)
+                    o.intersection_hash
+                        .get(..16)
+                        .unwrap_or(&o.intersection_hash)
                 )
             })
             .collect();
@@ -576,7 +582,10 @@ impl Coordinator {
                 } else {
                     format!(
                         "waiting for {}",
-                        want.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                        want.iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )
                 }
             }

@@ -92,7 +92,10 @@ impl Fed {
                 while let Some(out) = self.next_out(i) {
                     moved = true;
                     let r = self.coord.handle_message(self.now, i as u32, out);
-                    assert!(r.is_ok() || matches!(r, Err(EngineError::NoSuchRound { .. })), "{r:?}");
+                    assert!(
+                        r.is_ok() || matches!(r, Err(EngineError::NoSuchRound { .. })),
+                        "{r:?}"
+                    );
                 }
             }
             if !moved {
@@ -120,8 +123,7 @@ impl Fed {
                 config.format = s.id_format;
                 p.sessions.push(s.session);
                 p.party = Some(
-                    PsiParty::new(config, s.role, Arc::clone(&p.key), peer, &mut self.rng)
-                        .unwrap(),
+                    PsiParty::new(config, s.role, Arc::clone(&p.key), peer, &mut self.rng).unwrap(),
                 );
             }
             ToParticipant::Psi(m) => {
@@ -176,7 +178,12 @@ fn relays_a_psi_job_and_records_sizes_only() {
     let job = fed.coord.launch_psi(fed.now, spec("j")).unwrap();
     fed.run();
     assert_eq!(fed.coord.job_status(&job).unwrap().state, JobState::Waiting);
-    assert!(fed.coord.job_status(&job).unwrap().detail.contains("waiting for bank, insurer"));
+    assert!(fed
+        .coord
+        .job_status(&job)
+        .unwrap()
+        .detail
+        .contains("waiting for bank, insurer"));
     fed.coord.handle_join(fed.now, 0, &[]).unwrap();
     fed.coord.handle_join(fed.now, 1, &[]).unwrap();
     fed.run();
@@ -204,7 +211,10 @@ fn relays_a_psi_job_and_records_sizes_only() {
     assert_eq!(psi.len(), 1);
     assert!(psi[0].result.is_ok());
     assert!(psi[0].messages[0] > 1 && psi[0].messages[1] > 1);
-    assert!(fed.parties.iter().all(|p| p.ended == Some(WireJobState::Finished)));
+    assert!(fed
+        .parties
+        .iter()
+        .all(|p| p.ended == Some(WireJobState::Finished)));
     // The checkpoint restores as a finished PSI job.
     let last = fed
         .events
@@ -246,7 +256,10 @@ fn a_restored_psi_job_runs_a_fresh_session() {
         let mut n = BTreeMap::new();
         for (k, p) in fed.parties.iter().enumerate() {
             r.insert(k as u32, p.key.public_key());
-            n.insert(k as u32, if k == 0 { "bank" } else { "insurer" }.to_string());
+            n.insert(
+                k as u32,
+                if k == 0 { "bank" } else { "insurer" }.to_string(),
+            );
         }
         (r, n)
     };
@@ -263,10 +276,16 @@ fn a_restored_psi_job_runs_a_fresh_session() {
     fed.coord.handle_join(fed.now, 0, &[]).unwrap();
     fed.coord.handle_join(fed.now, 1, &[]).unwrap();
     fed.run();
-    assert_eq!(fed.coord.job_status(&job).unwrap().state, JobState::Finished);
+    assert_eq!(
+        fed.coord.job_status(&job).unwrap().state,
+        JobState::Finished
+    );
     assert_eq!(fed.parties[0].sessions, vec![0, 1]);
     assert_eq!(fed.coord.psi_record(&job).unwrap().pairs[0].session, 1);
-    assert_eq!(fed.coord.psi_record(&job).unwrap().pairs[0].intersection_size, 20);
+    assert_eq!(
+        fed.coord.psi_record(&job).unwrap().pairs[0].intersection_size,
+        20
+    );
 }
 
 #[test]
@@ -297,7 +316,10 @@ fn a_party_failure_or_a_wrong_role_is_refused_by_name() {
         )
         .unwrap();
     let s = fed.coord.job_status(&job).unwrap();
-    assert!(matches!(&s.state, JobState::Failed(why) if why.contains("insurer (passive): dataset 'customers'")), "{s:?}");
+    assert!(
+        matches!(&s.state, JobState::Failed(why) if why.contains("insurer (passive): dataset 'customers'")),
+        "{s:?}"
+    );
     // Resumed, it opens a fresh session with the parties still joined.
     fed.coord.resume(fed.now, &job).unwrap();
     assert_eq!(fed.coord.job_status(&job).unwrap().state, JobState::Running);

@@ -137,10 +137,9 @@ impl TryFrom<pb::ToParticipant> for ToParticipant {
                 state: job_state_from(m.state, "job_end.state")?,
                 detail: m.detail,
             },
-            Body::PsiStart(m) => ToParticipant::PsiStart(
-                m.try_into()
-                    .map_err(|e: WireError| e.within("psi_start"))?,
-            ),
+            Body::PsiStart(m) => {
+                ToParticipant::PsiStart(m.try_into().map_err(|e: WireError| e.within("psi_start"))?)
+            }
             Body::Psi(m) => {
                 ToParticipant::Psi(m.try_into().map_err(|e: WireError| e.within("psi"))?)
             }
@@ -217,10 +216,9 @@ impl TryFrom<pb::ToCoordinator> for ToCoordinator {
             Body::Psi(m) => {
                 ToCoordinator::Psi(m.try_into().map_err(|e: WireError| e.within("psi"))?)
             }
-            Body::PsiDone(m) => ToCoordinator::PsiDone(
-                m.try_into()
-                    .map_err(|e: WireError| e.within("psi_done"))?,
-            ),
+            Body::PsiDone(m) => {
+                ToCoordinator::PsiDone(m.try_into().map_err(|e: WireError| e.within("psi_done"))?)
+            }
             Body::PsiFailed(m) => ToCoordinator::PsiFailed {
                 job_id: m.job_id,
                 session: m.session,

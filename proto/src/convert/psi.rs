@@ -202,7 +202,10 @@ impl TryFrom<pb::PsiMessage> for PsiMsg {
             session: m.session,
         };
         let from = role_from(m.from, "from")?;
-        match m.body.ok_or_else(|| WireError::new(Problem::MissingOneof))? {
+        match m
+            .body
+            .ok_or_else(|| WireError::new(Problem::MissingOneof))?
+        {
             Body::Hello(h) => {
                 if h.signature.len() != SIGNATURE_LEN {
                     return Err(WireError::at(
