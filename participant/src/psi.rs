@@ -441,7 +441,7 @@ pub fn read_ids(
                 &mut sink_table,
             )
             .map_err(|e| match e {
-                ChunkError::Data(d) => data(d),
+                ChunkError::Data(d) => data(*d),
                 ChunkError::Psi(p) => p,
             })?;
             Ok(n as u64)
@@ -458,13 +458,13 @@ pub fn read_ids(
 
 /// An error while streaming a CSV's ids: the reader's or the sink's.
 enum ChunkError {
-    Data(DataError),
+    Data(Box<DataError>),
     Psi(PsiJobError),
 }
 
 impl From<DataError> for ChunkError {
     fn from(e: DataError) -> Self {
-        ChunkError::Data(e)
+        ChunkError::Data(Box::new(e))
     }
 }
 
