@@ -273,7 +273,8 @@ enum ParticipantCmd {
 
 #[derive(Subcommand, Debug)]
 enum JobCmd {
-    /// Launch a training job described by a TOML job spec.
+    /// Launch a job described by a TOML job spec: a training job, or with `kind = "psi"` a
+    /// private set intersection job (active party, passive parties, id column and format).
     Launch {
         #[arg(long)]
         config: PathBuf,

@@ -149,6 +149,9 @@ impl Federation for Hostile {
             ToCoordinator::SecAgg(c) => Answer::Accepted {
                 round: c.ctx().round,
             },
+            ToCoordinator::Psi(_) | ToCoordinator::PsiDone(_) | ToCoordinator::PsiFailed { .. } => {
+                return Err(Status::invalid_argument("no PSI job here"))
+            }
         };
         self.state
             .lock()

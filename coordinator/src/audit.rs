@@ -143,6 +143,34 @@ impl AuditRecord {
     }
 }
 
+impl AuditRecord {
+    /// The audit record of a closed or failed PSI session: `round` is the session,
+    /// `participants` the active then the passive party, `survivors` both when they agreed,
+    /// `aggregate_hash` the alignment hash, `outcome` the set and intersection sizes.
+    pub fn of_psi(s: &crate::engine::PsiSummary, time_unix_ms: u64) -> Self {
+        let parties = vec![s.active.clone(), s.passive.clone()];
+        AuditRecord {
+            job_id: s.job_id.clone(),
+            round: s.session,
+            purpose: Purpose::Psi,
+            participants: parties.clone(),
+            survivors: if s.result.is_ok() {
+                parties
+            } else {
+                Vec::new()
+            },
+            model_hash: String::new(),
+            aggregate_hash: s
+                .result
+                .as_ref()
+                .map(|o| o.intersection_hash.clone())
+                .unwrap_or_default(),
+            time_unix_ms,
+            outcome: s.outcome(),
+        }
+    }
+}
+
 /// One line of the log: a record and its place in the chain.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {

@@ -1,4 +1,5 @@
-//! Sans-IO secure aggregation (SecAgg+) for fedsilo.
+//! Sans-IO secure aggregation (SecAgg+) and private set intersection (ECDH-PSI, [`psi`])
+//! for fedsilo.
 //!
 //! Nothing in this crate performs I/O, reads a clock or spawns a thread on its own
 //! initiative: time (`now`) and randomness (`rng`) are passed in, messages go in through
@@ -12,6 +13,7 @@ pub mod graph;
 pub mod keys;
 pub mod msg;
 pub mod prg;
+pub mod psi;
 pub mod shamir;
 
 pub mod client;

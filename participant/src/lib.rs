@@ -2,7 +2,8 @@
 //!
 //! - [`data`]: CSV + schema → `Table`, with errors naming file, line and column.
 //! - [`worker`]: the sans-IO participant engine (`Worker`).
-//! - [`node`]: the gRPC client loop that drives the worker.
+//! - [`node`]: the gRPC client loop that drives the worker (and the PSI driver).
+//! - [`psi`]: PSI jobs at this party: the sans-IO driver, the id column, the alignment.
 //! - [`score`]: local scoring with an exported model (ranked lists).
 //! - [`evaluate`]: AUC, KS, log-loss, lift and calibration of a model on labelled data.
 //! - [`export`]: a model as SQL or PMML for the institution's own systems.
@@ -12,5 +13,6 @@ pub mod data;
 pub mod evaluate;
 pub mod export;
 pub mod node;
+pub mod psi;
 pub mod score;
 pub mod worker;

@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::data::{Schema, Source};
+use crate::psi::{read_ids, Alignment, AlignmentStore, PsiDriver, PsiEvent, PsiJobError};
 use crate::worker::{Worker, WorkerEvent};
+use fedsilo_task::psi::PsiStart;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -94,6 +96,10 @@ pub struct NodeConfig {
     /// Stop once every job this node took part in has ended (for batch runs and tests).
     #[serde(default)]
     pub exit_when_done: bool,
+    /// Where this node keeps what it must remember between runs (the alignments of PSI
+    /// jobs, `psi/`); default `state` next to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
     #[serde(skip)]
     pub base_dir: PathBuf,
 }
@@ -219,6 +225,20 @@ impl NodeConfig {
         }
     }
 
+    /// The state directory (see [`NodeConfig::state_dir`]).
+    pub fn state_dir(&self) -> PathBuf {
+        match &self.state_dir {
+            Some(p) => self.resolve(p),
+            None => self.base_dir.join("state"),
+        }
+    }
+
+    /// The dataset named `name`: its source and schema.
+    pub fn dataset(&self, name: &str) -> Option<(Source, &Path)> {
+        let d = self.datasets.iter().find(|d| d.name == name)?;
+        Some((d.source(self).ok()?, d.schema.as_path()))
+    }
+
     pub fn tls_files(&self) -> TlsFiles {
         TlsFiles {
             ca_cert: self.resolve(&self.tls.ca),
@@ -298,6 +318,89 @@ pub fn build_worker(cfg: &NodeConfig) -> Result<Worker, NodeError> {
     ))
 }
 
+/// The PSI driver from the config: the identity key and every institution's key from this
+/// node's own roster (never from the coordinator).
+pub fn build_psi(cfg: &NodeConfig) -> Result<PsiDriver, NodeError> {
+    let roster_path = cfg.resolve(&cfg.roster);
+    let roster = RosterFile::load(&roster_path).map_err(|source| NodeError::Roster {
+        path: roster_path.clone(),
+        source,
+    })?;
+    let identity_path = cfg.resolve(&cfg.identity);
+    let identity = fedsilo_proto::pki::load_identity(&identity_path).map_err(|source| {
+        NodeError::Identity {
+            path: identity_path.clone(),
+            source,
+        }
+    })?;
+    let peers = roster
+        .institutions
+        .iter()
+        .map(|e| (e.name.clone(), e.identity_key.clone()))
+        .collect();
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    Ok(PsiDriver::new(Arc::new(identity), peers, seed))
+}
+
+/// Reads the session's ids into the driver (chunk by chunk) and finishes them; a failure
+/// is the session's (the driver tells the coordinator).
+fn feed_ids(cfg: &NodeConfig, psi: &mut PsiDriver, start: &PsiStart) {
+    let job = start.job_id.clone();
+    let result = (|| -> Result<(), PsiJobError> {
+        let (source, schema_path) =
+            cfg.dataset(&start.dataset)
+                .ok_or_else(|| PsiJobError::UnknownDataset {
+                    job: job.clone(),
+                    dataset: start.dataset.clone(),
+                })?;
+        let schema =
+            Schema::from_toml_file(&cfg.resolve(schema_path)).map_err(|e| PsiJobError::Data {
+                dataset: start.dataset.clone(),
+                source: Box::new(e),
+            })?;
+        let rows = read_ids(
+            &start.dataset,
+            &source,
+            &schema,
+            &start.id_column,
+            &mut |chunk| psi.push_ids(&job, chunk),
+        )?;
+        tracing::info!(job = %job, rows, "PSI ids read");
+        psi.finish_ids(&job)
+    })();
+    if let Err(e) = result {
+        // push/finish errors already failed the session; this covers reading errors.
+        if psi.has_session(&job) {
+            psi.abort(&job, &e);
+        }
+        tracing::error!(job = %job, error = %fedsilo_config::display_chain(&e), "PSI ids");
+    }
+}
+
+/// Persists a finished session's alignment; the report to send, or the failure to send.
+fn persist_alignment(
+    cfg: &NodeConfig,
+    start: &PsiStart,
+    output: &fedsilo_crypto::psi::PsiOutput,
+) -> fedsilo_task::job::ToCoordinator {
+    let store = AlignmentStore::new(&cfg.state_dir());
+    let alignment = Alignment::new(start, output);
+    match store.save(&alignment) {
+        Ok(path) => {
+            tracing::info!(job = %start.job_id, session = start.session, peer = %start.peer,
+                intersection = output.intersection_size, path = %path.display(),
+                hash = %alignment.intersection_hash, "PSI alignment persisted");
+            crate::psi::report(start, output)
+        }
+        Err(e) => fedsilo_task::job::ToCoordinator::PsiFailed {
+            job_id: start.job_id.clone(),
+            session: start.session,
+            reason: fedsilo_config::display_chain(&e),
+        },
+    }
+}
+
 /// How long the node waits for a TCP connection to the coordinator.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the node waits for each answer of the coordinator (a `Poll` asks it to wait
@@ -338,6 +441,7 @@ pub async fn run_until(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     tokio::pin!(shutdown);
+    let mut psi = build_psi(&cfg)?;
     let mut client = connect(&cfg).await?;
     let mut joined: BTreeSet<String> = BTreeSet::new();
     let mut ended: BTreeSet<String> = BTreeSet::new();
@@ -420,7 +524,12 @@ pub async fn run_until(
             for m in reply.messages {
                 // Cheap: the clone shares the encoded bytes.
                 match fedsilo_task::job::ToParticipant::try_from(m.clone()) {
+                    Ok(fedsilo_task::job::ToParticipant::PsiStart(s)) => psi.handle_start(s),
+                    Ok(fedsilo_task::job::ToParticipant::Psi(m)) => psi.handle_message(m),
                     Ok(m) => {
+                        if let fedsilo_task::job::ToParticipant::JobEnd { job_id, .. } = &m {
+                            psi.job_ended(job_id);
+                        }
                         if let Err(e) = worker.handle_message(m) {
                             tracing::warn!(error = %e, "message refused");
                         }
@@ -473,5 +582,47 @@ pub async fn run_until(
                 tracing::warn!(coordinator = %cfg.coordinator, error = %status, "submit refused");
             }
         }
+        // PSI: ids when asked, alignments persisted before their report, and every message
+        // submitted before the next is produced (chunks are made lazily: bounded memory).
+        loop {
+            let mut out = Vec::new();
+            tokio::task::block_in_place(|| {
+                while let Some(ev) = psi.poll_event() {
+                    match ev {
+                        PsiEvent::NeedIds(start) => feed_ids(&cfg, &mut psi, &start),
+                        PsiEvent::Done { start, output } => {
+                            out.push(persist_alignment(&cfg, &start, &output));
+                        }
+                        PsiEvent::Failed {
+                            job_id,
+                            session,
+                            reason,
+                        } => {
+                            tracing::error!(job = %job_id, session, %reason, "PSI session failed");
+                        }
+                    }
+                }
+                if let Some(m) = psi.poll_transmit() {
+                    out.push(m);
+                }
+            });
+            if out.is_empty() {
+                break;
+            }
+            for m in out {
+                submit_logged(&mut client, &cfg, m).await;
+            }
+        }
+    }
+}
+
+async fn submit_logged(
+    client: &mut FederationClient<Channel>,
+    cfg: &NodeConfig,
+    m: fedsilo_task::job::ToCoordinator,
+) {
+    let pbm: pb::ToCoordinator = m.into();
+    if let Err(status) = client.submit(pbm).await {
+        tracing::warn!(coordinator = %cfg.coordinator, error = %status, "submit refused");
     }
 }

@@ -210,6 +210,9 @@ impl Worker {
                 });
                 Ok(())
             }
+            // PSI sessions are the node's `PsiDriver`'s (they read the id column, not the
+            // training table); the worker has no part in them.
+            ToParticipant::PsiStart(_) | ToParticipant::Psi(_) => Ok(()),
         }
     }
 

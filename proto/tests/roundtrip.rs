@@ -59,6 +59,9 @@ fn variants_stay_distinct_on_the_wire() {
                     None => "empty".into(),
                 },
                 Some(pb::to_coordinator::Body::Decline(_)) => "Decline".into(),
+                Some(pb::to_coordinator::Body::Psi(_)) => "Psi".into(),
+                Some(pb::to_coordinator::Body::PsiDone(_)) => "PsiDone".into(),
+                Some(pb::to_coordinator::Body::PsiFailed(_)) => "PsiFailed".into(),
                 None => "none".into(),
             }
         })

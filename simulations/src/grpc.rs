@@ -218,6 +218,7 @@ async fn run_async(
             holdout_fraction: s.holdout_fraction,
             holdout_seed: s.seed,
             exit_when_done: true,
+            state_dir: None,
             base_dir: dir.path().to_path_buf(),
         };
         nodes.push(tokio::spawn(node::run(cfg, worker)));

@@ -256,6 +256,8 @@ impl MemoryFederation {
                     self.observed.finished.insert(job_id, state);
                 }
                 Event::Refused { from, reason } => self.observed.refused.push((from, reason)),
+                // PSI jobs are not driven by this transport yet.
+                Event::Psi(_) => {}
             }
         }
     }

@@ -171,6 +171,26 @@ pub(crate) async fn job(cmd: JobCmd) -> Result<()> {
             spec,
             schema,
         } => {
+            // `kind = "psi"` makes a PSI job; a training spec has no top-level `kind`.
+            #[derive(serde::Deserialize)]
+            struct KindProbe {
+                #[serde(default)]
+                kind: Option<String>,
+            }
+            let probe: KindProbe = read_toml(&spec)?;
+            if probe.kind.is_some() {
+                let psi: fedsilo_task::psi::PsiJobSpec = read_toml(&spec)?;
+                psi.validate()
+                    .with_context(|| format!("PSI job spec {}", spec.display()))?;
+                let mut client = operator_client(&config).await?;
+                let s = client
+                    .launch_job(pb::LaunchJobRequest::from(&psi))
+                    .await
+                    .map_err(|s| anyhow::anyhow!("coordinator refused the job: {}", s.message()))?
+                    .into_inner();
+                print_status(&s)?;
+                return Ok(());
+            }
             let mut spec: JobSpec = read_toml(&spec)?;
             if spec.features.is_empty() || spec.labels.is_empty() || schema.is_some() {
                 let Some(schema_path) = schema else {

@@ -80,11 +80,16 @@ pub enum Purpose {
     /// Scorecard good/bad counts per bin (WOE/IV).
     #[serde(rename = "woe-counts")]
     WoeCounts,
+    /// A private set intersection session (no sum: the coordinator relays sealed points and
+    /// records the set and intersection sizes).
+    #[serde(rename = "psi")]
+    Psi,
 }
 
 impl Purpose {
     /// Every purpose, in the order a job meets them.
-    pub const ALL: [Purpose; 6] = [
+    pub const ALL: [Purpose; 7] = [
+        Purpose::Psi,
         Purpose::Stats,
         Purpose::Bins,
         Purpose::WoeCounts,
@@ -109,6 +114,7 @@ impl Purpose {
             Purpose::TreeLevel => "tree-level",
             Purpose::Bins => "bins",
             Purpose::WoeCounts => "woe-counts",
+            Purpose::Psi => "psi",
         }
     }
 }
@@ -122,7 +128,7 @@ impl std::fmt::Display for Purpose {
 /// An unknown purpose name.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown step purpose '{0}' (expected one of stats, bins, woe-counts, tree-level, train, eval)"
+    "unknown step purpose '{0}' (expected one of psi, stats, bins, woe-counts, tree-level, train, eval)"
 )]
 pub struct UnknownPurpose(pub String);
 

@@ -12,7 +12,9 @@ use fedsilo_crypto::msg::{ClientMsg, RoundConfig, RoundContext, ServerMsg};
 use fedsilo_ml::metrics::BinaryMetrics;
 use serde::{Deserialize, Serialize};
 
+use crate::psi::{PsiReport, PsiStart};
 use crate::Instruction;
+use fedsilo_crypto::psi::PsiMsg;
 
 /// The coordinator opens a round.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,13 +85,30 @@ pub enum ToParticipant {
         state: JobState,
         detail: String,
     },
+    /// Opens a PSI session at one party.
+    PsiStart(PsiStart),
+    /// A PSI message from the session's other party, relayed as it came.
+    Psi(PsiMsg),
 }
 
 /// Participant → coordinator.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToCoordinator {
     SecAgg(ClientMsg),
-    Decline { ctx: RoundContext, reason: String },
+    Decline {
+        ctx: RoundContext,
+        reason: String,
+    },
+    /// A PSI message for the session's other party (the coordinator relays it).
+    Psi(PsiMsg),
+    /// A party finished its side of a PSI session and persisted its alignment.
+    PsiDone(PsiReport),
+    /// A party could not take part in, or go on with, a PSI session.
+    PsiFailed {
+        job_id: String,
+        session: u64,
+        reason: String,
+    },
 }
 
 /// One label's latest hold-out metrics, as an operator sees them in a job's status

@@ -43,6 +43,7 @@ pub mod model;
 pub mod plan;
 pub mod pooled;
 pub mod privacy;
+pub mod psi;
 pub mod spec;
 pub mod validate;
 

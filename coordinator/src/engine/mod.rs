@@ -67,6 +67,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 mod liveness;
+mod psi;
+#[cfg(test)]
+mod psi_tests;
 mod round;
 mod status;
 #[cfg(test)]
@@ -74,6 +77,7 @@ mod tests;
 
 pub use liveness::ParticipantLiveness;
 use liveness::{patience_deadline, Liveness};
+pub use psi::{PairOutcome, PsiRecord, PsiSummary};
 use round::ActiveRound;
 pub use round::{RoundOutcome, RoundSummary};
 pub use status::{JobState, JobStatus};
@@ -112,6 +116,21 @@ pub enum EngineError {
         #[source]
         source: serde_json::Error,
     },
+    /// A PSI job spec that cannot run (field named).
+    #[error("invalid PSI job")]
+    InvalidPsiJob(#[source] fedsilo_task::psi::PsiSpecError),
+    #[error("participant {participant} is not a party of session {session} of PSI job '{job}'")]
+    NotInSession {
+        job: String,
+        session: u64,
+        participant: ParticipantId,
+    },
+    #[error("PSI job '{job}': a message claims the {claimed} role from the {holds} party")]
+    WrongPsiRole {
+        job: String,
+        claimed: &'static str,
+        holds: &'static str,
+    },
     /// An operator command that does not apply to the job's current state.
     #[error("job '{job}' is {state}: only {applies} jobs can be {action}")]
     WrongState {
@@ -132,6 +151,8 @@ pub enum Event {
         state: Vec<u8>,
     },
     Round(Box<RoundSummary>),
+    /// A PSI session closed (both parties agreed) or failed.
+    Psi(Box<PsiSummary>),
     JobFinished {
         job_id: String,
         state: JobState,
@@ -204,6 +225,7 @@ pub struct Coordinator {
     roster: Arc<Roster>,
     names: BTreeMap<ParticipantId, String>,
     jobs: BTreeMap<String, Job>,
+    psi_jobs: BTreeMap<String, psi::PsiJob>,
     outbox: VecDeque<(ParticipantId, ToParticipant)>,
     events: VecDeque<Event>,
     rng: rand_chacha::ChaCha20Rng,
@@ -230,6 +252,7 @@ impl Coordinator {
             roster: Arc::new(roster),
             names,
             jobs: BTreeMap::new(),
+            psi_jobs: BTreeMap::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             rng: rand_chacha::ChaCha20Rng::from_seed(seed),
@@ -271,7 +294,7 @@ impl Coordinator {
         if spec.job_id.len() > 128 || spec.job_id.chars().any(|c| c.is_control()) {
             return Err(EngineError::InvalidJobId);
         }
-        if self.jobs.contains_key(&spec.job_id) {
+        if self.jobs.contains_key(&spec.job_id) || self.psi_jobs.contains_key(&spec.job_id) {
             return Err(EngineError::DuplicateJob(spec.job_id));
         }
         let id = spec.job_id.clone();
@@ -290,6 +313,10 @@ impl Coordinator {
     /// Re-creates a job from its last checkpoint (after a restart).
     pub fn restore(&mut self, now: Instant, job_id: &str, state: &[u8]) -> Result<(), EngineError> {
         self.tick(now);
+        if let Some(record) = Self::psi_record_of(state) {
+            self.insert_psi(now, record);
+            return Ok(());
+        }
         let mut record: JobRecord =
             serde_json::from_slice(state).map_err(|e| EngineError::BadCheckpoint {
                 job: job_id.to_string(),
@@ -332,6 +359,19 @@ impl Coordinator {
         reason: String,
     ) -> Result<(), EngineError> {
         self.tick(now);
+        if let Some(job) = self.psi_jobs.get(job_id) {
+            if job.record.state.is_terminal() {
+                return Err(EngineError::WrongState {
+                    job: job_id.to_string(),
+                    state: job.record.state.kind(),
+                    action: "cancelled",
+                    applies: "waiting or running",
+                });
+            }
+            tracing::warn!(job = job_id, %reason, "PSI job cancelled");
+            self.cancel_psi(now, job_id, reason);
+            return Ok(());
+        }
         let job = self
             .jobs
             .get(job_id)
@@ -370,6 +410,24 @@ impl Coordinator {
     /// its failure budget and absence patience reset; the change is checkpointed.
     pub fn resume(&mut self, now: Instant, job_id: &str) -> Result<(), EngineError> {
         self.tick(now);
+        if let Some(job) = self.psi_jobs.get_mut(job_id) {
+            if !matches!(
+                job.record.state,
+                JobState::Failed(_) | JobState::Cancelled(_)
+            ) {
+                return Err(EngineError::WrongState {
+                    job: job_id.to_string(),
+                    state: job.record.state.kind(),
+                    action: "resumed",
+                    applies: "failed or cancelled",
+                });
+            }
+            tracing::info!(job = job_id, from = %job.record.state.label(), "PSI job resumed");
+            job.record.state = JobState::Waiting;
+            self.psi_checkpoint(job_id);
+            self.maybe_start_psi(now, job_id);
+            return Ok(());
+        }
         let job = self
             .jobs
             .get_mut(job_id)
@@ -412,10 +470,16 @@ impl Coordinator {
                 .iter()
                 .filter(|(_, j)| !j.record.state.is_terminal())
                 .map(|(id, _)| id.clone())
+                .chain(
+                    self.psi_jobs
+                        .iter()
+                        .filter(|(_, j)| !j.record.state.is_terminal())
+                        .map(|(id, _)| id.clone()),
+                )
                 .collect()
         } else {
             for id in job_ids {
-                if !self.jobs.contains_key(id) {
+                if !self.jobs.contains_key(id) && !self.psi_jobs.contains_key(id) {
                     return Err(EngineError::UnknownJob(id.clone()));
                 }
             }
@@ -424,8 +488,11 @@ impl Coordinator {
         for id in &wanted {
             if let Some(job) = self.jobs.get_mut(id) {
                 job.joined.insert(from);
+                self.maybe_start(now, id);
+            } else if let Some(job) = self.psi_jobs.get_mut(id) {
+                job.joined.insert(from);
+                self.maybe_start_psi(now, id);
             }
-            self.maybe_start(now, id);
         }
         Ok(wanted)
     }
@@ -434,6 +501,9 @@ impl Coordinator {
     /// progress (the phase timeout decides) but is not invited to the next one.
     pub fn handle_leave(&mut self, from: ParticipantId) {
         for job in self.jobs.values_mut() {
+            job.joined.remove(&from);
+        }
+        for job in self.psi_jobs.values_mut() {
             job.joined.remove(&from);
         }
     }
@@ -449,9 +519,15 @@ impl Coordinator {
             return Err(EngineError::UnknownParticipant(from));
         }
         self.seen(now, from);
+        if psi::is_psi(&msg) {
+            return self.handle_psi(now, from, msg);
+        }
         let ctx = match &msg {
             ToCoordinator::SecAgg(m) => m.ctx().clone(),
             ToCoordinator::Decline { ctx, .. } => ctx.clone(),
+            ToCoordinator::Psi(_) | ToCoordinator::PsiDone(_) | ToCoordinator::PsiFailed { .. } => {
+                return Ok(())
+            }
         };
         let job = self
             .jobs
@@ -478,6 +554,9 @@ impl Coordinator {
             ToCoordinator::Decline { reason, .. } => {
                 tracing::warn!(job = %ctx.job_id, participant = from, %reason, "participant declined the step");
                 round.declined.insert(from, reason);
+                Ok(())
+            }
+            ToCoordinator::Psi(_) | ToCoordinator::PsiDone(_) | ToCoordinator::PsiFailed { .. } => {
                 Ok(())
             }
         };

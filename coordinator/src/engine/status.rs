@@ -90,13 +90,16 @@ impl Coordinator {
     pub fn list_jobs(&self) -> Vec<JobStatus> {
         self.jobs
             .keys()
+            .chain(self.psi_jobs.keys())
             .filter_map(|id| self.job_status(id))
             .collect()
     }
 
     /// Ages in `detail` ("last seen 2 min ago") are relative to the engine's clock.
     pub fn job_status(&self, job_id: &str) -> Option<JobStatus> {
-        let job = self.jobs.get(job_id)?;
+        let Some(job) = self.jobs.get(job_id) else {
+            return self.psi_status(job_id);
+        };
         let plan = &job.record.plan;
         let now = self.clock;
         let metrics = plan.label_metrics();

@@ -214,6 +214,9 @@ impl Fed {
                         bank.client = None;
                         bank.ended.push((state, detail));
                     }
+                    ToParticipant::PsiStart(_) | ToParticipant::Psi(_) => {
+                        panic!("no PSI job here")
+                    }
                 }
                 if let Some(c) = bank.client.as_mut() {
                     while let Some(m) = c.poll_transmit() {

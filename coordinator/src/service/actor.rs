@@ -30,6 +30,10 @@ pub(super) enum Command {
         spec: Box<JobSpec>,
         reply: oneshot::Sender<Result<JobStatus, EngineError>>,
     },
+    LaunchPsi {
+        spec: fedsilo_task::psi::PsiJobSpec,
+        reply: oneshot::Sender<Result<JobStatus, EngineError>>,
+    },
     Status {
         job: Option<String>,
         reply: oneshot::Sender<Vec<JobStatus>>,
@@ -145,6 +149,15 @@ impl Actor {
                         .round(&r, self.engine.job_status(&r.job_id).as_ref());
                     self.audit.append(AuditRecord::of_round(&r, now_ms))?;
                 }
+                Event::Psi(summary) => {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    tracing::info!(job = %summary.job_id, session = summary.session,
+                        outcome = %summary.outcome(), "PSI session closed");
+                    self.audit.append(AuditRecord::of_psi(&summary, now_ms))?;
+                }
                 Event::JobFinished { job_id, state } => {
                     tracing::info!(job = %job_id, state = %state.label(), "job ended");
                 }
@@ -197,6 +210,15 @@ impl Actor {
                 let r = self
                     .engine
                     .launch(now, *spec, features, labels)
+                    .map(|id| self.engine.job_status(&id));
+                let _ = reply.send(r.and_then(|s| {
+                    s.ok_or_else(|| EngineError::UnknownJob("just launched".into()))
+                }));
+            }
+            Command::LaunchPsi { spec, reply } => {
+                let r = self
+                    .engine
+                    .launch_psi(now, spec)
                     .map(|id| self.engine.job_status(&id));
                 let _ = reply.send(r.and_then(|s| {
                     s.ok_or_else(|| EngineError::UnknownJob("just launched".into()))

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use fedsilo_crypto::msg::RoundContext;
 use fedsilo_proto::pb;
 use fedsilo_proto::pb::federation_server::Federation;
 use tonic::{Request, Response, Status};
@@ -73,18 +74,30 @@ impl Federation for Handle {
                 let detail = fedsilo_config::display_chain(&e);
                 Status::invalid_argument(format!("malformed message: {detail}"))
             })?;
+        use fedsilo_task::job::ToCoordinator as C;
         let ctx = match &mut msg {
+            C::Psi(m) => RoundContext {
+                job_id: m.ctx().job_id.clone(),
+                round: m.ctx().session,
+            },
+            C::PsiDone(r) => RoundContext {
+                job_id: r.job_id.clone(),
+                round: r.session,
+            },
+            C::PsiFailed {
+                job_id,
+                session,
+                reason,
+            } => {
+                cut_reason(reason);
+                RoundContext {
+                    job_id: job_id.clone(),
+                    round: *session,
+                }
+            }
             fedsilo_task::job::ToCoordinator::SecAgg(m) => m.ctx().clone(),
             fedsilo_task::job::ToCoordinator::Decline { ctx, reason } => {
-                if reason.len() > MAX_DECLINE_REASON_BYTES {
-                    let total = reason.len();
-                    let mut cut = MAX_DECLINE_REASON_BYTES;
-                    while !reason.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    reason.truncate(cut);
-                    reason.push_str(&format!("… (cut from {total} bytes)"));
-                }
+                cut_reason(reason);
                 ctx.clone()
             }
         };
@@ -103,5 +116,18 @@ impl Federation for Handle {
                 e => engine_status(e),
             })?;
         Ok(Response::new(pb::SubmitReply {}))
+    }
+}
+
+/// A participant's free-text reason, cut to [`MAX_DECLINE_REASON_BYTES`].
+fn cut_reason(reason: &mut String) {
+    if reason.len() > MAX_DECLINE_REASON_BYTES {
+        let total = reason.len();
+        let mut cut = MAX_DECLINE_REASON_BYTES;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+        reason.push_str(&format!("… (cut from {total} bytes)"));
     }
 }

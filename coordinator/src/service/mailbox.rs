@@ -47,6 +47,9 @@ impl Encoder {
             T::SecAgg(m) => (m.ctx().job_id.clone(), true, false),
             T::RoundEnd { ctx, .. } => (ctx.job_id.clone(), false, false),
             T::JobEnd { job_id, .. } => (job_id.clone(), false, true),
+            // A new session supersedes the job's earlier ones; its messages belong to it.
+            T::PsiStart(s) => (s.job_id.clone(), true, true),
+            T::Psi(m) => (m.ctx().job_id.clone(), true, false),
         };
         let ends_job = matches!(m, T::JobEnd { .. });
         let msg = match m {

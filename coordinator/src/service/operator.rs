@@ -12,9 +12,23 @@ use super::{check_job_id, engine_status, status_pb, Handle, RpcResult, MAX_DECLI
 impl Operator for Handle {
     async fn launch_job(&self, req: Request<pb::LaunchJobRequest>) -> RpcResult<pb::JobStatus> {
         let who = self.operator(&req)?;
-        // Either arm of the request: the typed `spec` or `spec_json`.
-        let spec: JobSpec = fedsilo_proto::convert::launch_spec(req.into_inner())
+        // Any arm of the request: the typed `spec`, `spec_json` or a PSI job.
+        let launched = fedsilo_proto::convert::launch_request(req.into_inner())
             .map_err(|e| Status::invalid_argument(fedsilo_config::display_chain(&e)))?;
+        let spec: JobSpec = match launched {
+            fedsilo_proto::convert::Launched::Training(s) => *s,
+            fedsilo_proto::convert::Launched::Psi(spec) => {
+                check_job_id("psi.job_id", &spec.job_id)?;
+                spec.validate()
+                    .map_err(|e| Status::invalid_argument(format!("psi: {e}")))?;
+                tracing::info!(operator = %who, dataset = %spec.dataset, "launching PSI job");
+                let status = self
+                    .ask(|reply| Command::LaunchPsi { spec, reply })
+                    .await?
+                    .map_err(engine_status)?;
+                return Ok(Response::new(status_pb(status)));
+            }
+        };
         spec.validate()
             .map_err(|e| Status::invalid_argument(fedsilo_config::display_chain(&e)))?;
         tracing::info!(operator = %who, dataset = %spec.dataset, "launching job");

@@ -64,6 +64,8 @@ fn seen(msgs: Vec<pb::EncodedToParticipant>) -> Vec<(String, u64, &'static str)>
                 ToParticipant::SecAgg(m) => (m.ctx().job_id.clone(), m.ctx().round, "request"),
                 ToParticipant::RoundEnd { ctx, .. } => (ctx.job_id, ctx.round, "end"),
                 ToParticipant::JobEnd { job_id, .. } => (job_id, 0, "job end"),
+                ToParticipant::PsiStart(s) => (s.job_id, s.session, "psi start"),
+                ToParticipant::Psi(m) => (m.ctx().job_id.clone(), m.ctx().session, "psi"),
             },
         )
         .collect()

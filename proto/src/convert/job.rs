@@ -94,6 +94,8 @@ impl From<ToParticipant> for pb::ToParticipant {
                 state: pb::JobState::from(state) as i32,
                 detail,
             }),
+            ToParticipant::PsiStart(s) => Body::PsiStart(s.into()),
+            ToParticipant::Psi(m) => Body::Psi(m.into()),
         };
         pb::ToParticipant { body: Some(body) }
     }
@@ -135,6 +137,12 @@ impl TryFrom<pb::ToParticipant> for ToParticipant {
                 state: job_state_from(m.state, "job_end.state")?,
                 detail: m.detail,
             },
+            Body::PsiStart(m) => {
+                ToParticipant::PsiStart(m.try_into().map_err(|e: WireError| e.within("psi_start"))?)
+            }
+            Body::Psi(m) => {
+                ToParticipant::Psi(m.try_into().map_err(|e: WireError| e.within("psi"))?)
+            }
         })
     }
 }
@@ -174,6 +182,17 @@ impl From<ToCoordinator> for pb::ToCoordinator {
                 ctx: Some(ctx.into()),
                 reason,
             }),
+            ToCoordinator::Psi(m) => Body::Psi(m.into()),
+            ToCoordinator::PsiDone(r) => Body::PsiDone(r.into()),
+            ToCoordinator::PsiFailed {
+                job_id,
+                session,
+                reason,
+            } => Body::PsiFailed(pb::PsiFailed {
+                job_id,
+                session,
+                reason,
+            }),
         };
         pb::ToCoordinator { body: Some(body) }
     }
@@ -192,6 +211,17 @@ impl TryFrom<pb::ToCoordinator> for ToCoordinator {
             }
             Body::Decline(m) => ToCoordinator::Decline {
                 ctx: sub(m.ctx, "ctx").map_err(|e| e.within("decline"))?,
+                reason: m.reason,
+            },
+            Body::Psi(m) => {
+                ToCoordinator::Psi(m.try_into().map_err(|e: WireError| e.within("psi"))?)
+            }
+            Body::PsiDone(m) => {
+                ToCoordinator::PsiDone(m.try_into().map_err(|e: WireError| e.within("psi_done"))?)
+            }
+            Body::PsiFailed(m) => ToCoordinator::PsiFailed {
+                job_id: m.job_id,
+                session: m.session,
                 reason: m.reason,
             },
         })

@@ -27,11 +27,12 @@ use fedsilo_ml::scorecard::ScorecardError;
 mod instruction;
 mod job;
 mod model;
+mod psi;
 mod secagg;
 mod spec;
 
 pub use job::{encoded_len, job_state_from, refused_round};
-pub use spec::{launch_spec, LaunchSpecError};
+pub use spec::{launch_request, launch_spec, LaunchSpecError, Launched};
 
 /// Largest gRPC message a fedsilo server or client accepts (`max_decoding_message_size`,
 /// `max_encoding_message_size`): 64 MiB, room for a 8M-element Z_2^64 masked input.

@@ -392,15 +392,38 @@ pub enum LaunchSpecError {
     Json(#[from] fedsilo_config::ConfigError),
 }
 
+/// What a `LaunchJob` request launches.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Launched {
+    Training(Box<JobSpec>),
+    Psi(fedsilo_task::psi::PsiJobSpec),
+}
+
 /// The spec of a `LaunchJob` request, from whichever arm it uses: the typed `spec`
-/// (converted; errors name `spec.…`) or `spec_json` (parsed strictly, as before). Neither
-/// arm is refused as `spec: missing`. The spec is not validated here.
-pub fn launch_spec(req: pb::LaunchJobRequest) -> Result<JobSpec, LaunchSpecError> {
+/// (converted; errors name `spec.…`), `spec_json` (parsed strictly, as before) or `psi`
+/// (errors name `psi.…`). Neither arm is refused as `spec: missing`. The spec is not
+/// validated here.
+pub fn launch_request(req: pb::LaunchJobRequest) -> Result<Launched, LaunchSpecError> {
     use pb::launch_job_request::Body;
     match req.body {
-        Some(Body::Spec(s)) => Ok(JobSpec::try_from(s).map_err(|e| e.within("spec"))?),
-        Some(Body::SpecJson(json)) => Ok(fedsilo_config::from_json_str(&json, "job spec")?),
+        Some(Body::Spec(s)) => Ok(Launched::Training(Box::new(
+            JobSpec::try_from(s).map_err(|e| e.within("spec"))?,
+        ))),
+        Some(Body::SpecJson(json)) => Ok(Launched::Training(Box::new(
+            fedsilo_config::from_json_str(&json, "job spec")?,
+        ))),
+        Some(Body::Psi(s)) => Ok(Launched::Psi(
+            fedsilo_task::psi::PsiJobSpec::try_from(s).map_err(|e| e.within("psi"))?,
+        )),
         None => Err(WireError::at("spec", Problem::Missing).into()),
+    }
+}
+
+/// [`launch_request`] for a training job; a PSI request is refused as `spec: missing`.
+pub fn launch_spec(req: pb::LaunchJobRequest) -> Result<JobSpec, LaunchSpecError> {
+    match launch_request(req)? {
+        Launched::Training(s) => Ok(*s),
+        Launched::Psi(_) => Err(WireError::at("spec", Problem::Missing).into()),
     }
 }
 

@@ -1,0 +1,627 @@
+//! PSI jobs in the engine: one exchange (session) per passive party, in the spec's order.
+//!
+//! The coordinator is a relay here. It opens a session by sending both parties a
+//! [`PsiStart`], forwards each [`PsiMsg`] from one party to the other unread (it checks only
+//! the job, the session and that the sender holds the role the message claims), counts
+//! messages and bytes, and closes the session when both parties have reported
+//! ([`PsiReport`]) the same alignment hash and consistent sizes. What it records (status,
+//! audit, checkpoint) is the sizes and the hash: exactly what the sealed message lengths
+//! reveal to it anyway.
+//!
+//! Phases (a job's runtime part, [`PsiPhase`]): `Idle` (waiting for the next pair to join)
+//! → `Running` (a session in flight; the session number is checkpointed before its
+//! `PsiStart` leaves, so a restarted coordinator never reuses it) → back to `Idle` for the
+//! next pair, or the job ends. A restored or resumed job starts the pair it was on in a
+//! fresh session: the parties discard the old one.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use fedsilo_crypto::msg::ParticipantId;
+use fedsilo_crypto::psi::Role;
+use fedsilo_task::job::{ToCoordinator, ToParticipant};
+use fedsilo_task::psi::{PsiJobSpec, PsiReport, PsiSpecError, PsiStart};
+use serde::{Deserialize, Serialize};
+
+use super::{Coordinator, EngineError, Event, JobState, JobStatus};
+
+/// One pair's result as the coordinator records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairOutcome {
+    pub active: String,
+    pub passive: String,
+    pub session: u64,
+    /// Ids each party took part with (after its duplicates rule).
+    pub active_set_size: u64,
+    pub passive_set_size: u64,
+    pub active_duplicates_dropped: u64,
+    pub passive_duplicates_dropped: u64,
+    pub intersection_size: u64,
+    /// The alignment hash both parties reported (hex).
+    pub intersection_hash: String,
+}
+
+/// The durable part of a PSI job: what its checkpoint holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PsiRecord {
+    pub spec: PsiJobSpec,
+    pub state: JobState,
+    /// The next session number (every session ever opened has a lower one).
+    pub next_session: u64,
+    /// Pairs done, in the spec's order of passive parties.
+    pub pairs: Vec<PairOutcome>,
+}
+
+/// How a PSI checkpoint serialises: one key, `psi`, which no training [`super::JobRecord`]
+/// has, so a checkpoint says which kind of job it is.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PsiCheckpoint {
+    pub(super) psi: PsiRecord,
+}
+
+/// What one closed (or failed) session reports, for the audit log and simulations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PsiSummary {
+    pub job_id: String,
+    pub session: u64,
+    pub active: String,
+    pub passive: String,
+    /// `Ok` with the outcome, or why the session failed.
+    pub result: Result<PairOutcome, String>,
+    /// Messages and payload bytes relayed from the active to the passive party and back.
+    pub messages: [u64; 2],
+    pub bytes: [u64; 2],
+    pub elapsed: Duration,
+}
+
+impl PsiSummary {
+    /// The audit log's one-line outcome.
+    pub fn outcome(&self) -> String {
+        match &self.result {
+            Ok(o) => format!(
+                "ok: {} {} ids ({} duplicates dropped), {} {} ids ({} dropped), intersection {}",
+                o.active,
+                o.active_set_size,
+                o.active_duplicates_dropped,
+                o.passive,
+                o.passive_set_size,
+                o.passive_duplicates_dropped,
+                o.intersection_size
+            ),
+            Err(why) => format!("failed: {why}"),
+        }
+    }
+}
+
+/// A session in flight.
+#[derive(Debug)]
+pub(super) struct Running {
+    session: u64,
+    active: ParticipantId,
+    passive: ParticipantId,
+    passive_name: String,
+    started: Instant,
+    messages: [u64; 2],
+    bytes: [u64; 2],
+    reports: Reports,
+}
+
+/// Which party has reported (each transition consumes the previous value).
+#[derive(Debug)]
+enum Reports {
+    None,
+    One(Role, PsiReport),
+}
+
+/// The runtime phase of a PSI job.
+#[derive(Debug)]
+pub(super) enum PsiPhase {
+    Idle,
+    Running(Box<Running>),
+}
+
+pub(super) struct PsiJob {
+    pub(super) record: PsiRecord,
+    pub(super) joined: BTreeSet<ParticipantId>,
+    pub(super) phase: PsiPhase,
+}
+
+fn role_index(r: Role) -> usize {
+    match r {
+        Role::Active => 0,
+        Role::Passive => 1,
+    }
+}
+
+impl PsiRecord {
+    fn checkpoint_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        #[derive(Serialize)]
+        struct Ref<'a> {
+            psi: &'a PsiRecord,
+        }
+        serde_json::to_vec(&Ref { psi: self })
+    }
+
+    /// The checkpoint's step: grows with every session opened and every pair done.
+    fn step(&self) -> u64 {
+        self.next_session + self.pairs.len() as u64
+    }
+}
+
+impl Coordinator {
+    pub(super) fn id_of(&self, name: &str) -> Option<ParticipantId> {
+        self.names
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(&id, _)| id)
+    }
+
+    /// Launches a PSI job (the spec validated here against the roster).
+    pub fn launch_psi(
+        &mut self,
+        now: Instant,
+        mut spec: PsiJobSpec,
+    ) -> Result<String, EngineError> {
+        self.tick(now);
+        spec.validate().map_err(EngineError::InvalidPsiJob)?;
+        for (field, name) in std::iter::once(("active", &spec.active))
+            .chain(spec.passive.iter().map(|p| ("passive", p)))
+        {
+            if self.id_of(name).is_none() {
+                return Err(EngineError::InvalidPsiJob(PsiSpecError::NotInRoster {
+                    field,
+                    name: name.clone(),
+                }));
+            }
+        }
+        if spec.job_id.is_empty() {
+            spec.job_id = format!("psi-{:08x}", rand::Rng::random::<u32>(&mut self.rng));
+        }
+        if spec.job_id.len() > 128 || spec.job_id.chars().any(|c| c.is_control()) {
+            return Err(EngineError::InvalidJobId);
+        }
+        if self.jobs.contains_key(&spec.job_id) || self.psi_jobs.contains_key(&spec.job_id) {
+            return Err(EngineError::DuplicateJob(spec.job_id));
+        }
+        let id = spec.job_id.clone();
+        tracing::info!(job = %id, active = %spec.active, passive = ?spec.passive, "PSI job launched");
+        self.insert_psi(
+            now,
+            PsiRecord {
+                spec,
+                state: JobState::Waiting,
+                next_session: 0,
+                pairs: Vec::new(),
+            },
+        );
+        self.psi_checkpoint(&id);
+        self.maybe_start_psi(now, &id);
+        Ok(id)
+    }
+
+    /// A PSI job's record from checkpoint bytes, if they are a PSI checkpoint (a training
+    /// checkpoint's first key is refused at once, so this costs nothing for those).
+    pub(super) fn psi_record_of(state: &[u8]) -> Option<PsiRecord> {
+        serde_json::from_slice::<PsiCheckpoint>(state)
+            .ok()
+            .map(|c| c.psi)
+    }
+
+    pub(super) fn insert_psi(&mut self, now: Instant, mut record: PsiRecord) {
+        if record.state == JobState::Running {
+            record.state = JobState::Waiting;
+        }
+        let id = record.spec.job_id.clone();
+        self.psi_jobs.insert(
+            id.clone(),
+            PsiJob {
+                record,
+                joined: BTreeSet::new(),
+                phase: PsiPhase::Idle,
+            },
+        );
+        self.maybe_start_psi(now, &id);
+    }
+
+    pub(super) fn psi_checkpoint(&mut self, job_id: &str) {
+        if let Some(job) = self.psi_jobs.get(job_id) {
+            match job.record.checkpoint_bytes() {
+                Ok(state) => self.events.push_back(Event::Checkpoint {
+                    job_id: job_id.to_string(),
+                    step: job.record.step(),
+                    state,
+                }),
+                Err(e) => {
+                    tracing::error!(job = job_id, error = %e, "cannot serialise PSI checkpoint")
+                }
+            }
+        }
+    }
+
+    /// Opens the next pair's session when the job waits and both parties have joined.
+    pub(super) fn maybe_start_psi(&mut self, now: Instant, job_id: &str) {
+        let Some(job) = self.psi_jobs.get(job_id) else {
+            return;
+        };
+        if job.record.state.is_terminal() || !matches!(job.phase, PsiPhase::Idle) {
+            return;
+        }
+        let spec = job.record.spec.clone();
+        let Some(passive_name) = spec.passive.get(job.record.pairs.len()).cloned() else {
+            return;
+        };
+        let (Some(active), Some(passive)) = (self.id_of(&spec.active), self.id_of(&passive_name))
+        else {
+            return;
+        };
+        if !(job.joined.contains(&active) && job.joined.contains(&passive)) {
+            return;
+        }
+        let Some(job) = self.psi_jobs.get_mut(job_id) else {
+            return;
+        };
+        let session = job.record.next_session;
+        job.record.next_session += 1;
+        job.record.state = JobState::Running;
+        job.phase = PsiPhase::Running(Box::new(Running {
+            session,
+            active,
+            passive,
+            passive_name: passive_name.clone(),
+            started: now,
+            messages: [0; 2],
+            bytes: [0; 2],
+            reports: Reports::None,
+        }));
+        // Durable before the session's first message leaves.
+        self.psi_checkpoint(job_id);
+        tracing::info!(job = job_id, session, active = %spec.active, passive = %passive_name, "PSI session started");
+        for (to, role, peer) in [
+            (active, Role::Active, passive_name.clone()),
+            (passive, Role::Passive, spec.active.clone()),
+        ] {
+            self.outbox.push_back((
+                to,
+                ToParticipant::PsiStart(PsiStart {
+                    job_id: job_id.to_string(),
+                    session,
+                    role,
+                    peer,
+                    dataset: spec.dataset.clone(),
+                    id_column: spec.id_column.clone(),
+                    id_format: spec.id_format.into(),
+                    delivery: spec.delivery.into(),
+                    duplicates: spec.duplicates.into(),
+                    chunk_len: spec.chunk_len() as u32,
+                }),
+            ));
+        }
+    }
+
+    /// A PSI message, report or failure from an authenticated participant.
+    pub(super) fn handle_psi(
+        &mut self,
+        now: Instant,
+        from: ParticipantId,
+        msg: ToCoordinator,
+    ) -> Result<(), EngineError> {
+        let (job_id, session) = match &msg {
+            ToCoordinator::Psi(m) => (m.ctx().job_id.clone(), m.ctx().session),
+            ToCoordinator::PsiDone(r) => (r.job_id.clone(), r.session),
+            ToCoordinator::PsiFailed {
+                job_id, session, ..
+            } => (job_id.clone(), *session),
+            _ => return Ok(()),
+        };
+        let job = self
+            .psi_jobs
+            .get_mut(&job_id)
+            .ok_or_else(|| EngineError::UnknownJob(job_id.clone()))?;
+        let run = match &mut job.phase {
+            PsiPhase::Running(r) if r.session == session => r,
+            _ => {
+                return Err(EngineError::NoSuchRound {
+                    job: job_id,
+                    round: session,
+                })
+            }
+        };
+        let role = if from == run.active {
+            Role::Active
+        } else if from == run.passive {
+            Role::Passive
+        } else {
+            return Err(EngineError::NotInSession {
+                job: job_id,
+                session,
+                participant: from,
+            });
+        };
+        match msg {
+            ToCoordinator::Psi(m) => {
+                if m.from() != role {
+                    return Err(EngineError::WrongPsiRole {
+                        job: job_id,
+                        claimed: m.from().name(),
+                        holds: role.name(),
+                    });
+                }
+                let i = role_index(role);
+                run.messages[i] += 1;
+                run.bytes[i] += m.wire_size() as u64;
+                let to = match role {
+                    Role::Active => run.passive,
+                    Role::Passive => run.active,
+                };
+                self.outbox.push_back((to, ToParticipant::Psi(m)));
+                Ok(())
+            }
+            ToCoordinator::PsiFailed { reason, .. } => {
+                let who = self.name(from);
+                self.fail_psi(now, &job_id, format!("{who} ({}): {reason}", role.name()));
+                Ok(())
+            }
+            ToCoordinator::PsiDone(report) => {
+                let reports = std::mem::replace(&mut run.reports, Reports::None);
+                match reports {
+                    Reports::None => {
+                        run.reports = Reports::One(role, report);
+                        Ok(())
+                    }
+                    Reports::One(r, first) if r == role => {
+                        run.reports = Reports::One(r, first);
+                        Ok(())
+                    }
+                    Reports::One(_, first) => {
+                        let (a, p) = match role {
+                            Role::Active => (report, first),
+                            Role::Passive => (first, report),
+                        };
+                        self.close_psi_session(now, &job_id, a, p);
+                        Ok(())
+                    }
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Both parties reported: check they agree, record the pair, go on or finish.
+    fn close_psi_session(&mut self, now: Instant, job_id: &str, a: PsiReport, p: PsiReport) {
+        let active_name = self
+            .psi_jobs
+            .get(job_id)
+            .map(|j| j.record.spec.active.clone())
+            .unwrap_or_default();
+        let Some(job) = self.psi_jobs.get_mut(job_id) else {
+            return;
+        };
+        let PsiPhase::Running(run) = std::mem::replace(&mut job.phase, PsiPhase::Idle) else {
+            return;
+        };
+        let disagreement = if a.intersection_hash != p.intersection_hash {
+            Some("the two parties report different alignment hashes".to_string())
+        } else if a.intersection_size != p.intersection_size
+            || a.own_set_size != p.peer_set_size
+            || a.peer_set_size != p.own_set_size
+        {
+            Some(format!(
+                "the two parties report different sizes (active: {} own, {} peer, {} shared; passive: {} own, {} peer, {} shared)",
+                a.own_set_size, a.peer_set_size, a.intersection_size,
+                p.own_set_size, p.peer_set_size, p.intersection_size
+            ))
+        } else {
+            None
+        };
+        // The session's running state goes back in so fail_psi sees and closes it.
+        if let Some(why) = disagreement {
+            job.phase = PsiPhase::Running(run);
+            self.fail_psi(now, job_id, why);
+            return;
+        }
+        let outcome = PairOutcome {
+            active: active_name.clone(),
+            passive: run.passive_name.clone(),
+            session: run.session,
+            active_set_size: a.own_set_size,
+            passive_set_size: p.own_set_size,
+            active_duplicates_dropped: a.duplicates_dropped,
+            passive_duplicates_dropped: p.duplicates_dropped,
+            intersection_size: a.intersection_size,
+            intersection_hash: hex::encode(a.intersection_hash),
+        };
+        tracing::info!(job = job_id, session = run.session, passive = %run.passive_name,
+            active_ids = a.own_set_size, passive_ids = p.own_set_size,
+            intersection = a.intersection_size, "PSI session done");
+        self.events.push_back(Event::Psi(Box::new(PsiSummary {
+            job_id: job_id.to_string(),
+            session: run.session,
+            active: active_name,
+            passive: run.passive_name.clone(),
+            result: Ok(outcome.clone()),
+            messages: run.messages,
+            bytes: run.bytes,
+            elapsed: now.saturating_duration_since(run.started),
+        })));
+        job.record.pairs.push(outcome);
+        let done = job.record.pairs.len() >= job.record.spec.passive.len();
+        if done {
+            job.record.state = JobState::Finished;
+            self.end_psi(job_id, JobState::Finished, String::new(), Some(&run));
+        } else {
+            job.record.state = JobState::Waiting;
+            self.psi_checkpoint(job_id);
+            self.maybe_start_psi(now, job_id);
+        }
+    }
+
+    /// Fails the session in flight and the job (resumable: a resumed job runs the pair again
+    /// in a fresh session).
+    pub(super) fn fail_psi(&mut self, now: Instant, job_id: &str, why: String) {
+        tracing::error!(job = job_id, reason = %why, "PSI job failed");
+        let Some(job) = self.psi_jobs.get_mut(job_id) else {
+            return;
+        };
+        let phase = std::mem::replace(&mut job.phase, PsiPhase::Idle);
+        let active = job.record.spec.active.clone();
+        let run = match phase {
+            PsiPhase::Running(run) => {
+                self.events.push_back(Event::Psi(Box::new(PsiSummary {
+                    job_id: job_id.to_string(),
+                    session: run.session,
+                    active,
+                    passive: run.passive_name.clone(),
+                    result: Err(why.clone()),
+                    messages: run.messages,
+                    bytes: run.bytes,
+                    elapsed: now.saturating_duration_since(run.started),
+                })));
+                Some(run)
+            }
+            PsiPhase::Idle => None,
+        };
+        self.end_psi(job_id, JobState::Failed(why.clone()), why, run.as_deref());
+    }
+
+    /// Terminal state, `JobEnd` to every joined party and the session's two, checkpoint.
+    fn end_psi(&mut self, job_id: &str, state: JobState, detail: String, run: Option<&Running>) {
+        let Some(job) = self.psi_jobs.get_mut(job_id) else {
+            return;
+        };
+        job.record.state = state.clone();
+        job.phase = PsiPhase::Idle;
+        let mut to = job.joined.clone();
+        if let Some(r) = run {
+            to.insert(r.active);
+            to.insert(r.passive);
+        }
+        for p in to {
+            self.outbox.push_back((
+                p,
+                ToParticipant::JobEnd {
+                    job_id: job_id.to_string(),
+                    state: state.kind(),
+                    detail: detail.clone(),
+                },
+            ));
+        }
+        self.events.push_back(Event::JobFinished {
+            job_id: job_id.to_string(),
+            state,
+        });
+        self.psi_checkpoint(job_id);
+    }
+
+    pub(super) fn cancel_psi(&mut self, now: Instant, job_id: &str, reason: String) -> bool {
+        let Some(job) = self.psi_jobs.get_mut(job_id) else {
+            return false;
+        };
+        let phase = std::mem::replace(&mut job.phase, PsiPhase::Idle);
+        let active = job.record.spec.active.clone();
+        let run = match phase {
+            PsiPhase::Running(run) => {
+                self.events.push_back(Event::Psi(Box::new(PsiSummary {
+                    job_id: job_id.to_string(),
+                    session: run.session,
+                    active,
+                    passive: run.passive_name.clone(),
+                    result: Err(format!("cancelled: {reason}")),
+                    messages: run.messages,
+                    bytes: run.bytes,
+                    elapsed: now.saturating_duration_since(run.started),
+                })));
+                Some(run)
+            }
+            PsiPhase::Idle => None,
+        };
+        self.end_psi(
+            job_id,
+            JobState::Cancelled(reason.clone()),
+            reason,
+            run.as_deref(),
+        );
+        true
+    }
+
+    pub(super) fn psi_status(&self, job_id: &str) -> Option<JobStatus> {
+        let job = self.psi_jobs.get(job_id)?;
+        let r = &job.record;
+        let pairs: Vec<String> = r
+            .pairs
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} ∩ {}: {} ∩ {} = {} (hash {})",
+                    o.active,
+                    o.passive,
+                    o.active_set_size,
+                    o.passive_set_size,
+                    o.intersection_size,
+                    o.intersection_hash
+                        .get(..16)
+                        .unwrap_or(&o.intersection_hash)
+                )
+            })
+            .collect();
+        let now_part = match (&r.state, &job.phase) {
+            (JobState::Failed(why) | JobState::Cancelled(why), _) => why.clone(),
+            (_, PsiPhase::Running(run)) => format!(
+                "session {} with {}: {} + {} messages relayed",
+                run.session, run.passive_name, run.messages[0], run.messages[1]
+            ),
+            (JobState::Waiting, PsiPhase::Idle) => {
+                let want: Vec<&String> = std::iter::once(&r.spec.active)
+                    .chain(r.spec.passive.get(r.pairs.len()))
+                    .filter(|n| self.id_of(n).is_none_or(|id| !job.joined.contains(&id)))
+                    .collect();
+                if want.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "waiting for {}",
+                        want.iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            }
+            _ => String::new(),
+        };
+        let detail = pairs
+            .into_iter()
+            .chain((!now_part.is_empty()).then_some(now_part))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Some(JobStatus {
+            job_id: job_id.to_string(),
+            state: r.state.clone(),
+            step: r.step(),
+            rounds_done: r.pairs.len() as u64,
+            total_rounds: r.spec.passive.len() as u64,
+            participants: job.joined.iter().map(|&p| self.name(p)).collect(),
+            metrics: Vec::new(),
+            metrics_json: "[]".into(),
+            epsilon: 0.0,
+            epsilon_budget: 0.0,
+            privacy: None,
+            detail,
+        })
+    }
+
+    /// The pairs a PSI job has completed (for simulations and tests).
+    pub fn psi_record(&self, job_id: &str) -> Option<&PsiRecord> {
+        self.psi_jobs.get(job_id).map(|j| &j.record)
+    }
+}
+
+/// Whether a relayed message belongs to the PSI half of the engine.
+pub(super) fn is_psi(msg: &ToCoordinator) -> bool {
+    matches!(
+        msg,
+        ToCoordinator::Psi(_) | ToCoordinator::PsiDone(_) | ToCoordinator::PsiFailed { .. }
+    )
+}

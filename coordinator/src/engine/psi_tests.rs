@@ -1,0 +1,332 @@
+//! The engine relaying a PSI job between two real `PsiParty`s (sans-IO, in memory).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedsilo_crypto::keys::IdentityKey;
+use fedsilo_crypto::msg::Roster;
+use fedsilo_crypto::psi::{PsiConfig, PsiContext, PsiParty};
+use fedsilo_task::job::{JobState as WireJobState, ToCoordinator, ToParticipant};
+use fedsilo_task::psi::{PsiJobSpec, PsiReport};
+use rand::SeedableRng;
+
+use super::{Coordinator, EngineError, Event, JobState};
+
+struct Party {
+    key: Arc<IdentityKey>,
+    party: Option<PsiParty>,
+    ids: Vec<String>,
+    ended: Option<WireJobState>,
+    rows: Option<Vec<u32>>,
+    /// Sessions opened here.
+    sessions: Vec<u64>,
+}
+
+struct Fed {
+    coord: Coordinator,
+    parties: Vec<Party>,
+    now: Instant,
+    rng: rand_chacha::ChaCha20Rng,
+    events: Vec<Event>,
+}
+
+fn spec(job: &str) -> PsiJobSpec {
+    PsiJobSpec {
+        kind: "psi".into(),
+        job_id: job.into(),
+        dataset: "customers".into(),
+        active: "bank".into(),
+        passive: vec!["insurer".into()],
+        id_column: String::new(),
+        id_format: Default::default(),
+        delivery: Default::default(),
+        duplicates: Default::default(),
+        chunk_len: 7,
+    }
+}
+
+impl Fed {
+    fn new(bank_ids: &[&str], insurer_ids: &[&str]) -> Fed {
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([9; 32]);
+        let mut roster = Roster::new();
+        let mut names = BTreeMap::new();
+        let mut parties = Vec::new();
+        for (i, (name, ids)) in [("bank", bank_ids), ("insurer", insurer_ids)]
+            .into_iter()
+            .enumerate()
+        {
+            let key = Arc::new(IdentityKey::generate(&mut rng));
+            roster.insert(i as u32, key.public_key());
+            names.insert(i as u32, name.to_string());
+            parties.push(Party {
+                key,
+                party: None,
+                ids: ids.iter().map(|s| s.to_string()).collect(),
+                ended: None,
+                rows: None,
+                sessions: Vec::new(),
+            });
+        }
+        Fed {
+            coord: Coordinator::new(roster, names, [3; 32]),
+            parties,
+            now: Instant::now(),
+            rng,
+            events: Vec::new(),
+        }
+    }
+
+    /// Delivers every queued message (and the parties' answers) until nothing moves.
+    fn run(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(ev) = self.coord.poll_event() {
+                self.events.push(ev);
+            }
+            while let Some((to, m)) = self.coord.poll_transmit() {
+                moved = true;
+                self.deliver(to, m);
+            }
+            for i in 0..self.parties.len() {
+                while let Some(out) = self.next_out(i) {
+                    moved = true;
+                    let r = self.coord.handle_message(self.now, i as u32, out);
+                    assert!(
+                        r.is_ok() || matches!(r, Err(EngineError::NoSuchRound { .. })),
+                        "{r:?}"
+                    );
+                }
+            }
+            if !moved {
+                while let Some(ev) = self.coord.poll_event() {
+                    self.events.push(ev);
+                }
+                return;
+            }
+        }
+    }
+
+    fn deliver(&mut self, to: u32, m: ToParticipant) {
+        let keys: Vec<[u8; 32]> = self.parties.iter().map(|p| p.key.public_key()).collect();
+        let p = &mut self.parties[to as usize];
+        match m {
+            ToParticipant::PsiStart(s) => {
+                let peer = keys[1 - to as usize];
+                let mut config = PsiConfig::new(s.job_id.clone(), s.session);
+                config.ctx = PsiContext {
+                    job_id: s.job_id.clone(),
+                    session: s.session,
+                };
+                config.chunk_len = s.chunk_len as usize;
+                config.delivery = s.delivery;
+                config.format = s.id_format;
+                p.sessions.push(s.session);
+                p.party = Some(
+                    PsiParty::new(config, s.role, Arc::clone(&p.key), peer, &mut self.rng).unwrap(),
+                );
+            }
+            ToParticipant::Psi(m) => {
+                let party = p.party.as_mut().expect("a session is open");
+                party.handle_message(m).unwrap();
+                if party.accepts_ids() {
+                    party.push_ids(&p.ids).unwrap();
+                    party.finish_ids(&mut self.rng).unwrap();
+                }
+            }
+            ToParticipant::JobEnd { state, .. } => p.ended = Some(state),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn next_out(&mut self, i: usize) -> Option<ToCoordinator> {
+        let p = &mut self.parties[i];
+        let party = p.party.as_mut()?;
+        if let Some(m) = party.poll_transmit() {
+            return Some(ToCoordinator::Psi(m));
+        }
+        if party.is_done() {
+            let out = party.output().cloned()?;
+            let job = party.config().ctx.clone();
+            p.party = None;
+            p.rows = out.rows.clone();
+            return Some(ToCoordinator::PsiDone(PsiReport {
+                job_id: job.job_id,
+                session: job.session,
+                own_set_size: out.own_set_size,
+                duplicates_dropped: out.duplicates_dropped,
+                peer_set_size: out.peer_set_size,
+                intersection_size: out.intersection_size,
+                intersection_hash: out.intersection_hash,
+            }));
+        }
+        None
+    }
+}
+
+fn ids(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| format!("{prefix}{i}")).collect()
+}
+
+#[test]
+fn relays_a_psi_job_and_records_sizes_only() {
+    let bank = ids("C", 0..40);
+    let insurer = ids("C", 25..60);
+    let b: Vec<&str> = bank.iter().map(String::as_str).collect();
+    let i: Vec<&str> = insurer.iter().map(String::as_str).collect();
+    let mut fed = Fed::new(&b, &i);
+    let job = fed.coord.launch_psi(fed.now, spec("j")).unwrap();
+    fed.run();
+    assert_eq!(fed.coord.job_status(&job).unwrap().state, JobState::Waiting);
+    assert!(fed
+        .coord
+        .job_status(&job)
+        .unwrap()
+        .detail
+        .contains("waiting for bank, insurer"));
+    fed.coord.handle_join(fed.now, 0, &[]).unwrap();
+    fed.coord.handle_join(fed.now, 1, &[]).unwrap();
+    fed.run();
+    let status = fed.coord.job_status(&job).unwrap();
+    assert_eq!(status.state, JobState::Finished, "{status:?}");
+    let rec = fed.coord.psi_record(&job).unwrap();
+    assert_eq!(rec.pairs.len(), 1);
+    assert_eq!(rec.pairs[0].intersection_size, 15);
+    assert_eq!(rec.pairs[0].active_set_size, 40);
+    assert_eq!(rec.pairs[0].passive_set_size, 35);
+    // Aligned rows: bank row r holds C{r}, insurer row r holds C{r + 25}.
+    let rb = fed.parties[0].rows.clone().unwrap();
+    let ri = fed.parties[1].rows.clone().unwrap();
+    for (x, y) in rb.iter().zip(&ri) {
+        assert_eq!(bank[*x as usize], insurer[*y as usize]);
+    }
+    let psi: Vec<_> = fed
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Psi(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(psi.len(), 1);
+    assert!(psi[0].result.is_ok());
+    assert!(psi[0].messages[0] > 1 && psi[0].messages[1] > 1);
+    assert!(fed
+        .parties
+        .iter()
+        .all(|p| p.ended == Some(WireJobState::Finished)));
+    // The checkpoint restores as a finished PSI job.
+    let last = fed
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::Checkpoint { state, .. } => Some(state.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let mut again = Coordinator::new(Roster::new(), BTreeMap::new(), [4; 32]);
+    again.restore(fed.now, &job, &last).unwrap();
+    assert_eq!(again.job_status(&job).unwrap().state, JobState::Finished);
+}
+
+#[test]
+fn a_restored_psi_job_runs_a_fresh_session() {
+    let bank = ids("C", 0..30);
+    let insurer = ids("C", 10..50);
+    let b: Vec<&str> = bank.iter().map(String::as_str).collect();
+    let i: Vec<&str> = insurer.iter().map(String::as_str).collect();
+    let mut fed = Fed::new(&b, &i);
+    let job = fed.coord.launch_psi(fed.now, spec("j")).unwrap();
+    fed.coord.handle_join(fed.now, 0, &[]).unwrap();
+    fed.coord.handle_join(fed.now, 1, &[]).unwrap();
+    // The coordinator "dies" after the session's start is checkpointed and sent.
+    let mut checkpoint = None;
+    while let Some(ev) = fed.coord.poll_event() {
+        if let Event::Checkpoint { state, .. } = ev {
+            checkpoint = Some(state);
+        }
+    }
+    while let Some((to, m)) = fed.coord.poll_transmit() {
+        fed.deliver(to, m);
+    }
+    let checkpoint = checkpoint.unwrap();
+    let (roster, names) = {
+        let mut r = Roster::new();
+        let mut n = BTreeMap::new();
+        for (k, p) in fed.parties.iter().enumerate() {
+            r.insert(k as u32, p.key.public_key());
+            n.insert(
+                k as u32,
+                if k == 0 { "bank" } else { "insurer" }.to_string(),
+            );
+        }
+        (r, n)
+    };
+    fed.coord = Coordinator::new(roster, names, [5; 32]);
+    fed.now += Duration::from_secs(1);
+    fed.coord.restore(fed.now, &job, &checkpoint).unwrap();
+    assert_eq!(fed.coord.job_status(&job).unwrap().state, JobState::Waiting);
+    // A message of the dead session is refused; the parties rejoin and a new one runs.
+    let stale = fed.next_out(0).unwrap();
+    assert!(matches!(
+        fed.coord.handle_message(fed.now, 0, stale),
+        Err(EngineError::NoSuchRound { round: 0, .. })
+    ));
+    fed.coord.handle_join(fed.now, 0, &[]).unwrap();
+    fed.coord.handle_join(fed.now, 1, &[]).unwrap();
+    fed.run();
+    assert_eq!(
+        fed.coord.job_status(&job).unwrap().state,
+        JobState::Finished
+    );
+    assert_eq!(fed.parties[0].sessions, vec![0, 1]);
+    assert_eq!(fed.coord.psi_record(&job).unwrap().pairs[0].session, 1);
+    assert_eq!(
+        fed.coord.psi_record(&job).unwrap().pairs[0].intersection_size,
+        20
+    );
+}
+
+#[test]
+fn a_party_failure_or_a_wrong_role_is_refused_by_name() {
+    let mut fed = Fed::new(&["a", "b"], &["b", "c"]);
+    let job = fed.coord.launch_psi(fed.now, spec("j")).unwrap();
+    fed.coord.handle_join(fed.now, 0, &[]).unwrap();
+    fed.coord.handle_join(fed.now, 1, &[]).unwrap();
+    while fed.coord.poll_event().is_some() {}
+    while let Some((to, m)) = fed.coord.poll_transmit() {
+        fed.deliver(to, m);
+    }
+    // The insurer relays the bank's Hello as its own.
+    let hello = fed.next_out(0).unwrap();
+    assert!(matches!(
+        fed.coord.handle_message(fed.now, 1, hello),
+        Err(EngineError::WrongPsiRole { .. })
+    ));
+    fed.coord
+        .handle_message(
+            fed.now,
+            1,
+            ToCoordinator::PsiFailed {
+                job_id: job.clone(),
+                session: 0,
+                reason: "dataset 'customers': no id column".into(),
+            },
+        )
+        .unwrap();
+    let s = fed.coord.job_status(&job).unwrap();
+    assert!(
+        matches!(&s.state, JobState::Failed(why) if why.contains("insurer (passive): dataset 'customers'")),
+        "{s:?}"
+    );
+    // Resumed, it opens a fresh session with the parties still joined.
+    fed.coord.resume(fed.now, &job).unwrap();
+    assert_eq!(fed.coord.job_status(&job).unwrap().state, JobState::Running);
+    // Spec errors are named.
+    let mut bad = spec("k");
+    bad.passive = vec!["nobody".into()];
+    let e = fed.coord.launch_psi(fed.now, bad).unwrap_err();
+    let e = fedsilo_config::display_chain(&e);
+    assert!(e.contains("passive: 'nobody' is not in the roster"), "{e}");
+}
