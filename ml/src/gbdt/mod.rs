@@ -27,8 +27,9 @@
 //! summed in the clear, the participants' vectors give
 //! bit-for-bit the trees of [`fit_pooled`] on the pooled rows, whatever the split of rows, and
 //! the derived (subtracted) histograms are exact too. Under secure aggregation the sums also
-//! pass through the job's fixed-point encoding, which the coordinator sizes to the federation
-//! (e.g. 30 fractional bits at 5M rows, fewer for small federations); that rounding can move a
+//! pass through the job's fixed-point encoding, which the coordinator sizes to the round (the
+//! narrowest ring holding n participants × the federation's row count: Z_2^32 with 6
+//! fractional bits for a level of 5 × 1M rows, 16 for 3 × 2,000); that rounding can move a
 //! near-tied split, so production trees match the pooled ones in quality (hold-out AUC equal
 //! to 3–4 decimals in the tests and benchmarks), not always bit for bit.
 //!
