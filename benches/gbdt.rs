@@ -21,8 +21,9 @@
 //!
 //! - `gbdt_round/federated`: the production path. A fresh sans-IO `Coordinator` and five
 //!   `Worker`s driven by `fedsilo_simulations::memory::MemoryFederation` (in memory, real
-//!   SecAgg+ masking with k = 4 neighbours, t = 3, fixed point in Z_2^64 at this size). The
-//!   time of a tree is taken at the end of its last (sixth) level round, from the `run`
+//!   SecAgg+ masking with k = 4 neighbours, t = 3; level sums in Z_2^32 with 6 fractional
+//!   bits at this size, the narrowest ring that holds 5 participants × 5M rows). The time of
+//!   a tree is taken at the end of its last (sixth) level round, from the `run`
 //!   callback: it covers every round the tree needs (participants' gradients, routing,
 //!   histograms and masking; the coordinator's unmasking, split finding and checkpoint), not
 //!   the job's preamble (statistics, bin agreement) or final evaluation.
@@ -39,7 +40,17 @@
 //! vectors' own size (elements × 8 B); the bytes the coordinator sent to each participant
 //! (instructions carry the model so far); the same loop on ONE participant's 1,000,000 rows
 //! (per-tree cost at the size each participant works on); and the hold-out AUC of the
-//! federated and pooled models against the AUC of the true logit. The bench refuses to
+//! federated and pooled models against the AUC of the true logit.
+//!
+//! With `FEDSILO_BENCH_GBDT_LIGHTGBM=<python>` (e.g. `python3`, with `lightgbm` installed)
+//! the bench also times LightGBM in the same run: it writes the generated rows to
+//! `<prefix>.*` (row-major f32; a temporary directory, or `FEDSILO_BENCH_GBDT_EXPORT=<prefix>`),
+//! runs `benches/reference/lightgbm_gbdt.py <prefix>` on them (`num_threads` = 2, before its
+//! own measurements, so the two never compete for the cores) and reads the script's
+//! `<prefix>.lightgbm.json` back: the closing table then gives every figure as a ratio to
+//! LightGBM's. `FEDSILO_BENCH_GBDT_EXPORT` alone only writes the rows. Per-tree process CPU
+//! time (`/proc/self/stat`) is printed next to wall time, as the machine may be shared.
+//! The bench refuses to
 //! measure (panics) unless every job grows all its trees (no stump) and every model reaches
 //! AUC > 0.6; it reports how many trees are complete (all of them at the default size).
 
@@ -160,6 +171,8 @@ struct Data {
     pooled_holdout: Table,
     /// AUC of the true logit on the pooled hold-out (the ceiling).
     bayes_auc: f64,
+    /// LightGBM's figures on the same rows (`FEDSILO_BENCH_GBDT_LIGHTGBM`).
+    lightgbm: Option<serde_json::Value>,
 }
 
 fn data(rows: usize) -> Data {
@@ -196,12 +209,112 @@ fn data(rows: usize) -> Data {
         100.0 * pos as f64 / pooled_train.n_rows() as f64,
         started.elapsed().as_secs_f64()
     );
+    let python = std::env::var("FEDSILO_BENCH_GBDT_LIGHTGBM").ok();
+    let export_to = std::env::var("FEDSILO_BENCH_GBDT_EXPORT").ok();
+    let mut lightgbm = None;
+    if python.is_some() || export_to.is_some() {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let prefix = export_to.unwrap_or_else(|| {
+            tmp.path()
+                .join("gbdt-rows")
+                .to_str()
+                .expect("utf-8 path")
+                .to_string()
+        });
+        export(&prefix, &pooled_train, &pooled_holdout, rows);
+        if let Some(python) = python {
+            lightgbm = Some(run_lightgbm(&python, &prefix));
+        }
+    }
     Data {
         locals,
         pooled_train,
         pooled_holdout,
         bayes_auc,
+        lightgbm,
     }
+}
+
+/// Runs `benches/reference/lightgbm_gbdt.py <prefix>` with `python` and reads its figures.
+fn run_lightgbm(python: &str, prefix: &str) -> serde_json::Value {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/reference/lightgbm_gbdt.py"
+    );
+    println!("running {python} {script} {prefix} (LightGBM, num_threads = 2) …");
+    let status = std::process::Command::new(python)
+        .arg(script)
+        .arg(prefix)
+        .status()
+        .expect("run the LightGBM reference script");
+    assert!(
+        status.success(),
+        "the LightGBM reference script failed: {status}"
+    );
+    let text =
+        std::fs::read_to_string(format!("{prefix}.lightgbm.json")).expect("the script's figures");
+    serde_json::from_str(&text).expect("the script's figures are JSON")
+}
+
+/// CPU time of this process so far (user + system, all threads), from `/proc/self/stat`
+/// (clock ticks of 10 ms); 0 where that file does not exist.
+fn cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Writes the pooled training and hold-out rows for `benches/reference/lightgbm_gbdt.py`:
+/// `<prefix>.train.x` / `.holdout.x` (row-major little-endian f32, NaN = missing),
+/// `.train.y` / `.holdout.y` (f32 0/1), and `<prefix>.json` (shapes, participants). Rows are
+/// in participant order, so the first `rows` training rows are participant 0's. Not timed.
+fn export(prefix: &str, train: &Table, holdout: &Table, rows: usize) {
+    use std::io::Write;
+    let write = |path: String, values: &mut dyn Iterator<Item = f32>| {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("export file"));
+        for v in values {
+            f.write_all(&v.to_le_bytes()).expect("export write");
+        }
+        f.flush().expect("export flush");
+    };
+    write(format!("{prefix}.train.x"), &mut train.x.iter().copied());
+    write(
+        format!("{prefix}.train.y"),
+        &mut train.label(0).iter().copied(),
+    );
+    write(
+        format!("{prefix}.holdout.x"),
+        &mut holdout.x.iter().copied(),
+    );
+    write(
+        format!("{prefix}.holdout.y"),
+        &mut holdout.label(0).iter().copied(),
+    );
+    let meta = format!(
+        "{{\"train_rows\": {}, \"holdout_rows\": {}, \"features\": {FEATURES}, \
+         \"participants\": {PARTICIPANTS}, \"rows_per_participant\": {rows}, \"depth\": \
+         {DEPTH}, \"max_bins\": 255, \"trees\": {}}}\n",
+        train.n_rows(),
+        holdout.n_rows(),
+        trees()
+    );
+    std::fs::write(format!("{prefix}.json"), meta).expect("export meta");
+    println!("exported the pooled rows to {prefix}.* for benches/reference/lightgbm_gbdt.py");
 }
 
 fn seed(label: &str, i: u64) -> [u8; 32] {
@@ -271,6 +384,8 @@ struct FedRun {
     rounds: Vec<(Instant, RoundSummary)>,
     /// End of each tree's last level round.
     tree_ends: Vec<Instant>,
+    /// Process CPU time at each tree's end.
+    tree_cpu: Vec<Duration>,
     /// End of the bin-agreement round (the last round before tree 1).
     bins_end: Instant,
     model: GbdtModel,
@@ -283,6 +398,14 @@ fn steady(tree_ends: &[Instant]) -> Vec<Duration> {
     tree_ends.windows(2).map(|w| w[1] - w[0]).collect()
 }
 
+/// Steady-state CPU time per tree: trees 2.., from process CPU time at each tree's end.
+fn steady_cpu(tree_cpu: &[Duration]) -> Vec<Duration> {
+    tree_cpu
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .collect()
+}
+
 fn mean(ts: &[Duration]) -> Duration {
     ts.iter().sum::<Duration>() / ts.len() as u32
 }
@@ -293,12 +416,16 @@ fn run_federated(d: &Data, n_trees: usize, run: u64) -> FedRun {
     let features = d.locals[0].train.feature_names.clone();
     let labels = d.locals[0].train.label_names.clone();
     let mut rounds: Vec<(Instant, RoundSummary)> = Vec::new();
+    let mut cpus: Vec<Duration> = Vec::new();
     let launched = Instant::now();
     let job = sim
         .launch(job_spec(n_trees, run), features, labels)
         .expect("launch");
-    sim.run(&mut |s| rounds.push((Instant::now(), s.clone())))
-        .expect("federation ran to the end");
+    sim.run(&mut |s| {
+        rounds.push((Instant::now(), s.clone()));
+        cpus.push(cpu());
+    })
+    .expect("federation ran to the end");
     for (_, r) in &rounds {
         assert_eq!(
             r.outcome, "ok",
@@ -319,10 +446,11 @@ fn run_federated(d: &Data, n_trees: usize, run: u64) -> FedRun {
     let shape = check_trees(&model, n_trees);
     // The level rounds, tree after tree: a tree whose deepest split is at depth s took
     // min(s + 2, DEPTH) levels (a level without any split ends a tree early).
-    let levels: Vec<Instant> = rounds
+    let levels: Vec<(Instant, Duration)> = rounds
         .iter()
-        .filter(|(_, r)| r.purpose == fedsilo_task::Purpose::TreeLevel)
-        .map(|(t, _)| *t)
+        .zip(&cpus)
+        .filter(|((_, r), _)| r.purpose == fedsilo_task::Purpose::TreeLevel)
+        .map(|((t, _), c)| (*t, *c))
         .collect();
     let per_tree: Vec<usize> = model
         .trees
@@ -331,10 +459,12 @@ fn run_federated(d: &Data, n_trees: usize, run: u64) -> FedRun {
         .collect();
     assert_eq!(levels.len(), per_tree.iter().sum::<usize>(), "level rounds");
     let mut tree_ends = Vec::new();
+    let mut tree_cpu = Vec::new();
     let mut done = 0;
     for n in per_tree {
         done += n;
-        tree_ends.push(levels[done - 1]);
+        tree_ends.push(levels[done - 1].0);
+        tree_cpu.push(levels[done - 1].1);
     }
     let first_level = rounds
         .iter()
@@ -346,6 +476,7 @@ fn run_federated(d: &Data, n_trees: usize, run: u64) -> FedRun {
         launched,
         rounds,
         tree_ends,
+        tree_cpu,
         bins_end,
         model,
         holdout_auc,
@@ -395,11 +526,13 @@ fn pooled_loop(x: ArrayView2<f32>, y: ArrayView1<f32>, n_trees: usize) -> Pooled
     let mut server = GbdtServer::new(params(n_trees), x.ncols()).expect("params");
     let mut cache = GbdtCache::new();
     let mut tree_ends = Vec::with_capacity(n_trees);
+    let mut tree_cpu = Vec::with_capacity(n_trees);
     while let Some(instr) = server.next() {
         let v = gbdt_compute(&instr, x, y, &mut cache).expect("compute");
         server.absorb(&v).expect("absorb");
         if server.trees_done() > tree_ends.len() {
             tree_ends.push(Instant::now());
+            tree_cpu.push(cpu());
         }
     }
     let model = server.into_model().expect("finished");
@@ -408,6 +541,7 @@ fn pooled_loop(x: ArrayView2<f32>, y: ArrayView1<f32>, n_trees: usize) -> Pooled
         shape,
         start,
         tree_ends,
+        tree_cpu,
         model,
     }
 }
@@ -416,6 +550,7 @@ struct PooledRun {
     shape: String,
     start: Instant,
     tree_ends: Vec<Instant>,
+    tree_cpu: Vec<Duration>,
     model: GbdtModel,
 }
 
@@ -438,9 +573,11 @@ fn list_ms(ts: &[Duration]) -> String {
 /// The first federated and pooled jobs, checked and described; returns their steady-state
 /// tree times (the first samples criterion consumes).
 fn check_and_report(d: &Data, n_trees: usize) -> (Vec<Duration>, Vec<Duration>) {
+    println!("load average before the federated job: {}", load_average());
     let run = run_federated(d, n_trees, 0);
     let fed_auc = holdout_auc(d, &run.model);
     let fed_steady = steady(&run.tree_ends);
+    let fed_cpu = steady_cpu(&run.tree_cpu);
 
     println!("federated job, round by round (ms since the previous round ended):");
     let mut prev = run.launched;
@@ -458,12 +595,15 @@ fn check_and_report(d: &Data, n_trees: usize) -> (Vec<Duration>, Vec<Duration>) 
     }
     println!(
         "federated: preamble (stats, moments, bins) {:.0} ms; tree 1 {:.0} ms (includes the \
-         participants' binning); trees 2..{n_trees}: {} ms, mean {:.0} ms; whole job {:.0} ms",
+         participants' binning); trees 2..{n_trees}: {} ms, mean {:.0} ms (process CPU {:.0} \
+         ms); whole job {:.0} ms; load average after: {}",
         ms(run.bins_end - run.launched),
         ms(run.tree_ends[0] - run.bins_end),
         list_ms(&fed_steady),
         ms(mean(&fed_steady)),
-        ms(run.rounds.last().expect("rounds").0 - run.launched)
+        ms(mean(&fed_cpu)),
+        ms(run.rounds.last().expect("rounds").0 - run.launched),
+        load_average()
     );
     println!("federated trees: {}", run.shape);
 
@@ -503,8 +643,11 @@ fn check_and_report(d: &Data, n_trees: usize) -> (Vec<Duration>, Vec<Duration>) 
          vectors {elements} elements × {elem_bytes} B = {masked} B",
         encodings[0]
     );
+    let mut up_down = (0.0f64, 0.0f64);
     for (who, b) in &up {
         let per_tree = *b as f64 / n_trees as f64;
+        up_down.0 = up_down.0.max(per_tree);
+        up_down.1 = up_down.1.max(down[who] as f64 / n_trees as f64);
         println!(
             "  {who}: sent {per_tree:.0} B per tree (all SecAgg messages: masked vectors + \
              {:.0} B of keys, shares, signatures), received {:.0} B per tree (instructions \
@@ -519,15 +662,17 @@ fn check_and_report(d: &Data, n_trees: usize) -> (Vec<Duration>, Vec<Duration>) 
     let y = d.pooled_train.label(0);
     let pooled = pooled_loop(x, y, n_trees);
     let pooled_steady = steady(&pooled.tree_ends);
+    let pooled_cpu = steady_cpu(&pooled.tree_cpu);
     let pooled_auc = holdout_auc(d, &pooled.model);
     println!(
         "pooled ({} rows, {}): preamble + tree 1 {:.0} ms; trees 2..{n_trees}: {} ms, mean \
-         {:.0} ms",
+         {:.0} ms (process CPU {:.0} ms)",
         d.pooled_train.n_rows(),
         pooled.shape,
         ms(pooled.tree_ends[0] - pooled.start),
         list_ms(&pooled_steady),
-        ms(mean(&pooled_steady))
+        ms(mean(&pooled_steady)),
+        ms(mean(&pooled_cpu))
     );
     // The loop is fit_pooled's: same trees, and about the same time for the same trees.
     let k = 3;
@@ -549,11 +694,14 @@ fn check_and_report(d: &Data, n_trees: usize) -> (Vec<Duration>, Vec<Duration>) 
     let p0 = &d.locals[0].train;
     let one = pooled_loop(p0.x.view(), p0.label(0), 4);
     let one_steady = steady(&one.tree_ends);
+    let one_cpu = steady_cpu(&one.tree_cpu);
     println!(
-        "the same loop on ONE participant's {} rows: trees 2..4: {} ms, mean {:.0} ms",
+        "the same loop on ONE participant's {} rows: trees 2..4: {} ms, mean {:.0} ms (process \
+         CPU {:.0} ms)",
         p0.n_rows(),
         list_ms(&one_steady),
-        ms(mean(&one_steady))
+        ms(mean(&one_steady)),
+        ms(mean(&one_cpu))
     );
 
     let same = run.model.trees == pooled.model.trees;
@@ -574,7 +722,132 @@ fn check_and_report(d: &Data, n_trees: usize) -> (Vec<Duration>, Vec<Duration>) 
         ms(mean(&pooled_steady)),
         mean(&fed_steady).as_secs_f64() / mean(&pooled_steady).as_secs_f64()
     );
+    let table = Table1 {
+        rows: d.locals[0].train.n_rows(),
+        n_trees,
+        fed: (mean(&fed_steady), mean(&fed_cpu)),
+        pooled: (mean(&pooled_steady), mean(&pooled_cpu)),
+        one: (mean(&one_steady), mean(&one_cpu)),
+        preamble: run.bins_end - run.launched,
+        tree1_extra: (run.tree_ends[0] - run.bins_end).saturating_sub(mean(&fed_steady)),
+        up_down,
+        encoding: encodings[0].to_string(),
+        auc: (fed_auc, pooled_auc),
+    };
+    print_table(&table, d.lightgbm.as_ref());
     (fed_steady, pooled_steady)
+}
+
+/// The figures of the closing table (means over trees 2.., wall and process CPU time).
+struct Table1 {
+    rows: usize,
+    n_trees: usize,
+    fed: (Duration, Duration),
+    pooled: (Duration, Duration),
+    one: (Duration, Duration),
+    preamble: Duration,
+    /// Tree 1 beyond a steady tree: the participants' binning of their rows.
+    tree1_extra: Duration,
+    up_down: (f64, f64),
+    encoding: String,
+    auc: (f64, f64),
+}
+
+/// The one-run table of BENCHMARKS.md ("GBDT boosting round"), in Markdown, with ratios to
+/// LightGBM's figures on the same rows when the reference script ran.
+fn print_table(t: &Table1, lgb: Option<&serde_json::Value>) {
+    let get = |side: &str, key: &str| -> Option<f64> { lgb?.get(side)?.get(key)?.as_f64() };
+    let ratio = |ours: Duration, theirs: Option<f64>| match theirs {
+        Some(v) if v > 0.0 => format!("**{:.2}×**", ms(ours) / v),
+        _ => "—".to_string(),
+    };
+    let cell = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.0} ms"));
+    let total = t.rows * PARTICIPANTS;
+    println!(
+        "\n| figure (means over trees 2..{}) | fedsilo: wall (process CPU) | LightGBM {} \
+         num_threads = 2: wall (CPU) | fedsilo / LightGBM (wall) |",
+        t.n_trees,
+        lgb.and_then(|l| l.get("lightgbm")?.as_str())
+            .unwrap_or("(not run)")
+    );
+    println!("|---|---|---|---|");
+    let lp = (
+        get("pooled", "tree_mean_ms"),
+        get("pooled", "tree_cpu_mean_ms"),
+    );
+    let l1 = (
+        get("participant0", "tree_mean_ms"),
+        get("participant0", "tree_cpu_mean_ms"),
+    );
+    let pair = |(w, c): (Option<f64>, Option<f64>)| match (w, c) {
+        (Some(w), Some(c)) => format!("{w:.0} ms ({c:.0} ms)"),
+        _ => "—".to_string(),
+    };
+    println!(
+        "| per tree, federated {PARTICIPANTS} × {} rows (all in one process) vs LightGBM pooled \
+         {total} | {:.0} ms ({:.0} ms) | {} | {} |",
+        t.rows,
+        ms(t.fed.0),
+        ms(t.fed.1),
+        pair(lp),
+        ratio(t.fed.0, lp.0)
+    );
+    println!(
+        "| per tree, fedsilo pooled {total} rows vs LightGBM pooled | {:.0} ms ({:.0} ms) | {} | \
+         {} |",
+        ms(t.pooled.0),
+        ms(t.pooled.1),
+        pair(lp),
+        ratio(t.pooled.0, lp.0)
+    );
+    println!(
+        "| per tree, ONE participant's {} rows (fedsilo's loop) vs LightGBM on them | {:.0} ms \
+         ({:.0} ms) | {} | {} |",
+        t.rows,
+        ms(t.one.0),
+        ms(t.one.1),
+        pair(l1),
+        ratio(t.one.0, l1.0)
+    );
+    println!(
+        "| preamble: federated stats + bin agreement rounds vs LightGBM Dataset construction \
+         ({total} rows) | {:.0} ms | {} | {} |",
+        ms(t.preamble),
+        cell(get("pooled", "dataset_ms")),
+        ratio(t.preamble, get("pooled", "dataset_ms"))
+    );
+    println!(
+        "| preamble + participants' binning (tree 1 − a steady tree) vs Dataset construction \
+         | {:.0} ms | {} | {} |",
+        ms(t.preamble + t.tree1_extra),
+        cell(get("pooled", "dataset_ms")),
+        ratio(t.preamble + t.tree1_extra, get("pooled", "dataset_ms"))
+    );
+    println!(
+        "| bytes per participant per tree: up / down (level rounds, {}) | {:.0} B / {:.0} B | \
+         — | — |",
+        t.encoding, t.up_down.0, t.up_down.1
+    );
+    println!(
+        "| hold-out AUC after {} trees: federated / fedsilo pooled / LightGBM pooled | {:.4} / \
+         {:.4} | {} | — |",
+        t.n_trees,
+        t.auc.0,
+        t.auc.1,
+        get("pooled", "holdout_auc").map_or("—".to_string(), |a| format!("{a:.4}"))
+    );
+    if let Some(l) = lgb {
+        println!(
+            "(LightGBM ran first, load average {} before / {} after it; fedsilo's load \
+             averages are printed above)",
+            l.get("load_before")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(f64::NAN),
+            l.get("load_after")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(f64::NAN)
+        );
+    }
 }
 
 /// Hands out one sample per call from `pool`, refilling it with `refill` when empty.

@@ -227,8 +227,19 @@ impl Coordinator {
             .noise()
             .map(|ns| ns.share(n))
             .filter(|&s| s > 0.0);
+        // Without noise, the sum of this round is over at most its `n` invited participants,
+        // each clipped to ±max_abs: the narrowest ring that holds n × max_abs (refusing one
+        // that could wrap), with the most fractional bits it leaves. Its quantum is about
+        // n × max_abs / 2^31 in Z_2^32, never coarser than what a job sized for
+        // `max_participants` got in Z_2^32 at the same max_abs. (A tree level of 5 × 1M rows
+        // fits Z_2^32 with 6 fractional bits, half the bytes of Z_2^64.) With noise, the job's
+        // `max_participants` stays the bound: the noise is unbounded and that headroom is what
+        // keeps a noised sum from wrapping.
+        let invited = u32::try_from(n)
+            .unwrap_or(u32::MAX)
+            .min(spec.max_participants);
         let encoding = match noise_share {
-            None => FixedPoint::choose(step.max_abs, spec.max_participants),
+            None => FixedPoint::choose(step.max_abs, invited),
             Some(share) => {
                 let target = (65536.0 / share).log2().floor().clamp(0.0, 52.0) as u32;
                 let least = (32768.0 / share).log2().ceil().clamp(0.0, 52.0) as u32;

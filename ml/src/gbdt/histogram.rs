@@ -5,10 +5,13 @@ use ndarray::ArrayView2;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::partition::{column, NodeRows};
 use super::{GbdtError, GbdtParams, MAX_DEPTH};
 use crate::binning::{check_sum, invalid, BinningError, MAX_BINS};
 
-/// Participant half of one level: gradient/hessian histograms of the rows in `open_nodes`.
+/// Gradient/hessian histograms of the rows in `open_nodes`, from per-row `f64` values: the
+/// plain reference of what a participant's level computes ([`gbdt_compute`](super::gbdt_compute)
+/// runs the faster `node_histograms` on its cached partition and grid gradients).
 /// `node_of_row[r]` is the node row `r` currently sits in (`u32::MAX` = in no open node).
 /// Layout `[open_nodes index][feature][bin][grad, hess]`, length
 /// `open_nodes.len() · features · n_bins · 2`. Rayon-parallel over features; each feature's
@@ -97,6 +100,137 @@ pub fn level_histograms(
         }
     }
     Ok(out)
+}
+
+/// One row's (gradient, hessian) in units of [`GRADIENT_RESOLUTION`](super::GRADIENT_RESOLUTION):
+/// |gradient| ≤ 2^30, 0 ≤ hessian ≤ 2^28. Eight bytes a row, summed in `i64`, so every
+/// histogram sum is exact whatever the order of the additions (and so whatever the threads).
+pub(super) type GradPair = [i32; 2];
+
+/// The participant's level histograms: for each of `nodes` (its rows), per feature and bin of
+/// the column-major `binned` matrix, the sums of `gh`, in the layout of [`level_histograms`]
+/// (`[node][feature][bin][grad, hess]`). Rayon-parallel over features; a node's gradients are
+/// gathered once into row order of the node (LightGBM's "ordered gradients"), then every
+/// feature reads its column at the node's rows. The sums are integers, converted to `f64` at
+/// the end (exactly, below 2^23 rows per node).
+pub(super) fn node_histograms(
+    binned: ArrayView2<u8>,
+    gh: &[GradPair],
+    nodes: &[NodeRows<'_>],
+    n_bins: usize,
+) -> Result<Vec<f64>, GbdtError> {
+    let (n, f) = binned.dim();
+    if gh.len() != n {
+        return Err(BinningError::ShapeMismatch {
+            what: "gradients",
+            expected: n,
+            got: gh.len(),
+        }
+        .into());
+    }
+    if n_bins == 0 || n_bins > MAX_BINS + 1 {
+        return Err(invalid("n_bins", n_bins as f64, "must be in 1..=256"));
+    }
+    let ordered: Vec<Vec<GradPair>> = nodes
+        .par_iter()
+        .map(|nr| match nr {
+            NodeRows::All => Vec::new(),
+            NodeRows::Rows(rows) => rows
+                .iter()
+                .map(|&r| gh.get(r as usize).copied().unwrap_or([0, 0]))
+                .collect(),
+        })
+        .collect();
+    let per_node = n_bins * 2;
+    let scale = super::GRADIENT_RESOLUTION;
+    // Features in groups, rows in blocks: a block's gradients are read from L1 by every
+    // feature of the group instead of from memory by each feature.
+    let groups: Vec<Result<Vec<f64>, GbdtError>> = (0..f)
+        .collect::<Vec<_>>()
+        .par_chunks(FEATURE_GROUP)
+        .map(|group| {
+            let cols = group
+                .iter()
+                .map(|&j| column(binned, j))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut buf = vec![0.0; nodes.len() * group.len() * per_node];
+            let mut acc = vec![[[0i64; 2]; 256]; group.len()];
+            for (s, (nr, ord)) in nodes.iter().zip(&ordered).enumerate() {
+                acc.iter_mut().for_each(|a| *a = [[0; 2]; 256]);
+                match nr {
+                    NodeRows::All => {
+                        for (k, g) in gh.chunks(ROW_BLOCK).enumerate() {
+                            let lo = k * ROW_BLOCK;
+                            for (a, col) in acc.iter_mut().zip(&cols) {
+                                let bins = col.get(lo..lo + g.len()).unwrap_or(&[]);
+                                for (&b, g) in bins.iter().zip(g) {
+                                    let a = &mut a[usize::from(b)];
+                                    a[0] += i64::from(g[0]);
+                                    a[1] += i64::from(g[1]);
+                                }
+                            }
+                        }
+                    }
+                    NodeRows::Rows(rows) => {
+                        for (rows, g) in rows.chunks(ROW_BLOCK).zip(ord.chunks(ROW_BLOCK)) {
+                            for (a, col) in acc.iter_mut().zip(&cols) {
+                                for (&r, g) in rows.iter().zip(g) {
+                                    let b = col.get(r as usize).copied().unwrap_or(u8::MAX);
+                                    let a = &mut a[usize::from(b)];
+                                    a[0] += i64::from(g[0]);
+                                    a[1] += i64::from(g[1]);
+                                }
+                            }
+                        }
+                    }
+                }
+                for (jj, a) in acc.iter().enumerate() {
+                    if let Some(b) = (n_bins..256).find(|&b| a[b] != [0, 0]) {
+                        return Err(GbdtError::BinOutOfRange {
+                            feature: group[jj],
+                            bin: b,
+                            n_bins,
+                        });
+                    }
+                    let o = (s * group.len() + jj) * per_node;
+                    for (o, a) in buf[o..o + per_node].chunks_exact_mut(2).zip(a) {
+                        o[0] = a[0] as f64 * scale;
+                        o[1] = a[1] as f64 * scale;
+                    }
+                }
+            }
+            Ok(buf)
+        })
+        .collect();
+    let mut out = vec![0.0; nodes.len() * f * per_node];
+    for (gi, buf) in groups.into_iter().enumerate() {
+        let buf = buf?;
+        let j0 = gi * FEATURE_GROUP;
+        let width = buf.len() / nodes.len().max(1);
+        for s in 0..nodes.len() {
+            let dst = (s * f + j0) * per_node;
+            out[dst..dst + width].copy_from_slice(&buf[s * width..(s + 1) * width]);
+        }
+    }
+    Ok(out)
+}
+
+/// Features per histogram task, rows per block of [`node_histograms`].
+const FEATURE_GROUP: usize = 5;
+const ROW_BLOCK: usize = 2048;
+
+/// The (gradient, hessian) sums of one node's rows, exact.
+pub(super) fn node_sums(gh: &[GradPair], rows: NodeRows<'_>) -> (f64, f64) {
+    let add = |(g, h): (i64, i64), p: &GradPair| (g + i64::from(p[0]), h + i64::from(p[1]));
+    let (g, h) = match rows {
+        NodeRows::All => gh.iter().fold((0, 0), add),
+        NodeRows::Rows(rows) => rows
+            .iter()
+            .filter_map(|&r| gh.get(r as usize))
+            .fold((0, 0), add),
+    };
+    let scale = super::GRADIENT_RESOLUTION;
+    (g as f64 * scale, h as f64 * scale)
 }
 
 /// The best split of one node.

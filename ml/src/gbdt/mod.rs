@@ -22,20 +22,31 @@
 //! [`GbdtCache`] computes the same vector. [`fit_pooled`] runs the very same halves with a
 //! single participant: the centralised reference.
 //!
-//! Per-row gradients and hessians are rounded to a 2^-32 grid, which makes every histogram sum
-//! exact in f64 (below 2^21 rows per node): summed in the clear, the participants' vectors give
+//! Per-row gradients and hessians are rounded to a 2^-30 grid and summed as integers, which
+//! makes every histogram sum exact (and exact as the `f64` sent, below 2^23 rows per node):
+//! summed in the clear, the participants' vectors give
 //! bit-for-bit the trees of [`fit_pooled`] on the pooled rows, whatever the split of rows, and
 //! the derived (subtracted) histograms are exact too. Under secure aggregation the sums also
-//! pass through the job's fixed-point encoding, which the coordinator sizes to the federation
-//! (e.g. 30 fractional bits at 5M rows, fewer for small federations); that rounding can move a
+//! pass through the job's fixed-point encoding, which the coordinator sizes to the round (the
+//! narrowest ring holding n participants × the federation's row count: Z_2^32 with 6
+//! fractional bits for a level of 5 × 1M rows, 16 for 3 × 2,000); that rounding can move a
 //! near-tied split, so production trees match the pooled ones in quality (hold-out AUC equal
 //! to 3–4 decimals in the tests and benchmarks), not always bit for bit.
 //!
 //! Conventions: labels are 0/1 (`f32`); missing values are `NaN`; margins are log-odds of the
 //! positive class; node ids are indices into [`Tree::nodes`] (root = 0).
 //!
+//! The participant's engine (LightGBM's, on our exact sums): rows binned once to `u8`,
+//! column-major, and cached; per-row (gradient, hessian) as packed `i32` grid units, computed
+//! once per tree; rows kept by node in one index list that each level splits in place
+//! (`partition`), so a level reads only the rows of the nodes it asks for; a node's
+//! gradients gathered into its row order, then features in groups over blocks of rows, on
+//! both cores (`histogram::node_histograms`); a finished tree's leaf values added to the
+//! margins through the same partition.
+//!
 //! Layout: `tree` holds the model and prediction, `histogram` the level histograms and
-//! split finding, `participant` the instructions and [`gbdt_compute`], `server` the
+//! split finding, `partition` the rows by node, `participant` the instructions and
+//! [`gbdt_compute`], `server` the
 //! [`GbdtServer`] state machine and [`fit_pooled`]; the binning lives in [`crate::binning`].
 
 use rayon::prelude::*;
@@ -45,6 +56,7 @@ use crate::binning::{invalid, BinningError};
 
 mod histogram;
 mod participant;
+mod partition;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -64,19 +76,15 @@ pub use tree::{GbdtModel, Node, Tree};
 const MAX_DEPTH: usize = 16;
 /// Rows per rayon task in row-parallel passes.
 const PAR_ROWS: usize = 4096;
-/// Per-row gradients and hessians are rounded to multiples of this (2^-32) before they are
-/// summed, so that every histogram sum of fewer than 2^21 rows is EXACT in f64: sums do not
-/// depend on how rows are split among participants or on the order of addition, and a
-/// histogram derived by subtraction has exact zeros where the requested one has them. A
-/// fixed-point encoding of level vectors at this resolution (or coarser, to a power of two)
-/// keeps the property.
+/// Per-row gradients and hessians are rounded to multiples of this (2^-30) and summed as
+/// integers of this unit, so every histogram sum is EXACT: sums do not depend on how rows are
+/// split among participants, on the order of addition or on the threads, and a histogram
+/// derived by subtraction has exact zeros where the requested one has them. A sum of fewer
+/// than 2^23 rows is also exact as the `f64` it is sent as, and so is any fixed-point
+/// encoding of level vectors at this resolution or finer (a coarser one, to a power of two,
+/// rounds every participant's vector the same way).
 pub const GRADIENT_RESOLUTION: f64 = 1.0 / GRID;
-const GRID: f64 = 4_294_967_296.0;
-
-#[inline]
-fn on_grid(v: f64) -> f64 {
-    (v * GRID).round() / GRID
-}
+const GRID: f64 = 1_073_741_824.0;
 
 /// Runs `f(row, slot)` for every slot of the per-row vector `out`, rayon-parallel over blocks
 /// of `PAR_ROWS` rows; each slot is written by one call, so the result does not depend on the

@@ -1,11 +1,15 @@
 //! The participant half: the instructions a participant receives, its cache of derived data,
 //! and [`gbdt_compute`], its vector for one instruction.
 
+use std::borrow::Cow;
+
 use ndarray::{Array2, ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
+use super::histogram::{node_histograms, node_sums, GradPair};
+use super::partition::{NodeRows, Partition};
 use super::tree::add_trees;
-use super::{for_each_row, level_histograms, on_grid, GbdtError, GbdtModel, Node, Tree};
+use super::{for_each_row, GbdtError, GbdtModel, Node, Tree, GRID};
 use crate::binning::{check_labels, fine_histogram, local_stats, BinMapper, BinningError};
 use crate::linear::sigmoid;
 
@@ -20,7 +24,7 @@ pub enum GbdtInstruction {
         ranges: Vec<(f32, f32)>,
         fine_bins: usize,
     },
-    /// [`level_histograms`] of `nodes` in `tree` (the tree being grown), with gradients of the
+    /// [`level_histograms`](super::level_histograms) of `nodes` in `tree` (the tree being grown), with gradients of the
     /// logistic loss at the margins of `model` (everything finished so far).
     Level {
         model: GbdtModel,
@@ -85,6 +89,8 @@ pub(crate) fn level_len(nodes: usize, model: &GbdtModel) -> usize {
 pub struct GbdtCache {
     binned: Option<(u64, Array2<u8>)>,
     margins: Option<MarginCache>,
+    /// Rows by node of the tree being grown (unsampled levels).
+    partition: Option<Partition>,
 }
 
 #[derive(Clone, Debug)]
@@ -93,6 +99,8 @@ struct MarginCache {
     base_bits: u64,
     tree_fps: Vec<u64>,
     margins: Vec<f64>,
+    /// Per-row (gradient, hessian) at `margins`, keyed by the bounds they were clipped to.
+    grads: Option<((u64, u64), Vec<GradPair>)>,
 }
 
 impl GbdtCache {
@@ -106,6 +114,7 @@ impl GbdtCache {
         let stale = !matches!(&self.binned, Some((f, b)) if *f == fp && b.nrows() == x.nrows());
         if stale {
             self.margins = None;
+            self.partition = None;
             self.binned = Some((fp, mapper.bin(x)?));
         }
         match &self.binned {
@@ -174,74 +183,63 @@ pub fn gbdt_compute_sampled(
             Ok(fine_histogram(x, ranges, *fine_bins)?)
         }
         GbdtInstruction::Level { model, tree, nodes } => {
+            let mut seen = vec![false; tree.nodes.len()];
             for &nd in nodes {
                 if !matches!(tree.nodes.get(nd as usize), Some(Node::Open { .. })) {
                     return Err(GbdtError::BadInstruction(format!(
                         "node {nd} is not an open node of the tree"
                     )));
                 }
+                if std::mem::replace(&mut seen[nd as usize], true) {
+                    return Err(GbdtError::BadInstruction(format!(
+                        "open node {nd} listed twice"
+                    )));
+                }
             }
             let rows = RowGradients::new(model, tree, false, x, y, cache, sample.as_ref())?;
-            // Rows in open nodes (and in the sample) add to the histograms.
-            let node_of_row = rows.nodes(|node| matches!(node, Node::Open { .. }));
-            level_histograms(
-                rows.binned,
-                &rows.grad,
-                &rows.hess,
-                &node_of_row,
-                nodes,
-                model.bin_mapper.n_bins(),
-            )
+            let of_nodes: Vec<NodeRows<'_>> = nodes
+                .iter()
+                .map(|&nd| rows.partition.rows(nd as usize))
+                .collect();
+            node_histograms(rows.binned, rows.gh, &of_nodes, model.bin_mapper.n_bins())
         }
         GbdtInstruction::Leaves { model, tree } => {
             let rows = RowGradients::new(model, tree, true, x, y, cache, sample.as_ref())?;
-            // Slot of each leaf, in node-id order.
-            let mut slot = vec![u32::MAX; tree.nodes.len()];
-            let mut leaves = 0u32;
+            // (gradient, hessian) of each leaf, in node-id order.
+            let mut out = Vec::with_capacity(2 * tree.n_leaves());
             for (i, node) in tree.nodes.iter().enumerate() {
                 if matches!(node, Node::Leaf { .. }) {
-                    slot[i] = leaves;
-                    leaves += 1;
+                    let (g, h) = node_sums(rows.gh, rows.partition.rows(i));
+                    out.push(g);
+                    out.push(h);
                 }
-            }
-            let node_of_row = rows.nodes(|node| matches!(node, Node::Leaf { .. }));
-            let mut out = vec![0.0; 2 * leaves as usize];
-            for ((&nd, &g), &h) in node_of_row.iter().zip(&rows.grad).zip(&rows.hess) {
-                // `nd` is a node of the tree (routed) or u32::MAX (not taking part).
-                let Some(&s) = slot.get(nd as usize) else {
-                    continue;
-                };
-                let o = 2 * s as usize;
-                out[o] += g;
-                out[o + 1] += h;
             }
             Ok(out)
         }
     }
 }
 
-/// Each row's logistic-loss gradient and hessian at the margins of a model, and its binned
-/// values: what a level's histograms and a tree's leaf sums are made of.
-struct RowGradients<'c, 't> {
+/// Each row's logistic-loss gradient and hessian at the margins of a model (in grid units,
+/// cached per model and clip), its binned values, and the rows of each node of the tree
+/// being grown: what a level's histograms and a tree's leaf sums are made of.
+struct RowGradients<'c> {
     binned: ArrayView2<'c, u8>,
-    grad: Vec<f64>,
-    hess: Vec<f64>,
-    tree: &'t Tree,
-    missing: u8,
-    include: Option<&'t [bool]>,
+    gh: &'c [GradPair],
+    partition: Cow<'c, Partition>,
 }
 
-impl<'c, 't> RowGradients<'c, 't> {
+impl<'c> RowGradients<'c> {
     /// Checks `model`, `tree` (finished when `complete`) and `sample` against `x`, then
-    /// computes the gradients (clipped to the sample's bound when sampled).
+    /// computes (or takes from the cache) the gradients, clipped to the sample's bound when
+    /// sampled, and the rows of every node of `tree`.
     fn new(
         model: &GbdtModel,
-        tree: &'t Tree,
+        tree: &Tree,
         complete: bool,
         x: ArrayView2<f32>,
         y: ArrayView1<f32>,
         cache: &'c mut GbdtCache,
-        sample: Option<&LevelSample<'t>>,
+        sample: Option<&LevelSample<'_>>,
     ) -> Result<Self, GbdtError> {
         let (n, f) = x.dim();
         model.validate()?;
@@ -253,6 +251,12 @@ impl<'c, 't> RowGradients<'c, 't> {
                 got: f,
             }
             .into());
+        }
+        if u32::try_from(n).is_err() {
+            return Err(GbdtError::BadInstruction(format!(
+                "{n} rows: at most {} rows per participant",
+                u32::MAX
+            )));
         }
         if let Some(s) = sample {
             if s.include.len() != n {
@@ -272,59 +276,84 @@ impl<'c, 't> RowGradients<'c, 't> {
         }
         let mapper = &model.bin_mapper;
         cache.binned(mapper, x)?;
-        let margins = current_margins(cache, model)?;
+        current_margins(cache, model)?;
         // Logistic loss: g = p − y ∈ [−1, 1], h = p(1 − p) ∈ [0, ¼]; a DP step clips them
         // further to its bound.
-        let (g_max, h_max) = sample.map_or((1.0, 0.25), |s| {
+        let bounds = sample.map_or((1.0, 0.25), |s| {
             let c = s.grad_clip.min(1.0);
             (c, c.min(0.25))
         });
-        let mut grad = vec![0.0; n];
-        let mut hess = vec![0.0; n];
-        for (r, (&m, &yv)) in margins.iter().zip(y).enumerate() {
-            let p = sigmoid(m);
-            grad[r] = on_grid((p - f64::from(yv)).clamp(-g_max, g_max));
-            hess[r] = on_grid((p * (1.0 - p)).min(h_max));
+        let GbdtCache {
+            binned,
+            margins,
+            partition,
+        } = cache;
+        let (Some((_, binned)), Some(mc)) = (binned.as_ref(), margins.as_mut()) else {
+            return Err(GbdtError::BadInstruction("binning failed".into()));
+        };
+        let key = (bounds.0.to_bits(), bounds.1.to_bits());
+        if !matches!(&mc.grads, Some((k, gh)) if *k == key && gh.len() == n) {
+            let mut gh = vec![[0i32; 2]; n];
+            let (g_max, h_max) = bounds;
+            let m = &mc.margins;
+            for_each_row(&mut gh, |r, o| {
+                let p = sigmoid(m[r]);
+                let yv = f64::from(y[r]);
+                *o = [
+                    grid_units((p - yv).clamp(-g_max, g_max)),
+                    grid_units((p * (1.0 - p)).min(h_max)),
+                ];
+            });
+            mc.grads = Some((key, gh));
         }
-        let binned = match &cache.binned {
-            Some((_, b)) => b.view(),
-            None => return Err(GbdtError::BadInstruction("binning failed".into())),
+        let gh = match &mc.grads {
+            Some((_, gh)) => gh.as_slice(),
+            None => return Err(GbdtError::BadInstruction("gradient cache".into())),
+        };
+        let binned = binned.view();
+        let missing = mapper.missing_bin();
+        let partition = match sample {
+            Some(s) => {
+                // A row outside the sample is in no node: it adds nothing.
+                let rows = (0..n as u32).filter(|&r| s.include[r as usize]).collect();
+                let mut p = Partition::of_rows(rows);
+                p.advance(tree, binned, missing)?;
+                Cow::Owned(p)
+            }
+            None => {
+                if !partition.as_ref().is_some_and(|p| p.follows(tree)) {
+                    *partition = Some(Partition::all(n));
+                }
+                let Some(p) = partition.as_mut() else {
+                    return Err(GbdtError::BadInstruction("row partition".into()));
+                };
+                if let Err(e) = p.advance(tree, binned, missing) {
+                    *partition = None;
+                    return Err(e);
+                }
+                match partition.as_ref() {
+                    Some(p) => Cow::Borrowed(p),
+                    None => return Err(GbdtError::BadInstruction("row partition".into())),
+                }
+            }
         };
         Ok(RowGradients {
             binned,
-            grad,
-            hess,
-            tree,
-            missing: mapper.missing_bin(),
-            include: sample.map(|s| s.include),
+            gh,
+            partition,
         })
     }
+}
 
-    /// The node each row ends in when `takes_part(node)` and the row is in the sample,
-    /// `u32::MAX` otherwise.
-    fn nodes(&self, takes_part: impl Fn(&Node) -> bool + Sync) -> Vec<u32> {
-        let mut node_of_row = vec![u32::MAX; self.grad.len()];
-        let (binned, tree, missing, include) = (self.binned, self.tree, self.missing, self.include);
-        for_each_row(&mut node_of_row, |r, o| {
-            // A row outside the sample is in no node: it adds nothing.
-            if include.is_some_and(|inc| !inc[r]) {
-                return;
-            }
-            let i = tree.route(missing, |j| binned[[r, j]]);
-            if takes_part(&tree.nodes[i]) {
-                *o = i as u32;
-            }
-        });
-        node_of_row
-    }
+/// `v` (|v| ≤ 1) in units of [`GRADIENT_RESOLUTION`](super::GRADIENT_RESOLUTION), rounded.
+#[inline]
+fn grid_units(v: f64) -> i32 {
+    (v * GRID).round() as i32
 }
 
 /// Margins of `model` on the cached binned rows, reusing the cached margins of a prefix of
 /// its trees. Always the same additions in the same order as a cold computation.
-fn current_margins<'a>(
-    cache: &'a mut GbdtCache,
-    model: &GbdtModel,
-) -> Result<&'a [f64], GbdtError> {
+fn current_margins(cache: &mut GbdtCache, model: &GbdtModel) -> Result<(), GbdtError> {
     let Some((mapper_fp, binned)) = &cache.binned else {
         return Err(GbdtError::BadInstruction("binning failed".into()));
     };
@@ -346,18 +375,36 @@ fn current_margins<'a>(
             base_bits,
             tree_fps: Vec::new(),
             margins: vec![model.base_score; binned.nrows()],
+            grads: None,
         });
     }
     let Some(mc) = cache.margins.as_mut() else {
         return Err(GbdtError::BadInstruction("margin cache".into()));
     };
     let done = mc.tree_fps.len();
-    add_trees(
-        &model.trees[done..],
-        model.bin_mapper.missing_bin(),
-        binned.view(),
-        &mut mc.margins,
-    );
+    let new_trees = model.trees.get(done..).unwrap_or(&[]);
+    if !new_trees.is_empty() {
+        mc.grads = None;
+    }
+    let missing = model.bin_mapper.missing_bin();
+    // The tree just finished is the one the cached partition followed as it grew: its last
+    // splits partition the rows into its leaves, and each row adds its leaf's value (the
+    // same one addition per row and tree as routing every row).
+    match (new_trees, cache.partition.as_mut()) {
+        ([tree], Some(part)) if part.follows(tree) => {
+            let added = part
+                .advance(tree, binned.view(), missing)
+                .and_then(|()| part.add_leaf_values(tree, &mut mc.margins));
+            if let Err(e) = added {
+                cache.margins = None;
+                cache.partition = None;
+                return Err(e);
+            }
+            mc.tree_fps = fps;
+            return Ok(());
+        }
+        _ => add_trees(new_trees, missing, binned.view(), &mut mc.margins),
+    }
     mc.tree_fps = fps;
-    Ok(&mc.margins)
+    Ok(())
 }

@@ -599,3 +599,83 @@ fn raw_routing_equals_binned_routing_at_the_cuts() {
         .predict_margin(edge.slice_axis(Axis(1), Slice::from(1..)))
         .is_err());
 }
+
+/// Time per tree of the participant half on one participant's rows (1,000,000 × 50 by
+/// default, `FEDSILO_GBDT_TIMING_ROWS`), for development: `cargo test -p fedsilo-ml --release
+/// -- --ignored --nocapture participant_time_per_tree`.
+#[test]
+#[ignore]
+fn participant_time_per_tree() {
+    let n: usize = std::env::var("FEDSILO_GBDT_TIMING_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let f = 50;
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut x = Array2::<f32>::zeros((n, f));
+    let mut y = Array1::<f32>::zeros(n);
+    for r in 0..n {
+        let mut z = -1.2;
+        for j in 0..f {
+            let v: f32 = rng.random_range(-2.0..2.0);
+            x[[r, j]] = v;
+            if j < 8 {
+                z += 0.5 * f64::from(v) * if j % 2 == 0 { 1.0 } else { -1.0 };
+            }
+        }
+        y[r] = f32::from(u8::from(rng.random_bool(sigmoid(z))));
+    }
+    let p = GbdtParams {
+        n_trees: 5,
+        max_depth: 6,
+        max_leaves: 64,
+        learning_rate: 0.1,
+        max_bins: 255,
+        ..GbdtParams::default()
+    };
+    let mut server = GbdtServer::new(p, f).unwrap();
+    let mut cache = GbdtCache::new();
+    // CPU time of this process (user + system, clock ticks of 10 ms): the machine may be shared.
+    let cpu = || {
+        let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let tail = s.rsplit(')').next().unwrap_or("").to_string();
+        let v: Vec<f64> = tail
+            .split_whitespace()
+            .map(|t| t.parse().unwrap_or(0.0))
+            .collect();
+        (v.get(11).copied().unwrap_or(0.0) + v.get(12).copied().unwrap_or(0.0)) * 10.0
+    };
+    let mut cpu_ends = Vec::new();
+    let start = std::time::Instant::now();
+    let mut ends = Vec::new();
+    let mut compute = std::time::Duration::ZERO;
+    while let Some(instr) = server.next() {
+        let t = std::time::Instant::now();
+        let v = gbdt_compute(&instr, x.view(), y.view(), &mut cache).unwrap();
+        if matches!(instr, GbdtInstruction::Level { .. }) && !ends.is_empty() {
+            compute += t.elapsed();
+        }
+        let t = std::time::Instant::now();
+        server.absorb(&v).unwrap();
+        if server.trees_done() > ends.len() {
+            ends.push(std::time::Instant::now());
+            cpu_ends.push(cpu());
+            println!(
+                "tree {} at {:.0} ms (absorb {:.1} ms)",
+                ends.len(),
+                (ends[ends.len() - 1] - start).as_secs_f64() * 1e3,
+                t.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
+    let steady: Vec<f64> = ends
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64() * 1e3)
+        .collect();
+    let cpu_steady: Vec<f64> = cpu_ends.windows(2).map(|w| w[1] - w[0]).collect();
+    println!(
+        "{n} rows × {f}: trees 2..: {steady:.0?} ms wall, {cpu_steady:.0?} ms CPU; participant \
+         compute {:.0} ms per tree",
+        compute.as_secs_f64() * 1e3 / steady.len() as f64
+    );
+}
