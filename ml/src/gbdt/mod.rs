@@ -45,6 +45,7 @@ use crate::binning::{invalid, BinningError};
 
 mod histogram;
 mod participant;
+mod predict;
 mod server;
 #[cfg(test)]
 mod tests;

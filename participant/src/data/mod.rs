@@ -250,7 +250,7 @@ mod tests;
 pub use self::csv::{
     label_value_counts, load_csv, load_csv_chunks, load_csv_reader, DelimiterHint, Labels,
 };
-pub use self::parquet::load_parquet;
+pub use self::parquet::{load_parquet, load_parquet_chunks};
 pub use self::postgres::load_postgres;
 pub use self::schema::*;
-pub use self::source::{load_file, Source};
+pub use self::source::{is_parquet_path, load_file, Source};
