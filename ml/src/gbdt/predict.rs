@@ -2,10 +2,10 @@
 //! routed block by block through all trees (tree-major within a block, so a tree's nodes stay
 //! in L1 while a few hundred rows pass through it), branch-free.
 //!
-//! Layout: a tree's nodes are renumbered breadth-first so that the two children of a split
-//! are adjacent (`right = left + 1`); a leaf points to itself and always "goes left", so every
-//! row takes exactly `depth` steps through a tree and the step is
-//! `i = left + !(v ≤ threshold ∨ (v is NaN ∧ default_left))`. The raw split "present `v` below
+//! Layout: a tree's nodes are renumbered breadth-first (children after their parent, side by
+//! side); a leaf names itself as both children, so every row takes exactly `depth` steps
+//! through a tree and the step is `i = if v ≤ threshold ∨ (v is NaN ∧ default_left) { left }
+//! else { right }` (a conditional move, no branch). The raw split "present `v` below
 //! `cut`" is `v ≤ threshold` with `threshold` the largest `f32` below `cut` (exact for every
 //! non-NaN `v`); a split past a feature's last cut sends every present value left
 //! (`threshold = +∞`). Margins are summed tree by tree in model order, as
@@ -19,25 +19,32 @@ use crate::binning::BinMapper;
 
 /// Rows routed together through one tree.
 const BLOCK: usize = 256;
+/// Rows stepping down a tree together.
+const LANES: usize = 8;
 /// Rows per rayon task.
 const PAR_ROWS: usize = 4096;
 
 #[derive(Clone, Copy, Debug)]
 struct FlatNode {
+    /// The feature ([`FEATURE`] bits) and [`MISSING_LEFT`].
     feature: u32,
     threshold: f32,
-    /// Left child (the right child is `left + 1`); a leaf's own index.
+    /// The children; a leaf's own index twice.
     left: u32,
-    /// 1: a missing value goes left.
-    default_left: u32,
+    right: u32,
 }
 
-/// A leaf: stays where it is whatever the value.
+/// The bits of [`FlatNode::feature`] that name the feature.
+const FEATURE: u32 = 0x7fff_ffff;
+/// Set in [`FlatNode::feature`]: a missing value goes left.
+const MISSING_LEFT: u32 = 0x8000_0000;
+
+/// A leaf at node 0 (stays where it is whatever the value).
 const LEAF: FlatNode = FlatNode {
     feature: 0,
     threshold: f32::INFINITY,
     left: 0,
-    default_left: 1,
+    right: 0,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -129,11 +136,16 @@ impl Forest {
                         }
                         queue.push_back((left as usize, l, d + 1));
                         queue.push_back((right as usize, l + 1, d + 1));
+                        let feature = feature.min(f.n_features.saturating_sub(1) as u32) & FEATURE;
                         FlatNode {
-                            feature: feature.min(f.n_features.saturating_sub(1) as u32),
+                            feature: if default_left {
+                                feature | MISSING_LEFT
+                            } else {
+                                feature
+                            },
                             threshold,
                             left: l as u32,
-                            default_left: u32::from(default_left),
+                            right: l as u32 + 1,
                         }
                     }
                     Some(&Node::Leaf { value }) => {
@@ -142,11 +154,13 @@ impl Forest {
                         }
                         FlatNode {
                             left: new as u32,
+                            right: new as u32,
                             ..LEAF
                         }
                     }
                     _ => FlatNode {
                         left: new as u32,
+                        right: new as u32,
                         ..LEAF
                     },
                 };
@@ -177,30 +191,35 @@ impl Forest {
             });
     }
 
-    /// Routes one block of rows (at most [`BLOCK`]) through every tree, in order.
+    /// Routes one block of rows (at most [`BLOCK`]) through every tree, in order: per tree,
+    /// groups of [`LANES`] rows step down together (independent chains the core overlaps).
+    /// No arithmetic in the step: a row's slice is found once per block, a node names its
+    /// two children.
     fn block(&self, rows: &[f32], margins: &mut [f64]) {
         let d = self.n_features;
-        let mut idx = [0u32; BLOCK];
-        let n = margins.len().min(BLOCK);
-        let idx = &mut idx[..n];
+        let mut lanes: [&[f32]; BLOCK] = [&[]; BLOCK];
+        for (lane, row) in lanes.iter_mut().zip(rows.chunks_exact(d.max(1))) {
+            *lane = row;
+        }
+        let lanes = lanes.get(..margins.len()).unwrap_or(&[]);
         for t in &self.trees {
             let nodes = self.nodes.get(t.start..t.start + t.len).unwrap_or(&[]);
             let values = self.values.get(t.start..t.start + t.len).unwrap_or(&[]);
-            idx.fill(0);
-            for _ in 0..t.depth {
-                for (r, i) in idx.iter_mut().enumerate() {
-                    let node = nodes.get(*i as usize).copied().unwrap_or(LEAF);
-                    let v = rows
-                        .get(r * d + node.feature as usize)
-                        .copied()
-                        .unwrap_or(f32::NAN);
-                    let left = u32::from(v <= node.threshold)
-                        | (u32::from(v.is_nan()) & node.default_left);
-                    *i = node.left + 1 - left;
+            for (group, mg) in lanes.chunks(LANES).zip(margins.chunks_mut(LANES)) {
+                let mut idx = [0u32; LANES];
+                for _ in 0..t.depth {
+                    for (i, row) in idx.iter_mut().zip(group) {
+                        let node = nodes.get(*i as usize).copied().unwrap_or(LEAF);
+                        let f = (node.feature & FEATURE) as usize;
+                        let v = row.get(f).copied().unwrap_or(f32::NAN);
+                        let go_left = (v <= node.threshold)
+                            | (v.is_nan() & (node.feature & MISSING_LEFT != 0));
+                        *i = if go_left { node.left } else { node.right };
+                    }
                 }
-            }
-            for (m, &i) in margins.iter_mut().zip(idx.iter()) {
-                *m += values.get(i as usize).copied().unwrap_or(0.0);
+                for (m, &i) in mg.iter_mut().zip(&idx) {
+                    *m += values.get(i as usize).copied().unwrap_or(0.0);
+                }
             }
         }
     }

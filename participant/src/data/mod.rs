@@ -240,6 +240,7 @@ mod csv;
 mod encode;
 pub mod expr;
 pub mod infer;
+mod number;
 mod parquet;
 mod postgres;
 mod schema;
