@@ -1,14 +1,23 @@
-//! Scoring throughput: `TrainedModel::predict` (what `fedsilo score` runs per chunk) on
-//! N rows × 50 feature columns for a logistic regression (standardise + dot product +
-//! sigmoid) and a 100-tree GBDT (compiled forest, raw values), on ONE core (a one-thread rayon
-//! pool), in rows per second; then, when `FEDSILO_BENCH_RSS_ROWS` is set, the real `fedsilo
-//! score` end to end over a generated file of that many rows × 50 columns, as CSV and as
-//! Parquet (written to a temp dir at bench time, deleted after), under `/usr/bin/time -v`
-//! (wall, CPU, peak RSS): pinned to one core (`taskset -c 0`, `RAYON_NUM_THREADS=1`: rows/s
-//! per core end to end) and on every core; plus one run writing the ranking as Parquet.
+//! Scoring throughput, on N rows × 50 feature columns (5 % missing), on ONE core (a
+//! one-thread rayon pool), in rows per second per wall second and per CPU second:
+//!
+//! - `TrainedModel::predict` (what `fedsilo score` runs per chunk) for a logistic regression
+//!   (standardise inside the dot product, sigmoid) and a 100-tree GBDT (compiled forest on raw
+//!   values); the GBDT's margins alone through the compiled forest (`predict_margin`) and,
+//!   as the in-run baseline, through the plain tree walk over a binned copy
+//!   (`bin` + `predict_margin_binned`, what scoring did before the forest); and one read of
+//!   the same floats (a sum: the memory-bandwidth floor).
+//! - when `FEDSILO_BENCH_RSS_ROWS` is set, the real `fedsilo score` end to end over a
+//!   generated file of that many rows × 50 columns, as CSV and as Parquet (written to a temp
+//!   dir at bench time, deleted after), under `/usr/bin/time -v` (wall, CPU, peak RSS): pinned
+//!   to one core (`taskset -c 0`, `RAYON_NUM_THREADS=1`: rows/s per core end to end) and on
+//!   every core, plus one run writing the ranking as Parquet. Baselines in the same run: one
+//!   read of the CSV's bytes (newlines counted) and the plain CSV split with `str::parse` of
+//!   every field (no schema, no encoder, nothing kept).
 //!
 //! ```text
 //! cargo bench --bench scoring
+//! FEDSILO_BENCH_PREDICT_ROWS=10000000 cargo bench --bench scoring -- scoring_one_core
 //! FEDSILO_BENCH_RSS_ROWS=10000000 cargo bench --bench scoring   # + end to end over 10M rows
 //! ```
 
@@ -26,7 +35,14 @@ use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
 
 const FEATURES: usize = 50;
+/// Rows of the in-process predict figures (`FEDSILO_BENCH_PREDICT_ROWS`).
 const ROWS: usize = 200_000;
+
+fn env_rows(key: &str) -> Option<usize> {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+}
 
 fn names() -> Vec<String> {
     (0..FEATURES).map(|j| format!("x{j}")).collect()
@@ -120,37 +136,123 @@ fn one_core() -> rayon::ThreadPool {
         .expect("one-thread pool")
 }
 
+/// Runs `f` ten times on the one-thread pool; prints rows/s per wall and per CPU second (the
+/// one pool thread works, the caller waits: the CPU figure is what one core does when other
+/// work shares the machine).
+fn passes(name: &str, rows: usize, pool: &rayon::ThreadPool, f: &(dyn Fn() + Sync)) {
+    let (start, cpu0) = (Instant::now(), cpu_seconds());
+    for _ in 0..10 {
+        pool.install(f);
+    }
+    let (secs, cpu) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+    println!(
+        "{name}: {:.2} M rows/s on one core, {:.2} M rows per CPU-second ({rows} rows × {FEATURES} columns, 10 passes in {secs:.2} s wall, {cpu:.2} s CPU)",
+        10.0 * rows as f64 / secs / 1e6,
+        10.0 * rows as f64 / cpu / 1e6
+    );
+}
+
 fn bench(c: &mut Criterion) {
-    let data = table(ROWS, 1);
+    let rows = env_rows("FEDSILO_BENCH_PREDICT_ROWS")
+        .unwrap_or(ROWS)
+        .max(1);
+    let data = table(rows, 1);
     let pool = one_core();
     let mut g = c.benchmark_group("scoring_one_core");
-    g.throughput(Throughput::Elements(ROWS as u64));
+    g.throughput(Throughput::Elements(rows as u64));
     g.sample_size(10);
-    for (name, model) in [("lr_50", lr_model()), ("gbdt_100_trees_50", gbdt_model())] {
-        g.bench_function(name, |b| {
-            b.iter(|| pool.install(|| black_box(model.predict(&data).expect("predict"))))
-        });
-        // A plain figure next to criterion's: rows/s over ten passes, per wall second and per
-        // CPU second of this process (the one pool thread works, the caller waits): the
-        // second is what one core does when other work shares the machine.
-        let (start, cpu0) = (Instant::now(), cpu_seconds());
-        for _ in 0..10 {
-            pool.install(|| black_box(model.predict(&data).expect("predict")));
-        }
-        let (secs, cpu) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
-        println!(
-            "{name}: {:.2} M rows/s on one core, {:.2} M rows per CPU-second ({ROWS} rows × {FEATURES} columns, 10 passes in {secs:.2} s wall, {cpu:.2} s CPU)",
-            10.0 * ROWS as f64 / secs / 1e6,
-            10.0 * ROWS as f64 / cpu / 1e6
-        );
+    let floats = data.x.as_slice().expect("row-major");
+    let read = || {
+        black_box(floats.iter().fold(0.0f32, |a, &v| a + v));
+    };
+    g.bench_function("baseline_read_the_floats", |b| {
+        b.iter(|| pool.install(read))
+    });
+    passes("baseline: one read of the floats", rows, &pool, &read);
+    let gbdt = gbdt_model();
+    for (name, model) in [("lr_50", lr_model()), ("gbdt_100_trees_50", gbdt.clone())] {
+        let predict = || {
+            black_box(model.predict(&data).expect("predict"));
+        };
+        g.bench_function(name, |b| b.iter(|| pool.install(predict)));
+        passes(name, rows, &pool, &predict);
     }
+    let fedsilo_task::ModelParams::Gbdt { model } = &gbdt.params else {
+        unreachable!("a GBDT")
+    };
+    let forest = || {
+        black_box(model.predict_margin(data.x.view()).expect("margins"));
+    };
+    g.bench_function("gbdt_100_trees_forest_margins", |b| {
+        b.iter(|| pool.install(forest))
+    });
+    passes("gbdt_100_trees_forest_margins", rows, &pool, &forest);
+    let walk = || {
+        let binned = model.bin_mapper.bin(data.x.view()).expect("bin");
+        black_box(model.predict_margin_binned(binned.view()).expect("margins"));
+    };
+    g.bench_function("baseline_gbdt_100_trees_bin_and_walk", |b| {
+        b.iter(|| pool.install(walk))
+    });
+    passes("baseline: gbdt bin + plain tree walk", rows, &pool, &walk);
     g.finish();
-    if let Some(rows) = std::env::var("FEDSILO_BENCH_RSS_ROWS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
+    drop(data);
+    if let Some(rows) = env_rows("FEDSILO_BENCH_RSS_ROWS") {
         peak_rss(rows);
     }
+}
+
+/// The in-run baselines of the end-to-end figures: one read of `csv`'s bytes, then the plain
+/// split with `str::parse::<f32>` of every field after the first (empty = missing).
+fn csv_baselines(csv: &std::path::Path, rows: usize) {
+    use std::io::Read as _;
+    let report = |what: &str, secs: f64, cpu: f64| {
+        println!(
+            "baseline, {what}: {secs:.1} s wall ({:.2} M rows/s), {cpu:.1} s CPU ({:.2} M rows per CPU-second)",
+            rows as f64 / secs / 1e6,
+            rows as f64 / cpu / 1e6
+        );
+    };
+    let (start, cpu0) = (Instant::now(), cpu_seconds());
+    let mut f = std::fs::File::open(csv).expect("open the CSV");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut lines = 0usize;
+    loop {
+        let n = f.read(&mut buf).expect("read the CSV");
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+    }
+    black_box(lines);
+    report(
+        "read the CSV's bytes",
+        start.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu0,
+    );
+    let (start, cpu0) = (Instant::now(), cpu_seconds());
+    let f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(csv).expect("open"));
+    let mut sum = 0.0f32;
+    for line in std::io::BufRead::split(f, b'\n').skip(1) {
+        let line = line.expect("read the CSV");
+        for field in line.split(|&b| b == b',').skip(1) {
+            let v = if field.is_empty() {
+                f32::NAN
+            } else {
+                std::str::from_utf8(field)
+                    .ok()
+                    .and_then(|t| t.parse::<f32>().ok())
+                    .unwrap_or(f32::NAN)
+            };
+            sum += v;
+        }
+    }
+    black_box(sum);
+    report(
+        "plain split + str::parse of every field",
+        start.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu0,
+    );
 }
 
 /// Writes `rows` × 50 columns of CSV and of Parquet, scores them with the real binary under
@@ -208,6 +310,7 @@ fn peak_rss(rows: usize) {
     }
     schema.push_str("]\n");
     std::fs::write(dir.path().join("schema.toml"), schema).unwrap();
+    csv_baselines(&csv, rows);
     for (name, model) in [("lr", lr_model()), ("gbdt", gbdt_model())] {
         let artifact = ModelArtifact {
             format: ModelArtifact::FORMAT.into(),

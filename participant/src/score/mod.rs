@@ -268,14 +268,15 @@ pub fn score_csv(
 /// Why the reader thread stopped early.
 #[derive(Debug)]
 enum ReadStop {
-    Data(DataError),
+    /// Boxed, as in [`ScoreError::Data`].
+    Data(Box<DataError>),
     /// The scoring side hung up (it failed; its error is the one reported).
     Closed,
 }
 
 impl From<DataError> for ReadStop {
     fn from(e: DataError) -> Self {
-        ReadStop::Data(e)
+        ReadStop::Data(Box::new(e))
     }
 }
 
@@ -311,7 +312,7 @@ fn read_pipelined(
         match (failed, read) {
             (Some(e), _) => Err(e),
             (None, Ok(Ok(rows))) => Ok(rows),
-            (None, Ok(Err(ReadStop::Data(e)))) => Err(e.into()),
+            (None, Ok(Err(ReadStop::Data(e)))) => Err(ScoreError::Data(e)),
             (None, Ok(Err(ReadStop::Closed)) | Err(_)) => Err(ScoreError::Reader {
                 path: data.to_path_buf(),
             }),
