@@ -1,13 +1,24 @@
-//! Scoring throughput: `TrainedModel::predict` (what `fedsilo score` runs per chunk) on
-//! N rows × 50 feature columns for a logistic regression (standardise + dot product +
-//! sigmoid) and a 100-tree GBDT (bin + route), on ONE core (a one-thread rayon pool), in
-//! rows per second; then, when `FEDSILO_BENCH_RSS_ROWS` is set, the peak RSS of the real
-//! `fedsilo score` over a generated CSV of that many rows × 50 columns (written to a temp dir
-//! at bench time, deleted after), measured with `/usr/bin/time -v`.
+//! Scoring throughput, on N rows × 50 feature columns (5 % missing), on ONE core (a
+//! one-thread rayon pool), in rows per second per wall second and per CPU second:
+//!
+//! - `TrainedModel::predict` (what `fedsilo score` runs per chunk) for a logistic regression
+//!   (standardise inside the dot product, sigmoid) and a 100-tree GBDT (compiled forest on raw
+//!   values); the GBDT's margins alone through the compiled forest (`predict_margin`) and,
+//!   as the in-run baseline, through the plain tree walk over a binned copy
+//!   (`bin` + `predict_margin_binned`, what scoring did before the forest); and one read of
+//!   the same floats (a sum: the memory-bandwidth floor).
+//! - when `FEDSILO_BENCH_RSS_ROWS` is set, the real `fedsilo score` end to end over a
+//!   generated file of that many rows × 50 columns, as CSV and as Parquet (written to a temp
+//!   dir at bench time, deleted after), under `/usr/bin/time -v` (wall, CPU, peak RSS): pinned
+//!   to one core (`taskset -c 0`, `RAYON_NUM_THREADS=1`: rows/s per core end to end) and on
+//!   every core, plus one run writing the ranking as Parquet. Baselines in the same run: one
+//!   read of the CSV's bytes (newlines counted) and the plain CSV split with `str::parse` of
+//!   every field (no schema, no encoder, nothing kept).
 //!
 //! ```text
 //! cargo bench --bench scoring
-//! FEDSILO_BENCH_RSS_ROWS=10000000 cargo bench --bench scoring   # + peak RSS over 10M rows
+//! FEDSILO_BENCH_PREDICT_ROWS=10000000 cargo bench --bench scoring -- scoring_one_core
+//! FEDSILO_BENCH_RSS_ROWS=10000000 cargo bench --bench scoring   # + end to end over 10M rows
 //! ```
 
 use std::io::Write as _;
@@ -24,7 +35,14 @@ use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
 
 const FEATURES: usize = 50;
+/// Rows of the in-process predict figures (`FEDSILO_BENCH_PREDICT_ROWS`).
 const ROWS: usize = 200_000;
+
+fn env_rows(key: &str) -> Option<usize> {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+}
 
 fn names() -> Vec<String> {
     (0..FEATURES).map(|j| format!("x{j}")).collect()
@@ -97,6 +115,20 @@ fn gbdt_model() -> TrainedModel {
     }
 }
 
+/// User + system CPU seconds of this process so far (`/proc/self/stat`, clock ticks of 1/100 s).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): state is field 3, utime 14.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().unwrap_or(f64::NAN))
+        .collect();
+    f.iter().sum::<f64>() / 100.0
+}
+
 fn one_core() -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(1)
@@ -104,45 +136,136 @@ fn one_core() -> rayon::ThreadPool {
         .expect("one-thread pool")
 }
 
+/// Runs `f` ten times on the one-thread pool; prints rows/s per wall and per CPU second (the
+/// one pool thread works, the caller waits: the CPU figure is what one core does when other
+/// work shares the machine).
+fn passes(name: &str, rows: usize, pool: &rayon::ThreadPool, f: &(dyn Fn() + Sync)) {
+    let (start, cpu0) = (Instant::now(), cpu_seconds());
+    for _ in 0..10 {
+        pool.install(f);
+    }
+    let (secs, cpu) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+    println!(
+        "{name}: {:.2} M rows/s on one core, {:.2} M rows per CPU-second ({rows} rows × {FEATURES} columns, 10 passes in {secs:.2} s wall, {cpu:.2} s CPU)",
+        10.0 * rows as f64 / secs / 1e6,
+        10.0 * rows as f64 / cpu / 1e6
+    );
+}
+
 fn bench(c: &mut Criterion) {
-    let data = table(ROWS, 1);
+    let rows = env_rows("FEDSILO_BENCH_PREDICT_ROWS")
+        .unwrap_or(ROWS)
+        .max(1);
+    let data = table(rows, 1);
     let pool = one_core();
     let mut g = c.benchmark_group("scoring_one_core");
-    g.throughput(Throughput::Elements(ROWS as u64));
+    g.throughput(Throughput::Elements(rows as u64));
     g.sample_size(10);
-    for (name, model) in [("lr_50", lr_model()), ("gbdt_100_trees_50", gbdt_model())] {
-        g.bench_function(name, |b| {
-            b.iter(|| pool.install(|| black_box(model.predict(&data).expect("predict"))))
-        });
-        // A plain figure next to criterion's: rows/s over five passes.
-        let start = Instant::now();
-        for _ in 0..5 {
-            pool.install(|| black_box(model.predict(&data).expect("predict")));
-        }
-        let secs = start.elapsed().as_secs_f64();
-        println!(
-            "{name}: {:.2} M rows/s on one core ({ROWS} rows × {FEATURES} columns, 5 passes in {secs:.2} s)",
-            5.0 * ROWS as f64 / secs / 1e6
-        );
+    let floats = data.x.as_slice().expect("row-major");
+    let read = || {
+        black_box(floats.iter().fold(0.0f32, |a, &v| a + v));
+    };
+    g.bench_function("baseline_read_the_floats", |b| {
+        b.iter(|| pool.install(read))
+    });
+    passes("baseline: one read of the floats", rows, &pool, &read);
+    let gbdt = gbdt_model();
+    for (name, model) in [("lr_50", lr_model()), ("gbdt_100_trees_50", gbdt.clone())] {
+        let predict = || {
+            black_box(model.predict(&data).expect("predict"));
+        };
+        g.bench_function(name, |b| b.iter(|| pool.install(predict)));
+        passes(name, rows, &pool, &predict);
     }
+    let fedsilo_task::ModelParams::Gbdt { model } = &gbdt.params else {
+        unreachable!("a GBDT")
+    };
+    let forest = || {
+        black_box(model.predict_margin(data.x.view()).expect("margins"));
+    };
+    g.bench_function("gbdt_100_trees_forest_margins", |b| {
+        b.iter(|| pool.install(forest))
+    });
+    passes("gbdt_100_trees_forest_margins", rows, &pool, &forest);
+    let walk = || {
+        let binned = model.bin_mapper.bin(data.x.view()).expect("bin");
+        black_box(model.predict_margin_binned(binned.view()).expect("margins"));
+    };
+    g.bench_function("baseline_gbdt_100_trees_bin_and_walk", |b| {
+        b.iter(|| pool.install(walk))
+    });
+    passes("baseline: gbdt bin + plain tree walk", rows, &pool, &walk);
     g.finish();
-    if let Some(rows) = std::env::var("FEDSILO_BENCH_RSS_ROWS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
+    drop(data);
+    if let Some(rows) = env_rows("FEDSILO_BENCH_RSS_ROWS") {
         peak_rss(rows);
     }
 }
 
-/// Writes `rows` × 50 columns of CSV, scores it with the real binary under
-/// `/usr/bin/time -v`, prints wall time and peak RSS for LR and GBDT.
+/// The in-run baselines of the end-to-end figures: one read of `csv`'s bytes, then the plain
+/// split with `str::parse::<f32>` of every field after the first (empty = missing).
+fn csv_baselines(csv: &std::path::Path, rows: usize) {
+    use std::io::Read as _;
+    let report = |what: &str, secs: f64, cpu: f64| {
+        println!(
+            "baseline, {what}: {secs:.1} s wall ({:.2} M rows/s), {cpu:.1} s CPU ({:.2} M rows per CPU-second)",
+            rows as f64 / secs / 1e6,
+            rows as f64 / cpu / 1e6
+        );
+    };
+    let (start, cpu0) = (Instant::now(), cpu_seconds());
+    let mut f = std::fs::File::open(csv).expect("open the CSV");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut lines = 0usize;
+    loop {
+        let n = f.read(&mut buf).expect("read the CSV");
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+    }
+    black_box(lines);
+    report(
+        "read the CSV's bytes",
+        start.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu0,
+    );
+    let (start, cpu0) = (Instant::now(), cpu_seconds());
+    let f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(csv).expect("open"));
+    let mut sum = 0.0f32;
+    for line in std::io::BufRead::split(f, b'\n').skip(1) {
+        let line = line.expect("read the CSV");
+        for field in line.split(|&b| b == b',').skip(1) {
+            let v = if field.is_empty() {
+                f32::NAN
+            } else {
+                std::str::from_utf8(field)
+                    .ok()
+                    .and_then(|t| t.parse::<f32>().ok())
+                    .unwrap_or(f32::NAN)
+            };
+            sum += v;
+        }
+    }
+    black_box(sum);
+    report(
+        "plain split + str::parse of every field",
+        start.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu0,
+    );
+}
+
+/// Writes `rows` × 50 columns of CSV and of Parquet, scores them with the real binary under
+/// `/usr/bin/time -v`, prints wall time, CPU time and peak RSS for LR and GBDT.
 fn peak_rss(rows: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let csv = dir.path().join("customers.csv");
+    let pq = dir.path().join("customers.parquet");
     let start = Instant::now();
     {
         let mut w =
             std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&csv).unwrap());
+        let mut pw = ParquetOut::new(&pq);
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let mut line = String::with_capacity(512);
         line.push_str("id");
@@ -155,23 +278,30 @@ fn peak_rss(rows: usize) {
             use std::fmt::Write as _;
             line.clear();
             let _ = write!(line, "C{r}");
-            for _ in 0..FEATURES {
+            pw.id(format!("C{r}"));
+            for j in 0..FEATURES {
                 let v: u32 = rng.random_range(0..20000);
                 if v < 1000 {
                     line.push(',');
+                    pw.value(j, None);
                 } else {
-                    let _ = write!(line, ",{:.3}", f64::from(v) / 5000.0 - 2.0);
+                    let x = f64::from(v) / 5000.0 - 2.0;
+                    let _ = write!(line, ",{x:.3}");
+                    pw.value(j, Some(x));
                 }
             }
+            pw.end_row();
             line.push('\n');
             w.write_all(line.as_bytes()).unwrap();
         }
         w.flush().unwrap();
+        pw.finish();
     }
-    let size = std::fs::metadata(&csv).map(|m| m.len()).unwrap_or(0);
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64;
     println!(
-        "generated {rows} rows × {FEATURES} columns ({:.2} GB) in {:.1} s",
-        size as f64 / 1e9,
+        "generated {rows} rows × {FEATURES} columns (CSV {:.2} GB, Parquet {:.2} GB) in {:.1} s",
+        size(&csv) / 1e9,
+        size(&pq) / 1e9,
         start.elapsed().as_secs_f64()
     );
     let mut schema = String::from("id_column = \"id\"\nfeatures = [\n");
@@ -180,6 +310,7 @@ fn peak_rss(rows: usize) {
     }
     schema.push_str("]\n");
     std::fs::write(dir.path().join("schema.toml"), schema).unwrap();
+    csv_baselines(&csv, rows);
     for (name, model) in [("lr", lr_model()), ("gbdt", gbdt_model())] {
         let artifact = ModelArtifact {
             format: ModelArtifact::FORMAT.into(),
@@ -198,40 +329,163 @@ fn peak_rss(rows: usize) {
         };
         let model_path = dir.path().join(format!("{name}.json"));
         std::fs::write(&model_path, serde_json::to_string(&artifact).unwrap()).unwrap();
-        let out = dir.path().join(format!("{name}-top.csv"));
-        let start = Instant::now();
-        let run = std::process::Command::new("/usr/bin/time")
-            .arg("-v")
-            .arg(env!("CARGO_BIN_EXE_fedsilo"))
-            .args(["score", "--model"])
-            .arg(&model_path)
-            .arg("--data")
-            .arg(&csv)
-            .arg("--schema")
-            .arg(dir.path().join("schema.toml"))
-            .arg("--out")
-            .arg(&out)
-            .args(["--top-fraction", "0.3"])
-            .output()
-            .expect("run /usr/bin/time");
-        let secs = start.elapsed().as_secs_f64();
-        let err = String::from_utf8_lossy(&run.stderr);
-        assert!(run.status.success(), "fedsilo score failed: {err}");
-        let field = |key: &str| {
-            err.lines()
-                .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
-                .unwrap_or_default()
-        };
-        let rss_kb: f64 = field("Maximum resident set size (kbytes):")
-            .parse()
-            .unwrap_or(f64::NAN);
-        println!(
-            "fedsilo score {name}, {rows} rows × {FEATURES}: {secs:.1} s wall ({:.2} M rows/s end to end, user {} s, system {} s), peak RSS {:.0} MB",
-            rows as f64 / secs / 1e6,
-            field("User time (seconds):"),
-            field("System time (seconds):"),
-            rss_kb / 1024.0
-        );
+        let runs: [(&str, &std::path::Path, &str, bool); 5] = [
+            ("CSV in, one core", &csv, "top.csv", true),
+            ("CSV in, all cores", &csv, "top.csv", false),
+            ("Parquet in, one core", &pq, "top.csv", true),
+            ("Parquet in, all cores", &pq, "top.csv", false),
+            (
+                "Parquet in, Parquet out, all cores",
+                &pq,
+                "top.parquet",
+                false,
+            ),
+        ];
+        for (what, data, out, pinned) in runs {
+            let out = dir.path().join(format!("{name}-{out}"));
+            let mut cmd = if pinned {
+                let mut c = std::process::Command::new("taskset");
+                c.args(["-c", "0", "/usr/bin/time", "-v"]);
+                c.env("RAYON_NUM_THREADS", "1");
+                c
+            } else {
+                let mut c = std::process::Command::new("/usr/bin/time");
+                c.arg("-v");
+                c
+            };
+            let start = Instant::now();
+            let run = cmd
+                .arg(env!("CARGO_BIN_EXE_fedsilo"))
+                .args(["score", "--model"])
+                .arg(&model_path)
+                .arg("--data")
+                .arg(data)
+                .arg("--schema")
+                .arg(dir.path().join("schema.toml"))
+                .arg("--out")
+                .arg(&out)
+                .args(["--top-fraction", "0.3"])
+                .output()
+                .expect("run /usr/bin/time");
+            let secs = start.elapsed().as_secs_f64();
+            let err = String::from_utf8_lossy(&run.stderr);
+            assert!(run.status.success(), "fedsilo score failed: {err}");
+            let field = |key: &str| {
+                err.lines()
+                    .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
+                    .unwrap_or_default()
+            };
+            let rss_kb: f64 = field("Maximum resident set size (kbytes):")
+                .parse()
+                .unwrap_or(f64::NAN);
+            let cpu: f64 = field("User time (seconds):").parse().unwrap_or(f64::NAN)
+                + field("System time (seconds):").parse().unwrap_or(f64::NAN);
+            println!(
+                "fedsilo score {name}, {rows} rows × {FEATURES}, {what}: {secs:.1} s wall ({:.2} M rows/s), {cpu:.1} s CPU ({:.2} M rows per CPU-second), peak RSS {:.0} MB",
+                rows as f64 / secs / 1e6,
+                rows as f64 / cpu / 1e6,
+                rss_kb / 1024.0
+            );
+        }
+    }
+}
+
+/// The generated rows as Parquet: `id` UTF8, `x0…` optional DOUBLE, row groups of 100,000
+/// rows, snappy (what a warehouse export looks like).
+struct ParquetOut {
+    w: parquet::file::writer::SerializedFileWriter<std::fs::File>,
+    ids: Vec<parquet::data_type::ByteArray>,
+    values: Vec<Vec<f64>>,
+    defs: Vec<Vec<i16>>,
+}
+
+impl ParquetOut {
+    const GROUP: usize = 100_000;
+
+    fn new(path: &std::path::Path) -> ParquetOut {
+        use parquet::basic::{Compression, LogicalType, Repetition, Type as Physical};
+        use parquet::schema::types::Type;
+        use std::sync::Arc;
+        let mut fields = vec![Arc::new(
+            Type::primitive_type_builder("id", Physical::BYTE_ARRAY)
+                .with_repetition(Repetition::REQUIRED)
+                .with_logical_type(Some(LogicalType::String))
+                .build()
+                .unwrap(),
+        )];
+        for j in 0..FEATURES {
+            fields.push(Arc::new(
+                Type::primitive_type_builder(&format!("x{j}"), Physical::DOUBLE)
+                    .with_repetition(Repetition::OPTIONAL)
+                    .build()
+                    .unwrap(),
+            ));
+        }
+        let schema = Type::group_type_builder("customers")
+            .with_fields(fields)
+            .build()
+            .unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build();
+        let file = std::fs::File::create(path).unwrap();
+        ParquetOut {
+            w: parquet::file::writer::SerializedFileWriter::new(
+                file,
+                Arc::new(schema),
+                Arc::new(props),
+            )
+            .unwrap(),
+            ids: Vec::new(),
+            values: vec![Vec::new(); FEATURES],
+            defs: vec![Vec::new(); FEATURES],
+        }
+    }
+
+    fn id(&mut self, id: String) {
+        self.ids.push(id.into_bytes().into());
+    }
+
+    fn value(&mut self, j: usize, v: Option<f64>) {
+        self.defs[j].push(i16::from(v.is_some()));
+        if let Some(v) = v {
+            self.values[j].push(v);
+        }
+    }
+
+    fn end_row(&mut self) {
+        if self.ids.len() == Self::GROUP {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        use parquet::data_type::{ByteArrayType, DoubleType};
+        if self.ids.is_empty() {
+            return;
+        }
+        let mut g = self.w.next_row_group().unwrap();
+        let mut c = g.next_column().unwrap().unwrap();
+        c.typed::<ByteArrayType>()
+            .write_batch(&self.ids, None, None)
+            .unwrap();
+        c.close().unwrap();
+        for j in 0..FEATURES {
+            let mut c = g.next_column().unwrap().unwrap();
+            c.typed::<DoubleType>()
+                .write_batch(&self.values[j], Some(&self.defs[j]), None)
+                .unwrap();
+            c.close().unwrap();
+            self.values[j].clear();
+            self.defs[j].clear();
+        }
+        g.close().unwrap();
+        self.ids.clear();
+    }
+
+    fn finish(mut self) {
+        self.flush();
+        self.w.close().unwrap();
     }
 }
 

@@ -88,25 +88,30 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         ops_listen: Option<std::net::SocketAddr>,
     },
-    /// Score a CSV locally with an exported model; writes a ranked list (best first):
-    /// rank, the schema's id column (`row` = data-row number without one), probability,
-    /// decile, scorecard points, and the file's label columns (0/1, empty when missing) when
-    /// it has them. Equal probabilities are ordered by id (byte order), then by position in
-    /// the file, so a cut-off at N keeps exactly N rows and the same rows every time. The file
-    /// is streamed; memory stays bounded for any file size.
+    /// Score a CSV or Parquet file locally with an exported model; writes a ranked list (best
+    /// first), as CSV or Parquet: rank, the schema's id column (`row` = data-row number
+    /// without one), probability, decile, scorecard points, and the file's label columns (0/1,
+    /// empty/NULL when missing) when it has them. Equal probabilities are ordered by id (byte
+    /// order), then by position in the file, so a cut-off at N keeps exactly N rows and the
+    /// same rows every time. The file is streamed; memory stays bounded for any file size.
     Score {
         /// Model exported by `fedsilo job model` or a simulation.
         #[arg(long)]
         model: PathBuf,
-        /// Customers to score.
+        /// Customers to score: a CSV file, or Parquet (.parquet, .parq, .pq).
         #[arg(long)]
         data: PathBuf,
-        /// Schema of the CSV (labels in it are optional when scoring).
+        /// Schema of the data (labels in it are optional when scoring).
         #[arg(long)]
         schema: PathBuf,
-        /// Output CSV (one file per product for multi-product models: <stem>-<label>.csv).
+        /// Output file (one file per product for multi-product models: <stem>-<label>.<ext>).
         #[arg(long, default_value = "ranked.csv")]
         out: PathBuf,
+        /// Output format; by default by --out's extension (.parquet/.parq/.pq: Parquet, else
+        /// CSV). Parquet columns: rank INT64, id UTF8, score DOUBLE, decile INT32, points
+        /// DOUBLE (scorecards), labels nullable DOUBLE.
+        #[arg(long, value_enum)]
+        format: Option<ScoreFormat>,
         /// Keep only the top N customers of each ranking (the contact list); N ≥ 1.
         #[arg(long, value_parser = parse_top, conflicts_with = "top_fraction")]
         top: Option<usize>,
@@ -217,6 +222,12 @@ enum ModelCmd {
 enum ExportFormat {
     Sql,
     Pmml,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum ScoreFormat {
+    Csv,
+    Parquet,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -616,7 +627,8 @@ fn run(cli: Cli) -> Result<()> {
             out,
             top,
             top_fraction,
-        } => score(&model, &data, &schema, &out, top, top_fraction),
+            format,
+        } => score(&model, &data, &schema, &out, top, top_fraction, format),
         Command::Evaluate {
             model,
             data,

@@ -351,6 +351,192 @@ fn score_refuses_bad_cut_offs_by_name() {
     assert!(!f.path("x.csv").exists());
 }
 
+/// Writes a CSV (no quoted fields) as Parquet: `numeric` columns as optional DOUBLE, the
+/// others as optional UTF8 strings, empty cells as NULL, `per_group` rows per row group.
+fn csv_to_parquet(csv: &Path, out: &Path, numeric: &[&str], per_group: usize) {
+    use parquet::basic::{Compression, LogicalType, Repetition, Type as Physical};
+    use parquet::data_type::{ByteArray, ByteArrayType, DoubleType};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::types::Type;
+    use std::sync::Arc;
+
+    let text = std::fs::read_to_string(csv).unwrap();
+    let mut lines = text.lines();
+    let names: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|r| r.split(',').collect()).collect();
+    let fields: Vec<Arc<Type>> = names
+        .iter()
+        .map(|n| {
+            let t = if numeric.contains(n) {
+                Type::primitive_type_builder(n, Physical::DOUBLE)
+            } else {
+                Type::primitive_type_builder(n, Physical::BYTE_ARRAY)
+                    .with_logical_type(Some(LogicalType::String))
+            };
+            Arc::new(t.with_repetition(Repetition::OPTIONAL).build().unwrap())
+        })
+        .collect();
+    let schema = Type::group_type_builder("schema")
+        .with_fields(fields)
+        .build()
+        .unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let file = std::fs::File::create(out).unwrap();
+    let mut w = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props)).unwrap();
+    for chunk in rows.chunks(per_group) {
+        let mut rg = w.next_row_group().unwrap();
+        for (c, name) in names.iter().enumerate() {
+            let mut col = rg.next_column().unwrap().unwrap();
+            let cells: Vec<&str> = chunk.iter().map(|r| r[c]).collect();
+            let defs: Vec<i16> = cells.iter().map(|v| i16::from(!v.is_empty())).collect();
+            let present = cells.iter().filter(|v| !v.is_empty());
+            if numeric.contains(name) {
+                let vals: Vec<f64> = present.map(|v| v.parse().unwrap()).collect();
+                col.typed::<DoubleType>()
+                    .write_batch(&vals, Some(&defs), None)
+                    .unwrap();
+            } else {
+                let vals: Vec<ByteArray> = present.map(|v| ByteArray::from(*v)).collect();
+                col.typed::<ByteArrayType>()
+                    .write_batch(&vals, Some(&defs), None)
+                    .unwrap();
+            }
+            col.close().unwrap();
+        }
+        rg.close().unwrap();
+    }
+    w.close().unwrap();
+}
+
+/// A ranking written as Parquet: column (name, physical type) and the rows, each field as
+/// text the way the CSV ranking writes it, with the full-precision score and points beside.
+#[allow(clippy::type_complexity)]
+fn read_ranked_parquet(path: &Path) -> (Vec<(String, String)>, Vec<(Vec<String>, f64, f64)>) {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let columns = reader
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_string(), format!("{:?}", c.physical_type())))
+        .collect();
+    let mut rows = Vec::new();
+    for row in reader.get_row_iter(None).unwrap() {
+        let row = row.unwrap();
+        let (mut text, mut score, mut points) = (Vec::new(), f64::NAN, f64::NAN);
+        for (name, field) in row.get_column_iter() {
+            text.push(match (name.as_str(), field) {
+                ("score", Field::Double(v)) => {
+                    score = *v;
+                    format!("{v:.9}")
+                }
+                ("points", Field::Double(v)) => {
+                    points = *v;
+                    format!("{v:.1}")
+                }
+                (_, Field::Long(v)) => v.to_string(),
+                (_, Field::Int(v)) => v.to_string(),
+                (_, Field::Str(s)) => s.clone(),
+                // a label: 0/1, NULL when the file has no outcome for the row
+                (_, Field::Double(v)) => format!("{v}"),
+                (_, Field::Null) => String::new(),
+                (n, other) => panic!("column {n}: unexpected {other:?}"),
+            });
+        }
+        rows.push((text, score, points));
+    }
+    (columns, rows)
+}
+
+#[test]
+fn score_writes_parquet_row_for_row_like_csv_and_reads_parquet_input() {
+    let f = Fixture::new();
+    let (model, _) = f.model("sc", SCORECARD);
+    // Some customers without an outcome yet: their label is empty in CSV, NULL in Parquet.
+    let text = std::fs::read_to_string(f.path("credit.csv")).unwrap();
+    let partly: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut fields: Vec<&str> = l.split(',').collect();
+            if i % 9 == 5 {
+                fields[1] = "";
+            }
+            fields.join(",") + "\n"
+        })
+        .collect();
+    std::fs::write(f.path("partly.csv"), partly).unwrap();
+    let (data, schema) = (f.s("partly.csv"), f.s("credit.schema.toml"));
+    let top = ["--top-fraction", "0.3"];
+    score(&f, &model, &data, &schema, &f.s("top.csv"), &top);
+    let out = score(&f, &model, &data, &schema, &f.s("top.parquet"), &top);
+    assert!(
+        out.contains("top 1337 of 4454 customers ranked in"),
+        "{out}"
+    );
+    // --format wins over the extension.
+    let mut fmt = top.to_vec();
+    fmt.extend(["--format", "parquet"]);
+    score(&f, &model, &data, &schema, &f.s("top.list"), &fmt);
+
+    let (header, csv_rows) = read_ranked(&f.path("top.csv"));
+    assert_eq!(csv_rows.len(), 1337);
+    assert!(csv_rows.iter().any(|r| r[5].is_empty()));
+    for file in ["top.parquet", "top.list"] {
+        let (columns, rows) = read_ranked_parquet(&f.path(file));
+        let want: Vec<(String, String)> = header
+            .iter()
+            .zip(["INT64", "BYTE_ARRAY", "DOUBLE", "INT32", "DOUBLE", "DOUBLE"])
+            .map(|(h, t)| (h.clone(), t.to_string()))
+            .collect();
+        assert_eq!(columns, want, "{file}");
+        assert_eq!(rows.len(), csv_rows.len(), "{file}");
+        for ((text, score, points), c) in rows.iter().zip(&csv_rows) {
+            // The same row, field for field; the score at full precision within the CSV's
+            // 9 decimals, the points within its one decimal.
+            assert_eq!(text, c, "{file}");
+            assert!((score - c[2].parse::<f64>().unwrap()).abs() <= 5e-10);
+            assert!((points - c[4].parse::<f64>().unwrap()).abs() <= 0.05);
+        }
+    }
+
+    // Parquet input (numbers as DOUBLE, categories and ids as strings, NULL for the empty
+    // cells, several row groups): the same ranking as from the CSV.
+    let numeric = [
+        "Seniority",
+        "Time",
+        "Age",
+        "Expenses",
+        "Income",
+        "Assets",
+        "Debt",
+        "Amount",
+        "Price",
+    ];
+    csv_to_parquet(
+        &f.path("partly.csv"),
+        &f.path("partly.parquet"),
+        &numeric,
+        1000,
+    );
+    let out = score(
+        &f,
+        &model,
+        &f.s("partly.parquet"),
+        &schema,
+        &f.s("from-parquet.csv"),
+        &top,
+    );
+    assert!(out.contains("top 1337 of 4454"), "{out}");
+    assert_eq!(read_ranked(&f.path("from-parquet.csv")), (header, csv_rows));
+}
+
 // ---------------------------------------------------------------------------------------
 // model export
 // ---------------------------------------------------------------------------------------

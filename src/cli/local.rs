@@ -294,8 +294,9 @@ pub(crate) fn score(
     out: &Path,
     top: Option<usize>,
     top_fraction: Option<f64>,
+    format: Option<ScoreFormat>,
 ) -> Result<()> {
-    use fedsilo_participant::score::{score_csv, Keep, ScoreOptions};
+    use fedsilo_participant::score::{score_file, Keep, OutputFormat, ScoreOptions};
     let artifact = read_model(model)?;
     let schema = Schema::from_toml_file(schema)?;
     let keep = match (top, top_fraction) {
@@ -303,8 +304,12 @@ pub(crate) fn score(
         (None, Some(f)) => Keep::Fraction(f),
         (None, None) => Keep::All,
     };
-    let opts = ScoreOptions::new(keep, schema.n_feature_columns());
-    let written = score_csv(&artifact.model, data, &schema, out, &opts)
+    let mut opts = ScoreOptions::new(keep, schema.n_feature_columns());
+    opts.format = format.map(|f| match f {
+        ScoreFormat::Csv => OutputFormat::Csv,
+        ScoreFormat::Parquet => OutputFormat::Parquet,
+    });
+    let written = score_file(&artifact.model, data, &schema, out, &opts)
         .with_context(|| format!("scoring {}", data.display()))?;
     for w in written {
         if w.rows == w.scored {

@@ -1,6 +1,6 @@
 //! A trained model as participants and the scorer use it.
 
-use ndarray::{Array2, ArrayView1, Axis};
+use ndarray::{Array2, ArrayView1, Axis, CowArray, Ix2};
 use serde::{Deserialize, Serialize};
 
 use fedsilo_ml::gbdt::GbdtModel;
@@ -152,9 +152,19 @@ impl TrainedModel {
     /// malformed model (e.g. read from a file) is refused ([`TrainedModel::validate`]).
     pub fn predict(&self, table: &Table) -> Result<Array2<f64>, FedError> {
         self.validate().map_err(FedError::BadModel)?;
-        let x = select_columns(table, &self.features)?;
+        let x = model_rows(table, &self.features)?;
         match &self.params {
             ModelParams::Gbdt { model } => gbdt_proba(model, x.view()),
+            ModelParams::LogisticRegression { per_label } => {
+                // Standardised row by row inside the dot product (no standardised copy).
+                let f32s = |v: &[f64]| v.iter().map(|&m| m as f32).collect::<Vec<f32>>();
+                let (mean, std) = (f32s(&self.standardizer.mean), f32s(&self.standardizer.std));
+                let per_label: Vec<Vec<f64>> = per_label
+                    .iter()
+                    .map(|p| linear::predict_proba_standardizing(p, x.view(), &mean, &std))
+                    .collect::<Result<_, _>>()?;
+                self.columns(x.nrows(), &per_label)
+            }
             ModelParams::Scorecard { card } => {
                 let xw = woe_transform(x.view(), &card.woe)?;
                 self.predict_standardized(xw.view())
@@ -207,6 +217,11 @@ impl TrainedModel {
                 vec![linear::predict_proba(&card_linear(card), xs)?]
             }
         };
+        self.columns(xs.nrows(), &per_label)
+    }
+
+    /// Per-label probabilities as a rows × labels array.
+    fn columns(&self, rows: usize, per_label: &[Vec<f64>]) -> Result<Array2<f64>, FedError> {
         if per_label.len() != self.labels.len() {
             return Err(FedError::BadModel(InstructionError::ModelSize {
                 what: "per-label models",
@@ -214,17 +229,57 @@ impl TrainedModel {
                 got: per_label.len(),
             }));
         }
-        let mut out = Array2::zeros((xs.nrows(), per_label.len()));
-        for (mut col, p) in out.columns_mut().into_iter().zip(&per_label) {
+        let mut out = Array2::zeros((rows, per_label.len()));
+        for (mut col, p) in out.columns_mut().into_iter().zip(per_label) {
             if p.len() != col.len() {
                 return Err(FedError::Internal(
                     "a model gave probabilities for other rows",
                 ));
             }
-            col.assign(&ArrayView1::from(p));
+            col.assign(&ArrayView1::from(p.as_slice()));
         }
         Ok(out)
     }
+}
+
+/// The columns `names` of `table`, row-major: the table's own array when it holds exactly
+/// those columns in that order (the usual case when scoring), else one gathered copy.
+fn model_rows<'t>(table: &'t Table, names: &[String]) -> Result<CowArray<'t, f32, Ix2>, FedError> {
+    if table.feature_names.len() == names.len()
+        && table.feature_names.iter().zip(names).all(|(a, b)| a == b)
+        && table.x.ncols() == names.len()
+        && table.x.is_standard_layout()
+    {
+        return Ok(CowArray::from(table.x.view()));
+    }
+    let idx: std::collections::HashMap<&str, usize> = table
+        .feature_names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let cols = names
+        .iter()
+        .map(|n| {
+            idx.get(n.as_str())
+                .copied()
+                .ok_or_else(|| FedError::MissingColumn {
+                    kind: "feature",
+                    name: n.clone(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut data = Vec::with_capacity(table.x.nrows() * cols.len());
+    for row in table.x.rows() {
+        data.extend(
+            cols.iter()
+                .map(|&c| row.get(c).copied().unwrap_or(f32::NAN)),
+        );
+    }
+    Ok(CowArray::from(Array2::from_shape_vec(
+        (table.x.nrows(), cols.len()),
+        data,
+    )?))
 }
 
 fn gbdt_proba(model: &GbdtModel, x: ndarray::ArrayView2<f32>) -> Result<Array2<f64>, FedError> {

@@ -57,6 +57,7 @@ use crate::binning::{invalid, BinningError};
 mod histogram;
 mod participant;
 mod partition;
+mod predict;
 mod server;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher};
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
+use super::predict::Forest;
 use super::{for_each_row, GbdtError, MAX_DEPTH};
 use crate::binning::{BinMapper, BinningError};
 use crate::linear::sigmoid;
@@ -194,8 +195,8 @@ impl GbdtModel {
     /// `predict_margin_binned(bin_mapper.bin(x))`, without the binned copy. A split "bin ≤ b"
     /// is decided on the value itself: a present `v` has bin ≤ b ⇔ `v < cuts[b]` (always,
     /// when `b` is past the feature's last cut), `NaN` takes the default direction. Rows are
-    /// read in place and scored in parallel; the trees are added in order, as the binned path
-    /// adds them.
+    /// routed in blocks through the compiled trees ([`Forest`]: contiguous branch-free nodes)
+    /// in parallel; the trees are added in order, as the binned path adds them.
     pub fn predict_margin(&self, x: ArrayView2<f32>) -> Result<Vec<f64>, GbdtError> {
         self.validate()?;
         if x.ncols() != self.bin_mapper.n_features() {
@@ -206,23 +207,14 @@ impl GbdtModel {
             }
             .into());
         }
-        let trees: Vec<Vec<RawNode>> = self
-            .trees
-            .iter()
-            .map(|t| {
-                t.nodes
-                    .iter()
-                    .map(|n| RawNode::of(n, &self.bin_mapper))
-                    .collect()
-            })
-            .collect();
+        let x = x.as_standard_layout();
+        let rows: std::borrow::Cow<'_, [f32]> = match x.as_slice() {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(x.iter().copied().collect()),
+        };
+        let forest = Forest::new(&self.trees, &self.bin_mapper, self.base_score)?;
         let mut m = vec![self.base_score; x.nrows()];
-        for_each_row(&mut m, |r, m| {
-            let row = x.row(r);
-            for t in &trees {
-                *m += route_raw(t, |j| row[j]);
-            }
-        });
+        forest.margins(&rows, &mut m);
         Ok(m)
     }
 
@@ -244,77 +236,6 @@ impl GbdtModel {
             }
         }
         g
-    }
-}
-
-/// A node for routing raw values: a split as (feature, "present values below `cut` go left",
-/// all present values left, missing left), or a leaf's value (an open node adds 0, as
-/// [`Tree::leaf_value`] has it).
-#[derive(Clone, Copy)]
-enum RawNode {
-    Split {
-        feature: usize,
-        cut: f32,
-        all_left: bool,
-        default_left: bool,
-        left: usize,
-        right: usize,
-    },
-    Leaf(f64),
-}
-
-impl RawNode {
-    fn of(n: &Node, mapper: &BinMapper) -> RawNode {
-        match *n {
-            Node::Split {
-                feature,
-                bin,
-                default_left,
-                left,
-                right,
-                ..
-            } => {
-                let cut = mapper.cuts(feature as usize).get(usize::from(bin)).copied();
-                RawNode::Split {
-                    feature: feature as usize,
-                    cut: cut.unwrap_or(f32::INFINITY),
-                    all_left: cut.is_none(),
-                    default_left,
-                    left: left as usize,
-                    right: right as usize,
-                }
-            }
-            Node::Leaf { value } => RawNode::Leaf(value),
-            Node::Open { .. } => RawNode::Leaf(0.0),
-        }
-    }
-}
-
-/// The leaf value a raw row ends in (nodes validated: children after their parent).
-#[inline]
-fn route_raw(nodes: &[RawNode], value: impl Fn(usize) -> f32) -> f64 {
-    let mut i = 0usize;
-    loop {
-        match nodes.get(i) {
-            Some(&RawNode::Split {
-                feature,
-                cut,
-                all_left,
-                default_left,
-                left,
-                right,
-            }) => {
-                let v = value(feature);
-                let go_left = if v.is_nan() {
-                    default_left
-                } else {
-                    all_left || v < cut
-                };
-                i = if go_left { left } else { right };
-            }
-            Some(&RawNode::Leaf(v)) => return v,
-            None => return 0.0,
-        }
     }
 }
 

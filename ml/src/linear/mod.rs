@@ -341,6 +341,51 @@ pub fn predict_proba(p: &LinearParams, x: ArrayView2<f32>) -> Result<Vec<f64>, L
     Ok(out)
 }
 
+/// `predict_proba(p, z)` for `z` the standardised `x` — `z = (v − mean)/std` in `f32`, a
+/// missing (`NaN`) value → 0 — without the standardised copy: each row is standardised into
+/// a scratch row right before its dot product. Bit-identical to standardising first.
+///
+/// Errors when `x.ncols()`, `mean.len()` or `std.len()` is not `p.coef.len()`.
+pub fn predict_proba_standardizing(
+    p: &LinearParams,
+    x: ArrayView2<f32>,
+    mean: &[f32],
+    std: &[f32],
+) -> Result<Vec<f64>, LinearError> {
+    let d = p.coef.len();
+    for (what, got) in [
+        ("feature columns", x.ncols()),
+        ("standardizer means", mean.len()),
+        ("standardizer deviations", std.len()),
+    ] {
+        if got != d {
+            return Err(LinearError::ShapeMismatch {
+                what,
+                expected: d,
+                got,
+            });
+        }
+    }
+    let mut out = vec![0.0; x.nrows()];
+    if d == 0 {
+        out.fill(sigmoid(p.intercept));
+        return Ok(out);
+    }
+    let data = row_major(x);
+    out.par_chunks_mut(PAR_ROWS)
+        .zip(data.par_chunks(PAR_ROWS * d))
+        .for_each(|(o, rows)| {
+            let mut z = vec![0.0f32; d];
+            for (oi, row) in o.iter_mut().zip(rows.chunks_exact(d)) {
+                for (((zj, &v), &m), &s) in z.iter_mut().zip(row).zip(mean).zip(std) {
+                    *zj = if v.is_nan() { 0.0 } else { (v - m) / s };
+                }
+                *oi = sigmoid(dot_f64(&p.coef, &z) + p.intercept);
+            }
+        });
+    Ok(out)
+}
+
 /// Sums over rows of the weighted log-loss `Σ c_i·ℓ_i` and of its gradient with respect to the
 /// flat parameters (`coef` then `intercept`); no penalty term. Computed in f64, rayon-parallel
 /// over row blocks, reduced in block order (deterministic).

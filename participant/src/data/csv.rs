@@ -178,7 +178,9 @@ fn read_rows<R: std::io::Read, E: From<DataError>>(
         .delimiter(schema.delimiter as u8)
         .has_headers(true)
         .flexible(true)
-        .trim(csv::Trim::All)
+        // Fields are trimmed as they are read (`trim_ascii`, what `Trim::All` does, without the
+        // csv crate's per-record copy).
+        .trim(csv::Trim::Headers)
         .from_reader(reader);
     let header = rdr
         .byte_headers()
@@ -237,7 +239,10 @@ fn read_rows<R: std::io::Read, E: From<DataError>>(
             .into());
         }
         let rec = &rec;
-        enc.push_row(|f| Cell::Text(rec.get(f).unwrap_or_default()), at)?;
+        enc.push_row(
+            |f| Cell::Text(rec.get(f).unwrap_or_default().trim_ascii()),
+            at,
+        )?;
         rows += 1;
         if chunk_rows.is_some_and(|c| rows % c == 0) {
             sink(enc.take_chunk()?)?;

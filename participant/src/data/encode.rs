@@ -636,6 +636,9 @@ fn shown(c: &Cell<'_>) -> String {
 
 /// A finite number, or `None` (non-UTF-8, unparsable, NaN or infinite).
 pub(crate) fn parse_finite(cell: &[u8]) -> Option<f32> {
+    if let Some(v) = super::number::parse_plain_decimal(cell) {
+        return Some(v);
+    }
     std::str::from_utf8(cell)
         .ok()?
         .parse::<f32>()

@@ -280,6 +280,7 @@ pub(crate) mod derive;
 mod encode;
 pub mod expr;
 pub mod infer;
+mod number;
 mod parquet;
 mod postgres;
 mod schema;
@@ -291,7 +292,7 @@ pub use self::csv::{
     label_value_counts, load_csv, load_csv_chunks, load_csv_reader, DelimiterHint, Labels,
 };
 pub use self::derive::{derive_table, CohortCount};
-pub use self::parquet::load_parquet;
+pub use self::parquet::{load_parquet, load_parquet_chunks};
 pub use self::postgres::load_postgres;
 pub use self::schema::*;
-pub use self::source::{load_file, Source};
+pub use self::source::{is_parquet_path, load_file, Source};

@@ -6,14 +6,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fedsilo_ml::table::Table;
-use parquet::basic::{ConvertedType, LogicalType, Type as PhysicalType};
+use parquet::basic::{ConvertedType, LogicalType, Repetition, Type as PhysicalType};
+use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
+use parquet::data_type::ByteArray;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use parquet::schema::types::Type;
 
 use super::encode::{Cell, Encoder};
 use super::schema::{FeatureKind, LabelRule, Schema};
-use super::{At, DataError};
+use super::{At, DataError, Labels};
 
 /// What the schema reads a column as.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -139,9 +141,190 @@ pub(crate) fn cell(f: &Field) -> Option<Cell<'_>> {
     })
 }
 
+/// A flat column the column API decodes as the record API would convert it.
+#[derive(Clone, Copy, Debug)]
+enum Plain {
+    Bool,
+    I32,
+    I64,
+    F32,
+    F64,
+    /// BYTE_ARRAY without a logical type: bytes.
+    Bytes,
+    /// BYTE_ARRAY UTF8 strings: checked to be UTF-8, as the record API checks them.
+    Utf8,
+}
+
+/// The plain kind of a column, or `None` for one the record API must convert (nested,
+/// repeated, decimals, unsigned or narrow integers, dates, JSON, …).
+fn plain(t: &Type) -> Option<Plain> {
+    if t.is_group() {
+        return None;
+    }
+    let info = t.get_basic_info();
+    if info.has_repetition() && info.repetition() == Repetition::REPEATED {
+        return None;
+    }
+    let bare = info.logical_type_ref().is_none() && info.converted_type() == ConvertedType::NONE;
+    match t.get_physical_type() {
+        PhysicalType::BOOLEAN if bare => Some(Plain::Bool),
+        PhysicalType::INT32 if bare => Some(Plain::I32),
+        PhysicalType::INT64 if bare => Some(Plain::I64),
+        PhysicalType::FLOAT if bare => Some(Plain::F32),
+        PhysicalType::DOUBLE if bare => Some(Plain::F64),
+        PhysicalType::BYTE_ARRAY if bare => Some(Plain::Bytes),
+        PhysicalType::BYTE_ARRAY => match (info.logical_type_ref(), info.converted_type()) {
+            (Some(LogicalType::String), _) | (None, ConvertedType::UTF8) => Some(Plain::Utf8),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The decoded values of one batch of a plain column.
+enum PlainValues {
+    Bool(Vec<bool>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Bytes(Vec<ByteArray>),
+}
+
+/// One plain column of a row group, read a batch at a time.
+struct PlainColumn {
+    reader: ColumnReader,
+    kind: Plain,
+    optional: bool,
+    defs: Vec<i16>,
+    values: PlainValues,
+}
+
+impl PlainColumn {
+    fn new(reader: ColumnReader, kind: Plain, optional: bool) -> PlainColumn {
+        let values = match kind {
+            Plain::Bool => PlainValues::Bool(Vec::new()),
+            Plain::I32 => PlainValues::I32(Vec::new()),
+            Plain::I64 => PlainValues::I64(Vec::new()),
+            Plain::F32 => PlainValues::F32(Vec::new()),
+            Plain::F64 => PlainValues::F64(Vec::new()),
+            Plain::Bytes | Plain::Utf8 => PlainValues::Bytes(Vec::new()),
+        };
+        PlainColumn {
+            reader,
+            kind,
+            optional,
+            defs: Vec::new(),
+            values,
+        }
+    }
+
+    /// Decodes the next `rows` rows (fewer at the end of the group); returns how many.
+    fn read(&mut self, rows: usize) -> Result<usize, parquet::errors::ParquetError> {
+        fn batch<T: parquet::data_type::DataType>(
+            r: &mut ColumnReaderImpl<T>,
+            rows: usize,
+            defs: Option<&mut Vec<i16>>,
+            values: &mut Vec<T::T>,
+        ) -> Result<usize, parquet::errors::ParquetError> {
+            values.clear();
+            let (records, _, _) = r.read_records(rows, defs, None, values)?;
+            Ok(records)
+        }
+        self.defs.clear();
+        let defs = if self.optional {
+            Some(&mut self.defs)
+        } else {
+            None
+        };
+        let got = match (&mut self.reader, &mut self.values) {
+            (ColumnReader::BoolColumnReader(r), PlainValues::Bool(v)) => batch(r, rows, defs, v)?,
+            (ColumnReader::Int32ColumnReader(r), PlainValues::I32(v)) => batch(r, rows, defs, v)?,
+            (ColumnReader::Int64ColumnReader(r), PlainValues::I64(v)) => batch(r, rows, defs, v)?,
+            (ColumnReader::FloatColumnReader(r), PlainValues::F32(v)) => batch(r, rows, defs, v)?,
+            (ColumnReader::DoubleColumnReader(r), PlainValues::F64(v)) => batch(r, rows, defs, v)?,
+            (ColumnReader::ByteArrayColumnReader(r), PlainValues::Bytes(v)) => {
+                batch(r, rows, defs, v)?
+            }
+            _ => {
+                return Err(parquet::errors::ParquetError::General(
+                    "column reader of another physical type than the column".into(),
+                ))
+            }
+        };
+        if let (Plain::Utf8, PlainValues::Bytes(v)) = (self.kind, &self.values) {
+            if v.iter().any(|b| std::str::from_utf8(b.data()).is_err()) {
+                return Err(parquet::errors::ParquetError::General(
+                    "a UTF8 string column holds bytes that are not UTF-8".into(),
+                ));
+            }
+        }
+        Ok(got)
+    }
+
+    /// Row `r`'s cell of the batch; `next` is this column's next unread value (advanced
+    /// past a present value).
+    fn cell(&self, r: usize, next: &mut usize) -> Cell<'_> {
+        if self.optional && self.defs.get(r) != Some(&1) {
+            return Cell::Null;
+        }
+        let i = *next;
+        *next += 1;
+        let cell = match &self.values {
+            PlainValues::Bool(v) => v.get(i).map(|&b| Cell::Bool(b)),
+            PlainValues::I32(v) => v.get(i).map(|&x| Cell::Integer(i64::from(x))),
+            PlainValues::I64(v) => v.get(i).map(|&x| Cell::Integer(x)),
+            PlainValues::F32(v) => v.get(i).map(|&x| Cell::Number(f64::from(x))),
+            PlainValues::F64(v) => v.get(i).map(|&x| Cell::Number(x)),
+            PlainValues::Bytes(v) => v.get(i).map(|b| Cell::Text(trim(b.data()))),
+        };
+        cell.unwrap_or(Cell::Null)
+    }
+}
+
 /// Loads a Parquet file by `schema`. Errors name the file, the row group and the row (1-based
 /// within its group), and the column.
 pub fn load_parquet(path: &Path, schema: &Schema) -> Result<Table, DataError> {
+    let mut table = None;
+    read_parquet(path, schema, None, Labels::Required, &mut |t| {
+        table = Some(t);
+        Ok::<(), DataError>(())
+    })?;
+    table.ok_or_else(|| DataError::Internal {
+        source_name: path.display().to_string(),
+        what: "no table after reading",
+    })
+}
+
+/// Streams a Parquet file by `schema` in chunks of at most `chunk_rows` rows (at least one),
+/// as [`super::load_csv_chunks`] streams a CSV file: `sink` gets each chunk in file order, the
+/// row count is returned, memory is one chunk (plus the reader's current page per column).
+/// With [`Labels::IfPresent`] a label column absent from the file is left out and a NULL
+/// label is `NaN`.
+pub fn load_parquet_chunks<E: From<DataError>>(
+    path: &Path,
+    schema: &Schema,
+    chunk_rows: usize,
+    labels: Labels,
+    sink: &mut dyn FnMut(Table) -> Result<(), E>,
+) -> Result<usize, E> {
+    let mut rows = 0;
+    read_parquet(path, schema, Some(chunk_rows.max(1)), labels, &mut |t| {
+        rows += t.n_rows();
+        sink(t)
+    })?;
+    Ok(rows)
+}
+
+/// The reading loop of both: the whole table (`chunk_rows = None`, checked by
+/// [`Encoder::finish`]) or chunks.
+fn read_parquet<E: From<DataError>>(
+    path: &Path,
+    schema: &Schema,
+    chunk_rows: Option<usize>,
+    labels: Labels,
+    sink: &mut dyn FnMut(Table) -> Result<(), E>,
+) -> Result<(), E> {
     let source_name = path.display().to_string();
     let src = || source_name.clone();
     let pq = |at: At| {
@@ -168,6 +351,9 @@ pub fn load_parquet(path: &Path, schema: &Schema) -> Result<Table, DataError> {
     }
     for l in &schema.labels {
         if let LabelRule::Positive(_) = l.rule {
+            if labels == Labels::IfPresent && !fields.iter().any(|t| t.name() == l.column) {
+                continue;
+            }
             wanted.push((&l.column, Role::Value, "label"));
         }
     }
@@ -195,7 +381,8 @@ pub fn load_parquet(path: &Path, schema: &Schema) -> Result<Table, DataError> {
                     .map(|t| format!(" (there is '{}': names are case-sensitive)", t.name()))
                     .unwrap_or_default(),
                 hint: None,
-            });
+            }
+            .into());
         };
         if !compatible(t, role) {
             return Err(DataError::ColumnType {
@@ -203,7 +390,8 @@ pub fn load_parquet(path: &Path, schema: &Schema) -> Result<Table, DataError> {
                 column: name.to_string(),
                 found: type_name(t),
                 expected: role.expected(),
-            });
+            }
+            .into());
         }
         if !names.iter().any(|n| n == name) {
             names.push(name.to_string());
@@ -211,16 +399,99 @@ pub fn load_parquet(path: &Path, schema: &Schema) -> Result<Table, DataError> {
         }
     }
     let projection = Type::group_type_builder(root.name())
-        .with_fields(projected)
+        .with_fields(projected.clone())
         .build()
         .map_err(pq(At::Nowhere))?;
 
-    let mut enc = Encoder::new(schema, &source_name, &names, At::Nowhere, &|| None)?;
+    let mut enc = match labels {
+        Labels::Required => Encoder::new(schema, &source_name, &names, At::Nowhere, &|| None)?,
+        Labels::IfPresent => {
+            Encoder::with_labels(schema, &source_name, &names, At::Nowhere, &|| None, labels)?
+        }
+    };
     let total = usize::try_from(meta.file_metadata().num_rows()).unwrap_or(0);
-    enc.reserve(total);
+    enc.reserve(chunk_rows.unwrap_or(total).min(total));
+    let mut pending = 0usize;
+    // Plain flat columns (numbers, strings, booleans without a logical type that changes their
+    // meaning) are decoded column by column in batches; anything else goes through the
+    // record API below, which converts every type.
+    let leaves = meta.file_metadata().schema_descr();
+    let plain_columns: Option<Vec<(usize, Plain)>> = names
+        .iter()
+        .zip(&projected)
+        .map(|(name, t)| {
+            let leaf = leaves.columns().iter().position(|c| {
+                c.path().parts().len() == 1 && c.path().parts().first() == Some(name)
+            })?;
+            Some((leaf, plain(t)?))
+        })
+        .collect();
+    if let Some(plain_columns) = &plain_columns {
+        let batch = chunk_rows.unwrap_or(1 << 16).clamp(1, 1 << 16);
+        for g in 0..meta.num_row_groups() {
+            let group_at = At::Row {
+                group: Some(g),
+                row: 0,
+            };
+            let rg = reader.get_row_group(g).map_err(pq(group_at))?;
+            let group_rows = usize::try_from(rg.metadata().num_rows()).unwrap_or(0);
+            let mut cols = Vec::with_capacity(plain_columns.len());
+            for &(leaf, kind) in plain_columns {
+                let reader = rg.get_column_reader(leaf).map_err(pq(group_at))?;
+                let optional = leaves.column(leaf).max_def_level() > 0;
+                cols.push(PlainColumn::new(reader, kind, optional));
+            }
+            let mut done = 0usize;
+            while done < group_rows {
+                let want = batch.min(group_rows - done);
+                let batch_at = At::Row {
+                    group: Some(g),
+                    row: done as u64 + 1,
+                };
+                for c in &mut cols {
+                    let got = c.read(want).map_err(pq(batch_at))?;
+                    if got != want {
+                        return Err(DataError::Internal {
+                            source_name: src(),
+                            what: "a column of a row group has fewer rows than the group",
+                        }
+                        .into());
+                    }
+                }
+                let mut next = vec![0usize; cols.len()];
+                let mut cells: Vec<Cell<'_>> = Vec::with_capacity(cols.len());
+                for r in 0..want {
+                    let at = At::Row {
+                        group: Some(g),
+                        row: (done + r) as u64 + 1,
+                    };
+                    cells.clear();
+                    for (c, i) in cols.iter().zip(next.iter_mut()) {
+                        cells.push(c.cell(r, i));
+                    }
+                    let cells = &cells;
+                    enc.push_row(|f| cells.get(f).copied().unwrap_or(Cell::Null), at)?;
+                    if let Some(c) = chunk_rows {
+                        pending += 1;
+                        if pending == c {
+                            pending = 0;
+                            sink(enc.take_chunk()?)?;
+                            enc.reserve(c);
+                        }
+                    }
+                }
+                done += want;
+            }
+        }
+    }
     // Row position of each projected column (the reader may order them its own way).
     let mut order: Vec<usize> = (0..names.len()).collect();
-    for g in 0..meta.num_row_groups() {
+    let record_groups = if plain_columns.is_some() {
+        0
+    } else {
+        meta.num_row_groups()
+    };
+    for g in 0..record_groups {
         let group_at = At::Row {
             group: Some(g),
             row: 0,
@@ -271,9 +542,26 @@ pub fn load_parquet(path: &Path, schema: &Schema) -> Result<Table, DataError> {
                 },
                 at,
             )?;
+            if let Some(c) = chunk_rows {
+                pending += 1;
+                if pending == c {
+                    pending = 0;
+                    sink(enc.take_chunk()?)?;
+                    enc.reserve(c);
+                }
+            }
         }
     }
-    enc.finish(At::Nowhere)
+    match chunk_rows {
+        None => sink(enc.finish(At::Nowhere)?),
+        Some(_) if enc.rows() == 0 => Err(DataError::NoDataRows {
+            source_name: src(),
+            at: At::Nowhere,
+        }
+        .into()),
+        Some(_) if pending > 0 => sink(enc.take_chunk()?),
+        Some(_) => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -1,262 +1,23 @@
-//! Local scoring with an exported model: the ranked list a marketing or collections team acts
-//! on. Runs entirely on the institution's premises.
-//!
-//! The file is read in chunks ([`load_csv_chunks`]); each chunk is scored and its rows
-//! (id, probability, points, the outcome when the file carries it) are kept in a compact
-//! buffer. A buffer that outgrows [`ScoreOptions::memory`] is sorted and written to a
-//! temporary run file, and the runs are merged at the end (an external merge sort), so memory
-//! stays bounded whatever the file's size. Order: highest probability first; equal
-//! probabilities by id (byte order), then by position in the file.
+//! The external merge sort of scored rows: a compact in-memory buffer, sorted runs spilled to
+//! temporary files past a memory budget, and a k-way merge that reads them back in ranking
+//! order.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use fedsilo_ml::table::Table;
-use fedsilo_task::TrainedModel;
-
-use crate::data::{load_csv_chunks, DataError, Labels, Schema};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ScoreError {
-    #[error("scoring: {0}")]
-    Model(#[from] fedsilo_task::FedError),
-    /// Boxed: a data error names where it happened and is large.
-    #[error(transparent)]
-    Data(Box<DataError>),
-    #[error("writing {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("temporary run file in {dir}: {source}")]
-    Spill {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the model has {got} probability column(s) for {expected} label(s)")]
-    Shape { expected: usize, got: usize },
-}
-
-impl From<DataError> for ScoreError {
-    fn from(e: DataError) -> Self {
-        ScoreError::Data(Box::new(e))
-    }
-}
-
-/// Which part of each ranking is written.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Keep {
-    /// Every scored row.
-    All,
-    /// The first N rows (fewer if the file has fewer).
-    Top(usize),
-    /// The first ⌈fraction · rows⌉ rows, `0 < fraction ≤ 1`.
-    Fraction(f64),
-}
-
-impl Keep {
-    /// Rows kept out of `n`.
-    pub fn of(self, n: usize) -> usize {
-        match self {
-            Keep::All => n,
-            Keep::Top(k) => k.min(n),
-            Keep::Fraction(f) => ((f * n as f64).ceil() as usize).min(n),
-        }
-    }
-}
-
-/// How a file is scored.
-#[derive(Clone, Debug)]
-pub struct ScoreOptions {
-    pub keep: Keep,
-    /// Rows per chunk read from the file.
-    pub chunk_rows: usize,
-    /// Bytes of scored rows held in memory before a sorted run is written to disk.
-    pub memory: usize,
-    /// Where run files go (default: the output file's directory).
-    pub spill_dir: Option<PathBuf>,
-}
-
-impl ScoreOptions {
-    /// Defaults for `width` feature columns: chunks of about 4 MiB of features, 64 MiB of
-    /// scored rows in memory.
-    pub fn new(keep: Keep, width: usize) -> Self {
-        ScoreOptions {
-            keep,
-            chunk_rows: (4 << 20) / (4 * width.max(1)),
-            memory: 64 << 20,
-            spill_dir: None,
-        }
-        .clamped()
-    }
-
-    fn clamped(mut self) -> Self {
-        self.chunk_rows = self.chunk_rows.clamp(256, 1 << 16);
-        self
-    }
-}
-
-/// One written ranking.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Written {
-    /// The model label ranked.
-    pub label: String,
-    pub path: PathBuf,
-    /// Rows written (the kept part) and rows scored.
-    pub rows: usize,
-    pub scored: usize,
-}
-
-/// The output file of label `l` of `labels`: `out` itself for a single label,
-/// `<stem>-<label>.csv` otherwise.
-pub fn output_path(out: &Path, labels: &[String], l: usize) -> PathBuf {
-    if labels.len() <= 1 {
-        return out.to_path_buf();
-    }
-    let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("ranked");
-    let label = labels.get(l).map_or("", String::as_str);
-    let safe: String = label
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    out.with_file_name(format!("{stem}-{safe}.csv"))
-}
-
-/// Scores `data` (CSV read by `schema`; its labels are kept when the file has them) and
-/// writes one ranked CSV per model label (see [`output_path`]):
-/// `rank,<id column or "row">,score,decile[,points][,<label>…]`, best first. `decile` is 1
-/// for the top 10 % of all scored rows, also when only the top is written.
-pub fn score_csv(
-    model: &TrainedModel,
-    data: &Path,
-    schema: &Schema,
-    out: &Path,
-    opts: &ScoreOptions,
-) -> Result<Vec<Written>, ScoreError> {
-    let n_labels = model.labels.len();
-    let dir = opts.spill_dir.clone().unwrap_or_else(|| {
-        out.parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-    });
-    let mut sorter = Sorter::new(n_labels, opts.memory, dir);
-    let mut file_labels: Option<Vec<String>> = None;
-    let scorecard = matches!(model.params, fedsilo_task::ModelParams::Scorecard { .. });
-    let mut sink = |chunk: Table| -> Result<(), ScoreError> {
-        let p = model.predict(&chunk)?;
-        if p.ncols() != n_labels {
-            return Err(ScoreError::Shape {
-                expected: n_labels,
-                got: p.ncols(),
-            });
-        }
-        let points = model.points(&chunk)?;
-        if file_labels.is_none() {
-            file_labels = Some(chunk.label_names.clone());
-        }
-        for (r, id) in chunk.ids.iter().enumerate() {
-            let pts = points.as_ref().and_then(|v| v.get(r).copied());
-            let outcome = chunk.labels.row(r);
-            sorter.push(
-                p.row(r).iter().copied(),
-                pts.unwrap_or(f64::NAN),
-                outcome.iter().copied(),
-                id.as_bytes(),
-            )?;
-        }
-        Ok(())
-    };
-    let scored = load_csv_chunks(data, schema, opts.chunk_rows, Labels::IfPresent, &mut sink)?;
-    let file_labels = file_labels.unwrap_or_default();
-    let id_name = schema.id_column.clone().unwrap_or_else(|| "row".into());
-    let keep = opts.keep.of(scored);
-    let mut written = Vec::with_capacity(n_labels);
-    let mut sorted = sorter.finish()?;
-    for l in 0..n_labels {
-        let path = output_path(out, &model.labels, l);
-        let werr = |source| ScoreError::Write {
-            path: path.clone(),
-            source,
-        };
-        let file = File::create(&path).map_err(werr)?;
-        let mut w = BufWriter::with_capacity(1 << 16, file);
-        let mut header = format!("rank,{},score,decile", csv_field(&id_name));
-        if scorecard {
-            header.push_str(",points");
-        }
-        for name in &file_labels {
-            header.push(',');
-            header.push_str(&csv_field(name));
-        }
-        header.push('\n');
-        w.write_all(header.as_bytes()).map_err(werr)?;
-        let mut rows = sorted.ranking(l)?;
-        let mut row = Row::default();
-        let mut line = String::with_capacity(128);
-        let mut i = 0usize;
-        while i < keep && rows.next_into(&mut row)? {
-            use std::fmt::Write as _;
-            line.clear();
-            let id = String::from_utf8_lossy(&row.id);
-            let _ = write!(
-                line,
-                "{},{},{:.9},{}",
-                i + 1,
-                csv_field(&id),
-                row.score,
-                i * 10 / scored.max(1) + 1
-            );
-            if scorecard {
-                let _ = write!(line, ",{:.1}", row.points);
-            }
-            for v in &row.labels {
-                if v.is_nan() {
-                    line.push(',');
-                } else {
-                    let _ = write!(line, ",{}", if *v > 0.5 { 1 } else { 0 });
-                }
-            }
-            line.push('\n');
-            w.write_all(line.as_bytes()).map_err(werr)?;
-            i += 1;
-        }
-        w.flush().map_err(werr)?;
-        written.push(Written {
-            label: model.labels.get(l).cloned().unwrap_or_default(),
-            path: path.clone(),
-            rows: i,
-            scored,
-        });
-    }
-    Ok(written)
-}
-
-/// A CSV field, quoted when it holds a separator, a quote or a line break.
-fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\"")).into()
-    } else {
-        s.into()
-    }
-}
+use super::ScoreError;
 
 /// One scored row as it is ranked and written.
 #[derive(Clone, Debug, Default, PartialEq)]
-struct Row {
-    score: f64,
-    points: f64,
-    labels: Vec<f32>,
+pub(super) struct Row {
+    pub(super) score: f64,
+    pub(super) points: f64,
+    pub(super) labels: Vec<f32>,
     seq: u64,
-    id: Vec<u8>,
+    pub(super) id: Vec<u8>,
 }
 
 /// Ranking order: higher score first, then id, then file position.
@@ -321,7 +82,7 @@ impl Buffer {
 }
 
 /// Collects scored rows; spills sorted runs (one file per model label) past its budget.
-struct Sorter {
+pub(super) struct Sorter {
     n_scores: usize,
     n_out: Option<usize>,
     budget: usize,
@@ -333,7 +94,7 @@ struct Sorter {
 }
 
 impl Sorter {
-    fn new(n_scores: usize, budget: usize, dir: PathBuf) -> Self {
+    pub(super) fn new(n_scores: usize, budget: usize, dir: PathBuf) -> Self {
         Sorter {
             n_scores,
             n_out: None,
@@ -345,7 +106,7 @@ impl Sorter {
         }
     }
 
-    fn push(
+    pub(super) fn push(
         &mut self,
         scores: impl Iterator<Item = f64>,
         points: f64,
@@ -403,7 +164,7 @@ impl Sorter {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Sorted, ScoreError> {
+    pub(super) fn finish(mut self) -> Result<Sorted, ScoreError> {
         if !self.runs.is_empty() {
             self.spill()?;
         }
@@ -454,7 +215,7 @@ fn read_row(r: &mut impl Read, n_out: usize, row: &mut Row) -> std::io::Result<b
 }
 
 /// Every scored row, ready to be read in ranking order per model label.
-struct Sorted {
+pub(super) struct Sorted {
     n_out: usize,
     n_scores: usize,
     dir: PathBuf,
@@ -463,7 +224,7 @@ struct Sorted {
 }
 
 impl Sorted {
-    fn ranking(&mut self, l: usize) -> Result<Ranking<'_>, ScoreError> {
+    pub(super) fn ranking(&mut self, l: usize) -> Result<Ranking<'_>, ScoreError> {
         if self.runs.is_empty() {
             let order = self.buf.sorted(l, self.n_scores);
             return Ok(Ranking::Memory {
@@ -501,7 +262,7 @@ impl Sorted {
 }
 
 /// The head row of one run in the merge heap (the max-heap's greatest is ranked first).
-struct Head {
+pub(super) struct Head {
     row: Row,
     run: usize,
 }
@@ -524,7 +285,7 @@ impl Ord for Head {
     }
 }
 
-enum Ranking<'a> {
+pub(super) enum Ranking<'a> {
     Memory {
         sorted: &'a Sorted,
         order: Vec<usize>,
@@ -541,7 +302,7 @@ enum Ranking<'a> {
 
 impl Ranking<'_> {
     /// The next row in ranking order into `row`; `false` when every row was read.
-    fn next_into(&mut self, row: &mut Row) -> Result<bool, ScoreError> {
+    pub(super) fn next_into(&mut self, row: &mut Row) -> Result<bool, ScoreError> {
         match self {
             Ranking::Memory {
                 sorted,
@@ -587,6 +348,7 @@ impl Ranking<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::score::Keep;
 
     fn rows(sorter: Sorter, l: usize) -> Vec<(f64, String)> {
         let mut s = sorter.finish().unwrap();
