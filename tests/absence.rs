@@ -52,29 +52,12 @@ fn wait_status(fed: &TestFed, job: &str, timeout: Duration, pred: impl Fn(&str) 
 /// `GetJob` over mutual TLS with the operator's certificate: the wire fields themselves.
 fn get_job(fed: &TestFed, job: &str) -> pb::JobStatus {
     use fedsilo_proto::pb::operator_client::OperatorClient;
-    use fedsilo_proto::tls::{client_tls_config, TlsFiles};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let tls = client_tls_config(
-            &TlsFiles {
-                ca_cert: fed.path("ca.pem"),
-                cert: fed.path("operator.pem"),
-                key: fed.path("operator.key"),
-            },
-            "localhost",
-        )
-        .unwrap();
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", fed.port))
-                .unwrap()
-                .tls_config(tls)
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
+        let channel = fed.channel("operator").await;
         OperatorClient::new(channel)
             .get_job(pb::JobRef {
                 job_id: job.to_string(),

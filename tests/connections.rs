@@ -23,10 +23,8 @@ use common::*;
 use fedsilo_proto::pb;
 use fedsilo_proto::pb::federation_client::FederationClient;
 use fedsilo_proto::pb::operator_client::OperatorClient;
-use fedsilo_proto::tls::{client_tls_config, TlsFiles};
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 /// Appends a `[limits]` table to the federation's coordinator.toml.
 fn set_limits(fed: &TestFed, limits: &str) {
@@ -78,29 +76,6 @@ fn job_list(fed: &TestFed) -> String {
         &["job", "list", "--config", cfg.to_str().unwrap()],
         Duration::from_secs(20),
     )
-}
-
-/// A rustls client presenting `who`'s certificate and trusting the federation CA.
-fn tls_client(fed: &TestFed, who: &str) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(fed.path("ca.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(fed.path(&format!("{who}.pem")))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-    let key = PrivateKeyDer::from_pem_file(fed.path(&format!("{who}.key"))).unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    Arc::new(cfg)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -159,7 +134,7 @@ fn closed_by_server(s: &mut TcpStream, deadline: Instant) -> bool {
 
 /// 200 silent TCP connections, 50 stalled handshakes, 50 silent authenticated ones.
 fn flood(fed: &TestFed) -> Vec<(Idle, TcpStream)> {
-    let tls = tls_client(fed, "operator");
+    let tls = fed.rustls_client(Some("operator"), b"h2");
     let mut socks = Vec::new();
     for (kind, n) in [
         (Idle::Silent, 200),
@@ -268,27 +243,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn files(fed: &TestFed, who: &str) -> TlsFiles {
-    TlsFiles {
-        ca_cert: fed.path("ca.pem"),
-        cert: fed.path(&format!("{who}.pem")),
-        key: fed.path(&format!("{who}.key")),
-    }
-}
-
-async fn channel(fed: &TestFed, who: &str) -> tonic::transport::Channel {
-    let tls = client_tls_config(&files(fed, who), "localhost").unwrap();
-    tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", fed.port))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
-        .connect()
-        .await
-        .unwrap()
-}
-
 const SMALL_SPEC: &str = r#"
 dataset = "data"
 task = "risk"
@@ -320,7 +274,7 @@ fn a_participant_polling_in_a_loop_is_rate_limited_and_takes_nothing_from_the_ot
     // bank-c's certificate never joins; it polls 2,000 times as fast as it can, and then
     // 12 polls at once.
     let (tally, concurrent) = runtime().block_on(async {
-        let mut client = FederationClient::new(channel(&fed, "bank-c").await);
+        let mut client = FederationClient::new(fed.channel("bank-c").await);
         let mut tally = PollTally::default();
         for _ in 0..2000 {
             match client.poll(pb::PollRequest { max_wait_ms: 0 }).await {
@@ -403,7 +357,7 @@ fn undecodable_requests_are_invalid_argument_and_long_ids_are_not_echoed() {
     let fed = credit_fed(&["bank-a", "bank-b"]);
     let _coordinator = fed.coordinator("coordinator.log");
     runtime().block_on(async {
-        let op = channel(&fed, "operator").await;
+        let op = fed.channel("operator").await;
         // A job id that is not UTF-8.
         let s = raw_unary::<pb::JobStatus>(
             op.clone(),
@@ -417,7 +371,7 @@ fn undecodable_requests_are_invalid_argument_and_long_ids_are_not_echoed() {
         assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
         assert!(s.message().contains("job_id"), "{s:?}");
         // A participant message whose body is junk.
-        let bank = channel(&fed, "bank-b").await;
+        let bank = fed.channel("bank-b").await;
         let s = raw_unary::<pb::SubmitReply>(
             bank.clone(),
             "/fedsilo.v1.Federation/Submit",
@@ -463,14 +417,14 @@ fn undecodable_requests_are_invalid_argument_and_long_ids_are_not_echoed() {
         assert!(s.message().len() < 200, "{} bytes", s.message().len());
 
         // bank-a is participant 0 (first in name order): the reply says so explicitly.
-        let mut a = FederationClient::new(channel(&fed, "bank-a").await);
+        let mut a = FederationClient::new(fed.channel("bank-a").await);
         let r = a
             .join(pb::JoinRequest { job_ids: vec![] })
             .await
             .expect("join")
             .into_inner();
         assert_eq!(r.participant_id, Some(0));
-        let mut b = FederationClient::new(channel(&fed, "bank-b").await);
+        let mut b = FederationClient::new(fed.channel("bank-b").await);
         let r = b
             .join(pb::JoinRequest { job_ids: vec![] })
             .await

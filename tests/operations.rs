@@ -14,10 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use fedsilo_proto::tls::{client_tls_config, TlsFiles};
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 const SPEC: &str = r#"
 dataset = "data"
@@ -30,33 +28,6 @@ local_epochs = 1
 learning_rate = 0.05
 batch_size = 32
 "#;
-
-/// A rustls client trusting the federation CA, presenting `who`'s certificate if given.
-fn tls_client(fed: &TestFed, who: Option<&str>) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(fed.path("ca.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let b = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut cfg = match who {
-        Some(who) => {
-            let chain: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_file_iter(fed.path(&format!("{who}.pem")))
-                    .unwrap()
-                    .map(Result::unwrap)
-                    .collect();
-            let key = PrivateKeyDer::from_pem_file(fed.path(&format!("{who}.key"))).unwrap();
-            b.with_client_auth_cert(chain, key).unwrap()
-        }
-        None => b.with_no_client_auth(),
-    };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(cfg)
-}
 
 /// `GET path` over HTTPS (HTTP/1.1, `Connection: close`); the status code and the body.
 fn get(
@@ -164,9 +135,9 @@ fn dashboard_metrics_and_health_follow_a_real_job() {
     assert_eq!(token.len(), 64, "keygen's token is 32 random bytes in hex");
 
     let _coord = fed.coordinator("coordinator.log");
-    let anonymous = tls_client(&fed, None);
-    let operator = tls_client(&fed, Some("operator"));
-    let participant = tls_client(&fed, Some("bank-a"));
+    let anonymous = fed.rustls_client(None, b"http/1.1");
+    let operator = fed.rustls_client(Some("operator"), b"http/1.1");
+    let participant = fed.rustls_client(Some("bank-a"), b"http/1.1");
 
     // /healthz: no credentials needed.
     let (code, body) = get(ops_port, &anonymous, "/healthz", None);
@@ -198,23 +169,7 @@ fn dashboard_metrics_and_health_follow_a_real_job() {
     // grpc.health.v1 on the gRPC port (mutual TLS, like every gRPC call here).
     let rt = tokio::runtime::Runtime::new().unwrap();
     let serving = rt.block_on(async {
-        let tls = client_tls_config(
-            &TlsFiles {
-                ca_cert: fed.path("ca.pem"),
-                cert: fed.path("operator.pem"),
-                key: fed.path("operator.key"),
-            },
-            "localhost",
-        )
-        .unwrap();
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", fed.port))
-                .unwrap()
-                .tls_config(tls)
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
+        let channel = fed.channel("operator").await;
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         let mut out = Vec::new();
         for service in ["", "fedsilo.v1.Federation", "fedsilo.v1.Operator"] {

@@ -421,7 +421,6 @@ pub fn scenario_copy(dir: &Path, name: &str, edits: &[(&str, &str)]) -> PathBuf 
 
 /// A virtualenv under the target directory (built once, reused) with `packages` installed
 /// from PyPI; its python once `check` (Python source) runs in it, or why there is none.
-#[allow(dead_code)]
 pub fn python_venv(name: &str, packages: &[&str], check: &str) -> Result<PathBuf, String> {
     let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let python = venv.join("bin").join("python");
@@ -476,5 +475,66 @@ pub fn python_venv(name: &str, packages: &[&str], check: &str) -> Result<PathBuf
             "{} installed but `{check}` fails",
             packages.join(" ")
         ))
+    }
+}
+
+impl TestFed {
+    /// The federation's TLS files for `who` (an institution, `operator` or `coordinator`).
+    pub fn tls_files(&self, who: &str) -> fedsilo_proto::tls::TlsFiles {
+        fedsilo_proto::tls::TlsFiles {
+            ca_cert: self.path("ca.pem"),
+            cert: self.path(&format!("{who}.pem")),
+            key: self.path(&format!("{who}.key")),
+        }
+    }
+
+    /// A gRPC channel to the coordinator over mutual TLS with `who`'s certificate.
+    pub async fn channel(&self, who: &str) -> tonic::transport::Channel {
+        let tls = fedsilo_proto::tls::client_tls_config(&self.tls_files(who), "localhost").unwrap();
+        tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", self.port))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(20))
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// A rustls client trusting the federation CA, presenting `who`'s certificate when
+    /// given, offering the ALPN protocol `alpn` (`h2` for gRPC, `http/1.1` for the
+    /// operations listener).
+    pub fn rustls_client(
+        &self,
+        who: Option<&str>,
+        alpn: &[u8],
+    ) -> std::sync::Arc<tokio_rustls::rustls::ClientConfig> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(self.path("ca.pem")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let mut cfg = match who {
+            Some(who) => {
+                let chain: Vec<CertificateDer<'static>> =
+                    CertificateDer::pem_file_iter(self.path(&format!("{who}.pem")))
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect();
+                let key = PrivateKeyDer::from_pem_file(self.path(&format!("{who}.key"))).unwrap();
+                builder.with_client_auth_cert(chain, key).unwrap()
+            }
+            None => builder.with_no_client_auth(),
+        };
+        cfg.alpn_protocols = vec![alpn.to_vec()];
+        std::sync::Arc::new(cfg)
     }
 }
