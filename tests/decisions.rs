@@ -553,17 +553,10 @@ fn scored_by_id(path: &Path) -> HashMap<String, (f64, Option<f64>)> {
         .collect()
 }
 
-/// The exported query, run by a real PostgreSQL over the same rows, gives `fedsilo score`'s
-/// probabilities to 1e-6 (and the scorecard's points to the 0.1 `score` rounds them to).
-#[test]
-fn exported_sql_scores_like_fedsilo_score_in_postgresql() {
-    let f = Fixture::new();
-    let Some(pg) = common::pg::PgServer::start("exported_sql") else {
-        return;
-    };
-    // The warehouse table: numbers as DOUBLE PRECISION, categories and ids as text, the
-    // empty cells NULL (COPY's CSV rule).
-    let schema = f.schema();
+/// The warehouse table `customers` from the fixture's credit.csv: the schema's numeric
+/// features as DOUBLE PRECISION, categories and ids as text, the empty cells NULL (COPY's
+/// CSV rule).
+fn load_customers(pg: &common::pg::PgServer, f: &Fixture, schema: &Schema) {
     let header = std::fs::read_to_string(f.path("credit.csv")).unwrap();
     let header = header.lines().next().unwrap().to_string();
     let columns: Vec<String> = header
@@ -580,6 +573,18 @@ fn exported_sql_scores_like_fedsilo_score_in_postgresql() {
         .collect();
     pg.exec(&format!("create table customers ({})", columns.join(", ")));
     pg.copy_csv("customers", &f.path("credit.csv"));
+}
+
+/// The exported query, run by a real PostgreSQL over the same rows, gives `fedsilo score`'s
+/// probabilities to 1e-6 (and the scorecard's points to the 0.1 `score` rounds them to).
+#[test]
+fn exported_sql_scores_like_fedsilo_score_in_postgresql() {
+    let f = Fixture::new();
+    let Some(pg) = common::pg::PgServer::start("exported_sql") else {
+        return;
+    };
+    let schema = f.schema();
+    load_customers(&pg, &f, &schema);
     assert_eq!(pg.query("select count(*) from customers"), [["4454"]]);
 
     for (name, spec) in [("lr", LR), ("scorecard", SCORECARD), ("gbdt", GBDT)] {
@@ -927,22 +932,7 @@ fn exported_sql_keeps_the_cohort_and_derived_columns_like_fedsilo_score() {
         .unwrap();
     assert!(table.x.column(burden).iter().any(|v| v.is_nan()));
 
-    let header = std::fs::read_to_string(f.path("credit.csv")).unwrap();
-    let header = header.lines().next().unwrap().to_string();
-    let columns: Vec<String> = header
-        .split(',')
-        .map(|c| {
-            let numeric = schema.features.iter().any(|s| {
-                s.name == c && matches!(s.kind, fedsilo_participant::data::FeatureKind::Numeric)
-            });
-            format!(
-                "\"{c}\" {}",
-                if numeric { "double precision" } else { "text" }
-            )
-        })
-        .collect();
-    pg.exec(&format!("create table customers ({})", columns.join(", ")));
-    pg.copy_csv("customers", &f.path("credit.csv"));
+    load_customers(&pg, &f, &schema);
 
     for (name, spec) in [("lr", LR), ("scorecard", SCORECARD), ("gbdt", GBDT)] {
         let (model, trained) = f.model_on(&format!("{name}-expr"), spec, &table);
