@@ -36,18 +36,10 @@ fn manifests() -> (Vec<PathBuf>, Vec<PathBuf>) {
 
 /// `kubernetes-validate --strict` on `files`: success, and its output.
 fn validate(python: &Path, files: &[PathBuf]) -> (bool, String) {
-    let out = Command::new(python)
-        .args(["-m", "kubernetes_validate", "--strict", "-k", "1.30.0"])
-        .args(files)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    output_text(
+        Command::new(python)
+            .args(["-m", "kubernetes_validate", "--strict", "-k", "1.30.0"])
+            .args(files),
     )
 }
 

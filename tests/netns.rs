@@ -12,7 +12,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -55,36 +55,20 @@ fn can_make_namespaces() -> Result<(), String> {
     Ok(())
 }
 
+fn in_ns(ns: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, bin()]);
+    cmd
+}
+
 fn spawn_in(ns: &str, args: &[&str], log: &Path) -> Proc {
-    let file = std::fs::File::create(log).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns, bin()])
-        .args(args)
-        .env("FEDSILO_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(file))
-        .spawn()
-        .expect("spawn fedsilo in a namespace");
-    Proc {
-        child,
-        log: log.to_path_buf(),
-    }
+    let mut cmd = in_ns(ns);
+    cmd.args(args);
+    spawn_logged(cmd, log.to_path_buf())
 }
 
 fn run_in(ns: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, bin()])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    output_text(in_ns(ns).args(args))
 }
 
 /// Seconds of the longest silence between consecutive timestamped lines of a log.

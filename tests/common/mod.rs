@@ -128,15 +128,35 @@ impl Drop for Proc {
 }
 
 pub fn spawn(args: &[&str], log: PathBuf) -> Proc {
+    let mut cmd = Command::new(bin());
+    cmd.args(args);
+    spawn_logged(cmd, log)
+}
+
+/// Starts `cmd` (a fedsilo process, perhaps behind a wrapper such as `ip netns exec`) with
+/// info logs to `log` and stdout discarded.
+pub fn spawn_logged(mut cmd: Command, log: PathBuf) -> Proc {
     let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(bin())
-        .args(args)
+    let child = cmd
         .env("FEDSILO_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::from(file))
         .spawn()
-        .expect("spawn fedsilo");
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     Proc { child, log }
+}
+
+/// Runs `cmd` to its end: whether it succeeded, and its stdout then stderr.
+pub fn output_text(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// Reads a CSV as (header, rows) — the shipped datasets contain no quoted fields.
