@@ -24,7 +24,6 @@ use fedsilo_participant::worker::Worker;
 use fedsilo_proto::pb;
 use fedsilo_proto::pb::federation_client::FederationClient;
 use fedsilo_proto::roster::Roster;
-use fedsilo_proto::tls::{client_tls_config, TlsFiles};
 use fedsilo_task::job::{ToCoordinator, ToParticipant};
 use fedsilo_task::LocalData;
 
@@ -276,22 +275,7 @@ async fn refused(
 /// bank-d: joins job B, takes part honestly in its first round, then in the second round
 /// sends bad messages instead of its masked input and goes away. Returns that round.
 async fn misbehave(fed: &TestFed, job_a: &str, job_b: &str) -> u64 {
-    let tls = client_tls_config(
-        &TlsFiles {
-            ca_cert: fed.path("ca.pem"),
-            cert: fed.path("bank-d.pem"),
-            key: fed.path("bank-d.key"),
-        },
-        "localhost",
-    )
-    .unwrap();
-    let ch = tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", fed.port))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let ch = fed.channel("bank-d").await;
     let mut c = FederationClient::new(ch);
     let roster = Roster::load(&fed.path("roster.toml")).unwrap();
     let bank_a = roster.participant_id("bank-a").unwrap();

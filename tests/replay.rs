@@ -22,7 +22,6 @@ use fedsilo_participant::worker::{Worker, WorkerEvent};
 use fedsilo_proto::pb;
 use fedsilo_proto::pb::federation_client::FederationClient;
 use fedsilo_proto::roster::Roster;
-use fedsilo_proto::tls::{client_tls_config, TlsFiles};
 use fedsilo_task::job::{ToCoordinator, ToParticipant};
 use fedsilo_task::LocalData;
 
@@ -91,22 +90,7 @@ struct Replays {
 /// bank-c: joins `job`, takes part honestly, but ahead of each ShareKeys, MaskedInput and
 /// UnmaskShares of a round after the first submits its previous round's relabelled.
 async fn replaying_bank_c(fed: &TestFed, job: &str) -> Replays {
-    let tls = client_tls_config(
-        &TlsFiles {
-            ca_cert: fed.path("ca.pem"),
-            cert: fed.path("bank-c.pem"),
-            key: fed.path("bank-c.key"),
-        },
-        "localhost",
-    )
-    .unwrap();
-    let ch = tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", fed.port))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let ch = fed.channel("bank-c").await;
     let mut c = FederationClient::new(ch);
     c.join(pb::JoinRequest {
         job_ids: vec![job.into()],

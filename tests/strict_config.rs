@@ -4,12 +4,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{run_err, TestFed};
 use fedsilo_proto::pb;
 use fedsilo_proto::pb::operator_client::OperatorClient;
-use fedsilo_proto::tls::{client_tls_config, TlsFiles};
 
 const GOOD: &str = "dataset = \"data\"\nrounds = 3\nmin_participants = 2\n";
 
@@ -128,23 +125,7 @@ fn the_coordinator_refuses_unknown_keys_from_a_foreign_client() {
     let _coord = fed.coordinator("coordinator.log");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let tls = client_tls_config(
-            &TlsFiles {
-                ca_cert: fed.path("ca.pem"),
-                cert: fed.path("operator.pem"),
-                key: fed.path("operator.key"),
-            },
-            "localhost",
-        )
-        .unwrap();
-        let ch = tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", fed.port))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .timeout(Duration::from_secs(20))
-            .connect()
-            .await
-            .unwrap();
+        let ch = fed.channel("operator").await;
         let mut c = OperatorClient::new(ch);
         let spec = r#"{"dataset":"data","rounds":3,"features":["Income"],"labels":["Default"],
             "dp":{"clip":1.0,"noise_multiplier":1.0,"delta":1e-5,"epsilon":2.0}}"#;
