@@ -116,14 +116,6 @@ impl PublicKey {
         self.n.bits() as u32
     }
 
-    pub(crate) fn n(&self) -> &Integer {
-        &self.n
-    }
-
-    pub(crate) fn nn(&self) -> &Integer {
-        &self.nn
-    }
-
     /// Bytes of the largest ciphertext.
     pub fn ciphertext_bytes(&self) -> usize {
         (self.nn.bits() as usize).div_ceil(8)
@@ -159,7 +151,7 @@ impl PublicKey {
     }
 
     /// `Enc(x)` with fresh randomness (a full exponentiation by `n` mod n²).
-    pub(crate) fn encrypt<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+    pub fn encrypt<R: rand::RngCore + rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
         x: &Integer,
