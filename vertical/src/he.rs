@@ -187,6 +187,16 @@ impl PublicKey {
         multi_exp(bases, exps, exp_bits, &self.nn)
     }
 
+    /// `Enc(a + b)` from `Enc(a)`, `Enc(b)` (public for the benches).
+    pub fn add_ct(&self, a: &Integer, b: &Integer) -> Integer {
+        self.add(a, b)
+    }
+
+    /// `Enc(e·a)` from `Enc(a)`, `e ≥ 0` (public for the benches).
+    pub fn mul_ct(&self, c: &Integer, e: &Integer) -> Result<Integer, VerticalError> {
+        self.mul_pos(c, e)
+    }
+
     pub fn to_wire_ct(c: &Integer) -> WireCiphertext {
         WireCiphertext(to_bytes(c))
     }
@@ -235,6 +245,28 @@ impl SecretKey {
 
     pub fn public(&self) -> &PublicKey {
         &self.public
+    }
+
+    /// `Enc(x)` by the key owner (CRT).
+    pub fn encrypt_one<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        x: &Integer,
+    ) -> Result<Integer, VerticalError> {
+        self.encrypt_batch(rng, std::slice::from_ref(x))?
+            .pop()
+            .ok_or(VerticalError::Internal("empty batch"))
+    }
+
+    /// Decrypts one ciphertext (signed plaintext).
+    pub fn decrypt_one(&self, c: &Integer) -> Result<Integer, PeerError> {
+        self.decrypt_batch(std::slice::from_ref(c), "ciphertext")?
+            .pop()
+            .ok_or(PeerError::WrongSize {
+                what: "ciphertext",
+                expected: 1,
+                got: 0,
+            })
     }
 
     /// Encrypts every plaintext with fresh randomness, using the factorisation (CRT), in
@@ -401,6 +433,6 @@ mod tests {
             .zip(&es)
             .map(|(x, &e)| x.to_i64().unwrap() * e as i64)
             .sum();
-        assert_eq!(got, want);
+        assert_eq!(got, Integer::from(want));
     }
 }
