@@ -797,7 +797,7 @@ struct Training {
 
 enum PassivePhase {
     Setup(AwaitingSetup),
-    Training(Training),
+    Training(Box<Training>),
     Done,
 }
 
@@ -893,12 +893,12 @@ impl PassiveBoost {
                 if pairs_per_ciphertext(n, pk.bits()) == 0 {
                     return Err(PeerError::BadPublicKey { bits: pk.bits() }.into());
                 }
-                self.phase = PassivePhase::Training(Training {
+                self.phase = PassivePhase::Training(Box::new(Training {
                     pk,
                     max_bins: self.params.max_bins,
                     tree: 0,
                     gh: Vec::new(),
-                });
+                }));
                 Ok(None)
             }
             (PassivePhase::Training(st), BoostToPassive::Gradients { tree, gh }) => {

@@ -59,15 +59,16 @@ fn run(p: &GbdtParams, xa: &Array2<f32>, y: &Array1<f32>, xp: &[Array2<f32>]) ->
     }
 }
 
-fn data(
-    rows: usize,
-) -> (
+/// (joined columns, active columns, each passive party's columns, labels, active column count)
+type Split = (
     Array2<f32>,
     Array2<f32>,
     Vec<Array2<f32>>,
     Array1<f32>,
     usize,
-) {
+);
+
+fn data(rows: usize) -> Split {
     let c = credit(rows);
     let (xa, xp) = Credit::split(&c.x, c.active);
     let parts = vec![columns(&xp, 0..4), columns(&xp, 4..xp.ncols())];

@@ -112,7 +112,7 @@ impl GbdtServer {
                 "the mapper's max_bins must be the parameters'",
             ));
         }
-        if !(n_rows.is_finite() && n_rows >= 1.0) || !base_score.is_finite() {
+        if !(n_rows.is_finite() && n_rows >= 1.0 && base_score.is_finite()) {
             return Err(invalid(
                 "n_rows",
                 n_rows,
