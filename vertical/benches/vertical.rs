@@ -115,5 +115,27 @@ fn protocols(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, paillier, protocols);
+/// The same work in the clear on the joined table, in the same run: the baselines of the
+/// ratios (one full-batch gradient of `fedsilo_ml::linear`, one pooled tree of
+/// `fedsilo_ml::gbdt`).
+fn baselines(c: &mut Criterion) {
+    let n = env("VERTICAL_BENCH_ROWS", 2000);
+    let da = env("VERTICAL_BENCH_ACTIVE", 10);
+    let dp = env("VERTICAL_BENCH_PASSIVE", 30);
+    let (xa, xp, y) = data(n, da, dp);
+    let x = ndarray::concatenate(ndarray::Axis(1), &[xa.view(), xp.view()]).unwrap();
+    let mut g = c.benchmark_group(format!("pooled_{n}x{da}+{dp}"));
+    g.sample_size(10);
+    let p = fedsilo_ml::linear::LinearParams::zeros(da + dp);
+    g.bench_function("lr_gradient", |b| {
+        b.iter(|| fedsilo_ml::linear::loss_grad_sum(&p, x.view(), y.view(), 1.0).unwrap())
+    });
+    let params = GbdtParams { n_trees: 1, ..GbdtParams::default() };
+    g.bench_function("gbdt_tree", |b| {
+        b.iter(|| fedsilo_ml::gbdt::fit_pooled(x.view(), y.view(), &params).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, paillier, protocols, baselines);
 criterion_main!(benches);
