@@ -130,7 +130,10 @@ fn baselines(c: &mut Criterion) {
     g.bench_function("lr_gradient", |b| {
         b.iter(|| fedsilo_ml::linear::loss_grad_sum(&p, x.view(), y.view(), 1.0).unwrap())
     });
-    let params = GbdtParams { n_trees: 1, ..GbdtParams::default() };
+    let params = GbdtParams {
+        n_trees: 1,
+        ..GbdtParams::default()
+    };
     g.bench_function("gbdt_tree", |b| {
         b.iter(|| fedsilo_ml::gbdt::fit_pooled(x.view(), y.view(), &params).unwrap())
     });
