@@ -68,7 +68,7 @@ pub use crate::binning::{
 };
 pub use histogram::{best_splits, level_histograms, Split};
 pub use participant::{
-    gbdt_compute, gbdt_compute_sampled, GbdtCache, GbdtInstruction, LevelSample,
+    gbdt_compute, gbdt_compute_sampled, gradient_units, GbdtCache, GbdtInstruction, LevelSample,
 };
 pub use server::{fit_pooled, GbdtServer, StepKind};
 pub use tree::{GbdtModel, Node, Tree};

@@ -297,12 +297,7 @@ impl<'c> RowGradients<'c> {
             let (g_max, h_max) = bounds;
             let m = &mc.margins;
             for_each_row(&mut gh, |r, o| {
-                let p = sigmoid(m[r]);
-                let yv = f64::from(y[r]);
-                *o = [
-                    grid_units((p - yv).clamp(-g_max, g_max)),
-                    grid_units((p * (1.0 - p)).min(h_max)),
-                ];
+                *o = clipped_gradient_units(m[r], y[r], g_max, h_max);
             });
             mc.grads = Some((key, gh));
         }
@@ -349,6 +344,25 @@ impl<'c> RowGradients<'c> {
 #[inline]
 fn grid_units(v: f64) -> i32 {
     (v * GRID).round() as i32
+}
+
+/// One row's logistic-loss (gradient, hessian) at `margin` for label `y`, clipped to
+/// `(g_max, h_max)`, in units of [`GRADIENT_RESOLUTION`](super::GRADIENT_RESOLUTION).
+fn clipped_gradient_units(margin: f64, y: f32, g_max: f64, h_max: f64) -> GradPair {
+    let p = sigmoid(margin);
+    let yv = f64::from(y);
+    [
+        grid_units((p - yv).clamp(-g_max, g_max)),
+        grid_units((p * (1.0 - p)).min(h_max)),
+    ]
+}
+
+/// One row's logistic-loss gradient `p − y` and hessian `p(1 − p)` at `margin`, in units of
+/// [`GRADIENT_RESOLUTION`](super::GRADIENT_RESOLUTION): exactly the per-row values every
+/// level histogram of [`gbdt_compute`] sums (unsampled). For protocols that compute the
+/// histograms elsewhere (vertical SecureBoost) and must sum the same integers.
+pub fn gradient_units(margin: f64, y: f32) -> [i32; 2] {
+    clipped_gradient_units(margin, y, 1.0, 0.25)
 }
 
 /// Margins of `model` on the cached binned rows, reusing the cached margins of a prefix of

@@ -90,6 +90,48 @@ impl GbdtServer {
         })
     }
 
+    /// A server whose bin agreement is already done: it starts at the first tree's root
+    /// level with `bin_mapper` and `base_score` (the log-odds [`FeatureStats::base_score`]
+    /// gives) over `n_rows` rows. For protocols that agree bins otherwise — vertical
+    /// SecureBoost, where each party bins its own columns.
+    pub fn with_bins(
+        params: GbdtParams,
+        n_rows: f64,
+        base_score: f64,
+        bin_mapper: BinMapper,
+    ) -> Result<Self, GbdtError> {
+        params.validate()?;
+        bin_mapper.validate()?;
+        if bin_mapper.n_features() == 0 {
+            return Err(invalid("n_features", 0.0, "must be ≥ 1"));
+        }
+        if bin_mapper.max_bins() != params.max_bins {
+            return Err(invalid(
+                "max_bins",
+                bin_mapper.max_bins() as f64,
+                "the mapper's max_bins must be the parameters'",
+            ));
+        }
+        if !(n_rows.is_finite() && n_rows >= 1.0 && base_score.is_finite()) {
+            return Err(invalid(
+                "n_rows",
+                n_rows,
+                "must be ≥ 1 with a finite base score",
+            ));
+        }
+        Ok(GbdtServer {
+            n_features: bin_mapper.n_features(),
+            params,
+            total_rows: Some(n_rows),
+            noised: false,
+            phase: new_tree_phase(GbdtModel {
+                base_score,
+                bin_mapper,
+                trees: Vec::new(),
+            }),
+        })
+    }
+
     /// A server whose level sums carry DP noise. Its reading of them is post-processing only:
     /// bins a feature cannot have (beyond its cut points) are set to zero, a root's gradient
     /// and hessian totals are the mean over features of its per-feature totals (one noise

@@ -1,0 +1,1102 @@
+//! SecureBoost (Cheng et al. 2019): vertical gradient-boosted trees, lossless.
+//!
+//! The active party (labels, its own columns, the Paillier key) runs `fedsilo_ml`'s own
+//! [`GbdtServer`] — the same split finding, leaf budget, smaller-child requests and
+//! histogram subtraction as pooled boosting — on level histograms it assembles from its own
+//! columns (in the clear) and the passive parties' columns (decrypted sums only). Per-row
+//! gradients and hessians are `fedsilo_ml`'s integer grid units ([`gradient_units`]), and
+//! Paillier sums of integers are exact, so the histograms are bit for bit those of
+//! [`fedsilo_ml::gbdt::fit_pooled`] on the joined table, and so are the trees.
+//!
+//! Per tree:
+//! 1. `A → k` [`BoostToPassive::Gradients`]: `Enc_A(g_i + h_i·2^w)` per row (`g`, `h` packed
+//!    in one plaintext as signed digits of `w` bits).
+//! 2. Per level, `A → k` [`BoostToPassive::Histograms`]: the rows of each node the server
+//!    requests (the lighter child of each split; the sibling is derived by subtraction).
+//!    `k` sums the row ciphertexts into `Enc(Σg + Σh·2^w)` per (node, own feature, bin),
+//!    packs `K` consecutive bins into one ciphertext (`Π c_b^{2^{2w·b}}`), re-randomises
+//!    each with a fresh `Enc(0)` and returns them, [`BoostToActive::Histograms`].
+//! 3. `A` decrypts, decodes, places them after its own columns and lets the server absorb
+//!    the level. A split on a passive column goes back to its owner,
+//!    [`BoostToPassive::Split`] (node, feature, bin, default direction, the node's rows);
+//!    the owner records (feature, bin, threshold) in its own table ([`PassiveTrees`]) and
+//!    answers which rows go left, [`BoostToActive::Routing`].
+//!
+//! The active party's model ([`VerticalGbdtModel`]) records for a passive split only its
+//! owner; threshold and feature stay at the owner. Sans-IO as [`crate::lr`].
+
+use std::collections::BTreeMap;
+
+use fedsilo_ml::binning::{fine_histogram, local_stats, BinMapper, FeatureStats};
+use fedsilo_ml::gbdt::{
+    gradient_units, level_histograms, GbdtInstruction, GbdtParams, GbdtServer, Node, Tree,
+    GRADIENT_RESOLUTION,
+};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
+use num_bigint::BigInt as Integer;
+use num_traits::One;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PeerError, VerticalError};
+use crate::he::{decode_digits, PublicKey, SecretKey, WireCiphertext, WirePublicKey};
+use crate::lr::MAX_ROWS;
+
+/// Highest node id a tree may have (`fedsilo_ml`'s depth cap of 16).
+const MAX_NODE: u32 = 1 << 17;
+
+/// Width `w` of one packed value: `|Σg| ≤ rows·2^30 < 2^{w−1}`, `Σh ≤ rows·2^28`.
+fn slot_bits(rows: usize) -> u32 {
+    32 + (usize::BITS - rows.leading_zeros())
+}
+
+/// (g, h) pairs per ciphertext for a modulus of `key_bits`.
+fn pairs_per_ciphertext(rows: usize, key_bits: u32) -> usize {
+    ((key_bits.saturating_sub(2)) / (2 * slot_bits(rows))) as usize
+}
+
+/// Rows of one node, as sent to a passive party.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeRows {
+    pub node: u32,
+    pub rows: Vec<u32>,
+}
+
+/// A split the active party chose on a passive party's column.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SplitOrder {
+    pub node: u32,
+    /// The column, among the passive party's own.
+    pub feature: u32,
+    pub bin: u8,
+    pub default_left: bool,
+    pub rows: Vec<u32>,
+}
+
+/// Messages to a passive party: ciphertexts under the active party's key, row sets and
+/// split orders. None carries a plaintext label, gradient, hessian or score.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum BoostToPassive {
+    Setup {
+        public_key: WirePublicKey,
+        rows: u64,
+        max_bins: u32,
+    },
+    Gradients {
+        tree: u32,
+        gh: Vec<WireCiphertext>,
+    },
+    Histograms {
+        tree: u32,
+        nodes: Vec<NodeRows>,
+    },
+    Split {
+        tree: u32,
+        splits: Vec<SplitOrder>,
+    },
+    Finished,
+}
+
+impl BoostToPassive {
+    fn name(&self) -> &'static str {
+        match self {
+            BoostToPassive::Setup { .. } => "setup",
+            BoostToPassive::Gradients { .. } => "gradients",
+            BoostToPassive::Histograms { .. } => "histogram request",
+            BoostToPassive::Split { .. } => "split order",
+            BoostToPassive::Finished => "finished",
+        }
+    }
+}
+
+/// Messages to the active party.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum BoostToActive {
+    /// Packed encrypted histograms of the requested nodes: `[node][feature][bin]` (g, h)
+    /// pairs, `K` to a ciphertext.
+    Histograms {
+        tree: u32,
+        packed: Vec<WireCiphertext>,
+    },
+    /// For each split order, which of its rows go left.
+    Routing { tree: u32, left: Vec<Vec<bool>> },
+}
+
+impl BoostToActive {
+    fn name(&self) -> &'static str {
+        match self {
+            BoostToActive::Histograms { .. } => "histograms",
+            BoostToActive::Routing { .. } => "routing",
+        }
+    }
+}
+
+/// Who holds a split's feature and threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SplitOwner {
+    /// The active party: its own column, bin and threshold.
+    Active {
+        feature: u32,
+        bin: u8,
+        threshold: f32,
+    },
+    /// Passive party `party`: everything else is in that party's [`PassiveTrees`].
+    Passive { party: u32 },
+}
+
+/// A node of the active party's model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum VerticalNode {
+    Split {
+        owner: SplitOwner,
+        default_left: bool,
+        left: u32,
+        right: u32,
+        gain: f64,
+    },
+    Leaf {
+        value: f64,
+    },
+}
+
+/// The active party's model: trees whose passive splits name only their owner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerticalGbdtModel {
+    pub base_score: f64,
+    pub trees: Vec<Vec<VerticalNode>>,
+}
+
+/// A passive party's split: its own column, bin and threshold (`value < threshold` → left).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PassiveSplit {
+    pub feature: u32,
+    pub bin: u8,
+    pub threshold: f32,
+    pub default_left: bool,
+}
+
+/// A passive party's part of the model: its splits by (tree, node).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PassiveTrees {
+    pub splits: BTreeMap<(u32, u32), PassiveSplit>,
+}
+
+/// A party's own bin agreement, exactly the pooled one restricted to its columns: stats →
+/// `mean ± range_sd·sd` → fine histogram → quantile cuts, all per column.
+fn own_bins(
+    x: ArrayView2<f32>,
+    params: &GbdtParams,
+) -> Result<(BinMapper, Array2<u8>), VerticalError> {
+    let zeros = Array1::<f32>::zeros(x.nrows());
+    let st = FeatureStats::from_sum(
+        &local_stats(x, zeros.view()).map_err(fedsilo_ml::gbdt::GbdtError::from)?,
+        x.ncols(),
+    )
+    .map_err(fedsilo_ml::gbdt::GbdtError::from)?;
+    let ranges = st.ranges(params.range_sd);
+    let fine =
+        fine_histogram(x, &ranges, params.fine_bins).map_err(fedsilo_ml::gbdt::GbdtError::from)?;
+    let mapper = BinMapper::from_fine_histogram(&fine, &ranges, params.fine_bins, params.max_bins)
+        .map_err(fedsilo_ml::gbdt::GbdtError::from)?;
+    let binned = mapper.bin(x).map_err(fedsilo_ml::gbdt::GbdtError::from)?;
+    Ok((mapper, binned))
+}
+
+fn goes_left(bin: u8, split_bin: u8, missing: u8, default_left: bool) -> bool {
+    if bin == missing {
+        default_left
+    } else {
+        bin <= split_bin
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Active party
+// ---------------------------------------------------------------------------------------------
+
+/// Awaiting every passive party's histograms of the level `request`.
+struct AwaitingHistograms {
+    request: Vec<u32>,
+    tree: Tree,
+    got: Vec<Option<Vec<Integer>>>,
+}
+
+/// Awaiting the routing of the passive splits of a level just absorbed.
+struct AwaitingRouting {
+    /// (party, node, rows) of each order sent, per party in order.
+    orders: Vec<Vec<(u32, Vec<u32>)>>,
+    got: Vec<Option<Vec<Vec<bool>>>>,
+    /// The tree as it stands after the level (finished or still growing).
+    tree: Tree,
+}
+
+enum ActivePhase {
+    Histograms(AwaitingHistograms),
+    Routing(AwaitingRouting),
+    Done,
+}
+
+/// The active party of SecureBoost. Inputs: [`ActiveBoost::handle`]; outputs: the messages it
+/// returns, each addressed to a passive party. Getters: [`ActiveBoost::is_done`],
+/// [`ActiveBoost::model`], [`ActiveBoost::margins`].
+pub struct ActiveBoost {
+    sk: SecretKey,
+    server: GbdtServer,
+    base_score: f64,
+    params: GbdtParams,
+    y: Vec<f32>,
+    binned: Array2<u8>,
+    own_features: usize,
+    /// (first joint feature, columns) of each passive party
+    passive: Vec<(usize, usize)>,
+    margins: Vec<f64>,
+    /// per-row (g, h) grid units of the current tree
+    gh: Vec<[i32; 2]>,
+    node_of_row: Vec<u32>,
+    tree_index: u32,
+    finished: Vec<Tree>,
+    thresholds: Vec<Vec<f32>>,
+    phase: ActivePhase,
+}
+
+impl ActiveBoost {
+    /// `x` the active party's columns (NaN = missing), `y` 0/1 labels, `passive_features[k]`
+    /// the column count of passive party `k`. Returns the setup and first tree's messages.
+    pub fn new<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+        rng: &mut R,
+        params: GbdtParams,
+        sk: SecretKey,
+        x: ArrayView2<f32>,
+        y: ArrayView1<f32>,
+        passive_features: &[usize],
+    ) -> Result<(Self, Vec<(usize, BoostToPassive)>), VerticalError> {
+        params.validate()?;
+        let n = x.nrows();
+        if n == 0 || n > MAX_ROWS || y.len() != n {
+            return Err(VerticalError::Data(format!("{n} rows, {} labels", y.len())));
+        }
+        if passive_features.is_empty() || passive_features.contains(&0) {
+            return Err(VerticalError::Config(
+                "every passive party needs a column".into(),
+            ));
+        }
+        if pairs_per_ciphertext(n, sk.public().bits()) == 0 {
+            return Err(VerticalError::Config(
+                "key too small for the packing".into(),
+            ));
+        }
+        let stats = local_stats(x, y).map_err(fedsilo_ml::gbdt::GbdtError::from)?;
+        let base_score = FeatureStats::from_sum(&stats, x.ncols())
+            .map_err(fedsilo_ml::gbdt::GbdtError::from)?
+            .base_score();
+        let (mapper, binned) = own_bins(x, &params)?;
+        let d = x.ncols();
+        let mut cuts: Vec<Vec<f32>> = (0..d).map(|j| mapper.cuts(j).to_vec()).collect();
+        let mut passive = Vec::new();
+        let mut first = d;
+        for &k in passive_features {
+            passive.push((first, k));
+            first += k;
+            cuts.extend(std::iter::repeat_n(Vec::new(), k));
+        }
+        let thresholds = (0..d)
+            .map(|j| {
+                (0..params.max_bins)
+                    .map(|b| mapper.threshold(j, b as u8))
+                    .collect()
+            })
+            .collect();
+        let joint = BinMapper::from_cuts(cuts, params.max_bins)
+            .map_err(fedsilo_ml::gbdt::GbdtError::from)?;
+        let server = GbdtServer::with_bins(params.clone(), n as f64, base_score, joint)?;
+        let mut me = ActiveBoost {
+            sk,
+            server,
+            base_score,
+            y: y.to_vec(),
+            binned,
+            own_features: d,
+            passive,
+            margins: vec![base_score; n],
+            gh: Vec::new(),
+            node_of_row: vec![0; n],
+            tree_index: 0,
+            finished: Vec::new(),
+            thresholds,
+            params,
+            phase: ActivePhase::Done,
+        };
+        let setup = BoostToPassive::Setup {
+            public_key: me.sk.public().to_wire(),
+            rows: n as u64,
+            max_bins: me.params.max_bins as u32,
+        };
+        let mut out: Vec<(usize, BoostToPassive)> = (0..passive_features.len())
+            .map(|k| (k, setup.clone()))
+            .collect();
+        out.extend(me.start_tree(rng)?);
+        Ok((me, out))
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, ActivePhase::Done)
+    }
+
+    /// The training rows' margins under the trees finished so far.
+    pub fn margins(&self) -> &[f64] {
+        &self.margins
+    }
+
+    fn parties(&self) -> usize {
+        self.passive.len()
+    }
+
+    /// Per-row gradients of the current margins, encrypted; the root's request.
+    fn start_tree<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+    ) -> Result<Vec<(usize, BoostToPassive)>, VerticalError> {
+        let Some(GbdtInstruction::Level { tree, nodes, .. }) = self.server.next() else {
+            self.phase = ActivePhase::Done;
+            return Ok((0..self.parties())
+                .map(|k| (k, BoostToPassive::Finished))
+                .collect());
+        };
+        self.gh = self
+            .margins
+            .par_iter()
+            .zip(self.y.par_iter())
+            .map(|(&m, &y)| gradient_units(m, y))
+            .collect();
+        self.node_of_row.iter_mut().for_each(|v| *v = 0);
+        let w = slot_bits(self.y.len());
+        let plain: Vec<Integer> = self
+            .gh
+            .iter()
+            .map(|&[g, h]| Integer::from(g) + (Integer::from(h) << w))
+            .collect();
+        let cts = self.sk.encrypt_batch(rng, &plain)?;
+        let wire: Vec<WireCiphertext> = cts.iter().map(PublicKey::to_wire_ct).collect();
+        let mut out: Vec<(usize, BoostToPassive)> = (0..self.parties())
+            .map(|k| {
+                (
+                    k,
+                    BoostToPassive::Gradients {
+                        tree: self.tree_index,
+                        gh: wire.clone(),
+                    },
+                )
+            })
+            .collect();
+        out.extend(self.request_level(tree, nodes));
+        Ok(out)
+    }
+
+    fn request_level(&mut self, tree: Tree, request: Vec<u32>) -> Vec<(usize, BoostToPassive)> {
+        let nodes: Vec<NodeRows> = request
+            .iter()
+            .map(|&nd| NodeRows {
+                node: nd,
+                rows: self.rows_of(nd),
+            })
+            .collect();
+        let msg = BoostToPassive::Histograms {
+            tree: self.tree_index,
+            nodes,
+        };
+        self.phase = ActivePhase::Histograms(AwaitingHistograms {
+            request,
+            tree,
+            got: vec![None; self.parties()],
+        });
+        (0..self.parties()).map(|k| (k, msg.clone())).collect()
+    }
+
+    fn rows_of(&self, node: u32) -> Vec<u32> {
+        self.node_of_row
+            .iter()
+            .enumerate()
+            .filter(|(_, &nd)| nd == node)
+            .map(|(r, _)| r as u32)
+            .collect()
+    }
+
+    fn expected(&self) -> &'static str {
+        match self.phase {
+            ActivePhase::Histograms(_) => "histograms",
+            ActivePhase::Routing(_) => "routing",
+            ActivePhase::Done => "nothing (training is finished)",
+        }
+    }
+
+    /// Takes a message from passive party `from`; returns the messages to send.
+    pub fn handle<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        from: usize,
+        msg: BoostToActive,
+    ) -> Result<Vec<(usize, BoostToPassive)>, VerticalError> {
+        if from >= self.parties() {
+            return Err(PeerError::UnknownParty { party: from }.into());
+        }
+        let n = self.y.len();
+        let tree_index = self.tree_index;
+        let check_tree = |t: u32| {
+            if t == tree_index {
+                Ok(())
+            } else {
+                Err(PeerError::WrongRound {
+                    what: "tree",
+                    expected: tree_index,
+                    got: t,
+                })
+            }
+        };
+        match (&mut self.phase, msg) {
+            (ActivePhase::Histograms(st), BoostToActive::Histograms { tree, packed }) => {
+                check_tree(tree)?;
+                let (_, cols) = self.passive[from];
+                let k = pairs_per_ciphertext(n, self.sk.public().bits());
+                let entries = st.request.len() * cols * self.params.max_bins.saturating_add(1);
+                let expected = entries.div_ceil(k);
+                if packed.len() != expected {
+                    return Err(PeerError::WrongSize {
+                        what: "packed histograms",
+                        expected,
+                        got: packed.len(),
+                    }
+                    .into());
+                }
+                if st.got[from].is_some() {
+                    return Err(PeerError::Duplicate { party: from }.into());
+                }
+                let cts = self.sk.public().ciphertexts(&packed, "packed histograms")?;
+                let plain = self.sk.decrypt_batch(&cts, "packed histograms")?;
+                // decode now, so a bad value is refused before it is accepted
+                let w = slot_bits(n);
+                let mut pairs: Vec<Integer> = Vec::new();
+                for (index, v) in plain.iter().enumerate() {
+                    let count = if index + 1 == expected {
+                        entries - k * index
+                    } else {
+                        k
+                    };
+                    let digits =
+                        decode_digits(v, w, 2 * count).ok_or(PeerError::PlaintextOutOfRange {
+                            what: "packed histograms",
+                            index,
+                        })?;
+                    // |Σg| ≤ rows·2^30 and 0 ≤ Σh ≤ rows·2^28: anything else is no histogram
+                    let g_max = (n as i64) << 30;
+                    let h_max = (n as i64) << 28;
+                    let plausible = digits.chunks(2).all(|p| match *p {
+                        [g, h] => g.abs() <= g_max && (0..=h_max).contains(&h),
+                        _ => false,
+                    });
+                    if !plausible {
+                        return Err(PeerError::PlaintextOutOfRange {
+                            what: "packed histograms",
+                            index,
+                        }
+                        .into());
+                    }
+                    pairs.extend(digits.into_iter().map(Integer::from));
+                }
+                st.got[from] = Some(pairs);
+                if st.got.iter().any(Option::is_none) {
+                    return Ok(Vec::new());
+                }
+                let got: Vec<Vec<Integer>> = st.got.iter_mut().filter_map(Option::take).collect();
+                let request = std::mem::take(&mut st.request);
+                let tree = std::mem::replace(&mut st.tree, Tree { nodes: Vec::new() });
+                self.absorb_level(rng, &request, &tree, &got)
+            }
+            (ActivePhase::Routing(st), BoostToActive::Routing { tree, left }) => {
+                check_tree(tree)?;
+                let orders = &st.orders[from];
+                if left.len() != orders.len() {
+                    return Err(PeerError::WrongSize {
+                        what: "routing",
+                        expected: orders.len(),
+                        got: left.len(),
+                    }
+                    .into());
+                }
+                for ((_, rows), l) in orders.iter().zip(&left) {
+                    if l.len() != rows.len() {
+                        return Err(PeerError::WrongSize {
+                            what: "routing of a node",
+                            expected: rows.len(),
+                            got: l.len(),
+                        }
+                        .into());
+                    }
+                }
+                if st.got[from].is_some() {
+                    return Err(PeerError::Duplicate { party: from }.into());
+                }
+                st.got[from] = Some(left);
+                if st.got.iter().any(Option::is_none) {
+                    return Ok(Vec::new());
+                }
+                let orders = std::mem::take(&mut st.orders);
+                let got: Vec<Vec<Vec<bool>>> = st.got.iter_mut().filter_map(Option::take).collect();
+                let tree = std::mem::replace(&mut st.tree, Tree { nodes: Vec::new() });
+                for (party_orders, lefts) in orders.iter().zip(&got) {
+                    for ((node, rows), l) in party_orders.iter().zip(lefts) {
+                        if let Some(Node::Split { left, right, .. }) =
+                            tree.nodes.get(*node as usize)
+                        {
+                            for (&r, &go_left) in rows.iter().zip(l) {
+                                if let Some(slot) = self.node_of_row.get_mut(r as usize) {
+                                    *slot = if go_left { *left } else { *right };
+                                }
+                            }
+                        }
+                    }
+                }
+                self.after_routing(rng, tree)
+            }
+            (_, msg) => Err(PeerError::WrongPhase {
+                expected: self.expected(),
+                got: msg.name(),
+            }
+            .into()),
+        }
+    }
+
+    /// Every passive party's histograms are in: assemble the level, let the server absorb
+    /// it, route the new splits.
+    fn absorb_level<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        request: &[u32],
+        before: &Tree,
+        passive: &[Vec<Integer>],
+    ) -> Result<Vec<(usize, BoostToPassive)>, VerticalError> {
+        let nb = self.params.max_bins + 1;
+        let d = self.own_features;
+        let grad: Vec<f64> = self
+            .gh
+            .iter()
+            .map(|p| f64::from(p[0]) * GRADIENT_RESOLUTION)
+            .collect();
+        let hess: Vec<f64> = self
+            .gh
+            .iter()
+            .map(|p| f64::from(p[1]) * GRADIENT_RESOLUTION)
+            .collect();
+        let own = level_histograms(
+            self.binned.view(),
+            &grad,
+            &hess,
+            &self.node_of_row,
+            request,
+            nb,
+        )?;
+        let total: usize = d + self.passive.iter().map(|p| p.1).sum::<usize>();
+        let mut full = Vec::with_capacity(request.len() * total * nb * 2);
+        let to_f64 = |v: &Integer| {
+            use num_traits::ToPrimitive;
+            v.to_f64().unwrap_or(f64::NAN) * GRADIENT_RESOLUTION
+        };
+        for s in 0..request.len() {
+            full.extend_from_slice(own.get(s * d * nb * 2..(s + 1) * d * nb * 2).unwrap_or(&[]));
+            for (k, &(_, cols)) in self.passive.iter().enumerate() {
+                let per = cols * nb * 2;
+                if let Some(part) = passive.get(k).and_then(|p| p.get(s * per..(s + 1) * per)) {
+                    full.extend(part.iter().map(to_f64));
+                }
+            }
+        }
+        let trees_before = self.server.trees_done();
+        self.server.absorb(&full)?;
+        // the tree after this level: still growing, finished, or a stump that ends training
+        let after = if self.server.trees_done() > trees_before {
+            self.server
+                .finished_trees()
+                .and_then(|m| m.trees.last().cloned())
+                .ok_or(VerticalError::Internal("finished tree"))?
+        } else if let Some(GbdtInstruction::Level { tree, .. }) = self.server.next() {
+            tree
+        } else {
+            before.clone()
+        };
+        // route the new splits: own ones here, passive ones by their owners
+        let missing = self.params.max_bins as u8;
+        let mut orders: Vec<Vec<(u32, Vec<u32>)>> = vec![Vec::new(); self.parties()];
+        let mut messages: Vec<Vec<SplitOrder>> = vec![Vec::new(); self.parties()];
+        for (id, node) in after.nodes.iter().enumerate() {
+            let was_open = matches!(before.nodes.get(id), Some(Node::Open { .. }));
+            let Node::Split {
+                feature,
+                bin,
+                default_left,
+                left,
+                right,
+                ..
+            } = *node
+            else {
+                continue;
+            };
+            if !was_open {
+                continue;
+            }
+            let rows = self.rows_of(id as u32);
+            let f = feature as usize;
+            if f < d {
+                let col = self.binned.column(f);
+                for &r in &rows {
+                    let b = col.get(r as usize).copied().unwrap_or(missing);
+                    if let Some(slot) = self.node_of_row.get_mut(r as usize) {
+                        *slot = if goes_left(b, bin, missing, default_left) {
+                            left
+                        } else {
+                            right
+                        };
+                    }
+                }
+            } else {
+                let (k, &(first, _)) = self
+                    .passive
+                    .iter()
+                    .enumerate()
+                    .rfind(|(_, p)| p.0 <= f)
+                    .ok_or(VerticalError::Internal("split feature owner"))?;
+                messages[k].push(SplitOrder {
+                    node: id as u32,
+                    feature: (f - first) as u32,
+                    bin,
+                    default_left,
+                    rows: rows.clone(),
+                });
+                orders[k].push((id as u32, rows));
+            }
+        }
+        if orders.iter().any(|o| !o.is_empty()) {
+            let got = orders
+                .iter()
+                .map(|o| if o.is_empty() { Some(Vec::new()) } else { None })
+                .collect();
+            let out = messages
+                .into_iter()
+                .enumerate()
+                .filter(|(_, m)| !m.is_empty())
+                .map(|(k, splits)| {
+                    (
+                        k,
+                        BoostToPassive::Split {
+                            tree: self.tree_index,
+                            splits,
+                        },
+                    )
+                })
+                .collect();
+            self.phase = ActivePhase::Routing(AwaitingRouting {
+                orders,
+                got,
+                tree: after,
+            });
+            return Ok(out);
+        }
+        self.after_routing(rng, after)
+    }
+
+    /// Every row of the level is routed: the next level, the next tree, or the end.
+    fn after_routing<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        tree: Tree,
+    ) -> Result<Vec<(usize, BoostToPassive)>, VerticalError> {
+        if let Some(GbdtInstruction::Level { tree: t, nodes, .. }) = self.server.next() {
+            if t.nodes.len() > 1 {
+                return Ok(self.request_level(t, nodes));
+            }
+        }
+        // the tree is finished (or a stump that ended training)
+        if tree.nodes.len() > 1 {
+            for (m, &nd) in self.margins.iter_mut().zip(&self.node_of_row) {
+                if let Some(Node::Leaf { value }) = tree.nodes.get(nd as usize) {
+                    *m += value;
+                }
+            }
+            self.finished.push(tree);
+            self.tree_index += 1;
+        }
+        self.start_tree(rng)
+    }
+
+    /// The model: trees whose passive splits name only their owner.
+    pub fn model(&self) -> Result<VerticalGbdtModel, VerticalError> {
+        let base_score = self.base_score;
+        let d = self.own_features;
+        let trees = self
+            .finished
+            .iter()
+            .map(|t| {
+                t.nodes
+                    .iter()
+                    .map(|n| match *n {
+                        Node::Split {
+                            feature,
+                            bin,
+                            default_left,
+                            left,
+                            right,
+                            gain,
+                            ..
+                        } => {
+                            let f = feature as usize;
+                            let owner = if f < d {
+                                SplitOwner::Active {
+                                    feature,
+                                    bin,
+                                    threshold: self
+                                        .thresholds
+                                        .get(f)
+                                        .and_then(|t| t.get(usize::from(bin)))
+                                        .copied()
+                                        .unwrap_or(f32::MAX),
+                                }
+                            } else {
+                                let party =
+                                    self.passive.iter().rposition(|p| p.0 <= f).unwrap_or(0) as u32;
+                                SplitOwner::Passive { party }
+                            };
+                            VerticalNode::Split {
+                                owner,
+                                default_left,
+                                left,
+                                right,
+                                gain,
+                            }
+                        }
+                        Node::Leaf { value } => VerticalNode::Leaf { value },
+                        Node::Open { .. } => VerticalNode::Leaf { value: 0.0 },
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(VerticalGbdtModel { base_score, trees })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Passive party
+// ---------------------------------------------------------------------------------------------
+
+struct AwaitingSetup;
+
+struct Training {
+    pk: PublicKey,
+    max_bins: usize,
+    tree: u32,
+    /// this tree's row ciphertexts (empty before its gradients arrive)
+    gh: Vec<Integer>,
+}
+
+enum PassivePhase {
+    Setup(AwaitingSetup),
+    Training(Box<Training>),
+    Done,
+}
+
+/// A passive party of SecureBoost: its columns, bins and split thresholds stay here.
+pub struct PassiveBoost {
+    params: GbdtParams,
+    mapper: BinMapper,
+    binned: Array2<u8>,
+    trees: PassiveTrees,
+    phase: PassivePhase,
+}
+
+impl PassiveBoost {
+    /// `x`: this party's columns on the aligned rows (NaN = missing).
+    pub fn new(params: GbdtParams, x: ArrayView2<f32>) -> Result<Self, VerticalError> {
+        params.validate()?;
+        if x.nrows() == 0 || x.nrows() > MAX_ROWS || x.ncols() == 0 {
+            return Err(VerticalError::Data(format!(
+                "{}×{} columns",
+                x.nrows(),
+                x.ncols()
+            )));
+        }
+        let (mapper, binned) = own_bins(x, &params)?;
+        Ok(PassiveBoost {
+            params,
+            mapper,
+            binned,
+            trees: PassiveTrees::default(),
+            phase: PassivePhase::Setup(AwaitingSetup),
+        })
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, PassivePhase::Done)
+    }
+
+    /// This party's splits.
+    pub fn trees(&self) -> &PassiveTrees {
+        &self.trees
+    }
+
+    fn expected(&self) -> &'static str {
+        match self.phase {
+            PassivePhase::Setup(_) => "setup",
+            PassivePhase::Training(_) => "gradients, histogram request, split order or finished",
+            PassivePhase::Done => "nothing (training is finished)",
+        }
+    }
+
+    fn check_rows(what: &'static str, rows: &[u32], seen: &mut [bool]) -> Result<(), PeerError> {
+        for &r in rows {
+            match seen.get_mut(r as usize) {
+                Some(s) if !*s => *s = true,
+                _ => return Err(PeerError::BadRow { what, row: r }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a message from the active party; returns the answer, if any.
+    pub fn handle<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        msg: BoostToPassive,
+    ) -> Result<Option<BoostToActive>, VerticalError> {
+        let n = self.binned.nrows();
+        match (&mut self.phase, msg) {
+            (
+                PassivePhase::Setup(_),
+                BoostToPassive::Setup {
+                    public_key,
+                    rows,
+                    max_bins,
+                },
+            ) => {
+                if rows != n as u64 {
+                    return Err(PeerError::WrongSize {
+                        what: "aligned rows",
+                        expected: n,
+                        got: rows as usize,
+                    }
+                    .into());
+                }
+                if max_bins as usize != self.params.max_bins {
+                    return Err(PeerError::BadReference {
+                        what: "max_bins",
+                        detail: format!("{max_bins}, this party's is {}", self.params.max_bins),
+                    }
+                    .into());
+                }
+                let pk = PublicKey::from_wire(&public_key)?;
+                if pairs_per_ciphertext(n, pk.bits()) == 0 {
+                    return Err(PeerError::BadPublicKey { bits: pk.bits() }.into());
+                }
+                self.phase = PassivePhase::Training(Box::new(Training {
+                    pk,
+                    max_bins: self.params.max_bins,
+                    tree: 0,
+                    gh: Vec::new(),
+                }));
+                Ok(None)
+            }
+            (PassivePhase::Training(st), BoostToPassive::Gradients { tree, gh }) => {
+                // a new tree: the current one, or the one after it
+                if tree != st.tree && tree != st.tree + 1 {
+                    return Err(PeerError::WrongRound {
+                        what: "gradients",
+                        expected: st.tree,
+                        got: tree,
+                    }
+                    .into());
+                }
+                if gh.len() != n {
+                    return Err(PeerError::WrongSize {
+                        what: "gradients",
+                        expected: n,
+                        got: gh.len(),
+                    }
+                    .into());
+                }
+                let cts = st.pk.ciphertexts(&gh, "gradients")?;
+                st.tree = tree;
+                st.gh = cts;
+                Ok(None)
+            }
+            (PassivePhase::Training(st), BoostToPassive::Histograms { tree, nodes }) => {
+                if tree != st.tree || st.gh.is_empty() {
+                    return Err(PeerError::WrongRound {
+                        what: "histogram request",
+                        expected: st.tree,
+                        got: tree,
+                    }
+                    .into());
+                }
+                let mut seen = vec![false; n];
+                for nr in &nodes {
+                    if nr.node >= MAX_NODE {
+                        return Err(PeerError::BadReference {
+                            what: "histogram request",
+                            detail: format!("node {}", nr.node),
+                        }
+                        .into());
+                    }
+                    Self::check_rows("histogram request", &nr.rows, &mut seen)?;
+                }
+                if nodes.is_empty() {
+                    return Err(PeerError::WrongSize {
+                        what: "histogram request nodes",
+                        expected: 1,
+                        got: 0,
+                    }
+                    .into());
+                }
+                let packed = histograms(
+                    &st.pk,
+                    &st.gh,
+                    self.binned.view(),
+                    &nodes,
+                    st.max_bins + 1,
+                    n,
+                    rng,
+                )?;
+                Ok(Some(BoostToActive::Histograms { tree, packed }))
+            }
+            (PassivePhase::Training(st), BoostToPassive::Split { tree, splits }) => {
+                if tree != st.tree {
+                    return Err(PeerError::WrongRound {
+                        what: "split order",
+                        expected: st.tree,
+                        got: tree,
+                    }
+                    .into());
+                }
+                let mut seen = vec![false; n];
+                for sp in &splits {
+                    if sp.feature as usize >= self.mapper.n_features()
+                        || usize::from(sp.bin) >= self.params.max_bins
+                        || sp.node >= MAX_NODE
+                    {
+                        return Err(PeerError::BadReference {
+                            what: "split order",
+                            detail: format!(
+                                "node {} feature {} bin {}",
+                                sp.node, sp.feature, sp.bin
+                            ),
+                        }
+                        .into());
+                    }
+                    Self::check_rows("split order", &sp.rows, &mut seen)?;
+                }
+                let missing = self.mapper.missing_bin();
+                let mut left = Vec::with_capacity(splits.len());
+                for sp in splits {
+                    let col = self.binned.column(sp.feature as usize);
+                    left.push(
+                        sp.rows
+                            .iter()
+                            .map(|&r| {
+                                goes_left(
+                                    col.get(r as usize).copied().unwrap_or(missing),
+                                    sp.bin,
+                                    missing,
+                                    sp.default_left,
+                                )
+                            })
+                            .collect(),
+                    );
+                    self.trees.splits.insert(
+                        (tree, sp.node),
+                        PassiveSplit {
+                            feature: sp.feature,
+                            bin: sp.bin,
+                            threshold: self.mapper.threshold(sp.feature as usize, sp.bin),
+                            default_left: sp.default_left,
+                        },
+                    );
+                }
+                Ok(Some(BoostToActive::Routing { tree, left }))
+            }
+            (PassivePhase::Training(_), BoostToPassive::Finished) => {
+                self.phase = PassivePhase::Done;
+                Ok(None)
+            }
+            (_, msg) => Err(PeerError::WrongPhase {
+                expected: self.expected(),
+                got: msg.name(),
+            }
+            .into()),
+        }
+    }
+}
+
+/// Encrypted, packed, re-randomised histograms `[node][feature][bin]` of this party's
+/// columns over the rows of each node.
+fn histograms<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+    pk: &PublicKey,
+    gh: &[Integer],
+    binned: ArrayView2<u8>,
+    nodes: &[NodeRows],
+    nb: usize,
+    rows: usize,
+    rng: &mut R,
+) -> Result<Vec<WireCiphertext>, VerticalError> {
+    let f = binned.ncols();
+    // per (node, feature): nb bin sums, in parallel over (node, feature)
+    let cells: Vec<(usize, usize)> = (0..nodes.len())
+        .flat_map(|s| (0..f).map(move |j| (s, j)))
+        .collect();
+    let sums: Vec<Vec<Option<Integer>>> = cells
+        .par_iter()
+        .map(|&(s, j)| {
+            let col = binned.column(j);
+            let mut acc: Vec<Option<Integer>> = vec![None; nb];
+            for &r in nodes.get(s).map_or(&[][..], |nr| &nr.rows) {
+                let (Some(&b), Some(c)) = (col.get(r as usize), gh.get(r as usize)) else {
+                    continue;
+                };
+                if let Some(slot) = acc.get_mut(usize::from(b)) {
+                    *slot = Some(match slot.take() {
+                        Some(a) => pk.add(&a, c),
+                        None => c.clone(),
+                    });
+                }
+            }
+            acc
+        })
+        .collect();
+    let flat: Vec<Option<Integer>> = sums.into_iter().flatten().collect();
+    let k = pairs_per_ciphertext(rows, pk.bits()).max(1);
+    let shift = Integer::one() << (2 * slot_bits(rows));
+    let chunks: Vec<&[Option<Integer>]> = flat.chunks(k).collect();
+    // fresh Enc(0) per packed ciphertext: the sums hide which of A's ciphertexts they hold
+    let zeros: Vec<Integer> = chunks
+        .iter()
+        .map(|_| pk.encrypt(rng, &Integer::from(0)))
+        .collect::<Result<_, _>>()?;
+    chunks
+        .par_iter()
+        .zip(zeros.par_iter())
+        .map(|(chunk, z)| {
+            // Horner from the highest slot: C = (…(c_{K−1})^{2^{2w}}·c_{K−2}…)·c_0
+            let mut acc: Option<Integer> = None;
+            for c in chunk.iter().rev() {
+                if let Some(a) = acc.take() {
+                    acc = Some(pk.mul_pos(&a, &shift)?);
+                }
+                if let Some(c) = c {
+                    acc = Some(match acc.take() {
+                        Some(a) => pk.add(&a, c),
+                        None => c.clone(),
+                    });
+                }
+            }
+            let c = match acc {
+                Some(a) => pk.add(&a, z),
+                None => z.clone(),
+            };
+            Ok(PublicKey::to_wire_ct(&c))
+        })
+        .collect()
+}
