@@ -28,7 +28,10 @@ const FED: &str = "/var/lib/fedsilo/fed";
 
 /// Root, debootstrap and buildah — or why the image cannot be built here.
 fn can_build() -> Result<(), String> {
-    let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| e.to_string())?;
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         return Err("not root (debootstrap and buildah's storage need it)".into());
     }
@@ -57,7 +60,9 @@ struct Image {
 
 impl Drop for Image {
     fn drop(&mut self) {
-        let _ = Command::new("buildah").args(["rmi", "-f", &self.tag]).output();
+        let _ = Command::new("buildah")
+            .args(["rmi", "-f", &self.tag])
+            .output();
     }
 }
 
@@ -243,8 +248,13 @@ fn the_oci_image_runs_a_two_participant_job() {
         } else {
             "podman is not installed".into()
         };
-        let _ = Command::new("podman").args(["rm", "-f", &probe_name]).output();
-        eprintln!("podman run cannot start the image here ({}); using chroot", why.trim());
+        let _ = Command::new("podman")
+            .args(["rm", "-f", &probe_name])
+            .output();
+        eprintln!(
+            "podman run cannot start the image here ({}); using chroot",
+            why.trim()
+        );
         let ctr = buildah(&["from", "--quiet", "--pull-never", &image.tag]);
         let root = PathBuf::from(buildah(&["mount", &ctr]));
         let mounted = Mounted { ctr, root };
@@ -252,7 +262,11 @@ fn the_oci_image_runs_a_two_participant_job() {
         std::fs::create_dir_all(&fed).unwrap();
         Runner::Chroot { mounted }
     };
-    eprintln!("OCI image {}: running it with {}", image.tag, runner.describe());
+    eprintln!(
+        "OCI image {}: running it with {}",
+        image.tag,
+        runner.describe()
+    );
     let dir = runner.host_dir();
     let (ok, _) = output_text(Command::new("chown").arg(format!("{UID}:{UID}")).arg(&dir));
     assert!(ok, "chown {}", dir.display());
@@ -260,7 +274,9 @@ fn the_oci_image_runs_a_two_participant_job() {
         // The image's user is the one the Dockerfile names, and it is not root.
         let passwd = std::fs::read_to_string(mounted.root.join("etc/passwd")).unwrap();
         assert!(
-            passwd.lines().any(|l| l.starts_with("fedsilo:x:10001:10001:")),
+            passwd
+                .lines()
+                .any(|l| l.starts_with("fedsilo:x:10001:10001:")),
             "{passwd}"
         );
     }
@@ -380,14 +396,18 @@ fn the_oci_image_runs_a_two_participant_job() {
         &["--job", &job, "--out", &format!("{FED}/model.json")],
     );
     assert!(ok, "job model: {out}");
-    let artifact =
-        fedsilo_task::ModelArtifact::from_json(&std::fs::read_to_string(dir.join("model.json")).unwrap())
-            .unwrap();
+    let artifact = fedsilo_task::ModelArtifact::from_json(
+        &std::fs::read_to_string(dir.join("model.json")).unwrap(),
+    )
+    .unwrap();
     assert!(artifact.complete);
     let schema = Schema::from_toml_file(&dir.join("schema.toml")).unwrap();
     let all = load_csv(&repo().join("data/credit_data.csv"), &schema).unwrap();
     let auc = fedsilo_simulations::baselines::auc_on(&artifact.model, &all, 0);
-    assert!(auc > 0.8, "the image's federation trained a poor model: AUC {auc}");
+    assert!(
+        auc > 0.8,
+        "the image's federation trained a poor model: AUC {auc}"
+    );
     let log = dir.join("coordinator-state/audit.jsonl");
     let summary = fedsilo_coordinator::audit::verify(&log).unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
@@ -408,7 +428,10 @@ fn the_oci_image_runs_a_two_participant_job() {
             .args(["-newer", &dir.join("job.toml").display().to_string()])
             .args(["-not", "-user", UID]),
     );
-    assert!(owners.trim().is_empty(), "written by another user: {owners}");
+    assert!(
+        owners.trim().is_empty(),
+        "written by another user: {owners}"
+    );
     eprintln!(
         "OCI image test ({}): built in {:.1} s, whole test {:.1} s, AUC {auc:.4}",
         runner.describe(),
