@@ -100,7 +100,8 @@ impl RoundSpans {
                 phase: None,
             });
             if open.phase.as_ref().map(|(p, _)| *p) != a.phase {
-                // Dropping the previous phase's span ends it now.
+                // The previous phase's span ends (dropped) before the next one begins.
+                open.phase = None;
                 open.phase = a.phase.map(|p| (p, phase_span(&open.span, p)));
             }
         }
