@@ -270,6 +270,10 @@ enum CoordinatorCmd {
         /// Create a fresh state first (as `coordinator init`); refused if state exists.
         #[arg(long)]
         init: bool,
+        /// Export a span per job round, with a child span per SecAgg phase, over OTLP/gRPC
+        /// to this OpenTelemetry collector (e.g. `http://otel-collector:4317`).
+        #[arg(long, env = "FEDSILO_OTLP_ENDPOINT", value_name = "URL")]
+        otlp_endpoint: Option<String>,
     },
 }
 
@@ -490,6 +494,7 @@ macro_rules! outln {
 }
 
 mod cli;
+mod otlp;
 use cli::local::*;
 use cli::operator::job;
 
@@ -525,23 +530,44 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = &'static str>> 
 }
 
 fn main() -> std::process::ExitCode {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    match run(cli) {
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        );
+    // The round spans' OTLP exporter, for `coordinator serve --otlp-endpoint` only; it is
+    // flushed and stopped after the command returns.
+    let endpoint = match &cli.command {
+        Command::Coordinator {
+            command: CoordinatorCmd::Serve { otlp_endpoint, .. },
+        } => otlp_endpoint.as_deref(),
+        _ => None,
+    };
+    let (spans, exporter) = match endpoint.map(otlp::layer::<tracing_subscriber::Registry>) {
+        None => (None, None),
+        Some(Ok((layer, exporter))) => (Some(layer), Some(exporter)),
+        Some(Err(e)) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tracing_subscriber::registry().with(spans).with(logs).init();
+    let code = match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<StdoutClosed>().is_some() => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    drop(exporter);
+    code
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -565,7 +591,7 @@ fn run(cli: Cli) -> Result<()> {
             coordinator_init(&svc.state_dir)
         }
         Command::Coordinator {
-            command: CoordinatorCmd::Serve { config, init },
+            command: CoordinatorCmd::Serve { config, init, .. },
         } => {
             let svc = coordinator_config(&config)?;
             if init {

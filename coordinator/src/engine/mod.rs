@@ -80,7 +80,7 @@ use liveness::{patience_deadline, Liveness};
 pub use psi::{PairOutcome, PsiRecord, PsiSummary};
 use round::ActiveRound;
 pub use round::{RoundOutcome, RoundSummary};
-pub use status::{JobState, JobStatus};
+pub use status::{ActiveRoundView, JobState, JobStatus};
 
 /// A failed step is retried with the participants still present this many times. Rounds that
 /// fail only because participants did not answer are not counted (the job's

@@ -143,3 +143,34 @@ impl Coordinator {
         })
     }
 }
+
+/// A round in progress and the phase its server is collecting: what the service's
+/// per-round tracing spans follow (read-only; the engine keeps no clock for it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveRoundView {
+    pub job_id: String,
+    pub step: u64,
+    pub secagg_round: u64,
+    pub purpose: fedsilo_task::Purpose,
+    /// `None` once the server has all it needs (the round closes in the same input).
+    pub phase: Option<fedsilo_crypto::msg::Phase>,
+}
+
+impl Coordinator {
+    /// Every job's round in progress, in job id order.
+    pub fn active_rounds(&self) -> Vec<ActiveRoundView> {
+        self.jobs
+            .iter()
+            .filter_map(|(id, job)| {
+                let r = job.round.as_ref()?;
+                Some(ActiveRoundView {
+                    job_id: id.clone(),
+                    step: r.step.index,
+                    secagg_round: r.config.ctx.round,
+                    purpose: r.step.instruction.purpose(),
+                    phase: r.phase,
+                })
+            })
+            .collect()
+    }
+}

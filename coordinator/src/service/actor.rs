@@ -73,6 +73,8 @@ pub(super) struct Actor {
     pub(super) history: crate::ops::History,
     /// The audit head verified when the coordinator started.
     pub(super) started_audit: AuditHead,
+    /// Tracing spans per round and phase (for OpenTelemetry), when anyone listens.
+    pub(super) spans: super::spans::RoundSpans,
 }
 
 impl Actor {
@@ -145,6 +147,9 @@ impl Actor {
                         let _ = obs.send(r.clone());
                     }
                     self.metrics.round(&r);
+                    if super::spans::RoundSpans::enabled() {
+                        self.spans.closed(&r);
+                    }
                     self.history
                         .round(&r, self.engine.job_status(&r.job_id).as_ref());
                     self.audit.append(AuditRecord::of_round(&r, now_ms))?;
@@ -170,6 +175,9 @@ impl Actor {
         if audit != self.recorded_audit {
             self.store.record_audit_head(&audit)?;
             self.recorded_audit = audit;
+        }
+        if super::spans::RoundSpans::enabled() {
+            self.spans.follow(&self.engine.active_rounds());
         }
         let mut encoder = Encoder::default();
         while let Some((to, m)) = self.engine.poll_transmit() {

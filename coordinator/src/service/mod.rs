@@ -59,6 +59,7 @@ mod federation;
 mod mailbox;
 mod operator;
 mod poll_gate;
+pub mod spans;
 #[cfg(test)]
 mod tests;
 
@@ -307,6 +308,7 @@ pub async fn serve(
         metrics: metrics.clone(),
         history: crate::ops::History::default(),
         started_audit: recorded_audit_at_start,
+        spans: Default::default(),
     };
     actor.drain().await?;
     let actor_task = tokio::spawn(actor.run(rx));
