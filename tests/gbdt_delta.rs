@@ -254,7 +254,8 @@ impl Fed {
                         self.declined.push((to, reason));
                     }
                 }
-                while let Some(out) = w.poll_transmit() {
+                let outs: Vec<_> = std::iter::from_fn(|| w.poll_transmit()).collect();
+                for out in outs {
                     let now = self.now();
                     let _ = self.coordinator.handle_message(now, to, out);
                 }
