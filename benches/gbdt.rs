@@ -38,7 +38,9 @@
 //! time and bytes; bytes each participant sent to the coordinator per tree (Σ SecAgg
 //! `wire_size`, as the coordinator counts them in its round summaries) next to the masked
 //! vectors' own size (elements × 8 B); the bytes the coordinator sent to each participant
-//! (instructions carry the model so far); the same loop on ONE participant's 1,000,000 rows
+//! (round starts, whose level instructions are model deltas after the job's first level, and
+//! SecAgg), beside the level instructions' protobuf bytes whole and as deltas over the pooled
+//! job (the in-run baseline of the download); the same loop on ONE participant's 1,000,000 rows
 //! (per-tree cost at the size each participant works on); and the hold-out AUC of the
 //! federated and pooled models against the AUC of the true logit.
 //!
@@ -63,14 +65,17 @@ use fedsilo_coordinator::engine::{Coordinator, RoundSummary};
 use fedsilo_crypto::keys::IdentityKey;
 use fedsilo_crypto::msg::{ParticipantId, Roster};
 use fedsilo_ml::gbdt::{
-    fit_pooled, gbdt_compute, GbdtCache, GbdtModel, GbdtParams, GbdtServer, Node, Tree,
+    fit_pooled, gbdt_compute, GbdtCache, GbdtInstruction, GbdtModel, GbdtParams, GbdtServer, Node,
+    Tree,
 };
 use fedsilo_ml::metrics::auc;
 use fedsilo_ml::table::Table;
 use fedsilo_participant::worker::Worker;
+use fedsilo_proto::pb;
 use fedsilo_simulations::memory::MemoryFederation;
 use fedsilo_task::{JobSpec, Learning, LocalData, ModelParams, ModelSpec, Task};
 use ndarray::{concatenate, Array2, ArrayView1, ArrayView2, Axis};
+use prost::Message as _;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -527,7 +532,15 @@ fn pooled_loop(x: ArrayView2<f32>, y: ArrayView1<f32>, n_trees: usize) -> Pooled
     let mut cache = GbdtCache::new();
     let mut tree_ends = Vec::with_capacity(n_trees);
     let mut tree_cpu = Vec::with_capacity(n_trees);
+    // Protobuf bytes of the level instructions, whole and as deltas (what one participant
+    // downloads for them, before the round's SecAgg configuration).
+    let mut wire = (0usize, 0usize);
     while let Some(instr) = server.next() {
+        if matches!(instr, GbdtInstruction::Level { .. }) {
+            let len = |i: &GbdtInstruction| pb::GbdtInstruction::from(i).encoded_len();
+            wire.0 += len(&instr);
+            wire.1 += server.next_delta().as_ref().map_or(len(&instr), len);
+        }
         let v = gbdt_compute(&instr, x, y, &mut cache).expect("compute");
         server.absorb(&v).expect("absorb");
         if server.trees_done() > tree_ends.len() {
@@ -543,6 +556,7 @@ fn pooled_loop(x: ArrayView2<f32>, y: ArrayView1<f32>, n_trees: usize) -> Pooled
         tree_ends,
         tree_cpu,
         model,
+        wire,
     }
 }
 
@@ -552,6 +566,9 @@ struct PooledRun {
     tree_ends: Vec<Instant>,
     tree_cpu: Vec<Duration>,
     model: GbdtModel,
+    /// Level instructions' protobuf bytes over the job: (whole, as sent: deltas after the
+    /// job's first level).
+    wire: (usize, usize),
 }
 
 fn holdout_auc(d: &Data, m: &GbdtModel) -> f64 {
@@ -650,8 +667,8 @@ fn check_and_report(d: &Data, n_trees: usize) -> (Vec<Duration>, Vec<Duration>) 
         up_down.1 = up_down.1.max(down[who] as f64 / n_trees as f64);
         println!(
             "  {who}: sent {per_tree:.0} B per tree (all SecAgg messages: masked vectors + \
-             {:.0} B of keys, shares, signatures), received {:.0} B per tree (instructions \
-             carrying the model so far + SecAgg)",
+             {:.0} B of keys, shares, signatures), received {:.0} B per tree (round starts with \
+             the level instructions as model deltas + SecAgg)",
             per_tree - masked,
             down[who] as f64 / n_trees as f64
         );
@@ -673,6 +690,14 @@ fn check_and_report(d: &Data, n_trees: usize) -> (Vec<Duration>, Vec<Duration>) 
         list_ms(&pooled_steady),
         ms(mean(&pooled_steady)),
         ms(mean(&pooled_cpu))
+    );
+    println!(
+        "level instructions per tree (protobuf, mean over {n_trees} trees of the pooled job): \
+         {:.0} B whole (the model so far, as before), {:.0} B as model deltas (the job's first \
+         level whole, then the new splits), {:.1}× smaller",
+        pooled.wire.0 as f64 / n_trees as f64,
+        pooled.wire.1 as f64 / n_trees as f64,
+        pooled.wire.0 as f64 / pooled.wire.1.max(1) as f64
     );
     // The loop is fit_pooled's: same trees, and about the same time for the same trees.
     let k = 3;

@@ -507,7 +507,9 @@ mod spec {
 
 mod instruction {
     use super::{common, refuse_p};
-    use fedsilo_ml::gbdt::{BinMapper, GbdtInstruction, GbdtModel, Node, Tree};
+    use fedsilo_ml::gbdt::{
+        BinMapper, GbdtInstruction, GbdtModel, Node, StateDelta, StateDigest, Tree,
+    };
     use fedsilo_ml::scorecard::ScorecardBins;
     use fedsilo_proto::convert::Problem;
     use fedsilo_proto::pb;
@@ -826,6 +828,90 @@ mod instruction {
         assert_eq!(
             refuse_p(m).to_string(),
             "round_start.step.scorecard_counts.bins.characteristics[0]: missing oneof body"
+        );
+    }
+
+    /// A level delta whose digests are not 32 bytes, or whose node edit has no node, is
+    /// refused at the field; one naming a node the tree does not have converts (that is the
+    /// participant's check, against the state it holds: `DeltaError::UnknownNode`).
+    #[test]
+    fn a_level_delta_with_a_short_digest_or_a_missing_node_is_refused_at_the_field() {
+        let delta = |set: Vec<(u32, Node)>| Instruction::Gbdt {
+            data: data(),
+            step: GbdtInstruction::LevelDelta {
+                delta: StateDelta {
+                    base: StateDigest([1; 32]),
+                    set,
+                    push: vec![Node::Leaf { value: 0.5 }],
+                    finish: false,
+                    digest: StateDigest([2; 32]),
+                },
+                n_features: 2,
+                n_bins: 9,
+                nodes: vec![1],
+            },
+            noise: None,
+        };
+        let valid = delta(vec![(999, Node::Leaf { value: 0.1 })]);
+        match ToParticipant::try_from(wire(valid.clone())) {
+            Ok(ToParticipant::RoundStart(s)) => assert_eq!(s.instruction, valid),
+            other => panic!("{other:?}"),
+        }
+        let body = |m: &mut pb::ToParticipant| -> pb::GbdtStateDelta {
+            match step(m) {
+                pb::instruction::Body::Gbdt(g) => {
+                    match g.step.as_mut().and_then(|s| s.body.as_mut()) {
+                        Some(pb::gbdt_instruction::Body::LevelDelta(l)) => {
+                            l.delta.take().expect("delta")
+                        }
+                        other => panic!("not a level delta: {other:?}"),
+                    }
+                }
+                other => panic!("not a gbdt step: {other:?}"),
+            }
+        };
+        let put = |m: &mut pb::ToParticipant, d: pb::GbdtStateDelta| {
+            if let pb::instruction::Body::Gbdt(g) = step(m) {
+                if let Some(pb::gbdt_instruction::Body::LevelDelta(l)) =
+                    g.step.as_mut().and_then(|s| s.body.as_mut())
+                {
+                    l.delta = Some(d);
+                }
+            }
+        };
+        let mut m = wire(valid.clone());
+        let mut d = body(&mut m);
+        d.base.truncate(16);
+        put(&mut m, d);
+        let e = refuse_p(m);
+        assert_eq!(e.path, "round_start.step.gbdt.step.level_delta.delta.base");
+        assert!(
+            matches!(
+                e.problem,
+                Problem::WrongLength {
+                    expected: 32,
+                    got: 16
+                }
+            ),
+            "{e}"
+        );
+
+        let mut m = wire(valid.clone());
+        let mut d = body(&mut m);
+        d.digest.clear();
+        put(&mut m, d);
+        assert_eq!(
+            refuse_p(m).path,
+            "round_start.step.gbdt.step.level_delta.delta.digest"
+        );
+
+        let mut m = wire(valid);
+        let mut d = body(&mut m);
+        d.set[0].value = None;
+        put(&mut m, d);
+        assert_eq!(
+            refuse_p(m).to_string(),
+            "round_start.step.gbdt.step.level_delta.delta.set[0].value: missing"
         );
     }
 }

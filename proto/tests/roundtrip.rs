@@ -476,7 +476,9 @@ mod spec {
 /// accepts them (it refuses malformed trees, cut points and scorecard bins; see
 /// `malformed.rs`): every value an honest coordinator can send.
 pub mod instruction {
-    use fedsilo_ml::gbdt::{BinMapper, GbdtInstruction, GbdtModel, Node, Tree};
+    use fedsilo_ml::gbdt::{
+        BinMapper, GbdtInstruction, GbdtModel, Node, StateDelta, StateDigest, Tree,
+    };
     use fedsilo_ml::linear::{LinearParams, LocalTrainConfig};
     use fedsilo_ml::mlp::{MlpParams, MlpSpec};
     use fedsilo_ml::scorecard::{FeatureWoe, Scorecard, ScorecardBins, ScorecardScaling, WoeTable};
@@ -798,6 +800,44 @@ pub mod instruction {
             let grown = tree(&model.bin_mapper, true);
             (Just(model), grown).prop_map(|(model, tree)| GbdtInstruction::Leaves { model, tree })
         });
+        // A delta: any digests and nodes (which nodes exist is the participant's check,
+        // against the state it holds).
+        let delta = gbdt_model()
+            .prop_flat_map(|model| {
+                let nodes = tree(&model.bin_mapper, false);
+                (
+                    any::<[u8; 32]>(),
+                    any::<[u8; 32]>(),
+                    nodes.clone(),
+                    nodes,
+                    vec(any::<u32>(), 0..4),
+                    any::<bool>(),
+                )
+                    .prop_map(|(base, digest, a, b, ids, finish)| StateDelta {
+                        base: StateDigest(base),
+                        set: ids.into_iter().zip(a.nodes).collect(),
+                        push: b.nodes,
+                        finish,
+                        digest: StateDigest(digest),
+                    })
+            })
+            .boxed();
+        let level_delta = (
+            delta.clone(),
+            any::<usize>(),
+            any::<usize>(),
+            vec(any::<u32>(), 0..4),
+        )
+            .prop_map(
+                |(delta, n_features, n_bins, nodes)| GbdtInstruction::LevelDelta {
+                    delta,
+                    n_features,
+                    n_bins,
+                    nodes,
+                },
+            );
+        let leaves_delta = (delta, any::<usize>())
+            .prop_map(|(delta, leaves)| GbdtInstruction::LeavesDelta { delta, leaves });
         prop_oneof![
             any::<usize>().prop_map(|n_features| GbdtInstruction::Stats { n_features }),
             (ranges(), any::<usize>()).prop_map(|(ranges, fine_bins)| {
@@ -805,6 +845,8 @@ pub mod instruction {
             }),
             level,
             leaves,
+            level_delta,
+            leaves_delta,
         ]
     }
 

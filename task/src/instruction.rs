@@ -211,9 +211,10 @@ impl Instruction {
             Instruction::Train { .. } => Purpose::Train,
             Instruction::Evaluate { .. } => Purpose::Eval,
             Instruction::Gbdt { step, .. } => match step {
-                GbdtInstruction::Level { .. } | GbdtInstruction::Leaves { .. } => {
-                    Purpose::TreeLevel
-                }
+                GbdtInstruction::Level { .. }
+                | GbdtInstruction::Leaves { .. }
+                | GbdtInstruction::LevelDelta { .. }
+                | GbdtInstruction::LeavesDelta { .. } => Purpose::TreeLevel,
                 GbdtInstruction::Stats { .. } | GbdtInstruction::FineHistogram { .. } => {
                     Purpose::Bins
                 }
@@ -254,6 +255,11 @@ impl Instruction {
 pub struct Step {
     pub index: u64,
     pub instruction: Instruction,
+    /// The same step as a delta on the state of the previous step (a boosting level sent as
+    /// the new splits instead of the whole model so far): what the round driver sends when
+    /// every participant it invites is known to hold that state; `instruction` otherwise.
+    /// Both give the same vector.
+    pub delta: Option<Instruction>,
     /// Length of every participant's vector.
     pub len: usize,
     /// Largest magnitude of any element of one participant's vector (encoding bound).

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 
-use fedsilo_ml::gbdt::{GbdtError, GbdtInstruction, Node, MAX_FINE_BINS};
+use fedsilo_ml::gbdt::{GbdtError, GbdtInstruction, Node, StateDelta, MAX_BINS, MAX_FINE_BINS};
 use fedsilo_ml::linear::LocalTrainConfig;
 use fedsilo_ml::mlp::{MlpError, MlpParams};
 use fedsilo_ml::scorecard::ScorecardError;
@@ -108,6 +108,19 @@ pub enum InstructionError {
 }
 
 type Result<T> = std::result::Result<T, InstructionError>;
+
+/// Most nodes of one tree (depth ≤ 16).
+const MAX_TREE_NODES: usize = 1 << 17;
+
+/// A model delta's sizes: at most a tree's worth of nodes set and appended.
+fn check_delta(delta: &StateDelta) -> Result<()> {
+    at_most("model delta nodes set", delta.set.len(), MAX_TREE_NODES)?;
+    at_most(
+        "model delta nodes appended",
+        delta.push.len(),
+        MAX_TREE_NODES,
+    )
+}
 
 /// `Err(NonFinite)` at the first non-finite value of `values`.
 fn finite(what: &'static str, values: impl IntoIterator<Item = f64>) -> Result<()> {
@@ -481,6 +494,44 @@ pub fn check_instruction(instr: &Instruction, local: &LocalData) -> Result<usize
                     model.validate()?;
                     size("tree features", f, model.bin_mapper.n_features())?;
                     tree.validate(&model.bin_mapper, true)?;
+                }
+                // A delta is checked here for its sizes; the state it gives, against the one
+                // this participant holds (`gbdt_compute`: base and result digests, nodes that
+                // exist, a tree that validates against the mapper) before any row is read.
+                GbdtInstruction::LevelDelta {
+                    delta,
+                    n_features,
+                    n_bins,
+                    nodes,
+                } => {
+                    size("tree features", f, *n_features)?;
+                    if !(3..=MAX_BINS + 1).contains(n_bins) {
+                        return Err(InstructionError::OutOfRange {
+                            what: "histogram bins",
+                            value: *n_bins as f64,
+                            allowed: "3..=256",
+                        });
+                    }
+                    check_delta(delta)?;
+                    if nodes.is_empty() {
+                        return Err(InstructionError::Empty("tree nodes to grow"));
+                    }
+                    let mut seen = BTreeSet::new();
+                    for &node in nodes {
+                        if !seen.insert(node) {
+                            return Err(InstructionError::Duplicate {
+                                what: "tree node",
+                                name: node.to_string(),
+                            });
+                        }
+                    }
+                }
+                GbdtInstruction::LeavesDelta { delta, leaves } => {
+                    check_delta(delta)?;
+                    if *leaves == 0 {
+                        return Err(InstructionError::Empty("leaves"));
+                    }
+                    at_most("leaves", *leaves, MAX_TREE_NODES)?;
                 }
             }
             let len = step.output_len();

@@ -218,6 +218,12 @@ struct Job {
     /// A round was started since the job was launched, restored or resumed: from then on a
     /// wait for absent participants is bounded by the job's patience.
     started: bool,
+    /// Participants known to hold the state the plan's last absorbed step left them (the
+    /// survivors of the job's last completed round, less any that joined again or declined
+    /// since): a step with a delta form (a boosting level sent as its new splits) is sent as
+    /// the delta only when every participant invited is one of them. Not checkpointed: a
+    /// launched, restored or resumed job sends its first such step whole.
+    in_sync: BTreeSet<ParticipantId>,
 }
 
 /// The sans-IO coordinator. See the module docs for the calling order.
@@ -344,6 +350,7 @@ impl Coordinator {
                 attempts: 0,
                 held_up_since: None,
                 started: false,
+                in_sync: BTreeSet::new(),
             },
         );
         self.maybe_start(now, &id);
@@ -448,6 +455,8 @@ impl Coordinator {
         job.attempts = 0;
         job.held_up_since = None;
         job.started = false;
+        // A cancelled or failed job's participants dropped its state (`JobEnd`).
+        job.in_sync.clear();
         self.checkpoint(job_id);
         self.maybe_start(now, job_id);
         Ok(())
@@ -488,6 +497,9 @@ impl Coordinator {
         for id in &wanted {
             if let Some(job) = self.jobs.get_mut(id) {
                 job.joined.insert(from);
+                // A participant joining (again) may have restarted and lost the job's state:
+                // its next step is sent whole.
+                job.in_sync.remove(&from);
                 self.maybe_start(now, id);
             } else if let Some(job) = self.psi_jobs.get_mut(id) {
                 job.joined.insert(from);

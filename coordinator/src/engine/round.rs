@@ -320,10 +320,17 @@ impl Coordinator {
         };
         // One `RoundStart` for the round, shared by every participant's message (the service
         // encodes it once too); its encoded size is what each participant is sent.
+        // A boosting level goes as its delta when every participant invited holds the state
+        // it builds on; whole otherwise (a participant that restarted, missed the last round
+        // or joined late, or the job's first round since launch, restore or resume).
+        let instruction = match &step.delta {
+            Some(delta) if participants.iter().all(|p| job.in_sync.contains(p)) => delta.clone(),
+            _ => step.instruction.clone(),
+        };
         let start = Arc::new(RoundStart {
             config: config.clone(),
             encoding,
-            instruction: step.instruction.clone(),
+            instruction,
             phase_timeout_ms: timeout.as_millis() as u64,
         });
         let start_bytes = fedsilo_proto::convert::encoded_len(&start) as u64;
@@ -473,6 +480,7 @@ impl Coordinator {
         let Some(job) = self.jobs.get_mut(job_id) else {
             return;
         };
+        let mut survivors = BTreeSet::new();
         let outcome = match result {
             Err(err) => {
                 let absent: Vec<String> = round.absent.keys().map(name).collect();
@@ -489,6 +497,7 @@ impl Coordinator {
                 }
             }
             Ok(out) => {
+                survivors = out.survivors.iter().copied().collect();
                 summary.survivors = out.survivors.iter().map(name).collect();
                 summary.dropped = out
                     .dropped
@@ -546,6 +555,15 @@ impl Coordinator {
                 outcome
             }
         };
+        // Who holds the state the plan's next delta builds on: the survivors of a round the
+        // plan absorbed (each computed the step); after a failed round, the same as before
+        // less those that declined (a participant that computed the failed attempt holds its
+        // result, which its retry's delta accepts).
+        if matches!(outcome, RoundOutcome::Ok) {
+            job.in_sync = survivors;
+        } else {
+            job.in_sync.retain(|p| !round.declined.contains_key(p));
+        }
         match &outcome {
             RoundOutcome::Ok => {
                 job.attempts = 0;

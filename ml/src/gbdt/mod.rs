@@ -17,9 +17,13 @@
 //!    parent's histogram (the "histogram subtraction" trick, on sums), halving the vector.
 //!
 //! The server driver is [`GbdtServer`] (`next()` → [`GbdtInstruction`], `absorb(sum)`); the
-//! participant half is [`gbdt_compute`]. An instruction carries everything a participant
-//! needs (for a level: the model so far and the partial tree), so a participant that lost its
-//! [`GbdtCache`] computes the same vector. [`fit_pooled`] runs the very same halves with a
+//! participant half is [`gbdt_compute`]. A level instruction comes in two forms: full
+//! ([`GbdtInstruction::Level`]: the model so far and the partial tree, so a participant that
+//! lost its [`GbdtCache`] computes the same vector) or as a delta on the state the
+//! participant kept from the previous step ([`GbdtInstruction::LevelDelta`], [`StateDelta`]:
+//! the new splits of the level, or the finished tree), bound by SHA-256 digests to the exact
+//! state it builds on and the state it gives ([`StateDigest`]); a participant holding another
+//! state refuses it ([`DeltaError`]) and needs the full form. [`fit_pooled`] runs the very same halves with a
 //! single participant: the centralised reference.
 //!
 //! Per-row gradients and hessians are rounded to a 2^-30 grid and summed as integers, which
@@ -54,6 +58,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::binning::{invalid, BinningError};
 
+mod delta;
 mod histogram;
 mod participant;
 mod partition;
@@ -66,6 +71,7 @@ mod tree;
 pub use crate::binning::{
     fine_histogram, local_stats, spread_ranges, BinMapper, FeatureStats, MAX_BINS, MAX_FINE_BINS,
 };
+pub use delta::{state_digest, BoostState, DeltaError, StateDelta, StateDigest};
 pub use histogram::{best_splits, level_histograms, Split};
 pub use participant::{
     gbdt_compute, gbdt_compute_sampled, gradient_units, GbdtCache, GbdtInstruction, LevelSample,
@@ -117,6 +123,9 @@ pub enum GbdtError {
     /// An instruction (or a model inside it) is malformed.
     #[error("malformed instruction: {0}")]
     BadInstruction(String),
+    /// A level's model delta was refused (wrong base state, unknown node, digest mismatch).
+    #[error(transparent)]
+    Delta(#[from] DeltaError),
     /// `absorb` was called after the model was finished.
     #[error("training is finished; there is nothing to absorb")]
     Finished,

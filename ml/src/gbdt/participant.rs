@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use ndarray::{Array2, ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
+use super::delta::{BoostState, DeltaError, StateDelta};
 use super::histogram::{node_histograms, node_sums, GradPair};
 use super::partition::{NodeRows, Partition};
 use super::tree::add_trees;
@@ -36,6 +37,20 @@ pub enum GbdtInstruction {
     /// is in one leaf, so these sums cost far less noise than the level histograms they would
     /// otherwise be read from.
     Leaves { model: GbdtModel, tree: Tree },
+    /// [`GbdtInstruction::Level`] as a delta: the model and the tree are those `delta` gives
+    /// when applied to the state this participant kept from the previous step (refused with
+    /// a [`DeltaError`] when it holds another). `n_features` and `n_bins` are the shape of
+    /// the model's bin mapper, declared so the vector's length is known before the delta is
+    /// applied (and checked against the state after).
+    LevelDelta {
+        delta: StateDelta,
+        n_features: usize,
+        n_bins: usize,
+        nodes: Vec<u32>,
+    },
+    /// [`GbdtInstruction::Leaves`] as a delta; `leaves` is the grown tree's leaf count,
+    /// declared as `n_bins` is for a level.
+    LeavesDelta { delta: StateDelta, leaves: usize },
 }
 
 impl GbdtInstruction {
@@ -50,6 +65,26 @@ impl GbdtInstruction {
             }
             GbdtInstruction::Level { model, nodes, .. } => level_len(nodes.len(), model),
             GbdtInstruction::Leaves { tree, .. } => tree.n_leaves().saturating_mul(2),
+            GbdtInstruction::LevelDelta {
+                n_features,
+                n_bins,
+                nodes,
+                ..
+            } => nodes
+                .len()
+                .saturating_mul(*n_features)
+                .saturating_mul(*n_bins)
+                .saturating_mul(2),
+            GbdtInstruction::LeavesDelta { leaves, .. } => leaves.saturating_mul(2),
+        }
+    }
+
+    /// The model delta this instruction carries, if it is a delta.
+    pub fn delta(&self) -> Option<&StateDelta> {
+        match self {
+            GbdtInstruction::LevelDelta { delta, .. }
+            | GbdtInstruction::LeavesDelta { delta, .. } => Some(delta),
+            _ => None,
         }
     }
 
@@ -58,8 +93,8 @@ impl GbdtInstruction {
         match self {
             GbdtInstruction::Stats { .. } => "stats",
             GbdtInstruction::FineHistogram { .. } => "bins",
-            GbdtInstruction::Level { .. } => "level",
-            GbdtInstruction::Leaves { .. } => "leaves",
+            GbdtInstruction::Level { .. } | GbdtInstruction::LevelDelta { .. } => "level",
+            GbdtInstruction::Leaves { .. } | GbdtInstruction::LeavesDelta { .. } => "leaves",
         }
     }
 }
@@ -82,11 +117,15 @@ pub(crate) fn level_len(nodes: usize, model: &GbdtModel) -> usize {
         .saturating_mul(2)
 }
 
-/// Derived data a participant keeps between instructions: the binned matrix and the margins
-/// of the model's finished trees. A pure cache — a fresh one gives the same results. One cache
-/// belongs to one data set.
+/// What a participant keeps between instructions: the binned matrix and the margins of the
+/// model's finished trees (a pure cache), and the boosting state of the last level (the model
+/// so far and the tree being grown, with its digest), which delta instructions build on. A
+/// fresh cache gives the same results for full instructions and refuses deltas
+/// ([`DeltaError::NoState`]). One cache belongs to one data set.
 #[derive(Clone, Debug, Default)]
 pub struct GbdtCache {
+    /// The state the last level or leaves step computed on.
+    state: Option<BoostState>,
     binned: Option<(u64, Array2<u8>)>,
     margins: Option<MarginCache>,
     /// Rows by node of the tree being grown (unsampled levels).
@@ -106,6 +145,30 @@ struct MarginCache {
 impl GbdtCache {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The boosting state kept from the last level or leaves step, if any.
+    pub fn state(&self) -> Option<&BoostState> {
+        self.state.as_ref()
+    }
+
+    /// `delta` applied to the kept state ([`StateDelta::apply`]), taken out of the cache (the
+    /// caller puts it back), with the shape the instruction declared checked against it.
+    fn take_applied(
+        &mut self,
+        delta: &StateDelta,
+        shape: impl Fn(&BoostState) -> Result<(), DeltaError>,
+    ) -> Result<BoostState, GbdtError> {
+        delta.apply(&mut self.state)?;
+        let state = self
+            .state
+            .take()
+            .ok_or(DeltaError::NoState { base: delta.base })?;
+        if let Err(e) = shape(&state) {
+            self.state = Some(state);
+            return Err(e.into());
+        }
+        Ok(state)
     }
 
     /// The binned matrix for `mapper`, computed once.
@@ -183,40 +246,116 @@ pub fn gbdt_compute_sampled(
             Ok(fine_histogram(x, ranges, *fine_bins)?)
         }
         GbdtInstruction::Level { model, tree, nodes } => {
-            let mut seen = vec![false; tree.nodes.len()];
-            for &nd in nodes {
-                if !matches!(tree.nodes.get(nd as usize), Some(Node::Open { .. })) {
-                    return Err(GbdtError::BadInstruction(format!(
-                        "node {nd} is not an open node of the tree"
-                    )));
-                }
-                if std::mem::replace(&mut seen[nd as usize], true) {
-                    return Err(GbdtError::BadInstruction(format!(
-                        "open node {nd} listed twice"
-                    )));
-                }
-            }
-            let rows = RowGradients::new(model, tree, false, x, y, cache, sample.as_ref())?;
-            let of_nodes: Vec<NodeRows<'_>> = nodes
-                .iter()
-                .map(|&nd| rows.partition.rows(nd as usize))
-                .collect();
-            node_histograms(rows.binned, rows.gh, &of_nodes, model.bin_mapper.n_bins())
+            let v = level(model, tree, nodes, x, y, cache, sample.as_ref())?;
+            cache.state = Some(BoostState::new(model.clone(), tree.clone()));
+            Ok(v)
         }
         GbdtInstruction::Leaves { model, tree } => {
-            let rows = RowGradients::new(model, tree, true, x, y, cache, sample.as_ref())?;
-            // (gradient, hessian) of each leaf, in node-id order.
-            let mut out = Vec::with_capacity(2 * tree.n_leaves());
-            for (i, node) in tree.nodes.iter().enumerate() {
-                if matches!(node, Node::Leaf { .. }) {
-                    let (g, h) = node_sums(rows.gh, rows.partition.rows(i));
-                    out.push(g);
-                    out.push(h);
-                }
-            }
-            Ok(out)
+            let v = leaves(model, tree, x, y, cache, sample.as_ref())?;
+            cache.state = Some(BoostState::new(model.clone(), tree.clone()));
+            Ok(v)
+        }
+        GbdtInstruction::LevelDelta {
+            delta,
+            n_features,
+            n_bins,
+            nodes,
+        } => {
+            let state = cache.take_applied(delta, |s| {
+                let mapper = &s.model.bin_mapper;
+                declared("mapper features", *n_features, mapper.n_features())?;
+                declared("histogram bins", *n_bins, mapper.n_bins())
+            })?;
+            let v = level(
+                &state.model,
+                &state.tree,
+                nodes,
+                x,
+                y,
+                cache,
+                sample.as_ref(),
+            );
+            cache.state = Some(state);
+            v
+        }
+        GbdtInstruction::LeavesDelta {
+            delta,
+            leaves: n_leaves,
+        } => {
+            let state =
+                cache.take_applied(delta, |s| declared("leaves", *n_leaves, s.tree.n_leaves()))?;
+            let v = leaves(&state.model, &state.tree, x, y, cache, sample.as_ref());
+            cache.state = Some(state);
+            v
         }
     }
+}
+
+fn declared(what: &'static str, expected: usize, got: usize) -> Result<(), DeltaError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(DeltaError::Shape {
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
+/// The histograms of `nodes` (open nodes of `tree`, each once).
+fn level(
+    model: &GbdtModel,
+    tree: &Tree,
+    nodes: &[u32],
+    x: ArrayView2<f32>,
+    y: ArrayView1<f32>,
+    cache: &mut GbdtCache,
+    sample: Option<&LevelSample<'_>>,
+) -> Result<Vec<f64>, GbdtError> {
+    let mut seen = vec![false; tree.nodes.len()];
+    for &nd in nodes {
+        if !matches!(tree.nodes.get(nd as usize), Some(Node::Open { .. })) {
+            return Err(GbdtError::BadInstruction(format!(
+                "node {nd} is not an open node of the tree"
+            )));
+        }
+        if seen
+            .get_mut(nd as usize)
+            .is_some_and(|s| std::mem::replace(s, true))
+        {
+            return Err(GbdtError::BadInstruction(format!(
+                "open node {nd} listed twice"
+            )));
+        }
+    }
+    let rows = RowGradients::new(model, tree, false, x, y, cache, sample)?;
+    let of_nodes: Vec<NodeRows<'_>> = nodes
+        .iter()
+        .map(|&nd| rows.partition.rows(nd as usize))
+        .collect();
+    node_histograms(rows.binned, rows.gh, &of_nodes, model.bin_mapper.n_bins())
+}
+
+/// The (gradient, hessian) sums of each leaf of the grown `tree`, in node-id order.
+fn leaves(
+    model: &GbdtModel,
+    tree: &Tree,
+    x: ArrayView2<f32>,
+    y: ArrayView1<f32>,
+    cache: &mut GbdtCache,
+    sample: Option<&LevelSample<'_>>,
+) -> Result<Vec<f64>, GbdtError> {
+    let rows = RowGradients::new(model, tree, true, x, y, cache, sample)?;
+    let mut out = Vec::with_capacity(2 * tree.n_leaves());
+    for (i, node) in tree.nodes.iter().enumerate() {
+        if matches!(node, Node::Leaf { .. }) {
+            let (g, h) = node_sums(rows.gh, rows.partition.rows(i));
+            out.push(g);
+            out.push(h);
+        }
+    }
+    Ok(out)
 }
 
 /// Each row's logistic-loss gradient and hessian at the margins of a model (in grid units,
@@ -287,6 +426,7 @@ impl<'c> RowGradients<'c> {
             binned,
             margins,
             partition,
+            ..
         } = cache;
         let (Some((_, binned)), Some(mc)) = (binned.as_ref(), margins.as_mut()) else {
             return Err(GbdtError::BadInstruction("binning failed".into()));

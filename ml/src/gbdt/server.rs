@@ -5,6 +5,7 @@
 use ndarray::{ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
+use super::delta::StateDelta;
 use super::histogram::leaf_weight;
 use super::participant::{fine_histogram_len, level_len, stats_len};
 use super::{
@@ -46,11 +47,17 @@ enum Phase {
         request: Vec<u32>,
         /// Nodes derived from their parent and a requested sibling.
         derive: Vec<Derived>,
+        /// How this state follows from the previous level's (`None` for a tree's first level
+        /// after the bins are agreed: participants do not hold the bin mapper yet).
+        #[serde(default)]
+        delta: Option<StateDelta>,
     },
     /// Noised levels only: the grown tree's leaf sums are asked for on their own.
     Leaves {
         model: GbdtModel,
         tree: Tree,
+        #[serde(default)]
+        delta: Option<StateDelta>,
     },
     Done {
         model: GbdtModel,
@@ -179,11 +186,40 @@ impl GbdtServer {
                 tree: tree.clone(),
                 nodes: request.clone(),
             }),
-            Phase::Leaves { model, tree } => Some(GbdtInstruction::Leaves {
+            Phase::Leaves { model, tree, .. } => Some(GbdtInstruction::Leaves {
                 model: model.clone(),
                 tree: tree.clone(),
             }),
             Phase::Done { .. } => None,
+        }
+    }
+
+    /// [`next`](GbdtServer::next)'s level or leaves instruction as a delta on the state of
+    /// the previous step ([`GbdtInstruction::LevelDelta`], [`GbdtInstruction::LeavesDelta`]):
+    /// for participants that computed that step. `None` when the next step has no delta
+    /// form (the bin agreement, the first level after it, or none at all).
+    pub fn next_delta(&self) -> Option<GbdtInstruction> {
+        match &self.phase {
+            Phase::Grow {
+                model,
+                request,
+                delta: Some(delta),
+                ..
+            } => Some(GbdtInstruction::LevelDelta {
+                delta: delta.clone(),
+                n_features: model.bin_mapper.n_features(),
+                n_bins: model.bin_mapper.n_bins(),
+                nodes: request.clone(),
+            }),
+            Phase::Leaves {
+                tree,
+                delta: Some(delta),
+                ..
+            } => Some(GbdtInstruction::LeavesDelta {
+                delta: delta.clone(),
+                leaves: tree.n_leaves(),
+            }),
+            _ => None,
         }
     }
 
@@ -282,8 +318,9 @@ impl GbdtServer {
                 tree,
                 request,
                 derive,
+                ..
             } => self.absorb_level(sum, model, tree, request, derive)?,
-            Phase::Leaves { model, tree } => {
+            Phase::Leaves { model, tree, .. } => {
                 check_sum(sum, "leaves", 2 * tree.n_leaves(), "leaf sums")?;
                 let mut tree = tree.clone();
                 let leaves = tree
@@ -299,7 +336,7 @@ impl GbdtServer {
             }
             Phase::Done { .. } => return Err(GbdtError::Finished),
         };
-        self.phase = next;
+        self.phase = with_delta(&self.phase, next);
         Ok(())
     }
 
@@ -469,6 +506,7 @@ impl GbdtServer {
                 tree,
                 request: next_request,
                 derive: next_derive,
+                delta: None,
             });
         }
         // The tree is grown. With noised levels its leaf sums are asked for on their own
@@ -477,6 +515,7 @@ impl GbdtServer {
             return Ok(Phase::Leaves {
                 model: model.clone(),
                 tree,
+                delta: None,
             });
         }
         self.finish_tree(model.clone(), tree)
@@ -499,16 +538,32 @@ impl GbdtServer {
 fn new_tree_phase(model: GbdtModel) -> Phase {
     Phase::Grow {
         model,
-        tree: Tree {
-            nodes: vec![Node::Open {
-                sum_grad: 0.0,
-                sum_hess: 0.0,
-                depth: 0,
-            }],
-        },
+        tree: Tree::root(),
         request: vec![0],
         derive: Vec::new(),
+        delta: None,
     }
+}
+
+/// The boosting state (model so far, tree being grown) of a level or leaves phase.
+fn state_of(phase: &Phase) -> Option<(&GbdtModel, &Tree)> {
+    match phase {
+        Phase::Grow { model, tree, .. } | Phase::Leaves { model, tree, .. } => Some((model, tree)),
+        _ => None,
+    }
+}
+
+/// `next` with the delta from `prev`'s state to its own, when both are level or leaves
+/// phases (a new job's first level has none: participants hold no state yet).
+fn with_delta(prev: &Phase, mut next: Phase) -> Phase {
+    let delta = match (state_of(prev), state_of(&next)) {
+        (Some((m0, t0)), Some((m1, t1))) => StateDelta::between(m0, t0, m1, t1),
+        _ => None,
+    };
+    if let Phase::Grow { delta: d, .. } | Phase::Leaves { delta: d, .. } = &mut next {
+        *d = delta;
+    }
+    next
 }
 
 /// The centralised reference: the same server and participant halves with ONE participant

@@ -679,3 +679,263 @@ fn participant_time_per_tree() {
         compute.as_secs_f64() * 1e3 / steady.len() as f64
     );
 }
+
+/// Steps of a server run, each with its full and (when it has one) delta instruction, the
+/// sum over `parts` of the full one's vectors, and the server state before it.
+fn steps_with_deltas(
+    parts: &[(Array2<f32>, Array1<f32>)],
+    p: &GbdtParams,
+    noised: bool,
+) -> Vec<(GbdtInstruction, Option<GbdtInstruction>)> {
+    let mut server = GbdtServer::new(p.clone(), parts[0].0.ncols()).unwrap();
+    if noised {
+        server = server.with_noised_levels();
+    }
+    let mut caches: Vec<GbdtCache> = parts.iter().map(|_| GbdtCache::new()).collect();
+    let mut out = Vec::new();
+    while let Some(full) = server.next() {
+        let mut sum = vec![0.0; full.output_len()];
+        for ((x, y), c) in parts.iter().zip(caches.iter_mut()) {
+            let v = gbdt_compute(&full, x.view(), y.view(), c).unwrap();
+            sum.iter_mut().zip(&v).for_each(|(s, a)| *s += a);
+        }
+        out.push((full, server.next_delta()));
+        let json = serde_json::to_string(&server).unwrap();
+        server = serde_json::from_str(&json).unwrap();
+        server.absorb(&sum).unwrap();
+    }
+    out
+}
+
+/// Participants sent deltas, each keeping its own state, compute exactly the vectors of
+/// participants sent the whole model every time (plain and noised levels, whose leaf steps
+/// are deltas too), and hold the state the full instruction describes; every level but the
+/// job's first has a delta form.
+#[test]
+fn delta_instructions_give_the_vectors_of_full_ones() {
+    for noised in [false, true] {
+        let (x, y) = synthetic(3000, 7);
+        let parts = non_iid_split(&x, &y);
+        let steps = steps_with_deltas(&parts, &params(5, 3), noised);
+        let mut caches: Vec<GbdtCache> = parts.iter().map(|_| GbdtCache::new()).collect();
+        let (mut levels, mut deltas) = (0, 0);
+        for (full, delta) in &steps {
+            let sent = match (full, delta) {
+                (GbdtInstruction::Level { .. } | GbdtInstruction::Leaves { .. }, d) => {
+                    levels += 1;
+                    d.as_ref().unwrap_or(full)
+                }
+                (_, None) => full,
+                (_, Some(d)) => panic!("a delta for a binning step: {d:?}"),
+            };
+            if delta.is_some() {
+                deltas += 1;
+                assert_eq!(sent.output_len(), full.output_len());
+            }
+            for ((x, y), c) in parts.iter().zip(caches.iter_mut()) {
+                let want = gbdt_compute(full, x.view(), y.view(), &mut GbdtCache::new()).unwrap();
+                let got = gbdt_compute(sent, x.view(), y.view(), c).unwrap();
+                assert_eq!(got, want, "{}", full.purpose());
+                if let GbdtInstruction::Level { model, tree, .. }
+                | GbdtInstruction::Leaves { model, tree } = full
+                {
+                    let held = c.state().unwrap();
+                    assert_eq!((&held.model, &held.tree), (model, tree));
+                    assert_eq!(held.digest, state_digest(model, tree));
+                }
+            }
+        }
+        assert!(levels > 10, "{levels} level steps");
+        assert_eq!(deltas, levels - 1, "only the first level is sent whole");
+    }
+}
+
+/// A delta applied to any state but its base is refused, by name: no state (restarted), a
+/// state a step behind (missed a round), a state a step ahead (a replayed, stale
+/// instruction); a retried step's delta is accepted again; a delta naming a node the tree
+/// does not have, replacing a split, or whose result is not the coordinator's state is
+/// refused too, the last dropping the state.
+#[test]
+fn a_delta_on_the_wrong_base_is_refused_by_name() {
+    let (x, y) = synthetic(2000, 8);
+    let steps = steps_with_deltas(&[(x.clone(), y.clone())], &params(4, 3), false);
+    let deltas: Vec<(&GbdtInstruction, &GbdtInstruction)> = steps
+        .iter()
+        .filter_map(|(f, d)| d.as_ref().map(|d| (f, d)))
+        .collect();
+    let delta_of = |i: &GbdtInstruction| i.delta().unwrap().clone();
+    let run = |i: &GbdtInstruction, c: &mut GbdtCache| gbdt_compute(i, x.view(), y.view(), c);
+    // A participant that computed step k - 1 (full), then k and k + 1 as deltas.
+    let k = 4;
+    let (prev_full, _) = deltas[k - 1];
+    let (_, dk) = deltas[k];
+    let (_, dk1) = deltas[k + 1];
+    let mut cache = GbdtCache::new();
+    run(prev_full, &mut cache).unwrap();
+    let behind = cache.state().unwrap().digest;
+    let vk = run(dk, &mut cache).unwrap();
+    // Retried step k: its result is what this participant holds; accepted, same vector.
+    assert_eq!(run(dk, &mut cache).unwrap(), vk);
+
+    // Restarted: no state.
+    match run(dk1, &mut GbdtCache::new()) {
+        Err(GbdtError::Delta(DeltaError::NoState { base })) => assert_eq!(base, delta_of(dk1).base),
+        other => panic!("{other:?}"),
+    }
+    // Missed step k: holds the state before it.
+    let mut missed = GbdtCache::new();
+    run(prev_full, &mut missed).unwrap();
+    match run(dk1, &mut missed) {
+        Err(GbdtError::Delta(DeltaError::WrongBase { base, held })) => {
+            assert_eq!((base, held), (delta_of(dk1).base, behind));
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = run(dk1, &mut missed).unwrap_err().to_string();
+    assert!(e.contains("missed, stale or replayed"), "{e}");
+
+    // A delta naming a node the tree does not have, or replacing a split: refused before
+    // anything changes (the genuine delta still applies after).
+    let mut bad = delta_of(dk1);
+    bad.set.push((999, Node::Leaf { value: 0.0 }));
+    let unknown = GbdtInstruction::LevelDelta {
+        delta: bad,
+        n_features: x.ncols(),
+        n_bins: 33,
+        nodes: vec![],
+    };
+    match run(&unknown, &mut cache) {
+        Err(GbdtError::Delta(DeltaError::UnknownNode { node: 999, len })) => {
+            assert_eq!(len, cache.state().unwrap().tree.nodes.len());
+        }
+        other => panic!("{other:?}"),
+    }
+    let split_at = cache
+        .state()
+        .unwrap()
+        .tree
+        .nodes
+        .iter()
+        .position(|n| matches!(n, Node::Split { .. }));
+    if let Some(s) = split_at {
+        let mut bad = delta_of(dk1);
+        bad.set = vec![(s as u32, Node::Leaf { value: 0.0 })];
+        let GbdtInstruction::LevelDelta { nodes, .. } = dk1 else {
+            panic!("{dk1:?}");
+        };
+        let replaces = GbdtInstruction::LevelDelta {
+            delta: bad,
+            n_features: x.ncols(),
+            n_bins: 33,
+            nodes: nodes.clone(),
+        };
+        match run(&replaces, &mut cache) {
+            Err(GbdtError::Delta(DeltaError::ReplacesSplit { node })) => {
+                assert_eq!(node as usize, s)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Declared shape other than the state's.
+    let GbdtInstruction::LevelDelta { nodes, .. } = dk1 else {
+        panic!("{dk1:?}");
+    };
+    let shape = GbdtInstruction::LevelDelta {
+        delta: delta_of(dk1),
+        n_features: x.ncols(),
+        n_bins: 34,
+        nodes: nodes.clone(),
+    };
+    assert!(matches!(
+        run(&shape, &mut cache),
+        Err(GbdtError::Delta(DeltaError::Shape {
+            what: "histogram bins",
+            expected: 34,
+            got: 33
+        }))
+    ));
+    // The state is not the one the shape check saw refused: it moved to step k + 1 and the
+    // genuine delta is its retry.
+    let vk1 = run(dk1, &mut cache).unwrap();
+    assert_eq!(vk1, run(dk1, &mut cache).unwrap());
+    // Replayed step k (stale): the participant is a step ahead of its base.
+    match run(dk, &mut cache) {
+        Err(GbdtError::Delta(DeltaError::WrongBase { base, .. })) => {
+            assert_eq!(base, delta_of(dk).base)
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A result other than the coordinator's state: refused, and the state dropped.
+    let (_, dk2) = deltas[k + 2];
+    let mut wrong = delta_of(dk2);
+    if let Some((_, Node::Split { gain, .. })) = wrong.set.first_mut() {
+        *gain += 1.0;
+    } else if let Some((_, Node::Leaf { value })) = wrong.set.first_mut() {
+        *value += 1.0;
+    } else {
+        wrong.push.push(Node::Leaf { value: 0.0 });
+    }
+    let tampered = match dk2 {
+        GbdtInstruction::LevelDelta {
+            n_features,
+            n_bins,
+            nodes,
+            ..
+        } => GbdtInstruction::LevelDelta {
+            delta: wrong,
+            n_features: *n_features,
+            n_bins: *n_bins,
+            nodes: nodes.clone(),
+        },
+        other => panic!("{other:?}"),
+    };
+    match run(&tampered, &mut cache) {
+        Err(GbdtError::Delta(DeltaError::Digest { expected, .. })) => {
+            assert_eq!(expected, delta_of(dk2).digest)
+        }
+        Err(GbdtError::Delta(DeltaError::Invalid(_))) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(cache.state().is_none());
+    assert!(matches!(
+        run(dk2, &mut cache),
+        Err(GbdtError::Delta(DeltaError::NoState { .. }))
+    ));
+}
+
+/// The instruction for tree N no longer grows with N: each tree's largest delta stays
+/// within a bound set by one tree, while the full instruction carrying the model so far
+/// grows with every tree.
+#[test]
+fn delta_instruction_size_does_not_grow_with_the_tree_number() {
+    let (x, y) = synthetic(3000, 9);
+    let n_trees = 16;
+    let steps = steps_with_deltas(&[(x, y)], &params(n_trees, 3), false);
+    let mut full_by_tree = vec![0usize; n_trees];
+    let mut delta_by_tree = vec![0usize; n_trees];
+    for (full, delta) in &steps {
+        let GbdtInstruction::Level { model, .. } = full else {
+            continue;
+        };
+        let t = model.trees.len();
+        let len = |i: &GbdtInstruction| serde_json::to_vec(i).unwrap().len();
+        full_by_tree[t] = full_by_tree[t].max(len(full));
+        if let Some(d) = delta {
+            delta_by_tree[t] = delta_by_tree[t].max(len(d));
+        }
+    }
+    assert!(
+        full_by_tree[n_trees - 1] > full_by_tree[1] + 8 * (full_by_tree[2] - full_by_tree[1]) / 2,
+        "the full form grows with the model: {full_by_tree:?}"
+    );
+    // One tree's worth, bounded by the first trees' deltas.
+    let bound = delta_by_tree[1..4].iter().max().copied().unwrap() * 3 / 2;
+    for (t, &d) in delta_by_tree.iter().enumerate().skip(1) {
+        assert!(
+            d > 0 && d <= bound,
+            "tree {t}: {d} B > {bound} B ({delta_by_tree:?})"
+        );
+    }
+    assert!(delta_by_tree[n_trees - 1] * 4 < full_by_tree[n_trees - 1]);
+}

@@ -6,11 +6,11 @@
 //! [`super::model`], what the math would index with or loop on. Domains and sizes against a
 //! participant's columns are `fedsilo_task::check_instruction`'s.
 
-use fedsilo_ml::gbdt::GbdtInstruction;
+use fedsilo_ml::gbdt::{GbdtInstruction, StateDelta, StateDigest};
 use fedsilo_ml::linear::LocalTrainConfig;
 use fedsilo_task::{Instruction, JobData, NoiseSpec};
 
-use super::model::{gbdt_model_from, tree_from};
+use super::model::{gbdt_model_from, node_from, node_to, nodes_from, tree_from};
 use super::{required, sub, usize_of, Problem, WireError};
 use crate::pb;
 
@@ -173,8 +173,44 @@ impl From<&GbdtInstruction> for pb::GbdtInstruction {
                 model: Some(model.into()),
                 tree: Some(tree.into()),
             }),
+            GbdtInstruction::LevelDelta {
+                delta,
+                n_features,
+                n_bins,
+                nodes,
+            } => Body::LevelDelta(pb::GbdtLevelDelta {
+                delta: Some(delta.into()),
+                n_features: *n_features as u64,
+                n_bins: *n_bins as u64,
+                nodes: nodes.clone(),
+            }),
+            GbdtInstruction::LeavesDelta { delta, leaves } => {
+                Body::LeavesDelta(pb::GbdtLeavesDelta {
+                    delta: Some(delta.into()),
+                    leaves: *leaves as u64,
+                })
+            }
         };
         pb::GbdtInstruction { body: Some(body) }
+    }
+}
+
+impl From<&StateDelta> for pb::GbdtStateDelta {
+    fn from(d: &StateDelta) -> Self {
+        pb::GbdtStateDelta {
+            base: d.base.0.to_vec(),
+            set: d
+                .set
+                .iter()
+                .map(|(node, value)| pb::GbdtNodeEdit {
+                    node: *node,
+                    value: Some(node_to(value)),
+                })
+                .collect(),
+            push: d.push.iter().map(node_to).collect(),
+            finish: d.finish,
+            digest: d.digest.0.to_vec(),
+        }
     }
 }
 
@@ -319,8 +355,48 @@ impl TryFrom<pb::GbdtInstruction> for GbdtInstruction {
             }),
             Body::Level(l) => level_from(l).map_err(|e| e.within("level")),
             Body::Leaves(l) => leaves_from(l).map_err(|e| e.within("leaves")),
+            Body::LevelDelta(l) => Ok(GbdtInstruction::LevelDelta {
+                delta: delta_sub(l.delta).map_err(|e| e.within("level_delta"))?,
+                n_features: usize_of(l.n_features, "level_delta.n_features")?,
+                n_bins: usize_of(l.n_bins, "level_delta.n_bins")?,
+                nodes: l.nodes,
+            }),
+            Body::LeavesDelta(l) => Ok(GbdtInstruction::LeavesDelta {
+                delta: delta_sub(l.delta).map_err(|e| e.within("leaves_delta"))?,
+                leaves: usize_of(l.leaves, "leaves_delta.leaves")?,
+            }),
         }
     }
+}
+
+/// A required model delta: digests of exactly 32 bytes, every node converted (whether the
+/// nodes it names exist is for the participant, against the state it holds).
+fn delta_sub(d: Option<pb::GbdtStateDelta>) -> Result<StateDelta, WireError> {
+    let d = required(d, "delta")?;
+    let digest = |bytes: Vec<u8>, field: &str| {
+        let got = bytes.len();
+        <[u8; 32]>::try_from(bytes).map(StateDigest).map_err(|_| {
+            WireError::at(field, Problem::WrongLength { expected: 32, got }).within("delta")
+        })
+    };
+    let set = d
+        .set
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let at = format!("delta.set[{i}]");
+            let value = required(e.value, "value").map_err(|err| err.within(&at))?;
+            let value = node_from(value).map_err(|err| err.within(&format!("{at}.value")))?;
+            Ok((e.node, value))
+        })
+        .collect::<Result<_, WireError>>()?;
+    Ok(StateDelta {
+        base: digest(d.base, "base")?,
+        set,
+        push: nodes_from(d.push).map_err(|e| e.within("delta.push"))?,
+        finish: d.finish,
+        digest: digest(d.digest, "digest")?,
+    })
 }
 
 fn leaves_from(l: pb::GbdtLeaves) -> Result<GbdtInstruction, WireError> {

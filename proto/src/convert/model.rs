@@ -100,43 +100,44 @@ impl From<&BinMapper> for pb::BinMapper {
 
 impl From<&Tree> for pb::Tree {
     fn from(t: &Tree) -> Self {
-        use pb::tree_node::Body;
-        let node = |n: &Node| {
-            let body = match *n {
-                Node::Split {
-                    feature,
-                    bin,
-                    threshold,
-                    default_left,
-                    left,
-                    right,
-                    gain,
-                } => Body::Split(pb::SplitNode {
-                    feature,
-                    bin: u32::from(bin),
-                    threshold,
-                    default_left,
-                    left,
-                    right,
-                    gain,
-                }),
-                Node::Leaf { value } => Body::Leaf(pb::LeafNode { value }),
-                Node::Open {
-                    sum_grad,
-                    sum_hess,
-                    depth,
-                } => Body::Open(pb::OpenNode {
-                    sum_grad,
-                    sum_hess,
-                    depth,
-                }),
-            };
-            pb::TreeNode { body: Some(body) }
-        };
         pb::Tree {
-            nodes: t.nodes.iter().map(node).collect(),
+            nodes: t.nodes.iter().map(node_to).collect(),
         }
     }
+}
+
+pub(super) fn node_to(n: &Node) -> pb::TreeNode {
+    use pb::tree_node::Body;
+    let body = match *n {
+        Node::Split {
+            feature,
+            bin,
+            threshold,
+            default_left,
+            left,
+            right,
+            gain,
+        } => Body::Split(pb::SplitNode {
+            feature,
+            bin: u32::from(bin),
+            threshold,
+            default_left,
+            left,
+            right,
+            gain,
+        }),
+        Node::Leaf { value } => Body::Leaf(pb::LeafNode { value }),
+        Node::Open {
+            sum_grad,
+            sum_hess,
+            depth,
+        } => Body::Open(pb::OpenNode {
+            sum_grad,
+            sum_hess,
+            depth,
+        }),
+    };
+    pb::TreeNode { body: Some(body) }
 }
 
 impl From<&ScorecardBins> for pb::ScorecardBins {
@@ -334,46 +335,50 @@ fn bin_mapper_from(m: pb::BinMapper) -> Result<BinMapper, WireError> {
 /// A tree's nodes, converted one by one (a split's bin must fit a byte); its structure is
 /// checked by the caller, which knows the bin mapper.
 pub(super) fn tree_from(t: pb::Tree) -> Result<Tree, WireError> {
-    use pb::tree_node::Body;
-    let node = |(i, n): (usize, pb::TreeNode)| -> Result<Node, WireError> {
-        let at = |e: WireError| e.within(&format!("nodes[{i}]"));
-        match n
-            .body
-            .ok_or_else(|| at(WireError::new(Problem::MissingOneof)))?
-        {
-            Body::Split(s) => Ok(Node::Split {
-                feature: s.feature,
-                bin: u8::try_from(s.bin).map_err(|_| {
-                    at(WireError::at(
-                        "split.bin",
-                        Problem::OutOfRange {
-                            value: u64::from(s.bin),
-                            max: u64::from(u8::MAX),
-                        },
-                    ))
-                })?,
-                threshold: s.threshold,
-                default_left: s.default_left,
-                left: s.left,
-                right: s.right,
-                gain: s.gain,
-            }),
-            Body::Leaf(l) => Ok(Node::Leaf { value: l.value }),
-            Body::Open(o) => Ok(Node::Open {
-                sum_grad: o.sum_grad,
-                sum_hess: o.sum_hess,
-                depth: o.depth,
-            }),
-        }
-    };
     Ok(Tree {
-        nodes: t
-            .nodes
-            .into_iter()
-            .enumerate()
-            .map(node)
-            .collect::<Result<_, _>>()?,
+        nodes: nodes_from(t.nodes)?,
     })
+}
+
+/// Nodes, an error naming `nodes[i]` for the first that does not convert.
+pub(super) fn nodes_from(nodes: Vec<pb::TreeNode>) -> Result<Vec<Node>, WireError> {
+    nodes
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| node_from(n).map_err(|e| e.within(&format!("nodes[{i}]"))))
+        .collect()
+}
+
+pub(super) fn node_from(n: pb::TreeNode) -> Result<Node, WireError> {
+    use pb::tree_node::Body;
+    match n
+        .body
+        .ok_or_else(|| WireError::new(Problem::MissingOneof))?
+    {
+        Body::Split(s) => Ok(Node::Split {
+            feature: s.feature,
+            bin: u8::try_from(s.bin).map_err(|_| {
+                WireError::at(
+                    "split.bin",
+                    Problem::OutOfRange {
+                        value: u64::from(s.bin),
+                        max: u64::from(u8::MAX),
+                    },
+                )
+            })?,
+            threshold: s.threshold,
+            default_left: s.default_left,
+            left: s.left,
+            right: s.right,
+            gain: s.gain,
+        }),
+        Body::Leaf(l) => Ok(Node::Leaf { value: l.value }),
+        Body::Open(o) => Ok(Node::Open {
+            sum_grad: o.sum_grad,
+            sum_hess: o.sum_hess,
+            depth: o.depth,
+        }),
+    }
 }
 
 /// Checked as `ScorecardBins::validate` checks bins: columns in range and used once, cut

@@ -308,7 +308,7 @@ pub fn compute(
                     clip,
                     ..
                 }),
-                GbdtInstruction::Level { .. },
+                GbdtInstruction::Level { .. } | GbdtInstruction::LevelDelta { .. },
             ) = (noise, step)
             {
                 let include = record_dp::poisson_sample(x.nrows(), *q, private);

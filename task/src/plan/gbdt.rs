@@ -112,6 +112,19 @@ impl Boosting {
         }
     }
 
+    /// [`next`](Boosting::next) as a model delta on the previous level's state
+    /// ([`GbdtServer::next_delta`]), for participants that computed that level.
+    pub(crate) fn next_delta(&self, job: &Job) -> Option<Instruction> {
+        match self {
+            Boosting::Grow { server, .. } => server.next_delta().map(|step| Instruction::Gbdt {
+                data: job.data.clone(),
+                step,
+                noise: Self::noise(server, job),
+            }),
+            Boosting::Evaluate { .. } => None,
+        }
+    }
+
     /// On error `self` and `job` are as they were (the boosting server's own absorb leaves
     /// it unchanged on error).
     pub(crate) fn absorb(self, job: &mut Job, sum: &[f64]) -> Result<Stage, (Self, FedError)> {

@@ -414,9 +414,14 @@ impl Plan {
     pub fn next_step(&self) -> Option<Step> {
         let shape = self.shape()?;
         let instruction = self.stage.next(&self.job)?;
+        let delta = match &self.stage {
+            Stage::Gbdt(s) => s.next_delta(&self.job),
+            _ => None,
+        };
         Some(Step {
             index: self.job.step,
             instruction,
+            delta,
             len: shape.len,
             max_abs: shape.max_abs,
         })

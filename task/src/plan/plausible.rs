@@ -359,7 +359,10 @@ impl Plan {
                 GbdtInstruction::FineHistogram { ranges, fine_bins } => {
                     per_feature_histograms(&c, ranges.len(), fine_bins + 1, &feature)?;
                 }
-                GbdtInstruction::Level { .. } | GbdtInstruction::Leaves { .. } => {
+                GbdtInstruction::Level { .. }
+                | GbdtInstruction::Leaves { .. }
+                | GbdtInstruction::LevelDelta { .. }
+                | GbdtInstruction::LeavesDelta { .. } => {
                     // [node][feature][bin][grad, hess] or [leaf][grad, hess]: hessians
                     // p(1-p) are non-negative.
                     for i in (1..step.len).step_by(2) {
