@@ -427,3 +427,60 @@ fn psi_resumes_after_the_coordinator_is_killed_mid_exchange() {
     assert_eq!(psi[0].round, a_bank.session);
     assert_eq!(psi[0].aggregate_hash, a_bank.intersection_hash);
 }
+
+#[test]
+fn psi_restarts_the_session_when_a_participant_is_killed_mid_exchange() {
+    let fed = federation();
+    let split = write_synthetic(fed.dir.path(), 60_000, 9);
+    let _coordinator = fed.coordinator("coordinator.log");
+    let job = launch_psi(&fed, "align-lost", "chunk_len = 256\n");
+    let mut bank = fed.participant_logged("bank", "bank-1.log");
+    let mut partner = fed.participant("partner");
+    // Wait until chunks are flowing in session 0, then SIGKILL the bank (the active party).
+    let start = std::time::Instant::now();
+    loop {
+        let s = fed.status(&job);
+        assert!(
+            !s.contains("finished") && !s.contains("failed"),
+            "the exchange ended before it could be interrupted: {s}"
+        );
+        if relayed(&s) >= 20 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no chunks relayed: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bank.kill9();
+    // The restarted bank holds no state of session 0: it says so, and the pair runs again.
+    let mut bank = fed.participant_logged("bank", "bank-2.log");
+    let status = wait_state(&fed, &job, "finished", Duration::from_secs(600));
+    assert!(bank.wait_exit(Duration::from_secs(60)).success());
+    assert!(partner.wait_exit(Duration::from_secs(60)).success());
+    let a_bank = alignment(&fed, "bank", &job, "partner");
+    let a_partner = alignment(&fed, "partner", &job, "bank");
+    assert!(a_bank.session >= 1, "a fresh session: {status}");
+    assert_eq!(a_bank.session, a_partner.session);
+    check_alignment(&split, &a_bank, &a_partner);
+    let log = std::fs::read_to_string(fed.path("bank-2.log")).unwrap();
+    assert!(log.contains("reporting it lost"), "{log}");
+    // The audit log shows the abandoned session, naming who lost it, then the good one.
+    let psi: Vec<_> = fed
+        .audit_rounds(&job)
+        .into_iter()
+        .filter(|r| r.purpose == fedsilo_task::Purpose::Psi)
+        .collect();
+    assert_eq!(psi.len(), 2, "{psi:#?}");
+    assert_eq!(psi[0].round, 0);
+    assert!(
+        psi[0]
+            .outcome
+            .contains("bank (active) lost its session state"),
+        "{}",
+        psi[0].outcome
+    );
+    assert_eq!(psi[1].round, a_bank.session);
+    assert_eq!(psi[1].aggregate_hash, a_bank.intersection_hash);
+}

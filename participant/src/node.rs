@@ -442,6 +442,25 @@ pub async fn run_until(
 ) -> Result<(), NodeError> {
     tokio::pin!(shutdown);
     let mut psi = build_psi(&cfg)?;
+    // PSI sessions an earlier run of this node had open are lost: say so once joined, so
+    // the coordinator restarts those pairs instead of the peers waiting forever.
+    let sessions_store = AlignmentStore::new(&cfg.state_dir());
+    let mut recorded = sessions_store.load_open_sessions().unwrap_or_else(|e| {
+        tracing::warn!(error = %fedsilo_config::display_chain(&e), "cannot read the PSI sessions of the last run");
+        Vec::new()
+    });
+    psi.report_lost(&recorded);
+    let mut sync_sessions = move |psi: &PsiDriver| {
+        let open = psi.open_sessions();
+        if open != recorded {
+            match sessions_store.save_open_sessions(&open) {
+                Ok(()) => recorded = open,
+                Err(e) => {
+                    tracing::warn!(error = %fedsilo_config::display_chain(&e), "cannot record the open PSI sessions")
+                }
+            }
+        }
+    };
     let mut client = connect(&cfg).await?;
     let mut joined: BTreeSet<String> = BTreeSet::new();
     let mut ended: BTreeSet<String> = BTreeSet::new();
@@ -517,7 +536,9 @@ pub async fn run_until(
         if reply.messages.is_empty() {
             // Pick up jobs launched since we last joined.
             need_join = cfg.jobs.is_empty() || !cfg.jobs.iter().all(|j| joined.contains(j));
-            continue;
+            if !psi.has_queued() {
+                continue;
+            }
         }
         let mut outgoing = Vec::new();
         tokio::task::block_in_place(|| {
@@ -545,6 +566,7 @@ pub async fn run_until(
                 outgoing.push(out);
             }
         });
+        sync_sessions(&psi);
         while let Some(ev) = worker.poll_event() {
             match ev {
                 WorkerEvent::JobEnded {
@@ -613,6 +635,7 @@ pub async fn run_until(
                 submit_logged(&mut client, &cfg, m).await;
             }
         }
+        sync_sessions(&psi);
     }
 }
 

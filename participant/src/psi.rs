@@ -9,7 +9,7 @@
 //! canonical order both parties share (row `i` here and row `i` at the peer are the same
 //! customer), tied to the job id, the session and the alignment hash both parties report.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,6 +24,9 @@ use crate::data::{load_csv_chunks, DataError, Labels, Schema, Source};
 
 /// Ids handed to the PSI party per call (bounded memory while reading).
 pub const ID_CHUNK_ROWS: usize = 65_536;
+
+/// A progress line is logged each time a session's counters move by this many entries.
+pub const PROGRESS_EVERY: u64 = 1 << 20;
 
 /// Why this party cannot take part in, or go on with, a PSI session. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +103,8 @@ struct Session {
     ids_given: bool,
     /// `Done` was emitted (the active party may still have Result chunks to send).
     done: bool,
+    /// Sum of the progress counters when the last progress line was logged.
+    logged: u64,
 }
 
 /// What the driver tells its caller.
@@ -125,6 +130,11 @@ pub struct PsiDriver {
     /// Roster name → Ed25519 identity key (from this node's own roster file).
     peers: BTreeMap<String, String>,
     sessions: BTreeMap<String, Session>,
+    /// Sessions that ended here (done, failed, superseded, job ended): a late message of one
+    /// is dropped quietly. A message of any other session means this party lost it.
+    closed: BTreeSet<(String, u64)>,
+    /// Sessions already reported lost.
+    lost: BTreeSet<(String, u64)>,
     outbox: VecDeque<ToCoordinator>,
     events: VecDeque<PsiEvent>,
     rng: rand_chacha::ChaCha20Rng,
@@ -162,15 +172,24 @@ impl PsiDriver {
             identity,
             peers,
             sessions: BTreeMap::new(),
+            closed: BTreeSet::new(),
+            lost: BTreeSet::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             rng: rand_chacha::ChaCha20Rng::from_seed(seed),
         }
     }
 
+    fn close(&mut self, job_id: &str) {
+        if let Some(s) = self.sessions.remove(job_id) {
+            self.closed.insert((job_id.to_string(), s.start.session));
+        }
+    }
+
     fn fail(&mut self, job_id: &str, session: u64, reason: String) {
         tracing::error!(job = job_id, session, %reason, "PSI session failed here");
-        self.sessions.remove(job_id);
+        self.close(job_id);
+        self.closed.insert((job_id.to_string(), session));
         self.outbox.push_back(ToCoordinator::PsiFailed {
             job_id: job_id.to_string(),
             session,
@@ -183,9 +202,20 @@ impl PsiDriver {
         });
     }
 
-    /// A new session: any earlier session of the job is dropped.
+    /// A new session: any earlier session of the job is dropped (its scalar with it: a
+    /// session's party draws its own). A second `PsiStart` of the session in progress is
+    /// ignored.
     pub fn handle_start(&mut self, start: PsiStart) {
-        self.sessions.remove(&start.job_id);
+        if self
+            .sessions
+            .get(&start.job_id)
+            .is_some_and(|s| s.start.session == start.session)
+            || self.closed.contains(&(start.job_id.clone(), start.session))
+        {
+            tracing::debug!(job = %start.job_id, session = start.session, "PsiStart of a session already opened here; ignored");
+            return;
+        }
+        self.close(&start.job_id);
         let job = start.job_id.clone();
         let session = start.session;
         match self.open(start) {
@@ -234,20 +264,33 @@ impl PsiDriver {
             party,
             ids_given: false,
             done: false,
+            logged: 0,
         })
     }
 
     /// A message from the peer, relayed by the coordinator.
     pub fn handle_message(&mut self, msg: PsiMsg) {
         let ctx = msg.ctx().clone();
-        let Some(s) = self.sessions.get_mut(&ctx.job_id) else {
-            tracing::debug!(job = %ctx.job_id, session = ctx.session, "PSI message for no session here; dropped");
-            return;
-        };
-        if s.start.session != ctx.session {
-            tracing::debug!(job = %ctx.job_id, session = ctx.session, "PSI message of another session; dropped");
+        let key = (ctx.job_id.clone(), ctx.session);
+        let current = self.sessions.get(&ctx.job_id).map(|s| s.start.session);
+        if current != Some(ctx.session) {
+            let newer = current.is_none_or(|c| ctx.session > c);
+            if newer && !self.closed.contains(&key) && self.lost.insert(key) {
+                // Never opened here, or opened by an earlier run of this node: say so, so the
+                // coordinator restarts the pair instead of both sides waiting forever.
+                tracing::warn!(job = %ctx.job_id, session = ctx.session, "PSI message of a session this node holds no state of; reporting it lost");
+                self.outbox.push_back(ToCoordinator::PsiLost {
+                    job_id: ctx.job_id,
+                    session: ctx.session,
+                });
+            } else {
+                tracing::debug!(job = %ctx.job_id, session = ctx.session, "PSI message of another session; dropped");
+            }
             return;
         }
+        let Some(s) = self.sessions.get_mut(&ctx.job_id) else {
+            return;
+        };
         match s.party.handle_message(msg) {
             Ok(()) => self.pump(&ctx.job_id),
             Err(e) if e.keeps_state() => {
@@ -260,11 +303,29 @@ impl PsiDriver {
         }
     }
 
-    /// After any input: asks for ids once the peer's Hello is in, reports completion.
+    /// After any input: asks for ids once the peer's Hello is in, reports completion, logs
+    /// progress every [`PROGRESS_EVERY`] entries.
     fn pump(&mut self, job_id: &str) {
         let Some(s) = self.sessions.get_mut(job_id) else {
             return;
         };
+        let p = s.party.progress();
+        let moved = p.own_ids + p.own_sent + p.peer_received + p.doubled_back;
+        if moved >= s.logged + PROGRESS_EVERY {
+            s.logged = moved;
+            tracing::info!(
+                job = job_id,
+                session = s.start.session,
+                state = s.party.state_name(),
+                own_ids_hashed = p.own_ids,
+                own_sent = p.own_sent,
+                own_set = p.own_set_size.unwrap_or(0),
+                peer_received = p.peer_received,
+                doubled_back = p.doubled_back,
+                peer_set = ?p.peer_set_size,
+                "PSI progress"
+            );
+        }
         if s.party.accepts_ids() && !s.ids_given {
             s.ids_given = true;
             self.events.push_back(PsiEvent::NeedIds(s.start.clone()));
@@ -368,7 +429,31 @@ impl PsiDriver {
 
     /// The job ended at the coordinator: drop its session.
     pub fn job_ended(&mut self, job_id: &str) {
-        self.sessions.remove(job_id);
+        self.close(job_id);
+    }
+
+    /// Sessions open here, `(job, session)`: what a node records (job ids and numbers only)
+    /// so that, restarted, it can report them lost ([`PsiDriver::report_lost`]).
+    pub fn open_sessions(&self) -> Vec<(String, u64)> {
+        self.sessions
+            .iter()
+            .map(|(job, s)| (job.clone(), s.start.session))
+            .collect()
+    }
+
+    /// A restarted node: it holds no state of these sessions, which an earlier run had
+    /// open. Queues a `PsiLost` for each; the coordinator restarts the pair.
+    pub fn report_lost(&mut self, sessions: &[(String, u64)]) {
+        for (job, session) in sessions {
+            if self.sessions.contains_key(job) || !self.lost.insert((job.clone(), *session)) {
+                continue;
+            }
+            tracing::warn!(job = %job, session, "PSI session of an earlier run of this node: reporting it lost");
+            self.outbox.push_back(ToCoordinator::PsiLost {
+                job_id: job.clone(),
+                session: *session,
+            });
+        }
     }
 
     /// The next message for the coordinator. Chunks are produced lazily: send each before
@@ -388,7 +473,15 @@ impl PsiDriver {
             }
             None => {
                 // Nothing left to send: a finished session is over.
-                self.sessions.retain(|_, s| !s.done);
+                let over: Vec<String> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.done)
+                    .map(|(job, _)| job.clone())
+                    .collect();
+                for job in over {
+                    self.close(&job);
+                }
                 None
             }
         }
@@ -396,6 +489,11 @@ impl PsiDriver {
 
     pub fn poll_event(&mut self) -> Option<PsiEvent> {
         self.events.pop_front()
+    }
+
+    /// Whether messages for the coordinator are queued (not counting lazily made chunks).
+    pub fn has_queued(&self) -> bool {
+        !self.outbox.is_empty()
     }
 
     /// Whether `job_id` has a session here.
@@ -579,6 +677,36 @@ impl AlignmentStore {
         }
         std::fs::rename(&tmp, &path).map_err(persist)?;
         Ok(path)
+    }
+
+    fn open_sessions_path(&self) -> PathBuf {
+        self.dir.join("open-sessions.json")
+    }
+
+    /// Records the sessions open at this node (job ids and session numbers, nothing else),
+    /// so that a restarted node can report them lost. Written whole, then renamed.
+    pub fn save_open_sessions(&self, sessions: &[(String, u64)]) -> Result<(), PsiJobError> {
+        let path = self.open_sessions_path();
+        let persist = |source| PsiJobError::Persist {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(persist)?;
+        let bytes = serde_json::to_vec(sessions).map_err(|e| persist(std::io::Error::other(e)))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, bytes).map_err(persist)?;
+        std::fs::rename(&tmp, &path).map_err(persist)
+    }
+
+    /// The sessions an earlier run of this node had open (none when it never recorded any).
+    pub fn load_open_sessions(&self) -> Result<Vec<(String, u64)>, PsiJobError> {
+        let path = self.open_sessions_path();
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|source| PsiJobError::BadAlignment { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(PsiJobError::Persist { path, source }),
+        }
     }
 
     /// The alignment of `job_id` with `peer`, checked for consistency (rows count and range).

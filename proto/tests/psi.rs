@@ -76,6 +76,10 @@ fn psi_messages_round_trip() {
             session: 3,
             reason: "no id column".into(),
         },
+        ToCoordinator::PsiLost {
+            job_id: "align".into(),
+            session: 3,
+        },
     ] {
         let wire: pb::ToCoordinator = m.clone().into();
         assert_eq!(ToCoordinator::try_from(wire).unwrap(), m);

@@ -62,6 +62,7 @@ fn variants_stay_distinct_on_the_wire() {
                 Some(pb::to_coordinator::Body::Psi(_)) => "Psi".into(),
                 Some(pb::to_coordinator::Body::PsiDone(_)) => "PsiDone".into(),
                 Some(pb::to_coordinator::Body::PsiFailed(_)) => "PsiFailed".into(),
+                Some(pb::to_coordinator::Body::PsiLost(_)) => "PsiLost".into(),
                 None => "none".into(),
             }
         })

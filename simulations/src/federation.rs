@@ -20,6 +20,7 @@ use crate::partition::PartitionError;
 use crate::report::{DatasetSummary, DerivedColumn};
 use crate::scenario::{EventKind, JobEntry, Scenario};
 use crate::synth::SynthError;
+use crate::vertical::{VerticalData, VerticalError};
 
 /// Why the scenario's federation could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,12 @@ pub enum FederationError {
         #[source]
         source: UnknownFeatures,
     },
+    #[error("dataset '{dataset}': vertical split")]
+    Vertical {
+        dataset: String,
+        #[source]
+        source: VerticalError,
+    },
     #[error("identity key of '{institution}'")]
     Identity {
         institution: String,
@@ -69,6 +76,8 @@ pub struct Federation {
     /// The datasets with a cohort, derived columns or derived labels: what each institution
     /// kept and computed.
     pub shaped: Vec<DatasetSummary>,
+    /// Vertical datasets: every party's columns over its share of the customers.
+    pub vertical: BTreeMap<String, VerticalData>,
 }
 
 impl Federation {
@@ -103,12 +112,40 @@ pub fn prepare_data(s: &Scenario) -> Result<Federation, FederationError> {
     let n = names.len();
     let mut data = BTreeMap::new();
     let mut shaped = Vec::new();
+    let mut vertical = BTreeMap::new();
     for d in &s.datasets {
         let dataset = || d.name.clone();
         let data_err = |source| FederationError::Data {
             dataset: dataset(),
             source: Box::new(source),
         };
+        if let (Some(v), Some(csv)) = (&d.vertical, &d.csv) {
+            let schema_path = d
+                .schema
+                .as_ref()
+                .ok_or_else(|| FederationError::SchemaMissing { dataset: dataset() })?;
+            let schema = Schema::from_toml_file(&s.resolve(schema_path)).map_err(data_err)?;
+            if schema.has_expressions() {
+                return Err(FederationError::Vertical {
+                    dataset: dataset(),
+                    source: VerticalError::Invalid(
+                        "a vertical dataset's schema may not have a cohort or derived columns \
+                         or labels yet"
+                            .into(),
+                    ),
+                });
+            }
+            let table = load_file(&s.resolve(csv), &schema).map_err(data_err)?;
+            let raw: Vec<String> = schema.features.iter().map(|f| f.name.clone()).collect();
+            let split = crate::vertical::split(&d.name, v, &table, &raw, &names, s.seed).map_err(
+                |source| FederationError::Vertical {
+                    dataset: dataset(),
+                    source,
+                },
+            )?;
+            vertical.insert(d.name.clone(), split);
+            continue;
+        }
         // The dataset's schema, and the tables as read (before its expressions).
         let (schema, tables): (Schema, Vec<Table>) = if let Some(syn) = &d.synthetic {
             let schema = Schema {
@@ -220,6 +257,7 @@ pub fn prepare_data(s: &Scenario) -> Result<Federation, FederationError> {
         names,
         data,
         shaped,
+        vertical,
     })
 }
 

@@ -6,6 +6,7 @@
 //! - [`memory`], [`grpc`]: the two transports, driving the production engines.
 //! - [`baselines`]: the pooled and local-only references, computed outside the federation.
 //! - [`audit`]: membership inference against the released models, and the coordinator's view.
+//! - [`vertical`]: vertical datasets, split by columns, and their true intersections.
 //! - [`run`]: scenario → federation → baselines → [`report`].
 #![forbid(unsafe_code)]
 
@@ -19,3 +20,4 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod synth;
+pub mod vertical;

@@ -13,17 +13,28 @@
 //! Liveness: every participant is seen by the coordinator on every pass of the loop (as a
 //! gRPC node is on every poll), so one that dropped out of a round is present again for the
 //! round after the next pass.
+//!
+//! PSI jobs (vertical datasets): each institution also runs the participant's own
+//! [`PsiDriver`] (one [`fedsilo_crypto::psi::PsiParty`] per session), fed the id column of its
+//! part of the dataset in chunks as `participant join` reads a file, and the coordinator
+//! relays their messages exactly as the gRPC service does. The transport only moves
+//! messages, hands over ids when a driver asks, keeps each alignment a party reports (the
+//! node would write it to its state directory) and times each party's PSI work.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedsilo_coordinator::engine::{
-    Coordinator, EngineError, Event, JobRecord, JobState, RoundSummary,
+    Coordinator, EngineError, Event, JobRecord, JobState, PsiRecord, PsiSummary, RoundSummary,
 };
 use fedsilo_crypto::msg::{ParticipantId, Phase};
+use fedsilo_participant::psi::{
+    report as psi_report, Alignment, PsiDriver, PsiEvent, PsiJobError, ID_CHUNK_ROWS,
+};
 use fedsilo_participant::worker::Worker;
 use fedsilo_task::job::{ToCoordinator, ToParticipant};
+use fedsilo_task::psi::PsiJobSpec;
 use fedsilo_task::JobSpec;
 use rayon::prelude::*;
 
@@ -34,6 +45,8 @@ use crate::scenario::{EventKind, Scenario};
 pub enum SimError {
     #[error("launching job")]
     Launch(#[source] EngineError),
+    #[error("launching PSI job")]
+    LaunchPsi(#[source] EngineError),
     #[error("the federation made no progress: {0}")]
     Stalled(String),
     #[error("the checkpoint of job '{job}' does not decode")]
@@ -53,8 +66,158 @@ pub fn run(
     fed: &Federation,
     progress: &mut dyn FnMut(&RoundSummary),
 ) -> Result<(BTreeMap<String, JobRecord>, Vec<RoundSummary>), SimError> {
+    let r = run_all(s, fed, progress)?;
+    Ok((r.records, r.rounds))
+}
+
+/// What one in-memory run produced: the training jobs' records and rounds, and the PSI.
+#[derive(Debug)]
+pub struct MemoryRun {
+    pub records: BTreeMap<String, JobRecord>,
+    pub rounds: Vec<RoundSummary>,
+    pub psi: PsiObserved,
+}
+
+/// What the PSI jobs did, as the transport saw it.
+#[derive(Debug, Default)]
+pub struct PsiObserved {
+    /// Every session the coordinator closed or failed, in order.
+    pub sessions: Vec<PsiSummary>,
+    /// Each PSI job's final record (what the coordinator checkpointed).
+    pub records: BTreeMap<String, PsiRecord>,
+    /// Every alignment a party reported: (institution, alignment).
+    pub alignments: Vec<(String, Alignment)>,
+    /// Time each party spent in its PSI driver for a session: (job, session, institution).
+    pub busy: BTreeMap<(String, u64, String), Duration>,
+}
+
+/// One institution's PSI side: the participant's driver and the id columns it holds.
+pub struct PsiNode {
+    pub name: String,
+    pub driver: PsiDriver,
+    /// Dataset → ids in the party's row order.
+    pub ids: BTreeMap<String, Arc<[String]>>,
+    busy: Duration,
+}
+
+impl PsiNode {
+    pub fn new(name: String, driver: PsiDriver, ids: BTreeMap<String, Arc<[String]>>) -> Self {
+        PsiNode {
+            name,
+            driver,
+            ids,
+            busy: Duration::ZERO,
+        }
+    }
+
+    /// Hands the driver what the coordinator sent, then does what a node does after a poll:
+    /// gives ids when asked (chunks of [`ID_CHUNK_ROWS`]), keeps each alignment before its
+    /// report, and collects every message to submit.
+    fn step(&mut self, msgs: Vec<ToParticipant>) -> (Vec<ToCoordinator>, Vec<Alignment>) {
+        let started = Instant::now();
+        let mut out = Vec::new();
+        let mut alignments = Vec::new();
+        for m in msgs {
+            match m {
+                ToParticipant::PsiStart(start) => self.driver.handle_start(start),
+                ToParticipant::Psi(m) => self.driver.handle_message(m),
+                ToParticipant::JobEnd { job_id, .. } => self.driver.job_ended(&job_id),
+                _ => {}
+            }
+        }
+        loop {
+            let mut moved = false;
+            while let Some(ev) = self.driver.poll_event() {
+                moved = true;
+                match ev {
+                    PsiEvent::NeedIds(start) => self.feed(&start.job_id, &start.dataset),
+                    PsiEvent::Done { start, output } => {
+                        alignments.push(Alignment::new(&start, &output));
+                        out.push(psi_report(&start, &output));
+                    }
+                    PsiEvent::Failed { .. } => {}
+                }
+            }
+            match self.driver.poll_transmit() {
+                Some(m) => out.push(m),
+                None if !moved => break,
+                None => {}
+            }
+        }
+        self.busy += started.elapsed();
+        (out, alignments)
+    }
+
+    fn feed(&mut self, job_id: &str, dataset: &str) {
+        let Some(ids) = self.ids.get(dataset).cloned() else {
+            self.driver.abort(
+                job_id,
+                &PsiJobError::UnknownDataset {
+                    job: job_id.to_string(),
+                    dataset: dataset.to_string(),
+                },
+            );
+            return;
+        };
+        for chunk in ids.chunks(ID_CHUNK_ROWS) {
+            if self.driver.push_ids(job_id, chunk).is_err() {
+                return;
+            }
+        }
+        let _ = self.driver.finish_ids(job_id);
+    }
+}
+
+/// Every institution's PSI node for the scenario's vertical datasets.
+fn psi_nodes(
+    s: &Scenario,
+    fed: &Federation,
+    keys: &[Arc<fedsilo_crypto::keys::IdentityKey>],
+) -> Vec<PsiNode> {
+    let peers: BTreeMap<String, String> = fed
+        .names
+        .iter()
+        .zip(keys)
+        .map(|(n, k)| (n.clone(), hex::encode(k.public_key())))
+        .collect();
+    fed.names
+        .iter()
+        .zip(keys)
+        .map(|(name, key)| {
+            let ids = fed
+                .vertical
+                .iter()
+                .filter_map(|(d, v)| {
+                    let part = v.part(name)?;
+                    Some((
+                        d.clone(),
+                        Arc::from(part.table.ids.clone().into_boxed_slice()),
+                    ))
+                })
+                .collect();
+            let driver = PsiDriver::new(
+                Arc::clone(key),
+                peers.clone(),
+                federation::seed_bytes(s.seed, &format!("psi/{name}")),
+            );
+            PsiNode::new(name.clone(), driver, ids)
+        })
+        .collect()
+}
+
+/// [`run`], with the PSI jobs' results.
+pub fn run_all(
+    s: &Scenario,
+    fed: &Federation,
+    progress: &mut dyn FnMut(&RoundSummary),
+) -> Result<MemoryRun, SimError> {
     let n = fed.names.len();
     let (keys, roster) = federation::identities(s, &fed.names)?;
+    let psi = if s.psi.is_empty() {
+        Vec::new()
+    } else {
+        psi_nodes(s, fed, &keys)
+    };
     let names: BTreeMap<ParticipantId, String> = fed
         .names
         .iter()
@@ -91,6 +254,10 @@ pub fn run(
         })
         .collect();
     let mut sim = MemoryFederation::new(coordinator, workers, faults);
+    sim.psi = psi;
+    for p in &s.psi {
+        sim.launch_psi(s.psi_spec(p))?;
+    }
     for job in &s.jobs {
         let (features, labels) = federation::job_columns(job, fed)?;
         sim.launch(federation::job_spec(s, job, n), features, labels)?;
@@ -98,6 +265,9 @@ pub fn run(
     sim.run(progress)?;
     let mut records = BTreeMap::new();
     for (job, bytes) in &sim.observed.last_checkpoint {
+        if !s.jobs.iter().any(|j| &j.name == job) {
+            continue;
+        }
         let rec: JobRecord =
             serde_json::from_slice(bytes).map_err(|source| SimError::Checkpoint {
                 job: job.clone(),
@@ -105,7 +275,17 @@ pub fn run(
             })?;
         records.insert(job.clone(), rec);
     }
-    Ok((records, std::mem::take(&mut sim.observed.rounds)))
+    let mut psi = std::mem::take(&mut sim.observed.psi);
+    for p in &s.psi {
+        if let Some(r) = sim.coordinator.psi_record(&p.name) {
+            psi.records.insert(p.name.clone(), r.clone());
+        }
+    }
+    Ok(MemoryRun {
+        records,
+        rounds: std::mem::take(&mut sim.observed.rounds),
+        psi,
+    })
 }
 
 /// A fault applied by the transport.
@@ -126,6 +306,7 @@ pub struct Observations {
     pub refused: Vec<(ParticipantId, String)>,
     pub finished: BTreeMap<String, JobState>,
     pub last_checkpoint: BTreeMap<String, Vec<u8>>,
+    pub psi: PsiObserved,
 }
 
 /// A federation in one process.
@@ -137,6 +318,10 @@ pub struct MemoryFederation {
     skipped: Duration,
     held: Vec<(ParticipantId, ToCoordinator)>,
     pending_joins: BTreeSet<(String, ParticipantId)>,
+    /// PSI nodes, `psi[i]` of participant `i` (empty: the federation runs no PSI job).
+    pub psi: Vec<PsiNode>,
+    /// Each party's PSI busy time when the coordinator opened a session with it.
+    psi_busy_at_start: BTreeMap<(String, u64, ParticipantId), Duration>,
     pub observed: Observations,
 }
 
@@ -160,6 +345,8 @@ impl MemoryFederation {
             skipped: Duration::ZERO,
             held: Vec::new(),
             pending_joins: BTreeSet::new(),
+            psi: Vec::new(),
+            psi_busy_at_start: BTreeMap::new(),
             observed: Observations::default(),
         }
     }
@@ -181,6 +368,20 @@ impl MemoryFederation {
             .coordinator
             .launch(now, spec, features, labels)
             .map_err(SimError::Launch)?;
+        for w in 0..self.workers.len() as ParticipantId {
+            self.pending_joins.insert((id.clone(), w));
+        }
+        self.join_due();
+        Ok(id)
+    }
+
+    /// Launches a PSI job and lets every participant join it.
+    pub fn launch_psi(&mut self, spec: PsiJobSpec) -> Result<String, SimError> {
+        let now = self.now();
+        let id = self
+            .coordinator
+            .launch_psi(now, spec)
+            .map_err(SimError::LaunchPsi)?;
         for w in 0..self.workers.len() as ParticipantId {
             self.pending_joins.insert((id.clone(), w));
         }
@@ -256,8 +457,21 @@ impl MemoryFederation {
                     self.observed.finished.insert(job_id, state);
                 }
                 Event::Refused { from, reason } => self.observed.refused.push((from, reason)),
-                // PSI jobs are not driven by this transport yet.
-                Event::Psi(_) => {}
+                Event::Psi(summary) => {
+                    for name in [&summary.active, &summary.passive] {
+                        let Some(p) = self.psi.iter().position(|n| &n.name == name) else {
+                            continue;
+                        };
+                        let key = (summary.job_id.clone(), summary.session, p as ParticipantId);
+                        let at_start = self.psi_busy_at_start.remove(&key).unwrap_or_default();
+                        let busy = self.psi.get(p).map(|n| n.busy).unwrap_or_default();
+                        self.observed.psi.busy.insert(
+                            (summary.job_id.clone(), summary.session, name.clone()),
+                            busy.saturating_sub(at_start),
+                        );
+                    }
+                    self.observed.psi.sessions.push(*summary);
+                }
             }
         }
     }
@@ -278,11 +492,55 @@ impl MemoryFederation {
             self.join_due();
             let mut moved = false;
             let mut inbox: Vec<Vec<ToParticipant>> = vec![Vec::new(); n];
+            let mut psi_inbox: Vec<Vec<ToParticipant>> = vec![Vec::new(); self.psi.len()];
             while let Some((to, m)) = self.coordinator.poll_transmit() {
-                if let Some(q) = inbox.get_mut(to as usize) {
-                    q.push(m);
-                    moved = true;
+                moved = true;
+                let to_psi = psi_inbox.get_mut(to as usize);
+                match (m, to_psi) {
+                    (ToParticipant::PsiStart(start), Some(q)) => {
+                        let busy = self.psi.get(to as usize).map(|n| n.busy);
+                        self.psi_busy_at_start.insert(
+                            (start.job_id.clone(), start.session, to),
+                            busy.unwrap_or_default(),
+                        );
+                        q.push(ToParticipant::PsiStart(start));
+                    }
+                    (m @ ToParticipant::Psi(_), Some(q)) => q.push(m),
+                    (m @ ToParticipant::JobEnd { .. }, Some(q)) => {
+                        q.push(m.clone());
+                        if let Some(w) = inbox.get_mut(to as usize) {
+                            w.push(m);
+                        }
+                    }
+                    (m, _) => {
+                        if let Some(q) = inbox.get_mut(to as usize) {
+                            q.push(m);
+                        }
+                    }
                 }
+            }
+            if !self.psi.is_empty() {
+                let psi_out: Vec<(Vec<ToCoordinator>, Vec<Alignment>)> = self
+                    .psi
+                    .par_iter_mut()
+                    .zip(psi_inbox)
+                    .map(|(node, msgs)| node.step(msgs))
+                    .collect();
+                for (p, (msgs, alignments)) in psi_out.into_iter().enumerate() {
+                    let name = self.psi.get(p).map(|n| n.name.clone()).unwrap_or_default();
+                    for a in alignments {
+                        self.observed.psi.alignments.push((name.clone(), a));
+                    }
+                    for m in msgs {
+                        moved = true;
+                        let now = self.now();
+                        if let Err(e) = self.coordinator.handle_message(now, p as ParticipantId, m)
+                        {
+                            tracing::debug!(participant = p, error = %e, "coordinator refused a PSI message");
+                        }
+                    }
+                }
+                self.drain_events(on_round);
             }
             let outs: Vec<Vec<ToCoordinator>> = self
                 .workers

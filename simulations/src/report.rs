@@ -16,11 +16,13 @@ use serde::{Deserialize, Serialize};
 pub mod audit;
 pub mod charts;
 mod html;
+pub mod psi;
 pub mod svg;
 
 pub use audit::AuditReport;
 /// The report's stylesheet, for other self-contained pages (`fedsilo evaluate`).
 pub use html::style::CSS as STYLESHEET;
+pub use psi::{PsiJobReport, PsiSessionReport, VerticalPartyReport};
 
 /// Everything a simulation run measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,6 +41,9 @@ pub struct Report {
     /// it off or the report predates it.
     #[serde(default)]
     pub audit: Option<AuditReport>,
+    /// The scenario's PSI jobs (vertical datasets); empty when it has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub psi: Vec<PsiJobReport>,
 }
 
 /// How one job of the scenario ended.

@@ -32,6 +32,11 @@ pub enum RunError {
     Sim(#[from] SimError),
     #[error("gRPC transport")]
     Grpc(#[from] crate::grpc::GrpcError),
+    #[error(
+        "the scenario has PSI jobs ({0}); the gRPC transport does not run them yet: use the \
+         in-memory transport (tests/psi.rs runs PSI over gRPC with the real binary)"
+    )]
+    GrpcPsi(String),
     #[error("baselines of job '{job}'")]
     Baselines {
         job: String,
@@ -338,20 +343,50 @@ pub fn build_report(
         },
         jobs,
         audit: audit.finish(rounds),
+        psi: Vec::new(),
     })
 }
 
-/// Appends one audit entry per round to `path`; returns the chain head.
-pub fn write_audit(path: &Path, rounds: &[RoundSummary]) -> Result<String, RunError> {
+/// Appends one audit entry per PSI session, then one per round, to `path`; returns the
+/// chain head.
+pub fn write_audit(
+    path: &Path,
+    psi: &[fedsilo_coordinator::engine::PsiSummary],
+    rounds: &[RoundSummary],
+) -> Result<String, RunError> {
     let mut log = AuditLog::open(path)?;
     let t0 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
+    for (i, p) in psi.iter().enumerate() {
+        log.append(AuditRecord::of_psi(p, t0 + i as u64))?;
+    }
+    let t0 = t0 + psi.len() as u64;
     for (i, r) in rounds.iter().enumerate() {
         log.append(AuditRecord::of_round(r, t0 + i as u64))?;
     }
     Ok(log.head())
+}
+
+/// Writes each alignment a party reported as that party's node would keep it, under
+/// `<out>/alignments/<institution>/psi/`.
+fn write_alignments(
+    out_dir: &Path,
+    alignments: &[(String, fedsilo_participant::psi::Alignment)],
+) -> Result<(), RunError> {
+    for (institution, a) in alignments {
+        let dir = out_dir
+            .join("alignments")
+            .join(institution.replace(['/', '\\'], "_"));
+        fedsilo_participant::psi::AlignmentStore::new(&dir)
+            .save(a)
+            .map_err(|e| RunError::Io {
+                path: dir.clone(),
+                source: std::io::Error::other(fedsilo_config::display_chain(&e)),
+            })?;
+    }
+    Ok(())
 }
 
 /// The whole `fedsilo simulate` job: data, federation, baselines, audit log, report files.
@@ -363,9 +398,19 @@ pub fn run_scenario(
 ) -> Result<(Report, PathBuf, PathBuf), RunError> {
     let started = Instant::now();
     let fed = federation::prepare_data(s)?;
-    let (records, rounds) = match transport {
-        Transport::Memory => crate::memory::run(s, &fed, progress)?,
-        Transport::Grpc => crate::grpc::run(s, &fed, progress)?,
+    let (records, rounds, psi) = match transport {
+        Transport::Memory => {
+            let r = crate::memory::run_all(s, &fed, progress)?;
+            (r.records, r.rounds, r.psi)
+        }
+        Transport::Grpc if !s.psi.is_empty() => {
+            let names: Vec<&str> = s.psi.iter().map(|p| p.name.as_str()).collect();
+            return Err(RunError::GrpcPsi(names.join(", ")));
+        }
+        Transport::Grpc => {
+            let (records, rounds) = crate::grpc::run(s, &fed, progress)?;
+            (records, rounds, Default::default())
+        }
     };
     std::fs::create_dir_all(out_dir).map_err(|source| RunError::Io {
         path: out_dir.to_path_buf(),
@@ -373,8 +418,9 @@ pub fn run_scenario(
     })?;
     let audit_path = out_dir.join("audit.jsonl");
     let _ = std::fs::remove_file(&audit_path);
-    let head = write_audit(&audit_path, &rounds)?;
-    let report = build_report(
+    let head = write_audit(&audit_path, &psi.sessions, &rounds)?;
+    write_alignments(out_dir, &psi.alignments)?;
+    let mut report = build_report(
         s,
         &fed,
         transport,
@@ -383,6 +429,22 @@ pub fn run_scenario(
         head,
         started.elapsed().as_secs_f64(),
     )?;
+    report.psi = crate::vertical::psi_reports(s, &fed, &psi);
+    if !report.psi.is_empty() {
+        if rounds.is_empty() {
+            report.privacy.coordinator_saw.clear();
+        }
+        report.privacy.coordinator_saw.push(
+            "PSI: each party's set size, each intersection size and the alignment hash, and the number and length of the sealed messages it relayed; never a customer id or a point it could open (section 7).".into(),
+        );
+        for p in &report.psi {
+            report.jobs.push(crate::report::JobOutcome {
+                name: p.name.clone(),
+                finished: p.finished,
+                state: p.state.clone(),
+            });
+        }
+    }
     // Each model as `fedsilo score` reads it (the same artifact a coordinator exports), named
     // by the round that produced it; scorecards also as a readable table.
     for (job, rec) in &records {

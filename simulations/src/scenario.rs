@@ -39,6 +39,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::partition::Partitioner;
 
 mod job;
+mod vertical;
+
+pub use vertical::{PsiEntry, VerticalParty, VerticalSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -65,7 +68,11 @@ pub struct Scenario {
     pub holdout_fraction: f64,
     pub institutions: Institutions,
     pub datasets: Vec<DatasetSpec>,
+    #[serde(default)]
     pub jobs: Vec<JobEntry>,
+    /// PSI jobs aligning the parties of vertical datasets (module `vertical`).
+    #[serde(default)]
+    pub psi: Vec<PsiEntry>,
     #[serde(default)]
     pub events: Vec<EventSpec>,
     /// Train the pooled (centralised) and local-only baselines for the report.
@@ -114,6 +121,9 @@ pub struct DatasetSpec {
     pub schema: Option<PathBuf>,
     #[serde(default = "iid")]
     pub partition: Partitioner,
+    /// Split the CSV's columns (not its rows) between institutions: vertical federation.
+    #[serde(default)]
+    pub vertical: Option<VerticalSpec>,
 }
 
 fn iid() -> Partitioner {
@@ -235,6 +245,48 @@ impl Scenario {
         }
     }
 
+    /// The PSI job spec the scenario launches for `p` (active: the label holder unless
+    /// named; passive: every other party unless named).
+    pub fn psi_spec(&self, p: &PsiEntry) -> fedsilo_task::psi::PsiJobSpec {
+        let v = self
+            .datasets
+            .iter()
+            .find(|d| d.name == p.dataset)
+            .and_then(|d| d.vertical.as_ref());
+        let active = p
+            .active
+            .clone()
+            .or_else(|| {
+                v.and_then(|v| v.label_holder())
+                    .map(|h| h.institution.clone())
+            })
+            .unwrap_or_default();
+        let passive = if p.passive.is_empty() {
+            v.map(|v| {
+                v.parties
+                    .iter()
+                    .map(|q| q.institution.clone())
+                    .filter(|n| *n != active)
+                    .collect()
+            })
+            .unwrap_or_default()
+        } else {
+            p.passive.clone()
+        };
+        fedsilo_task::psi::PsiJobSpec {
+            kind: fedsilo_task::psi::PSI_KIND.into(),
+            job_id: p.name.clone(),
+            dataset: p.dataset.clone(),
+            active,
+            passive,
+            id_column: v.map(|v| v.id_column.clone()).unwrap_or_default(),
+            id_format: p.id_format,
+            delivery: p.delivery,
+            duplicates: p.duplicates,
+            chunk_len: p.chunk_len,
+        }
+    }
+
     fn validate(&self) -> Result<(), String> {
         let n = self.institutions.count;
         if n < 2 {
@@ -284,16 +336,61 @@ impl Scenario {
                 ));
             }
         }
-        if self.jobs.is_empty() {
-            return Err("jobs: the scenario trains nothing".into());
+        for d in &self.datasets {
+            if d.vertical.is_some() && (d.csv.is_none() || d.partition != Partitioner::Iid) {
+                return Err(format!(
+                    "datasets '{}': a vertical split reads one csv and takes no partition",
+                    d.name
+                ));
+            }
+        }
+        if self.jobs.is_empty() && self.psi.is_empty() {
+            return Err(
+                "jobs: the scenario trains nothing (and aligns nothing: no [[psi]])".into(),
+            );
         }
         for j in &self.jobs {
-            if !self.datasets.iter().any(|d| d.name == j.spec.dataset) {
+            let Some(d) = self.datasets.iter().find(|d| d.name == j.spec.dataset) else {
                 return Err(format!(
                     "jobs '{}': dataset '{}' is not defined",
                     j.name, j.spec.dataset
                 ));
+            };
+            if d.vertical.is_some() {
+                return Err(format!(
+                    "jobs '{}': dataset '{}' is split vertically; its parties are aligned by \
+                     [[psi]] jobs (training on vertical data is not available yet)",
+                    j.name, j.spec.dataset
+                ));
             }
+        }
+        for (i, p) in self.psi.iter().enumerate() {
+            let at = |what: String| format!("psi '{}': {what}", p.name);
+            if self.jobs.iter().any(|j| j.name == p.name)
+                || self.psi[..i].iter().any(|q| q.name == p.name)
+            {
+                return Err(at("the name is used by another job".into()));
+            }
+            let Some(v) = self
+                .datasets
+                .iter()
+                .find(|d| d.name == p.dataset)
+                .and_then(|d| d.vertical.as_ref())
+            else {
+                return Err(at(format!(
+                    "dataset '{}' is not a vertical dataset of the scenario",
+                    p.dataset
+                )));
+            };
+            for name in p.active.iter().chain(&p.passive) {
+                if !v.parties.iter().any(|q| &q.institution == name) {
+                    return Err(at(format!(
+                        "'{name}' holds no part of dataset '{}'",
+                        p.dataset
+                    )));
+                }
+            }
+            self.psi_spec(p).validate().map_err(|e| at(e.to_string()))?;
         }
         for e in &self.events {
             if !self.institution_names().contains(&e.institution) {

@@ -314,6 +314,7 @@ fn sample_report() -> Report {
         },
         jobs: vec![],
         audit: Some(sample_audit()),
+        psi: Vec::new(),
     }
 }
 
@@ -624,6 +625,7 @@ fn odd_data_renders_without_panicking() {
         },
         jobs: vec![],
         audit: None,
+        psi: Vec::new(),
     };
     let html = empty.render_html();
     assert_balanced(&html);

@@ -112,10 +112,15 @@ pub(crate) fn simulate(scenario: &Path, out: &Path, transport: TransportArg) -> 
         None
     };
     eprintln!(
-        "simulating '{}': {} institutions, {} job(s), transport {}",
+        "simulating '{}': {} institutions, {} job(s){}, transport {}",
         s.name,
         s.institutions.count,
         s.jobs.len(),
+        if s.psi.is_empty() {
+            String::new()
+        } else {
+            format!(" and {} PSI job(s)", s.psi.len())
+        },
         transport.name()
     );
     let mut progress = |r: &RoundSummary| {
@@ -172,6 +177,28 @@ pub(crate) fn simulate(scenario: &Path, out: &Path, transport: TransportArg) -> 
             m.final_metrics.top_decile_lift
         )?;
     }
+    for j in &report.psi {
+        for x in &j.sessions {
+            outln!(
+                "{:<28} {} ∩ {}: {} ∩ {} = {} (true {}{}), {:.0} ms, {} + {} bytes relayed",
+                j.name,
+                x.active,
+                x.passive,
+                x.active_set_size,
+                x.passive_set_size,
+                x.intersection_size,
+                x.true_intersection_size,
+                if x.matches_truth {
+                    ", exact"
+                } else {
+                    ", MISMATCH"
+                },
+                x.elapsed_ms,
+                x.bytes_active_to_passive,
+                x.bytes_passive_to_active
+            )?;
+        }
+    }
     outln!(
         "{} rounds in {:.1} s; report: {} and {}",
         report.totals.rounds,
@@ -179,6 +206,19 @@ pub(crate) fn simulate(scenario: &Path, out: &Path, transport: TransportArg) -> 
         html.display(),
         json.display()
     )?;
+    let wrong: Vec<String> = report
+        .psi
+        .iter()
+        .flat_map(|j| j.sessions.iter().map(move |x| (j, x)))
+        .filter(|(_, x)| x.outcome == "ok" && !x.matches_truth)
+        .map(|(j, x)| format!("'{}' {} ∩ {}", j.name, x.active, x.passive))
+        .collect();
+    if !wrong.is_empty() {
+        bail!(
+            "PSI result differs from the true intersection: {}",
+            wrong.join("; ")
+        );
+    }
     if !failed.is_empty() {
         let list: Vec<String> = failed
             .iter()

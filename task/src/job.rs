@@ -109,6 +109,12 @@ pub enum ToCoordinator {
         session: u64,
         reason: String,
     },
+    /// A party holds no state of this PSI session (it restarted mid-exchange): the
+    /// coordinator restarts the pair in a fresh session, or fails the job naming the party.
+    PsiLost {
+        job_id: String,
+        session: u64,
+    },
 }
 
 /// One label's latest hold-out metrics, as an operator sees them in a job's status

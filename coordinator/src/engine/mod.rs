@@ -431,6 +431,7 @@ impl Coordinator {
             }
             tracing::info!(job = job_id, from = %job.record.state.label(), "PSI job resumed");
             job.record.state = JobState::Waiting;
+            job.lost_restarts = 0;
             self.psi_checkpoint(job_id);
             self.maybe_start_psi(now, job_id);
             return Ok(());
@@ -537,9 +538,10 @@ impl Coordinator {
         let ctx = match &msg {
             ToCoordinator::SecAgg(m) => m.ctx().clone(),
             ToCoordinator::Decline { ctx, .. } => ctx.clone(),
-            ToCoordinator::Psi(_) | ToCoordinator::PsiDone(_) | ToCoordinator::PsiFailed { .. } => {
-                return Ok(())
-            }
+            ToCoordinator::Psi(_)
+            | ToCoordinator::PsiDone(_)
+            | ToCoordinator::PsiFailed { .. }
+            | ToCoordinator::PsiLost { .. } => return Ok(()),
         };
         let job = self
             .jobs
@@ -568,9 +570,10 @@ impl Coordinator {
                 round.declined.insert(from, reason);
                 Ok(())
             }
-            ToCoordinator::Psi(_) | ToCoordinator::PsiDone(_) | ToCoordinator::PsiFailed { .. } => {
-                Ok(())
-            }
+            ToCoordinator::Psi(_)
+            | ToCoordinator::PsiDone(_)
+            | ToCoordinator::PsiFailed { .. }
+            | ToCoordinator::PsiLost { .. } => Ok(()),
         };
         self.pump(now, &ctx.job_id);
         result

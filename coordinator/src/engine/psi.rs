@@ -13,6 +13,12 @@
 //! `PsiStart` leaves, so a restarted coordinator never reuses it) → back to `Idle` for the
 //! next pair, or the job ends. A restored or resumed job starts the pair it was on in a
 //! fresh session: the parties discard the old one.
+//!
+//! A party that restarted mid-session says so ([`ToCoordinator::PsiLost`]: it holds no
+//! state of the session). The pair then starts again in a fresh session — both parties
+//! draw new scalars and ephemeral keys, and the salt, which comes from the new key
+//! agreement, differs, so nothing sent in the old session links to the new one — at most
+//! [`MAX_LOST_RESTARTS`] times per pair; once more and the job fails naming the party.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -24,6 +30,10 @@ use fedsilo_task::psi::{PsiJobSpec, PsiReport, PsiSpecError, PsiStart};
 use serde::{Deserialize, Serialize};
 
 use super::{Coordinator, EngineError, Event, JobState, JobStatus};
+
+/// How many times one pair's session is restarted because a party lost its state, before
+/// the job fails naming that party.
+pub const MAX_LOST_RESTARTS: u32 = 3;
 
 /// One pair's result as the coordinator records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +116,8 @@ pub(super) struct Running {
     started: Instant,
     messages: [u64; 2],
     bytes: [u64; 2],
+    /// Kind of the last message relayed each way (what the relay can see: the stage).
+    last_kind: [&'static str; 2],
     reports: Reports,
 }
 
@@ -127,6 +139,8 @@ pub(super) struct PsiJob {
     pub(super) record: PsiRecord,
     pub(super) joined: BTreeSet<ParticipantId>,
     pub(super) phase: PsiPhase,
+    /// Sessions of the current pair restarted because a party lost its state.
+    pub(super) lost_restarts: u32,
 }
 
 fn role_index(r: Role) -> usize {
@@ -221,6 +235,7 @@ impl Coordinator {
                 record,
                 joined: BTreeSet::new(),
                 phase: PsiPhase::Idle,
+                lost_restarts: 0,
             },
         );
         self.maybe_start_psi(now, &id);
@@ -274,6 +289,7 @@ impl Coordinator {
             started: now,
             messages: [0; 2],
             bytes: [0; 2],
+            last_kind: ["nothing yet"; 2],
             reports: Reports::None,
         }));
         // Durable before the session's first message leaves.
@@ -313,7 +329,8 @@ impl Coordinator {
             ToCoordinator::PsiDone(r) => (r.job_id.clone(), r.session),
             ToCoordinator::PsiFailed {
                 job_id, session, ..
-            } => (job_id.clone(), *session),
+            }
+            | ToCoordinator::PsiLost { job_id, session } => (job_id.clone(), *session),
             _ => return Ok(()),
         };
         let job = self
@@ -352,6 +369,12 @@ impl Coordinator {
                 let i = role_index(role);
                 run.messages[i] += 1;
                 run.bytes[i] += m.wire_size() as u64;
+                if let Some(k) = run.last_kind.get_mut(i) {
+                    *k = match &m {
+                        fedsilo_crypto::psi::PsiMsg::Hello(_) => "hello",
+                        fedsilo_crypto::psi::PsiMsg::Sealed(s) => s.kind.name(),
+                    };
+                }
                 let to = match role {
                     Role::Active => run.passive,
                     Role::Passive => run.active,
@@ -362,6 +385,11 @@ impl Coordinator {
             ToCoordinator::PsiFailed { reason, .. } => {
                 let who = self.name(from);
                 self.fail_psi(now, &job_id, format!("{who} ({}): {reason}", role.name()));
+                Ok(())
+            }
+            ToCoordinator::PsiLost { .. } => {
+                let who = self.name(from);
+                self.restart_lost_psi(now, &job_id, format!("{who} ({})", role.name()));
                 Ok(())
             }
             ToCoordinator::PsiDone(report) => {
@@ -387,6 +415,46 @@ impl Coordinator {
             }
             _ => Ok(()),
         }
+    }
+
+    /// A party of the running session lost its state: the session is abandoned (audited as
+    /// such) and the pair starts again in a fresh one, unless it already did
+    /// [`MAX_LOST_RESTARTS`] times.
+    fn restart_lost_psi(&mut self, now: Instant, job_id: &str, who: String) {
+        let Some(job) = self.psi_jobs.get_mut(job_id) else {
+            return;
+        };
+        if job.lost_restarts >= MAX_LOST_RESTARTS {
+            let why = format!(
+                "{who} lost its PSI session state {} times (it restarted mid-exchange); \
+                 giving up on this pair: check that node, then `fedsilo job resume {job_id}`",
+                job.lost_restarts + 1
+            );
+            self.fail_psi(now, job_id, why);
+            return;
+        }
+        job.lost_restarts += 1;
+        let attempt = job.lost_restarts;
+        let PsiPhase::Running(run) = std::mem::replace(&mut job.phase, PsiPhase::Idle) else {
+            return;
+        };
+        job.record.state = JobState::Waiting;
+        let why = format!(
+            "restarted: {who} lost its session state (restart {attempt} of at most {MAX_LOST_RESTARTS})"
+        );
+        tracing::warn!(job = job_id, session = run.session, reason = %why, "PSI session restarted");
+        self.events.push_back(Event::Psi(Box::new(PsiSummary {
+            job_id: job_id.to_string(),
+            session: run.session,
+            active: job.record.spec.active.clone(),
+            passive: run.passive_name.clone(),
+            result: Err(why),
+            messages: run.messages,
+            bytes: run.bytes,
+            elapsed: now.saturating_duration_since(run.started),
+        })));
+        self.psi_checkpoint(job_id);
+        self.maybe_start_psi(now, job_id);
     }
 
     /// Both parties reported: check they agree, record the pair, go on or finish.
@@ -447,6 +515,7 @@ impl Coordinator {
             elapsed: now.saturating_duration_since(run.started),
         })));
         job.record.pairs.push(outcome);
+        job.lost_restarts = 0;
         let done = job.record.pairs.len() >= job.record.spec.passive.len();
         if done {
             job.record.state = JobState::Finished;
@@ -569,8 +638,27 @@ impl Coordinator {
         let now_part = match (&r.state, &job.phase) {
             (JobState::Failed(why) | JobState::Cancelled(why), _) => why.clone(),
             (_, PsiPhase::Running(run)) => format!(
-                "session {} with {}: {} + {} messages relayed",
-                run.session, run.passive_name, run.messages[0], run.messages[1]
+                "session {} with {}: {} + {} messages relayed ({} + {} bytes; last: {} from {}, {} from {}{}{})",
+                run.session,
+                run.passive_name,
+                run.messages[0],
+                run.messages[1],
+                run.bytes[0],
+                run.bytes[1],
+                run.last_kind[0],
+                r.spec.active,
+                run.last_kind[1],
+                run.passive_name,
+                match &run.reports {
+                    Reports::None => "",
+                    Reports::One(Role::Active, _) => "; the active party has reported",
+                    Reports::One(Role::Passive, _) => "; the passive party has reported",
+                },
+                if job.lost_restarts > 0 {
+                    format!("; restarted {} time(s): a party lost its state", job.lost_restarts)
+                } else {
+                    String::new()
+                },
             ),
             (JobState::Waiting, PsiPhase::Idle) => {
                 let want: Vec<&String> = std::iter::once(&r.spec.active)
@@ -622,6 +710,9 @@ impl Coordinator {
 pub(super) fn is_psi(msg: &ToCoordinator) -> bool {
     matches!(
         msg,
-        ToCoordinator::Psi(_) | ToCoordinator::PsiDone(_) | ToCoordinator::PsiFailed { .. }
+        ToCoordinator::Psi(_)
+            | ToCoordinator::PsiDone(_)
+            | ToCoordinator::PsiFailed { .. }
+            | ToCoordinator::PsiLost { .. }
     )
 }

@@ -330,3 +330,91 @@ fn a_party_failure_or_a_wrong_role_is_refused_by_name() {
     let e = fedsilo_config::display_chain(&e);
     assert!(e.contains("passive: 'nobody' is not in the roster"), "{e}");
 }
+
+#[test]
+fn a_party_that_lost_its_session_gets_a_fresh_one_then_a_named_failure() {
+    let bank = ids("C", 0..30);
+    let insurer = ids("C", 10..50);
+    let b: Vec<&str> = bank.iter().map(String::as_str).collect();
+    let i: Vec<&str> = insurer.iter().map(String::as_str).collect();
+    let mut fed = Fed::new(&b, &i);
+    let job = fed.coord.launch_psi(fed.now, spec("j")).unwrap();
+    fed.coord.handle_join(fed.now, 0, &[]).unwrap();
+    fed.coord.handle_join(fed.now, 1, &[]).unwrap();
+    while let Some((to, m)) = fed.coord.poll_transmit() {
+        fed.deliver(to, m);
+    }
+    // The insurer restarts: its session is gone; the bank's Hello still reached the relay.
+    fed.parties[1].party = None;
+    let hello = fed.next_out(0).unwrap();
+    fed.coord.handle_message(fed.now, 0, hello).unwrap();
+    let lost = |session| ToCoordinator::PsiLost {
+        job_id: "j".into(),
+        session,
+    };
+    fed.coord.handle_message(fed.now, 1, lost(0)).unwrap();
+    let status = fed.coord.job_status(&job).unwrap();
+    assert_eq!(status.state, JobState::Running, "{status:?}");
+    assert!(status.detail.contains("session 1"), "{}", status.detail);
+    // A late report of the old session is refused; the fresh one runs to the end.
+    assert!(matches!(
+        fed.coord.handle_message(fed.now, 1, lost(0)),
+        Err(EngineError::NoSuchRound { round: 0, .. })
+    ));
+    // The Hello relayed before the restart reaches no session: a party drops it.
+    let mut stale = 0;
+    while let Some((to, m)) = fed.coord.poll_transmit() {
+        match &m {
+            ToParticipant::Psi(x) if x.ctx().session == 0 => stale += 1,
+            _ => fed.deliver(to, m),
+        }
+    }
+    assert_eq!(stale, 1);
+    fed.run();
+    assert_eq!(
+        fed.coord.job_status(&job).unwrap().state,
+        JobState::Finished
+    );
+    assert_eq!(fed.parties[0].sessions, vec![0, 1]);
+    assert_eq!(fed.parties[1].sessions, vec![0, 1]);
+    let rec = fed.coord.psi_record(&job).unwrap();
+    assert_eq!(rec.pairs[0].session, 1);
+    assert_eq!(rec.pairs[0].intersection_size, 20);
+    let summaries: Vec<&Result<_, String>> = fed
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Psi(s) => Some(&s.result),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(summaries.len(), 2);
+    assert!(
+        matches!(summaries[0], Err(why) if why.contains("insurer (passive) lost its session state")),
+        "{summaries:?}"
+    );
+    assert!(summaries[1].is_ok());
+
+    // A party that keeps losing its state fails the job by name.
+    let mut fed = Fed::new(&b, &i);
+    let job = fed.coord.launch_psi(fed.now, spec("k")).unwrap();
+    fed.coord.handle_join(fed.now, 0, &[]).unwrap();
+    fed.coord.handle_join(fed.now, 1, &[]).unwrap();
+    for session in 0..=super::psi::MAX_LOST_RESTARTS as u64 {
+        fed.coord
+            .handle_message(
+                fed.now,
+                0,
+                ToCoordinator::PsiLost {
+                    job_id: job.clone(),
+                    session,
+                },
+            )
+            .unwrap();
+    }
+    let s = fed.coord.job_status(&job).unwrap();
+    assert!(
+        matches!(&s.state, JobState::Failed(why) if why.contains("bank (active) lost its PSI session state 4 times")),
+        "{s:?}"
+    );
+}

@@ -95,6 +95,10 @@ impl Federation for Handle {
                     round: *session,
                 }
             }
+            C::PsiLost { job_id, session } => RoundContext {
+                job_id: job_id.clone(),
+                round: *session,
+            },
             fedsilo_task::job::ToCoordinator::SecAgg(m) => m.ctx().clone(),
             fedsilo_task::job::ToCoordinator::Decline { ctx, reason } => {
                 cut_reason(reason);

@@ -193,6 +193,9 @@ impl From<ToCoordinator> for pb::ToCoordinator {
                 session,
                 reason,
             }),
+            ToCoordinator::PsiLost { job_id, session } => {
+                Body::PsiLost(pb::PsiLost { job_id, session })
+            }
         };
         pb::ToCoordinator { body: Some(body) }
     }
@@ -223,6 +226,10 @@ impl TryFrom<pb::ToCoordinator> for ToCoordinator {
                 job_id: m.job_id,
                 session: m.session,
                 reason: m.reason,
+            },
+            Body::PsiLost(m) => ToCoordinator::PsiLost {
+                job_id: m.job_id,
+                session: m.session,
             },
         })
     }

@@ -52,6 +52,9 @@ pub(super) fn header(h: &mut String, r: &Report) {
     ] {
         let _ = write!(h, "<li><a href=\"#{id}\">{title}</a></li>");
     }
+    if !r.psi.is_empty() {
+        h.push_str("<li><a href=\"#psi\">Vertical alignment (private set intersection)</a></li>");
+    }
     h.push_str("</ol></nav>\n");
 }
 

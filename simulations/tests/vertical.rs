@@ -1,0 +1,131 @@
+//! The vertical scenarios end to end in memory: the PSI run by the production engines (the
+//! participant's `PsiDriver`, the coordinator's relay) must find exactly the plain
+//! intersection of the parties' ids, and each party's persisted alignment must pair the
+//! same customers row by row.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use fedsilo_participant::psi::AlignmentStore;
+use fedsilo_simulations::federation::prepare_data;
+use fedsilo_simulations::report::Report;
+use fedsilo_simulations::run::{run_scenario, Transport};
+use fedsilo_simulations::scenario::Scenario;
+
+fn scenario(name: &str) -> Scenario {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name);
+    Scenario::load(&path).unwrap()
+}
+
+/// Runs the scenario and checks every session against the intersection of the ids each
+/// party's table holds (computed here from the ids, not from the simulator's bookkeeping).
+fn run_and_check(name: &str, expect_sessions: usize) -> Report {
+    let s = scenario(name);
+    let dir = tempfile::tempdir().unwrap();
+    let (report, json, _html) =
+        run_scenario(&s, Transport::Memory, dir.path(), &mut |_| {}).unwrap();
+    // The JSON on disk is the report.
+    let back: Report = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert_eq!(back.psi, report.psi);
+    let fed = prepare_data(&s).unwrap();
+    assert_eq!(report.psi.len(), 1);
+    let job = &report.psi[0];
+    assert!(job.finished, "{}", job.state);
+    assert!(report.jobs.iter().all(|j| j.finished), "{:?}", report.jobs);
+    let v = fed.vertical.get(&job.dataset).unwrap();
+    let ids = |who: &str| -> Vec<String> { v.part(who).unwrap().table.ids.clone() };
+    assert_eq!(job.sessions.len(), expect_sessions);
+    for sess in &job.sessions {
+        assert_eq!(sess.outcome, "ok");
+        let a = ids(&sess.active);
+        let p = ids(&sess.passive);
+        let a_set: BTreeSet<&String> = a.iter().collect();
+        let plain: BTreeSet<&String> = p.iter().filter(|x| a_set.contains(x)).collect();
+        assert_eq!(sess.active_set_size, a.len() as u64);
+        assert_eq!(sess.passive_set_size, p.len() as u64);
+        assert_eq!(sess.intersection_size, plain.len() as u64);
+        assert_eq!(sess.true_intersection_size, plain.len() as u64);
+        assert!(sess.matches_truth);
+        assert_eq!(sess.rows_checked, plain.len() as u64);
+        // The scenarios share 60-80 % of the label holder's customers with each partner.
+        let share = plain.len() as f64 / a.len() as f64;
+        assert!((0.6..=0.8).contains(&share), "{share}");
+        // Both directions carried the blinded sets (32 bytes a point, at least).
+        assert!(sess.bytes_active_to_passive >= 32 * a.len() as u64);
+        assert!(sess.bytes_passive_to_active >= 32 * p.len() as u64);
+        assert!(sess.messages_active_to_passive > 1 && sess.messages_passive_to_active > 1);
+        assert_eq!(sess.alignment_hash.len(), 64);
+        // The alignments written for each party pair the same ids row by row.
+        let store = |who: &str| AlignmentStore::new(&dir.path().join("alignments").join(who));
+        let al_a = store(&sess.active)
+            .load(&job.name, &sess.passive)
+            .unwrap()
+            .unwrap();
+        let al_p = store(&sess.passive)
+            .load(&job.name, &sess.active)
+            .unwrap()
+            .unwrap();
+        assert_eq!(al_a.intersection_hash, sess.alignment_hash);
+        assert_eq!(al_p.intersection_hash, sess.alignment_hash);
+        let rows_a = al_a.rows.unwrap();
+        let by_a: Vec<&String> = rows_a.iter().map(|&r| &a[r as usize]).collect();
+        assert_eq!(by_a.iter().copied().collect::<BTreeSet<_>>(), plain);
+        match (job.delivery.as_str(), al_p.rows) {
+            ("both", Some(rows_p)) => {
+                let by_p: Vec<&String> = rows_p.iter().map(|&r| &p[r as usize]).collect();
+                assert_eq!(by_a, by_p);
+            }
+            ("active_only", None) => {}
+            (d, r) => panic!("delivery {d} with passive rows {:?}", r.map(|r| r.len())),
+        }
+    }
+    // The coordinator's record names only sizes and hashes.
+    assert_eq!(job.coordinator_learned.len(), expect_sessions + 1);
+    // One audit entry per session, purpose psi.
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert_eq!(audit.matches("\"psi\"").count(), expect_sessions, "{audit}");
+    let html = report.render_html();
+    assert!(html.contains("7. Vertical alignment"));
+    report
+}
+
+#[test]
+fn vertical_churn_aligns_the_bank_with_both_partners_exactly() {
+    let r = run_and_check("vertical_churn.toml", 2);
+    let job = &r.psi[0];
+    let roles: BTreeMap<&str, &str> = job
+        .parties
+        .iter()
+        .map(|p| (p.institution.as_str(), p.role.as_str()))
+        .collect();
+    assert_eq!(roles["Bank"], "active");
+    assert_eq!(roles["Telecom partner"], "passive");
+    assert_eq!(roles["Streaming partner"], "passive");
+    assert_eq!(job.sessions[0].passive, "Telecom partner");
+    assert_eq!(job.sessions[1].passive, "Streaming partner");
+    // Columns are split, not shared, and only the bank has the label.
+    let cols: Vec<&String> = job.parties.iter().flat_map(|p| &p.columns).collect();
+    assert_eq!(cols.len(), cols.iter().collect::<BTreeSet<_>>().len());
+    assert_eq!(cols.len(), 19);
+    assert!(job.parties.iter().filter(|p| p.holds_labels).count() == 1);
+}
+
+#[test]
+fn vertical_credit_delivers_the_alignment_to_the_lender_only() {
+    let r = run_and_check("vertical_credit.toml", 1);
+    assert_eq!(r.psi[0].delivery, "active_only");
+}
+
+#[test]
+fn different_row_orders_and_partial_coverage() {
+    let s = scenario("vertical_churn.toml");
+    let fed = prepare_data(&s).unwrap();
+    let v = &fed.vertical["churn"];
+    let bank = &v.part("Bank").unwrap().table.ids;
+    let tel = &v.part("Telecom partner").unwrap().table.ids;
+    assert_eq!(bank.len(), (7043.0f64 * 0.85).round() as usize);
+    assert_ne!(bank[..50], tel[..50]);
+    assert!(v.part("Telecom partner").unwrap().table.labels.ncols() == 0);
+}
