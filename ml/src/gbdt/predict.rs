@@ -123,8 +123,6 @@ struct Bits {
 /// Rows of one bit-vector block (transposed together; 128 × 50 columns of `f32` = 25 KiB,
 /// within L1).
 const BIT_BLOCK: usize = 128;
-/// Rows whose masks step through a tree's splits together (held in vector registers).
-const BIT_LANES: usize = 16;
 
 /// A leaf mask: `u32` or `u64`.
 trait Mask: Copy + std::ops::BitAnd<Output = Self> {
@@ -296,9 +294,8 @@ impl Forest {
 
     /// Adds every tree to one block of rows (at most [`BIT_BLOCK`]) in the bit-vector form:
     /// the block is transposed into `cols` (`d` columns of [`BIT_BLOCK`] lanes; lanes past
-    /// the block's rows are `NaN` and ignored), then per tree, [`BIT_LANES`] rows at a time,
-    /// every split ANDs its mask into the rows it sends right and each row adds its lowest
-    /// remaining leaf.
+    /// the block's rows are `NaN` and ignored), then per tree every split ANDs its mask into
+    /// the rows it sends right and each row adds its lowest remaining leaf.
     fn bit_block<M: Mask>(&self, bits: &Bits, rows: &[f32], cols: &mut [f32], margins: &mut [f64]) {
         let d = self.n_features.max(1);
         let n = margins.len();
@@ -313,52 +310,52 @@ impl Forest {
             }
         }
         let cols = &*cols;
+        let lanes = |s: &BitSplit| -> Option<&[f32; BIT_BLOCK]> {
+            cols.get(s.feature as usize * BIT_BLOCK..)?
+                .get(..BIT_BLOCK)?
+                .try_into()
+                .ok()
+        };
+        let mut m = [M::ONES; BIT_BLOCK];
         for t in &bits.trees {
             let leaves = bits
                 .leaves
                 .get(t.leaves..t.leaves + t.n_leaves)
                 .unwrap_or(&[]);
             let group = |k: usize| bits.splits.get(t.bounds[k]..t.bounds[k + 1]).unwrap_or(&[]);
-            let (gt, nle, present) = (group(0), group(1), group(2));
             let always = group(3)
                 .iter()
                 .fold(M::ONES, |m, s| m & M::from_keep(s.keep));
-            for (g, mg) in margins.chunks_mut(BIT_LANES).enumerate() {
-                let r0 = g * BIT_LANES;
-                let lanes = |s: &BitSplit| -> Option<&[f32; BIT_LANES]> {
-                    cols.get(s.feature as usize * BIT_BLOCK + r0..)?
-                        .get(..BIT_LANES)?
-                        .try_into()
-                        .ok()
-                };
-                let mut m = [always; BIT_LANES];
-                for s in gt {
-                    if let Some(c) = lanes(s) {
-                        let (keep, t) = (M::from_keep(s.keep), s.threshold);
-                        for (mk, &v) in m.iter_mut().zip(c) {
-                            *mk = *mk & if v > t { keep } else { M::ONES };
-                        }
+            m.fill(always);
+            // Split by split over the whole block: loops of BIT_BLOCK lanes, which the
+            // compiler vectorises at every optimisation level (short fixed loops it unrolls
+            // into scalar code instead).
+            for s in group(0) {
+                if let Some(c) = lanes(s) {
+                    let (keep, t) = (M::from_keep(s.keep), s.threshold);
+                    for (mk, &v) in m.iter_mut().zip(c) {
+                        *mk = *mk & if v > t { keep } else { M::ONES };
                     }
                 }
-                for s in nle {
-                    if let Some(c) = lanes(s) {
-                        let (keep, t) = (M::from_keep(s.keep), s.threshold);
-                        for (mk, &v) in m.iter_mut().zip(c) {
-                            *mk = *mk & if !(v <= t) { keep } else { M::ONES };
-                        }
+            }
+            for s in group(1) {
+                if let Some(c) = lanes(s) {
+                    let (keep, t) = (M::from_keep(s.keep), s.threshold);
+                    for (mk, &v) in m.iter_mut().zip(c) {
+                        *mk = *mk & if !(v <= t) { keep } else { M::ONES };
                     }
                 }
-                for s in present {
-                    if let Some(c) = lanes(s) {
-                        let keep = M::from_keep(s.keep);
-                        for (mk, &v) in m.iter_mut().zip(c) {
-                            *mk = *mk & if v.is_nan() { M::ONES } else { keep };
-                        }
+            }
+            for s in group(2) {
+                if let Some(c) = lanes(s) {
+                    let keep = M::from_keep(s.keep);
+                    for (mk, &v) in m.iter_mut().zip(c) {
+                        *mk = *mk & if v.is_nan() { M::ONES } else { keep };
                     }
                 }
-                for (mv, mk) in mg.iter_mut().zip(&m) {
-                    *mv += leaves.get(mk.lowest()).copied().unwrap_or(0.0);
-                }
+            }
+            for (mv, mk) in margins.iter_mut().zip(&m) {
+                *mv += leaves.get(mk.lowest()).copied().unwrap_or(0.0);
             }
         }
     }
