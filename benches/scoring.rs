@@ -94,7 +94,8 @@ fn lr_model() -> TrainedModel {
 }
 
 fn gbdt_model() -> TrainedModel {
-    let t = table(20_000, 7);
+    // Fewer training rows (`FEDSILO_BENCH_FIT_ROWS`) keep a run under callgrind short.
+    let t = table(env_rows("FEDSILO_BENCH_FIT_ROWS").unwrap_or(20_000), 7);
     let params = GbdtParams {
         n_trees: 100,
         max_depth: 4,
@@ -113,6 +114,12 @@ fn gbdt_model() -> TrainedModel {
         },
         params: ModelParams::Gbdt { model },
     }
+}
+
+/// `FEDSILO_BENCH_ONCE=1`: every in-process figure runs once, without criterion (for counting
+/// instructions under callgrind, see BENCHMARKS.md).
+fn once() -> bool {
+    std::env::var_os("FEDSILO_BENCH_ONCE").is_some()
 }
 
 /// User + system CPU seconds of this process so far (`/proc/self/stat`, clock ticks of 1/100 s).
@@ -140,6 +147,11 @@ fn one_core() -> rayon::ThreadPool {
 /// one pool thread works, the caller waits: the CPU figure is what one core does when other
 /// work shares the machine).
 fn passes(name: &str, rows: usize, pool: &rayon::ThreadPool, f: &(dyn Fn() + Sync)) {
+    if once() {
+        pool.install(f);
+        println!("{name}: one pass ({rows} rows × {FEATURES} columns)");
+        return;
+    }
     let (start, cpu0) = (Instant::now(), cpu_seconds());
     for _ in 0..10 {
         pool.install(f);
@@ -165,16 +177,20 @@ fn bench(c: &mut Criterion) {
     let read = || {
         black_box(floats.iter().fold(0.0f32, |a, &v| a + v));
     };
-    g.bench_function("baseline_read_the_floats", |b| {
-        b.iter(|| pool.install(read))
-    });
+    if !once() {
+        g.bench_function("baseline_read_the_floats", |b| {
+            b.iter(|| pool.install(read))
+        });
+    }
     passes("baseline: one read of the floats", rows, &pool, &read);
     let gbdt = gbdt_model();
     for (name, model) in [("lr_50", lr_model()), ("gbdt_100_trees_50", gbdt.clone())] {
         let predict = || {
             black_box(model.predict(&data).expect("predict"));
         };
-        g.bench_function(name, |b| b.iter(|| pool.install(predict)));
+        if !once() {
+            g.bench_function(name, |b| b.iter(|| pool.install(predict)));
+        }
         passes(name, rows, &pool, &predict);
     }
     let fedsilo_task::ModelParams::Gbdt { model } = &gbdt.params else {
@@ -183,17 +199,21 @@ fn bench(c: &mut Criterion) {
     let forest = || {
         black_box(model.predict_margin(data.x.view()).expect("margins"));
     };
-    g.bench_function("gbdt_100_trees_forest_margins", |b| {
-        b.iter(|| pool.install(forest))
-    });
+    if !once() {
+        g.bench_function("gbdt_100_trees_forest_margins", |b| {
+            b.iter(|| pool.install(forest))
+        });
+    }
     passes("gbdt_100_trees_forest_margins", rows, &pool, &forest);
     let walk = || {
         let binned = model.bin_mapper.bin(data.x.view()).expect("bin");
         black_box(model.predict_margin_binned(binned.view()).expect("margins"));
     };
-    g.bench_function("baseline_gbdt_100_trees_bin_and_walk", |b| {
-        b.iter(|| pool.install(walk))
-    });
+    if !once() {
+        g.bench_function("baseline_gbdt_100_trees_bin_and_walk", |b| {
+            b.iter(|| pool.install(walk))
+        });
+    }
     passes("baseline: gbdt bin + plain tree walk", rows, &pool, &walk);
     g.finish();
     drop(data);

@@ -149,7 +149,10 @@ impl Federation for Hostile {
             ToCoordinator::SecAgg(c) => Answer::Accepted {
                 round: c.ctx().round,
             },
-            ToCoordinator::Psi(_) | ToCoordinator::PsiDone(_) | ToCoordinator::PsiFailed { .. } => {
+            ToCoordinator::Psi(_)
+            | ToCoordinator::PsiDone(_)
+            | ToCoordinator::PsiFailed { .. }
+            | ToCoordinator::PsiLost { .. } => {
                 return Err(Status::invalid_argument("no PSI job here"))
             }
         };

@@ -141,71 +141,6 @@ impl VerticalData {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::scenario::VerticalParty;
-
-    fn table(n: usize) -> Table {
-        Table {
-            feature_names: vec!["a".into(), "b=x".into(), "b=y".into(), "c".into()],
-            x: Array2::from_shape_fn((n, 4), |(r, c)| (r * 10 + c) as f32),
-            label_names: vec!["y".into()],
-            labels: Array2::from_shape_fn((n, 1), |(r, _)| (r % 2) as f32),
-            ids: (0..n).map(|r| (r + 1).to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn each_party_holds_its_columns_for_its_share_of_customers_in_its_own_order() {
-        let spec = VerticalSpec {
-            id_column: "customer_id".into(),
-            id_prefix: "C".into(),
-            parties: vec![
-                VerticalParty {
-                    institution: "Bank".into(),
-                    columns: vec!["a".into()],
-                    labels: true,
-                    coverage: 0.8,
-                },
-                VerticalParty {
-                    institution: "Insurer".into(),
-                    columns: vec!["b".into(), "c".into()],
-                    labels: false,
-                    coverage: 0.7,
-                },
-            ],
-        };
-        let t = table(500);
-        let names = vec!["Bank".to_string(), "Insurer".to_string()];
-        let raw = vec!["a".to_string(), "b".to_string(), "c".to_string()];
-        let v = split("d", &spec, &t, &raw, &names, 7).unwrap();
-        let bank = v.part("Bank").unwrap();
-        let ins = v.part("Insurer").unwrap();
-        assert_eq!(bank.table.n_rows(), 400);
-        assert_eq!(ins.table.n_rows(), 350);
-        assert_eq!(bank.table.feature_names, ["a"]);
-        assert_eq!(ins.table.feature_names, ["b=x", "b=y", "c"]);
-        assert_eq!(ins.table.labels.ncols(), 0);
-        // Every row is its customer's row of the file.
-        for (i, &c) in bank.customers.iter().enumerate() {
-            assert_eq!(bank.table.ids[i], customer_id("C", c));
-            assert_eq!(bank.table.x[[i, 0]], (c * 10) as f32);
-            assert_eq!(bank.table.labels[[i, 0]], (c % 2) as f32);
-        }
-        for (i, &c) in ins.customers.iter().enumerate() {
-            assert_eq!(ins.table.x[[i, 2]], (c * 10 + 3) as f32);
-        }
-        // Different orders, a partial overlap.
-        assert_ne!(bank.customers[..20], ins.customers[..20]);
-        let shared = v.true_intersection("Bank", "Insurer").unwrap().len();
-        assert!(shared > 200 && shared < 350, "{shared}");
-        // The same seed makes the same split.
-        let w = split("d", &spec, &t, &raw, &names, 7).unwrap();
-        assert_eq!(w.part("Insurer").unwrap().customers, ins.customers);
-    }
-}
-
 /// The report's PSI part: for every PSI job of the scenario, the split and each session's
 /// figures, checked against the plain intersection the simulator knows.
 pub fn psi_reports(
@@ -395,4 +330,69 @@ fn check_alignment(
                 .all(|(&r, &c)| customer(pp, r) == Some(c));
     }
     (ok, a_customers.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::VerticalParty;
+
+    fn table(n: usize) -> Table {
+        Table {
+            feature_names: vec!["a".into(), "b=x".into(), "b=y".into(), "c".into()],
+            x: Array2::from_shape_fn((n, 4), |(r, c)| (r * 10 + c) as f32),
+            label_names: vec!["y".into()],
+            labels: Array2::from_shape_fn((n, 1), |(r, _)| (r % 2) as f32),
+            ids: (0..n).map(|r| (r + 1).to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn each_party_holds_its_columns_for_its_share_of_customers_in_its_own_order() {
+        let spec = VerticalSpec {
+            id_column: "customer_id".into(),
+            id_prefix: "C".into(),
+            parties: vec![
+                VerticalParty {
+                    institution: "Bank".into(),
+                    columns: vec!["a".into()],
+                    labels: true,
+                    coverage: 0.8,
+                },
+                VerticalParty {
+                    institution: "Insurer".into(),
+                    columns: vec!["b".into(), "c".into()],
+                    labels: false,
+                    coverage: 0.7,
+                },
+            ],
+        };
+        let t = table(500);
+        let names = vec!["Bank".to_string(), "Insurer".to_string()];
+        let raw = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let v = split("d", &spec, &t, &raw, &names, 7).unwrap();
+        let bank = v.part("Bank").unwrap();
+        let ins = v.part("Insurer").unwrap();
+        assert_eq!(bank.table.n_rows(), 400);
+        assert_eq!(ins.table.n_rows(), 350);
+        assert_eq!(bank.table.feature_names, ["a"]);
+        assert_eq!(ins.table.feature_names, ["b=x", "b=y", "c"]);
+        assert_eq!(ins.table.labels.ncols(), 0);
+        // Every row is its customer's row of the file.
+        for (i, &c) in bank.customers.iter().enumerate() {
+            assert_eq!(bank.table.ids[i], customer_id("C", c));
+            assert_eq!(bank.table.x[[i, 0]], (c * 10) as f32);
+            assert_eq!(bank.table.labels[[i, 0]], (c % 2) as f32);
+        }
+        for (i, &c) in ins.customers.iter().enumerate() {
+            assert_eq!(ins.table.x[[i, 2]], (c * 10 + 3) as f32);
+        }
+        // Different orders, a partial overlap.
+        assert_ne!(bank.customers[..20], ins.customers[..20]);
+        let shared = v.true_intersection("Bank", "Insurer").unwrap().len();
+        assert!(shared > 200 && shared < 350, "{shared}");
+        // The same seed makes the same split.
+        let w = split("d", &spec, &t, &raw, &names, 7).unwrap();
+        assert_eq!(w.part("Insurer").unwrap().customers, ins.customers);
+    }
 }

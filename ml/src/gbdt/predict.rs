@@ -1,15 +1,28 @@
-//! Fast prediction: every tree flattened into one contiguous array of compact nodes, rows
-//! routed block by block through all trees (tree-major within a block, so a tree's nodes stay
-//! in L1 while a few hundred rows pass through it), branch-free.
+//! Fast prediction: every tree flattened into one contiguous array of compact nodes and, when
+//! every tree has at most 64 leaves (the usual case), into the bit-vector form of QuickScorer
+//! (Lucchese et al., SIGIR 2015) evaluated over blocks of rows.
 //!
-//! Layout: a tree's nodes are renumbered breadth-first (children after their parent, side by
-//! side); a leaf names itself as both children, so every row takes exactly `depth` steps
-//! through a tree and the step is `i = if v ≤ threshold ∨ (v is NaN ∧ default_left) { left }
-//! else { right }` (a conditional move, no branch). The raw split "present `v` below
-//! `cut`" is `v ≤ threshold` with `threshold` the largest `f32` below `cut` (exact for every
-//! non-NaN `v`); a split past a feature's last cut sends every present value left
-//! (`threshold = +∞`). Margins are summed tree by tree in model order, as
-//! [`super::GbdtModel::predict_margin_binned`] sums them, so results are bit-identical.
+//! Flat layout (the general path, any depth): a tree's nodes are renumbered breadth-first
+//! (children after their parent, side by side); a leaf names itself as both children, so every
+//! row takes exactly `depth` steps through a tree and the step is `i = if v ≤ threshold ∨ (v is
+//! NaN ∧ default_left) { left } else { right }` (a conditional move, no branch). The raw split
+//! "present `v` below `cut`" is `v ≤ threshold` with `threshold` the largest `f32` below `cut`
+//! (exact for every non-NaN `v`); a split past a feature's last cut sends every present value
+//! left (`threshold = +∞`).
+//!
+//! Bit-vector layout (the fast path): a tree's leaves are numbered left to right and every
+//! split holds the mask of the leaves *not* in its left subtree. A row starts a tree with every
+//! leaf possible; each split that sends the row right clears its left subtree's leaves; the
+//! row's leaf is then the lowest leaf still set (the splits on its path clear every leaf to its
+//! left, no split clears it). Every split is thus evaluated for every row, but with no data-
+//! dependent addressing: a block of rows is transposed to columns once, and a split is one
+//! compare and one masked AND over a column's lanes, which the compiler vectorises. The
+//! compare is chosen per split when the forest is compiled so that `NaN` needs no extra test
+//! (`v > t` is false for `NaN`: default left; `!(v ≤ t)` is true for `NaN`: default right), and
+//! the splits of a tree are grouped by compare.
+//!
+//! Both layouts add margins tree by tree in model order, as
+//! [`super::GbdtModel::predict_margin_binned`] adds them, so results are bit-identical.
 
 use rayon::prelude::*;
 
@@ -63,6 +76,79 @@ pub(super) struct Forest {
     trees: Vec<FlatTree>,
     n_features: usize,
     base_score: f64,
+    /// The bit-vector form, when every tree has at most 64 leaves.
+    bits: Option<Bits>,
+}
+
+/// How a bit-vector split decides "right" (its left subtree's leaves are cleared).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Cmp {
+    /// `v > t`: present values above `t`; `NaN` goes left.
+    Gt,
+    /// `!(v ≤ t)`: present values above `t`, and `NaN`.
+    Nle,
+    /// `v` is present (a `NaN` threshold, `NaN` left).
+    Present,
+    /// Every row (a `NaN` threshold, `NaN` right).
+    Always,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct BitSplit {
+    feature: u32,
+    threshold: f32,
+    /// Every leaf but those of the split's left subtree.
+    keep: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct BitTree {
+    /// The tree's splits in `Bits::splits`, grouped by compare: `[start, +gt, +nle, +present,
+    /// +always]` as offsets.
+    bounds: [usize; 5],
+    /// The tree's leaf values start here in `Bits::leaves` (left to right).
+    leaves: usize,
+    n_leaves: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Bits {
+    splits: Vec<BitSplit>,
+    leaves: Vec<f64>,
+    trees: Vec<BitTree>,
+    /// Every tree has at most 32 leaves (32-bit masks, twice the lanes per vector).
+    narrow: bool,
+}
+
+/// Rows of one bit-vector block (transposed together; 128 × 50 columns of `f32` = 25 KiB,
+/// within L1).
+const BIT_BLOCK: usize = 128;
+
+/// A leaf mask: `u32` or `u64`.
+trait Mask: Copy + std::ops::BitAnd<Output = Self> {
+    const ONES: Self;
+    fn from_keep(keep: u64) -> Self;
+    fn lowest(self) -> usize;
+}
+
+impl Mask for u32 {
+    const ONES: u32 = u32::MAX;
+    fn from_keep(keep: u64) -> u32 {
+        keep as u32
+    }
+    fn lowest(self) -> usize {
+        self.trailing_zeros() as usize
+    }
+}
+
+impl Mask for u64 {
+    const ONES: u64 = u64::MAX;
+    fn from_keep(keep: u64) -> u64 {
+        keep
+    }
+    fn lowest(self) -> usize {
+        self.trailing_zeros() as usize
+    }
 }
 
 /// The largest `f32` below `x` (`x` finite or +∞).
@@ -91,6 +177,7 @@ impl Forest {
             trees: Vec::with_capacity(trees.len()),
             n_features: mapper.n_features(),
             base_score,
+            bits: None,
         };
         // (old node, new node, depth) of the breadth-first walk; `seen` per old node.
         let mut queue = std::collections::VecDeque::new();
@@ -170,6 +257,7 @@ impl Forest {
             }
             f.trees.push(FlatTree { start, len, depth });
         }
+        f.bits = Bits::new(&f);
         Ok(f)
     }
 
@@ -183,12 +271,93 @@ impl Forest {
             .enumerate()
             .for_each(|(c, m)| {
                 let first = c * PAR_ROWS;
+                if let Some(bits) = &self.bits {
+                    let mut cols = vec![f32::NAN; d * BIT_BLOCK];
+                    for (b, mb) in m.chunks_mut(BIT_BLOCK).enumerate() {
+                        let r0 = first + b * BIT_BLOCK;
+                        let block = rows.get(r0 * d..(r0 + mb.len()) * d).unwrap_or(&[]);
+                        if bits.narrow {
+                            self.bit_block::<u32>(bits, block, &mut cols, mb);
+                        } else {
+                            self.bit_block::<u64>(bits, block, &mut cols, mb);
+                        }
+                    }
+                    return;
+                }
                 for (b, mb) in m.chunks_mut(BLOCK).enumerate() {
                     let r0 = first + b * BLOCK;
                     let block = rows.get(r0 * d..(r0 + mb.len()) * d).unwrap_or(&[]);
                     self.block(block, mb);
                 }
             });
+    }
+
+    /// Adds every tree to one block of rows (at most [`BIT_BLOCK`]) in the bit-vector form:
+    /// the block is transposed into `cols` (`d` columns of [`BIT_BLOCK`] lanes; lanes past
+    /// the block's rows are `NaN` and ignored), then per tree every split ANDs its mask into
+    /// the rows it sends right and each row adds its lowest remaining leaf.
+    fn bit_block<M: Mask>(&self, bits: &Bits, rows: &[f32], cols: &mut [f32], margins: &mut [f64]) {
+        let d = self.n_features.max(1);
+        let n = margins.len();
+        if n < BIT_BLOCK {
+            cols.fill(f32::NAN);
+        }
+        for (r, row) in rows.chunks_exact(d).enumerate().take(n) {
+            for (f, &v) in row.iter().enumerate() {
+                if let Some(c) = cols.get_mut(f * BIT_BLOCK + r) {
+                    *c = v;
+                }
+            }
+        }
+        let cols = &*cols;
+        let lanes = |s: &BitSplit| -> Option<&[f32; BIT_BLOCK]> {
+            cols.get(s.feature as usize * BIT_BLOCK..)?
+                .get(..BIT_BLOCK)?
+                .try_into()
+                .ok()
+        };
+        let mut m = [M::ONES; BIT_BLOCK];
+        for t in &bits.trees {
+            let leaves = bits
+                .leaves
+                .get(t.leaves..t.leaves + t.n_leaves)
+                .unwrap_or(&[]);
+            let group = |k: usize| bits.splits.get(t.bounds[k]..t.bounds[k + 1]).unwrap_or(&[]);
+            let always = group(3)
+                .iter()
+                .fold(M::ONES, |m, s| m & M::from_keep(s.keep));
+            m.fill(always);
+            // Split by split over the whole block: loops of BIT_BLOCK lanes, which the
+            // compiler vectorises at every optimisation level (short fixed loops it unrolls
+            // into scalar code instead).
+            for s in group(0) {
+                if let Some(c) = lanes(s) {
+                    let (keep, t) = (M::from_keep(s.keep), s.threshold);
+                    for (mk, &v) in m.iter_mut().zip(c) {
+                        *mk = *mk & if v > t { keep } else { M::ONES };
+                    }
+                }
+            }
+            for s in group(1) {
+                if let Some(c) = lanes(s) {
+                    let (keep, t) = (M::from_keep(s.keep), s.threshold);
+                    for (mk, &v) in m.iter_mut().zip(c) {
+                        *mk = *mk & if !(v <= t) { keep } else { M::ONES };
+                    }
+                }
+            }
+            for s in group(2) {
+                if let Some(c) = lanes(s) {
+                    let keep = M::from_keep(s.keep);
+                    for (mk, &v) in m.iter_mut().zip(c) {
+                        *mk = *mk & if v.is_nan() { M::ONES } else { keep };
+                    }
+                }
+            }
+            for (mv, mk) in margins.iter_mut().zip(&m) {
+                *mv += leaves.get(mk.lowest()).copied().unwrap_or(0.0);
+            }
+        }
     }
 
     /// Routes one block of rows (at most [`BLOCK`]) through every tree, in order: per tree,
@@ -225,6 +394,105 @@ impl Forest {
     }
 }
 
+impl Bits {
+    /// The bit-vector form of `f`'s trees; `None` when a tree has more than 64 leaves.
+    fn new(f: &Forest) -> Option<Bits> {
+        let mut b = Bits {
+            splits: Vec::new(),
+            leaves: Vec::new(),
+            trees: Vec::with_capacity(f.trees.len()),
+            narrow: true,
+        };
+        let mut tree_splits: Vec<(Cmp, BitSplit)> = Vec::new();
+        for t in &f.trees {
+            let nodes = f.nodes.get(t.start..t.start + t.len)?;
+            let values = f.values.get(t.start..t.start + t.len)?;
+            let first = b.leaves.len();
+            tree_splits.clear();
+            visit(nodes, values, 0, first, 0, &mut b.leaves, &mut tree_splits)?;
+            let n_leaves = b.leaves.len() - first;
+            b.narrow &= n_leaves <= 32;
+            tree_splits.sort_by_key(|&(c, _)| c);
+            let start = b.splits.len();
+            let mut bounds = [start; 5];
+            for (k, cmp) in [Cmp::Gt, Cmp::Nle, Cmp::Present, Cmp::Always]
+                .into_iter()
+                .enumerate()
+            {
+                let n = tree_splits.iter().filter(|&&(c, _)| c == cmp).count();
+                bounds[k + 1] = bounds[k] + n;
+            }
+            b.splits.extend(tree_splits.iter().map(|&(_, s)| s));
+            b.trees.push(BitTree {
+                bounds,
+                leaves: first,
+                n_leaves,
+            });
+        }
+        Some(b)
+    }
+}
+
+/// Numbers the leaves under flat node `i` of one tree left to right (their values pushed onto
+/// `leaves`, numbers counted from `first`) and records each split with the mask of the leaves
+/// outside its left subtree; returns the leaf numbers under `i` as a range. `None` past 64
+/// leaves (or a depth no validated tree has).
+fn visit(
+    nodes: &[FlatNode],
+    values: &[f64],
+    i: usize,
+    first: usize,
+    depth: usize,
+    leaves: &mut Vec<f64>,
+    splits: &mut Vec<(Cmp, BitSplit)>,
+) -> Option<(usize, usize)> {
+    let node = nodes.get(i)?;
+    if node.left as usize == i || depth > super::MAX_DEPTH {
+        let k = leaves.len() - first;
+        if k >= 64 || depth > super::MAX_DEPTH {
+            return None;
+        }
+        leaves.push(values.get(i).copied().unwrap_or(0.0));
+        return Some((k, k + 1));
+    }
+    let (a, b) = visit(
+        nodes,
+        values,
+        node.left as usize,
+        first,
+        depth + 1,
+        leaves,
+        splits,
+    )?;
+    let (_, c) = visit(
+        nodes,
+        values,
+        node.right as usize,
+        first,
+        depth + 1,
+        leaves,
+        splits,
+    )?;
+    let width = u32::try_from(b - a).ok().filter(|&w| w < 64)?;
+    let left = ((1u64 << width) - 1) << a;
+    let default_left = node.feature & MISSING_LEFT != 0;
+    let cmp = match (node.threshold.is_nan(), default_left) {
+        (true, true) => Cmp::Present,
+        (true, false) => Cmp::Always,
+        (false, true) => Cmp::Gt,
+        (false, false) => Cmp::Nle,
+    };
+    splits.push((
+        cmp,
+        BitSplit {
+            feature: node.feature & FEATURE,
+            threshold: node.threshold,
+            keep: !left,
+        },
+    ));
+    Some((a, c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,11 +503,24 @@ mod tests {
 
     /// Blocks, rayon tasks and a ragged last block; a column-major input; values one ulp
     /// either side of every cut, infinities and NaN: the compiled forest gives exactly the
-    /// margins of binning then routing.
+    /// margins of binning then routing, in each of its forms (bit vectors of 32 and of 64
+    /// leaves, and the flat walk of a tree with more).
     #[test]
     fn compiled_forest_equals_binned_routing_bit_for_bit() {
+        // (depth, leaves, the form expected: Some(narrow) for bit vectors, None for the walk)
+        for (max_depth, max_leaves, form) in [
+            (5, 32, Some(true)),
+            (6, 64, Some(false)),
+            (8, 200, None),
+            (1, 2, Some(true)),
+        ] {
+            forest_equals_binned(max_depth, max_leaves, form);
+        }
+    }
+
+    fn forest_equals_binned(max_depth: usize, max_leaves: usize, form: Option<bool>) {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let (n, d) = (3000, 7);
+        let (n, d) = (6000, 7);
         let x = Array2::from_shape_fn((n, d), |_| {
             if rng.random::<f32>() < 0.1 {
                 f32::NAN
@@ -258,11 +539,22 @@ mod tests {
         });
         let params = GbdtParams {
             n_trees: 30,
-            max_depth: 5,
-            max_leaves: 32,
+            max_depth,
+            max_leaves,
+            min_child_weight: 0.0,
             ..GbdtParams::default()
         };
         let model = fit_pooled(x.view(), y.view(), &params).unwrap();
+        let forest = Forest::new(&model.trees, &model.bin_mapper, model.base_score).unwrap();
+        assert_eq!(
+            forest.bits.as_ref().map(|b| b.narrow),
+            form,
+            "depth {max_depth}, {max_leaves} leaves: most leaves {:?}",
+            forest
+                .bits
+                .as_ref()
+                .map(|b| b.trees.iter().map(|t| t.n_leaves).max())
+        );
         let ulp = |c: f32, up: bool| {
             let b = c.to_bits();
             f32::from_bits(if (c >= 0.0) == up { b + 1 } else { b - 1 })

@@ -307,11 +307,98 @@ impl<'s> Encoder<'s> {
     }
 
     fn is_missing(&self, cell: &Cell<'_>) -> bool {
-        match cell {
-            Cell::Null => true,
-            Cell::Text(t) => t.is_empty() || self.missing.iter().any(|m| m.as_slice() == *t),
-            _ => false,
+        is_missing(&self.missing, cell)
+    }
+
+    /// The (source field, output column) of every feature when rows can be encoded column
+    /// by column ([`Encoder::push_numeric_rows`]): every feature numeric, and no inputs,
+    /// derived columns, cohort or labels read. `None` otherwise.
+    pub(crate) fn numeric_columns(&self) -> Option<Vec<(usize, usize)>> {
+        if !self.labels.is_empty()
+            || !self.derivation.derived().is_empty()
+            || self.derivation.cohort().is_some()
+            || self.derivation.read_width() != self.width
+        {
+            return None;
         }
+        self.plans
+            .iter()
+            .map(|p| match p.slot {
+                Slot::Numeric { out } if out < self.width => Some((p.field, out)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Encodes `n` rows at once, column by column, into the feature buffer: `cell(k, r)` is
+    /// row `r`'s cell of `columns[k]` (as from [`Encoder::numeric_columns`]; each column is
+    /// asked for its rows in order), `id(r)` its id cell. What [`Encoder::push_row`] would
+    /// write for each row, without its per-row work. Returns `false`, with nothing pushed,
+    /// when a cell is not a number or an id is missing: the caller then pushes those rows
+    /// one by one, which reports the first bad cell as always.
+    pub(crate) fn push_numeric_rows<'r>(
+        &mut self,
+        n: usize,
+        columns: &[(usize, usize)],
+        mut cell: impl FnMut(usize, usize) -> Cell<'r>,
+        mut id: impl FnMut(usize) -> Cell<'r>,
+    ) -> bool {
+        let w = self.width;
+        let start = self.x.len();
+        let ids_start = self.ids.len();
+        self.x.resize(start + n * w, f32::NAN);
+        let missing = &self.missing;
+        let Some(rows) = self.x.get_mut(start..) else {
+            return false;
+        };
+        let mut ok = true;
+        'columns: for (k, &(_, out)) in columns.iter().enumerate() {
+            for (r, row) in rows.chunks_exact_mut(w.max(1)).enumerate().take(n) {
+                let c = cell(k, r);
+                let v = if is_missing(missing, &c) {
+                    f32::NAN
+                } else if let Some(v) = numeric(c) {
+                    v
+                } else {
+                    ok = false;
+                    break 'columns;
+                };
+                if let Some(slot) = row.get_mut(out) {
+                    *slot = v;
+                }
+            }
+        }
+        if ok {
+            for r in 0..n {
+                let text = match self.id_field {
+                    Some(_) => {
+                        let c = id(r);
+                        match cell_text(&c, &mut self.scratch) {
+                            Some(t) if !t.is_empty() => String::from_utf8_lossy(t).into_owned(),
+                            _ => {
+                                ok = false;
+                                break;
+                            }
+                        }
+                    }
+                    None => (self.read + r + 1).to_string(),
+                };
+                self.ids.push(text);
+            }
+        }
+        if !ok {
+            self.x.truncate(start);
+            self.ids.truncate(ids_start);
+            return false;
+        }
+        self.read += n;
+        self.rows += n;
+        true
+    }
+
+    /// The source field of the id column, when the schema has one.
+    pub(crate) fn id_field(&self) -> Option<usize> {
+        self.id_field
     }
 
     /// Encodes one row; `cell(field)` gives the cell of source field `field` (an index into
@@ -433,13 +520,7 @@ impl<'s> Encoder<'s> {
                     let v = if missing {
                         f32::NAN
                     } else {
-                        let v = match c {
-                            Cell::Number(v) => Some(v as f32).filter(|v| v.is_finite()),
-                            Cell::Integer(v) => Some(v as f32),
-                            Cell::Text(t) => parse_finite(t),
-                            Cell::Bool(_) | Cell::Null => None,
-                        };
-                        v.ok_or_else(|| DataError::NotNumeric {
+                        numeric(c).ok_or_else(|| DataError::NotNumeric {
                             source_name: self.source_name.clone(),
                             at,
                             column: p.spec.name.clone(),
@@ -624,6 +705,25 @@ impl<'s> Encoder<'s> {
 }
 
 /// A cell as an error message shows it.
+/// Whether `cell` is missing: NULL, empty, or one of the schema's `missing` tokens.
+fn is_missing(tokens: &[Vec<u8>], cell: &Cell<'_>) -> bool {
+    match cell {
+        Cell::Null => true,
+        Cell::Text(t) => t.is_empty() || tokens.iter().any(|m| m.as_slice() == *t),
+        _ => false,
+    }
+}
+
+/// A present cell's value as a numeric feature; `None` when it is not a finite number.
+fn numeric(c: Cell<'_>) -> Option<f32> {
+    match c {
+        Cell::Number(v) => Some(v as f32).filter(|v| v.is_finite()),
+        Cell::Integer(v) => Some(v as f32),
+        Cell::Text(t) => parse_finite(t),
+        Cell::Bool(_) | Cell::Null => None,
+    }
+}
+
 fn shown(c: &Cell<'_>) -> String {
     match c {
         Cell::Null => "NULL".into(),

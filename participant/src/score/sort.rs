@@ -28,6 +28,18 @@ fn order(a_score: f64, a_id: &[u8], a_seq: u64, b_score: f64, b_id: &[u8], b_seq
         .then(a_seq.cmp(&b_seq))
 }
 
+/// A `u64` whose ascending order is `score`'s descending [`f64::total_cmp`] order.
+fn descending_key(score: f64) -> u64 {
+    let bits = score.to_bits();
+    // total_cmp's order as unsigned bits: negative values flipped, positive ones offset.
+    let ascending = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    !ascending
+}
+
 /// Scored rows in columns: compact, sorted by index.
 #[derive(Default)]
 struct Buffer {
@@ -54,19 +66,45 @@ impl Buffer {
         let start = if r == 0 { 0 } else { self.id_end[r - 1] };
         &self.id_bytes[start..self.id_end[r]]
     }
-    /// Row indices in ranking order for model label `l`.
+    /// Row indices in ranking order for model label `l`: one sort of packed keys (the
+    /// score made an order-preserving `u64`, [`descending_key`], then the row index, which is
+    /// the file position within a buffer), then ids compared only within runs of equal
+    /// scores.
     fn sorted(&self, l: usize, n_scores: usize) -> Vec<usize> {
-        let mut idx: Vec<usize> = (0..self.len()).collect();
-        idx.sort_unstable_by(|&a, &b| {
-            order(
-                self.scores[a * n_scores + l],
-                self.id(a),
-                self.seq[a],
-                self.scores[b * n_scores + l],
-                self.id(b),
-                self.seq[b],
-            )
-        });
+        let mut keys: Vec<(u64, u64)> = (0..self.len())
+            .map(|r| {
+                let score = self
+                    .scores
+                    .get(r * n_scores + l)
+                    .copied()
+                    .unwrap_or(f64::NAN);
+                (descending_key(score), r as u64)
+            })
+            .collect();
+        keys.sort_unstable();
+        let mut idx: Vec<usize> = keys.iter().map(|&(_, r)| r as usize).collect();
+        let mut start = 0;
+        while start < keys.len() {
+            let key = keys.get(start).map(|k| k.0);
+            let end = start
+                + keys
+                    .get(start..)
+                    .unwrap_or(&[])
+                    .iter()
+                    .take_while(|k| Some(k.0) == key)
+                    .count();
+            if end - start > 1 {
+                if let Some(tie) = idx.get_mut(start..end) {
+                    // Equal scores: by id, then file position (the sequence number).
+                    tie.sort_unstable_by(|&a, &b| {
+                        self.id(a)
+                            .cmp(self.id(b))
+                            .then(self.seq.get(a).cmp(&self.seq.get(b)))
+                    });
+                }
+            }
+            start = end.max(start + 1);
+        }
         idx
     }
     fn row_into(&self, r: usize, l: usize, n_scores: usize, n_out: usize, row: &mut Row) {
@@ -395,6 +433,53 @@ mod tests {
             assert!(merged
                 .windows(2)
                 .all(|w| w[0].0 > w[1].0 || (w[0].0 == w[1].0 && w[0].1 <= w[1].1)));
+        }
+    }
+
+    /// The packed-key sort gives exactly the comparator's order (score descending by
+    /// `total_cmp`, then id, then position), with many ties, both zeros, infinities and NaN.
+    #[test]
+    fn packed_key_sort_is_the_ranking_order() {
+        let specials = [
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            -f64::NAN,
+            1e-300,
+            -1e-300,
+            0.5,
+            0.25,
+        ];
+        let mut b = Buffer::default();
+        for i in 0..3000u64 {
+            let score = specials[((i * 7) % 13 % 10) as usize];
+            b.scores.push(score);
+            b.points.push(f64::NAN);
+            b.seq.push(i);
+            b.id_bytes
+                .extend_from_slice(format!("c{}", (i * 31) % 17).as_bytes());
+            b.id_end.push(b.id_bytes.len());
+        }
+        let mut want: Vec<usize> = (0..b.len()).collect();
+        want.sort_by(|&x, &y| {
+            order(
+                b.scores[x],
+                b.id(x),
+                b.seq[x],
+                b.scores[y],
+                b.id(y),
+                b.seq[y],
+            )
+        });
+        assert_eq!(b.sorted(0, 1), want);
+        for (x, y) in specials.iter().zip(specials.iter().skip(1)) {
+            assert_eq!(
+                descending_key(*x).cmp(&descending_key(*y)),
+                y.total_cmp(x),
+                "{x} {y}"
+            );
         }
     }
 
