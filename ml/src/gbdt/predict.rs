@@ -342,7 +342,7 @@ impl Forest {
                 if let Some(c) = lanes(s) {
                     let (keep, t) = (M::from_keep(s.keep), s.threshold);
                     for (mk, &v) in m.iter_mut().zip(c) {
-                        *mk = *mk & if !(v <= t) { keep } else { M::ONES };
+                        *mk = *mk & if v <= t { M::ONES } else { keep };
                     }
                 }
             }

@@ -697,7 +697,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rows.parquet");
         let mut groups = Vec::new();
-        let mut want: Vec<(String, [f32; 3])> = Vec::new();
+        let mut want: Vec<(String, [f32; 2])> = Vec::new();
         let mut k = 0i64;
         for size in [5usize, 13, 1, 9] {
             let mut g = Vec::new();
