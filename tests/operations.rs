@@ -217,6 +217,7 @@ fn dashboard_metrics_and_health_follow_a_real_job() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
+    eprintln!("/metrics during the job:\n{mid_metrics}");
     if let Some(b) = &browser {
         // A round takes milliseconds here: hold the participants (SIGSTOP) so that the
         // browser sees the job in the middle, then let them go on.
