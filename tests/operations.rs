@@ -134,7 +134,7 @@ fn dashboard_metrics_and_health_follow_a_real_job() {
         .to_string();
     assert_eq!(token.len(), 64, "keygen's token is 32 random bytes in hex");
 
-    let _coord = fed.coordinator("coordinator.log");
+    let mut coord = fed.coordinator("coordinator.log");
     let anonymous = fed.rustls_client(None, b"http/1.1");
     let operator = fed.rustls_client(Some("operator"), b"http/1.1");
     let participant = fed.rustls_client(Some("bank-a"), b"http/1.1");
@@ -343,4 +343,23 @@ fn dashboard_metrics_and_health_follow_a_real_job() {
             "the page shows an error: {dom}"
         );
     }
+
+    // SIGTERM stops the coordinator cleanly with the operations listener open (it used to
+    // hold the engine's command channel, so the shutdown waited forever).
+    let _ = Command::new("kill")
+        .args(["-TERM", &coord.child.id().to_string()])
+        .status();
+    let s = coord.wait_exit(Duration::from_secs(60));
+    assert!(
+        s.success(),
+        "coordinator after SIGTERM: {s:?}\n{}",
+        coord.log_text()
+    );
+    assert!(
+        coord
+            .log_text()
+            .contains("coordinator stopped; state closed"),
+        "{}",
+        coord.log_text()
+    );
 }

@@ -356,8 +356,9 @@ pub async fn serve(
             Err(e) => Err(ServiceError::EngineTask(e)),
         },
     }
-    // The services are gone, so is every command sender: the actor drains and stops, and
-    // releases the store before `serve` returns.
+    // The services are gone, so is every command sender (the operations listener holds
+    // only a weak one): the actor drains and stops, and releases the store before `serve`
+    // returns.
     drop(handle);
     match actor_task.await {
         Ok(r) => {
@@ -394,10 +395,16 @@ async fn start_ops(
             addr: ops.listen,
             source,
         })?;
-    let asker = handle.clone();
+    // A weak sender: the listener and its connection tasks must not keep the actor alive
+    // once the gRPC services are gone, or shutting down waits for the last browser.
+    let asker = handle.tx.downgrade();
     let overview: Arc<dyn Fn() -> crate::ops::OverviewFuture + Send + Sync> = Arc::new(move || {
-        let h = asker.clone();
-        Box::pin(async move { h.ask(|reply| Command::Overview { reply }).await.ok() })
+        let tx = asker.upgrade();
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            tx?.send(Command::Overview { reply }).await.ok()?;
+            answer.await.ok()
+        })
     });
     let ctx = crate::ops::OpsContext {
         overview,
