@@ -197,3 +197,116 @@ fn the_image_runs_the_one_binary_as_a_non_root_user() {
         assert!(m.contains("readOnlyRootFilesystem: true"), "{k}");
     }
 }
+
+/// `kubectl kustomize DIR`: the rendered manifests, or why it could not run.
+fn kustomize(dir: &Path) -> Result<String, String> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("kubectl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "kubectl kustomize {} failed: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The base and the per-site overlay (`overlays/site`, the values a Helm chart would take)
+/// render with kustomize, the rendered objects validate strictly, and the overlay's values
+/// are what the rendered objects carry.
+#[test]
+fn the_base_and_the_site_overlay_render_and_validate() {
+    let have_kubectl = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_kubectl {
+        assert!(
+            std::env::var_os("FEDSILO_REQUIRE_KUBECTL").is_none(),
+            "FEDSILO_REQUIRE_KUBECTL is set but kubectl is not installed"
+        );
+        eprintln!(
+            "\n*** NOTE: the kustomizations were NOT rendered: no kubectl on PATH.\n*** \
+             Install kubectl (it carries kustomize) to check the overlay.\n"
+        );
+        return;
+    }
+    let base = kustomize(&repo().join("deploy/kubernetes")).unwrap();
+    let site = kustomize(&repo().join("deploy/kubernetes/overlays/site")).unwrap();
+    // Every object of the base is in the overlay, in the overlay's namespace.
+    let kinds = |s: &str| s.lines().filter(|l| l.starts_with("kind: ")).count();
+    assert_eq!(kinds(&base), kinds(&site), "{site}");
+    assert!(kinds(&base) >= 7, "{base}");
+    assert!(base.contains("namespace: fedsilo\n"), "{base}");
+    assert!(!site.contains("namespace: fedsilo\n"), "{site}");
+    assert!(site.contains("namespace: fedsilo-prod\n"), "{site}");
+    // The values took: image, volume sizes, memory limits.
+    assert!(!site.contains("image: fedsilo:latest"), "{site}");
+    assert_eq!(
+        site.matches("image: registry.bank.example/fedsilo:0.1.0")
+            .count(),
+        3,
+        "{site}"
+    );
+    for value in [
+        "storage: 50Gi",
+        "storage: 200Gi",
+        "memory: 4Gi",
+        "memory: 8Gi",
+    ] {
+        assert!(
+            site.contains(value),
+            "overlay value {value} missing:\n{site}"
+        );
+    }
+    // A patch aimed at a path the base does not have fails the render: values cannot be
+    // silently ignored.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("site");
+    std::fs::create_dir_all(&copy).unwrap();
+    let k =
+        std::fs::read_to_string(repo().join("deploy/kubernetes/overlays/site/kustomization.yaml"))
+            .unwrap()
+            .replace(
+                "../../",
+                &format!("{}/deploy/kubernetes/", repo().display()),
+            )
+            .replace("/volumeClaimTemplates/0/", "/volumeClaimTemplate/0/");
+    std::fs::write(copy.join("kustomization.yaml"), k).unwrap();
+    std::fs::copy(
+        repo().join("deploy/kubernetes/overlays/site/namespace.yaml"),
+        copy.join("namespace.yaml"),
+    )
+    .unwrap();
+    assert!(
+        kustomize(&copy).is_err(),
+        "a patch at a missing path rendered"
+    );
+
+    let python = match python_venv(
+        "k8s-validate-venv",
+        &["kubernetes-validate"],
+        "import kubernetes_validate",
+    ) {
+        Ok(p) => p,
+        Err(why) => {
+            assert!(
+                std::env::var_os("FEDSILO_REQUIRE_PYPI").is_none(),
+                "FEDSILO_REQUIRE_PYPI is set but kubernetes-validate is unavailable: {why}"
+            );
+            eprintln!("\n*** NOTE: the rendered manifests were NOT validated ({why}).\n");
+            return;
+        }
+    };
+    for (name, text) in [("base.yaml", &base), ("site.yaml", &site)] {
+        let f = dir.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        let (ok, out) = validate(&python, &[f]);
+        eprintln!("{out}");
+        assert!(ok, "rendered {name} does not validate:\n{out}");
+    }
+}
