@@ -362,4 +362,32 @@ fn dashboard_metrics_and_health_follow_a_real_job() {
         "{}",
         coord.log_text()
     );
+
+    // A restarted coordinator still shows the job: its evaluation curve comes from the
+    // persisted plan, its rounds from the audit log's tail (without phase times or bytes).
+    let mut again = fed.coordinator("coordinator-restarted.log");
+    let (code, json) = get(ops_port, &anonymous, "/api/overview", Some(&token));
+    assert_eq!(code, 200, "{json}");
+    let o: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let j = &o["jobs"][0];
+    assert_eq!(j["id"], job.as_str());
+    assert_eq!(j["state"], "finished");
+    assert_eq!(j["evaluations"].as_array().unwrap(), evals, "{json}");
+    let rounds = j["rounds"].as_array().unwrap();
+    let job_entries = fed
+        .audit_entries()
+        .iter()
+        .filter(|e| e.record.job_id == job)
+        .count();
+    assert_eq!(rounds.len(), job_entries.min(200), "{json}");
+    assert!(
+        rounds
+            .iter()
+            .all(|r| r["from_audit"] == true && r["phase_ms"].as_array().unwrap().is_empty()),
+        "{json}"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &again.child.id().to_string()])
+        .status();
+    assert!(again.wait_exit(Duration::from_secs(60)).success());
 }

@@ -402,7 +402,13 @@ pub struct AuditLog {
     /// Length in bytes of the verified entries: where the next line starts.
     end: u64,
     poisoned: bool,
+    /// The newest records read when the log was opened (at most [`RECENT_KEPT`]), for the
+    /// dashboard's round history; taken once by [`AuditLog::take_recent`].
+    recent: Vec<AuditRecord>,
 }
+
+/// Records [`AuditLog::take_recent`] keeps from the log's tail.
+pub const RECENT_KEPT: usize = 4096;
 
 impl AuditLog {
     /// Opens the log at `path`, creating it if absent. An existing log is verified first: a
@@ -466,7 +472,12 @@ impl AuditLog {
         if created {
             crate::store::sync_parent_dir(path).map_err(io("sync directory"))?;
         }
-        let scan = scan(path, BufReader::new(&file), recorded.map(|r| r.entries))?;
+        let scan = scan(
+            path,
+            BufReader::new(&file),
+            recorded.map(|r| r.entries),
+            RECENT_KEPT,
+        )?;
         if let Some(recorded) = recorded {
             check_position(path, &scan, recorded)?;
         }
@@ -485,6 +496,7 @@ impl AuditLog {
             next_seq: scan.entries,
             end: scan.end,
             poisoned: false,
+            recent: scan.recent.into(),
         })
     }
 
@@ -555,6 +567,12 @@ impl AuditLog {
     }
 
     /// The file this log lives in.
+    /// The newest verified records the log held when it was opened (at most
+    /// [`RECENT_KEPT`], oldest first); empty on a second call.
+    pub fn take_recent(&mut self) -> Vec<AuditRecord> {
+        std::mem::take(&mut self.recent)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -590,7 +608,7 @@ fn verify_with(path: &Path, recorded: Option<&AuditHead>) -> Result<VerifySummar
             source,
         },
     })?;
-    let scan = scan(path, BufReader::new(file), recorded.map(|r| r.entries))?;
+    let scan = scan(path, BufReader::new(file), recorded.map(|r| r.entries), 0)?;
     if let Some(recorded) = recorded {
         check_position(path, &scan, recorded)?;
     }
@@ -621,6 +639,8 @@ struct Scan {
     torn_tail_bytes: u64,
     /// The head after the number of entries asked for, if the log holds that many.
     head_at: Option<String>,
+    /// The newest records, at most the number asked for.
+    recent: std::collections::VecDeque<AuditRecord>,
 }
 
 /// The scanned log against the store's `recorded` position.
@@ -645,7 +665,13 @@ fn check_position(path: &Path, scan: &Scan, recorded: &AuditHead) -> Result<(), 
 
 /// Reads and verifies every line; stops at the first broken one. With `at = Some(n)`, also
 /// returns the head after the first `n` entries (if there are that many).
-fn scan(path: &Path, mut reader: impl BufRead, at: Option<u64>) -> Result<Scan, AuditError> {
+fn scan(
+    path: &Path,
+    mut reader: impl BufRead,
+    at: Option<u64>,
+    keep: usize,
+) -> Result<Scan, AuditError> {
+    let mut recent = std::collections::VecDeque::with_capacity(keep.min(1024));
     let mut head = GENESIS.to_string();
     let mut entries = 0u64;
     let mut end = 0u64;
@@ -667,6 +693,7 @@ fn scan(path: &Path, mut reader: impl BufRead, at: Option<u64>) -> Result<Scan, 
                 end,
                 torn_tail_bytes: n as u64,
                 head_at,
+                recent,
             });
         }
         let line_no = entries as usize + 1;
@@ -679,6 +706,12 @@ fn scan(path: &Path, mut reader: impl BufRead, at: Option<u64>) -> Result<Scan, 
             }
         })?;
         head = entry.hash;
+        if keep > 0 {
+            if recent.len() == keep {
+                recent.pop_front();
+            }
+            recent.push_back(entry.record);
+        }
         entries += 1;
         end += n as u64;
         if at == Some(entries) {

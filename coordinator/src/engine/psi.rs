@@ -692,6 +692,7 @@ impl Coordinator {
             total_rounds: r.spec.passive.len() as u64,
             participants: job.joined.iter().map(|&p| self.name(p)).collect(),
             metrics: Vec::new(),
+            evaluations: Vec::new(),
             metrics_json: "[]".into(),
             epsilon: 0.0,
             epsilon_budget: 0.0,

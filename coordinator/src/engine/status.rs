@@ -65,6 +65,9 @@ pub struct JobStatus {
     pub participants: Vec<String>,
     /// Latest hold-out metrics per label (AUC, KS, log-loss, lift).
     pub metrics: Vec<LabelMetrics>,
+    /// Every evaluation so far, oldest first (the evaluation curve; from the persisted plan,
+    /// so it survives a coordinator restart). Not on the wire: the dashboard reads it.
+    pub evaluations: Vec<LabelMetrics>,
     /// The same, as JSON (`JobStatus.metrics_json`, kept on the wire for one version).
     pub metrics_json: String,
     /// ε spent at the level the job's DP protects (0 without DP).
@@ -112,6 +115,7 @@ impl Coordinator {
             total_rounds: plan.spec().rounds,
             participants: job.joined.iter().map(|&p| self.name(p)).collect(),
             metrics,
+            evaluations: plan.label_curve(),
             metrics_json,
             epsilon: job.record.epsilon,
             epsilon_budget: plan

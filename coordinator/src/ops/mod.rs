@@ -71,6 +71,9 @@ pub struct RoundView {
     pub bytes_sent: u64,
     pub epsilon: Option<f64>,
     pub closed_unix_ms: u64,
+    /// Read back from the audit log at start (a round an earlier coordinator process ran):
+    /// survivors and outcome only, no phase times, bytes or dropout phases.
+    pub from_audit: bool,
 }
 
 impl RoundView {
@@ -88,6 +91,30 @@ impl RoundView {
             bytes_sent: r.bytes_sent.values().sum(),
             epsilon: r.epsilon,
             closed_unix_ms: now_ms,
+            from_audit: false,
+        }
+    }
+
+    fn of_audit(r: &crate::audit::AuditRecord) -> Self {
+        RoundView {
+            step: 0,
+            round: r.round,
+            purpose: r.purpose.to_string(),
+            participants: r.participants.len(),
+            survivors: r.survivors.clone(),
+            dropped: r
+                .participants
+                .iter()
+                .filter(|p| !r.survivors.contains(p))
+                .map(|p| (p.clone(), "phase not recorded".to_string()))
+                .collect(),
+            phase_ms: Vec::new(),
+            outcome: r.outcome.clone(),
+            bytes_received: 0,
+            bytes_sent: 0,
+            epsilon: None,
+            closed_unix_ms: r.time_unix_ms,
+            from_audit: true,
         }
     }
 }
@@ -117,7 +144,8 @@ pub struct JobView {
     pub epsilon_budget: f64,
     /// The newest rounds closed while this coordinator process ran, oldest first.
     pub rounds: Vec<RoundView>,
-    /// Evaluation curve: every hold-out evaluation seen while this process ran.
+    /// Evaluation curve: every hold-out evaluation of the job (from its persisted plan, so a
+    /// restarted coordinator still shows it).
     pub evaluations: Vec<EvalPoint>,
 }
 
@@ -140,8 +168,9 @@ pub struct Overview {
     pub audit: AuditView,
 }
 
-/// Per-job history the actor keeps for the dashboard (rounds and evaluations of this
-/// process's lifetime).
+/// Per-job round history the actor keeps for the dashboard: the newest rounds closed, seeded
+/// at start from the audit log's tail (survivors and outcome; phase times and bytes only for
+/// rounds this process ran).
 #[derive(Default)]
 pub(crate) struct History {
     jobs: BTreeMap<String, JobHistory>,
@@ -150,7 +179,6 @@ pub(crate) struct History {
 #[derive(Default)]
 struct JobHistory {
     rounds: VecDeque<RoundView>,
-    evaluations: Vec<EvalPoint>,
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -161,21 +189,31 @@ pub(crate) fn unix_ms() -> u64 {
 }
 
 impl History {
-    /// A round closed; `status` is its job's status after it (for new evaluations).
-    pub(crate) fn round(&mut self, r: &RoundSummary, status: Option<&JobStatus>) {
-        let h = self.jobs.entry(r.job_id.clone()).or_default();
+    /// The history a (re)started coordinator begins with: the rounds of the audit log's tail
+    /// (oldest first), the newest [`ROUNDS_KEPT`] per job.
+    pub(crate) fn seeded(records: &[crate::audit::AuditRecord]) -> Self {
+        let mut h = History::default();
+        for r in records {
+            h.push(&r.job_id, RoundView::of_audit(r));
+        }
+        h
+    }
+
+    /// A round closed.
+    pub(crate) fn round(&mut self, r: &RoundSummary) {
+        self.push(&r.job_id, RoundView::of(r, unix_ms()));
+    }
+
+    fn push(&mut self, job_id: &str, view: RoundView) {
+        let h = self.jobs.entry(job_id.to_string()).or_default();
         if h.rounds.len() == ROUNDS_KEPT {
             h.rounds.pop_front();
         }
-        h.rounds.push_back(RoundView::of(r, unix_ms()));
-        if let Some(s) = status {
-            h.note_metrics(s);
-        }
+        h.rounds.push_back(view);
     }
 
     fn view(&mut self, s: &JobStatus) -> JobView {
         let h = self.jobs.entry(s.job_id.clone()).or_default();
-        h.note_metrics(s);
         JobView {
             id: s.job_id.clone(),
             state: s.state.kind().to_string(),
@@ -186,7 +224,16 @@ impl History {
             epsilon: s.epsilon,
             epsilon_budget: s.epsilon_budget,
             rounds: h.rounds.iter().cloned().collect(),
-            evaluations: h.evaluations.clone(),
+            evaluations: s
+                .evaluations
+                .iter()
+                .map(|m| EvalPoint {
+                    label: m.label.clone(),
+                    round: m.round,
+                    auc: m.metrics.auc,
+                    ks: m.metrics.ks,
+                })
+                .collect(),
         }
     }
 
@@ -202,25 +249,6 @@ impl History {
             jobs: jobs.iter().map(|s| self.view(s)).collect(),
             participants,
             audit,
-        }
-    }
-}
-
-impl JobHistory {
-    fn note_metrics(&mut self, s: &JobStatus) {
-        for m in &s.metrics {
-            let seen = self
-                .evaluations
-                .iter()
-                .any(|e| e.label == m.label && e.round == m.round);
-            if !seen {
-                self.evaluations.push(EvalPoint {
-                    label: m.label.clone(),
-                    round: m.round,
-                    auc: m.metrics.auc,
-                    ks: m.metrics.ks,
-                });
-            }
         }
     }
 }

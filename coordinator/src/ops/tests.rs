@@ -58,6 +58,22 @@ fn status(job: &str, rounds_done: u64, evals: &[(u64, f64)]) -> JobStatus {
         total_rounds: 10,
         participants: vec!["a".into(), "b".into(), "c".into()],
         metrics: evals
+            .last()
+            .map(|&(round, auc)| LabelMetrics {
+                label: "default".into(),
+                round,
+                metrics: BinaryMetrics {
+                    auc,
+                    ks: auc / 2.0,
+                    log_loss: 0.5,
+                    top_decile_lift: 2.0,
+                    positives: 10.0,
+                    negatives: 90.0,
+                },
+            })
+            .into_iter()
+            .collect(),
+        evaluations: evals
             .iter()
             .map(|&(round, auc)| LabelMetrics {
                 label: "default".into(),
@@ -89,13 +105,12 @@ fn audit() -> AuditView {
 }
 
 #[test]
-fn history_keeps_rounds_and_one_point_per_evaluation() {
+fn history_keeps_rounds_and_the_status_gives_the_curve() {
     let mut h = History::default();
-    h.round(&round("j", 1, true), Some(&status("j", 1, &[(1, 0.70)])));
-    // The same evaluation seen again (a round that was not an evaluation) adds no point.
-    h.round(&round("j", 2, false), Some(&status("j", 1, &[(1, 0.70)])));
-    h.round(&round("j", 3, true), Some(&status("j", 3, &[(3, 0.75)])));
-    let o = h.overview(&[status("j", 3, &[(3, 0.75)])], vec![], audit());
+    h.round(&round("j", 1, true));
+    h.round(&round("j", 2, false));
+    h.round(&round("j", 3, true));
+    let o = h.overview(&[status("j", 3, &[(1, 0.70), (3, 0.75)])], vec![], audit());
     let j = &o.jobs[0];
     assert_eq!(j.rounds.len(), 3);
     assert_eq!(j.rounds[1].dropped, vec![("b".into(), "share keys".into())]);
@@ -109,7 +124,7 @@ fn history_keeps_rounds_and_one_point_per_evaluation() {
 fn history_keeps_only_the_newest_rounds() {
     let mut h = History::default();
     for n in 0..(ROUNDS_KEPT as u64 + 5) {
-        h.round(&round("j", n, true), None);
+        h.round(&round("j", n, true));
     }
     let o = h.overview(&[status("j", 0, &[])], vec![], audit());
     assert_eq!(o.jobs[0].rounds.len(), ROUNDS_KEPT);
@@ -228,4 +243,42 @@ async fn routes_refuse_writes_unknown_paths_and_the_unauthenticated() {
         route(health, &c, None).await.status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
+}
+
+#[test]
+fn a_restarted_history_starts_from_the_audit_log_tail() {
+    let rec = |job: &str, round: u64, survivors: &[&str]| crate::audit::AuditRecord {
+        job_id: job.into(),
+        round,
+        purpose: Purpose::Train,
+        participants: vec!["a".into(), "b".into(), "c".into()],
+        survivors: survivors.iter().map(|s| s.to_string()).collect(),
+        model_hash: String::new(),
+        aggregate_hash: String::new(),
+        time_unix_ms: 1000 + round,
+        outcome: "ok".into(),
+    };
+    let mut records: Vec<_> = (0..(ROUNDS_KEPT as u64 + 3))
+        .map(|n| rec("j", n, &["a", "b", "c"]))
+        .collect();
+    records.push(rec("k", 0, &["a", "c"]));
+    let mut h = History::seeded(&records);
+    h.round(&round("k", 1, true));
+    let o = h.overview(&[status("j", 0, &[]), status("k", 1, &[])], vec![], audit());
+    let j = &o.jobs[0];
+    assert_eq!(j.rounds.len(), ROUNDS_KEPT);
+    assert_eq!(j.rounds[0].round, 3, "the newest rounds are kept");
+    assert!(j
+        .rounds
+        .iter()
+        .all(|r| r.from_audit && r.phase_ms.is_empty()));
+    let k = &o.jobs[1];
+    assert_eq!(k.rounds.len(), 2);
+    assert!(k.rounds[0].from_audit);
+    assert_eq!(
+        k.rounds[0].dropped,
+        vec![("b".into(), "phase not recorded".into())]
+    );
+    assert_eq!(k.rounds[0].closed_unix_ms, 1000);
+    assert!(!k.rounds[1].from_audit, "a round this process ran");
 }

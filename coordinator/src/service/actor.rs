@@ -150,8 +150,7 @@ impl Actor {
                     if super::spans::RoundSpans::enabled() {
                         self.spans.closed(&r);
                     }
-                    self.history
-                        .round(&r, self.engine.job_status(&r.job_id).as_ref());
+                    self.history.round(&r);
                     self.audit.append(AuditRecord::of_round(&r, now_ms))?;
                 }
                 Event::Psi(summary) => {

@@ -253,7 +253,7 @@ pub async fn serve(
 ) -> Result<(), ServiceError> {
     cfg.limits.validate()?;
     let roster = load_roster(&cfg.roster)?;
-    let (store, audit) = crate::state::open(&cfg.state_dir)?;
+    let (store, mut audit) = crate::state::open(&cfg.state_dir)?;
     let recorded_audit = audit.position();
     let recorded_audit_at_start = recorded_audit.clone();
     let metrics = Arc::new(crate::ops::metrics::Metrics::new());
@@ -297,6 +297,8 @@ pub async fn serve(
         polls: Arc::new(PollGate::new(&cfg.limits)),
         max_poll_wait: MAX_POLL_WAIT.min(cfg.limits.request_timeout() / 2),
     };
+    // The dashboard's round history starts from the audit log's tail.
+    let history = crate::ops::History::seeded(&audit.take_recent());
     let mut actor = Actor {
         engine,
         store,
@@ -306,7 +308,7 @@ pub async fn serve(
         last_round_hash,
         observer: cfg.observer.clone(),
         metrics: metrics.clone(),
-        history: crate::ops::History::default(),
+        history,
         started_audit: recorded_audit_at_start,
         spans: Default::default(),
     };

@@ -321,6 +321,26 @@ impl Plan {
             .collect()
     }
 
+    /// Every federated evaluation so far (the evaluation curve), oldest first, one entry per
+    /// (evaluation, label). It is part of the persisted plan, so it survives a restart.
+    pub fn label_curve(&self) -> Vec<LabelMetrics> {
+        let labels = &self.data().labels;
+        self.curve()
+            .iter()
+            .filter_map(|c| c.holdout.as_ref().map(|h| (c.round, h)))
+            .flat_map(|(round, per_label)| {
+                labels
+                    .iter()
+                    .zip(per_label)
+                    .map(move |(label, m)| LabelMetrics {
+                        label: label.clone(),
+                        round,
+                        metrics: m.clone(),
+                    })
+            })
+            .collect()
+    }
+
     /// Rounds of noisy training done (for the DP accountant).
     pub fn dp_rounds(&self) -> u64 {
         self.job.dp_rounds
