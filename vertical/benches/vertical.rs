@@ -8,7 +8,8 @@
 //! `VERTICAL_BENCH_ACTIVE` (10) and `VERTICAL_BENCH_PASSIVE` (30) columns. The protocol
 //! benches also print the process CPU seconds per iteration (both cores), as the figures
 //! compare per core; with `VERTICAL_BENCH_ONCE=1` each protocol runs once, measured, instead
-//! of criterion's ten samples (for large shapes).
+//! of criterion's ten samples (for large shapes; criterion's name filter does not apply to
+//! these runs).
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode};
@@ -51,12 +52,13 @@ fn cpu_seconds() -> f64 {
 /// the whole process, so parallel work counts every core it used).
 fn per_iteration<S, T>(
     g: &mut BenchmarkGroup<'_, WallTime>,
+    once: bool,
     name: &str,
     mut setup: impl FnMut() -> S,
     mut routine: impl FnMut(S) -> T,
 ) {
     let (mut cpu, mut wall, mut count) = (0.0, 0.0, 0u64);
-    if std::env::var_os("VERTICAL_BENCH_ONCE").is_some() {
+    if once {
         // one measured run instead of criterion's ≥ 10 (large shapes on a loaded machine)
         let s = setup();
         let c0 = cpu_seconds();
@@ -153,6 +155,7 @@ fn paillier(c: &mut Criterion) {
     g.sample_size(10);
     per_iteration(
         &mut g,
+        false,
         "owner_table_first_encrypt",
         || SecretKey::generate(&mut ChaCha20Rng::seed_from_u64(6), 2048).unwrap(),
         |sk| {
@@ -199,7 +202,9 @@ fn protocols(c: &mut Criterion) {
             .unwrap();
         sk
     };
-    per_iteration(&mut g, "lr_iteration", key, |sk| {
+    // VERTICAL_BENCH_ONCE: one measured run each (criterion's filter is not applied to it)
+    let once = std::env::var_os("VERTICAL_BENCH_ONCE").is_some();
+    per_iteration(&mut g, once, "lr_iteration", key, |sk| {
         let (mut a, mut to_p) = ActiveLr::new(cfg.clone(), sk, xa.view(), y.view(), &[dp]).unwrap();
         let mut p = PassiveLr::new(cfg.clone(), xp.view()).unwrap();
         while let Some((_, m)) = to_p.pop() {
@@ -214,7 +219,7 @@ fn protocols(c: &mut Criterion) {
         ..GbdtParams::default()
     };
     let mut r = ChaCha20Rng::seed_from_u64(4);
-    per_iteration(&mut g, "secureboost_tree", key, |sk| {
+    per_iteration(&mut g, once, "secureboost_tree", key, |sk| {
         let (mut a, to_p) =
             ActiveBoost::new(&mut r, params.clone(), sk, xa.view(), y.view(), &[dp]).unwrap();
         let mut p = PassiveBoost::new(params.clone(), xp.view()).unwrap();
