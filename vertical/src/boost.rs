@@ -38,8 +38,8 @@ use num_traits::One;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{PeerError, VerticalError};
-use crate::he::{decode_digits, PublicKey, SecretKey, WireCiphertext, WirePublicKey};
+use crate::error::{expect_len, expect_round, PeerError, VerticalError};
+use crate::he::{decode_digits, Ciphertext, PublicKey, SecretKey, WireCiphertext, WirePublicKey};
 use crate::lr::MAX_ROWS;
 
 /// Highest node id a tree may have (`fedsilo_ml`'s depth cap of 16).
@@ -441,17 +441,7 @@ impl ActiveBoost {
         }
         let n = self.y.len();
         let tree_index = self.tree_index;
-        let check_tree = |t: u32| {
-            if t == tree_index {
-                Ok(())
-            } else {
-                Err(PeerError::WrongRound {
-                    what: "tree",
-                    expected: tree_index,
-                    got: t,
-                })
-            }
-        };
+        let check_tree = |t: u32| expect_round("tree", tree_index, t);
         match (&mut self.phase, msg) {
             (ActivePhase::Histograms(st), BoostToActive::Histograms { tree, packed }) => {
                 check_tree(tree)?;
@@ -459,14 +449,7 @@ impl ActiveBoost {
                 let k = pairs_per_ciphertext(n, self.sk.public().bits());
                 let entries = st.request.len() * cols * self.params.max_bins.saturating_add(1);
                 let expected = entries.div_ceil(k);
-                if packed.len() != expected {
-                    return Err(PeerError::WrongSize {
-                        what: "packed histograms",
-                        expected,
-                        got: packed.len(),
-                    }
-                    .into());
-                }
+                expect_len("packed histograms", expected, packed.len())?;
                 if st.got[from].is_some() {
                     return Err(PeerError::Duplicate { party: from }.into());
                 }
@@ -514,23 +497,9 @@ impl ActiveBoost {
             (ActivePhase::Routing(st), BoostToActive::Routing { tree, left }) => {
                 check_tree(tree)?;
                 let orders = &st.orders[from];
-                if left.len() != orders.len() {
-                    return Err(PeerError::WrongSize {
-                        what: "routing",
-                        expected: orders.len(),
-                        got: left.len(),
-                    }
-                    .into());
-                }
+                expect_len("routing", orders.len(), left.len())?;
                 for ((_, rows), l) in orders.iter().zip(&left) {
-                    if l.len() != rows.len() {
-                        return Err(PeerError::WrongSize {
-                            what: "routing of a node",
-                            expected: rows.len(),
-                            got: l.len(),
-                        }
-                        .into());
-                    }
+                    expect_len("routing of a node", rows.len(), l.len())?;
                 }
                 if st.got[from].is_some() {
                     return Err(PeerError::Duplicate { party: from }.into());
@@ -557,11 +526,7 @@ impl ActiveBoost {
                 }
                 self.after_routing(rng, tree)
             }
-            (_, msg) => Err(PeerError::WrongPhase {
-                expected: self.expected(),
-                got: msg.name(),
-            }
-            .into()),
+            (_, msg) => Err(PeerError::wrong_phase(self.expected(), msg.name()).into()),
         }
     }
 
@@ -792,7 +757,7 @@ struct Training {
     max_bins: usize,
     tree: u32,
     /// this tree's row ciphertexts (empty before its gradients arrive)
-    gh: Vec<Integer>,
+    gh: Vec<Ciphertext>,
 }
 
 enum PassivePhase {
@@ -911,14 +876,7 @@ impl PassiveBoost {
                     }
                     .into());
                 }
-                if gh.len() != n {
-                    return Err(PeerError::WrongSize {
-                        what: "gradients",
-                        expected: n,
-                        got: gh.len(),
-                    }
-                    .into());
-                }
+                expect_len("gradients", n, gh.len())?;
                 let cts = st.pk.ciphertexts(&gh, "gradients")?;
                 st.tree = tree;
                 st.gh = cts;
@@ -964,14 +922,7 @@ impl PassiveBoost {
                 Ok(Some(BoostToActive::Histograms { tree, packed }))
             }
             (PassivePhase::Training(st), BoostToPassive::Split { tree, splits }) => {
-                if tree != st.tree {
-                    return Err(PeerError::WrongRound {
-                        what: "split order",
-                        expected: st.tree,
-                        got: tree,
-                    }
-                    .into());
-                }
+                expect_round("split order", st.tree, tree)?;
                 let mut seen = vec![false; n];
                 for sp in &splits {
                     if sp.feature as usize >= self.mapper.n_features()
@@ -1022,11 +973,7 @@ impl PassiveBoost {
                 self.phase = PassivePhase::Done;
                 Ok(None)
             }
-            (_, msg) => Err(PeerError::WrongPhase {
-                expected: self.expected(),
-                got: msg.name(),
-            }
-            .into()),
+            (_, msg) => Err(PeerError::wrong_phase(self.expected(), msg.name()).into()),
         }
     }
 }
@@ -1035,7 +982,7 @@ impl PassiveBoost {
 /// columns over the rows of each node.
 fn histograms<R: rand::RngCore + rand::CryptoRng + ?Sized>(
     pk: &PublicKey,
-    gh: &[Integer],
+    gh: &[Ciphertext],
     binned: ArrayView2<u8>,
     nodes: &[NodeRows],
     nb: usize,
@@ -1047,11 +994,11 @@ fn histograms<R: rand::RngCore + rand::CryptoRng + ?Sized>(
     let cells: Vec<(usize, usize)> = (0..nodes.len())
         .flat_map(|s| (0..f).map(move |j| (s, j)))
         .collect();
-    let sums: Vec<Vec<Option<Integer>>> = cells
+    let sums: Vec<Vec<Option<Ciphertext>>> = cells
         .par_iter()
         .map(|&(s, j)| {
             let col = binned.column(j);
-            let mut acc: Vec<Option<Integer>> = vec![None; nb];
+            let mut acc: Vec<Option<Ciphertext>> = vec![None; nb];
             for &r in nodes.get(s).map_or(&[][..], |nr| &nr.rows) {
                 let (Some(&b), Some(c)) = (col.get(r as usize), gh.get(r as usize)) else {
                     continue;
@@ -1066,21 +1013,19 @@ fn histograms<R: rand::RngCore + rand::CryptoRng + ?Sized>(
             acc
         })
         .collect();
-    let flat: Vec<Option<Integer>> = sums.into_iter().flatten().collect();
+    let flat: Vec<Option<Ciphertext>> = sums.into_iter().flatten().collect();
     let k = pairs_per_ciphertext(rows, pk.bits()).max(1);
     let shift = Integer::one() << (2 * slot_bits(rows));
-    let chunks: Vec<&[Option<Integer>]> = flat.chunks(k).collect();
-    // fresh Enc(0) per packed ciphertext: the sums hide which of A's ciphertexts they hold
-    let zeros: Vec<Integer> = chunks
-        .iter()
-        .map(|_| pk.encrypt(rng, &Integer::from(0)))
-        .collect::<Result<_, _>>()?;
+    let chunks: Vec<&[Option<Ciphertext>]> = flat.chunks(k).collect();
+    // fresh Enc(0) per packed ciphertext, with uniform randomness: the sums hide which of
+    // A's ciphertexts they hold (A knows the nonces of its own)
+    let zeros = pk.encrypt_zeros(rng, chunks.len())?;
     chunks
         .par_iter()
         .zip(zeros.par_iter())
         .map(|(chunk, z)| {
             // Horner from the highest slot: C = (…(c_{K−1})^{2^{2w}}·c_{K−2}…)·c_0
-            let mut acc: Option<Integer> = None;
+            let mut acc: Option<Ciphertext> = None;
             for c in chunk.iter().rev() {
                 if let Some(a) = acc.take() {
                     acc = Some(pk.mul_pos(&a, &shift)?);

@@ -104,3 +104,37 @@ impl VerticalError {
         }
     }
 }
+
+impl PeerError {
+    /// A message `got` that the current phase, awaiting `expected`, does not take.
+    pub(crate) fn wrong_phase(expected: &'static str, got: &'static str) -> Self {
+        PeerError::WrongPhase { expected, got }
+    }
+}
+
+/// `Ok` when a message's iteration or tree `got` is the awaited `expected`; else the
+/// [`PeerError::WrongRound`] that names `what`.
+pub(crate) fn expect_round(what: &'static str, expected: u32, got: u32) -> Result<(), PeerError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(PeerError::WrongRound {
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
+/// `Ok` when `what` has the `expected` length; else the [`PeerError::WrongSize`] naming it.
+pub(crate) fn expect_len(what: &'static str, expected: usize, got: usize) -> Result<(), PeerError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(PeerError::WrongSize {
+            what,
+            expected,
+            got,
+        })
+    }
+}

@@ -1,29 +1,44 @@
 //! Additively homomorphic encryption for the vertical protocols: Paillier from the
-//! `fast-paillier` crate (LFDT Lockness) on its pure-Rust `num-bigint` backend.
+//! `fast-paillier` crate (LFDT Lockness), on its pure-Rust `num-bigint` backend by default or
+//! on GMP (`rug`) with the crate's `gmp` feature (see [`BACKEND`]).
 //!
 //! The cipher — key generation, encryption, decryption — is the library's. This module adds
 //! only what the protocols compose on top of it, all of it the textbook homomorphism
-//! `Enc(a)·Enc(b) = Enc(a + b)` and `Enc(a)^k = Enc(k·a)` (mod n²):
+//! `Enc(a)·Enc(b) = Enc(a + b)` and `Enc(a)^k = Enc(k·a)` (mod n²), computed with the
+//! library's big integers (so on GMP when that backend is on):
 //!
-//! * [`WireCiphertext`], the serialisable form, checked on receipt (`0 < c < n²`);
-//! * batched, rayon-parallel encryption (the key owner's with CRT) and decryption;
+//! * [`Ciphertext`], and [`WireCiphertext`], its serialisable form, checked on receipt
+//!   (`0 < c < n²`);
+//! * the key owner's batch encryption with fixed-base short-exponent randomness
+//!   (Damgård–Jurik–Nielsen, see [`SecretKey::encrypt_batch`]) and rayon-parallel
+//!   decryption (the library's CRT);
 //! * [`multi_exp`], `Π c_i^{e_i} mod n²` for many small exponents (Pippenger's bucket method),
 //!   which is `Enc(Σ e_i·m_i)`: the passive party's `Xᵀ·Enc(r)`;
 //! * signed digit packing ([`decode_digits`]): several small signed integers in one plaintext
 //!   as `Σ d_k·2^{w·k}`, decoded with balanced digits, so sums of packed plaintexts decode to
 //!   the per-slot sums as long as every slot's sum stays below `2^{w−1}` in magnitude.
 //!
-//! Plaintexts are signed integers in `(−n/2, n/2]` (the library's convention).
+//! Plaintexts are signed `num_bigint` integers in `(−n/2, n/2]` (the library's convention).
 
-use fast_paillier::backend::Integer as FpInteger;
+use std::sync::OnceLock;
+
+use fast_paillier::backend::{Integer as Big, Sign as BigSign};
 use fast_paillier::{DecryptionKey, EncryptionKey};
-use num_bigint::{BigInt as Integer, Sign};
+use num_bigint::{BigInt as Integer, BigUint, Sign};
 use num_integer::Integer as _;
-use num_traits::{One, Signed, ToPrimitive, Zero};
+use num_traits::{One, ToPrimitive, Zero};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PeerError, VerticalError};
+
+/// The big-integer backend the Paillier layer was built with: `"num-bigint"` (the default,
+/// pure Rust) or `"gmp"` (`--no-default-features --features gmp`).
+pub const BACKEND: &str = if cfg!(feature = "pure-rust") {
+    "num-bigint"
+} else {
+    "gmp"
+};
 
 /// Smallest modulus accepted from a peer or for a new key, in bits. 2048 is the default of
 /// [`SecretKey::generate`]'s callers; 1024 is allowed for tests only.
@@ -38,6 +53,11 @@ pub struct WireCiphertext(pub Vec<u8>);
 /// A public key as it travels: big-endian bytes of `n`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WirePublicKey(pub Vec<u8>);
+
+/// A ciphertext in the backend's representation (an integer in `(0, n²)`), as checked by
+/// [`PublicKey::ciphertext`] or made by this module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ciphertext(Big);
 
 /// Adapts a `rand` 0.9 cryptographic RNG to the `rand_core` 0.6 traits `fast-paillier` uses.
 pub(crate) struct Rng06<'a, R: ?Sized>(pub(crate) &'a mut R);
@@ -59,8 +79,26 @@ impl<R: rand::RngCore + ?Sized> rand_core_06::RngCore for Rng06<'_, R> {
 }
 impl<R: rand::CryptoRng + ?Sized> rand_core_06::CryptoRng for Rng06<'_, R> {}
 
-fn fp(x: &Integer) -> FpInteger {
-    FpInteger::from_num_bigint(x.clone())
+/// A `num_bigint` integer in the backend's representation.
+fn big(x: &Integer) -> Big {
+    let (sign, bytes) = x.to_bytes_be();
+    let sign = if sign == Sign::Minus {
+        BigSign::Negative
+    } else {
+        BigSign::NonNegative
+    };
+    Big::from_bytes_msf_signed(&bytes, sign)
+}
+
+/// A backend integer as `num_bigint`.
+fn unbig(x: &Big) -> Integer {
+    let (bytes, sign) = x.to_bytes_msf_signed();
+    let sign = if sign == BigSign::Negative {
+        Sign::Minus
+    } else {
+        Sign::Plus
+    };
+    Integer::from_biguint(sign, BigUint::from_bytes_be(&bytes))
 }
 
 /// Big-endian bytes of a non-negative integer.
@@ -73,52 +111,54 @@ pub(crate) fn from_bytes(b: &[u8]) -> Integer {
     Integer::from_bytes_be(Sign::Plus, b)
 }
 
+/// `a·b mod m`.
+fn mulmod(a: &Big, b: &Big, m: &Big) -> Big {
+    (a * b).modulo(m)
+}
+
 /// The public half: encrypts and operates on ciphertexts. Held by every party.
 #[derive(Clone)]
 pub struct PublicKey {
     ek: EncryptionKey,
-    n: Integer,
-    nn: Integer,
 }
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PublicKey({} bits)", self.n.bits())
+        write!(f, "PublicKey({} bits)", self.bits())
     }
 }
 
 impl PublicKey {
-    fn from_n(n: Integer) -> Self {
-        let nn = &n * &n;
-        PublicKey {
-            ek: EncryptionKey::from_n(FpInteger::from_num_bigint(n.clone())),
-            n,
-            nn,
-        }
+    fn nn(&self) -> &Big {
+        self.ek.nn()
     }
 
     /// Reads a peer's key: an odd modulus of `MIN_MODULUS_BITS..=MAX_MODULUS_BITS` bits.
     pub fn from_wire(w: &WirePublicKey) -> Result<Self, PeerError> {
-        let n = from_bytes(&w.0);
-        let bits = n.bits() as u32;
+        let n = Big::from_bytes_msf(&w.0);
+        let bits = u32::try_from(n.significant_bits()).unwrap_or(u32::MAX);
         if !(MIN_MODULUS_BITS..=MAX_MODULUS_BITS).contains(&bits) || n.is_even() {
             return Err(PeerError::BadPublicKey { bits });
         }
-        Ok(Self::from_n(n))
+        Ok(PublicKey {
+            ek: EncryptionKey::from_n(n),
+        })
     }
 
     pub fn to_wire(&self) -> WirePublicKey {
-        WirePublicKey(to_bytes(&self.n))
+        WirePublicKey(self.ek.n().to_bytes_msf())
     }
 
     /// Bits of `n`.
     pub fn bits(&self) -> u32 {
-        self.n.bits() as u32
+        u32::try_from(self.ek.n().significant_bits()).unwrap_or(u32::MAX)
     }
 
     /// Bytes of the largest ciphertext.
     pub fn ciphertext_bytes(&self) -> usize {
-        (self.nn.bits() as usize).div_ceil(8)
+        usize::try_from(self.nn().significant_bits())
+            .unwrap_or(usize::MAX)
+            .div_ceil(8)
     }
 
     /// Parses a received ciphertext; `what` and `index` name it in the error.
@@ -127,15 +167,15 @@ impl PublicKey {
         w: &WireCiphertext,
         what: &'static str,
         index: usize,
-    ) -> Result<Integer, PeerError> {
+    ) -> Result<Ciphertext, PeerError> {
         if w.0.len() > self.ciphertext_bytes() {
             return Err(PeerError::CiphertextOutOfRange { what, index });
         }
-        let c = from_bytes(&w.0);
-        if c.is_zero() || c >= self.nn {
+        let c = Big::from_bytes_msf(&w.0);
+        if !c.cmp0().is_gt() || &c >= self.nn() {
             return Err(PeerError::CiphertextOutOfRange { what, index });
         }
-        Ok(c)
+        Ok(Ciphertext(c))
     }
 
     /// Parses a batch of received ciphertexts, in parallel.
@@ -143,69 +183,160 @@ impl PublicKey {
         &self,
         w: &[WireCiphertext],
         what: &'static str,
-    ) -> Result<Vec<Integer>, PeerError> {
+    ) -> Result<Vec<Ciphertext>, PeerError> {
         w.par_iter()
             .enumerate()
             .map(|(i, c)| self.ciphertext(c, what, i))
             .collect()
     }
 
-    /// `Enc(x)` with fresh randomness (a full exponentiation by `n` mod n²).
+    /// `Enc(x)` with fresh uniform randomness `r ∈ Z*_n` (the library's public-key
+    /// encryption: a full exponentiation `rⁿ mod n²`).
     pub fn encrypt<R: rand::RngCore + rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
         x: &Integer,
-    ) -> Result<Integer, VerticalError> {
+    ) -> Result<Ciphertext, VerticalError> {
         let (c, _) = self
             .ek
-            .encrypt_with_random(&mut Rng06(rng), &fp(x))
+            .encrypt_with_random(&mut Rng06(rng), &big(x))
             .map_err(|source| VerticalError::Paillier { source })?;
-        Ok(c.to_num_bigint())
+        Ok(Ciphertext(c))
+    }
+
+    /// `count` fresh encryptions of zero with uniform randomness (the nonces drawn from
+    /// `rng` in order, the exponentiations in parallel): what a party that does not own the
+    /// key re-randomises with.
+    pub fn encrypt_zeros<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        count: usize,
+    ) -> Result<Vec<Ciphertext>, VerticalError> {
+        let n = self.ek.n();
+        let nonces: Vec<Big> = (0..count)
+            .map(|_| Big::sample_in_mult_group_of(&mut Rng06(&mut *rng), n))
+            .collect();
+        let zero = Big::zero();
+        nonces
+            .par_iter()
+            .map(|r| {
+                self.ek
+                    .encrypt_with(&zero, r)
+                    .map(Ciphertext)
+                    .map_err(|source| VerticalError::Paillier { source })
+            })
+            .collect()
+    }
+
+    /// `Enc(0)` with `r = 1`: the neutral element of [`PublicKey::add`].
+    pub fn one(&self) -> Ciphertext {
+        Ciphertext(Big::one())
     }
 
     /// `a·b mod n²`: `Enc(x + y)` from `Enc(x)`, `Enc(y)`.
-    pub(crate) fn add(&self, a: &Integer, b: &Integer) -> Integer {
-        (a * b) % &self.nn
+    pub fn add(&self, a: &Ciphertext, b: &Ciphertext) -> Ciphertext {
+        Ciphertext(mulmod(&a.0, &b.0, self.nn()))
     }
 
     /// `c^e mod n²` for `e ≥ 0`: `Enc(e·x)`.
-    pub(crate) fn mul_pos(&self, c: &Integer, e: &Integer) -> Result<Integer, VerticalError> {
-        if e.is_negative() {
+    pub fn mul_pos(&self, c: &Ciphertext, e: &Integer) -> Result<Ciphertext, VerticalError> {
+        if e.sign() == Sign::Minus {
             return Err(VerticalError::Internal("negative exponent"));
         }
-        Ok(c.modpow(e, &self.nn))
+        c.0.pow_mod_ref(&big(e), self.nn())
+            .map(Ciphertext)
+            .ok_or(VerticalError::Internal("modular exponentiation undefined"))
     }
 
     /// `Enc(−x)` from `Enc(x)`.
-    pub(crate) fn neg(&self, c: &Integer) -> Result<Integer, VerticalError> {
-        c.modinv(&self.nn)
+    pub fn neg(&self, c: &Ciphertext) -> Result<Ciphertext, VerticalError> {
+        c.0.invert_ref(self.nn())
+            .map(Ciphertext)
             .ok_or(VerticalError::Internal("ciphertext not invertible mod n²"))
     }
 
     /// `Π c_i^{e_i} mod n²` (= `Enc(Σ e_i·x_i)`) for exponents below `2^exp_bits`.
-    pub(crate) fn multi_exp(&self, bases: &[Integer], exps: &[u64], exp_bits: u32) -> Integer {
-        multi_exp(bases, exps, exp_bits, &self.nn)
+    pub fn multi_exp(&self, bases: &[Ciphertext], exps: &[u64], exp_bits: u32) -> Ciphertext {
+        Ciphertext(multi_exp(bases, exps, exp_bits, self.nn()))
     }
 
-    /// `Enc(a + b)` from `Enc(a)`, `Enc(b)` (public for the benches).
-    pub fn add_ct(&self, a: &Integer, b: &Integer) -> Integer {
-        self.add(a, b)
+    pub fn to_wire_ct(c: &Ciphertext) -> WireCiphertext {
+        WireCiphertext(c.0.to_bytes_msf())
+    }
+}
+
+/// Bits of the short exponents of the key owner's encryption randomness: half the modulus,
+/// as Damgård, Jurik and Nielsen propose.
+fn short_exponent_bits(modulus_bits: u32) -> u32 {
+    modulus_bits / 2
+}
+
+/// `g^e mod m` for a fixed `g` and exponents of `exp_bits` bits by a table of
+/// `g^{d·2^{8i}}` (`d = 1..=255`, one row per exponent byte): one multiplication per
+/// non-zero byte of the exponent, no squarings (the fixed-base windowing of Brickell et al.;
+/// HAC 14.109). 255·⌈bits/8⌉ entries: 16 MiB for 1,024-bit exponents mod a 4,096-bit n².
+struct FixedBase {
+    rows: Vec<Vec<Big>>,
+    m: Big,
+}
+
+impl FixedBase {
+    fn new(g: &Big, m: &Big, exp_bits: u32) -> Self {
+        let n_rows = exp_bits.div_ceil(8) as usize;
+        // g^{2^{8i}} by squarings, then each row's 255 powers in parallel
+        let mut heads = Vec::with_capacity(n_rows);
+        let mut h = g.clone();
+        for _ in 0..n_rows {
+            heads.push(h.clone());
+            for _ in 0..8 {
+                h = mulmod(&h, &h, m);
+            }
+        }
+        let rows = heads
+            .par_iter()
+            .map(|h| {
+                let mut row = Vec::with_capacity(255);
+                let mut acc = h.clone();
+                row.push(acc.clone());
+                for _ in 1..255 {
+                    acc = mulmod(&acc, h, m);
+                    row.push(acc.clone());
+                }
+                row
+            })
+            .collect();
+        FixedBase { rows, m: m.clone() }
     }
 
-    /// `Enc(e·a)` from `Enc(a)`, `e ≥ 0` (public for the benches).
-    pub fn mul_ct(&self, c: &Integer, e: &Integer) -> Result<Integer, VerticalError> {
-        self.mul_pos(c, e)
+    /// `g^e` for `e` given as little-endian bytes (at most one per row).
+    fn pow(&self, e_le: &[u8]) -> Big {
+        let mut acc: Option<Big> = None;
+        for (row, &d) in self.rows.iter().zip(e_le) {
+            let Some(t) = d.checked_sub(1).and_then(|i| row.get(usize::from(i))) else {
+                continue;
+            };
+            acc = Some(match acc {
+                Some(a) => mulmod(&a, t, &self.m),
+                None => t.clone(),
+            });
+        }
+        acc.unwrap_or_else(Big::one)
     }
+}
 
-    pub fn to_wire_ct(c: &Integer) -> WireCiphertext {
-        WireCiphertext(to_bytes(c))
-    }
+/// The key owner's encryption randomness: `h_s = hⁿ mod n²` for `h = −x² mod n` with a
+/// random `x ∈ Z*_n`, and its fixed-base table; a nonce is `h_s^α`, `α` uniform of
+/// [`short_exponent_bits`] bits.
+struct OwnerRandomness {
+    table: FixedBase,
+    exp_bytes: usize,
 }
 
 /// The secret half, held by the active party only.
 pub struct SecretKey {
     dk: DecryptionKey,
     public: PublicKey,
+    randomness: OnceLock<OwnerRandomness>,
 }
 
 impl std::fmt::Debug for SecretKey {
@@ -227,19 +358,24 @@ impl SecretKey {
             )));
         }
         loop {
-            let p = FpInteger::generate_prime(&mut Rng06(&mut *rng), bits / 2);
-            let q = FpInteger::generate_prime(&mut Rng06(&mut *rng), bits / 2);
+            let p = Big::generate_prime(&mut Rng06(&mut *rng), bits / 2);
+            let q = Big::generate_prime(&mut Rng06(&mut *rng), bits / 2);
             if p == q {
                 continue;
             }
-            let n = p.clone().to_num_bigint() * q.clone().to_num_bigint();
-            if n.bits() != u64::from(bits) {
+            if (&p * &q).significant_bits() != u64::from(bits) {
                 continue;
             }
             let dk = DecryptionKey::from_primes(p, q)
                 .map_err(|source| VerticalError::Paillier { source })?;
-            let public = PublicKey::from_n(dk.n().clone().to_num_bigint());
-            return Ok(SecretKey { dk, public });
+            let public = PublicKey {
+                ek: dk.encryption_key().clone(),
+            };
+            return Ok(SecretKey {
+                dk,
+                public,
+                randomness: OnceLock::new(),
+            });
         }
     }
 
@@ -247,19 +383,19 @@ impl SecretKey {
         &self.public
     }
 
-    /// `Enc(x)` by the key owner (CRT).
+    /// `Enc(x)` by the key owner (see [`SecretKey::encrypt_batch`]).
     pub fn encrypt_one<R: rand::RngCore + rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
         x: &Integer,
-    ) -> Result<Integer, VerticalError> {
+    ) -> Result<Ciphertext, VerticalError> {
         self.encrypt_batch(rng, std::slice::from_ref(x))?
             .pop()
             .ok_or(VerticalError::Internal("empty batch"))
     }
 
     /// Decrypts one ciphertext (signed plaintext).
-    pub fn decrypt_one(&self, c: &Integer) -> Result<Integer, PeerError> {
+    pub fn decrypt_one(&self, c: &Ciphertext) -> Result<Integer, PeerError> {
         self.decrypt_batch(std::slice::from_ref(c), "ciphertext")?
             .pop()
             .ok_or(PeerError::WrongSize {
@@ -269,42 +405,90 @@ impl SecretKey {
             })
     }
 
-    /// Encrypts every plaintext with fresh randomness, using the factorisation (CRT), in
-    /// parallel; the nonces are drawn from `rng` in order first.
-    pub(crate) fn encrypt_batch<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+    /// The fixed base and its table, made on first use from `rng`.
+    fn randomness<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+    ) -> Result<&OwnerRandomness, VerticalError> {
+        if let Some(r) = self.randomness.get() {
+            return Ok(r);
+        }
+        let n = self.dk.n();
+        let x = Big::sample_in_mult_group_of(&mut Rng06(&mut *rng), n);
+        let h = n - x.square_ref().modulo(n);
+        // hⁿ mod n² by the library's CRT (the encryption of 0 with nonce h)
+        let hs = self
+            .dk
+            .encrypt_with(&Big::zero(), &h)
+            .map_err(|source| VerticalError::Paillier { source })?;
+        let bits = short_exponent_bits(self.public.bits());
+        let table = FixedBase::new(&hs, self.public.nn(), bits);
+        let made = OwnerRandomness {
+            table,
+            exp_bytes: bits.div_ceil(8) as usize,
+        };
+        // a concurrent first use may have set it meanwhile; either table is as good
+        let _ = self.randomness.set(made);
+        self.randomness
+            .get()
+            .ok_or(VerticalError::Internal("owner randomness not set"))
+    }
+
+    /// Encrypts every plaintext, in parallel: `(1 + x·n)·h_s^α mod n²` with a fresh uniform
+    /// `α` of `bits(n)/2` bits per plaintext (drawn from `rng` in order first) and the
+    /// key's fixed base `h_s = hⁿ` — the short-exponent randomness of Damgård, Jurik and
+    /// Nielsen (2010): `h_s^α = (h^α)ⁿ` is an n-th residue, so these are ordinary
+    /// Paillier ciphertexts (the library decrypts them), made with ≈ bits(n)/16
+    /// multiplications by a precomputed table instead of one exponentiation by n. The
+    /// first call builds the table (255·bits(n)/16 multiplications).
+    pub fn encrypt_batch<R: rand::RngCore + rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
         xs: &[Integer],
-    ) -> Result<Vec<Integer>, VerticalError> {
-        let n = self.dk.n();
-        let nonces: Vec<FpInteger> = xs
+    ) -> Result<Vec<Ciphertext>, VerticalError> {
+        let rand = self.randomness(rng)?;
+        let exps: Vec<Vec<u8>> = xs
             .iter()
-            .map(|_| FpInteger::sample_in_mult_group_of(&mut Rng06(&mut *rng), n))
+            .map(|_| {
+                let mut e = vec![0u8; rand.exp_bytes];
+                rng.fill_bytes(&mut e);
+                e
+            })
             .collect();
+        let ek = &self.public.ek;
+        let n = ek.n();
+        let nn = ek.nn();
         xs.par_iter()
-            .zip(nonces.par_iter())
-            .map(|(x, r)| {
-                self.dk
-                    .encrypt_with(&fp(x), r)
-                    .map(FpInteger::to_num_bigint)
-                    .map_err(|source| VerticalError::Paillier { source })
+            .zip(exps.par_iter())
+            .enumerate()
+            .map(|(index, (x, e))| {
+                let x = big(x);
+                if !ek.in_signed_group(&x) {
+                    return Err(VerticalError::Config(format!(
+                        "plaintext {index} outside (−n/2, n/2]"
+                    )));
+                }
+                let x = if x.cmp0().is_lt() { x + n } else { x };
+                // (1 + n)^x = 1 + x·n mod n²
+                let a = (Big::one() + &x * n).modulo(nn);
+                Ok(Ciphertext(mulmod(&a, &rand.table.pow(e), nn)))
             })
             .collect()
     }
 
     /// Decrypts every ciphertext (signed plaintexts), in parallel. A ciphertext outside the
     /// multiplicative group of n² is the peer's fault.
-    pub(crate) fn decrypt_batch(
+    pub fn decrypt_batch(
         &self,
-        cs: &[Integer],
+        cs: &[Ciphertext],
         what: &'static str,
     ) -> Result<Vec<Integer>, PeerError> {
         cs.par_iter()
             .enumerate()
             .map(|(index, c)| {
                 self.dk
-                    .decrypt(&fp(c))
-                    .map(FpInteger::to_num_bigint)
+                    .decrypt(&c.0)
+                    .map(|m| unbig(&m))
                     .map_err(|_| PeerError::Undecryptable { what, index })
             })
             .collect()
@@ -316,7 +500,7 @@ impl SecretKey {
 /// (one multiplication per base), the buckets are combined with `2·2^c` multiplications, and
 /// the windows by Horner's rule (`c` squarings each). About `⌈bits/c⌉·(len + 2^{c+1})`
 /// multiplications instead of `len·bits·1.5` for one exponentiation per base.
-pub(crate) fn multi_exp(bases: &[Integer], exps: &[u64], exp_bits: u32, m: &Integer) -> Integer {
+fn multi_exp(bases: &[Ciphertext], exps: &[u64], exp_bits: u32, m: &Big) -> Big {
     let bits = exp_bits.clamp(1, 64);
     let len = bases.len().min(exps.len());
     // window minimising windows·(len + 2^{c+1})
@@ -324,15 +508,15 @@ pub(crate) fn multi_exp(bases: &[Integer], exps: &[u64], exp_bits: u32, m: &Inte
     let c = (1..=16u32).min_by_key(|&c| cost(c)).unwrap_or(8);
     let windows = bits.div_ceil(c);
     let mask = (1u64 << c) - 1;
-    let mut acc: Option<Integer> = None;
+    let mut acc: Option<Big> = None;
     for w in (0..windows).rev() {
         if let Some(a) = acc.as_mut() {
             for _ in 0..c {
-                *a = &*a * &*a % m;
+                *a = mulmod(a, a, m);
             }
         }
         let shift = w * c;
-        let mut buckets: Vec<Option<Integer>> = vec![None; 1usize << c];
+        let mut buckets: Vec<Option<Big>> = vec![None; 1usize << c];
         for (b, &e) in bases.iter().zip(exps).take(len) {
             let d = ((e >> shift) & mask) as usize;
             if d == 0 {
@@ -340,36 +524,36 @@ pub(crate) fn multi_exp(bases: &[Integer], exps: &[u64], exp_bits: u32, m: &Inte
             }
             if let Some(slot) = buckets.get_mut(d) {
                 match slot {
-                    Some(v) => *v = &*v * b % m,
-                    None => *slot = Some(b.clone()),
+                    Some(v) => *v = mulmod(v, &b.0, m),
+                    None => *slot = Some(b.0.clone()),
                 }
             }
         }
         // Σ_d d·B_d as running products: S = Π_{k≥d} B_k, T = Π_d S_d.
-        let mut s: Option<Integer> = None;
-        let mut t: Option<Integer> = None;
+        let mut s: Option<Big> = None;
+        let mut t: Option<Big> = None;
         for bucket in buckets.into_iter().skip(1).rev() {
             if let Some(bv) = bucket {
                 s = Some(match s {
-                    Some(v) => v * &bv % m,
+                    Some(v) => mulmod(&v, &bv, m),
                     None => bv,
                 });
             }
             if let Some(sv) = &s {
                 t = Some(match t {
-                    Some(v) => v * sv % m,
+                    Some(v) => mulmod(&v, sv, m),
                     None => sv.clone(),
                 });
             }
         }
         if let Some(tv) = t {
             acc = Some(match acc {
-                Some(a) => a * &tv % m,
+                Some(a) => mulmod(&a, &tv, m),
                 None => tv,
             });
         }
     }
-    acc.unwrap_or_else(Integer::one)
+    acc.unwrap_or_else(Big::one)
 }
 
 /// Decodes `count` balanced signed digits of `width` bits from `v` (lowest first): the
@@ -434,5 +618,53 @@ mod tests {
             .map(|(x, &e)| x.to_i64().unwrap() * e as i64)
             .sum();
         assert_eq!(got, Integer::from(want));
+    }
+
+    #[test]
+    fn fixed_base_table_is_exponentiation() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+        let m = big(&Integer::from(1_000_003u64 * 999_983));
+        let g = big(&Integer::from(123_457u64));
+        let fb = FixedBase::new(&g, &m, 40);
+        for _ in 0..20 {
+            let e: Vec<u8> = (0..5).map(|_| rand::Rng::random(&mut rng)).collect();
+            let mut e_be = e.clone();
+            e_be.reverse();
+            let want = g.pow_mod_ref(&Big::from_bytes_msf(&e_be), &m).unwrap();
+            assert_eq!(fb.pow(&e), want);
+        }
+        assert_eq!(fb.pow(&[0; 5]), Big::one());
+    }
+
+    #[test]
+    fn owner_encryptions_decrypt_and_differ() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+        let sk = SecretKey::generate(&mut rng, 1024).unwrap();
+        let half = sk.public().ek.half_n().clone();
+        let xs: Vec<Integer> = vec![
+            Integer::from(0),
+            Integer::from(-1),
+            Integer::from(i64::MAX),
+            Integer::from(-(1i64 << 62)),
+            unbig(&half),
+            -unbig(&half) + 1,
+            Integer::from(0),
+        ];
+        let cs = sk.encrypt_batch(&mut rng, &xs).unwrap();
+        assert_eq!(sk.decrypt_batch(&cs, "t").unwrap(), xs);
+        // fresh randomness: the two encryptions of 0 differ
+        assert_ne!(cs[0], cs[6]);
+        // a second batch uses the same table and other exponents
+        let again = sk.encrypt_batch(&mut rng, &xs[..1]).unwrap();
+        assert_ne!(again[0], cs[0]);
+        // out of range is refused
+        let over = unbig(&half) + 1;
+        assert!(sk.encrypt_batch(&mut rng, &[over]).is_err());
+        // and the public-key encryptions decrypt too
+        let z = sk.public().encrypt_zeros(&mut rng, 3).unwrap();
+        assert_eq!(
+            sk.decrypt_batch(&z, "z").unwrap(),
+            vec![Integer::from(0); 3]
+        );
     }
 }

@@ -10,7 +10,7 @@
 //!   picks splits with `fedsilo_ml::gbdt`'s own server ([`fedsilo_ml::gbdt::GbdtServer`]),
 //!   so the trees are those of pooled boosting on the joined table; a passive split's
 //!   threshold stays at its owner.
-//! * [`he`] — the Paillier layer (`fast-paillier` on GMP) and what the protocols build on it.
+//! * [`he`] — the Paillier layer (`fast-paillier`, on num-bigint or GMP) and what the protocols build on it.
 //!
 //! Every protocol core is sans-IO: phases are types behind a `handle` method, messages are
 //! plain serialisable types, randomness is passed in, nothing reads a clock or a socket.
@@ -25,4 +25,4 @@ pub mod he;
 pub mod lr;
 
 pub use error::{PeerError, VerticalError};
-pub use he::{PublicKey, SecretKey, WireCiphertext, WirePublicKey};
+pub use he::{Ciphertext, PublicKey, SecretKey, WireCiphertext, WirePublicKey};

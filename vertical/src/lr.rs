@@ -32,8 +32,10 @@ use num_traits::{One, Signed, ToPrimitive};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{PeerError, VerticalError};
-use crate::he::{from_bytes, to_bytes, PublicKey, SecretKey, WireCiphertext, WirePublicKey};
+use crate::error::{expect_len, expect_round, PeerError, VerticalError};
+use crate::he::{
+    from_bytes, to_bytes, Ciphertext, PublicKey, SecretKey, WireCiphertext, WirePublicKey,
+};
 
 /// Largest |standardised feature| a passive party may encode (`2^10`).
 pub const MAX_ABS_FEATURE: f64 = 1024.0;
@@ -211,30 +213,6 @@ impl LrToActive {
     }
 }
 
-fn check_round(what: &'static str, expected: u32, got: u32) -> Result<(), PeerError> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(PeerError::WrongRound {
-            what,
-            expected,
-            got,
-        })
-    }
-}
-
-fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), PeerError> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(PeerError::WrongSize {
-            what,
-            expected,
-            got,
-        })
-    }
-}
-
 /// Row-major rows of `x` with a shape and finiteness check.
 fn rows_of(x: ArrayView2<f32>, what: &str) -> Result<Array2<f32>, VerticalError> {
     if let Some((i, v)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
@@ -406,8 +384,8 @@ impl ActiveLr {
         let n = self.x.nrows();
         match (&mut self.phase, msg) {
             (ActivePhase::Logits(st), LrToActive::Logits { iteration, logits }) => {
-                check_round("logits", self.iteration, iteration)?;
-                check_len("logits", n, logits.len())?;
+                expect_round("logits", self.iteration, iteration)?;
+                expect_len("logits", n, logits.len())?;
                 if let Some((index, &value)) =
                     logits.iter().enumerate().find(|(_, v)| !v.is_finite())
                 {
@@ -439,9 +417,9 @@ impl ActiveLr {
                     gradient,
                 },
             ) => {
-                check_round("masked gradient", self.iteration, iteration)?;
+                expect_round("masked gradient", self.iteration, iteration)?;
                 let d = self.passive_features.get(from).copied().unwrap_or(0);
-                check_len("masked gradient", d, gradient.len())?;
+                expect_len("masked gradient", d, gradient.len())?;
                 let cts = self.sk.public().ciphertexts(&gradient, "masked gradient")?;
                 let slot = st
                     .got
@@ -489,11 +467,7 @@ impl ActiveLr {
                 };
                 Ok(out)
             }
-            (_, msg) => Err(PeerError::WrongPhase {
-                expected: self.expected(),
-                got: msg.name(),
-            }
-            .into()),
+            (_, msg) => Err(PeerError::wrong_phase(self.expected(), msg.name()).into()),
         }
     }
 
@@ -691,8 +665,8 @@ impl PassiveLr {
                     residuals,
                 },
             ) => {
-                check_round("residuals", self.iteration, iteration)?;
-                check_len("residuals", n, residuals.len())?;
+                expect_round("residuals", self.iteration, iteration)?;
+                expect_len("residuals", n, residuals.len())?;
                 let cts = st.pk.ciphertexts(&residuals, "residuals")?;
                 let (out, masks) = self.masked_gradient(rng, &st.pk, &cts)?;
                 let pk = st.pk.clone();
@@ -703,8 +677,8 @@ impl PassiveLr {
                 }))
             }
             (PassivePhase::Gradient(st), LrToPassive::Gradient { iteration, masked }) => {
-                check_round("gradient", self.iteration, iteration)?;
-                check_len("gradient", self.coef.len(), masked.len())?;
+                expect_round("gradient", self.iteration, iteration)?;
+                expect_len("gradient", self.coef.len(), masked.len())?;
                 let max_bytes = (st.pk.bits() as usize).div_ceil(8);
                 let bound = Integer::one() << self.cfg.gradient_bits(n);
                 let scale = ((self.cfg.feature_bits + self.cfg.residual_bits) as f64).exp2();
@@ -738,11 +712,7 @@ impl PassiveLr {
                 self.phase = PassivePhase::Residuals(AwaitingResiduals { pk });
                 Ok(Some(self.logits()))
             }
-            (_, msg) => Err(PeerError::WrongPhase {
-                expected: self.expected(),
-                got: msg.name(),
-            }
-            .into()),
+            (_, msg) => Err(PeerError::wrong_phase(self.expected(), msg.name()).into()),
         }
     }
 
@@ -751,12 +721,12 @@ impl PassiveLr {
         &self,
         rng: &mut R,
         pk: &PublicKey,
-        cts: &[Integer],
+        cts: &[Ciphertext],
     ) -> Result<(Vec<WireCiphertext>, Vec<Integer>), VerticalError> {
         let n = cts.len();
         let bits = self.cfg.exp_bits();
         // Enc(Σ (x̃ + offset)·r̃) per column, in parallel over columns
-        let sums: Vec<Integer> = self
+        let sums: Vec<Ciphertext> = self
             .exps
             .par_iter()
             .map(|e| pk.multi_exp(cts, e, bits))
@@ -765,7 +735,7 @@ impl PassiveLr {
         let total = cts
             .par_iter()
             .cloned()
-            .reduce(Integer::one, |a, b| pk.add(&a, &b));
+            .reduce(|| pk.one(), |a, b| pk.add(&a, &b));
         let offset = Integer::one() << (self.cfg.feature_bits + FEATURE_INT_BITS);
         let minus = pk.neg(&pk.mul_pos(&total, &offset)?)?;
         let mask_bits = self.cfg.gradient_bits(n) + MASK_SECURITY_BITS;
