@@ -1,12 +1,17 @@
 //! Scoring throughput, on N rows × 50 feature columns (5 % missing), on ONE core (a
 //! one-thread rayon pool), in rows per second per wall second and per CPU second:
 //!
-//! - `TrainedModel::predict` (what `fedsilo score` runs per chunk) for a logistic regression
-//!   (standardise inside the dot product, sigmoid) and a 100-tree GBDT (compiled forest on raw
-//!   values); the GBDT's margins alone through the compiled forest (`predict_margin`) and,
-//!   as the in-run baseline, through the plain tree walk over a binned copy
-//!   (`bin` + `predict_margin_binned`, what scoring did before the forest); and one read of
-//!   the same floats (a sum: the memory-bandwidth floor).
+//! - `TrainedModel::predict` for a logistic regression (standardise inside the dot product,
+//!   sigmoid) and two 100-tree GBDTs (depth 4 / 16 leaves and depth 6 / 64 leaves); per
+//!   GBDT, its margins through the forest compiled once (`GbdtModel::compile`, as `fedsilo
+//!   score` compiles it once per model), on one and on two threads, and as in-run baselines
+//!   the same forest in the bit-vector form (`CompiledForest::bit_vector_form`) and the plain
+//!   tree walk over a binned copy (`bin` + `predict_margin_binned`); and one read of the same
+//!   floats (a sum: the memory-bandwidth floor). `FEDSILO_BENCH_PASSES` sets the passes per
+//!   figure (10; 1 with `FEDSILO_BENCH_ONCE`, which also skips criterion).
+//! - with `FEDSILO_BENCH_LIGHTGBM_MODEL_DIR=<dir>`, each GBDT is written there in LightGBM's
+//!   text format with 1,000 rows and their margins, for `benches/reference/lightgbm_predict.py`
+//!   to time LightGBM's `predict` on the same trees (after checking its margins).
 //! - when `FEDSILO_BENCH_RSS_ROWS` is set, the real `fedsilo score` end to end over a
 //!   generated file of that many rows × 50 columns, as CSV and as Parquet (written to a temp
 //!   dir at bench time, deleted after), under `/usr/bin/time -v` (wall, CPU, peak RSS): pinned
@@ -17,7 +22,7 @@
 //!
 //! ```text
 //! cargo bench --bench scoring
-//! FEDSILO_BENCH_PREDICT_ROWS=10000000 cargo bench --bench scoring -- scoring_one_core
+//! FEDSILO_BENCH_ONCE=1 FEDSILO_BENCH_PASSES=2 FEDSILO_BENCH_PREDICT_ROWS=10000000 cargo bench --bench scoring
 //! FEDSILO_BENCH_RSS_ROWS=10000000 cargo bench --bench scoring   # + end to end over 10M rows
 //! ```
 

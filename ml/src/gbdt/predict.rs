@@ -264,16 +264,22 @@ impl CompiledForest {
             }
             f.trees.push(FlatTree { start, len, depth });
         }
-        f.levels = Levels::new(&f);
-        if f.levels.is_none() {
+        // The bit-vector form when every tree has ≤ 32 leaves (32-bit masks: measured faster
+        // than the level words on depth-4 trees), the level words for trees ≤ 6 deep with
+        // more leaves (where the masks would be 64-bit), BENCHMARKS.md "Scoring".
+        f.bits = Bits::new(&f).filter(|b| b.narrow);
+        if f.bits.is_none() {
+            f.levels = Levels::new(&f);
+        }
+        if f.bits.is_none() && f.levels.is_none() {
             f.bits = Bits::new(&f);
         }
         Ok(f)
     }
 
-    /// The same forest in the bit-vector (QuickScorer) form the level words replaced for
-    /// trees ≤ 6 deep; `None` when a tree has more than 64 leaves. Gives the same margins,
-    /// slower: for benchmarks, as the in-run baseline.
+    /// The same forest in the bit-vector (QuickScorer) form, which the level words replace
+    /// for trees ≤ 6 deep with more than 32 leaves; `None` when a tree has more than 64
+    /// leaves. Gives the same margins: for benchmarks, as the in-run baseline.
     pub fn bit_vector_form(&self) -> Option<CompiledForest> {
         let mut f = self.clone();
         f.levels = None;
@@ -549,7 +555,8 @@ const LEVEL_BLOCK: usize = 64;
 /// 32-bit words per row.
 const LEVEL_DEPTH: usize = 6;
 
-/// The level-word form of a forest whose trees are at most [`LEVEL_DEPTH`] deep. Every tree
+/// The level-word form of a forest whose trees are at most [`LEVEL_DEPTH`] deep (used when
+/// some tree has more than 32 leaves; with fewer the 32-bit masks are faster). Every tree
 /// is read as the complete tree of the forest's depth `D` numbered breadth first from 1 (node
 /// `i` has children `2i`, `2i + 1`; the leaves are `2^D..2^(D+1)`); a leaf above depth `D`
 /// stands for its leftmost descendant, since no split below it exists to send a row right.
@@ -762,6 +769,12 @@ mod tests {
     /// flat walk always).
     fn every_form(f: &CompiledForest) -> Vec<(&'static str, CompiledForest)> {
         let mut forms = vec![("as compiled", f.clone())];
+        let mut levels = f.clone();
+        levels.bits = None;
+        levels.levels = Levels::new(&levels);
+        if levels.levels.is_some() {
+            forms.push(("level words", levels));
+        }
         let mut bits = f.clone();
         bits.levels = None;
         bits.bits = Bits::new(&bits);
@@ -816,16 +829,19 @@ mod tests {
         let forest = model.compile().unwrap();
         let deepest = forest.trees.iter().map(|t| t.depth).max().unwrap_or(0);
         let most_leaves = model.trees.iter().map(Tree::n_leaves).max().unwrap_or(0);
-        // The form chosen: level words up to depth 6, else bit vectors up to 64 leaves.
+        // The form chosen: 32-bit masks up to 32 leaves, else level words up to depth 6,
+        // else 64-bit masks up to 64 leaves, else the walk.
         assert_eq!(
             (
                 forest.levels.is_some(),
                 forest.bits.as_ref().map(|b| b.narrow)
             ),
-            if deepest <= LEVEL_DEPTH {
+            if most_leaves <= 32 {
+                (false, Some(true))
+            } else if deepest <= LEVEL_DEPTH {
                 (true, None)
             } else if most_leaves <= 64 {
-                (false, Some(most_leaves <= 32))
+                (false, Some(false))
             } else {
                 (false, None)
             },
