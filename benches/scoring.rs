@@ -1,12 +1,17 @@
 //! Scoring throughput, on N rows × 50 feature columns (5 % missing), on ONE core (a
 //! one-thread rayon pool), in rows per second per wall second and per CPU second:
 //!
-//! - `TrainedModel::predict` (what `fedsilo score` runs per chunk) for a logistic regression
-//!   (standardise inside the dot product, sigmoid) and a 100-tree GBDT (compiled forest on raw
-//!   values); the GBDT's margins alone through the compiled forest (`predict_margin`) and,
-//!   as the in-run baseline, through the plain tree walk over a binned copy
-//!   (`bin` + `predict_margin_binned`, what scoring did before the forest); and one read of
-//!   the same floats (a sum: the memory-bandwidth floor).
+//! - `TrainedModel::predict` for a logistic regression (standardise inside the dot product,
+//!   sigmoid) and two 100-tree GBDTs (depth 4 / 16 leaves and depth 6 / 64 leaves); per
+//!   GBDT, its margins through the forest compiled once (`GbdtModel::compile`, as `fedsilo
+//!   score` compiles it once per model), on one and on two threads, and as in-run baselines
+//!   the same forest in the bit-vector form (`CompiledForest::bit_vector_form`) and the plain
+//!   tree walk over a binned copy (`bin` + `predict_margin_binned`); and one read of the same
+//!   floats (a sum: the memory-bandwidth floor). `FEDSILO_BENCH_PASSES` sets the passes per
+//!   figure (10; 1 with `FEDSILO_BENCH_ONCE`, which also skips criterion).
+//! - with `FEDSILO_BENCH_LIGHTGBM_MODEL_DIR=<dir>`, each GBDT is written there in LightGBM's
+//!   text format with 1,000 rows and their margins, for `benches/reference/lightgbm_predict.py`
+//!   to time LightGBM's `predict` on the same trees (after checking its margins).
 //! - when `FEDSILO_BENCH_RSS_ROWS` is set, the real `fedsilo score` end to end over a
 //!   generated file of that many rows × 50 columns, as CSV and as Parquet (written to a temp
 //!   dir at bench time, deleted after), under `/usr/bin/time -v` (wall, CPU, peak RSS): pinned
@@ -17,7 +22,7 @@
 //!
 //! ```text
 //! cargo bench --bench scoring
-//! FEDSILO_BENCH_PREDICT_ROWS=10000000 cargo bench --bench scoring -- scoring_one_core
+//! FEDSILO_BENCH_ONCE=1 FEDSILO_BENCH_PASSES=2 FEDSILO_BENCH_PREDICT_ROWS=10000000 cargo bench --bench scoring
 //! FEDSILO_BENCH_RSS_ROWS=10000000 cargo bench --bench scoring   # + end to end over 10M rows
 //! ```
 
@@ -93,13 +98,15 @@ fn lr_model() -> TrainedModel {
     }
 }
 
-fn gbdt_model() -> TrainedModel {
+/// A 100-tree GBDT fitted on 20,000 generated rows, trees at most `max_depth` deep with at
+/// most `max_leaves` leaves.
+fn gbdt_model(max_depth: usize, max_leaves: usize) -> TrainedModel {
     // Fewer training rows (`FEDSILO_BENCH_FIT_ROWS`) keep a run under callgrind short.
     let t = table(env_rows("FEDSILO_BENCH_FIT_ROWS").unwrap_or(20_000), 7);
     let params = GbdtParams {
         n_trees: 100,
-        max_depth: 4,
-        max_leaves: 16,
+        max_depth,
+        max_leaves,
         ..GbdtParams::default()
     };
     let model = gbdt::fit_pooled(t.x.view(), t.label(0), &params).expect("fit");
@@ -143,24 +150,28 @@ fn one_core() -> rayon::ThreadPool {
         .expect("one-thread pool")
 }
 
-/// Runs `f` ten times on the one-thread pool; prints rows/s per wall and per CPU second (the
-/// one pool thread works, the caller waits: the CPU figure is what one core does when other
-/// work shares the machine).
+/// Passes per figure: `FEDSILO_BENCH_PASSES`, else 10 (1 with `FEDSILO_BENCH_ONCE`).
+fn n_passes() -> usize {
+    env_rows("FEDSILO_BENCH_PASSES")
+        .unwrap_or(if once() { 1 } else { 10 })
+        .max(1)
+}
+
+/// Runs `f` [`n_passes`] times on `pool`; prints rows/s per wall and per CPU second (the pool
+/// threads work, the caller waits: on the one-thread pool the CPU figure is what one core
+/// does when other work shares the machine).
 fn passes(name: &str, rows: usize, pool: &rayon::ThreadPool, f: &(dyn Fn() + Sync)) {
-    if once() {
-        pool.install(f);
-        println!("{name}: one pass ({rows} rows × {FEATURES} columns)");
-        return;
-    }
+    let n = n_passes();
     let (start, cpu0) = (Instant::now(), cpu_seconds());
-    for _ in 0..10 {
+    for _ in 0..n {
         pool.install(f);
     }
     let (secs, cpu) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+    let threads = pool.current_num_threads();
     println!(
-        "{name}: {:.2} M rows/s on one core, {:.2} M rows per CPU-second ({rows} rows × {FEATURES} columns, 10 passes in {secs:.2} s wall, {cpu:.2} s CPU)",
-        10.0 * rows as f64 / secs / 1e6,
-        10.0 * rows as f64 / cpu / 1e6
+        "{name}: {:.2} M rows/s wall on {threads} thread(s), {:.2} M rows per CPU-second ({rows} rows × {FEATURES} columns, {n} passes in {secs:.2} s wall, {cpu:.2} s CPU)",
+        n as f64 * rows as f64 / secs / 1e6,
+        n as f64 * rows as f64 / cpu / 1e6
     );
 }
 
@@ -183,8 +194,13 @@ fn bench(c: &mut Criterion) {
         });
     }
     passes("baseline: one read of the floats", rows, &pool, &read);
-    let gbdt = gbdt_model();
-    for (name, model) in [("lr_50", lr_model()), ("gbdt_100_trees_50", gbdt.clone())] {
+    let gbdt = gbdt_model(4, 16);
+    let deep = gbdt_model(6, 64);
+    for (name, model) in [
+        ("lr_50", lr_model()),
+        ("gbdt_100_trees_depth4_50", gbdt.clone()),
+        ("gbdt_100_trees_depth6_64_leaves_50", deep.clone()),
+    ] {
         let predict = || {
             black_box(model.predict(&data).expect("predict"));
         };
@@ -193,28 +209,74 @@ fn bench(c: &mut Criterion) {
         }
         passes(name, rows, &pool, &predict);
     }
-    let fedsilo_task::ModelParams::Gbdt { model } = &gbdt.params else {
-        unreachable!("a GBDT")
-    };
-    let forest = || {
-        black_box(model.predict_margin(data.x.view()).expect("margins"));
-    };
-    if !once() {
-        g.bench_function("gbdt_100_trees_forest_margins", |b| {
-            b.iter(|| pool.install(forest))
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("two-thread pool");
+    for (label, model) in [("depth4_16_leaves", &gbdt), ("depth6_64_leaves", &deep)] {
+        let fedsilo_task::ModelParams::Gbdt { model } = &model.params else {
+            unreachable!("a GBDT")
+        };
+        let (depth, leaves) = model.trees.iter().fold((0, 0), |(d, l), t| {
+            (d.max(tree_depth(t)), l.max(t.n_leaves()))
         });
+        println!("gbdt {label}: 100 trees, deepest {depth}, most leaves {leaves}");
+        // Compiled once, as `fedsilo score` does.
+        let compiled = model.compile().expect("compile");
+        let forest = || {
+            black_box(compiled.predict_margin(data.x.view()).expect("margins"));
+        };
+        let name = format!("gbdt_100_trees_{label}_forest_margins");
+        if !once() {
+            g.bench_function(&name, |b| b.iter(|| pool.install(forest)));
+        }
+        passes(&name, rows, &pool, &forest);
+        passes(&format!("{name}, 2 threads"), rows, &two, &forest);
+        if let Some(bits) = compiled.bit_vector_form() {
+            let old = || {
+                black_box(bits.predict_margin(data.x.view()).expect("margins"));
+            };
+            passes(
+                &format!("baseline: gbdt {label}, bit-vector form (before the level words)"),
+                rows,
+                &pool,
+                &old,
+            );
+        }
+        let walk = || {
+            let binned = model.bin_mapper.bin(data.x.view()).expect("bin");
+            black_box(model.predict_margin_binned(binned.view()).expect("margins"));
+        };
+        if !once() {
+            g.bench_function(
+                format!("baseline_gbdt_100_trees_{label}_bin_and_walk"),
+                |b| b.iter(|| pool.install(walk)),
+            );
+        }
+        passes(
+            &format!("baseline: gbdt {label}, bin + plain tree walk"),
+            rows,
+            &pool,
+            &walk,
+        );
+        if let Some(path) = std::env::var_os("FEDSILO_BENCH_LIGHTGBM_MODEL_DIR") {
+            let path = std::path::Path::new(&path).join(format!("fedsilo_{label}.txt"));
+            std::fs::write(&path, lightgbm_text(model)).expect("write the LightGBM model");
+            // 1,000 rows and their margins, for the script to check LightGBM's against.
+            let k = rows.min(1000);
+            let x = data
+                .x
+                .slice_axis(ndarray::Axis(0), ndarray::Slice::from(..k));
+            let m = compiled.predict_margin(x).expect("margins");
+            let mut bytes = Vec::with_capacity(k * (FEATURES * 4 + 8));
+            x.iter()
+                .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+            m.iter()
+                .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+            std::fs::write(path.with_extension("check"), bytes).expect("write the check rows");
+            println!("wrote {} and its check rows", path.display());
+        }
     }
-    passes("gbdt_100_trees_forest_margins", rows, &pool, &forest);
-    let walk = || {
-        let binned = model.bin_mapper.bin(data.x.view()).expect("bin");
-        black_box(model.predict_margin_binned(binned.view()).expect("margins"));
-    };
-    if !once() {
-        g.bench_function("baseline_gbdt_100_trees_bin_and_walk", |b| {
-            b.iter(|| pool.install(walk))
-        });
-    }
-    passes("baseline: gbdt bin + plain tree walk", rows, &pool, &walk);
     g.finish();
     drop(data);
     if let Some(rows) = env_rows("FEDSILO_BENCH_RSS_ROWS") {
@@ -331,7 +393,7 @@ fn peak_rss(rows: usize) {
     schema.push_str("]\n");
     std::fs::write(dir.path().join("schema.toml"), schema).unwrap();
     csv_baselines(&csv, rows);
-    for (name, model) in [("lr", lr_model()), ("gbdt", gbdt_model())] {
+    for (name, model) in [("lr", lr_model()), ("gbdt", gbdt_model(6, 64))] {
         let artifact = ModelArtifact {
             format: ModelArtifact::FORMAT.into(),
             job_id: name.into(),
@@ -507,6 +569,132 @@ impl ParquetOut {
         self.flush();
         self.w.close().unwrap();
     }
+}
+
+/// Depth of a tree (a lone leaf: 0).
+fn tree_depth(t: &gbdt::Tree) -> usize {
+    fn at(t: &gbdt::Tree, i: usize) -> usize {
+        match t.nodes.get(i) {
+            Some(&gbdt::Node::Split { left, right, .. }) => {
+                1 + at(t, left as usize).max(at(t, right as usize))
+            }
+            _ => 0,
+        }
+    }
+    at(t, 0)
+}
+
+/// The model in LightGBM's text model format, the same trees: a split "bin ≤ b" is LightGBM's
+/// `value ≤ threshold` with the threshold the largest `f32` below the cut (a split past the
+/// last cut: +∞, written as 1e300), missing type NaN, the default direction as is; the base
+/// score is added to the first tree's leaves (so margins agree to rounding, not bit for bit).
+/// LightGBM reads it with `lgb.Booster(model_file=…)` (`benches/reference/lightgbm_predict.py`).
+fn lightgbm_text(model: &gbdt::GbdtModel) -> String {
+    use std::fmt::Write as _;
+    let d = model.bin_mapper.n_features();
+    let below = |c: f32| -> f64 {
+        let b = c.to_bits();
+        f64::from(if c == 0.0 {
+            -f32::from_bits(1)
+        } else if c > 0.0 {
+            f32::from_bits(b - 1)
+        } else {
+            f32::from_bits(b + 1)
+        })
+    };
+    let mut blocks = Vec::new();
+    for (t, tree) in model.trees.iter().enumerate() {
+        // LightGBM numbers splits and leaves separately; a child is a split index or !leaf.
+        let mut split_of = vec![usize::MAX; tree.nodes.len()];
+        let mut leaf_of = vec![usize::MAX; tree.nodes.len()];
+        let (mut ns, mut nl) = (0, 0);
+        for (i, n) in tree.nodes.iter().enumerate() {
+            if matches!(n, gbdt::Node::Split { .. }) {
+                split_of[i] = ns;
+                ns += 1;
+            } else {
+                leaf_of[i] = nl;
+                nl += 1;
+            }
+        }
+        let child = |i: u32| -> i64 {
+            let i = i as usize;
+            if split_of[i] != usize::MAX {
+                split_of[i] as i64
+            } else {
+                -(leaf_of[i] as i64) - 1
+            }
+        };
+        let (mut feat, mut thr, mut dec, mut lc, mut rc) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut leaves = vec![0.0f64; nl];
+        for (i, n) in tree.nodes.iter().enumerate() {
+            match *n {
+                gbdt::Node::Split {
+                    feature,
+                    bin,
+                    default_left,
+                    left,
+                    right,
+                    ..
+                } => {
+                    let cut = model
+                        .bin_mapper
+                        .cuts(feature as usize)
+                        .get(usize::from(bin));
+                    feat.push(feature.to_string());
+                    thr.push(format!("{:e}", cut.map_or(1e300, |&c| below(c))));
+                    // bit 1: default left; bits 2–3 = 2: missing type NaN
+                    dec.push((8 + if default_left { 2 } else { 0 }).to_string());
+                    lc.push(child(left).to_string());
+                    rc.push(child(right).to_string());
+                }
+                gbdt::Node::Leaf { value } => {
+                    leaves[leaf_of[i]] = value + if t == 0 { model.base_score } else { 0.0 };
+                }
+                gbdt::Node::Open { .. } => {}
+            }
+        }
+        let join = |v: &[String]| v.join(" ");
+        let mut b = String::new();
+        let _ = writeln!(b, "Tree={t}\nnum_leaves={nl}\nnum_cat=0");
+        if ns > 0 {
+            let zeros = |n: usize| vec!["0".to_string(); n].join(" ");
+            let _ = writeln!(b, "split_feature={}\nsplit_gain={}", join(&feat), zeros(ns));
+            let _ = writeln!(b, "threshold={}\ndecision_type={}", join(&thr), join(&dec));
+            let _ = writeln!(b, "left_child={}\nright_child={}", join(&lc), join(&rc));
+            let lv: Vec<String> = leaves.iter().map(|v| format!("{v:e}")).collect();
+            let _ = writeln!(b, "leaf_value={}\nleaf_weight={}", join(&lv), zeros(nl));
+            let _ = writeln!(b, "leaf_count={}\ninternal_value={}", zeros(nl), zeros(ns));
+            let _ = writeln!(
+                b,
+                "internal_weight={}\ninternal_count={}",
+                zeros(ns),
+                zeros(ns)
+            );
+        } else {
+            let _ = writeln!(b, "leaf_value={:e}", leaves.first().copied().unwrap_or(0.0));
+        }
+        let _ = writeln!(b, "is_linear=0\nshrinkage=1\n\n");
+        blocks.push(b);
+    }
+    let mut s = String::new();
+    let names: Vec<String> = (0..d).map(|j| format!("x{j}")).collect();
+    let infos = vec!["[-1e300:1e300]".to_string(); d];
+    let _ = writeln!(s, "tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1");
+    let _ = writeln!(s, "label_index=0\nmax_feature_idx={}", d.saturating_sub(1));
+    let _ = writeln!(
+        s,
+        "objective=binary sigmoid:1\nfeature_names={}",
+        names.join(" ")
+    );
+    let _ = writeln!(s, "feature_infos={}", infos.join(" "));
+    let sizes: Vec<String> = blocks.iter().map(|b| b.len().to_string()).collect();
+    let _ = writeln!(s, "tree_sizes={}\n", sizes.join(" "));
+    for b in &blocks {
+        s.push_str(b);
+    }
+    s.push_str("end of trees\n\nparameters:\nend of parameters\n");
+    s
 }
 
 fn main() {

@@ -51,7 +51,7 @@ pub use artifact::ModelArtifact;
 pub use compute::{compute, select_columns, select_labels, LocalCache, LocalData};
 pub use error::FedError;
 pub use instruction::{Instruction, JobData, NoiseSpec, Purpose, Step, UnknownPurpose};
-pub use model::{ModelParams, Standardizer, TrainedModel};
+pub use model::{CompiledModel, ModelParams, Standardizer, TrainedModel};
 pub use plan::plausible::Implausible;
 pub use plan::{CurvePoint, Evaluation, Plan};
 pub use pooled::{fit_pooled, PooledError};

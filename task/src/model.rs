@@ -3,7 +3,7 @@
 use ndarray::{Array2, ArrayView1, Axis, CowArray, Ix2};
 use serde::{Deserialize, Serialize};
 
-use fedsilo_ml::gbdt::GbdtModel;
+use fedsilo_ml::gbdt::{CompiledForest, GbdtModel};
 use fedsilo_ml::linear::{self, LinearParams};
 use fedsilo_ml::mlp::{self, MlpParams};
 use fedsilo_ml::scorecard::{woe_transform, Scorecard};
@@ -149,34 +149,25 @@ pub struct TrainedModel {
 
 impl TrainedModel {
     /// Probabilities, rows × labels. `table` must have the model's feature columns; a
-    /// malformed model (e.g. read from a file) is refused ([`TrainedModel::validate`]).
+    /// malformed model (e.g. read from a file) is refused ([`TrainedModel::validate`]). Each
+    /// call checks (and, for trees, compiles) the model again: to score many tables, use
+    /// [`TrainedModel::compile`] once.
     pub fn predict(&self, table: &Table) -> Result<Array2<f64>, FedError> {
+        self.compile()?.predict(table)
+    }
+
+    /// The model checked once and prepared for scoring many tables: a GBDT's trees compiled
+    /// into a [`CompiledForest`] (what `fedsilo score` does before its first chunk).
+    pub fn compile(&self) -> Result<CompiledModel<'_>, FedError> {
         self.validate().map_err(FedError::BadModel)?;
-        let x = model_rows(table, &self.features)?;
-        match &self.params {
-            ModelParams::Gbdt { model } => gbdt_proba(model, x.view()),
-            ModelParams::LogisticRegression { per_label } => {
-                // Standardised row by row inside the dot product (no standardised copy).
-                let f32s = |v: &[f64]| v.iter().map(|&m| m as f32).collect::<Vec<f32>>();
-                let (mean, std) = (f32s(&self.standardizer.mean), f32s(&self.standardizer.std));
-                let per_label: Vec<Vec<f64>> = per_label
-                    .iter()
-                    .map(|p| linear::predict_proba_standardizing(p, x.view(), &mean, &std))
-                    .collect::<Result<_, _>>()?;
-                self.columns(x.nrows(), &per_label)
-            }
-            ModelParams::Scorecard { card } => {
-                let xw = woe_transform(x.view(), &card.woe)?;
-                self.predict_standardized(xw.view())
-            }
-            _ => {
-                let xs = self
-                    .standardizer
-                    .apply(x.view())
-                    .map_err(FedError::BadModel)?;
-                self.predict_standardized(xs.view())
-            }
-        }
+        let forest = match &self.params {
+            ModelParams::Gbdt { model } => Some(model.compile()?),
+            _ => None,
+        };
+        Ok(CompiledModel {
+            model: self,
+            forest,
+        })
     }
 
     /// Scorecard points per row (higher = better credit); `None` for other models.
@@ -239,6 +230,54 @@ impl TrainedModel {
             col.assign(&ArrayView1::from(p.as_slice()));
         }
         Ok(out)
+    }
+}
+
+/// A [`TrainedModel`] checked once and prepared for scoring ([`TrainedModel::compile`]).
+#[derive(Debug)]
+pub struct CompiledModel<'m> {
+    model: &'m TrainedModel,
+    /// The trees compiled, for a GBDT.
+    forest: Option<CompiledForest>,
+}
+
+impl CompiledModel<'_> {
+    /// The model compiled.
+    pub fn model(&self) -> &TrainedModel {
+        self.model
+    }
+
+    /// Probabilities, rows × labels, exactly [`TrainedModel::predict`]'s. `table` must have
+    /// the model's feature columns.
+    pub fn predict(&self, table: &Table) -> Result<Array2<f64>, FedError> {
+        let m = self.model;
+        let x = model_rows(table, &m.features)?;
+        if let Some(forest) = &self.forest {
+            let p = forest.predict_proba(x.view())?;
+            let n = p.len();
+            return Ok(Array2::from_shape_vec((n, 1), p)?);
+        }
+        match &m.params {
+            ModelParams::Gbdt { model } => gbdt_proba(model, x.view()),
+            ModelParams::LogisticRegression { per_label } => {
+                // Standardised row by row inside the dot product (no standardised copy).
+                let f32s = |v: &[f64]| v.iter().map(|&m| m as f32).collect::<Vec<f32>>();
+                let (mean, std) = (f32s(&m.standardizer.mean), f32s(&m.standardizer.std));
+                let per_label: Vec<Vec<f64>> = per_label
+                    .iter()
+                    .map(|p| linear::predict_proba_standardizing(p, x.view(), &mean, &std))
+                    .collect::<Result<_, _>>()?;
+                m.columns(x.nrows(), &per_label)
+            }
+            ModelParams::Scorecard { card } => {
+                let xw = woe_transform(x.view(), &card.woe)?;
+                m.predict_standardized(xw.view())
+            }
+            _ => {
+                let xs = m.standardizer.apply(x.view()).map_err(FedError::BadModel)?;
+                m.predict_standardized(xs.view())
+            }
+        }
     }
 }
 

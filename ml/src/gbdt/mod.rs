@@ -76,6 +76,7 @@ pub use histogram::{best_splits, level_histograms, Split};
 pub use participant::{
     gbdt_compute, gbdt_compute_sampled, gradient_units, GbdtCache, GbdtInstruction, LevelSample,
 };
+pub use predict::CompiledForest;
 pub use server::{fit_pooled, GbdtServer, StepKind};
 pub use tree::{GbdtModel, Node, Tree};
 

@@ -26,9 +26,12 @@
 
 use rayon::prelude::*;
 
+use ndarray::ArrayView2;
+
 use super::tree::{Node, Tree};
 use super::GbdtError;
-use crate::binning::BinMapper;
+use crate::binning::{BinMapper, BinningError};
+use crate::linear::sigmoid;
 
 /// Rows routed together through one tree.
 const BLOCK: usize = 256;
@@ -67,16 +70,19 @@ struct FlatTree {
     depth: usize,
 }
 
-/// A boosted model compiled for prediction on raw rows.
+/// A boosted model compiled once for prediction on raw rows ([`super::GbdtModel::compile`]):
+/// build it once per model and reuse it for every batch of rows.
 #[derive(Clone, Debug)]
-pub(super) struct Forest {
+pub struct CompiledForest {
     nodes: Vec<FlatNode>,
     /// Leaf values by flat node (0 at splits).
     values: Vec<f64>,
     trees: Vec<FlatTree>,
     n_features: usize,
     base_score: f64,
-    /// The bit-vector form, when every tree has at most 64 leaves.
+    /// The level-word form, when every tree is at most [`LEVEL_DEPTH`] deep (the fast path).
+    levels: Option<Levels>,
+    /// The bit-vector form, when a tree is deeper but every tree has at most 64 leaves.
     bits: Option<Bits>,
 }
 
@@ -162,7 +168,7 @@ fn next_down(x: f32) -> f32 {
     }
 }
 
-impl Forest {
+impl CompiledForest {
     /// Compiles validated trees (children after their parent, features and bins in range).
     /// A node reached from two parents (a DAG, never a trained tree) is refused, so the
     /// flattened size stays the tree's own.
@@ -170,13 +176,14 @@ impl Forest {
         trees: &[Tree],
         mapper: &BinMapper,
         base_score: f64,
-    ) -> Result<Forest, GbdtError> {
-        let mut f = Forest {
+    ) -> Result<CompiledForest, GbdtError> {
+        let mut f = CompiledForest {
             nodes: Vec::new(),
             values: Vec::new(),
             trees: Vec::with_capacity(trees.len()),
             n_features: mapper.n_features(),
             base_score,
+            levels: None,
             bits: None,
         };
         // (old node, new node, depth) of the breadth-first walk; `seen` per old node.
@@ -257,8 +264,58 @@ impl Forest {
             }
             f.trees.push(FlatTree { start, len, depth });
         }
-        f.bits = Bits::new(&f);
+        // The bit-vector form when every tree has ≤ 32 leaves (32-bit masks: measured faster
+        // than the level words on depth-4 trees), the level words for trees ≤ 6 deep with
+        // more leaves (where the masks would be 64-bit), BENCHMARKS.md "Scoring".
+        f.bits = Bits::new(&f).filter(|b| b.narrow);
+        if f.bits.is_none() {
+            f.levels = Levels::new(&f);
+        }
+        if f.bits.is_none() && f.levels.is_none() {
+            f.bits = Bits::new(&f);
+        }
         Ok(f)
+    }
+
+    /// The same forest in the bit-vector (QuickScorer) form, which the level words replace
+    /// for trees ≤ 6 deep with more than 32 leaves; `None` when a tree has more than 64
+    /// leaves. Gives the same margins: for benchmarks, as the in-run baseline.
+    pub fn bit_vector_form(&self) -> Option<CompiledForest> {
+        let mut f = self.clone();
+        f.levels = None;
+        f.bits = Some(Bits::new(&f)?);
+        Some(f)
+    }
+
+    /// The number of feature columns a row must have.
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    /// Margins (log-odds) of raw rows (`NaN` = missing), exactly
+    /// [`super::GbdtModel::predict_margin`]'s.
+    pub fn predict_margin(&self, x: ArrayView2<f32>) -> Result<Vec<f64>, GbdtError> {
+        if x.ncols() != self.n_features {
+            return Err(BinningError::ShapeMismatch {
+                what: "feature columns",
+                expected: self.n_features,
+                got: x.ncols(),
+            }
+            .into());
+        }
+        let x = x.as_standard_layout();
+        let rows: std::borrow::Cow<'_, [f32]> = match x.as_slice() {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(x.iter().copied().collect()),
+        };
+        let mut m = vec![self.base_score; x.nrows()];
+        self.margins(&rows, &mut m);
+        Ok(m)
+    }
+
+    /// Probabilities of the positive class.
+    pub fn predict_proba(&self, x: ArrayView2<f32>) -> Result<Vec<f64>, GbdtError> {
+        Ok(self.predict_margin(x)?.into_iter().map(sigmoid).collect())
     }
 
     /// Adds every tree to `margins` (one per row of `rows`, row-major with `n_features`
@@ -271,6 +328,15 @@ impl Forest {
             .enumerate()
             .for_each(|(c, m)| {
                 let first = c * PAR_ROWS;
+                if let Some(lv) = &self.levels {
+                    let mut cols = vec![f32::NAN; d * LEVEL_BLOCK];
+                    for (b, mb) in m.chunks_mut(LEVEL_BLOCK).enumerate() {
+                        let r0 = first + b * LEVEL_BLOCK;
+                        let block = rows.get(r0 * d..(r0 + mb.len()) * d).unwrap_or(&[]);
+                        self.level_block(lv, block, &mut cols, mb);
+                    }
+                    return;
+                }
                 if let Some(bits) = &self.bits {
                     let mut cols = vec![f32::NAN; d * BIT_BLOCK];
                     for (b, mb) in m.chunks_mut(BIT_BLOCK).enumerate() {
@@ -290,6 +356,95 @@ impl Forest {
                     self.block(block, mb);
                 }
             });
+    }
+
+    /// Adds every tree to one block of rows (at most [`LEVEL_BLOCK`]) in the level-word form:
+    /// the block is transposed into `cols` (`d` columns of [`LEVEL_BLOCK`] lanes; lanes past
+    /// the block's rows are `NaN` and ignored); per tree every split ORs its bit into the
+    /// words of the rows it sends right (one compare over a column's lanes, vectorised), then
+    /// every row steps down the tree reading its own words (a variable shift per lane,
+    /// vectorised) and adds its leaf.
+    fn level_block(&self, lv: &Levels, rows: &[f32], cols: &mut [f32], margins: &mut [f64]) {
+        let d = self.n_features.max(1);
+        let n = margins.len().min(LEVEL_BLOCK);
+        if n < LEVEL_BLOCK {
+            cols.fill(f32::NAN);
+        }
+        for (r, row) in rows.chunks_exact(d).enumerate().take(n) {
+            for (f, &v) in row.iter().enumerate() {
+                if let Some(c) = cols.get_mut(f * LEVEL_BLOCK + r) {
+                    *c = v;
+                }
+            }
+        }
+        let cols = &*cols;
+        let lanes = |s: &LevelSplit| -> Option<&[f32; LEVEL_BLOCK]> {
+            cols.get(s.feature as usize * LEVEL_BLOCK..)?
+                .get(..LEVEL_BLOCK)?
+                .try_into()
+                .ok()
+        };
+        // Split by split over the whole block, as in `bit_block`: loops the compiler
+        // vectorises.
+        let or_into = |words: &mut [u32; LEVEL_BLOCK], splits: &[LevelSplit], cmp: Cmp| {
+            for s in splits {
+                let Some(c) = lanes(s) else { continue };
+                let (bit, t) = (1u32 << (s.bit & 31), s.threshold);
+                match cmp {
+                    Cmp::Gt => {
+                        for (w, &v) in words.iter_mut().zip(c) {
+                            *w |= if v > t { bit } else { 0 };
+                        }
+                    }
+                    Cmp::Nle => {
+                        for (w, &v) in words.iter_mut().zip(c) {
+                            *w |= if v <= t { 0 } else { bit };
+                        }
+                    }
+                    Cmp::Present => {
+                        for (w, &v) in words.iter_mut().zip(c) {
+                            *w |= if v.is_nan() { 0 } else { bit };
+                        }
+                    }
+                    Cmp::Always => {}
+                }
+            }
+        };
+        let mut m = [0.0f64; LEVEL_BLOCK];
+        for (mv, &b) in m.iter_mut().zip(margins.iter()) {
+            *mv = b;
+        }
+        let (low_steps, high_step) = (lv.depth.min(5), lv.depth > 5);
+        // Leaf `i` is slot `i − 2^D`: `i` has exactly the bit `2^D` above the slot's bits.
+        let top = 1u32 << lv.depth;
+        let mut idx = [0u32; LEVEL_BLOCK];
+        for (t, leaves) in lv.trees.iter().zip(&lv.leaves) {
+            let group = |k: usize| lv.splits.get(t.bounds[k]..t.bounds[k + 1]).unwrap_or(&[]);
+            let mut lo = [t.always[0]; LEVEL_BLOCK];
+            let mut hi = [t.always[1]; LEVEL_BLOCK];
+            for (k, cmp) in [Cmp::Gt, Cmp::Nle, Cmp::Present].into_iter().enumerate() {
+                or_into(&mut lo, group(k), cmp);
+                or_into(&mut hi, group(3 + k), cmp);
+            }
+            // Node `i` (breadth first from 1) goes right iff bit `i` of its word is set;
+            // nodes 1..32 are in `lo`, 32..64 in `hi`.
+            for ((x, &l), &h) in idx.iter_mut().zip(&lo).zip(&hi) {
+                let mut i = 1u32;
+                for _ in 0..low_steps {
+                    i = 2 * i + ((l >> (i & 31)) & 1);
+                }
+                if high_step {
+                    i = 2 * i + ((h >> (i & 31)) & 1);
+                }
+                *x = i;
+            }
+            for (mv, &i) in m.iter_mut().zip(&idx) {
+                *mv += leaves[((i ^ top) & 63) as usize];
+            }
+        }
+        for (mv, &b) in margins.iter_mut().zip(m.iter()) {
+            *mv = b;
+        }
     }
 
     /// Adds every tree to one block of rows (at most [`BIT_BLOCK`]) in the bit-vector form:
@@ -394,9 +549,117 @@ impl Forest {
     }
 }
 
+/// Rows of one level-word block (transposed together: 64 × 50 columns of `f32` = 12.5 KiB).
+const LEVEL_BLOCK: usize = 64;
+/// The deepest tree the level-word form takes: its splits are nodes 1..64 breadth first, two
+/// 32-bit words per row.
+const LEVEL_DEPTH: usize = 6;
+
+/// The level-word form of a forest whose trees are at most [`LEVEL_DEPTH`] deep (used when
+/// some tree has more than 32 leaves; with fewer the 32-bit masks are faster). Every tree
+/// is read as the complete tree of the forest's depth `D` numbered breadth first from 1 (node
+/// `i` has children `2i`, `2i + 1`; the leaves are `2^D..2^(D+1)`); a leaf above depth `D`
+/// stands for its leftmost descendant, since no split below it exists to send a row right.
+/// A row's path is decided by one bit per split, "goes right"; the row steps `D` times
+/// `i ← 2i + bit(i)` and adds leaf `i − 2^D`.
+#[derive(Clone, Debug)]
+struct Levels {
+    splits: Vec<LevelSplit>,
+    trees: Vec<LevelTree>,
+    /// Leaf values by leaf slot `i − 2^D` (unused slots 0), one array per tree.
+    leaves: Vec<[f64; 64]>,
+    /// `D`: the deepest tree's depth.
+    depth: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LevelSplit {
+    feature: u32,
+    threshold: f32,
+    /// The node's number modulo 32 (its bit in its word).
+    bit: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LevelTree {
+    /// The tree's splits in `Levels::splits`, grouped: `[start, +low Gt, +low Nle, +low
+    /// Present, +high Gt, +high Nle, +high Present]` as offsets ("low": nodes 1..32).
+    bounds: [usize; 7],
+    /// The bits of the splits that send every row right ([`Cmp::Always`]), low and high.
+    always: [u32; 2],
+}
+
+impl Levels {
+    /// The level-word form of `f`'s trees; `None` when a tree is deeper than
+    /// [`LEVEL_DEPTH`].
+    fn new(f: &CompiledForest) -> Option<Levels> {
+        let depth = f.trees.iter().map(|t| t.depth).max().unwrap_or(0);
+        if depth > LEVEL_DEPTH {
+            return None;
+        }
+        let mut lv = Levels {
+            splits: Vec::new(),
+            trees: Vec::with_capacity(f.trees.len()),
+            leaves: Vec::with_capacity(f.trees.len()),
+            depth,
+        };
+        let mut groups: [Vec<LevelSplit>; 6] = Default::default();
+        // (flat node, number from 1, level)
+        let mut stack: Vec<(usize, usize, usize)> = Vec::new();
+        for t in &f.trees {
+            let nodes = f.nodes.get(t.start..t.start + t.len)?;
+            let values = f.values.get(t.start..t.start + t.len)?;
+            groups.iter_mut().for_each(Vec::clear);
+            let mut always = [0u32; 2];
+            let mut leaves = [0.0f64; 64];
+            stack.clear();
+            stack.push((0, 1, 0));
+            while let Some((i, num, level)) = stack.pop() {
+                let node = nodes.get(i)?;
+                if node.left as usize == i {
+                    let slot = (num << (depth - level)).checked_sub(1 << depth)?;
+                    *leaves.get_mut(slot)? = values.get(i).copied().unwrap_or(0.0);
+                    continue;
+                }
+                if level >= depth {
+                    return None;
+                }
+                let word = usize::from(num >= 32);
+                let bit = (num % 32) as u32;
+                let default_left = node.feature & MISSING_LEFT != 0;
+                let k = match (node.threshold.is_nan(), default_left) {
+                    (true, true) => Some(2),
+                    (true, false) => None,
+                    (false, true) => Some(0),
+                    (false, false) => Some(1),
+                };
+                match k {
+                    Some(k) => groups.get_mut(3 * word + k)?.push(LevelSplit {
+                        feature: node.feature & FEATURE,
+                        threshold: node.threshold,
+                        bit,
+                    }),
+                    None => *always.get_mut(word)? |= 1 << bit,
+                }
+                stack.push((node.left as usize, 2 * num, level + 1));
+                stack.push((node.right as usize, 2 * num + 1, level + 1));
+            }
+            let start = lv.splits.len();
+            let mut bounds = [start; 7];
+            for (k, g) in groups.iter().enumerate() {
+                bounds[k + 1] = bounds[k] + g.len();
+                lv.splits.extend_from_slice(g);
+            }
+            lv.trees.push(LevelTree { bounds, always });
+            lv.leaves.push(leaves);
+        }
+        Some(lv)
+    }
+}
+
 impl Bits {
     /// The bit-vector form of `f`'s trees; `None` when a tree has more than 64 leaves.
-    fn new(f: &Forest) -> Option<Bits> {
+    fn new(f: &CompiledForest) -> Option<Bits> {
         let mut b = Bits {
             splits: Vec::new(),
             leaves: Vec::new(),
@@ -501,24 +764,42 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
+    /// The forest compiled in each form that can hold its trees: as compiled, then with the
+    /// faster forms turned off (the bit-vector form when every tree has ≤ 64 leaves, and the
+    /// flat walk always).
+    fn every_form(f: &CompiledForest) -> Vec<(&'static str, CompiledForest)> {
+        let mut forms = vec![("as compiled", f.clone())];
+        let mut levels = f.clone();
+        levels.bits = None;
+        levels.levels = Levels::new(&levels);
+        if levels.levels.is_some() {
+            forms.push(("level words", levels));
+        }
+        let mut bits = f.clone();
+        bits.levels = None;
+        bits.bits = Bits::new(&bits);
+        if bits.bits.is_some() {
+            forms.push(("bit vectors", bits));
+        }
+        let mut walk = f.clone();
+        walk.levels = None;
+        walk.bits = None;
+        forms.push(("flat walk", walk));
+        forms
+    }
+
     /// Blocks, rayon tasks and a ragged last block; a column-major input; values one ulp
     /// either side of every cut, infinities and NaN: the compiled forest gives exactly the
-    /// margins of binning then routing, in each of its forms (bit vectors of 32 and of 64
-    /// leaves, and the flat walk of a tree with more).
+    /// margins of binning then routing, in each of its forms (level words for trees ≤ 6
+    /// deep, bit vectors of 32 and of 64 leaves, and the flat walk).
     #[test]
     fn compiled_forest_equals_binned_routing_bit_for_bit() {
-        // (depth, leaves, the form expected: Some(narrow) for bit vectors, None for the walk)
-        for (max_depth, max_leaves, form) in [
-            (5, 32, Some(true)),
-            (6, 64, Some(false)),
-            (8, 200, None),
-            (1, 2, Some(true)),
-        ] {
-            forest_equals_binned(max_depth, max_leaves, form);
+        for (max_depth, max_leaves) in [(5, 32), (6, 64), (8, 200), (8, 40), (1, 2), (3, 8)] {
+            forest_equals_binned(max_depth, max_leaves);
         }
     }
 
-    fn forest_equals_binned(max_depth: usize, max_leaves: usize, form: Option<bool>) {
+    fn forest_equals_binned(max_depth: usize, max_leaves: usize) {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let (n, d) = (6000, 7);
         let x = Array2::from_shape_fn((n, d), |_| {
@@ -545,15 +826,26 @@ mod tests {
             ..GbdtParams::default()
         };
         let model = fit_pooled(x.view(), y.view(), &params).unwrap();
-        let forest = Forest::new(&model.trees, &model.bin_mapper, model.base_score).unwrap();
+        let forest = model.compile().unwrap();
+        let deepest = forest.trees.iter().map(|t| t.depth).max().unwrap_or(0);
+        let most_leaves = model.trees.iter().map(Tree::n_leaves).max().unwrap_or(0);
+        // The form chosen: 32-bit masks up to 32 leaves, else level words up to depth 6,
+        // else 64-bit masks up to 64 leaves, else the walk.
         assert_eq!(
-            forest.bits.as_ref().map(|b| b.narrow),
-            form,
-            "depth {max_depth}, {max_leaves} leaves: most leaves {:?}",
-            forest
-                .bits
-                .as_ref()
-                .map(|b| b.trees.iter().map(|t| t.n_leaves).max())
+            (
+                forest.levels.is_some(),
+                forest.bits.as_ref().map(|b| b.narrow)
+            ),
+            if most_leaves <= 32 {
+                (false, Some(true))
+            } else if deepest <= LEVEL_DEPTH {
+                (true, None)
+            } else if most_leaves <= 64 {
+                (false, Some(false))
+            } else {
+                (false, None)
+            },
+            "depth {max_depth}, {max_leaves} leaves: deepest {deepest}, most leaves {most_leaves}"
         );
         let ulp = |c: f32, up: bool| {
             let b = c.to_bits();
@@ -583,12 +875,95 @@ mod tests {
         let binned = model.bin_mapper.bin(edge_c.view()).unwrap();
         let want = model.predict_margin_binned(binned.view()).unwrap();
         assert_eq!(model.predict_margin(edge_c.view()).unwrap(), want);
-        assert_eq!(model.predict_margin(edge_f.view()).unwrap(), want);
-        let fx = model.predict_margin(x.view()).unwrap();
         let fb = model
             .predict_margin_binned(model.bin_mapper.bin(x.view()).unwrap().view())
             .unwrap();
-        assert_eq!(fx, fb);
+        for (form, f) in every_form(&forest) {
+            assert_eq!(f.predict_margin(edge_c.view()).unwrap(), want, "{form}");
+            assert_eq!(f.predict_margin(edge_f.view()).unwrap(), want, "{form}");
+            assert_eq!(f.predict_margin(x.view()).unwrap(), fb, "{form}");
+        }
+    }
+
+    /// A random complete tree over `mapper` (children after their parent), at most `depth`
+    /// deep: splits on any feature at any bin below `max_bins` (so past a feature's last cut
+    /// too), either default direction.
+    fn random_tree(rng: &mut ChaCha8Rng, mapper: &BinMapper, depth: usize) -> Tree {
+        let mut nodes = vec![Node::Leaf { value: 0.0 }];
+        // (node, its depth), breadth first
+        let mut queue = std::collections::VecDeque::from([(0usize, 0usize)]);
+        while let Some((i, d)) = queue.pop_front() {
+            if d < depth && rng.random::<f32>() < 0.8 {
+                let (left, right) = (nodes.len() as u32, nodes.len() as u32 + 1);
+                nodes.push(Node::Leaf { value: 0.0 });
+                nodes.push(Node::Leaf { value: 0.0 });
+                nodes[i] = Node::Split {
+                    feature: rng.random_range(0..mapper.n_features() as u32),
+                    bin: rng.random_range(0..mapper.max_bins() as u8),
+                    threshold: 0.0,
+                    default_left: rng.random(),
+                    left,
+                    right,
+                    gain: 0.0,
+                };
+                queue.push_back((left as usize, d + 1));
+                queue.push_back((right as usize, d + 1));
+            } else {
+                nodes[i] = Node::Leaf {
+                    value: f64::from(rng.random::<f32>() - 0.5) * 0.1,
+                };
+            }
+        }
+        Tree { nodes }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Random forests (depth 1–8, so every form) on random cut points, rows of NaN,
+        /// infinities, cut points and their neighbours: every form of the compiled forest
+        /// gives bit for bit the plain per-row walk over the binned rows (missing values take
+        /// each split's default direction).
+        #[test]
+        fn compiled_forest_equals_the_per_row_walk(seed in proptest::prelude::any::<u64>()) {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let d = rng.random_range(1..5usize);
+            let max_bins = rng.random_range(2..9usize);
+            let cuts: Vec<Vec<f32>> = (0..d)
+                .map(|_| {
+                    let k = rng.random_range(0..max_bins);
+                    let mut c: Vec<f32> = (0..k).map(|_| rng.random_range(-8i32..8) as f32 * 0.25).collect();
+                    c.sort_by(f32::total_cmp);
+                    c.dedup();
+                    c
+                })
+                .collect();
+            let mapper = BinMapper::from_cuts(cuts, max_bins).unwrap();
+            let depth = rng.random_range(1..9usize);
+            let trees: Vec<Tree> = (0..rng.random_range(1..12usize))
+                .map(|_| random_tree(&mut rng, &mapper, depth))
+                .collect();
+            let model = crate::gbdt::GbdtModel { base_score: 0.25, bin_mapper: mapper, trees };
+            let pick = |rng: &mut ChaCha8Rng, j: usize| -> f32 {
+                let c = model.bin_mapper.cuts(j);
+                match rng.random_range(0..6) {
+                    0 => f32::NAN,
+                    1 => [f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0][rng.random_range(0..4)],
+                    2 | 3 if !c.is_empty() => {
+                        let v = c[rng.random_range(0..c.len())];
+                        [v, next_down(v), -next_down(-v)][rng.random_range(0..3)]
+                    }
+                    _ => rng.random_range(-2.5f32..2.5),
+                }
+            };
+            let rows = rng.random_range(1..3 * LEVEL_BLOCK + 5);
+            let x = Array2::from_shape_fn((rows, d), |(_, j)| pick(&mut rng, j));
+            let want = model
+                .predict_margin_binned(model.bin_mapper.bin(x.view()).unwrap().view())
+                .unwrap();
+            for (form, f) in every_form(&model.compile().unwrap()) {
+                proptest::prop_assert_eq!(&f.predict_margin(x.view()).unwrap(), &want, "{}", form);
+            }
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::hash::{Hash, Hasher};
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
-use super::predict::Forest;
+use super::predict::CompiledForest;
 use super::{for_each_row, GbdtError, MAX_DEPTH};
 use crate::binning::{BinMapper, BinningError};
 use crate::linear::sigmoid;
@@ -195,27 +195,18 @@ impl GbdtModel {
     /// `predict_margin_binned(bin_mapper.bin(x))`, without the binned copy. A split "bin ≤ b"
     /// is decided on the value itself: a present `v` has bin ≤ b ⇔ `v < cuts[b]` (always,
     /// when `b` is past the feature's last cut), `NaN` takes the default direction. Rows are
-    /// routed in blocks through the compiled trees ([`Forest`]: contiguous branch-free nodes)
+    /// routed in blocks through the compiled trees ([`CompiledForest`], compiled per call)
     /// in parallel; the trees are added in order, as the binned path adds them.
     pub fn predict_margin(&self, x: ArrayView2<f32>) -> Result<Vec<f64>, GbdtError> {
+        self.compile()?.predict_margin(x)
+    }
+
+    /// The model validated and compiled for prediction on raw rows, once: scoring many
+    /// batches of rows with one [`CompiledForest`] compiles the trees once, where each
+    /// [`GbdtModel::predict_margin`] call compiles them again.
+    pub fn compile(&self) -> Result<CompiledForest, GbdtError> {
         self.validate()?;
-        if x.ncols() != self.bin_mapper.n_features() {
-            return Err(BinningError::ShapeMismatch {
-                what: "feature columns",
-                expected: self.bin_mapper.n_features(),
-                got: x.ncols(),
-            }
-            .into());
-        }
-        let x = x.as_standard_layout();
-        let rows: std::borrow::Cow<'_, [f32]> = match x.as_slice() {
-            Some(s) => std::borrow::Cow::Borrowed(s),
-            None => std::borrow::Cow::Owned(x.iter().copied().collect()),
-        };
-        let forest = Forest::new(&self.trees, &self.bin_mapper, self.base_score)?;
-        let mut m = vec![self.base_score; x.nrows()];
-        forest.margins(&rows, &mut m);
-        Ok(m)
+        CompiledForest::new(&self.trees, &self.bin_mapper, self.base_score)
     }
 
     /// Probabilities of the positive class.

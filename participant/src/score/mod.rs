@@ -202,8 +202,10 @@ pub fn score_file(
     let mut sorter = Sorter::new(n_labels, opts.memory, dir);
     let mut file_labels: Option<Vec<String>> = None;
     let scorecard = matches!(model.params, fedsilo_task::ModelParams::Scorecard { .. });
+    // Checked and (trees) compiled once for every chunk.
+    let compiled = model.compile()?;
     let mut score_chunk = |chunk: Table| -> Result<(), ScoreError> {
-        let p = model.predict(&chunk)?;
+        let p = compiled.predict(&chunk)?;
         if p.ncols() != n_labels {
             return Err(ScoreError::Shape {
                 expected: n_labels,
