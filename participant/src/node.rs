@@ -343,8 +343,6 @@ pub fn build_psi(cfg: &NodeConfig) -> Result<PsiDriver, NodeError> {
     Ok(PsiDriver::new(Arc::new(identity), peers, seed))
 }
 
-/// Reads the session's ids into the driver (chunk by chunk) and finishes them; a failure
-/// is the session's (the driver tells the coordinator).
 /// The session's dataset: its source, schema file and schema, checked to name an id column
 /// (at `PsiStart`, so a party without one refuses before anything is exchanged).
 fn psi_dataset(
@@ -366,6 +364,8 @@ fn psi_dataset(
     Ok((source, schema_path, schema))
 }
 
+/// Reads the session's ids into the driver (chunk by chunk) and finishes them; a failure
+/// is the session's (the driver tells the coordinator).
 fn feed_ids(cfg: &NodeConfig, psi: &mut PsiDriver, start: &PsiStart) {
     let job = start.job_id.clone();
     let result = (|| -> Result<(), PsiJobError> {
