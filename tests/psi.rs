@@ -141,6 +141,15 @@ fn launch_psi(fed: &TestFed, job: &str, extra: &str) -> String {
     job.to_string()
 }
 
+/// Launches `job` and starts the bank and the partner, their stderr in `bank-{run}.log` and
+/// `partner-{run}.log`.
+fn start_pair(fed: &TestFed, job: &str, extra: &str, run: u32) -> (String, Proc, Proc) {
+    let job = launch_psi(fed, job, extra);
+    let bank = fed.participant_logged("bank", &format!("bank-{run}.log"));
+    let partner = fed.participant_logged("partner", &format!("partner-{run}.log"));
+    (job, bank, partner)
+}
+
 fn wait_state(fed: &TestFed, job: &str, state: &str, timeout: Duration) -> String {
     let start = std::time::Instant::now();
     loop {
@@ -212,13 +221,12 @@ fn psi_job_aligns_bank_and_partner_over_mtls() {
     assert!((0.6..=0.8).contains(&share), "shared fraction {share}");
 
     let _coordinator = fed.coordinator("coordinator.log");
-    let job = launch_psi(
+    let (job, mut bank, mut partner) = start_pair(
         &fed,
         "align-churn",
         "delivery = \"both\"\nchunk_len = 1000\n",
+        1,
     );
-    let mut bank = fed.participant("bank");
-    let mut partner = fed.participant("partner");
     let status = wait_state(&fed, &job, "finished", Duration::from_secs(240));
     assert!(
         status.contains(&format!("= {shared}")),
@@ -261,9 +269,8 @@ fn psi_active_only_gives_the_partner_only_the_size() {
     let fed = federation();
     let split = write_split(fed.dir.path(), 11, PartnerIds::LowerCase, false);
     let _coordinator = fed.coordinator("coordinator.log");
-    let job = launch_psi(&fed, "align-active-only", "delivery = \"active_only\"\n");
-    let mut bank = fed.participant("bank");
-    let mut partner = fed.participant("partner");
+    let (job, mut bank, mut partner) =
+        start_pair(&fed, "align-active-only", "delivery = \"active_only\"\n", 1);
     wait_state(&fed, &job, "finished", Duration::from_secs(240));
     assert!(bank.wait_exit(Duration::from_secs(60)).success());
     assert!(partner.wait_exit(Duration::from_secs(60)).success());
@@ -304,9 +311,7 @@ fn psi_bad_input_fails_with_what_to_fix() {
 
     // Duplicate ids at the bank: refused, naming the rows and the rule that would keep one.
     write_split(fed.dir.path(), 3, PartnerIds::LowerCase, true);
-    let job = launch_psi(&fed, "dup-ids", "");
-    let mut bank = fed.participant_logged("bank", "bank-1.log");
-    let mut partner = fed.participant_logged("partner", "partner-1.log");
+    let (job, mut bank, mut partner) = start_pair(&fed, "dup-ids", "", 1);
     let status = wait_state(&fed, &job, "failed", Duration::from_secs(240));
     assert!(
         status.contains("data rows 4 and 11") && status.contains("keep_first"),
@@ -321,13 +326,32 @@ fn psi_bad_input_fails_with_what_to_fix() {
 
     // Another id scheme at the partner: an empty intersection, with a hint on id formats.
     write_split(fed.dir.path(), 3, PartnerIds::Prefixed, false);
-    let job = launch_psi(&fed, "other-ids", "");
-    let mut bank = fed.participant_logged("bank", "bank-2.log");
-    let mut partner = fed.participant_logged("partner", "partner-2.log");
+    let (job, mut bank, mut partner) = start_pair(&fed, "other-ids", "", 2);
     let status = wait_state(&fed, &job, "failed", Duration::from_secs(240));
     assert!(
         status.contains("intersection is empty") && status.contains("id_format"),
         "empty intersection explained: {status}"
+    );
+    bank.wait_exit(Duration::from_secs(60));
+    partner.wait_exit(Duration::from_secs(60));
+    assert!(alignment_missing(&fed, "bank", &job, "partner"));
+    assert!(alignment_missing(&fed, "partner", &job, "bank"));
+
+    // The partner's schema declares no id column (and the job names none): refused at the
+    // session's start, naming the party and the schema file to fix.
+    write_split(fed.dir.path(), 3, PartnerIds::LowerCase, false);
+    std::fs::write(
+        fed.path("partner.schema.toml"),
+        PARTNER_SCHEMA.replace("id_column = \"customer_id\"\n", ""),
+    )
+    .unwrap();
+    let (job, mut bank, mut partner) = start_pair(&fed, "no-id-column", "", 3);
+    let status = wait_state(&fed, &job, "failed", Duration::from_secs(240));
+    assert!(
+        status.contains("partner (passive)")
+            && status.contains("partner.schema.toml")
+            && status.contains("declares no `id_column`"),
+        "missing id column named: {status}"
     );
     bank.wait_exit(Duration::from_secs(60));
     partner.wait_exit(Duration::from_secs(60));
@@ -380,18 +404,11 @@ fn relayed(status: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn psi_resumes_after_the_coordinator_is_killed_mid_exchange() {
-    let fed = federation();
-    let split = write_synthetic(fed.dir.path(), 60_000, 5);
-    let mut coordinator = fed.coordinator("coordinator-1.log");
-    let job = launch_psi(&fed, "align-kill", "chunk_len = 256\n");
-    let mut bank = fed.participant("bank");
-    let mut partner = fed.participant("partner");
-    // Wait until chunks are flowing in session 0, then SIGKILL the coordinator.
+/// Waits until chunks are flowing (≥ 20 messages relayed), failing if the job ends first.
+fn wait_relaying(fed: &TestFed, job: &str) {
     let start = std::time::Instant::now();
     loop {
-        let s = fed.status(&job);
+        let s = fed.status(job);
         assert!(
             !s.contains("finished") && !s.contains("failed"),
             "the exchange ended before it could be interrupted: {s}"
@@ -405,6 +422,16 @@ fn psi_resumes_after_the_coordinator_is_killed_mid_exchange() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn psi_resumes_after_the_coordinator_is_killed_mid_exchange() {
+    let fed = federation();
+    let split = write_synthetic(fed.dir.path(), 60_000, 5);
+    let mut coordinator = fed.coordinator("coordinator-1.log");
+    let (job, mut bank, mut partner) = start_pair(&fed, "align-kill", "chunk_len = 256\n", 1);
+    // Wait until chunks are flowing in session 0, then SIGKILL the coordinator.
+    wait_relaying(&fed, &job);
     coordinator.kill9();
     let _coordinator = fed.coordinator("coordinator-2.log");
     let status = wait_state(&fed, &job, "finished", Duration::from_secs(600));
@@ -433,26 +460,9 @@ fn psi_restarts_the_session_when_a_participant_is_killed_mid_exchange() {
     let fed = federation();
     let split = write_synthetic(fed.dir.path(), 60_000, 9);
     let _coordinator = fed.coordinator("coordinator.log");
-    let job = launch_psi(&fed, "align-lost", "chunk_len = 256\n");
-    let mut bank = fed.participant_logged("bank", "bank-1.log");
-    let mut partner = fed.participant("partner");
+    let (job, mut bank, mut partner) = start_pair(&fed, "align-lost", "chunk_len = 256\n", 1);
     // Wait until chunks are flowing in session 0, then SIGKILL the bank (the active party).
-    let start = std::time::Instant::now();
-    loop {
-        let s = fed.status(&job);
-        assert!(
-            !s.contains("finished") && !s.contains("failed"),
-            "the exchange ended before it could be interrupted: {s}"
-        );
-        if relayed(&s) >= 20 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "no chunks relayed: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_relaying(&fed, &job);
     bank.kill9();
     // The restarted bank holds no state of session 0: it says so, and the pair runs again.
     let mut bank = fed.participant_logged("bank", "bank-2.log");

@@ -6,7 +6,7 @@
 //! If the coordinator goes away (restart, network), the node retries with back-off and joins
 //! again, so it rejoins the job at its next round.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -343,26 +343,37 @@ pub fn build_psi(cfg: &NodeConfig) -> Result<PsiDriver, NodeError> {
     Ok(PsiDriver::new(Arc::new(identity), peers, seed))
 }
 
+/// The session's dataset: its source, schema file and schema, checked to name an id column
+/// (at `PsiStart`, so a party without one refuses before anything is exchanged).
+fn psi_dataset(
+    cfg: &NodeConfig,
+    start: &PsiStart,
+) -> Result<(Source, PathBuf, Schema), PsiJobError> {
+    let (source, schema_path) =
+        cfg.dataset(&start.dataset)
+            .ok_or_else(|| PsiJobError::UnknownDataset {
+                job: start.job_id.clone(),
+                dataset: start.dataset.clone(),
+            })?;
+    let schema_path = cfg.resolve(schema_path);
+    let schema = Schema::from_toml_file(&schema_path).map_err(|e| PsiJobError::Data {
+        dataset: start.dataset.clone(),
+        source: Box::new(e),
+    })?;
+    crate::psi::with_id_column(&start.dataset, &schema_path, &schema, &start.id_column)?;
+    Ok((source, schema_path, schema))
+}
+
 /// Reads the session's ids into the driver (chunk by chunk) and finishes them; a failure
 /// is the session's (the driver tells the coordinator).
 fn feed_ids(cfg: &NodeConfig, psi: &mut PsiDriver, start: &PsiStart) {
     let job = start.job_id.clone();
     let result = (|| -> Result<(), PsiJobError> {
-        let (source, schema_path) =
-            cfg.dataset(&start.dataset)
-                .ok_or_else(|| PsiJobError::UnknownDataset {
-                    job: job.clone(),
-                    dataset: start.dataset.clone(),
-                })?;
-        let schema =
-            Schema::from_toml_file(&cfg.resolve(schema_path)).map_err(|e| PsiJobError::Data {
-                dataset: start.dataset.clone(),
-                source: Box::new(e),
-            })?;
+        let (source, schema_path, schema) = psi_dataset(cfg, start)?;
         let rows = read_ids(
             &start.dataset,
             &source,
-            &schema,
+            (schema_path.as_path(), &schema),
             &start.id_column,
             &mut |chunk| psi.push_ids(&job, chunk),
         )?;
@@ -466,6 +477,8 @@ pub async fn run_until(
     let mut ended: BTreeSet<String> = BTreeSet::new();
     let mut backoff = Duration::from_millis(200);
     let mut need_join = true;
+    // PSI messages produced but not yet accepted by the relay (see `submit_psi`).
+    let mut psi_pending: VecDeque<pb::ToCoordinator> = VecDeque::new();
     // Awaits `$fut` unless shutdown comes first, in which case the node stops.
     macro_rules! or_shutdown {
         ($fut:expr) => {
@@ -536,7 +549,7 @@ pub async fn run_until(
         if reply.messages.is_empty() {
             // Pick up jobs launched since we last joined.
             need_join = cfg.jobs.is_empty() || !cfg.jobs.iter().all(|j| joined.contains(j));
-            if !psi.has_queued() {
+            if !psi.has_queued() && psi_pending.is_empty() {
                 continue;
             }
         }
@@ -545,7 +558,12 @@ pub async fn run_until(
             for m in reply.messages {
                 // Cheap: the clone shares the encoded bytes.
                 match fedsilo_task::job::ToParticipant::try_from(m.clone()) {
-                    Ok(fedsilo_task::job::ToParticipant::PsiStart(s)) => psi.handle_start(s),
+                    Ok(fedsilo_task::job::ToParticipant::PsiStart(s)) => {
+                        match psi_dataset(&cfg, &s) {
+                            Ok(_) => psi.handle_start(s),
+                            Err(e) => psi.refuse_start(s, &e),
+                        }
+                    }
                     Ok(fedsilo_task::job::ToParticipant::Psi(m)) => psi.handle_message(m),
                     Ok(m) => {
                         if let fedsilo_task::job::ToParticipant::JobEnd { job_id, .. } = &m {
@@ -606,46 +624,63 @@ pub async fn run_until(
         }
         // PSI: ids when asked, alignments persisted before their report, and every message
         // submitted before the next is produced (chunks are made lazily: bounded memory).
+        // A message the relay has no room for yet stays first in `psi_pending`: the node
+        // polls (the other party's messages may be what it waits for), then submits it
+        // again, before producing anything new.
         loop {
-            let mut out = Vec::new();
-            tokio::task::block_in_place(|| {
-                while let Some(ev) = psi.poll_event() {
-                    match ev {
-                        PsiEvent::NeedIds(start) => feed_ids(&cfg, &mut psi, &start),
-                        PsiEvent::Done { start, output } => {
-                            out.push(persist_alignment(&cfg, &start, &output));
-                        }
-                        PsiEvent::Failed {
-                            job_id,
-                            session,
-                            reason,
-                        } => {
-                            tracing::error!(job = %job_id, session, %reason, "PSI session failed");
+            if psi_pending.is_empty() {
+                tokio::task::block_in_place(|| {
+                    while let Some(ev) = psi.poll_event() {
+                        match ev {
+                            PsiEvent::NeedIds(start) => feed_ids(&cfg, &mut psi, &start),
+                            PsiEvent::Done { start, output } => {
+                                psi_pending
+                                    .push_back(persist_alignment(&cfg, &start, &output).into());
+                            }
+                            PsiEvent::Failed {
+                                job_id,
+                                session,
+                                reason,
+                            } => {
+                                tracing::error!(job = %job_id, session, %reason, "PSI session failed");
+                            }
                         }
                     }
+                    if let Some(m) = psi.poll_transmit() {
+                        psi_pending.push_back(m.into());
+                    }
+                });
+                if psi_pending.is_empty() {
+                    break;
                 }
-                if let Some(m) = psi.poll_transmit() {
-                    out.push(m);
-                }
-            });
-            if out.is_empty() {
-                break;
             }
-            for m in out {
-                submit_logged(&mut client, &cfg, m).await;
+            if !submit_psi(&mut client, &cfg, &mut psi_pending).await {
+                break;
             }
         }
         sync_sessions(&psi);
     }
 }
 
-async fn submit_logged(
+/// Submits `pending` in order; `false` (the rest kept) when the relay has no room yet for
+/// one (`RESOURCE_EXHAUSTED`: the other party has not polled its earlier messages).
+async fn submit_psi(
     client: &mut FederationClient<Channel>,
     cfg: &NodeConfig,
-    m: fedsilo_task::job::ToCoordinator,
-) {
-    let pbm: pb::ToCoordinator = m.into();
-    if let Err(status) = client.submit(pbm).await {
-        tracing::warn!(coordinator = %cfg.coordinator, error = %status, "submit refused");
+    pending: &mut VecDeque<pb::ToCoordinator>,
+) -> bool {
+    while let Some(m) = pending.pop_front() {
+        match client.submit(m.clone()).await {
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                tracing::debug!(coordinator = %cfg.coordinator, error = %status, "PSI relay full; polling first");
+                pending.push_front(m);
+                return false;
+            }
+            Err(status) => {
+                tracing::warn!(coordinator = %cfg.coordinator, error = %status, "submit refused");
+            }
+        }
     }
+    true
 }

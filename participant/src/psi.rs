@@ -34,9 +34,11 @@ pub enum PsiJobError {
     #[error("PSI job '{job}' uses dataset '{dataset}', which this node does not have")]
     UnknownDataset { job: String, dataset: String },
     #[error(
-        "dataset '{dataset}': the PSI job names no id column and the schema has no `id_column`"
+        "dataset '{dataset}': its schema {} declares no `id_column` and the PSI job names \
+         none; a PSI or vertical job needs each party's customer ids: add `id_column = \"…\"` \
+         to that schema, or `id_column` to the job spec", schema.display()
     )]
-    NoIdColumn { dataset: String },
+    NoIdColumn { dataset: String, schema: PathBuf },
     #[error("the peer '{peer}' is not in this node's roster")]
     UnknownPeer { peer: String },
     #[error("the roster's identity key of '{peer}' is not 32 hex-encoded bytes")]
@@ -266,6 +268,26 @@ impl PsiDriver {
             done: false,
             logged: 0,
         })
+    }
+
+    /// A session this node cannot take part in (its dataset, schema or id column is
+    /// missing): refused before anything is sent, the coordinator told why (`PsiFailed`).
+    /// A repeated `PsiStart` of a session already opened or closed here is ignored.
+    pub fn refuse_start(&mut self, start: PsiStart, error: &PsiJobError) {
+        if self
+            .sessions
+            .get(&start.job_id)
+            .is_some_and(|s| s.start.session == start.session)
+            || self.closed.contains(&(start.job_id.clone(), start.session))
+        {
+            return;
+        }
+        self.close(&start.job_id);
+        self.fail(
+            &start.job_id,
+            start.session,
+            fedsilo_config::display_chain(error),
+        );
     }
 
     /// A message from the peer, relayed by the coordinator.
@@ -509,19 +531,11 @@ impl PsiDriver {
 pub fn read_ids(
     dataset: &str,
     source: &Source,
-    schema: &Schema,
+    (schema_path, schema): (&Path, &Schema),
     id_column: &str,
     sink: &mut dyn FnMut(&[String]) -> Result<(), PsiJobError>,
 ) -> Result<u64, PsiJobError> {
-    let mut schema = schema.clone();
-    if !id_column.is_empty() {
-        schema.id_column = Some(id_column.to_string());
-    }
-    if schema.id_column.is_none() {
-        return Err(PsiJobError::NoIdColumn {
-            dataset: dataset.to_string(),
-        });
-    }
+    let schema = with_id_column(dataset, schema_path, schema, id_column)?;
     let data = |source| PsiJobError::Data {
         dataset: dataset.to_string(),
         source: Box::new(source),
@@ -552,6 +566,27 @@ pub fn read_ids(
             Ok(table.ids.len() as u64)
         }
     }
+}
+
+/// `schema` with the PSI job's `id_column` when it names one; refused, naming the schema
+/// file, when neither the job nor the schema names an id column.
+pub fn with_id_column(
+    dataset: &str,
+    schema_path: &Path,
+    schema: &Schema,
+    id_column: &str,
+) -> Result<Schema, PsiJobError> {
+    let mut schema = schema.clone();
+    if !id_column.is_empty() {
+        schema.id_column = Some(id_column.to_string());
+    }
+    if schema.id_column.is_none() {
+        return Err(PsiJobError::NoIdColumn {
+            dataset: dataset.to_string(),
+            schema: schema_path.to_path_buf(),
+        });
+    }
+    Ok(schema)
 }
 
 /// An error while streaming a CSV's ids: the reader's or the sink's.

@@ -77,6 +77,22 @@ impl Fed {
         }
     }
 
+    /// The bank holding ids `C{bank}` and the insurer `C{insurer}`.
+    fn of_ranges(bank: std::ops::Range<u32>, insurer: std::ops::Range<u32>) -> Fed {
+        let (b, i) = (ids("C", bank), ids("C", insurer));
+        let b: Vec<&str> = b.iter().map(String::as_str).collect();
+        let i: Vec<&str> = i.iter().map(String::as_str).collect();
+        Fed::new(&b, &i)
+    }
+
+    /// Launches `spec(job)` and joins both parties (nothing delivered yet).
+    fn start_pair(&mut self, job: &str) -> String {
+        let job = self.coord.launch_psi(self.now, spec(job)).unwrap();
+        self.coord.handle_join(self.now, 0, &[]).unwrap();
+        self.coord.handle_join(self.now, 1, &[]).unwrap();
+        job
+    }
+
     /// Delivers every queued message (and the parties' answers) until nothing moves.
     fn run(&mut self) {
         loop {
@@ -170,11 +186,8 @@ fn ids(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
 
 #[test]
 fn relays_a_psi_job_and_records_sizes_only() {
-    let bank = ids("C", 0..40);
-    let insurer = ids("C", 25..60);
-    let b: Vec<&str> = bank.iter().map(String::as_str).collect();
-    let i: Vec<&str> = insurer.iter().map(String::as_str).collect();
-    let mut fed = Fed::new(&b, &i);
+    let mut fed = Fed::of_ranges(0..40, 25..60);
+    let (bank, insurer) = (fed.parties[0].ids.clone(), fed.parties[1].ids.clone());
     let job = fed.coord.launch_psi(fed.now, spec("j")).unwrap();
     fed.run();
     assert_eq!(fed.coord.job_status(&job).unwrap().state, JobState::Waiting);
@@ -232,14 +245,8 @@ fn relays_a_psi_job_and_records_sizes_only() {
 
 #[test]
 fn a_restored_psi_job_runs_a_fresh_session() {
-    let bank = ids("C", 0..30);
-    let insurer = ids("C", 10..50);
-    let b: Vec<&str> = bank.iter().map(String::as_str).collect();
-    let i: Vec<&str> = insurer.iter().map(String::as_str).collect();
-    let mut fed = Fed::new(&b, &i);
-    let job = fed.coord.launch_psi(fed.now, spec("j")).unwrap();
-    fed.coord.handle_join(fed.now, 0, &[]).unwrap();
-    fed.coord.handle_join(fed.now, 1, &[]).unwrap();
+    let mut fed = Fed::of_ranges(0..30, 10..50);
+    let job = fed.start_pair("j");
     // The coordinator "dies" after the session's start is checkpointed and sent.
     let mut checkpoint = None;
     while let Some(ev) = fed.coord.poll_event() {
@@ -291,9 +298,7 @@ fn a_restored_psi_job_runs_a_fresh_session() {
 #[test]
 fn a_party_failure_or_a_wrong_role_is_refused_by_name() {
     let mut fed = Fed::new(&["a", "b"], &["b", "c"]);
-    let job = fed.coord.launch_psi(fed.now, spec("j")).unwrap();
-    fed.coord.handle_join(fed.now, 0, &[]).unwrap();
-    fed.coord.handle_join(fed.now, 1, &[]).unwrap();
+    let job = fed.start_pair("j");
     while fed.coord.poll_event().is_some() {}
     while let Some((to, m)) = fed.coord.poll_transmit() {
         fed.deliver(to, m);
@@ -333,14 +338,8 @@ fn a_party_failure_or_a_wrong_role_is_refused_by_name() {
 
 #[test]
 fn a_party_that_lost_its_session_gets_a_fresh_one_then_a_named_failure() {
-    let bank = ids("C", 0..30);
-    let insurer = ids("C", 10..50);
-    let b: Vec<&str> = bank.iter().map(String::as_str).collect();
-    let i: Vec<&str> = insurer.iter().map(String::as_str).collect();
-    let mut fed = Fed::new(&b, &i);
-    let job = fed.coord.launch_psi(fed.now, spec("j")).unwrap();
-    fed.coord.handle_join(fed.now, 0, &[]).unwrap();
-    fed.coord.handle_join(fed.now, 1, &[]).unwrap();
+    let mut fed = Fed::of_ranges(0..30, 10..50);
+    let job = fed.start_pair("j");
     while let Some((to, m)) = fed.coord.poll_transmit() {
         fed.deliver(to, m);
     }
@@ -396,10 +395,8 @@ fn a_party_that_lost_its_session_gets_a_fresh_one_then_a_named_failure() {
     assert!(summaries[1].is_ok());
 
     // A party that keeps losing its state fails the job by name.
-    let mut fed = Fed::new(&b, &i);
-    let job = fed.coord.launch_psi(fed.now, spec("k")).unwrap();
-    fed.coord.handle_join(fed.now, 0, &[]).unwrap();
-    fed.coord.handle_join(fed.now, 1, &[]).unwrap();
+    let mut fed = Fed::of_ranges(0..30, 10..50);
+    let job = fed.start_pair("k");
     for session in 0..=super::psi::MAX_LOST_RESTARTS as u64 {
         fed.coord
             .handle_message(

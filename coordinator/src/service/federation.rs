@@ -14,6 +14,10 @@ use crate::engine::EngineError;
 /// Most job ids one `Join` may name.
 const MAX_JOIN_JOBS: usize = 1024;
 
+/// How long a `Submit` of a PSI message waits for room in the relay (see
+/// [`super::mailbox::MAX_RELAYED_PSI`]) before it is refused and the sender told to retry.
+const PSI_RELAY_WAIT: Duration = Duration::from_secs(1);
+
 #[tonic::async_trait]
 impl Federation for Handle {
     async fn join(&self, req: Request<pb::JoinRequest>) -> RpcResult<pb::JoinReply> {
@@ -106,6 +110,20 @@ impl Federation for Handle {
             }
         };
         check_job_id("ctx.job_id", &ctx.job_id)?;
+        // Back-pressure: a bounded number of one sender's relayed PSI messages wait
+        // undelivered; the next one waits for the recipient to poll, or is refused.
+        if let C::Psi(m) = &msg {
+            let key = super::mailbox::relay_key(m);
+            if let Err(waiting) = self.mail.room_for_relay(&key, from, PSI_RELAY_WAIT).await {
+                return Err(Status::resource_exhausted(format!(
+                    "job '{}' session {}: {waiting} PSI messages of yours wait for the other \
+                     party (at most {}); poll, then submit this one again",
+                    ctx.job_id,
+                    ctx.round,
+                    super::mailbox::MAX_RELAYED_PSI
+                )));
+            }
+        }
         self.ask(|reply| Command::Message { from, msg, reply })
             .await?
             .map_err(|e| match e {

@@ -168,3 +168,102 @@ async fn a_resumed_job_drops_its_undelivered_job_end() {
     assert_eq!(seen(mail.take(7).await), [("k".into(), 0, "job end")]);
     assert!(mail.take(8).await.is_empty());
 }
+
+fn psi_chunk(job: &str, session: u64, from: fedsilo_crypto::psi::Role, seq: u64) -> ToParticipant {
+    use fedsilo_crypto::psi::{Kind, PsiContext, PsiMsg, Sealed};
+    ToParticipant::Psi(PsiMsg::Sealed(Sealed {
+        ctx: PsiContext {
+            job_id: job.into(),
+            session,
+        },
+        from,
+        seq,
+        kind: Kind::Encodings,
+        ciphertext: vec![0; 64],
+    }))
+}
+
+#[tokio::test]
+async fn the_psi_relay_holds_a_bounded_number_of_chunks_per_sender() {
+    use super::mailbox::{relay_key, MAX_RELAYED_PSI};
+    use fedsilo_crypto::psi::Role;
+    let mail = Mailboxes::default();
+    let key = |session, from| ("j".to_string(), session, from);
+    let wait = Duration::from_millis(50);
+    // The active party (7) streams to the passive party (8), which does not poll.
+    for seq in 0..MAX_RELAYED_PSI as u64 {
+        assert_eq!(
+            mail.room_for_relay(&key(0, Role::Active), 7, wait).await,
+            Ok(())
+        );
+        mail.push(8, Queued::new(psi_chunk("j", 0, Role::Active, seq)))
+            .await;
+    }
+    // Full: the next one waits, then is refused with the count.
+    assert_eq!(
+        mail.room_for_relay(&key(0, Role::Active), 7, wait).await,
+        Err(MAX_RELAYED_PSI)
+    );
+    // The other direction and other sessions have room of their own.
+    assert_eq!(
+        mail.room_for_relay(&key(0, Role::Passive), 8, wait).await,
+        Ok(())
+    );
+    assert_eq!(
+        mail.room_for_relay(&key(1, Role::Active), 7, wait).await,
+        Ok(())
+    );
+    // A sender with mail of its own is refused at once (it must poll: no mutual wait),
+    // however long it would be allowed to wait.
+    mail.push(7, Queued::new(psi_chunk("j", 0, Role::Passive, 0)))
+        .await;
+    assert_eq!(
+        mail.room_for_relay(&key(0, Role::Active), 7, Duration::from_secs(3600))
+            .await,
+        Err(MAX_RELAYED_PSI)
+    );
+    // A waiting sender gets room as soon as the recipient polls.
+    let mail = Arc::new(mail);
+    let waiter = {
+        let mail = mail.clone();
+        tokio::spawn(async move {
+            // Its own mail taken first, so it waits instead of being sent to poll.
+            mail.take(7).await;
+            mail.room_for_relay(&key(0, Role::Active), 7, Duration::from_secs(30))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken = seen(mail.take(8).await);
+    assert_eq!(taken.len(), MAX_RELAYED_PSI);
+    assert_eq!(waiter.await.unwrap(), Ok(()));
+    assert_eq!(mail.relayed(&key(0, Role::Active)).await, 0);
+    // A new session drops the old one's undelivered chunks, and they stop counting.
+    for seq in 0..3 {
+        mail.push(8, Queued::new(psi_chunk("j", 0, Role::Active, seq)))
+            .await;
+    }
+    let m = psi_chunk("j", 0, Role::Active, 9);
+    let ToParticipant::Psi(p) = &m else {
+        unreachable!()
+    };
+    assert_eq!(mail.relayed(&relay_key(p)).await, 3);
+    mail.push(
+        8,
+        Queued::new(ToParticipant::PsiStart(fedsilo_task::psi::PsiStart {
+            job_id: "j".into(),
+            session: 1,
+            role: Role::Passive,
+            peer: "bank".into(),
+            dataset: "d".into(),
+            id_column: String::new(),
+            id_format: Default::default(),
+            delivery: Default::default(),
+            duplicates: Default::default(),
+            chunk_len: 1000,
+        })),
+    )
+    .await;
+    assert_eq!(mail.relayed(&key(0, Role::Active)).await, 0);
+    assert_eq!(seen(mail.take(8).await), [("j".into(), 1, "psi start")]);
+}
