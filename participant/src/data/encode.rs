@@ -25,6 +25,17 @@ pub(crate) enum Cell<'a> {
     Bool(bool),
 }
 
+/// What a text row's field is to [`Encoder::push_numeric_text`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FieldUse {
+    /// Not read.
+    Skip,
+    /// The id column.
+    Id,
+    /// A numeric feature, written to this column.
+    Number(usize),
+}
+
 /// How one input column is written into the output row.
 enum Slot {
     Numeric {
@@ -112,6 +123,8 @@ pub(crate) struct Encoder<'s> {
     /// Width of the table's rows.
     width: usize,
     missing: Vec<Vec<u8>>,
+    /// Whether some token of `missing` starts with this byte.
+    missing_first: [bool; 256],
     missing_hint: String,
     label_seen: Vec<Vec<Vec<u8>>>,
     x: Vec<f32>,
@@ -287,6 +300,19 @@ impl<'s> Encoder<'s> {
                 .iter()
                 .map(|m| m.as_bytes().to_vec())
                 .collect(),
+            missing_first: {
+                let mut first = [false; 256];
+                for m in &schema.missing {
+                    if let Some(f) = m
+                        .as_bytes()
+                        .first()
+                        .and_then(|&b| first.get_mut(usize::from(b)))
+                    {
+                        *f = true;
+                    }
+                }
+                first
+            },
             missing_hint,
             label_seen: vec![Vec::new(); schema.labels.len()],
             x: Vec::new(),
@@ -341,11 +367,10 @@ impl<'s> Encoder<'s> {
         n: usize,
         columns: &[(usize, usize)],
         mut cell: impl FnMut(usize, usize) -> Cell<'r>,
-        mut id: impl FnMut(usize) -> Cell<'r>,
+        id: impl FnMut(usize) -> Cell<'r>,
     ) -> bool {
         let w = self.width;
         let start = self.x.len();
-        let ids_start = self.ids.len();
         self.x.resize(start + n * w, f32::NAN);
         let missing = &self.missing;
         let Some(rows) = self.x.get_mut(start..) else {
@@ -368,31 +393,156 @@ impl<'s> Encoder<'s> {
                 }
             }
         }
-        if ok {
-            for r in 0..n {
-                let text = match self.id_field {
-                    Some(_) => {
-                        let c = id(r);
-                        match cell_text(&c, &mut self.scratch) {
-                            Some(t) if !t.is_empty() => String::from_utf8_lossy(t).into_owned(),
-                            _ => {
+        if !ok || !self.push_ids(n, id) {
+            self.x.truncate(start);
+            return false;
+        }
+        self.read += n;
+        self.rows += n;
+        true
+    }
+
+    /// How each source field of a text row is used when rows can be encoded without the row
+    /// path (as for [`Encoder::numeric_columns`]): `n_fields` uses, each field at most one
+    /// use. `None` when the schema needs the row path, or a field is read twice.
+    pub(crate) fn text_numeric_plan(&self, n_fields: usize) -> Option<Vec<FieldUse>> {
+        let mut uses = vec![FieldUse::Skip; n_fields];
+        for (field, out) in self.numeric_columns()? {
+            let u = uses.get_mut(field)?;
+            if *u != FieldUse::Skip {
+                return None;
+            }
+            *u = FieldUse::Number(out);
+        }
+        if let Some(field) = self.id_field {
+            let u = uses.get_mut(field)?;
+            if *u != FieldUse::Skip {
+                return None;
+            }
+            *u = FieldUse::Id;
+        }
+        Some(uses)
+    }
+
+    /// Encodes one delimited text row by `uses` ([`Encoder::text_numeric_plan`]): field `f` is
+    /// `line[ends[f - 1] + 1 .. ends[f]]` (from 0 for the first), untrimmed, `ends.len() ==
+    /// uses.len()`. Writes what [`Encoder::push_row`] would, without its per-row work.
+    /// Returns `false`, with nothing pushed, when a cell is not a finite number or the id is
+    /// missing: the caller then pushes the row with [`Encoder::push_row`], which reports it.
+    pub(crate) fn push_numeric_text(
+        &mut self,
+        uses: &[FieldUse],
+        line: &[u8],
+        ends: &[usize],
+    ) -> bool {
+        if uses.len() != ends.len() {
+            return false;
+        }
+        let start = self.x.len();
+        self.x.resize(start + self.width, f32::NAN);
+        let mut id: Option<&[u8]> = None;
+        let mut ok = true;
+        if let Some(row) = self.x.get_mut(start..) {
+            let mut from = 0;
+            for (&u, &end) in uses.iter().zip(ends) {
+                let cell = line.get(from..end).unwrap_or_default();
+                from = end + 1;
+                match u {
+                    FieldUse::Skip => {}
+                    FieldUse::Id => id = Some(cell.trim_ascii()),
+                    FieldUse::Number(out) => {
+                        let t = cell.trim_ascii();
+                        let Some(&first) = t.first() else {
+                            continue; // empty: missing, NaN
+                        };
+                        let may_be_token = self
+                            .missing_first
+                            .get(usize::from(first))
+                            .copied()
+                            .unwrap_or(true);
+                        if may_be_token && self.missing.iter().any(|m| m.as_slice() == t) {
+                            continue;
+                        }
+                        match parse_finite(t) {
+                            Some(v) => {
+                                if let Some(slot) = row.get_mut(out) {
+                                    *slot = v;
+                                }
+                            }
+                            None => {
                                 ok = false;
                                 break;
                             }
                         }
                     }
-                    None => (self.read + r + 1).to_string(),
-                };
-                self.ids.push(text);
+                }
             }
+        } else {
+            ok = false;
         }
-        if !ok {
+        let text = match (ok, self.id_field, id) {
+            (false, _, _) => None,
+            (true, None, _) => Some((self.read + 1).to_string()),
+            (true, Some(_), Some(t)) if !t.is_empty() => {
+                Some(String::from_utf8_lossy(t).into_owned())
+            }
+            (true, Some(_), _) => None,
+        };
+        let Some(text) = text else {
             self.x.truncate(start);
-            self.ids.truncate(ids_start);
+            return false;
+        };
+        self.ids.push(text);
+        self.read += 1;
+        self.rows += 1;
+        true
+    }
+
+    /// Encodes `n` rows at once when every feature is numeric ([`Encoder::numeric_columns`]):
+    /// `write(rows, width)` fills the `n` rows (row-major, `width` wide, every cell `NaN` to
+    /// begin with: missing) and `id(r)` gives row `r`'s id cell. What [`Encoder::push_row`]
+    /// would write for each row when `write` writes each present value as a finite `f32`.
+    /// Returns `false`, with nothing pushed, when `write` does (a value it cannot write) or
+    /// an id is missing: the caller then pushes those rows one by one.
+    pub(crate) fn push_numeric_batch<'r>(
+        &mut self,
+        n: usize,
+        write: impl FnOnce(&mut [f32], usize) -> bool,
+        id: impl FnMut(usize) -> Cell<'r>,
+    ) -> bool {
+        let w = self.width;
+        let start = self.x.len();
+        self.x.resize(start + n * w, f32::NAN);
+        let ok = self.x.get_mut(start..).is_some_and(|rows| write(rows, w));
+        if !ok || !self.push_ids(n, id) {
+            self.x.truncate(start);
             return false;
         }
         self.read += n;
         self.rows += n;
+        true
+    }
+
+    /// The ids of `n` rows about to be counted (`id(r)`, or row numbers without an id column);
+    /// `false`, with none pushed, when one is missing.
+    fn push_ids<'r>(&mut self, n: usize, mut id: impl FnMut(usize) -> Cell<'r>) -> bool {
+        let ids_start = self.ids.len();
+        for r in 0..n {
+            let text = match self.id_field {
+                Some(_) => {
+                    let c = id(r);
+                    match cell_text(&c, &mut self.scratch) {
+                        Some(t) if !t.is_empty() => String::from_utf8_lossy(t).into_owned(),
+                        _ => {
+                            self.ids.truncate(ids_start);
+                            return false;
+                        }
+                    }
+                }
+                None => (self.read + r + 1).to_string(),
+            };
+            self.ids.push(text);
+        }
         true
     }
 
@@ -612,6 +762,11 @@ impl<'s> Encoder<'s> {
             labels,
             ids: std::mem::take(&mut self.ids),
         })
+    }
+
+    /// The schema's cohort expression, as written (empty without one).
+    pub(crate) fn cohort_text(&self) -> String {
+        self.schema.cohort.clone().unwrap_or_default()
     }
 
     /// Rows pushed so far (all chunks).
