@@ -356,6 +356,13 @@ fn peak_rss(rows: usize) {
     if models.split(',').any(|m| m.trim() == "gbdt") {
         chosen.push(("gbdt", gbdt_model()));
     }
+    // `FEDSILO_BENCH_BIN`: the `fedsilo` binary to run (default: this build's, e.g. a
+    // release build's `target/release/fedsilo` from a `--profile test` bench);
+    // `FEDSILO_BENCH_E2E_PINNED_ONLY=1`: only the one-core runs.
+    let bin = std::env::var_os("FEDSILO_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_fedsilo").into());
+    let pinned_only = std::env::var_os("FEDSILO_BENCH_E2E_PINNED_ONLY").is_some();
+    println!("fedsilo binary: {}", std::path::Path::new(&bin).display());
     for (name, model) in chosen {
         let artifact = ModelArtifact {
             format: ModelArtifact::FORMAT.into(),
@@ -398,10 +405,13 @@ fn peak_rss(rows: usize) {
                 c.arg("-v");
                 c
             };
+            if pinned_only && !pinned {
+                continue;
+            }
             let load = load_average();
             let start = Instant::now();
             let run = cmd
-                .arg(env!("CARGO_BIN_EXE_fedsilo"))
+                .arg(&bin)
                 .args(["score", "--model"])
                 .arg(&model_path)
                 .arg("--data")

@@ -146,7 +146,7 @@ pub(crate) fn read_counted<R: std::io::Read>(
 /// Input is read ahead in blocks of whole lines ([`Input`]). While the text holds no quote
 /// character and no carriage return other than before a line feed, a line is a record and
 /// is split by hand ([`split_line`]) — and, when every feature is numeric, encoded straight
-/// from its bytes ([`Encoder::push_numeric_text`]); from the first block that holds either,
+/// from its bytes ([`Encoder::push_numeric_line`]); from the first block that holds either,
 /// the rest is read by the `csv` crate, which handles quoting. Both read the same records
 /// (empty lines skipped, cells trimmed), so the result and every error are the same.
 fn read_rows<R: std::io::Read, E: From<DataError>>(
@@ -275,6 +275,18 @@ fn read_rows<R: std::io::Read, E: From<DataError>>(
             }
             let mut pos = 0;
             while let Some(rest) = text.get(pos..).filter(|r| !r.is_empty()) {
+                if let Some(u) = uses.as_deref() {
+                    // One pass over the line's bytes, unless it is empty (skipped below).
+                    if !matches!(rest, [b'\n', ..] | [b'\r', b'\n', ..]) {
+                        st.begin_row_with(|| rest.iter().position(|&b| b == b'\n'));
+                        if let Some(taken) = st.enc.push_numeric_line(u, rest, delimiter) {
+                            pos += taken;
+                            line += 1;
+                            st.end_row()?;
+                            continue;
+                        }
+                    }
+                }
                 let (record, next) = split_line(rest, delimiter, &mut ends);
                 pos += next;
                 line += 1;
@@ -286,14 +298,9 @@ fn read_rows<R: std::io::Read, E: From<DataError>>(
                 if ends.len() != n_fields {
                     return Err(st.ragged(at, ends.len()).into());
                 }
-                let fast = uses
-                    .as_deref()
-                    .is_some_and(|u| st.enc.push_numeric_text(u, record, &ends));
-                if !fast {
-                    let ends = &ends;
-                    st.enc
-                        .push_row(|f| Cell::Text(field(record, ends, f).trim_ascii()), at)?;
-                }
+                let ends = &ends;
+                st.enc
+                    .push_row(|f| Cell::Text(field(record, ends, f).trim_ascii()), at)?;
                 st.end_row()?;
             }
             input.consume(block.len());
@@ -506,6 +513,17 @@ impl<E: From<DataError>> Rows<'_, '_, E> {
             }
             _ => {}
         }
+    }
+
+    /// [`Rows::begin_row`] with the row's length found only when it is needed.
+    fn begin_row_with(&mut self, row_bytes: impl FnOnce() -> Option<usize>) {
+        let needed = self.chunk_rows.is_none() && self.rows == 0;
+        let bytes = if needed {
+            row_bytes().unwrap_or(0) + 1
+        } else {
+            1
+        };
+        self.begin_row(bytes as u64);
     }
 
     /// After a row is pushed: a full chunk goes to the sink.

@@ -25,7 +25,7 @@ pub(crate) enum Cell<'a> {
     Bool(bool),
 }
 
-/// What a text row's field is to [`Encoder::push_numeric_text`].
+/// What a text row's field is to [`Encoder::push_numeric_line`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FieldUse {
     /// Not read.
@@ -424,78 +424,169 @@ impl<'s> Encoder<'s> {
         Some(uses)
     }
 
-    /// Encodes one delimited text row by `uses` ([`Encoder::text_numeric_plan`]): field `f` is
-    /// `line[ends[f - 1] + 1 .. ends[f]]` (from 0 for the first), untrimmed, `ends.len() ==
-    /// uses.len()`. Writes what [`Encoder::push_row`] would, without its per-row work.
-    /// Returns `false`, with nothing pushed, when a cell is not a finite number or the id is
-    /// missing: the caller then pushes the row with [`Encoder::push_row`], which reports it.
-    pub(crate) fn push_numeric_text(
+    /// Encodes the delimited text line at the start of `text` by `uses`
+    /// ([`Encoder::text_numeric_plan`]), parsing each plain decimal as it is scanned (one
+    /// pass over the bytes, no split first); any other cell is trimmed, checked for the
+    /// missing tokens and parsed as [`Encoder::push_row`] does. Returns the bytes the line
+    /// took (with its `\n`), or `None`, with nothing pushed, when the line is not one
+    /// record of `uses.len()` fields of finite numbers with an id: the caller then splits it
+    /// and pushes it by the row path, which reports what is wrong. `text` must not start
+    /// with an empty line.
+    pub(crate) fn push_numeric_line(
         &mut self,
         uses: &[FieldUse],
-        line: &[u8],
-        ends: &[usize],
-    ) -> bool {
-        if uses.len() != ends.len() {
-            return false;
-        }
+        text: &[u8],
+        delimiter: u8,
+    ) -> Option<usize> {
+        const POW10: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
         let start = self.x.len();
         self.x.resize(start + self.width, f32::NAN);
-        let mut id: Option<&[u8]> = None;
-        let mut ok = true;
-        if let Some(row) = self.x.get_mut(start..) {
-            let mut from = 0;
-            for (&u, &end) in uses.iter().zip(ends) {
-                let cell = line.get(from..end).unwrap_or_default();
-                from = end + 1;
-                match u {
-                    FieldUse::Skip => {}
-                    FieldUse::Id => id = Some(cell.trim_ascii()),
-                    FieldUse::Number(out) => {
-                        let t = cell.trim_ascii();
-                        let Some(&first) = t.first() else {
-                            continue; // empty: missing, NaN
-                        };
-                        let may_be_token = self
-                            .missing_first
-                            .get(usize::from(first))
-                            .copied()
-                            .unwrap_or(true);
-                        if may_be_token && self.missing.iter().any(|m| m.as_slice() == t) {
-                            continue;
+        let mut id: Option<(usize, usize)> = None;
+        let mut pos = 0usize;
+        let n = uses.len();
+        let mut ok = self.x.len() == start + self.width;
+        for (f, &u) in uses.iter().enumerate() {
+            if !ok {
+                break;
+            }
+            let from = pos;
+            let mut parsed = None;
+            if let FieldUse::Number(_) = u {
+                // A plain decimal ending at the field's end: Clinger's fast path, as
+                // `number::parse_plain_decimal` (a cell that may be a missing token is not).
+                let first = text.get(pos).copied().unwrap_or(b'\n');
+                let token = self
+                    .missing_first
+                    .get(usize::from(first))
+                    .copied()
+                    .unwrap_or(true);
+                if !token {
+                    let mut i = pos;
+                    let negative = match first {
+                        b'-' => {
+                            i += 1;
+                            true
                         }
-                        match parse_finite(t) {
-                            Some(v) => {
-                                if let Some(slot) = row.get_mut(out) {
-                                    *slot = v;
+                        b'+' => {
+                            i += 1;
+                            false
+                        }
+                        _ => false,
+                    };
+                    let (mut mantissa, mut digits, mut frac, mut point) =
+                        (0u32, 0u32, 0usize, false);
+                    loop {
+                        match text.get(i) {
+                            Some(&d @ b'0'..=b'9') => {
+                                mantissa = mantissa * 10 + u32::from(d - b'0');
+                                if mantissa >= 1 << 24 {
+                                    digits = 0;
+                                    break;
                                 }
+                                digits += 1;
+                                frac += usize::from(point);
                             }
-                            None => {
-                                ok = false;
-                                break;
-                            }
+                            Some(b'.') if !point => point = true,
+                            _ => break,
+                        }
+                        i += 1;
+                    }
+                    let ends = match text.get(i) {
+                        None | Some(b'\n') => true,
+                        Some(b'\r') => text.get(i + 1).is_none_or(|&b| b == b'\n'),
+                        Some(&b) => b == delimiter,
+                    };
+                    if digits > 0 && ends {
+                        if let Some(&scale) = POW10.get(frac) {
+                            let v = mantissa as f32 / scale;
+                            parsed = Some(if negative { -v } else { v });
+                            pos = i;
                         }
                     }
                 }
             }
-        } else {
-            ok = false;
+            if parsed.is_none() {
+                while let Some(&b) = text.get(pos) {
+                    if b == delimiter || b == b'\n' {
+                        break;
+                    }
+                    pos += 1;
+                }
+            }
+            let end = pos;
+            let last = f + 1 == n;
+            // A number parsed up to a `\r\n` (or a final `\r`) ends the line there.
+            if last
+                && parsed.is_some()
+                && text.get(pos) == Some(&b'\r')
+                && text.get(pos + 1).is_none_or(|&b| b == b'\n')
+            {
+                pos += 1;
+            }
+            let mut end = end;
+            match text.get(pos) {
+                Some(&b) if b == delimiter && !last => pos += 1,
+                Some(b'\n') if last => {
+                    if end > from && text.get(end - 1) == Some(&b'\r') {
+                        end -= 1;
+                    }
+                    pos += 1;
+                }
+                None if last => {
+                    if end > from && text.get(end - 1) == Some(&b'\r') {
+                        end -= 1;
+                    }
+                }
+                _ => ok = false, // more or fewer fields than the header
+            }
+            if !ok {
+                break;
+            }
+            let cell = || text.get(from..end).unwrap_or_default().trim_ascii();
+            match u {
+                FieldUse::Skip => {}
+                FieldUse::Id => id = Some((from, end)),
+                FieldUse::Number(out) => {
+                    let v = match parsed {
+                        Some(v) => v,
+                        None => {
+                            let t = cell();
+                            if t.is_empty() || self.missing.iter().any(|m| m.as_slice() == t) {
+                                continue;
+                            }
+                            match parse_finite(t) {
+                                Some(v) => v,
+                                None => {
+                                    ok = false;
+                                    break;
+                                }
+                            }
+                        }
+                    };
+                    match self.x.get_mut(start + out) {
+                        Some(slot) => *slot = v,
+                        None => ok = false,
+                    }
+                }
+            }
         }
-        let text = match (ok, self.id_field, id) {
+        let text_id = match (ok, self.id_field, id) {
             (false, _, _) => None,
             (true, None, _) => Some((self.read + 1).to_string()),
-            (true, Some(_), Some(t)) if !t.is_empty() => {
-                Some(String::from_utf8_lossy(t).into_owned())
+            (true, Some(_), Some((a, b))) => {
+                let t = text.get(a..b).unwrap_or_default().trim_ascii();
+                (!t.is_empty()).then(|| String::from_utf8_lossy(t).into_owned())
             }
-            (true, Some(_), _) => None,
+            (true, Some(_), None) => None,
         };
-        let Some(text) = text else {
+        let Some(text_id) = text_id else {
             self.x.truncate(start);
-            return false;
+            return None;
         };
-        self.ids.push(text);
+        self.ids.push(text_id);
         self.read += 1;
         self.rows += 1;
-        true
+        Some(pos)
     }
 
     /// Encodes `n` rows at once when every feature is numeric ([`Encoder::numeric_columns`]):

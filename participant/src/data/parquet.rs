@@ -838,22 +838,6 @@ mod tests {
             }
             assert_eq!(got.len(), want.len());
         }
-        // Numbers held as text take the cell-by-cell path (missing tokens, trimming).
-        let with_text = Schema::from_toml_str(
-            "id_column = \"id\"\nmissing = [\"NA\"]\nfeatures = [\n  { name = \"a\", type = \"numeric\" },\n  { name = \"c\", type = \"numeric\" },\n]\n",
-        )
-        .unwrap();
-        let t = load_parquet(&path, &with_text).unwrap();
-        let c: Vec<u32> = t.x.column(1).iter().map(|v| v.to_bits()).collect();
-        let want_c: Vec<u32> = (0..k)
-            .map(|k| match k % 5 {
-                2 => 2.5f32,
-                3 => -7.0,
-                _ => f32::NAN,
-            })
-            .map(f32::to_bits)
-            .collect();
-        assert_eq!(c, want_c);
         // A bad cell in the third group: named at its row, as the row-by-row path names it.
         if let Some(r) = groups.get_mut(2).and_then(|g| g.first_mut()) {
             r.1 = Some(f64::INFINITY);
