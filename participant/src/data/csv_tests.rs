@@ -35,8 +35,11 @@ const MIXED: &str = r#"
     type = "numeric"
 "#;
 
-/// What a read gave, comparable: the table (floats by their bits) or the error's message.
-fn outcome(r: Result<Table, DataError>) -> Result<(Vec<String>, Vec<u32>, Vec<String>), String> {
+/// Feature names, floats by their bits, ids.
+type Read = (Vec<String>, Vec<u32>, Vec<String>);
+
+/// What a read gave, comparable: the table or the error's message.
+fn outcome(r: Result<Table, DataError>) -> Result<Read, String> {
     r.map(|t| {
         (
             t.feature_names.clone(),
