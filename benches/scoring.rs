@@ -340,7 +340,16 @@ fn csv_baselines(csv: &std::path::Path, rows: usize) {
 /// Writes `rows` × 50 columns of CSV and of Parquet, scores them with the real binary under
 /// `/usr/bin/time -v`, prints wall time, CPU time and peak RSS for LR and GBDT.
 fn peak_rss(rows: usize) {
-    let dir = tempfile::tempdir().expect("temp dir");
+    // `FEDSILO_BENCH_TMP`: where the generated files go (a disk with room: 10 M rows take
+    // 4.7 GB); deleted at the end either way.
+    let dir = match std::env::var_os("FEDSILO_BENCH_TMP") {
+        Some(d) => {
+            std::fs::create_dir_all(&d).expect("FEDSILO_BENCH_TMP");
+            tempfile::tempdir_in(d)
+        }
+        None => tempfile::tempdir(),
+    }
+    .expect("temp dir");
     let csv = dir.path().join("customers.csv");
     let pq = dir.path().join("customers.parquet");
     let start = Instant::now();
@@ -393,7 +402,30 @@ fn peak_rss(rows: usize) {
     schema.push_str("]\n");
     std::fs::write(dir.path().join("schema.toml"), schema).unwrap();
     csv_baselines(&csv, rows);
-    for (name, model) in [("lr", lr_model()), ("gbdt", gbdt_model(6, 64))] {
+    for (what, cmd) in [
+        ("wc -l of the CSV", vec!["wc", "-l"]),
+        ("cat of the CSV to /dev/null", vec!["cat"]),
+    ] {
+        timed_baseline(what, &cmd, &csv, rows);
+    }
+    timed_baseline("cat of the Parquet file to /dev/null", &["cat"], &pq, rows);
+    // `FEDSILO_BENCH_E2E_MODELS=lr`: only these models end to end (default lr,gbdt).
+    let models = std::env::var("FEDSILO_BENCH_E2E_MODELS").unwrap_or_else(|_| "lr,gbdt".into());
+    let mut chosen = Vec::new();
+    if models.split(',').any(|m| m.trim() == "lr") {
+        chosen.push(("lr", lr_model()));
+    }
+    if models.split(',').any(|m| m.trim() == "gbdt") {
+        chosen.push(("gbdt", gbdt_model(6, 64)));
+    }
+    // `FEDSILO_BENCH_BIN`: the `fedsilo` binary to run (default: this build's, e.g. a
+    // release build's `target/release/fedsilo` from a `--profile test` bench);
+    // `FEDSILO_BENCH_E2E_PINNED_ONLY=1`: only the one-core runs.
+    let bin = std::env::var_os("FEDSILO_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_fedsilo").into());
+    let pinned_only = std::env::var_os("FEDSILO_BENCH_E2E_PINNED_ONLY").is_some();
+    println!("fedsilo binary: {}", std::path::Path::new(&bin).display());
+    for (name, model) in chosen {
         let artifact = ModelArtifact {
             format: ModelArtifact::FORMAT.into(),
             job_id: name.into(),
@@ -435,9 +467,13 @@ fn peak_rss(rows: usize) {
                 c.arg("-v");
                 c
             };
+            if pinned_only && !pinned {
+                continue;
+            }
+            let load = load_average();
             let start = Instant::now();
             let run = cmd
-                .arg(env!("CARGO_BIN_EXE_fedsilo"))
+                .arg(&bin)
                 .args(["score", "--model"])
                 .arg(&model_path)
                 .arg("--data")
@@ -463,13 +499,49 @@ fn peak_rss(rows: usize) {
             let cpu: f64 = field("User time (seconds):").parse().unwrap_or(f64::NAN)
                 + field("System time (seconds):").parse().unwrap_or(f64::NAN);
             println!(
-                "fedsilo score {name}, {rows} rows × {FEATURES}, {what}: {secs:.1} s wall ({:.2} M rows/s), {cpu:.1} s CPU ({:.2} M rows per CPU-second), peak RSS {:.0} MB",
+                "fedsilo score {name}, {rows} rows × {FEATURES}, {what}: {secs:.1} s wall ({:.2} M rows/s), {cpu:.1} s CPU ({:.2} M rows per CPU-second), peak RSS {:.0} MB, load average before {load}",
                 rows as f64 / secs / 1e6,
                 rows as f64 / cpu / 1e6,
                 rss_kb / 1024.0
             );
         }
     }
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// `cmd file` under `/usr/bin/time -v` (stdout discarded): a bound on what any reader of the
+/// file can do, measured as the runs are.
+fn timed_baseline(what: &str, cmd: &[&str], file: &std::path::Path, rows: usize) {
+    let load = load_average();
+    let start = Instant::now();
+    let run = std::process::Command::new("/usr/bin/time")
+        .arg("-v")
+        .args(cmd)
+        .arg(file)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .expect("run /usr/bin/time");
+    let secs = start.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&run.stderr);
+    let field = |key: &str| -> f64 {
+        err.lines()
+            .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let cpu = field("User time (seconds):") + field("System time (seconds):");
+    println!(
+        "baseline, {what}: {secs:.1} s wall ({:.2} M rows/s), {cpu:.2} s CPU ({:.2} M rows per CPU-second), load average before {load}",
+        rows as f64 / secs / 1e6,
+        rows as f64 / cpu / 1e6
+    );
 }
 
 /// The generated rows as Parquet: `id` UTF8, `x0…` optional DOUBLE, row groups of 100,000

@@ -25,6 +25,17 @@ pub(crate) enum Cell<'a> {
     Bool(bool),
 }
 
+/// What a text row's field is to [`Encoder::push_numeric_line`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FieldUse {
+    /// Not read.
+    Skip,
+    /// The id column.
+    Id,
+    /// A numeric feature, written to this column.
+    Number(usize),
+}
+
 /// How one input column is written into the output row.
 enum Slot {
     Numeric {
@@ -112,6 +123,8 @@ pub(crate) struct Encoder<'s> {
     /// Width of the table's rows.
     width: usize,
     missing: Vec<Vec<u8>>,
+    /// Whether some token of `missing` starts with this byte.
+    missing_first: [bool; 256],
     missing_hint: String,
     label_seen: Vec<Vec<Vec<u8>>>,
     x: Vec<f32>,
@@ -287,6 +300,19 @@ impl<'s> Encoder<'s> {
                 .iter()
                 .map(|m| m.as_bytes().to_vec())
                 .collect(),
+            missing_first: {
+                let mut first = [false; 256];
+                for m in &schema.missing {
+                    if let Some(f) = m
+                        .as_bytes()
+                        .first()
+                        .and_then(|&b| first.get_mut(usize::from(b)))
+                    {
+                        *f = true;
+                    }
+                }
+                first
+            },
             missing_hint,
             label_seen: vec![Vec::new(); schema.labels.len()],
             x: Vec::new(),
@@ -341,11 +367,10 @@ impl<'s> Encoder<'s> {
         n: usize,
         columns: &[(usize, usize)],
         mut cell: impl FnMut(usize, usize) -> Cell<'r>,
-        mut id: impl FnMut(usize) -> Cell<'r>,
+        id: impl FnMut(usize) -> Cell<'r>,
     ) -> bool {
         let w = self.width;
         let start = self.x.len();
-        let ids_start = self.ids.len();
         self.x.resize(start + n * w, f32::NAN);
         let missing = &self.missing;
         let Some(rows) = self.x.get_mut(start..) else {
@@ -368,31 +393,247 @@ impl<'s> Encoder<'s> {
                 }
             }
         }
-        if ok {
-            for r in 0..n {
-                let text = match self.id_field {
-                    Some(_) => {
-                        let c = id(r);
-                        match cell_text(&c, &mut self.scratch) {
-                            Some(t) if !t.is_empty() => String::from_utf8_lossy(t).into_owned(),
-                            _ => {
-                                ok = false;
-                                break;
-                            }
-                        }
-                    }
-                    None => (self.read + r + 1).to_string(),
-                };
-                self.ids.push(text);
-            }
-        }
-        if !ok {
+        if !ok || !self.push_ids(n, id) {
             self.x.truncate(start);
-            self.ids.truncate(ids_start);
             return false;
         }
         self.read += n;
         self.rows += n;
+        true
+    }
+
+    /// How each source field of a text row is used when rows can be encoded without the row
+    /// path (as for [`Encoder::numeric_columns`]): `n_fields` uses, each field at most one
+    /// use. `None` when the schema needs the row path, or a field is read twice.
+    pub(crate) fn text_numeric_plan(&self, n_fields: usize) -> Option<Vec<FieldUse>> {
+        let mut uses = vec![FieldUse::Skip; n_fields];
+        for (field, out) in self.numeric_columns()? {
+            let u = uses.get_mut(field)?;
+            if *u != FieldUse::Skip {
+                return None;
+            }
+            *u = FieldUse::Number(out);
+        }
+        if let Some(field) = self.id_field {
+            let u = uses.get_mut(field)?;
+            if *u != FieldUse::Skip {
+                return None;
+            }
+            *u = FieldUse::Id;
+        }
+        Some(uses)
+    }
+
+    /// Encodes the delimited text line at the start of `text` by `uses`
+    /// ([`Encoder::text_numeric_plan`]), parsing each plain decimal as it is scanned (one
+    /// pass over the bytes, no split first); any other cell is trimmed, checked for the
+    /// missing tokens and parsed as [`Encoder::push_row`] does. Returns the bytes the line
+    /// took (with its `\n`), or `None`, with nothing pushed, when the line is not one
+    /// record of `uses.len()` fields of finite numbers with an id: the caller then splits it
+    /// and pushes it by the row path, which reports what is wrong. `text` must not start
+    /// with an empty line.
+    pub(crate) fn push_numeric_line(
+        &mut self,
+        uses: &[FieldUse],
+        text: &[u8],
+        delimiter: u8,
+    ) -> Option<usize> {
+        const POW10: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
+        let start = self.x.len();
+        self.x.resize(start + self.width, f32::NAN);
+        let mut id: Option<(usize, usize)> = None;
+        let mut pos = 0usize;
+        let n = uses.len();
+        let mut ok = self.x.len() == start + self.width;
+        for (f, &u) in uses.iter().enumerate() {
+            if !ok {
+                break;
+            }
+            let from = pos;
+            let mut parsed = None;
+            if let FieldUse::Number(_) = u {
+                // A plain decimal ending at the field's end: Clinger's fast path, as
+                // `number::parse_plain_decimal` (a cell that may be a missing token is not).
+                let first = text.get(pos).copied().unwrap_or(b'\n');
+                let token = self
+                    .missing_first
+                    .get(usize::from(first))
+                    .copied()
+                    .unwrap_or(true);
+                if !token {
+                    let mut i = pos;
+                    let negative = match first {
+                        b'-' => {
+                            i += 1;
+                            true
+                        }
+                        b'+' => {
+                            i += 1;
+                            false
+                        }
+                        _ => false,
+                    };
+                    let (mut mantissa, mut digits, mut frac, mut point) =
+                        (0u32, 0u32, 0usize, false);
+                    loop {
+                        match text.get(i) {
+                            Some(&d @ b'0'..=b'9') => {
+                                mantissa = mantissa * 10 + u32::from(d - b'0');
+                                if mantissa >= 1 << 24 {
+                                    digits = 0;
+                                    break;
+                                }
+                                digits += 1;
+                                frac += usize::from(point);
+                            }
+                            Some(b'.') if !point => point = true,
+                            _ => break,
+                        }
+                        i += 1;
+                    }
+                    let ends = match text.get(i) {
+                        None | Some(b'\n') => true,
+                        Some(b'\r') => text.get(i + 1).is_none_or(|&b| b == b'\n'),
+                        Some(&b) => b == delimiter,
+                    };
+                    if digits > 0 && ends {
+                        if let Some(&scale) = POW10.get(frac) {
+                            let v = mantissa as f32 / scale;
+                            parsed = Some(if negative { -v } else { v });
+                            pos = i;
+                        }
+                    }
+                }
+            }
+            if parsed.is_none() {
+                while let Some(&b) = text.get(pos) {
+                    if b == delimiter || b == b'\n' {
+                        break;
+                    }
+                    pos += 1;
+                }
+            }
+            let end = pos;
+            let last = f + 1 == n;
+            // A number parsed up to a `\r\n` (or a final `\r`) ends the line there.
+            if last
+                && parsed.is_some()
+                && text.get(pos) == Some(&b'\r')
+                && text.get(pos + 1).is_none_or(|&b| b == b'\n')
+            {
+                pos += 1;
+            }
+            let mut end = end;
+            match text.get(pos) {
+                Some(&b) if b == delimiter && !last => pos += 1,
+                Some(b'\n') if last => {
+                    if end > from && text.get(end - 1) == Some(&b'\r') {
+                        end -= 1;
+                    }
+                    pos += 1;
+                }
+                None if last => {
+                    if end > from && text.get(end - 1) == Some(&b'\r') {
+                        end -= 1;
+                    }
+                }
+                _ => ok = false, // more or fewer fields than the header
+            }
+            if !ok {
+                break;
+            }
+            let cell = || text.get(from..end).unwrap_or_default().trim_ascii();
+            match u {
+                FieldUse::Skip => {}
+                FieldUse::Id => id = Some((from, end)),
+                FieldUse::Number(out) => {
+                    let v = match parsed {
+                        Some(v) => v,
+                        None => {
+                            let t = cell();
+                            if t.is_empty() || self.missing.iter().any(|m| m.as_slice() == t) {
+                                continue;
+                            }
+                            match parse_finite(t) {
+                                Some(v) => v,
+                                None => {
+                                    ok = false;
+                                    break;
+                                }
+                            }
+                        }
+                    };
+                    match self.x.get_mut(start + out) {
+                        Some(slot) => *slot = v,
+                        None => ok = false,
+                    }
+                }
+            }
+        }
+        let text_id = match (ok, self.id_field, id) {
+            (false, _, _) => None,
+            (true, None, _) => Some((self.read + 1).to_string()),
+            (true, Some(_), Some((a, b))) => {
+                let t = text.get(a..b).unwrap_or_default().trim_ascii();
+                (!t.is_empty()).then(|| String::from_utf8_lossy(t).into_owned())
+            }
+            (true, Some(_), None) => None,
+        };
+        let Some(text_id) = text_id else {
+            self.x.truncate(start);
+            return None;
+        };
+        self.ids.push(text_id);
+        self.read += 1;
+        self.rows += 1;
+        Some(pos)
+    }
+
+    /// Encodes `n` rows at once when every feature is numeric ([`Encoder::numeric_columns`]):
+    /// `write(rows, width)` fills the `n` rows (row-major, `width` wide, every cell `NaN` to
+    /// begin with: missing) and `id(r)` gives row `r`'s id cell. What [`Encoder::push_row`]
+    /// would write for each row when `write` writes each present value as a finite `f32`.
+    /// Returns `false`, with nothing pushed, when `write` does (a value it cannot write) or
+    /// an id is missing: the caller then pushes those rows one by one.
+    pub(crate) fn push_numeric_batch<'r>(
+        &mut self,
+        n: usize,
+        write: impl FnOnce(&mut [f32], usize) -> bool,
+        id: impl FnMut(usize) -> Cell<'r>,
+    ) -> bool {
+        let w = self.width;
+        let start = self.x.len();
+        self.x.resize(start + n * w, f32::NAN);
+        let ok = self.x.get_mut(start..).is_some_and(|rows| write(rows, w));
+        if !ok || !self.push_ids(n, id) {
+            self.x.truncate(start);
+            return false;
+        }
+        self.read += n;
+        self.rows += n;
+        true
+    }
+
+    /// The ids of `n` rows about to be counted (`id(r)`, or row numbers without an id column);
+    /// `false`, with none pushed, when one is missing.
+    fn push_ids<'r>(&mut self, n: usize, mut id: impl FnMut(usize) -> Cell<'r>) -> bool {
+        let ids_start = self.ids.len();
+        for r in 0..n {
+            let text = match self.id_field {
+                Some(_) => {
+                    let c = id(r);
+                    match cell_text(&c, &mut self.scratch) {
+                        Some(t) if !t.is_empty() => String::from_utf8_lossy(t).into_owned(),
+                        _ => {
+                            self.ids.truncate(ids_start);
+                            return false;
+                        }
+                    }
+                }
+                None => (self.read + r + 1).to_string(),
+            };
+            self.ids.push(text);
+        }
         true
     }
 
@@ -612,6 +853,11 @@ impl<'s> Encoder<'s> {
             labels,
             ids: std::mem::take(&mut self.ids),
         })
+    }
+
+    /// The schema's cohort expression, as written (empty without one).
+    pub(crate) fn cohort_text(&self) -> String {
+        self.schema.cohort.clone().unwrap_or_default()
     }
 
     /// Rows pushed so far (all chunks).

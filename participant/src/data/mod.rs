@@ -276,6 +276,8 @@ impl std::fmt::Display for At {
 }
 
 mod csv;
+#[cfg(test)]
+mod csv_tests;
 pub(crate) mod derive;
 mod encode;
 pub mod expr;

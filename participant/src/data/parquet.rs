@@ -262,6 +262,74 @@ impl PlainColumn {
         Ok(got)
     }
 
+    /// Whether the column holds numbers [`PlainColumn::write_numbers`] writes.
+    fn holds_numbers(&self) -> bool {
+        matches!(
+            self.values,
+            PlainValues::I32(_) | PlainValues::I64(_) | PlainValues::F32(_) | PlainValues::F64(_)
+        )
+    }
+
+    /// Writes rows `r0 .. r0 + n` of the batch as column `col` of `rows` (row-major, `width`
+    /// wide; a NULL left as it is, `NaN`), from value `*next` on (advanced past the present
+    /// values): each as the encoder reads [`Cell::Number`] / [`Cell::Integer`]. `false` when
+    /// a value is not finite (the row path then names it) or the batch is short.
+    fn write_numbers(
+        &self,
+        r0: usize,
+        n: usize,
+        next: &mut usize,
+        rows: &mut [f32],
+        width: usize,
+        col: usize,
+    ) -> bool {
+        fn scatter<T: Copy>(
+            defs: Option<&[i16]>,
+            values: &[T],
+            (r0, n): (usize, usize),
+            next: &mut usize,
+            (rows, width, col): (&mut [f32], usize, usize),
+            as_f32: impl Fn(T) -> f32,
+        ) -> bool {
+            let Some(mut values) = values.get(*next..) else {
+                return false;
+            };
+            let defs = defs.map(|d| d.get(r0..r0 + n).unwrap_or_default());
+            if defs.is_some_and(|d| d.len() != n) {
+                return false;
+            }
+            for (r, row) in rows.chunks_exact_mut(width.max(1)).take(n).enumerate() {
+                if defs.is_some_and(|d| d.get(r) != Some(&1)) {
+                    continue;
+                }
+                let Some((&x, rest)) = values.split_first() else {
+                    return false;
+                };
+                values = rest;
+                *next += 1;
+                let v = as_f32(x);
+                if !v.is_finite() {
+                    return false;
+                }
+                if let Some(slot) = row.get_mut(col) {
+                    *slot = v;
+                }
+            }
+            true
+        }
+        let defs = self.optional.then_some(self.defs.as_slice());
+        let at = (r0, n);
+        let out = (rows, width, col);
+        match &self.values {
+            // f64 → f32 as `Cell::Number`'s reading; integers as `Cell::Integer`'s.
+            PlainValues::F64(v) => scatter(defs, v, at, next, out, |x| x as f32),
+            PlainValues::F32(v) => scatter(defs, v, at, next, out, |x| x),
+            PlainValues::I32(v) => scatter(defs, v, at, next, out, |x| i64::from(x) as f32),
+            PlainValues::I64(v) => scatter(defs, v, at, next, out, |x| x as f32),
+            PlainValues::Bool(_) | PlainValues::Bytes(_) => false,
+        }
+    }
+
     /// Row `r`'s cell of the batch; `next` is this column's next unread value (advanced
     /// past a present value).
     fn cell(&self, r: usize, next: &mut usize) -> Cell<'_> {
@@ -479,20 +547,46 @@ fn read_parquet<E: From<DataError>>(
                             .map(|f| (f, next.get(f).copied().unwrap_or(0)))
                             .collect();
                         let mut id_next = id_field.and_then(|f| next.get(f).copied()).unwrap_or(0);
-                        let done_fast = enc.push_numeric_rows(
-                            piece,
-                            numeric,
-                            |k, r| match field_next.get_mut(k) {
-                                Some((f, i)) => {
-                                    cols.get(*f).map_or(Cell::Null, |c| c.cell(r0 + r, i))
-                                }
-                                None => Cell::Null,
-                            },
-                            |r| match id_field.and_then(|f| cols.get(f)) {
-                                Some(c) => c.cell(r0 + r, &mut id_next),
-                                None => Cell::Null,
-                            },
-                        );
+                        let id_cell = |r: usize, id_next: &mut usize| match id_field
+                            .and_then(|f| cols.get(f))
+                        {
+                            Some(c) => c.cell(r0 + r, id_next),
+                            None => Cell::Null,
+                        };
+                        let all_numbers = field_next
+                            .iter()
+                            .all(|&(f, _)| cols.get(f).is_some_and(PlainColumn::holds_numbers));
+                        let done_fast = if all_numbers {
+                            // Each column's values written straight into the rows.
+                            let cols = &cols;
+                            let field_next = &mut field_next;
+                            enc.push_numeric_batch(
+                                piece,
+                                |rows, width| {
+                                    field_next
+                                        .iter_mut()
+                                        .zip(numeric)
+                                        .all(|((f, i), &(_, out))| {
+                                            cols.get(*f).is_some_and(|c| {
+                                                c.write_numbers(r0, piece, i, rows, width, out)
+                                            })
+                                        })
+                                },
+                                |r| id_cell(r, &mut id_next),
+                            )
+                        } else {
+                            enc.push_numeric_rows(
+                                piece,
+                                numeric,
+                                |k, r| match field_next.get_mut(k) {
+                                    Some((f, i)) => {
+                                        cols.get(*f).map_or(Cell::Null, |c| c.cell(r0 + r, i))
+                                    }
+                                    None => Cell::Null,
+                                },
+                                |r| id_cell(r, &mut id_next),
+                            )
+                        };
                         if !done_fast {
                             next = saved;
                             break;
