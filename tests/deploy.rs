@@ -43,27 +43,35 @@ fn validate(python: &Path, files: &[PathBuf]) -> (bool, String) {
     )
 }
 
-#[test]
-fn kubernetes_manifests_validate_against_the_kubernetes_schemas() {
-    let (resources, _) = manifests();
-    assert!(resources.len() >= 7, "{resources:?}");
-    let python = match python_venv(
+/// The venv's python with kubernetes-validate; `None` (said loudly, or a failure when
+/// `FEDSILO_REQUIRE_PYPI` is set) without python3, venv or PyPI.
+fn validator(what: &str) -> Option<PathBuf> {
+    match python_venv(
         "k8s-validate-venv",
         &["kubernetes-validate"],
         "import kubernetes_validate",
     ) {
-        Ok(p) => p,
+        Ok(p) => Some(p),
         Err(why) => {
             assert!(
                 std::env::var_os("FEDSILO_REQUIRE_PYPI").is_none(),
                 "FEDSILO_REQUIRE_PYPI is set but kubernetes-validate is unavailable: {why}"
             );
             eprintln!(
-                "\n*** NOTE: the Kubernetes manifests were NOT validated: no kubernetes-validate \
-                 ({why}).\n*** Install python3 with venv and pip and reach PyPI.\n"
+                "\n*** NOTE: {what} were NOT validated: no kubernetes-validate ({why}).\n*** \
+                 Install python3 with venv and pip and reach PyPI.\n"
             );
-            return;
+            None
         }
+    }
+}
+
+#[test]
+fn kubernetes_manifests_validate_against_the_kubernetes_schemas() {
+    let (resources, _) = manifests();
+    assert!(resources.len() >= 7, "{resources:?}");
+    let Some(python) = validator("the Kubernetes manifests") else {
+        return;
     };
     let (ok, text) = validate(&python, &resources);
     eprintln!("{text}");
@@ -287,20 +295,8 @@ fn the_base_and_the_site_overlay_render_and_validate() {
         "a patch at a missing path rendered"
     );
 
-    let python = match python_venv(
-        "k8s-validate-venv",
-        &["kubernetes-validate"],
-        "import kubernetes_validate",
-    ) {
-        Ok(p) => p,
-        Err(why) => {
-            assert!(
-                std::env::var_os("FEDSILO_REQUIRE_PYPI").is_none(),
-                "FEDSILO_REQUIRE_PYPI is set but kubernetes-validate is unavailable: {why}"
-            );
-            eprintln!("\n*** NOTE: the rendered manifests were NOT validated ({why}).\n");
-            return;
-        }
+    let Some(python) = validator("the rendered manifests") else {
+        return;
     };
     for (name, text) in [("base.yaml", &base), ("site.yaml", &site)] {
         let f = dir.path().join(name);

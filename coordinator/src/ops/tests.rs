@@ -50,6 +50,21 @@ fn round(job: &str, n: u64, ok: bool) -> RoundSummary {
 }
 
 fn status(job: &str, rounds_done: u64, evals: &[(u64, f64)]) -> JobStatus {
+    let evaluations: Vec<LabelMetrics> = evals
+        .iter()
+        .map(|&(round, auc)| LabelMetrics {
+            label: "default".into(),
+            round,
+            metrics: BinaryMetrics {
+                auc,
+                ks: auc / 2.0,
+                log_loss: 0.5,
+                top_decile_lift: 2.0,
+                positives: 10.0,
+                negatives: 90.0,
+            },
+        })
+        .collect();
     JobStatus {
         job_id: job.into(),
         state: JobState::Running,
@@ -57,37 +72,8 @@ fn status(job: &str, rounds_done: u64, evals: &[(u64, f64)]) -> JobStatus {
         rounds_done,
         total_rounds: 10,
         participants: vec!["a".into(), "b".into(), "c".into()],
-        metrics: evals
-            .last()
-            .map(|&(round, auc)| LabelMetrics {
-                label: "default".into(),
-                round,
-                metrics: BinaryMetrics {
-                    auc,
-                    ks: auc / 2.0,
-                    log_loss: 0.5,
-                    top_decile_lift: 2.0,
-                    positives: 10.0,
-                    negatives: 90.0,
-                },
-            })
-            .into_iter()
-            .collect(),
-        evaluations: evals
-            .iter()
-            .map(|&(round, auc)| LabelMetrics {
-                label: "default".into(),
-                round,
-                metrics: BinaryMetrics {
-                    auc,
-                    ks: auc / 2.0,
-                    log_loss: 0.5,
-                    top_decile_lift: 2.0,
-                    positives: 10.0,
-                    negatives: 90.0,
-                },
-            })
-            .collect(),
+        metrics: evaluations.last().cloned().into_iter().collect(),
+        evaluations,
         metrics_json: String::new(),
         epsilon: 0.5,
         epsilon_budget: 2.0,
