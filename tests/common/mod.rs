@@ -450,6 +450,10 @@ pub fn python_venv(name: &str, packages: &[&str], check: &str) -> Result<PathBuf
             .output()
             .is_ok_and(|o| o.status.success())
     };
+    // One builder at a time in this process: two tests asking for the same venv at once
+    // would otherwise build in the same directory (its name carries only the process id).
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     if importable(&python) {
         return Ok(python);
     }
