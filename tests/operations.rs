@@ -23,10 +23,9 @@ task = "risk"
 rounds = 24
 min_participants = 3
 eval_every = 4
+dp = { level = "record", clip = 1.0, sampling_rate = 0.1, delta = 1e-5, epsilon_budget = 3.0 }
 [learning]
-local_epochs = 1
-learning_rate = 0.05
-batch_size = 32
+learning_rate = 0.5
 "#;
 
 /// `GET path` over HTTPS (HTTP/1.1, `Connection: close`); the status code and the body.
@@ -301,6 +300,17 @@ fn dashboard_metrics_and_health_follow_a_real_job() {
     assert_eq!(j["id"], job.as_str());
     assert_eq!(j["state"], "finished");
     assert_eq!(j["rounds_done"], 24);
+    // ε spent against the budget (record-level DP): spent, and within the limit.
+    let (spent, budget) = (
+        j["epsilon"].as_f64().unwrap(),
+        j["epsilon_budget"].as_f64().unwrap(),
+    );
+    assert!(spent > 0.0 && spent <= budget && budget == 3.0, "{json}");
+    assert!(
+        end.lines()
+            .any(|l| l.starts_with("fedsilo_dp_epsilon_spent{") && !l.ends_with(" 0.0")),
+        "{end}"
+    );
     let evals = j["evaluations"].as_array().unwrap();
     assert!(evals.len() >= 5, "an evaluation every 4 rounds: {evals:?}");
     assert!(status.contains("AUC 0."), "{status}");
@@ -326,6 +336,10 @@ fn dashboard_metrics_and_health_follow_a_real_job() {
         assert!(dom.contains(&format!("data-job=\"{job}\"")), "{dom}");
         assert!(dom.contains("class=\"state finished\""), "{dom}");
         assert!(dom.contains("24 / 24 rounds"), "{dom}");
+        assert!(
+            dom.contains(&format!("{spent:.3} of 3")),
+            "ε against its budget: {dom}"
+        );
         for name in &fed.names {
             assert!(
                 dom.contains(&format!("data-name=\"{name}\"")),
