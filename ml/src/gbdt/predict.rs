@@ -158,6 +158,22 @@ impl Mask for u64 {
 }
 
 /// The largest `f32` below `x` (`x` finite or +∞).
+/// Transposes the first `n` rows of `rows` (`d` features each) into `cols`: `d` columns of
+/// `block` lanes, feature `f` of row `r` at `f * block + r`; lanes past `n` are `NaN` (ignored
+/// by the forms that read them).
+fn transpose_block(rows: &[f32], d: usize, n: usize, block: usize, cols: &mut [f32]) {
+    if n < block {
+        cols.fill(f32::NAN);
+    }
+    for (r, row) in rows.chunks_exact(d).enumerate().take(n) {
+        for (f, &v) in row.iter().enumerate() {
+            if let Some(c) = cols.get_mut(f * block + r) {
+                *c = v;
+            }
+        }
+    }
+}
+
 fn next_down(x: f32) -> f32 {
     if x == 0.0 {
         -f32::from_bits(1)
@@ -367,16 +383,7 @@ impl CompiledForest {
     fn level_block(&self, lv: &Levels, rows: &[f32], cols: &mut [f32], margins: &mut [f64]) {
         let d = self.n_features.max(1);
         let n = margins.len().min(LEVEL_BLOCK);
-        if n < LEVEL_BLOCK {
-            cols.fill(f32::NAN);
-        }
-        for (r, row) in rows.chunks_exact(d).enumerate().take(n) {
-            for (f, &v) in row.iter().enumerate() {
-                if let Some(c) = cols.get_mut(f * LEVEL_BLOCK + r) {
-                    *c = v;
-                }
-            }
-        }
+        transpose_block(rows, d, n, LEVEL_BLOCK, cols);
         let cols = &*cols;
         let lanes = |s: &LevelSplit| -> Option<&[f32; LEVEL_BLOCK]> {
             cols.get(s.feature as usize * LEVEL_BLOCK..)?
@@ -454,16 +461,7 @@ impl CompiledForest {
     fn bit_block<M: Mask>(&self, bits: &Bits, rows: &[f32], cols: &mut [f32], margins: &mut [f64]) {
         let d = self.n_features.max(1);
         let n = margins.len();
-        if n < BIT_BLOCK {
-            cols.fill(f32::NAN);
-        }
-        for (r, row) in rows.chunks_exact(d).enumerate().take(n) {
-            for (f, &v) in row.iter().enumerate() {
-                if let Some(c) = cols.get_mut(f * BIT_BLOCK + r) {
-                    *c = v;
-                }
-            }
-        }
+        transpose_block(rows, d, n, BIT_BLOCK, cols);
         let cols = &*cols;
         let lanes = |s: &BitSplit| -> Option<&[f32; BIT_BLOCK]> {
             cols.get(s.feature as usize * BIT_BLOCK..)?

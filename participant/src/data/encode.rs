@@ -393,13 +393,7 @@ impl<'s> Encoder<'s> {
                 }
             }
         }
-        if !ok || !self.push_ids(n, id) {
-            self.x.truncate(start);
-            return false;
-        }
-        self.read += n;
-        self.rows += n;
-        true
+        self.commit_rows(start, n, ok, id)
     }
 
     /// How each source field of a text row is used when rows can be encoded without the row
@@ -605,6 +599,18 @@ impl<'s> Encoder<'s> {
         let start = self.x.len();
         self.x.resize(start + n * w, f32::NAN);
         let ok = self.x.get_mut(start..).is_some_and(|rows| write(rows, w));
+        self.commit_rows(start, n, ok, id)
+    }
+
+    /// Ends a bulk push of `n` rows whose features start at `self.x[start]`: with `ok` and
+    /// every id present they are counted; otherwise nothing of them is kept.
+    fn commit_rows<'r>(
+        &mut self,
+        start: usize,
+        n: usize,
+        ok: bool,
+        id: impl FnMut(usize) -> Cell<'r>,
+    ) -> bool {
         if !ok || !self.push_ids(n, id) {
             self.x.truncate(start);
             return false;
