@@ -115,6 +115,54 @@ struct Entry {
     row: u32,
 }
 
+/// A directory over a table sorted by point: `starts[b]..starts[b + 1]` is the run of
+/// entries whose first `32 - shift` bits are `b`. The double encodings are uniformly
+/// spread, so a run holds a handful of entries, and a lookup reads one directory slot and
+/// one short run instead of the ~log2(n) scattered entries of a binary search over the
+/// whole table (at 10M entries that search is ~3 µs a lookup, nearly all cache misses;
+/// with the directory ~0.25 µs). At most 2^22 + 1 slots (16 MiB).
+struct PrefixIndex {
+    shift: u32,
+    starts: Vec<u32>,
+}
+
+impl PrefixIndex {
+    const MAX_BITS: u32 = 22;
+
+    fn new(table: &[Entry]) -> Self {
+        // About one slot per entry (the encodings' lowest bit of byte 0 is always clear, so
+        // half the slots stay empty and a run averages two entries).
+        let bits = (usize::BITS - table.len().leading_zeros()).clamp(1, Self::MAX_BITS);
+        let shift = 32 - bits;
+        let mut starts = vec![0u32; (1usize << bits) + 1];
+        for e in table {
+            if let Some(s) = starts.get_mut(Self::slot(shift, &e.point) + 1) {
+                *s += 1;
+            }
+        }
+        let mut sum = 0u32;
+        for s in &mut starts {
+            sum += *s;
+            *s = sum;
+        }
+        PrefixIndex { shift, starts }
+    }
+
+    fn slot(shift: u32, p: &[u8; POINT_LEN]) -> usize {
+        (u32::from_be_bytes([p[0], p[1], p[2], p[3]]) >> shift) as usize
+    }
+
+    /// The entry of `table` (the one this index was built over) whose point is `p`.
+    fn find<'t>(&self, table: &'t [Entry], p: &[u8; POINT_LEN]) -> Option<&'t Entry> {
+        let b = Self::slot(self.shift, p);
+        let from = *self.starts.get(b)? as usize;
+        let to = *self.starts.get(b + 1)? as usize;
+        let run = table.get(from..to)?;
+        let k = run.binary_search_by(|e| e.point.cmp(p)).ok()?;
+        run.get(k)
+    }
+}
+
 /// After the handshake: the sealed channel, the scalar and the id salt.
 pub(super) struct Link {
     transcript: Vec<u8>,
@@ -213,6 +261,8 @@ struct Matching {
     link: Link,
     /// Own entries with their double encodings, sorted by point.
     table: Vec<Entry>,
+    /// Where each prefix's run of `table` starts.
+    index: PrefixIndex,
     duplicates_dropped: u64,
     matches: Vec<Match>,
     received: u64,
@@ -683,9 +733,11 @@ impl PsiParty {
                 }
                 let mut table = x.own.entries;
                 table.par_sort_unstable_by(|a, b| a.point.cmp(&b.point));
+                let index = PrefixIndex::new(&table);
                 Ok(State::Matching(Matching {
                     link: x.link,
                     table,
+                    index,
                     duplicates_dropped: x.own.duplicates_dropped,
                     matches: Vec::new(),
                     received: 0,
@@ -712,13 +764,12 @@ impl PsiParty {
                             kind: Kind::Encodings,
                             index: base + i as u64,
                         })?;
-                let table = &mt.table;
+                let (table, index) = (&mt.table, &mt.index);
                 let found: Vec<Match> = doubled
                     .par_iter()
                     .enumerate()
                     .filter_map(|(i, d)| {
-                        let k = table.binary_search_by(|e| e.point.cmp(d)).ok()?;
-                        let e = table.get(k)?;
+                        let e = index.find(table, d)?;
                         Some((*d, e.row, (base + i as u64) as u32))
                     })
                     .collect();
@@ -829,6 +880,7 @@ impl PsiParty {
         let Matching {
             link,
             table,
+            index: _,
             duplicates_dropped,
             mut matches,
             received,
@@ -1019,6 +1071,61 @@ impl PsiParty {
         match &self.state {
             State::Exchanging(x) => Some(x.own.entries.iter().map(|e| e.row).collect()),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod prefix_index_tests {
+    use super::{Entry, PrefixIndex, POINT_LEN};
+    use proptest::prelude::*;
+
+    fn table(points: Vec<[u8; POINT_LEN]>) -> Vec<Entry> {
+        let mut t: Vec<Entry> = points
+            .into_iter()
+            .enumerate()
+            .map(|(i, point)| Entry {
+                point,
+                row: i as u32,
+            })
+            .collect();
+        t.sort_by_key(|a| a.point);
+        t
+    }
+
+    proptest! {
+        /// The directory finds exactly what a binary search over the whole table finds, for
+        /// points in the table and others, whatever the bytes (the peer's doubled "points"
+        /// are compared, never decoded), with shared prefixes and the empty table.
+        #[test]
+        fn the_prefix_index_finds_what_binary_search_finds(
+            points in proptest::collection::vec(any::<[u8; POINT_LEN]>(), 0..300),
+            probes in proptest::collection::vec(any::<[u8; POINT_LEN]>(), 0..50),
+            prefix in any::<[u8; 4]>(),
+            share in 0usize..300,
+        ) {
+            // Some points share their first four bytes (one slot holds a long run).
+            let points: Vec<[u8; POINT_LEN]> = points
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut p)| {
+                    if i < share {
+                        p[..4].copy_from_slice(&prefix);
+                    }
+                    p
+                })
+                .collect();
+            let t = table(points.clone());
+            let index = PrefixIndex::new(&t);
+            prop_assert_eq!(index.starts.last().copied(), Some(t.len() as u32));
+            for p in points.iter().chain(probes.iter()) {
+                let want = t.binary_search_by(|e| e.point.cmp(p)).ok().map(|k| t[k].row);
+                let got = index.find(&t, p).map(|e| e.row);
+                prop_assert_eq!(got.is_some(), want.is_some());
+                if let Some(g) = got {
+                    prop_assert_eq!(&points[g as usize], p);
+                }
+            }
         }
     }
 }
