@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::pg::PgServer;
 use common::*;
 use fedsilo_ml::table::Table;
-use fedsilo_participant::data::{load_csv, Schema};
+use fedsilo_participant::data::{load_csv, DataError, Labels, Schema, Source};
 use fedsilo_simulations::baselines::{auc_on, stack};
 
 /// The numeric columns of credit_data.csv (the others are text).
@@ -916,4 +916,85 @@ fn participants_apply_the_schemas_cohort_and_derived_columns() {
         ),
         "{e}"
     );
+}
+
+/// A PostgreSQL query's rows streamed in chunks (what a participant's PSI reads its ids
+/// with, `Source::load_chunks`): every row once, in the server's order, chunks no larger
+/// than asked, labels optional; an error from the consumer stops the stream and is the
+/// result; a bad row is still named.
+#[test]
+fn postgres_results_stream_in_chunks_and_stop_when_the_consumer_fails() {
+    let Some(pg) = PgServer::start("postgres_results_stream_in_chunks") else {
+        return;
+    };
+    pg.exec(
+        "create table c (cust_id text, balance double precision); \
+         insert into c select 'C' || lpad(i::text, 5, '0'), i * 0.5 from generate_series(1, 2500) i",
+    );
+    let s = Schema::from_toml_str(
+        r#"
+        id_column = "cust_id"
+        [[labels]]
+        column = "churned"
+        positive = "1"
+        [[features]]
+        name = "balance"
+        type = "numeric"
+    "#,
+    )
+    .unwrap();
+    let source = Source::Postgres {
+        url: pg.url(),
+        query: "select * from c order by cust_id".into(),
+    };
+    let mut sizes = Vec::new();
+    let mut ids = Vec::new();
+    let mut balances = Vec::new();
+    let n = source
+        .load_chunks(&s, 1000, Labels::IfPresent, &mut |t: Table| {
+            sizes.push(t.n_rows());
+            ids.extend(t.ids.iter().cloned());
+            balances.extend(t.x.column(0).iter().copied());
+            Ok::<(), DataError>(())
+        })
+        .unwrap();
+    assert_eq!(n, 2500);
+    assert_eq!(sizes, [1000, 1000, 500]);
+    let want: Vec<String> = (1..=2500).map(|i| format!("C{i:05}")).collect();
+    assert_eq!(ids, want);
+    assert_eq!(balances[1], 1.0);
+
+    // The consumer refuses the second chunk: that error comes back, nothing after it is
+    // handed over.
+    let mut seen = 0;
+    let e = source
+        .load_chunks(&s, 1000, Labels::IfPresent, &mut |t: Table| {
+            seen += 1;
+            if seen == 2 {
+                return Err(DataError::EmptyFile {
+                    source_name: format!("consumer stopped after {} rows", t.n_rows()),
+                });
+            }
+            Ok(())
+        })
+        .unwrap_err();
+    assert_eq!(seen, 2);
+    assert!(
+        e.to_string().contains("consumer stopped after 1000 rows"),
+        "{e}"
+    );
+
+    // A bad cell is still named by row and column.
+    pg.exec("create table bad (cust_id text, balance text); insert into bad values ('a', '1'), ('b', 'x')");
+    let bad = Source::Postgres {
+        url: pg.url(),
+        query: "bad".into(),
+    };
+    let e = bad
+        .load_chunks(&s, 1, Labels::IfPresent, &mut |_: Table| {
+            Ok::<(), DataError>(())
+        })
+        .unwrap_err();
+    let msg = fedsilo_config::display_chain(&e);
+    assert!(msg.contains("balance") && msg.contains("row 2"), "{msg}");
 }

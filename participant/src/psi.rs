@@ -20,7 +20,7 @@ use fedsilo_task::psi::{PsiReport, PsiStart};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{load_csv_chunks, DataError, Labels, Schema, Source};
+use crate::data::{DataError, Labels, Schema, Source};
 
 /// Ids handed to the PSI party per call (bounded memory while reading).
 pub const ID_CHUNK_ROWS: usize = 65_536;
@@ -526,8 +526,9 @@ impl PsiDriver {
 
 /// Reads the id column of `source` through `schema` (the PSI job's `id_column` when not
 /// empty, else the schema's), handing ids to `sink` in chunks of at most
-/// [`ID_CHUNK_ROWS`]. A CSV file is streamed; Parquet and PostgreSQL are read whole (the
-/// table, then its ids in chunks). Returns the number of rows.
+/// [`ID_CHUNK_ROWS`], streamed from every source kind (CSV, Parquet, PostgreSQL:
+/// [`Source::load_chunks`]), so memory is one chunk whatever the set's size. Returns the
+/// number of rows.
 pub fn read_ids(
     dataset: &str,
     source: &Source,
@@ -540,32 +541,16 @@ pub fn read_ids(
         dataset: dataset.to_string(),
         source: Box::new(source),
     };
-    match source {
-        Source::Csv(path) => {
-            let mut sink_table = |t: fedsilo_ml::table::Table| -> Result<(), ChunkError> {
-                sink(&t.ids).map_err(ChunkError::Psi)
-            };
-            let n = load_csv_chunks(
-                path,
-                &schema,
-                ID_CHUNK_ROWS,
-                Labels::IfPresent,
-                &mut sink_table,
-            )
-            .map_err(|e| match e {
-                ChunkError::Data(d) => data(*d),
-                ChunkError::Psi(p) => p,
-            })?;
-            Ok(n as u64)
-        }
-        other => {
-            let table = other.load(&schema).map_err(data)?;
-            for chunk in table.ids.chunks(ID_CHUNK_ROWS) {
-                sink(chunk)?;
-            }
-            Ok(table.ids.len() as u64)
-        }
-    }
+    let mut sink_table = |t: fedsilo_ml::table::Table| -> Result<(), ChunkError> {
+        sink(&t.ids).map_err(ChunkError::Psi)
+    };
+    let n = source
+        .load_chunks(&schema, ID_CHUNK_ROWS, Labels::IfPresent, &mut sink_table)
+        .map_err(|e| match e {
+            ChunkError::Data(d) => data(*d),
+            ChunkError::Psi(p) => p,
+        })?;
+    Ok(n as u64)
 }
 
 /// `schema` with the PSI job's `id_column` when it names one; refused, naming the schema

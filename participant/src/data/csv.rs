@@ -140,6 +140,29 @@ pub(crate) fn read_counted<R: std::io::Read>(
     })
 }
 
+/// Streams CSV text from any reader in chunks, as [`load_csv_chunks`] streams a file:
+/// `sink` gets each chunk in order; the number of rows is returned.
+pub(crate) fn read_chunks_counted<R: std::io::Read, E: From<DataError>>(
+    reader: R,
+    source_name: &str,
+    schema: &Schema,
+    count: Count,
+    chunk_rows: usize,
+    labels: Labels,
+    sink: &mut dyn FnMut(Table) -> Result<(), E>,
+) -> Result<usize, E> {
+    let mode = Mode::Chunks {
+        rows: chunk_rows.max(1),
+        labels,
+    };
+    let mut rows = 0;
+    read_rows(reader, source_name, schema, None, count, mode, &mut |t| {
+        rows += t.n_rows();
+        sink(t)
+    })?;
+    Ok(rows)
+}
+
 /// The reading loop of every CSV input: the whole table (checked by [`Encoder::finish`]) or
 /// chunks, each handed to `sink`.
 ///

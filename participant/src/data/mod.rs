@@ -295,6 +295,6 @@ pub use self::csv::{
 };
 pub use self::derive::{derive_table, CohortCount};
 pub use self::parquet::{load_parquet, load_parquet_chunks};
-pub use self::postgres::load_postgres;
+pub use self::postgres::{load_postgres, load_postgres_chunks};
 pub use self::schema::*;
 pub use self::source::{is_parquet_path, load_file, Source};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fedsilo_ml::table::Table;
 
-use super::csv::{read_counted, Count};
+use super::csv::{read_chunks_counted, read_counted, Count, Labels};
 use super::{DataError, Schema};
 
 /// How long a connection attempt may take unless the URL says (`connect_timeout`).
@@ -19,14 +19,93 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs `query` (a `SELECT …`, or a bare table name such as `customers` or
 /// `bank.customers`) on the server at `url` and reads its result by `schema`.
 pub fn load_postgres(url: &str, query: &str, schema: &Schema) -> Result<Table, DataError> {
-    let mut config: postgres::Config = url.parse().map_err(|source| DataError::Postgres {
-        source_name: format!("postgres connection string '{}'", redact(url)),
-        what: "not a valid connection string",
-        source,
-    })?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
+    with_copy_reader(url, query, schema, |reader, source_name, schema| {
+        read_counted(reader, source_name, schema, None, Count::Rows)
+    })
+}
+
+/// Streams the result of `query` on the server at `url` by `schema` in chunks of at most
+/// `chunk_rows` rows (at least one), as [`super::load_csv_chunks`] streams a file: `sink`
+/// gets each chunk in the order the server sends the rows (on the caller's thread), the row
+/// count is returned. Memory is the chunk being filled and at most one more waiting for
+/// `sink`, whatever the result's size. An error from `sink` stops the query and is returned.
+pub fn load_postgres_chunks<E: From<DataError>>(
+    url: &str,
+    query: &str,
+    schema: &Schema,
+    chunk_rows: usize,
+    labels: Labels,
+    sink: &mut dyn FnMut(Table) -> Result<(), E>,
+) -> Result<usize, E> {
+    /// Why the reading thread stopped early: the data, or the caller no longer listening.
+    enum Stop {
+        Data(Box<DataError>),
+        Hung,
     }
+    impl From<DataError> for Stop {
+        fn from(e: DataError) -> Self {
+            Stop::Data(Box::new(e))
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Table>(1);
+    let mut sink_error = None;
+    let read = std::thread::scope(|s| {
+        let reading = s.spawn(move || {
+            with_copy_reader(url, query, schema, |reader, source_name, schema| {
+                let r = read_chunks_counted(
+                    reader,
+                    source_name,
+                    schema,
+                    Count::Rows,
+                    chunk_rows,
+                    labels,
+                    &mut |t| tx.send(t).map_err(|_| Stop::Hung),
+                );
+                match r {
+                    Ok(n) => Ok(Ok(n)),
+                    Err(Stop::Data(e)) => Err(*e),
+                    Err(Stop::Hung) => Ok(Err(())),
+                }
+            })
+        });
+        for t in rx.iter() {
+            if let Err(e) = sink(t) {
+                sink_error = Some(e);
+                break;
+            }
+        }
+        drop(rx);
+        reading.join()
+    });
+    if let Some(e) = sink_error {
+        return Err(e);
+    }
+    let source_name = || describe_url(url, query);
+    match read {
+        Ok(Ok(Ok(n))) => Ok(n),
+        Ok(Err(e)) => Err(e.into()),
+        Ok(Ok(Err(()))) => Err(DataError::Internal {
+            source_name: source_name(),
+            what: "the PostgreSQL chunk reader stopped without an error",
+        }
+        .into()),
+        Err(_) => Err(DataError::Internal {
+            source_name: source_name(),
+            what: "the PostgreSQL reader thread panicked",
+        }
+        .into()),
+    }
+}
+
+/// Connects to `url`, starts `COPY (query) TO STDOUT` and hands its CSV text to `read` (with
+/// the name errors use and the schema as COPY prints it), on a thread of its own.
+fn with_copy_reader<T: Send>(
+    url: &str,
+    query: &str,
+    schema: &Schema,
+    read: impl FnOnce(&mut dyn std::io::Read, &str, &Schema) -> Result<T, DataError> + Send,
+) -> Result<T, DataError> {
+    let config = parse_config(url)?;
     let sql = copy_statement(query);
     let source_name = describe(&config, query);
     // The sync driver runs its own runtime; a thread of its own keeps it out of any async
@@ -41,19 +120,20 @@ pub fn load_postgres(url: &str, query: &str, schema: &Schema) -> Result<Table, D
                         what: "cannot connect",
                         source,
                     })?;
-            let reader = client
-                .copy_out(sql.as_str())
-                .map_err(|source| DataError::Postgres {
-                    source_name: source_name.clone(),
-                    what: "the query failed",
-                    source,
-                })?;
+            let mut reader =
+                client
+                    .copy_out(sql.as_str())
+                    .map_err(|source| DataError::Postgres {
+                        source_name: source_name.clone(),
+                        what: "the query failed",
+                        source,
+                    })?;
             // COPY prints commas whatever the schema's file delimiter is.
             let schema = Schema {
                 delimiter: ',',
                 ..schema.clone()
             };
-            read_counted(reader, &source_name, &schema, None, Count::Rows)
+            read(&mut reader, &source_name, &schema)
         })
         .join()
         .map_err(|_| DataError::Internal {
@@ -61,6 +141,26 @@ pub fn load_postgres(url: &str, query: &str, schema: &Schema) -> Result<Table, D
             what: "the PostgreSQL reader thread panicked",
         })?
     })
+}
+
+fn parse_config(url: &str) -> Result<postgres::Config, DataError> {
+    let mut config: postgres::Config = url.parse().map_err(|source| DataError::Postgres {
+        source_name: format!("postgres connection string '{}'", redact(url)),
+        what: "not a valid connection string",
+        source,
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    Ok(config)
+}
+
+/// [`describe`] from the connection string (its redacted form when it does not parse).
+fn describe_url(url: &str, query: &str) -> String {
+    match url.parse::<postgres::Config>() {
+        Ok(c) => describe(&c, query),
+        Err(_) => format!("postgres connection string '{}'", redact(url)),
+    }
 }
 
 /// `COPY (<query>) TO STDOUT …`; a bare (possibly schema-qualified) table name is read whole.

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 
 use fedsilo_ml::table::Table;
 
-use super::{load_csv, load_parquet, load_postgres, DataError, Schema};
+use super::{
+    load_csv, load_csv_chunks, load_parquet, load_parquet_chunks, load_postgres,
+    load_postgres_chunks, DataError, Labels, Schema,
+};
 
 /// A dataset's rows: read by [`Source::load`] with the federation's schema.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +41,27 @@ impl Source {
             Source::Csv(p) => load_csv(p, schema),
             Source::Parquet(p) => load_parquet(p, schema),
             Source::Postgres { url, query } => load_postgres(url, query, schema),
+        }
+    }
+
+    /// Streams the rows by `schema` in chunks of at most `chunk_rows` rows (at least one),
+    /// `sink` getting each chunk in order; returns the number of rows. Memory is about one
+    /// chunk whatever the source's size (CSV and Parquet: [`load_csv_chunks`],
+    /// [`load_parquet_chunks`]; PostgreSQL: [`load_postgres_chunks`], the query's rows as
+    /// the server sends them).
+    pub fn load_chunks<E: From<DataError>>(
+        &self,
+        schema: &Schema,
+        chunk_rows: usize,
+        labels: Labels,
+        sink: &mut dyn FnMut(Table) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        match self {
+            Source::Csv(p) => load_csv_chunks(p, schema, chunk_rows, labels, sink),
+            Source::Parquet(p) => load_parquet_chunks(p, schema, chunk_rows, labels, sink),
+            Source::Postgres { url, query } => {
+                load_postgres_chunks(url, query, schema, chunk_rows, labels, sink)
+            }
         }
     }
 }
