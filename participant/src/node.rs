@@ -138,7 +138,7 @@ pub struct DatabaseSource {
     /// The query whose result is the dataset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
-    /// …or a table (optionally `schema.table`), read whole.
+    /// …or a table (optionally `schema.table`), all its rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
 }
