@@ -28,6 +28,10 @@ use rayon::prelude::*;
 
 use ndarray::ArrayView2;
 
+mod ranks;
+
+use ranks::{RankScratch, Ranks, RANK_BLOCK};
+
 use super::tree::{Node, Tree};
 use super::GbdtError;
 use crate::binning::{BinMapper, BinningError};
@@ -80,6 +84,8 @@ pub struct CompiledForest {
     trees: Vec<FlatTree>,
     n_features: usize,
     base_score: f64,
+    /// The rank form, when every tree is at most [`ranks::RANK_DEPTH`] deep (the fast path).
+    ranks: Option<Ranks>,
     /// The level-word form, when every tree is at most [`LEVEL_DEPTH`] deep (the fast path).
     levels: Option<Levels>,
     /// The bit-vector form, when a tree is deeper but every tree has at most 64 leaves.
@@ -199,6 +205,7 @@ impl CompiledForest {
             trees: Vec::with_capacity(trees.len()),
             n_features: mapper.n_features(),
             base_score,
+            ranks: None,
             levels: None,
             bits: None,
         };
@@ -283,6 +290,10 @@ impl CompiledForest {
         // The bit-vector form when every tree has ≤ 32 leaves (32-bit masks: measured faster
         // than the level words on depth-4 trees), the level words for trees ≤ 6 deep with
         // more leaves (where the masks would be 64-bit), BENCHMARKS.md "Scoring".
+        f.ranks = Ranks::new(&f);
+        if f.ranks.is_some() {
+            return Ok(f);
+        }
         f.bits = Bits::new(&f).filter(|b| b.narrow);
         if f.bits.is_none() {
             f.levels = Levels::new(&f);
@@ -298,8 +309,19 @@ impl CompiledForest {
     /// leaves. Gives the same margins: for benchmarks, as the in-run baseline.
     pub fn bit_vector_form(&self) -> Option<CompiledForest> {
         let mut f = self.clone();
+        f.ranks = None;
         f.levels = None;
         f.bits = Some(Bits::new(&f)?);
+        Some(f)
+    }
+
+    /// The same forest in the level-word form, which the rank form replaces; `None` when a
+    /// tree is deeper than 6. Gives the same margins: for benchmarks, as the in-run baseline.
+    pub fn level_word_form(&self) -> Option<CompiledForest> {
+        let mut f = self.clone();
+        f.ranks = None;
+        f.bits = None;
+        f.levels = Some(Levels::new(&f)?);
         Some(f)
     }
 
@@ -344,6 +366,15 @@ impl CompiledForest {
             .enumerate()
             .for_each(|(c, m)| {
                 let first = c * PAR_ROWS;
+                if let Some(rk) = &self.ranks {
+                    let mut scratch = RankScratch::new(d, rk.n_trees());
+                    for (b, mb) in m.chunks_mut(RANK_BLOCK).enumerate() {
+                        let r0 = first + b * RANK_BLOCK;
+                        let block = rows.get(r0 * d..(r0 + mb.len()) * d).unwrap_or(&[]);
+                        self.rank_block(rk, block, &mut scratch, mb);
+                    }
+                    return;
+                }
                 if let Some(lv) = &self.levels {
                     let mut cols = vec![f32::NAN; d * LEVEL_BLOCK];
                     for (b, mb) in m.chunks_mut(LEVEL_BLOCK).enumerate() {
@@ -767,19 +798,29 @@ mod tests {
     /// flat walk always).
     fn every_form(f: &CompiledForest) -> Vec<(&'static str, CompiledForest)> {
         let mut forms = vec![("as compiled", f.clone())];
+        let mut ranks = f.clone();
+        ranks.levels = None;
+        ranks.bits = None;
+        ranks.ranks = Ranks::new(&ranks);
+        if ranks.ranks.is_some() {
+            forms.push(("ranks", ranks));
+        }
         let mut levels = f.clone();
+        levels.ranks = None;
         levels.bits = None;
         levels.levels = Levels::new(&levels);
         if levels.levels.is_some() {
             forms.push(("level words", levels));
         }
         let mut bits = f.clone();
+        bits.ranks = None;
         bits.levels = None;
         bits.bits = Bits::new(&bits);
         if bits.bits.is_some() {
             forms.push(("bit vectors", bits));
         }
         let mut walk = f.clone();
+        walk.ranks = None;
         walk.levels = None;
         walk.bits = None;
         forms.push(("flat walk", walk));
@@ -827,21 +868,22 @@ mod tests {
         let forest = model.compile().unwrap();
         let deepest = forest.trees.iter().map(|t| t.depth).max().unwrap_or(0);
         let most_leaves = model.trees.iter().map(Tree::n_leaves).max().unwrap_or(0);
-        // The form chosen: 32-bit masks up to 32 leaves, else level words up to depth 6,
-        // else 64-bit masks up to 64 leaves, else the walk.
+        // The form chosen: ranks up to depth 6 (7 features, at most 255 bins), else 32-bit
+        // masks up to 32 leaves, else 64-bit masks up to 64 leaves, else the walk.
         assert_eq!(
             (
+                forest.ranks.is_some(),
                 forest.levels.is_some(),
                 forest.bits.as_ref().map(|b| b.narrow)
             ),
-            if most_leaves <= 32 {
-                (false, Some(true))
-            } else if deepest <= LEVEL_DEPTH {
-                (true, None)
+            if deepest <= LEVEL_DEPTH {
+                (true, false, None)
+            } else if most_leaves <= 32 {
+                (false, false, Some(true))
             } else if most_leaves <= 64 {
-                (false, Some(false))
+                (false, false, Some(false))
             } else {
-                (false, None)
+                (false, false, None)
             },
             "depth {max_depth}, {max_leaves} leaves: deepest {deepest}, most leaves {most_leaves}"
         );
