@@ -43,9 +43,9 @@ const MAX_FEATURES: usize = 256;
 const MAX_VECTORS: usize = 2 * MAX_FEATURES * CHUNKS;
 /// The deepest tree the rank form takes (63 split slots, leaf index in a byte).
 pub(super) const RANK_DEPTH: usize = 6;
-/// Most distinct thresholds per feature: bytes run `0..=K + 2`, and must stay below the
-/// bound 255 that means "always left".
-const MAX_CUTS: usize = 252;
+/// Most thresholds per feature (padded to a multiple of 8): bytes run `0..=K + 2`, and must
+/// stay below the bound 255 that means "always left".
+const MAX_CUTS: usize = 248;
 /// Split slots of a complete tree of depth [`RANK_DEPTH`].
 const SLOTS: usize = (1 << RANK_DEPTH) - 1;
 
@@ -98,10 +98,14 @@ impl Ranks {
         for p in &mut per {
             p.sort_by(f32::total_cmp);
             p.dedup_by(|a, b| a.to_bits() == b.to_bits());
-            if p.len() > MAX_CUTS {
+            // Padded to whole vectors of 8 with +∞ (no value is above it; the count loop
+            // then has no remainder).
+            let padded = p.len().div_ceil(8) * 8;
+            if padded > MAX_CUTS {
                 return None;
             }
             cuts.extend_from_slice(p);
+            cuts.resize(cuts.len() + padded - p.len(), f32::INFINITY);
             starts.push(cuts.len());
         }
         let mut rk = Ranks {
