@@ -1006,6 +1006,74 @@ mod tests {
         }
     }
 
+    /// A feature split at more distinct thresholds than the rank form's bytes hold (248)
+    /// leaves the forest in another form (here 32-bit masks); at 248 it is ranked. Every form
+    /// gives the per-row walk.
+    #[test]
+    fn too_many_thresholds_fall_back_to_another_form() {
+        for (n_cuts, ranked) in [(254usize, false), (248, true)] {
+            let cuts: Vec<f32> = (0..n_cuts).map(|k| k as f32 * 0.5 - 60.0).collect();
+            let mapper = BinMapper::from_cuts(vec![cuts.clone(), vec![0.0]], 255).unwrap();
+            // Depth-3 trees, 6 splits on feature 0 at consecutive bins (every bin used) and one
+            // on feature 1, default directions alternating.
+            let mut trees = Vec::new();
+            let mut bin = 0usize;
+            while bin < n_cuts {
+                let mut nodes = Vec::new();
+                for i in 0..7usize {
+                    let b = (bin + i).min(n_cuts - 1) as u8;
+                    let (feature, b) = if i == 6 { (1, 0) } else { (0, b) };
+                    nodes.push(Node::Split {
+                        feature,
+                        bin: b,
+                        threshold: 0.0,
+                        default_left: (bin / 6 + i) % 2 == 0,
+                        left: (2 * i + 1) as u32,
+                        right: (2 * i + 2) as u32,
+                        gain: 0.0,
+                    });
+                }
+                for k in 0..8 {
+                    nodes.push(Node::Leaf {
+                        value: (bin + k) as f64 * 0.001,
+                    });
+                }
+                trees.push(Tree { nodes });
+                bin += 6;
+            }
+            let model = crate::gbdt::GbdtModel {
+                base_score: -0.5,
+                bin_mapper: mapper,
+                trees,
+            };
+            let forest = model.compile().unwrap();
+            assert_eq!(forest.ranks.is_some(), ranked, "{n_cuts} cuts");
+            assert_eq!(forest.bits.is_some(), !ranked, "{n_cuts} cuts");
+            let mut vals = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0];
+            for &c in &cuts {
+                vals.extend([c, next_down(c), -next_down(-c)]);
+            }
+            let rows = vals.len();
+            let x = Array2::from_shape_fn((rows, 2), |(r, j)| {
+                if j == 0 {
+                    vals[r]
+                } else {
+                    vals[(r * 7) % rows]
+                }
+            });
+            let want = model
+                .predict_margin_binned(model.bin_mapper.bin(x.view()).unwrap().view())
+                .unwrap();
+            for (form, f) in every_form(&forest) {
+                assert_eq!(
+                    f.predict_margin(x.view()).unwrap(),
+                    want,
+                    "{n_cuts} cuts, {form}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn next_down_is_the_float_just_below() {
         for x in [
