@@ -20,11 +20,13 @@
 //!
 //! Bytes are stored offset by −128 (`i8`, so the compare is the signed byte compare).
 //! Each tree is read as the complete tree of the forest's depth `D` (nodes `1..2^D`
-//! breadth first, children `2n`, `2n + 1`) and evaluated bottom-up over 32 rows at a time:
+//! breadth first, children `2n`, `2n + 1`) and evaluated bottom-up over 64 rows at a time:
 //! the leaf index within node `n`'s subtree of height `h` is `left(n) ? idx(2n) : 2^(h−1) |
 //! idx(2n + 1)` (one compare and one byte blend per node, no data-dependent addressing, every
-//! intermediate in registers); the row then adds leaf `idx(1)`. Trees are added in model
-//! order, as everywhere else, so margins are bit-identical.
+//! intermediate in registers). The leaf indices of all trees are kept for the block, then
+//! each row adds its leaves in model order, as everywhere else, so margins are bit-identical.
+//! Thresholds of a feature are padded with +∞ to a multiple of 8; at most 248 (padded) per
+//! feature and 256 features, else the forest takes another form.
 
 use super::{CompiledForest, FEATURE, MISSING_LEFT};
 
@@ -77,8 +79,9 @@ struct RankTree {
 }
 
 impl Ranks {
-    /// The rank form of `f`'s trees; `None` when a tree is deeper than [`RANK_DEPTH`] or a
-    /// feature has more than [`MAX_CUTS`] distinct thresholds.
+    /// The rank form of `f`'s trees; `None` when a tree is deeper than [`RANK_DEPTH`], there
+    /// are more than [`MAX_FEATURES`] features or a feature has more than [`MAX_CUTS`]
+    /// thresholds (padded).
     pub(super) fn new(f: &CompiledForest) -> Option<Ranks> {
         let d = f.n_features;
         let depth = f.trees.iter().map(|t| t.depth).max().unwrap_or(0).max(1);
@@ -143,7 +146,9 @@ impl Ranks {
                 let bound = if node.threshold.is_nan() {
                     1
                 } else {
-                    let own = rk.cuts.get(rk.starts[feature]..rk.starts[feature + 1])?;
+                    let own = rk
+                        .cuts
+                        .get(*rk.starts.get(feature)?..*rk.starts.get(feature + 1)?)?;
                     let j = own
                         .iter()
                         .position(|c| c.to_bits() == node.threshold.to_bits())?;
