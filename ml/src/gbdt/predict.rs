@@ -1,6 +1,8 @@
 //! Fast prediction: every tree flattened into one contiguous array of compact nodes and, when
-//! every tree has at most 64 leaves (the usual case), into the bit-vector form of QuickScorer
-//! (Lucchese et al., SIGIR 2015) evaluated over blocks of rows.
+//! every tree is at most 6 deep (the usual case), into the rank form ([`ranks`]: values ranked
+//! once per block into bytes, trees evaluated as byte compares); otherwise, when every tree
+//! has at most 64 leaves, into the level words (≤ 6 deep) or the bit-vector form of
+//! QuickScorer (Lucchese et al., SIGIR 2015), evaluated over blocks of rows.
 //!
 //! Flat layout (the general path, any depth): a tree's nodes are renumbered breadth-first
 //! (children after their parent, side by side); a leaf names itself as both children, so every
