@@ -5,7 +5,8 @@
 //!   sigmoid) and two 100-tree GBDTs (depth 4 / 16 leaves and depth 6 / 64 leaves); per
 //!   GBDT, its margins through the forest compiled once (`GbdtModel::compile`, as `fedsilo
 //!   score` compiles it once per model), on one and on two threads, and as in-run baselines
-//!   the same forest in the bit-vector form (`CompiledForest::bit_vector_form`) and the plain
+//!   the same forest in the level-word and bit-vector forms (`CompiledForest::level_word_form`,
+//!   `CompiledForest::bit_vector_form`: what the compiled forest ran before) and the plain
 //!   tree walk over a binned copy (`bin` + `predict_margin_binned`); and one read of the same
 //!   floats (a sum: the memory-bandwidth floor). `FEDSILO_BENCH_PASSES` sets the passes per
 //!   figure (10; 1 with `FEDSILO_BENCH_ONCE`, which also skips criterion).
@@ -232,12 +233,25 @@ fn bench(c: &mut Criterion) {
         }
         passes(&name, rows, &pool, &forest);
         passes(&format!("{name}, 2 threads"), rows, &two, &forest);
+        if let Some(levels) = compiled.level_word_form() {
+            let old = || {
+                black_box(levels.predict_margin(data.x.view()).expect("margins"));
+            };
+            passes(
+                &format!("baseline: gbdt {label}, level-word form (before the rank form)"),
+                rows,
+                &pool,
+                &old,
+            );
+        }
         if let Some(bits) = compiled.bit_vector_form() {
             let old = || {
                 black_box(bits.predict_margin(data.x.view()).expect("margins"));
             };
             passes(
-                &format!("baseline: gbdt {label}, bit-vector form (before the level words)"),
+                &format!(
+                    "baseline: gbdt {label}, bit-vector form (before the level words and ranks)"
+                ),
                 rows,
                 &pool,
                 &old,

@@ -1,6 +1,8 @@
 //! Fast prediction: every tree flattened into one contiguous array of compact nodes and, when
-//! every tree has at most 64 leaves (the usual case), into the bit-vector form of QuickScorer
-//! (Lucchese et al., SIGIR 2015) evaluated over blocks of rows.
+//! every tree is at most 6 deep (the usual case), into the rank form ([`ranks`]: values ranked
+//! once per block into bytes, trees evaluated as byte compares); otherwise, when every tree
+//! has at most 64 leaves, into the level words (≤ 6 deep) or the bit-vector form of
+//! QuickScorer (Lucchese et al., SIGIR 2015), evaluated over blocks of rows.
 //!
 //! Flat layout (the general path, any depth): a tree's nodes are renumbered breadth-first
 //! (children after their parent, side by side); a leaf names itself as both children, so every
@@ -27,6 +29,10 @@
 use rayon::prelude::*;
 
 use ndarray::ArrayView2;
+
+mod ranks;
+
+use ranks::{RankScratch, Ranks, RANK_BLOCK};
 
 use super::tree::{Node, Tree};
 use super::GbdtError;
@@ -80,6 +86,8 @@ pub struct CompiledForest {
     trees: Vec<FlatTree>,
     n_features: usize,
     base_score: f64,
+    /// The rank form, when every tree is at most [`ranks::RANK_DEPTH`] deep (the fast path).
+    ranks: Option<Ranks>,
     /// The level-word form, when every tree is at most [`LEVEL_DEPTH`] deep (the fast path).
     levels: Option<Levels>,
     /// The bit-vector form, when a tree is deeper but every tree has at most 64 leaves.
@@ -199,6 +207,7 @@ impl CompiledForest {
             trees: Vec::with_capacity(trees.len()),
             n_features: mapper.n_features(),
             base_score,
+            ranks: None,
             levels: None,
             bits: None,
         };
@@ -283,6 +292,10 @@ impl CompiledForest {
         // The bit-vector form when every tree has ≤ 32 leaves (32-bit masks: measured faster
         // than the level words on depth-4 trees), the level words for trees ≤ 6 deep with
         // more leaves (where the masks would be 64-bit), BENCHMARKS.md "Scoring".
+        f.ranks = Ranks::new(&f);
+        if f.ranks.is_some() {
+            return Ok(f);
+        }
         f.bits = Bits::new(&f).filter(|b| b.narrow);
         if f.bits.is_none() {
             f.levels = Levels::new(&f);
@@ -298,8 +311,19 @@ impl CompiledForest {
     /// leaves. Gives the same margins: for benchmarks, as the in-run baseline.
     pub fn bit_vector_form(&self) -> Option<CompiledForest> {
         let mut f = self.clone();
+        f.ranks = None;
         f.levels = None;
         f.bits = Some(Bits::new(&f)?);
+        Some(f)
+    }
+
+    /// The same forest in the level-word form, which the rank form replaces; `None` when a
+    /// tree is deeper than 6. Gives the same margins: for benchmarks, as the in-run baseline.
+    pub fn level_word_form(&self) -> Option<CompiledForest> {
+        let mut f = self.clone();
+        f.ranks = None;
+        f.bits = None;
+        f.levels = Some(Levels::new(&f)?);
         Some(f)
     }
 
@@ -344,6 +368,15 @@ impl CompiledForest {
             .enumerate()
             .for_each(|(c, m)| {
                 let first = c * PAR_ROWS;
+                if let Some(rk) = &self.ranks {
+                    let mut scratch = RankScratch::new(d, rk.n_trees());
+                    for (b, mb) in m.chunks_mut(RANK_BLOCK).enumerate() {
+                        let r0 = first + b * RANK_BLOCK;
+                        let block = rows.get(r0 * d..(r0 + mb.len()) * d).unwrap_or(&[]);
+                        self.rank_block(rk, block, &mut scratch, mb);
+                    }
+                    return;
+                }
                 if let Some(lv) = &self.levels {
                     let mut cols = vec![f32::NAN; d * LEVEL_BLOCK];
                     for (b, mb) in m.chunks_mut(LEVEL_BLOCK).enumerate() {
@@ -767,19 +800,29 @@ mod tests {
     /// flat walk always).
     fn every_form(f: &CompiledForest) -> Vec<(&'static str, CompiledForest)> {
         let mut forms = vec![("as compiled", f.clone())];
+        let mut ranks = f.clone();
+        ranks.levels = None;
+        ranks.bits = None;
+        ranks.ranks = Ranks::new(&ranks);
+        if ranks.ranks.is_some() {
+            forms.push(("ranks", ranks));
+        }
         let mut levels = f.clone();
+        levels.ranks = None;
         levels.bits = None;
         levels.levels = Levels::new(&levels);
         if levels.levels.is_some() {
             forms.push(("level words", levels));
         }
         let mut bits = f.clone();
+        bits.ranks = None;
         bits.levels = None;
         bits.bits = Bits::new(&bits);
         if bits.bits.is_some() {
             forms.push(("bit vectors", bits));
         }
         let mut walk = f.clone();
+        walk.ranks = None;
         walk.levels = None;
         walk.bits = None;
         forms.push(("flat walk", walk));
@@ -827,21 +870,22 @@ mod tests {
         let forest = model.compile().unwrap();
         let deepest = forest.trees.iter().map(|t| t.depth).max().unwrap_or(0);
         let most_leaves = model.trees.iter().map(Tree::n_leaves).max().unwrap_or(0);
-        // The form chosen: 32-bit masks up to 32 leaves, else level words up to depth 6,
-        // else 64-bit masks up to 64 leaves, else the walk.
+        // The form chosen: ranks up to depth 6 (7 features, at most 255 bins), else 32-bit
+        // masks up to 32 leaves, else 64-bit masks up to 64 leaves, else the walk.
         assert_eq!(
             (
+                forest.ranks.is_some(),
                 forest.levels.is_some(),
                 forest.bits.as_ref().map(|b| b.narrow)
             ),
-            if most_leaves <= 32 {
-                (false, Some(true))
-            } else if deepest <= LEVEL_DEPTH {
-                (true, None)
+            if deepest <= LEVEL_DEPTH {
+                (true, false, None)
+            } else if most_leaves <= 32 {
+                (false, false, Some(true))
             } else if most_leaves <= 64 {
-                (false, Some(false))
+                (false, false, Some(false))
             } else {
-                (false, None)
+                (false, false, None)
             },
             "depth {max_depth}, {max_leaves} leaves: deepest {deepest}, most leaves {most_leaves}"
         );
@@ -960,6 +1004,74 @@ mod tests {
                 .unwrap();
             for (form, f) in every_form(&model.compile().unwrap()) {
                 proptest::prop_assert_eq!(&f.predict_margin(x.view()).unwrap(), &want, "{}", form);
+            }
+        }
+    }
+
+    /// A feature split at more distinct thresholds than the rank form's bytes hold (248)
+    /// leaves the forest in another form (here 32-bit masks); at 248 it is ranked. Every form
+    /// gives the per-row walk.
+    #[test]
+    fn too_many_thresholds_fall_back_to_another_form() {
+        for (n_cuts, ranked) in [(254usize, false), (248, true)] {
+            let cuts: Vec<f32> = (0..n_cuts).map(|k| k as f32 * 0.5 - 60.0).collect();
+            let mapper = BinMapper::from_cuts(vec![cuts.clone(), vec![0.0]], 255).unwrap();
+            // Depth-3 trees, 6 splits on feature 0 at consecutive bins (every bin used) and one
+            // on feature 1, default directions alternating.
+            let mut trees = Vec::new();
+            let mut bin = 0usize;
+            while bin < n_cuts {
+                let mut nodes = Vec::new();
+                for i in 0..7usize {
+                    let b = (bin + i).min(n_cuts - 1) as u8;
+                    let (feature, b) = if i == 6 { (1, 0) } else { (0, b) };
+                    nodes.push(Node::Split {
+                        feature,
+                        bin: b,
+                        threshold: 0.0,
+                        default_left: (bin / 6 + i) % 2 == 0,
+                        left: (2 * i + 1) as u32,
+                        right: (2 * i + 2) as u32,
+                        gain: 0.0,
+                    });
+                }
+                for k in 0..8 {
+                    nodes.push(Node::Leaf {
+                        value: (bin + k) as f64 * 0.001,
+                    });
+                }
+                trees.push(Tree { nodes });
+                bin += 6;
+            }
+            let model = crate::gbdt::GbdtModel {
+                base_score: -0.5,
+                bin_mapper: mapper,
+                trees,
+            };
+            let forest = model.compile().unwrap();
+            assert_eq!(forest.ranks.is_some(), ranked, "{n_cuts} cuts");
+            assert_eq!(forest.bits.is_some(), !ranked, "{n_cuts} cuts");
+            let mut vals = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0];
+            for &c in &cuts {
+                vals.extend([c, next_down(c), -next_down(-c)]);
+            }
+            let rows = vals.len();
+            let x = Array2::from_shape_fn((rows, 2), |(r, j)| {
+                if j == 0 {
+                    vals[r]
+                } else {
+                    vals[(r * 7) % rows]
+                }
+            });
+            let want = model
+                .predict_margin_binned(model.bin_mapper.bin(x.view()).unwrap().view())
+                .unwrap();
+            for (form, f) in every_form(&forest) {
+                assert_eq!(
+                    f.predict_margin(x.view()).unwrap(),
+                    want,
+                    "{n_cuts} cuts, {form}"
+                );
             }
         }
     }
