@@ -154,17 +154,25 @@ pub fn aligned_rows(
         let (Some(a), Some(b)) = (alignment(&spec.active, p), alignment(p, &spec.active)) else {
             return Err(setup(
                 m,
-                format!("PSI job '{}' has no alignment of {} with {p}", entry.name, spec.active),
+                format!(
+                    "PSI job '{}' has no alignment of {} with {p}",
+                    entry.name, spec.active
+                ),
             ));
         };
         let (Some(ra), Some(rb)) = (&a.rows, &b.rows) else {
             return Err(setup(
                 m,
-                format!("{p} did not receive its aligned rows (the PSI job needs delivery = \"both\")"),
+                format!(
+                    "{p} did not receive its aligned rows (the PSI job needs delivery = \"both\")"
+                ),
             ));
         };
         if ra.len() != rb.len() {
-            return Err(setup(m, format!("the alignments with {p} differ in length")));
+            return Err(setup(
+                m,
+                format!("the alignments with {p} differ in length"),
+            ));
         }
         maps.push(
             ra.iter()
@@ -241,7 +249,10 @@ fn prepare<'a>(
         .ok_or_else(|| setup(m, format!("no vertical dataset '{}'", entry.dataset)))?;
     let n = al.rows.first().map_or(0, Vec::len);
     if n < 10 {
-        return Err(setup(m, format!("{n} aligned customers: too few to train and hold out")));
+        return Err(setup(
+            m,
+            format!("{n} aligned customers: too few to train and hold out"),
+        ));
     }
     // The seeded hold-out positions.
     let mut order: Vec<usize> = (0..n).collect();
@@ -250,7 +261,9 @@ fn prepare<'a>(
         &format!("vertical-holdout/{}", m.name),
     ));
     order.shuffle(&mut rng);
-    let n_hold = ((n as f64) * s.holdout_fraction).round().clamp(1.0, (n - 1) as f64) as usize;
+    let n_hold = ((n as f64) * s.holdout_fraction)
+        .round()
+        .clamp(1.0, (n - 1) as f64) as usize;
     let mut hold: Vec<usize> = order[..n_hold].to_vec();
     let mut train: Vec<usize> = order[n_hold..].to_vec();
     hold.sort_unstable();
@@ -270,11 +283,15 @@ fn prepare<'a>(
             holdout: pick(&hold),
         });
     }
-    let active = parties
-        .first()
-        .ok_or_else(|| setup(m, "no active party"))?;
+    let active = parties.first().ok_or_else(|| setup(m, "no active party"))?;
     if active.part.table.labels.ncols() == 0 {
-        return Err(setup(m, format!("the active party {} holds no labels", active.part.institution)));
+        return Err(setup(
+            m,
+            format!(
+                "the active party {} holds no labels",
+                active.part.institution
+            ),
+        ));
     }
     let active_rows = al.rows.first().ok_or_else(|| setup(m, "no active party"))?;
     let label = |pos: &[usize]| -> Array1<f32> {
@@ -332,9 +349,7 @@ pub fn train_on(
         y_hold,
     } = prepare(s, fed, m, al)?;
     let n = train.len() + hold.len();
-    let active = parties
-        .first()
-        .ok_or_else(|| setup(m, "no active party"))?;
+    let active = parties.first().ok_or_else(|| setup(m, "no active party"))?;
     let mut out = match m.kind {
         VerticalModelKind::VerticalLogistic => logistic(s, m, &parties, &y_train, true)?,
         VerticalModelKind::VerticalGbdt => boosting(s, m, &parties, &y_train, true)?,
@@ -356,12 +371,7 @@ pub fn train_on(
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f64::max);
     let active_name = active.part.institution.clone();
-    let passive_names: Vec<&str> = al
-        .institutions
-        .iter()
-        .skip(1)
-        .map(String::as_str)
-        .collect();
+    let passive_names: Vec<&str> = al.institutions.iter().skip(1).map(String::as_str).collect();
     let model_kind = match m.kind {
         VerticalModelKind::VerticalLogistic => {
             let c = m.lr_config();
@@ -508,8 +518,12 @@ struct Trained {
     score_seconds: f64,
 }
 
-fn key(s: &Scenario, m: &VerticalModelEntry) -> Result<(SecretKey, ChaCha20Rng), VerticalModelError> {
-    let mut rng = ChaCha20Rng::from_seed(seed_bytes(s.seed, &format!("vertical/{}/active", m.name)));
+fn key(
+    s: &Scenario,
+    m: &VerticalModelEntry,
+) -> Result<(SecretKey, ChaCha20Rng), VerticalModelError> {
+    let mut rng =
+        ChaCha20Rng::from_seed(seed_bytes(s.seed, &format!("vertical/{}/active", m.name)));
     let sk = SecretKey::generate(&mut rng, m.key_bits).map_err(|source| {
         VerticalModelError::Protocol {
             model: m.name.clone(),
@@ -713,7 +727,9 @@ fn boosting(
         model: m.name.clone(),
         source,
     };
-    let (first, rest) = parties.split_first().ok_or_else(|| setup(m, "no parties"))?;
+    let (first, rest) = parties
+        .split_first()
+        .ok_or_else(|| setup(m, "no parties"))?;
     let dims: Vec<usize> = rest.iter().map(|p| p.train.ncols()).collect();
     // The references, with the same parameters, on raw columns as boosting takes them.
     let views: Vec<ArrayView2<f32>> = parties.iter().map(|p| p.train.view()).collect();
@@ -826,54 +842,63 @@ pub fn trees_equal(
     if model.base_score != pooled.base_score || model.trees.len() != pooled.trees.len() {
         return false;
     }
-    model.trees.iter().zip(&pooled.trees).enumerate().all(|(t, (vt, pt))| {
-        vt.len() == pt.nodes.len()
-            && vt.iter().zip(&pt.nodes).enumerate().all(|(id, (v, n))| match (v, n) {
-                (VerticalNode::Leaf { value: a }, Node::Leaf { value: b }) => a == b,
-                (
-                    VerticalNode::Split {
-                        owner,
-                        default_left,
-                        left,
-                        right,
-                        gain,
-                    },
-                    Node::Split {
-                        feature,
-                        bin,
-                        threshold,
-                        default_left: dl,
-                        left: l,
-                        right: r,
-                        gain: g,
-                    },
-                ) => {
-                    (default_left, left, right, gain) == (dl, l, r, g)
-                        && match owner {
-                            SplitOwner::Active {
-                                feature: f,
-                                bin: b,
-                                threshold: th,
-                            } => (f, b, th) == (feature, bin, threshold),
-                            SplitOwner::Passive { party } => {
-                                let k = *party as usize;
-                                match (
-                                    passive
-                                        .get(k)
-                                        .and_then(|p| p.trees().splits.get(&(t as u32, id as u32))),
-                                    offsets.get(k),
-                                ) {
-                                    (Some(s), Some(&off)) => {
-                                        s.feature as usize + off == *feature as usize
-                                            && (s.bin, s.threshold, s.default_left)
-                                                == (*bin, *threshold, *dl)
+    model
+        .trees
+        .iter()
+        .zip(&pooled.trees)
+        .enumerate()
+        .all(|(t, (vt, pt))| {
+            vt.len() == pt.nodes.len()
+                && vt
+                    .iter()
+                    .zip(&pt.nodes)
+                    .enumerate()
+                    .all(|(id, (v, n))| match (v, n) {
+                        (VerticalNode::Leaf { value: a }, Node::Leaf { value: b }) => a == b,
+                        (
+                            VerticalNode::Split {
+                                owner,
+                                default_left,
+                                left,
+                                right,
+                                gain,
+                            },
+                            Node::Split {
+                                feature,
+                                bin,
+                                threshold,
+                                default_left: dl,
+                                left: l,
+                                right: r,
+                                gain: g,
+                            },
+                        ) => {
+                            (default_left, left, right, gain) == (dl, l, r, g)
+                                && match owner {
+                                    SplitOwner::Active {
+                                        feature: f,
+                                        bin: b,
+                                        threshold: th,
+                                    } => (f, b, th) == (feature, bin, threshold),
+                                    SplitOwner::Passive { party } => {
+                                        let k = *party as usize;
+                                        match (
+                                            passive.get(k).and_then(|p| {
+                                                p.trees().splits.get(&(t as u32, id as u32))
+                                            }),
+                                            offsets.get(k),
+                                        ) {
+                                            (Some(s), Some(&off)) => {
+                                                s.feature as usize + off == *feature as usize
+                                                    && (s.bin, s.threshold, s.default_left)
+                                                        == (*bin, *threshold, *dl)
+                                            }
+                                            _ => false,
+                                        }
                                     }
-                                    _ => false,
                                 }
-                            }
                         }
-                }
-                _ => false,
-            })
-    })
+                        _ => false,
+                    })
+        })
 }

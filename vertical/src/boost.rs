@@ -897,7 +897,9 @@ impl PassiveBoost {
             .iter()
             .map(|(&key, sp)| {
                 if sp.feature as usize >= binned.ncols() {
-                    return Err(VerticalError::Internal("a split on a column this party lacks"));
+                    return Err(VerticalError::Internal(
+                        "a split on a column this party lacks",
+                    ));
                 }
                 let col = binned.column(sp.feature as usize);
                 let left = col

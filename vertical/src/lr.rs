@@ -260,7 +260,11 @@ impl ActiveLrModel {
     /// The model's margins (logits) on rows scored jointly: `x` the active party's
     /// standardised columns of the rows, `partial[k]` passive party `k`'s partial logits of
     /// the same rows ([`PassiveLr::partial_logits`]). `σ(margin)` is the score.
-    pub fn margins(&self, x: ArrayView2<f32>, partial: &[Vec<f64>]) -> Result<Vec<f64>, VerticalError> {
+    pub fn margins(
+        &self,
+        x: ArrayView2<f32>,
+        partial: &[Vec<f64>],
+    ) -> Result<Vec<f64>, VerticalError> {
         if x.ncols() != self.coef.len() {
             return Err(VerticalError::Data(format!(
                 "{} active columns for a model of {}",
@@ -276,8 +280,7 @@ impl ActiveLrModel {
             }
             .into());
         }
-        Ok(x
-            .outer_iter()
+        Ok(x.outer_iter()
             .enumerate()
             .map(|(i, row)| {
                 let own: f64 = self
@@ -702,8 +705,7 @@ impl PassiveLr {
                 "feature value {v} (standardise and fill missing values first)"
             )));
         }
-        Ok(x
-            .outer_iter()
+        Ok(x.outer_iter()
             .map(|row| {
                 self.coef
                     .iter()

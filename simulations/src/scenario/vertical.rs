@@ -168,15 +168,15 @@ impl VerticalModelEntry {
     /// The LR configuration (defaults filled in) every party of a `vertical_logistic` model
     /// and its references use.
     pub fn lr_config(&self) -> fedsilo_vertical::lr::LrConfig {
-        let optimizer = self
-            .optimizer
-            .clone()
-            .unwrap_or(fedsilo_ml::optim::ServerOptimizer::FedAdam {
-                lr: 0.1,
-                beta1: 0.9,
-                beta2: 0.99,
-                eps: 1e-3,
-            });
+        let optimizer =
+            self.optimizer
+                .clone()
+                .unwrap_or(fedsilo_ml::optim::ServerOptimizer::FedAdam {
+                    lr: 0.1,
+                    beta1: 0.9,
+                    beta2: 0.99,
+                    eps: 1e-3,
+                });
         let mut cfg = fedsilo_vertical::lr::LrConfig::new(self.iterations.unwrap_or(50), optimizer);
         cfg.l2 = self.l2.unwrap_or(1e-4);
         cfg.pos_weight = self.pos_weight.unwrap_or(1.0);
@@ -204,9 +204,7 @@ impl VerticalModelEntry {
                         "gbdt: boosting parameters apply to kind = \"vertical_gbdt\"".into(),
                     ));
                 }
-                self.lr_config()
-                    .validate()
-                    .map_err(|e| at(e.to_string()))?;
+                self.lr_config().validate().map_err(|e| at(e.to_string()))?;
             }
             VerticalModelKind::VerticalGbdt => {
                 for (key, given) in [
@@ -370,8 +368,9 @@ mod tests {
 
     #[test]
     fn vertical_models_are_read_strictly_and_checked() {
-        let s = model("name = \"lr\"\nkind = \"vertical_logistic\"\npsi = \"align\"\niterations = 7\n")
-            .unwrap();
+        let s =
+            model("name = \"lr\"\nkind = \"vertical_logistic\"\npsi = \"align\"\niterations = 7\n")
+                .unwrap();
         let m = &s.vertical_models[0];
         assert_eq!(m.kind, super::VerticalModelKind::VerticalLogistic);
         assert_eq!(m.key_bits, 2048);
@@ -398,14 +397,19 @@ mod tests {
         assert_eq!(e.suggestion(), Some("n_trees"), "{e}");
         let e = scenario(
             SPLIT,
-            &format!("{PSI}[[vertical_models]]\nname = \"x\"\nkind = \"vertical_lr\"\npsi = \"align\"\n"),
+            &format!(
+                "{PSI}[[vertical_models]]\nname = \"x\"\nkind = \"vertical_lr\"\npsi = \"align\"\n"
+            ),
         )
         .unwrap_err();
         assert!(e.to_string().contains("vertical_logistic"), "{e}");
         // the other kind's keys, an unknown PSI job, an alignment the passive party lacks
         let e = model("name = \"gb\"\nkind = \"vertical_gbdt\"\npsi = \"align\"\niterations = 3\n")
             .unwrap_err();
-        assert!(e.contains("iterations: applies to kind = \"vertical_logistic\""), "{e}");
+        assert!(
+            e.contains("iterations: applies to kind = \"vertical_logistic\""),
+            "{e}"
+        );
         let e = model(
             "name = \"lr\"\nkind = \"vertical_logistic\"\npsi = \"align\"\ngbdt = { n_trees = 5 }\n",
         )
@@ -413,10 +417,12 @@ mod tests {
         assert!(e.contains("gbdt: boosting parameters"), "{e}");
         let e = model("name = \"lr\"\nkind = \"vertical_logistic\"\npsi = \"nope\"\n").unwrap_err();
         assert!(e.contains("psi: 'nope' is not a [[psi]] job"), "{e}");
-        let e = model("name = \"lr\"\nkind = \"vertical_logistic\"\npsi = \"align\"\nkey_bits = 512\n")
-            .unwrap_err();
+        let e =
+            model("name = \"lr\"\nkind = \"vertical_logistic\"\npsi = \"align\"\nkey_bits = 512\n")
+                .unwrap_err();
         assert!(e.contains("key_bits: 512"), "{e}");
-        let e = model("name = \"align\"\nkind = \"vertical_logistic\"\npsi = \"align\"\n").unwrap_err();
+        let e =
+            model("name = \"align\"\nkind = \"vertical_logistic\"\npsi = \"align\"\n").unwrap_err();
         assert!(e.contains("the name is used"), "{e}");
         let text = format!(
             "name = \"t\"\n[institutions]\ncount = 2\nnames = [\"Bank\", \"Insurer\"]\n\
