@@ -7,6 +7,8 @@
 //! - [`baselines`]: the pooled and local-only references, computed outside the federation.
 //! - [`audit`]: membership inference against the released models, and the coordinator's view.
 //! - [`vertical`]: vertical datasets, split by columns, and their true intersections.
+//! - [`vertical_models`]: vertical LR and SecureBoost on a PSI job's alignment, through an
+//!   in-memory relay, with their pooled and active-party-alone references.
 //! - [`run`]: scenario → federation → baselines → [`report`].
 #![forbid(unsafe_code)]
 
@@ -21,3 +23,4 @@ pub mod run;
 pub mod scenario;
 pub mod synth;
 pub mod vertical;
+pub mod vertical_models;

@@ -18,11 +18,13 @@ pub mod charts;
 mod html;
 pub mod psi;
 pub mod svg;
+pub mod vertical;
 
 pub use audit::AuditReport;
 /// The report's stylesheet, for other self-contained pages (`fedsilo evaluate`).
 pub use html::style::CSS as STYLESHEET;
 pub use psi::{PsiJobReport, PsiSessionReport, VerticalPartyReport};
+pub use vertical::{VerticalModelParty, VerticalModelReport};
 
 /// Everything a simulation run measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -126,6 +128,9 @@ pub struct ModelReport {
     /// Scorecard jobs: information value per feature and the points table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scorecard: Option<ScorecardReport>,
+    /// Vertical models: the parties, the relay's traffic, the active party alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vertical: Option<VerticalModelReport>,
 }
 
 /// A scorecard as a model-validation team reads it.

@@ -58,6 +58,8 @@ pub enum RunError {
     #[error("audit log")]
     Audit(#[from] AuditError),
     #[error(transparent)]
+    VerticalModel(#[from] crate::vertical_models::VerticalModelError),
+    #[error(transparent)]
     Report(#[from] ReportError),
 }
 
@@ -221,6 +223,7 @@ pub fn build_report(
                     }
                     _ => None,
                 },
+                vertical: None,
             });
         }
         // The plan's spec: it carries the σ the job calibrated when the scenario gave none.
@@ -444,6 +447,20 @@ pub fn run_scenario(
                 state: p.state.clone(),
             });
         }
+    }
+    // Vertical models train on the PSI jobs' alignments, the coordinator relaying only.
+    if !s.vertical_models.is_empty() {
+        for run in crate::vertical_models::run_all(s, &fed, &psi)? {
+            report.jobs.push(crate::report::JobOutcome {
+                name: run.report.name.clone(),
+                finished: true,
+                state: "finished".into(),
+            });
+            report.models.push(run.report);
+        }
+        report.privacy.coordinator_saw.push(
+            "Vertical models: it relays the parties' messages (ciphertexts under the label holder's key, masked gradients, row indices, and for logistic regression the partners' partial logits); the design seals them end to end between the two parties, so it would see only their number and length — in this simulation the relay is in memory and unsealed (each model's 'What each party learned', section 2).".into(),
+        );
     }
     // Each model as `fedsilo score` reads it (the same artifact a coordinator exports), named
     // by the round that produced it; scorecards also as a readable table.

@@ -41,7 +41,7 @@ use crate::partition::Partitioner;
 mod job;
 mod vertical;
 
-pub use vertical::{PsiEntry, VerticalParty, VerticalSpec};
+pub use vertical::{PsiEntry, VerticalModelEntry, VerticalModelKind, VerticalParty, VerticalSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -73,6 +73,9 @@ pub struct Scenario {
     /// PSI jobs aligning the parties of vertical datasets (module `vertical`).
     #[serde(default)]
     pub psi: Vec<PsiEntry>,
+    /// Vertical models trained on a PSI job's alignment (module `vertical`).
+    #[serde(default)]
+    pub vertical_models: Vec<VerticalModelEntry>,
     #[serde(default)]
     pub events: Vec<EventSpec>,
     /// Train the pooled (centralised) and local-only baselines for the report.
@@ -391,6 +394,31 @@ impl Scenario {
                 }
             }
             self.psi_spec(p).validate().map_err(|e| at(e.to_string()))?;
+        }
+        for (i, m) in self.vertical_models.iter().enumerate() {
+            let at = |what: String| format!("vertical_models '{}': {what}", m.name);
+            if self.jobs.iter().any(|j| j.name == m.name)
+                || self.psi.iter().any(|p| p.name == m.name)
+                || self.vertical_models[..i].iter().any(|q| q.name == m.name)
+            {
+                return Err(at("the name is used by another job or model".into()));
+            }
+            let Some(p) = self.psi.iter().find(|p| p.name == m.psi) else {
+                let names: Vec<&str> = self.psi.iter().map(|p| p.name.as_str()).collect();
+                return Err(at(format!(
+                    "psi: '{}' is not a [[psi]] job of the scenario ({})",
+                    m.psi,
+                    names.join(", ")
+                )));
+            };
+            if p.delivery != fedsilo_task::psi::DeliveryName::Both {
+                return Err(at(format!(
+                    "psi: job '{}' delivers the alignment to the active party only; a passive \
+                     party needs its aligned rows to train, so set delivery = \"both\"",
+                    p.name
+                )));
+            }
+            m.validate()?;
         }
         for e in &self.events {
             if !self.institution_names().contains(&e.institution) {

@@ -98,6 +98,7 @@ fn model(
             "Metrics of the federated model come from score histograms summed under secure aggregation.".into(),
         ],
         scorecard: None,
+        vertical: None,
     }
 }
 

@@ -121,8 +121,9 @@ pub fn fit_pooled(spec: &JobSpec, table: &Table) -> Result<TrainedModel, PooledE
 }
 
 /// Means, deviations (1 for a constant column) and missing rates of `x`'s columns, over the
-/// values present.
-fn standardizer_of(x: ndarray::ArrayView2<f32>) -> Standardizer {
+/// values present: the standardisation [`fit_pooled`] fits with (also the one each party of
+/// a vertical model applies to its own columns, so the joined table is standardised alike).
+pub fn standardizer_of(x: ndarray::ArrayView2<f32>) -> Standardizer {
     let mut mean = Vec::new();
     let mut std = Vec::new();
     let mut missing_rate = Vec::new();

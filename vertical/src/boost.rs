@@ -166,6 +166,83 @@ pub struct VerticalGbdtModel {
     pub trees: Vec<Vec<VerticalNode>>,
 }
 
+/// Which rows go left at each split a passive party owns, keyed by (tree, node): its answer
+/// to a scoring request ([`PassiveBoost::route`]).
+pub type Routes = BTreeMap<(u32, u32), Vec<bool>>;
+
+impl VerticalGbdtModel {
+    /// Margins of rows scored jointly: `x` the active party's columns of the rows (NaN =
+    /// missing; its own splits compare `value < threshold`, missing takes the default
+    /// direction), `routes[k]` passive party `k`'s [`PassiveBoost::route`] of the same rows.
+    /// `σ(margin)` is the score; the margins equal the pooled model's on the joined rows.
+    pub fn predict_margin(
+        &self,
+        x: ArrayView2<f32>,
+        routes: &[Routes],
+    ) -> Result<Vec<f64>, VerticalError> {
+        let n = x.nrows();
+        let mut out = vec![self.base_score; n];
+        for (t, tree) in self.trees.iter().enumerate() {
+            for (i, m) in out.iter_mut().enumerate() {
+                let mut id = 0usize;
+                // a tree is acyclic with children after parents; the bound guards a bad model
+                for _ in 0..=tree.len() {
+                    match tree.get(id) {
+                        Some(VerticalNode::Leaf { value }) => {
+                            *m += value;
+                            break;
+                        }
+                        Some(VerticalNode::Split {
+                            owner,
+                            default_left,
+                            left,
+                            right,
+                            ..
+                        }) => {
+                            let go_left = match owner {
+                                SplitOwner::Active {
+                                    feature, threshold, ..
+                                } => {
+                                    let v = x.get((i, *feature as usize)).copied().ok_or_else(
+                                        || {
+                                            VerticalError::Data(format!(
+                                                "active column {feature} missing from the rows"
+                                            ))
+                                        },
+                                    )?;
+                                    if v.is_nan() {
+                                        *default_left
+                                    } else {
+                                        v < *threshold
+                                    }
+                                }
+                                SplitOwner::Passive { party } => routes
+                                    .get(*party as usize)
+                                    .and_then(|r| r.get(&(t as u32, id as u32)))
+                                    .and_then(|r| r.get(i))
+                                    .copied()
+                                    .ok_or_else(|| PeerError::BadReference {
+                                        what: "routes",
+                                        detail: format!(
+                                            "party {party} did not route row {i} at tree {t} node {id}"
+                                        ),
+                                    })?,
+                            };
+                            id = (if go_left { *left } else { *right }) as usize;
+                        }
+                        None => {
+                            return Err(VerticalError::Data(format!(
+                                "tree {t}: node {id} does not exist"
+                            )))
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// A passive party's split: its own column, bin and threshold (`value < threshold` → left).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PassiveSplit {
@@ -803,6 +880,35 @@ impl PassiveBoost {
     /// This party's splits.
     pub fn trees(&self) -> &PassiveTrees {
         &self.trees
+    }
+
+    /// Rows to score, routed at every split this party owns: `x` its own columns of the rows
+    /// (NaN = missing), binned with its own bins as in training. The active party learns
+    /// each row's direction at each of this party's splits (as it learns the training rows'
+    /// in training); the thresholds stay here.
+    pub fn route(&self, x: ArrayView2<f32>) -> Result<Routes, VerticalError> {
+        let binned = self
+            .mapper
+            .bin(x)
+            .map_err(fedsilo_ml::gbdt::GbdtError::from)?;
+        let missing = self.mapper.missing_bin();
+        self.trees
+            .splits
+            .iter()
+            .map(|(&key, sp)| {
+                if sp.feature as usize >= binned.ncols() {
+                    return Err(VerticalError::Internal(
+                        "a split on a column this party lacks",
+                    ));
+                }
+                let col = binned.column(sp.feature as usize);
+                let left = col
+                    .iter()
+                    .map(|&b| goes_left(b, sp.bin, missing, sp.default_left))
+                    .collect();
+                Ok((key, left))
+            })
+            .collect()
     }
 
     fn expected(&self) -> &'static str {

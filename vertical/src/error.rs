@@ -90,6 +90,9 @@ pub enum VerticalError {
     /// The optimiser refused an update.
     #[error(transparent)]
     Optim(#[from] OptimError),
+    /// The pooled reference's logistic-regression math refused the data.
+    #[error(transparent)]
+    Linear(#[from] fedsilo_ml::linear::LinearError),
     /// An arithmetic invariant failed (a bug, not a peer fault).
     #[error("internal: {0}")]
     Internal(&'static str),

@@ -256,6 +256,78 @@ pub struct ActiveLrModel {
     pub intercept: f64,
 }
 
+impl ActiveLrModel {
+    /// The model's margins (logits) on rows scored jointly: `x` the active party's
+    /// standardised columns of the rows, `partial[k]` passive party `k`'s partial logits of
+    /// the same rows ([`PassiveLr::partial_logits`]). `σ(margin)` is the score.
+    pub fn margins(
+        &self,
+        x: ArrayView2<f32>,
+        partial: &[Vec<f64>],
+    ) -> Result<Vec<f64>, VerticalError> {
+        if x.ncols() != self.coef.len() {
+            return Err(VerticalError::Data(format!(
+                "{} active columns for a model of {}",
+                x.ncols(),
+                self.coef.len()
+            )));
+        }
+        if let Some(p) = partial.iter().find(|p| p.len() != x.nrows()) {
+            return Err(PeerError::WrongSize {
+                what: "partial logits",
+                expected: x.nrows(),
+                got: p.len(),
+            }
+            .into());
+        }
+        Ok(x.outer_iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let own: f64 = self
+                    .coef
+                    .iter()
+                    .zip(row.iter())
+                    .map(|(w, &v)| w * f64::from(v))
+                    .sum();
+                own + self.intercept + partial.iter().filter_map(|p| p.get(i)).sum::<f64>()
+            })
+            .collect())
+    }
+}
+
+/// The pooled reference of vertical LR: the same full-batch steps of `cfg.optimizer` on the
+/// joined table `x` (every party's standardised columns side by side, the active party's
+/// first) with `fedsilo_ml::linear`'s gradient, the objective [`ActiveLr`] and [`PassiveLr`]
+/// descend together. Returns the flat parameters (coefficients in `x`'s column order, then
+/// the intercept); vertical LR equals them to its fixed-point precision.
+pub fn fit_joined(
+    cfg: &LrConfig,
+    x: ArrayView2<f32>,
+    y: ArrayView1<f32>,
+) -> Result<Vec<f64>, VerticalError> {
+    cfg.validate()?;
+    let d = x.ncols();
+    let n = x.nrows() as f64;
+    let mut params = vec![0.0; d + 1];
+    let mut st = OptimizerState::new(&cfg.optimizer, d + 1);
+    for _ in 0..cfg.iterations {
+        let p = fedsilo_ml::linear::LinearParams::from_flat(&params)?;
+        let (_, g) = fedsilo_ml::linear::loss_grad_sum(&p, x, y, cfg.pos_weight)?;
+        let delta: Vec<f64> = (0..=d)
+            .map(|j| {
+                let pen = if j < d {
+                    cfg.l2 * params.get(j).copied().unwrap_or(0.0)
+                } else {
+                    0.0
+                };
+                -(g.get(j).copied().unwrap_or(0.0) / n + pen)
+            })
+            .collect();
+        st.try_step(&cfg.optimizer, &mut params, &delta)?;
+    }
+    Ok(params)
+}
+
 /// Awaiting every passive party's partial logits of iteration `iteration`.
 struct AwaitingLogits {
     got: Vec<Option<Vec<f64>>>,
@@ -615,6 +687,33 @@ impl PassiveLr {
     /// This party's coefficients (they never leave it).
     pub fn coef(&self) -> &[f64] {
         &self.coef
+    }
+
+    /// This party's partial logits `x·w_k` of rows to score (`x` its own standardised
+    /// columns of those rows, standardised as its training columns were): what it sends the
+    /// active party to score them, as in training.
+    pub fn partial_logits(&self, x: ArrayView2<f32>) -> Result<Vec<f64>, VerticalError> {
+        if x.ncols() != self.coef.len() {
+            return Err(VerticalError::Data(format!(
+                "{} columns for a party of {}",
+                x.ncols(),
+                self.coef.len()
+            )));
+        }
+        if let Some(v) = x.iter().find(|v| !v.is_finite()) {
+            return Err(VerticalError::Data(format!(
+                "feature value {v} (standardise and fill missing values first)"
+            )));
+        }
+        Ok(x.outer_iter()
+            .map(|row| {
+                self.coef
+                    .iter()
+                    .zip(row.iter())
+                    .map(|(w, &v)| w * f64::from(v))
+                    .sum()
+            })
+            .collect())
     }
 
     fn expected(&self) -> &'static str {

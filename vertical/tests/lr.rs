@@ -10,7 +10,8 @@ use fedsilo_vertical::lr::{ActiveLr, LrConfig, LrToActive, LrToPassive, PassiveL
 use fedsilo_vertical::{PeerError, SecretKey, WireCiphertext};
 use ndarray::{Array2, ArrayView1};
 
-/// Full-batch steps of `opt` on the pooled objective, with `fedsilo_ml::linear`'s gradient.
+/// Full-batch steps of `opt` on the pooled objective, with `fedsilo_ml::linear`'s gradient
+/// (the crate's pooled reference, checked here against the loop written out).
 fn pooled(cfg: &LrConfig, x: &Array2<f32>, y: ArrayView1<f32>) -> Vec<f64> {
     let d = x.ncols();
     let n = x.nrows() as f64;
@@ -24,6 +25,10 @@ fn pooled(cfg: &LrConfig, x: &Array2<f32>, y: ArrayView1<f32>) -> Vec<f64> {
             .collect();
         st.try_step(&cfg.optimizer, &mut params, &delta).unwrap();
     }
+    assert_eq!(
+        fedsilo_vertical::lr::fit_joined(cfg, x.view(), y).unwrap(),
+        params
+    );
     params
 }
 

@@ -99,6 +99,135 @@ pub struct PsiEntry {
     pub chunk_len: u32,
 }
 
+/// Which vertical model a `[[vertical_models]]` entry trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerticalModelKind {
+    /// Vertical logistic regression (`fedsilo_vertical::lr`).
+    VerticalLogistic,
+    /// SecureBoost (`fedsilo_vertical::boost`).
+    VerticalGbdt,
+}
+
+impl VerticalModelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            VerticalModelKind::VerticalLogistic => "vertical_logistic",
+            VerticalModelKind::VerticalGbdt => "vertical_gbdt",
+        }
+    }
+}
+
+fn default_key_bits() -> u32 {
+    2048
+}
+
+/// A vertical model of the scenario, trained on the alignment of a `[[psi]]` job:
+///
+/// ```toml
+/// [[vertical_models]]
+/// name = "churn-vertical-lr"
+/// kind = "vertical_logistic"          # or "vertical_gbdt"
+/// psi = "align-churn"                 # its delivery must be "both"
+/// task = "churn"                      # default "risk"
+/// key_bits = 2048                     # the active party's Paillier modulus (default)
+/// iterations = 60                     # vertical_logistic only (default 50)
+/// l2 = 1e-4                           # default 1e-4
+/// pos_weight = 1.0                    # default 1
+/// optimizer = { kind = "fed_adam", lr = 0.1, beta1 = 0.9, beta2 = 0.99, eps = 1e-3 }
+/// # vertical_gbdt only: the boosting parameters, as a gbdt job's model table
+/// gbdt = { n_trees = 20, max_depth = 3, learning_rate = 0.3, max_bins = 32 }
+/// ```
+///
+/// The pooled reference (the same model on the joined table) and the active party's
+/// model on its own columns are trained with the same parameters.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerticalModelEntry {
+    pub name: String,
+    pub kind: VerticalModelKind,
+    /// The `[[psi]]` job whose alignment the model trains on.
+    pub psi: String,
+    #[serde(default)]
+    pub task: fedsilo_task::Task,
+    #[serde(default = "default_key_bits")]
+    pub key_bits: u32,
+    #[serde(default)]
+    pub iterations: Option<u32>,
+    #[serde(default)]
+    pub l2: Option<f64>,
+    #[serde(default)]
+    pub pos_weight: Option<f64>,
+    #[serde(default)]
+    pub optimizer: Option<fedsilo_ml::optim::ServerOptimizer>,
+    #[serde(default)]
+    pub gbdt: Option<fedsilo_ml::gbdt::GbdtParams>,
+}
+
+impl VerticalModelEntry {
+    /// The LR configuration (defaults filled in) every party of a `vertical_logistic` model
+    /// and its references use.
+    pub fn lr_config(&self) -> fedsilo_vertical::lr::LrConfig {
+        let optimizer =
+            self.optimizer
+                .clone()
+                .unwrap_or(fedsilo_ml::optim::ServerOptimizer::FedAdam {
+                    lr: 0.1,
+                    beta1: 0.9,
+                    beta2: 0.99,
+                    eps: 1e-3,
+                });
+        let mut cfg = fedsilo_vertical::lr::LrConfig::new(self.iterations.unwrap_or(50), optimizer);
+        cfg.l2 = self.l2.unwrap_or(1e-4);
+        cfg.pos_weight = self.pos_weight.unwrap_or(1.0);
+        cfg
+    }
+
+    /// The boosting parameters of a `vertical_gbdt` model (the defaults when none given).
+    pub fn gbdt_params(&self) -> fedsilo_ml::gbdt::GbdtParams {
+        self.gbdt.clone().unwrap_or_default()
+    }
+
+    /// Checks what serde cannot: the keys of the other kind, the parameters' domains.
+    pub fn validate(&self) -> Result<(), String> {
+        let at = |what: String| format!("vertical_models '{}': {what}", self.name);
+        if self.key_bits % 2 != 0 || !(1024..=4096).contains(&self.key_bits) {
+            return Err(at(format!(
+                "key_bits: {} must be even and in 1024..=4096",
+                self.key_bits
+            )));
+        }
+        match self.kind {
+            VerticalModelKind::VerticalLogistic => {
+                if self.gbdt.is_some() {
+                    return Err(at(
+                        "gbdt: boosting parameters apply to kind = \"vertical_gbdt\"".into(),
+                    ));
+                }
+                self.lr_config().validate().map_err(|e| at(e.to_string()))?;
+            }
+            VerticalModelKind::VerticalGbdt => {
+                for (key, given) in [
+                    ("iterations", self.iterations.is_some()),
+                    ("l2", self.l2.is_some()),
+                    ("pos_weight", self.pos_weight.is_some()),
+                    ("optimizer", self.optimizer.is_some()),
+                ] {
+                    if given {
+                        return Err(at(format!(
+                            "{key}: applies to kind = \"vertical_logistic\" (boosting takes a gbdt table)"
+                        )));
+                    }
+                }
+                self.gbdt_params()
+                    .validate()
+                    .map_err(|e| at(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl VerticalSpec {
     /// The label holder.
     pub fn label_holder(&self) -> Option<&VerticalParty> {
@@ -224,6 +353,86 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.suggestion(), Some("id_column"), "{e}");
+    }
+
+    const PSI: &str = "[[psi]]\nname = \"align\"\ndataset = \"d\"\ndelivery = \"both\"\n";
+
+    fn model(body: &str) -> Result<Scenario, String> {
+        // A scenario whose data files do not exist: `load` would fail on them, so the
+        // checks `load` runs are called directly.
+        let s = scenario(SPLIT, &format!("{PSI}[[vertical_models]]\n{body}"))
+            .map_err(|e| fedsilo_config::display_chain(&e))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    #[test]
+    fn vertical_models_are_read_strictly_and_checked() {
+        let s =
+            model("name = \"lr\"\nkind = \"vertical_logistic\"\npsi = \"align\"\niterations = 7\n")
+                .unwrap();
+        let m = &s.vertical_models[0];
+        assert_eq!(m.kind, super::VerticalModelKind::VerticalLogistic);
+        assert_eq!(m.key_bits, 2048);
+        assert_eq!(m.lr_config().iterations, 7);
+        let s = model(
+            "name = \"gb\"\nkind = \"vertical_gbdt\"\npsi = \"align\"\ngbdt = { n_trees = 5, max_depth = 2 }\n",
+        )
+        .unwrap();
+        assert_eq!(s.vertical_models[0].gbdt_params().n_trees, 5);
+        // a typo in the table or in its gbdt table: refused with the nearest key
+        let e = scenario(
+            SPLIT,
+            &format!("{PSI}[[vertical_models]]\nname = \"lr\"\nkind = \"vertical_logistic\"\npsi = \"align\"\niteratons = 7\n"),
+        )
+        .unwrap_err();
+        assert_eq!(e.unknown_key(), Some("iteratons"), "{e}");
+        assert_eq!(e.suggestion(), Some("iterations"), "{e}");
+        assert!(e.to_string().contains("vertical_models[0]"), "{e}");
+        let e = scenario(
+            SPLIT,
+            &format!("{PSI}[[vertical_models]]\nname = \"gb\"\nkind = \"vertical_gbdt\"\npsi = \"align\"\ngbdt = {{ n_tree = 5 }}\n"),
+        )
+        .unwrap_err();
+        assert_eq!(e.suggestion(), Some("n_trees"), "{e}");
+        let e = scenario(
+            SPLIT,
+            &format!(
+                "{PSI}[[vertical_models]]\nname = \"x\"\nkind = \"vertical_lr\"\npsi = \"align\"\n"
+            ),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("vertical_logistic"), "{e}");
+        // the other kind's keys, an unknown PSI job, an alignment the passive party lacks
+        let e = model("name = \"gb\"\nkind = \"vertical_gbdt\"\npsi = \"align\"\niterations = 3\n")
+            .unwrap_err();
+        assert!(
+            e.contains("iterations: applies to kind = \"vertical_logistic\""),
+            "{e}"
+        );
+        let e = model(
+            "name = \"lr\"\nkind = \"vertical_logistic\"\npsi = \"align\"\ngbdt = { n_trees = 5 }\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("gbdt: boosting parameters"), "{e}");
+        let e = model("name = \"lr\"\nkind = \"vertical_logistic\"\npsi = \"nope\"\n").unwrap_err();
+        assert!(e.contains("psi: 'nope' is not a [[psi]] job"), "{e}");
+        let e =
+            model("name = \"lr\"\nkind = \"vertical_logistic\"\npsi = \"align\"\nkey_bits = 512\n")
+                .unwrap_err();
+        assert!(e.contains("key_bits: 512"), "{e}");
+        let e =
+            model("name = \"align\"\nkind = \"vertical_logistic\"\npsi = \"align\"\n").unwrap_err();
+        assert!(e.contains("the name is used"), "{e}");
+        let text = format!(
+            "name = \"t\"\n[institutions]\ncount = 2\nnames = [\"Bank\", \"Insurer\"]\n\
+             [[datasets]]\nname = \"d\"\ncsv = \"x.csv\"\nschema = \"x.toml\"\n{SPLIT}\n\
+             [[psi]]\nname = \"align\"\ndataset = \"d\"\ndelivery = \"active_only\"\n\
+             [[vertical_models]]\nname = \"lr\"\nkind = \"vertical_logistic\"\npsi = \"align\"\n"
+        );
+        let s: Scenario = fedsilo_config::from_toml_str(&text, "s.toml").unwrap();
+        let e = s.validate().unwrap_err();
+        assert!(e.contains("set delivery = \"both\""), "{e}");
     }
 
     #[test]

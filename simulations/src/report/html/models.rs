@@ -3,23 +3,39 @@
 
 use std::fmt::Write as _;
 
-use super::format::{humanise, num, pct, plural, signed};
+use super::format::{bytes, humanise, num, pct, plural, sci, seconds, signed, thousands};
 use super::view::{ComparisonView, ModelView, View};
 use super::Figures;
 use crate::report::charts;
 use crate::report::svg::{
     escape, Axis, Corner, Format, Line, LineChart, Reference, Series, PRIMARY, REFERENCE, SECONDARY,
 };
-use crate::report::{Metrics, ModelReport, ScorecardReport};
+use crate::report::{Metrics, ModelReport, ScorecardReport, VerticalModelReport};
 
 pub(super) fn section(h: &mut String, v: &View, figs: &mut Figures) {
     let r = v.r;
     h.push_str("<section id=\"models\">\n<h2>2. Model quality</h2>\n");
-    h.push_str(
-        "<p>Each model was trained by the federation under secure aggregation. The <em>pooled</em> model is a reference \
-         that the simulator trains centrally on all institutions' training rows together, which no real federation could do; \
-         <em>local-only</em> models are trained by each institution on its own rows alone.</p>",
-    );
+    let vertical = r.models.iter().filter(|m| m.vertical.is_some()).count();
+    if vertical < r.models.len() || r.models.is_empty() {
+        h.push_str(
+            "<p>Each model was trained by the federation under secure aggregation. The <em>pooled</em> model is a reference \
+             that the simulator trains centrally on all institutions' training rows together, which no real federation could do; \
+             <em>local-only</em> models are trained by each institution on its own rows alone.</p>",
+        );
+    }
+    if vertical > 0 {
+        h.push_str(
+            "<p><strong>Vertical models</strong> are not trained under secure aggregation: their parties hold different columns of \
+             the same customers (aligned by the private set intersection of section 7) and run the vertical protocols themselves — \
+             logistic regression with the label holder's Paillier key and masked gradients, or SecureBoost on encrypted gradient \
+             histograms. The label holder learns its partners' partial logits (logistic regression) or per-bin gradient sums and \
+             every node's rows (SecureBoost), never a partner's column values; a partner sees only ciphertexts under the label \
+             holder's key, its own masked gradient and, for SecureBoost, the rows of the nodes it is asked about. Every message, \
+             partial logits included, crosses the coordinator's in-memory relay, as in the design (which seals them end to end \
+             between the two parties). The <em>pooled</em> reference of a vertical model is the same model trained by the \
+             simulator on the joined table; the label holder's model on its own columns alone is the comparison it must beat.</p>",
+        );
+    }
     if r.models.is_empty() {
         h.push_str("<p class=\"muted\">No model was trained in this run.</p>");
     }
@@ -42,6 +58,10 @@ fn metric_row(h: &mut String, label: &str, m: &Metrics) {
 }
 
 fn model_section(h: &mut String, index: usize, mv: &ModelView, figs: &mut Figures) {
+    if let Some(vm) = &mv.m.vertical {
+        vertical_model_section(h, index, mv, vm, figs);
+        return;
+    }
     let m = mv.m;
     let rounds_trained = m.curve.len();
     let _ = write!(
@@ -305,4 +325,154 @@ fn comparison_table(h: &mut String, m: &ModelReport, cv: &ComparisonView) {
     } else {
         h.push_str("<p class=\"muted\">No institution had both a local-only and a federated AUC to compare.</p>");
     }
+}
+
+/// A vertical model: its figures against the pooled reference and the active party alone,
+/// the parties, the relay's traffic, what each party learned, and the hold-out charts.
+fn vertical_model_section(
+    h: &mut String,
+    index: usize,
+    mv: &ModelView,
+    vm: &VerticalModelReport,
+    figs: &mut Figures,
+) {
+    let m = mv.m;
+    let size = match (vm.iterations, vm.trees) {
+        (Some(i), _) => plural(i as usize, "iteration", "iterations"),
+        (None, Some(t)) => plural(t, "tree", "trees"),
+        _ => String::new(),
+    };
+    let _ = write!(
+        h,
+        "<section class=\"model\" id=\"model-{index}\">\n<h3>2.{} {}</h3>\n<p class=\"meta\">Task: {} · model: {} · {} · on the alignment of PSI job {} · Paillier key of {} bits</p>",
+        index + 1,
+        escape(&m.name),
+        escape(&m.task),
+        escape(&m.model_kind),
+        escape(&size),
+        escape(&vm.psi_job),
+        vm.key_bits
+    );
+    let f = &m.final_metrics;
+    let a = &vm.active_alone_metrics;
+    let _ = write!(
+        h,
+        "<p class=\"summary\">Vertical model on the {} hold-out customers: AUC <strong>{}</strong>, KS <strong>{}</strong>, log-loss <strong>{}</strong>, \
+         top-decile lift <strong>{}</strong>; {} alone: AUC {} ({} {}).",
+        vm.holdout_rows,
+        num(f.auc, 3),
+        num(f.ks, 3),
+        num(f.log_loss, 4),
+        num(f.top_decile_lift, 2),
+        escape(&vm.active),
+        num(a.auc, 3),
+        signed(f.auc - a.auc, 3),
+        if f.auc > a.auc { "for the vertical model" } else { "— the partners' columns did not help" }
+    );
+    if let Some(p) = &m.pooled_metrics {
+        let _ = write!(
+            h,
+            " Pooled reference (joined table): AUC {}; largest hold-out score difference {}{}{}.",
+            num(p.auc, 3),
+            sci(vm.max_score_diff_vs_pooled),
+            match vm.max_coef_diff_vs_pooled {
+                Some(d) => format!(", largest coefficient difference {}", sci(d)),
+                None => String::new(),
+            },
+            match vm.trees_match_pooled {
+                Some(true) => ", every tree identical to the pooled one",
+                Some(false) => ", the trees differ from the pooled ones",
+                None => "",
+            }
+        );
+    }
+    h.push_str("</p>");
+    h.push_str(
+        "<table class=\"metrics\"><thead><tr><th></th><th class=\"num\">AUC</th><th class=\"num\">KS</th>\
+         <th class=\"num\">Log-loss</th><th class=\"num\">Top-decile lift</th></tr></thead><tbody>",
+    );
+    metric_row(h, "Vertical", f);
+    if let Some(p) = &m.pooled_metrics {
+        metric_row(h, "Pooled (joined table, reference)", p);
+        let _ = write!(
+            h,
+            "<tr><th>Vertical − pooled</th><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            signed(f.auc - p.auc, 3),
+            signed(f.ks - p.ks, 3),
+            signed(f.log_loss - p.log_loss, 4),
+            signed(f.top_decile_lift - p.top_decile_lift, 2)
+        );
+    }
+    metric_row(h, &format!("{} alone", escape(&vm.active)), a);
+    h.push_str("</tbody></table>");
+
+    h.push_str("<h4>Parties and traffic</h4><table class=\"vertical-parties\"><thead><tr><th>Institution</th><th>Role</th>\
+                <th>Columns</th><th class=\"num\">Encoded columns</th></tr></thead><tbody>");
+    for p in &vm.parties {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
+            escape(&p.institution),
+            escape(&p.role),
+            escape(&p.columns.join(", ")),
+            p.encoded_columns
+        );
+    }
+    h.push_str("</tbody></table>");
+    let _ = write!(
+        h,
+        "<p>{} aligned customers ({} training, {} hold-out). The relay carried {} messages ({}) to the partners and {} ({}) to {}; \
+         training took {}, scoring the hold-out {} (all parties in one process).</p>",
+        thousands(vm.aligned_rows as u64),
+        thousands(vm.train_rows as u64),
+        thousands(vm.holdout_rows as u64),
+        thousands(vm.messages_active_to_passive),
+        bytes(vm.bytes_active_to_passive),
+        thousands(vm.messages_passive_to_active),
+        bytes(vm.bytes_passive_to_active),
+        escape(&vm.active),
+        seconds(vm.train_seconds),
+        seconds(vm.score_seconds)
+    );
+    h.push_str("<h4>What each party learned</h4><ul class=\"note\">");
+    for l in &vm.learned {
+        let _ = write!(h, "<li>{}</li>", escape(l));
+    }
+    h.push_str("</ul>");
+
+    h.push_str("<div class=\"charts\">");
+    let roc_chart = charts::roc(
+        &m.name,
+        &format!("vertical model (AUC {})", num(f.auc, 3)),
+        m.roc.clone(),
+    );
+    figs.figure(
+        h,
+        "ROC curve of the vertical model.",
+        "Hold-out customers.",
+        roc_chart.render(),
+    );
+    let ks_chart = charts::ks(&m.name, &m.ks_curve, mv.ks_gap);
+    figs.figure(h, "Kolmogorov–Smirnov chart.", "", ks_chart.render());
+    let gains_chart = charts::gains(
+        &m.name,
+        "vertical model",
+        m.gains.clone(),
+        mv.gain_at_decile.map(|g| (g, f.top_decile_lift)),
+    );
+    figs.figure(
+        h,
+        "Cumulative gains (lift) chart.",
+        "",
+        gains_chart.render(),
+    );
+    h.push_str("</div>");
+    if !m.notes.is_empty() {
+        h.push_str("<h4>Notes</h4><ul class=\"note\">");
+        for n in &m.notes {
+            let _ = write!(h, "<li>{}</li>", escape(n));
+        }
+        h.push_str("</ul>");
+    }
+    h.push_str("</section>\n");
 }

@@ -19,16 +19,32 @@ pub(super) fn section(h: &mut String, v: &View, figs: &mut Figures) {
     if p.coordinator_saw.is_empty() {
         h.push_str("<p class=\"muted\">The run did not record what the coordinator saw.</p>");
     } else {
-        h.push_str(
+        let vertical = r.models.iter().any(|m| m.vertical.is_some());
+        h.push_str(if vertical {
+            "<p>Vertical models do not use secure aggregation: the coordinator relays their parties' messages. \
+             As recorded by this run, it saw:</p><ul>"
+        } else {
             "<p>The coordinator saw only masked vectors and their sums, never an institution's data or update in the clear. \
-             As recorded by this run, it saw:</p><ul>",
-        );
+             As recorded by this run, it saw:</p><ul>"
+        });
         for s in &p.coordinator_saw {
             let _ = write!(h, "<li>{}</li>", escape(s));
         }
         h.push_str("</ul>");
     }
     h.push_str("<h3>Secure-aggregation parameters</h3>");
+    if r.rounds.is_empty() && (!r.psi.is_empty() || r.models.iter().any(|m| m.vertical.is_some())) {
+        h.push_str(
+            "<p>No secure-aggregation round ran in this scenario: its PSI jobs and vertical models use their own protocols \
+             (sections 2 and 7).</p>",
+        );
+    } else {
+        secagg_parameters(h, p, n);
+    }
+    dp_section(h, v, figs);
+}
+
+fn secagg_parameters(h: &mut String, p: &crate::report::PrivacyReport, n: usize) {
     let _ = write!(
         h,
         "<p><strong>Threshold t = {t}.</strong> A sum is unmasked only when at least {t} institutions survive to the end \
@@ -58,8 +74,16 @@ pub(super) fn section(h: &mut String, v: &View, figs: &mut Figures) {
             escape(&p.encoding)
         }
     );
+}
+
+fn dp_section(h: &mut String, v: &View, figs: &mut Figures) {
+    let p = &v.r.privacy;
     h.push_str("<h3>Differential privacy</h3>");
     match &p.dp {
+        None if v.r.rounds.is_empty() => h.push_str(
+            "<p class=\"ok-box\">No differential-privacy noise was added in this run: the models carry no formal \
+             (ε, δ) guarantee.</p>",
+        ),
         None => h.push_str(
             "<p class=\"ok-box\">No differential-privacy noise was added in this run. Secure aggregation keeps each \
              institution's contribution hidden from the coordinator, but the aggregates and the final model carry no formal \
