@@ -234,6 +234,8 @@ pub(crate) struct Encoder<'s> {
     rows: usize,
     read: usize,
     scratch: Vec<u8>,
+    /// Where each field of a line ends ([`Encoder::push_plain_line`]).
+    line_ends: Vec<usize>,
 }
 
 /// Distinct label values remembered (a few), to say what the file holds when a label has
@@ -421,6 +423,7 @@ impl<'s> Encoder<'s> {
             rows: 0,
             read: 0,
             scratch: Vec::new(),
+            line_ends: Vec::new(),
         })
     }
 
@@ -528,6 +531,131 @@ impl<'s> Encoder<'s> {
     /// and pushes it by the row path, which reports what is wrong. `text` must not start
     /// with an empty line.
     pub(crate) fn push_numeric_line(
+        &mut self,
+        uses: &[FieldUse],
+        text: &[u8],
+        delimiter: u8,
+    ) -> Option<usize> {
+        self.push_plain_line(uses, text, delimiter)
+            .or_else(|| self.push_scanned_line(uses, text, delimiter))
+    }
+
+    /// [`Encoder::push_numeric_line`] for the plainest lines, in two passes so that no cell
+    /// waits for the one before it: the field ends are found first, eight bytes at a time
+    /// (`number::byte_mask`), then every cell is read on its own: empty (missing), or a
+    /// short plain decimal that is the whole cell (`number::plain_decimal_prefix`), not
+    /// starting like a missing-value token; the id untrimmed-or-trimmed as the general path
+    /// trims it. `None`, with nothing pushed, for any other line (a longer or odd cell, a
+    /// `\r`, the end of the text within eight bytes, fewer or more fields): the general path
+    /// reads it.
+    fn push_plain_line(&mut self, uses: &[FieldUse], text: &[u8], delimiter: u8) -> Option<usize> {
+        use super::number::{byte_mask, plain_decimal_prefix, word};
+        let n = uses.len();
+        // Pass 1: the end of each of the `n` fields, the last one's at the line's `\n`.
+        let ends = &mut self.line_ends;
+        ends.clear();
+        ends.resize(n + 8, 0);
+        let mut found = 0usize;
+        let mut at = 0usize;
+        let line_end = loop {
+            let w = word(text, at)?;
+            let nl = byte_mask(w, b'\n');
+            let mut d = byte_mask(w, delimiter);
+            if nl != 0 {
+                d &= (nl & nl.wrapping_neg()) - 1; // the delimiters before the `\n`
+            }
+            let count = d.count_ones() as usize;
+            if found + count >= n {
+                return None; // more fields than the header
+            }
+            // Two ends written whether or not the word holds them (most hold one or two;
+            // a slot past the word's count is written again later, or lies past the `n`
+            // read), so the loop's exit is rarely a guess; more in the loop.
+            let mut k = found;
+            for _ in 0..2 {
+                if let Some(e) = ends.get_mut(k) {
+                    *e = at + (d.trailing_zeros() / 8) as usize;
+                }
+                k += 1;
+                d &= d.wrapping_sub(1);
+            }
+            while d != 0 {
+                *ends.get_mut(k)? = at + (d.trailing_zeros() / 8) as usize;
+                k += 1;
+                d &= d - 1;
+            }
+            found += count;
+            if nl != 0 {
+                break at + (nl.trailing_zeros() / 8) as usize;
+            }
+            at += 8;
+        };
+        if found + 1 != n {
+            return None; // fewer fields than the header
+        }
+        *ends.get_mut(found)? = line_end;
+        // Pass 2: the cells.
+        let start = self.x.len();
+        self.x.resize(start + self.width, f32::NAN);
+        let row = self.x.get_mut(start..)?;
+        let mut id = None;
+        let mut from = 0usize;
+        let mut plain = true;
+        for (&u, &end) in uses.iter().zip(ends.iter()) {
+            match u {
+                FieldUse::Skip => {}
+                FieldUse::Id => id = Some((from, end)),
+                FieldUse::Number(out) => {
+                    if end > from {
+                        let first = text.get(from).copied().unwrap_or(b'\n');
+                        let token = self
+                            .missing_first
+                            .get(usize::from(first))
+                            .copied()
+                            .unwrap_or(true);
+                        match text.get(from..).and_then(plain_decimal_prefix) {
+                            Some((v, len)) if !token && len == end - from => {
+                                if let Some(slot) = row.get_mut(out) {
+                                    *slot = v;
+                                }
+                            }
+                            _ => plain = false,
+                        }
+                    }
+                }
+            }
+            from = end + 1;
+        }
+        let id_text = match (self.id_field, id) {
+            (None, _) => None,
+            (Some(_), Some((a, b))) => {
+                let t = text.get(a..b).unwrap_or_default().trim_ascii();
+                if t.is_empty() {
+                    plain = false;
+                }
+                Some(t)
+            }
+            (Some(_), None) => {
+                plain = false;
+                None
+            }
+        };
+        if !plain {
+            self.x.truncate(start);
+            return None;
+        }
+        match id_text {
+            Some(t) => self.ids.push_text(t),
+            None => self.ids.push_number(self.read + 1),
+        }
+        self.read += 1;
+        self.rows += 1;
+        Some(line_end + 1)
+    }
+
+    /// [`Encoder::push_numeric_line`] cell by cell, each scanned to its end: every line the
+    /// two-pass [`Encoder::push_plain_line`] leaves.
+    fn push_scanned_line(
         &mut self,
         uses: &[FieldUse],
         text: &[u8],
