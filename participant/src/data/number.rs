@@ -309,11 +309,11 @@ mod tests {
         for i in 0..200_000u32 {
             let mut bytes: [u8; 8] = rng.random();
             let b = [b',', b'\n', b';', 0, 0xff, 0x80][(i % 6) as usize];
-            for k in 0..8 {
+            for x in bytes.iter_mut() {
                 if rng.random_bool(0.3) {
-                    bytes[k] = b;
+                    *x = b;
                 } else if rng.random_bool(0.2) {
-                    bytes[k] = b ^ 0x80;
+                    *x = b ^ 0x80;
                 }
             }
             let m = byte_mask(u64::from_le_bytes(bytes), b);
