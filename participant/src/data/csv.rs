@@ -5,7 +5,7 @@ use std::path::Path;
 
 use fedsilo_ml::table::Table;
 
-use super::encode::{Cell, Encoder};
+use super::encode::{Cell, Chunk, Encoder};
 use super::schema::Schema;
 use super::{At, DataError};
 
@@ -44,6 +44,20 @@ pub fn load_csv_chunks<E: From<DataError>>(
     labels: Labels,
     sink: &mut dyn FnMut(Table) -> Result<(), E>,
 ) -> Result<usize, E> {
+    load_csv_chunk_ids(path, schema, chunk_rows, labels, &mut |c: Chunk| {
+        sink(c.into_table())
+    })
+}
+
+/// [`load_csv_chunks`] with each chunk's ids in one buffer ([`Chunk::ids`]): no string per
+/// row.
+pub(crate) fn load_csv_chunk_ids<E: From<DataError>>(
+    path: &Path,
+    schema: &Schema,
+    chunk_rows: usize,
+    labels: Labels,
+    sink: &mut dyn FnMut(Chunk) -> Result<(), E>,
+) -> Result<usize, E> {
     let source_name = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|source| DataError::Io {
         source_name: source_name.clone(),
@@ -61,9 +75,9 @@ pub fn load_csv_chunks<E: From<DataError>>(
         None,
         Count::Lines,
         mode,
-        &mut |t| {
-            rows += t.n_rows();
-            sink(t)
+        &mut |c| {
+            rows += c.n_rows();
+            sink(c)
         },
     )?;
     Ok(rows)
@@ -130,8 +144,8 @@ pub(crate) fn read_counted<R: std::io::Read>(
         size_hint,
         count,
         Mode::Whole,
-        &mut |t| {
-            table = Some(t);
+        &mut |c| {
+            table = Some(c.into_table());
             Ok::<(), DataError>(())
         },
     )?;
@@ -156,9 +170,9 @@ pub(crate) fn read_chunks_counted<R: std::io::Read, E: From<DataError>>(
         labels,
     };
     let mut rows = 0;
-    read_rows(reader, source_name, schema, None, count, mode, &mut |t| {
-        rows += t.n_rows();
-        sink(t)
+    read_rows(reader, source_name, schema, None, count, mode, &mut |c| {
+        rows += c.n_rows();
+        sink(c.into_table())
     })?;
     Ok(rows)
 }
@@ -179,7 +193,7 @@ fn read_rows<R: std::io::Read, E: From<DataError>>(
     size_hint: Option<u64>,
     count: Count,
     mode: Mode,
-    sink: &mut dyn FnMut(Table) -> Result<(), E>,
+    sink: &mut dyn FnMut(Chunk) -> Result<(), E>,
 ) -> Result<(), E> {
     let io = |source| DataError::Io {
         source_name: source_name.to_string(),
@@ -499,7 +513,7 @@ struct Rows<'a, 's, E> {
     size_hint: Option<u64>,
     /// Data rows read.
     rows: usize,
-    sink: &'a mut dyn FnMut(Table) -> Result<(), E>,
+    sink: &'a mut dyn FnMut(Chunk) -> Result<(), E>,
 }
 
 impl<E: From<DataError>> Rows<'_, '_, E> {
@@ -553,7 +567,7 @@ impl<E: From<DataError>> Rows<'_, '_, E> {
     fn end_row(&mut self) -> Result<(), E> {
         self.rows += 1;
         if self.chunk_rows.is_some_and(|c| self.rows % c == 0) {
-            (self.sink)(self.enc.take_chunk()?)?;
+            (self.sink)(self.enc.take_chunk_ids()?)?;
         }
         Ok(())
     }
@@ -605,7 +619,7 @@ impl<E: From<DataError>> Rows<'_, '_, E> {
     fn finish(mut self, header_at: At) -> Result<(), E> {
         let src = || self.source_name.to_string();
         match self.chunk_rows {
-            None => (self.sink)(self.enc.finish(header_at)?),
+            None => (self.sink)(Chunk::from_table(self.enc.finish(header_at)?)),
             Some(_) if self.enc.read() == 0 => Err(DataError::NoDataRows {
                 source_name: src(),
                 at: header_at,
@@ -617,7 +631,7 @@ impl<E: From<DataError>> Rows<'_, '_, E> {
                 rows: self.enc.read(),
             }
             .into()),
-            Some(c) if self.rows % c != 0 => (self.sink)(self.enc.take_chunk()?),
+            Some(c) if self.rows % c != 0 => (self.sink)(self.enc.take_chunk_ids()?),
             Some(_) => Ok(()),
         }
     }

@@ -108,6 +108,106 @@ fn cell_text<'a>(cell: &Cell<'a>, scratch: &'a mut Vec<u8>) -> Option<&'a [u8]> 
     }
 }
 
+/// A row's id as the row path finds it.
+enum IdText<'a> {
+    Text(&'a [u8]),
+    /// The data row's number (no id column).
+    Number(usize),
+}
+
+/// The ids of a chunk's rows in one buffer: each id's UTF-8 text (invalid bytes replaced, as
+/// `String::from_utf8_lossy` does) and where it ends.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Ids {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Ids {
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Id `r`'s text (empty past the end).
+    pub(crate) fn get(&self, r: usize) -> &[u8] {
+        let start = match r.checked_sub(1) {
+            Some(p) => self.ends.get(p).copied().unwrap_or(usize::MAX),
+            None => 0,
+        };
+        let end = self.ends.get(r).copied().unwrap_or(0);
+        self.bytes.get(start..end).unwrap_or_default()
+    }
+
+    fn reserve(&mut self, rows: usize) {
+        self.ends.reserve(rows);
+        self.bytes.reserve(rows.saturating_mul(8));
+    }
+
+    fn push_text(&mut self, t: &[u8]) {
+        match std::str::from_utf8(t) {
+            Ok(_) => self.bytes.extend_from_slice(t),
+            Err(_) => self
+                .bytes
+                .extend_from_slice(String::from_utf8_lossy(t).as_bytes()),
+        }
+        self.ends.push(self.bytes.len());
+    }
+
+    fn push_number(&mut self, n: usize) {
+        use std::io::Write as _;
+        let _ = write!(self.bytes, "{n}");
+        self.ends.push(self.bytes.len());
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.ends.truncate(len);
+        self.bytes.truncate(self.ends.last().copied().unwrap_or(0));
+    }
+
+    /// One string per id.
+    pub(crate) fn into_strings(self) -> Vec<String> {
+        (0..self.len())
+            .map(|r| String::from_utf8_lossy(self.get(r)).into_owned())
+            .collect()
+    }
+}
+
+/// A chunk of rows as the readers hand it on: the table, and its ids in one buffer when the
+/// reader kept them so (then `table.ids` is empty).
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    pub(crate) table: Table,
+    pub(crate) ids: Option<Ids>,
+}
+
+impl Chunk {
+    /// A table with its ids in `table.ids`.
+    pub(crate) fn from_table(table: Table) -> Chunk {
+        Chunk { table, ids: None }
+    }
+
+    /// The table with every id in `ids`.
+    pub(crate) fn into_table(self) -> Table {
+        let mut table = self.table;
+        if let Some(ids) = self.ids {
+            table.ids = ids.into_strings();
+        }
+        table
+    }
+
+    pub(crate) fn n_rows(&self) -> usize {
+        self.table.n_rows()
+    }
+
+    /// Row `r`'s id (empty past the end).
+    pub(crate) fn id(&self, r: usize) -> &[u8] {
+        match &self.ids {
+            Some(ids) => ids.get(r),
+            None => self.table.ids.get(r).map_or(&[][..], |s| s.as_bytes()),
+        }
+    }
+}
+
 pub(crate) struct Encoder<'s> {
     schema: &'s Schema,
     source_name: String,
@@ -129,11 +229,13 @@ pub(crate) struct Encoder<'s> {
     label_seen: Vec<Vec<Vec<u8>>>,
     x: Vec<f32>,
     y: Vec<f32>,
-    ids: Vec<String>,
+    ids: Ids,
     /// Rows kept (in the cohort) and data rows read.
     rows: usize,
     read: usize,
     scratch: Vec<u8>,
+    /// Where each field of a line ends ([`Encoder::push_plain_line`]).
+    line_ends: Vec<usize>,
 }
 
 /// Distinct label values remembered (a few), to say what the file holds when a label has
@@ -317,10 +419,11 @@ impl<'s> Encoder<'s> {
             label_seen: vec![Vec::new(); schema.labels.len()],
             x: Vec::new(),
             y: Vec::new(),
-            ids: Vec::new(),
+            ids: Ids::default(),
             rows: 0,
             read: 0,
             scratch: Vec::new(),
+            line_ends: Vec::new(),
         })
     }
 
@@ -420,13 +523,139 @@ impl<'s> Encoder<'s> {
 
     /// Encodes the delimited text line at the start of `text` by `uses`
     /// ([`Encoder::text_numeric_plan`]), parsing each plain decimal as it is scanned (one
-    /// pass over the bytes, no split first); any other cell is trimmed, checked for the
+    /// pass over the bytes, no split first; eight bytes at a time where the decimal is short,
+    /// [`super::number::plain_decimal_prefix`]); any other cell is trimmed, checked for the
     /// missing tokens and parsed as [`Encoder::push_row`] does. Returns the bytes the line
     /// took (with its `\n`), or `None`, with nothing pushed, when the line is not one
     /// record of `uses.len()` fields of finite numbers with an id: the caller then splits it
     /// and pushes it by the row path, which reports what is wrong. `text` must not start
     /// with an empty line.
     pub(crate) fn push_numeric_line(
+        &mut self,
+        uses: &[FieldUse],
+        text: &[u8],
+        delimiter: u8,
+    ) -> Option<usize> {
+        self.push_plain_line(uses, text, delimiter)
+            .or_else(|| self.push_scanned_line(uses, text, delimiter))
+    }
+
+    /// [`Encoder::push_numeric_line`] for the plainest lines, in two passes so that no cell
+    /// waits for the one before it: the field ends are found first, eight bytes at a time
+    /// (`number::byte_mask`), then every cell is read on its own: empty (missing), or a
+    /// short plain decimal that is the whole cell (`number::plain_decimal_prefix`), not
+    /// starting like a missing-value token; the id untrimmed-or-trimmed as the general path
+    /// trims it. `None`, with nothing pushed, for any other line (a longer or odd cell, a
+    /// `\r`, the end of the text within eight bytes, fewer or more fields): the general path
+    /// reads it.
+    fn push_plain_line(&mut self, uses: &[FieldUse], text: &[u8], delimiter: u8) -> Option<usize> {
+        use super::number::{byte_mask, plain_decimal_prefix, word};
+        let n = uses.len();
+        // Pass 1: the end of each of the `n` fields, the last one's at the line's `\n`.
+        let ends = &mut self.line_ends;
+        ends.clear();
+        ends.resize(n + 8, 0);
+        let mut found = 0usize;
+        let mut at = 0usize;
+        let line_end = loop {
+            let w = word(text, at)?;
+            let nl = byte_mask(w, b'\n');
+            let mut d = byte_mask(w, delimiter);
+            if nl != 0 {
+                d &= (nl & nl.wrapping_neg()) - 1; // the delimiters before the `\n`
+            }
+            let count = d.count_ones() as usize;
+            if found + count >= n {
+                return None; // more fields than the header
+            }
+            // Two ends written whether or not the word holds them (most hold one or two;
+            // a slot past the word's count is written again later, or lies past the `n`
+            // read), so the loop's exit is rarely a guess; more in the loop.
+            let mut k = found;
+            for _ in 0..2 {
+                if let Some(e) = ends.get_mut(k) {
+                    *e = at + (d.trailing_zeros() / 8) as usize;
+                }
+                k += 1;
+                d &= d.wrapping_sub(1);
+            }
+            while d != 0 {
+                *ends.get_mut(k)? = at + (d.trailing_zeros() / 8) as usize;
+                k += 1;
+                d &= d - 1;
+            }
+            found += count;
+            if nl != 0 {
+                break at + (nl.trailing_zeros() / 8) as usize;
+            }
+            at += 8;
+        };
+        if found + 1 != n {
+            return None; // fewer fields than the header
+        }
+        *ends.get_mut(found)? = line_end;
+        // Pass 2: the cells.
+        let start = self.x.len();
+        self.x.resize(start + self.width, f32::NAN);
+        let row = self.x.get_mut(start..)?;
+        let mut id = None;
+        let mut from = 0usize;
+        let mut plain = true;
+        for (&u, &end) in uses.iter().zip(ends.iter()) {
+            match u {
+                FieldUse::Skip => {}
+                FieldUse::Id => id = Some((from, end)),
+                FieldUse::Number(out) => {
+                    if end > from {
+                        let first = text.get(from).copied().unwrap_or(b'\n');
+                        let token = self
+                            .missing_first
+                            .get(usize::from(first))
+                            .copied()
+                            .unwrap_or(true);
+                        match text.get(from..).and_then(plain_decimal_prefix) {
+                            Some((v, len)) if !token && len == end - from => {
+                                if let Some(slot) = row.get_mut(out) {
+                                    *slot = v;
+                                }
+                            }
+                            _ => plain = false,
+                        }
+                    }
+                }
+            }
+            from = end + 1;
+        }
+        let id_text = match (self.id_field, id) {
+            (None, _) => None,
+            (Some(_), Some((a, b))) => {
+                let t = text.get(a..b).unwrap_or_default().trim_ascii();
+                if t.is_empty() {
+                    plain = false;
+                }
+                Some(t)
+            }
+            (Some(_), None) => {
+                plain = false;
+                None
+            }
+        };
+        if !plain {
+            self.x.truncate(start);
+            return None;
+        }
+        match id_text {
+            Some(t) => self.ids.push_text(t),
+            None => self.ids.push_number(self.read + 1),
+        }
+        self.read += 1;
+        self.rows += 1;
+        Some(line_end + 1)
+    }
+
+    /// [`Encoder::push_numeric_line`] cell by cell, each scanned to its end: every line the
+    /// two-pass [`Encoder::push_plain_line`] leaves.
+    fn push_scanned_line(
         &mut self,
         uses: &[FieldUse],
         text: &[u8],
@@ -442,6 +671,42 @@ impl<'s> Encoder<'s> {
         for (f, &u) in uses.iter().enumerate() {
             if !ok {
                 break;
+            }
+            let last = f + 1 == n;
+            if let FieldUse::Number(out) = u {
+                // An empty cell (but the last): missing, as the general path finds it.
+                if !last && text.get(pos) == Some(&delimiter) {
+                    pos += 1;
+                    continue;
+                }
+                // The common cell: a short plain decimal read eight bytes at a time
+                // (`number::plain_decimal_prefix`), ended by the delimiter (or, in the last
+                // field, the line's `\n`). Anything else takes the general path below.
+                let token = text
+                    .get(pos)
+                    .and_then(|&b| self.missing_first.get(usize::from(b)))
+                    .copied()
+                    .unwrap_or(true);
+                if !token {
+                    if let Some((v, len)) = text
+                        .get(pos..)
+                        .and_then(super::number::plain_decimal_prefix)
+                    {
+                        let end = pos + len;
+                        let ends = match text.get(end) {
+                            Some(&b) if b == delimiter => !last,
+                            Some(b'\n') => last,
+                            _ => false,
+                        };
+                        if ends {
+                            if let Some(slot) = self.x.get_mut(start + out) {
+                                *slot = v;
+                                pos = end + 1;
+                                continue;
+                            }
+                        }
+                    }
+                }
             }
             let from = pos;
             let mut parsed = None;
@@ -508,7 +773,6 @@ impl<'s> Encoder<'s> {
                 }
             }
             let end = pos;
-            let last = f + 1 == n;
             // A number parsed up to a `\r\n` (or a final `\r`) ends the line there.
             if last
                 && parsed.is_some()
@@ -564,20 +828,25 @@ impl<'s> Encoder<'s> {
                 }
             }
         }
-        let text_id = match (ok, self.id_field, id) {
-            (false, _, _) => None,
-            (true, None, _) => Some((self.read + 1).to_string()),
+        let pushed = match (ok, self.id_field, id) {
+            (false, _, _) => false,
+            (true, None, _) => {
+                self.ids.push_number(self.read + 1);
+                true
+            }
             (true, Some(_), Some((a, b))) => {
                 let t = text.get(a..b).unwrap_or_default().trim_ascii();
-                (!t.is_empty()).then(|| String::from_utf8_lossy(t).into_owned())
+                !t.is_empty() && {
+                    self.ids.push_text(t);
+                    true
+                }
             }
-            (true, Some(_), None) => None,
+            (true, Some(_), None) => false,
         };
-        let Some(text_id) = text_id else {
+        if !pushed {
             self.x.truncate(start);
             return None;
-        };
-        self.ids.push(text_id);
+        }
         self.read += 1;
         self.rows += 1;
         Some(pos)
@@ -625,20 +894,19 @@ impl<'s> Encoder<'s> {
     fn push_ids<'r>(&mut self, n: usize, mut id: impl FnMut(usize) -> Cell<'r>) -> bool {
         let ids_start = self.ids.len();
         for r in 0..n {
-            let text = match self.id_field {
+            match self.id_field {
                 Some(_) => {
                     let c = id(r);
                     match cell_text(&c, &mut self.scratch) {
-                        Some(t) if !t.is_empty() => String::from_utf8_lossy(t).into_owned(),
+                        Some(t) if !t.is_empty() => self.ids.push_text(t),
                         _ => {
                             self.ids.truncate(ids_start);
                             return false;
                         }
                     }
                 }
-                None => (self.read + r + 1).to_string(),
-            };
-            self.ids.push(text);
+                None => self.ids.push_number(self.read + r + 1),
+            }
         }
         true
     }
@@ -731,7 +999,7 @@ impl<'s> Encoder<'s> {
             Some(field) => {
                 let c = cell(field);
                 match cell_text(&c, &mut self.scratch) {
-                    Some(t) if !t.is_empty() => String::from_utf8_lossy(t).into_owned(),
+                    Some(t) if !t.is_empty() => IdText::Text(t),
                     _ => {
                         self.y.truncate(y_base);
                         return Err(DataError::MissingId {
@@ -742,12 +1010,15 @@ impl<'s> Encoder<'s> {
                     }
                 }
             }
-            None => self.read.to_string(),
+            None => IdText::Number(self.read),
         };
+        match id {
+            IdText::Text(t) => self.ids.push_text(t),
+            IdText::Number(n) => self.ids.push_number(n),
+        }
         let (features, derived) = self.derivation.output(&self.row);
         self.x.extend_from_slice(features);
         self.x.extend_from_slice(derived);
-        self.ids.push(id);
         self.rows += 1;
         Ok(())
     }
@@ -843,6 +1114,12 @@ impl<'s> Encoder<'s> {
     /// The rows pushed since the last chunk as a table (empty buffers after), without the
     /// one-class check a whole file gets: a chunk of a scoring file.
     pub(crate) fn take_chunk(&mut self) -> Result<Table, DataError> {
+        self.take_chunk_ids().map(Chunk::into_table)
+    }
+
+    /// [`Encoder::take_chunk`] with the ids in one buffer ([`Chunk::ids`]; the table's `ids`
+    /// empty): no string per row.
+    pub(crate) fn take_chunk_ids(&mut self) -> Result<Chunk, DataError> {
         let rows = self.ids.len();
         let shape_err = |_| DataError::Internal {
             source_name: self.source_name.clone(),
@@ -852,12 +1129,15 @@ impl<'s> Encoder<'s> {
             .map_err(shape_err)?;
         let labels = Array2::from_shape_vec((rows, self.labels.len()), std::mem::take(&mut self.y))
             .map_err(shape_err)?;
-        Ok(Table {
-            feature_names: self.schema.feature_columns(),
-            x,
-            label_names: self.label_names(),
-            labels,
-            ids: std::mem::take(&mut self.ids),
+        Ok(Chunk {
+            table: Table {
+                feature_names: self.schema.feature_columns(),
+                x,
+                label_names: self.label_names(),
+                labels,
+                ids: Vec::new(),
+            },
+            ids: Some(std::mem::take(&mut self.ids)),
         })
     }
 
@@ -920,7 +1200,7 @@ impl<'s> Encoder<'s> {
             x,
             label_names: self.schema.label_columns(),
             labels,
-            ids: self.ids,
+            ids: self.ids.into_strings(),
         };
         for ((l, (neg, pos)), seen) in self
             .schema
@@ -1004,4 +1284,34 @@ pub(crate) fn quoted_list(items: &[String]) -> String {
         .map(|s| format!("'{s}'"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ids;
+
+    /// Ids in one buffer read back as the strings they replace: invalid UTF-8 replaced as
+    /// `String::from_utf8_lossy` does, row numbers in decimal, a truncation dropping the last.
+    #[test]
+    fn one_buffer_ids_are_the_strings() {
+        let mut ids = Ids::default();
+        let texts: [&[u8]; 4] = [b"C1", b"caf\xc3\xa9", b"bad\xff\xfe", b""];
+        for t in texts {
+            ids.push_text(t);
+        }
+        ids.push_number(12_345);
+        ids.push_text(b"gone");
+        ids.truncate(5);
+        let want: Vec<String> = texts
+            .iter()
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .chain(["12345".to_string()])
+            .collect();
+        assert_eq!(ids.len(), 5);
+        assert_eq!(ids.get(9), b"");
+        for (r, w) in want.iter().enumerate() {
+            assert_eq!(ids.get(r), w.as_bytes(), "{r}");
+        }
+        assert_eq!(ids.into_strings(), want);
+    }
 }

@@ -290,10 +290,12 @@ mod source;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use self::csv::load_csv_chunk_ids;
 pub use self::csv::{
     label_value_counts, load_csv, load_csv_chunks, load_csv_reader, DelimiterHint, Labels,
 };
 pub use self::derive::{derive_table, CohortCount};
+pub(crate) use self::encode::Chunk;
 pub use self::parquet::{load_parquet, load_parquet_chunks};
 pub use self::postgres::{load_postgres, load_postgres_chunks};
 pub use self::schema::*;

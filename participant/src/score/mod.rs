@@ -16,11 +16,10 @@ mod write;
 
 use std::path::{Path, PathBuf};
 
-use fedsilo_ml::table::Table;
 use fedsilo_task::TrainedModel;
 
 use crate::data::{
-    is_parquet_path, load_csv_chunks, load_parquet_chunks, DataError, Labels, Schema,
+    is_parquet_path, load_csv_chunk_ids, load_parquet_chunks, Chunk, DataError, Labels, Schema,
 };
 use sort::{Row, Sorter};
 use write::RankingWriter;
@@ -204,26 +203,27 @@ pub fn score_file(
     let scorecard = matches!(model.params, fedsilo_task::ModelParams::Scorecard { .. });
     // Checked and (trees) compiled once for every chunk.
     let compiled = model.compile()?;
-    let mut score_chunk = |chunk: Table| -> Result<(), ScoreError> {
-        let p = compiled.predict(&chunk)?;
+    let mut score_chunk = |whole: Chunk| -> Result<(), ScoreError> {
+        let chunk = &whole.table;
+        let p = compiled.predict(chunk)?;
         if p.ncols() != n_labels {
             return Err(ScoreError::Shape {
                 expected: n_labels,
                 got: p.ncols(),
             });
         }
-        let points = model.points(&chunk)?;
+        let points = model.points(chunk)?;
         if file_labels.is_none() {
             file_labels = Some(chunk.label_names.clone());
         }
-        for (r, id) in chunk.ids.iter().enumerate() {
+        for r in 0..whole.n_rows() {
             let pts = points.as_ref().and_then(|v| v.get(r).copied());
             let outcome = chunk.labels.row(r);
             sorter.push(
                 p.row(r).iter().copied(),
                 pts.unwrap_or(f64::NAN),
                 outcome.iter().copied(),
-                id.as_bytes(),
+                whole.id(r),
             )?;
         }
         Ok(())
@@ -290,16 +290,18 @@ fn read_pipelined(
     data: &Path,
     schema: &Schema,
     chunk_rows: usize,
-    score: &mut dyn FnMut(Table) -> Result<(), ScoreError>,
+    score: &mut dyn FnMut(Chunk) -> Result<(), ScoreError>,
 ) -> Result<usize, ScoreError> {
     std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Table>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(1);
         let reader = s.spawn(move || {
-            let mut send = |t: Table| tx.send(t).map_err(|_| ReadStop::Closed);
+            let mut send = |c: Chunk| tx.send(c).map_err(|_| ReadStop::Closed);
             if is_parquet_path(data) {
-                load_parquet_chunks(data, schema, chunk_rows, Labels::IfPresent, &mut send)
+                load_parquet_chunks(data, schema, chunk_rows, Labels::IfPresent, &mut |t| {
+                    send(Chunk::from_table(t))
+                })
             } else {
-                load_csv_chunks(data, schema, chunk_rows, Labels::IfPresent, &mut send)
+                load_csv_chunk_ids(data, schema, chunk_rows, Labels::IfPresent, &mut send)
             }
         });
         let mut failed = None;

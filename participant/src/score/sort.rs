@@ -40,15 +40,42 @@ fn descending_key(score: f64) -> u64 {
     !ascending
 }
 
-/// Scored rows in columns: compact, sorted by index.
-#[derive(Default)]
+/// The score whose [`descending_key`] is `key` (bit for bit, NaN payloads too).
+fn score_of_key(key: u64) -> f64 {
+    let ascending = !key;
+    f64::from_bits(if ascending >> 63 == 1 {
+        ascending & !(1 << 63)
+    } else {
+        !ascending
+    })
+}
+
+/// Scored rows in columns: compact, sorted by index. Sequence numbers run up by one from
+/// the first row's (rows are pushed in file order), and `points_nan` says every point is
+/// `f64::NAN` (a model without points): a row is then read back from the sort key and its
+/// id alone, two places in memory instead of five.
 struct Buffer {
     scores: Vec<f64>,
     points: Vec<f64>,
+    points_nan: bool,
     labels: Vec<f32>,
     seq: Vec<u64>,
     id_bytes: Vec<u8>,
     id_end: Vec<usize>,
+}
+
+impl Default for Buffer {
+    fn default() -> Self {
+        Buffer {
+            scores: Vec::new(),
+            points: Vec::new(),
+            points_nan: true,
+            labels: Vec::new(),
+            seq: Vec::new(),
+            id_bytes: Vec::new(),
+            id_end: Vec::new(),
+        }
+    }
 }
 
 impl Buffer {
@@ -70,7 +97,16 @@ impl Buffer {
     /// score made an order-preserving `u64`, [`descending_key`], then the row index, which is
     /// the file position within a buffer), then ids compared only within runs of equal
     /// scores.
+    #[cfg(test)]
     fn sorted(&self, l: usize, n_scores: usize) -> Vec<usize> {
+        self.sorted_keys(l, n_scores)
+            .iter()
+            .map(|&(_, r)| r as usize)
+            .collect()
+    }
+
+    /// [`Buffer::sorted`] as the packed (key, row index) pairs themselves.
+    fn sorted_keys(&self, l: usize, n_scores: usize) -> Vec<(u64, u64)> {
         let mut keys: Vec<(u64, u64)> = (0..self.len())
             .map(|r| {
                 let score = self
@@ -82,7 +118,6 @@ impl Buffer {
             })
             .collect();
         keys.sort_unstable();
-        let mut idx: Vec<usize> = keys.iter().map(|&(_, r)| r as usize).collect();
         let mut start = 0;
         while start < keys.len() {
             let key = keys.get(start).map(|k| k.0);
@@ -94,9 +129,10 @@ impl Buffer {
                     .take_while(|k| Some(k.0) == key)
                     .count();
             if end - start > 1 {
-                if let Some(tie) = idx.get_mut(start..end) {
+                if let Some(tie) = keys.get_mut(start..end) {
                     // Equal scores: by id, then file position (the sequence number).
-                    tie.sort_unstable_by(|&a, &b| {
+                    tie.sort_unstable_by(|&(_, a), &(_, b)| {
+                        let (a, b) = (a as usize, b as usize);
                         self.id(a)
                             .cmp(self.id(b))
                             .then(self.seq.get(a).cmp(&self.seq.get(b)))
@@ -105,15 +141,22 @@ impl Buffer {
             }
             start = end.max(start + 1);
         }
-        idx
+        keys
     }
-    fn row_into(&self, r: usize, l: usize, n_scores: usize, n_out: usize, row: &mut Row) {
-        row.score = self.scores[r * n_scores + l];
-        row.points = self.points[r];
+
+    /// Row `r` (whose sort key is `key`) for model label `l`, as [`Row`].
+    fn row_into(&self, (key, r): (u64, u64), n_out: usize, row: &mut Row) {
+        let r = r as usize;
+        row.score = score_of_key(key);
+        row.points = if self.points_nan {
+            f64::NAN
+        } else {
+            self.points[r]
+        };
         row.labels.clear();
         row.labels
             .extend_from_slice(&self.labels[r * n_out..(r + 1) * n_out]);
-        row.seq = self.seq[r];
+        row.seq = self.seq.first().map_or(0, |&s| s + r as u64);
         row.id.clear();
         row.id.extend_from_slice(self.id(r));
     }
@@ -153,6 +196,7 @@ impl Sorter {
     ) -> Result<(), ScoreError> {
         self.buf.scores.extend(scores);
         self.buf.points.push(points);
+        self.buf.points_nan &= points.to_bits() == f64::NAN.to_bits();
         let before = self.buf.labels.len();
         self.buf.labels.extend(labels);
         self.n_out.get_or_insert(self.buf.labels.len() - before);
@@ -183,8 +227,8 @@ impl Sorter {
         for l in 0..self.n_scores {
             let file = tempfile::tempfile_in(&self.dir).map_err(|e| self.spill_err(e))?;
             let mut w = BufWriter::with_capacity(1 << 16, file);
-            for r in self.buf.sorted(l, self.n_scores) {
-                self.buf.row_into(r, l, self.n_scores, n_out, &mut row);
+            for k in self.buf.sorted_keys(l, self.n_scores) {
+                self.buf.row_into(k, n_out, &mut row);
                 write_row(&mut w, &row).map_err(|e| self.spill_err(e))?;
             }
             let mut file = w.into_inner().map_err(|e| self.spill_err(e.into_error()))?;
@@ -264,12 +308,11 @@ pub(super) struct Sorted {
 impl Sorted {
     pub(super) fn ranking(&mut self, l: usize) -> Result<Ranking<'_>, ScoreError> {
         if self.runs.is_empty() {
-            let order = self.buf.sorted(l, self.n_scores);
+            let order = self.buf.sorted_keys(l, self.n_scores);
             return Ok(Ranking::Memory {
                 sorted: self,
                 order,
                 next: 0,
-                l,
             });
         }
         let mut readers = Vec::with_capacity(self.runs.len());
@@ -326,9 +369,8 @@ impl Ord for Head {
 pub(super) enum Ranking<'a> {
     Memory {
         sorted: &'a Sorted,
-        order: Vec<usize>,
+        order: Vec<(u64, u64)>,
         next: usize,
-        l: usize,
     },
     Merge {
         readers: Vec<BufReader<&'a mut File>>,
@@ -346,15 +388,12 @@ impl Ranking<'_> {
                 sorted,
                 order,
                 next,
-                l,
             } => {
-                let Some(&r) = order.get(*next) else {
+                let Some(&k) = order.get(*next) else {
                     return Ok(false);
                 };
                 *next += 1;
-                sorted
-                    .buf
-                    .row_into(r, *l, sorted.n_scores, sorted.n_out, row);
+                sorted.buf.row_into(k, sorted.n_out, row);
                 Ok(true)
             }
             Ranking::Merge {
@@ -474,6 +513,13 @@ mod tests {
             )
         });
         assert_eq!(b.sorted(0, 1), want);
+        for x in specials {
+            assert_eq!(
+                score_of_key(descending_key(x)).to_bits(),
+                x.to_bits(),
+                "{x}"
+            );
+        }
         for (x, y) in specials.iter().zip(specials.iter().skip(1)) {
             assert_eq!(
                 descending_key(*x).cmp(&descending_key(*y)),
