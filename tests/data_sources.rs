@@ -955,7 +955,7 @@ fn postgres_results_stream_in_chunks_and_stop_when_the_consumer_fails() {
             sizes.push(t.n_rows());
             ids.extend(t.ids.iter().cloned());
             balances.extend(t.x.column(0).iter().copied());
-            Ok::<(), DataError>(())
+            Ok::<(), Box<DataError>>(())
         })
         .unwrap();
     assert_eq!(n, 2500);
@@ -971,9 +971,9 @@ fn postgres_results_stream_in_chunks_and_stop_when_the_consumer_fails() {
         .load_chunks(&s, 1000, Labels::IfPresent, &mut |t: Table| {
             seen += 1;
             if seen == 2 {
-                return Err(DataError::EmptyFile {
+                return Err(Box::new(DataError::EmptyFile {
                     source_name: format!("consumer stopped after {} rows", t.n_rows()),
-                });
+                }));
             }
             Ok(())
         })
@@ -992,9 +992,9 @@ fn postgres_results_stream_in_chunks_and_stop_when_the_consumer_fails() {
     };
     let e = bad
         .load_chunks(&s, 1, Labels::IfPresent, &mut |_: Table| {
-            Ok::<(), DataError>(())
+            Ok::<(), Box<DataError>>(())
         })
         .unwrap_err();
-    let msg = fedsilo_config::display_chain(&e);
+    let msg = fedsilo_config::display_chain(&*e);
     assert!(msg.contains("balance") && msg.contains("row 2"), "{msg}");
 }

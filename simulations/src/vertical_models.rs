@@ -110,6 +110,33 @@ impl Traffic {
     }
 }
 
+/// The in-memory relay both protocols run through: every message to a passive party is
+/// counted and handed to it, every answer counted and handed to the active party, whose
+/// replies go round again until it sends none.
+fn relay<D, U>(
+    traffic: &mut Traffic,
+    mut to_passive: Vec<(usize, D)>,
+    down_bytes: fn(&D) -> usize,
+    up_bytes: fn(&U) -> usize,
+    mut passive: impl FnMut(usize, D) -> Result<Option<U>, VerticalModelError>,
+    mut active: impl FnMut(usize, U) -> Result<Vec<(usize, D)>, VerticalModelError>,
+) -> Result<(), VerticalModelError> {
+    while !to_passive.is_empty() {
+        let mut to_active = Vec::new();
+        for (k, msg) in to_passive.drain(..) {
+            traffic.down(down_bytes(&msg));
+            if let Some(answer) = passive(k, msg)? {
+                traffic.up(up_bytes(&answer));
+                to_active.push((k, answer));
+            }
+        }
+        for (k, msg) in to_active {
+            to_passive.extend(active(k, msg)?);
+        }
+    }
+    Ok(())
+}
+
 /// Trains and scores every vertical model of the scenario, in order.
 pub fn run_all(
     s: &Scenario,
@@ -628,29 +655,26 @@ fn logistic(
     let mut prng = passive_rngs(s, m, parties);
     let mut traffic = Traffic::default();
     let started = Instant::now();
-    let (mut active, mut to_passive) =
+    let (mut active, to_passive) =
         ActiveLr::new(cfg.clone(), sk, xa.view(), y.view(), &dims).map_err(protocol)?;
     let mut passive: Vec<PassiveLr> = xp
         .iter()
         .map(|x| PassiveLr::new(cfg.clone(), x.view()))
         .collect::<Result<_, _>>()
         .map_err(protocol)?;
-    while !to_passive.is_empty() {
-        let mut to_active = Vec::new();
-        for (k, msg) in to_passive.drain(..) {
-            traffic.down(lr_down_bytes(&msg));
+    relay(
+        &mut traffic,
+        to_passive,
+        lr_down_bytes,
+        lr_up_bytes,
+        |k, msg| {
             let (Some(party), Some(r)) = (passive.get_mut(k), prng.get_mut(k)) else {
                 return Err(setup(m, format!("a message to an unknown party {k}")));
             };
-            if let Some(answer) = party.handle(r, msg).map_err(protocol)? {
-                traffic.up(lr_up_bytes(&answer));
-                to_active.push((k, answer));
-            }
-        }
-        for (k, msg) in to_active {
-            to_passive.extend(active.handle(&mut rng, k, msg).map_err(protocol)?);
-        }
-    }
+            party.handle(r, msg).map_err(protocol)
+        },
+        |k, msg| active.handle(&mut rng, k, msg).map_err(protocol),
+    )?;
     if !active.is_done() || !passive.iter().all(PassiveLr::is_done) {
         return Err(setup(m, "the protocol stopped before every party finished"));
     }
@@ -757,7 +781,7 @@ fn boosting(
     let mut prng = passive_rngs(s, m, parties);
     let mut traffic = Traffic::default();
     let started = Instant::now();
-    let (mut active, mut to_passive) = ActiveBoost::new(
+    let (mut active, to_passive) = ActiveBoost::new(
         &mut rng,
         params.clone(),
         sk,
@@ -771,22 +795,19 @@ fn boosting(
         .map(|p| PassiveBoost::new(params.clone(), p.train.view()))
         .collect::<Result<_, _>>()
         .map_err(protocol)?;
-    while !to_passive.is_empty() {
-        let mut to_active = Vec::new();
-        for (k, msg) in to_passive.drain(..) {
-            traffic.down(boost_down_bytes(&msg));
+    relay(
+        &mut traffic,
+        to_passive,
+        boost_down_bytes,
+        boost_up_bytes,
+        |k, msg| {
             let (Some(party), Some(r)) = (passive.get_mut(k), prng.get_mut(k)) else {
                 return Err(setup(m, format!("a message to an unknown party {k}")));
             };
-            if let Some(answer) = party.handle(r, msg).map_err(protocol)? {
-                traffic.up(boost_up_bytes(&answer));
-                to_active.push((k, answer));
-            }
-        }
-        for (k, msg) in to_active {
-            to_passive.extend(active.handle(&mut rng, k, msg).map_err(protocol)?);
-        }
-    }
+            party.handle(r, msg).map_err(protocol)
+        },
+        |k, msg| active.handle(&mut rng, k, msg).map_err(protocol),
+    )?;
     if !active.is_done() || !passive.iter().all(PassiveBoost::is_done) {
         return Err(setup(m, "the protocol stopped before every party finished"));
     }
