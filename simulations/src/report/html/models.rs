@@ -109,22 +109,11 @@ fn model_section(h: &mut String, index: usize, mv: &ModelView, figs: &mut Figure
         }
         None => h.push_str(" — no pooled reference was trained for this model.</p>"),
     }
-    h.push_str(
-        "<table class=\"metrics\"><thead><tr><th></th><th class=\"num\">AUC</th><th class=\"num\">KS</th>\
-         <th class=\"num\">Log-loss</th><th class=\"num\">Top-decile lift</th></tr></thead><tbody>",
+    metrics_table_head(
+        h,
+        ("Federated", f),
+        ("Pooled (reference)", m.pooled_metrics.as_ref()),
     );
-    metric_row(h, "Federated", f);
-    if let Some(p) = &m.pooled_metrics {
-        metric_row(h, "Pooled (reference)", p);
-        let _ = write!(
-            h,
-            "<tr><th>Federated − pooled</th><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-            signed(f.auc - p.auc, 3),
-            signed(f.ks - p.ks, 3),
-            signed(f.log_loss - p.log_loss, 4),
-            signed(f.top_decile_lift - p.top_decile_lift, 2)
-        );
-    }
     h.push_str("</tbody></table>");
 
     h.push_str("<div class=\"charts\">");
@@ -387,22 +376,14 @@ fn vertical_model_section(
         );
     }
     h.push_str("</p>");
-    h.push_str(
-        "<table class=\"metrics\"><thead><tr><th></th><th class=\"num\">AUC</th><th class=\"num\">KS</th>\
-         <th class=\"num\">Log-loss</th><th class=\"num\">Top-decile lift</th></tr></thead><tbody>",
+    metrics_table_head(
+        h,
+        ("Vertical", f),
+        (
+            "Pooled (joined table, reference)",
+            m.pooled_metrics.as_ref(),
+        ),
     );
-    metric_row(h, "Vertical", f);
-    if let Some(p) = &m.pooled_metrics {
-        metric_row(h, "Pooled (joined table, reference)", p);
-        let _ = write!(
-            h,
-            "<tr><th>Vertical − pooled</th><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-            signed(f.auc - p.auc, 3),
-            signed(f.ks - p.ks, 3),
-            signed(f.log_loss - p.log_loss, 4),
-            signed(f.top_decile_lift - p.top_decile_lift, 2)
-        );
-    }
     metric_row(h, &format!("{} alone", escape(&vm.active)), a);
     h.push_str("</tbody></table>");
 
@@ -475,4 +456,29 @@ fn vertical_model_section(
         h.push_str("</ul>");
     }
     h.push_str("</section>\n");
+}
+
+/// Opens a metrics table with the model's row and, when there is a pooled reference, its
+/// row and the difference (the caller adds any further rows and closes the table).
+fn metrics_table_head(
+    h: &mut String,
+    (label, f): (&str, &Metrics),
+    (pooled_label, pooled): (&str, Option<&Metrics>),
+) {
+    h.push_str(
+        "<table class=\"metrics\"><thead><tr><th></th><th class=\"num\">AUC</th><th class=\"num\">KS</th>\
+         <th class=\"num\">Log-loss</th><th class=\"num\">Top-decile lift</th></tr></thead><tbody>",
+    );
+    metric_row(h, label, f);
+    if let Some(p) = pooled {
+        metric_row(h, pooled_label, p);
+        let _ = write!(
+            h,
+            "<tr><th>{label} − pooled</th><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            signed(f.auc - p.auc, 3),
+            signed(f.ks - p.ks, 3),
+            signed(f.log_loss - p.log_loss, 4),
+            signed(f.top_decile_lift - p.top_decile_lift, 2)
+        );
+    }
 }
