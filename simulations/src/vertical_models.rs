@@ -143,9 +143,23 @@ pub fn run_all(
     fed: &Federation,
     obs: &PsiObserved,
 ) -> Result<Vec<VerticalRun>, VerticalModelError> {
+    let total = s.vertical_models.len();
     s.vertical_models
         .iter()
-        .map(|m| run_one(s, fed, obs, m))
+        .enumerate()
+        .map(|(i, m)| {
+            tracing::info!(model = %m.name, kind = m.kind.name(), "vertical model {}/{total}: training", i + 1);
+            let started = Instant::now();
+            let run = run_one(s, fed, obs, m)?;
+            tracing::info!(
+                model = %m.name,
+                seconds = started.elapsed().as_secs_f64(),
+                auc = run.report.final_metrics.auc,
+                "vertical model {}/{total}: done",
+                i + 1
+            );
+            Ok(run)
+        })
         .collect()
 }
 

@@ -123,6 +123,13 @@ pub(crate) fn simulate(scenario: &Path, out: &Path, transport: TransportArg) -> 
         },
         transport.name()
     );
+    if !s.vertical_models.is_empty() {
+        eprintln!(
+            "then {} vertical model(s) on the PSI alignments: Paillier work, minutes at 2,048 bits \
+             (`--log fedsilo_simulations=info` logs each as it starts and ends)",
+            s.vertical_models.len()
+        );
+    }
     let mut progress = |r: &RoundSummary| {
         let total_ms: f64 = r.phase_ms.iter().map(|(_, ms)| ms).sum();
         let line = format!(
