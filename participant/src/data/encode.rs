@@ -543,13 +543,14 @@ impl<'s> Encoder<'s> {
     /// [`Encoder::push_numeric_line`] for the plainest lines, in two passes so that no cell
     /// waits for the one before it: the field ends are found first, eight bytes at a time
     /// (`number::byte_mask`), then every cell is read on its own: empty (missing), or a
-    /// short plain decimal that is the whole cell (`number::plain_decimal_prefix`), not
-    /// starting like a missing-value token; the id untrimmed-or-trimmed as the general path
+    /// plain decimal that is the whole cell — one word for a cell of up to eight bytes
+    /// (`number::short_decimal`), its prefix for a longer one (`number::plain_decimal_prefix`)
+    /// —, not starting like a missing-value token; the id untrimmed-or-trimmed as the general path
     /// trims it. `None`, with nothing pushed, for any other line (a longer or odd cell, a
     /// `\r`, the end of the text within eight bytes, fewer or more fields): the general path
     /// reads it.
     fn push_plain_line(&mut self, uses: &[FieldUse], text: &[u8], delimiter: u8) -> Option<usize> {
-        use super::number::{byte_mask, plain_decimal_prefix, word};
+        use super::number::{byte_mask, plain_decimal_prefix, short_decimal, word};
         let n = uses.len();
         // Pass 1: the end of each of the `n` fields, the last one's at the line's `\n`.
         let ends = &mut self.line_ends;
@@ -613,8 +614,18 @@ impl<'s> Encoder<'s> {
                             .get(usize::from(first))
                             .copied()
                             .unwrap_or(true);
-                        match text.get(from..).and_then(plain_decimal_prefix) {
-                            Some((v, len)) if !token && len == end - from => {
+                        // A cell of up to eight bytes from one word; a longer one (or one
+                        // too near the end of the text for a word) from its prefix.
+                        let len = end - from;
+                        let value = match word(text, from) {
+                            Some(w) if len <= 8 => short_decimal(w, len),
+                            _ => text
+                                .get(from..)
+                                .and_then(plain_decimal_prefix)
+                                .and_then(|(v, n)| (n == len).then_some(v)),
+                        };
+                        match value {
+                            Some(v) if !token => {
                                 if let Some(slot) = row.get_mut(out) {
                                     *slot = v;
                                 }

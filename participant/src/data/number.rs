@@ -127,6 +127,63 @@ pub(crate) fn plain_decimal_prefix(text: &[u8]) -> Option<(f32, usize)> {
     Some((f32::from_bits(v.to_bits() | u32::from(negative) << 31), end))
 }
 
+/// The low `k` bytes of a word set, `k` from 1 to 8.
+#[inline(always)]
+fn low_bytes(k: usize) -> u64 {
+    u64::MAX >> (64 - 8 * k.clamp(1, 8))
+}
+
+/// A whole cell of `len` bytes (1 to 8), the first `len` bytes of `w` (the word read at the
+/// cell's start; what follows the cell is not looked at), when it is a plain decimal
+/// (`[+-]digits[.digits]`, at least one digit): its value, [`parse_plain_decimal`]'s bit
+/// for bit. One word for the whole cell: the point's byte is closed up (the bytes after it
+/// move down one), so the digits lie side by side and three multiplications combine them;
+/// digits below 2^24 (any 7, or 8 without sign or point). `None` for anything else (a second point, a sign
+/// not first, any other byte, no digit, a longer cell): the caller reads it another way.
+#[inline(always)]
+pub(crate) fn short_decimal(w: u64, len: usize) -> Option<f32> {
+    const POW10: [f32; 8] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7];
+    if len == 0 || len > 8 {
+        return None;
+    }
+    let cell = low_bytes(len);
+    let first = w as u8;
+    let negative = first == b'-';
+    let sign = usize::from(negative || first == b'+');
+    let dots = byte_mask(w, b'.') & cell;
+    if dots & dots.wrapping_sub(1) != 0 {
+        return None; // two points
+    }
+    let has_dot = usize::from(dots != 0);
+    // The bytes before the point (all of them without one); those after it move down over
+    // it. `dots >> 7` is the point byte's lowest bit.
+    let below = (dots >> 7).wrapping_sub(1);
+    let closed = (w & below) | ((w >> 8) & !below);
+    let n = len - sign - has_dot;
+    if n == 0 {
+        return None;
+    }
+    let digits = closed >> (8 * sign);
+    let flags = (digits.wrapping_add(0x46 * ONES) | digits.wrapping_sub(0x30 * ONES))
+        & (0x80 * ONES)
+        & low_bytes(n);
+    if flags != 0 {
+        return None;
+    }
+    let mantissa = digits_value(digits, n as u32);
+    if mantissa >= 1 << 24 {
+        return None; // eight digits above 2^24
+    }
+    // Digits after the point: those past its index.
+    let frac = if dots != 0 {
+        len - 1 - (dots.trailing_zeros() / 8) as usize
+    } else {
+        0
+    };
+    let v = mantissa as f32 / *POW10.get(frac)?;
+    Some(f32::from_bits(v.to_bits() | u32::from(negative) << 31))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +357,74 @@ mod tests {
         // Too close to the end for a whole word: declined, not misread.
         assert_eq!(plain_decimal_prefix(b"1.5"), None);
         assert_eq!(plain_decimal_prefix(b"1.5\n"), None);
+    }
+
+    /// The whole-cell reader answers what the byte loop does on every cell of up to eight
+    /// bytes made of digits, signs, points and other bytes, and declines the rest.
+    #[test]
+    fn whole_cell_reader_equals_the_byte_loop() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(14);
+        let alphabet = b"0123456789012345678901234567890123456789...--+e ,/:\x00";
+        let mut answered = 0;
+        for _ in 0..600_000u32 {
+            let len = rng.random_range(1..=8usize);
+            let mut cell = [0u8; 8];
+            for b in cell.iter_mut() {
+                *b = if rng.random_bool(0.9) {
+                    alphabet[rng.random_range(0..alphabet.len())]
+                } else {
+                    rng.random()
+                };
+            }
+            // Mostly well-formed cells: a sign, digits, at most one point.
+            if rng.random_bool(0.7) {
+                for (i, b) in cell.iter_mut().enumerate().take(len) {
+                    *b = b'0' + rng.random_range(0..10u8);
+                    if i == 0 && rng.random_bool(0.4) {
+                        *b = if rng.random_bool(0.8) { b'-' } else { b'+' };
+                    }
+                }
+                if rng.random_bool(0.8) {
+                    cell[rng.random_range(0..len)] = b'.';
+                }
+            }
+            let w = u64::from_le_bytes(cell);
+            let got = short_decimal(w, len);
+            let want = parse_plain_decimal(&cell[..len]);
+            assert_eq!(
+                got.map(f32::to_bits),
+                want.map(f32::to_bits),
+                "{:?}",
+                String::from_utf8_lossy(&cell[..len])
+            );
+            if let Some(v) = got {
+                answered += 1;
+                let text = std::str::from_utf8(&cell[..len]).unwrap();
+                assert_eq!(v.to_bits(), std_parse(text).unwrap().to_bits(), "{text:?}");
+            }
+        }
+        assert!(answered > 200_000, "{answered}");
+        let word = |s: &str| {
+            let mut b = [b','; 8];
+            b[..s.len()].copy_from_slice(s.as_bytes());
+            (u64::from_le_bytes(b), s.len())
+        };
+        for s in [
+            "0", "-0", "-0.000", "1.015", "-1.218", "9999999", "-999999", "12345678", ".5", "5.",
+            "+7", "-.5",
+        ] {
+            let (w, len) = word(s);
+            let v = short_decimal(w, len).unwrap_or_else(|| panic!("{s}"));
+            assert_eq!(v.to_bits(), std_parse(s).unwrap().to_bits(), "{s}");
+        }
+        for s in [
+            "-", "+", ".", "-.", "1..5", "1.2.3", "--1", "1-2", "99999999", "1e5", " 1",
+        ] {
+            let (w, len) = word(s);
+            assert_eq!(short_decimal(w, len), None, "{s}");
+        }
+        assert_eq!(short_decimal(u64::from_le_bytes(*b"1,,,,,,,"), 0), None);
+        assert_eq!(short_decimal(u64::from_le_bytes(*b"12345678"), 9), None);
     }
 
     /// The byte mask flags exactly the bytes equal to the one asked for.

@@ -62,6 +62,32 @@ struct Buffer {
     seq: Vec<u64>,
     id_bytes: Vec<u8>,
     id_end: Vec<usize>,
+    /// Some id is longer than eight bytes (its place needs more than its sort key).
+    long_ids: bool,
+}
+
+/// A row's place in a sorted buffer, ordered as the ranking orders rows: the score's
+/// [`descending_key`], the id's first eight bytes ([`id_word`]), then the id's length (9 for
+/// any longer one) << 40 | the row's index in the buffer (its file position). For ids of at
+/// most eight bytes the tuple order is the ranking order itself, and the key carries the
+/// whole row a model without points or labels needs: a sorted buffer is read out in order
+/// without touching the buffer again.
+type SortKey = (u64, u64, u64);
+
+/// The `len` field of a [`SortKey`] for an id longer than eight bytes.
+const LONG_ID: u64 = 9;
+const ROW_BITS: u64 = (1 << 40) - 1;
+
+/// The first (up to) eight bytes of `id` as a big-endian word, zero-padded: words compare
+/// as the bytes do, and a shorter id whose word equals a longer one's is a prefix of it.
+fn id_word(id: &[u8]) -> u64 {
+    match id.first_chunk::<8>() {
+        Some(w) => u64::from_be_bytes(*w),
+        None => id
+            .iter()
+            .enumerate()
+            .fold(0, |w, (i, &b)| w | u64::from(b) << (56 - 8 * i)),
+    }
 }
 
 impl Default for Buffer {
@@ -74,6 +100,7 @@ impl Default for Buffer {
             seq: Vec::new(),
             id_bytes: Vec::new(),
             id_end: Vec::new(),
+            long_ids: false,
         }
     }
 }
@@ -93,50 +120,56 @@ impl Buffer {
         let start = if r == 0 { 0 } else { self.id_end[r - 1] };
         &self.id_bytes[start..self.id_end[r]]
     }
-    /// Row indices in ranking order for model label `l`: one sort of packed keys (the
-    /// score made an order-preserving `u64`, [`descending_key`], then the row index, which is
-    /// the file position within a buffer), then ids compared only within runs of equal
-    /// scores.
+    /// Row indices in ranking order for model label `l`.
     #[cfg(test)]
     fn sorted(&self, l: usize, n_scores: usize) -> Vec<usize> {
         self.sorted_keys(l, n_scores)
             .iter()
-            .map(|&(_, r)| r as usize)
+            .map(|&(_, _, m)| (m & ROW_BITS) as usize)
             .collect()
     }
 
-    /// [`Buffer::sorted`] as the packed (key, row index) pairs themselves.
-    fn sorted_keys(&self, l: usize, n_scores: usize) -> Vec<(u64, u64)> {
-        let mut keys: Vec<(u64, u64)> = (0..self.len())
+    /// The rows' [`SortKey`]s for model label `l`, in ranking order: one sort of the keys
+    /// (the id's first eight bytes in them, read in file order), then, among equal scores
+    /// and words, ids longer than eight bytes by their whole bytes and position.
+    fn sorted_keys(&self, l: usize, n_scores: usize) -> Vec<SortKey> {
+        let mut keys: Vec<SortKey> = (0..self.len())
             .map(|r| {
                 let score = self
                     .scores
                     .get(r * n_scores + l)
                     .copied()
                     .unwrap_or(f64::NAN);
-                (descending_key(score), r as u64)
+                let id = self.id(r);
+                let len = (id.len() as u64).min(LONG_ID);
+                (descending_key(score), id_word(id), len << 40 | r as u64)
             })
             .collect();
         keys.sort_unstable();
+        if !self.long_ids {
+            return keys;
+        }
         let mut start = 0;
         while start < keys.len() {
-            let key = keys.get(start).map(|k| k.0);
+            let head = keys.get(start).map(|k| (k.0, k.1));
             let end = start
                 + keys
                     .get(start..)
                     .unwrap_or(&[])
                     .iter()
-                    .take_while(|k| Some(k.0) == key)
+                    .take_while(|k| Some((k.0, k.1)) == head)
                     .count();
             if end - start > 1 {
                 if let Some(tie) = keys.get_mut(start..end) {
-                    // Equal scores: by id, then file position (the sequence number).
-                    tie.sort_unstable_by(|&(_, a), &(_, b)| {
-                        let (a, b) = (a as usize, b as usize);
-                        self.id(a)
-                            .cmp(self.id(b))
-                            .then(self.seq.get(a).cmp(&self.seq.get(b)))
-                    });
+                    // Equal scores and first eight bytes: the long ids (last in the tie)
+                    // by their whole bytes, then file position.
+                    let long = tie.partition_point(|k| k.2 >> 40 < LONG_ID);
+                    if let Some(long) = tie.get_mut(long..) {
+                        long.sort_unstable_by(|a, b| {
+                            let (a, b) = ((a.2 & ROW_BITS) as usize, (b.2 & ROW_BITS) as usize);
+                            self.id(a).cmp(self.id(b)).then(a.cmp(&b))
+                        });
+                    }
                 }
             }
             start = end.max(start + 1);
@@ -144,21 +177,35 @@ impl Buffer {
         keys
     }
 
-    /// Row `r` (whose sort key is `key`) for model label `l`, as [`Row`].
-    fn row_into(&self, (key, r): (u64, u64), n_out: usize, row: &mut Row) {
-        let r = r as usize;
-        row.score = score_of_key(key);
+    /// The id of the row whose sort key is `k`: from the key itself when it is at most
+    /// eight bytes long.
+    fn key_id(&self, k: &SortKey, out: &mut Vec<u8>) {
+        out.clear();
+        let len = (k.2 >> 40) as usize;
+        if len < LONG_ID as usize {
+            out.extend_from_slice(k.1.to_be_bytes().get(..len).unwrap_or_default());
+        } else {
+            out.extend_from_slice(self.id((k.2 & ROW_BITS) as usize));
+        }
+    }
+
+    /// The row whose sort key is `k` for model label `l`, as [`Row`].
+    fn row_into(&self, k: &SortKey, n_out: usize, row: &mut Row) {
+        let r = (k.2 & ROW_BITS) as usize;
+        row.score = score_of_key(k.0);
         row.points = if self.points_nan {
             f64::NAN
         } else {
-            self.points[r]
+            self.points.get(r).copied().unwrap_or(f64::NAN)
         };
         row.labels.clear();
-        row.labels
-            .extend_from_slice(&self.labels[r * n_out..(r + 1) * n_out]);
+        row.labels.extend_from_slice(
+            self.labels
+                .get(r * n_out..(r + 1) * n_out)
+                .unwrap_or_default(),
+        );
         row.seq = self.seq.first().map_or(0, |&s| s + r as u64);
-        row.id.clear();
-        row.id.extend_from_slice(self.id(r));
+        self.key_id(k, &mut row.id);
     }
 }
 
@@ -204,6 +251,7 @@ impl Sorter {
         self.next_seq += 1;
         self.buf.id_bytes.extend_from_slice(id);
         self.buf.id_end.push(self.buf.id_bytes.len());
+        self.buf.long_ids |= id.len() > 8;
         if self.buf.bytes() >= self.budget {
             self.spill()?;
         }
@@ -223,13 +271,11 @@ impl Sorter {
         }
         let n_out = self.n_out.unwrap_or(0);
         let mut files = Vec::with_capacity(self.n_scores);
-        let mut row = Row::default();
         for l in 0..self.n_scores {
             let file = tempfile::tempfile_in(&self.dir).map_err(|e| self.spill_err(e))?;
             let mut w = BufWriter::with_capacity(1 << 16, file);
             for k in self.buf.sorted_keys(l, self.n_scores) {
-                self.buf.row_into(k, n_out, &mut row);
-                write_row(&mut w, &row).map_err(|e| self.spill_err(e))?;
+                write_row(&mut w, &self.buf, &k, n_out).map_err(|e| self.spill_err(e))?;
             }
             let mut file = w.into_inner().map_err(|e| self.spill_err(e.into_error()))?;
             use std::io::Seek as _;
@@ -260,39 +306,77 @@ impl Sorter {
     }
 }
 
-fn write_row(w: &mut impl Write, row: &Row) -> std::io::Result<()> {
-    w.write_all(&row.score.to_le_bytes())?;
-    w.write_all(&row.points.to_le_bytes())?;
-    for v in &row.labels {
+/// Writes the row of sort key `k` of `buf` to a run: 40 bytes (score, points, sequence
+/// number, id length, the id's first eight bytes as in [`id_word`]), the labels, then the
+/// id's bytes past the eighth. Every write but the last has a fixed size, and an id of at
+/// most eight bytes comes from the key, not from the buffer.
+fn write_row(w: &mut impl Write, buf: &Buffer, k: &SortKey, n_out: usize) -> std::io::Result<()> {
+    let r = (k.2 & ROW_BITS) as usize;
+    let points = if buf.points_nan {
+        f64::NAN
+    } else {
+        buf.points.get(r).copied().unwrap_or(f64::NAN)
+    };
+    let seq = buf.seq.first().map_or(0, |&s| s + r as u64);
+    let long = k.2 >> 40 >= LONG_ID;
+    let len = if long {
+        buf.id(r).len() as u64
+    } else {
+        k.2 >> 40
+    };
+    let mut head = [0u8; 40];
+    let score = score_of_key(k.0).to_bits();
+    for (at, v) in [score, points.to_bits(), seq, len, k.1]
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(b) = head.get_mut(8 * at..8 * at + 8) {
+            b.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    w.write_all(&head)?;
+    for v in buf
+        .labels
+        .get(r * n_out..(r + 1) * n_out)
+        .unwrap_or_default()
+    {
         w.write_all(&v.to_le_bytes())?;
     }
-    w.write_all(&row.seq.to_le_bytes())?;
-    w.write_all(&(row.id.len() as u64).to_le_bytes())?;
-    w.write_all(&row.id)
+    if long {
+        w.write_all(buf.id(r).get(8..).unwrap_or_default())?;
+    }
+    Ok(())
 }
 
 /// Reads one row written by [`write_row`]; `false` at the end of the run.
 fn read_row(r: &mut impl Read, n_out: usize, row: &mut Row) -> std::io::Result<bool> {
-    let mut b8 = [0u8; 8];
-    match r.read_exact(&mut b8) {
+    let mut head = [0u8; 40];
+    match r.read_exact(&mut head) {
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
         other => other?,
     }
-    row.score = f64::from_le_bytes(b8);
-    r.read_exact(&mut b8)?;
-    row.points = f64::from_le_bytes(b8);
+    let field = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(head.get(8 * at..8 * at + 8).unwrap_or(&[0; 8]));
+        u64::from_le_bytes(b)
+    };
+    row.score = f64::from_bits(field(0));
+    row.points = f64::from_bits(field(1));
+    row.seq = field(2);
+    let len = field(3) as usize;
+    row.id.clear();
+    row.id
+        .extend_from_slice(field(4).to_be_bytes().get(..len.min(8)).unwrap_or_default());
     row.labels.clear();
     let mut b4 = [0u8; 4];
     for _ in 0..n_out {
         r.read_exact(&mut b4)?;
         row.labels.push(f32::from_le_bytes(b4));
     }
-    r.read_exact(&mut b8)?;
-    row.seq = u64::from_le_bytes(b8);
-    r.read_exact(&mut b8)?;
-    let len = u64::from_le_bytes(b8) as usize;
-    row.id.resize(len, 0);
-    r.read_exact(&mut row.id)?;
+    if len > 8 {
+        row.id.resize(len, 0);
+        r.read_exact(row.id.get_mut(8..).unwrap_or_default())?;
+    }
     Ok(true)
 }
 
@@ -369,7 +453,7 @@ impl Ord for Head {
 pub(super) enum Ranking<'a> {
     Memory {
         sorted: &'a Sorted,
-        order: Vec<(u64, u64)>,
+        order: Vec<SortKey>,
         next: usize,
     },
     Merge {
@@ -393,7 +477,7 @@ impl Ranking<'_> {
                     return Ok(false);
                 };
                 *next += 1;
-                sorted.buf.row_into(k, sorted.n_out, row);
+                sorted.buf.row_into(&k, sorted.n_out, row);
                 Ok(true)
             }
             Ranking::Merge {
@@ -446,7 +530,12 @@ mod tests {
             .map(|i: u64| {
                 let a = ((i * 7919) % 101) as f64 / 100.0;
                 let b = ((i * 104729) % 37) as f64 / 36.0;
-                (a, b, format!("c{:05}", (i * 31) % 5000))
+                let id = match i % 3 {
+                    0 => format!("c{:05}", (i * 31) % 5000),
+                    1 => format!("customer-{:05}", (i * 17) % 900),
+                    _ => format!("c{}", i % 7),
+                };
+                (a, b, id)
             })
             .collect();
         let fill = |budget| {
@@ -497,10 +586,20 @@ mod tests {
             b.scores.push(score);
             b.points.push(f64::NAN);
             b.seq.push(i);
-            b.id_bytes
-                .extend_from_slice(format!("c{}", (i * 31) % 17).as_bytes());
+            // Short ids, ids that are prefixes of others (with and without zero bytes),
+            // ids longer than eight bytes sharing their first eight.
+            let id: Vec<u8> = match i % 6 {
+                0 | 1 => format!("c{}", (i * 31) % 17).into_bytes(),
+                2 => format!("customer-{}", (i * 13) % 23).into_bytes(),
+                3 => format!("customer{}", (i * 7) % 5).into_bytes(),
+                4 => [b"c1".as_slice(), &vec![0u8; (1 + (i % 9)) as usize]].concat(),
+                _ => b"customer".to_vec(),
+            };
+            b.long_ids |= id.len() > 8;
+            b.id_bytes.extend_from_slice(&id);
             b.id_end.push(b.id_bytes.len());
         }
+        assert!(b.long_ids);
         let mut want: Vec<usize> = (0..b.len()).collect();
         want.sort_by(|&x, &y| {
             order(
