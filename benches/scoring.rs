@@ -355,7 +355,10 @@ fn csv_baselines(csv: &std::path::Path, rows: usize) {
 /// `/usr/bin/time -v`, prints wall time, CPU time and peak RSS for LR and GBDT.
 fn peak_rss(rows: usize) {
     // `FEDSILO_BENCH_TMP`: where the generated files go (a disk with room: 10 M rows take
-    // 4.7 GB); deleted at the end either way.
+    // 4.7 GB); deleted at the end, unless `FEDSILO_BENCH_KEEP=1`, which keeps them (and the
+    // models and rankings) in `<FEDSILO_BENCH_TMP or the temp dir>/scoring-<rows>/` and
+    // reuses the data files found there.
+    let keep = std::env::var_os("FEDSILO_BENCH_KEEP").is_some();
     let dir = match std::env::var_os("FEDSILO_BENCH_TMP") {
         Some(d) => {
             std::fs::create_dir_all(&d).expect("FEDSILO_BENCH_TMP");
@@ -364,10 +367,23 @@ fn peak_rss(rows: usize) {
         None => tempfile::tempdir(),
     }
     .expect("temp dir");
+    let dir = if keep {
+        let kept = dir
+            .path()
+            .parent()
+            .expect("a temp dir's parent")
+            .join(format!("scoring-{rows}"));
+        std::fs::create_dir_all(&kept).expect("the kept dir");
+        println!("files kept in {}", kept.display());
+        Dir::Kept(kept)
+    } else {
+        Dir::Temp(dir)
+    };
     let csv = dir.path().join("customers.csv");
     let pq = dir.path().join("customers.parquet");
     let start = Instant::now();
-    {
+    let reuse = keep && csv.exists() && pq.exists();
+    if !reuse {
         let mut w =
             std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&csv).unwrap());
         let mut pw = ParquetOut::new(&pq);
@@ -404,7 +420,8 @@ fn peak_rss(rows: usize) {
     }
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64;
     println!(
-        "generated {rows} rows × {FEATURES} columns (CSV {:.2} GB, Parquet {:.2} GB) in {:.1} s",
+        "{} {rows} rows × {FEATURES} columns (CSV {:.2} GB, Parquet {:.2} GB) in {:.1} s",
+        if reuse { "reused" } else { "generated" },
         size(&csv) / 1e9,
         size(&pq) / 1e9,
         start.elapsed().as_secs_f64()
@@ -472,8 +489,10 @@ fn peak_rss(rows: usize) {
         for (what, data, out, pinned) in runs {
             let out = dir.path().join(format!("{name}-{out}"));
             let mut cmd = if pinned {
+                // `FEDSILO_BENCH_CORE`: the core of the one-core runs (default 0).
+                let core = std::env::var("FEDSILO_BENCH_CORE").unwrap_or_else(|_| "0".into());
                 let mut c = std::process::Command::new("taskset");
-                c.args(["-c", "0", "/usr/bin/time", "-v"]);
+                c.args(["-c", &core, "/usr/bin/time", "-v"]);
                 c.env("RAYON_NUM_THREADS", "1");
                 c
             } else {
@@ -518,6 +537,21 @@ fn peak_rss(rows: usize) {
                 rows as f64 / cpu / 1e6,
                 rss_kb / 1024.0
             );
+        }
+    }
+}
+
+/// Where [`peak_rss`] writes: a temporary directory, or one kept (`FEDSILO_BENCH_KEEP`).
+enum Dir {
+    Temp(tempfile::TempDir),
+    Kept(std::path::PathBuf),
+}
+
+impl Dir {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Dir::Temp(d) => d.path(),
+            Dir::Kept(p) => p,
         }
     }
 }

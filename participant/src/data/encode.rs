@@ -1122,14 +1122,9 @@ impl<'s> Encoder<'s> {
         Ok(())
     }
 
-    /// The rows pushed since the last chunk as a table (empty buffers after), without the
-    /// one-class check a whole file gets: a chunk of a scoring file.
-    pub(crate) fn take_chunk(&mut self) -> Result<Table, DataError> {
-        self.take_chunk_ids().map(Chunk::into_table)
-    }
-
-    /// [`Encoder::take_chunk`] with the ids in one buffer ([`Chunk::ids`]; the table's `ids`
-    /// empty): no string per row.
+    /// The rows pushed since the last chunk (empty buffers after), without the one-class
+    /// check a whole file gets: a chunk of a scoring file, its ids in one buffer
+    /// ([`Chunk::ids`]; the table's `ids` empty, [`Chunk::into_table`] makes them strings).
     pub(crate) fn take_chunk_ids(&mut self) -> Result<Chunk, DataError> {
         let rows = self.ids.len();
         let shape_err = |_| DataError::Internal {

@@ -296,6 +296,7 @@ pub use self::csv::{
 };
 pub use self::derive::{derive_table, CohortCount};
 pub(crate) use self::encode::Chunk;
+pub(crate) use self::parquet::load_parquet_chunk_ids;
 pub use self::parquet::{load_parquet, load_parquet_chunks};
 pub use self::postgres::{load_postgres, load_postgres_chunks};
 pub use self::schema::*;

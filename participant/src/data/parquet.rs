@@ -13,7 +13,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use parquet::schema::types::Type;
 
-use super::encode::{Cell, Encoder};
+use super::encode::{Cell, Chunk, Encoder};
 use super::schema::{FeatureKind, LabelRule, Schema};
 use super::{At, DataError, Labels};
 
@@ -354,8 +354,8 @@ impl PlainColumn {
 /// within its group), and the column.
 pub fn load_parquet(path: &Path, schema: &Schema) -> Result<Table, DataError> {
     let mut table = None;
-    read_parquet(path, schema, None, Labels::Required, &mut |t| {
-        table = Some(t);
+    read_parquet(path, schema, None, Labels::Required, &mut |c: Chunk| {
+        table = Some(c.into_table());
         Ok::<(), DataError>(())
     })?;
     table.ok_or_else(|| DataError::Internal {
@@ -376,10 +376,24 @@ pub fn load_parquet_chunks<E: From<DataError>>(
     labels: Labels,
     sink: &mut dyn FnMut(Table) -> Result<(), E>,
 ) -> Result<usize, E> {
+    load_parquet_chunk_ids(path, schema, chunk_rows, labels, &mut |c| {
+        sink(c.into_table())
+    })
+}
+
+/// [`load_parquet_chunks`] with each chunk's ids in one buffer ([`Chunk::ids`]): no string
+/// per row.
+pub(crate) fn load_parquet_chunk_ids<E: From<DataError>>(
+    path: &Path,
+    schema: &Schema,
+    chunk_rows: usize,
+    labels: Labels,
+    sink: &mut dyn FnMut(Chunk) -> Result<(), E>,
+) -> Result<usize, E> {
     let mut rows = 0;
-    read_parquet(path, schema, Some(chunk_rows.max(1)), labels, &mut |t| {
-        rows += t.n_rows();
-        sink(t)
+    read_parquet(path, schema, Some(chunk_rows.max(1)), labels, &mut |c| {
+        rows += c.n_rows();
+        sink(c)
     })?;
     Ok(rows)
 }
@@ -391,7 +405,7 @@ fn read_parquet<E: From<DataError>>(
     schema: &Schema,
     chunk_rows: Option<usize>,
     labels: Labels,
-    sink: &mut dyn FnMut(Table) -> Result<(), E>,
+    sink: &mut dyn FnMut(Chunk) -> Result<(), E>,
 ) -> Result<(), E> {
     let source_name = path.display().to_string();
     let src = || source_name.clone();
@@ -560,17 +574,42 @@ fn read_parquet<E: From<DataError>>(
                             // Each column's values written straight into the rows.
                             let cols = &cols;
                             let field_next = &mut field_next;
+                            // In blocks of rows that stay in the cache while every
+                            // column writes its cells into them (column after column over a
+                            // whole chunk streamed the chunk through the cache once per
+                            // column).
+                            const BLOCK: usize = 256;
                             enc.push_numeric_batch(
                                 piece,
                                 |rows, width| {
-                                    field_next
-                                        .iter_mut()
-                                        .zip(numeric)
-                                        .all(|((f, i), &(_, out))| {
-                                            cols.get(*f).is_some_and(|c| {
-                                                c.write_numbers(r0, piece, i, rows, width, out)
-                                            })
-                                        })
+                                    let mut b0 = 0;
+                                    while b0 < piece {
+                                        let bn = (piece - b0).min(BLOCK);
+                                        let Some(block) =
+                                            rows.get_mut(b0 * width..(b0 + bn) * width)
+                                        else {
+                                            return false;
+                                        };
+                                        let ok = field_next.iter_mut().zip(numeric).all(
+                                            |((f, i), &(_, out))| {
+                                                cols.get(*f).is_some_and(|c| {
+                                                    c.write_numbers(
+                                                        r0 + b0,
+                                                        bn,
+                                                        i,
+                                                        block,
+                                                        width,
+                                                        out,
+                                                    )
+                                                })
+                                            },
+                                        );
+                                        if !ok {
+                                            return false;
+                                        }
+                                        b0 += bn;
+                                    }
+                                    true
                                 },
                                 |r| id_cell(r, &mut id_next),
                             )
@@ -604,7 +643,7 @@ fn read_parquet<E: From<DataError>>(
                             pending += piece;
                             if pending == c {
                                 pending = 0;
-                                sink(enc.take_chunk()?)?;
+                                sink(enc.take_chunk_ids()?)?;
                                 enc.reserve(c);
                             }
                         }
@@ -631,7 +670,7 @@ fn read_parquet<E: From<DataError>>(
                         pending += 1;
                         if pending == c {
                             pending = 0;
-                            sink(enc.take_chunk()?)?;
+                            sink(enc.take_chunk_ids()?)?;
                             enc.reserve(c);
                         }
                     }
@@ -702,20 +741,20 @@ fn read_parquet<E: From<DataError>>(
                 pending += 1;
                 if pending == c {
                     pending = 0;
-                    sink(enc.take_chunk()?)?;
+                    sink(enc.take_chunk_ids()?)?;
                     enc.reserve(c);
                 }
             }
         }
     }
     match chunk_rows {
-        None => sink(enc.finish(At::Nowhere)?),
+        None => sink(Chunk::from_table(enc.finish(At::Nowhere)?)),
         Some(_) if enc.rows() == 0 => Err(DataError::NoDataRows {
             source_name: src(),
             at: At::Nowhere,
         }
         .into()),
-        Some(_) if pending > 0 => sink(enc.take_chunk()?),
+        Some(_) if pending > 0 => sink(enc.take_chunk_ids()?),
         Some(_) => Ok(()),
     }
 }

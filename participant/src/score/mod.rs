@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use fedsilo_task::TrainedModel;
 
 use crate::data::{
-    is_parquet_path, load_csv_chunk_ids, load_parquet_chunks, Chunk, DataError, Labels, Schema,
+    is_parquet_path, load_csv_chunk_ids, load_parquet_chunk_ids, Chunk, DataError, Labels, Schema,
 };
 use sort::{Row, Sorter};
 use write::RankingWriter;
@@ -297,9 +297,7 @@ fn read_pipelined(
         let reader = s.spawn(move || {
             let mut send = |c: Chunk| tx.send(c).map_err(|_| ReadStop::Closed);
             if is_parquet_path(data) {
-                load_parquet_chunks(data, schema, chunk_rows, Labels::IfPresent, &mut |t| {
-                    send(Chunk::from_table(t))
-                })
+                load_parquet_chunk_ids(data, schema, chunk_rows, Labels::IfPresent, &mut send)
             } else {
                 load_csv_chunk_ids(data, schema, chunk_rows, Labels::IfPresent, &mut send)
             }

@@ -51,15 +51,18 @@ fn score_of_key(key: u64) -> f64 {
 }
 
 /// Scored rows in columns: compact, sorted by index. Sequence numbers run up by one from
-/// the first row's (rows are pushed in file order), and `points_nan` says every point is
-/// `f64::NAN` (a model without points): a row is then read back from the sort key and its
-/// id alone, two places in memory instead of five.
+/// the first row's, `first_seq` (rows are pushed in file order), so none is stored; points
+/// are stored only from the first that is not `f64::NAN` on (`points_nan` until then: a
+/// model without points keeps none), earlier rows' then filled in as NaN. A row of a model
+/// without points or labels is then read back from its sort key alone (and its id when
+/// that is longer than eight bytes).
 struct Buffer {
     scores: Vec<f64>,
     points: Vec<f64>,
     points_nan: bool,
     labels: Vec<f32>,
-    seq: Vec<u64>,
+    rows: usize,
+    first_seq: u64,
     id_bytes: Vec<u8>,
     id_end: Vec<usize>,
     /// Some id is longer than eight bytes (its place needs more than its sort key).
@@ -77,6 +80,8 @@ type SortKey = (u64, u64, u64);
 /// The `len` field of a [`SortKey`] for an id longer than eight bytes.
 const LONG_ID: u64 = 9;
 const ROW_BITS: u64 = (1 << 40) - 1;
+/// A [`SortKey`]'s size, counted in a buffer's budget.
+const SORT_KEY_BYTES: usize = std::mem::size_of::<SortKey>();
 
 /// The first (up to) eight bytes of `id` as a big-endian word, zero-padded: words compare
 /// as the bytes do, and a shorter id whose word equals a longer one's is a prefix of it.
@@ -97,7 +102,8 @@ impl Default for Buffer {
             points: Vec::new(),
             points_nan: true,
             labels: Vec::new(),
-            seq: Vec::new(),
+            rows: 0,
+            first_seq: 0,
             id_bytes: Vec::new(),
             id_end: Vec::new(),
             long_ids: false,
@@ -107,14 +113,35 @@ impl Default for Buffer {
 
 impl Buffer {
     fn len(&self) -> usize {
-        self.seq.len()
+        self.rows
     }
+    /// What the rows take, with the sort keys a spill makes of them ([`SORT_KEY_BYTES`]).
     fn bytes(&self) -> usize {
         self.scores.len() * 8
             + self.points.len() * 8
             + self.labels.len() * 4
-            + self.seq.len() * 16
+            + self.rows * (8 + SORT_KEY_BYTES)
             + self.id_bytes.len()
+    }
+    /// Room for the rows a buffer of `budget` bytes holds, estimated from one row (its
+    /// `n_scores` scores and an id of `id_len` bytes), so that the columns do not grow by
+    /// doubling past what the budget counts.
+    fn reserve_for(&mut self, budget: usize, n_scores: usize, id_len: usize) {
+        let per_row = n_scores * 8 + id_len + 8 + SORT_KEY_BYTES;
+        let rows = (budget / per_row.max(1)).min(1 << 22) + 1;
+        self.scores.reserve(rows * n_scores);
+        self.id_end.reserve(rows);
+        self.id_bytes.reserve(rows * id_len);
+    }
+    fn seq(&self, r: usize) -> u64 {
+        self.first_seq + r as u64
+    }
+    fn point(&self, r: usize) -> f64 {
+        if self.points_nan {
+            f64::NAN
+        } else {
+            self.points.get(r).copied().unwrap_or(f64::NAN)
+        }
     }
     fn id(&self, r: usize) -> &[u8] {
         let start = if r == 0 { 0 } else { self.id_end[r - 1] };
@@ -193,18 +220,14 @@ impl Buffer {
     fn row_into(&self, k: &SortKey, n_out: usize, row: &mut Row) {
         let r = (k.2 & ROW_BITS) as usize;
         row.score = score_of_key(k.0);
-        row.points = if self.points_nan {
-            f64::NAN
-        } else {
-            self.points.get(r).copied().unwrap_or(f64::NAN)
-        };
+        row.points = self.point(r);
         row.labels.clear();
         row.labels.extend_from_slice(
             self.labels
                 .get(r * n_out..(r + 1) * n_out)
                 .unwrap_or_default(),
         );
-        row.seq = self.seq.first().map_or(0, |&s| s + r as u64);
+        row.seq = self.seq(r);
         self.key_id(k, &mut row.id);
     }
 }
@@ -241,13 +264,24 @@ impl Sorter {
         labels: impl Iterator<Item = f32>,
         id: &[u8],
     ) -> Result<(), ScoreError> {
+        if self.buf.rows == 0 {
+            self.buf.first_seq = self.next_seq;
+            self.buf.reserve_for(self.budget, self.n_scores, id.len());
+        }
         self.buf.scores.extend(scores);
-        self.buf.points.push(points);
-        self.buf.points_nan &= points.to_bits() == f64::NAN.to_bits();
+        let nan = points.to_bits() == f64::NAN.to_bits();
+        if self.buf.points_nan && !nan {
+            // The first point: the rows before it had none.
+            self.buf.points.resize(self.buf.rows, f64::NAN);
+            self.buf.points_nan = false;
+        }
+        if !self.buf.points_nan {
+            self.buf.points.push(points);
+        }
         let before = self.buf.labels.len();
         self.buf.labels.extend(labels);
         self.n_out.get_or_insert(self.buf.labels.len() - before);
-        self.buf.seq.push(self.next_seq);
+        self.buf.rows += 1;
         self.next_seq += 1;
         self.buf.id_bytes.extend_from_slice(id);
         self.buf.id_end.push(self.buf.id_bytes.len());
@@ -312,12 +346,8 @@ impl Sorter {
 /// most eight bytes comes from the key, not from the buffer.
 fn write_row(w: &mut impl Write, buf: &Buffer, k: &SortKey, n_out: usize) -> std::io::Result<()> {
     let r = (k.2 & ROW_BITS) as usize;
-    let points = if buf.points_nan {
-        f64::NAN
-    } else {
-        buf.points.get(r).copied().unwrap_or(f64::NAN)
-    };
-    let seq = buf.seq.first().map_or(0, |&s| s + r as u64);
+    let points = buf.point(r);
+    let seq = buf.seq(r);
     let long = k.2 >> 40 >= LONG_ID;
     let len = if long {
         buf.id(r).len() as u64
@@ -511,13 +541,20 @@ mod tests {
     use super::*;
     use crate::score::Keep;
 
-    fn rows(sorter: Sorter, l: usize) -> Vec<(f64, String)> {
+    /// Score, id, points' bits, labels and position of every row in ranking order.
+    fn rows(sorter: Sorter, l: usize) -> Vec<(f64, String, u64, Vec<f32>, u64)> {
         let mut s = sorter.finish().unwrap();
         let mut r = s.ranking(l).unwrap();
         let mut row = Row::default();
         let mut out = Vec::new();
         while r.next_into(&mut row).unwrap() {
-            out.push((row.score, String::from_utf8(row.id.clone()).unwrap()));
+            out.push((
+                row.score,
+                String::from_utf8(row.id.clone()).unwrap(),
+                row.points.to_bits(),
+                row.labels.clone(),
+                row.seq,
+            ));
         }
         out
     }
@@ -538,13 +575,15 @@ mod tests {
                 (a, b, id)
             })
             .collect();
+        // Points from the 700th row on only (the rows before have none), labels per row.
         let fill = |budget| {
             let mut s = Sorter::new(2, budget, dir.path().to_path_buf());
-            for (a, b, id) in &data {
+            for (i, (a, b, id)) in data.iter().enumerate() {
+                let points = if i < 700 { f64::NAN } else { i as f64 };
                 s.push(
                     [*a, *b].into_iter(),
-                    f64::NAN,
-                    [1.0f32].into_iter(),
+                    points,
+                    [i as f32, 1.0].into_iter(),
                     id.as_bytes(),
                 )
                 .unwrap();
@@ -558,6 +597,14 @@ mod tests {
             let memory = rows(fill(usize::MAX), l);
             assert_eq!(merged.len(), 5000);
             assert_eq!(merged, memory, "label {l}");
+            let mut seen: Vec<u64> = merged.iter().map(|r| r.4).collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..5000).collect::<Vec<u64>>());
+            for (_, _, points, labels, seq) in &merged {
+                assert_eq!(labels, &[*seq as f32, 1.0]);
+                let want = if *seq < 700 { f64::NAN } else { *seq as f64 };
+                assert_eq!(*points, want.to_bits(), "row {seq}");
+            }
             assert!(merged
                 .windows(2)
                 .all(|w| w[0].0 > w[1].0 || (w[0].0 == w[1].0 && w[0].1 <= w[1].1)));
@@ -584,8 +631,7 @@ mod tests {
         for i in 0..3000u64 {
             let score = specials[((i * 7) % 13 % 10) as usize];
             b.scores.push(score);
-            b.points.push(f64::NAN);
-            b.seq.push(i);
+            b.rows += 1;
             // Short ids, ids that are prefixes of others (with and without zero bytes),
             // ids longer than eight bytes sharing their first eight.
             let id: Vec<u8> = match i % 6 {
@@ -605,10 +651,10 @@ mod tests {
             order(
                 b.scores[x],
                 b.id(x),
-                b.seq[x],
+                b.seq(x),
                 b.scores[y],
                 b.id(y),
-                b.seq[y],
+                b.seq(y),
             )
         });
         assert_eq!(b.sorted(0, 1), want);
