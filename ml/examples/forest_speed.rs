@@ -85,10 +85,16 @@ fn main() {
     );
     let want = if only {
         let check = rows.min(200_000);
-        let lv = compiled.level_word_form().unwrap_or_else(|| compiled.clone());
+        let lv = compiled
+            .level_word_form()
+            .unwrap_or_else(|| compiled.clone());
         let part = x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(..check));
         let m = compiled.predict_margin(part).expect("margins");
-        assert_eq!(m, lv.predict_margin(part).expect("margins"), "vs level words");
+        assert_eq!(
+            m,
+            lv.predict_margin(part).expect("margins"),
+            "vs level words"
+        );
         Vec::new()
     } else {
         compiled.predict_margin(x.view()).expect("margins")

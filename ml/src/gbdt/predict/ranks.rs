@@ -5,11 +5,12 @@
 //! feature's sorted thresholds `t_0 ≤ … ≤ t_{K-1}`, and the split at `t_j` sends a present `v`
 //! right iff `r(v) > j` (`v > t_j` is the flat walk's "not `v ≤ t`" for present values). A
 //! block of rows is ranked once, every value against its feature's thresholds (a vectorised
-//! compare-and-count over a transposed block), into two byte columns per feature: present
-//! values as `r + 1` in both, a missing value as `0` in the "missing low" column (read by the
-//! splits that send it left) and as `K + 2` in the "missing high" column (splits that send it
-//! right). A split is then one byte compare "goes left iff byte < bound" on 32 lanes (an AVX2
-//! register) instead of a float compare on 8:
+//! compare-and-count over a transposed group of 32 rows: per threshold one compare and one
+//! subtraction per 8 values, the 32 counts in four registers), into two byte columns per
+//! feature: present values as `r + 1` in both, a missing value as `0` in the "missing low"
+//! column (read by the splits that send it left) and as `K + 2` in the "missing high" column
+//! (splits that send it right). A split is then one byte compare "goes left iff byte <
+//! bound" on 32 lanes (an AVX2 register) instead of a float compare on 8:
 //!
 //! * threshold `t_j`: bound `j + 2` on the column of its default direction;
 //! * `NaN` threshold (a cut of −∞: every present value goes right), default left: bound 1 on
@@ -21,9 +22,10 @@
 //! Bytes are stored offset by −128 (`i8`, so the compare is the signed byte compare).
 //! Each tree is read as the complete tree of the forest's depth `D` (nodes `1..2^D`
 //! breadth first, children `2n`, `2n + 1`) and evaluated bottom-up over 64 rows at a time:
-//! the leaf index within node `n`'s subtree of height `h` is `left(n) ? idx(2n) : 2^(h−1) |
-//! idx(2n + 1)` (one compare and one byte blend per node, no data-dependent addressing, every
-//! intermediate in registers). The leaf indices of all trees are kept for the block, then
+//! the leaf number (left to right) under node `n` is `left(n) ? idx(2n) : idx(2n + 1)`, a node
+//! of the last level choosing between its two leaves' numbers (constants), so one compare and
+//! one byte blend per node, no data-dependent addressing, every intermediate in registers.
+//! The leaf indices of all trees are kept for the block, then
 //! each row adds its leaves in model order, as everywhere else, so margins are bit-identical.
 //! A feature's thresholds are ended by +∞, where the count stops; at most 248 per feature and
 //! 256 features, else the forest takes another form.
@@ -343,20 +345,6 @@ fn count32(x: &[f32; RW], ts: &[f32]) -> [i32; RW] {
             break;
         }
         for (c, &v) in c.iter_mut().zip(x) {
-            *c += i32::from(v > t);
-        }
-    }
-    c
-}
-
-#[allow(dead_code)]
-/// `1 + #{t ∈ ts : v > t}` for each of 8 lanes (one AVX2 register of counts, kept in the
-/// register across the thresholds).
-#[inline(always)]
-fn count8(x: [f32; 8], ts: &[f32]) -> [i32; 8] {
-    let mut c = [1i32; 8];
-    for &t in ts {
-        for (c, &v) in c.iter_mut().zip(&x) {
             *c += i32::from(v > t);
         }
     }
