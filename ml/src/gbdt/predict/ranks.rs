@@ -5,11 +5,12 @@
 //! feature's sorted thresholds `t_0 ≤ … ≤ t_{K-1}`, and the split at `t_j` sends a present `v`
 //! right iff `r(v) > j` (`v > t_j` is the flat walk's "not `v ≤ t`" for present values). A
 //! block of rows is ranked once, every value against its feature's thresholds (a vectorised
-//! compare-and-count over a transposed block), into two byte columns per feature: present
-//! values as `r + 1` in both, a missing value as `0` in the "missing low" column (read by the
-//! splits that send it left) and as `K + 2` in the "missing high" column (splits that send it
-//! right). A split is then one byte compare "goes left iff byte < bound" on 32 lanes (an AVX2
-//! register) instead of a float compare on 8:
+//! compare-and-count over a transposed group of 32 rows: per threshold one compare and one
+//! subtraction per 8 values, the 32 counts in four registers), into two byte columns per
+//! feature: present values as `r + 1` in both, a missing value as `0` in the "missing low"
+//! column (read by the splits that send it left) and as `K + 2` in the "missing high" column
+//! (splits that send it right). A split is then one byte compare "goes left iff byte <
+//! bound" on 32 lanes (an AVX2 register) instead of a float compare on 8:
 //!
 //! * threshold `t_j`: bound `j + 2` on the column of its default direction;
 //! * `NaN` threshold (a cut of −∞: every present value goes right), default left: bound 1 on
@@ -21,12 +22,13 @@
 //! Bytes are stored offset by −128 (`i8`, so the compare is the signed byte compare).
 //! Each tree is read as the complete tree of the forest's depth `D` (nodes `1..2^D`
 //! breadth first, children `2n`, `2n + 1`) and evaluated bottom-up over 64 rows at a time:
-//! the leaf index within node `n`'s subtree of height `h` is `left(n) ? idx(2n) : 2^(h−1) |
-//! idx(2n + 1)` (one compare and one byte blend per node, no data-dependent addressing, every
-//! intermediate in registers). The leaf indices of all trees are kept for the block, then
+//! the leaf number (left to right) under node `n` is `left(n) ? idx(2n) : idx(2n + 1)`, a node
+//! of the last level choosing between its two leaves' numbers (constants), so one compare and
+//! one byte blend per node, no data-dependent addressing, every intermediate in registers.
+//! The leaf indices of all trees are kept for the block, then
 //! each row adds its leaves in model order, as everywhere else, so margins are bit-identical.
-//! Thresholds of a feature are padded with +∞ to a multiple of 8; at most 248 (padded) per
-//! feature and 256 features, else the forest takes another form.
+//! A feature's thresholds are ended by +∞, where the count stops; at most 248 per feature and
+//! 256 features, else the forest takes another form.
 
 use super::{CompiledForest, FEATURE, MISSING_LEFT};
 
@@ -45,8 +47,8 @@ const MAX_FEATURES: usize = 256;
 const MAX_VECTORS: usize = 2 * MAX_FEATURES * CHUNKS;
 /// The deepest tree the rank form takes (63 split slots, leaf index in a byte).
 pub(super) const RANK_DEPTH: usize = 6;
-/// Most thresholds per feature (padded to a multiple of 8): bytes run `0..=K + 2`, and must
-/// stay below the bound 255 that means "always left".
+/// Most thresholds per feature: bytes run `0..=K + 2`, and must stay below the bound 255 that
+/// means "always left".
 const MAX_CUTS: usize = 248;
 /// Split slots of a complete tree of depth [`RANK_DEPTH`].
 const SLOTS: usize = (1 << RANK_DEPTH) - 1;
@@ -58,7 +60,7 @@ fn enc(u: i32) -> i8 {
 
 #[derive(Clone, Debug)]
 pub(super) struct Ranks {
-    /// Feature `f`'s sorted thresholds are `cuts[starts[f]..starts[f + 1]]`.
+    /// Feature `f`'s sorted thresholds and a +∞ are `cuts[starts[f]..starts[f + 1]]`.
     cuts: Vec<f32>,
     starts: Vec<usize>,
     trees: Vec<RankTree>,
@@ -81,7 +83,7 @@ struct RankTree {
 impl Ranks {
     /// The rank form of `f`'s trees; `None` when a tree is deeper than [`RANK_DEPTH`], there
     /// are more than [`MAX_FEATURES`] features or a feature has more than [`MAX_CUTS`]
-    /// thresholds (padded).
+    /// thresholds.
     pub(super) fn new(f: &CompiledForest) -> Option<Ranks> {
         let d = f.n_features;
         let depth = f.trees.iter().map(|t| t.depth).max().unwrap_or(0).max(1);
@@ -101,14 +103,12 @@ impl Ranks {
         for p in &mut per {
             p.sort_by(f32::total_cmp);
             p.dedup_by(|a, b| a.to_bits() == b.to_bits());
-            // Padded to whole vectors of 8 with +∞ (no value is above it; the count loop
-            // then has no remainder).
-            let padded = p.len().div_ceil(8) * 8;
-            if padded > MAX_CUTS {
+            if p.len() > MAX_CUTS {
                 return None;
             }
+            // Ended by +∞ (no value is above it), where the count loop stops.
             cuts.extend_from_slice(p);
-            cuts.resize(cuts.len() + padded - p.len(), f32::INFINITY);
+            cuts.push(f32::INFINITY);
             starts.push(cuts.len());
         }
         let mut rk = Ranks {
@@ -198,44 +198,41 @@ impl Walk<'_> {
     }
 }
 
-/// `l ? a : b | high` per byte (`l` all ones or zero).
+/// `l ? a : b` per byte (`l` all ones or zero): one byte blend.
 #[inline(always)]
-fn pick(l: V, a: V, b: V, high: i8) -> V {
+fn pick(l: V, a: V, b: V) -> V {
     let mut o = [0i8; W];
     for (((o, &l), &a), &b) in o.iter_mut().zip(&l).zip(&a).zip(&b) {
-        *o = (a & l) | ((b | high) & !l);
+        *o = (a & l) | (b & !l);
     }
     o
 }
 
+/// The leaf number (of the complete tree, left to right) under node `n`, whose subtree of
+/// height 1 holds leaves `k` and `k + 1`.
 #[inline(always)]
-fn h1(w: &Walk<'_>, n: usize) -> V {
-    let l = w.left(n);
-    let mut o = [0i8; W];
-    for (o, &l) in o.iter_mut().zip(&l) {
-        *o = !l & 1;
-    }
-    o
+fn h1(w: &Walk<'_>, n: usize, k: i8) -> V {
+    pick(w.left(n), [k; W], [k + 1; W])
 }
 #[inline(always)]
-fn h2(w: &Walk<'_>, n: usize) -> V {
-    pick(w.left(n), h1(w, 2 * n), h1(w, 2 * n + 1), 2)
+fn h2(w: &Walk<'_>, n: usize, k: i8) -> V {
+    pick(w.left(n), h1(w, 2 * n, k), h1(w, 2 * n + 1, k + 2))
 }
 #[inline(always)]
-fn h3(w: &Walk<'_>, n: usize) -> V {
-    pick(w.left(n), h2(w, 2 * n), h2(w, 2 * n + 1), 4)
+fn h3(w: &Walk<'_>, n: usize, k: i8) -> V {
+    pick(w.left(n), h2(w, 2 * n, k), h2(w, 2 * n + 1, k + 4))
 }
 #[inline(always)]
-fn h4(w: &Walk<'_>, n: usize) -> V {
-    pick(w.left(n), h3(w, 2 * n), h3(w, 2 * n + 1), 8)
+fn h4(w: &Walk<'_>, n: usize, k: i8) -> V {
+    pick(w.left(n), h3(w, 2 * n, k), h3(w, 2 * n + 1, k + 8))
 }
 #[inline(always)]
-fn h5(w: &Walk<'_>, n: usize) -> V {
-    pick(w.left(n), h4(w, 2 * n), h4(w, 2 * n + 1), 16)
+fn h5(w: &Walk<'_>, n: usize, k: i8) -> V {
+    pick(w.left(n), h4(w, 2 * n, k), h4(w, 2 * n + 1, k + 16))
 }
 #[inline(always)]
-fn h6(w: &Walk<'_>, n: usize) -> V {
-    pick(w.left(n), h5(w, 2 * n), h5(w, 2 * n + 1), 32)
+fn h6(w: &Walk<'_>, n: usize, k: i8) -> V {
+    pick(w.left(n), h5(w, 2 * n, k), h5(w, 2 * n + 1, k + 32))
 }
 
 /// Scratch of one rayon task.
@@ -297,13 +294,9 @@ fn rank_bytes(rk: &Ranks, d: usize, rows: &[f32], n: usize, s: &mut RankScratch)
             let hi = rk.starts.get(f + 1).copied().unwrap_or(lo);
             let ts = rk.cuts.get(lo..hi).unwrap_or(&[]);
             // Present values count from 1.
-            let mut cnt = [1i32; RW];
-            for (c, x) in cnt.chunks_exact_mut(8).zip(x.chunks_exact(8)) {
-                if let Ok(x) = <[f32; 8]>::try_from(x) {
-                    c.copy_from_slice(&count8(x, ts));
-                }
-            }
-            let high = ts.len() as i32 + 2;
+            let cnt = count32(x, ts);
+            // Above every bound (`K + 1` at most; `ts` is the `K` thresholds and the +∞).
+            let high = ts.len() as i32 + 1;
             let mut low_b = [0i8; RW];
             let mut high_b = [0i8; RW];
             for (((l, h), &c), &v) in low_b.iter_mut().zip(&mut high_b).zip(&cnt).zip(x) {
@@ -340,13 +333,18 @@ fn transpose(rows: &[f32], d: usize, k: usize, floats: &mut [f32]) {
     }
 }
 
-/// `1 + #{t ∈ ts : v > t}` for each of 8 lanes (one AVX2 register of counts, kept in the
-/// register across the thresholds).
+/// `1 + #{t ∈ ts : v > t}` for each of [`RW`] lanes, `ts` ascending and ending in +∞:
+/// counted threshold by threshold, stopping at the first +∞ (no value is above it). The
+/// early exit keeps the compiler from vectorising over the thresholds (which needs a
+/// horizontal sum per value): the counts stay in four registers over the lanes.
 #[inline(always)]
-fn count8(x: [f32; 8], ts: &[f32]) -> [i32; 8] {
-    let mut c = [1i32; 8];
+fn count32(x: &[f32; RW], ts: &[f32]) -> [i32; RW] {
+    let mut c = [1i32; RW];
     for &t in ts {
-        for (c, &v) in c.iter_mut().zip(&x) {
+        if t == f32::INFINITY {
+            break;
+        }
+        for (c, &v) in c.iter_mut().zip(x) {
             *c += i32::from(v > t);
         }
     }
@@ -360,12 +358,12 @@ fn leaf_indices(rk: &Ranks, bytes: &[[i8; W]; MAX_VECTORS], leaf: &mut [[u8; RAN
         for (q, out) in out.chunks_exact_mut(W).enumerate() {
             let w = Walk { bytes, q, tree };
             let idx = match rk.depth {
-                1 => h1(&w, 1),
-                2 => h2(&w, 1),
-                3 => h3(&w, 1),
-                4 => h4(&w, 1),
-                5 => h5(&w, 1),
-                _ => h6(&w, 1),
+                1 => h1(&w, 1, 0),
+                2 => h2(&w, 1, 0),
+                3 => h3(&w, 1, 0),
+                4 => h4(&w, 1, 0),
+                5 => h5(&w, 1, 0),
+                _ => h6(&w, 1, 0),
             };
             for (o, &i) in out.iter_mut().zip(&idx) {
                 *o = (i & 63) as u8;
@@ -374,18 +372,21 @@ fn leaf_indices(rk: &Ranks, bytes: &[[i8; W]; MAX_VECTORS], leaf: &mut [[u8; RAN
     }
 }
 
-/// Adds every tree's leaf to the block's margins, in tree order, rows four at a time
-/// (independent chains of additions).
+/// Rows whose margins are summed together (independent chains of additions).
+const LEAF_ROWS: usize = 16;
+
+/// Adds every tree's leaf to the block's margins, in tree order, rows [`LEAF_ROWS`] at a
+/// time (independent chains of additions).
 #[inline(never)]
 fn add_leaves(rk: &Ranks, leaf: &[[u8; RANK_BLOCK]], margins: &mut [f64]) {
-    for (g, mg) in margins.chunks_mut(4).enumerate() {
-        let r0 = g * 4;
-        let mut s = [0.0f64; 4];
+    for (g, mg) in margins.chunks_mut(LEAF_ROWS).enumerate() {
+        let r0 = g * LEAF_ROWS;
+        let mut s = [0.0f64; LEAF_ROWS];
         for (s, &m) in s.iter_mut().zip(mg.iter()) {
             *s = m;
         }
         for (leaves, idx) in rk.leaves.iter().zip(leaf) {
-            let Some(idx) = idx.get(r0..r0 + 4) else {
+            let Some(idx) = idx.get(r0..r0 + LEAF_ROWS) else {
                 continue;
             };
             for (s, &i) in s.iter_mut().zip(idx) {
