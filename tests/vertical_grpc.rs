@@ -142,9 +142,8 @@ fn joined(fed: &TestFed, spec: &VerticalJobSpec) -> Joined {
     let hold = spec.holdout_positions(n);
     let held: BTreeSet<usize> = hold.iter().copied().collect();
     let train: Vec<usize> = (0..n).filter(|i| !held.contains(i)).collect();
-    let rows = |r: &[u32], pos: &[usize]| -> Vec<usize> {
-        pos.iter().map(|&i| r[i] as usize).collect()
-    };
+    let rows =
+        |r: &[u32], pos: &[usize]| -> Vec<usize> { pos.iter().map(|&i| r[i] as usize).collect() };
     let y = |pos: &[usize]| -> Array1<f32> {
         rows(&rb, pos)
             .into_iter()
@@ -184,8 +183,8 @@ fn check_lr(fed: &TestFed, job: &str) {
         &sb.apply(j.bank_train.view()).unwrap(),
         &sp.apply(j.partner_train.view()).unwrap(),
     );
-    let pooled = fedsilo_vertical::lr::fit_joined(&spec.lr_config(), x.view(), j.y_train.view())
-        .unwrap();
+    let pooled =
+        fedsilo_vertical::lr::fit_joined(&spec.lr_config(), x.view(), j.y_train.view()).unwrap();
     let m = bank.lr.as_ref().expect("the bank's LR part");
     let mut flat = m.coef.clone();
     flat.extend_from_slice(partner.lr_coef.as_ref().expect("the partner's weights"));
@@ -225,8 +224,8 @@ fn check_gbdt(fed: &TestFed, job: &str) {
     let partner = model_file(fed, "partner", job);
     let j = joined(fed, &spec);
     let x = side_by_side(&j.bank_train, &j.partner_train);
-    let pooled = fedsilo_ml::gbdt::fit_pooled(x.view(), j.y_train.view(), &spec.gbdt_params())
-        .unwrap();
+    let pooled =
+        fedsilo_ml::gbdt::fit_pooled(x.view(), j.y_train.view(), &spec.gbdt_params()).unwrap();
     let model = bank.gbdt.as_ref().expect("the bank's trees");
     let splits: std::collections::BTreeMap<(u32, u32), _> = partner
         .passive_splits
@@ -264,7 +263,11 @@ fn check_gbdt(fed: &TestFed, job: &str) {
                         gain: g,
                     },
                 ) => {
-                    assert_eq!((default_left, left, right, gain), (dl, l, r, g), "tree {t} node {id}");
+                    assert_eq!(
+                        (default_left, left, right, gain),
+                        (dl, l, r, g),
+                        "tree {t} node {id}"
+                    );
                     match owner {
                         SplitOwner::Active {
                             feature: f,
@@ -275,7 +278,10 @@ fn check_gbdt(fed: &TestFed, job: &str) {
                             assert_eq!(*party, 0);
                             let s = &splits[&(t as u32, id as u32)];
                             assert_eq!(s.feature as usize + offset, *feature as usize);
-                            assert_eq!((s.bin, s.threshold, s.default_left), (*bin, *threshold, *dl));
+                            assert_eq!(
+                                (s.bin, s.threshold, s.default_left),
+                                (*bin, *threshold, *dl)
+                            );
                             passive_splits += 1;
                         }
                     }
@@ -314,7 +320,11 @@ fn check_partner_wire(received: &[Received], key_bits: u32, rows: usize) {
                 _ => true,
             }
         }
-        assert!(no_floats(&v), "a float reached the partner: {}", r.plaintext);
+        assert!(
+            no_floats(&v),
+            "a float reached the partner: {}",
+            r.plaintext
+        );
         let msg: ToPassive = serde_json::from_str(&r.plaintext).unwrap();
         let mut ciphertexts = |c: &[fedsilo_vertical::WireCiphertext]| {
             for c in c {
@@ -342,11 +352,15 @@ fn check_partner_wire(received: &[Received], key_bits: u32, rows: usize) {
                 "boost gradients"
             }
             ToPassive::Boost(BoostToPassive::Histograms { nodes, .. }) => {
-                assert!(nodes.iter().all(|n| n.rows.iter().all(|&r| (r as usize) < rows)));
+                assert!(nodes
+                    .iter()
+                    .all(|n| n.rows.iter().all(|&r| (r as usize) < rows)));
                 "boost histogram request"
             }
             ToPassive::Boost(BoostToPassive::Split { splits, .. }) => {
-                assert!(splits.iter().all(|s| s.rows.iter().all(|&r| (r as usize) < rows)));
+                assert!(splits
+                    .iter()
+                    .all(|s| s.rows.iter().all(|&r| (r as usize) < rows)));
                 "boost split order"
             }
             ToPassive::Boost(BoostToPassive::Finished) => "boost finished",
@@ -363,7 +377,10 @@ fn check_partner_wire(received: &[Received], key_bits: u32, rows: usize) {
         "boost split order",
         "hold-out request",
     ] {
-        assert!(kinds.contains(k), "the partner never received a {k}: {kinds:?}");
+        assert!(
+            kinds.contains(k),
+            "the partner never received a {k}: {kinds:?}"
+        );
     }
 }
 
@@ -406,15 +423,35 @@ fn vertical_lr_and_secureboost_train_over_mtls_and_equal_the_joined_table() {
     )
     .unwrap();
     let cfg = fed.path("operator.toml");
-    let err = run_err(&["job", "launch", "--config", cfg.to_str().unwrap(), "--spec", bad.to_str().unwrap()]);
-    assert!(err.contains("iteratons") && err.contains("iterations"), "{err}");
+    let err = run_err(&[
+        "job",
+        "launch",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--spec",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("iteratons") && err.contains("iterations"),
+        "{err}"
+    );
     std::fs::write(
         &bad,
         "kind = \"vertical_logistic\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\nkey_bits = 1024\n",
     )
     .unwrap();
-    let err = run_err(&["job", "launch", "--config", cfg.to_str().unwrap(), "--spec", bad.to_str().unwrap()]);
-    assert!(err.contains("key_bits") && err.contains("test_key"), "{err}");
+    let err = run_err(&[
+        "job",
+        "launch",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--spec",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("key_bits") && err.contains("test_key"),
+        "{err}"
+    );
 
     // Part 2: vertical LR and SecureBoost on the alignment, at the same time.
     let lr = launch_spec(
@@ -457,6 +494,10 @@ fn vertical_lr_and_secureboost_train_over_mtls_and_equal_the_joined_table() {
             assert_eq!(r.aggregate_hash.len(), 64);
             assert!(r.outcome.contains("done"), "{}", r.outcome);
         }
-        assert!(audit[steps].outcome.contains("ok:"), "{}", audit[steps].outcome);
+        assert!(
+            audit[steps].outcome.contains("ok:"),
+            "{}",
+            audit[steps].outcome
+        );
     }
 }

@@ -820,9 +820,8 @@ pub async fn run_until(
                                 feed_vertical(&cfg, &mut vertical, &start)
                             }
                             VerticalEvent::Done { model, report } => {
-                                psi_pending.push_back(
-                                    write_vertical_model(&cfg, &model, report).into(),
-                                );
+                                psi_pending
+                                    .push_back(write_vertical_model(&cfg, &model, report).into());
                             }
                             VerticalEvent::Failed {
                                 job_id,

@@ -239,12 +239,10 @@ pub fn load_aligned(
         .clone()
         .ok_or_else(|| VerticalJobError::NoRowsDigest { path: path.clone() })?;
     let schema = crate::psi::with_id_column(&start.dataset, schema_path, schema, &start.id_column)?;
-    let table = source
-        .load(&schema)
-        .map_err(|e| VerticalJobError::Data {
-            dataset: start.dataset.clone(),
-            source: Box::new(e),
-        })?;
+    let table = source.load(&schema).map_err(|e| VerticalJobError::Data {
+        dataset: start.dataset.clone(),
+        source: Box::new(e),
+    })?;
     let now = rows_digest(&table.ids, &rows, start.id_format).map_err(|e| match e {
         VerticalJobError::RowOutOfRange { row, rows, .. } => VerticalJobError::RowOutOfRange {
             dataset: start.dataset.clone(),
@@ -313,7 +311,10 @@ pub enum ToPassive {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToActive {
     /// The passive party's data is loaded: its number of columns and aligned rows.
-    Ready { columns: u64, rows: u64 },
+    Ready {
+        columns: u64,
+        rows: u64,
+    },
     Lr(LrToActive),
     Boost(BoostToActive),
     HoldoutLogits(Vec<f64>),
@@ -733,11 +734,12 @@ impl VerticalDriver {
             self.outbox.push_back(ToCoordinator::Psi(m));
         }
         for p in progress {
-            self.outbox.push_back(ToCoordinator::VerticalProgress(VerticalProgress {
-                job_id: job_id.to_string(),
-                session,
-                step: p,
-            }));
+            self.outbox
+                .push_back(ToCoordinator::VerticalProgress(VerticalProgress {
+                    job_id: job_id.to_string(),
+                    session,
+                    step: p,
+                }));
         }
         match r {
             Ok(Some((model, report))) => {

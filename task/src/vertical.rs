@@ -119,7 +119,9 @@ pub enum VerticalSpecError {
     NoPsiJob,
     #[error("active: empty")]
     NoActive,
-    #[error("passive: name exactly one passive party (several are not run over gRPC yet); got {0}")]
+    #[error(
+        "passive: name exactly one passive party (several are not run over gRPC yet); got {0}"
+    )]
     PassiveCount(usize),
     #[error("passive: '{0}' is the active party")]
     ActiveIsPassive(String),
@@ -259,10 +261,9 @@ impl VerticalJobSpec {
         if n < 2 {
             return Vec::new();
         }
-        let seed: [u8; 32] = sha2::Sha256::digest(
-            format!("fedsilo vertical holdout/{}", self.job_id).as_bytes(),
-        )
-        .into();
+        let seed: [u8; 32] =
+            sha2::Sha256::digest(format!("fedsilo vertical holdout/{}", self.job_id).as_bytes())
+                .into();
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut rand_chacha::ChaCha8Rng::from_seed(seed));
         let k = ((n as f64) * self.holdout_fraction)

@@ -72,9 +72,9 @@ mod psi;
 mod psi_tests;
 mod round;
 mod status;
-mod vertical;
 #[cfg(test)]
 mod tests;
+mod vertical;
 
 pub use liveness::ParticipantLiveness;
 use liveness::{patience_deadline, Liveness};

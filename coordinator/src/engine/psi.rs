@@ -616,7 +616,13 @@ impl Coordinator {
     }
 
     /// Terminal state, `JobEnd` to every joined party and the session's two, checkpoint.
-    pub(super) fn end_psi(&mut self, job_id: &str, state: JobState, detail: String, run: Option<&Running>) {
+    pub(super) fn end_psi(
+        &mut self,
+        job_id: &str,
+        state: JobState,
+        detail: String,
+        run: Option<&Running>,
+    ) {
         let Some(job) = self.psi_jobs.get_mut(job_id) else {
             return;
         };

@@ -521,17 +521,24 @@ fn a_vertical_job_relays_sealed_messages_audits_each_step_and_finishes() {
     bad.test_key = false;
     assert!(matches!(
         fed.coord.launch_vertical(now, bad),
-        Err(EngineError::InvalidVerticalJob(VerticalSpecError::KeyBits { .. }))
+        Err(EngineError::InvalidVerticalJob(
+            VerticalSpecError::KeyBits { .. }
+        ))
     ));
     let mut bad = vspec("w");
     bad.psi_job = "nope".into();
     assert!(matches!(
         fed.coord.launch_vertical(now, bad),
-        Err(EngineError::InvalidVerticalJob(VerticalSpecError::UnknownPsiJob(_)))
+        Err(EngineError::InvalidVerticalJob(
+            VerticalSpecError::UnknownPsiJob(_)
+        ))
     ));
     let mut bad = vspec("w");
     bad.psi_job = "v".into();
-    assert!(fed.coord.launch_vertical(now, bad).is_err(), "a vertical job is no PSI job");
+    assert!(
+        fed.coord.launch_vertical(now, bad).is_err(),
+        "a vertical job is no PSI job"
+    );
     // Relayed unread, to the other party; a wrong role is refused.
     fed.coord
         .handle_message(now, 1, sealed("v", s, Role::Passive, 0))
@@ -540,29 +547,53 @@ fn a_vertical_job_relays_sealed_messages_audits_each_step_and_finishes() {
     assert_eq!(to, 0);
     assert!(matches!(m, ToParticipant::Psi(_)));
     assert!(matches!(
-        fed.coord.handle_message(now, 0, sealed("v", s, Role::Passive, 1)),
+        fed.coord
+            .handle_message(now, 0, sealed("v", s, Role::Passive, 1)),
         Err(EngineError::WrongPsiRole { .. })
     ));
     fed.coord
         .handle_message(now, 0, sealed("v", s, Role::Active, 0))
         .unwrap();
     // Progress only from the active party, in order; each step audited with its hash.
-    assert!(fed.coord.handle_message(now, 1, progress("v", s, 1)).is_err());
-    assert!(fed.coord.handle_message(now, 0, progress("v", s, 2)).is_err());
-    fed.coord.handle_message(now, 0, progress("v", s, 1)).unwrap();
-    fed.coord.handle_message(now, 0, progress("v", s, 2)).unwrap();
-    assert!(fed.coord.handle_message(now, 0, progress("v", s, 3)).is_err());
+    assert!(fed
+        .coord
+        .handle_message(now, 1, progress("v", s, 1))
+        .is_err());
+    assert!(fed
+        .coord
+        .handle_message(now, 0, progress("v", s, 2))
+        .is_err());
+    fed.coord
+        .handle_message(now, 0, progress("v", s, 1))
+        .unwrap();
+    fed.coord
+        .handle_message(now, 0, progress("v", s, 2))
+        .unwrap();
+    assert!(fed
+        .coord
+        .handle_message(now, 0, progress("v", s, 3))
+        .is_err());
     let status = fed.coord.job_status("v").unwrap();
     assert_eq!(status.state, JobState::Running);
     assert_eq!((status.rounds_done, status.total_rounds), (2, 2));
-    assert!(status.detail.contains("iteration 2 of 2"), "{}", status.detail);
-    fed.coord.handle_message(now, 1, done("v", s, None)).unwrap();
+    assert!(
+        status.detail.contains("iteration 2 of 2"),
+        "{}",
+        status.detail
+    );
+    fed.coord
+        .handle_message(now, 1, done("v", s, None))
+        .unwrap();
     fed.coord
         .handle_message(now, 0, done("v", s, Some(0.75)))
         .unwrap();
     let status = fed.coord.job_status("v").unwrap();
     assert_eq!(status.state, JobState::Finished, "{status:?}");
-    assert!(status.detail.contains("hold-out AUC 0.7500"), "{}", status.detail);
+    assert!(
+        status.detail.contains("hold-out AUC 0.7500"),
+        "{}",
+        status.detail
+    );
     let mut steps = Vec::new();
     let mut checkpoint = None;
     while let Some(ev) = fed.coord.poll_event() {
@@ -574,21 +605,24 @@ fn a_vertical_job_relays_sealed_messages_audits_each_step_and_finishes() {
     }
     assert_eq!(steps.len(), 3, "{steps:#?}");
     assert_eq!(steps[0].step, 1);
-    assert_eq!(steps[0].messages, [1, 1], "one sealed message each way in step 1");
+    assert_eq!(
+        steps[0].messages,
+        [1, 1],
+        "one sealed message each way in step 1"
+    );
     assert_eq!(steps[0].relayed_hash.len(), 64);
     assert_eq!(steps[1].messages, [0, 0]);
     assert_ne!(steps[0].relayed_hash, steps[1].relayed_hash);
     assert!(steps[2].result.as_ref().is_ok_and(|l| l.starts_with("ok:")));
     // The checkpoint restores as the finished vertical job.
-    let mut again = Coordinator::new(
-        fedsilo_crypto::msg::Roster::new(),
-        BTreeMap::new(),
-        [1; 32],
-    );
+    let mut again = Coordinator::new(fedsilo_crypto::msg::Roster::new(), BTreeMap::new(), [1; 32]);
     again.restore(now, "v", &checkpoint.unwrap()).unwrap();
     let r = again.psi_record("v").unwrap();
     assert_eq!(r.state, JobState::Finished);
-    assert_eq!(r.vertical.as_ref().unwrap().outcome.as_ref().unwrap().rows, 30);
+    assert_eq!(
+        r.vertical.as_ref().unwrap().outcome.as_ref().unwrap().rows,
+        30
+    );
 }
 
 #[test]
@@ -601,7 +635,11 @@ fn a_party_away_pauses_a_vertical_job_until_it_is_back() {
     fed.coord.handle_timeout(later);
     let status = fed.coord.job_status("v").unwrap();
     assert_eq!(status.state, JobState::Waiting, "{status:?}");
-    assert!(status.detail.contains("waiting for insurer"), "{}", status.detail);
+    assert!(
+        status.detail.contains("waiting for insurer"),
+        "{}",
+        status.detail
+    );
     let paused: Vec<_> = std::iter::from_fn(|| fed.coord.poll_event())
         .filter_map(|e| match e {
             Event::Vertical(v) => Some(v),
@@ -609,7 +647,10 @@ fn a_party_away_pauses_a_vertical_job_until_it_is_back() {
         })
         .collect();
     assert_eq!(paused.len(), 1);
-    assert!(paused[0].result.as_ref().is_err_and(|w| w.contains("insurer away")));
+    assert!(paused[0]
+        .result
+        .as_ref()
+        .is_err_and(|w| w.contains("insurer away")));
     // The insurer is back: a fresh session starts.
     fed.coord.handle_seen(later, 1);
     let starts: Vec<u64> = std::iter::from_fn(|| fed.coord.poll_transmit())

@@ -136,7 +136,8 @@ impl StepRelay {
             PsiMsg::Sealed(s) => {
                 self.hasher.update([s.kind.tag()]);
                 self.hasher.update(s.seq.to_le_bytes());
-                self.hasher.update((s.ciphertext.len() as u64).to_le_bytes());
+                self.hasher
+                    .update((s.ciphertext.len() as u64).to_le_bytes());
                 self.hasher.update(&s.ciphertext);
             }
         }
@@ -272,7 +273,10 @@ impl Coordinator {
         let psi_spec = &job.record.spec;
         let mut psi_hash = [0u8; 32];
         if hex::decode_to_slice(&v.psi_hash, &mut psi_hash).is_err() {
-            tracing::error!(job = job_id, "the recorded PSI alignment hash is not 32 bytes of hex");
+            tracing::error!(
+                job = job_id,
+                "the recorded PSI alignment hash is not 32 bytes of hex"
+            );
         }
         let start = |role: Role, peer: String| VerticalStart {
             spec: v.spec.clone(),
@@ -446,18 +450,19 @@ impl Coordinator {
             bytes[1]
         );
         tracing::info!(job = job_id, session = run.session(), %line, "vertical session done");
-        self.events.push_back(Event::Vertical(Box::new(VerticalSummary {
-            job_id: job_id.to_string(),
-            session: run.session(),
-            active: job.record.spec.active.clone(),
-            passive: run.passive_name().to_string(),
-            step: outcome.steps,
-            result: Ok(line),
-            messages,
-            bytes,
-            relayed_hash,
-            elapsed: now.saturating_duration_since(run.started()),
-        })));
+        self.events
+            .push_back(Event::Vertical(Box::new(VerticalSummary {
+                job_id: job_id.to_string(),
+                session: run.session(),
+                active: job.record.spec.active.clone(),
+                passive: run.passive_name().to_string(),
+                step: outcome.steps,
+                result: Ok(line),
+                messages,
+                bytes,
+                relayed_hash,
+                elapsed: now.saturating_duration_since(run.started()),
+            })));
         if let Some(v) = job.record.vertical.as_mut() {
             v.outcome = Some(outcome);
         }
@@ -522,18 +527,19 @@ impl Coordinator {
             );
             tracing::warn!(job = %id, session = run.session(), reason = %why, "vertical session paused");
             let (messages, bytes) = run.totals();
-            self.events.push_back(Event::Vertical(Box::new(VerticalSummary {
-                job_id: id.clone(),
-                session: run.session(),
-                active: job.record.spec.active.clone(),
-                passive: run.passive_name().to_string(),
-                step: steps,
-                result: Err(why),
-                messages,
-                bytes,
-                relayed_hash: String::new(),
-                elapsed: now.saturating_duration_since(run.started()),
-            })));
+            self.events
+                .push_back(Event::Vertical(Box::new(VerticalSummary {
+                    job_id: id.clone(),
+                    session: run.session(),
+                    active: job.record.spec.active.clone(),
+                    passive: run.passive_name().to_string(),
+                    step: steps,
+                    result: Err(why),
+                    messages,
+                    bytes,
+                    relayed_hash: String::new(),
+                    elapsed: now.saturating_duration_since(run.started()),
+                })));
             self.psi_checkpoint(&id);
         }
     }

@@ -173,7 +173,8 @@ impl Actor {
                         .unwrap_or(0);
                     tracing::info!(job = %summary.job_id, session = summary.session,
                         step = summary.step, "vertical step relayed");
-                    self.audit.append(AuditRecord::of_vertical(&summary, now_ms))?;
+                    self.audit
+                        .append(AuditRecord::of_vertical(&summary, now_ms))?;
                 }
                 Event::JobFinished { job_id, state } => {
                     tracing::info!(job = %job_id, state = %state.label(), "job ended");

@@ -154,9 +154,7 @@ fn engine_status(e: EngineError) -> Status {
         EngineError::UnknownParticipant(_) => Status::permission_denied(message),
         EngineError::NotInSession { .. }
         | EngineError::WrongPsiRole { .. }
-        | EngineError::WrongMessage { .. } => {
-            Status::permission_denied(message)
-        }
+        | EngineError::WrongMessage { .. } => Status::permission_denied(message),
         EngineError::InvalidJobId
         | EngineError::InvalidPsiJob(_)
         | EngineError::InvalidVerticalJob(_)

@@ -254,7 +254,10 @@ mod tests {
         assert!(!m0.ciphertext.windows(4).any(|w| w == b"zero"));
         assert!(matches!(
             p.open(&m1),
-            Err(PsiError::WrongSequence { expected: 0, got: 1 })
+            Err(PsiError::WrongSequence {
+                expected: 0,
+                got: 1
+            })
         ));
         assert_eq!(p.open(&m0).unwrap(), b"zero");
         assert!(p.open(&m0).is_err(), "a replay is refused");
