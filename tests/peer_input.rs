@@ -152,7 +152,9 @@ impl Federation for Hostile {
             ToCoordinator::Psi(_)
             | ToCoordinator::PsiDone(_)
             | ToCoordinator::PsiFailed { .. }
-            | ToCoordinator::PsiLost { .. } => {
+            | ToCoordinator::PsiLost { .. }
+            | ToCoordinator::VerticalProgress(_)
+            | ToCoordinator::VerticalDone(_) => {
                 return Err(Status::invalid_argument("no PSI job here"))
             }
         };

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
+use common::pair::{alignment, wait_state};
 use common::*;
 use fedsilo_participant::psi::{Alignment, AlignmentStore};
 use rand::seq::SliceRandom;
@@ -110,35 +111,15 @@ fn write_split(dir: &Path, seed: u64, partner_ids: PartnerIds, duplicate_at_bank
     }
 }
 
-/// keygen for bank and partner, each with its own schema and state directory.
 fn federation() -> TestFed {
-    let fed = TestFed::new(
-        &["bank", "partner"],
-        "customers",
-        &repo().join("data/wa_churn.schema.toml"),
-    );
-    std::fs::write(fed.path("bank.schema.toml"), BANK_SCHEMA).unwrap();
-    std::fs::write(fed.path("partner.schema.toml"), PARTNER_SCHEMA).unwrap();
-    for name in ["bank", "partner"] {
-        let p = fed.path(&format!("participant-{name}.toml"));
-        let cfg = std::fs::read_to_string(&p).unwrap().replace(
-            "schema = \"schema.toml\"",
-            &format!("schema = \"{name}.schema.toml\""),
-        );
-        std::fs::write(&p, format!("state_dir = \"state-{name}\"\n{cfg}")).unwrap();
-    }
-    fed
+    pair::pair_federation(BANK_SCHEMA, PARTNER_SCHEMA)
 }
 
 fn launch_psi(fed: &TestFed, job: &str, extra: &str) -> String {
     let spec = format!(
         "kind = \"psi\"\njob_id = \"{job}\"\ndataset = \"customers\"\nactive = \"bank\"\npassive = [\"partner\"]\nid_format = \"text\"\n{extra}"
     );
-    let p = fed.path(&format!("{job}.toml"));
-    std::fs::write(&p, spec).unwrap();
-    let out = fed.op(&["launch", "--spec", p.to_str().unwrap()]);
-    assert!(out.starts_with(job), "launch printed: {out}");
-    job.to_string()
+    pair::launch_spec(fed, job, &spec)
 }
 
 /// Launches `job` and starts the bank and the partner, their stderr in `bank-{run}.log` and
@@ -148,28 +129,6 @@ fn start_pair(fed: &TestFed, job: &str, extra: &str, run: u32) -> (String, Proc,
     let bank = fed.participant_logged("bank", &format!("bank-{run}.log"));
     let partner = fed.participant_logged("partner", &format!("partner-{run}.log"));
     (job, bank, partner)
-}
-
-fn wait_state(fed: &TestFed, job: &str, state: &str, timeout: Duration) -> String {
-    let start = std::time::Instant::now();
-    loop {
-        let s = fed.status(job);
-        if s.contains(state) {
-            return s;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "job {job} not {state} in {timeout:?}: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn alignment(fed: &TestFed, who: &str, job: &str, peer: &str) -> Alignment {
-    AlignmentStore::new(&fed.path(&format!("state-{who}")))
-        .load(job, peer)
-        .unwrap_or_else(|e| panic!("{who}'s alignment: {e}"))
-        .unwrap_or_else(|| panic!("{who} persisted no alignment for {job}"))
 }
 
 /// Both alignments hold the plain intersection, row for row the same customers.

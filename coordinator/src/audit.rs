@@ -171,6 +171,35 @@ impl AuditRecord {
     }
 }
 
+impl AuditRecord {
+    /// A vertical session's step (`round` = the step; `aggregate_hash` = SHA-256 of the
+    /// sealed messages relayed for it) or its end.
+    pub fn of_vertical(s: &crate::engine::VerticalSummary, time_unix_ms: u64) -> Self {
+        let parties = vec![s.active.clone(), s.passive.clone()];
+        AuditRecord {
+            job_id: s.job_id.clone(),
+            round: s.step,
+            purpose: Purpose::Vertical,
+            participants: parties.clone(),
+            survivors: if s.result.is_ok() {
+                parties
+            } else {
+                Vec::new()
+            },
+            model_hash: String::new(),
+            aggregate_hash: s.relayed_hash.clone(),
+            time_unix_ms,
+            outcome: match &s.result {
+                Ok(line) => format!(
+                    "session {}: {line}; relayed {} + {} messages, {} + {} bytes",
+                    s.session, s.messages[0], s.messages[1], s.bytes[0], s.bytes[1]
+                ),
+                Err(why) => format!("session {}: {why}", s.session),
+            },
+        }
+    }
+}
+
 /// One line of the log: a record and its place in the chain.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {

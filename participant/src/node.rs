@@ -22,8 +22,15 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::data::{Schema, Source};
 use crate::psi::{read_ids, Alignment, AlignmentStore, PsiDriver, PsiEvent, PsiJobError};
+use crate::vertical::{VerticalDriver, VerticalEvent, VerticalJobError};
 use crate::worker::{Worker, WorkerEvent};
 use fedsilo_task::psi::PsiStart;
+use fedsilo_task::vertical::VerticalStart;
+
+/// Test mode: with this variable set to a directory, the node writes every vertical-session
+/// message it receives (sealed bytes as relayed, and the plaintext) to
+/// `<dir>/<name>.jsonl`, so a test can check what crossed the wire.
+pub const RECORD_VERTICAL_ENV: &str = "FEDSILO_TEST_RECORD_VERTICAL";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -343,6 +350,113 @@ pub fn build_psi(cfg: &NodeConfig) -> Result<PsiDriver, NodeError> {
     Ok(PsiDriver::new(Arc::new(identity), peers, seed))
 }
 
+/// The vertical driver from the config: keys from this node's own roster, as PSI's.
+pub fn build_vertical(cfg: &NodeConfig) -> Result<VerticalDriver, NodeError> {
+    let roster_path = cfg.resolve(&cfg.roster);
+    let roster = RosterFile::load(&roster_path).map_err(|source| NodeError::Roster {
+        path: roster_path.clone(),
+        source,
+    })?;
+    let identity_path = cfg.resolve(&cfg.identity);
+    let identity = fedsilo_proto::pki::load_identity(&identity_path).map_err(|source| {
+        NodeError::Identity {
+            path: identity_path.clone(),
+            source,
+        }
+    })?;
+    let peers = roster
+        .institutions
+        .iter()
+        .map(|e| (e.name.clone(), e.identity_key.clone()))
+        .collect();
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    Ok(VerticalDriver::new(Arc::new(identity), peers, seed))
+}
+
+/// Loads a vertical session's aligned rows into the driver, or aborts the session naming
+/// why (no alignment, another PSI session, rows changed since the PSI, no label, …).
+fn feed_vertical(cfg: &NodeConfig, v: &mut VerticalDriver, start: &VerticalStart) {
+    let job = start.spec.job_id.clone();
+    let result = (|| -> Result<crate::vertical::AlignedData, VerticalJobError> {
+        let (source, schema_path) =
+            cfg.dataset(&start.dataset)
+                .ok_or_else(|| VerticalJobError::UnknownDataset {
+                    job: job.clone(),
+                    dataset: start.dataset.clone(),
+                })?;
+        let schema_path = cfg.resolve(schema_path);
+        let schema = Schema::from_toml_file(&schema_path).map_err(|e| VerticalJobError::Data {
+            dataset: start.dataset.clone(),
+            source: Box::new(e),
+        })?;
+        crate::vertical::load_aligned(
+            &cfg.state_dir(),
+            &source,
+            (schema_path.as_path(), &schema),
+            start,
+        )
+    })();
+    match result {
+        Ok(data) => {
+            tracing::info!(job = %job, rows = data.x.nrows(), columns = data.x.ncols(), alignment = %data.alignment.display(), "vertical rows loaded");
+            v.provide_data(&job, data);
+        }
+        Err(e) => {
+            tracing::error!(job = %job, error = %fedsilo_config::display_chain(&e), "vertical rows");
+            v.abort(&job, &e);
+        }
+    }
+}
+
+/// Writes a finished session's model part; the report to send, or the failure.
+fn write_vertical_model(
+    cfg: &NodeConfig,
+    model: &crate::vertical::VerticalModelFile,
+    report: fedsilo_task::vertical::VerticalReport,
+) -> fedsilo_task::job::ToCoordinator {
+    match model.save(&cfg.state_dir()) {
+        Ok(path) => {
+            tracing::info!(job = %model.job_id, role = %model.role, path = %path.display(),
+                auc = ?model.holdout_auc, "vertical model written");
+            fedsilo_task::job::ToCoordinator::VerticalDone(report)
+        }
+        Err(e) => fedsilo_task::job::ToCoordinator::PsiFailed {
+            job_id: report.job_id,
+            session: report.session,
+            reason: fedsilo_config::display_chain(&e),
+        },
+    }
+}
+
+/// Appends what the vertical driver recorded (test mode) to `<dir>/<name>.jsonl`.
+fn dump_received(cfg: &NodeConfig, v: &mut VerticalDriver) {
+    let Some(dir) = std::env::var_os(RECORD_VERTICAL_ENV) else {
+        return;
+    };
+    let got = v.take_received();
+    if got.is_empty() {
+        return;
+    }
+    let path = Path::new(&dir).join(format!("{}.jsonl", cfg.name));
+    let mut text = String::new();
+    for r in &got {
+        if let Ok(line) = serde_json::to_string(r) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    use std::io::Write;
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "cannot record vertical messages");
+    }
+}
+
 /// The session's dataset: its source, schema file and schema, checked to name an id column
 /// (at `PsiStart`, so a party without one refuses before anything is exchanged).
 fn psi_dataset(
@@ -396,7 +510,19 @@ fn persist_alignment(
     output: &fedsilo_crypto::psi::PsiOutput,
 ) -> fedsilo_task::job::ToCoordinator {
     let store = AlignmentStore::new(&cfg.state_dir());
-    let alignment = Alignment::new(start, output);
+    let mut alignment = Alignment::new(start, output);
+    if let Some(rows) = &output.rows {
+        match alignment_rows_digest(cfg, start, rows) {
+            Ok(d) => alignment.rows_digest = Some(d),
+            Err(e) => {
+                return fedsilo_task::job::ToCoordinator::PsiFailed {
+                    job_id: start.job_id.clone(),
+                    session: start.session,
+                    reason: fedsilo_config::display_chain(&e),
+                }
+            }
+        }
+    }
     match store.save(&alignment) {
         Ok(path) => {
             tracing::info!(job = %start.job_id, session = start.session, peer = %start.peer,
@@ -410,6 +536,27 @@ fn persist_alignment(
             reason: fedsilo_config::display_chain(&e),
         },
     }
+}
+
+/// The digest of the ids at a finished session's aligned rows (the ids read again).
+fn alignment_rows_digest(
+    cfg: &NodeConfig,
+    start: &PsiStart,
+    rows: &[u32],
+) -> Result<String, VerticalJobError> {
+    let (source, schema_path, schema) = psi_dataset(cfg, start)?;
+    let mut ids: Vec<String> = Vec::new();
+    read_ids(
+        &start.dataset,
+        &source,
+        (schema_path.as_path(), &schema),
+        &start.id_column,
+        &mut |chunk| {
+            ids.extend_from_slice(chunk);
+            Ok(())
+        },
+    )?;
+    crate::vertical::rows_digest(&ids, rows, start.id_format)
 }
 
 /// How long the node waits for a TCP connection to the coordinator.
@@ -453,6 +600,10 @@ pub async fn run_until(
 ) -> Result<(), NodeError> {
     tokio::pin!(shutdown);
     let mut psi = build_psi(&cfg)?;
+    let mut vertical = build_vertical(&cfg)?;
+    if std::env::var_os(RECORD_VERTICAL_ENV).is_some() {
+        vertical.record_received();
+    }
     // PSI sessions an earlier run of this node had open are lost: say so once joined, so
     // the coordinator restarts those pairs instead of the peers waiting forever.
     let sessions_store = AlignmentStore::new(&cfg.state_dir());
@@ -460,9 +611,13 @@ pub async fn run_until(
         tracing::warn!(error = %fedsilo_config::display_chain(&e), "cannot read the PSI sessions of the last run");
         Vec::new()
     });
+
+    // The file holds PSI and vertical sessions alike; the coordinator routes a loss by job.
     psi.report_lost(&recorded);
-    let mut sync_sessions = move |psi: &PsiDriver| {
-        let open = psi.open_sessions();
+    let mut sync_sessions = move |psi: &PsiDriver, v: &VerticalDriver| {
+        let mut open = psi.open_sessions();
+        open.extend(v.open_sessions());
+        open.sort();
         if open != recorded {
             match sessions_store.save_open_sessions(&open) {
                 Ok(()) => recorded = open,
@@ -549,7 +704,7 @@ pub async fn run_until(
         if reply.messages.is_empty() {
             // Pick up jobs launched since we last joined.
             need_join = cfg.jobs.is_empty() || !cfg.jobs.iter().all(|j| joined.contains(j));
-            if !psi.has_queued() && psi_pending.is_empty() {
+            if !psi.has_queued() && !vertical.has_queued() && psi_pending.is_empty() {
                 continue;
             }
         }
@@ -564,10 +719,17 @@ pub async fn run_until(
                             Err(e) => psi.refuse_start(s, &e),
                         }
                     }
+                    Ok(fedsilo_task::job::ToParticipant::Psi(m)) if vertical.claims(&m) => {
+                        vertical.handle_message(m)
+                    }
                     Ok(fedsilo_task::job::ToParticipant::Psi(m)) => psi.handle_message(m),
+                    Ok(fedsilo_task::job::ToParticipant::VerticalStart(s)) => {
+                        vertical.handle_start(*s)
+                    }
                     Ok(m) => {
                         if let fedsilo_task::job::ToParticipant::JobEnd { job_id, .. } = &m {
                             psi.job_ended(job_id);
+                            vertical.job_ended(job_id);
                         }
                         if let Err(e) = worker.handle_message(m) {
                             tracing::warn!(error = %e, "message refused");
@@ -584,7 +746,7 @@ pub async fn run_until(
                 outgoing.push(out);
             }
         });
-        sync_sessions(&psi);
+        sync_sessions(&psi, &vertical);
         while let Some(ev) = worker.poll_event() {
             match ev {
                 WorkerEvent::JobEnded {
@@ -649,6 +811,31 @@ pub async fn run_until(
                     if let Some(m) = psi.poll_transmit() {
                         psi_pending.push_back(m.into());
                     }
+                    while let Some(m) = vertical.poll_transmit() {
+                        psi_pending.push_back(m.into());
+                    }
+                    while let Some(ev) = vertical.poll_event() {
+                        match ev {
+                            VerticalEvent::NeedData(start) => {
+                                feed_vertical(&cfg, &mut vertical, &start)
+                            }
+                            VerticalEvent::Done { model, report } => {
+                                psi_pending
+                                    .push_back(write_vertical_model(&cfg, &model, report).into());
+                            }
+                            VerticalEvent::Failed {
+                                job_id,
+                                session,
+                                reason,
+                            } => {
+                                tracing::error!(job = %job_id, session, %reason, "vertical session failed");
+                            }
+                        }
+                    }
+                    while let Some(m) = vertical.poll_transmit() {
+                        psi_pending.push_back(m.into());
+                    }
+                    dump_received(&cfg, &mut vertical);
                 });
                 if psi_pending.is_empty() {
                     break;
@@ -658,7 +845,7 @@ pub async fn run_until(
                 break;
             }
         }
-        sync_sessions(&psi);
+        sync_sessions(&psi, &vertical);
     }
 }
 

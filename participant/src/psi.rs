@@ -608,6 +608,10 @@ pub struct Alignment {
     /// This party's 0-based rows of the intersection in the shared order; `None` for a
     /// passive party of an `active_only` job.
     pub rows: Option<Vec<u32>>,
+    /// SHA-256 of the normalised ids at `rows`, in order
+    /// ([`crate::vertical::rows_digest`]): what a vertical job checks its rows against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_digest: Option<String>,
 }
 
 impl Alignment {
@@ -626,6 +630,7 @@ impl Alignment {
             intersection_size: output.intersection_size,
             intersection_hash: hex::encode(output.intersection_hash),
             rows: output.rows.clone(),
+            rows_digest: None,
         }
     }
 

@@ -212,7 +212,9 @@ impl Worker {
             }
             // PSI sessions are the node's `PsiDriver`'s (they read the id column, not the
             // training table); the worker has no part in them.
-            ToParticipant::PsiStart(_) | ToParticipant::Psi(_) => Ok(()),
+            ToParticipant::PsiStart(_)
+            | ToParticipant::Psi(_)
+            | ToParticipant::VerticalStart(_) => Ok(()),
         }
     }
 

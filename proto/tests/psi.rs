@@ -168,3 +168,66 @@ fn malformed_psi_messages_are_refused_by_field() {
     .unwrap_err();
     assert!(e.to_string().contains("psi.id_format"), "{e}");
 }
+
+#[test]
+fn vertical_specs_and_messages_round_trip() {
+    use fedsilo_task::vertical::{
+        VerticalJobSpec, VerticalKind, VerticalProgress, VerticalReport, VerticalStart,
+    };
+    let spec = VerticalJobSpec {
+        kind: VerticalKind::VerticalGbdt,
+        job_id: "v".into(),
+        psi_job: "align".into(),
+        active: "bank".into(),
+        passive: vec!["insurer".into()],
+        key_bits: 2048,
+        test_key: false,
+        label: "churn".into(),
+        holdout_fraction: 0.25,
+        iterations: None,
+        l2: None,
+        pos_weight: None,
+        optimizer: None,
+        gbdt: Some(fedsilo_ml::gbdt::GbdtParams {
+            n_trees: 7,
+            ..Default::default()
+        }),
+    };
+    match launch_request(pb::LaunchJobRequest::from(&spec)).unwrap() {
+        Launched::Vertical(s) => assert_eq!(*s, spec),
+        other => panic!("{other:?}"),
+    }
+    let start = ToParticipant::VerticalStart(Box::new(VerticalStart {
+        spec: spec.clone(),
+        session: 3,
+        role: Role::Passive,
+        peer: "bank".into(),
+        dataset: "customers".into(),
+        id_column: String::new(),
+        id_format: IdFormat::Text,
+        delivery: Delivery::Both,
+        psi_session: 1,
+        psi_hash: [5; 32],
+    }));
+    let wire: pb::ToParticipant = start.clone().into();
+    assert_eq!(ToParticipant::try_from(wire).unwrap(), start);
+    for m in [
+        ToCoordinator::VerticalProgress(VerticalProgress {
+            job_id: "v".into(),
+            session: 3,
+            step: 2,
+        }),
+        ToCoordinator::VerticalDone(VerticalReport {
+            job_id: "v".into(),
+            session: 3,
+            rows: 10,
+            train_rows: 8,
+            holdout_rows: 2,
+            steps: 7,
+            holdout_auc: Some(0.5),
+        }),
+    ] {
+        let wire: pb::ToCoordinator = m.clone().into();
+        assert_eq!(ToCoordinator::try_from(wire).unwrap(), m);
+    }
+}

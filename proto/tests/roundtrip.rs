@@ -63,6 +63,8 @@ fn variants_stay_distinct_on_the_wire() {
                 Some(pb::to_coordinator::Body::PsiDone(_)) => "PsiDone".into(),
                 Some(pb::to_coordinator::Body::PsiFailed(_)) => "PsiFailed".into(),
                 Some(pb::to_coordinator::Body::PsiLost(_)) => "PsiLost".into(),
+                Some(pb::to_coordinator::Body::VerticalProgress(_)) => "VerticalProgress".into(),
+                Some(pb::to_coordinator::Body::VerticalDone(_)) => "VerticalDone".into(),
                 None => "none".into(),
             }
         })

@@ -457,6 +457,8 @@ impl MemoryFederation {
                     self.observed.finished.insert(job_id, state);
                 }
                 Event::Refused { from, reason } => self.observed.refused.push((from, reason)),
+                // Vertical models run in memory through `vertical_models`, not as jobs.
+                Event::Vertical(_) => {}
                 Event::Psi(summary) => {
                     for name in [&summary.active, &summary.passive] {
                         let Some(p) = self.psi.iter().position(|n| &n.name == name) else {

@@ -178,6 +178,22 @@ pub(crate) async fn job(cmd: JobCmd) -> Result<()> {
                 kind: Option<String>,
             }
             let probe: KindProbe = read_toml(&spec)?;
+            if matches!(
+                probe.kind.as_deref(),
+                Some("vertical_logistic" | "vertical_gbdt")
+            ) {
+                let v: fedsilo_task::vertical::VerticalJobSpec = read_toml(&spec)?;
+                v.validate()
+                    .with_context(|| format!("vertical job spec {}", spec.display()))?;
+                let mut client = operator_client(&config).await?;
+                let s = client
+                    .launch_job(pb::LaunchJobRequest::from(&v))
+                    .await
+                    .map_err(|s| anyhow::anyhow!("coordinator refused the job: {}", s.message()))?
+                    .into_inner();
+                print_status(&s)?;
+                return Ok(());
+            }
             if probe.kind.is_some() {
                 let psi: fedsilo_task::psi::PsiJobSpec = read_toml(&spec)?;
                 psi.validate()

@@ -84,12 +84,17 @@ pub enum Purpose {
     /// records the set and intersection sizes).
     #[serde(rename = "psi")]
     Psi,
+    /// One iteration or tree of a vertical model's session, or its end (no sum: the
+    /// coordinator relays sealed messages and records their number, size and hash).
+    #[serde(rename = "vertical")]
+    Vertical,
 }
 
 impl Purpose {
     /// Every purpose, in the order a job meets them.
-    pub const ALL: [Purpose; 7] = [
+    pub const ALL: [Purpose; 8] = [
         Purpose::Psi,
+        Purpose::Vertical,
         Purpose::Stats,
         Purpose::Bins,
         Purpose::WoeCounts,
@@ -115,6 +120,7 @@ impl Purpose {
             Purpose::Bins => "bins",
             Purpose::WoeCounts => "woe-counts",
             Purpose::Psi => "psi",
+            Purpose::Vertical => "vertical",
         }
     }
 }
@@ -128,7 +134,7 @@ impl std::fmt::Display for Purpose {
 /// An unknown purpose name.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown step purpose '{0}' (expected one of psi, stats, bins, woe-counts, tree-level, train, eval)"
+    "unknown step purpose '{0}' (expected one of psi, vertical, stats, bins, woe-counts, tree-level, train, eval)"
 )]
 pub struct UnknownPurpose(pub String);
 

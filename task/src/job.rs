@@ -13,6 +13,7 @@ use fedsilo_ml::metrics::BinaryMetrics;
 use serde::{Deserialize, Serialize};
 
 use crate::psi::{PsiReport, PsiStart};
+use crate::vertical::{VerticalProgress, VerticalReport, VerticalStart};
 use crate::Instruction;
 use fedsilo_crypto::psi::PsiMsg;
 
@@ -87,8 +88,11 @@ pub enum ToParticipant {
     },
     /// Opens a PSI session at one party.
     PsiStart(PsiStart),
-    /// A PSI message from the session's other party, relayed as it came.
+    /// A PSI message from the session's other party, relayed as it came; a vertical
+    /// session's sealed messages travel the same way (kind `vertical`).
     Psi(PsiMsg),
+    /// Opens a vertical model's session at one party.
+    VerticalStart(Box<VerticalStart>),
 }
 
 /// Participant → coordinator.
@@ -115,6 +119,10 @@ pub enum ToCoordinator {
         job_id: String,
         session: u64,
     },
+    /// The active party of a vertical session completed an iteration or a tree.
+    VerticalProgress(VerticalProgress),
+    /// A party finished its side of a vertical session and wrote its part of the model.
+    VerticalDone(VerticalReport),
 }
 
 /// One label's latest hold-out metrics, as an operator sees them in a job's status

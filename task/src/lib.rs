@@ -46,6 +46,7 @@ pub mod privacy;
 pub mod psi;
 pub mod spec;
 pub mod validate;
+pub mod vertical;
 
 pub use artifact::ModelArtifact;
 pub use compute::{compute, select_columns, select_labels, LocalCache, LocalData};

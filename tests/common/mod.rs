@@ -2,6 +2,7 @@
 //! `fedsilo` binary (keygen, coordinator, participants, operator commands).
 #![allow(dead_code)]
 
+pub mod pair;
 pub mod pg;
 
 use std::io::Read;

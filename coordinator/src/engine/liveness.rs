@@ -93,6 +93,16 @@ impl Coordinator {
         for id in idle {
             self.maybe_start(now, &id);
         }
+        // A vertical job paused while this party was away starts a fresh session.
+        let paused: Vec<String> = self
+            .psi_jobs
+            .iter()
+            .filter(|(_, j)| !j.record.state.is_terminal() && j.joined.contains(&from))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in paused {
+            self.maybe_start_psi(now, &id);
+        }
     }
 
     /// The transport saw `from` (authenticated), e.g. a poll: it is alive. Call it on

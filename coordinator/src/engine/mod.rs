@@ -74,6 +74,7 @@ mod round;
 mod status;
 #[cfg(test)]
 mod tests;
+mod vertical;
 
 pub use liveness::ParticipantLiveness;
 use liveness::{patience_deadline, Liveness};
@@ -81,6 +82,7 @@ pub use psi::{PairOutcome, PsiRecord, PsiSummary};
 use round::ActiveRound;
 pub use round::{RoundOutcome, RoundSummary};
 pub use status::{ActiveRoundView, JobState, JobStatus};
+pub use vertical::{VerticalRecord, VerticalSummary};
 
 /// A failed step is retried with the participants still present this many times. Rounds that
 /// fail only because participants did not answer are not counted (the job's
@@ -131,6 +133,12 @@ pub enum EngineError {
         claimed: &'static str,
         holds: &'static str,
     },
+    /// A message that does not belong to this kind of job.
+    #[error("job '{job}' takes no {what}")]
+    WrongMessage { job: String, what: &'static str },
+    /// A vertical job spec that cannot run (field named).
+    #[error("invalid vertical job")]
+    InvalidVerticalJob(#[source] fedsilo_task::vertical::VerticalSpecError),
     /// An operator command that does not apply to the job's current state.
     #[error("job '{job}' is {state}: only {applies} jobs can be {action}")]
     WrongState {
@@ -153,6 +161,8 @@ pub enum Event {
     Round(Box<RoundSummary>),
     /// A PSI session closed (both parties agreed) or failed.
     Psi(Box<PsiSummary>),
+    /// A vertical session completed an iteration or tree, or ended.
+    Vertical(Box<VerticalSummary>),
     JobFinished {
         job_id: String,
         state: JobState,
@@ -541,7 +551,9 @@ impl Coordinator {
             ToCoordinator::Psi(_)
             | ToCoordinator::PsiDone(_)
             | ToCoordinator::PsiFailed { .. }
-            | ToCoordinator::PsiLost { .. } => return Ok(()),
+            | ToCoordinator::PsiLost { .. }
+            | ToCoordinator::VerticalProgress(_)
+            | ToCoordinator::VerticalDone(_) => return Ok(()),
         };
         let job = self
             .jobs
@@ -573,7 +585,9 @@ impl Coordinator {
             ToCoordinator::Psi(_)
             | ToCoordinator::PsiDone(_)
             | ToCoordinator::PsiFailed { .. }
-            | ToCoordinator::PsiLost { .. } => Ok(()),
+            | ToCoordinator::PsiLost { .. }
+            | ToCoordinator::VerticalProgress(_)
+            | ToCoordinator::VerticalDone(_) => Ok(()),
         };
         self.pump(now, &ctx.job_id);
         result
@@ -583,6 +597,7 @@ impl Coordinator {
     /// `poll_timeout` has passed (calling it earlier only advances the engine's clock).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tick(now);
+        self.pause_vertical_if_away(now);
         let ids: Vec<String> = self.jobs.keys().cloned().collect();
         for id in ids {
             let Some(job) = self.jobs.get_mut(&id) else {
@@ -612,6 +627,7 @@ impl Coordinator {
                 Some(r) => r.server.poll_timeout(),
                 None => patience_deadline(j),
             })
+            .chain(self.vertical_deadline())
             .min()
     }
 

@@ -62,6 +62,11 @@ pub struct PsiRecord {
     pub next_session: u64,
     /// Pairs done, in the spec's order of passive parties.
     pub pairs: Vec<PairOutcome>,
+    /// A vertical model job relayed by the same engine ([`super::vertical`]): `spec` is then
+    /// the PSI job's spec under the vertical job's id (the parties, dataset and ids), and
+    /// `pairs` stays empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vertical: Option<super::vertical::VerticalRecord>,
 }
 
 /// How a PSI checkpoint serialises: one key, `psi`, which no training [`super::JobRecord`]
@@ -119,6 +124,31 @@ pub(super) struct Running {
     /// Kind of the last message relayed each way (what the relay can see: the stage).
     last_kind: [&'static str; 2],
     reports: Reports,
+    /// Vertical sessions: what was relayed since the last completed step.
+    pub(super) step: super::vertical::StepRelay,
+    /// Vertical sessions: the first party's report.
+    pub(super) vreport: Option<(Role, fedsilo_task::vertical::VerticalReport)>,
+}
+
+impl Running {
+    pub(super) fn session(&self) -> u64 {
+        self.session
+    }
+    pub(super) fn parties(&self) -> (ParticipantId, ParticipantId) {
+        (self.active, self.passive)
+    }
+    pub(super) fn passive_name(&self) -> &str {
+        &self.passive_name
+    }
+    pub(super) fn started(&self) -> Instant {
+        self.started
+    }
+    pub(super) fn totals(&self) -> ([u64; 2], [u64; 2]) {
+        (self.messages, self.bytes)
+    }
+    pub(super) fn last_kind(&self) -> [&'static str; 2] {
+        self.last_kind
+    }
 }
 
 /// Which party has reported (each transition consumes the previous value).
@@ -143,7 +173,7 @@ pub(super) struct PsiJob {
     pub(super) lost_restarts: u32,
 }
 
-fn role_index(r: Role) -> usize {
+pub(super) fn role_index(r: Role) -> usize {
     match r {
         Role::Active => 0,
         Role::Passive => 1,
@@ -161,7 +191,9 @@ impl PsiRecord {
 
     /// The checkpoint's step: grows with every session opened and every pair done.
     fn step(&self) -> u64 {
-        self.next_session + self.pairs.len() as u64
+        self.next_session
+            + self.pairs.len() as u64
+            + self.vertical.as_ref().map_or(0, |v| v.steps_all_sessions)
     }
 }
 
@@ -209,6 +241,7 @@ impl Coordinator {
                 state: JobState::Waiting,
                 next_session: 0,
                 pairs: Vec::new(),
+                vertical: None,
             },
         );
         self.psi_checkpoint(&id);
@@ -275,6 +308,10 @@ impl Coordinator {
         if !(job.joined.contains(&active) && job.joined.contains(&passive)) {
             return;
         }
+        // A vertical session needs both parties present (a party away pauses the job).
+        if job.record.vertical.is_some() && !self.both_present(now, active, passive) {
+            return;
+        }
         let Some(job) = self.psi_jobs.get_mut(job_id) else {
             return;
         };
@@ -291,10 +328,20 @@ impl Coordinator {
             bytes: [0; 2],
             last_kind: ["nothing yet"; 2],
             reports: Reports::None,
+            step: super::vertical::StepRelay::new(now),
+            vreport: None,
         }));
+        if let Some(v) = job.record.vertical.as_mut() {
+            // A fresh session trains from the start (the parties hold no state of an
+            // earlier one).
+            v.steps_done = 0;
+        }
         // Durable before the session's first message leaves.
         self.psi_checkpoint(job_id);
-        tracing::info!(job = job_id, session, active = %spec.active, passive = %passive_name, "PSI session started");
+        tracing::info!(job = job_id, session, active = %spec.active, passive = %passive_name, "relay session started");
+        if self.start_vertical(job_id, session, active, passive, &passive_name) {
+            return;
+        }
         for (to, role, peer) in [
             (active, Role::Active, passive_name.clone()),
             (passive, Role::Passive, spec.active.clone()),
@@ -331,6 +378,8 @@ impl Coordinator {
                 job_id, session, ..
             }
             | ToCoordinator::PsiLost { job_id, session } => (job_id.clone(), *session),
+            ToCoordinator::VerticalProgress(p) => (p.job_id.clone(), p.session),
+            ToCoordinator::VerticalDone(r) => (r.job_id.clone(), r.session),
             _ => return Ok(()),
         };
         let job = self
@@ -369,6 +418,9 @@ impl Coordinator {
                 let i = role_index(role);
                 run.messages[i] += 1;
                 run.bytes[i] += m.wire_size() as u64;
+                if job.record.vertical.is_some() {
+                    run.step.relayed(role, &m);
+                }
                 if let Some(k) = run.last_kind.get_mut(i) {
                     *k = match &m {
                         fedsilo_crypto::psi::PsiMsg::Hello(_) => "hello",
@@ -392,6 +444,14 @@ impl Coordinator {
                 self.restart_lost_psi(now, &job_id, format!("{who} ({})", role.name()));
                 Ok(())
             }
+            ToCoordinator::PsiDone(_) if job.record.vertical.is_some() => {
+                Err(EngineError::WrongMessage {
+                    job: job_id,
+                    what: "a PSI report",
+                })
+            }
+            ToCoordinator::VerticalProgress(p) => self.vertical_progress(now, &job_id, role, p),
+            ToCoordinator::VerticalDone(r) => self.vertical_done(now, &job_id, role, r),
             ToCoordinator::PsiDone(report) => {
                 let reports = std::mem::replace(&mut run.reports, Reports::None);
                 match reports {
@@ -556,7 +616,13 @@ impl Coordinator {
     }
 
     /// Terminal state, `JobEnd` to every joined party and the session's two, checkpoint.
-    fn end_psi(&mut self, job_id: &str, state: JobState, detail: String, run: Option<&Running>) {
+    pub(super) fn end_psi(
+        &mut self,
+        job_id: &str,
+        state: JobState,
+        detail: String,
+        run: Option<&Running>,
+    ) {
         let Some(job) = self.psi_jobs.get_mut(job_id) else {
             return;
         };
@@ -617,6 +683,9 @@ impl Coordinator {
 
     pub(super) fn psi_status(&self, job_id: &str) -> Option<JobStatus> {
         let job = self.psi_jobs.get(job_id)?;
+        if job.record.vertical.is_some() {
+            return self.vertical_status(job_id, job);
+        }
         let r = &job.record;
         let pairs: Vec<String> = r
             .pairs
@@ -715,5 +784,7 @@ pub(super) fn is_psi(msg: &ToCoordinator) -> bool {
             | ToCoordinator::PsiDone(_)
             | ToCoordinator::PsiFailed { .. }
             | ToCoordinator::PsiLost { .. }
+            | ToCoordinator::VerticalProgress(_)
+            | ToCoordinator::VerticalDone(_)
     )
 }

@@ -415,3 +415,250 @@ fn a_party_that_lost_its_session_gets_a_fresh_one_then_a_named_failure() {
         "{s:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Vertical jobs on the same relay
+// ---------------------------------------------------------------------------------------------
+
+fn vspec(job: &str) -> fedsilo_task::vertical::VerticalJobSpec {
+    fedsilo_task::vertical::VerticalJobSpec {
+        kind: fedsilo_task::vertical::VerticalKind::VerticalLogistic,
+        job_id: job.into(),
+        psi_job: "align".into(),
+        active: "bank".into(),
+        passive: vec!["insurer".into()],
+        key_bits: 1024,
+        test_key: true,
+        label: String::new(),
+        holdout_fraction: 0.2,
+        iterations: Some(2),
+        l2: None,
+        pos_weight: None,
+        optimizer: None,
+        gbdt: None,
+    }
+}
+
+/// A finished PSI job "align", then the vertical job `job` launched with both joined; the
+/// session number of its `VerticalStart`s.
+fn vertical_fed(job: &str) -> (Fed, u64) {
+    let mut fed = Fed::of_ranges(0..40, 10..50);
+    fed.start_pair("align");
+    fed.run();
+    assert_eq!(
+        fed.coord.job_status("align").unwrap().state,
+        JobState::Finished
+    );
+    let id = fed.coord.launch_vertical(fed.now, vspec(job)).unwrap();
+    assert_eq!(id, job);
+    fed.coord.handle_join(fed.now, 0, &[]).unwrap();
+    fed.coord.handle_join(fed.now, 1, &[]).unwrap();
+    let mut sessions = Vec::new();
+    let hash = fed.coord.psi_record("align").unwrap().pairs[0]
+        .intersection_hash
+        .clone();
+    while let Some((to, m)) = fed.coord.poll_transmit() {
+        if let ToParticipant::VerticalStart(s) = m {
+            assert_eq!(hex::encode(s.psi_hash), hash);
+            assert_eq!(
+                s.role,
+                if to == 0 {
+                    fedsilo_crypto::psi::Role::Active
+                } else {
+                    fedsilo_crypto::psi::Role::Passive
+                }
+            );
+            sessions.push(s.session);
+        }
+    }
+    assert_eq!(sessions.len(), 2, "a VerticalStart to each party");
+    (fed, sessions[0])
+}
+
+fn sealed(job: &str, session: u64, from: fedsilo_crypto::psi::Role, seq: u64) -> ToCoordinator {
+    ToCoordinator::Psi(fedsilo_crypto::psi::PsiMsg::Sealed(
+        fedsilo_crypto::psi::Sealed {
+            ctx: PsiContext {
+                job_id: job.into(),
+                session,
+            },
+            from,
+            seq,
+            kind: fedsilo_crypto::psi::Kind::Vertical,
+            ciphertext: vec![seq as u8; 40],
+        },
+    ))
+}
+
+fn progress(job: &str, session: u64, step: u64) -> ToCoordinator {
+    ToCoordinator::VerticalProgress(fedsilo_task::vertical::VerticalProgress {
+        job_id: job.into(),
+        session,
+        step,
+    })
+}
+
+fn done(job: &str, session: u64, auc: Option<f64>) -> ToCoordinator {
+    ToCoordinator::VerticalDone(fedsilo_task::vertical::VerticalReport {
+        job_id: job.into(),
+        session,
+        rows: 30,
+        train_rows: 24,
+        holdout_rows: 6,
+        steps: 2,
+        holdout_auc: auc,
+    })
+}
+
+#[test]
+fn a_vertical_job_relays_sealed_messages_audits_each_step_and_finishes() {
+    use fedsilo_crypto::psi::Role;
+    use fedsilo_task::vertical::VerticalSpecError;
+    let (mut fed, s) = vertical_fed("v");
+    let now = fed.now;
+    // The launch is checked against the PSI job and the key rule.
+    let mut bad = vspec("w");
+    bad.test_key = false;
+    assert!(matches!(
+        fed.coord.launch_vertical(now, bad),
+        Err(EngineError::InvalidVerticalJob(
+            VerticalSpecError::KeyBits { .. }
+        ))
+    ));
+    let mut bad = vspec("w");
+    bad.psi_job = "nope".into();
+    assert!(matches!(
+        fed.coord.launch_vertical(now, bad),
+        Err(EngineError::InvalidVerticalJob(
+            VerticalSpecError::UnknownPsiJob(_)
+        ))
+    ));
+    let mut bad = vspec("w");
+    bad.psi_job = "v".into();
+    assert!(
+        fed.coord.launch_vertical(now, bad).is_err(),
+        "a vertical job is no PSI job"
+    );
+    // Relayed unread, to the other party; a wrong role is refused.
+    fed.coord
+        .handle_message(now, 1, sealed("v", s, Role::Passive, 0))
+        .unwrap();
+    let (to, m) = fed.coord.poll_transmit().unwrap();
+    assert_eq!(to, 0);
+    assert!(matches!(m, ToParticipant::Psi(_)));
+    assert!(matches!(
+        fed.coord
+            .handle_message(now, 0, sealed("v", s, Role::Passive, 1)),
+        Err(EngineError::WrongPsiRole { .. })
+    ));
+    fed.coord
+        .handle_message(now, 0, sealed("v", s, Role::Active, 0))
+        .unwrap();
+    // Progress only from the active party, in order; each step audited with its hash.
+    assert!(fed
+        .coord
+        .handle_message(now, 1, progress("v", s, 1))
+        .is_err());
+    assert!(fed
+        .coord
+        .handle_message(now, 0, progress("v", s, 2))
+        .is_err());
+    fed.coord
+        .handle_message(now, 0, progress("v", s, 1))
+        .unwrap();
+    fed.coord
+        .handle_message(now, 0, progress("v", s, 2))
+        .unwrap();
+    assert!(fed
+        .coord
+        .handle_message(now, 0, progress("v", s, 3))
+        .is_err());
+    let status = fed.coord.job_status("v").unwrap();
+    assert_eq!(status.state, JobState::Running);
+    assert_eq!((status.rounds_done, status.total_rounds), (2, 2));
+    assert!(
+        status.detail.contains("iteration 2 of 2"),
+        "{}",
+        status.detail
+    );
+    fed.coord
+        .handle_message(now, 1, done("v", s, None))
+        .unwrap();
+    fed.coord
+        .handle_message(now, 0, done("v", s, Some(0.75)))
+        .unwrap();
+    let status = fed.coord.job_status("v").unwrap();
+    assert_eq!(status.state, JobState::Finished, "{status:?}");
+    assert!(
+        status.detail.contains("hold-out AUC 0.7500"),
+        "{}",
+        status.detail
+    );
+    let mut steps = Vec::new();
+    let mut checkpoint = None;
+    while let Some(ev) = fed.coord.poll_event() {
+        match ev {
+            Event::Vertical(v) => steps.push(*v),
+            Event::Checkpoint { state, .. } => checkpoint = Some(state),
+            _ => {}
+        }
+    }
+    assert_eq!(steps.len(), 3, "{steps:#?}");
+    assert_eq!(steps[0].step, 1);
+    assert_eq!(
+        steps[0].messages,
+        [1, 1],
+        "one sealed message each way in step 1"
+    );
+    assert_eq!(steps[0].relayed_hash.len(), 64);
+    assert_eq!(steps[1].messages, [0, 0]);
+    assert_ne!(steps[0].relayed_hash, steps[1].relayed_hash);
+    assert!(steps[2].result.as_ref().is_ok_and(|l| l.starts_with("ok:")));
+    // The checkpoint restores as the finished vertical job.
+    let mut again = Coordinator::new(fedsilo_crypto::msg::Roster::new(), BTreeMap::new(), [1; 32]);
+    again.restore(now, "v", &checkpoint.unwrap()).unwrap();
+    let r = again.psi_record("v").unwrap();
+    assert_eq!(r.state, JobState::Finished);
+    assert_eq!(
+        r.vertical.as_ref().unwrap().outcome.as_ref().unwrap().rows,
+        30
+    );
+}
+
+#[test]
+fn a_party_away_pauses_a_vertical_job_until_it_is_back() {
+    let (mut fed, s) = vertical_fed("v");
+    // Only the bank is seen for longer than the liveness window.
+    let later = fed.now + super::DEFAULT_LIVENESS_WINDOW + Duration::from_secs(1);
+    fed.coord.handle_seen(later, 0);
+    assert!(fed.coord.poll_timeout().is_some_and(|t| t <= later));
+    fed.coord.handle_timeout(later);
+    let status = fed.coord.job_status("v").unwrap();
+    assert_eq!(status.state, JobState::Waiting, "{status:?}");
+    assert!(
+        status.detail.contains("waiting for insurer"),
+        "{}",
+        status.detail
+    );
+    let paused: Vec<_> = std::iter::from_fn(|| fed.coord.poll_event())
+        .filter_map(|e| match e {
+            Event::Vertical(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paused.len(), 1);
+    assert!(paused[0]
+        .result
+        .as_ref()
+        .is_err_and(|w| w.contains("insurer away")));
+    // The insurer is back: a fresh session starts.
+    fed.coord.handle_seen(later, 1);
+    let starts: Vec<u64> = std::iter::from_fn(|| fed.coord.poll_transmit())
+        .filter_map(|(_, m)| match m {
+            ToParticipant::VerticalStart(v) => Some(v.session),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts, vec![s + 1, s + 1]);
+    assert_eq!(fed.coord.job_status("v").unwrap().state, JobState::Running);
+}

@@ -214,7 +214,9 @@ impl Fed {
                         bank.client = None;
                         bank.ended.push((state, detail));
                     }
-                    ToParticipant::PsiStart(_) | ToParticipant::Psi(_) => {
+                    ToParticipant::PsiStart(_)
+                    | ToParticipant::Psi(_)
+                    | ToParticipant::VerticalStart(_) => {
                         panic!("no PSI job here")
                     }
                 }

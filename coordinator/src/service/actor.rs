@@ -34,6 +34,10 @@ pub(super) enum Command {
         spec: fedsilo_task::psi::PsiJobSpec,
         reply: oneshot::Sender<Result<JobStatus, EngineError>>,
     },
+    LaunchVertical {
+        spec: Box<fedsilo_task::vertical::VerticalJobSpec>,
+        reply: oneshot::Sender<Result<JobStatus, EngineError>>,
+    },
     Status {
         job: Option<String>,
         reply: oneshot::Sender<Vec<JobStatus>>,
@@ -162,6 +166,16 @@ impl Actor {
                         outcome = %summary.outcome(), "PSI session closed");
                     self.audit.append(AuditRecord::of_psi(&summary, now_ms))?;
                 }
+                Event::Vertical(summary) => {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    tracing::info!(job = %summary.job_id, session = summary.session,
+                        step = summary.step, "vertical step relayed");
+                    self.audit
+                        .append(AuditRecord::of_vertical(&summary, now_ms))?;
+                }
                 Event::JobFinished { job_id, state } => {
                     tracing::info!(job = %job_id, state = %state.label(), "job ended");
                 }
@@ -217,6 +231,15 @@ impl Actor {
                 let r = self
                     .engine
                     .launch(now, *spec, features, labels)
+                    .map(|id| self.engine.job_status(&id));
+                let _ = reply.send(r.and_then(|s| {
+                    s.ok_or_else(|| EngineError::UnknownJob("just launched".into()))
+                }));
+            }
+            Command::LaunchVertical { spec, reply } => {
+                let r = self
+                    .engine
+                    .launch_vertical(now, *spec)
                     .map(|id| self.engine.job_status(&id));
                 let _ = reply.send(r.and_then(|s| {
                     s.ok_or_else(|| EngineError::UnknownJob("just launched".into()))

@@ -103,6 +103,14 @@ impl Federation for Handle {
                 job_id: job_id.clone(),
                 round: *session,
             },
+            C::VerticalProgress(p) => RoundContext {
+                job_id: p.job_id.clone(),
+                round: p.session,
+            },
+            C::VerticalDone(r) => RoundContext {
+                job_id: r.job_id.clone(),
+                round: r.session,
+            },
             fedsilo_task::job::ToCoordinator::SecAgg(m) => m.ctx().clone(),
             fedsilo_task::job::ToCoordinator::Decline { ctx, reason } => {
                 cut_reason(reason);

@@ -68,6 +68,7 @@ impl Encoder {
             T::JobEnd { job_id, .. } => (job_id.clone(), false, true),
             // A new session supersedes the job's earlier ones; its messages belong to it.
             T::PsiStart(s) => (s.job_id.clone(), true, true),
+            T::VerticalStart(s) => (s.spec.job_id.clone(), true, true),
             T::Psi(m) => (m.ctx().job_id.clone(), true, false),
         };
         let ends_job = matches!(m, T::JobEnd { .. });

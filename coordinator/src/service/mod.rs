@@ -152,11 +152,12 @@ fn engine_status(e: EngineError) -> Status {
     match e {
         EngineError::UnknownJob(_) | EngineError::NoSuchRound { .. } => Status::not_found(message),
         EngineError::UnknownParticipant(_) => Status::permission_denied(message),
-        EngineError::NotInSession { .. } | EngineError::WrongPsiRole { .. } => {
-            Status::permission_denied(message)
-        }
+        EngineError::NotInSession { .. }
+        | EngineError::WrongPsiRole { .. }
+        | EngineError::WrongMessage { .. } => Status::permission_denied(message),
         EngineError::InvalidJobId
         | EngineError::InvalidPsiJob(_)
+        | EngineError::InvalidVerticalJob(_)
         | EngineError::InvalidJob(_)
         | EngineError::Protocol(_)
         | EngineError::BadCheckpoint { .. } => Status::invalid_argument(message),

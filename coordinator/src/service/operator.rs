@@ -28,6 +28,17 @@ impl Operator for Handle {
                     .map_err(engine_status)?;
                 return Ok(Response::new(status_pb(status)));
             }
+            fedsilo_proto::convert::Launched::Vertical(spec) => {
+                check_job_id("vertical.job_id", &spec.job_id)?;
+                spec.validate()
+                    .map_err(|e| Status::invalid_argument(format!("vertical: {e}")))?;
+                tracing::info!(operator = %who, kind = spec.kind.name(), psi = %spec.psi_job, "launching vertical job");
+                let status = self
+                    .ask(|reply| Command::LaunchVertical { spec, reply })
+                    .await?
+                    .map_err(engine_status)?;
+                return Ok(Response::new(status_pb(status)));
+            }
         };
         spec.validate()
             .map_err(|e| Status::invalid_argument(fedsilo_config::display_chain(&e)))?;

@@ -66,6 +66,7 @@ fn seen(msgs: Vec<pb::EncodedToParticipant>) -> Vec<(String, u64, &'static str)>
                 ToParticipant::JobEnd { job_id, .. } => (job_id, 0, "job end"),
                 ToParticipant::PsiStart(s) => (s.job_id, s.session, "psi start"),
                 ToParticipant::Psi(m) => (m.ctx().job_id.clone(), m.ctx().session, "psi"),
+                ToParticipant::VerticalStart(s) => (s.spec.job_id, s.session, "vertical start"),
             },
         )
         .collect()

@@ -51,6 +51,7 @@
 //!
 //! See [`party`]'s module doc for the unlinkability argument.
 
+pub mod channel;
 mod error;
 mod ids;
 pub mod msg;

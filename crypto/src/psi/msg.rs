@@ -124,16 +124,20 @@ pub enum Kind {
     Doubled,
     /// The active party's result for the passive one.
     Result,
+    /// A message of a vertical model's session ([`super::channel`]): the same two parties,
+    /// the same relay, another protocol. A PSI party refuses it as out of order.
+    Vertical,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Encodings, Kind::Doubled, Kind::Result];
+    pub const ALL: [Kind; 4] = [Kind::Encodings, Kind::Doubled, Kind::Result, Kind::Vertical];
 
     pub fn tag(self) -> u8 {
         match self {
             Kind::Encodings => 1,
             Kind::Doubled => 2,
             Kind::Result => 3,
+            Kind::Vertical => 4,
         }
     }
 
@@ -147,6 +151,7 @@ impl Kind {
             Kind::Encodings => "encodings",
             Kind::Doubled => "doubled",
             Kind::Result => "result",
+            Kind::Vertical => "vertical",
         }
     }
 }

@@ -96,6 +96,7 @@ impl From<ToParticipant> for pb::ToParticipant {
             }),
             ToParticipant::PsiStart(s) => Body::PsiStart(s.into()),
             ToParticipant::Psi(m) => Body::Psi(m.into()),
+            ToParticipant::VerticalStart(s) => Body::VerticalStart((*s).into()),
         };
         pb::ToParticipant { body: Some(body) }
     }
@@ -143,6 +144,10 @@ impl TryFrom<pb::ToParticipant> for ToParticipant {
             Body::Psi(m) => {
                 ToParticipant::Psi(m.try_into().map_err(|e: WireError| e.within("psi"))?)
             }
+            Body::VerticalStart(m) => ToParticipant::VerticalStart(Box::new(
+                m.try_into()
+                    .map_err(|e: WireError| e.within("vertical_start"))?,
+            )),
         })
     }
 }
@@ -196,6 +201,20 @@ impl From<ToCoordinator> for pb::ToCoordinator {
             ToCoordinator::PsiLost { job_id, session } => {
                 Body::PsiLost(pb::PsiLost { job_id, session })
             }
+            ToCoordinator::VerticalProgress(p) => Body::VerticalProgress(pb::VerticalProgress {
+                job_id: p.job_id,
+                session: p.session,
+                step: p.step,
+            }),
+            ToCoordinator::VerticalDone(r) => Body::VerticalDone(pb::VerticalReport {
+                job_id: r.job_id,
+                session: r.session,
+                rows: r.rows,
+                train_rows: r.train_rows,
+                holdout_rows: r.holdout_rows,
+                steps: r.steps,
+                holdout_auc: r.holdout_auc,
+            }),
         };
         pb::ToCoordinator { body: Some(body) }
     }
@@ -231,6 +250,24 @@ impl TryFrom<pb::ToCoordinator> for ToCoordinator {
                 job_id: m.job_id,
                 session: m.session,
             },
+            Body::VerticalProgress(m) => {
+                ToCoordinator::VerticalProgress(fedsilo_task::vertical::VerticalProgress {
+                    job_id: m.job_id,
+                    session: m.session,
+                    step: m.step,
+                })
+            }
+            Body::VerticalDone(m) => {
+                ToCoordinator::VerticalDone(fedsilo_task::vertical::VerticalReport {
+                    job_id: m.job_id,
+                    session: m.session,
+                    rows: m.rows,
+                    train_rows: m.train_rows,
+                    holdout_rows: m.holdout_rows,
+                    steps: m.steps,
+                    holdout_auc: m.holdout_auc,
+                })
+            }
         })
     }
 }

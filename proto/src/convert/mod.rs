@@ -30,6 +30,7 @@ mod model;
 mod psi;
 mod secagg;
 mod spec;
+mod vertical;
 
 pub use job::{encoded_len, job_state_from, refused_round};
 pub use spec::{launch_request, launch_spec, LaunchSpecError, Launched};

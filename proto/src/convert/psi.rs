@@ -13,13 +13,13 @@ use fedsilo_task::psi::{PsiJobSpec, PsiReport, PsiStart, PSI_KIND};
 use super::{Problem, WireError};
 use crate::pb;
 
-fn array32(v: Vec<u8>, field: &str) -> Result<[u8; 32], WireError> {
+pub(super) fn array32(v: Vec<u8>, field: &str) -> Result<[u8; 32], WireError> {
     let got = v.len();
     <[u8; 32]>::try_from(v)
         .map_err(|_| WireError::at(field, Problem::WrongLength { expected: 32, got }))
 }
 
-fn format_to(f: IdFormat) -> pb::PsiIdFormat {
+pub(super) fn format_to(f: IdFormat) -> pb::PsiIdFormat {
     match f {
         IdFormat::Text => pb::PsiIdFormat::Text,
         IdFormat::Exact => pb::PsiIdFormat::Exact,
@@ -27,7 +27,7 @@ fn format_to(f: IdFormat) -> pb::PsiIdFormat {
     }
 }
 
-fn format_from(v: i32, field: &str) -> Result<IdFormat, WireError> {
+pub(super) fn format_from(v: i32, field: &str) -> Result<IdFormat, WireError> {
     match pb::PsiIdFormat::try_from(v) {
         Ok(pb::PsiIdFormat::Text) => Ok(IdFormat::Text),
         Ok(pb::PsiIdFormat::Exact) => Ok(IdFormat::Exact),
@@ -37,14 +37,14 @@ fn format_from(v: i32, field: &str) -> Result<IdFormat, WireError> {
     }
 }
 
-fn delivery_to(d: Delivery) -> pb::PsiDelivery {
+pub(super) fn delivery_to(d: Delivery) -> pb::PsiDelivery {
     match d {
         Delivery::Both => pb::PsiDelivery::Both,
         Delivery::ActiveOnly => pb::PsiDelivery::ActiveOnly,
     }
 }
 
-fn delivery_from(v: i32, field: &str) -> Result<Delivery, WireError> {
+pub(super) fn delivery_from(v: i32, field: &str) -> Result<Delivery, WireError> {
     match pb::PsiDelivery::try_from(v) {
         Ok(pb::PsiDelivery::Both) => Ok(Delivery::Both),
         Ok(pb::PsiDelivery::ActiveOnly) => Ok(Delivery::ActiveOnly),
@@ -69,14 +69,14 @@ fn duplicates_from(v: i32, field: &str) -> Result<Duplicates, WireError> {
     }
 }
 
-fn role_to(r: Role) -> pb::PsiRole {
+pub(super) fn role_to(r: Role) -> pb::PsiRole {
     match r {
         Role::Active => pb::PsiRole::Active,
         Role::Passive => pb::PsiRole::Passive,
     }
 }
 
-fn role_from(v: i32, field: &str) -> Result<Role, WireError> {
+pub(super) fn role_from(v: i32, field: &str) -> Result<Role, WireError> {
     match pb::PsiRole::try_from(v) {
         Ok(pb::PsiRole::Active) => Ok(Role::Active),
         Ok(pb::PsiRole::Passive) => Ok(Role::Passive),

@@ -397,6 +397,7 @@ pub enum LaunchSpecError {
 pub enum Launched {
     Training(Box<JobSpec>),
     Psi(fedsilo_task::psi::PsiJobSpec),
+    Vertical(Box<fedsilo_task::vertical::VerticalJobSpec>),
 }
 
 /// The spec of a `LaunchJob` request, from whichever arm it uses: the typed `spec`
@@ -415,6 +416,10 @@ pub fn launch_request(req: pb::LaunchJobRequest) -> Result<Launched, LaunchSpecE
         Some(Body::Psi(s)) => Ok(Launched::Psi(
             fedsilo_task::psi::PsiJobSpec::try_from(s).map_err(|e| e.within("psi"))?,
         )),
+        Some(Body::Vertical(s)) => Ok(Launched::Vertical(Box::new(
+            fedsilo_task::vertical::VerticalJobSpec::try_from(s)
+                .map_err(|e| e.within("vertical"))?,
+        ))),
         None => Err(WireError::at("spec", Problem::Missing).into()),
     }
 }
@@ -423,7 +428,9 @@ pub fn launch_request(req: pb::LaunchJobRequest) -> Result<Launched, LaunchSpecE
 pub fn launch_spec(req: pb::LaunchJobRequest) -> Result<JobSpec, LaunchSpecError> {
     match launch_request(req)? {
         Launched::Training(s) => Ok(*s),
-        Launched::Psi(_) => Err(WireError::at("spec", Problem::Missing).into()),
+        Launched::Psi(_) | Launched::Vertical(_) => {
+            Err(WireError::at("spec", Problem::Missing).into())
+        }
     }
 }
 

@@ -341,6 +341,7 @@ pub fn reveals(purpose: Purpose, noised: bool) -> String {
         Purpose::Train if noised => "The sum of the institutions' clipped model updates plus discrete Gaussian noise: the averaged update, with each institution's contribution hidden both by the sum and by the noise the accountant charges ε for.",
         Purpose::Train => "The sum of the institutions' row-weighted model updates, row counts and training losses: the averaged update, without noise (a model update can encode its training rows).",
         Purpose::Psi => "No sum: the sizes of both parties' id sets and of their intersection (from the sealed messages it relays and the parties' reports), never an id or a point it could test an id against.",
+        Purpose::Vertical => "No sum: the number, size and SHA-256 of the sealed vertical-model messages it relayed per iteration or tree, and the parties' row counts and hold-out AUC.",
         Purpose::Eval => "Score histograms per class summed over the institutions' hold-out rows and the summed log-loss: federation-wide AUC, KS and lift.",
     }
     .into()

@@ -1,0 +1,636 @@
+//! Vertical model jobs in the engine: the PSI relay ([`super::psi`]) running one session
+//! between a PSI job's two parties for a model instead of an intersection.
+//!
+//! A vertical job is a [`PsiRecord`] whose `vertical` part is set: the same session
+//! numbering (checkpointed before the session's first message leaves, never reused), the
+//! same relay of sealed messages (job, session and the sender's role checked, nothing read),
+//! the same restart of a session a party lost (`PsiLost`, at most
+//! [`super::psi::MAX_LOST_RESTARTS`] times), cancel, resume and failure. What differs:
+//!
+//! - the parties get a [`VerticalStart`] naming the PSI job's alignment (session, hash);
+//! - the active party reports each completed iteration or tree ([`VerticalProgress`]):
+//!   the engine audits it with the number, bytes and SHA-256 of the sealed messages relayed
+//!   for that step (each way) and checkpoints the count;
+//! - the session closes when both parties report ([`VerticalReport`]) the same rows and
+//!   the job's number of steps;
+//! - both parties must be present (the liveness window): a party that goes away mid-session
+//!   pauses the job (the session is abandoned, audited as such, and the job waits for it);
+//!   when it is back, a fresh session trains again from the start.
+//!
+//! Resumption after a coordinator restart is PSI's: the job starts a fresh session and the
+//! training restarts from iteration 0 (the parties drop the old session); the checkpointed
+//! step count says how far the abandoned session had come. Resuming at the last completed
+//! iteration would need the parties to checkpoint their own state, which they do not yet.
+
+use std::time::{Duration, Instant};
+
+use fedsilo_crypto::msg::ParticipantId;
+use fedsilo_crypto::psi::{PsiMsg, Role};
+use fedsilo_task::job::ToParticipant;
+use fedsilo_task::vertical::{
+    VerticalJobSpec, VerticalProgress, VerticalReport, VerticalSpecError, VerticalStart,
+};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use super::liveness::is_present;
+use super::psi::{role_index, PsiJob, PsiPhase, PsiRecord};
+use super::{Coordinator, EngineError, Event, JobState, JobStatus};
+
+/// The vertical part of a relay job's checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerticalRecord {
+    pub spec: VerticalJobSpec,
+    /// The PSI session whose alignment the model trains on, and its hash (hex).
+    pub psi_session: u64,
+    pub psi_hash: String,
+    /// Iterations or trees completed in the current (or last) session.
+    pub steps_done: u64,
+    /// Steps completed over every session (the checkpoint's step grows with it).
+    #[serde(default)]
+    pub steps_all_sessions: u64,
+    /// Sessions abandoned because a party was away.
+    #[serde(default)]
+    pub paused: u64,
+    /// The result, once both parties reported.
+    #[serde(default)]
+    pub outcome: Option<VerticalOutcome>,
+}
+
+/// What a finished vertical job records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerticalOutcome {
+    pub session: u64,
+    pub rows: u64,
+    pub train_rows: u64,
+    pub holdout_rows: u64,
+    pub steps: u64,
+    pub holdout_auc: Option<f64>,
+}
+
+/// One audited step (iteration or tree) of a vertical session, or its end.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerticalSummary {
+    pub job_id: String,
+    pub session: u64,
+    pub active: String,
+    pub passive: String,
+    /// The completed step (1-based); for the session's end, the steps done.
+    pub step: u64,
+    /// `Ok` with a one-line outcome, or why the session ended without a model.
+    pub result: Result<String, String>,
+    /// Messages and bytes relayed for this step, active → passive and back.
+    pub messages: [u64; 2],
+    pub bytes: [u64; 2],
+    /// SHA-256 over the relayed messages of the step, in relay order (hex).
+    pub relayed_hash: String,
+    pub elapsed: Duration,
+}
+
+/// What the relay saw since the last completed step of a vertical session.
+#[derive(Clone)]
+pub(super) struct StepRelay {
+    hasher: sha2::Sha256,
+    messages: [u64; 2],
+    bytes: [u64; 2],
+    since: Instant,
+}
+
+impl std::fmt::Debug for StepRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepRelay")
+            .field("messages", &self.messages)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StepRelay {
+    pub(super) fn new(now: Instant) -> Self {
+        StepRelay {
+            hasher: sha2::Sha256::new(),
+            messages: [0; 2],
+            bytes: [0; 2],
+            since: now,
+        }
+    }
+
+    /// Counts and hashes one relayed message (its header and sealed bytes as relayed).
+    pub(super) fn relayed(&mut self, from: Role, m: &PsiMsg) {
+        let i = role_index(from);
+        if let (Some(n), Some(b)) = (self.messages.get_mut(i), self.bytes.get_mut(i)) {
+            *n += 1;
+            *b += m.wire_size() as u64;
+        }
+        self.hasher.update([from.tag()]);
+        match m {
+            PsiMsg::Hello(h) => {
+                self.hasher.update(b"hello");
+                self.hasher.update(h.ephemeral_pk);
+                self.hasher.update(h.nonce);
+                self.hasher.update(h.config_digest);
+                self.hasher.update(&h.signature);
+            }
+            PsiMsg::Sealed(s) => {
+                self.hasher.update([s.kind.tag()]);
+                self.hasher.update(s.seq.to_le_bytes());
+                self.hasher
+                    .update((s.ciphertext.len() as u64).to_le_bytes());
+                self.hasher.update(&s.ciphertext);
+            }
+        }
+    }
+
+    /// The step's figures, and a fresh relay for the next step.
+    fn take(&mut self, now: Instant) -> ([u64; 2], [u64; 2], String, Duration) {
+        let done = std::mem::replace(self, StepRelay::new(now));
+        (
+            done.messages,
+            done.bytes,
+            hex::encode(done.hasher.finalize()),
+            now.saturating_duration_since(done.since),
+        )
+    }
+}
+
+impl Coordinator {
+    pub(super) fn both_present(&self, now: Instant, a: ParticipantId, b: ParticipantId) -> bool {
+        is_present(&self.liveness, self.liveness_window, a, now)
+            && is_present(&self.liveness, self.liveness_window, b, now)
+    }
+
+    /// Launches a vertical job on a finished PSI job's alignment (checked here against the
+    /// roster and the PSI job).
+    pub fn launch_vertical(
+        &mut self,
+        now: Instant,
+        mut spec: VerticalJobSpec,
+    ) -> Result<String, EngineError> {
+        self.tick(now);
+        let invalid = EngineError::InvalidVerticalJob;
+        spec.validate().map_err(invalid)?;
+        for (field, name) in std::iter::once(("active", &spec.active))
+            .chain(spec.passive.iter().map(|p| ("passive", p)))
+        {
+            if self.id_of(name).is_none() {
+                return Err(invalid(VerticalSpecError::NotInRoster {
+                    field,
+                    name: name.clone(),
+                }));
+            }
+        }
+        let psi = self
+            .psi_jobs
+            .get(&spec.psi_job)
+            .filter(|j| j.record.vertical.is_none())
+            .ok_or_else(|| invalid(VerticalSpecError::UnknownPsiJob(spec.psi_job.clone())))?;
+        if psi.record.state != JobState::Finished {
+            return Err(invalid(VerticalSpecError::PsiNotFinished {
+                job: spec.psi_job.clone(),
+                state: psi.record.state.label(),
+            }));
+        }
+        let psi_spec = psi.record.spec.clone();
+        if psi_spec.delivery != fedsilo_task::psi::DeliveryName::Both {
+            return Err(invalid(VerticalSpecError::PsiActiveOnly(
+                spec.psi_job.clone(),
+            )));
+        }
+        if psi_spec.active != spec.active {
+            return Err(invalid(VerticalSpecError::NotPsiParty {
+                field: "active",
+                name: spec.active.clone(),
+                psi: psi_spec.active.clone(),
+            }));
+        }
+        let passive = spec.passive.first().cloned().unwrap_or_default();
+        let Some(pair) = psi.record.pairs.iter().find(|p| p.passive == passive) else {
+            return Err(invalid(VerticalSpecError::NotPsiParty {
+                field: "passive",
+                name: passive,
+                psi: psi_spec.passive.join(", "),
+            }));
+        };
+        let pair = pair.clone();
+        if spec.job_id.is_empty() {
+            spec.job_id = format!(
+                "{}-{:08x}",
+                spec.kind.name().replace('_', "-"),
+                rand::Rng::random::<u32>(&mut self.rng)
+            );
+        }
+        if spec.job_id.len() > 128 || spec.job_id.chars().any(|c| c.is_control()) {
+            return Err(EngineError::InvalidJobId);
+        }
+        if self.jobs.contains_key(&spec.job_id) || self.psi_jobs.contains_key(&spec.job_id) {
+            return Err(EngineError::DuplicateJob(spec.job_id));
+        }
+        let id = spec.job_id.clone();
+        tracing::info!(job = %id, kind = spec.kind.name(), psi = %spec.psi_job, active = %spec.active, passive = ?spec.passive, "vertical job launched");
+        let mut relay_spec = psi_spec;
+        relay_spec.job_id = id.clone();
+        relay_spec.passive = vec![pair.passive.clone()];
+        self.insert_psi(
+            now,
+            PsiRecord {
+                spec: relay_spec,
+                state: JobState::Waiting,
+                next_session: 0,
+                pairs: Vec::new(),
+                vertical: Some(VerticalRecord {
+                    spec,
+                    psi_session: pair.session,
+                    psi_hash: pair.intersection_hash,
+                    steps_done: 0,
+                    steps_all_sessions: 0,
+                    paused: 0,
+                    outcome: None,
+                }),
+            },
+        );
+        self.psi_checkpoint(&id);
+        self.maybe_start_psi(now, &id);
+        Ok(id)
+    }
+
+    /// Sends the two `VerticalStart`s of a session just opened; false for a PSI job.
+    pub(super) fn start_vertical(
+        &mut self,
+        job_id: &str,
+        session: u64,
+        active: ParticipantId,
+        passive: ParticipantId,
+        passive_name: &str,
+    ) -> bool {
+        let Some(job) = self.psi_jobs.get(job_id) else {
+            return false;
+        };
+        let Some(v) = &job.record.vertical else {
+            return false;
+        };
+        let psi_spec = &job.record.spec;
+        let mut psi_hash = [0u8; 32];
+        if hex::decode_to_slice(&v.psi_hash, &mut psi_hash).is_err() {
+            tracing::error!(
+                job = job_id,
+                "the recorded PSI alignment hash is not 32 bytes of hex"
+            );
+        }
+        let start = |role: Role, peer: String| VerticalStart {
+            spec: v.spec.clone(),
+            session,
+            role,
+            peer,
+            dataset: psi_spec.dataset.clone(),
+            id_column: psi_spec.id_column.clone(),
+            id_format: psi_spec.id_format.into(),
+            delivery: psi_spec.delivery.into(),
+            psi_session: v.psi_session,
+            psi_hash,
+        };
+        let msgs = [
+            (active, start(Role::Active, passive_name.to_string())),
+            (passive, start(Role::Passive, psi_spec.active.clone())),
+        ];
+        for (to, s) in msgs {
+            self.outbox
+                .push_back((to, ToParticipant::VerticalStart(Box::new(s))));
+        }
+        true
+    }
+
+    /// The active party completed a step: audit what was relayed for it, checkpoint.
+    pub(super) fn vertical_progress(
+        &mut self,
+        now: Instant,
+        job_id: &str,
+        role: Role,
+        p: VerticalProgress,
+    ) -> Result<(), EngineError> {
+        if role != Role::Active {
+            return Err(EngineError::WrongPsiRole {
+                job: job_id.to_string(),
+                claimed: "active",
+                holds: role.name(),
+            });
+        }
+        let Some(job) = self.psi_jobs.get_mut(job_id) else {
+            return Err(EngineError::UnknownJob(job_id.to_string()));
+        };
+        let PsiJob { record, phase, .. } = job;
+        let (Some(v), PsiPhase::Running(run)) = (record.vertical.as_mut(), phase) else {
+            return Err(EngineError::WrongMessage {
+                job: job_id.to_string(),
+                what: "vertical progress",
+            });
+        };
+        if p.step != v.steps_done + 1 || p.step > v.spec.total_steps() {
+            return Err(EngineError::WrongMessage {
+                job: job_id.to_string(),
+                what: "progress out of order",
+            });
+        }
+        v.steps_done = p.step;
+        v.steps_all_sessions += 1;
+        let (messages, bytes, relayed_hash, elapsed) = run.step.take(now);
+        let summary = VerticalSummary {
+            job_id: job_id.to_string(),
+            session: run.session(),
+            active: record.spec.active.clone(),
+            passive: run.passive_name().to_string(),
+            step: p.step,
+            result: Ok(format!(
+                "{} {} of {} done",
+                v.spec.kind.step_name(),
+                p.step,
+                v.spec.total_steps()
+            )),
+            messages,
+            bytes,
+            relayed_hash,
+            elapsed,
+        };
+        self.events.push_back(Event::Vertical(Box::new(summary)));
+        self.psi_checkpoint(job_id);
+        Ok(())
+    }
+
+    /// A party's end-of-session report; with both in, close the session and the job.
+    pub(super) fn vertical_done(
+        &mut self,
+        now: Instant,
+        job_id: &str,
+        role: Role,
+        r: VerticalReport,
+    ) -> Result<(), EngineError> {
+        let Some(job) = self.psi_jobs.get_mut(job_id) else {
+            return Err(EngineError::UnknownJob(job_id.to_string()));
+        };
+        if job.record.vertical.is_none() {
+            return Err(EngineError::WrongMessage {
+                job: job_id.to_string(),
+                what: "vertical report",
+            });
+        }
+        let PsiPhase::Running(run) = &mut job.phase else {
+            return Ok(());
+        };
+        let first = match run.vreport.take() {
+            None => {
+                run.vreport = Some((role, r));
+                return Ok(());
+            }
+            Some((r0, first)) if r0 == role => {
+                run.vreport = Some((r0, first));
+                return Ok(());
+            }
+            Some((_, first)) => first,
+        };
+        let (a, p) = match role {
+            Role::Active => (r, first),
+            Role::Passive => (first, r),
+        };
+        let want = job
+            .record
+            .vertical
+            .as_ref()
+            .map_or(0, |v| v.spec.total_steps());
+        let disagreement = if (a.rows, a.train_rows, a.holdout_rows, a.steps)
+            != (p.rows, p.train_rows, p.holdout_rows, p.steps)
+        {
+            Some(format!(
+                "the two parties report different sessions (active: {} rows, {} training, {} held out, {} steps; passive: {} rows, {} training, {} held out, {} steps)",
+                a.rows, a.train_rows, a.holdout_rows, a.steps,
+                p.rows, p.train_rows, p.holdout_rows, p.steps
+            ))
+        } else if a.steps != want {
+            Some(format!(
+                "the parties report {} steps, the job has {want}",
+                a.steps
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = disagreement {
+            self.fail_psi(now, job_id, why);
+            return Ok(());
+        }
+        let Some(job) = self.psi_jobs.get_mut(job_id) else {
+            return Ok(());
+        };
+        let phase = std::mem::replace(&mut job.phase, PsiPhase::Idle);
+        let PsiPhase::Running(mut run) = phase else {
+            return Ok(());
+        };
+        let outcome = VerticalOutcome {
+            session: run.session(),
+            rows: a.rows,
+            train_rows: a.train_rows,
+            holdout_rows: a.holdout_rows,
+            steps: a.steps,
+            holdout_auc: a.holdout_auc,
+        };
+        let (messages, bytes) = run.totals();
+        let (_, _, relayed_hash, _) = run.step.take(now);
+        let line = format!(
+            "ok: {} rows ({} training, {} held out), {} steps{}; {} + {} messages relayed ({} + {} bytes)",
+            outcome.rows,
+            outcome.train_rows,
+            outcome.holdout_rows,
+            outcome.steps,
+            outcome
+                .holdout_auc
+                .map(|a| format!(", hold-out AUC {a:.4} at the active party"))
+                .unwrap_or_default(),
+            messages[0],
+            messages[1],
+            bytes[0],
+            bytes[1]
+        );
+        tracing::info!(job = job_id, session = run.session(), %line, "vertical session done");
+        self.events
+            .push_back(Event::Vertical(Box::new(VerticalSummary {
+                job_id: job_id.to_string(),
+                session: run.session(),
+                active: job.record.spec.active.clone(),
+                passive: run.passive_name().to_string(),
+                step: outcome.steps,
+                result: Ok(line),
+                messages,
+                bytes,
+                relayed_hash,
+                elapsed: now.saturating_duration_since(run.started()),
+            })));
+        if let Some(v) = job.record.vertical.as_mut() {
+            v.outcome = Some(outcome);
+        }
+        job.lost_restarts = 0;
+        self.end_psi(job_id, JobState::Finished, String::new(), Some(&run));
+        Ok(())
+    }
+
+    /// The earliest moment a running vertical session's party would count as away.
+    pub(super) fn vertical_deadline(&self) -> Option<Instant> {
+        self.psi_jobs
+            .values()
+            .filter(|j| j.record.vertical.is_some())
+            .filter_map(|j| match &j.phase {
+                PsiPhase::Running(run) => {
+                    let (a, p) = run.parties();
+                    [a, p]
+                        .into_iter()
+                        .filter_map(|x| self.liveness.get(&x).and_then(|l| l.last_seen))
+                        .min()
+                        .map(|t| t + self.liveness_window)
+                }
+                PsiPhase::Idle => None,
+            })
+            .min()
+    }
+
+    /// Pauses every running vertical session one of whose parties is away: the session is
+    /// abandoned (audited), the job waits; a fresh session starts when both are back.
+    pub(super) fn pause_vertical_if_away(&mut self, now: Instant) {
+        let away: Vec<(String, String)> = self
+            .psi_jobs
+            .iter()
+            .filter(|(_, j)| j.record.vertical.is_some())
+            .filter_map(|(id, j)| match &j.phase {
+                PsiPhase::Running(run) => {
+                    let (a, p) = run.parties();
+                    let gone: Vec<String> = [a, p]
+                        .into_iter()
+                        .filter(|&x| !is_present(&self.liveness, self.liveness_window, x, now))
+                        .map(|x| self.name(x))
+                        .collect();
+                    (!gone.is_empty()).then(|| (id.clone(), gone.join(", ")))
+                }
+                PsiPhase::Idle => None,
+            })
+            .collect();
+        for (id, who) in away {
+            let Some(job) = self.psi_jobs.get_mut(&id) else {
+                continue;
+            };
+            let PsiPhase::Running(run) = std::mem::replace(&mut job.phase, PsiPhase::Idle) else {
+                continue;
+            };
+            job.record.state = JobState::Waiting;
+            let steps = job.record.vertical.as_ref().map_or(0, |v| v.steps_done);
+            if let Some(v) = job.record.vertical.as_mut() {
+                v.paused += 1;
+            }
+            let why = format!(
+                "paused: {who} away mid-training (after {steps} steps); a fresh session starts when both parties are present"
+            );
+            tracing::warn!(job = %id, session = run.session(), reason = %why, "vertical session paused");
+            let (messages, bytes) = run.totals();
+            self.events
+                .push_back(Event::Vertical(Box::new(VerticalSummary {
+                    job_id: id.clone(),
+                    session: run.session(),
+                    active: job.record.spec.active.clone(),
+                    passive: run.passive_name().to_string(),
+                    step: steps,
+                    result: Err(why),
+                    messages,
+                    bytes,
+                    relayed_hash: String::new(),
+                    elapsed: now.saturating_duration_since(run.started()),
+                })));
+            self.psi_checkpoint(&id);
+        }
+    }
+
+    pub(super) fn vertical_status(&self, job_id: &str, job: &PsiJob) -> Option<JobStatus> {
+        let r = &job.record;
+        let v = r.vertical.as_ref()?;
+        let total = v.spec.total_steps();
+        let step = v.spec.kind.step_name();
+        let mut parts = vec![format!(
+            "{} on PSI job '{}' (session {}, hash {})",
+            v.spec.kind.name(),
+            v.spec.psi_job,
+            v.psi_session,
+            v.psi_hash.get(..16).unwrap_or(&v.psi_hash)
+        )];
+        if let Some(o) = &v.outcome {
+            parts.push(format!(
+                "{} rows ({} training, {} held out), {} {step}s{}",
+                o.rows,
+                o.train_rows,
+                o.holdout_rows,
+                o.steps,
+                o.holdout_auc
+                    .map(|a| format!(", hold-out AUC {a:.4} at {}", r.spec.active))
+                    .unwrap_or_default()
+            ));
+        }
+        match (&r.state, &job.phase) {
+            (JobState::Failed(why) | JobState::Cancelled(why), _) => parts.push(why.clone()),
+            (_, PsiPhase::Running(run)) => {
+                let (m, b) = run.totals();
+                let [k0, k1] = run.last_kind();
+                parts.push(format!(
+                    "session {} with {}: {step} {} of {total} done; {} + {} messages relayed ({} + {} bytes; last: {k0} from {}, {k1} from {}){}",
+                    run.session(),
+                    run.passive_name(),
+                    v.steps_done,
+                    m[0],
+                    m[1],
+                    b[0],
+                    b[1],
+                    r.spec.active,
+                    run.passive_name(),
+                    if job.lost_restarts > 0 {
+                        format!("; restarted {} time(s): a party lost its state", job.lost_restarts)
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            (JobState::Waiting, PsiPhase::Idle) => {
+                let clock = self.clock;
+                let want: Vec<String> = std::iter::once(&r.spec.active)
+                    .chain(r.spec.passive.first())
+                    .filter(|n| {
+                        self.id_of(n).is_none_or(|id| {
+                            !job.joined.contains(&id)
+                                || clock.is_some_and(|now| {
+                                    !is_present(&self.liveness, self.liveness_window, id, now)
+                                })
+                        })
+                    })
+                    .cloned()
+                    .collect();
+                if !want.is_empty() {
+                    parts.push(format!("waiting for {}", want.join(", ")));
+                }
+                if v.paused > 0 {
+                    parts.push(format!(
+                        "paused {} time(s) by a party away; the next session trains from the start",
+                        v.paused
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Some(JobStatus {
+            job_id: job_id.to_string(),
+            state: r.state.clone(),
+            step: r.next_session + v.steps_done,
+            rounds_done: v.outcome.as_ref().map_or(v.steps_done, |o| o.steps),
+            total_rounds: total,
+            participants: job.joined.iter().map(|&p| self.name(p)).collect(),
+            metrics: Vec::new(),
+            evaluations: Vec::new(),
+            metrics_json: "[]".into(),
+            epsilon: 0.0,
+            epsilon_budget: 0.0,
+            privacy: None,
+            detail: parts.join("; "),
+        })
+    }
+}

@@ -1,0 +1,1171 @@
+//! The participant's half of a vertical model job: [`VerticalDriver`] (sans-IO: one session
+//! per job, the `fedsilo_vertical` party inside a sealed channel to the peer), the aligned
+//! rows loaded and checked against the PSI job's alignment ([`load_aligned`]), and the
+//! model files each party writes ([`VerticalModelFile`]).
+//!
+//! A session: both parties send a signed Hello (`fedsilo_crypto::psi::channel`; the peer's
+//! identity key from this node's own roster, never from the coordinator); the node loads
+//! the aligned rows ([`VerticalEvent::NeedData`], then [`VerticalDriver::provide_data`]);
+//! the passive party tells the active one how many columns and rows it holds (`Ready`);
+//! the active party draws its Paillier key and the protocol of `fedsilo_vertical` runs —
+//! every message serialised, sealed to the peer and relayed by the coordinator unread. The
+//! active party reports each completed iteration or tree. At the end the active party asks
+//! for the hold-out rows' partial logits (LR) or routes (GBDT), scores them jointly and
+//! computes the hold-out AUC; each party then writes its part of the model
+//! ([`VerticalEvent::Done`]) and reports.
+//!
+//! The hold-out rows are a seeded fraction of the aligned positions
+//! ([`fedsilo_task::vertical::VerticalJobSpec::holdout_positions`]), the same at both
+//! parties. LR: each party standardises its own columns on its training rows
+//! ([`fedsilo_task::pooled::standardizer_of`]), as the simulator and the pooled reference do.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fedsilo_crypto::keys::IdentityKey;
+use fedsilo_crypto::psi::channel::{Channel, ChannelHello};
+use fedsilo_crypto::psi::{IdFormat, PsiContext, PsiMsg, Role, Sealed};
+use fedsilo_ml::linear::sigmoid;
+use fedsilo_task::job::ToCoordinator;
+use fedsilo_task::vertical::{
+    VerticalJobSpec, VerticalKind, VerticalProgress, VerticalReport, VerticalStart,
+};
+use fedsilo_task::Standardizer;
+use fedsilo_vertical::boost::{
+    ActiveBoost, BoostToActive, BoostToPassive, PassiveBoost, PassiveSplit, VerticalGbdtModel,
+};
+use fedsilo_vertical::lr::{ActiveLr, ActiveLrModel, LrToActive, LrToPassive, PassiveLr};
+use fedsilo_vertical::{SecretKey, VerticalError};
+use ndarray::{Array1, Array2, Axis};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::data::{Schema, Source};
+use crate::psi::{Alignment, AlignmentStore, PsiJobError};
+
+/// Why this party cannot take part in, or go on with, a vertical session. Each names what
+/// to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum VerticalJobError {
+    #[error("vertical job '{job}' uses dataset '{dataset}', which this node does not have")]
+    UnknownDataset { job: String, dataset: String },
+    #[error("the peer '{peer}' is not in this node's roster, or its identity key is not 32 hex-encoded bytes")]
+    UnknownPeer { peer: String },
+    #[error(
+        "no alignment of PSI job '{psi_job}' with '{peer}' at {}: this node did not take part \
+         in that PSI job (or its state directory changed); run the PSI job, then launch the \
+         vertical job again", path.display()
+    )]
+    NoAlignment {
+        psi_job: String,
+        peer: String,
+        path: PathBuf,
+    },
+    #[error(
+        "alignment file {}: it is of PSI session {got_session} with hash {got_hash}, the \
+         vertical job trains on session {want_session} with hash {want_hash}: the alignment \
+         was replaced since that PSI; launch the vertical job on the PSI job's latest run",
+        path.display()
+    )]
+    AlignmentMismatch {
+        path: PathBuf,
+        got_session: u64,
+        got_hash: String,
+        want_session: u64,
+        want_hash: String,
+    },
+    #[error(
+        "alignment file {}: this party did not receive its aligned rows (the PSI ran with \
+         delivery = \"active_only\")", path.display()
+    )]
+    NoRows { path: PathBuf },
+    #[error(
+        "dataset '{dataset}': its aligned rows changed since PSI job '{psi_job}' (alignment hash \
+         mismatch: the ids at the aligned rows hash to {now}, the PSI recorded {then} in {}); \
+         the rows were edited, reordered or filtered: run the PSI job again on the current data",
+        path.display()
+    )]
+    RowsChanged {
+        dataset: String,
+        psi_job: String,
+        path: PathBuf,
+        now: String,
+        then: String,
+    },
+    #[error(
+        "alignment file {}: it records no hash of its rows' ids (written before vertical \
+         jobs); run the PSI job again", path.display()
+    )]
+    NoRowsDigest { path: PathBuf },
+    #[error("dataset '{dataset}': row {row} of the alignment is beyond its {rows} rows")]
+    RowOutOfRange {
+        dataset: String,
+        row: u32,
+        rows: usize,
+    },
+    #[error("dataset '{dataset}': the label '{label}' is not one of its labels ({labels})")]
+    NoLabel {
+        dataset: String,
+        label: String,
+        labels: String,
+    },
+    #[error("dataset '{dataset}' has no feature columns")]
+    NoFeatures { dataset: String },
+    #[error("PSI alignment")]
+    Psi(#[from] PsiJobError),
+    #[error("dataset '{dataset}'")]
+    Data {
+        dataset: String,
+        #[source]
+        source: Box<crate::data::DataError>,
+    },
+    #[error("id of row {row}")]
+    Id {
+        row: u64,
+        #[source]
+        source: fedsilo_crypto::psi::IdError,
+    },
+    #[error("the sealed channel with '{peer}'")]
+    Channel {
+        peer: String,
+        #[source]
+        source: fedsilo_crypto::psi::PsiError,
+    },
+    #[error("a message from '{peer}' is not a vertical message")]
+    Undecodable {
+        peer: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the protocol with '{peer}'")]
+    Protocol {
+        peer: String,
+        #[source]
+        source: VerticalError,
+    },
+    #[error("'{peer}' sent {what} out of turn")]
+    OutOfTurn { peer: String, what: &'static str },
+    #[error("standardising")]
+    Standardize(#[source] fedsilo_task::InstructionError),
+    #[error("cannot write the model file {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One party's rows of the aligned customers, in the alignment's (shared) order.
+#[derive(Clone, Debug)]
+pub struct AlignedData {
+    pub columns: Vec<String>,
+    /// aligned rows × this party's feature columns (NaN = missing).
+    pub x: Array2<f32>,
+    /// The active party's labels of the aligned rows (the chosen label).
+    pub y: Option<Array1<f32>>,
+    pub label: Option<String>,
+    /// The alignment file the rows came from.
+    pub alignment: PathBuf,
+}
+
+/// The digest of the ids at the aligned rows, in alignment order (what `Alignment::rows_digest`
+/// records at PSI time and a vertical job checks): SHA-256 of a domain tag, then each
+/// normalised id with its length.
+pub fn rows_digest(
+    ids: &[String],
+    rows: &[u32],
+    format: IdFormat,
+) -> Result<String, VerticalJobError> {
+    let mut h = sha2::Sha256::new();
+    h.update(b"fedsilo alignment rows v1");
+    for &r in rows {
+        let raw = ids
+            .get(r as usize)
+            .ok_or_else(|| VerticalJobError::RowOutOfRange {
+                dataset: String::new(),
+                row: r,
+                rows: ids.len(),
+            })?;
+        let id = format
+            .normalise(u64::from(r), raw)
+            .map_err(|source| VerticalJobError::Id {
+                row: u64::from(r),
+                source,
+            })?;
+        h.update((id.len() as u64).to_le_bytes());
+        h.update(id.as_bytes());
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Loads this party's aligned rows for `start`: the PSI alignment persisted in `state_dir`
+/// (checked to be the PSI session and hash the job names), the dataset read through its
+/// schema with the id column, the ids at the aligned rows checked against the digest the
+/// PSI recorded (a party whose aligned rows changed is refused by name), then the rows
+/// picked in alignment order.
+pub fn load_aligned(
+    state_dir: &Path,
+    source: &Source,
+    (schema_path, schema): (&Path, &Schema),
+    start: &VerticalStart,
+) -> Result<AlignedData, VerticalJobError> {
+    let store = AlignmentStore::new(state_dir);
+    let path = store.path(&start.spec.psi_job, &start.peer);
+    let a: Alignment = store
+        .load(&start.spec.psi_job, &start.peer)?
+        .ok_or_else(|| VerticalJobError::NoAlignment {
+            psi_job: start.spec.psi_job.clone(),
+            peer: start.peer.clone(),
+            path: path.clone(),
+        })?;
+    let want_hash = hex::encode(start.psi_hash);
+    if a.session != start.psi_session || a.intersection_hash != want_hash {
+        return Err(VerticalJobError::AlignmentMismatch {
+            path,
+            got_session: a.session,
+            got_hash: a.intersection_hash.clone(),
+            want_session: start.psi_session,
+            want_hash,
+        });
+    }
+    let rows = a
+        .rows
+        .clone()
+        .ok_or_else(|| VerticalJobError::NoRows { path: path.clone() })?;
+    let then = a
+        .rows_digest
+        .clone()
+        .ok_or_else(|| VerticalJobError::NoRowsDigest { path: path.clone() })?;
+    let schema = crate::psi::with_id_column(&start.dataset, schema_path, schema, &start.id_column)?;
+    let table = source.load(&schema).map_err(|e| VerticalJobError::Data {
+        dataset: start.dataset.clone(),
+        source: Box::new(e),
+    })?;
+    let now = rows_digest(&table.ids, &rows, start.id_format).map_err(|e| match e {
+        VerticalJobError::RowOutOfRange { row, rows, .. } => VerticalJobError::RowOutOfRange {
+            dataset: start.dataset.clone(),
+            row,
+            rows,
+        },
+        other => other,
+    })?;
+    if now != then {
+        return Err(VerticalJobError::RowsChanged {
+            dataset: start.dataset.clone(),
+            psi_job: start.spec.psi_job.clone(),
+            path,
+            now,
+            then,
+        });
+    }
+    if table.n_features() == 0 {
+        return Err(VerticalJobError::NoFeatures {
+            dataset: start.dataset.clone(),
+        });
+    }
+    let idx: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
+    let x = table.x.select(Axis(0), &idx);
+    let (y, label) = if start.role == Role::Active {
+        let label = if start.spec.label.is_empty() {
+            table.label_names.first().cloned()
+        } else {
+            Some(start.spec.label.clone())
+        };
+        let col = label
+            .as_ref()
+            .and_then(|l| table.label_names.iter().position(|n| n == l))
+            .ok_or_else(|| VerticalJobError::NoLabel {
+                dataset: start.dataset.clone(),
+                label: label.clone().unwrap_or_else(|| "(none)".into()),
+                labels: table.label_names.join(", "),
+            })?;
+        let y: Array1<f32> = idx
+            .iter()
+            .map(|&r| table.labels.get((r, col)).copied().unwrap_or(0.0))
+            .collect();
+        (Some(y), label)
+    } else {
+        (None, None)
+    };
+    Ok(AlignedData {
+        columns: table.feature_names.clone(),
+        x,
+        y,
+        label,
+        alignment: path,
+    })
+}
+
+/// What the active party sends inside the sealed channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToPassive {
+    Lr(LrToPassive),
+    Boost(BoostToPassive),
+    /// Training is done: the partial logits (LR) or routes (GBDT) of the hold-out rows.
+    Holdout,
+}
+
+/// What the passive party sends inside the sealed channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToActive {
+    /// The passive party's data is loaded: its number of columns and aligned rows.
+    Ready {
+        columns: u64,
+        rows: u64,
+    },
+    Lr(LrToActive),
+    Boost(BoostToActive),
+    HoldoutLogits(Vec<f64>),
+    /// (tree, node, which hold-out rows go left) of every split the passive party owns.
+    HoldoutRoutes(Vec<(u32, u32, Vec<bool>)>),
+}
+
+/// A party's part of a vertical model, as written to `<state_dir>/vertical/<job>.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerticalModelFile {
+    pub job_id: String,
+    pub kind: VerticalKind,
+    /// "active" or "passive".
+    pub role: String,
+    pub peer: String,
+    pub psi_job: String,
+    pub psi_hash: String,
+    /// This party's columns, in the model's order.
+    pub columns: Vec<String>,
+    /// The active party's label.
+    pub label: Option<String>,
+    /// LR: this party's standardisation (on its training rows).
+    pub standardizer: Option<Standardizer>,
+    /// LR, active party: its coefficients and the intercept.
+    pub lr: Option<ActiveLrModel>,
+    /// LR, passive party: its coefficients (its weights stay with it).
+    pub lr_coef: Option<Vec<f64>>,
+    /// GBDT, active party: the trees, passive splits naming only their owner.
+    pub gbdt: Option<VerticalGbdtModel>,
+    /// GBDT, passive party: its splits, (tree, node, split); thresholds stay with it.
+    pub passive_splits: Option<Vec<(u32, u32, PassiveSplit)>>,
+    pub rows: u64,
+    pub train_rows: u64,
+    pub holdout_rows: u64,
+    /// Active party: the hold-out scores (probabilities, in aligned order) and their AUC.
+    pub holdout_scores: Option<Vec<f64>>,
+    pub holdout_auc: Option<f64>,
+}
+
+impl VerticalModelFile {
+    pub fn path(state_dir: &Path, job_id: &str) -> PathBuf {
+        let safe: String = job_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        state_dir.join("vertical").join(format!("{safe}.json"))
+    }
+
+    /// Writes the file (temporary file, then rename).
+    pub fn save(&self, state_dir: &Path) -> Result<PathBuf, VerticalJobError> {
+        let path = Self::path(state_dir, &self.job_id);
+        let write = |source| VerticalJobError::Write {
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(write)?;
+        }
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| write(std::io::Error::other(e)))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, bytes).map_err(write)?;
+        std::fs::rename(&tmp, &path).map_err(write)?;
+        Ok(path)
+    }
+}
+
+/// One message a party received, as the driver recorded it (test mode): the sealed bytes
+/// as relayed and the plaintext they opened to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Received {
+    pub job_id: String,
+    pub seq: u64,
+    pub sealed: Vec<u8>,
+    pub plaintext: String,
+}
+
+/// What the driver tells its caller.
+#[derive(Debug)]
+pub enum VerticalEvent {
+    /// Load this party's aligned rows ([`load_aligned`]) and call
+    /// [`VerticalDriver::provide_data`], or [`VerticalDriver::abort`].
+    NeedData(Box<VerticalStart>),
+    /// Training and scoring are done: write `model`, then send `report`.
+    Done {
+        model: Box<VerticalModelFile>,
+        report: VerticalReport,
+    },
+    Failed {
+        job_id: String,
+        session: u64,
+        reason: String,
+    },
+}
+
+enum Link {
+    Hello(ChannelHello),
+    Open(Channel),
+    Gone,
+}
+
+enum Party {
+    /// Data not loaded yet (or, at the active party, waiting for the passive party's Ready).
+    Waiting,
+    ActiveLr(Box<ActiveLr>),
+    PassiveLr(Box<PassiveLr>),
+    ActiveBoost(Box<ActiveBoost>),
+    PassiveBoost(Box<PassiveBoost>),
+}
+
+/// A party's prepared rows: training and hold-out, standardised for LR.
+struct Prepared {
+    data: AlignedData,
+    train: Array2<f32>,
+    hold: Array2<f32>,
+    y_train: Option<Array1<f32>>,
+    y_hold: Option<Array1<f32>>,
+    standardizer: Option<Standardizer>,
+}
+
+struct Session {
+    start: VerticalStart,
+    link: Link,
+    party: Party,
+    prepared: Option<Prepared>,
+    /// Sealed messages that arrived before the party could take them.
+    inbox: VecDeque<Sealed>,
+    /// The passive party's Ready, if it came before this (active) party's data.
+    peer_ready: Option<(u64, u64)>,
+    steps: u64,
+    holdout_sent: bool,
+    done: bool,
+}
+
+/// The participant's vertical engine, sans-IO: messages in, messages and events out.
+pub struct VerticalDriver {
+    identity: Arc<IdentityKey>,
+    peers: BTreeMap<String, String>,
+    sessions: BTreeMap<String, Session>,
+    closed: BTreeSet<(String, u64)>,
+    lost: BTreeSet<(String, u64)>,
+    outbox: VecDeque<ToCoordinator>,
+    events: VecDeque<VerticalEvent>,
+    rng: rand_chacha::ChaCha20Rng,
+    /// Test mode: every message received is kept here (see [`Received`]).
+    record: Option<Vec<Received>>,
+}
+
+impl std::fmt::Debug for VerticalDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerticalDriver")
+            .field("sessions", &self.sessions.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn peer_key(peers: &BTreeMap<String, String>, peer: &str) -> Option<[u8; 32]> {
+    peers
+        .get(peer)
+        .and_then(|k| hex::decode(k).ok())
+        .and_then(|v| v.try_into().ok())
+}
+
+impl VerticalDriver {
+    /// `peers`: roster name → hex Ed25519 identity key (this node's own roster).
+    pub fn new(
+        identity: Arc<IdentityKey>,
+        peers: BTreeMap<String, String>,
+        seed: [u8; 32],
+    ) -> Self {
+        VerticalDriver {
+            identity,
+            peers,
+            sessions: BTreeMap::new(),
+            closed: BTreeSet::new(),
+            lost: BTreeSet::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            rng: rand_chacha::ChaCha20Rng::from_seed(seed),
+            record: None,
+        }
+    }
+
+    /// Test mode: keep every message received ([`VerticalDriver::take_received`]).
+    pub fn record_received(&mut self) {
+        self.record = Some(Vec::new());
+    }
+
+    pub fn take_received(&mut self) -> Vec<Received> {
+        self.record.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    pub fn has_session(&self, job_id: &str) -> bool {
+        self.sessions.contains_key(job_id)
+    }
+
+    /// Whether a relayed message belongs to a vertical session here (else it is PSI's).
+    pub fn claims(&self, msg: &PsiMsg) -> bool {
+        match msg {
+            PsiMsg::Sealed(s) => s.kind == fedsilo_crypto::psi::Kind::Vertical,
+            PsiMsg::Hello(h) => self.sessions.contains_key(&h.ctx.job_id),
+        }
+    }
+
+    fn close(&mut self, job_id: &str) {
+        if let Some(s) = self.sessions.remove(job_id) {
+            self.closed.insert((job_id.to_string(), s.start.session));
+        }
+    }
+
+    fn fail(&mut self, job_id: &str, session: u64, reason: String) {
+        tracing::error!(job = job_id, session, %reason, "vertical session failed here");
+        self.close(job_id);
+        self.closed.insert((job_id.to_string(), session));
+        self.outbox.push_back(ToCoordinator::PsiFailed {
+            job_id: job_id.to_string(),
+            session,
+            reason: reason.clone(),
+        });
+        self.events.push_back(VerticalEvent::Failed {
+            job_id: job_id.to_string(),
+            session,
+            reason,
+        });
+    }
+
+    /// A new session (an earlier one of the job is dropped); a repeat is ignored.
+    pub fn handle_start(&mut self, start: VerticalStart) {
+        let job = start.spec.job_id.clone();
+        let session = start.session;
+        if self
+            .sessions
+            .get(&job)
+            .is_some_and(|s| s.start.session == session)
+            || self.closed.contains(&(job.clone(), session))
+        {
+            return;
+        }
+        self.close(&job);
+        // The coordinator's copy of the spec is checked here too (key size, parameters).
+        if let Err(e) = start.spec.validate() {
+            self.fail(&job, session, format!("the job spec: {e}"));
+            return;
+        }
+        let Some(key) = peer_key(&self.peers, &start.peer) else {
+            let e = VerticalJobError::UnknownPeer {
+                peer: start.peer.clone(),
+            };
+            self.fail(&job, session, fedsilo_config::display_chain(&e));
+            return;
+        };
+        let ctx = PsiContext {
+            job_id: job.clone(),
+            session,
+        };
+        let (hello, msg) = ChannelHello::new(
+            ctx,
+            start.role,
+            &self.identity,
+            key,
+            start.spec.digest(),
+            &mut self.rng,
+        );
+        tracing::info!(job = %job, session, role = %start.role, peer = %start.peer, kind = start.spec.kind.name(), "vertical session opened");
+        self.outbox.push_back(ToCoordinator::Psi(msg));
+        self.events
+            .push_back(VerticalEvent::NeedData(Box::new(start.clone())));
+        self.sessions.insert(
+            job,
+            Session {
+                start,
+                link: Link::Hello(hello),
+                party: Party::Waiting,
+                prepared: None,
+                inbox: VecDeque::new(),
+                peer_ready: None,
+                steps: 0,
+                holdout_sent: false,
+                done: false,
+            },
+        );
+    }
+
+    /// The session cannot go on at this party (its data did not load): the coordinator is
+    /// told why.
+    pub fn abort(&mut self, job_id: &str, error: &VerticalJobError) {
+        if let Some(s) = self.sessions.get(job_id) {
+            let session = s.start.session;
+            self.fail(job_id, session, fedsilo_config::display_chain(error));
+        }
+    }
+
+    /// The job ended (the coordinator said so): its session is dropped.
+    pub fn job_ended(&mut self, job_id: &str) {
+        self.close(job_id);
+    }
+
+    /// Sessions open here (job, session).
+    pub fn open_sessions(&self) -> Vec<(String, u64)> {
+        self.sessions
+            .iter()
+            .map(|(j, s)| (j.clone(), s.start.session))
+            .collect()
+    }
+
+    /// Sessions an earlier run of this node had open: reported lost.
+    pub fn report_lost(&mut self, sessions: &[(String, u64)]) {
+        for (job, session) in sessions {
+            if self.lost.insert((job.clone(), *session)) {
+                self.outbox.push_back(ToCoordinator::PsiLost {
+                    job_id: job.clone(),
+                    session: *session,
+                });
+            }
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<ToCoordinator> {
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<VerticalEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn has_queued(&self) -> bool {
+        !self.outbox.is_empty() || !self.events.is_empty()
+    }
+
+    /// This party's aligned rows for `job_id`: split into training and hold-out rows; the
+    /// party starts when the channel is open (and, at the active party, the peer is ready).
+    pub fn provide_data(&mut self, job_id: &str, data: AlignedData) {
+        let Some(s) = self.sessions.get_mut(job_id) else {
+            return;
+        };
+        let session = s.start.session;
+        match prepare(&s.start.spec, data) {
+            Ok(p) => s.prepared = Some(p),
+            Err(e) => {
+                self.fail(job_id, session, fedsilo_config::display_chain(&e));
+                return;
+            }
+        }
+        self.advance(job_id);
+    }
+
+    /// A relayed message of a vertical session (Hello or sealed).
+    pub fn handle_message(&mut self, msg: PsiMsg) {
+        let ctx = msg.ctx().clone();
+        let key = (ctx.job_id.clone(), ctx.session);
+        let current = self.sessions.get(&ctx.job_id).map(|s| s.start.session);
+        if current != Some(ctx.session) {
+            let newer = current.is_none_or(|c| ctx.session > c);
+            if newer && !self.closed.contains(&key) && self.lost.insert(key) {
+                tracing::warn!(job = %ctx.job_id, session = ctx.session, "vertical message of a session this node holds no state of; reporting it lost");
+                self.outbox.push_back(ToCoordinator::PsiLost {
+                    job_id: ctx.job_id,
+                    session: ctx.session,
+                });
+            }
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&ctx.job_id) else {
+            return;
+        };
+        match msg {
+            PsiMsg::Hello(h) => {
+                let link = std::mem::replace(&mut s.link, Link::Gone);
+                let Link::Hello(hello) = link else {
+                    s.link = link;
+                    let e = VerticalJobError::OutOfTurn {
+                        peer: s.start.peer.clone(),
+                        what: "a second Hello",
+                    };
+                    self.fail(&ctx.job_id, ctx.session, fedsilo_config::display_chain(&e));
+                    return;
+                };
+                match hello.accept(&h) {
+                    Ok(ch) => s.link = Link::Open(ch),
+                    Err(source) => {
+                        let e = VerticalJobError::Channel {
+                            peer: s.start.peer.clone(),
+                            source,
+                        };
+                        self.fail(&ctx.job_id, ctx.session, fedsilo_config::display_chain(&e));
+                        return;
+                    }
+                }
+            }
+            PsiMsg::Sealed(m) => s.inbox.push_back(m),
+        }
+        self.advance(&ctx.job_id);
+    }
+
+    /// Runs the session as far as its inputs allow; a failure fails it.
+    fn advance(&mut self, job_id: &str) {
+        let Some(s) = self.sessions.get_mut(job_id) else {
+            return;
+        };
+        let session = s.start.session;
+        let mut out = Vec::new();
+        let mut progress = Vec::new();
+        let r = step(
+            s,
+            &mut self.rng,
+            &mut out,
+            &mut progress,
+            self.record.as_mut(),
+        );
+        for m in out {
+            self.outbox.push_back(ToCoordinator::Psi(m));
+        }
+        for p in progress {
+            self.outbox
+                .push_back(ToCoordinator::VerticalProgress(VerticalProgress {
+                    job_id: job_id.to_string(),
+                    session,
+                    step: p,
+                }));
+        }
+        match r {
+            Ok(Some((model, report))) => {
+                if let Some(s) = self.sessions.get_mut(job_id) {
+                    s.done = true;
+                }
+                self.events.push_back(VerticalEvent::Done {
+                    model: Box::new(model),
+                    report,
+                });
+            }
+            Ok(None) => {}
+            Err(e) => self.fail(job_id, session, fedsilo_config::display_chain(&e)),
+        }
+    }
+}
+
+fn prepare(spec: &VerticalJobSpec, data: AlignedData) -> Result<Prepared, VerticalJobError> {
+    let n = data.x.nrows();
+    let hold = spec.holdout_positions(n);
+    let held: BTreeSet<usize> = hold.iter().copied().collect();
+    let train: Vec<usize> = (0..n).filter(|i| !held.contains(i)).collect();
+    let mut x_train = data.x.select(Axis(0), &train);
+    let mut x_hold = data.x.select(Axis(0), &hold);
+    let mut standardizer = None;
+    if spec.kind == VerticalKind::VerticalLogistic {
+        let st = fedsilo_task::pooled::standardizer_of(x_train.view());
+        x_train = st
+            .apply(x_train.view())
+            .map_err(VerticalJobError::Standardize)?;
+        x_hold = st
+            .apply(x_hold.view())
+            .map_err(VerticalJobError::Standardize)?;
+        standardizer = Some(st);
+    }
+    let pick = |y: &Array1<f32>, pos: &[usize]| -> Array1<f32> {
+        pos.iter().filter_map(|&i| y.get(i).copied()).collect()
+    };
+    let y_train = data.y.as_ref().map(|y| pick(y, &train));
+    let y_hold = data.y.as_ref().map(|y| pick(y, &hold));
+    Ok(Prepared {
+        data,
+        train: x_train,
+        hold: x_hold,
+        y_train,
+        y_hold,
+        standardizer,
+    })
+}
+
+fn seal_to(link: &mut Link, out: &mut Vec<PsiMsg>, msg: &impl Serialize) {
+    if let Link::Open(ch) = link {
+        match serde_json::to_vec(msg) {
+            Ok(bytes) => out.push(ch.seal(&bytes)),
+            Err(e) => tracing::error!(error = %e, "cannot serialise a vertical message"),
+        }
+    }
+}
+
+type Finished = Option<(VerticalModelFile, VerticalReport)>;
+
+/// One pass of a session: start the party when it can, take every message it can.
+fn step(
+    s: &mut Session,
+    rng: &mut rand_chacha::ChaCha20Rng,
+    out: &mut Vec<PsiMsg>,
+    progress: &mut Vec<u64>,
+    mut record: Option<&mut Vec<Received>>,
+) -> Result<Finished, VerticalJobError> {
+    let peer = s.start.peer.clone();
+    let protocol = |source| VerticalJobError::Protocol {
+        peer: peer.clone(),
+        source,
+    };
+    if s.done || !matches!(s.link, Link::Open(_)) {
+        return Ok(None);
+    }
+    // The passive party, once its data is in, says it is ready (and builds its party).
+    if s.start.role == Role::Passive && matches!(s.party, Party::Waiting) {
+        let Some(p) = &s.prepared else {
+            return Ok(None);
+        };
+        let ready = ToActive::Ready {
+            columns: p.train.ncols() as u64,
+            rows: p.data.x.nrows() as u64,
+        };
+        s.party = match s.start.spec.kind {
+            VerticalKind::VerticalLogistic => Party::PassiveLr(Box::new(
+                PassiveLr::new(s.start.spec.lr_config(), p.train.view()).map_err(protocol)?,
+            )),
+            VerticalKind::VerticalGbdt => Party::PassiveBoost(Box::new(
+                PassiveBoost::new(s.start.spec.gbdt_params(), p.train.view()).map_err(protocol)?,
+            )),
+        };
+        seal_to(&mut s.link, out, &ready);
+    }
+    while let Some(m) = s.inbox.front().cloned() {
+        // The active party takes nothing but Ready until its data is in.
+        if s.start.role == Role::Active && s.prepared.is_none() {
+            break;
+        }
+        s.inbox.pop_front();
+        let Link::Open(ch) = &mut s.link else {
+            return Ok(None);
+        };
+        let plain = ch.open(&m).map_err(|source| VerticalJobError::Channel {
+            peer: peer.clone(),
+            source,
+        })?;
+        if let Some(rec) = record.as_deref_mut() {
+            rec.push(Received {
+                job_id: s.start.spec.job_id.clone(),
+                seq: m.seq,
+                sealed: m.ciphertext.clone(),
+                plaintext: String::from_utf8_lossy(&plain).into_owned(),
+            });
+        }
+        let undecodable = |source| VerticalJobError::Undecodable {
+            peer: peer.clone(),
+            source,
+        };
+        match s.start.role {
+            Role::Active => {
+                let msg: ToActive = serde_json::from_slice(&plain).map_err(undecodable)?;
+                if let Some(done) = active_take(s, rng, out, progress, msg)? {
+                    return Ok(Some(done));
+                }
+            }
+            Role::Passive => {
+                let msg: ToPassive = serde_json::from_slice(&plain).map_err(undecodable)?;
+                if let Some(done) = passive_take(s, rng, out, msg)? {
+                    return Ok(Some(done));
+                }
+            }
+        }
+    }
+    // The active party starts once its data is in and the peer is ready.
+    if s.start.role == Role::Active && matches!(s.party, Party::Waiting) {
+        if let (Some(_), Some((cols, rows))) = (&s.prepared, s.peer_ready) {
+            start_active(s, rng, out, cols, rows)?;
+        }
+    }
+    Ok(None)
+}
+
+fn start_active(
+    s: &mut Session,
+    rng: &mut rand_chacha::ChaCha20Rng,
+    out: &mut Vec<PsiMsg>,
+    cols: u64,
+    rows: u64,
+) -> Result<(), VerticalJobError> {
+    let peer = s.start.peer.clone();
+    let protocol = |source| VerticalJobError::Protocol {
+        peer: peer.clone(),
+        source,
+    };
+    let Some(p) = &s.prepared else {
+        return Ok(());
+    };
+    if rows != p.data.x.nrows() as u64 {
+        return Err(protocol(VerticalError::Data(format!(
+            "the peer holds {rows} aligned rows, this party {}",
+            p.data.x.nrows()
+        ))));
+    }
+    let y = p
+        .y_train
+        .as_ref()
+        .ok_or_else(|| protocol(VerticalError::Data("no labels at the active party".into())))?;
+    let dims = [cols as usize];
+    let sk = SecretKey::generate(rng, s.start.spec.key_bits).map_err(protocol)?;
+    tracing::info!(job = %s.start.spec.job_id, bits = s.start.spec.key_bits, "Paillier key drawn; training starts");
+    match s.start.spec.kind {
+        VerticalKind::VerticalLogistic => {
+            let (party, msgs) = ActiveLr::new(
+                s.start.spec.lr_config(),
+                sk,
+                p.train.view(),
+                y.view(),
+                &dims,
+            )
+            .map_err(protocol)?;
+            s.party = Party::ActiveLr(Box::new(party));
+            for (_, m) in msgs {
+                seal_to(&mut s.link, out, &ToPassive::Lr(m));
+            }
+        }
+        VerticalKind::VerticalGbdt => {
+            let (party, msgs) = ActiveBoost::new(
+                rng,
+                s.start.spec.gbdt_params(),
+                sk,
+                p.train.view(),
+                y.view(),
+                &dims,
+            )
+            .map_err(protocol)?;
+            s.party = Party::ActiveBoost(Box::new(party));
+            for (_, m) in msgs {
+                seal_to(&mut s.link, out, &ToPassive::Boost(m));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn active_take(
+    s: &mut Session,
+    rng: &mut rand_chacha::ChaCha20Rng,
+    out: &mut Vec<PsiMsg>,
+    progress: &mut Vec<u64>,
+    msg: ToActive,
+) -> Result<Finished, VerticalJobError> {
+    let peer = s.start.peer.clone();
+    let protocol = |source| VerticalJobError::Protocol {
+        peer: peer.clone(),
+        source,
+    };
+    let out_of_turn = |what| VerticalJobError::OutOfTurn {
+        peer: peer.clone(),
+        what,
+    };
+    match (&mut s.party, msg) {
+        (Party::Waiting, ToActive::Ready { columns, rows }) if s.peer_ready.is_none() => {
+            s.peer_ready = Some((columns, rows));
+            if s.prepared.is_some() {
+                start_active(s, rng, out, columns, rows)?;
+            }
+            Ok(None)
+        }
+        (Party::ActiveLr(a), ToActive::Lr(m)) => {
+            let before = a.iteration();
+            let replies = a.handle(rng, 0, m).map_err(protocol)?;
+            for (_, r) in replies {
+                seal_to(&mut s.link, out, &ToPassive::Lr(r));
+            }
+            let after = a.iteration();
+            for it in before..after {
+                progress.push(u64::from(it) + 1);
+            }
+            s.steps = u64::from(after);
+            if a.is_done() && !s.holdout_sent {
+                s.holdout_sent = true;
+                seal_to(&mut s.link, out, &ToPassive::Holdout);
+            }
+            Ok(None)
+        }
+        (Party::ActiveBoost(a), ToActive::Boost(m)) => {
+            let replies = a.handle(rng, 0, m).map_err(protocol)?;
+            for (_, r) in replies {
+                match &r {
+                    BoostToPassive::Gradients { tree, .. } if *tree > 0 => {
+                        progress.push(u64::from(*tree));
+                        s.steps = u64::from(*tree);
+                    }
+                    BoostToPassive::Finished => {
+                        s.steps += 1;
+                        progress.push(s.steps);
+                    }
+                    _ => {}
+                }
+                seal_to(&mut s.link, out, &ToPassive::Boost(r));
+            }
+            if a.is_done() && !s.holdout_sent {
+                s.holdout_sent = true;
+                seal_to(&mut s.link, out, &ToPassive::Holdout);
+            }
+            Ok(None)
+        }
+        (Party::ActiveLr(a), ToActive::HoldoutLogits(u)) if s.holdout_sent => {
+            let Some(p) = &s.prepared else {
+                return Ok(None);
+            };
+            let model = a.model();
+            let scores: Vec<f64> = model
+                .margins(p.hold.view(), &[u])
+                .map_err(protocol)?
+                .into_iter()
+                .map(sigmoid)
+                .collect();
+            let mut file = model_file(s, p, &scores);
+            file.lr = Some(model);
+            Ok(Some(finish(s, file)))
+        }
+        (Party::ActiveBoost(a), ToActive::HoldoutRoutes(routes)) if s.holdout_sent => {
+            let Some(p) = &s.prepared else {
+                return Ok(None);
+            };
+            let model = a.model().map_err(protocol)?;
+            let routes: fedsilo_vertical::boost::Routes = routes
+                .into_iter()
+                .map(|(t, n, left)| ((t, n), left))
+                .collect();
+            let scores: Vec<f64> = model
+                .predict_margin(p.hold.view(), &[routes])
+                .map_err(protocol)?
+                .into_iter()
+                .map(sigmoid)
+                .collect();
+            let mut file = model_file(s, p, &scores);
+            file.gbdt = Some(model);
+            Ok(Some(finish(s, file)))
+        }
+        (_, m) => Err(out_of_turn(match m {
+            ToActive::Ready { .. } => "Ready",
+            ToActive::Lr(_) => "an LR message",
+            ToActive::Boost(_) => "a boosting message",
+            ToActive::HoldoutLogits(_) => "hold-out logits",
+            ToActive::HoldoutRoutes(_) => "hold-out routes",
+        })),
+    }
+}
+
+fn passive_take(
+    s: &mut Session,
+    rng: &mut rand_chacha::ChaCha20Rng,
+    out: &mut Vec<PsiMsg>,
+    msg: ToPassive,
+) -> Result<Finished, VerticalJobError> {
+    let peer = s.start.peer.clone();
+    let protocol = |source| VerticalJobError::Protocol {
+        peer: peer.clone(),
+        source,
+    };
+    let out_of_turn = |what| VerticalJobError::OutOfTurn {
+        peer: peer.clone(),
+        what,
+    };
+    match (&mut s.party, msg) {
+        (Party::PassiveLr(p), ToPassive::Lr(m)) => {
+            let is_gradient = matches!(m, LrToPassive::Gradient { .. });
+            if let Some(r) = p.handle(rng, m).map_err(protocol)? {
+                seal_to(&mut s.link, out, &ToActive::Lr(r));
+            }
+            if is_gradient {
+                s.steps += 1;
+            }
+            Ok(None)
+        }
+        (Party::PassiveBoost(p), ToPassive::Boost(m)) => {
+            if matches!(m, BoostToPassive::Gradients { .. }) {
+                s.steps += 1;
+            }
+            if let Some(r) = p.handle(rng, m).map_err(protocol)? {
+                seal_to(&mut s.link, out, &ToActive::Boost(r));
+            }
+            Ok(None)
+        }
+        (Party::PassiveLr(p), ToPassive::Holdout) if p.is_done() => {
+            let Some(prep) = &s.prepared else {
+                return Ok(None);
+            };
+            let u = p.partial_logits(prep.hold.view()).map_err(protocol)?;
+            let coef = p.coef().to_vec();
+            seal_to(&mut s.link, out, &ToActive::HoldoutLogits(u));
+            let mut file = model_file(s, prep, &[]);
+            file.lr_coef = Some(coef);
+            Ok(Some(finish(s, file)))
+        }
+        (Party::PassiveBoost(p), ToPassive::Holdout) if p.is_done() => {
+            let Some(prep) = &s.prepared else {
+                return Ok(None);
+            };
+            let routes = p.route(prep.hold.view()).map_err(protocol)?;
+            let routes: Vec<(u32, u32, Vec<bool>)> = routes
+                .into_iter()
+                .map(|((t, n), left)| (t, n, left))
+                .collect();
+            let splits: Vec<(u32, u32, PassiveSplit)> = p
+                .trees()
+                .splits
+                .iter()
+                .map(|(&(t, n), sp)| (t, n, sp.clone()))
+                .collect();
+            seal_to(&mut s.link, out, &ToActive::HoldoutRoutes(routes));
+            let mut file = model_file(s, prep, &[]);
+            file.passive_splits = Some(splits);
+            Ok(Some(finish(s, file)))
+        }
+        (_, m) => Err(out_of_turn(match m {
+            ToPassive::Lr(_) => "an LR message",
+            ToPassive::Boost(_) => "a boosting message",
+            ToPassive::Holdout => "a hold-out request before training ended",
+        })),
+    }
+}
+
+fn model_file(s: &Session, p: &Prepared, scores: &[f64]) -> VerticalModelFile {
+    let active = s.start.role == Role::Active;
+    let auc = p
+        .y_hold
+        .as_ref()
+        .filter(|_| active && !scores.is_empty())
+        .map(|y| fedsilo_ml::metrics::auc(scores, &y.to_vec()));
+    VerticalModelFile {
+        job_id: s.start.spec.job_id.clone(),
+        kind: s.start.spec.kind,
+        role: s.start.role.name().to_string(),
+        peer: s.start.peer.clone(),
+        psi_job: s.start.spec.psi_job.clone(),
+        psi_hash: hex::encode(s.start.psi_hash),
+        columns: p.data.columns.clone(),
+        label: p.data.label.clone(),
+        standardizer: p.standardizer.clone(),
+        lr: None,
+        lr_coef: None,
+        gbdt: None,
+        passive_splits: None,
+        rows: p.data.x.nrows() as u64,
+        train_rows: p.train.nrows() as u64,
+        holdout_rows: p.hold.nrows() as u64,
+        holdout_scores: active.then(|| scores.to_vec()),
+        holdout_auc: auc,
+    }
+}
+
+fn finish(s: &Session, file: VerticalModelFile) -> (VerticalModelFile, VerticalReport) {
+    let report = VerticalReport {
+        job_id: s.start.spec.job_id.clone(),
+        session: s.start.session,
+        rows: file.rows,
+        train_rows: file.train_rows,
+        holdout_rows: file.holdout_rows,
+        steps: s.steps,
+        holdout_auc: file.holdout_auc,
+    };
+    (file, report)
+}

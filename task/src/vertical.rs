@@ -1,0 +1,318 @@
+//! Vertical model jobs (vertical federation, part 2): the job spec an operator launches with
+//! `kind = "vertical_logistic"` or `kind = "vertical_gbdt"`, and the job-level messages
+//! around the sealed exchange of [`fedsilo_vertical`].
+//!
+//! A vertical job trains on the customers a finished PSI job aligned (`psi_job`, whose
+//! `delivery` must be `both`): the active party (the label holder, the PSI job's active
+//! party) and one passive party (the PSI job's passive party; several passive parties are
+//! not run over gRPC yet). The coordinator runs the training as one *session* between the
+//! two (numbered, never reused, as PSI's): it sends each a [`VerticalStart`], relays the
+//! sealed messages between them unread (`fedsilo_crypto::psi::channel`: PSI's envelopes,
+//! kind `vertical`), records the active party's per-iteration or per-tree progress
+//! ([`VerticalProgress`]) and closes the session when both have reported
+//! ([`VerticalReport`]) the same number of rows and steps.
+
+use fedsilo_crypto::psi::{Delivery, IdFormat, Role};
+use fedsilo_ml::gbdt::GbdtParams;
+use fedsilo_ml::optim::ServerOptimizer;
+use fedsilo_vertical::lr::LrConfig;
+use serde::{Deserialize, Serialize};
+
+/// The two `kind`s of a vertical job spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerticalKind {
+    /// Vertical logistic regression ([`fedsilo_vertical::lr`]).
+    VerticalLogistic,
+    /// SecureBoost ([`fedsilo_vertical::boost`]).
+    VerticalGbdt,
+}
+
+impl VerticalKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            VerticalKind::VerticalLogistic => "vertical_logistic",
+            VerticalKind::VerticalGbdt => "vertical_gbdt",
+        }
+    }
+
+    /// What one step of the job is called (status, audit).
+    pub fn step_name(self) -> &'static str {
+        match self {
+            VerticalKind::VerticalLogistic => "iteration",
+            VerticalKind::VerticalGbdt => "tree",
+        }
+    }
+}
+
+/// The Paillier modulus a real job uses (the default).
+pub const DEFAULT_KEY_BITS: u32 = 2048;
+/// The smallest modulus at all: the `fedsilo_vertical` crate's floor, accepted only with
+/// `test_key = true` (tests that need speed).
+pub const TEST_KEY_BITS: u32 = 1024;
+
+fn default_key_bits() -> u32 {
+    DEFAULT_KEY_BITS
+}
+
+fn default_holdout() -> f64 {
+    0.2
+}
+
+/// A vertical job as an operator writes it:
+///
+/// ```toml
+/// kind = "vertical_logistic"      # or "vertical_gbdt"
+/// job_id = "churn-vlr"            # optional
+/// psi_job = "align-churn"         # a finished PSI job with delivery = "both"
+/// active = "bank"                 # the PSI job's active party (it holds the labels)
+/// passive = ["insurer"]           # the PSI job's passive party (one, for now)
+/// key_bits = 2048                 # Paillier modulus; 2048..=4096
+/// label = "churned"               # optional: else the active schema's first label
+/// holdout_fraction = 0.2          # seeded by the job id; scored jointly at the end
+/// # vertical_logistic (the simulator's [[vertical_models]] keys):
+/// iterations = 50
+/// l2 = 1e-4
+/// pos_weight = 1.0
+/// optimizer = { kind = "fed_adam", lr = 0.1, beta1 = 0.9, beta2 = 0.99, eps = 1e-3 }
+/// # vertical_gbdt:
+/// # [gbdt]
+/// # n_trees = 20
+/// # max_depth = 3
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerticalJobSpec {
+    pub kind: VerticalKind,
+    /// Assigned by the coordinator when empty.
+    #[serde(default)]
+    pub job_id: String,
+    pub psi_job: String,
+    pub active: String,
+    pub passive: Vec<String>,
+    #[serde(default = "default_key_bits")]
+    pub key_bits: u32,
+    /// Allows a 1,024-bit key (the crate's floor): for tests only, never for real data.
+    #[serde(default)]
+    pub test_key: bool,
+    /// The active party's label column; empty = its schema's first label.
+    #[serde(default)]
+    pub label: String,
+    #[serde(default = "default_holdout")]
+    pub holdout_fraction: f64,
+    #[serde(default)]
+    pub iterations: Option<u32>,
+    #[serde(default)]
+    pub l2: Option<f64>,
+    #[serde(default)]
+    pub pos_weight: Option<f64>,
+    #[serde(default)]
+    pub optimizer: Option<ServerOptimizer>,
+    #[serde(default)]
+    pub gbdt: Option<GbdtParams>,
+}
+
+/// Why a vertical spec is refused, naming the field.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum VerticalSpecError {
+    #[error("psi_job: empty (name the finished PSI job whose alignment the model trains on)")]
+    NoPsiJob,
+    #[error("active: empty")]
+    NoActive,
+    #[error(
+        "passive: name exactly one passive party (several are not run over gRPC yet); got {0}"
+    )]
+    PassiveCount(usize),
+    #[error("passive: '{0}' is the active party")]
+    ActiveIsPassive(String),
+    #[error(
+        "key_bits: {bits} is not allowed; a job needs an even size in 2048..=4096 \
+         ({TEST_KEY_BITS} only with test_key = true, for tests)"
+    )]
+    KeyBits { bits: u32 },
+    #[error("holdout_fraction: {0} must be in (0, 0.5]")]
+    Holdout(f64),
+    #[error("{field}: applies to kind = \"{applies}\"")]
+    WrongKind {
+        field: &'static str,
+        applies: &'static str,
+    },
+    #[error("{0}")]
+    Parameters(String),
+    #[error("{field}: '{name}' is not in the roster")]
+    NotInRoster { field: &'static str, name: String },
+    #[error("psi_job: '{0}' is not a PSI job of this coordinator")]
+    UnknownPsiJob(String),
+    #[error("psi_job: '{job}' is {state}; a vertical job needs a finished PSI job")]
+    PsiNotFinished { job: String, state: String },
+    #[error("psi_job: '{0}' ran with delivery = \"active_only\"; the passive party needs its aligned rows (delivery = \"both\")")]
+    PsiActiveOnly(String),
+    #[error("{field}: '{name}' is not the PSI job's {field} party ('{psi}')")]
+    NotPsiParty {
+        field: &'static str,
+        name: String,
+        psi: String,
+    },
+}
+
+impl VerticalJobSpec {
+    /// Checks what serde cannot (the roster and the PSI job are checked by the coordinator).
+    pub fn validate(&self) -> Result<(), VerticalSpecError> {
+        if self.psi_job.is_empty() {
+            return Err(VerticalSpecError::NoPsiJob);
+        }
+        if self.active.is_empty() {
+            return Err(VerticalSpecError::NoActive);
+        }
+        if self.passive.len() != 1 {
+            return Err(VerticalSpecError::PassiveCount(self.passive.len()));
+        }
+        if let Some(p) = self.passive.iter().find(|p| **p == self.active) {
+            return Err(VerticalSpecError::ActiveIsPassive(p.clone()));
+        }
+        let bits_ok = self.key_bits % 2 == 0
+            && ((2048..=4096).contains(&self.key_bits)
+                || (self.test_key && self.key_bits == TEST_KEY_BITS));
+        if !bits_ok {
+            return Err(VerticalSpecError::KeyBits {
+                bits: self.key_bits,
+            });
+        }
+        if !(self.holdout_fraction > 0.0 && self.holdout_fraction <= 0.5) {
+            return Err(VerticalSpecError::Holdout(self.holdout_fraction));
+        }
+        match self.kind {
+            VerticalKind::VerticalLogistic => {
+                if self.gbdt.is_some() {
+                    return Err(VerticalSpecError::WrongKind {
+                        field: "gbdt",
+                        applies: "vertical_gbdt",
+                    });
+                }
+                self.lr_config()
+                    .validate()
+                    .map_err(|e| VerticalSpecError::Parameters(e.to_string()))?;
+            }
+            VerticalKind::VerticalGbdt => {
+                for (field, given) in [
+                    ("iterations", self.iterations.is_some()),
+                    ("l2", self.l2.is_some()),
+                    ("pos_weight", self.pos_weight.is_some()),
+                    ("optimizer", self.optimizer.is_some()),
+                ] {
+                    if given {
+                        return Err(VerticalSpecError::WrongKind {
+                            field,
+                            applies: "vertical_logistic",
+                        });
+                    }
+                }
+                self.gbdt_params()
+                    .validate()
+                    .map_err(|e| VerticalSpecError::Parameters(format!("gbdt: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The LR configuration every party uses (the simulator's defaults filled in).
+    pub fn lr_config(&self) -> LrConfig {
+        let optimizer = self.optimizer.clone().unwrap_or(ServerOptimizer::FedAdam {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-3,
+        });
+        let mut cfg = LrConfig::new(self.iterations.unwrap_or(50), optimizer);
+        cfg.l2 = self.l2.unwrap_or(1e-4);
+        cfg.pos_weight = self.pos_weight.unwrap_or(1.0);
+        cfg
+    }
+
+    /// The boosting parameters (the defaults when none given).
+    pub fn gbdt_params(&self) -> GbdtParams {
+        self.gbdt.clone().unwrap_or_default()
+    }
+
+    /// Iterations (LR) or trees (GBDT) the job runs.
+    pub fn total_steps(&self) -> u64 {
+        match self.kind {
+            VerticalKind::VerticalLogistic => u64::from(self.lr_config().iterations),
+            VerticalKind::VerticalGbdt => self.gbdt_params().n_trees as u64,
+        }
+    }
+
+    /// What both parties must agree on before the channel opens: SHA-256 of a domain tag
+    /// and the spec (the parameters, the parties, the PSI job).
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"fedsilo-vertical-v1 session config");
+        h.update(serde_json::to_vec(self).unwrap_or_default());
+        h.finalize().into()
+    }
+
+    /// The aligned positions held out (sorted), seeded by the job id: both parties draw the
+    /// same ones. At least one row on each side.
+    pub fn holdout_positions(&self, n: usize) -> Vec<usize> {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        use sha2::Digest;
+        if n < 2 {
+            return Vec::new();
+        }
+        let seed: [u8; 32] =
+            sha2::Sha256::digest(format!("fedsilo vertical holdout/{}", self.job_id).as_bytes())
+                .into();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::from_seed(seed));
+        let k = ((n as f64) * self.holdout_fraction)
+            .round()
+            .clamp(1.0, (n - 1) as f64) as usize;
+        let mut hold: Vec<usize> = order.into_iter().take(k).collect();
+        hold.sort_unstable();
+        hold
+    }
+}
+
+/// Coordinator → one party: open session `session` of the vertical job in `role` against
+/// `peer` (a roster name; the party takes the peer's identity key from its own roster file).
+/// The PSI job's alignment to train on is named by its job, session and hash.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerticalStart {
+    pub spec: VerticalJobSpec,
+    pub session: u64,
+    pub role: Role,
+    pub peer: String,
+    pub dataset: String,
+    /// Empty = the schema's `id_column`.
+    pub id_column: String,
+    pub id_format: IdFormat,
+    pub delivery: Delivery,
+    pub psi_session: u64,
+    /// The alignment hash the PSI job recorded (32 bytes).
+    pub psi_hash: [u8; 32],
+}
+
+/// Active party → coordinator: `step` iterations (LR) or trees (GBDT) are complete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerticalProgress {
+    pub job_id: String,
+    pub session: u64,
+    pub step: u64,
+}
+
+/// Party → coordinator at the end of a session, after it wrote its part of the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerticalReport {
+    pub job_id: String,
+    pub session: u64,
+    /// Aligned rows, training rows, hold-out rows.
+    pub rows: u64,
+    pub train_rows: u64,
+    pub holdout_rows: u64,
+    /// Iterations or trees done.
+    pub steps: u64,
+    /// The active party's hold-out AUC of the model scored jointly (the passive party: none).
+    pub holdout_auc: Option<f64>,
+}
