@@ -127,6 +127,13 @@ pub enum VerticalJobError {
         #[source]
         source: fedsilo_crypto::psi::IdError,
     },
+    #[error("a vertical message could not be encoded")]
+    Encode(#[source] serde_json::Error),
+    #[error(
+        "a vertical message of {bytes} bytes is larger than the {limit} bytes one gRPC message \
+         carries: train on fewer aligned rows (messages grow with rows × key size)"
+    )]
+    TooLarge { bytes: usize, limit: usize },
     #[error("the sealed channel with '{peer}'")]
     Channel {
         peer: String,
@@ -790,13 +797,28 @@ fn prepare(spec: &VerticalJobSpec, data: AlignedData) -> Result<Prepared, Vertic
     })
 }
 
-fn seal_to(link: &mut Link, out: &mut Vec<PsiMsg>, msg: &impl Serialize) {
+/// The largest plaintext a sealed vertical message may carry: the gRPC message limit
+/// ([`fedsilo_proto::MAX_MESSAGE_BYTES`]) less room for the envelope (header, AEAD tag,
+/// protobuf framing). A larger message would be refused by the transport, and the session
+/// would wait for ever for it; it fails the session instead, saying so.
+const MAX_PLAINTEXT: usize = fedsilo_proto::MAX_MESSAGE_BYTES - (64 << 10);
+
+fn seal_to(
+    link: &mut Link,
+    out: &mut Vec<PsiMsg>,
+    msg: &impl Serialize,
+) -> Result<(), VerticalJobError> {
     if let Link::Open(ch) = link {
-        match serde_json::to_vec(msg) {
-            Ok(bytes) => out.push(ch.seal(&bytes)),
-            Err(e) => tracing::error!(error = %e, "cannot serialise a vertical message"),
+        let bytes = serde_json::to_vec(msg).map_err(VerticalJobError::Encode)?;
+        if bytes.len() > MAX_PLAINTEXT {
+            return Err(VerticalJobError::TooLarge {
+                bytes: bytes.len(),
+                limit: MAX_PLAINTEXT,
+            });
         }
+        out.push(ch.seal(&bytes));
     }
+    Ok(())
 }
 
 type Finished = Option<(VerticalModelFile, VerticalReport)>;
@@ -834,7 +856,7 @@ fn step(
                 PassiveBoost::new(s.start.spec.gbdt_params(), p.train.view()).map_err(protocol)?,
             )),
         };
-        seal_to(&mut s.link, out, &ready);
+        seal_to(&mut s.link, out, &ready)?;
     }
     while let Some(m) = s.inbox.front().cloned() {
         // The active party takes nothing but Ready until its data is in.
@@ -925,7 +947,7 @@ fn start_active(
             .map_err(protocol)?;
             s.party = Party::ActiveLr(Box::new(party));
             for (_, m) in msgs {
-                seal_to(&mut s.link, out, &ToPassive::Lr(m));
+                seal_to(&mut s.link, out, &ToPassive::Lr(m))?;
             }
         }
         VerticalKind::VerticalGbdt => {
@@ -940,7 +962,7 @@ fn start_active(
             .map_err(protocol)?;
             s.party = Party::ActiveBoost(Box::new(party));
             for (_, m) in msgs {
-                seal_to(&mut s.link, out, &ToPassive::Boost(m));
+                seal_to(&mut s.link, out, &ToPassive::Boost(m))?;
             }
         }
     }
@@ -975,7 +997,7 @@ fn active_take(
             let before = a.iteration();
             let replies = a.handle(rng, 0, m).map_err(protocol)?;
             for (_, r) in replies {
-                seal_to(&mut s.link, out, &ToPassive::Lr(r));
+                seal_to(&mut s.link, out, &ToPassive::Lr(r))?;
             }
             let after = a.iteration();
             for it in before..after {
@@ -984,7 +1006,7 @@ fn active_take(
             s.steps = u64::from(after);
             if a.is_done() && !s.holdout_sent {
                 s.holdout_sent = true;
-                seal_to(&mut s.link, out, &ToPassive::Holdout);
+                seal_to(&mut s.link, out, &ToPassive::Holdout)?;
             }
             Ok(None)
         }
@@ -1002,11 +1024,11 @@ fn active_take(
                     }
                     _ => {}
                 }
-                seal_to(&mut s.link, out, &ToPassive::Boost(r));
+                seal_to(&mut s.link, out, &ToPassive::Boost(r))?;
             }
             if a.is_done() && !s.holdout_sent {
                 s.holdout_sent = true;
-                seal_to(&mut s.link, out, &ToPassive::Holdout);
+                seal_to(&mut s.link, out, &ToPassive::Holdout)?;
             }
             Ok(None)
         }
@@ -1073,7 +1095,7 @@ fn passive_take(
         (Party::PassiveLr(p), ToPassive::Lr(m)) => {
             let is_gradient = matches!(m, LrToPassive::Gradient { .. });
             if let Some(r) = p.handle(rng, m).map_err(protocol)? {
-                seal_to(&mut s.link, out, &ToActive::Lr(r));
+                seal_to(&mut s.link, out, &ToActive::Lr(r))?;
             }
             if is_gradient {
                 s.steps += 1;
@@ -1085,7 +1107,7 @@ fn passive_take(
                 s.steps += 1;
             }
             if let Some(r) = p.handle(rng, m).map_err(protocol)? {
-                seal_to(&mut s.link, out, &ToActive::Boost(r));
+                seal_to(&mut s.link, out, &ToActive::Boost(r))?;
             }
             Ok(None)
         }
@@ -1095,7 +1117,7 @@ fn passive_take(
             };
             let u = p.partial_logits(prep.hold.view()).map_err(protocol)?;
             let coef = p.coef().to_vec();
-            seal_to(&mut s.link, out, &ToActive::HoldoutLogits(u));
+            seal_to(&mut s.link, out, &ToActive::HoldoutLogits(u))?;
             let mut file = model_file(s, prep, &[]);
             file.lr_coef = Some(coef);
             Ok(Some(finish(s, file)))
@@ -1115,7 +1137,7 @@ fn passive_take(
                 .iter()
                 .map(|(&(t, n), sp)| (t, n, sp.clone()))
                 .collect();
-            seal_to(&mut s.link, out, &ToActive::HoldoutRoutes(routes));
+            seal_to(&mut s.link, out, &ToActive::HoldoutRoutes(routes))?;
             let mut file = model_file(s, prep, &[]);
             file.passive_splits = Some(splits);
             Ok(Some(finish(s, file)))

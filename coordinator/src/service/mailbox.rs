@@ -12,6 +12,9 @@ use tokio::sync::{Mutex, Notify};
 
 /// Most messages one `Poll` returns.
 const MAX_POLL_MESSAGES: usize = 64;
+/// The most bytes of messages one poll reply carries when it carries more than one (the
+/// gRPC message limit less room for the reply's own framing).
+const POLL_REPLY_BYTES: usize = fedsilo_proto::MAX_MESSAGE_BYTES - (64 << 10);
 
 /// Most relayed PSI messages of one sender in one session that wait undelivered in the
 /// recipient's queue. A `Submit` of one more waits for the recipient to poll (or is refused
@@ -193,7 +196,19 @@ impl Mailboxes {
         let Some(queue) = queues.by.get_mut(&p) else {
             return Vec::new();
         };
-        let n = queue.len().min(MAX_POLL_MESSAGES);
+        // As many as fit one reply: at most MAX_POLL_MESSAGES, and (after the first) within
+        // the gRPC message limit, so that a reply of several large relayed messages is not
+        // refused by the transport after they left the queue.
+        let mut n = 0;
+        let mut bytes = 0usize;
+        for q in queue.iter().take(MAX_POLL_MESSAGES) {
+            // Each message's field tag and length prefix: at most 6 bytes.
+            bytes = bytes.saturating_add(q.msg.len() + 6);
+            if n > 0 && bytes > POLL_REPLY_BYTES {
+                break;
+            }
+            n += 1;
+        }
         let taken: Vec<Queued> = queue.drain(..n).collect();
         queues.uncount(taken.iter());
         drop(queues);

@@ -268,3 +268,26 @@ async fn the_psi_relay_holds_a_bounded_number_of_chunks_per_sender() {
     assert_eq!(mail.relayed(&key(0, Role::Active)).await, 0);
     assert_eq!(seen(mail.take(8).await), [("j".into(), 1, "psi start")]);
 }
+
+/// A poll reply carries as many queued messages as fit one gRPC message (and always the
+/// first): three 25 MB messages leave in two replies, nothing lost.
+#[tokio::test]
+async fn a_poll_reply_stays_within_the_message_limit() {
+    let mail = Mailboxes::default();
+    let big = |job: &str| {
+        Queued::new(ToParticipant::JobEnd {
+            job_id: job.into(),
+            state: fedsilo_task::job::JobState::Finished,
+            detail: "x".repeat(25 << 20),
+        })
+    };
+    for job in ["a", "b", "c"] {
+        mail.push(7, big(job)).await;
+    }
+    let first = mail.take(7).await;
+    let size: usize = first.iter().map(|m| m.len()).sum();
+    assert_eq!(first.len(), 2);
+    assert!(size < fedsilo_proto::MAX_MESSAGE_BYTES, "{size}");
+    assert_eq!(mail.take(7).await.len(), 1);
+    assert!(mail.take(7).await.is_empty());
+}
