@@ -21,11 +21,10 @@ use std::time::Duration;
 
 use common::pair::{alignment, launch_spec, pair_federation, wait_state};
 use common::*;
-use fedsilo_ml::gbdt::Node;
 use fedsilo_participant::data::{Schema, Source};
 use fedsilo_participant::vertical::{Received, ToPassive, VerticalModelFile};
 use fedsilo_task::vertical::VerticalJobSpec;
-use fedsilo_vertical::boost::{BoostToPassive, SplitOwner, VerticalNode};
+use fedsilo_vertical::boost::BoostToPassive;
 use fedsilo_vertical::lr::LrToPassive;
 use ndarray::{concatenate, Array1, Array2, Axis};
 use rand::seq::SliceRandom;
@@ -235,61 +234,12 @@ fn check_gbdt(fed: &TestFed, job: &str) {
         .map(|(t, n, s)| ((*t, *n), s.clone()))
         .collect();
     let offset = j.bank_train.ncols();
-    assert_eq!(model.base_score, pooled.base_score);
-    assert_eq!(model.trees.len(), pooled.trees.len());
-    let mut passive_splits = 0;
-    for (t, (vt, pt)) in model.trees.iter().zip(&pooled.trees).enumerate() {
-        assert_eq!(vt.len(), pt.nodes.len(), "tree {t}");
-        for (id, (v, n)) in vt.iter().zip(&pt.nodes).enumerate() {
-            match (v, n) {
-                (VerticalNode::Leaf { value: a }, Node::Leaf { value: b }) => {
-                    assert_eq!(a, b, "tree {t} leaf {id}")
-                }
-                (
-                    VerticalNode::Split {
-                        owner,
-                        default_left,
-                        left,
-                        right,
-                        gain,
-                    },
-                    Node::Split {
-                        feature,
-                        bin,
-                        threshold,
-                        default_left: dl,
-                        left: l,
-                        right: r,
-                        gain: g,
-                    },
-                ) => {
-                    assert_eq!(
-                        (default_left, left, right, gain),
-                        (dl, l, r, g),
-                        "tree {t} node {id}"
-                    );
-                    match owner {
-                        SplitOwner::Active {
-                            feature: f,
-                            bin: b,
-                            threshold: th,
-                        } => assert_eq!((f, b, th), (feature, bin, threshold)),
-                        SplitOwner::Passive { party } => {
-                            assert_eq!(*party, 0);
-                            let s = &splits[&(t as u32, id as u32)];
-                            assert_eq!(s.feature as usize + offset, *feature as usize);
-                            assert_eq!(
-                                (s.bin, s.threshold, s.default_left),
-                                (*bin, *threshold, *dl)
-                            );
-                            passive_splits += 1;
-                        }
-                    }
-                }
-                _ => panic!("tree {t} node {id}: {v:?} vs {n:?}"),
-            }
-        }
-    }
+    let counts = model
+        .matches_pooled(&pooled, &[offset], |k, t, n| {
+            (k == 0).then(|| splits.get(&(t, n))).flatten()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let passive_splits = counts.passive;
     assert!(passive_splits > 0, "no split on the partner's columns");
     assert_eq!(passive_splits, splits.len());
     let xh = side_by_side(&j.bank_hold, &j.partner_hold);

@@ -22,12 +22,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use fedsilo_ml::gbdt::{GbdtModel, Node};
+use fedsilo_ml::gbdt::GbdtModel;
 use fedsilo_ml::linear::{sigmoid, LinearParams};
 use fedsilo_ml::metrics::{BinaryMetrics, ScoreHistogram};
-use fedsilo_vertical::boost::{
-    ActiveBoost, BoostToActive, BoostToPassive, PassiveBoost, Routes, SplitOwner, VerticalNode,
-};
+use fedsilo_vertical::boost::{ActiveBoost, BoostToActive, BoostToPassive, PassiveBoost, Routes};
 use fedsilo_vertical::lr::{self, ActiveLr, LrToActive, LrToPassive, PassiveLr};
 use fedsilo_vertical::{SecretKey, VerticalError};
 use ndarray::{concatenate, Array1, Array2, ArrayView2, Axis};
@@ -864,76 +862,18 @@ fn boosting(
     })
 }
 
-/// Whether the vertical trees are the pooled ones node for node: every leaf value, every
-/// split's direction of missing values, children and gain; an active split's column, bin
-/// and threshold; a passive split's column (offset into the joined table), bin and
-/// threshold as its owner recorded them.
+/// Whether the vertical trees are the pooled ones node for node
+/// ([`fedsilo_vertical::boost::VerticalGbdtModel::matches_pooled`]), the passive splits as
+/// their owners hold them.
 pub fn trees_equal(
     model: &fedsilo_vertical::boost::VerticalGbdtModel,
     passive: &[PassiveBoost],
     offsets: &[usize],
     pooled: &GbdtModel,
 ) -> bool {
-    if model.base_score != pooled.base_score || model.trees.len() != pooled.trees.len() {
-        return false;
-    }
     model
-        .trees
-        .iter()
-        .zip(&pooled.trees)
-        .enumerate()
-        .all(|(t, (vt, pt))| {
-            vt.len() == pt.nodes.len()
-                && vt
-                    .iter()
-                    .zip(&pt.nodes)
-                    .enumerate()
-                    .all(|(id, (v, n))| match (v, n) {
-                        (VerticalNode::Leaf { value: a }, Node::Leaf { value: b }) => a == b,
-                        (
-                            VerticalNode::Split {
-                                owner,
-                                default_left,
-                                left,
-                                right,
-                                gain,
-                            },
-                            Node::Split {
-                                feature,
-                                bin,
-                                threshold,
-                                default_left: dl,
-                                left: l,
-                                right: r,
-                                gain: g,
-                            },
-                        ) => {
-                            (default_left, left, right, gain) == (dl, l, r, g)
-                                && match owner {
-                                    SplitOwner::Active {
-                                        feature: f,
-                                        bin: b,
-                                        threshold: th,
-                                    } => (f, b, th) == (feature, bin, threshold),
-                                    SplitOwner::Passive { party } => {
-                                        let k = *party as usize;
-                                        match (
-                                            passive.get(k).and_then(|p| {
-                                                p.trees().splits.get(&(t as u32, id as u32))
-                                            }),
-                                            offsets.get(k),
-                                        ) {
-                                            (Some(s), Some(&off)) => {
-                                                s.feature as usize + off == *feature as usize
-                                                    && (s.bin, s.threshold, s.default_left)
-                                                        == (*bin, *threshold, *dl)
-                                            }
-                                            _ => false,
-                                        }
-                                    }
-                                }
-                        }
-                        _ => false,
-                    })
+        .matches_pooled(pooled, offsets, |k, t, n| {
+            passive.get(k).and_then(|p| p.trees().splits.get(&(t, n)))
         })
+        .is_ok()
 }

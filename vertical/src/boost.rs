@@ -166,6 +166,131 @@ pub struct VerticalGbdtModel {
     pub trees: Vec<Vec<VerticalNode>>,
 }
 
+/// Where a vertical forest first differs from the pooled one ([`VerticalGbdtModel::matches_pooled`]).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum TreeMismatch {
+    #[error("base scores differ")]
+    BaseScore,
+    #[error("{vertical} trees against {pooled} pooled")]
+    TreeCount { vertical: usize, pooled: usize },
+    #[error("tree {tree}: {vertical} nodes against {pooled} pooled")]
+    NodeCount {
+        tree: usize,
+        vertical: usize,
+        pooled: usize,
+    },
+    #[error("tree {tree} node {node}: {what}")]
+    Node {
+        tree: usize,
+        node: usize,
+        what: &'static str,
+    },
+}
+
+/// How many splits of each kind a matching forest has ([`VerticalGbdtModel::matches_pooled`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SplitCounts {
+    pub active: usize,
+    pub passive: usize,
+}
+
+impl VerticalGbdtModel {
+    /// Whether these trees are `pooled`'s (the same boosting on the joined table, columns
+    /// the active party's then each passive party's) node for node: base score, every
+    /// leaf value, every split's missing-value direction, children and gain; an active
+    /// split's column, bin and threshold; a passive split's column (plus `offsets[k]`, where
+    /// party `k`'s columns start in the joined table), bin, threshold and default direction
+    /// as its owner holds them, `split(k, tree, node)`. The simulator's report and the tests
+    /// (in memory and over gRPC) use this one check.
+    pub fn matches_pooled<'a>(
+        &self,
+        pooled: &fedsilo_ml::gbdt::GbdtModel,
+        offsets: &[usize],
+        split: impl Fn(usize, u32, u32) -> Option<&'a PassiveSplit>,
+    ) -> Result<SplitCounts, TreeMismatch> {
+        if self.base_score != pooled.base_score {
+            return Err(TreeMismatch::BaseScore);
+        }
+        if self.trees.len() != pooled.trees.len() {
+            return Err(TreeMismatch::TreeCount {
+                vertical: self.trees.len(),
+                pooled: pooled.trees.len(),
+            });
+        }
+        let mut counts = SplitCounts::default();
+        for (tree, (vt, pt)) in self.trees.iter().zip(&pooled.trees).enumerate() {
+            if vt.len() != pt.nodes.len() {
+                return Err(TreeMismatch::NodeCount {
+                    tree,
+                    vertical: vt.len(),
+                    pooled: pt.nodes.len(),
+                });
+            }
+            for (node, (v, n)) in vt.iter().zip(&pt.nodes).enumerate() {
+                let bad = |what| TreeMismatch::Node { tree, node, what };
+                match (v, n) {
+                    (VerticalNode::Leaf { value: a }, Node::Leaf { value: b }) => {
+                        if a != b {
+                            return Err(bad("leaf values differ"));
+                        }
+                    }
+                    (
+                        VerticalNode::Split {
+                            owner,
+                            default_left,
+                            left,
+                            right,
+                            gain,
+                        },
+                        Node::Split {
+                            feature,
+                            bin,
+                            threshold,
+                            default_left: dl,
+                            left: l,
+                            right: r,
+                            gain: g,
+                        },
+                    ) => {
+                        if (default_left, left, right, gain) != (dl, l, r, g) {
+                            return Err(bad("missing direction, children or gain differ"));
+                        }
+                        match owner {
+                            SplitOwner::Active {
+                                feature: f,
+                                bin: b,
+                                threshold: th,
+                            } => {
+                                if (f, b, th) != (feature, bin, threshold) {
+                                    return Err(bad("active split's column, bin or threshold"));
+                                }
+                                counts.active += 1;
+                            }
+                            SplitOwner::Passive { party } => {
+                                let k = *party as usize;
+                                let (Some(s), Some(&off)) =
+                                    (split(k, tree as u32, node as u32), offsets.get(k))
+                                else {
+                                    return Err(bad("a passive split its owner does not hold"));
+                                };
+                                if s.feature as usize + off != *feature as usize
+                                    || (s.bin, s.threshold, s.default_left)
+                                        != (*bin, *threshold, *dl)
+                                {
+                                    return Err(bad("passive split's column, bin or threshold"));
+                                }
+                                counts.passive += 1;
+                            }
+                        }
+                    }
+                    _ => return Err(bad("a leaf against a split")),
+                }
+            }
+        }
+        Ok(counts)
+    }
+}
+
 /// Which rows go left at each split a passive party owns, keyed by (tree, node): its answer
 /// to a scoring request ([`PassiveBoost::route`]).
 pub type Routes = BTreeMap<(u32, u32), Vec<bool>>;

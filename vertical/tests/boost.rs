@@ -4,10 +4,8 @@
 mod common;
 
 use common::{columns, credit, rng, Credit};
-use fedsilo_ml::gbdt::{fit_pooled, GbdtParams, Node};
-use fedsilo_vertical::boost::{
-    ActiveBoost, BoostToActive, BoostToPassive, PassiveBoost, SplitOwner, VerticalNode,
-};
+use fedsilo_ml::gbdt::{fit_pooled, GbdtParams};
+use fedsilo_vertical::boost::{ActiveBoost, BoostToActive, BoostToPassive, PassiveBoost};
 use fedsilo_vertical::{PeerError, SecretKey, WireCiphertext};
 use ndarray::{Array1, Array2};
 
@@ -86,62 +84,14 @@ fn secureboost_grows_the_pooled_trees_on_the_joined_table() {
     assert_eq!(model.trees.len(), pooled.trees.len());
     assert_eq!(model.trees.len(), p.n_trees);
     let offsets = [d_active, d_active + xp[0].ncols()];
-    let (mut active_splits, mut passive_splits) = (0, 0);
-    for (t, (vt, pt)) in model.trees.iter().zip(&pooled.trees).enumerate() {
-        assert_eq!(vt.len(), pt.nodes.len(), "tree {t}");
-        for (id, (v, n)) in vt.iter().zip(&pt.nodes).enumerate() {
-            match (v, n) {
-                (VerticalNode::Leaf { value: a }, Node::Leaf { value: b }) => {
-                    assert_eq!(a, b, "tree {t} leaf {id}")
-                }
-                (
-                    VerticalNode::Split {
-                        owner,
-                        default_left,
-                        left,
-                        right,
-                        gain,
-                    },
-                    Node::Split {
-                        feature,
-                        bin,
-                        threshold,
-                        default_left: dl,
-                        left: l,
-                        right: r,
-                        gain: g,
-                    },
-                ) => {
-                    assert_eq!(
-                        (default_left, left, right, gain),
-                        (dl, l, r, g),
-                        "tree {t} node {id}"
-                    );
-                    match owner {
-                        SplitOwner::Active {
-                            feature: f,
-                            bin: b,
-                            threshold: th,
-                        } => {
-                            assert_eq!((f, b, th), (feature, bin, threshold), "tree {t} node {id}");
-                            active_splits += 1;
-                        }
-                        SplitOwner::Passive { party } => {
-                            let k = *party as usize;
-                            let s = &run.passive[k].trees().splits[&(t as u32, id as u32)];
-                            assert_eq!(s.feature as usize + offsets[k], *feature as usize);
-                            assert_eq!(
-                                (s.bin, s.threshold, s.default_left),
-                                (*bin, *threshold, *dl)
-                            );
-                            passive_splits += 1;
-                        }
-                    }
-                }
-                _ => panic!("tree {t} node {id}: {v:?} vs {n:?}"),
-            }
-        }
-    }
+    let counts = model
+        .matches_pooled(&pooled, &offsets, |k, t, n| {
+            run.passive
+                .get(k)
+                .and_then(|p| p.trees().splits.get(&(t, n)))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (active_splits, passive_splits) = (counts.active, counts.passive);
     // both kinds of split occur, so the comparison covers both paths
     assert!(
         active_splits > 0 && passive_splits > 0,
