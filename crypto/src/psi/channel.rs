@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::msg::{hello_signed_bytes, sealed_aad, Hello, Kind, PsiContext, PsiMsg, Role, Sealed};
+use super::msg::{hello_signed_bytes, Hello, Kind, PsiContext, PsiMsg, Role, Sealed};
+use super::party::Sealing;
 use super::PsiError;
 use crate::keys::{self, AgreementSecret, IdentityKey};
 
@@ -40,14 +41,12 @@ impl std::fmt::Debug for ChannelHello {
     }
 }
 
-/// An open channel: seals this party's messages, opens the peer's in order.
+/// An open channel: seals this party's messages, opens the peer's in order (PSI's
+/// [`Sealing`]).
 pub struct Channel {
     ctx: PsiContext,
     role: Role,
-    transcript: Vec<u8>,
-    key: Zeroizing<[u8; 32]>,
-    sent: u64,
-    received: u64,
+    sealing: Sealing,
 }
 
 impl std::fmt::Debug for Channel {
@@ -55,8 +54,8 @@ impl std::fmt::Debug for Channel {
         f.debug_struct("Channel")
             .field("ctx", &self.ctx)
             .field("role", &self.role)
-            .field("sent", &self.sent)
-            .field("received", &self.received)
+            .field("sent", &self.sealing.sent)
+            .field("received", &self.sealing.received())
             .finish_non_exhaustive()
     }
 }
@@ -149,37 +148,16 @@ impl ChannelHello {
         Ok(Channel {
             ctx: self.ctx,
             role: self.role,
-            transcript,
-            key,
-            sent: 0,
-            received: 0,
+            sealing: Sealing::new(transcript, key),
         })
     }
 }
 
 impl Channel {
-    fn message_key(&self, from: Role, seq: u64, kind: Kind) -> Zeroizing<[u8; 32]> {
-        Zeroizing::new(keys::hkdf32(
-            &self.key[..],
-            &self.transcript,
-            &[b"msg", &[from.tag()], &seq.to_le_bytes(), &[kind.tag()]],
-        ))
-    }
-
     /// Seals this party's next message.
     pub fn seal(&mut self, plaintext: &[u8]) -> PsiMsg {
-        let seq = self.sent;
-        self.sent += 1;
-        let kind = Kind::Vertical;
-        let key = self.message_key(self.role, seq, kind);
-        let aad = sealed_aad(&self.transcript, self.role, seq, kind);
-        PsiMsg::Sealed(Sealed {
-            ctx: self.ctx.clone(),
-            from: self.role,
-            seq,
-            kind,
-            ciphertext: keys::seal(&key, &aad, plaintext),
-        })
+        self.sealing
+            .seal(&self.ctx, self.role, Kind::Vertical, plaintext)
     }
 
     /// Opens the peer's next message (context, sender, kind and number checked).
@@ -199,18 +177,7 @@ impl Channel {
                 state: "in a vertical session",
             });
         }
-        if m.seq != self.received {
-            return Err(PsiError::WrongSequence {
-                expected: self.received,
-                got: m.seq,
-            });
-        }
-        let key = self.message_key(m.from, m.seq, m.kind);
-        let aad = sealed_aad(&self.transcript, m.from, m.seq, m.kind);
-        let plain = keys::open(&key, &aad, &m.ciphertext)
-            .map_err(|source| PsiError::Undecryptable { seq: m.seq, source })?;
-        self.received += 1;
-        Ok(plain)
+        self.sealing.open(m)
     }
 }
 

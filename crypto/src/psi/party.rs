@@ -61,7 +61,9 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use zeroize::Zeroizing;
 
-use super::msg::{self, hello_signed_bytes, sealed_aad, Hello, Kind, PsiMsg, Role, Sealed};
+use super::msg::{
+    self, hello_signed_bytes, sealed_aad, Hello, Kind, PsiContext, PsiMsg, Role, Sealed,
+};
 use super::{
     Blinder, Delivery, Duplicates, IntersectionHasher, PsiConfig, PsiError, PsiOutput,
     MAX_SET_SIZE, POINT_LEN,
@@ -163,17 +165,32 @@ impl PrefixIndex {
     }
 }
 
-/// After the handshake: the sealed channel, the scalar and the id salt.
-pub(super) struct Link {
+/// The sealing of one handshake's messages, in both directions: the transcript, the channel
+/// key and each direction's next number. A message's key is
+/// `HKDF(key, salt = transcript, "msg" || from || seq || kind)` and its associated data the
+/// transcript, sender, number and kind; the receiver takes exactly its next number. PSI's
+/// [`Link`] and the vertical [`super::channel::Channel`] both seal through it.
+pub(super) struct Sealing {
     transcript: Vec<u8>,
     key: Zeroizing<[u8; 32]>,
-    salt: Zeroizing<[u8; 32]>,
-    blinder: Blinder,
     pub(super) sent: u64,
     received: u64,
 }
 
-impl Link {
+impl Sealing {
+    pub(super) fn new(transcript: Vec<u8>, key: Zeroizing<[u8; 32]>) -> Self {
+        Sealing {
+            transcript,
+            key,
+            sent: 0,
+            received: 0,
+        }
+    }
+
+    pub(super) fn received(&self) -> u64 {
+        self.received
+    }
+
     fn message_key(&self, from: Role, seq: u64, kind: Kind) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(keys::hkdf32(
             &self.key[..],
@@ -182,13 +199,20 @@ impl Link {
         ))
     }
 
-    fn seal(&mut self, config: &PsiConfig, me: Role, kind: Kind, plaintext: &[u8]) -> PsiMsg {
+    /// Seals `me`'s next message of `kind` in session `ctx`.
+    pub(super) fn seal(
+        &mut self,
+        ctx: &PsiContext,
+        me: Role,
+        kind: Kind,
+        plaintext: &[u8],
+    ) -> PsiMsg {
         let seq = self.sent;
         self.sent += 1;
         let key = self.message_key(me, seq, kind);
         let aad = sealed_aad(&self.transcript, me, seq, kind);
         PsiMsg::Sealed(Sealed {
-            ctx: config.ctx.clone(),
+            ctx: ctx.clone(),
             from: me,
             seq,
             kind,
@@ -197,7 +221,7 @@ impl Link {
     }
 
     /// Opens the peer's next sealed message (sender and context already checked).
-    fn open(&mut self, m: &Sealed) -> Result<Vec<u8>, PsiError> {
+    pub(super) fn open(&mut self, m: &Sealed) -> Result<Vec<u8>, PsiError> {
         if m.seq != self.received {
             return Err(PsiError::WrongSequence {
                 expected: self.received,
@@ -210,6 +234,24 @@ impl Link {
             .map_err(|source| PsiError::Undecryptable { seq: m.seq, source })?;
         self.received += 1;
         Ok(plain)
+    }
+}
+
+/// After the handshake: the sealed channel, the scalar and the id salt.
+pub(super) struct Link {
+    pub(super) sealing: Sealing,
+    salt: Zeroizing<[u8; 32]>,
+    blinder: Blinder,
+}
+
+impl Link {
+    fn seal(&mut self, config: &PsiConfig, me: Role, kind: Kind, plaintext: &[u8]) -> PsiMsg {
+        self.sealing.seal(&config.ctx, me, kind, plaintext)
+    }
+
+    /// Opens the peer's next sealed message (sender and context already checked).
+    fn open(&mut self, m: &Sealed) -> Result<Vec<u8>, PsiError> {
+        self.sealing.open(m)
     }
 }
 
@@ -655,12 +697,9 @@ impl PsiParty {
             ))
         };
         let link = Link {
-            key: derive(b"channel"),
+            sealing: Sealing::new(transcript.clone(), derive(b"channel")),
             salt: derive(b"id-salt"),
-            transcript: transcript.clone(),
             blinder: h.blinder,
-            sent: 0,
-            received: 0,
         };
         Ok(match self.role {
             Role::Active => State::Collecting(Collecting {
@@ -901,7 +940,7 @@ impl PsiParty {
                 second: u64::from(second),
             });
         }
-        let mut hasher = IntersectionHasher::new(&link.transcript);
+        let mut hasher = IntersectionHasher::new(&link.sealing.transcript);
         for (p, _, _) in &matches {
             hasher.update(p);
         }
@@ -962,7 +1001,7 @@ fn passive_await_result(r: Running) -> State {
     };
     let rows_by_position: Vec<u32> = own.entries.iter().map(|e| e.row).collect();
     let words = rows_by_position.len().div_ceil(64);
-    let hasher = IntersectionHasher::new(&r.link.transcript);
+    let hasher = IntersectionHasher::new(&r.link.sealing.transcript);
     State::AwaitingResult(Box::new(AwaitingResult {
         link: r.link,
         rows_by_position,

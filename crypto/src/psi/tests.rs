@@ -629,7 +629,7 @@ fn forged_doubled_and_result_are_typed_errors() {
     let Some(l) = pr.p.link_for_tests() else {
         panic!()
     };
-    l.sent = 0;
+    l.sealing.sent = 0;
     let forged =
         pr.p.forge(Kind::Doubled, &pt(true, &[[0xee; 32]; 10]))
             .unwrap();
