@@ -1,6 +1,7 @@
 //! Decimal text to `f32`, fast for the plain decimals data files hold (`-12.375`, `800`):
 //! with at most 24 bits of digits and at most 10 after the point the value is
-//! `digits / 10^k` with both exactly representable, so one IEEE division is correctly
+//! `digits / 10^k` with both exactly representable, so one IEEE division (or, to 10^7, the
+//! equal multiplication by the reciprocal in `f64`, [`over_pow10`]) is correctly
 //! rounded (Clinger's fast path) and equals the standard library's parse bit for bit. Any
 //! other text (exponents, long mantissas, `inf`, `NaN`, stray characters) is left to
 //! `str::parse`.
@@ -90,7 +91,6 @@ fn digits_value(w: u64, n: u32) -> u64 {
 /// `str::parse` bit for bit). `None`: the caller reads the text another way.
 #[inline(always)]
 pub(crate) fn plain_decimal_prefix(text: &[u8]) -> Option<(f32, usize)> {
-    const POW10: [f32; 8] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7];
     const POW10_INT: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
     let first = *text.first()?;
     let negative = first == b'-';
@@ -121,7 +121,7 @@ pub(crate) fn plain_decimal_prefix(text: &[u8]) -> Option<(f32, usize)> {
     if n_int + n_frac == 0 || mantissa >= 1 << 24 {
         return None;
     }
-    let v = mantissa as f32 / *POW10.get(n_frac as usize)?;
+    let v = over_pow10(mantissa, n_frac as usize)?;
     // `v ≥ +0`, so setting the sign bit is `-v`, without a branch on a sign that is
     // negative for about half the cells of a file (a mispredicted branch per such cell).
     Some((f32::from_bits(v.to_bits() | u32::from(negative) << 31), end))
@@ -138,11 +138,11 @@ fn low_bytes(k: usize) -> u64 {
 /// (`[+-]digits[.digits]`, at least one digit): its value, [`parse_plain_decimal`]'s bit
 /// for bit. One word for the whole cell: the point's byte is closed up (the bytes after it
 /// move down one), so the digits lie side by side and three multiplications combine them;
-/// digits below 2^24 (any 7, or 8 without sign or point). `None` for anything else (a second point, a sign
-/// not first, any other byte, no digit, a longer cell): the caller reads it another way.
+/// digits below 2^24 (any 7, or 8 without sign or point), scaled by one multiplication
+/// ([`over_pow10`]). `None` for anything else (a second point, a sign not first, any other
+/// byte, no digit, a longer cell): the caller reads it another way.
 #[inline(always)]
 pub(crate) fn short_decimal(w: u64, len: usize) -> Option<f32> {
-    const POW10: [f32; 8] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7];
     if len == 0 || len > 8 {
         return None;
     }
@@ -171,17 +171,34 @@ pub(crate) fn short_decimal(w: u64, len: usize) -> Option<f32> {
         return None;
     }
     let mantissa = digits_value(digits, n as u32);
-    if mantissa >= 1 << 24 {
-        return None; // eight digits above 2^24
-    }
     // Digits after the point: those past its index.
     let frac = if dots != 0 {
         len - 1 - (dots.trailing_zeros() / 8) as usize
     } else {
         0
     };
-    let v = mantissa as f32 / *POW10.get(frac)?;
+    // `None` for eight digits above 2^24.
+    let v = over_pow10(mantissa, frac)?;
     Some(f32::from_bits(v.to_bits() | u32::from(negative) << 31))
+}
+
+/// `mantissa / 10^k` correctly rounded to `f32` (what the IEEE division
+/// `mantissa as f32 / 10^k as f32` gives, both operands exact), for `mantissa < 2^24` and
+/// `k ≤ 7`, by one `f64` multiplication by the rounded reciprocal instead of a division (a
+/// division per cell held the parser to the divider's throughput). Why it is exact: the
+/// product is within `2^-52` (relative) of the true quotient `q`; `q` is never an `f32`
+/// rounding midpoint (a midpoint is dyadic, and a dyadic `q = m / (2^k 5^k)` has `5^k | m`,
+/// so `q` is itself an `f32`); and a midpoint `M / 2^j` (`M < 2^25`) differs from `q` by at
+/// least `1 / (10^k 2^j)`, that is by at least `1 / (M 10^k) > 2^-48.3` relative, so
+/// rounding the product to `f32` lands where rounding `q` does. Checked exhaustively
+/// (`over_pow10_equals_the_division_everywhere`). `None` past its range.
+#[inline(always)]
+pub(crate) fn over_pow10(mantissa: u64, k: usize) -> Option<f32> {
+    const RECIP: [f64; 8] = [1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7];
+    if mantissa >= 1 << 24 {
+        return None;
+    }
+    Some((mantissa as f64 * *RECIP.get(k)?) as f32)
 }
 
 #[cfg(test)]
@@ -191,6 +208,24 @@ mod tests {
 
     fn std_parse(s: &str) -> Option<f32> {
         s.parse::<f32>().ok()
+    }
+
+    /// Every mantissa below 2^24 over every power of ten to 10^7: the multiplication by
+    /// the reciprocal is the IEEE division, to the bit (the proof is on `over_pow10`).
+    #[test]
+    fn over_pow10_equals_the_division_everywhere() {
+        const POW10: [f32; 8] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7];
+        for (k, &p) in POW10.iter().enumerate() {
+            let wrong = (0u32..1 << 24)
+                .filter(|&m| {
+                    over_pow10(u64::from(m), k).map(f32::to_bits) != Some((m as f32 / p).to_bits())
+                })
+                .take(3)
+                .collect::<Vec<_>>();
+            assert!(wrong.is_empty(), "10^{k}: {wrong:?}");
+        }
+        assert_eq!(over_pow10(1 << 24, 0), None);
+        assert_eq!(over_pow10(1, 8), None);
     }
 
     /// Wherever the fast path answers, it answers what `str::parse` does, to the bit.
