@@ -37,14 +37,20 @@ use super::{CompiledForest, FEATURE, MISSING_LEFT};
 pub(super) const RANK_BLOCK: usize = 128;
 /// Rows evaluated together: two AVX2 registers of `i8`.
 const W: usize = 64;
-/// Byte vectors per column of a block.
-const CHUNKS: usize = RANK_BLOCK / W;
 /// Rows ranked together (eight AVX2 registers: the floats and their counts).
 const RW: usize = 32;
-/// The most features the rank form takes, and so the byte vectors of a block's scratch (a
-/// power of two: a column index is masked into range, no bounds check in the walk).
+/// Byte vectors per column of a block.
+const CHUNKS: usize = RANK_BLOCK / W;
+/// The most features the rank form takes.
 const MAX_FEATURES: usize = 256;
-const MAX_VECTORS: usize = 2 * MAX_FEATURES * CHUNKS;
+/// The block's bytes are `CHUNKS` runs of `2 · MAX_FEATURES` byte vectors (one per column),
+/// vector `q`'s run from `q · RUN`, so a node's column is one byte offset (`col · W`, below
+/// 2^15) from its run's start.
+const RUN: usize = 2 * MAX_FEATURES * W;
+/// What a walk over run `q` sees: from the run's start, room for any `u16` offset and a
+/// vector past it, so that reading a node's vector needs no bounds check.
+const VIEW: usize = (u16::MAX as usize) + 1 + W;
+const BYTES: usize = (CHUNKS - 1) * RUN + VIEW;
 /// The deepest tree the rank form takes (63 split slots, leaf index in a byte).
 pub(super) const RANK_DEPTH: usize = 6;
 /// Most thresholds per feature: bytes run `0..=K + 2`, and must stay below the bound 255 that
@@ -65,7 +71,8 @@ pub(super) struct Ranks {
     starts: Vec<usize>,
     trees: Vec<RankTree>,
     /// Per tree, leaf values by leaf index (left to right in the complete tree; unused 0).
-    leaves: Vec<[f64; 64]>,
+    /// 256 wide, so a leaf index byte needs no mask (only the first 64 are ever read).
+    leaves: Vec<[f64; 256]>,
     /// `D`: the deepest tree's depth (≥ 1).
     depth: usize,
 }
@@ -73,8 +80,8 @@ pub(super) struct Ranks {
 #[derive(Clone, Debug)]
 struct RankTree {
     /// Slot `n − 1` holds node `n`'s byte column (`f` missing low, `d + f` missing high) as
-    /// an index of its first byte vector in a block.
-    cols: [u32; SLOTS],
+    /// the byte offset `col · W` of its vector within a run of the block's bytes.
+    cols: [u16; SLOTS],
     /// Slot `n − 1`: node `n` sends a row left iff its byte is below this (broadcast, as
     /// stored bytes, 32 copies).
     bounds: [[i8; 32]; SLOTS],
@@ -127,7 +134,7 @@ impl Ranks {
                 cols: [0; SLOTS],
                 bounds: [[enc(255); 32]; SLOTS],
             };
-            let mut leaves = [0.0f64; 64];
+            let mut leaves = [0.0f64; 256];
             stack.clear();
             stack.push((0, 1, 0));
             while let Some((i, num, level)) = stack.pop() {
@@ -154,7 +161,7 @@ impl Ranks {
                         .position(|c| c.to_bits() == node.threshold.to_bits())?;
                     j as i32 + 2
                 };
-                *tree.cols.get_mut(num - 1)? = u32::try_from(col * CHUNKS).ok()?;
+                *tree.cols.get_mut(num - 1)? = u16::try_from(col * W).ok()?;
                 *tree.bounds.get_mut(num - 1)? = [enc(bound); 32];
                 stack.push((node.left as usize, 2 * num, level + 1));
                 stack.push((node.right as usize, 2 * num + 1, level + 1));
@@ -172,9 +179,8 @@ impl Ranks {
 
 /// A tree's split slots over one byte vector of rows: node `n`'s "goes left" mask.
 struct Walk<'a> {
-    bytes: &'a [[i8; W]; MAX_VECTORS],
-    /// The vector of rows within the block.
-    q: usize,
+    /// The run of the block's bytes of one vector of rows.
+    view: &'a [i8; VIEW],
     tree: &'a RankTree,
 }
 
@@ -187,7 +193,10 @@ impl Walk<'_> {
         else {
             return [-1; W];
         };
-        let c = &self.bytes[(col as usize + self.q) % MAX_VECTORS];
+        let col = usize::from(col);
+        let Some(c) = self.view.get(col..col + W) else {
+            return [-1; W];
+        };
         let mut m = [0i8; W];
         for (m, c) in m.chunks_exact_mut(32).zip(c.chunks_exact(32)) {
             for ((m, &c), &b) in m.iter_mut().zip(c).zip(bound) {
@@ -239,8 +248,8 @@ fn h6(w: &Walk<'_>, n: usize, k: i8) -> V {
 pub(super) struct RankScratch {
     /// One transposed group of rows: `d` columns of [`RW`] floats.
     floats: Vec<f32>,
-    /// The block's bytes: column `c`'s vector `q` at `c * CHUNKS + q`.
-    bytes: Box<[[i8; W]; MAX_VECTORS]>,
+    /// The block's bytes: column `c`'s vector `q` at `q · RUN + c · W`.
+    bytes: Box<[i8; BYTES]>,
     /// Per tree, the block's leaf indices.
     leaf: Vec<[u8; RANK_BLOCK]>,
 }
@@ -249,7 +258,10 @@ impl RankScratch {
     pub(super) fn new(d: usize, trees: usize) -> RankScratch {
         RankScratch {
             floats: vec![f32::NAN; d * RW],
-            bytes: Box::new([[0; W]; MAX_VECTORS]),
+            bytes: vec![0i8; BYTES]
+                .into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| Box::new([0; BYTES])),
             leaf: vec![[0; RANK_BLOCK]; trees],
         }
     }
@@ -282,7 +294,8 @@ fn rank_bytes(rk: &Ranks, d: usize, rows: &[f32], n: usize, s: &mut RankScratch)
         let k = n.saturating_sub(r0).min(RW);
         let part = rows.get(r0 * d..(r0 + k) * d).unwrap_or(&[]);
         transpose(part, d, k, &mut s.floats);
-        let (q, half) = (r0 / W, r0 % W);
+        // This group's lanes within its run's vectors.
+        let at0 = (r0 / W) * RUN + r0 % W;
         for f in 0..d {
             let Some(x) = s.floats.get(f * RW..(f + 1) * RW) else {
                 continue;
@@ -304,12 +317,12 @@ fn rank_bytes(rk: &Ranks, d: usize, rows: &[f32], n: usize, s: &mut RankScratch)
                 *l = ((if nan { 0 } else { c }) as u8 ^ 0x80) as i8;
                 *h = ((if nan { high } else { c }) as u8 ^ 0x80) as i8;
             }
-            let lv = &mut s.bytes[(f * CHUNKS + q) % MAX_VECTORS];
-            if let Some(dst) = lv.get_mut(half..half + RW) {
+            let at = at0 + f * W;
+            if let Some(dst) = s.bytes.get_mut(at..at + RW) {
                 dst.copy_from_slice(&low_b);
             }
-            let hv = &mut s.bytes[((d + f) * CHUNKS + q) % MAX_VECTORS];
-            if let Some(dst) = hv.get_mut(half..half + RW) {
+            let at = at0 + (d + f) * W;
+            if let Some(dst) = s.bytes.get_mut(at..at + RW) {
                 dst.copy_from_slice(&high_b);
             }
         }
@@ -336,7 +349,8 @@ fn transpose(rows: &[f32], d: usize, k: usize, floats: &mut [f32]) {
 /// `1 + #{t ∈ ts : v > t}` for each of [`RW`] lanes, `ts` ascending and ending in +∞:
 /// counted threshold by threshold, stopping at the first +∞ (no value is above it). The
 /// early exit keeps the compiler from vectorising over the thresholds (which needs a
-/// horizontal sum per value): the counts stay in four registers over the lanes.
+/// horizontal sum per value): the counts stay in four registers over the lanes. (64 lanes
+/// in eight registers, the floats compared from memory, ran 25 % slower.)
 #[inline(always)]
 fn count32(x: &[f32; RW], ts: &[f32]) -> [i32; RW] {
     let mut c = [1i32; RW];
@@ -353,10 +367,19 @@ fn count32(x: &[f32; RW], ts: &[f32]) -> [i32; RW] {
 
 /// Every tree's leaf index for every row of the block, bottom-up over the complete tree.
 #[inline(never)]
-fn leaf_indices(rk: &Ranks, bytes: &[[i8; W]; MAX_VECTORS], leaf: &mut [[u8; RANK_BLOCK]]) {
+fn leaf_indices(rk: &Ranks, bytes: &[i8; BYTES], leaf: &mut [[u8; RANK_BLOCK]]) {
+    let mut views = [None; CHUNKS];
+    for (q, v) in views.iter_mut().enumerate() {
+        *v = bytes
+            .get(q * RUN..q * RUN + VIEW)
+            .and_then(|b| <&[i8; VIEW]>::try_from(b).ok());
+    }
     for (tree, out) in rk.trees.iter().zip(leaf.iter_mut()) {
-        for (q, out) in out.chunks_exact_mut(W).enumerate() {
-            let w = Walk { bytes, q, tree };
+        for (view, out) in views.iter().zip(out.chunks_exact_mut(W)) {
+            let Some(view) = *view else {
+                continue;
+            };
+            let w = Walk { view, tree };
             let idx = match rk.depth {
                 1 => h1(&w, 1, 0),
                 2 => h2(&w, 1, 0),
@@ -366,7 +389,7 @@ fn leaf_indices(rk: &Ranks, bytes: &[[i8; W]; MAX_VECTORS], leaf: &mut [[u8; RAN
                 _ => h6(&w, 1, 0),
             };
             for (o, &i) in out.iter_mut().zip(&idx) {
-                *o = (i & 63) as u8;
+                *o = i as u8;
             }
         }
     }
@@ -390,7 +413,7 @@ fn add_leaves(rk: &Ranks, leaf: &[[u8; RANK_BLOCK]], margins: &mut [f64]) {
                 continue;
             };
             for (s, &i) in s.iter_mut().zip(idx) {
-                *s += leaves[usize::from(i & 63)];
+                *s += leaves[usize::from(i)];
             }
         }
         for (m, &s) in mg.iter_mut().zip(&s) {
