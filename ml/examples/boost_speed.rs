@@ -55,18 +55,34 @@ fn main() {
     let mut cache = GbdtCache::new();
     let (mut t0, mut c0) = (Instant::now(), cpu_seconds());
     let mut done = 0;
+    // `BOOST_SPEED_STEPS=1`: every step's compute and absorb, wall and CPU.
+    let steps = std::env::var_os("BOOST_SPEED_STEPS").is_some();
+    let mut step = 0;
     while let Some(instr) = server.next() {
+        let (s0, sc0) = (Instant::now(), cpu_seconds());
         let Ok(v) = gbdt_compute(&instr, x.view(), y.view(), &mut cache) else {
             eprintln!("compute failed");
             return;
         };
+        let (s1, sc1) = (Instant::now(), cpu_seconds());
         if server.absorb(&v).is_err() {
             eprintln!("absorb failed");
             return;
         }
+        if steps {
+            println!(
+                "  step {step}: compute {:.1} ms wall, {:.0} ms CPU; absorb {:.1} ms wall ({} values)",
+                (s1 - s0).as_secs_f64() * 1e3,
+                (sc1 - sc0) * 1e3,
+                s1.elapsed().as_secs_f64() * 1e3,
+                v.len()
+            );
+        }
+        step += 1;
         let n = server.trees_done();
         if n > done {
             done = n;
+            step = 0;
             let (w, c) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
             println!("tree {n}: {:.0} ms wall, {:.0} ms CPU", w * 1e3, c * 1e3);
             (t0, c0) = (Instant::now(), cpu_seconds());

@@ -123,8 +123,13 @@ pub(crate) fn check_labels(y: ArrayView1<f32>, n: usize) -> Result<(), BinningEr
             got: y.len(),
         });
     }
-    for (row, &v) in y.iter().enumerate() {
-        if v != 0.0 && v != 1.0 {
+    // One pass without a branch per label (a 0/1 label column is a coin toss for the
+    // predictor, and every level of a boosting job checks it), then the first bad one's row.
+    let bad = y
+        .iter()
+        .fold(false, |bad, &v| bad | ((v != 0.0) & (v != 1.0)));
+    if bad {
+        if let Some((row, &v)) = y.iter().enumerate().find(|(_, &v)| v != 0.0 && v != 1.0) {
             return Err(BinningError::BadLabel { row, value: v });
         }
     }

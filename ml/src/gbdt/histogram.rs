@@ -268,7 +268,11 @@ pub fn best_splits(
     let per_node = n_features * n_bins * 2;
     let expected = open_nodes.len() * per_node;
     check_sum(sum, "level", expected, "level histograms")?;
+    // Nodes in parallel (each node's search is on its own, so the result does not depend on
+    // the threads): at the deepest levels of a 1M-row tree this was 5 – 10 % of the tree,
+    // on one core.
     Ok((0..open_nodes.len())
+        .into_par_iter()
         .map(|s| {
             let mut best: Option<Split> = None;
             for j in 0..n_features {
