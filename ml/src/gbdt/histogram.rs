@@ -135,8 +135,10 @@ pub(super) fn node_histograms(
         .par_iter()
         .map(|nr| match nr {
             NodeRows::All => Vec::new(),
+            // In parallel within the node too (a level's first nodes hold most rows).
             NodeRows::Rows(rows) => rows
-                .iter()
+                .par_iter()
+                .with_min_len(1 << 14)
                 .map(|&r| gh.get(r as usize).copied().unwrap_or([0, 0]))
                 .collect(),
         })
