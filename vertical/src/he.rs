@@ -748,7 +748,11 @@ mod tests {
 
     #[test]
     fn a_malformed_wire_ciphertext_or_key_is_refused_by_name() {
-        let err = |json: &str| serde_json::from_str::<WireCiphertext>(json).unwrap_err().to_string();
+        let err = |json: &str| {
+            serde_json::from_str::<WireCiphertext>(json)
+                .unwrap_err()
+                .to_string()
+        };
         // The old byte-array form, a non-base64 character, bad padding, non-zero trailing
         // bits, a string longer than the largest ciphertext.
         for (json, want) in [
@@ -761,17 +765,29 @@ mod tests {
             assert!(e.contains(want), "{json}: {e}");
         }
         let long = format!("\"{}\"", "A".repeat(base64_len(MAX_CIPHERTEXT_BYTES) + 4));
-        assert!(err(&long).contains("more than the 1024 bytes"), "{}", err(&long));
+        assert!(
+            err(&long).contains("more than the 1024 bytes"),
+            "{}",
+            err(&long)
+        );
         let key = format!("\"{}\"", "A".repeat(base64_len(MAX_PUBLIC_KEY_BYTES) + 4));
-        let e = serde_json::from_str::<WirePublicKey>(&key).unwrap_err().to_string();
+        let e = serde_json::from_str::<WirePublicKey>(&key)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("public key") && e.contains("512 bytes"), "{e}");
         // Well-formed base64 of an out-of-range integer still meets the range check.
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
-        let pk = SecretKey::generate(&mut rng, 1024).unwrap().public().clone();
+        let pk = SecretKey::generate(&mut rng, 1024)
+            .unwrap()
+            .public()
+            .clone();
         let zero: WireCiphertext = serde_json::from_str("\"AA==\"").unwrap();
         assert_eq!(
             pk.ciphertext(&zero, "t", 0),
-            Err(PeerError::CiphertextOutOfRange { what: "t", index: 0 })
+            Err(PeerError::CiphertextOutOfRange {
+                what: "t",
+                index: 0
+            })
         );
     }
 
