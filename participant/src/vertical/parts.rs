@@ -114,6 +114,32 @@ struct Pending {
     buf: Vec<u8>,
 }
 
+/// A part's bytes against its message: not empty (but for an empty message), not past its
+/// length, and the last one ending at it.
+fn check_part(p: &Pending, h: &Header, body: &[u8]) -> Result<(), PartError> {
+    if body.is_empty() && p.total > 0 {
+        return Err(PartError::Empty {
+            index: h.index,
+            count: p.count,
+        });
+    }
+    let got = (p.buf.len() as u64).saturating_add(body.len() as u64);
+    if got > p.total {
+        return Err(PartError::Overlong {
+            index: h.index,
+            count: p.count,
+            total: p.total,
+        });
+    }
+    if h.index.saturating_add(1) == p.count && got != p.total {
+        return Err(PartError::Short {
+            got,
+            total: p.total,
+        });
+    }
+    Ok(())
+}
+
 /// The receiving side: parts in, whole messages out.
 pub struct Reassembly {
     limit: u64,
@@ -181,29 +207,7 @@ impl Reassembly {
             }
         };
         let mut p = pending;
-        let check = (|| {
-            if body.is_empty() && p.total > 0 {
-                return Err(PartError::Empty {
-                    index: h.index,
-                    count: p.count,
-                });
-            }
-            if (p.buf.len() as u64).saturating_add(body.len() as u64) > p.total {
-                return Err(PartError::Overlong {
-                    index: h.index,
-                    count: p.count,
-                    total: p.total,
-                });
-            }
-            let got = p.buf.len() as u64 + body.len() as u64;
-            if h.index + 1 == p.count && got != p.total {
-                return Err(PartError::Short {
-                    got,
-                    total: p.total,
-                });
-            }
-            Ok(())
-        })();
+        let check = check_part(&p, &h, body);
         if let Err(e) = check {
             // A refused part leaves what was received before it (the session fails anyway).
             if h.index > 0 {
