@@ -32,6 +32,11 @@ use fedsilo_task::vertical::VerticalStart;
 /// `<dir>/<name>.jsonl`, so a test can check what crossed the wire.
 pub const RECORD_VERTICAL_ENV: &str = "FEDSILO_TEST_RECORD_VERTICAL";
 
+/// Test mode: with this variable set to a number of bytes, the node cuts its vertical
+/// messages into parts of at most that many bytes (instead of one gRPC message's worth), so
+/// a test sees messages in several parts through the relay.
+pub const VERTICAL_PART_BYTES_ENV: &str = "FEDSILO_TEST_VERTICAL_PART_BYTES";
+
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// A value of `participant.toml` that cannot work.
@@ -603,6 +608,16 @@ pub async fn run_until(
     let mut vertical = build_vertical(&cfg)?;
     if std::env::var_os(RECORD_VERTICAL_ENV).is_some() {
         vertical.record_received();
+    }
+    if let Some(v) = std::env::var_os(VERTICAL_PART_BYTES_ENV) {
+        let bytes = v
+            .to_str()
+            .and_then(|v| v.parse::<usize>().ok())
+            .ok_or_else(|| NodeError::Config {
+                path: cfg.base_dir.clone(),
+                message: format!("{VERTICAL_PART_BYTES_ENV}={v:?} is not a number of bytes"),
+            })?;
+        vertical.set_part_len(bytes);
     }
     // PSI sessions an earlier run of this node had open are lost: say so once joined, so
     // the coordinator restarts those pairs instead of the peers waiting forever.

@@ -45,6 +45,10 @@ use sha2::Digest;
 use crate::data::{Schema, Source};
 use crate::psi::{Alignment, AlignmentStore, PsiJobError};
 
+pub mod parts;
+
+use parts::{PartError, Reassembly};
+
 /// Why this party cannot take part in, or go on with, a vertical session. Each names what
 /// to fix.
 #[derive(Debug, thiserror::Error)]
@@ -129,11 +133,14 @@ pub enum VerticalJobError {
     },
     #[error("a vertical message could not be encoded")]
     Encode(#[source] serde_json::Error),
-    #[error(
-        "a vertical message of {bytes} bytes is larger than the {limit} bytes one gRPC message \
-         carries: train on fewer aligned rows (messages grow with rows × key size)"
-    )]
-    TooLarge { bytes: usize, limit: usize },
+    #[error("a vertical message could not be sent")]
+    Split(#[source] PartError),
+    #[error("a message from '{peer}' did not reassemble")]
+    Reassembly {
+        peer: String,
+        #[source]
+        source: PartError,
+    },
     #[error("the sealed channel with '{peer}'")]
     Channel {
         peer: String,
@@ -396,12 +403,14 @@ impl VerticalModelFile {
 }
 
 /// One message a party received, as the driver recorded it (test mode): the sealed bytes
-/// as relayed and the plaintext they opened to.
+/// of each of its parts as relayed (each part's plaintext is a [`parts::HEADER_BYTES`]-byte
+/// header and its piece of the message) and the message they joined to.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Received {
     pub job_id: String,
+    /// The channel number of its first part.
     pub seq: u64,
-    pub sealed: Vec<u8>,
+    pub sealed: Vec<Vec<u8>>,
     pub plaintext: String,
 }
 
@@ -425,8 +434,18 @@ pub enum VerticalEvent {
 
 enum Link {
     Hello(ChannelHello),
-    Open(Channel),
+    Open(Box<Open>),
     Gone,
+}
+
+/// An open channel and the parts of messages in flight.
+struct Open {
+    ch: Channel,
+    /// Bytes of a message per sealed part (after the part's header).
+    part_len: usize,
+    reassembly: Reassembly,
+    /// Test mode: the sealed parts of the message being reassembled (number, bytes).
+    parts_seen: Vec<(u64, Vec<u8>)>,
 }
 
 enum Party {
@@ -474,6 +493,8 @@ pub struct VerticalDriver {
     rng: rand_chacha::ChaCha20Rng,
     /// Test mode: every message received is kept here (see [`Received`]).
     record: Option<Vec<Received>>,
+    /// Bytes of a message per sealed part ([`MAX_PART`] but in tests).
+    part_len: usize,
 }
 
 impl std::fmt::Debug for VerticalDriver {
@@ -508,7 +529,14 @@ impl VerticalDriver {
             events: VecDeque::new(),
             rng: rand_chacha::ChaCha20Rng::from_seed(seed),
             record: None,
+            part_len: MAX_PART,
         }
+    }
+
+    /// Cuts messages into parts of at most `bytes` bytes (at least 1, at most [`MAX_PART`]):
+    /// for tests, which split small messages; sessions opened after the call use it.
+    pub fn set_part_len(&mut self, bytes: usize) {
+        self.part_len = bytes.clamp(1, MAX_PART);
     }
 
     /// Test mode: keep every message received ([`VerticalDriver::take_received`]).
@@ -706,7 +734,14 @@ impl VerticalDriver {
                     return;
                 };
                 match hello.accept(&h) {
-                    Ok(ch) => s.link = Link::Open(ch),
+                    Ok(ch) => {
+                        s.link = Link::Open(Box::new(Open {
+                            ch,
+                            part_len: self.part_len,
+                            reassembly: Reassembly::new(parts::MAX_MESSAGE),
+                            parts_seen: Vec::new(),
+                        }))
+                    }
                     Err(source) => {
                         let e = VerticalJobError::Channel {
                             peer: s.start.peer.clone(),
@@ -797,26 +832,29 @@ fn prepare(spec: &VerticalJobSpec, data: AlignedData) -> Result<Prepared, Vertic
     })
 }
 
-/// The largest plaintext a sealed vertical message may carry: the gRPC message limit
+/// The largest plaintext one sealed vertical message carries: the gRPC message limit
 /// ([`fedsilo_proto::MAX_MESSAGE_BYTES`]) less room for the envelope (header, AEAD tag,
-/// protobuf framing). A larger message would be refused by the transport, and the session
-/// would wait for ever for it; it fails the session instead, saying so.
-const MAX_PLAINTEXT: usize = fedsilo_proto::MAX_MESSAGE_BYTES - (64 << 10);
+/// protobuf framing). A longer message goes in several sealed parts ([`parts`]), so no
+/// sealed message is one the transport (or the relay's poll reply) would refuse.
+pub const MAX_PLAINTEXT: usize = fedsilo_proto::MAX_MESSAGE_BYTES - (64 << 10);
 
+/// Bytes of a message in one part: [`MAX_PLAINTEXT`] less the part's header.
+pub const MAX_PART: usize = MAX_PLAINTEXT - parts::HEADER_BYTES;
+
+/// Serialises `msg` and seals it to the peer, in as many parts as it needs (messages up to
+/// [`parts::MAX_MESSAGE`] bytes; a longer one fails the session, saying so).
 fn seal_to(
     link: &mut Link,
     out: &mut Vec<PsiMsg>,
     msg: &impl Serialize,
 ) -> Result<(), VerticalJobError> {
-    if let Link::Open(ch) = link {
+    if let Link::Open(o) = link {
         let bytes = serde_json::to_vec(msg).map_err(VerticalJobError::Encode)?;
-        if bytes.len() > MAX_PLAINTEXT {
-            return Err(VerticalJobError::TooLarge {
-                bytes: bytes.len(),
-                limit: MAX_PLAINTEXT,
-            });
+        let parts = parts::split(&bytes, o.part_len, parts::MAX_MESSAGE)
+            .map_err(VerticalJobError::Split)?;
+        for part in parts {
+            out.push(o.ch.seal(&part));
         }
-        out.push(ch.seal(&bytes));
     }
     Ok(())
 }
@@ -849,33 +887,56 @@ fn step(
             rows: p.data.x.nrows() as u64,
         };
         s.party = match s.start.spec.kind {
+            // The bank's key must be of the job's size (not merely the crate's floor).
             VerticalKind::VerticalLogistic => Party::PassiveLr(Box::new(
-                PassiveLr::new(s.start.spec.lr_config(), p.train.view()).map_err(protocol)?,
+                PassiveLr::new(s.start.spec.lr_config(), p.train.view())
+                    .map_err(protocol)?
+                    .require_key_bits(s.start.spec.key_bits),
             )),
             VerticalKind::VerticalGbdt => Party::PassiveBoost(Box::new(
-                PassiveBoost::new(s.start.spec.gbdt_params(), p.train.view()).map_err(protocol)?,
+                PassiveBoost::new(s.start.spec.gbdt_params(), p.train.view())
+                    .map_err(protocol)?
+                    .require_key_bits(s.start.spec.key_bits),
             )),
         };
         seal_to(&mut s.link, out, &ready)?;
     }
-    while let Some(m) = s.inbox.front().cloned() {
+    while !s.inbox.is_empty() {
         // The active party takes nothing but Ready until its data is in.
         if s.start.role == Role::Active && s.prepared.is_none() {
             break;
         }
-        s.inbox.pop_front();
-        let Link::Open(ch) = &mut s.link else {
+        let Some(m) = s.inbox.pop_front() else {
+            break;
+        };
+        let Link::Open(o) = &mut s.link else {
             return Ok(None);
         };
-        let plain = ch.open(&m).map_err(|source| VerticalJobError::Channel {
+        let part = o.ch.open(&m).map_err(|source| VerticalJobError::Channel {
             peer: peer.clone(),
             source,
         })?;
+        if record.is_some() {
+            o.parts_seen.push((m.seq, m.ciphertext.clone()));
+        }
+        let taken = o
+            .reassembly
+            .take(&part)
+            .map_err(|source| VerticalJobError::Reassembly {
+                peer: peer.clone(),
+                source,
+            })?;
+        drop(part);
+        // More parts of this message to come.
+        let Some(plain) = taken else {
+            continue;
+        };
         if let Some(rec) = record.as_deref_mut() {
+            let seen = std::mem::take(&mut o.parts_seen);
             rec.push(Received {
                 job_id: s.start.spec.job_id.clone(),
-                seq: m.seq,
-                sealed: m.ciphertext.clone(),
+                seq: seen.first().map_or(m.seq, |(seq, _)| *seq),
+                sealed: seen.into_iter().map(|(_, c)| c).collect(),
                 plaintext: String::from_utf8_lossy(&plain).into_owned(),
             });
         }
@@ -1190,4 +1251,268 @@ fn finish(s: &Session, file: VerticalModelFile) -> (VerticalModelFile, VerticalR
         holdout_auc: file.holdout_auc,
     };
     (file, report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedsilo_crypto::psi::Delivery;
+    use rand::Rng;
+
+    fn spec(extra: &str) -> VerticalJobSpec {
+        let text = format!(
+            "kind = \"vertical_logistic\"\njob_id = \"v\"\npsi_job = \"align\"\nactive = \"bank\"\n\
+             passive = [\"partner\"]\nkey_bits = 1024\ntest_key = true\niterations = 2\n{extra}"
+        );
+        fedsilo_config::from_toml_str(&text, "spec").unwrap()
+    }
+
+    fn start(spec: &VerticalJobSpec, role: Role, peer: &str) -> VerticalStart {
+        VerticalStart {
+            spec: spec.clone(),
+            session: 4,
+            role,
+            peer: peer.into(),
+            dataset: "customers".into(),
+            id_column: String::new(),
+            id_format: IdFormat::Text,
+            delivery: Delivery::Both,
+            psi_session: 1,
+            psi_hash: [9; 32],
+        }
+    }
+
+    /// Two drivers, their messages relayed in memory (`tamper` may change a sealed one).
+    struct Pair {
+        bank: VerticalDriver,
+        partner: VerticalDriver,
+        data: [AlignedData; 2],
+    }
+
+    fn pair(rows: usize, part_len: usize) -> Pair {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+        let kb = Arc::new(IdentityKey::generate(&mut rng));
+        let kp = Arc::new(IdentityKey::generate(&mut rng));
+        let peers = |name: &str, k: &IdentityKey| {
+            BTreeMap::from([(name.to_string(), hex::encode(k.public_key()))])
+        };
+        let mut bank = VerticalDriver::new(kb.clone(), peers("partner", &kp), [1; 32]);
+        let mut partner = VerticalDriver::new(kp, peers("bank", &kb), [2; 32]);
+        for d in [&mut bank, &mut partner] {
+            d.set_part_len(part_len);
+            d.record_received();
+        }
+        let x = Array2::from_shape_fn((rows, 2), |_| rng.random_range(-1.0f32..1.0));
+        let z = Array2::from_shape_fn((rows, 3), |_| rng.random_range(-1.0f32..1.0));
+        let y: Array1<f32> = (0..rows)
+            .map(|i| f32::from(u8::from(x[(i, 0)] + z[(i, 1)] > 0.0)))
+            .collect();
+        let data = |cols: &[&str], x: Array2<f32>, y: Option<Array1<f32>>| AlignedData {
+            columns: cols.iter().map(|c| c.to_string()).collect(),
+            x,
+            label: y.as_ref().map(|_| "churn".to_string()),
+            y,
+            alignment: PathBuf::from("align.json"),
+        };
+        Pair {
+            bank,
+            partner,
+            data: [
+                data(&["x1", "x2"], x, Some(y)),
+                data(&["z1", "z2", "z3"], z, None),
+            ],
+        }
+    }
+
+    /// Relays until both are quiet; returns each side's events (bank, partner).
+    fn run(
+        p: &mut Pair,
+        mut tamper: impl FnMut(&mut Sealed) -> bool,
+    ) -> (Vec<VerticalEvent>, Vec<VerticalEvent>) {
+        let spec = spec("");
+        p.bank.handle_start(start(&spec, Role::Active, "partner"));
+        p.partner.handle_start(start(&spec, Role::Passive, "bank"));
+        let mut events = (Vec::new(), Vec::new());
+        loop {
+            let mut moved = false;
+            for side in [0usize, 1] {
+                let (from, to) = if side == 0 {
+                    (&mut p.bank, &mut p.partner)
+                } else {
+                    (&mut p.partner, &mut p.bank)
+                };
+                while let Some(ev) = from.poll_event() {
+                    moved = true;
+                    match ev {
+                        VerticalEvent::NeedData(st) => {
+                            from.provide_data(&st.spec.job_id, p.data[side].clone());
+                        }
+                        other => {
+                            if side == 0 {
+                                events.0.push(other);
+                            } else {
+                                events.1.push(other);
+                            }
+                        }
+                    }
+                }
+                while let Some(m) = from.poll_transmit() {
+                    moved = true;
+                    if let ToCoordinator::Psi(mut m) = m {
+                        if let PsiMsg::Sealed(s) = &mut m {
+                            if !tamper(s) {
+                                continue;
+                            }
+                        }
+                        to.handle_message(m);
+                    }
+                }
+            }
+            if !moved {
+                return events;
+            }
+        }
+    }
+
+    fn done(evs: &[VerticalEvent]) -> Option<&VerticalReport> {
+        evs.iter().find_map(|e| match e {
+            VerticalEvent::Done { report, .. } => Some(report),
+            _ => None,
+        })
+    }
+
+    fn failure(evs: &[VerticalEvent]) -> Option<&str> {
+        evs.iter().find_map(|e| match e {
+            VerticalEvent::Failed { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        })
+    }
+
+    /// With 2 KiB parts every vector of ciphertexts crosses in many sealed parts; the model
+    /// is the one a single part per message gives.
+    #[test]
+    fn messages_in_parts_train_the_same_model() {
+        let mut small = pair(300, 2048);
+        let (b, p) = run(&mut small, |_| true);
+        let (rb, rp) = (done(&b).unwrap(), done(&p).unwrap());
+        assert_eq!((rb.rows, rb.steps), (rp.rows, rp.steps));
+        assert_eq!(rb.steps, 2);
+        let received = small.partner.take_received();
+        let most = received.iter().map(|r| r.sealed.len()).max().unwrap();
+        // 240 training rows × ≈ 347 base64 bytes per 1,024-bit ciphertext.
+        assert!(most >= 40, "{most} parts at most");
+        let residuals = received
+            .iter()
+            .find(|r| r.plaintext.contains("Residuals"))
+            .unwrap();
+        assert!(
+            (residuals.plaintext.len() as f64) < 1.4 * 240.0 * 256.0 + 240.0 * 3.0 + 200.0,
+            "{} bytes of residuals",
+            residuals.plaintext.len()
+        );
+        let mut whole = pair(300, MAX_PART);
+        let (b2, _) = run(&mut whole, |_| true);
+        assert!(whole
+            .partner
+            .take_received()
+            .iter()
+            .all(|r| r.sealed.len() == 1));
+        let model = |evs: &[VerticalEvent]| {
+            evs.iter()
+                .find_map(|e| match e {
+                    VerticalEvent::Done { model, .. } => model.lr.clone(),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(model(&b), model(&b2));
+    }
+
+    /// The largest part, sealed, fits one gRPC message both ways: in the node's Submit and
+    /// alone in a coordinator's poll reply (`POLL_REPLY_BYTES` always takes a reply's first
+    /// message), with a long job id.
+    #[test]
+    fn a_full_part_fits_one_grpc_message_both_ways() {
+        use fedsilo_proto::pb;
+        use prost::Message as _;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(8);
+        let a = Arc::new(IdentityKey::generate(&mut rng));
+        let p = Arc::new(IdentityKey::generate(&mut rng));
+        let ctx = PsiContext {
+            job_id: "j".repeat(1000),
+            session: u64::MAX,
+        };
+        let (ha, _) = ChannelHello::new(
+            ctx.clone(),
+            Role::Active,
+            &a,
+            p.public_key(),
+            [1; 32],
+            &mut rng,
+        );
+        let (_, mp) = ChannelHello::new(ctx, Role::Passive, &p, a.public_key(), [1; 32], &mut rng);
+        let PsiMsg::Hello(mp) = mp else {
+            panic!("not a hello")
+        };
+        let ch = ha.accept(&mp).unwrap();
+        let mut link = Link::Open(Box::new(Open {
+            ch,
+            part_len: MAX_PART,
+            reassembly: Reassembly::new(parts::MAX_MESSAGE),
+            parts_seen: Vec::new(),
+        }));
+        // A message one byte longer than a part: a full part and a one-byte one.
+        let msg = "x".repeat(MAX_PART - 1);
+        let mut out = Vec::new();
+        seal_to(&mut link, &mut out, &msg).unwrap();
+        assert_eq!(out.len(), 2);
+        let full = out.swap_remove(0);
+        let PsiMsg::Sealed(s) = &full else {
+            panic!("not sealed")
+        };
+        assert_eq!(s.ciphertext.len(), MAX_PLAINTEXT + 16);
+        let up = pb::ToCoordinator::from(ToCoordinator::Psi(full.clone()));
+        assert!(
+            up.encoded_len() < fedsilo_proto::MAX_MESSAGE_BYTES,
+            "{}",
+            up.encoded_len()
+        );
+        let down = pb::EncodedToParticipant::from(fedsilo_task::job::ToParticipant::Psi(full));
+        let reply = pb::PollReply {
+            messages: vec![down],
+        };
+        assert!(
+            reply.encoded_len() < fedsilo_proto::MAX_MESSAGE_BYTES,
+            "{}",
+            reply.encoded_len()
+        );
+    }
+
+    /// An altered or dropped part fails the session at the receiver, saying why.
+    #[test]
+    fn an_altered_or_dropped_part_fails_the_session_by_name() {
+        let mut tampered = pair(300, 2048);
+        let (_, p) = run(&mut tampered, |s| {
+            if s.from == Role::Active && s.seq == 3 {
+                if let Some(b) = s.ciphertext.get_mut(40) {
+                    *b ^= 1;
+                }
+            }
+            true
+        });
+        let reason = failure(&p).expect("the partner failed");
+        assert!(
+            reason.contains("'bank'")
+                && reason.contains("number 3")
+                && reason.contains("authenticate"),
+            "{reason}"
+        );
+        let mut dropped = pair(300, 2048);
+        let (_, p) = run(&mut dropped, |s| !(s.from == Role::Active && s.seq == 3));
+        let reason = failure(&p).expect("the partner failed");
+        assert!(
+            reason.contains("message number 4 from the peer, expected number 3"),
+            "{reason}"
+        );
+    }
 }

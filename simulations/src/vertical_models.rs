@@ -671,7 +671,7 @@ fn logistic(
         ActiveLr::new(cfg.clone(), sk, xa.view(), y.view(), &dims).map_err(protocol)?;
     let mut passive: Vec<PassiveLr> = xp
         .iter()
-        .map(|x| PassiveLr::new(cfg.clone(), x.view()))
+        .map(|x| PassiveLr::new(cfg.clone(), x.view()).map(|p| p.require_key_bits(m.key_bits)))
         .collect::<Result<_, _>>()
         .map_err(protocol)?;
     relay(
@@ -804,7 +804,10 @@ fn boosting(
     .map_err(protocol)?;
     let mut passive: Vec<PassiveBoost> = rest
         .iter()
-        .map(|p| PassiveBoost::new(params.clone(), p.train.view()))
+        .map(|p| {
+            PassiveBoost::new(params.clone(), p.train.view())
+                .map(|p| p.require_key_bits(m.key_bits))
+        })
         .collect::<Result<_, _>>()
         .map_err(protocol)?;
     relay(

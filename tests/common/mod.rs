@@ -10,8 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The `fedsilo` binary under test: this build's, or (for a measurement against another
+/// build, e.g. `vertical_grpc`'s ignored scale run) the one `FEDSILO_TEST_BIN` names.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_fedsilo")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("FEDSILO_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_fedsilo").to_string())
+    })
 }
 
 pub fn repo() -> PathBuf {

@@ -975,9 +975,18 @@ pub struct PassiveBoost {
     binned: Array2<u8>,
     trees: PassiveTrees,
     phase: PassivePhase,
+    /// The modulus size the active party's key must have (the job's `key_bits`), if set.
+    key_bits: Option<u32>,
 }
 
 impl PassiveBoost {
+    /// Refuses an active party's key whose modulus is not of `bits` bits (the job's
+    /// `key_bits`; without this only the crate's bounds apply).
+    pub fn require_key_bits(mut self, bits: u32) -> Self {
+        self.key_bits = Some(bits);
+        self
+    }
+
     /// `x`: this party's columns on the aligned rows (NaN = missing).
     pub fn new(params: GbdtParams, x: ArrayView2<f32>) -> Result<Self, VerticalError> {
         params.validate()?;
@@ -995,6 +1004,7 @@ impl PassiveBoost {
             binned,
             trees: PassiveTrees::default(),
             phase: PassivePhase::Setup(AwaitingSetup),
+            key_bits: None,
         })
     }
 
@@ -1086,6 +1096,7 @@ impl PassiveBoost {
                     .into());
                 }
                 let pk = PublicKey::from_wire(&public_key)?;
+                crate::lr::check_key_bits(self.key_bits, &pk)?;
                 if pairs_per_ciphertext(n, pk.bits()) == 0 {
                     return Err(PeerError::BadPublicKey { bits: pk.bits() }.into());
                 }

@@ -54,6 +54,9 @@ pub enum PeerError {
     /// A public key that is too small, too large or even.
     #[error("public key of {bits} bits is not acceptable")]
     BadPublicKey { bits: u32 },
+    /// A public key whose modulus is not the size the job agreed on.
+    #[error("public key of {got} bits: the job's key_bits is {expected}")]
+    KeyBitsMismatch { expected: u32, got: u32 },
     /// A message from a party that is not part of this session.
     #[error("message from unknown party {party}")]
     UnknownParty { party: usize },

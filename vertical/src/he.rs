@@ -47,12 +47,140 @@ pub const MIN_MODULUS_BITS: u32 = 1024;
 pub const MAX_MODULUS_BITS: u32 = 4096;
 
 /// A Paillier ciphertext as it travels: big-endian bytes of an integer in `(0, n²)`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Serialised as one base64 string (standard alphabet, padded, canonical: ≈ 1.34 characters
+/// per byte in JSON, where a byte array took ≈ 3.6), at most [`MAX_CIPHERTEXT_BYTES`] bytes;
+/// anything else is refused while decoding ([`WireFormatError`]). The range check
+/// `0 < c < n²` is [`PublicKey::ciphertext`]'s.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WireCiphertext(pub Vec<u8>);
 
-/// A public key as it travels: big-endian bytes of `n`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A public key as it travels: big-endian bytes of `n`, serialised as [`WireCiphertext`] is
+/// (base64, at most [`MAX_PUBLIC_KEY_BYTES`] bytes). Its size and parity are checked by
+/// [`PublicKey::from_wire`].
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WirePublicKey(pub Vec<u8>);
+
+/// Bytes of the largest ciphertext accepted on the wire (`n²` of [`MAX_MODULUS_BITS`]).
+pub const MAX_CIPHERTEXT_BYTES: usize = 2 * MAX_MODULUS_BITS as usize / 8;
+/// Bytes of the largest public key accepted on the wire (`n` of [`MAX_MODULUS_BITS`]).
+pub const MAX_PUBLIC_KEY_BYTES: usize = MAX_MODULUS_BITS as usize / 8;
+
+/// Why a wire ciphertext or key did not decode (reported through the serde error of the
+/// message that carried it).
+#[derive(Debug, thiserror::Error)]
+pub enum WireFormatError {
+    #[error("{what}: {len} base64 characters, more than the {max} bytes one may hold")]
+    TooLong {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("{what}: not canonical padded base64")]
+    Base64 {
+        what: &'static str,
+        #[source]
+        source: base64::DecodeError,
+    },
+}
+
+/// base64 characters of `bytes` bytes (padded).
+const fn base64_len(bytes: usize) -> usize {
+    bytes.div_ceil(3) * 4
+}
+
+fn serialize_b64<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    use base64::Engine as _;
+    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// Decodes one base64 string of at most `max` bytes, or says what was wrong.
+struct B64Visitor {
+    what: &'static str,
+    max: usize,
+}
+
+impl serde::de::Visitor<'_> for B64Visitor {
+    type Value = Vec<u8>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: a base64 string of at most {} bytes",
+            self.what, self.max
+        )
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+        use base64::Engine as _;
+        if v.len() > base64_len(self.max) {
+            return Err(E::custom(WireFormatError::TooLong {
+                what: self.what,
+                len: v.len(),
+                max: self.max,
+            }));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v)
+            .map_err(|source| {
+                E::custom(display_chain(&WireFormatError::Base64 {
+                    what: self.what,
+                    source,
+                }))
+            })?;
+        if bytes.len() > self.max {
+            return Err(E::custom(WireFormatError::TooLong {
+                what: self.what,
+                len: v.len(),
+                max: self.max,
+            }));
+        }
+        Ok(bytes)
+    }
+}
+
+/// An error and its sources on one line (serde's errors carry a message only).
+fn display_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl Serialize for WireCiphertext {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_b64(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireCiphertext {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(B64Visitor {
+            what: "ciphertext",
+            max: MAX_CIPHERTEXT_BYTES,
+        })
+        .map(WireCiphertext)
+    }
+}
+
+impl Serialize for WirePublicKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_b64(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for WirePublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(B64Visitor {
+            what: "public key",
+            max: MAX_PUBLIC_KEY_BYTES,
+        })
+        .map(WirePublicKey)
+    }
+}
 
 /// A ciphertext in the backend's representation (an integer in `(0, n²)`), as checked by
 /// [`PublicKey::ciphertext`] or made by this module.
@@ -585,6 +713,83 @@ pub(crate) fn decode_digits(v: &Integer, width: u32, count: usize) -> Option<Vec
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    /// A vector of full-size ciphertexts costs at most 1.4 × its raw bytes (+ 3 characters
+    /// each: quotes and comma) in JSON; the byte-array form took ≈ 3.6 ×.
+    #[test]
+    fn ciphertexts_are_compact_in_json_and_round_trip() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let sk = SecretKey::generate(&mut rng, 1024).unwrap();
+        let pk = sk.public().clone();
+        let xs: Vec<Integer> = (0..64i64).map(Integer::from).collect();
+        let wire: Vec<WireCiphertext> = sk
+            .encrypt_batch(&mut rng, &xs)
+            .unwrap()
+            .iter()
+            .map(PublicKey::to_wire_ct)
+            .collect();
+        let raw: usize = wire.iter().map(|c| c.0.len()).sum();
+        assert!(raw >= 64 * 250, "{raw}");
+        let json = serde_json::to_string(&wire).unwrap();
+        assert!(
+            json.len() as f64 <= 1.4 * raw as f64 + 3.0 * 64.0 + 2.0,
+            "{} JSON bytes for {raw} ciphertext bytes",
+            json.len()
+        );
+        let back: Vec<WireCiphertext> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, wire);
+        let cts = pk.ciphertexts(&back, "t").unwrap();
+        assert_eq!(sk.decrypt_batch(&cts, "t").unwrap(), xs);
+        let key = serde_json::to_string(&pk.to_wire()).unwrap();
+        assert!(key.len() <= 128 * 4 / 3 + 4, "{key}");
+        let key: WirePublicKey = serde_json::from_str(&key).unwrap();
+        assert_eq!(PublicKey::from_wire(&key).unwrap().bits(), 1024);
+    }
+
+    #[test]
+    fn a_malformed_wire_ciphertext_or_key_is_refused_by_name() {
+        let err = |json: &str| {
+            serde_json::from_str::<WireCiphertext>(json)
+                .unwrap_err()
+                .to_string()
+        };
+        // The old byte-array form, a non-base64 character, bad padding, non-zero trailing
+        // bits, a string longer than the largest ciphertext.
+        for (json, want) in [
+            ("[1,2,3]", "ciphertext: a base64 string"),
+            ("\"AAA*\"", "ciphertext: not canonical padded base64"),
+            ("\"AAA\"", "ciphertext: not canonical padded base64"),
+            ("\"AB==\"", "ciphertext: not canonical padded base64"),
+        ] {
+            let e = err(json);
+            assert!(e.contains(want), "{json}: {e}");
+        }
+        let long = format!("\"{}\"", "A".repeat(base64_len(MAX_CIPHERTEXT_BYTES) + 4));
+        assert!(
+            err(&long).contains("more than the 1024 bytes"),
+            "{}",
+            err(&long)
+        );
+        let key = format!("\"{}\"", "A".repeat(base64_len(MAX_PUBLIC_KEY_BYTES) + 4));
+        let e = serde_json::from_str::<WirePublicKey>(&key)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("public key") && e.contains("512 bytes"), "{e}");
+        // Well-formed base64 of an out-of-range integer still meets the range check.
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+        let pk = SecretKey::generate(&mut rng, 1024)
+            .unwrap()
+            .public()
+            .clone();
+        let zero: WireCiphertext = serde_json::from_str("\"AA==\"").unwrap();
+        assert_eq!(
+            pk.ciphertext(&zero, "t", 0),
+            Err(PeerError::CiphertextOutOfRange {
+                what: "t",
+                index: 0
+            })
+        );
+    }
 
     #[test]
     fn digits_round_trip_and_add() {

@@ -213,6 +213,17 @@ impl LrToActive {
     }
 }
 
+/// The peer's key has the modulus size the job agreed on (when one is required).
+pub(crate) fn check_key_bits(want: Option<u32>, pk: &PublicKey) -> Result<(), PeerError> {
+    match want {
+        Some(expected) if pk.bits() != expected => Err(PeerError::KeyBitsMismatch {
+            expected,
+            got: pk.bits(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Row-major rows of `x` with a shape and finiteness check.
 fn rows_of(x: ArrayView2<f32>, what: &str) -> Result<Array2<f32>, VerticalError> {
     if let Some((i, v)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
@@ -642,9 +653,18 @@ pub struct PassiveLr {
     opt: OptimizerState,
     iteration: u32,
     phase: PassivePhase,
+    /// The modulus size the active party's key must have (the job's `key_bits`), if set.
+    key_bits: Option<u32>,
 }
 
 impl PassiveLr {
+    /// Refuses an active party's key whose modulus is not of `bits` bits (the job's
+    /// `key_bits`; without this only the crate's bounds apply).
+    pub fn require_key_bits(mut self, bits: u32) -> Self {
+        self.key_bits = Some(bits);
+        self
+    }
+
     /// `x`: this party's standardised columns on the aligned rows (|x| ≤ 1024, finite).
     pub fn new(cfg: LrConfig, x: ArrayView2<f32>) -> Result<Self, VerticalError> {
         cfg.validate()?;
@@ -677,6 +697,7 @@ impl PassiveLr {
             iteration: 0,
             phase: PassivePhase::Setup(AwaitingSetup),
             cfg,
+            key_bits: None,
         })
     }
 
@@ -753,6 +774,7 @@ impl PassiveLr {
                     .into());
                 }
                 let pk = PublicKey::from_wire(&public_key)?;
+                check_key_bits(self.key_bits, &pk)?;
                 self.cfg.check_room(n, pk.bits())?;
                 self.phase = PassivePhase::Residuals(AwaitingResiduals { pk });
                 Ok(Some(self.logits()))

@@ -152,7 +152,9 @@ fn refused_messages_leave_the_state_unchanged() {
     let dims: Vec<usize> = xp.iter().map(|x| x.ncols()).collect();
     let (mut active, out) =
         ActiveBoost::new(&mut r, p.clone(), sk, xa.view(), y.view(), &dims).unwrap();
-    let mut p0 = PassiveBoost::new(p.clone(), xp[0].view()).unwrap();
+    let mut p0 = PassiveBoost::new(p.clone(), xp[0].view())
+        .unwrap()
+        .require_key_bits(1024);
     let mut p1 = PassiveBoost::new(p.clone(), xp[1].view()).unwrap();
     let to0: Vec<BoostToPassive> = out
         .iter()
@@ -167,6 +169,22 @@ fn refused_messages_leave_the_state_unchanged() {
     // wrong phase before setup
     assert!(matches!(
         p0.handle(&mut r, to0[1].clone()).unwrap_err().peer(),
+        Some(PeerError::WrongPhase { .. })
+    ));
+    // a key of another size than the job's key_bits, then the same party takes the genuine
+    // setup at the size it requires
+    let mut strict = PassiveBoost::new(p.clone(), xp[0].view())
+        .unwrap()
+        .require_key_bits(2048);
+    assert_eq!(
+        strict.handle(&mut r, to0[0].clone()).unwrap_err().peer(),
+        Some(&PeerError::KeyBitsMismatch {
+            expected: 2048,
+            got: 1024
+        })
+    );
+    assert!(matches!(
+        strict.handle(&mut r, to0[1].clone()).unwrap_err().peer(),
         Some(PeerError::WrongPhase { .. })
     ));
     assert!(p0.handle(&mut r, to0[0].clone()).unwrap().is_none());

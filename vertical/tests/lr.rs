@@ -194,7 +194,9 @@ fn refused_messages_leave_the_state_unchanged() {
     let dims: Vec<usize> = xp.iter().map(|x| x.ncols()).collect();
     let (mut active, setup) =
         ActiveLr::new(cfg.clone(), key(3), xa.view(), y.view(), &dims).unwrap();
-    let mut p0 = PassiveLr::new(cfg.clone(), xp[0].view()).unwrap();
+    let mut p0 = PassiveLr::new(cfg.clone(), xp[0].view())
+        .unwrap()
+        .require_key_bits(1024);
     let mut p1 = PassiveLr::new(cfg.clone(), xp[1].view()).unwrap();
 
     // a passive party: a message for the wrong phase before the setup
@@ -211,6 +213,34 @@ fn refused_messages_leave_the_state_unchanged() {
         matches!(err.peer(), Some(PeerError::WrongPhase { .. })),
         "{err}"
     );
+    // a key of another size than the job's key_bits is refused, and the party still awaits
+    // the setup
+    let mut strict = PassiveLr::new(cfg.clone(), xp[0].view())
+        .unwrap()
+        .require_key_bits(2048);
+    assert_eq!(
+        strict
+            .handle(&mut r, setup[0].1.clone())
+            .unwrap_err()
+            .peer(),
+        Some(&PeerError::KeyBitsMismatch {
+            expected: 2048,
+            got: 1024
+        })
+    );
+    assert!(matches!(
+        strict
+            .handle(
+                &mut r,
+                LrToPassive::Gradient {
+                    iteration: 0,
+                    masked: vec![],
+                },
+            )
+            .unwrap_err()
+            .peer(),
+        Some(PeerError::WrongPhase { .. })
+    ));
     let logits0 = p0.handle(&mut r, setup[0].1.clone()).unwrap().unwrap();
     let logits1 = p1.handle(&mut r, setup[1].1.clone()).unwrap().unwrap();
 
