@@ -361,6 +361,26 @@ fn read_received(path: &Path) -> Vec<Received> {
         .collect()
 }
 
+/// Runs the PSI job `align` (bank active, partner passive, delivered to both) with a node per
+/// party, waits up to `timeout` for it to finish and both nodes to exit cleanly, and returns
+/// the number of aligned rows at the bank.
+fn align(fed: &TestFed, timeout: Duration) -> usize {
+    let psi = launch_spec(
+        fed,
+        "align",
+        "kind = \"psi\"\njob_id = \"align\"\ndataset = \"customers\"\nactive = \"bank\"\npassive = [\"partner\"]\ndelivery = \"both\"\n",
+    );
+    let mut bank = start_node(fed, "bank", "bank-psi.log", None);
+    let mut partner = start_node(fed, "partner", "partner-psi.log", None);
+    wait_state(fed, &psi, "finished", timeout);
+    assert!(bank.wait_exit(timeout / 4).success());
+    assert!(partner.wait_exit(timeout / 4).success());
+    alignment(fed, "bank", "align", "partner")
+        .rows
+        .unwrap()
+        .len()
+}
+
 #[test]
 fn vertical_lr_and_secureboost_train_over_mtls_and_equal_the_joined_table() {
     let fed = pair_federation(BANK_SCHEMA, PARTNER_SCHEMA);
@@ -368,20 +388,7 @@ fn vertical_lr_and_secureboost_train_over_mtls_and_equal_the_joined_table() {
     let _coordinator = fed.coordinator("coordinator.log");
 
     // Part 1: the PSI job (delivery to both: the partner needs its rows).
-    let psi = launch_spec(
-        &fed,
-        "align",
-        "kind = \"psi\"\njob_id = \"align\"\ndataset = \"customers\"\nactive = \"bank\"\npassive = [\"partner\"]\ndelivery = \"both\"\n",
-    );
-    let mut bank = start_node(&fed, "bank", "bank-psi.log", None);
-    let mut partner = start_node(&fed, "partner", "partner-psi.log", None);
-    wait_state(&fed, &psi, "finished", Duration::from_secs(120));
-    assert!(bank.wait_exit(Duration::from_secs(30)).success());
-    assert!(partner.wait_exit(Duration::from_secs(30)).success());
-    let rows = alignment(&fed, "bank", "align", "partner")
-        .rows
-        .unwrap()
-        .len();
+    let rows = align(&fed, Duration::from_secs(120));
     assert!(rows > 1500, "{rows} aligned");
 
     // Strict specs: a typo names the key, a small key needs test_key.
@@ -514,20 +521,7 @@ fn vertical_over_grpc_at_scale() {
     let coordinator = fed.coordinator("coordinator.log");
     let coordinator_pid = coordinator.child.id().to_string();
     let t = std::time::Instant::now();
-    let psi = launch_spec(
-        &fed,
-        "align",
-        "kind = \"psi\"\njob_id = \"align\"\ndataset = \"customers\"\nactive = \"bank\"\npassive = [\"partner\"]\ndelivery = \"both\"\n",
-    );
-    let mut bank = start_node(&fed, "bank", "bank-psi.log", None);
-    let mut partner = start_node(&fed, "partner", "partner-psi.log", None);
-    wait_state(&fed, &psi, "finished", Duration::from_secs(600));
-    assert!(bank.wait_exit(Duration::from_secs(60)).success());
-    assert!(partner.wait_exit(Duration::from_secs(60)).success());
-    let rows = alignment(&fed, "bank", "align", "partner")
-        .rows
-        .unwrap()
-        .len();
+    let rows = align(&fed, Duration::from_secs(600));
     println!(
         "{customers} customers, {rows} aligned, PSI {:.1} s",
         t.elapsed().as_secs_f64()

@@ -11,16 +11,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
 
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    rest.split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|v| v.parse::<f64>().unwrap_or(f64::NAN))
-        .sum::<f64>()
-        / 100.0
-}
+mod common;
+use common::cpu_seconds;
 
 fn main() {
     let args: Vec<usize> = std::env::args()
