@@ -1096,7 +1096,7 @@ impl PassiveBoost {
                     .into());
                 }
                 let pk = PublicKey::from_wire(&public_key)?;
-                crate::lr::check_key_bits(self.key_bits, &pk)?;
+                pk.check_bits(self.key_bits)?;
                 if pairs_per_ciphertext(n, pk.bits()) == 0 {
                     return Err(PeerError::BadPublicKey { bits: pk.bits() }.into());
                 }

@@ -282,6 +282,18 @@ impl PublicKey {
         u32::try_from(self.ek.n().significant_bits()).unwrap_or(u32::MAX)
     }
 
+    /// The modulus has the size the job agreed on, when one is required (`want`; without it
+    /// only [`PublicKey::from_wire`]'s bounds apply).
+    pub fn check_bits(&self, want: Option<u32>) -> Result<(), PeerError> {
+        match want {
+            Some(expected) if self.bits() != expected => Err(PeerError::KeyBitsMismatch {
+                expected,
+                got: self.bits(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Bytes of the largest ciphertext.
     pub fn ciphertext_bytes(&self) -> usize {
         usize::try_from(self.nn().significant_bits())

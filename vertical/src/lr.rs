@@ -213,17 +213,6 @@ impl LrToActive {
     }
 }
 
-/// The peer's key has the modulus size the job agreed on (when one is required).
-pub(crate) fn check_key_bits(want: Option<u32>, pk: &PublicKey) -> Result<(), PeerError> {
-    match want {
-        Some(expected) if pk.bits() != expected => Err(PeerError::KeyBitsMismatch {
-            expected,
-            got: pk.bits(),
-        }),
-        _ => Ok(()),
-    }
-}
-
 /// Row-major rows of `x` with a shape and finiteness check.
 fn rows_of(x: ArrayView2<f32>, what: &str) -> Result<Array2<f32>, VerticalError> {
     if let Some((i, v)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
@@ -774,7 +763,7 @@ impl PassiveLr {
                     .into());
                 }
                 let pk = PublicKey::from_wire(&public_key)?;
-                check_key_bits(self.key_bits, &pk)?;
+                pk.check_bits(self.key_bits)?;
                 self.cfg.check_room(n, pk.bits())?;
                 self.phase = PassivePhase::Residuals(AwaitingResiduals { pk });
                 Ok(Some(self.logits()))
