@@ -94,16 +94,31 @@ enum Command {
     /// empty/NULL when missing) when it has them. Equal probabilities are ordered by id (byte
     /// order), then by position in the file, so a cut-off at N keeps exactly N rows and the
     /// same rows every time. The file is streamed; memory stays bounded for any file size.
+    ///
+    /// With a vertical model (the active party's `<state_dir>/vertical/<job>.json`) the
+    /// scoring is a federated job instead: `--config` (the operator's config) and `--psi-job`
+    /// (a finished PSI job that aligned the customers to score) launch a `vertical_score`
+    /// job; each party scores its part of every aligned customer, only the active party
+    /// learns the scores, and its node writes the ranked list, copied here to `--out`.
     Score {
-        /// Model exported by `fedsilo job model` or a simulation.
+        /// Model exported by `fedsilo job model` or a simulation, or a vertical job's model
+        /// file at the active party.
         #[arg(long)]
         model: PathBuf,
-        /// Customers to score: a CSV file, or Parquet (.parquet, .parq, .pq).
-        #[arg(long)]
-        data: PathBuf,
+        /// Customers to score: a CSV file, or Parquet (.parquet, .parq, .pq). Not with a
+        /// vertical model (the parties' PSI-aligned rows are scored).
+        #[arg(long, required_unless_present = "psi_job")]
+        data: Option<PathBuf>,
         /// Schema of the data (labels in it are optional when scoring).
-        #[arg(long)]
-        schema: PathBuf,
+        #[arg(long, required_unless_present = "psi_job")]
+        schema: Option<PathBuf>,
+        /// Vertical model: the operator config (coordinator address, TLS) to launch with.
+        #[arg(long, requires = "psi_job", conflicts_with_all = ["data", "schema"])]
+        config: Option<PathBuf>,
+        /// Vertical model: the finished PSI job (delivery = "both", the model's two parties)
+        /// whose aligned customers are scored.
+        #[arg(long, requires = "config")]
+        psi_job: Option<String>,
         /// Output file (one file per product for multi-product models: <stem>-<label>.<ext>).
         #[arg(long, default_value = "ranked.csv")]
         out: PathBuf,
@@ -650,11 +665,37 @@ fn run(cli: Cli) -> Result<()> {
             model,
             data,
             schema,
+            config,
+            psi_job,
             out,
             top,
             top_fraction,
             format,
-        } => score(&model, &data, &schema, &out, top, top_fraction, format),
+        } => match (data, schema, config, psi_job) {
+            (None, None, Some(config), Some(psi_job)) => {
+                runtime()?.block_on(cli::vertical::score(cli::vertical::ScoreRequest {
+                    model: &model,
+                    config: &config,
+                    psi_job: &psi_job,
+                    out: &out,
+                    top,
+                    top_fraction,
+                    parquet: matches!(format, Some(ScoreFormat::Parquet)),
+                }))
+            }
+            (Some(data), Some(schema), None, None) => {
+                if cli::vertical::is_vertical_model(&model) {
+                    bail!(
+                        "{} is a vertical model: it scores as a federated job, with --config                          (the operator config) and --psi-job (the PSI job that aligned the                          customers), not from a local --data file",
+                        model.display()
+                    );
+                }
+                score(&model, &data, &schema, &out, top, top_fraction, format)
+            }
+            _ => bail!(
+                "score: give --data and --schema (a model scored here), or --config and                  --psi-job (a vertical model, scored as a federated job)"
+            ),
+        },
         Command::Evaluate {
             model,
             data,

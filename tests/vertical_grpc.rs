@@ -171,8 +171,15 @@ fn spec_of(fed: &TestFed, job: &str) -> VerticalJobSpec {
     fedsilo_config::from_toml_str(&text, "spec").unwrap()
 }
 
+/// The pooled LR model the vertical one equals, with each party's standardisation.
+struct PooledLr {
+    params: fedsilo_ml::linear::LinearParams,
+    bank: fedsilo_task::Standardizer,
+    partner: fedsilo_task::Standardizer,
+}
+
 /// Vertical LR equals the optimiser's steps on the joined table.
-fn check_lr(fed: &TestFed, job: &str) {
+fn check_lr(fed: &TestFed, job: &str) -> PooledLr {
     let spec = spec_of(fed, job);
     let bank = model_file(fed, "bank", job);
     let partner = model_file(fed, "partner", job);
@@ -217,10 +224,15 @@ fn check_lr(fed: &TestFed, job: &str) {
     assert!((auc - want_auc).abs() < 1e-9, "{auc} vs {want_auc}");
     assert!(auc > 0.7, "hold-out AUC {auc}");
     assert!(partner.holdout_scores.is_none() && partner.holdout_auc.is_none());
+    PooledLr {
+        params: p,
+        bank: sb,
+        partner: sp,
+    }
 }
 
 /// SecureBoost's trees are pooled boosting's on the joined table, node for node.
-fn check_gbdt(fed: &TestFed, job: &str) {
+fn check_gbdt(fed: &TestFed, job: &str) -> fedsilo_ml::gbdt::GbdtModel {
     let spec = spec_of(fed, job);
     let bank = model_file(fed, "bank", job);
     let partner = model_file(fed, "partner", job);
@@ -250,6 +262,79 @@ fn check_gbdt(fed: &TestFed, job: &str) {
     let got = bank.holdout_scores.as_ref().unwrap();
     assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12));
     assert!(bank.holdout_auc.unwrap() > 0.65);
+    pooled
+}
+
+/// The customers PSI job `psi` aligned, joined: their ids (the bank's spelling), the bank's
+/// and the partner's columns, in alignment order.
+fn joined_new(fed: &TestFed, psi: &str) -> (Vec<String>, Array2<f32>, Array2<f32>) {
+    let rb = alignment(fed, "bank", psi, "partner").rows.unwrap();
+    let rp = alignment(fed, "partner", psi, "bank").rows.unwrap();
+    let (tb, tp) = (table(fed, "bank"), table(fed, "partner"));
+    let ib: Vec<usize> = rb.iter().map(|&r| r as usize).collect();
+    let ip: Vec<usize> = rp.iter().map(|&r| r as usize).collect();
+    let ids = ib.iter().map(|&r| tb.ids[r].clone()).collect();
+    (ids, tb.x.select(Axis(0), &ib), tp.x.select(Axis(0), &ip))
+}
+
+/// `fedsilo score` of the bank's model file of `job` on the customers of PSI job `psi`, with
+/// both nodes running (recording what they receive); the ranked list as (id, score) pairs
+/// in rank order, and its header.
+fn score_vertical(
+    fed: &TestFed,
+    job: &str,
+    psi: &str,
+    record: &Path,
+    extra: &[&str],
+) -> (String, Vec<(String, f64)>) {
+    let mut bank = start_node(fed, "bank", &format!("bank-score-{job}.log"), Some(record));
+    let mut partner = start_node(
+        fed,
+        "partner",
+        &format!("partner-score-{job}.log"),
+        Some(record),
+    );
+    let model = VerticalModelFile::path(&fed.path("state-bank"), job);
+    let out = fed.path(&format!("ranked-{job}.csv"));
+    let cfg = fed.path("operator.toml");
+    let mut args = vec![
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--psi-job",
+        psi,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let printed = run_ok(&args);
+    assert!(printed.contains("customers ranked in"), "{printed}");
+    assert!(bank.wait_exit(Duration::from_secs(30)).success());
+    assert!(partner.wait_exit(Duration::from_secs(30)).success());
+    let (header, lines) = read_csv(&out);
+    let mut ranked = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let cells: Vec<&str> = l.split(',').collect();
+        assert_eq!(cells[0], (i + 1).to_string(), "rank of line {l}");
+        ranked.push((cells[1].to_string(), cells[2].parse::<f64>().unwrap()));
+    }
+    (header, ranked)
+}
+
+/// The federated scores are the pooled model's on the joined rows, for every aligned
+/// customer (9 decimals as written), best first.
+fn check_scores(ranked: &[(String, f64)], ids: &[String], want: &[f64]) {
+    assert_eq!(ranked.len(), ids.len(), "one line per aligned customer");
+    let by_id: std::collections::BTreeMap<&str, f64> =
+        ranked.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+    assert_eq!(by_id.len(), ids.len(), "each customer once");
+    for (id, w) in ids.iter().zip(want) {
+        let got = by_id[id.as_str()];
+        assert!((got - w).abs() < 1e-8, "{id}: scored {got}, pooled {w}");
+    }
+    assert!(ranked.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
 }
 
 /// Everything the partner received: only ciphertexts under the bank's key, its own masked
@@ -451,10 +536,71 @@ fn vertical_lr_and_secureboost_train_over_mtls_and_equal_the_joined_table() {
     assert!(bank.wait_exit(Duration::from_secs(30)).success());
     assert!(partner.wait_exit(Duration::from_secs(30)).success());
 
-    check_lr(&fed, &lr);
-    check_gbdt(&fed, &gbdt);
+    let pooled_lr = check_lr(&fed, &lr);
+    let pooled_gbdt = check_gbdt(&fed, &gbdt);
     let received = read_received(&record.join("partner.jsonl"));
     check_partner_wire(&received, 1024, rows);
+
+    // Part 3: next month's customers (new values, another mix of ids), aligned by a new PSI
+    // job, scored with both models by `fedsilo score` as federated jobs; only the bank gets
+    // the scores, which are the pooled models' on the joined new rows.
+    let partner_model = VerticalModelFile::path(&fed.path("state-partner"), &lr);
+    let err = run_err(&[
+        "score",
+        "--model",
+        partner_model.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--psi-job",
+        "align",
+    ]);
+    assert!(
+        err.contains("only the active party learns the scores"),
+        "{err}"
+    );
+    write_data(fed.dir.path(), 2200, 12);
+    let psi = launch_spec(
+        &fed,
+        "align-new",
+        "kind = \"psi\"\njob_id = \"align-new\"\ndataset = \"customers\"\nactive = \"bank\"\npassive = [\"partner\"]\ndelivery = \"both\"\n",
+    );
+    let mut b = start_node(&fed, "bank", "bank-psi-new.log", None);
+    let mut p = start_node(&fed, "partner", "partner-psi-new.log", None);
+    wait_state(&fed, &psi, "finished", Duration::from_secs(120));
+    assert!(b.wait_exit(Duration::from_secs(30)).success());
+    assert!(p.wait_exit(Duration::from_secs(30)).success());
+    let (ids, xb, xp) = joined_new(&fed, &psi);
+    let before = read_received(&record.join("partner.jsonl")).len();
+
+    let (header, ranked) = score_vertical(&fed, &lr, &psi, &record, &[]);
+    assert_eq!(header, "rank,customer_id,score,decile,churn");
+    let xs = side_by_side(
+        &pooled_lr.bank.apply(xb.view()).unwrap(),
+        &pooled_lr.partner.apply(xp.view()).unwrap(),
+    );
+    let want = fedsilo_ml::linear::predict_proba(&pooled_lr.params, xs.view()).unwrap();
+    check_scores(&ranked, &ids, &want);
+
+    let (_, ranked) = score_vertical(&fed, &gbdt, &psi, &record, &[]);
+    let want = pooled_gbdt
+        .predict_proba(side_by_side(&xb, &xp).view())
+        .unwrap();
+    check_scores(&ranked, &ids, &want);
+    let (_, top) = score_vertical(&fed, &gbdt, &psi, &record, &["--top-fraction", "0.3"]);
+    assert_eq!(top.len(), (ids.len() as f64 * 0.3).ceil() as usize);
+    assert_eq!(
+        top[..],
+        ranked[..top.len()],
+        "the top 30 % of the same ranking"
+    );
+    // The partner received nothing in the scoring sessions: its answer goes one way.
+    assert_eq!(read_received(&record.join("partner.jsonl")).len(), before);
+    let jobs = fed.op(&["list"]);
+    assert_eq!(
+        jobs.matches("vertical_score with the model of").count(),
+        3,
+        "{jobs}"
+    );
 
     // The coordinator audited every iteration and tree (with the hash of what it relayed)
     // and each session's end.

@@ -403,6 +403,21 @@ fn feed_vertical(cfg: &NodeConfig, v: &mut VerticalDriver, start: &VerticalStart
         )
     })();
     match result {
+        Ok(data) if !start.spec.kind.trains() => {
+            let state = cfg.state_dir();
+            let path = crate::vertical::VerticalModelFile::path(&state, &start.spec.model_job);
+            match crate::vertical::VerticalModelFile::load(&state, &start.spec.model_job) {
+                Ok(model) => {
+                    tracing::info!(job = %job, rows = data.x.nrows(), model = %path.display(), "vertical rows and model loaded for scoring");
+                    v.provide_scoring(&job, data, (model, &path));
+                }
+                Err(e) => {
+                    let e = VerticalJobError::from(e);
+                    tracing::error!(job = %job, error = %fedsilo_config::display_chain(&e), "vertical model");
+                    v.abort(&job, &e);
+                }
+            }
+        }
         Ok(data) => {
             tracing::info!(job = %job, rows = data.x.nrows(), columns = data.x.ncols(), alignment = %data.alignment.display(), "vertical rows loaded");
             v.provide_data(&job, data);
@@ -431,6 +446,34 @@ fn write_vertical_model(
             session: report.session,
             reason: fedsilo_config::display_chain(&e),
         },
+    }
+}
+
+/// Writes a scoring session's ranked list (the active party); the report to send, or the
+/// failure.
+fn write_vertical_scores(
+    cfg: &NodeConfig,
+    scored: Option<&crate::vertical::score::ScoredRows>,
+    report: fedsilo_task::vertical::VerticalReport,
+) -> fedsilo_task::job::ToCoordinator {
+    let Some(rows) = scored else {
+        tracing::info!(job = %report.job_id, rows = report.rows, "vertical scoring answered");
+        return fedsilo_task::job::ToCoordinator::VerticalDone(report);
+    };
+    let path = crate::vertical::score::ScoredRows::path(&cfg.state_dir(), &report.job_id);
+    match rows.write(&path) {
+        Ok(()) => {
+            tracing::info!(job = %report.job_id, rows = report.rows, auc = ?report.holdout_auc, path = %path.display(), "vertical scores written");
+            fedsilo_task::job::ToCoordinator::VerticalDone(report)
+        }
+        Err(source) => {
+            let e = VerticalJobError::Write { path, source };
+            fedsilo_task::job::ToCoordinator::PsiFailed {
+                job_id: report.job_id,
+                session: report.session,
+                reason: fedsilo_config::display_chain(&e),
+            }
+        }
     }
 }
 
@@ -837,6 +880,11 @@ pub async fn run_until(
                             VerticalEvent::Done { model, report } => {
                                 psi_pending
                                     .push_back(write_vertical_model(&cfg, &model, report).into());
+                            }
+                            VerticalEvent::Scored { scored, report } => {
+                                psi_pending.push_back(
+                                    write_vertical_scores(&cfg, scored.as_deref(), report).into(),
+                                );
                             }
                             VerticalEvent::Failed {
                                 job_id,

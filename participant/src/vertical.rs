@@ -46,8 +46,10 @@ use crate::data::{Schema, Source};
 use crate::psi::{Alignment, AlignmentStore, PsiJobError};
 
 pub mod parts;
+pub mod score;
 
 use parts::{PartError, Reassembly};
+use score::{ModelFileError, ScoredRows, ScoringAnswer, ScoringError};
 
 /// Why this party cannot take part in, or go on with, a vertical session. Each names what
 /// to fix.
@@ -163,6 +165,12 @@ pub enum VerticalJobError {
     OutOfTurn { peer: String, what: &'static str },
     #[error("standardising")]
     Standardize(#[source] fedsilo_task::InstructionError),
+    #[error("this party's model")]
+    Model(#[from] ModelFileError),
+    #[error("the scoring answer of the peer")]
+    Scoring(#[source] ScoringError),
+    #[error("internal: {0}")]
+    Internal(&'static str),
     #[error("cannot write the model file {}", path.display())]
     Write {
         path: PathBuf,
@@ -175,6 +183,9 @@ pub enum VerticalJobError {
 #[derive(Clone, Debug)]
 pub struct AlignedData {
     pub columns: Vec<String>,
+    /// The id column's name and the ids of the aligned rows (as in the file).
+    pub id_column: String,
+    pub ids: Vec<String>,
     /// aligned rows × this party's feature columns (NaN = missing).
     pub x: Array2<f32>,
     /// The active party's labels of the aligned rows (the chosen label).
@@ -281,7 +292,10 @@ pub fn load_aligned(
     }
     let idx: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
     let x = table.x.select(Axis(0), &idx);
-    let (y, label) = if start.role == Role::Active {
+    let scoring = !start.spec.kind.trains();
+    let (y, label) = if start.role == Role::Active
+        && !(scoring && start.spec.label.is_empty() && table.label_names.is_empty())
+    {
         let label = if start.spec.label.is_empty() {
             table.label_names.first().cloned()
         } else {
@@ -303,8 +317,17 @@ pub fn load_aligned(
     } else {
         (None, None)
     };
+    let ids = if start.role == Role::Active {
+        idx.iter()
+            .map(|&r| table.ids.get(r).cloned().unwrap_or_default())
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(AlignedData {
         columns: table.feature_names.clone(),
+        id_column: schema.id_column.clone().unwrap_or_default(),
+        ids,
         x,
         y,
         label,
@@ -334,6 +357,8 @@ pub enum ToActive {
     HoldoutLogits(Vec<f64>),
     /// (tree, node, which hold-out rows go left) of every split the passive party owns.
     HoldoutRoutes(Vec<(u32, u32, Vec<bool>)>),
+    /// A scoring session: the passive party's answer for every aligned customer.
+    Scoring(ScoringAnswer),
 }
 
 /// A party's part of a vertical model, as written to `<state_dir>/vertical/<job>.json`.
@@ -425,6 +450,12 @@ pub enum VerticalEvent {
         model: Box<VerticalModelFile>,
         report: VerticalReport,
     },
+    /// A scoring session is done: the active party writes `scored`
+    /// ([`ScoredRows::path`]), then each party sends `report`.
+    Scored {
+        scored: Option<Box<ScoredRows>>,
+        report: VerticalReport,
+    },
     Failed {
         job_id: String,
         session: u64,
@@ -465,6 +496,8 @@ struct Prepared {
     y_train: Option<Array1<f32>>,
     y_hold: Option<Array1<f32>>,
     standardizer: Option<Standardizer>,
+    /// A scoring session: this party's part of the trained model.
+    model: Option<Box<VerticalModelFile>>,
 }
 
 struct Session {
@@ -685,6 +718,58 @@ impl VerticalDriver {
         !self.outbox.is_empty() || !self.events.is_empty()
     }
 
+    /// A scoring session's aligned rows and this party's part of the model
+    /// ([`VerticalModelFile::load`], checked here against the session: role, peer, columns).
+    pub fn provide_scoring(
+        &mut self,
+        job_id: &str,
+        data: AlignedData,
+        (model, path): (VerticalModelFile, &Path),
+    ) {
+        let Some(s) = self.sessions.get_mut(job_id) else {
+            return;
+        };
+        let session = s.start.session;
+        let start = &s.start;
+        let checked = if start.spec.kind.trains() {
+            Err(VerticalJobError::Internal(
+                "a model given to a training session",
+            ))
+        } else {
+            model
+                .check_for(
+                    path,
+                    &start.spec.model_job,
+                    start.role.name(),
+                    &start.peer,
+                    &start.dataset,
+                    &data.columns,
+                )
+                .map_err(VerticalJobError::from)
+        };
+        if let Err(e) = checked {
+            self.fail(job_id, session, fedsilo_config::display_chain(&e));
+            return;
+        }
+        // The labels count only when they are the model's (else no AUC is reported).
+        let mut data = data;
+        if s.start.spec.label.is_empty() && data.label != model.label {
+            data.y = None;
+            data.label = None;
+        }
+        let d = data.x.ncols();
+        s.prepared = Some(Prepared {
+            train: Array2::zeros((0, d)),
+            hold: data.x.clone(),
+            y_train: None,
+            y_hold: data.y.clone(),
+            standardizer: None,
+            model: Some(Box::new(model)),
+            data,
+        });
+        self.advance(job_id);
+    }
+
     /// This party's aligned rows for `job_id`: split into training and hold-out rows; the
     /// party starts when the channel is open (and, at the active party, the peer is ready).
     pub fn provide_data(&mut self, job_id: &str, data: AlignedData) {
@@ -784,13 +869,13 @@ impl VerticalDriver {
                 }));
         }
         match r {
-            Ok(Some((model, report))) => {
+            Ok(Some(ended)) => {
                 if let Some(s) = self.sessions.get_mut(job_id) {
                     s.done = true;
                 }
-                self.events.push_back(VerticalEvent::Done {
-                    model: Box::new(model),
-                    report,
+                self.events.push_back(match ended {
+                    Ended::Trained(model, report) => VerticalEvent::Done { model, report },
+                    Ended::Scored(scored, report) => VerticalEvent::Scored { scored, report },
                 });
             }
             Ok(None) => {}
@@ -829,6 +914,7 @@ fn prepare(spec: &VerticalJobSpec, data: AlignedData) -> Result<Prepared, Vertic
         y_train,
         y_hold,
         standardizer,
+        model: None,
     })
 }
 
@@ -859,7 +945,13 @@ fn seal_to(
     Ok(())
 }
 
-type Finished = Option<(VerticalModelFile, VerticalReport)>;
+/// How a session ended at this party.
+enum Ended {
+    Trained(Box<VerticalModelFile>, VerticalReport),
+    Scored(Option<Box<ScoredRows>>, VerticalReport),
+}
+
+type Finished = Option<Ended>;
 
 /// One pass of a session: start the party when it can, take every message it can.
 fn step(
@@ -877,6 +969,26 @@ fn step(
     if s.done || !matches!(s.link, Link::Open(_)) {
         return Ok(None);
     }
+    // A scoring session: the passive party, once its data and model are in, answers for
+    // every customer and is done.
+    if s.start.role == Role::Passive && !s.start.spec.kind.trains() {
+        let Some(p) = &s.prepared else {
+            return Ok(None);
+        };
+        let model = p.model.as_ref().ok_or(VerticalJobError::Internal(
+            "a scoring session without a model",
+        ))?;
+        let answer = score::passive_answer(model, p.hold.view())?;
+        seal_to(&mut s.link, out, &ToActive::Scoring(answer))?;
+        s.steps = 1;
+        if !s.inbox.is_empty() {
+            return Err(VerticalJobError::OutOfTurn {
+                peer: peer.clone(),
+                what: "a message in a scoring session (the passive party receives none)",
+            });
+        }
+        return Ok(Some(scored(s, p.hold.nrows(), None)));
+    }
     // The passive party, once its data is in, says it is ready (and builds its party).
     if s.start.role == Role::Passive && matches!(s.party, Party::Waiting) {
         let Some(p) = &s.prepared else {
@@ -891,13 +1003,18 @@ fn step(
             VerticalKind::VerticalLogistic => Party::PassiveLr(Box::new(
                 PassiveLr::new(s.start.spec.lr_config(), p.train.view())
                     .map_err(protocol)?
-                    .require_key_bits(s.start.spec.key_bits),
+                    .require_key_bits(s.start.spec.key_bits()),
             )),
             VerticalKind::VerticalGbdt => Party::PassiveBoost(Box::new(
                 PassiveBoost::new(s.start.spec.gbdt_params(), p.train.view())
                     .map_err(protocol)?
-                    .require_key_bits(s.start.spec.key_bits),
+                    .require_key_bits(s.start.spec.key_bits()),
             )),
+            VerticalKind::VerticalScore => {
+                return Err(VerticalJobError::Internal(
+                    "a scoring session sends no Ready",
+                ))
+            }
         };
         seal_to(&mut s.link, out, &ready)?;
     }
@@ -993,9 +1110,14 @@ fn start_active(
         .y_train
         .as_ref()
         .ok_or_else(|| protocol(VerticalError::Data("no labels at the active party".into())))?;
+    if !s.start.spec.kind.trains() {
+        return Err(VerticalJobError::Internal(
+            "a scoring session trains nothing",
+        ));
+    }
     let dims = [cols as usize];
-    let sk = SecretKey::generate(rng, s.start.spec.key_bits).map_err(protocol)?;
-    tracing::info!(job = %s.start.spec.job_id, bits = s.start.spec.key_bits, "Paillier key drawn; training starts");
+    let sk = SecretKey::generate(rng, s.start.spec.key_bits()).map_err(protocol)?;
+    tracing::info!(job = %s.start.spec.job_id, bits = s.start.spec.key_bits(), "Paillier key drawn; training starts");
     match s.start.spec.kind {
         VerticalKind::VerticalLogistic => {
             let (party, msgs) = ActiveLr::new(
@@ -1026,6 +1148,11 @@ fn start_active(
                 seal_to(&mut s.link, out, &ToPassive::Boost(m))?;
             }
         }
+        VerticalKind::VerticalScore => {
+            return Err(VerticalJobError::Internal(
+                "a scoring session trains nothing",
+            ))
+        }
     }
     Ok(())
 }
@@ -1047,6 +1174,27 @@ fn active_take(
         what,
     };
     match (&mut s.party, msg) {
+        (Party::Waiting, ToActive::Scoring(answer)) if !s.start.spec.kind.trains() => {
+            let Some(p) = &s.prepared else {
+                return Ok(None);
+            };
+            let model = p.model.as_ref().ok_or(VerticalJobError::Internal(
+                "a scoring session without a model",
+            ))?;
+            let scores = score::active_scores(model, p.hold.view(), &answer)?;
+            progress.push(1);
+            s.steps = 1;
+            let rows = ScoredRows {
+                id_column: p.data.id_column.clone(),
+                ids: p.data.ids.clone(),
+                scores,
+                label: match (&p.data.label, &p.y_hold) {
+                    (Some(l), Some(y)) => Some((l.clone(), y.clone())),
+                    _ => None,
+                },
+            };
+            Ok(Some(scored(s, p.hold.nrows(), Some(rows))))
+        }
         (Party::Waiting, ToActive::Ready { columns, rows }) if s.peer_ready.is_none() => {
             s.peer_ready = Some((columns, rows));
             if s.prepared.is_some() {
@@ -1133,6 +1281,7 @@ fn active_take(
             ToActive::Boost(_) => "a boosting message",
             ToActive::HoldoutLogits(_) => "hold-out logits",
             ToActive::HoldoutRoutes(_) => "hold-out routes",
+            ToActive::Scoring(_) => "a scoring answer",
         })),
     }
 }
@@ -1240,7 +1389,7 @@ fn model_file(s: &Session, p: &Prepared, scores: &[f64]) -> VerticalModelFile {
     }
 }
 
-fn finish(s: &Session, file: VerticalModelFile) -> (VerticalModelFile, VerticalReport) {
+fn finish(s: &Session, file: VerticalModelFile) -> Ended {
     let report = VerticalReport {
         job_id: s.start.spec.job_id.clone(),
         session: s.start.session,
@@ -1250,7 +1399,22 @@ fn finish(s: &Session, file: VerticalModelFile) -> (VerticalModelFile, VerticalR
         steps: s.steps,
         holdout_auc: file.holdout_auc,
     };
-    (file, report)
+    Ended::Trained(Box::new(file), report)
+}
+
+/// The end of a scoring session at this party: `n` customers scored (the active party's
+/// scores, with their AUC when labelled).
+fn scored(s: &Session, n: usize, rows: Option<ScoredRows>) -> Ended {
+    let report = VerticalReport {
+        job_id: s.start.spec.job_id.clone(),
+        session: s.start.session,
+        rows: n as u64,
+        train_rows: 0,
+        holdout_rows: 0,
+        steps: 1,
+        holdout_auc: rows.as_ref().and_then(ScoredRows::auc),
+    };
+    Ended::Scored(rows.map(Box::new), report)
 }
 
 #[cfg(test)]
@@ -1309,6 +1473,8 @@ mod tests {
             .collect();
         let data = |cols: &[&str], x: Array2<f32>, y: Option<Array1<f32>>| AlignedData {
             columns: cols.iter().map(|c| c.to_string()).collect(),
+            id_column: "customer".into(),
+            ids: (0..rows).map(|i| format!("c{i:05}")).collect(),
             x,
             label: y.as_ref().map(|_| "churn".to_string()),
             y,
@@ -1327,9 +1493,19 @@ mod tests {
     /// Relays until both are quiet; returns each side's events (bank, partner).
     fn run(
         p: &mut Pair,
+        tamper: impl FnMut(&mut Sealed) -> bool,
+    ) -> (Vec<VerticalEvent>, Vec<VerticalEvent>) {
+        run_spec(p, &spec(""), None, tamper)
+    }
+
+    /// [`run`] of any spec; a scoring spec is given each side's model file.
+    fn run_spec(
+        p: &mut Pair,
+        spec: &VerticalJobSpec,
+        models: Option<&[VerticalModelFile; 2]>,
         mut tamper: impl FnMut(&mut Sealed) -> bool,
     ) -> (Vec<VerticalEvent>, Vec<VerticalEvent>) {
-        let spec = spec("");
+        let spec = spec.clone();
         p.bank.handle_start(start(&spec, Role::Active, "partner"));
         p.partner.handle_start(start(&spec, Role::Passive, "bank"));
         let mut events = (Vec::new(), Vec::new());
@@ -1344,9 +1520,14 @@ mod tests {
                 while let Some(ev) = from.poll_event() {
                     moved = true;
                     match ev {
-                        VerticalEvent::NeedData(st) => {
-                            from.provide_data(&st.spec.job_id, p.data[side].clone());
-                        }
+                        VerticalEvent::NeedData(st) => match models.and_then(|m| m.get(side)) {
+                            Some(m) => from.provide_scoring(
+                                &st.spec.job_id,
+                                p.data[side].clone(),
+                                (m.clone(), Path::new("model.json")),
+                            ),
+                            None => from.provide_data(&st.spec.job_id, p.data[side].clone()),
+                        },
                         other => {
                             if side == 0 {
                                 events.0.push(other);
@@ -1379,6 +1560,127 @@ mod tests {
             VerticalEvent::Done { report, .. } => Some(report),
             _ => None,
         })
+    }
+
+    fn model(evs: &[VerticalEvent]) -> VerticalModelFile {
+        evs.iter()
+            .find_map(|e| match e {
+                VerticalEvent::Done { model, .. } => Some((**model).clone()),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn scored(evs: &[VerticalEvent]) -> (Option<&ScoredRows>, &VerticalReport) {
+        evs.iter()
+            .find_map(|e| match e {
+                VerticalEvent::Scored { scored, report } => Some((scored.as_deref(), report)),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn score_spec(job: &str, model_job: &str) -> VerticalJobSpec {
+        fedsilo_config::from_toml_str(
+            &format!(
+                "kind = \"vertical_score\"\njob_id = \"{job}\"\npsi_job = \"align-new\"\n\
+                 model_job = \"{model_job}\"\nactive = \"bank\"\npassive = [\"partner\"]\n"
+            ),
+            "spec",
+        )
+        .unwrap()
+    }
+
+    /// Train, then score every aligned row in a scoring session: the hold-out rows get
+    /// exactly the scores training gave them (the passive party's thresholds route as its
+    /// bins did), only the bank gets scores, and the partner receives nothing.
+    fn trained_then_scored(train: &VerticalJobSpec) {
+        let mut p = pair(240, 1 << 20);
+        let (b, q) = run_spec(&mut p, train, None, |_| true);
+        let models = [model(&b), model(&q)];
+        assert_eq!(models[0].job_id, train.job_id);
+        p.bank.take_received();
+        p.partner.take_received();
+        let (b, q) = run_spec(
+            &mut p,
+            &score_spec("s", &train.job_id),
+            Some(&models),
+            |_| true,
+        );
+        assert_eq!(failure(&b), None);
+        assert_eq!(failure(&q), None);
+        let (rows, rb) = scored(&b);
+        let (none, rp) = scored(&q);
+        assert!(none.is_none(), "the partner holds no scores");
+        assert_eq!((rb.rows, rb.steps), (240, 1));
+        assert_eq!((rp.rows, rp.steps), (240, 1));
+        let rows = rows.unwrap();
+        assert_eq!(rows.scores.len(), 240);
+        assert_eq!(rows.ids.first().map(String::as_str), Some("c00000"));
+        let hold = train.holdout_positions(240);
+        let want = models[0].holdout_scores.clone().unwrap();
+        assert_eq!(hold.len(), want.len());
+        for (&i, w) in hold.iter().zip(&want) {
+            assert!(
+                (rows.scores[i] - w).abs() < 1e-12,
+                "row {i}: scored {} trained {w}",
+                rows.scores[i]
+            );
+        }
+        assert!(
+            rb.holdout_auc.is_some_and(|a| a > 0.6),
+            "{:?}",
+            rb.holdout_auc
+        );
+        assert!(
+            p.partner.take_received().is_empty(),
+            "the partner received a message"
+        );
+        assert_eq!(p.bank.take_received().len(), 1);
+    }
+
+    #[test]
+    fn a_scoring_session_scores_as_training_did_lr() {
+        trained_then_scored(&spec(""));
+    }
+
+    #[test]
+    fn a_scoring_session_scores_as_training_did_gbdt() {
+        let gbdt: VerticalJobSpec = fedsilo_config::from_toml_str(
+            "kind = \"vertical_gbdt\"\njob_id = \"g\"\npsi_job = \"align\"\nactive = \"bank\"\n\
+             passive = [\"partner\"]\nkey_bits = 1024\ntest_key = true\n[gbdt]\nn_trees = 3\nmax_depth = 3\n",
+            "spec",
+        )
+        .unwrap();
+        trained_then_scored(&gbdt);
+    }
+
+    /// A model of other columns, or of the other role, is refused by name.
+    #[test]
+    fn a_scoring_session_refuses_a_model_of_other_columns_or_role() {
+        let mut p = pair(120, 1 << 20);
+        let (b, q) = run(&mut p, |_| true);
+        let (mb, mut mq) = (model(&b), model(&q));
+        mq.columns[0] = "z9".into();
+        let (_, q2) = run_spec(
+            &mut p,
+            &score_spec("s1", "v"),
+            Some(&[mb.clone(), mq]),
+            |_| true,
+        );
+        let why = failure(&q2).unwrap();
+        assert!(
+            why.contains("not the columns the model of 'v' was trained on"),
+            "{why}"
+        );
+        let (b3, _) = run_spec(
+            &mut p,
+            &score_spec("s2", "v"),
+            Some(&[model(&q), mb]),
+            |_| true,
+        );
+        let why = failure(&b3).unwrap();
+        assert!(why.contains("was the passive party of that job"), "{why}");
     }
 
     fn failure(evs: &[VerticalEvent]) -> Option<&str> {

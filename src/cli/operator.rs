@@ -5,7 +5,7 @@ use crate::*;
 /// A connection to the coordinator whose transport failures (unreachable, reset, timed
 /// out) name the coordinator's address.
 #[derive(Clone, Debug)]
-struct Coordinator {
+pub(crate) struct Coordinator {
     channel: tonic::transport::Channel,
     addr: std::sync::Arc<str>,
     request_timeout: Duration,
@@ -53,7 +53,7 @@ fn unreachable_status(
     ))
 }
 
-async fn operator_client(config: &Path) -> Result<OperatorClient<Coordinator>> {
+pub(crate) async fn operator_client(config: &Path) -> Result<OperatorClient<Coordinator>> {
     let cfg: OperatorConfig = read_toml(config)?;
     let base = config.parent().unwrap_or(Path::new("."));
     let tls = client_tls_config(&tls_files(base, &cfg.tls), &cfg.tls_domain)?;
@@ -90,18 +90,18 @@ async fn operator_client(config: &Path) -> Result<OperatorClient<Coordinator>> {
 }
 
 /// The job state of a status reply, as `fedsilo job status` prints it.
-fn state_name(s: &pb::JobStatus) -> String {
+pub(crate) fn state_name(s: &pb::JobStatus) -> String {
     match fedsilo_proto::convert::job_state_from(s.state, "state") {
         Ok(state) => state.to_string(),
         Err(e) => format!("unknown ({e})"),
     }
 }
 
-fn is_terminal(s: &pb::JobStatus) -> bool {
+pub(crate) fn is_terminal(s: &pb::JobStatus) -> bool {
     fedsilo_proto::convert::job_state_from(s.state, "state").is_ok_and(|st| st.is_terminal())
 }
 
-fn print_status(s: &pb::JobStatus) -> Result<()> {
+pub(crate) fn print_status(s: &pb::JobStatus) -> Result<()> {
     outln!(
         "{}  {}  round {}/{}  participants [{}]{}{}",
         s.job_id,
@@ -180,7 +180,7 @@ pub(crate) async fn job(cmd: JobCmd) -> Result<()> {
             let probe: KindProbe = read_toml(&spec)?;
             if matches!(
                 probe.kind.as_deref(),
-                Some("vertical_logistic" | "vertical_gbdt")
+                Some("vertical_logistic" | "vertical_gbdt" | "vertical_score")
             ) {
                 let v: fedsilo_task::vertical::VerticalJobSpec = read_toml(&spec)?;
                 v.validate()

@@ -1,6 +1,13 @@
 //! Vertical model jobs (vertical federation, part 2): the job spec an operator launches with
-//! `kind = "vertical_logistic"` or `kind = "vertical_gbdt"`, and the job-level messages
-//! around the sealed exchange of [`fedsilo_vertical`].
+//! `kind = "vertical_logistic"` or `kind = "vertical_gbdt"` (training) or
+//! `kind = "vertical_score"` (scoring customers with a trained vertical model), and the
+//! job-level messages around the sealed exchange of [`fedsilo_vertical`].
+//!
+//! A scoring job names the finished training job (`model_job`) and a finished PSI job that
+//! aligned the customers to score (`psi_job`, the same two parties). Each party loads its
+//! own part of the model; the passive party sends its partial logits (LR) or the direction
+//! of every row at each of its splits (GBDT) for every aligned customer, sealed; only the
+//! active party combines them into scores, and writes the ranked list.
 //!
 //! A vertical job trains on the customers a finished PSI job aligned (`psi_job`, whose
 //! `delivery` must be `both`): the active party (the label holder, the PSI job's active
@@ -18,7 +25,7 @@ use fedsilo_ml::optim::ServerOptimizer;
 use fedsilo_vertical::lr::LrConfig;
 use serde::{Deserialize, Serialize};
 
-/// The two `kind`s of a vertical job spec.
+/// The `kind`s of a vertical job spec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VerticalKind {
@@ -26,6 +33,8 @@ pub enum VerticalKind {
     VerticalLogistic,
     /// SecureBoost ([`fedsilo_vertical::boost`]).
     VerticalGbdt,
+    /// Scoring aligned customers with a trained vertical model (of either kind).
+    VerticalScore,
 }
 
 impl VerticalKind {
@@ -33,6 +42,7 @@ impl VerticalKind {
         match self {
             VerticalKind::VerticalLogistic => "vertical_logistic",
             VerticalKind::VerticalGbdt => "vertical_gbdt",
+            VerticalKind::VerticalScore => "vertical_score",
         }
     }
 
@@ -41,7 +51,13 @@ impl VerticalKind {
         match self {
             VerticalKind::VerticalLogistic => "iteration",
             VerticalKind::VerticalGbdt => "tree",
+            VerticalKind::VerticalScore => "scoring pass",
         }
+    }
+
+    /// A training kind (not scoring).
+    pub fn trains(self) -> bool {
+        !matches!(self, VerticalKind::VerticalScore)
     }
 }
 
@@ -51,13 +67,8 @@ pub const DEFAULT_KEY_BITS: u32 = 2048;
 /// `test_key = true` (tests that need speed).
 pub const TEST_KEY_BITS: u32 = 1024;
 
-fn default_key_bits() -> u32 {
-    DEFAULT_KEY_BITS
-}
-
-fn default_holdout() -> f64 {
-    0.2
-}
+/// The hold-out fraction of a training job by default.
+pub const DEFAULT_HOLDOUT: f64 = 0.2;
 
 /// A vertical job as an operator writes it:
 ///
@@ -80,6 +91,20 @@ fn default_holdout() -> f64 {
 /// # n_trees = 20
 /// # max_depth = 3
 /// ```
+///
+/// and a scoring job:
+///
+/// ```toml
+/// kind = "vertical_score"
+/// model_job = "churn-vlr"         # a finished vertical_logistic or vertical_gbdt job
+/// psi_job = "align-new-customers" # a finished PSI job (delivery = "both") of the same parties
+/// # active, passive: optional, the model job's parties
+/// # label = "churned"             # optional: the AUC on the scored customers, if labelled
+/// ```
+///
+/// A scoring job takes none of the training keys (`key_bits`, `test_key`,
+/// `holdout_fraction`, `iterations`, `l2`, `pos_weight`, `optimizer`, `gbdt`); a training
+/// job takes no `model_job`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerticalJobSpec {
@@ -88,18 +113,26 @@ pub struct VerticalJobSpec {
     #[serde(default)]
     pub job_id: String,
     pub psi_job: String,
+    /// Scoring: the vertical training job whose model scores the customers.
+    #[serde(default)]
+    pub model_job: String,
+    /// Empty (scoring only): the model job's.
+    #[serde(default)]
     pub active: String,
+    #[serde(default)]
     pub passive: Vec<String>,
-    #[serde(default = "default_key_bits")]
-    pub key_bits: u32,
+    /// Training: the Paillier modulus; absent = [`DEFAULT_KEY_BITS`].
+    #[serde(default)]
+    pub key_bits: Option<u32>,
     /// Allows a 1,024-bit key (the crate's floor): for tests only, never for real data.
     #[serde(default)]
     pub test_key: bool,
     /// The active party's label column; empty = its schema's first label.
     #[serde(default)]
     pub label: String,
-    #[serde(default = "default_holdout")]
-    pub holdout_fraction: f64,
+    /// Training: absent = [`DEFAULT_HOLDOUT`].
+    #[serde(default)]
+    pub holdout_fraction: Option<f64>,
     #[serde(default)]
     pub iterations: Option<u32>,
     #[serde(default)]
@@ -132,6 +165,24 @@ pub enum VerticalSpecError {
     KeyBits { bits: u32 },
     #[error("holdout_fraction: {0} must be in (0, 0.5]")]
     Holdout(f64),
+    #[error("model_job: empty (a vertical_score job names the finished vertical training job whose model scores)")]
+    NoModelJob,
+    #[error("model_job: applies to kind = \"vertical_score\" (a training job makes the model)")]
+    ModelJobInTraining,
+    #[error(
+        "{field}: a vertical_score job does not train (remove it; the model job's settings apply)"
+    )]
+    NotForScoring { field: &'static str },
+    #[error("model_job: '{0}' is not a vertical training job of this coordinator")]
+    UnknownModelJob(String),
+    #[error("model_job: '{job}' is {state}; scoring needs a finished vertical training job")]
+    ModelNotFinished { job: String, state: String },
+    #[error("{field}: '{name}' is not the model job's {field} party ('{model}')")]
+    NotModelParty {
+        field: &'static str,
+        name: String,
+        model: String,
+    },
     #[error("{field}: applies to kind = \"{applies}\"")]
     WrongKind {
         field: &'static str,
@@ -161,25 +212,25 @@ impl VerticalJobSpec {
         if self.psi_job.is_empty() {
             return Err(VerticalSpecError::NoPsiJob);
         }
+        if self.kind == VerticalKind::VerticalScore {
+            return self.validate_scoring();
+        }
+        if !self.model_job.is_empty() {
+            return Err(VerticalSpecError::ModelJobInTraining);
+        }
         if self.active.is_empty() {
             return Err(VerticalSpecError::NoActive);
         }
-        if self.passive.len() != 1 {
-            return Err(VerticalSpecError::PassiveCount(self.passive.len()));
-        }
-        if let Some(p) = self.passive.iter().find(|p| **p == self.active) {
-            return Err(VerticalSpecError::ActiveIsPassive(p.clone()));
-        }
-        let bits_ok = self.key_bits % 2 == 0
-            && ((2048..=4096).contains(&self.key_bits)
-                || (self.test_key && self.key_bits == TEST_KEY_BITS));
+        self.check_parties()?;
+        let bits = self.key_bits();
+        let bits_ok = bits % 2 == 0
+            && ((2048..=4096).contains(&bits) || (self.test_key && bits == TEST_KEY_BITS));
         if !bits_ok {
-            return Err(VerticalSpecError::KeyBits {
-                bits: self.key_bits,
-            });
+            return Err(VerticalSpecError::KeyBits { bits });
         }
-        if !(self.holdout_fraction > 0.0 && self.holdout_fraction <= 0.5) {
-            return Err(VerticalSpecError::Holdout(self.holdout_fraction));
+        let holdout = self.holdout_fraction();
+        if !(holdout > 0.0 && holdout <= 0.5) {
+            return Err(VerticalSpecError::Holdout(holdout));
         }
         match self.kind {
             VerticalKind::VerticalLogistic => {
@@ -211,8 +262,55 @@ impl VerticalJobSpec {
                     .validate()
                     .map_err(|e| VerticalSpecError::Parameters(format!("gbdt: {e}")))?;
             }
+            VerticalKind::VerticalScore => {}
         }
         Ok(())
+    }
+
+    /// One passive party, not the active one (parties may be empty in a scoring spec until
+    /// the coordinator fills them in from the model job).
+    fn check_parties(&self) -> Result<(), VerticalSpecError> {
+        if self.passive.len() != 1 {
+            return Err(VerticalSpecError::PassiveCount(self.passive.len()));
+        }
+        if let Some(p) = self.passive.iter().find(|p| **p == self.active) {
+            return Err(VerticalSpecError::ActiveIsPassive(p.clone()));
+        }
+        Ok(())
+    }
+
+    fn validate_scoring(&self) -> Result<(), VerticalSpecError> {
+        if self.model_job.is_empty() {
+            return Err(VerticalSpecError::NoModelJob);
+        }
+        for (field, given) in [
+            ("key_bits", self.key_bits.is_some()),
+            ("test_key", self.test_key),
+            ("holdout_fraction", self.holdout_fraction.is_some()),
+            ("iterations", self.iterations.is_some()),
+            ("l2", self.l2.is_some()),
+            ("pos_weight", self.pos_weight.is_some()),
+            ("optimizer", self.optimizer.is_some()),
+            ("gbdt", self.gbdt.is_some()),
+        ] {
+            if given {
+                return Err(VerticalSpecError::NotForScoring { field });
+            }
+        }
+        if !self.passive.is_empty() || !self.active.is_empty() {
+            self.check_parties()?;
+        }
+        Ok(())
+    }
+
+    /// The Paillier modulus of a training job.
+    pub fn key_bits(&self) -> u32 {
+        self.key_bits.unwrap_or(DEFAULT_KEY_BITS)
+    }
+
+    /// The hold-out fraction of a training job (a scoring job holds nothing out).
+    pub fn holdout_fraction(&self) -> f64 {
+        self.holdout_fraction.unwrap_or(DEFAULT_HOLDOUT)
     }
 
     /// The LR configuration every party uses (the simulator's defaults filled in).
@@ -239,6 +337,7 @@ impl VerticalJobSpec {
         match self.kind {
             VerticalKind::VerticalLogistic => u64::from(self.lr_config().iterations),
             VerticalKind::VerticalGbdt => self.gbdt_params().n_trees as u64,
+            VerticalKind::VerticalScore => 1,
         }
     }
 
@@ -253,12 +352,12 @@ impl VerticalJobSpec {
     }
 
     /// The aligned positions held out (sorted), seeded by the job id: both parties draw the
-    /// same ones. At least one row on each side.
+    /// same ones. At least one row on each side; none in a scoring job.
     pub fn holdout_positions(&self, n: usize) -> Vec<usize> {
         use rand::seq::SliceRandom;
         use rand::SeedableRng;
         use sha2::Digest;
-        if n < 2 {
+        if n < 2 || !self.kind.trains() {
             return Vec::new();
         }
         let seed: [u8; 32] =
@@ -266,7 +365,7 @@ impl VerticalJobSpec {
                 .into();
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut rand_chacha::ChaCha8Rng::from_seed(seed));
-        let k = ((n as f64) * self.holdout_fraction)
+        let k = ((n as f64) * self.holdout_fraction())
             .round()
             .clamp(1.0, (n - 1) as f64) as usize;
         let mut hold: Vec<usize> = order.into_iter().take(k).collect();

@@ -425,12 +425,13 @@ fn vspec(job: &str) -> fedsilo_task::vertical::VerticalJobSpec {
         kind: fedsilo_task::vertical::VerticalKind::VerticalLogistic,
         job_id: job.into(),
         psi_job: "align".into(),
+        model_job: String::new(),
         active: "bank".into(),
         passive: vec!["insurer".into()],
-        key_bits: 1024,
+        key_bits: Some(1024),
         test_key: true,
         label: String::new(),
-        holdout_fraction: 0.2,
+        holdout_fraction: Some(0.2),
         iterations: Some(2),
         l2: None,
         pos_weight: None,
@@ -661,4 +662,94 @@ fn a_party_away_pauses_a_vertical_job_until_it_is_back() {
         .collect();
     assert_eq!(starts, vec![s + 1, s + 1]);
     assert_eq!(fed.coord.job_status("v").unwrap().state, JobState::Running);
+}
+
+/// A scoring job names a finished vertical training job; its parties are the model job's.
+#[test]
+fn a_vertical_scoring_job_needs_a_finished_model_job_of_the_same_parties() {
+    use fedsilo_task::vertical::{VerticalKind, VerticalSpecError};
+    let (mut fed, s) = vertical_fed("v");
+    let now = fed.now;
+    let score = |model: &str| fedsilo_task::vertical::VerticalJobSpec {
+        kind: VerticalKind::VerticalScore,
+        job_id: "score".into(),
+        model_job: model.into(),
+        active: String::new(),
+        passive: Vec::new(),
+        key_bits: None,
+        test_key: false,
+        holdout_fraction: None,
+        ..vspec("score")
+    };
+    let launch = |fed: &mut Fed, spec| fed.coord.launch_vertical(now, spec);
+    assert!(matches!(
+        launch(&mut fed, score("nope")),
+        Err(EngineError::InvalidVerticalJob(
+            VerticalSpecError::UnknownModelJob(_)
+        ))
+    ));
+    assert!(matches!(
+        launch(&mut fed, score("align")),
+        Err(EngineError::InvalidVerticalJob(
+            VerticalSpecError::UnknownModelJob(_)
+        )),
+    ));
+    assert!(matches!(
+        launch(&mut fed, score("v")),
+        Err(EngineError::InvalidVerticalJob(
+            VerticalSpecError::ModelNotFinished { .. }
+        ))
+    ));
+    for step in 1..=2 {
+        fed.coord
+            .handle_message(now, 0, progress("v", s, step))
+            .unwrap();
+    }
+    fed.coord
+        .handle_message(now, 1, done("v", s, None))
+        .unwrap();
+    fed.coord
+        .handle_message(now, 0, done("v", s, Some(0.75)))
+        .unwrap();
+    assert_eq!(fed.coord.job_status("v").unwrap().state, JobState::Finished);
+    let mut swapped = score("v");
+    swapped.active = "insurer".into();
+    swapped.passive = vec!["bank".into()];
+    assert!(matches!(
+        launch(&mut fed, swapped),
+        Err(EngineError::InvalidVerticalJob(
+            VerticalSpecError::NotModelParty {
+                field: "active",
+                ..
+            }
+        ))
+    ));
+    let mut training_key = score("v");
+    training_key.key_bits = Some(2048);
+    assert!(matches!(
+        launch(&mut fed, training_key),
+        Err(EngineError::InvalidVerticalJob(
+            VerticalSpecError::NotForScoring { field: "key_bits" }
+        ))
+    ));
+    // The parties are filled in from the model job; both get a VerticalStart naming it.
+    while fed.coord.poll_transmit().is_some() {}
+    assert_eq!(launch(&mut fed, score("v")).unwrap(), "score");
+    let starts: Vec<_> = std::iter::from_fn(|| fed.coord.poll_transmit())
+        .filter_map(|(to, m)| match m {
+            ToParticipant::VerticalStart(v) => Some((to, v.spec.model_job.clone(), v.role)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert!(starts.iter().all(|(_, m, _)| m == "v"));
+    let status = fed.coord.job_status("score").unwrap();
+    assert!(
+        status
+            .detail
+            .contains("vertical_score with the model of 'v'"),
+        "{}",
+        status.detail
+    );
+    assert_eq!(status.total_rounds, 1);
 }

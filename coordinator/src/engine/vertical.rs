@@ -171,6 +171,9 @@ impl Coordinator {
         self.tick(now);
         let invalid = EngineError::InvalidVerticalJob;
         spec.validate().map_err(invalid)?;
+        if !spec.kind.trains() {
+            self.scoring_parties(&mut spec).map_err(invalid)?;
+        }
         for (field, name) in std::iter::once(("active", &spec.active))
             .chain(spec.passive.iter().map(|p| ("passive", p)))
         {
@@ -253,6 +256,44 @@ impl Coordinator {
         self.psi_checkpoint(&id);
         self.maybe_start_psi(now, &id);
         Ok(id)
+    }
+
+    /// A scoring spec's model job: a finished vertical training job; the spec's parties are
+    /// its parties (filled in when the spec names none).
+    fn scoring_parties(&self, spec: &mut VerticalJobSpec) -> Result<(), VerticalSpecError> {
+        let model = self
+            .psi_jobs
+            .get(&spec.model_job)
+            .and_then(|j| j.record.vertical.as_ref().map(|v| (j, v)))
+            .filter(|(_, v)| v.spec.kind.trains())
+            .ok_or_else(|| VerticalSpecError::UnknownModelJob(spec.model_job.clone()))?;
+        let (job, v) = model;
+        if job.record.state != JobState::Finished {
+            return Err(VerticalSpecError::ModelNotFinished {
+                job: spec.model_job.clone(),
+                state: job.record.state.label(),
+            });
+        }
+        if spec.active.is_empty() && spec.passive.is_empty() {
+            spec.active = v.spec.active.clone();
+            spec.passive = v.spec.passive.clone();
+            return Ok(());
+        }
+        if spec.active != v.spec.active {
+            return Err(VerticalSpecError::NotModelParty {
+                field: "active",
+                name: spec.active.clone(),
+                model: v.spec.active.clone(),
+            });
+        }
+        if spec.passive != v.spec.passive {
+            return Err(VerticalSpecError::NotModelParty {
+                field: "passive",
+                name: spec.passive.join(", "),
+                model: v.spec.passive.join(", "),
+            });
+        }
+        Ok(())
     }
 
     /// Sends the two `VerticalStart`s of a session just opened; false for a PSI job.
@@ -550,13 +591,26 @@ impl Coordinator {
         let total = v.spec.total_steps();
         let step = v.spec.kind.step_name();
         let mut parts = vec![format!(
-            "{} on PSI job '{}' (session {}, hash {})",
+            "{}{} on PSI job '{}' (session {}, hash {})",
             v.spec.kind.name(),
+            if v.spec.kind.trains() {
+                String::new()
+            } else {
+                format!(" with the model of '{}'", v.spec.model_job)
+            },
             v.spec.psi_job,
             v.psi_session,
             v.psi_hash.get(..16).unwrap_or(&v.psi_hash)
         )];
-        if let Some(o) = &v.outcome {
+        if let (Some(o), false) = (&v.outcome, v.spec.kind.trains()) {
+            parts.push(format!(
+                "{} customers scored{}",
+                o.rows,
+                o.holdout_auc
+                    .map(|a| format!(", AUC {a:.4} on their labels at {}", r.spec.active))
+                    .unwrap_or_default()
+            ));
+        } else if let Some(o) = &v.outcome {
             parts.push(format!(
                 "{} rows ({} training, {} held out), {} {step}s{}",
                 o.rows,

@@ -13,6 +13,7 @@ fn kind_to(k: VerticalKind) -> pb::VerticalKind {
     match k {
         VerticalKind::VerticalLogistic => pb::VerticalKind::Logistic,
         VerticalKind::VerticalGbdt => pb::VerticalKind::Gbdt,
+        VerticalKind::VerticalScore => pb::VerticalKind::Score,
     }
 }
 
@@ -20,6 +21,7 @@ fn kind_from(v: i32, field: &str) -> Result<VerticalKind, WireError> {
     match pb::VerticalKind::try_from(v) {
         Ok(pb::VerticalKind::Logistic) => Ok(VerticalKind::VerticalLogistic),
         Ok(pb::VerticalKind::Gbdt) => Ok(VerticalKind::VerticalGbdt),
+        Ok(pb::VerticalKind::Score) => Ok(VerticalKind::VerticalScore),
         Ok(pb::VerticalKind::Unspecified) => Err(WireError::at(field, Problem::Unspecified)),
         Err(_) => Err(WireError::at(field, Problem::UnknownEnum(v))),
     }
@@ -31,6 +33,7 @@ impl From<&VerticalJobSpec> for pb::VerticalJobSpec {
             job_id: s.job_id.clone(),
             kind: kind_to(s.kind) as i32,
             psi_job: s.psi_job.clone(),
+            model_job: s.model_job.clone(),
             active: s.active.clone(),
             passive: s.passive.clone(),
             key_bits: s.key_bits,
@@ -53,6 +56,7 @@ impl TryFrom<pb::VerticalJobSpec> for VerticalJobSpec {
             kind: kind_from(s.kind, "kind")?,
             job_id: s.job_id,
             psi_job: s.psi_job,
+            model_job: s.model_job,
             active: s.active,
             passive: s.passive,
             key_bits: s.key_bits,
