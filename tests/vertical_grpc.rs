@@ -284,16 +284,11 @@ fn score_vertical(
     fed: &TestFed,
     job: &str,
     psi: &str,
-    record: &Path,
+    record: Option<&Path>,
     extra: &[&str],
 ) -> (String, Vec<(String, f64)>) {
-    let mut bank = start_node(fed, "bank", &format!("bank-score-{job}.log"), Some(record));
-    let mut partner = start_node(
-        fed,
-        "partner",
-        &format!("partner-score-{job}.log"),
-        Some(record),
-    );
+    let mut bank = start_node(fed, "bank", &format!("bank-score-{job}.log"), record);
+    let mut partner = start_node(fed, "partner", &format!("partner-score-{job}.log"), record);
     let model = VerticalModelFile::path(&fed.path("state-bank"), job);
     let out = fed.path(&format!("ranked-{job}.csv"));
     let cfg = fed.path("operator.toml");
@@ -395,6 +390,7 @@ fn check_partner_wire(received: &[Received], key_bits: u32, rows: usize) {
                 assert!(masked.iter().all(|m| m.magnitude.len() >= 16));
                 "lr masked gradient"
             }
+            ToPassive::Resume { .. } => "lr resume",
             ToPassive::Boost(BoostToPassive::Setup { .. }) => "boost setup",
             ToPassive::Boost(BoostToPassive::Gradients { gh, .. }) => {
                 ciphertexts(gh);
@@ -572,7 +568,7 @@ fn vertical_lr_and_secureboost_train_over_mtls_and_equal_the_joined_table() {
     let (ids, xb, xp) = joined_new(&fed, &psi);
     let before = read_received(&record.join("partner.jsonl")).len();
 
-    let (header, ranked) = score_vertical(&fed, &lr, &psi, &record, &[]);
+    let (header, ranked) = score_vertical(&fed, &lr, &psi, Some(&record), &[]);
     assert_eq!(header, "rank,customer_id,score,decile,churn");
     let xs = side_by_side(
         &pooled_lr.bank.apply(xb.view()).unwrap(),
@@ -581,12 +577,12 @@ fn vertical_lr_and_secureboost_train_over_mtls_and_equal_the_joined_table() {
     let want = fedsilo_ml::linear::predict_proba(&pooled_lr.params, xs.view()).unwrap();
     check_scores(&ranked, &ids, &want);
 
-    let (_, ranked) = score_vertical(&fed, &gbdt, &psi, &record, &[]);
+    let (_, ranked) = score_vertical(&fed, &gbdt, &psi, Some(&record), &[]);
     let want = pooled_gbdt
         .predict_proba(side_by_side(&xb, &xp).view())
         .unwrap();
     check_scores(&ranked, &ids, &want);
-    let (_, top) = score_vertical(&fed, &gbdt, &psi, &record, &["--top-fraction", "0.3"]);
+    let (_, top) = score_vertical(&fed, &gbdt, &psi, Some(&record), &["--top-fraction", "0.3"]);
     assert_eq!(top.len(), (ids.len() as f64 * 0.3).ceil() as usize);
     assert_eq!(
         top[..],
@@ -742,4 +738,143 @@ fn vertical_over_grpc_at_scale() {
             println!("  audit step {}: {}", r.round, r.outcome);
         }
     }
+}
+
+/// Not part of the suite (minutes): scoring about a million customers with vertical models
+/// over gRPC. Both models train on a small alignment (6,000 customers per list, 1,024-bit
+/// test key: the key plays no part in scoring); then `FEDSILO_SCALE_SCORE_CUSTOMERS`
+/// (1,400,000: ≈ 1,010,000 aligned) new customers are aligned by PSI and scored with each
+/// model by `fedsilo score`. Prints wall and CPU time of the PSI and of each scoring job:
+///
+/// `FEDSILO_TEST_BIN=target/release/fedsilo cargo test --release --test vertical_grpc -- --ignored --nocapture scoring_at_scale`
+#[test]
+#[ignore]
+fn vertical_scoring_at_scale() {
+    let customers = env_or("FEDSILO_SCALE_SCORE_CUSTOMERS", 1_400_000) as usize;
+    let trees = env_or("FEDSILO_SCALE_TREES", 20);
+    let fed = pair_federation(BANK_SCHEMA, PARTNER_SCHEMA);
+    write_data(fed.dir.path(), 6000, 11);
+    let coordinator = fed.coordinator("coordinator.log");
+    let coordinator_pid = coordinator.child.id().to_string();
+    align(&fed, Duration::from_secs(120));
+    let lr = launch_spec(
+        &fed,
+        "big-vlr",
+        "kind = \"vertical_logistic\"\njob_id = \"big-vlr\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\nkey_bits = 1024\ntest_key = true\niterations = 10\n",
+    );
+    let gbdt = launch_spec(
+        &fed,
+        "big-vgbdt",
+        &format!("kind = \"vertical_gbdt\"\njob_id = \"big-vgbdt\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\nkey_bits = 1024\ntest_key = true\n[gbdt]\nn_trees = {trees}\nmax_depth = 4\n"),
+    );
+    let mut bank = start_node(&fed, "bank", "bank-train.log", None);
+    let mut partner = start_node(&fed, "partner", "partner-train.log", None);
+    for job in [&lr, &gbdt] {
+        wait_state(&fed, job, "finished", Duration::from_secs(1800));
+    }
+    assert!(bank.wait_exit(Duration::from_secs(60)).success());
+    assert!(partner.wait_exit(Duration::from_secs(60)).success());
+    let splits = model_file(&fed, "partner", &gbdt)
+        .passive_splits
+        .map_or(0, |s| s.len());
+    let t = std::time::Instant::now();
+    write_data(fed.dir.path(), customers, 12);
+    println!(
+        "{customers} new customers per list written in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let measure = |what: &str, f: &mut dyn FnMut()| {
+        let (_, children0) = cpu_seconds("self");
+        let (coord0, _) = cpu_seconds(&coordinator_pid);
+        let t = std::time::Instant::now();
+        f();
+        let wall = t.elapsed().as_secs_f64();
+        let (_, children1) = cpu_seconds("self");
+        let (coord1, _) = cpu_seconds(&coordinator_pid);
+        println!(
+            "{what}: wall {wall:.1} s, CPU of the nodes and the CLI {:.1} s, coordinator {:.1} s",
+            children1 - children0,
+            coord1 - coord0
+        );
+    };
+    let psi = "align-big";
+    measure("PSI of the new customers", &mut || {
+        launch_spec(
+            &fed,
+            psi,
+            "kind = \"psi\"\njob_id = \"align-big\"\ndataset = \"customers\"\nactive = \"bank\"\npassive = [\"partner\"]\ndelivery = \"both\"\n",
+        );
+        let mut b = start_node(&fed, "bank", "bank-psi-big.log", None);
+        let mut p = start_node(&fed, "partner", "partner-psi-big.log", None);
+        wait_state(&fed, psi, "finished", Duration::from_secs(3600));
+        assert!(b.wait_exit(Duration::from_secs(60)).success());
+        assert!(p.wait_exit(Duration::from_secs(60)).success());
+    });
+    let aligned = alignment(&fed, "bank", psi, "partner").rows.unwrap().len();
+    println!("{aligned} customers aligned; the partner owns {splits} of the GBDT's splits");
+    for (job, what) in [(&lr, "LR"), (&gbdt, "GBDT")] {
+        let mut n = 0;
+        measure(&format!("scoring with {what} ({job})"), &mut || {
+            let (_, ranked) = score_vertical(&fed, job, psi, None, &[]);
+            n = ranked.len();
+        });
+        assert_eq!(n, aligned);
+        let log = std::fs::read_to_string(fed.path(&format!("bank-score-{job}.log"))).unwrap();
+        if let Some(l) = log.lines().find(|l| l.contains("vertical scores written")) {
+            println!("  {l}");
+        }
+    }
+}
+
+/// The coordinator killed (SIGKILL) mid-training and started again on its store: the LR job
+/// goes on in a fresh session that continues from the last iteration both parties completed
+/// (their own state, kept by the nodes, which stayed up), not from iteration 0; the audit
+/// says so, and the model is still the joined table's.
+#[test]
+fn a_coordinator_killed_mid_training_resumes_vertical_lr_at_the_last_iteration() {
+    let fed = pair_federation(BANK_SCHEMA, PARTNER_SCHEMA);
+    write_data(fed.dir.path(), 2600, 11);
+    let mut coordinator = fed.coordinator("coordinator.log");
+    align(&fed, Duration::from_secs(120));
+    let lr = launch_spec(
+        &fed,
+        "churn-vlr",
+        "kind = \"vertical_logistic\"\njob_id = \"churn-vlr\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\nkey_bits = 1024\ntest_key = true\niterations = 40\n",
+    );
+    let mut bank = start_node(&fed, "bank", "bank-vertical.log", None);
+    let mut partner = start_node(&fed, "partner", "partner-vertical.log", None);
+    let vertical = |r: &[fedsilo_coordinator::audit::AuditRecord]| {
+        r.iter()
+            .filter(|r| r.purpose == fedsilo_task::Purpose::Vertical)
+            .count()
+    };
+    fed.wait_audit(&lr, Duration::from_secs(120), "3 iterations", |r| {
+        vertical(r) >= 3
+    });
+    coordinator.kill9();
+    let _coordinator = fed.coordinator("coordinator-2.log");
+    let s = wait_state(&fed, &lr, "finished", Duration::from_secs(240));
+    assert!(s.contains("hold-out AUC"), "{s}");
+    assert!(bank.wait_exit(Duration::from_secs(30)).success());
+    assert!(partner.wait_exit(Duration::from_secs(30)).success());
+    let audit: Vec<_> = fed
+        .audit_rounds(&lr)
+        .into_iter()
+        .filter(|r| r.purpose == fedsilo_task::Purpose::Vertical)
+        .collect();
+    let resumed: Vec<_> = audit
+        .iter()
+        .filter(|r| r.outcome.contains("resumed after"))
+        .collect();
+    assert!(!resumed.is_empty(), "{audit:#?}");
+    let first = resumed[0];
+    assert!(first.round >= 3, "resumed at iteration {}", first.round);
+    // Each iteration of the job is audited once before or after the restart (the one in
+    // flight may be audited by both sessions), not 40 more.
+    assert!(
+        audit.len() <= 40 + 3,
+        "{} vertical audit entries",
+        audit.len()
+    );
+    check_lr(&fed, &lr);
 }

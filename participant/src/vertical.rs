@@ -35,7 +35,9 @@ use fedsilo_task::Standardizer;
 use fedsilo_vertical::boost::{
     ActiveBoost, BoostToActive, BoostToPassive, PassiveBoost, PassiveSplit, VerticalGbdtModel,
 };
-use fedsilo_vertical::lr::{ActiveLr, ActiveLrModel, LrToActive, LrToPassive, PassiveLr};
+use fedsilo_vertical::lr::{
+    ActiveLr, ActiveLrModel, LrCheckpoint, LrToActive, LrToPassive, PassiveLr,
+};
 use fedsilo_vertical::{SecretKey, VerticalError};
 use ndarray::{Array1, Array2, Axis};
 use rand::SeedableRng;
@@ -342,6 +344,11 @@ pub enum ToPassive {
     Boost(BoostToPassive),
     /// Training is done: the partial logits (LR) or routes (GBDT) of the hold-out rows.
     Holdout,
+    /// LR, before the Setup: continue from this party's own checkpoint after `iteration`
+    /// iterations of an earlier session (one the passive party said it holds).
+    Resume {
+        iteration: u32,
+    },
 }
 
 /// What the passive party sends inside the sealed channel.
@@ -351,6 +358,10 @@ pub enum ToActive {
     Ready {
         columns: u64,
         rows: u64,
+        /// LR: the iterations of an earlier session of the job this party holds its own
+        /// checkpoint after (at most two; empty = start from scratch).
+        #[serde(default)]
+        resume: Vec<u32>,
     },
     Lr(LrToActive),
     Boost(BoostToActive),
@@ -500,6 +511,14 @@ struct Prepared {
     model: Option<Box<VerticalModelFile>>,
 }
 
+/// The passive party's Ready: its column and row counts, the iterations it could resume at.
+#[derive(Clone, Debug)]
+struct Ready {
+    columns: u64,
+    rows: u64,
+    resume: Vec<u32>,
+}
+
 struct Session {
     start: VerticalStart,
     link: Link,
@@ -508,8 +527,13 @@ struct Session {
     /// Sealed messages that arrived before the party could take them.
     inbox: VecDeque<Sealed>,
     /// The passive party's Ready, if it came before this (active) party's data.
-    peer_ready: Option<(u64, u64)>,
+    peer_ready: Option<Ready>,
     steps: u64,
+    /// LR: this party's own state after the last two completed iterations (carried into a
+    /// later session of the job, which continues from one both parties hold).
+    checkpoints: Vec<LrCheckpoint>,
+    /// The completed steps this session continued from (0 = from the start).
+    resumed_from: u64,
     holdout_sent: bool,
     done: bool,
 }
@@ -627,6 +651,18 @@ impl VerticalDriver {
         {
             return;
         }
+        // A later session of the same job, spec and alignment keeps this party's LR state.
+        let checkpoints = self
+            .sessions
+            .get_mut(&job)
+            .filter(|s| {
+                s.start.spec == start.spec
+                    && s.start.psi_hash == start.psi_hash
+                    && s.start.role == start.role
+                    && s.start.peer == start.peer
+            })
+            .map(|s| std::mem::take(&mut s.checkpoints))
+            .unwrap_or_default();
         self.close(&job);
         // The coordinator's copy of the spec is checked here too (key size, parameters).
         if let Err(e) = start.spec.validate() {
@@ -666,6 +702,8 @@ impl VerticalDriver {
                 inbox: VecDeque::new(),
                 peer_ready: None,
                 steps: 0,
+                checkpoints,
+                resumed_from: 0,
                 holdout_sent: false,
                 done: false,
             },
@@ -860,12 +898,14 @@ impl VerticalDriver {
         for m in out {
             self.outbox.push_back(ToCoordinator::Psi(m));
         }
+        let resumed_from = self.sessions.get(job_id).map_or(0, |s| s.resumed_from);
         for p in progress {
             self.outbox
                 .push_back(ToCoordinator::VerticalProgress(VerticalProgress {
                     job_id: job_id.to_string(),
                     session,
                     step: p,
+                    resumed_from,
                 }));
         }
         match r {
@@ -997,6 +1037,7 @@ fn step(
         let ready = ToActive::Ready {
             columns: p.train.ncols() as u64,
             rows: p.data.x.nrows() as u64,
+            resume: s.checkpoints.iter().map(|c| c.iteration).collect(),
         };
         s.party = match s.start.spec.kind {
             // The bank's key must be of the job's size (not merely the crate's floor).
@@ -1078,8 +1119,8 @@ fn step(
     }
     // The active party starts once its data is in and the peer is ready.
     if s.start.role == Role::Active && matches!(s.party, Party::Waiting) {
-        if let (Some(_), Some((cols, rows))) = (&s.prepared, s.peer_ready) {
-            start_active(s, rng, out, cols, rows)?;
+        if let (Some(_), Some(ready)) = (&s.prepared, s.peer_ready.clone()) {
+            start_active(s, rng, out, ready)?;
         }
     }
     Ok(None)
@@ -1089,9 +1130,9 @@ fn start_active(
     s: &mut Session,
     rng: &mut rand_chacha::ChaCha20Rng,
     out: &mut Vec<PsiMsg>,
-    cols: u64,
-    rows: u64,
+    ready: Ready,
 ) -> Result<(), VerticalJobError> {
+    let (cols, rows) = (ready.columns, ready.rows);
     let peer = s.start.peer.clone();
     let protocol = |source| VerticalJobError::Protocol {
         peer: peer.clone(),
@@ -1120,7 +1161,7 @@ fn start_active(
     tracing::info!(job = %s.start.spec.job_id, bits = s.start.spec.key_bits(), "Paillier key drawn; training starts");
     match s.start.spec.kind {
         VerticalKind::VerticalLogistic => {
-            let (party, msgs) = ActiveLr::new(
+            let (mut party, msgs) = ActiveLr::new(
                 s.start.spec.lr_config(),
                 sk,
                 p.train.view(),
@@ -1128,6 +1169,21 @@ fn start_active(
                 &dims,
             )
             .map_err(protocol)?;
+            // Continue from the last iteration both parties hold their state after.
+            let common = s
+                .checkpoints
+                .iter()
+                .filter(|c| ready.resume.contains(&c.iteration))
+                .max_by_key(|c| c.iteration)
+                .cloned();
+            if let Some(cp) = common {
+                let it = cp.iteration;
+                party.resume_at(cp).map_err(protocol)?;
+                tracing::info!(job = %s.start.spec.job_id, iteration = it, "vertical LR continues from an earlier session's state");
+                seal_to(&mut s.link, out, &ToPassive::Resume { iteration: it })?;
+                s.steps = u64::from(it);
+                s.resumed_from = u64::from(it);
+            }
             s.party = Party::ActiveLr(Box::new(party));
             for (_, m) in msgs {
                 seal_to(&mut s.link, out, &ToPassive::Lr(m))?;
@@ -1195,10 +1251,22 @@ fn active_take(
             };
             Ok(Some(scored(s, p.hold.nrows(), Some(rows))))
         }
-        (Party::Waiting, ToActive::Ready { columns, rows }) if s.peer_ready.is_none() => {
-            s.peer_ready = Some((columns, rows));
+        (
+            Party::Waiting,
+            ToActive::Ready {
+                columns,
+                rows,
+                resume,
+            },
+        ) if s.peer_ready.is_none() => {
+            let ready = Ready {
+                columns,
+                rows,
+                resume,
+            };
+            s.peer_ready = Some(ready.clone());
             if s.prepared.is_some() {
-                start_active(s, rng, out, columns, rows)?;
+                start_active(s, rng, out, ready)?;
             }
             Ok(None)
         }
@@ -1213,6 +1281,9 @@ fn active_take(
                 progress.push(u64::from(it) + 1);
             }
             s.steps = u64::from(after);
+            if let Some(cp) = a.checkpoint() {
+                keep_checkpoint(&mut s.checkpoints, cp);
+            }
             if a.is_done() && !s.holdout_sent {
                 s.holdout_sent = true;
                 seal_to(&mut s.link, out, &ToPassive::Holdout)?;
@@ -1309,7 +1380,26 @@ fn passive_take(
             }
             if is_gradient {
                 s.steps += 1;
+                if let Some(cp) = p.checkpoint() {
+                    keep_checkpoint(&mut s.checkpoints, cp);
+                }
             }
+            Ok(None)
+        }
+        (Party::PassiveLr(p), ToPassive::Resume { iteration }) if s.resumed_from == 0 => {
+            let cp = s
+                .checkpoints
+                .iter()
+                .find(|c| c.iteration == iteration)
+                .cloned()
+                .ok_or(VerticalJobError::OutOfTurn {
+                    peer: peer.clone(),
+                    what: "a resume at an iteration this party holds no state of",
+                })?;
+            p.resume_at(cp).map_err(protocol)?;
+            tracing::info!(job = %s.start.spec.job_id, iteration, "vertical LR continues from an earlier session's state");
+            s.steps = u64::from(iteration);
+            s.resumed_from = u64::from(iteration);
             Ok(None)
         }
         (Party::PassiveBoost(p), ToPassive::Boost(m)) => {
@@ -1356,8 +1446,16 @@ fn passive_take(
             ToPassive::Lr(_) => "an LR message",
             ToPassive::Boost(_) => "a boosting message",
             ToPassive::Holdout => "a hold-out request before training ended",
+            ToPassive::Resume { .. } => "a resume after the session started",
         })),
     }
+}
+
+/// Keeps `cp` and the checkpoint before it (a later session resumes at the last iteration
+/// both parties completed, which may be one behind this party's last).
+fn keep_checkpoint(kept: &mut Vec<LrCheckpoint>, cp: LrCheckpoint) {
+    kept.retain(|c| c.iteration + 1 >= cp.iteration && c.iteration < cp.iteration);
+    kept.push(cp);
 }
 
 fn model_file(s: &Session, p: &Prepared, scores: &[f64]) -> VerticalModelFile {
@@ -1503,11 +1601,23 @@ mod tests {
         p: &mut Pair,
         spec: &VerticalJobSpec,
         models: Option<&[VerticalModelFile; 2]>,
-        mut tamper: impl FnMut(&mut Sealed) -> bool,
+        tamper: impl FnMut(&mut Sealed) -> bool,
     ) -> (Vec<VerticalEvent>, Vec<VerticalEvent>) {
-        let spec = spec.clone();
-        p.bank.handle_start(start(&spec, Role::Active, "partner"));
-        p.partner.handle_start(start(&spec, Role::Passive, "bank"));
+        p.bank.handle_start(start(spec, Role::Active, "partner"));
+        p.partner.handle_start(start(spec, Role::Passive, "bank"));
+        relay(p, models, tamper, &mut Vec::new(), usize::MAX)
+    }
+
+    /// Relays until both are quiet, or until the bank has reported `stop_after` steps (then
+    /// every message still queued is dropped, as by a relay that died); the bank's progress
+    /// reports are collected in `progress`.
+    fn relay(
+        p: &mut Pair,
+        models: Option<&[VerticalModelFile; 2]>,
+        mut tamper: impl FnMut(&mut Sealed) -> bool,
+        progress: &mut Vec<VerticalProgress>,
+        stop_after: usize,
+    ) -> (Vec<VerticalEvent>, Vec<VerticalEvent>) {
         let mut events = (Vec::new(), Vec::new());
         loop {
             let mut moved = false;
@@ -1539,19 +1649,76 @@ mod tests {
                 }
                 while let Some(m) = from.poll_transmit() {
                     moved = true;
-                    if let ToCoordinator::Psi(mut m) = m {
-                        if let PsiMsg::Sealed(s) = &mut m {
-                            if !tamper(s) {
-                                continue;
+                    match m {
+                        ToCoordinator::Psi(mut m) => {
+                            if let PsiMsg::Sealed(s) = &mut m {
+                                if !tamper(s) {
+                                    continue;
+                                }
+                            }
+                            to.handle_message(m);
+                        }
+                        ToCoordinator::VerticalProgress(v) => {
+                            progress.push(v);
+                            if progress.len() >= stop_after {
+                                while p.bank.poll_transmit().is_some() {}
+                                while p.partner.poll_transmit().is_some() {}
+                                return events;
                             }
                         }
-                        to.handle_message(m);
+                        _ => {}
                     }
                 }
             }
             if !moved {
                 return events;
             }
+        }
+    }
+
+    /// A session cut off after 3 of 6 iterations (every message in flight lost, as when
+    /// the coordinator is killed) is followed by a fresh session of the job: it continues
+    /// from the last iteration both parties completed and trains the model an
+    /// uninterrupted session trains.
+    #[test]
+    fn a_later_session_resumes_lr_at_the_last_iteration_both_hold() {
+        let mut spec = spec("");
+        spec.iterations = Some(6);
+        let mut whole = pair(200, 1 << 20);
+        let (b, q) = run_spec(&mut whole, &spec, None, |_| true);
+        let (want_b, want_q) = (model(&b), model(&q));
+        for stop in [1usize, 3, 5] {
+            let mut cut = pair(200, 1 << 20);
+            cut.bank.handle_start(start(&spec, Role::Active, "partner"));
+            cut.partner
+                .handle_start(start(&spec, Role::Passive, "bank"));
+            let mut progress = Vec::new();
+            relay(&mut cut, None, |_| true, &mut progress, stop);
+            assert_eq!(progress.len(), stop);
+            let later = |role, peer| {
+                let mut s = start(&spec, role, peer);
+                s.session = 5;
+                s
+            };
+            cut.bank.handle_start(later(Role::Active, "partner"));
+            cut.partner.handle_start(later(Role::Passive, "bank"));
+            let mut progress = Vec::new();
+            let (b, q) = relay(&mut cut, None, |_| true, &mut progress, usize::MAX);
+            let first = progress.first().unwrap();
+            assert!(
+                first.resumed_from + 1 >= stop as u64 && first.resumed_from <= stop as u64,
+                "cut after {stop}: resumed from {}",
+                first.resumed_from
+            );
+            assert!(first.resumed_from > 0 || stop == 1);
+            assert_eq!(first.step, first.resumed_from + 1);
+            assert_eq!(progress.last().unwrap().step, 6);
+            assert_eq!(done(&b).unwrap().steps, 6);
+            assert_eq!(done(&q).unwrap().steps, 6);
+            let (got_b, got_q) = (model(&b), model(&q));
+            assert_eq!(got_b.lr, want_b.lr, "cut after {stop}");
+            assert_eq!(got_q.lr_coef, want_q.lr_coef, "cut after {stop}");
+            assert_eq!(got_b.holdout_scores, want_b.holdout_scores);
         }
     }
 

@@ -217,6 +217,7 @@ fn vertical_specs_and_messages_round_trip() {
             job_id: "v".into(),
             session: 3,
             step: 2,
+            resumed_from: 1,
         }),
         ToCoordinator::VerticalDone(VerticalReport {
             job_id: "v".into(),

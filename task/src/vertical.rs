@@ -399,6 +399,10 @@ pub struct VerticalProgress {
     pub job_id: String,
     pub session: u64,
     pub step: u64,
+    /// The session continues an earlier one from this many completed steps (both parties
+    /// held their state there; 0 = trained from the start).
+    #[serde(default)]
+    pub resumed_from: u64,
 }
 
 /// Party → coordinator at the end of a session, after it wrote its part of the model.

@@ -863,3 +863,94 @@ impl PassiveLr {
         Ok((out, masks))
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Resuming a later session at an iteration boundary
+// ---------------------------------------------------------------------------------------------
+
+/// One party's LR state between iterations: its own parameters (the active party's
+/// coefficients and intercept, or a passive party's coefficients) and optimiser moments
+/// after `iteration` iterations. It stays with its party (it is never sent): a later
+/// session of the same job, with a fresh key, continues from an iteration both parties
+/// hold a checkpoint of, and trains the same model an uninterrupted session would.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LrCheckpoint {
+    pub iteration: u32,
+    pub params: Vec<f64>,
+    pub opt: OptimizerState,
+}
+
+fn check_resume(
+    cp: &LrCheckpoint,
+    cfg: &LrConfig,
+    params: usize,
+    iteration: u32,
+) -> Result<(), VerticalError> {
+    if iteration != 0 {
+        return Err(VerticalError::Internal(
+            "a party resumes only before its first message",
+        ));
+    }
+    if cp.iteration == 0 || cp.iteration >= cfg.iterations || cp.params.len() != params {
+        return Err(VerticalError::Config(format!(
+            "a checkpoint of iteration {} with {} parameters does not fit a job of {} \
+             iterations and {params} parameters",
+            cp.iteration,
+            cp.params.len(),
+            cfg.iterations
+        )));
+    }
+    Ok(())
+}
+
+impl ActiveLr {
+    /// The state after the last completed iteration, when between iterations (awaiting
+    /// logits; none before the first iteration or once done).
+    pub fn checkpoint(&self) -> Option<LrCheckpoint> {
+        (matches!(self.phase, ActivePhase::Logits(_)) && self.iteration > 0).then(|| LrCheckpoint {
+            iteration: self.iteration,
+            params: self.params.clone(),
+            opt: self.opt.clone(),
+        })
+    }
+
+    /// A party just made by [`ActiveLr::new`] continues from `cp` (its own checkpoint of an
+    /// earlier session of the job): it awaits the logits of iteration `cp.iteration`.
+    pub fn resume_at(&mut self, cp: LrCheckpoint) -> Result<(), VerticalError> {
+        check_resume(&cp, &self.cfg, self.params.len(), self.iteration)?;
+        self.iteration = cp.iteration;
+        self.params = cp.params;
+        self.opt = cp.opt;
+        Ok(())
+    }
+}
+
+impl PassiveLr {
+    /// The state after the last completed iteration, when between iterations (awaiting
+    /// residuals; none before the first iteration or once done).
+    pub fn checkpoint(&self) -> Option<LrCheckpoint> {
+        (matches!(self.phase, PassivePhase::Residuals(_)) && self.iteration > 0).then(|| {
+            LrCheckpoint {
+                iteration: self.iteration,
+                params: self.coef.clone(),
+                opt: self.opt.clone(),
+            }
+        })
+    }
+
+    /// A party just made by [`PassiveLr::new`] continues from `cp` (its own checkpoint of
+    /// an earlier session of the job): after the Setup it sends the logits of iteration
+    /// `cp.iteration`.
+    pub fn resume_at(&mut self, cp: LrCheckpoint) -> Result<(), VerticalError> {
+        if !matches!(self.phase, PassivePhase::Setup(_)) {
+            return Err(VerticalError::Internal(
+                "a party resumes only before its first message",
+            ));
+        }
+        check_resume(&cp, &self.cfg, self.coef.len(), self.iteration)?;
+        self.iteration = cp.iteration;
+        self.coef = cp.params;
+        self.opt = cp.opt;
+        Ok(())
+    }
+}

@@ -332,9 +332,10 @@ impl Coordinator {
             vreport: None,
         }));
         if let Some(v) = job.record.vertical.as_mut() {
-            // A fresh session trains from the start (the parties hold no state of an
-            // earlier one).
+            // A fresh session counts its steps anew; its first progress says from where it
+            // continues (0, or where both parties held their state: `resumed_from`).
             v.steps_done = 0;
+            v.resumed_from = 0;
         }
         // Durable before the session's first message leaves.
         self.psi_checkpoint(job_id);

@@ -496,6 +496,7 @@ fn progress(job: &str, session: u64, step: u64) -> ToCoordinator {
         job_id: job.into(),
         session,
         step,
+        resumed_from: 0,
     })
 }
 

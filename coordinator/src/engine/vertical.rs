@@ -15,12 +15,15 @@
 //!   the job's number of steps;
 //! - both parties must be present (the liveness window): a party that goes away mid-session
 //!   pauses the job (the session is abandoned, audited as such, and the job waits for it);
-//!   when it is back, a fresh session trains again from the start.
+//!   when it is back, a fresh session starts.
 //!
-//! Resumption after a coordinator restart is PSI's: the job starts a fresh session and the
-//! training restarts from iteration 0 (the parties drop the old session); the checkpointed
-//! step count says how far the abandoned session had come. Resuming at the last completed
-//! iteration would need the parties to checkpoint their own state, which they do not yet.
+//! Resumption after a coordinator restart is PSI's: the job starts a fresh session. What
+//! the session trains from is the parties' business (the coordinator holds no model
+//! state): for LR each party keeps its own state after its last two completed iterations
+//! (`participant::vertical`), so a fresh session of the same job continues from the last
+//! iteration both hold — its first [`VerticalProgress`] says so (`resumed_from`), which the
+//! engine checks (the step must follow it), records and audits; SecureBoost and a party
+//! that restarted (its state is in memory only) train from the start.
 
 use std::time::{Duration, Instant};
 
@@ -45,7 +48,8 @@ pub struct VerticalRecord {
     /// The PSI session whose alignment the model trains on, and its hash (hex).
     pub psi_session: u64,
     pub psi_hash: String,
-    /// Iterations or trees completed in the current (or last) session.
+    /// Iterations or trees of the job completed by the current (or last) session,
+    /// counted from the start of the job (a resumed session starts past 0).
     pub steps_done: u64,
     /// Steps completed over every session (the checkpoint's step grows with it).
     #[serde(default)]
@@ -53,6 +57,10 @@ pub struct VerticalRecord {
     /// Sessions abandoned because a party was away.
     #[serde(default)]
     pub paused: u64,
+    /// The current session continues an earlier one from this many steps (its first
+    /// progress said so); `steps_done` counts from the start of the job.
+    #[serde(default)]
+    pub resumed_from: u64,
     /// The result, once both parties reported.
     #[serde(default)]
     pub outcome: Option<VerticalOutcome>,
@@ -249,6 +257,7 @@ impl Coordinator {
                     steps_done: 0,
                     steps_all_sessions: 0,
                     paused: 0,
+                    resumed_from: 0,
                     outcome: None,
                 }),
             },
@@ -367,11 +376,22 @@ impl Coordinator {
                 what: "vertical progress",
             });
         };
-        if p.step != v.steps_done + 1 || p.step > v.spec.total_steps() {
+        // A session's first progress may continue an earlier session (the parties' own
+        // state at a step boundary); after it, steps are consecutive.
+        let first = v.steps_done == 0;
+        let expected = if first {
+            p.resumed_from + 1
+        } else {
+            v.steps_done + 1
+        };
+        if p.step != expected || p.step > v.spec.total_steps() {
             return Err(EngineError::WrongMessage {
                 job: job_id.to_string(),
                 what: "progress out of order",
             });
+        }
+        if first {
+            v.resumed_from = p.resumed_from;
         }
         v.steps_done = p.step;
         v.steps_all_sessions += 1;
@@ -383,10 +403,19 @@ impl Coordinator {
             passive: run.passive_name().to_string(),
             step: p.step,
             result: Ok(format!(
-                "{} {} of {} done",
+                "{} {} of {} done{}",
                 v.spec.kind.step_name(),
                 p.step,
-                v.spec.total_steps()
+                v.spec.total_steps(),
+                if v.resumed_from > 0 {
+                    format!(
+                        " (this session resumed after {} {}s of an earlier one)",
+                        v.resumed_from,
+                        v.spec.kind.step_name()
+                    )
+                } else {
+                    String::new()
+                }
             )),
             messages,
             bytes,
@@ -642,6 +671,10 @@ impl Coordinator {
                         format!("; restarted {} time(s): a party lost its state", job.lost_restarts)
                     } else {
                         String::new()
+                    } + &if v.resumed_from > 0 {
+                        format!("; resumed after {step} {} of an earlier session", v.resumed_from)
+                    } else {
+                        String::new()
                     }
                 ));
             }
@@ -664,7 +697,7 @@ impl Coordinator {
                 }
                 if v.paused > 0 {
                     parts.push(format!(
-                        "paused {} time(s) by a party away; the next session trains from the start",
+                        "paused {} time(s) by a party away; the next session continues from the last {step} both parties hold (LR), or from the start",
                         v.paused
                     ));
                 }

@@ -205,6 +205,7 @@ impl From<ToCoordinator> for pb::ToCoordinator {
                 job_id: p.job_id,
                 session: p.session,
                 step: p.step,
+                resumed_from: p.resumed_from,
             }),
             ToCoordinator::VerticalDone(r) => Body::VerticalDone(pb::VerticalReport {
                 job_id: r.job_id,
@@ -255,6 +256,7 @@ impl TryFrom<pb::ToCoordinator> for ToCoordinator {
                     job_id: m.job_id,
                     session: m.session,
                     step: m.step,
+                    resumed_from: m.resumed_from,
                 })
             }
             Body::VerticalDone(m) => {
