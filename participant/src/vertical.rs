@@ -169,7 +169,7 @@ pub enum VerticalJobError {
     Standardize(#[source] fedsilo_task::InstructionError),
     #[error("this party's model")]
     Model(#[from] ModelFileError),
-    #[error("the scoring answer of the peer")]
+    #[error("the scoring or hold-out answer of the peer")]
     Scoring(#[source] ScoringError),
     #[error("internal: {0}")]
     Internal(&'static str),
@@ -365,9 +365,11 @@ pub enum ToActive {
     },
     Lr(LrToActive),
     Boost(BoostToActive),
-    HoldoutLogits(Vec<f64>),
-    /// (tree, node, which hold-out rows go left) of every split the passive party owns.
-    HoldoutRoutes(Vec<(u32, u32, Vec<bool>)>),
+    /// The hold-out rows' partial logits (8 bytes each, as a scoring answer's).
+    HoldoutLogits(score::PackedF64),
+    /// (tree, node, which hold-out rows go left: one bit per row) of every split the
+    /// passive party owns.
+    HoldoutRoutes(Vec<(u32, u32, score::PackedBits)>),
     /// A scoring session: the passive party's answer for every aligned customer.
     Scoring(ScoringAnswer),
 }
@@ -1317,6 +1319,9 @@ fn active_take(
                 return Ok(None);
             };
             let model = a.model();
+            let u = u
+                .unpack(p.hold.nrows())
+                .map_err(VerticalJobError::Scoring)?;
             let scores: Vec<f64> = model
                 .margins(p.hold.view(), &[u])
                 .map_err(protocol)?
@@ -1332,10 +1337,19 @@ fn active_take(
                 return Ok(None);
             };
             let model = a.model().map_err(protocol)?;
-            let routes: fedsilo_vertical::boost::Routes = routes
-                .into_iter()
-                .map(|(t, n, left)| ((t, n), left))
-                .collect();
+            let mut unpacked = fedsilo_vertical::boost::Routes::new();
+            for (t, n, left) in routes {
+                let left = left
+                    .unpack(p.hold.nrows())
+                    .map_err(VerticalJobError::Scoring)?;
+                if unpacked.insert((t, n), left).is_some() {
+                    return Err(VerticalJobError::Scoring(ScoringError::Duplicate {
+                        tree: t,
+                        node: n,
+                    }));
+                }
+            }
+            let routes = unpacked;
             let scores: Vec<f64> = model
                 .predict_margin(p.hold.view(), &[routes])
                 .map_err(protocol)?
@@ -1417,7 +1431,11 @@ fn passive_take(
             };
             let u = p.partial_logits(prep.hold.view()).map_err(protocol)?;
             let coef = p.coef().to_vec();
-            seal_to(&mut s.link, out, &ToActive::HoldoutLogits(u))?;
+            seal_to(
+                &mut s.link,
+                out,
+                &ToActive::HoldoutLogits(score::PackedF64::pack(&u)),
+            )?;
             let mut file = model_file(s, prep, &[]);
             file.lr_coef = Some(coef);
             Ok(Some(finish(s, file)))
@@ -1427,9 +1445,9 @@ fn passive_take(
                 return Ok(None);
             };
             let routes = p.route(prep.hold.view()).map_err(protocol)?;
-            let routes: Vec<(u32, u32, Vec<bool>)> = routes
+            let routes: Vec<(u32, u32, score::PackedBits)> = routes
                 .into_iter()
-                .map(|((t, n), left)| (t, n, left))
+                .map(|((t, n), left)| (t, n, score::PackedBits::pack(left.into_iter())))
                 .collect();
             let splits: Vec<(u32, u32, PassiveSplit)> = p
                 .trees()
