@@ -827,12 +827,12 @@ fn vertical_scoring_at_scale() {
     }
 }
 
-/// The coordinator killed (SIGKILL) mid-training and started again on its store: the LR job
-/// goes on in a fresh session that continues from the last iteration both parties completed
-/// (their own state, kept by the nodes, which stayed up), not from iteration 0; the audit
-/// says so, and the model is still the joined table's.
+/// The coordinator killed (SIGKILL) mid-training and started again on its store: each job
+/// goes on in a fresh session that continues from the last iteration or tree both parties
+/// completed (their own state, kept by the nodes, which stayed up), not from the start; the
+/// audit says so, and the models are still the joined table's.
 #[test]
-fn a_coordinator_killed_mid_training_resumes_vertical_lr_at_the_last_iteration() {
+fn a_coordinator_killed_mid_training_resumes_vertical_jobs_at_the_last_step() {
     let fed = pair_federation(BANK_SCHEMA, PARTNER_SCHEMA);
     write_data(fed.dir.path(), 2600, 11);
     let mut coordinator = fed.coordinator("coordinator.log");
@@ -842,6 +842,11 @@ fn a_coordinator_killed_mid_training_resumes_vertical_lr_at_the_last_iteration()
         "churn-vlr",
         "kind = \"vertical_logistic\"\njob_id = \"churn-vlr\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\nkey_bits = 1024\ntest_key = true\niterations = 40\n",
     );
+    let gbdt = launch_spec(
+        &fed,
+        "churn-vgbdt",
+        "kind = \"vertical_gbdt\"\njob_id = \"churn-vgbdt\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\nkey_bits = 1024\ntest_key = true\n[gbdt]\nn_trees = 12\nmax_depth = 3\nmax_bins = 16\n",
+    );
     let mut bank = start_node(&fed, "bank", "bank-vertical.log", None);
     let mut partner = start_node(&fed, "partner", "partner-vertical.log", None);
     let vertical = |r: &[fedsilo_coordinator::audit::AuditRecord]| {
@@ -849,33 +854,41 @@ fn a_coordinator_killed_mid_training_resumes_vertical_lr_at_the_last_iteration()
             .filter(|r| r.purpose == fedsilo_task::Purpose::Vertical)
             .count()
     };
-    fed.wait_audit(&lr, Duration::from_secs(120), "3 iterations", |r| {
-        vertical(r) >= 3
-    });
+    for job in [&lr, &gbdt] {
+        fed.wait_audit(job, Duration::from_secs(120), "3 steps", |r| {
+            vertical(r) >= 3
+        });
+    }
     coordinator.kill9();
     let _coordinator = fed.coordinator("coordinator-2.log");
-    let s = wait_state(&fed, &lr, "finished", Duration::from_secs(240));
-    assert!(s.contains("hold-out AUC"), "{s}");
+    for (job, total) in [(&lr, 40u64), (&gbdt, 12)] {
+        let s = wait_state(&fed, job, "finished", Duration::from_secs(240));
+        assert!(s.contains("hold-out AUC"), "{s}");
+        let audit: Vec<_> = fed
+            .audit_rounds(job)
+            .into_iter()
+            .filter(|r| r.purpose == fedsilo_task::Purpose::Vertical)
+            .collect();
+        let resumed: Vec<_> = audit
+            .iter()
+            .filter(|r| r.outcome.contains("resumed after"))
+            .collect();
+        assert!(!resumed.is_empty(), "{job}: {audit:#?}");
+        assert!(
+            resumed[0].round >= 3,
+            "{job} resumed at step {}",
+            resumed[0].round
+        );
+        // Each step audited once before or after the restart (the one in flight may be
+        // audited by both sessions), plus the end: not a second full run.
+        assert!(
+            audit.len() as u64 <= total + 3,
+            "{job}: {} vertical audit entries",
+            audit.len()
+        );
+    }
     assert!(bank.wait_exit(Duration::from_secs(30)).success());
     assert!(partner.wait_exit(Duration::from_secs(30)).success());
-    let audit: Vec<_> = fed
-        .audit_rounds(&lr)
-        .into_iter()
-        .filter(|r| r.purpose == fedsilo_task::Purpose::Vertical)
-        .collect();
-    let resumed: Vec<_> = audit
-        .iter()
-        .filter(|r| r.outcome.contains("resumed after"))
-        .collect();
-    assert!(!resumed.is_empty(), "{audit:#?}");
-    let first = resumed[0];
-    assert!(first.round >= 3, "resumed at iteration {}", first.round);
-    // Each iteration of the job is audited once before or after the restart (the one in
-    // flight may be audited by both sessions), not 40 more.
-    assert!(
-        audit.len() <= 40 + 3,
-        "{} vertical audit entries",
-        audit.len()
-    );
     check_lr(&fed, &lr);
+    check_gbdt(&fed, &gbdt);
 }

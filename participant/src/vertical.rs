@@ -33,7 +33,8 @@ use fedsilo_task::vertical::{
 };
 use fedsilo_task::Standardizer;
 use fedsilo_vertical::boost::{
-    ActiveBoost, BoostToActive, BoostToPassive, PassiveBoost, PassiveSplit, VerticalGbdtModel,
+    ActiveBoost, BoostCheckpoint, BoostToActive, BoostToPassive, PassiveBoost,
+    PassiveBoostCheckpoint, PassiveSplit, VerticalGbdtModel,
 };
 use fedsilo_vertical::lr::{
     ActiveLr, ActiveLrModel, LrCheckpoint, LrToActive, LrToPassive, PassiveLr,
@@ -513,6 +514,25 @@ struct Prepared {
     model: Option<Box<VerticalModelFile>>,
 }
 
+/// A party's own state between two steps of a job (never sent).
+#[derive(Clone, Debug)]
+enum Checkpoint {
+    Lr(LrCheckpoint),
+    ActiveBoost(Box<BoostCheckpoint>),
+    PassiveBoost(PassiveBoostCheckpoint),
+}
+
+impl Checkpoint {
+    /// The iterations or trees completed.
+    fn steps(&self) -> u32 {
+        match self {
+            Checkpoint::Lr(c) => c.iteration,
+            Checkpoint::ActiveBoost(c) => c.trees,
+            Checkpoint::PassiveBoost(c) => c.trees,
+        }
+    }
+}
+
 /// The passive party's Ready: its column and row counts, the iterations it could resume at.
 #[derive(Clone, Debug)]
 struct Ready {
@@ -531,9 +551,9 @@ struct Session {
     /// The passive party's Ready, if it came before this (active) party's data.
     peer_ready: Option<Ready>,
     steps: u64,
-    /// LR: this party's own state after the last two completed iterations (carried into a
-    /// later session of the job, which continues from one both parties hold).
-    checkpoints: Vec<LrCheckpoint>,
+    /// This party's own state after the last two completed iterations or trees (carried
+    /// into a later session of the job, which continues from one both parties hold).
+    checkpoints: Vec<Checkpoint>,
     /// The completed steps this session continued from (0 = from the start).
     resumed_from: u64,
     holdout_sent: bool,
@@ -1039,7 +1059,7 @@ fn step(
         let ready = ToActive::Ready {
             columns: p.train.ncols() as u64,
             rows: p.data.x.nrows() as u64,
-            resume: s.checkpoints.iter().map(|c| c.iteration).collect(),
+            resume: s.checkpoints.iter().map(Checkpoint::steps).collect(),
         };
         s.party = match s.start.spec.kind {
             // The bank's key must be of the job's size (not merely the crate's floor).
@@ -1175,7 +1195,11 @@ fn start_active(
             let common = s
                 .checkpoints
                 .iter()
-                .filter(|c| ready.resume.contains(&c.iteration))
+                .filter(|c| ready.resume.contains(&c.steps()))
+                .filter_map(|c| match c {
+                    Checkpoint::Lr(c) => Some(c),
+                    _ => None,
+                })
                 .max_by_key(|c| c.iteration)
                 .cloned();
             if let Some(cp) = common {
@@ -1192,15 +1216,33 @@ fn start_active(
             }
         }
         VerticalKind::VerticalGbdt => {
-            let (party, msgs) = ActiveBoost::new(
-                rng,
-                s.start.spec.gbdt_params(),
-                sk,
-                p.train.view(),
-                y.view(),
-                &dims,
-            )
-            .map_err(protocol)?;
+            // Continue from the last tree both parties hold their state after.
+            let common = s
+                .checkpoints
+                .iter()
+                .filter(|c| ready.resume.contains(&c.steps()))
+                .filter_map(|c| match c {
+                    Checkpoint::ActiveBoost(c) => Some(c),
+                    _ => None,
+                })
+                .max_by_key(|c| c.trees)
+                .cloned();
+            let params = s.start.spec.gbdt_params();
+            let (party, msgs) = match common {
+                Some(cp) => {
+                    let trees = cp.trees;
+                    let started =
+                        ActiveBoost::resume(rng, params, sk, p.train.view(), y.view(), &dims, *cp)
+                            .map_err(protocol)?;
+                    tracing::info!(job = %s.start.spec.job_id, trees, "SecureBoost continues from an earlier session's state");
+                    seal_to(&mut s.link, out, &ToPassive::Resume { iteration: trees })?;
+                    s.steps = u64::from(trees);
+                    s.resumed_from = u64::from(trees);
+                    started
+                }
+                None => ActiveBoost::new(rng, params, sk, p.train.view(), y.view(), &dims)
+                    .map_err(protocol)?,
+            };
             s.party = Party::ActiveBoost(Box::new(party));
             for (_, m) in msgs {
                 seal_to(&mut s.link, out, &ToPassive::Boost(m))?;
@@ -1284,7 +1326,7 @@ fn active_take(
             }
             s.steps = u64::from(after);
             if let Some(cp) = a.checkpoint() {
-                keep_checkpoint(&mut s.checkpoints, cp);
+                keep_checkpoint(&mut s.checkpoints, Checkpoint::Lr(cp));
             }
             if a.is_done() && !s.holdout_sent {
                 s.holdout_sent = true;
@@ -1294,6 +1336,9 @@ fn active_take(
         }
         (Party::ActiveBoost(a), ToActive::Boost(m)) => {
             let replies = a.handle(rng, 0, m).map_err(protocol)?;
+            if let Some(cp) = a.checkpoint() {
+                keep_checkpoint(&mut s.checkpoints, Checkpoint::ActiveBoost(Box::new(cp)));
+            }
             for (_, r) in replies {
                 match &r {
                     BoostToPassive::Gradients { tree, .. } if *tree > 0 => {
@@ -1395,7 +1440,7 @@ fn passive_take(
             if is_gradient {
                 s.steps += 1;
                 if let Some(cp) = p.checkpoint() {
-                    keep_checkpoint(&mut s.checkpoints, cp);
+                    keep_checkpoint(&mut s.checkpoints, Checkpoint::Lr(cp));
                 }
             }
             Ok(None)
@@ -1404,8 +1449,10 @@ fn passive_take(
             let cp = s
                 .checkpoints
                 .iter()
-                .find(|c| c.iteration == iteration)
-                .cloned()
+                .find_map(|c| match c {
+                    Checkpoint::Lr(c) if c.iteration == iteration => Some(c.clone()),
+                    _ => None,
+                })
                 .ok_or(VerticalJobError::OutOfTurn {
                     peer: peer.clone(),
                     what: "a resume at an iteration this party holds no state of",
@@ -1416,12 +1463,34 @@ fn passive_take(
             s.resumed_from = u64::from(iteration);
             Ok(None)
         }
+        (Party::PassiveBoost(p), ToPassive::Resume { iteration: trees }) if s.resumed_from == 0 => {
+            let cp = s
+                .checkpoints
+                .iter()
+                .find_map(|c| match c {
+                    Checkpoint::PassiveBoost(c) if c.trees == trees => Some(c.clone()),
+                    _ => None,
+                })
+                .ok_or(VerticalJobError::OutOfTurn {
+                    peer: peer.clone(),
+                    what: "a resume at a tree this party holds no state of",
+                })?;
+            p.resume_at(cp).map_err(protocol)?;
+            tracing::info!(job = %s.start.spec.job_id, trees, "SecureBoost continues from an earlier session's state");
+            s.steps = u64::from(trees);
+            s.resumed_from = u64::from(trees);
+            Ok(None)
+        }
         (Party::PassiveBoost(p), ToPassive::Boost(m)) => {
-            if matches!(m, BoostToPassive::Gradients { .. }) {
+            let gradients = matches!(m, BoostToPassive::Gradients { .. });
+            if gradients {
                 s.steps += 1;
             }
             if let Some(r) = p.handle(rng, m).map_err(protocol)? {
                 seal_to(&mut s.link, out, &ToActive::Boost(r))?;
+            }
+            if let Some(cp) = p.checkpoint().filter(|_| gradients) {
+                keep_checkpoint(&mut s.checkpoints, Checkpoint::PassiveBoost(cp));
             }
             Ok(None)
         }
@@ -1469,10 +1538,14 @@ fn passive_take(
     }
 }
 
-/// Keeps `cp` and the checkpoint before it (a later session resumes at the last iteration
-/// both parties completed, which may be one behind this party's last).
-fn keep_checkpoint(kept: &mut Vec<LrCheckpoint>, cp: LrCheckpoint) {
-    kept.retain(|c| c.iteration + 1 >= cp.iteration && c.iteration < cp.iteration);
+/// Keeps `cp` and the checkpoint one step before it (a later session resumes at the last
+/// step both parties completed, which may be one behind this party's last).
+fn keep_checkpoint(kept: &mut Vec<Checkpoint>, cp: Checkpoint) {
+    let step = cp.steps();
+    if kept.last().is_some_and(|c| c.steps() == step) {
+        return;
+    }
+    kept.retain(|c| c.steps() + 1 == step);
     kept.push(cp);
 }
 
@@ -1702,10 +1775,29 @@ mod tests {
     fn a_later_session_resumes_lr_at_the_last_iteration_both_hold() {
         let mut spec = spec("");
         spec.iterations = Some(6);
+        resumes_at_the_last_step_both_hold(&spec, &[1, 3, 5]);
+    }
+
+    /// As for LR: SecureBoost cut after 1, 2 or 3 of 4 trees continues at a tree boundary
+    /// and grows the trees an uninterrupted session grows.
+    #[test]
+    fn a_later_session_resumes_secureboost_at_the_last_tree_both_hold() {
+        let gbdt: VerticalJobSpec = fedsilo_config::from_toml_str(
+            "kind = \"vertical_gbdt\"\njob_id = \"g\"\npsi_job = \"align\"\nactive = \"bank\"\n\
+             passive = [\"partner\"]\nkey_bits = 1024\ntest_key = true\n[gbdt]\nn_trees = 4\nmax_depth = 2\n",
+            "spec",
+        )
+        .unwrap();
+        resumes_at_the_last_step_both_hold(&gbdt, &[1, 2, 3]);
+    }
+
+    fn resumes_at_the_last_step_both_hold(spec: &VerticalJobSpec, cuts: &[usize]) {
+        let spec = spec.clone();
+        let total = spec.total_steps();
         let mut whole = pair(200, 1 << 20);
         let (b, q) = run_spec(&mut whole, &spec, None, |_| true);
         let (want_b, want_q) = (model(&b), model(&q));
-        for stop in [1usize, 3, 5] {
+        for &stop in cuts {
             let mut cut = pair(200, 1 << 20);
             cut.bank.handle_start(start(&spec, Role::Active, "partner"));
             cut.partner
@@ -1730,12 +1822,17 @@ mod tests {
             );
             assert!(first.resumed_from > 0 || stop == 1);
             assert_eq!(first.step, first.resumed_from + 1);
-            assert_eq!(progress.last().unwrap().step, 6);
-            assert_eq!(done(&b).unwrap().steps, 6);
-            assert_eq!(done(&q).unwrap().steps, 6);
+            assert_eq!(progress.last().unwrap().step, total);
+            assert_eq!(done(&b).unwrap().steps, total);
+            assert_eq!(done(&q).unwrap().steps, total);
             let (got_b, got_q) = (model(&b), model(&q));
             assert_eq!(got_b.lr, want_b.lr, "cut after {stop}");
             assert_eq!(got_q.lr_coef, want_q.lr_coef, "cut after {stop}");
+            assert_eq!(got_b.gbdt, want_b.gbdt, "cut after {stop}");
+            assert_eq!(
+                got_q.passive_splits, want_q.passive_splits,
+                "cut after {stop}"
+            );
             assert_eq!(got_b.holdout_scores, want_b.holdout_scores);
         }
     }

@@ -472,6 +472,33 @@ impl ActiveBoost {
         y: ArrayView1<f32>,
         passive_features: &[usize],
     ) -> Result<(Self, Vec<(usize, BoostToPassive)>), VerticalError> {
+        Self::new_at(rng, params, sk, x, y, passive_features, None)
+    }
+
+    /// [`ActiveBoost::new`] continuing from `cp`, this party's own checkpoint of an earlier
+    /// session of the job (the same rows and parameters; a fresh key): the setup and the
+    /// messages of tree `cp.trees`.
+    pub fn resume<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+        rng: &mut R,
+        params: GbdtParams,
+        sk: SecretKey,
+        x: ArrayView2<f32>,
+        y: ArrayView1<f32>,
+        passive_features: &[usize],
+        cp: BoostCheckpoint,
+    ) -> Result<(Self, Vec<(usize, BoostToPassive)>), VerticalError> {
+        Self::new_at(rng, params, sk, x, y, passive_features, Some(cp))
+    }
+
+    fn new_at<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+        rng: &mut R,
+        params: GbdtParams,
+        sk: SecretKey,
+        x: ArrayView2<f32>,
+        y: ArrayView1<f32>,
+        passive_features: &[usize],
+        resume: Option<BoostCheckpoint>,
+    ) -> Result<(Self, Vec<(usize, BoostToPassive)>), VerticalError> {
         params.validate()?;
         let n = x.nrows();
         if n == 0 || n > MAX_ROWS || y.len() != n {
@@ -536,6 +563,9 @@ impl ActiveBoost {
         let mut out: Vec<(usize, BoostToPassive)> = (0..passive_features.len())
             .map(|k| (k, setup.clone()))
             .collect();
+        if let Some(cp) = resume {
+            me.restore(cp)?;
+        }
         out.extend(me.start_tree(rng)?);
         Ok((me, out))
     }
@@ -977,6 +1007,8 @@ pub struct PassiveBoost {
     phase: PassivePhase,
     /// The modulus size the active party's key must have (the job's `key_bits`), if set.
     key_bits: Option<u32>,
+    /// The first tree of this session (0, or where it continues an earlier one).
+    first_tree: u32,
 }
 
 impl PassiveBoost {
@@ -1005,6 +1037,7 @@ impl PassiveBoost {
             trees: PassiveTrees::default(),
             phase: PassivePhase::Setup(AwaitingSetup),
             key_bits: None,
+            first_tree: 0,
         })
     }
 
@@ -1103,7 +1136,7 @@ impl PassiveBoost {
                 self.phase = PassivePhase::Training(Box::new(Training {
                     pk,
                     max_bins: self.params.max_bins,
-                    tree: 0,
+                    tree: self.first_tree,
                     gh: Vec::new(),
                 }));
                 Ok(None)
@@ -1286,4 +1319,111 @@ fn histograms<R: rand::RngCore + rand::CryptoRng + ?Sized>(
             Ok(PublicKey::to_wire_ct(&c))
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resuming a later session at a tree boundary
+// ---------------------------------------------------------------------------------------------
+
+/// The active party's state after `trees` finished trees: the boosting server (its model
+/// so far and the next tree's pending root level), the training rows' margins and the
+/// finished trees. It stays with the active party; a later session of the same job (same
+/// rows and parameters, a fresh key) continues from it and grows the trees an
+/// uninterrupted session grows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BoostCheckpoint {
+    pub trees: u32,
+    pub server: GbdtServer,
+    pub margins: Vec<f64>,
+    pub finished: Vec<Tree>,
+}
+
+/// A passive party's state after `trees` finished trees: its splits in them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PassiveBoostCheckpoint {
+    pub trees: u32,
+    pub splits: PassiveTrees,
+}
+
+impl ActiveBoost {
+    /// The state at the start of the current tree, once at least one tree is finished and
+    /// the current one has not grown past its root (none otherwise).
+    pub fn checkpoint(&self) -> Option<BoostCheckpoint> {
+        let at_root = match &self.phase {
+            ActivePhase::Histograms(h) => h.tree.nodes.len() <= 1,
+            _ => false,
+        };
+        (at_root && self.tree_index > 0).then(|| BoostCheckpoint {
+            trees: self.tree_index,
+            server: self.server.clone(),
+            margins: self.margins.clone(),
+            finished: self.finished.clone(),
+        })
+    }
+
+    fn restore(&mut self, cp: BoostCheckpoint) -> Result<(), VerticalError> {
+        let fits = cp.margins.len() == self.margins.len()
+            && cp.finished.len() == cp.trees as usize
+            && cp.trees > 0
+            && (cp.trees as usize) < self.params.n_trees
+            && cp.server.params() == self.server.params();
+        if !fits {
+            return Err(VerticalError::Config(format!(
+                "a checkpoint after {} trees of {} rows does not fit this job ({} trees, {} rows)",
+                cp.trees,
+                cp.margins.len(),
+                self.params.n_trees,
+                self.margins.len()
+            )));
+        }
+        self.tree_index = cp.trees;
+        self.server = cp.server;
+        self.margins = cp.margins;
+        self.finished = cp.finished;
+        Ok(())
+    }
+}
+
+impl PassiveBoost {
+    /// The state at the start of the current tree, once at least one tree is finished and
+    /// its gradients are in (none otherwise).
+    pub fn checkpoint(&self) -> Option<PassiveBoostCheckpoint> {
+        let PassivePhase::Training(st) = &self.phase else {
+            return None;
+        };
+        (st.tree > 0 && !st.gh.is_empty()).then(|| PassiveBoostCheckpoint {
+            trees: st.tree,
+            splits: PassiveTrees {
+                splits: self
+                    .trees
+                    .splits
+                    .iter()
+                    .filter(|((t, _), _)| *t < st.tree)
+                    .map(|(k, v)| (*k, v.clone()))
+                    .collect(),
+            },
+        })
+    }
+
+    /// A party just made by [`PassiveBoost::new`] continues from `cp` (its own checkpoint
+    /// of an earlier session): after the Setup it expects the gradients of tree `cp.trees`.
+    pub fn resume_at(&mut self, cp: PassiveBoostCheckpoint) -> Result<(), VerticalError> {
+        if !matches!(self.phase, PassivePhase::Setup(_)) || !self.trees.splits.is_empty() {
+            return Err(VerticalError::Internal(
+                "a party resumes only before its first message",
+            ));
+        }
+        if cp.trees == 0
+            || cp.trees as usize >= self.params.n_trees
+            || cp.splits.splits.keys().any(|(t, _)| *t >= cp.trees)
+        {
+            return Err(VerticalError::Config(format!(
+                "a checkpoint after {} trees does not fit a job of {} trees",
+                cp.trees, self.params.n_trees
+            )));
+        }
+        self.first_tree = cp.trees;
+        self.trees = cp.splits;
+        Ok(())
+    }
 }

@@ -680,6 +680,7 @@ fn a_vertical_scoring_job_needs_a_finished_model_job_of_the_same_parties() {
         key_bits: None,
         test_key: false,
         holdout_fraction: None,
+        iterations: None,
         ..vspec("score")
     };
     let launch = |fed: &mut Fed, spec| fed.coord.launch_vertical(now, spec);
@@ -736,6 +737,8 @@ fn a_vertical_scoring_job_needs_a_finished_model_job_of_the_same_parties() {
     // The parties are filled in from the model job; both get a VerticalStart naming it.
     while fed.coord.poll_transmit().is_some() {}
     assert_eq!(launch(&mut fed, score("v")).unwrap(), "score");
+    fed.coord.handle_join(now, 0, &[]).unwrap();
+    fed.coord.handle_join(now, 1, &[]).unwrap();
     let starts: Vec<_> = std::iter::from_fn(|| fed.coord.poll_transmit())
         .filter_map(|(to, m)| match m {
             ToParticipant::VerticalStart(v) => Some((to, v.spec.model_job.clone(), v.role)),

@@ -19,11 +19,11 @@
 //!
 //! Resumption after a coordinator restart is PSI's: the job starts a fresh session. What
 //! the session trains from is the parties' business (the coordinator holds no model
-//! state): for LR each party keeps its own state after its last two completed iterations
+//! state): each party keeps its own state after its last two completed iterations or trees
 //! (`participant::vertical`), so a fresh session of the same job continues from the last
-//! iteration both hold — its first [`VerticalProgress`] says so (`resumed_from`), which the
-//! engine checks (the step must follow it), records and audits; SecureBoost and a party
-//! that restarted (its state is in memory only) train from the start.
+//! step both hold — its first [`VerticalProgress`] says so (`resumed_from`), which the
+//! engine checks (the step must follow it), records and audits; a party that restarted
+//! (its state is in memory only) trains from the start.
 
 use std::time::{Duration, Instant};
 
@@ -697,7 +697,7 @@ impl Coordinator {
                 }
                 if v.paused > 0 {
                     parts.push(format!(
-                        "paused {} time(s) by a party away; the next session continues from the last {step} both parties hold (LR), or from the start",
+                        "paused {} time(s) by a party away; the next session continues from the last {step} both parties hold",
                         v.paused
                     ));
                 }
