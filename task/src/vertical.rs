@@ -419,3 +419,65 @@ pub struct VerticalReport {
     /// The active party's hold-out AUC of the model scored jointly (the passive party: none).
     pub holdout_auc: Option<f64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<VerticalJobSpec, String> {
+        fedsilo_config::from_toml_str::<VerticalJobSpec>(text, "spec")
+            .map_err(|e| fedsilo_config::display_chain(&e))
+    }
+
+    const TRAIN: &str = "kind = \"vertical_logistic\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"insurer\"]\n";
+    const SCORE: &str =
+        "kind = \"vertical_score\"\npsi_job = \"align-june\"\nmodel_job = \"churn-vlr\"\n";
+
+    #[test]
+    fn a_training_spec_takes_the_defaults_and_no_model_job() {
+        let s = parse(TRAIN).unwrap();
+        s.validate().unwrap();
+        assert_eq!((s.key_bits(), s.holdout_fraction()), (2048, 0.2));
+        assert_eq!(s.holdout_positions(100).len(), 20);
+        let s = parse(&format!("{TRAIN}model_job = \"x\"\n")).unwrap();
+        assert_eq!(s.validate(), Err(VerticalSpecError::ModelJobInTraining));
+    }
+
+    #[test]
+    fn a_scoring_spec_names_its_model_and_refuses_every_training_key() {
+        let s = parse(SCORE).unwrap();
+        s.validate().unwrap();
+        assert!(!s.kind.trains());
+        assert_eq!(s.total_steps(), 1);
+        assert!(
+            s.holdout_positions(100).is_empty(),
+            "a scoring job holds nothing out"
+        );
+        let s = parse(&SCORE.replace("model_job = \"churn-vlr\"\n", "")).unwrap();
+        assert_eq!(s.validate(), Err(VerticalSpecError::NoModelJob));
+        for (key, line) in [
+            ("key_bits", "key_bits = 2048"),
+            ("test_key", "test_key = true"),
+            ("holdout_fraction", "holdout_fraction = 0.2"),
+            ("iterations", "iterations = 5"),
+            ("l2", "l2 = 0.1"),
+            ("pos_weight", "pos_weight = 2.0"),
+            ("gbdt", "[gbdt]\nn_trees = 3"),
+        ] {
+            let s = parse(&format!("{SCORE}{line}\n")).unwrap();
+            assert_eq!(
+                s.validate(),
+                Err(VerticalSpecError::NotForScoring { field: key }),
+                "{line}"
+            );
+        }
+        // Parties are optional, but checked when given.
+        let s = parse(&format!("{SCORE}active = \"bank\"\npassive = [\"bank\"]\n")).unwrap();
+        assert!(matches!(
+            s.validate(),
+            Err(VerticalSpecError::ActiveIsPassive(_))
+        ));
+        let e = parse(&format!("{SCORE}model_jbo = \"x\"\n")).unwrap_err();
+        assert!(e.contains("model_jbo") && e.contains("model_job"), "{e}");
+    }
+}
