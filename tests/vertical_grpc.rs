@@ -833,6 +833,19 @@ fn vertical_scoring_at_scale() {
 /// audit says so, and the models are still the joined table's.
 #[test]
 fn a_coordinator_killed_mid_training_resumes_vertical_jobs_at_the_last_step() {
+    killed_mid_training_resumes("coordinator");
+}
+
+/// The bank's node killed (SIGKILL) mid-training and started again: it reports its session
+/// lost, and the fresh session continues from the state the bank's node wrote after its
+/// last steps (`<state_dir>/vertical/<job>.resume.json`, removed once the model is written)
+/// and the partner's, not from the start.
+#[test]
+fn a_party_killed_mid_training_resumes_vertical_jobs_from_its_own_file() {
+    killed_mid_training_resumes("bank");
+}
+
+fn killed_mid_training_resumes(kill: &str) {
     let fed = pair_federation(BANK_SCHEMA, PARTNER_SCHEMA);
     write_data(fed.dir.path(), 2600, 11);
     let mut coordinator = fed.coordinator("coordinator.log");
@@ -859,8 +872,14 @@ fn a_coordinator_killed_mid_training_resumes_vertical_jobs_at_the_last_step() {
             vertical(r) >= 3
         });
     }
-    coordinator.kill9();
-    let _coordinator = fed.coordinator("coordinator-2.log");
+    let _coordinator = if kill == "coordinator" {
+        coordinator.kill9();
+        Some(fed.coordinator("coordinator-2.log"))
+    } else {
+        bank.kill9();
+        bank = start_node(&fed, "bank", "bank-vertical-2.log", None);
+        None
+    };
     for (job, total) in [(&lr, 40u64), (&gbdt, 12)] {
         let s = wait_state(&fed, job, "finished", Duration::from_secs(240));
         assert!(s.contains("hold-out AUC"), "{s}");
@@ -891,4 +910,13 @@ fn a_coordinator_killed_mid_training_resumes_vertical_jobs_at_the_last_step() {
     assert!(partner.wait_exit(Duration::from_secs(30)).success());
     check_lr(&fed, &lr);
     check_gbdt(&fed, &gbdt);
+    for who in ["bank", "partner"] {
+        for job in [&lr, &gbdt] {
+            let resume = fedsilo_participant::vertical::ResumeFile::path(
+                &fed.path(&format!("state-{who}")),
+                job,
+            );
+            assert!(!resume.exists(), "{} left behind", resume.display());
+        }
+    }
 }

@@ -420,6 +420,14 @@ fn feed_vertical(cfg: &NodeConfig, v: &mut VerticalDriver, start: &VerticalStart
         }
         Ok(data) => {
             tracing::info!(job = %job, rows = data.x.nrows(), columns = data.x.ncols(), alignment = %data.alignment.display(), "vertical rows loaded");
+            // What an earlier run of this node kept of the job (it continues from there).
+            match crate::vertical::ResumeFile::load(&cfg.state_dir(), &job) {
+                Ok(Some(file)) => v.provide_resume(&job, file),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(job = %job, error = %fedsilo_config::display_chain(&e), "the vertical resume file is unreadable; training starts from scratch")
+                }
+            }
             v.provide_data(&job, data);
         }
         Err(e) => {
@@ -439,6 +447,12 @@ fn write_vertical_model(
         Ok(path) => {
             tracing::info!(job = %model.job_id, role = %model.role, path = %path.display(),
                 auc = ?model.holdout_auc, "vertical model written");
+            let resume = crate::vertical::ResumeFile::path(&cfg.state_dir(), &model.job_id);
+            if let Err(e) = std::fs::remove_file(&resume) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %resume.display(), error = %e, "cannot remove the vertical resume file");
+                }
+            }
             fedsilo_task::job::ToCoordinator::VerticalDone(report)
         }
         Err(e) => fedsilo_task::job::ToCoordinator::PsiFailed {
@@ -880,6 +894,11 @@ pub async fn run_until(
                             VerticalEvent::Done { model, report } => {
                                 psi_pending
                                     .push_back(write_vertical_model(&cfg, &model, report).into());
+                            }
+                            VerticalEvent::Checkpoint(file) => {
+                                if let Err(e) = file.save(&cfg.state_dir()) {
+                                    tracing::warn!(job = %file.job_id, error = %fedsilo_config::display_chain(&e), "cannot write the vertical resume file; a restart of this node would train from scratch");
+                                }
                             }
                             VerticalEvent::Scored { scored, report } => {
                                 psi_pending.push_back(

@@ -441,6 +441,68 @@ impl VerticalModelFile {
     }
 }
 
+/// A party's own state of a job's last two completed steps, as written to
+/// `<state_dir>/vertical/<job>.resume.json` after each step (and removed once the model is
+/// written): a restarted node gives it to the next session of the same job, spec, alignment,
+/// role and peer ([`VerticalDriver::provide_resume`]), which continues from it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeFile {
+    pub job_id: String,
+    /// The job spec's digest, the PSI alignment hash (hex), this party's role and peer.
+    pub spec_digest: String,
+    pub psi_hash: String,
+    pub role: String,
+    pub peer: String,
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+impl ResumeFile {
+    pub fn path(state_dir: &Path, job_id: &str) -> PathBuf {
+        VerticalModelFile::path(state_dir, job_id).with_extension("resume.json")
+    }
+
+    fn of(start: &VerticalStart, checkpoints: &[Checkpoint]) -> Self {
+        ResumeFile {
+            job_id: start.spec.job_id.clone(),
+            spec_digest: hex::encode(start.spec.digest()),
+            psi_hash: hex::encode(start.psi_hash),
+            role: start.role.name().to_string(),
+            peer: start.peer.clone(),
+            checkpoints: checkpoints.to_vec(),
+        }
+    }
+
+    /// Writes the file (temporary file, then rename).
+    pub fn save(&self, state_dir: &Path) -> Result<PathBuf, VerticalJobError> {
+        let path = Self::path(state_dir, &self.job_id);
+        let write = |source| VerticalJobError::Write {
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(write)?;
+        }
+        let bytes = serde_json::to_vec(self).map_err(|e| write(std::io::Error::other(e)))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, bytes).map_err(write)?;
+        std::fs::rename(&tmp, &path).map_err(write)?;
+        Ok(path)
+    }
+
+    /// The file of `job_id`, if this node wrote one.
+    pub fn load(state_dir: &Path, job_id: &str) -> Result<Option<Self>, ModelFileError> {
+        let path = Self::path(state_dir, job_id);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|source| ModelFileError::Parse { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ModelFileError::Read { path, source }),
+        }
+    }
+}
+
 /// One message a party received, as the driver recorded it (test mode): the sealed bytes
 /// of each of its parts as relayed (each part's plaintext is a [`parts::HEADER_BYTES`]-byte
 /// header and its piece of the message) and the message they joined to.
@@ -464,6 +526,9 @@ pub enum VerticalEvent {
         model: Box<VerticalModelFile>,
         report: VerticalReport,
     },
+    /// A step was completed: write `resume` ([`ResumeFile::save`]), so that a restart of
+    /// this node can continue the job from it.
+    Checkpoint(Box<ResumeFile>),
     /// A scoring session is done: the active party writes `scored`
     /// ([`ScoredRows::path`]), then each party sends `report`.
     Scored {
@@ -515,8 +580,8 @@ struct Prepared {
 }
 
 /// A party's own state between two steps of a job (never sent).
-#[derive(Clone, Debug)]
-enum Checkpoint {
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Checkpoint {
     Lr(LrCheckpoint),
     ActiveBoost(Box<BoostCheckpoint>),
     PassiveBoost(PassiveBoostCheckpoint),
@@ -556,6 +621,8 @@ struct Session {
     checkpoints: Vec<Checkpoint>,
     /// The completed steps this session continued from (0 = from the start).
     resumed_from: u64,
+    /// A checkpoint was kept since the last [`VerticalEvent::Checkpoint`].
+    checkpointed: bool,
     holdout_sent: bool,
     done: bool,
 }
@@ -726,6 +793,7 @@ impl VerticalDriver {
                 steps: 0,
                 checkpoints,
                 resumed_from: 0,
+                checkpointed: false,
                 holdout_sent: false,
                 done: false,
             },
@@ -776,6 +844,24 @@ impl VerticalDriver {
 
     pub fn has_queued(&self) -> bool {
         !self.outbox.is_empty() || !self.events.is_empty()
+    }
+
+    /// What a restarted node wrote of its own state ([`ResumeFile::load`]): taken before
+    /// the data ([`VerticalDriver::provide_data`]) when it is of this session's job, spec,
+    /// alignment, role and peer and the session holds no state of its own; else ignored
+    /// (training starts from scratch), with a log line saying why.
+    pub fn provide_resume(&mut self, job_id: &str, file: ResumeFile) {
+        let Some(s) = self.sessions.get_mut(job_id) else {
+            return;
+        };
+        if file != ResumeFile::of(&s.start, &file.checkpoints) {
+            tracing::warn!(job = job_id, "the resume file is of another spec, alignment or party; training starts from scratch");
+            return;
+        }
+        if s.checkpoints.is_empty() && s.prepared.is_none() {
+            tracing::info!(job = job_id, steps = ?file.checkpoints.iter().map(Checkpoint::steps).collect::<Vec<_>>(), "vertical state of an earlier run of this node taken");
+            s.checkpoints = file.checkpoints;
+        }
     }
 
     /// A scoring session's aligned rows and this party's part of the model
@@ -929,6 +1015,15 @@ impl VerticalDriver {
                     step: p,
                     resumed_from,
                 }));
+        }
+        if let Some(s) = self.sessions.get_mut(job_id) {
+            if std::mem::take(&mut s.checkpointed) {
+                self.events
+                    .push_back(VerticalEvent::Checkpoint(Box::new(ResumeFile::of(
+                        &s.start,
+                        &s.checkpoints,
+                    ))));
+            }
         }
         match r {
             Ok(Some(ended)) => {
@@ -1326,7 +1421,7 @@ fn active_take(
             }
             s.steps = u64::from(after);
             if let Some(cp) = a.checkpoint() {
-                keep_checkpoint(&mut s.checkpoints, Checkpoint::Lr(cp));
+                s.checkpointed |= keep_checkpoint(&mut s.checkpoints, Checkpoint::Lr(cp));
             }
             if a.is_done() && !s.holdout_sent {
                 s.holdout_sent = true;
@@ -1337,7 +1432,8 @@ fn active_take(
         (Party::ActiveBoost(a), ToActive::Boost(m)) => {
             let replies = a.handle(rng, 0, m).map_err(protocol)?;
             if let Some(cp) = a.checkpoint() {
-                keep_checkpoint(&mut s.checkpoints, Checkpoint::ActiveBoost(Box::new(cp)));
+                s.checkpointed |=
+                    keep_checkpoint(&mut s.checkpoints, Checkpoint::ActiveBoost(Box::new(cp)));
             }
             for (_, r) in replies {
                 match &r {
@@ -1440,7 +1536,7 @@ fn passive_take(
             if is_gradient {
                 s.steps += 1;
                 if let Some(cp) = p.checkpoint() {
-                    keep_checkpoint(&mut s.checkpoints, Checkpoint::Lr(cp));
+                    s.checkpointed |= keep_checkpoint(&mut s.checkpoints, Checkpoint::Lr(cp));
                 }
             }
             Ok(None)
@@ -1490,7 +1586,7 @@ fn passive_take(
                 seal_to(&mut s.link, out, &ToActive::Boost(r))?;
             }
             if let Some(cp) = p.checkpoint().filter(|_| gradients) {
-                keep_checkpoint(&mut s.checkpoints, Checkpoint::PassiveBoost(cp));
+                s.checkpointed |= keep_checkpoint(&mut s.checkpoints, Checkpoint::PassiveBoost(cp));
             }
             Ok(None)
         }
@@ -1540,13 +1636,15 @@ fn passive_take(
 
 /// Keeps `cp` and the checkpoint one step before it (a later session resumes at the last
 /// step both parties completed, which may be one behind this party's last).
-fn keep_checkpoint(kept: &mut Vec<Checkpoint>, cp: Checkpoint) {
+/// Whether it was kept (not a repeat of the last).
+fn keep_checkpoint(kept: &mut Vec<Checkpoint>, cp: Checkpoint) -> bool {
     let step = cp.steps();
     if kept.last().is_some_and(|c| c.steps() == step) {
-        return;
+        return false;
     }
     kept.retain(|c| c.steps() + 1 == step);
     kept.push(cp);
+    true
 }
 
 fn model_file(s: &Session, p: &Prepared, scores: &[f64]) -> VerticalModelFile {

@@ -23,7 +23,7 @@
 //! (`participant::vertical`), so a fresh session of the same job continues from the last
 //! step both hold — its first [`VerticalProgress`] says so (`resumed_from`), which the
 //! engine checks (the step must follow it), records and audits; a party that restarted
-//! (its state is in memory only) trains from the start.
+//! takes its state from the file its node wrote after each step.
 
 use std::time::{Duration, Instant};
 
