@@ -1541,40 +1541,28 @@ fn passive_take(
             }
             Ok(None)
         }
-        (Party::PassiveLr(p), ToPassive::Resume { iteration }) if s.resumed_from == 0 => {
+        (party, ToPassive::Resume { iteration }) if s.resumed_from == 0 => {
             let cp = s
                 .checkpoints
                 .iter()
-                .find_map(|c| match c {
-                    Checkpoint::Lr(c) if c.iteration == iteration => Some(c.clone()),
-                    _ => None,
-                })
-                .ok_or(VerticalJobError::OutOfTurn {
-                    peer: peer.clone(),
-                    what: "a resume at an iteration this party holds no state of",
-                })?;
-            p.resume_at(cp).map_err(protocol)?;
-            tracing::info!(job = %s.start.spec.job_id, iteration, "vertical LR continues from an earlier session's state");
+                .find(|c| c.steps() == iteration)
+                .cloned();
+            match (party, cp) {
+                (Party::PassiveLr(p), Some(Checkpoint::Lr(cp))) => {
+                    p.resume_at(cp).map_err(protocol)?
+                }
+                (Party::PassiveBoost(p), Some(Checkpoint::PassiveBoost(cp))) => {
+                    p.resume_at(cp).map_err(protocol)?
+                }
+                _ => {
+                    return Err(out_of_turn(
+                        "a resume at a step this party holds no state of",
+                    ))
+                }
+            }
+            tracing::info!(job = %s.start.spec.job_id, steps = iteration, "vertical training continues from an earlier session's state");
             s.steps = u64::from(iteration);
             s.resumed_from = u64::from(iteration);
-            Ok(None)
-        }
-        (Party::PassiveBoost(p), ToPassive::Resume { iteration: trees }) if s.resumed_from == 0 => {
-            let cp = s
-                .checkpoints
-                .iter()
-                .find_map(|c| match c {
-                    Checkpoint::PassiveBoost(c) if c.trees == trees => Some(c.clone()),
-                    _ => None,
-                })
-                .ok_or(VerticalJobError::OutOfTurn {
-                    peer: peer.clone(),
-                    what: "a resume at a tree this party holds no state of",
-                })?;
-            p.resume_at(cp).map_err(protocol)?;
-            tracing::info!(job = %s.start.spec.job_id, trees, "SecureBoost continues from an earlier session's state");
-            s.steps = u64::from(trees);
-            s.resumed_from = u64::from(trees);
             Ok(None)
         }
         (Party::PassiveBoost(p), ToPassive::Boost(m)) => {
