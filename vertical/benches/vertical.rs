@@ -192,6 +192,23 @@ fn paillier(c: &mut Criterion) {
     per_call(&mut g, "multi_exp_256x32bit", || {
         pk.multi_exp(&cts, &exps, 32)
     });
+    // one packed histogram ciphertext of SecureBoost at 100k rows: 20 slots of 98 bits,
+    // re-randomised — by a separate Enc(0) (before) and with ρⁿ on the packing's squarings
+    let slots: Vec<Option<fedsilo_vertical::he::Ciphertext>> =
+        cts.iter().take(20).cloned().map(Some).collect();
+    let shift = BigInt::from(1) << 98u32;
+    per_call(&mut g, "pack_20x98_then_enc0", || {
+        let mut acc = pk.one();
+        for c in slots.iter().rev().flatten() {
+            acc = pk.add(&pk.mul_pos(&acc, &shift).unwrap(), c);
+        }
+        let z = pk.encrypt_zeros(&mut r, 1).unwrap();
+        pk.add(&acc, &z[0])
+    });
+    per_call(&mut g, "pack_20x98_rerandomised", || {
+        let rho = pk.nonces(&mut r, 1);
+        pk.pack_rerandomised(&slots, 98, &rho[0]).unwrap()
+    });
     g.finish();
 }
 

@@ -34,7 +34,6 @@ use fedsilo_ml::gbdt::{
 };
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use num_bigint::BigInt as Integer;
-use num_traits::One;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -1300,32 +1299,17 @@ fn histograms<R: rand::RngCore + rand::CryptoRng + ?Sized>(
         .collect();
     let flat: Vec<Option<Ciphertext>> = sums.into_iter().flatten().collect();
     let k = pairs_per_ciphertext(rows, pk.bits()).max(1);
-    let shift = Integer::one() << (2 * slot_bits(rows));
     let chunks: Vec<&[Option<Ciphertext>]> = flat.chunks(k).collect();
-    // fresh Enc(0) per packed ciphertext, with uniform randomness: the sums hide which of
-    // A's ciphertexts they hold (A knows the nonces of its own)
-    let zeros = pk.encrypt_zeros(rng, chunks.len())?;
+    // a fresh uniform nonce ρ ∈ Z*_n per packed ciphertext, its Enc(0) = ρⁿ multiplied in
+    // while packing: the sums hide which of A's ciphertexts they hold (A knows the nonces
+    // of its own)
+    let nonces = pk.nonces(rng, chunks.len());
+    let shift = 2 * slot_bits(rows);
     chunks
         .par_iter()
-        .zip(zeros.par_iter())
-        .map(|(chunk, z)| {
-            // Horner from the highest slot: C = (…(c_{K−1})^{2^{2w}}·c_{K−2}…)·c_0
-            let mut acc: Option<Ciphertext> = None;
-            for c in chunk.iter().rev() {
-                if let Some(a) = acc.take() {
-                    acc = Some(pk.mul_pos(&a, &shift)?);
-                }
-                if let Some(c) = c {
-                    acc = Some(match acc.take() {
-                        Some(a) => pk.add(&a, c),
-                        None => c.clone(),
-                    });
-                }
-            }
-            let c = match acc {
-                Some(a) => pk.add(&a, z),
-                None => z.clone(),
-            };
+        .zip(nonces.par_iter())
+        .map(|(chunk, rho)| {
+            let c = pk.pack_rerandomised(chunk, shift, rho)?;
             Ok(PublicKey::to_wire_ct(&c))
         })
         .collect()
