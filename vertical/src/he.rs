@@ -2,7 +2,7 @@
 //! `fast-paillier` crate (LFDT Lockness), on its pure-Rust `num-bigint` backend by default or
 //! on GMP (`rug`) with the crate's `gmp` feature (see [`BACKEND`]).
 //!
-//! The cipher — key generation, encryption, decryption — is the library's. This module adds
+//! The cipher — key generation, public-key encryption — is the library's. This module adds
 //! only what the protocols compose on top of it, all of it the textbook homomorphism
 //! `Enc(a)·Enc(b) = Enc(a + b)` and `Enc(a)^k = Enc(k·a)` (mod n²), computed with the
 //! library's big integers (so on GMP when that backend is on):
@@ -10,8 +10,11 @@
 //! * [`Ciphertext`], and [`WireCiphertext`], its serialisable form, checked on receipt
 //!   (`0 < c < n²`);
 //! * the key owner's batch encryption with fixed-base short-exponent randomness
-//!   (Damgård–Jurik–Nielsen, see [`SecretKey::encrypt_batch`]) and rayon-parallel
-//!   decryption (the library's CRT);
+//!   (Damgård–Jurik–Nielsen, see [`SecretKey::encrypt_batch`]; tables mod `p²` and `q²`)
+//!   and rayon-parallel decryption (Paillier's CRT with exponents `p − 1`, `q − 1`, see
+//!   [`SecretKey::decrypt_batch`]);
+//! * [`PublicKey::pack_rerandomised`]: slots packed by Horner's rule with the fresh
+//!   `Enc(0) = ρⁿ` of a uniform `ρ ∈ Z*_n` computed on the same squarings;
 //! * [`multi_exp`], `Π c_i^{e_i} mod n²` for many small exponents (Pippenger's bucket method),
 //!   which is `Enc(Σ e_i·m_i)`: the passive party's `Xᵀ·Enc(r)`;
 //! * signed digit packing ([`decode_digits`]): several small signed integers in one plaintext
@@ -398,7 +401,9 @@ impl PublicKey {
         rho: &Nonce,
     ) -> Result<Ciphertext, VerticalError> {
         if !(1..=128).contains(&shift) {
-            return Err(VerticalError::Internal("packing shift outside 1..=128 bits"));
+            return Err(VerticalError::Internal(
+                "packing shift outside 1..=128 bits",
+            ));
         }
         let nn = self.nn();
         let digits = digits_u128(&unbig(self.ek.n()), shift);
@@ -1064,11 +1069,14 @@ mod tests {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(13);
         let sk = SecretKey::generate(&mut rng, 1024).unwrap();
         let pk = sk.public().clone();
-        let xs: Vec<Integer> = (0..9i64).map(|i| Integer::from(i * 12_345 - 40_000)).collect();
+        let xs: Vec<Integer> = (0..9i64)
+            .map(|i| Integer::from(i * 12_345 - 40_000))
+            .collect();
         let cs = sk.encrypt_batch(&mut rng, &xs).unwrap();
         let shift = 98u32;
         for len in [1usize, 4, 9] {
-            let mut slots: Vec<Option<Ciphertext>> = cs.iter().take(len).cloned().map(Some).collect();
+            let mut slots: Vec<Option<Ciphertext>> =
+                cs.iter().take(len).cloned().map(Some).collect();
             if len > 2 {
                 slots[1] = None;
             }
@@ -1090,7 +1098,9 @@ mod tests {
                 .zip(&xs)
                 .enumerate()
                 .filter(|(_, (s, _))| s.is_some())
-                .fold(Integer::zero(), |a, (b, (_, x))| a + (x << (shift as usize * b)));
+                .fold(Integer::zero(), |a, (b, (_, x))| {
+                    a + (x << (shift as usize * b))
+                });
             assert_eq!(plain, sum, "{len}");
         }
         assert!(pk
@@ -1105,7 +1115,9 @@ mod tests {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(12);
         let sk = SecretKey::generate(&mut rng, 1024).unwrap();
         let pk = sk.public().clone();
-        let xs: Vec<Integer> = (0..16i64).map(|i| Integer::from(i * 1_000_003 - 7)).collect();
+        let xs: Vec<Integer> = (0..16i64)
+            .map(|i| Integer::from(i * 1_000_003 - 7))
+            .collect();
         let mut cs = pk.encrypt_zeros(&mut rng, 4).unwrap();
         cs.extend(sk.encrypt_batch(&mut rng, &xs).unwrap());
         let ours = sk.decrypt_batch(&cs, "t").unwrap();
@@ -1117,7 +1129,10 @@ mod tests {
         for (i, c) in bad.iter().enumerate() {
             assert_eq!(
                 sk.decrypt_batch(std::slice::from_ref(c), "t"),
-                Err(PeerError::Undecryptable { what: "t", index: 0 }),
+                Err(PeerError::Undecryptable {
+                    what: "t",
+                    index: 0
+                }),
                 "{i}"
             );
         }
