@@ -9,7 +9,7 @@
 //! benches also print the process CPU seconds per iteration (both cores), as the figures
 //! compare per core; with `VERTICAL_BENCH_ONCE=1` each protocol runs once, measured, instead
 //! of criterion's ten samples (for large shapes; criterion's name filter does not apply to
-//! these runs).
+//! these runs, `VERTICAL_BENCH_ONLY=secureboost` or `=lr` picks one).
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode};
@@ -47,6 +47,13 @@ fn cpu_seconds() -> f64 {
     f.iter().sum::<f64>() / 100.0
 }
 
+/// Whether `VERTICAL_BENCH_ONLY` (a substring of a protocol bench's name, e.g.
+/// `secureboost`) selects `name`; unset, every one runs. Criterion's name filter does not
+/// reach the `VERTICAL_BENCH_ONCE` runs, this does.
+fn selected(name: &str) -> bool {
+    std::env::var("VERTICAL_BENCH_ONLY").map_or(true, |only| name.contains(only.as_str()))
+}
+
 /// Benchmarks `routine` on a fresh `setup()` per iteration (criterion: wall time), and prints
 /// the mean wall and CPU seconds per iteration over all of criterion's iterations (CPU of
 /// the whole process, so parallel work counts every core it used).
@@ -58,6 +65,9 @@ fn per_iteration<S, T>(
     mut routine: impl FnMut(S) -> T,
 ) {
     let (mut cpu, mut wall, mut count) = (0.0, 0.0, 0u64);
+    if once && !selected(name) {
+        return;
+    }
     if once {
         // one measured run instead of criterion's ≥ 10 (large shapes on a loaded machine)
         let s = setup();
@@ -181,6 +191,23 @@ fn paillier(c: &mut Criterion) {
         .collect();
     per_call(&mut g, "multi_exp_256x32bit", || {
         pk.multi_exp(&cts, &exps, 32)
+    });
+    // one packed histogram ciphertext of SecureBoost at 100k rows: 20 slots of 98 bits,
+    // re-randomised — by a separate Enc(0) (before) and with ρⁿ on the packing's squarings
+    let slots: Vec<Option<fedsilo_vertical::he::Ciphertext>> =
+        cts.iter().take(20).cloned().map(Some).collect();
+    let shift = BigInt::from(1) << 98u32;
+    per_call(&mut g, "pack_20x98_then_enc0", || {
+        let mut acc = pk.one();
+        for c in slots.iter().rev().flatten() {
+            acc = pk.add(&pk.mul_pos(&acc, &shift).unwrap(), c);
+        }
+        let z = pk.encrypt_zeros(&mut r, 1).unwrap();
+        pk.add(&acc, &z[0])
+    });
+    per_call(&mut g, "pack_20x98_rerandomised", || {
+        let rho = pk.nonces(&mut r, 1);
+        pk.pack_rerandomised(&slots, 98, &rho[0]).unwrap()
     });
     g.finish();
 }

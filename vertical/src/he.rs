@@ -2,7 +2,7 @@
 //! `fast-paillier` crate (LFDT Lockness), on its pure-Rust `num-bigint` backend by default or
 //! on GMP (`rug`) with the crate's `gmp` feature (see [`BACKEND`]).
 //!
-//! The cipher — key generation, encryption, decryption — is the library's. This module adds
+//! The cipher — key generation, public-key encryption — is the library's. This module adds
 //! only what the protocols compose on top of it, all of it the textbook homomorphism
 //! `Enc(a)·Enc(b) = Enc(a + b)` and `Enc(a)^k = Enc(k·a)` (mod n²), computed with the
 //! library's big integers (so on GMP when that backend is on):
@@ -10,8 +10,11 @@
 //! * [`Ciphertext`], and [`WireCiphertext`], its serialisable form, checked on receipt
 //!   (`0 < c < n²`);
 //! * the key owner's batch encryption with fixed-base short-exponent randomness
-//!   (Damgård–Jurik–Nielsen, see [`SecretKey::encrypt_batch`]) and rayon-parallel
-//!   decryption (the library's CRT);
+//!   (Damgård–Jurik–Nielsen, see [`SecretKey::encrypt_batch`]; tables mod `p²` and `q²`)
+//!   and rayon-parallel decryption (Paillier's CRT with exponents `p − 1`, `q − 1`, see
+//!   [`SecretKey::decrypt_batch`]);
+//! * [`PublicKey::pack_rerandomised`]: slots packed by Horner's rule with the fresh
+//!   `Enc(0) = ρⁿ` of a uniform `ρ ∈ Z*_n` computed on the same squarings;
 //! * [`multi_exp`], `Π c_i^{e_i} mod n²` for many small exponents (Pippenger's bucket method),
 //!   which is `Enc(Σ e_i·m_i)`: the passive party's `Xᵀ·Enc(r)`;
 //! * signed digit packing ([`decode_digits`]): several small signed integers in one plaintext
@@ -368,6 +371,94 @@ impl PublicKey {
             .collect()
     }
 
+    /// `count` nonces `ρ` uniform in `Z*_n`, drawn from `rng` in order, for
+    /// [`PublicKey::pack_rerandomised`].
+    pub fn nonces<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        count: usize,
+    ) -> Vec<Nonce> {
+        let n = self.ek.n();
+        (0..count)
+            .map(|_| Nonce(Big::sample_in_mult_group_of(&mut Rng06(&mut *rng), n)))
+            .collect()
+    }
+
+    /// `Π_b slots_b^{2^{shift·b}} · ρⁿ mod n²`: the slots packed into one ciphertext,
+    /// `Enc(Σ_b x_b·2^{shift·b})` (an empty slot is 0), re-randomised by the fresh `Enc(0)`
+    /// of nonce `ρ` — the same value as packing by Horner's rule and multiplying by the
+    /// library's `Enc(0; ρ)`, for less work: `ρⁿ` rides on the packing's squarings. With
+    /// `n = Σ_b d_b·2^{shift·b}` (digits of `shift` bits), Horner's step `b` multiplies
+    /// by `slots_b·ρ^{d_b}`, so the squarings that shift the slots raise each `ρ^{d_b}` to
+    /// its place too; the `ρ^{d_b}` come from one table of `ρ^{v·2^{4k}}` (`v < 16`).
+    /// About `shift + 15·⌈shift/4⌉ + ⌈bits(n)/shift⌉·⌈shift/4⌉` multiplications for the
+    /// nonce instead of an exponentiation by the 2,048-bit `n` (≈ 2,400). `shift` is at most
+    /// 128.
+    pub fn pack_rerandomised(
+        &self,
+        slots: &[Option<Ciphertext>],
+        shift: u32,
+        rho: &Nonce,
+    ) -> Result<Ciphertext, VerticalError> {
+        if !(1..=128).contains(&shift) {
+            return Err(VerticalError::Internal(
+                "packing shift outside 1..=128 bits",
+            ));
+        }
+        let nn = self.nn();
+        let digits = digits_u128(&unbig(self.ek.n()), shift);
+        // table[k][v − 1] = ρ^{v·2^{4k}}
+        let windows = shift.div_ceil(4) as usize;
+        let mut table: Vec<Vec<Big>> = Vec::with_capacity(windows);
+        let mut g = rho.0.clone();
+        for _ in 0..windows {
+            let mut row = Vec::with_capacity(15);
+            let mut acc = g.clone();
+            row.push(acc.clone());
+            for _ in 1..15 {
+                acc = mulmod(&acc, &g, nn);
+                row.push(acc.clone());
+            }
+            g = mulmod(&acc, &g, nn);
+            table.push(row);
+        }
+        let rho_to = |d: u128| -> Option<Big> {
+            let mut out: Option<Big> = None;
+            for (k, row) in table.iter().enumerate() {
+                let v = ((d >> (4 * k)) & 15) as usize;
+                if let Some(t) = v.checked_sub(1).and_then(|i| row.get(i)) {
+                    out = Some(match out {
+                        Some(o) => mulmod(&o, t, nn),
+                        None => t.clone(),
+                    });
+                }
+            }
+            out
+        };
+        let two_to_shift = Big::one() << shift;
+        let top = slots.len().max(digits.len());
+        let mut acc: Option<Big> = None;
+        for b in (0..top).rev() {
+            if let Some(a) = acc.take() {
+                acc = Some(
+                    a.pow_mod_ref(&two_to_shift, nn)
+                        .ok_or(VerticalError::Internal("modular exponentiation undefined"))?,
+                );
+            }
+            let factors = [
+                slots.get(b).and_then(|s| s.as_ref()).map(|c| c.0.clone()),
+                digits.get(b).and_then(|&d| rho_to(d)),
+            ];
+            for f in factors.into_iter().flatten() {
+                acc = Some(match acc.take() {
+                    Some(a) => mulmod(&a, &f, nn),
+                    None => f,
+                });
+            }
+        }
+        Ok(Ciphertext(acc.unwrap_or_else(Big::one)))
+    }
+
     /// `Enc(0)` with `r = 1`: the neutral element of [`PublicKey::add`].
     pub fn one(&self) -> Ciphertext {
         Ciphertext(Big::one())
@@ -403,6 +494,30 @@ impl PublicKey {
     pub fn to_wire_ct(c: &Ciphertext) -> WireCiphertext {
         WireCiphertext(c.0.to_bytes_msf())
     }
+}
+
+/// A nonce `ρ ∈ Z*_n` of a party's re-randomising `Enc(0) = ρⁿ mod n²`
+/// ([`PublicKey::nonces`]).
+pub struct Nonce(Big);
+
+/// Digits of `width ≤ 128` bits of a non-negative `x`, lowest first.
+fn digits_u128(x: &Integer, width: u32) -> Vec<u128> {
+    let bytes = x.magnitude().to_bytes_le();
+    let bits = bytes.len() * 8;
+    let width = width.clamp(1, 128) as usize;
+    (0..bits.div_ceil(width))
+        .map(|d| {
+            let mut v = 0u128;
+            for i in (0..width).rev() {
+                let bit = d * width + i;
+                let set = bytes
+                    .get(bit / 8)
+                    .is_some_and(|byte| (byte >> (bit % 8)) & 1 == 1);
+                v = (v << 1) | u128::from(set);
+            }
+            v
+        })
+        .collect()
 }
 
 /// Bits of the short exponents of the key owner's encryption randomness: half the modulus,
@@ -465,17 +580,89 @@ impl FixedBase {
 }
 
 /// The key owner's encryption randomness: `h_s = hⁿ mod n²` for `h = −x² mod n` with a
-/// random `x ∈ Z*_n`, and its fixed-base table; a nonce is `h_s^α`, `α` uniform of
-/// [`short_exponent_bits`] bits.
+/// random `x ∈ Z*_n`, and its fixed-base tables mod `p²` and mod `q²` (the two halves of
+/// `h_s` by the Chinese remainder theorem, so each product is of half the size); a nonce is
+/// `h_s^α`, `α` uniform of [`short_exponent_bits`] bits.
 struct OwnerRandomness {
-    table: FixedBase,
+    table_p: FixedBase,
+    table_q: FixedBase,
     exp_bytes: usize,
+}
+
+/// What the key owner's CRT arithmetic needs: `p²`, `q²`, `(q²)⁻¹ mod p²` (to join the
+/// halves mod `n²`), and for decryption `p`, `q`, `h_p = L_p(g^{p−1} mod p²)⁻¹ mod p`,
+/// `h_q` likewise and `q⁻¹ mod p` (Paillier 1999, §7).
+struct Crt {
+    p: Big,
+    q: Big,
+    pp: Big,
+    qq: Big,
+    qq_inv_pp: Big,
+    hp: Big,
+    hq: Big,
+    q_inv_p: Big,
+    p_minus_1: Big,
+    q_minus_1: Big,
+}
+
+impl Crt {
+    fn new(p: &Big, q: &Big, n: &Big) -> Option<Self> {
+        let pp = p * p;
+        let qq = q * q;
+        let g = n + &Big::one();
+        let p_minus_1 = p - &Big::one();
+        let q_minus_1 = q - &Big::one();
+        // h = L(g^{prime−1} mod prime²)⁻¹ mod prime, L(x) = (x − 1)/prime
+        let h = |prime: &Big, sq: &Big, e: &Big| -> Option<Big> {
+            let x = g.modulo_ref(sq).pow_mod_ref(e, sq)?;
+            let l = (x - &Big::one()) / prime;
+            l.modulo_ref(prime).invert_ref(prime)
+        };
+        Some(Crt {
+            hp: h(p, &pp, &p_minus_1)?,
+            hq: h(q, &qq, &q_minus_1)?,
+            q_inv_p: q.invert_ref(p)?,
+            qq_inv_pp: qq.invert_ref(&pp)?,
+            p: p.clone(),
+            q: q.clone(),
+            pp,
+            qq,
+            p_minus_1,
+            q_minus_1,
+        })
+    }
+
+    /// The `x` mod `n²` with `x ≡ a (mod p²)`, `x ≡ b (mod q²)` (Garner).
+    fn join_squares(&self, a: &Big, b: &Big) -> Big {
+        let t = ((a - b) * &self.qq_inv_pp).modulo(&self.pp);
+        t * &self.qq + b
+    }
+
+    /// `m mod prime` from `c`: `L(c^{prime−1} mod prime²)·h mod prime`, or `None` when
+    /// `prime` divides `c` (not in the multiplicative group).
+    fn half_plaintext(c: &Big, prime: &Big, sq: &Big, e: &Big, h: &Big) -> Option<Big> {
+        let x = c.modulo_ref(sq).pow_mod_ref(e, sq)?;
+        let x_minus_1 = x - &Big::one();
+        if !x_minus_1.modulo_ref(prime).cmp0().is_eq() {
+            return None;
+        }
+        Some(((x_minus_1 / prime) * h).modulo(prime))
+    }
+
+    /// The plaintext of `c ∈ (0, n²)` in `[0, n)`, or `None` when `c` is not a unit mod `n²`.
+    fn decrypt(&self, c: &Big) -> Option<Big> {
+        let mp = Self::half_plaintext(c, &self.p, &self.pp, &self.p_minus_1, &self.hp)?;
+        let mq = Self::half_plaintext(c, &self.q, &self.qq, &self.q_minus_1, &self.hq)?;
+        let t = ((mp - &mq) * &self.q_inv_p).modulo(&self.p);
+        Some(t * &self.q + &mq)
+    }
 }
 
 /// The secret half, held by the active party only.
 pub struct SecretKey {
     dk: DecryptionKey,
     public: PublicKey,
+    crt: Crt,
     randomness: OnceLock<OwnerRandomness>,
 }
 
@@ -506,6 +693,9 @@ impl SecretKey {
             if (&p * &q).significant_bits() != u64::from(bits) {
                 continue;
             }
+            let Some(crt) = Crt::new(&p, &q, &(&p * &q)) else {
+                continue;
+            };
             let dk = DecryptionKey::from_primes(p, q)
                 .map_err(|source| VerticalError::Paillier { source })?;
             let public = PublicKey {
@@ -514,6 +704,7 @@ impl SecretKey {
             return Ok(SecretKey {
                 dk,
                 public,
+                crt,
                 randomness: OnceLock::new(),
             });
         }
@@ -562,9 +753,14 @@ impl SecretKey {
             .encrypt_with(&Big::zero(), &h)
             .map_err(|source| VerticalError::Paillier { source })?;
         let bits = short_exponent_bits(self.public.bits());
-        let table = FixedBase::new(&hs, self.public.nn(), bits);
+        let crt = &self.crt;
+        let (table_p, table_q) = rayon::join(
+            || FixedBase::new(&hs.modulo_ref(&crt.pp), &crt.pp, bits),
+            || FixedBase::new(&hs.modulo_ref(&crt.qq), &crt.qq, bits),
+        );
         let made = OwnerRandomness {
-            table,
+            table_p,
+            table_q,
             exp_bytes: bits.div_ceil(8) as usize,
         };
         // a concurrent first use may have set it meanwhile; either table is as good
@@ -611,25 +807,38 @@ impl SecretKey {
                 let x = if x.cmp0().is_lt() { x + n } else { x };
                 // (1 + n)^x = 1 + x·n mod n²
                 let a = (Big::one() + &x * n).modulo(nn);
-                Ok(Ciphertext(mulmod(&a, &rand.table.pow(e), nn)))
+                // h_s^α mod p² and mod q², joined mod n²
+                let hs = self
+                    .crt
+                    .join_squares(&rand.table_p.pow(e), &rand.table_q.pow(e));
+                Ok(Ciphertext(mulmod(&a, &hs, nn)))
             })
             .collect()
     }
 
-    /// Decrypts every ciphertext (signed plaintexts), in parallel. A ciphertext outside the
-    /// multiplicative group of n² is the peer's fault.
+    /// Decrypts every ciphertext (signed plaintexts, in `(−n/2, n/2]` as the library's), in
+    /// parallel, by Paillier's own CRT decryption (1999, §7): `m_p = L(c^{p−1} mod p²)·h_p
+    /// mod p`, `m_q` likewise, joined mod `n` — exponents of half the size of the library's
+    /// `λ mod p(p−1)`, so half its squarings. A ciphertext outside the multiplicative group
+    /// of n² is the peer's fault.
     pub fn decrypt_batch(
         &self,
         cs: &[Ciphertext],
         what: &'static str,
     ) -> Result<Vec<Integer>, PeerError> {
+        let n = self.public.ek.n();
         cs.par_iter()
             .enumerate()
             .map(|(index, c)| {
-                self.dk
+                if !c.0.cmp0().is_gt() || &c.0 >= self.public.nn() {
+                    return Err(PeerError::Undecryptable { what, index });
+                }
+                let m = self
+                    .crt
                     .decrypt(&c.0)
-                    .map(|m| unbig(&m))
-                    .map_err(|_| PeerError::Undecryptable { what, index })
+                    .ok_or(PeerError::Undecryptable { what, index })?;
+                let signed = if (&m << 1u32) >= *n { m - n } else { m };
+                Ok(unbig(&signed))
             })
             .collect()
     }
@@ -851,6 +1060,82 @@ mod tests {
             assert_eq!(fb.pow(&e), want);
         }
         assert_eq!(fb.pow(&[0; 5]), Big::one());
+    }
+
+    /// The packing with its nonce riding on the squarings is Horner's packing times the
+    /// library's `Enc(0; ρ)`, value for value.
+    #[test]
+    fn packing_with_its_nonce_is_packing_times_enc_zero() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(13);
+        let sk = SecretKey::generate(&mut rng, 1024).unwrap();
+        let pk = sk.public().clone();
+        let xs: Vec<Integer> = (0..9i64)
+            .map(|i| Integer::from(i * 12_345 - 40_000))
+            .collect();
+        let cs = sk.encrypt_batch(&mut rng, &xs).unwrap();
+        let shift = 98u32;
+        for len in [1usize, 4, 9] {
+            let mut slots: Vec<Option<Ciphertext>> =
+                cs.iter().take(len).cloned().map(Some).collect();
+            if len > 2 {
+                slots[1] = None;
+            }
+            let rho = pk.nonces(&mut rng, 1).pop().unwrap();
+            let got = pk.pack_rerandomised(&slots, shift, &rho).unwrap();
+            let mut want = Big::one();
+            let two = Integer::one() << shift;
+            for s in slots.iter().rev() {
+                want = pk.mul_pos(&Ciphertext(want), &two).unwrap().0;
+                if let Some(c) = s {
+                    want = mulmod(&want, &c.0, pk.nn());
+                }
+            }
+            let z = pk.ek.encrypt_with(&Big::zero(), &rho.0).unwrap();
+            assert_eq!(got.0, mulmod(&want, &z, pk.nn()), "{len}");
+            let plain = sk.decrypt_one(&got).unwrap();
+            let sum = slots
+                .iter()
+                .zip(&xs)
+                .enumerate()
+                .filter(|(_, (s, _))| s.is_some())
+                .fold(Integer::zero(), |a, (b, (_, x))| {
+                    a + (x << (shift as usize * b))
+                });
+            assert_eq!(plain, sum, "{len}");
+        }
+        assert!(pk
+            .pack_rerandomised(&[], 129, &pk.nonces(&mut rng, 1)[0])
+            .is_err());
+    }
+
+    /// The CRT decryption with exponents `p − 1`, `q − 1` is the library's, and a
+    /// ciphertext sharing a factor with n is refused.
+    #[test]
+    fn crt_decryption_is_the_librarys() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(12);
+        let sk = SecretKey::generate(&mut rng, 1024).unwrap();
+        let pk = sk.public().clone();
+        let xs: Vec<Integer> = (0..16i64)
+            .map(|i| Integer::from(i * 1_000_003 - 7))
+            .collect();
+        let mut cs = pk.encrypt_zeros(&mut rng, 4).unwrap();
+        cs.extend(sk.encrypt_batch(&mut rng, &xs).unwrap());
+        let ours = sk.decrypt_batch(&cs, "t").unwrap();
+        for (c, m) in cs.iter().zip(&ours) {
+            assert_eq!(unbig(&sk.dk.decrypt(&c.0).unwrap()), *m);
+        }
+        assert_eq!(&ours[4..], &xs[..]);
+        let bad = [Ciphertext(sk.crt.p.clone()), Ciphertext(Big::zero())];
+        for (i, c) in bad.iter().enumerate() {
+            assert_eq!(
+                sk.decrypt_batch(std::slice::from_ref(c), "t"),
+                Err(PeerError::Undecryptable {
+                    what: "t",
+                    index: 0
+                }),
+                "{i}"
+            );
+        }
     }
 
     #[test]
