@@ -181,7 +181,7 @@ fn paillier(c: &mut Criterion) {
     per_call(&mut g, "encrypt_owner_batch_256", || {
         sk.encrypt_batch(&mut r, &xs).unwrap()
     });
-    per_call(&mut g, "decrypt_owner_crt", || sk.decrypt_one(&ct).unwrap());
+    per_call(&mut g, "decrypt_owner", || sk.decrypt_one(&ct).unwrap());
     per_call(&mut g, "add", || pk.add(&ct, &ct));
     let e = BigInt::from((1u64 << 32) - 5);
     per_call(&mut g, "scalar_mul_32bit", || pk.mul_pos(&ct, &e).unwrap());

@@ -2,7 +2,7 @@
 //! `fast-paillier` crate (LFDT Lockness), on its pure-Rust `num-bigint` backend by default or
 //! on GMP (`rug`) with the crate's `gmp` feature (see [`BACKEND`]).
 //!
-//! The cipher — key generation, public-key encryption — is the library's. This module adds
+//! The cipher — key generation, public-key encryption, decryption — is the library's. This module adds
 //! only what the protocols compose on top of it, all of it the textbook homomorphism
 //! `Enc(a)·Enc(b) = Enc(a + b)` and `Enc(a)^k = Enc(k·a)` (mod n²), computed with the
 //! library's big integers (so on GMP when that backend is on):
@@ -11,8 +11,7 @@
 //!   (`0 < c < n²`);
 //! * the key owner's batch encryption with fixed-base short-exponent randomness
 //!   (Damgård–Jurik–Nielsen, see [`SecretKey::encrypt_batch`]; tables mod `p²` and `q²`)
-//!   and rayon-parallel decryption (Paillier's CRT with exponents `p − 1`, `q − 1`, see
-//!   [`SecretKey::decrypt_batch`]);
+//!   and rayon-parallel decryption (the library's CRT, [`SecretKey::decrypt_batch`]);
 //! * [`PublicKey::pack_rerandomised`]: slots packed by Horner's rule with the fresh
 //!   `Enc(0) = ρⁿ` of a uniform `ρ ∈ Z*_n` computed on the same squarings;
 //! * [`multi_exp`], `Π c_i^{e_i} mod n²` for many small exponents (Pippenger's bucket method),
@@ -589,46 +588,27 @@ struct OwnerRandomness {
     exp_bytes: usize,
 }
 
-/// What the key owner's CRT arithmetic needs: `p²`, `q²`, `(q²)⁻¹ mod p²` (to join the
-/// halves mod `n²`), and for decryption `p`, `q`, `h_p = L_p(g^{p−1} mod p²)⁻¹ mod p`,
-/// `h_q` likewise and `q⁻¹ mod p` (Paillier 1999, §7).
+/// What the key owner's CRT arithmetic for its encryption randomness needs: `p²`, `q²`
+/// and `(q²)⁻¹ mod p²` (to join the halves mod `n²`). Decryption is the library's.
 struct Crt {
+    /// For the tests' non-unit ciphertext.
+    #[cfg(test)]
     p: Big,
-    q: Big,
     pp: Big,
     qq: Big,
     qq_inv_pp: Big,
-    hp: Big,
-    hq: Big,
-    q_inv_p: Big,
-    p_minus_1: Big,
-    q_minus_1: Big,
 }
 
 impl Crt {
-    fn new(p: &Big, q: &Big, n: &Big) -> Option<Self> {
+    fn new(p: &Big, q: &Big) -> Option<Self> {
         let pp = p * p;
         let qq = q * q;
-        let g = n + &Big::one();
-        let p_minus_1 = p - &Big::one();
-        let q_minus_1 = q - &Big::one();
-        // h = L(g^{prime−1} mod prime²)⁻¹ mod prime, L(x) = (x − 1)/prime
-        let h = |prime: &Big, sq: &Big, e: &Big| -> Option<Big> {
-            let x = g.modulo_ref(sq).pow_mod_ref(e, sq)?;
-            let l = (x - &Big::one()) / prime;
-            l.modulo_ref(prime).invert_ref(prime)
-        };
         Some(Crt {
-            hp: h(p, &pp, &p_minus_1)?,
-            hq: h(q, &qq, &q_minus_1)?,
-            q_inv_p: q.invert_ref(p)?,
             qq_inv_pp: qq.invert_ref(&pp)?,
+            #[cfg(test)]
             p: p.clone(),
-            q: q.clone(),
             pp,
             qq,
-            p_minus_1,
-            q_minus_1,
         })
     }
 
@@ -636,25 +616,6 @@ impl Crt {
     fn join_squares(&self, a: &Big, b: &Big) -> Big {
         let t = ((a - b) * &self.qq_inv_pp).modulo(&self.pp);
         t * &self.qq + b
-    }
-
-    /// `m mod prime` from `c`: `L(c^{prime−1} mod prime²)·h mod prime`, or `None` when
-    /// `prime` divides `c` (not in the multiplicative group).
-    fn half_plaintext(c: &Big, prime: &Big, sq: &Big, e: &Big, h: &Big) -> Option<Big> {
-        let x = c.modulo_ref(sq).pow_mod_ref(e, sq)?;
-        let x_minus_1 = x - &Big::one();
-        if !x_minus_1.modulo_ref(prime).cmp0().is_eq() {
-            return None;
-        }
-        Some(((x_minus_1 / prime) * h).modulo(prime))
-    }
-
-    /// The plaintext of `c ∈ (0, n²)` in `[0, n)`, or `None` when `c` is not a unit mod `n²`.
-    fn decrypt(&self, c: &Big) -> Option<Big> {
-        let mp = Self::half_plaintext(c, &self.p, &self.pp, &self.p_minus_1, &self.hp)?;
-        let mq = Self::half_plaintext(c, &self.q, &self.qq, &self.q_minus_1, &self.hq)?;
-        let t = ((mp - &mq) * &self.q_inv_p).modulo(&self.p);
-        Some(t * &self.q + &mq)
     }
 }
 
@@ -693,7 +654,7 @@ impl SecretKey {
             if (&p * &q).significant_bits() != u64::from(bits) {
                 continue;
             }
-            let Some(crt) = Crt::new(&p, &q, &(&p * &q)) else {
+            let Some(crt) = Crt::new(&p, &q) else {
                 continue;
             };
             let dk = DecryptionKey::from_primes(p, q)
@@ -816,29 +777,24 @@ impl SecretKey {
             .collect()
     }
 
-    /// Decrypts every ciphertext (signed plaintexts, in `(−n/2, n/2]` as the library's), in
-    /// parallel, by Paillier's own CRT decryption (1999, §7): `m_p = L(c^{p−1} mod p²)·h_p
-    /// mod p`, `m_q` likewise, joined mod `n` — exponents of half the size of the library's
-    /// `λ mod p(p−1)`, so half its squarings. A ciphertext outside the multiplicative group
-    /// of n² is the peer's fault.
+    /// Decrypts every ciphertext (signed plaintexts), in parallel, with the library's CRT
+    /// decryption. A ciphertext outside `(0, n²)` or the multiplicative group of n² is the
+    /// peer's fault.
     pub fn decrypt_batch(
         &self,
         cs: &[Ciphertext],
         what: &'static str,
     ) -> Result<Vec<Integer>, PeerError> {
-        let n = self.public.ek.n();
         cs.par_iter()
             .enumerate()
             .map(|(index, c)| {
                 if !c.0.cmp0().is_gt() || &c.0 >= self.public.nn() {
                     return Err(PeerError::Undecryptable { what, index });
                 }
-                let m = self
-                    .crt
+                self.dk
                     .decrypt(&c.0)
-                    .ok_or(PeerError::Undecryptable { what, index })?;
-                let signed = if (&m << 1u32) >= *n { m - n } else { m };
-                Ok(unbig(&signed))
+                    .map(|m| unbig(&m))
+                    .map_err(|_| PeerError::Undecryptable { what, index })
             })
             .collect()
     }
@@ -1108,10 +1064,10 @@ mod tests {
             .is_err());
     }
 
-    /// The CRT decryption with exponents `p − 1`, `q − 1` is the library's, and a
-    /// ciphertext sharing a factor with n is refused.
+    /// Decryption (the library's) gives the plaintexts of both kinds of encryption, and a
+    /// ciphertext sharing a factor with n, or 0, is refused.
     #[test]
-    fn crt_decryption_is_the_librarys() {
+    fn decryption_refuses_non_units() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(12);
         let sk = SecretKey::generate(&mut rng, 1024).unwrap();
         let pk = sk.public().clone();
@@ -1121,9 +1077,7 @@ mod tests {
         let mut cs = pk.encrypt_zeros(&mut rng, 4).unwrap();
         cs.extend(sk.encrypt_batch(&mut rng, &xs).unwrap());
         let ours = sk.decrypt_batch(&cs, "t").unwrap();
-        for (c, m) in cs.iter().zip(&ours) {
-            assert_eq!(unbig(&sk.dk.decrypt(&c.0).unwrap()), *m);
-        }
+        assert!(ours[..4].iter().all(|m| *m == Integer::zero()));
         assert_eq!(&ours[4..], &xs[..]);
         let bad = [Ciphertext(sk.crt.p.clone()), Ciphertext(Big::zero())];
         for (i, c) in bad.iter().enumerate() {
