@@ -579,6 +579,20 @@ fn vertical_over_grpc_at_scale() {
         if ok {
             assert!(bank.wait_exit(Duration::from_secs(60)).success());
             assert!(partner.wait_exit(Duration::from_secs(60)).success());
+            // The stretches in which a node computed without polling, kept alive by its
+            // heartbeats.
+            for (who, node) in [("bank", &bank), ("partner", &partner)] {
+                for l in node
+                    .log_text()
+                    .lines()
+                    .filter(|l| l.contains("long step done"))
+                {
+                    println!(
+                        "  {who}: {}",
+                        l.split("fedsilo_participant").last().unwrap_or(l)
+                    );
+                }
+            }
         } else {
             bank.kill9();
             partner.kill9();
@@ -689,8 +703,12 @@ fn a_vertical_step_longer_than_the_liveness_window_does_not_pause_the_job() {
     check_lr(&fed, &job);
     let audit = vertical_audit(&fed, &job);
     assert_eq!(audit.len(), 3, "{audit:#?}");
-    assert!(audit.iter().all(|r| r.outcome.starts_with("session 0:")
-        && !r.outcome.contains("away")), "{audit:#?}");
+    assert!(
+        audit
+            .iter()
+            .all(|r| r.outcome.starts_with("session 0:") && !r.outcome.contains("away")),
+        "{audit:#?}"
+    );
 
     // Part 2: a partner that is really gone (frozen: no poll, no heartbeat) is away. It is
     // frozen while the bank is inside its long step, so only the heartbeats keep the bank
@@ -708,7 +726,11 @@ fn a_vertical_step_longer_than_the_liveness_window_does_not_pause_the_job() {
     while !fed.status(&job).contains("with partner:")
         || fed.status(&job).contains("nothing yet from partner")
     {
-        assert!(t.elapsed() < Duration::from_secs(60), "{}", fed.status(&job));
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{}",
+            fed.status(&job)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(1_000));
@@ -722,10 +744,7 @@ fn a_vertical_step_longer_than_the_liveness_window_does_not_pause_the_job() {
     );
     let paused = frozen.elapsed();
     signal(&partner, "-CONT");
-    let pause = audit
-        .iter()
-        .find(|r| r.outcome.contains("away"))
-        .unwrap();
+    let pause = audit.iter().find(|r| r.outcome.contains("away")).unwrap();
     assert!(
         pause.outcome.contains("partner away") && !pause.outcome.contains("bank"),
         "{pause:?}"
@@ -771,7 +790,10 @@ fn a_vertical_job_survives_a_coordinator_sigkill_mid_training() {
         &job,
         Duration::from_secs(120),
         "the first audited iteration",
-        |rs| rs.iter().any(|r| r.purpose == fedsilo_task::Purpose::Vertical),
+        |rs| {
+            rs.iter()
+                .any(|r| r.purpose == fedsilo_task::Purpose::Vertical)
+        },
     );
     coordinator.kill9();
     let before: Vec<_> = before
@@ -803,14 +825,20 @@ fn a_vertical_job_survives_a_coordinator_sigkill_mid_training() {
         .iter()
         .filter(|r| r.outcome.starts_with("session 0:"))
         .collect();
-    assert!(!killed.is_empty() && killed.len() < audit.len(), "{audit:#?}");
+    assert!(
+        !killed.is_empty() && killed.len() < audit.len(),
+        "{audit:#?}"
+    );
     let fresh: Vec<_> = audit[killed.len()..].iter().collect();
     assert_eq!(fresh.len() as u64, ITERATIONS + 1, "{audit:#?}");
     for (i, r) in fresh.iter().take(ITERATIONS as usize).enumerate() {
         assert_eq!(r.round, i as u64 + 1, "{audit:#?}");
         assert!(r.outcome.starts_with("session 1:"), "{audit:#?}");
     }
-    assert!(fresh[ITERATIONS as usize].outcome.contains("ok:"), "{audit:#?}");
+    assert!(
+        fresh[ITERATIONS as usize].outcome.contains("ok:"),
+        "{audit:#?}"
+    );
     println!(
         "{} iteration(s) of session 0 audited before the kill; {restored}",
         killed.len()

@@ -43,6 +43,8 @@ struct Shared {
     interval_ms: AtomicU64,
     /// The coordinator answered `UNIMPLEMENTED`: no heartbeats until the next join.
     unsupported: AtomicBool,
+    /// Heartbeats the coordinator took, ever.
+    sent: AtomicU64,
     wake: tokio::sync::Notify,
 }
 
@@ -53,11 +55,28 @@ pub struct Heartbeat {
 }
 
 /// The loop is busy while this is held.
-pub struct Busy(Arc<Shared>);
+pub struct Busy {
+    shared: Arc<Shared>,
+    since: std::time::Instant,
+    /// `Shared::sent` when the guard was taken.
+    sent: u64,
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+        self.shared.busy.fetch_sub(1, Ordering::SeqCst);
+        let sent = self
+            .shared
+            .sent
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.sent);
+        if sent > 0 {
+            tracing::info!(
+                busy_s = self.since.elapsed().as_secs_f64(),
+                heartbeats = sent,
+                "long step done: heartbeats kept this node alive while it did not poll"
+            );
+        }
     }
 }
 
@@ -68,6 +87,7 @@ impl Heartbeat {
             busy: AtomicUsize::new(0),
             interval_ms: AtomicU64::new(DEFAULT_INTERVAL.as_millis() as u64),
             unsupported: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
         });
         let task = tokio::spawn(run(client, shared.clone()));
@@ -78,7 +98,11 @@ impl Heartbeat {
     pub fn busy(&self) -> Busy {
         self.shared.busy.fetch_add(1, Ordering::SeqCst);
         self.shared.wake.notify_one();
-        Busy(self.shared.clone())
+        Busy {
+            shared: self.shared.clone(),
+            since: std::time::Instant::now(),
+            sent: self.shared.sent.load(Ordering::SeqCst),
+        }
     }
 
     /// The node joined: the coordinator's window (absent from older coordinators), and
@@ -120,11 +144,15 @@ async fn run(mut client: FederationClient<Channel>, shared: Arc<Shared>) {
         .await;
         match sent {
             Ok(Ok(reply)) => {
+                shared.sent.fetch_add(1, Ordering::SeqCst);
                 let ms = reply.into_inner().liveness_window_ms;
                 shared
                     .interval_ms
                     .store(interval_for(ms).as_millis() as u64, Ordering::SeqCst);
-                tracing::debug!(interval_ms = interval.as_millis() as u64, "heartbeat sent (busy)");
+                tracing::debug!(
+                    interval_ms = interval.as_millis() as u64,
+                    "heartbeat sent (busy)"
+                );
             }
             Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
                 tracing::warn!(error = %status,
@@ -135,8 +163,10 @@ async fn run(mut client: FederationClient<Channel>, shared: Arc<Shared>) {
                 tracing::warn!(error = %status, "heartbeat refused");
             }
             Err(_) => {
-                tracing::warn!(timeout_ms = interval.max(Duration::from_secs(1)).as_millis() as u64,
-                    "heartbeat not answered in time");
+                tracing::warn!(
+                    timeout_ms = interval.max(Duration::from_secs(1)).as_millis() as u64,
+                    "heartbeat not answered in time"
+                );
             }
         }
     }

@@ -637,7 +637,9 @@ pub async fn run_until(
                 .and_then(|v| v.parse::<u64>().ok())
                 .ok_or_else(|| NodeError::Config {
                     path: cfg.base_dir.clone(),
-                    message: format!("{VERTICAL_DELAY_MS_ENV}={v:?} is not a number of milliseconds"),
+                    message: format!(
+                        "{VERTICAL_DELAY_MS_ENV}={v:?} is not a number of milliseconds"
+                    ),
                 })?,
         )),
     };

@@ -44,8 +44,7 @@ impl Liveness {
     pub(super) fn alive(&self, now: Instant, window: Duration) -> bool {
         self.present(now, window)
             || self.heard.is_some_and(|h| {
-                now.saturating_duration_since(h) <= window
-                    && self.dropped_at.is_none_or(|d| h > d)
+                now.saturating_duration_since(h) <= window && self.dropped_at.is_none_or(|d| h > d)
             })
     }
 
@@ -187,8 +186,7 @@ impl Coordinator {
             .iter()
             .map(|(&p, name)| {
                 let present = is_present(&self.liveness, self.liveness_window, p, now);
-                let busy =
-                    !present && is_alive(&self.liveness, self.liveness_window, p, now);
+                let busy = !present && is_alive(&self.liveness, self.liveness_window, p, now);
                 let last_seen_s = self
                     .liveness
                     .get(&p)

@@ -43,10 +43,7 @@ impl Federation for Handle {
         }))
     }
 
-    async fn heartbeat(
-        &self,
-        req: Request<pb::HeartbeatRequest>,
-    ) -> RpcResult<pb::HeartbeatReply> {
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> RpcResult<pb::HeartbeatReply> {
         let from = self.participant(&req)?;
         self.heartbeats.enter(from, Instant::now())?;
         // Alive, busy: counts for vertical sessions, not for rounds (engine::liveness).

@@ -160,7 +160,10 @@ mod tests {
         assert!(gate.enter(0, t0).is_ok());
         let refused = gate.enter(0, t0 + Duration::from_millis(999)).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
-        assert!(refused.message().contains("at most one per 1000 ms"), "{refused}");
+        assert!(
+            refused.message().contains("at most one per 1000 ms"),
+            "{refused}"
+        );
         // Another participant is not held back by the first.
         assert!(gate.enter(1, t0 + Duration::from_millis(999)).is_ok());
         assert!(gate.enter(0, t0 + Duration::from_secs(1)).is_ok());
