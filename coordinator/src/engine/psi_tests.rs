@@ -670,7 +670,7 @@ fn a_heartbeating_party_stays_alive_for_its_vertical_session_but_not_present_for
     let third = window / 3;
     // The insurer polls; the bank only heartbeats (busy with a long step), past the window.
     let mut now = fed.now;
-    for _ in 0..6 {
+    for _ in 0..7 {
         now += third;
         fed.coord.handle_seen(now, 1);
         fed.coord.handle_heartbeat(now, 0);
