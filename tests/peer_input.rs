@@ -83,6 +83,14 @@ impl Federation for Hostile {
         }))
     }
 
+    async fn heartbeat(
+        &self,
+        _: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatReply>, Status> {
+        // As a coordinator that predates heartbeats: the node stops sending them.
+        Err(Status::unimplemented("no heartbeats here"))
+    }
+
     async fn poll(&self, _: Request<pb::PollRequest>) -> Result<Response<pb::PollReply>, Status> {
         let next: Vec<pb::ToParticipant> = {
             let mut s = self.state.lock().map_err(|_| Status::internal("lock"))?;

@@ -91,7 +91,8 @@ fn write_data(dir: &Path, n: usize, seed: u64) {
     std::fs::write(dir.join("partner.csv"), text).unwrap();
 }
 
-fn start_node(fed: &TestFed, name: &str, log: &str, record: Option<&Path>) -> Proc {
+/// `participant join` for `name` (not started).
+fn node_command(fed: &TestFed, name: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new(bin());
     cmd.args([
         "participant",
@@ -101,6 +102,11 @@ fn start_node(fed: &TestFed, name: &str, log: &str, record: Option<&Path>) -> Pr
             .to_str()
             .unwrap(),
     ]);
+    cmd
+}
+
+fn start_node(fed: &TestFed, name: &str, log: &str, record: Option<&Path>) -> Proc {
+    let mut cmd = node_command(fed, name);
     if let Some(dir) = record {
         cmd.env(fedsilo_participant::node::RECORD_VERTICAL_ENV, dir);
         // Messages in parts of 64 KiB: each vector of ciphertexts crosses the relay in
@@ -716,6 +722,20 @@ fn vertical_over_grpc_at_scale() {
         if ok {
             assert!(bank.wait_exit(Duration::from_secs(60)).success());
             assert!(partner.wait_exit(Duration::from_secs(60)).success());
+            // The stretches in which a node computed without polling, kept alive by its
+            // heartbeats.
+            for (who, node) in [("bank", &bank), ("partner", &partner)] {
+                for l in node
+                    .log_text()
+                    .lines()
+                    .filter(|l| l.contains("long step done"))
+                {
+                    println!(
+                        "  {who}: {}",
+                        l.split("fedsilo_participant").last().unwrap_or(l)
+                    );
+                }
+            }
         } else {
             bank.kill9();
             partner.kill9();
@@ -919,4 +939,153 @@ fn killed_mid_training_resumes(kill: &str) {
             assert!(!resume.exists(), "{} left behind", resume.display());
         }
     }
+}
+
+/// Appends `[limits] liveness_window_ms = ms` to the federation's coordinator.toml.
+fn set_liveness_window(fed: &TestFed, ms: u64) {
+    let p = fed.path("coordinator.toml");
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    assert!(!text.contains("[limits]"), "{text}");
+    text.push_str(&format!("\n[limits]\nliveness_window_ms = {ms}\n"));
+    std::fs::write(&p, text).unwrap();
+}
+
+/// The bank's node, blocked for `delay_ms` before the first message of each vertical
+/// session (as a long protocol step blocks its loop).
+fn start_slow_bank(fed: &TestFed, log: &str, delay_ms: u64) -> Proc {
+    let mut cmd = node_command(fed, "bank");
+    cmd.env(
+        fedsilo_participant::node::VERTICAL_DELAY_MS_ENV,
+        delay_ms.to_string(),
+    );
+    spawn_logged(cmd, fed.path(log))
+}
+
+/// Sends `signal` (e.g. "-STOP") to `p`.
+fn signal(p: &Proc, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([signal, &p.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {signal}");
+}
+
+/// The job's vertical audit entries.
+fn vertical_audit(fed: &TestFed, job: &str) -> Vec<fedsilo_coordinator::audit::AuditRecord> {
+    fed.audit_rounds(job)
+        .into_iter()
+        .filter(|r| r.purpose == fedsilo_task::Purpose::Vertical)
+        .collect()
+}
+
+/// A vertical step that blocks the bank's loop for 7 s — more than twice the coordinator's
+/// 3-second liveness window — does not pause the session: the node's heartbeats keep it
+/// alive while it computes, and the model is still the joined-table fit. Honest all the
+/// same: a partner frozen by SIGSTOP (its heartbeat task frozen with it) is taken for away
+/// within the window and pauses the job, and once it is continued a fresh session trains
+/// the model to the end. Without the heartbeats the first job pauses in every session.
+#[test]
+fn a_vertical_step_longer_than_the_liveness_window_does_not_pause_the_job() {
+    const WINDOW_MS: u64 = 3_000;
+    const DELAY_MS: u64 = 7_000;
+    let fed = pair_federation(BANK_SCHEMA, PARTNER_SCHEMA);
+    write_data(fed.dir.path(), 1500, 23);
+    set_liveness_window(&fed, WINDOW_MS);
+    let _coordinator = fed.coordinator("coordinator.log");
+    align(&fed, Duration::from_secs(120));
+
+    // Part 1: one long step per session at the bank; the job must finish in its first session.
+    let job = launch_spec(
+        &fed,
+        "slow-vlr",
+        "kind = \"vertical_logistic\"\njob_id = \"slow-vlr\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\nkey_bits = 1024\ntest_key = true\niterations = 2\n",
+    );
+    let t = std::time::Instant::now();
+    let mut bank = start_slow_bank(&fed, "bank-slow.log", DELAY_MS);
+    let mut partner = start_node(&fed, "partner", "partner-slow.log", None);
+    loop {
+        let s = fed.status(&job);
+        assert!(
+            !s.contains("paused"),
+            "the session was paused while the bank was only busy: {s}\n{:#?}",
+            vertical_audit(&fed, &job)
+        );
+        if s.contains("finished") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "{s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(DELAY_MS),
+        "the bank was not delayed"
+    );
+    assert!(bank.wait_exit(Duration::from_secs(30)).success());
+    assert!(partner.wait_exit(Duration::from_secs(30)).success());
+    check_lr(&fed, &job);
+    let audit = vertical_audit(&fed, &job);
+    assert_eq!(audit.len(), 3, "{audit:#?}");
+    assert!(
+        audit
+            .iter()
+            .all(|r| r.outcome.starts_with("session 0:") && !r.outcome.contains("away")),
+        "{audit:#?}"
+    );
+
+    // Part 2: a partner that is really gone (frozen: no poll, no heartbeat) is away. It is
+    // frozen while the bank is inside its long step, so only the heartbeats keep the bank
+    // alive meanwhile: the pause must name the partner alone.
+    let job = launch_spec(
+        &fed,
+        "frozen-vlr",
+        "kind = \"vertical_logistic\"\njob_id = \"frozen-vlr\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\nkey_bits = 1024\ntest_key = true\niterations = 2\n",
+    );
+    let mut bank = start_slow_bank(&fed, "bank-frozen.log", DELAY_MS);
+    let mut partner = start_node(&fed, "partner", "partner-frozen.log", None);
+    // Once the partner's first message is relayed, the bank takes it on its next poll and
+    // blocks for DELAY_MS.
+    let t = std::time::Instant::now();
+    while !fed.status(&job).contains("with partner:")
+        || fed.status(&job).contains("nothing yet from partner")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{}",
+            fed.status(&job)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1_000));
+    signal(&partner, "-STOP");
+    let frozen = std::time::Instant::now();
+    let audit = fed.wait_audit(
+        &job,
+        Duration::from_secs(30),
+        "the frozen partner's pause",
+        |rs| rs.iter().any(|r| r.outcome.contains("away")),
+    );
+    let paused = frozen.elapsed();
+    signal(&partner, "-CONT");
+    let pause = audit.iter().find(|r| r.outcome.contains("away")).unwrap();
+    assert!(
+        pause.outcome.contains("partner away") && !pause.outcome.contains("bank"),
+        "{pause:?}"
+    );
+    assert!(
+        paused < Duration::from_millis(2 * WINDOW_MS + 2_000),
+        "the frozen partner was taken for away only after {paused:?}"
+    );
+    // Continued, the partner is back: a fresh session trains the model to the end.
+    let s = wait_state(&fed, &job, "finished", Duration::from_secs(120));
+    assert!(s.contains("hold-out AUC"), "{s}");
+    assert!(bank.wait_exit(Duration::from_secs(30)).success());
+    assert!(partner.wait_exit(Duration::from_secs(30)).success());
+    check_lr(&fed, &job);
+    let audit = vertical_audit(&fed, &job);
+    let last = audit.last().unwrap();
+    assert!(
+        last.outcome.contains("ok:") && !last.outcome.starts_with("session 0:"),
+        "{audit:#?}"
+    );
 }

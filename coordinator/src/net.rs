@@ -72,6 +72,10 @@ pub struct Limits {
     pub poll_burst: u32,
     /// Most `Poll`s one participant may have waiting at once.
     pub max_concurrent_polls: u32,
+    /// A participant not seen (poll, join, message; for vertical sessions also a
+    /// heartbeat) for this long is away. Nodes poll about every 2 s when idle and heartbeat
+    /// at a quarter of it while busy, so keep it well above 2 s. 1 s to 24 h.
+    pub liveness_window_ms: u64,
 }
 
 impl Default for Limits {
@@ -88,9 +92,14 @@ impl Default for Limits {
             poll_rate_per_sec: 20.0,
             poll_burst: 100,
             max_concurrent_polls: 4,
+            liveness_window_ms: crate::engine::DEFAULT_LIVENESS_WINDOW.as_millis() as u64,
         }
     }
 }
+
+/// Bounds of `liveness_window_ms` (it travels as a `uint32` of milliseconds).
+const MIN_LIVENESS_WINDOW_MS: u64 = 1_000;
+const MAX_LIVENESS_WINDOW_MS: u64 = 86_400_000;
 
 /// A limit that cannot work.
 #[derive(Debug, thiserror::Error)]
@@ -137,11 +146,20 @@ impl Limits {
                 problem: "must be at least 1",
             });
         }
+        if !(MIN_LIVENESS_WINDOW_MS..=MAX_LIVENESS_WINDOW_MS).contains(&self.liveness_window_ms) {
+            return Err(LimitsError {
+                field: "liveness_window_ms",
+                problem: "must be between 1000 (1 s) and 86400000 (24 h)",
+            });
+        }
         Ok(())
     }
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn liveness_window(&self) -> Duration {
+        Duration::from_millis(self.liveness_window_ms)
     }
     pub fn keepalive_interval(&self) -> Duration {
         Duration::from_millis(self.keepalive_interval_ms)

@@ -14,6 +14,7 @@
 pub mod data;
 pub mod evaluate;
 pub mod export;
+mod heartbeat;
 pub mod node;
 pub mod psi;
 pub mod score;

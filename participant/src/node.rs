@@ -5,6 +5,10 @@
 //! things sent are masked vectors and the protocol's keys, shares and signatures.
 //! If the coordinator goes away (restart, network), the node retries with back-off and joins
 //! again, so it rejoins the job at its next round.
+//!
+//! While the loop is busy with a batch (a long PSI or vertical step does not poll for
+//! minutes) a task of its own sends heartbeats (`heartbeat.rs`), so the coordinator
+//! does not take a computing node for one that is gone.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -21,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::data::{Schema, Source};
+use crate::heartbeat::Heartbeat;
 use crate::psi::{read_ids, Alignment, AlignmentStore, PsiDriver, PsiEvent, PsiJobError};
 use crate::vertical::{VerticalDriver, VerticalEvent, VerticalJobError};
 use crate::worker::{Worker, WorkerEvent};
@@ -36,6 +41,12 @@ pub const RECORD_VERTICAL_ENV: &str = "FEDSILO_TEST_RECORD_VERTICAL";
 /// messages into parts of at most that many bytes (instead of one gRPC message's worth), so
 /// a test sees messages in several parts through the relay.
 pub const VERTICAL_PART_BYTES_ENV: &str = "FEDSILO_TEST_VERTICAL_PART_BYTES";
+
+/// Test mode: with this variable set to a number of milliseconds, the node's loop sleeps
+/// that long (blocking, as a long protocol step computes) before it handles the first
+/// relayed message of each vertical session, so a test sees a step longer than the
+/// coordinator's liveness window.
+pub const VERTICAL_DELAY_MS_ENV: &str = "FEDSILO_TEST_VERTICAL_DELAY_MS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -676,6 +687,19 @@ pub async fn run_until(
             })?;
         vertical.set_part_len(bytes);
     }
+    let step_delay = match std::env::var_os(VERTICAL_DELAY_MS_ENV) {
+        None => None,
+        Some(v) => Some(Duration::from_millis(
+            v.to_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| NodeError::Config {
+                    path: cfg.base_dir.clone(),
+                    message: format!(
+                        "{VERTICAL_DELAY_MS_ENV}={v:?} is not a number of milliseconds"
+                    ),
+                })?,
+        )),
+    };
     // PSI sessions an earlier run of this node had open are lost: say so once joined, so
     // the coordinator restarts those pairs instead of the peers waiting forever.
     let sessions_store = AlignmentStore::new(&cfg.state_dir());
@@ -700,6 +724,10 @@ pub async fn run_until(
         }
     };
     let mut client = connect(&cfg).await?;
+    // Sends heartbeats while `busy` guards are held; stopped when `run_until` returns.
+    let heartbeat = Heartbeat::spawn(client.clone());
+    // Test mode: the vertical sessions whose first message was delayed (`step_delay`).
+    let mut delayed: BTreeSet<(String, u64)> = BTreeSet::new();
     let mut joined: BTreeSet<String> = BTreeSet::new();
     let mut ended: BTreeSet<String> = BTreeSet::new();
     let mut backoff = Duration::from_millis(200);
@@ -727,6 +755,7 @@ pub async fn run_until(
             match joined_reply {
                 Ok(r) => {
                     let r = r.into_inner();
+                    heartbeat.joined(r.liveness_window_ms);
                     for j in r.job_ids {
                         if !ended.contains(&j) && joined.insert(j.clone()) {
                             tracing::info!(job = %j, participant = ?r.participant_id, "joined job");
@@ -780,6 +809,10 @@ pub async fn run_until(
                 continue;
             }
         }
+        // Busy until the next poll: handling the batch, the PSI and vertical steps it starts
+        // and submitting their answers can take longer than the coordinator's liveness
+        // window; heartbeats say the node is still here meanwhile.
+        let _busy = heartbeat.busy();
         let mut outgoing = Vec::new();
         tokio::task::block_in_place(|| {
             for m in reply.messages {
@@ -792,6 +825,11 @@ pub async fn run_until(
                         }
                     }
                     Ok(fedsilo_task::job::ToParticipant::Psi(m)) if vertical.claims(&m) => {
+                        if let Some(d) = step_delay {
+                            if delayed.insert((m.ctx().job_id.clone(), m.ctx().session)) {
+                                std::thread::sleep(d);
+                            }
+                        }
                         vertical.handle_message(m)
                     }
                     Ok(fedsilo_task::job::ToParticipant::Psi(m)) => psi.handle_message(m),

@@ -1,5 +1,14 @@
 //! Participant liveness: who is present, who is away and for how long, and what a job
 //! held up by absent participants waits for (see the module docs of [`super`]).
+//!
+//! Two kinds of sighting. A poll, join or message makes a participant *present*: it answers
+//! promptly, so secure-aggregation rounds invite it. A heartbeat
+//! ([`Coordinator::handle_heartbeat`]), which a node sends on a task of its own while it
+//! computes a long step and does not poll, makes it only *alive*: a vertical session, whose
+//! parties wait for each other anyway, goes on (a bank encrypting 100,000 residuals for
+//! minutes is not away), but no round is started on a participant that cannot answer it
+//! until its step is done. A process that died, froze or lost the network sends neither,
+//! and is away once the window passes.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,6 +21,8 @@ use super::{Coordinator, Job, JobState};
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Liveness {
     pub(super) last_seen: Option<Instant>,
+    /// Its last heartbeat ("busy computing", not polling).
+    pub(super) heard: Option<Instant>,
     /// When it last failed to answer in a round it was asked in.
     pub(super) dropped_at: Option<Instant>,
 }
@@ -27,6 +38,30 @@ impl Liveness {
             None => false,
         }
     }
+
+    /// Present, or heard (a heartbeat) within `window` of `now` and since it last failed to
+    /// answer: alive, though perhaps too busy to answer a round.
+    pub(super) fn alive(&self, now: Instant, window: Duration) -> bool {
+        self.present(now, window)
+            || self.heard.is_some_and(|h| {
+                now.saturating_duration_since(h) <= window && self.dropped_at.is_none_or(|d| h > d)
+            })
+    }
+
+    /// The latest sighting of either kind.
+    pub(super) fn last_alive(&self) -> Option<Instant> {
+        self.last_seen.max(self.heard)
+    }
+}
+
+/// Alive ([`Liveness::alive`]): what a vertical session needs of its parties.
+pub(super) fn is_alive(
+    liveness: &BTreeMap<ParticipantId, Liveness>,
+    window: Duration,
+    p: ParticipantId,
+    now: Instant,
+) -> bool {
+    liveness.get(&p).is_some_and(|l| l.alive(now, window))
 }
 
 pub(super) fn is_present(
@@ -44,7 +79,10 @@ pub struct ParticipantLiveness {
     pub name: String,
     /// Seen within the liveness window (and since it last failed to answer).
     pub present: bool,
-    /// Seconds since the coordinator last saw it; `None`: never seen by this process.
+    /// Not present, but heartbeating within the window: alive and computing a long step.
+    pub busy: bool,
+    /// Seconds since the coordinator last saw it (a poll, join, message or heartbeat);
+    /// `None`: never seen by this process.
     pub last_seen_s: Option<f64>,
     /// Unfinished jobs it has joined that wait for it (it is away).
     pub awaited_by: Vec<String>,
@@ -93,7 +131,12 @@ impl Coordinator {
         for id in idle {
             self.maybe_start(now, &id);
         }
-        // A vertical job paused while this party was away starts a fresh session.
+        self.restart_paused_vertical(now, from);
+    }
+
+    /// A vertical job paused while `from` was away starts a fresh session (if its other
+    /// party is alive too).
+    fn restart_paused_vertical(&mut self, now: Instant, from: ParticipantId) {
         let paused: Vec<String> = self
             .psi_jobs
             .iter()
@@ -113,6 +156,29 @@ impl Coordinator {
         }
     }
 
+    /// `from` (authenticated) sent a heartbeat: it is alive and busy with a long step, so a
+    /// vertical session it is in goes on; it is *not* made present for rounds (see the
+    /// module docs). A vertical job paused while it was away starts a fresh session.
+    pub fn handle_heartbeat(&mut self, now: Instant, from: ParticipantId) {
+        if !self.roster.contains(from) {
+            return;
+        }
+        self.tick(now);
+        let window = self.liveness_window;
+        let l = self.liveness.entry(from).or_default();
+        let was = l.alive(now, window);
+        l.heard = Some(l.heard.map_or(now, |h| h.max(now)));
+        if !was && l.alive(now, window) {
+            tracing::info!(participant = %self.name(from), "participant heard (busy) after an absence");
+            self.restart_paused_vertical(now, from);
+        }
+    }
+
+    /// How long a participant may go unseen before it is away.
+    pub fn liveness_window(&self) -> Duration {
+        self.liveness_window
+    }
+
     /// Every roster participant's liveness as of `now`, in roster-name order.
     pub fn participants_liveness(&self, now: Instant) -> Vec<ParticipantLiveness> {
         let mut out: Vec<ParticipantLiveness> = self
@@ -120,10 +186,11 @@ impl Coordinator {
             .iter()
             .map(|(&p, name)| {
                 let present = is_present(&self.liveness, self.liveness_window, p, now);
+                let busy = !present && is_alive(&self.liveness, self.liveness_window, p, now);
                 let last_seen_s = self
                     .liveness
                     .get(&p)
-                    .and_then(|l| l.last_seen)
+                    .and_then(Liveness::last_alive)
                     .map(|s| now.saturating_duration_since(s).as_secs_f64());
                 let awaited_by = if present {
                     Vec::new()
@@ -137,6 +204,7 @@ impl Coordinator {
                 ParticipantLiveness {
                     name: name.clone(),
                     present,
+                    busy,
                     last_seen_s,
                     awaited_by,
                 }

@@ -308,8 +308,8 @@ impl Coordinator {
         if !(job.joined.contains(&active) && job.joined.contains(&passive)) {
             return;
         }
-        // A vertical session needs both parties present (a party away pauses the job).
-        if job.record.vertical.is_some() && !self.both_present(now, active, passive) {
+        // A vertical session needs both parties alive (a party away pauses the job).
+        if job.record.vertical.is_some() && !self.both_alive(now, active, passive) {
             return;
         }
         let Some(job) = self.psi_jobs.get_mut(job_id) else {

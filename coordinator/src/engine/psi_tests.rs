@@ -757,3 +757,58 @@ fn a_vertical_scoring_job_needs_a_finished_model_job_of_the_same_parties() {
     );
     assert_eq!(status.total_rounds, 1);
 }
+
+#[test]
+fn a_heartbeating_party_stays_alive_for_its_vertical_session_but_not_present_for_rounds() {
+    let (mut fed, s) = vertical_fed("v");
+    let window = super::DEFAULT_LIVENESS_WINDOW;
+    let third = window / 3;
+    // The insurer polls; the bank only heartbeats (busy with a long step), past the window.
+    let mut now = fed.now;
+    for _ in 0..7 {
+        now += third;
+        fed.coord.handle_seen(now, 1);
+        fed.coord.handle_heartbeat(now, 0);
+        fed.coord.handle_timeout(now);
+    }
+    assert!(now > fed.now + 2 * window);
+    let status = fed.coord.job_status("v").unwrap();
+    assert_eq!(status.state, JobState::Running, "{status:?}");
+    assert!(
+        status.detail.contains(&format!("session {s} with insurer")),
+        "{}",
+        status.detail
+    );
+    assert!(!std::iter::from_fn(|| fed.coord.poll_event())
+        .any(|e| matches!(&e, Event::Vertical(v) if v.result.is_err())));
+    // Alive, not present: a round would not be started on the bank.
+    let bank = fed
+        .coord
+        .participants_liveness(now)
+        .into_iter()
+        .find(|p| p.name == "bank")
+        .unwrap();
+    assert!(!bank.present && bank.busy, "{bank:?}");
+    // Its heartbeats stop (the process died): away once the window passes.
+    let gone = now + window + Duration::from_secs(1);
+    fed.coord.handle_seen(gone, 1);
+    assert!(fed.coord.poll_timeout().is_some_and(|t| t <= gone));
+    fed.coord.handle_timeout(gone);
+    let paused: Vec<_> = std::iter::from_fn(|| fed.coord.poll_event())
+        .filter_map(|e| match e {
+            Event::Vertical(v) => v.result.err(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paused.len(), 1, "{paused:?}");
+    assert!(paused[0].contains("bank away"), "{paused:?}");
+    // A heartbeat alone brings it back for the session: a fresh one starts.
+    fed.coord.handle_heartbeat(gone, 0);
+    let starts: Vec<u64> = std::iter::from_fn(|| fed.coord.poll_transmit())
+        .filter_map(|(_, m)| match m {
+            ToParticipant::VerticalStart(v) => Some(v.session),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts, vec![s + 1, s + 1]);
+}

@@ -13,7 +13,8 @@
 //!   for that step (each way) and checkpoints the count;
 //! - the session closes when both parties report ([`VerticalReport`]) the same rows and
 //!   the job's number of steps;
-//! - both parties must be present (the liveness window): a party that goes away mid-session
+//! - both parties must be alive (the liveness window; a heartbeat counts, so a party busy
+//!   with a step longer than the window is not away): a party that goes away mid-session
 //!   pauses the job (the session is abandoned, audited as such, and the job waits for it);
 //!   when it is back, a fresh session starts.
 //!
@@ -36,7 +37,7 @@ use fedsilo_task::vertical::{
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use super::liveness::is_present;
+use super::liveness::{is_alive, Liveness};
 use super::psi::{role_index, PsiJob, PsiPhase, PsiRecord};
 use super::{Coordinator, EngineError, Event, JobState, JobStatus};
 
@@ -164,9 +165,10 @@ impl StepRelay {
 }
 
 impl Coordinator {
-    pub(super) fn both_present(&self, now: Instant, a: ParticipantId, b: ParticipantId) -> bool {
-        is_present(&self.liveness, self.liveness_window, a, now)
-            && is_present(&self.liveness, self.liveness_window, b, now)
+    /// Both alive (polling or heartbeating within the window): a vertical session's need.
+    pub(super) fn both_alive(&self, now: Instant, a: ParticipantId, b: ParticipantId) -> bool {
+        is_alive(&self.liveness, self.liveness_window, a, now)
+            && is_alive(&self.liveness, self.liveness_window, b, now)
     }
 
     /// Launches a vertical job on a finished PSI job's alignment (checked here against the
@@ -551,7 +553,7 @@ impl Coordinator {
                     let (a, p) = run.parties();
                     [a, p]
                         .into_iter()
-                        .filter_map(|x| self.liveness.get(&x).and_then(|l| l.last_seen))
+                        .filter_map(|x| self.liveness.get(&x).and_then(Liveness::last_alive))
                         .min()
                         .map(|t| t + self.liveness_window)
                 }
@@ -572,7 +574,7 @@ impl Coordinator {
                     let (a, p) = run.parties();
                     let gone: Vec<String> = [a, p]
                         .into_iter()
-                        .filter(|&x| !is_present(&self.liveness, self.liveness_window, x, now))
+                        .filter(|&x| !is_alive(&self.liveness, self.liveness_window, x, now))
                         .map(|x| self.name(x))
                         .collect();
                     (!gone.is_empty()).then(|| (id.clone(), gone.join(", ")))
@@ -686,7 +688,7 @@ impl Coordinator {
                         self.id_of(n).is_none_or(|id| {
                             !job.joined.contains(&id)
                                 || clock.is_some_and(|now| {
-                                    !is_present(&self.liveness, self.liveness_window, id, now)
+                                    !is_alive(&self.liveness, self.liveness_window, id, now)
                                 })
                         })
                     })

@@ -128,12 +128,14 @@ fn metrics_count_rounds_phases_bytes_and_set_gauges_at_scrape() {
         ParticipantLiveness {
             name: "a".into(),
             present: true,
+            busy: false,
             last_seen_s: Some(1.0),
             awaited_by: vec![],
         },
         ParticipantLiveness {
             name: "b".into(),
             present: false,
+            busy: false,
             last_seen_s: None,
             awaited_by: vec!["j".into()],
         },

@@ -48,6 +48,8 @@ pub(super) enum Command {
     },
     /// A participant polled: it is alive (no reply).
     Seen { from: ParticipantId },
+    /// A participant sent a heartbeat: alive, busy with a long step (no reply).
+    Heartbeat { from: ParticipantId },
     Cancel {
         job: String,
         reason: String,
@@ -267,6 +269,7 @@ impl Actor {
                 let _ = reply.send(self.model_json(&job));
             }
             Command::Seen { from } => self.engine.handle_seen(now, from),
+            Command::Heartbeat { from } => self.engine.handle_heartbeat(now, from),
             Command::Cancel { job, reason, reply } => {
                 let r = self
                     .engine

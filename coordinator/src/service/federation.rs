@@ -39,6 +39,20 @@ impl Federation for Handle {
         Ok(Response::new(pb::JoinReply {
             participant_id: Some(from),
             job_ids: joined,
+            liveness_window_ms: Some(self.window_ms()),
+        }))
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> RpcResult<pb::HeartbeatReply> {
+        let from = self.participant(&req)?;
+        self.heartbeats.enter(from, Instant::now())?;
+        // Alive, busy: counts for vertical sessions, not for rounds (engine::liveness).
+        self.tx
+            .send(Command::Heartbeat { from })
+            .await
+            .map_err(|_| Status::unavailable("coordinator is shutting down"))?;
+        Ok(Response::new(pb::HeartbeatReply {
+            liveness_window_ms: self.window_ms(),
         }))
     }
 
@@ -146,6 +160,13 @@ impl Federation for Handle {
                 e => engine_status(e),
             })?;
         Ok(Response::new(pb::SubmitReply {}))
+    }
+}
+
+impl Handle {
+    /// The liveness window in milliseconds (validated to fit: at most 24 h).
+    fn window_ms(&self) -> u32 {
+        u32::try_from(self.liveness_window.as_millis()).unwrap_or(u32::MAX)
     }
 }
 

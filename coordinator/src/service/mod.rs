@@ -65,7 +65,7 @@ mod tests;
 
 use actor::{Actor, Command};
 use mailbox::Mailboxes;
-use poll_gate::PollGate;
+use poll_gate::{HeartbeatGate, PollGate};
 
 type RpcResult<T> = Result<Response<T>, Status>;
 
@@ -142,8 +142,11 @@ pub struct Handle {
     mail: Arc<Mailboxes>,
     roster: Arc<RosterFile>,
     polls: Arc<PollGate>,
+    heartbeats: Arc<HeartbeatGate>,
     /// Longest a `Poll` waits: [`MAX_POLL_WAIT`], or half the request timeout if shorter.
     max_poll_wait: Duration,
+    /// The engine's liveness window (`[limits] liveness_window_ms`), told to nodes.
+    liveness_window: Duration,
 }
 
 /// The gRPC status of an engine error; its message is the error's whole chain.
@@ -271,6 +274,7 @@ pub async fn serve(
     rand::rng().fill_bytes(&mut seed);
     let seed = cfg.seed.unwrap_or(seed);
     let mut engine = Coordinator::new(roster.to_crypto_roster(), names, seed);
+    engine.set_liveness_window(cfg.limits.liveness_window());
     let now = Instant::now();
     let jobs = store.list_jobs()?;
     let mut last_round_hash = BTreeMap::new();
@@ -296,7 +300,9 @@ pub async fn serve(
         mail: mail.clone(),
         roster: Arc::new(roster),
         polls: Arc::new(PollGate::new(&cfg.limits)),
+        heartbeats: Arc::new(HeartbeatGate::new(cfg.limits.liveness_window())),
         max_poll_wait: MAX_POLL_WAIT.min(cfg.limits.request_timeout() / 2),
+        liveness_window: cfg.limits.liveness_window(),
     };
     // The dashboard's round history starts from the audit log's tail.
     let history = crate::ops::History::seeded(&audit.take_recent());

@@ -1,8 +1,9 @@
-//! Admission of `Poll`s per participant (rate of empty polls, polls waiting at once).
+//! Admission of `Poll`s per participant (rate of empty polls, polls waiting at once) and of
+//! `Heartbeat`s (at most one per participant per spacing).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fedsilo_crypto::msg::ParticipantId;
 use tonic::Status;
@@ -107,5 +108,64 @@ impl Drop for PollTicket {
         if let Some(b) = buckets.get_mut(&self.participant) {
             b.waiting = b.waiting.saturating_sub(1);
         }
+    }
+}
+
+/// Admission of `Heartbeat`s: one per participant per `spacing` (an eighth of the liveness
+/// window; an honest node sends one per quarter), so a certificate sending them in a loop
+/// costs the engine one command per spacing.
+pub(super) struct HeartbeatGate {
+    spacing: Duration,
+    last: std::sync::Mutex<HashMap<ParticipantId, Instant>>,
+}
+
+impl HeartbeatGate {
+    pub(super) fn new(liveness_window: Duration) -> Self {
+        HeartbeatGate {
+            spacing: liveness_window / 8,
+            last: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Admits `p`'s heartbeat at `now`, or refuses it (`RESOURCE_EXHAUSTED`) when its last
+    /// admitted one is more recent than the spacing.
+    pub(super) fn enter(&self, p: ParticipantId, now: Instant) -> Result<(), Status> {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(&t) = last.get(&p) {
+            let since = now.saturating_duration_since(t);
+            if since < self.spacing {
+                return Err(Status::resource_exhausted(format!(
+                    "heartbeat {} ms after the last one: at most one per {} ms",
+                    since.as_millis(),
+                    self.spacing.as_millis()
+                )));
+            }
+        }
+        last.insert(p, now);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_are_admitted_once_per_spacing_per_participant() {
+        let gate = HeartbeatGate::new(Duration::from_secs(8));
+        let t0 = Instant::now();
+        assert!(gate.enter(0, t0).is_ok());
+        let refused = gate.enter(0, t0 + Duration::from_millis(999)).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("at most one per 1000 ms"),
+            "{refused}"
+        );
+        // Another participant is not held back by the first.
+        assert!(gate.enter(1, t0 + Duration::from_millis(999)).is_ok());
+        assert!(gate.enter(0, t0 + Duration::from_secs(1)).is_ok());
     }
 }
