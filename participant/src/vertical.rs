@@ -425,20 +425,34 @@ impl VerticalModelFile {
 
     /// Writes the file (temporary file, then rename).
     pub fn save(&self, state_dir: &Path) -> Result<PathBuf, VerticalJobError> {
-        let path = Self::path(state_dir, &self.job_id);
-        let write = |source| VerticalJobError::Write {
-            path: path.clone(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(write)?;
-        }
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| write(std::io::Error::other(e)))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, bytes).map_err(write)?;
-        std::fs::rename(&tmp, &path).map_err(write)?;
-        Ok(path)
+        write_json(Self::path(state_dir, &self.job_id), self, true)
     }
+}
+
+/// Writes `value` as JSON to `path` (its directory made if need be): a temporary file beside
+/// it, then a rename, so a reader never sees half a file.
+fn write_json(
+    path: PathBuf,
+    value: &impl Serialize,
+    pretty: bool,
+) -> Result<PathBuf, VerticalJobError> {
+    let write = |source| VerticalJobError::Write {
+        path: path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(write)?;
+    }
+    let bytes = if pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    }
+    .map_err(|e| write(std::io::Error::other(e)))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes).map_err(write)?;
+    std::fs::rename(&tmp, &path).map_err(write)?;
+    Ok(path)
 }
 
 /// A party's own state of a job's last two completed steps, as written to
@@ -473,33 +487,23 @@ impl ResumeFile {
         }
     }
 
+    /// Whether the file is of `start`'s job, spec, alignment, role and peer.
+    fn belongs_to(&self, start: &VerticalStart) -> bool {
+        self.job_id == start.spec.job_id
+            && self.spec_digest == hex::encode(start.spec.digest())
+            && self.psi_hash == hex::encode(start.psi_hash)
+            && self.role == start.role.name()
+            && self.peer == start.peer
+    }
+
     /// Writes the file (temporary file, then rename).
     pub fn save(&self, state_dir: &Path) -> Result<PathBuf, VerticalJobError> {
-        let path = Self::path(state_dir, &self.job_id);
-        let write = |source| VerticalJobError::Write {
-            path: path.clone(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(write)?;
-        }
-        let bytes = serde_json::to_vec(self).map_err(|e| write(std::io::Error::other(e)))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, bytes).map_err(write)?;
-        std::fs::rename(&tmp, &path).map_err(write)?;
-        Ok(path)
+        write_json(Self::path(state_dir, &self.job_id), self, false)
     }
 
     /// The file of `job_id`, if this node wrote one.
     pub fn load(state_dir: &Path, job_id: &str) -> Result<Option<Self>, ModelFileError> {
-        let path = Self::path(state_dir, job_id);
-        match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|source| ModelFileError::Parse { path, source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ModelFileError::Read { path, source }),
-        }
+        score::read_json(&Self::path(state_dir, job_id))
     }
 }
 
@@ -854,7 +858,7 @@ impl VerticalDriver {
         let Some(s) = self.sessions.get_mut(job_id) else {
             return;
         };
-        if file != ResumeFile::of(&s.start, &file.checkpoints) {
+        if !file.belongs_to(&s.start) {
             tracing::warn!(job = job_id, "the resume file is of another spec, alignment or party; training starts from scratch");
             return;
         }
@@ -1276,7 +1280,16 @@ fn start_active(
     let dims = [cols as usize];
     let sk = SecretKey::generate(rng, s.start.spec.key_bits()).map_err(protocol)?;
     tracing::info!(job = %s.start.spec.job_id, bits = s.start.spec.key_bits(), "Paillier key drawn; training starts");
-    match s.start.spec.kind {
+    // Continue from the last step both parties hold their state after (with the fresh key).
+    let common = s
+        .checkpoints
+        .iter()
+        .filter(|c| ready.resume.contains(&c.steps()))
+        .max_by_key(|c| c.steps())
+        .cloned();
+    let resumed = common.as_ref().map(Checkpoint::steps);
+    let wrong_kind = VerticalJobError::Internal("a checkpoint of another kind of party");
+    let (party, msgs): (Party, Vec<ToPassive>) = match s.start.spec.kind {
         VerticalKind::VerticalLogistic => {
             let (mut party, msgs) = ActiveLr::new(
                 s.start.spec.lr_config(),
@@ -1286,68 +1299,43 @@ fn start_active(
                 &dims,
             )
             .map_err(protocol)?;
-            // Continue from the last iteration both parties hold their state after.
-            let common = s
-                .checkpoints
-                .iter()
-                .filter(|c| ready.resume.contains(&c.steps()))
-                .filter_map(|c| match c {
-                    Checkpoint::Lr(c) => Some(c),
-                    _ => None,
-                })
-                .max_by_key(|c| c.iteration)
-                .cloned();
-            if let Some(cp) = common {
-                let it = cp.iteration;
-                party.resume_at(cp).map_err(protocol)?;
-                tracing::info!(job = %s.start.spec.job_id, iteration = it, "vertical LR continues from an earlier session's state");
-                seal_to(&mut s.link, out, &ToPassive::Resume { iteration: it })?;
-                s.steps = u64::from(it);
-                s.resumed_from = u64::from(it);
+            match common {
+                Some(Checkpoint::Lr(cp)) => party.resume_at(cp).map_err(protocol)?,
+                Some(_) => return Err(wrong_kind),
+                None => {}
             }
-            s.party = Party::ActiveLr(Box::new(party));
-            for (_, m) in msgs {
-                seal_to(&mut s.link, out, &ToPassive::Lr(m))?;
-            }
+            let msgs = msgs.into_iter().map(|(_, m)| ToPassive::Lr(m)).collect();
+            (Party::ActiveLr(Box::new(party)), msgs)
         }
         VerticalKind::VerticalGbdt => {
-            // Continue from the last tree both parties hold their state after.
-            let common = s
-                .checkpoints
-                .iter()
-                .filter(|c| ready.resume.contains(&c.steps()))
-                .filter_map(|c| match c {
-                    Checkpoint::ActiveBoost(c) => Some(c),
-                    _ => None,
-                })
-                .max_by_key(|c| c.trees)
-                .cloned();
             let params = s.start.spec.gbdt_params();
+            let (x, y) = (p.train.view(), y.view());
             let (party, msgs) = match common {
-                Some(cp) => {
-                    let trees = cp.trees;
-                    let started =
-                        ActiveBoost::resume(rng, params, sk, p.train.view(), y.view(), &dims, *cp)
-                            .map_err(protocol)?;
-                    tracing::info!(job = %s.start.spec.job_id, trees, "SecureBoost continues from an earlier session's state");
-                    seal_to(&mut s.link, out, &ToPassive::Resume { iteration: trees })?;
-                    s.steps = u64::from(trees);
-                    s.resumed_from = u64::from(trees);
-                    started
+                Some(Checkpoint::ActiveBoost(cp)) => {
+                    ActiveBoost::resume(rng, params, sk, x, y, &dims, *cp)
                 }
-                None => ActiveBoost::new(rng, params, sk, p.train.view(), y.view(), &dims)
-                    .map_err(protocol)?,
-            };
-            s.party = Party::ActiveBoost(Box::new(party));
-            for (_, m) in msgs {
-                seal_to(&mut s.link, out, &ToPassive::Boost(m))?;
+                Some(_) => return Err(wrong_kind),
+                None => ActiveBoost::new(rng, params, sk, x, y, &dims),
             }
+            .map_err(protocol)?;
+            let msgs = msgs.into_iter().map(|(_, m)| ToPassive::Boost(m)).collect();
+            (Party::ActiveBoost(Box::new(party)), msgs)
         }
         VerticalKind::VerticalScore => {
             return Err(VerticalJobError::Internal(
                 "a scoring session trains nothing",
             ))
         }
+    };
+    if let Some(steps) = resumed {
+        tracing::info!(job = %s.start.spec.job_id, steps, "vertical training continues from an earlier session's state");
+        seal_to(&mut s.link, out, &ToPassive::Resume { iteration: steps })?;
+        s.steps = u64::from(steps);
+        s.resumed_from = u64::from(steps);
+    }
+    s.party = party;
+    for m in msgs {
+        seal_to(&mut s.link, out, &m)?;
     }
     Ok(())
 }
@@ -1478,19 +1466,8 @@ fn active_take(
                 return Ok(None);
             };
             let model = a.model().map_err(protocol)?;
-            let mut unpacked = fedsilo_vertical::boost::Routes::new();
-            for (t, n, left) in routes {
-                let left = left
-                    .unpack(p.hold.nrows())
-                    .map_err(VerticalJobError::Scoring)?;
-                if unpacked.insert((t, n), left).is_some() {
-                    return Err(VerticalJobError::Scoring(ScoringError::Duplicate {
-                        tree: t,
-                        node: n,
-                    }));
-                }
-            }
-            let routes = unpacked;
+            let routes =
+                score::unpack_routes(&routes, p.hold.nrows()).map_err(VerticalJobError::Scoring)?;
             let scores: Vec<f64> = model
                 .predict_margin(p.hold.view(), &[routes])
                 .map_err(protocol)?

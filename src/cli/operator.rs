@@ -97,6 +97,32 @@ pub(crate) fn state_name(s: &pb::JobStatus) -> String {
     }
 }
 
+/// Launches a job; the coordinator's refusal is the error.
+pub(crate) async fn launch(
+    client: &mut OperatorClient<Coordinator>,
+    request: pb::LaunchJobRequest,
+) -> Result<pb::JobStatus> {
+    Ok(client
+        .launch_job(request)
+        .await
+        .map_err(|s| anyhow::anyhow!("coordinator refused the job: {}", s.message()))?
+        .into_inner())
+}
+
+/// One job's status.
+pub(crate) async fn get_job(
+    client: &mut OperatorClient<Coordinator>,
+    job: &str,
+) -> Result<pb::JobStatus> {
+    Ok(client
+        .get_job(pb::JobRef {
+            job_id: job.to_string(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner())
+}
+
 pub(crate) fn is_terminal(s: &pb::JobStatus) -> bool {
     fedsilo_proto::convert::job_state_from(s.state, "state").is_ok_and(|st| st.is_terminal())
 }
@@ -186,11 +212,7 @@ pub(crate) async fn job(cmd: JobCmd) -> Result<()> {
                 v.validate()
                     .with_context(|| format!("vertical job spec {}", spec.display()))?;
                 let mut client = operator_client(&config).await?;
-                let s = client
-                    .launch_job(pb::LaunchJobRequest::from(&v))
-                    .await
-                    .map_err(|s| anyhow::anyhow!("coordinator refused the job: {}", s.message()))?
-                    .into_inner();
+                let s = launch(&mut client, pb::LaunchJobRequest::from(&v)).await?;
                 print_status(&s)?;
                 return Ok(());
             }
@@ -199,11 +221,7 @@ pub(crate) async fn job(cmd: JobCmd) -> Result<()> {
                 psi.validate()
                     .with_context(|| format!("PSI job spec {}", spec.display()))?;
                 let mut client = operator_client(&config).await?;
-                let s = client
-                    .launch_job(pb::LaunchJobRequest::from(&psi))
-                    .await
-                    .map_err(|s| anyhow::anyhow!("coordinator refused the job: {}", s.message()))?
-                    .into_inner();
+                let s = launch(&mut client, pb::LaunchJobRequest::from(&psi)).await?;
                 print_status(&s)?;
                 return Ok(());
             }
@@ -251,11 +269,7 @@ pub(crate) async fn job(cmd: JobCmd) -> Result<()> {
             }
             spec.validate()?;
             let mut client = operator_client(&config).await?;
-            let s = client
-                .launch_job(pb::LaunchJobRequest::from(&spec))
-                .await
-                .map_err(|s| anyhow::anyhow!("coordinator refused the job: {}", s.message()))?
-                .into_inner();
+            let s = launch(&mut client, pb::LaunchJobRequest::from(&spec)).await?;
             print_status(&s)?;
             Ok(())
         }
@@ -266,13 +280,7 @@ pub(crate) async fn job(cmd: JobCmd) -> Result<()> {
         } => {
             let mut client = operator_client(&config).await?;
             loop {
-                let s = client
-                    .get_job(pb::JobRef {
-                        job_id: job.clone(),
-                    })
-                    .await
-                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-                    .into_inner();
+                let s = get_job(&mut client, &job).await?;
                 print_status(&s)?;
                 if !follow || is_terminal(&s) {
                     return Ok(());

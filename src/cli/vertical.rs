@@ -7,7 +7,7 @@ use fedsilo_participant::vertical::VerticalModelFile;
 use fedsilo_task::job::JobState;
 use fedsilo_task::vertical::{VerticalJobSpec, VerticalKind};
 
-use super::operator::{is_terminal, operator_client, print_status};
+use super::operator::{get_job, is_terminal, launch, operator_client, print_status};
 use crate::*;
 
 /// Whether `path` is a vertical job's model file (it names a role and a vertical kind).
@@ -85,22 +85,12 @@ pub(crate) async fn score(r: ScoreRequest<'_>) -> Result<()> {
     };
     spec.validate().context("the scoring job")?;
     let mut client = operator_client(r.config).await?;
-    let launched = client
-        .launch_job(pb::LaunchJobRequest::from(&spec))
-        .await
-        .map_err(|s| anyhow::anyhow!("coordinator refused the scoring job: {}", s.message()))?
-        .into_inner();
+    let launched = launch(&mut client, pb::LaunchJobRequest::from(&spec)).await?;
     print_status(&launched)?;
     let job = launched.job_id.clone();
     let mut last = String::new();
     let status = loop {
-        let s = client
-            .get_job(pb::JobRef {
-                job_id: job.clone(),
-            })
-            .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-            .into_inner();
+        let s = get_job(&mut client, &job).await?;
         let line = format!("{} {}", s.state, s.detail);
         if line != last {
             print_status(&s)?;

@@ -195,21 +195,53 @@ pub enum ModelFileError {
     },
 }
 
+/// The JSON file at `path` this node wrote, or `None` when there is none.
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Option<T>, ModelFileError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ModelFileError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| ModelFileError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// The routes of a scoring or hold-out answer, each exactly `rows` bits, no split twice.
+pub(super) fn unpack_routes(
+    routes: &[(u32, u32, PackedBits)],
+    rows: usize,
+) -> Result<Routes, ScoringError> {
+    let mut out = Routes::new();
+    for (tree, node, bits) in routes {
+        if out.insert((*tree, *node), bits.unpack(rows)?).is_some() {
+            return Err(ScoringError::Duplicate {
+                tree: *tree,
+                node: *node,
+            });
+        }
+    }
+    Ok(out)
+}
+
 impl VerticalModelFile {
     /// Reads this node's part of vertical job `job_id`'s model.
     pub fn load(state_dir: &Path, job_id: &str) -> Result<Self, ModelFileError> {
         let path = Self::path(state_dir, job_id);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ModelFileError::Missing {
-                    job: job_id.to_string(),
-                    path,
-                })
-            }
-            Err(source) => return Err(ModelFileError::Read { path, source }),
-        };
-        serde_json::from_slice(&bytes).map_err(|source| ModelFileError::Parse { path, source })
+        read_json(&path)?.ok_or_else(|| ModelFileError::Missing {
+            job: job_id.to_string(),
+            path,
+        })
     }
 
     /// Checks the file (read from `path`) is this party's part of a trained model of
@@ -344,16 +376,7 @@ pub fn active_scores(
         }
         (VerticalKind::VerticalGbdt, ScoringAnswer::Routes(r)) => {
             let gbdt = model.gbdt.as_ref().ok_or_else(incomplete)?;
-            let mut routes = Routes::new();
-            for (tree, node, bits) in r {
-                let left = bits.unpack(n).map_err(bad)?;
-                if routes.insert((*tree, *node), left).is_some() {
-                    return Err(bad(ScoringError::Duplicate {
-                        tree: *tree,
-                        node: *node,
-                    }));
-                }
-            }
+            let routes = unpack_routes(r, n).map_err(bad)?;
             gbdt.predict_margin(x, &[routes]).map_err(protocol)?
         }
         (kind, a) => {
@@ -475,6 +498,21 @@ mod tests {
         assert!(matches!(
             PackedBits("CR==".into()).unpack(3),
             Err(ScoringError::Base64 { .. })
+        ));
+    }
+
+    #[test]
+    fn routes_unpack_each_split_once_at_the_customers_length() {
+        let bits = PackedBits::pack([true, false, true].into_iter());
+        let routes = unpack_routes(&[(0, 1, bits.clone()), (1, 2, bits.clone())], 3).unwrap();
+        assert_eq!(routes[&(1, 2)], vec![true, false, true]);
+        assert_eq!(
+            unpack_routes(&[(0, 1, bits.clone()), (0, 1, bits.clone())], 3),
+            Err(ScoringError::Duplicate { tree: 0, node: 1 })
+        );
+        assert!(matches!(
+            unpack_routes(&[(0, 1, bits)], 9),
+            Err(ScoringError::Length { .. })
         ));
     }
 
