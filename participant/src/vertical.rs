@@ -409,24 +409,38 @@ pub struct VerticalModelFile {
 }
 
 impl VerticalModelFile {
+    /// `<state_dir>/vertical/<stem>.json`, where [`job_file_stem`] gives the stem.
     pub fn path(state_dir: &Path, job_id: &str) -> PathBuf {
-        let safe: String = job_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        state_dir.join("vertical").join(format!("{safe}.json"))
+        state_dir
+            .join("vertical")
+            .join(format!("{}.json", job_file_stem(job_id)))
     }
 
     /// Writes the file (temporary file, then rename).
     pub fn save(&self, state_dir: &Path) -> Result<PathBuf, VerticalJobError> {
         write_json(Self::path(state_dir, &self.job_id), self, true)
     }
+}
+
+/// The stem of a job's files under `<state_dir>/vertical/` (`<stem>.json` the model,
+/// `<stem>.resume.json`, `<stem>.scores.csv`): one stem per job id and never the same for two
+/// (so no job's file is another's). A job id of ASCII letters, digits, `_` and `-` is its own
+/// stem; any other id is its letters, digits, `_` and `-` with every other character as `_`,
+/// then `~` and 32 hex digits of the id's SHA-256 (`churn.v1` → `churn_v1~…`). A stem has no
+/// `.`, so the suffix after the first `.` tells the files of one job apart.
+pub fn job_file_stem(job_id: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-');
+    if !job_id.is_empty() && job_id.chars().all(plain) {
+        return job_id.to_string();
+    }
+    let mut stem: String = job_id
+        .chars()
+        .map(|c| if plain(c) { c } else { '_' })
+        .collect();
+    stem.push('~');
+    let digest = sha2::Sha256::digest(job_id.as_bytes());
+    stem.push_str(&hex::encode(digest.get(..16).unwrap_or_default()));
+    stem
 }
 
 /// Writes `value` as JSON to `path` (its directory made if need be): a temporary file beside
@@ -1674,6 +1688,37 @@ mod tests {
     use super::*;
     use fedsilo_crypto::psi::Delivery;
     use rand::Rng;
+
+    /// No two job ids share a file: ids that map to the same characters, and a job
+    /// `x.resume` (whose model file was once job `x`'s resume file), get their own stems.
+    #[test]
+    fn each_job_id_has_its_own_files() {
+        let dir = Path::new("/state");
+        let ids = [
+            "x", "x.resume", "x.scores", "a.b", "a_b", "a/b", "a b", "é", "_", "",
+        ];
+        let mut files = BTreeSet::new();
+        for id in ids {
+            for f in [
+                VerticalModelFile::path(dir, id),
+                ResumeFile::path(dir, id),
+                score::ScoredRows::path(dir, id),
+            ] {
+                assert_eq!(f.parent(), Some(dir.join("vertical").as_path()), "{f:?}");
+                assert!(
+                    files.insert(f.clone()),
+                    "{id:?}: {f:?} is another job's file"
+                );
+            }
+        }
+        assert_eq!(job_file_stem("churn-vlr_2"), "churn-vlr_2");
+        let dotted = job_file_stem("churn.v1");
+        assert!(
+            dotted.starts_with("churn_v1~") && !dotted.contains('.'),
+            "{dotted}"
+        );
+        assert_eq!(dotted.len(), "churn_v1~".len() + 32);
+    }
 
     fn spec(extra: &str) -> VerticalJobSpec {
         let text = format!(

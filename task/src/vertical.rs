@@ -188,8 +188,12 @@ pub enum VerticalSpecError {
         field: &'static str,
         applies: &'static str,
     },
-    #[error("{0}")]
-    Parameters(String),
+    /// The logistic-regression keys (`iterations`, `l2`, `pos_weight`, `optimizer`).
+    #[error("vertical_logistic parameters")]
+    LrParameters(#[source] fedsilo_vertical::lr::LrConfigError),
+    /// The `[gbdt]` table.
+    #[error("gbdt")]
+    GbdtParameters(#[source] fedsilo_ml::gbdt::GbdtError),
     #[error("{field}: '{name}' is not in the roster")]
     NotInRoster { field: &'static str, name: String },
     #[error("psi_job: '{0}' is not a PSI job of this coordinator")]
@@ -242,7 +246,7 @@ impl VerticalJobSpec {
                 }
                 self.lr_config()
                     .validate()
-                    .map_err(|e| VerticalSpecError::Parameters(e.to_string()))?;
+                    .map_err(VerticalSpecError::LrParameters)?;
             }
             VerticalKind::VerticalGbdt => {
                 for (field, given) in [
@@ -260,7 +264,7 @@ impl VerticalJobSpec {
                 }
                 self.gbdt_params()
                     .validate()
-                    .map_err(|e| VerticalSpecError::Parameters(format!("gbdt: {e}")))?;
+                    .map_err(VerticalSpecError::GbdtParameters)?;
             }
             VerticalKind::VerticalScore => {}
         }

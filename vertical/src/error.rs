@@ -74,6 +74,9 @@ pub enum VerticalError {
     /// The protocol's parameters are not acceptable.
     #[error("configuration: {0}")]
     Config(String),
+    /// A logistic-regression hyper-parameter is out of its domain.
+    #[error(transparent)]
+    LrConfig(#[from] crate::lr::LrConfigError),
     /// The local data cannot enter the protocol (shape, non-finite value, value beyond the
     /// fixed-point range).
     #[error("data: {0}")]

@@ -45,6 +45,21 @@ pub const MASK_SECURITY_BITS: u32 = 128;
 /// Largest number of aligned rows.
 pub const MAX_ROWS: usize = 1 << 26;
 
+/// An [`LrConfig`] value out of its domain, by field.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum LrConfigError {
+    #[error("iterations {0} must be in 1..=100000")]
+    Iterations(u32),
+    #[error("l2 {0} must be finite and ≥ 0")]
+    L2(f64),
+    #[error("pos_weight {0} must be in (0, 1e6]")]
+    PosWeight(f64),
+    #[error("feature_bits {0} must be in 8..=40")]
+    FeatureBits(u32),
+    #[error("residual_bits {0} must be in 16..=40")]
+    ResidualBits(u32),
+}
+
 /// Hyper-parameters, the same at every party.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LrConfig {
@@ -75,41 +90,23 @@ impl LrConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<(), VerticalError> {
-        let bad = |m: String| Err(VerticalError::Config(m));
+    pub fn validate(&self) -> Result<(), LrConfigError> {
         if self.iterations == 0 || self.iterations > 100_000 {
-            return bad(format!(
-                "iterations {} must be in 1..=100000",
-                self.iterations
-            ));
+            return Err(LrConfigError::Iterations(self.iterations));
         }
         if !(self.l2.is_finite() && self.l2 >= 0.0) {
-            return bad(format!("l2 {} must be finite and ≥ 0", self.l2));
+            return Err(LrConfigError::L2(self.l2));
         }
         if !(self.pos_weight.is_finite() && self.pos_weight > 0.0 && self.pos_weight <= 1e6) {
-            return bad(format!(
-                "pos_weight {} must be in (0, 1e6]",
-                self.pos_weight
-            ));
+            return Err(LrConfigError::PosWeight(self.pos_weight));
         }
         if !(8..=40).contains(&self.feature_bits) {
-            return bad(format!(
-                "feature_bits {} must be in 8..=40",
-                self.feature_bits
-            ));
+            return Err(LrConfigError::FeatureBits(self.feature_bits));
         }
         if !(16..=40).contains(&self.residual_bits) {
-            return bad(format!(
-                "residual_bits {} must be in 16..=40",
-                self.residual_bits
-            ));
+            return Err(LrConfigError::ResidualBits(self.residual_bits));
         }
         Ok(())
-    }
-
-    /// Bits of the exponents `x̃ + 2^{Fx+10}` (non-negative).
-    fn exp_bits(&self) -> u32 {
-        self.feature_bits + FEATURE_INT_BITS + 2
     }
 
     /// `B` with `|G̃_j| < 2^B` for `n` rows.
@@ -631,13 +628,45 @@ enum PassivePhase {
     Done,
 }
 
+/// One passive column's exponents for `Xᵀ·Enc(r̃)`: the fixed-point values `x̃_ij` shifted by
+/// the column's own largest magnitude `o_j` (so all are in `[0, 2·o_j]`), and their bit
+/// length. A column of values within ±2 takes 23-bit exponents where the fixed bound
+/// `2^{Fx+10}` took 32: Pippenger's method then needs two windows instead of three (a
+/// third fewer multiplications mod n² per column, the passive party's whole cost). The
+/// offset is this party's own; only `G̃_j` leaves it (masked), the same for any offset.
+#[derive(Clone, Debug)]
+struct ColumnExps {
+    exps: Vec<u64>,
+    offset: u64,
+    bits: u32,
+}
+
+impl ColumnExps {
+    /// `values` within ±[`MAX_ABS_FEATURE`] (checked by the caller), `scale = 2^{Fx}`.
+    fn of(values: ndarray::ArrayView1<'_, f32>, scale: f64) -> Self {
+        let fixed: Vec<i64> = values
+            .iter()
+            .map(|&v| (f64::from(v) * scale).round() as i64)
+            .collect();
+        let offset = fixed.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);
+        let exps: Vec<u64> = fixed
+            .iter()
+            .map(|&v| v.saturating_add_unsigned(offset) as u64)
+            .collect();
+        let bits = (u64::BITS - (2 * offset).leading_zeros()).max(1);
+        ColumnExps { exps, offset, bits }
+    }
+}
+
 /// A passive party of vertical LR: its columns and weights stay here. Inputs:
 /// [`PassiveLr::handle`]; output: at most one message to the active party per input.
 pub struct PassiveLr {
     cfg: LrConfig,
     x: Array2<f32>,
-    /// `x̃_ij + 2^{Fx+10}`, column-major: the exponents of the encrypted gradient.
-    exps: Vec<Vec<u64>>,
+    /// The exponents of the encrypted gradient, one column each: `x̃_ij + o_j`, with the
+    /// column's offset `o_j = max_i |x̃_ij|`, so that they are non-negative and as short as
+    /// the column allows (`bits` of them; at most `2^{Fx+11}`).
+    exps: Vec<ColumnExps>,
     coef: Vec<f64>,
     opt: OptimizerState,
     iteration: u32,
@@ -668,15 +697,9 @@ impl PassiveLr {
             return Err(VerticalError::Data("a passive party needs a column".into()));
         }
         let scale = (cfg.feature_bits as f64).exp2();
-        let offset = 1i64 << (cfg.feature_bits + FEATURE_INT_BITS);
         let exps = (0..d)
             .into_par_iter()
-            .map(|j| {
-                x.column(j)
-                    .iter()
-                    .map(|&v| ((f64::from(v) * scale).round() as i64 + offset) as u64)
-                    .collect()
-            })
+            .map(|j| ColumnExps::of(x.column(j), scale))
             .collect();
         Ok(PassiveLr {
             opt: OptimizerState::new(&cfg.optimizer, d),
@@ -834,20 +857,20 @@ impl PassiveLr {
         cts: &[Ciphertext],
     ) -> Result<(Vec<WireCiphertext>, Vec<Integer>), VerticalError> {
         let n = cts.len();
-        let bits = self.cfg.exp_bits();
-        // Enc(Σ (x̃ + offset)·r̃) per column, in parallel over columns
-        let sums: Vec<Ciphertext> = self
-            .exps
-            .par_iter()
-            .map(|e| pk.multi_exp(cts, e, bits))
-            .collect();
-        // Enc(−offset·Σ r̃)
+        // Enc(Σ (x̃ + o_j)·r̃) − o_j·Enc(Σ r̃) per column, in parallel over columns
         let total = cts
             .par_iter()
             .cloned()
             .reduce(|| pk.one(), |a, b| pk.add(&a, &b));
-        let offset = Integer::one() << (self.cfg.feature_bits + FEATURE_INT_BITS);
-        let minus = pk.neg(&pk.mul_pos(&total, &offset)?)?;
+        let sums: Vec<Ciphertext> = self
+            .exps
+            .par_iter()
+            .map(|col| {
+                let s = pk.multi_exp(cts, &col.exps, col.bits);
+                let minus = pk.neg(&pk.mul_pos(&total, &Integer::from(col.offset))?)?;
+                Ok(pk.add(&s, &minus))
+            })
+            .collect::<Result<_, VerticalError>>()?;
         let mask_bits = self.cfg.gradient_bits(n) + MASK_SECURITY_BITS;
         let mut masks = Vec::with_capacity(sums.len());
         let mut out = Vec::with_capacity(sums.len());
@@ -856,7 +879,7 @@ impl PassiveLr {
             rng.fill_bytes(&mut bytes);
             let m = from_bytes(&bytes) % (Integer::one() << mask_bits);
             let em = pk.encrypt(rng, &m)?;
-            let c = pk.add(&pk.add(s, &minus), &em);
+            let c = pk.add(s, &em);
             out.push(PublicKey::to_wire_ct(&c));
             masks.push(m);
         }
