@@ -22,8 +22,22 @@ use fedsilo_simulations::scenario::Scenario;
 use fedsilo_task::{JobSpec, ModelArtifact};
 use serde::Deserialize;
 
+/// `fedsilo --version`: the version and the Paillier backend of vertical jobs this binary
+/// was built with (`--no-default-features --features gmp` for GMP).
+const VERSION: &str = if cfg!(feature = "gmp") {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (vertical jobs' Paillier on GMP)"
+    )
+} else {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (vertical jobs' Paillier on pure-Rust num-bigint; GMP: --no-default-features --features gmp)"
+    )
+};
+
 #[derive(Parser, Debug)]
-#[command(name = "fedsilo", version, about = "Federated training of credit-risk and propensity models under secure aggregation", long_about = None)]
+#[command(name = "fedsilo", version = VERSION, about = "Federated training of credit-risk and propensity models under secure aggregation", long_about = None)]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `fedsilo_coordinator=debug`.
     #[arg(long, global = true, env = "FEDSILO_LOG", default_value = "warn")]

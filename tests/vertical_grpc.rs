@@ -690,74 +690,161 @@ fn vertical_over_grpc_at_scale() {
         ),
     ];
     for (job, spec) in jobs {
-        let (_, children0) = cpu_seconds("self");
-        let (coord0, _) = cpu_seconds(&coordinator_pid);
-        let t = std::time::Instant::now();
-        let job = launch_spec(&fed, job, &spec);
-        let mut bank = start_node(&fed, "bank", &format!("bank-{job}.log"), None);
-        let mut partner = start_node(&fed, "partner", &format!("partner-{job}.log"), None);
-        // Finished, or failed (a build whose messages do not fit one gRPC message).
-        let s = loop {
-            let s = fed.status(&job);
-            let state = s.split_whitespace().nth(1).unwrap_or("").to_string();
-            if state == "finished" || state == "failed" {
-                break s;
-            }
-            assert!(t.elapsed() < Duration::from_secs(7200), "{s}");
-            std::thread::sleep(Duration::from_millis(500));
-        };
-        let wall = t.elapsed().as_secs_f64();
-        let ok = s.split_whitespace().nth(1) == Some("finished");
-        if !ok {
-            println!("{job} did not finish: {s}");
-            println!(
-                "  bank log: {}",
-                bank.log_text()
-                    .lines()
-                    .filter(|l| l.contains("ERROR"))
-                    .collect::<Vec<_>>()
-                    .join("\n  ")
-            );
+        run_timed(&fed, &coordinator_pid, job, &spec, key_bits);
+    }
+}
+
+/// Runs one vertical job to its end with fresh nodes and prints its wall time, the nodes'
+/// and the coordinator's CPU seconds, the status and the audit's per-step entries (the
+/// scale runs below).
+fn run_timed(fed: &TestFed, coordinator_pid: &str, job: &str, spec: &str, key_bits: u64) {
+    let (_, children0) = cpu_seconds("self");
+    let (coord0, _) = cpu_seconds(coordinator_pid);
+    let t = std::time::Instant::now();
+    let job = launch_spec(fed, job, spec);
+    let mut bank = start_node(fed, "bank", &format!("bank-{job}.log"), None);
+    let mut partner = start_node(fed, "partner", &format!("partner-{job}.log"), None);
+    // Finished, or failed (a build whose messages do not fit one gRPC message).
+    let s = loop {
+        let s = fed.status(&job);
+        let state = s.split_whitespace().nth(1).unwrap_or("").to_string();
+        if state == "finished" || state == "failed" {
+            break s;
         }
-        if ok {
-            assert!(bank.wait_exit(Duration::from_secs(60)).success());
-            assert!(partner.wait_exit(Duration::from_secs(60)).success());
-            // The stretches in which a node computed without polling, kept alive by its
-            // heartbeats.
-            for (who, node) in [("bank", &bank), ("partner", &partner)] {
-                for l in node
-                    .log_text()
-                    .lines()
-                    .filter(|l| l.contains("long step done"))
-                {
-                    println!(
-                        "  {who}: {}",
-                        l.split("fedsilo_participant").last().unwrap_or(l)
-                    );
-                }
-            }
-        } else {
-            bank.kill9();
-            partner.kill9();
-        }
-        let (_, children1) = cpu_seconds("self");
-        let (coord1, _) = cpu_seconds(&coordinator_pid);
+        assert!(t.elapsed() < Duration::from_secs(7200), "{s}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let wall = t.elapsed().as_secs_f64();
+    let ok = s.split_whitespace().nth(1) == Some("finished");
+    if !ok {
+        println!("{job} did not finish: {s}");
         println!(
-            "{job}: {key_bits}-bit key, wall {wall:.1} s, CPU bank + partner {:.1} s, coordinator {:.1} s",
-            children1 - children0,
-            coord1 - coord0
+            "  bank log: {}",
+            bank.log_text()
+                .lines()
+                .filter(|l| l.contains("ERROR"))
+                .collect::<Vec<_>>()
+                .join("\n  ")
         );
-        println!(
-            "  status: {}",
-            s.lines().find(|l| l.contains("AUC")).unwrap_or(&s)
-        );
-        for r in fed
-            .audit_rounds(&job)
-            .into_iter()
-            .filter(|r| r.purpose == fedsilo_task::Purpose::Vertical)
-        {
-            println!("  audit step {}: {}", r.round, r.outcome);
+    }
+    if ok {
+        assert!(bank.wait_exit(Duration::from_secs(60)).success());
+        assert!(partner.wait_exit(Duration::from_secs(60)).success());
+        // The stretches in which a node computed without polling, kept alive by its
+        // heartbeats.
+        for (who, node) in [("bank", &bank), ("partner", &partner)] {
+            for l in node
+                .log_text()
+                .lines()
+                .filter(|l| l.contains("long step done"))
+            {
+                println!(
+                    "  {who}: {}",
+                    l.split("fedsilo_participant").last().unwrap_or(l)
+                );
+            }
         }
+    } else {
+        bank.kill9();
+        partner.kill9();
+    }
+    let (_, children1) = cpu_seconds("self");
+    let (coord1, _) = cpu_seconds(coordinator_pid);
+    println!(
+        "{job}: {key_bits}-bit key, wall {wall:.1} s, CPU bank + partner {:.1} s, coordinator {:.1} s",
+        children1 - children0,
+        coord1 - coord0
+    );
+    println!(
+        "  status: {}",
+        s.lines().find(|l| l.contains("AUC")).unwrap_or(&s)
+    );
+    for r in fed
+        .audit_rounds(&job)
+        .into_iter()
+        .filter(|r| r.purpose == fedsilo_task::Purpose::Vertical)
+    {
+        println!("  audit step {}: {}", r.round, r.outcome);
+    }
+}
+
+/// Not part of the suite (about 10 minutes on 2 cores with a GMP release binary): FATE 2.0's
+/// published benchmark shape over gRPC and mutual TLS, three processes — a bank (active)
+/// with `FEDSILO_FATE_ACTIVE` (30) columns and a partner (passive) with
+/// `FEDSILO_FATE_PASSIVE` (300), `FEDSILO_FATE_TRAIN_ROWS` (100,000) training rows (every
+/// customer at both, a fifth more held out) — one vertical-LR epoch and one SecureBoost tree
+/// (depth 4, 64 bins), each printed with wall and CPU time as `vertical_over_grpc_at_scale`
+/// prints them:
+///
+/// `cargo build --release --no-default-features --features gmp && FEDSILO_TEST_BIN=target/release/fedsilo cargo test --test vertical_grpc -- --ignored --nocapture fates_shape`
+#[test]
+#[ignore]
+fn vertical_over_grpc_at_fates_shape() {
+    let train = env_or("FEDSILO_FATE_TRAIN_ROWS", 100_000) as usize;
+    let da = env_or("FEDSILO_FATE_ACTIVE", 30) as usize;
+    let dp = env_or("FEDSILO_FATE_PASSIVE", 300) as usize;
+    let customers = train * 5 / 4; // the default hold-out fraction, 0.2
+    let features = |prefix: &str, d: usize| {
+        (1..=d)
+            .map(|j| format!("  {{ name = \"{prefix}{j}\", type = \"numeric\" }},\n"))
+            .collect::<String>()
+    };
+    let bank_schema = format!(
+        "id_column = \"customer_id\"\nmissing = []\nlabels = [{{ column = \"churn\", positive = \"Yes\" }}]\nfeatures = [\n{}]\n",
+        features("x", da)
+    );
+    let partner_schema = format!(
+        "id_column = \"customer_id\"\nmissing = []\nfeatures = [\n{}]\n",
+        features("z", dp)
+    );
+    let fed = pair_federation(&bank_schema, &partner_schema);
+    // Uniform on ±2 (the in-memory bench's data); churn from both parties' first columns.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mut bank = String::from("customer_id,churn");
+    bank.push_str(&(1..=da).map(|j| format!(",x{j}")).collect::<String>());
+    bank.push('\n');
+    let mut partner = String::from("customer_id");
+    partner.push_str(&(1..=dp).map(|j| format!(",z{j}")).collect::<String>());
+    partner.push('\n');
+    for i in 0..customers {
+        let x: Vec<f64> = (0..da).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let z: Vec<f64> = (0..dp).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let logit = 0.3 * x.iter().sum::<f64>() + 0.3 * z.iter().take(5).sum::<f64>();
+        let y = rng.random_bool(1.0 / (1.0 + (-logit).exp()));
+        bank.push_str(&format!("C{i:07},{}", if y { "Yes" } else { "No" }));
+        for v in &x {
+            bank.push_str(&format!(",{v:.4}"));
+        }
+        bank.push('\n');
+        partner.push_str(&format!("C{i:07}"));
+        for v in &z {
+            partner.push_str(&format!(",{v:.4}"));
+        }
+        partner.push('\n');
+    }
+    std::fs::write(fed.path("bank.csv"), bank).unwrap();
+    std::fs::write(fed.path("partner.csv"), partner).unwrap();
+    let coordinator = fed.coordinator("coordinator.log");
+    let coordinator_pid = coordinator.child.id().to_string();
+    let t = std::time::Instant::now();
+    let rows = align(&fed, Duration::from_secs(600));
+    assert_eq!(rows, customers);
+    println!(
+        "{customers} customers at both parties ({da} + {dp} columns), PSI {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let jobs = [
+        (
+            "fate-vlr",
+            "kind = \"vertical_logistic\"\njob_id = \"fate-vlr\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\niterations = 1\n",
+        ),
+        (
+            "fate-vgbdt",
+            "kind = \"vertical_gbdt\"\njob_id = \"fate-vgbdt\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\n[gbdt]\nn_trees = 1\nmax_depth = 4\nmax_bins = 64\n",
+        ),
+    ];
+    for (job, spec) in jobs {
+        run_timed(&fed, &coordinator_pid, job, spec, 2048);
     }
 }
 

@@ -19,6 +19,15 @@
 
 #![forbid(unsafe_code)]
 
+// fast-paillier takes num-bigint when both backends are on, which would silently drop GMP.
+#[cfg(all(feature = "pure-rust", feature = "gmp"))]
+compile_error!(
+    "fedsilo-vertical: the `pure-rust` and `gmp` backends are both enabled; build with \
+     `--no-default-features --features gmp` for GMP (or without `gmp` for pure Rust)"
+);
+#[cfg(not(any(feature = "pure-rust", feature = "gmp")))]
+compile_error!("fedsilo-vertical: no Paillier backend; enable `pure-rust` (the default) or `gmp`");
+
 pub mod boost;
 pub mod error;
 pub mod he;
