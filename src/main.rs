@@ -582,7 +582,7 @@ fn main() -> std::process::ExitCode {
         None => (None, None),
         Some(Ok((layer, exporter))) => (Some(layer), Some(exporter)),
         Some(Err(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", fedsilo_config::display_chain(e.as_ref()));
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -591,7 +591,8 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<StdoutClosed>().is_some() => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // the chain, each cause once (many errors embed their source's text)
+            eprintln!("error: {}", fedsilo_config::display_chain(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     };

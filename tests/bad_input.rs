@@ -73,6 +73,21 @@ fn join_fails(fed: &TestFed, csv: &dyn Fn(&Path)) -> String {
     err
 }
 
+/// An error names each of its causes once: the command line prints the chain of causes,
+/// and an error that embeds its cause's text (here the config file's I/O error) does not
+/// get it printed a second time.
+#[test]
+fn an_error_names_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("participant.toml");
+    let err = run_err_within(
+        &["participant", "join", "--config", missing.to_str().unwrap()],
+        Duration::from_secs(60),
+    );
+    assert!(err.contains(missing.to_str().unwrap()), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
 #[test]
 fn csv_problems_stop_participant_join_naming_file_line_and_column() {
     let fed = TestFed::new(&["bank-a"], "data", &repo().join(SCHEMA));

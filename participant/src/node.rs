@@ -32,21 +32,81 @@ use crate::worker::{Worker, WorkerEvent};
 use fedsilo_task::psi::PsiStart;
 use fedsilo_task::vertical::VerticalStart;
 
-/// Test mode: with this variable set to a directory, the node writes every vertical-session
+// Test hooks: environment variables read only by a node built with the crate's
+// `test-hooks` feature, which the workspace's integration tests enable (the root package's
+// dev-dependency on this crate); a release binary ignores them, and says so when one is set.
+
+/// Test hook: with this variable set to a directory, the node writes every vertical-session
 /// message it receives (sealed bytes as relayed, and the plaintext) to
 /// `<dir>/<name>.jsonl`, so a test can check what crossed the wire.
 pub const RECORD_VERTICAL_ENV: &str = "FEDSILO_TEST_RECORD_VERTICAL";
 
-/// Test mode: with this variable set to a number of bytes, the node cuts its vertical
+/// Test hook: with this variable set to a number of bytes, the node cuts its vertical
 /// messages into parts of at most that many bytes (instead of one gRPC message's worth), so
 /// a test sees messages in several parts through the relay.
 pub const VERTICAL_PART_BYTES_ENV: &str = "FEDSILO_TEST_VERTICAL_PART_BYTES";
 
-/// Test mode: with this variable set to a number of milliseconds, the node's loop sleeps
+/// Test hook: with this variable set to a number of milliseconds, the node's loop sleeps
 /// that long (blocking, as a long protocol step computes) before it handles the first
 /// relayed message of each vertical session, so a test sees a step longer than the
 /// coordinator's liveness window.
 pub const VERTICAL_DELAY_MS_ENV: &str = "FEDSILO_TEST_VERTICAL_DELAY_MS";
+
+/// Every test hook's variable.
+pub const TEST_HOOK_ENVS: [&str; 3] = [
+    RECORD_VERTICAL_ENV,
+    VERTICAL_PART_BYTES_ENV,
+    VERTICAL_DELAY_MS_ENV,
+];
+
+/// Whether this build reads the test hooks' variables.
+pub const TEST_HOOKS: bool = cfg!(feature = "test-hooks");
+
+/// The test hooks this node runs with (none without the `test-hooks` feature).
+#[derive(Debug, Default)]
+struct TestHooks {
+    record: Option<PathBuf>,
+    part_bytes: Option<usize>,
+    step_delay: Option<Duration>,
+}
+
+impl TestHooks {
+    fn from_env(cfg: &NodeConfig) -> Result<Self, NodeError> {
+        if !TEST_HOOKS {
+            for name in TEST_HOOK_ENVS {
+                if std::env::var_os(name).is_some() {
+                    tracing::warn!(
+                        variable = name,
+                        "ignored: this binary was built without test hooks"
+                    );
+                }
+            }
+            return Ok(TestHooks::default());
+        }
+        let number = |name: &str, what: &str| -> Result<Option<u64>, NodeError> {
+            let Some(v) = std::env::var_os(name) else {
+                return Ok(None);
+            };
+            v.to_str()
+                .and_then(|t| t.parse::<u64>().ok())
+                .map(Some)
+                .ok_or_else(|| NodeError::Config {
+                    path: cfg.base_dir.clone(),
+                    message: format!("{name}={v:?} is not a number of {what}"),
+                })
+        };
+        let hooks = TestHooks {
+            record: std::env::var_os(RECORD_VERTICAL_ENV).map(PathBuf::from),
+            part_bytes: number(VERTICAL_PART_BYTES_ENV, "bytes")?
+                .map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
+            step_delay: number(VERTICAL_DELAY_MS_ENV, "milliseconds")?.map(Duration::from_millis),
+        };
+        if hooks.record.is_some() || hooks.part_bytes.is_some() || hooks.step_delay.is_some() {
+            tracing::warn!(hooks = ?hooks, "test hooks on");
+        }
+        Ok(hooks)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -502,16 +562,16 @@ fn write_vertical_scores(
     }
 }
 
-/// Appends what the vertical driver recorded (test mode) to `<dir>/<name>.jsonl`.
-fn dump_received(cfg: &NodeConfig, v: &mut VerticalDriver) {
-    let Some(dir) = std::env::var_os(RECORD_VERTICAL_ENV) else {
+/// Appends what the vertical driver recorded (test hook) to `<dir>/<name>.jsonl`.
+fn dump_received(cfg: &NodeConfig, hooks: &TestHooks, v: &mut VerticalDriver) {
+    let Some(dir) = &hooks.record else {
         return;
     };
     let got = v.take_received();
     if got.is_empty() {
         return;
     }
-    let path = Path::new(&dir).join(format!("{}.jsonl", cfg.name));
+    let path = dir.join(format!("{}.jsonl", cfg.name));
     let mut text = String::new();
     for r in &got {
         if let Ok(line) = serde_json::to_string(r) {
@@ -674,32 +734,13 @@ pub async fn run_until(
     tokio::pin!(shutdown);
     let mut psi = build_psi(&cfg)?;
     let mut vertical = build_vertical(&cfg)?;
-    if std::env::var_os(RECORD_VERTICAL_ENV).is_some() {
+    let hooks = TestHooks::from_env(&cfg)?;
+    if hooks.record.is_some() {
         vertical.record_received();
     }
-    if let Some(v) = std::env::var_os(VERTICAL_PART_BYTES_ENV) {
-        let bytes = v
-            .to_str()
-            .and_then(|v| v.parse::<usize>().ok())
-            .ok_or_else(|| NodeError::Config {
-                path: cfg.base_dir.clone(),
-                message: format!("{VERTICAL_PART_BYTES_ENV}={v:?} is not a number of bytes"),
-            })?;
+    if let Some(bytes) = hooks.part_bytes {
         vertical.set_part_len(bytes);
     }
-    let step_delay = match std::env::var_os(VERTICAL_DELAY_MS_ENV) {
-        None => None,
-        Some(v) => Some(Duration::from_millis(
-            v.to_str()
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| NodeError::Config {
-                    path: cfg.base_dir.clone(),
-                    message: format!(
-                        "{VERTICAL_DELAY_MS_ENV}={v:?} is not a number of milliseconds"
-                    ),
-                })?,
-        )),
-    };
     // PSI sessions an earlier run of this node had open are lost: say so once joined, so
     // the coordinator restarts those pairs instead of the peers waiting forever.
     let sessions_store = AlignmentStore::new(&cfg.state_dir());
@@ -726,7 +767,7 @@ pub async fn run_until(
     let mut client = connect(&cfg).await?;
     // Sends heartbeats while `busy` guards are held; stopped when `run_until` returns.
     let heartbeat = Heartbeat::spawn(client.clone());
-    // Test mode: the vertical sessions whose first message was delayed (`step_delay`).
+    // Test hook: the vertical sessions whose first message was delayed (`step_delay`).
     let mut delayed: BTreeSet<(String, u64)> = BTreeSet::new();
     let mut joined: BTreeSet<String> = BTreeSet::new();
     let mut ended: BTreeSet<String> = BTreeSet::new();
@@ -825,7 +866,7 @@ pub async fn run_until(
                         }
                     }
                     Ok(fedsilo_task::job::ToParticipant::Psi(m)) if vertical.claims(&m) => {
-                        if let Some(d) = step_delay {
+                        if let Some(d) = hooks.step_delay {
                             if delayed.insert((m.ctx().job_id.clone(), m.ctx().session)) {
                                 std::thread::sleep(d);
                             }
@@ -955,7 +996,7 @@ pub async fn run_until(
                     while let Some(m) = vertical.poll_transmit() {
                         psi_pending.push_back(m.into());
                     }
-                    dump_received(&cfg, &mut vertical);
+                    dump_received(&cfg, &hooks, &mut vertical);
                 });
                 if psi_pending.is_empty() {
                     break;
