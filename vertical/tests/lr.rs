@@ -132,6 +132,48 @@ fn vertical_lr_equals_pooled_lr_on_the_joined_table() {
     }
 }
 
+/// The passive party's exponents are shifted by each column's own largest magnitude: a
+/// column of zeros, one with a single outlier near the largest value it may encode (±1024,
+/// 31-bit exponents) and a tiny one give the pooled model as the others do.
+#[test]
+fn columns_of_any_magnitude_give_the_pooled_model() {
+    let (mut x, xa, mut xp, y) = setup(200);
+    let da = xa.ncols();
+    let edits: [(usize, &dyn Fn(usize, f32) -> f32); 3] = [
+        (0, &|_, _| 0.0),
+        (1, &|i, v| if i == 7 { -1000.0 } else { v }),
+        (2, &|_, v| v * 1e-5),
+    ];
+    for (j, f) in edits {
+        for i in 0..x.nrows() {
+            let v = f(i, xp[0][(i, j)]);
+            xp[0][(i, j)] = v;
+            x[(i, da + j)] = v;
+        }
+    }
+    let cfg = LrConfig::new(4, ServerOptimizer::FedAvg { lr: 1.0 });
+    let want = pooled(&cfg, &x, y.view());
+    let got = run(&cfg, key(2), &xa, y.view(), &xp);
+    let m = got.active.model();
+    let mut flat = m.coef.clone();
+    for p in &got.passive {
+        flat.extend_from_slice(p.coef());
+    }
+    flat.push(m.intercept);
+    for (j, (a, b)) in flat.iter().zip(&want).enumerate() {
+        assert!(
+            (a - b).abs() < 1e-6,
+            "parameter {j}: vertical {a} vs pooled {b}"
+        );
+    }
+    assert_eq!(
+        got.passive[0].coef()[0],
+        0.0,
+        "a column of zeros gets no weight"
+    );
+    assert!(got.passive[0].coef()[1] != 0.0);
+}
+
 #[test]
 fn the_passive_party_receives_only_ciphertexts_and_masked_values() {
     let (_, xa, xp, y) = setup(200);
