@@ -172,6 +172,8 @@ pub enum VerticalJobError {
     Model(#[from] ModelFileError),
     #[error("the scoring or hold-out answer of the peer")]
     Scoring(#[source] ScoringError),
+    #[error("the active party's list of common rows")]
+    CommonRows(#[source] fedsilo_task::vertical::CommonRowsError),
     #[error("internal: {0}")]
     Internal(&'static str),
     #[error("cannot write the model file {}", path.display())]
@@ -194,8 +196,13 @@ pub struct AlignedData {
     /// The active party's labels of the aligned rows (the chosen label).
     pub y: Option<Array1<f32>>,
     pub label: Option<String>,
-    /// The alignment file the rows came from.
+    /// The alignment file the rows came from (with several passive parties, the first
+    /// pair's).
     pub alignment: PathBuf,
+    /// The active party with several passive parties: per passive party (the spec's order),
+    /// the positions in that pair's alignment order of the common rows, in the common order
+    /// (the rows above): what [`ToPassive::Rows`] tells each. Empty otherwise.
+    pub common: Vec<Vec<u32>>,
 }
 
 /// The digest of the ids at the aligned rows, in alignment order (what `Alignment::rows_digest`
@@ -240,54 +247,76 @@ pub fn load_aligned(
     start: &VerticalStart,
 ) -> Result<AlignedData, VerticalJobError> {
     let store = AlignmentStore::new(state_dir);
-    let path = store.path(&start.spec.psi_job, &start.peer);
-    let a: Alignment = store
-        .load(&start.spec.psi_job, &start.peer)?
-        .ok_or_else(|| VerticalJobError::NoAlignment {
-            psi_job: start.spec.psi_job.clone(),
-            peer: start.peer.clone(),
-            path: path.clone(),
-        })?;
-    let want_hash = hex::encode(start.psi_hash);
-    if a.session != start.psi_session || a.intersection_hash != want_hash {
-        return Err(VerticalJobError::AlignmentMismatch {
-            path,
-            got_session: a.session,
-            got_hash: a.intersection_hash.clone(),
-            want_session: start.psi_session,
-            want_hash,
-        });
+    // One alignment per pair (the active party with several passive parties: one each).
+    let mut pairs = Vec::new();
+    for pair in start.pairs() {
+        let path = store.path(&start.spec.psi_job, &pair.passive);
+        let a: Alignment = store
+            .load(&start.spec.psi_job, &pair.passive)?
+            .ok_or_else(|| VerticalJobError::NoAlignment {
+                psi_job: start.spec.psi_job.clone(),
+                peer: pair.passive.clone(),
+                path: path.clone(),
+            })?;
+        let want_hash = hex::encode(pair.psi_hash);
+        if a.session != pair.psi_session || a.intersection_hash != want_hash {
+            return Err(VerticalJobError::AlignmentMismatch {
+                path,
+                got_session: a.session,
+                got_hash: a.intersection_hash.clone(),
+                want_session: pair.psi_session,
+                want_hash,
+            });
+        }
+        let rows = a
+            .rows
+            .clone()
+            .ok_or_else(|| VerticalJobError::NoRows { path: path.clone() })?;
+        let then = a
+            .rows_digest
+            .clone()
+            .ok_or_else(|| VerticalJobError::NoRowsDigest { path: path.clone() })?;
+        pairs.push((path, rows, then));
     }
-    let rows = a
-        .rows
-        .clone()
-        .ok_or_else(|| VerticalJobError::NoRows { path: path.clone() })?;
-    let then = a
-        .rows_digest
-        .clone()
-        .ok_or_else(|| VerticalJobError::NoRowsDigest { path: path.clone() })?;
     let schema = crate::psi::with_id_column(&start.dataset, schema_path, schema, &start.id_column)?;
     let table = source.load(&schema).map_err(|e| VerticalJobError::Data {
         dataset: start.dataset.clone(),
         source: Box::new(e),
     })?;
-    let now = rows_digest(&table.ids, &rows, start.id_format).map_err(|e| match e {
-        VerticalJobError::RowOutOfRange { row, rows, .. } => VerticalJobError::RowOutOfRange {
-            dataset: start.dataset.clone(),
-            row,
-            rows,
-        },
-        other => other,
-    })?;
-    if now != then {
-        return Err(VerticalJobError::RowsChanged {
-            dataset: start.dataset.clone(),
-            psi_job: start.spec.psi_job.clone(),
-            path,
-            now,
-            then,
-        });
+    for (path, rows, then) in &pairs {
+        let now = rows_digest(&table.ids, rows, start.id_format).map_err(|e| match e {
+            VerticalJobError::RowOutOfRange { row, rows, .. } => VerticalJobError::RowOutOfRange {
+                dataset: start.dataset.clone(),
+                row,
+                rows,
+            },
+            other => other,
+        })?;
+        if now != *then {
+            return Err(VerticalJobError::RowsChanged {
+                dataset: start.dataset.clone(),
+                psi_job: start.spec.psi_job.clone(),
+                path: path.clone(),
+                now,
+                then: then.clone(),
+            });
+        }
     }
+    let several = pairs.len() > 1;
+    let mut pairs = pairs.into_iter();
+    let Some((path, first_rows, _)) = pairs.next() else {
+        return Err(VerticalJobError::Internal("a session without a pair"));
+    };
+    // With several passive parties: the rows aligned in every pair, in the first pair's
+    // order, and each passive party's positions of them.
+    let (rows, common) = if several {
+        let all: Vec<Vec<u32>> = std::iter::once(first_rows)
+            .chain(pairs.map(|(_, r, _)| r))
+            .collect();
+        fedsilo_task::vertical::common_rows(&all)
+    } else {
+        (first_rows, Vec::new())
+    };
     if table.n_features() == 0 {
         return Err(VerticalJobError::NoFeatures {
             dataset: start.dataset.clone(),
@@ -335,6 +364,7 @@ pub fn load_aligned(
         y,
         label,
         alignment: path,
+        common,
     })
 }
 
@@ -349,6 +379,13 @@ pub enum ToPassive {
     /// iterations of an earlier session (one the passive party said it holds).
     Resume {
         iteration: u32,
+    },
+    /// Several passive parties, first in the channel: the positions (in this pair's
+    /// alignment order) of the rows aligned in every pair, in the common order; the passive
+    /// party keeps exactly those rows, in that order
+    /// ([`fedsilo_task::vertical::check_common_positions`]).
+    Rows {
+        positions: Vec<u32>,
     },
 }
 
@@ -624,15 +661,32 @@ struct Ready {
     resume: Vec<u32>,
 }
 
+/// A passive party of a session with several passive parties: its data (and, scoring, its
+/// checked model), kept until the active party says which rows are common.
+enum Stash {
+    Train(AlignedData),
+    Score(AlignedData, Box<VerticalModelFile>),
+}
+
 struct Session {
     start: VerticalStart,
-    link: Link,
+    /// One channel per peer: at the active party one per passive party (the spec's
+    /// order), at a passive party one to the active party.
+    links: Vec<Link>,
+    /// The peers' names, as `links`.
+    peers: Vec<String>,
     party: Party,
     prepared: Option<Prepared>,
-    /// Sealed messages that arrived before the party could take them.
-    inbox: VecDeque<Sealed>,
-    /// The passive party's Ready, if it came before this (active) party's data.
-    peer_ready: Option<Ready>,
+    /// Several passive parties, at a passive party: the data waiting for the common rows.
+    stash: Option<Stash>,
+    /// Sealed messages (with their channel) that arrived before the party could take them.
+    inbox: VecDeque<(usize, Sealed)>,
+    /// The active party: each passive party's Ready, if it came before the rest.
+    peer_ready: Vec<Option<Ready>>,
+    /// The active party with several passive parties: the common-rows list sent, per peer.
+    rows_sent: Vec<bool>,
+    /// The active party: each passive party's hold-out or scoring answer, until all are in.
+    answers: Vec<Option<ToActive>>,
     steps: u64,
     /// This party's own state after the last two completed iterations or trees (carried
     /// into a later session of the job, which continues from one both parties hold).
@@ -776,38 +830,69 @@ impl VerticalDriver {
             self.fail(&job, session, format!("the job spec: {e}"));
             return;
         }
-        let Some(key) = peer_key(&self.peers, &start.peer) else {
-            let e = VerticalJobError::UnknownPeer {
-                peer: start.peer.clone(),
-            };
-            self.fail(&job, session, fedsilo_config::display_chain(&e));
+        // The peers: every passive party at the active one; the active party at a passive one.
+        let pairs = start.pairs();
+        let peers: Vec<String> = pairs.iter().map(|p| p.passive.clone()).collect();
+        let several = start.spec.passive.len() > 1;
+        if start.role == Role::Active && peers != start.spec.passive {
+            self.fail(
+                &job,
+                session,
+                "the session's passive parties are not the job spec's".into(),
+            );
             return;
-        };
-        let ctx = PsiContext {
-            job_id: job.clone(),
-            session,
-        };
-        let (hello, msg) = ChannelHello::new(
-            ctx,
-            start.role,
-            &self.identity,
-            key,
-            start.spec.digest(),
-            &mut self.rng,
-        );
-        tracing::info!(job = %job, session, role = %start.role, peer = %start.peer, kind = start.spec.kind.name(), "vertical session opened");
-        self.outbox.push_back(ToCoordinator::Psi(msg));
+        }
+        let mut links = Vec::new();
+        for (k, peer) in peers.iter().enumerate() {
+            let Some(key) = peer_key(&self.peers, peer) else {
+                let e = VerticalJobError::UnknownPeer { peer: peer.clone() };
+                self.fail(&job, session, fedsilo_config::display_chain(&e));
+                return;
+            };
+            let ctx = PsiContext {
+                job_id: job.clone(),
+                session,
+            };
+            // Each pair's channel is bound to its pair (the digest names the passive party).
+            let index = match start.role {
+                Role::Active => k,
+                Role::Passive => start.passive_index as usize,
+            };
+            let (hello, msg) = ChannelHello::new(
+                ctx,
+                start.role,
+                &self.identity,
+                key,
+                start.spec.channel_digest(index),
+                &mut self.rng,
+            );
+            self.outbox
+                .push_back(if start.role == Role::Active && several {
+                    ToCoordinator::VerticalRelay {
+                        passive: k as u32,
+                        msg,
+                    }
+                } else {
+                    ToCoordinator::Psi(msg)
+                });
+            links.push(Link::Hello(hello));
+        }
+        tracing::info!(job = %job, session, role = %start.role, peers = ?peers, kind = start.spec.kind.name(), "vertical session opened");
         self.events
             .push_back(VerticalEvent::NeedData(Box::new(start.clone())));
         self.sessions.insert(
             job,
             Session {
+                peer_ready: vec![None; links.len()],
+                rows_sent: vec![false; links.len()],
+                answers: vec![None; links.len()],
                 start,
-                link: Link::Hello(hello),
+                links,
+                peers,
                 party: Party::Waiting,
                 prepared: None,
+                stash: None,
                 inbox: VecDeque::new(),
-                peer_ready: None,
                 steps: 0,
                 checkpoints,
                 resumed_from: 0,
@@ -915,22 +1000,11 @@ impl VerticalDriver {
             self.fail(job_id, session, fedsilo_config::display_chain(&e));
             return;
         }
-        // The labels count only when they are the model's (else no AUC is reported).
-        let mut data = data;
-        if s.start.spec.label.is_empty() && data.label != model.label {
-            data.y = None;
-            data.label = None;
+        if waits_for_rows(&s.start) {
+            s.stash = Some(Stash::Score(data, Box::new(model)));
+        } else {
+            s.prepared = Some(prepare_scoring(&s.start.spec, data, Box::new(model)));
         }
-        let d = data.x.ncols();
-        s.prepared = Some(Prepared {
-            train: Array2::zeros((0, d)),
-            hold: data.x.clone(),
-            y_train: None,
-            y_hold: data.y.clone(),
-            standardizer: None,
-            model: Some(Box::new(model)),
-            data,
-        });
         self.advance(job_id);
     }
 
@@ -941,6 +1015,11 @@ impl VerticalDriver {
             return;
         };
         let session = s.start.session;
+        if waits_for_rows(&s.start) {
+            s.stash = Some(Stash::Train(data));
+            self.advance(job_id);
+            return;
+        }
         match prepare(&s.start.spec, data) {
             Ok(p) => s.prepared = Some(p),
             Err(e) => {
@@ -951,8 +1030,19 @@ impl VerticalDriver {
         self.advance(job_id);
     }
 
-    /// A relayed message of a vertical session (Hello or sealed).
+    /// A relayed message of a vertical session (Hello or sealed) from the one peer: the
+    /// active party (at a passive party), or the one passive party.
     pub fn handle_message(&mut self, msg: PsiMsg) {
+        self.handle_from(None, msg)
+    }
+
+    /// A relayed message of a vertical session with several passive parties, at the active
+    /// party: from passive party `passive` (its index in the spec's order).
+    pub fn handle_relayed(&mut self, passive: u32, msg: PsiMsg) {
+        self.handle_from(Some(passive), msg)
+    }
+
+    fn handle_from(&mut self, passive: Option<u32>, msg: PsiMsg) {
         let ctx = msg.ctx().clone();
         let key = (ctx.job_id.clone(), ctx.session);
         let current = self.sessions.get(&ctx.job_id).map(|s| s.start.session);
@@ -970,13 +1060,32 @@ impl VerticalDriver {
         let Some(s) = self.sessions.get_mut(&ctx.job_id) else {
             return;
         };
+        // The channel: named by the relay at an active party with several passive parties
+        // (and only there).
+        let several = s.start.role == Role::Active && s.links.len() > 1;
+        let k = match (several, passive) {
+            (true, Some(k)) if (k as usize) < s.links.len() => k as usize,
+            (false, None) => 0,
+            (true, _) | (false, Some(_)) => {
+                let why = format!(
+                    "a relayed message names passive party {passive:?}; this party has {} channel(s)",
+                    s.links.len()
+                );
+                self.fail(&ctx.job_id, ctx.session, why);
+                return;
+            }
+        };
+        let peer = s.peers.get(k).cloned().unwrap_or_default();
         match msg {
             PsiMsg::Hello(h) => {
-                let link = std::mem::replace(&mut s.link, Link::Gone);
+                let Some(slot) = s.links.get_mut(k) else {
+                    return;
+                };
+                let link = std::mem::replace(slot, Link::Gone);
                 let Link::Hello(hello) = link else {
-                    s.link = link;
+                    *slot = link;
                     let e = VerticalJobError::OutOfTurn {
-                        peer: s.start.peer.clone(),
+                        peer,
                         what: "a second Hello",
                     };
                     self.fail(&ctx.job_id, ctx.session, fedsilo_config::display_chain(&e));
@@ -984,7 +1093,7 @@ impl VerticalDriver {
                 };
                 match hello.accept(&h) {
                     Ok(ch) => {
-                        s.link = Link::Open(Box::new(Open {
+                        *slot = Link::Open(Box::new(Open {
                             ch,
                             part_len: self.part_len,
                             reassembly: Reassembly::new(parts::MAX_MESSAGE),
@@ -992,16 +1101,13 @@ impl VerticalDriver {
                         }))
                     }
                     Err(source) => {
-                        let e = VerticalJobError::Channel {
-                            peer: s.start.peer.clone(),
-                            source,
-                        };
+                        let e = VerticalJobError::Channel { peer, source };
                         self.fail(&ctx.job_id, ctx.session, fedsilo_config::display_chain(&e));
                         return;
                     }
                 }
             }
-            PsiMsg::Sealed(m) => s.inbox.push_back(m),
+            PsiMsg::Sealed(m) => s.inbox.push_back((k, m)),
         }
         self.advance(&ctx.job_id);
     }
@@ -1021,8 +1127,19 @@ impl VerticalDriver {
             &mut progress,
             self.record.as_mut(),
         );
-        for m in out {
-            self.outbox.push_back(ToCoordinator::Psi(m));
+        let several = self
+            .sessions
+            .get(job_id)
+            .is_some_and(|s| s.start.role == Role::Active && s.links.len() > 1);
+        for (k, m) in out {
+            self.outbox.push_back(if several {
+                ToCoordinator::VerticalRelay {
+                    passive: k as u32,
+                    msg: m,
+                }
+            } else {
+                ToCoordinator::Psi(m)
+            });
         }
         let resumed_from = self.sessions.get(job_id).map_or(0, |s| s.resumed_from);
         for p in progress {
@@ -1056,6 +1173,59 @@ impl VerticalDriver {
             Ok(None) => {}
             Err(e) => self.fail(job_id, session, fedsilo_config::display_chain(&e)),
         }
+    }
+}
+
+/// A passive party of a session with several passive parties: it keeps its data until the
+/// active party names the common rows ([`ToPassive::Rows`]).
+fn waits_for_rows(start: &VerticalStart) -> bool {
+    start.role == Role::Passive && start.spec.passive.len() > 1
+}
+
+/// A passive party's aligned rows cut to the common rows (`positions`, checked), in the
+/// common order.
+fn keep_common(data: AlignedData, positions: &[u32]) -> Result<AlignedData, VerticalJobError> {
+    fedsilo_task::vertical::check_common_positions(positions, data.x.nrows())
+        .map_err(VerticalJobError::CommonRows)?;
+    let idx: Vec<usize> = positions.iter().map(|&p| p as usize).collect();
+    let pick = |v: &[String]| -> Vec<String> {
+        if v.is_empty() {
+            Vec::new()
+        } else {
+            idx.iter().filter_map(|&i| v.get(i).cloned()).collect()
+        }
+    };
+    Ok(AlignedData {
+        x: data.x.select(Axis(0), &idx),
+        y: data
+            .y
+            .as_ref()
+            .map(|y| idx.iter().filter_map(|&i| y.get(i).copied()).collect()),
+        ids: pick(&data.ids),
+        ..data
+    })
+}
+
+/// A scoring session's prepared rows: all of them scored, none trained on.
+fn prepare_scoring(
+    spec: &VerticalJobSpec,
+    mut data: AlignedData,
+    model: Box<VerticalModelFile>,
+) -> Prepared {
+    // The labels count only when they are the model's (else no AUC is reported).
+    if spec.label.is_empty() && data.label != model.label {
+        data.y = None;
+        data.label = None;
+    }
+    let d = data.x.ncols();
+    Prepared {
+        train: Array2::zeros((0, d)),
+        hold: data.x.clone(),
+        y_train: None,
+        y_hold: data.y.clone(),
+        standardizer: None,
+        model: Some(model),
+        data,
     }
 }
 
@@ -1105,17 +1275,35 @@ pub const MAX_PART: usize = MAX_PLAINTEXT - parts::HEADER_BYTES;
 /// Serialises `msg` and seals it to the peer, in as many parts as it needs (messages up to
 /// [`parts::MAX_MESSAGE`] bytes; a longer one fails the session, saying so).
 fn seal_to(
-    link: &mut Link,
-    out: &mut Vec<PsiMsg>,
+    links: &mut [Link],
+    k: usize,
+    out: &mut Vec<(usize, PsiMsg)>,
     msg: &impl Serialize,
 ) -> Result<(), VerticalJobError> {
-    if let Link::Open(o) = link {
-        let bytes = serde_json::to_vec(msg).map_err(VerticalJobError::Encode)?;
-        let parts = parts::split(&bytes, o.part_len, parts::MAX_MESSAGE)
-            .map_err(VerticalJobError::Split)?;
-        for part in parts {
-            out.push(o.ch.seal(&part));
+    match links.get_mut(k) {
+        Some(Link::Open(o)) => {
+            let bytes = serde_json::to_vec(msg).map_err(VerticalJobError::Encode)?;
+            let parts = parts::split(&bytes, o.part_len, parts::MAX_MESSAGE)
+                .map_err(VerticalJobError::Split)?;
+            for part in parts {
+                out.push((k, o.ch.seal(&part)));
+            }
+            Ok(())
         }
+        _ => Err(VerticalJobError::Internal(
+            "a message for a channel that is not open",
+        )),
+    }
+}
+
+/// Seals `msg` to every peer (every passive party, at the active party).
+fn seal_to_all(
+    links: &mut [Link],
+    out: &mut Vec<(usize, PsiMsg)>,
+    msg: &impl Serialize,
+) -> Result<(), VerticalJobError> {
+    for k in 0..links.len() {
+        seal_to(links, k, out, msg)?;
     }
     Ok(())
 }
@@ -1132,78 +1320,59 @@ type Finished = Option<Ended>;
 fn step(
     s: &mut Session,
     rng: &mut rand_chacha::ChaCha20Rng,
-    out: &mut Vec<PsiMsg>,
+    out: &mut Vec<(usize, PsiMsg)>,
     progress: &mut Vec<u64>,
     mut record: Option<&mut Vec<Received>>,
 ) -> Result<Finished, VerticalJobError> {
-    let peer = s.start.peer.clone();
-    let protocol = |source| VerticalJobError::Protocol {
-        peer: peer.clone(),
-        source,
-    };
-    if s.done || !matches!(s.link, Link::Open(_)) {
+    // Every channel open first (messages wait in the inbox until then).
+    if s.done || !s.links.iter().all(|l| matches!(l, Link::Open(_))) {
         return Ok(None);
     }
-    // A scoring session: the passive party, once its data and model are in, answers for
-    // every customer and is done.
-    if s.start.role == Role::Passive && !s.start.spec.kind.trains() {
-        let Some(p) = &s.prepared else {
-            return Ok(None);
-        };
-        let model = p.model.as_ref().ok_or(VerticalJobError::Internal(
-            "a scoring session without a model",
-        ))?;
-        let answer = score::passive_answer(model, p.hold.view())?;
-        seal_to(&mut s.link, out, &ToActive::Scoring(answer))?;
-        s.steps = 1;
-        if !s.inbox.is_empty() {
-            return Err(VerticalJobError::OutOfTurn {
-                peer: peer.clone(),
-                what: "a message in a scoring session (the passive party receives none)",
-            });
-        }
-        return Ok(Some(scored(s, p.hold.nrows(), None)));
+    // The passive party, once its (common) rows are in: a scoring session answers and
+    // ends; a training one builds its party and says it is ready.
+    if let Some(done) = passive_ready(s, out)? {
+        return Ok(Some(done));
     }
-    // The passive party, once its data is in, says it is ready (and builds its party).
-    if s.start.role == Role::Passive && matches!(s.party, Party::Waiting) {
-        let Some(p) = &s.prepared else {
-            return Ok(None);
-        };
-        let ready = ToActive::Ready {
-            columns: p.train.ncols() as u64,
-            rows: p.data.x.nrows() as u64,
-            resume: s.checkpoints.iter().map(Checkpoint::steps).collect(),
-        };
-        s.party = match s.start.spec.kind {
-            // The bank's key must be of the job's size (not merely the crate's floor).
-            VerticalKind::VerticalLogistic => Party::PassiveLr(Box::new(
-                PassiveLr::new(s.start.spec.lr_config(), p.train.view())
-                    .map_err(protocol)?
-                    .require_key_bits(s.start.spec.key_bits()),
-            )),
-            VerticalKind::VerticalGbdt => Party::PassiveBoost(Box::new(
-                PassiveBoost::new(s.start.spec.gbdt_params(), p.train.view())
-                    .map_err(protocol)?
-                    .require_key_bits(s.start.spec.key_bits()),
-            )),
-            VerticalKind::VerticalScore => {
-                return Err(VerticalJobError::Internal(
-                    "a scoring session sends no Ready",
-                ))
+    // The active party with several passive parties: once its data is in, it tells each
+    // passive party which of its aligned rows are common to every pair.
+    if s.start.role == Role::Active && s.links.len() > 1 {
+        if let Some(p) = &s.prepared {
+            for k in 0..s.links.len() {
+                if s.rows_sent.get(k).copied().unwrap_or(true) {
+                    continue;
+                }
+                let positions = p
+                    .data
+                    .common
+                    .get(k)
+                    .cloned()
+                    .ok_or(VerticalJobError::Internal(
+                        "no common rows for a passive party",
+                    ))?;
+                seal_to(&mut s.links, k, out, &ToPassive::Rows { positions })?;
+                if let Some(sent) = s.rows_sent.get_mut(k) {
+                    *sent = true;
+                }
             }
-        };
-        seal_to(&mut s.link, out, &ready)?;
+        }
     }
     while !s.inbox.is_empty() {
         // The active party takes nothing but Ready until its data is in.
         if s.start.role == Role::Active && s.prepared.is_none() {
             break;
         }
-        let Some(m) = s.inbox.pop_front() else {
+        // A passive party waiting for the common rows takes them once its data is in.
+        if waits_for_rows(&s.start) && s.stash.is_none() && s.prepared.is_none() {
+            break;
+        }
+        let Some((k, m)) = s.inbox.pop_front() else {
             break;
         };
-        let Link::Open(o) = &mut s.link else {
-            return Ok(None);
+        let peer = s.peers.get(k).cloned().unwrap_or_default();
+        let Some(Link::Open(o)) = s.links.get_mut(k) else {
+            return Err(VerticalJobError::Internal(
+                "a message on a channel not open",
+            ));
         };
         let part = o.ch.open(&m).map_err(|source| VerticalJobError::Channel {
             peer: peer.clone(),
@@ -1240,7 +1409,7 @@ fn step(
         match s.start.role {
             Role::Active => {
                 let msg: ToActive = serde_json::from_slice(&plain).map_err(undecodable)?;
-                if let Some(done) = active_take(s, rng, out, progress, msg)? {
+                if let Some(done) = active_take(s, rng, out, progress, k, msg)? {
                     return Ok(Some(done));
                 }
             }
@@ -1252,23 +1421,82 @@ fn step(
             }
         }
     }
-    // The active party starts once its data is in and the peer is ready.
-    if s.start.role == Role::Active && matches!(s.party, Party::Waiting) {
-        if let (Some(_), Some(ready)) = (&s.prepared, s.peer_ready.clone()) {
-            start_active(s, rng, out, ready)?;
+    // The active party starts once its data is in and every passive party is ready.
+    if s.start.role == Role::Active && matches!(s.party, Party::Waiting) && s.prepared.is_some() {
+        if let Some(readies) = s.peer_ready.iter().cloned().collect::<Option<Vec<_>>>() {
+            start_active(s, rng, out, readies)?;
         }
     }
+    Ok(None)
+}
+
+/// The passive party, once its rows are prepared and its party not built yet: in a scoring
+/// session it answers for every row and is done; in training it builds its party and sends
+/// `Ready`.
+fn passive_ready(
+    s: &mut Session,
+    out: &mut Vec<(usize, PsiMsg)>,
+) -> Result<Finished, VerticalJobError> {
+    if s.start.role != Role::Passive || !matches!(s.party, Party::Waiting) {
+        return Ok(None);
+    }
+    let Some(p) = &s.prepared else {
+        return Ok(None);
+    };
+    let peer = s.peers.first().cloned().unwrap_or_default();
+    let protocol = |source| VerticalJobError::Protocol {
+        peer: peer.clone(),
+        source,
+    };
+    if !s.start.spec.kind.trains() {
+        let model = p.model.as_ref().ok_or(VerticalJobError::Internal(
+            "a scoring session without a model",
+        ))?;
+        let answer = score::passive_answer(model, p.hold.view())?;
+        seal_to(&mut s.links, 0, out, &ToActive::Scoring(answer))?;
+        s.steps = 1;
+        if !s.inbox.is_empty() {
+            return Err(VerticalJobError::OutOfTurn {
+                peer,
+                what: "a message in a scoring session (the passive party receives none)",
+            });
+        }
+        return Ok(Some(scored(s, p.hold.nrows(), None)));
+    }
+    let ready = ToActive::Ready {
+        columns: p.train.ncols() as u64,
+        rows: p.data.x.nrows() as u64,
+        resume: s.checkpoints.iter().map(Checkpoint::steps).collect(),
+    };
+    s.party = match s.start.spec.kind {
+        // The bank's key must be of the job's size (not merely the crate's floor).
+        VerticalKind::VerticalLogistic => Party::PassiveLr(Box::new(
+            PassiveLr::new(s.start.spec.lr_config(), p.train.view())
+                .map_err(protocol)?
+                .require_key_bits(s.start.spec.key_bits()),
+        )),
+        VerticalKind::VerticalGbdt => Party::PassiveBoost(Box::new(
+            PassiveBoost::new(s.start.spec.gbdt_params(), p.train.view())
+                .map_err(protocol)?
+                .require_key_bits(s.start.spec.key_bits()),
+        )),
+        VerticalKind::VerticalScore => {
+            return Err(VerticalJobError::Internal(
+                "a scoring session sends no Ready",
+            ))
+        }
+    };
+    seal_to(&mut s.links, 0, out, &ready)?;
     Ok(None)
 }
 
 fn start_active(
     s: &mut Session,
     rng: &mut rand_chacha::ChaCha20Rng,
-    out: &mut Vec<PsiMsg>,
-    ready: Ready,
+    out: &mut Vec<(usize, PsiMsg)>,
+    readies: Vec<Ready>,
 ) -> Result<(), VerticalJobError> {
-    let (cols, rows) = (ready.columns, ready.rows);
-    let peer = s.start.peer.clone();
+    let peer = s.peers.join(", ");
     let protocol = |source| VerticalJobError::Protocol {
         peer: peer.clone(),
         source,
@@ -1276,11 +1504,17 @@ fn start_active(
     let Some(p) = &s.prepared else {
         return Ok(());
     };
-    if rows != p.data.x.nrows() as u64 {
-        return Err(protocol(VerticalError::Data(format!(
-            "the peer holds {rows} aligned rows, this party {}",
-            p.data.x.nrows()
-        ))));
+    for (ready, name) in readies.iter().zip(&s.peers) {
+        if ready.rows != p.data.x.nrows() as u64 {
+            return Err(VerticalJobError::Protocol {
+                peer: name.clone(),
+                source: VerticalError::Data(format!(
+                    "the peer holds {} aligned rows, this party {}",
+                    ready.rows,
+                    p.data.x.nrows()
+                )),
+            });
+        }
     }
     let y = p
         .y_train
@@ -1291,19 +1525,19 @@ fn start_active(
             "a scoring session trains nothing",
         ));
     }
-    let dims = [cols as usize];
+    let dims: Vec<usize> = readies.iter().map(|r| r.columns as usize).collect();
     let sk = SecretKey::generate(rng, s.start.spec.key_bits()).map_err(protocol)?;
     tracing::info!(job = %s.start.spec.job_id, bits = s.start.spec.key_bits(), "Paillier key drawn; training starts");
-    // Continue from the last step both parties hold their state after (with the fresh key).
+    // Continue from the last step every party holds its state after (with the fresh key).
     let common = s
         .checkpoints
         .iter()
-        .filter(|c| ready.resume.contains(&c.steps()))
+        .filter(|c| readies.iter().all(|r| r.resume.contains(&c.steps())))
         .max_by_key(|c| c.steps())
         .cloned();
     let resumed = common.as_ref().map(Checkpoint::steps);
     let wrong_kind = VerticalJobError::Internal("a checkpoint of another kind of party");
-    let (party, msgs): (Party, Vec<ToPassive>) = match s.start.spec.kind {
+    let (party, msgs): (Party, Vec<(usize, ToPassive)>) = match s.start.spec.kind {
         VerticalKind::VerticalLogistic => {
             let (mut party, msgs) = ActiveLr::new(
                 s.start.spec.lr_config(),
@@ -1318,7 +1552,10 @@ fn start_active(
                 Some(_) => return Err(wrong_kind),
                 None => {}
             }
-            let msgs = msgs.into_iter().map(|(_, m)| ToPassive::Lr(m)).collect();
+            let msgs = msgs
+                .into_iter()
+                .map(|(k, m)| (k, ToPassive::Lr(m)))
+                .collect();
             (Party::ActiveLr(Box::new(party)), msgs)
         }
         VerticalKind::VerticalGbdt => {
@@ -1332,7 +1569,10 @@ fn start_active(
                 None => ActiveBoost::new(rng, params, sk, x, y, &dims),
             }
             .map_err(protocol)?;
-            let msgs = msgs.into_iter().map(|(_, m)| ToPassive::Boost(m)).collect();
+            let msgs = msgs
+                .into_iter()
+                .map(|(k, m)| (k, ToPassive::Boost(m)))
+                .collect();
             (Party::ActiveBoost(Box::new(party)), msgs)
         }
         VerticalKind::VerticalScore => {
@@ -1343,13 +1583,13 @@ fn start_active(
     };
     if let Some(steps) = resumed {
         tracing::info!(job = %s.start.spec.job_id, steps, "vertical training continues from an earlier session's state");
-        seal_to(&mut s.link, out, &ToPassive::Resume { iteration: steps })?;
+        seal_to_all(&mut s.links, out, &ToPassive::Resume { iteration: steps })?;
         s.steps = u64::from(steps);
         s.resumed_from = u64::from(steps);
     }
     s.party = party;
-    for m in msgs {
-        seal_to(&mut s.link, out, &m)?;
+    for (k, m) in msgs {
+        seal_to(&mut s.links, k, out, &m)?;
     }
     Ok(())
 }
@@ -1357,11 +1597,12 @@ fn start_active(
 fn active_take(
     s: &mut Session,
     rng: &mut rand_chacha::ChaCha20Rng,
-    out: &mut Vec<PsiMsg>,
+    out: &mut Vec<(usize, PsiMsg)>,
     progress: &mut Vec<u64>,
+    from: usize,
     msg: ToActive,
 ) -> Result<Finished, VerticalJobError> {
-    let peer = s.start.peer.clone();
+    let peer = s.peers.get(from).cloned().unwrap_or_default();
     let protocol = |source| VerticalJobError::Protocol {
         peer: peer.clone(),
         source,
@@ -1370,28 +1611,33 @@ fn active_take(
         peer: peer.clone(),
         what,
     };
-    match (&mut s.party, msg) {
-        (Party::Waiting, ToActive::Scoring(answer)) if !s.start.spec.kind.trains() => {
-            let Some(p) = &s.prepared else {
-                return Ok(None);
-            };
-            let model = p.model.as_ref().ok_or(VerticalJobError::Internal(
-                "a scoring session without a model",
-            ))?;
-            let scores = score::active_scores(model, p.hold.view(), &answer)?;
-            progress.push(1);
-            s.steps = 1;
-            let rows = ScoredRows {
-                id_column: p.data.id_column.clone(),
-                ids: p.data.ids.clone(),
-                scores,
-                label: match (&p.data.label, &p.y_hold) {
-                    (Some(l), Some(y)) => Some((l.clone(), y.clone())),
-                    _ => None,
-                },
-            };
-            Ok(Some(scored(s, p.hold.nrows(), Some(rows))))
+    // The answers (scoring, hold-out) are collected from every passive party first.
+    let answer = matches!(
+        (&s.party, &msg),
+        (Party::Waiting, ToActive::Scoring(_))
+            | (Party::ActiveLr(_), ToActive::HoldoutLogits(_))
+            | (Party::ActiveBoost(_), ToActive::HoldoutRoutes(_))
+    );
+    let answer_turn = if s.start.spec.kind.trains() {
+        s.holdout_sent
+    } else {
+        true
+    };
+    if answer && answer_turn {
+        let slot = s
+            .answers
+            .get_mut(from)
+            .ok_or(VerticalJobError::Internal("an answer from no channel"))?;
+        if slot.is_some() {
+            return Err(out_of_turn("a second answer"));
         }
+        *slot = Some(msg);
+        let Some(answers) = s.answers.iter().cloned().collect::<Option<Vec<_>>>() else {
+            return Ok(None);
+        };
+        return active_answers(s, progress, answers);
+    }
+    match (&mut s.party, msg) {
         (
             Party::Waiting,
             ToActive::Ready {
@@ -1399,23 +1645,26 @@ fn active_take(
                 rows,
                 resume,
             },
-        ) if s.peer_ready.is_none() => {
-            let ready = Ready {
-                columns,
-                rows,
-                resume,
-            };
-            s.peer_ready = Some(ready.clone());
+        ) if s.peer_ready.get(from).is_some_and(Option::is_none) => {
+            if let Some(slot) = s.peer_ready.get_mut(from) {
+                *slot = Some(Ready {
+                    columns,
+                    rows,
+                    resume,
+                });
+            }
             if s.prepared.is_some() {
-                start_active(s, rng, out, ready)?;
+                if let Some(readies) = s.peer_ready.iter().cloned().collect::<Option<Vec<_>>>() {
+                    start_active(s, rng, out, readies)?;
+                }
             }
             Ok(None)
         }
         (Party::ActiveLr(a), ToActive::Lr(m)) => {
             let before = a.iteration();
-            let replies = a.handle(rng, 0, m).map_err(protocol)?;
-            for (_, r) in replies {
-                seal_to(&mut s.link, out, &ToPassive::Lr(r))?;
+            let replies = a.handle(rng, from, m).map_err(protocol)?;
+            for (k, r) in replies {
+                seal_to(&mut s.links, k, out, &ToPassive::Lr(r))?;
             }
             let after = a.iteration();
             for it in before..after {
@@ -1427,70 +1676,37 @@ fn active_take(
             }
             if a.is_done() && !s.holdout_sent {
                 s.holdout_sent = true;
-                seal_to(&mut s.link, out, &ToPassive::Holdout)?;
+                seal_to_all(&mut s.links, out, &ToPassive::Holdout)?;
             }
             Ok(None)
         }
         (Party::ActiveBoost(a), ToActive::Boost(m)) => {
-            let replies = a.handle(rng, 0, m).map_err(protocol)?;
+            let replies = a.handle(rng, from, m).map_err(protocol)?;
             if let Some(cp) = a.checkpoint() {
                 s.checkpointed |=
                     keep_checkpoint(&mut s.checkpoints, Checkpoint::ActiveBoost(Box::new(cp)));
             }
-            for (_, r) in replies {
+            for (k, r) in replies {
+                // Every passive party gets the same Gradients and Finished: a step counts
+                // once, at the first passive party's.
                 match &r {
-                    BoostToPassive::Gradients { tree, .. } if *tree > 0 => {
+                    BoostToPassive::Gradients { tree, .. } if *tree > 0 && k == 0 => {
                         progress.push(u64::from(*tree));
                         s.steps = u64::from(*tree);
                     }
-                    BoostToPassive::Finished => {
+                    BoostToPassive::Finished if k == 0 => {
                         s.steps += 1;
                         progress.push(s.steps);
                     }
                     _ => {}
                 }
-                seal_to(&mut s.link, out, &ToPassive::Boost(r))?;
+                seal_to(&mut s.links, k, out, &ToPassive::Boost(r))?;
             }
             if a.is_done() && !s.holdout_sent {
                 s.holdout_sent = true;
-                seal_to(&mut s.link, out, &ToPassive::Holdout)?;
+                seal_to_all(&mut s.links, out, &ToPassive::Holdout)?;
             }
             Ok(None)
-        }
-        (Party::ActiveLr(a), ToActive::HoldoutLogits(u)) if s.holdout_sent => {
-            let Some(p) = &s.prepared else {
-                return Ok(None);
-            };
-            let model = a.model();
-            let u = u
-                .unpack(p.hold.nrows())
-                .map_err(VerticalJobError::Scoring)?;
-            let scores: Vec<f64> = model
-                .margins(p.hold.view(), &[u])
-                .map_err(protocol)?
-                .into_iter()
-                .map(sigmoid)
-                .collect();
-            let mut file = model_file(s, p, &scores);
-            file.lr = Some(model);
-            Ok(Some(finish(s, file)))
-        }
-        (Party::ActiveBoost(a), ToActive::HoldoutRoutes(routes)) if s.holdout_sent => {
-            let Some(p) = &s.prepared else {
-                return Ok(None);
-            };
-            let model = a.model().map_err(protocol)?;
-            let routes =
-                score::unpack_routes(&routes, p.hold.nrows()).map_err(VerticalJobError::Scoring)?;
-            let scores: Vec<f64> = model
-                .predict_margin(p.hold.view(), &[routes])
-                .map_err(protocol)?
-                .into_iter()
-                .map(sigmoid)
-                .collect();
-            let mut file = model_file(s, p, &scores);
-            file.gbdt = Some(model);
-            Ok(Some(finish(s, file)))
         }
         (_, m) => Err(out_of_turn(match m {
             ToActive::Ready { .. } => "Ready",
@@ -1503,13 +1719,100 @@ fn active_take(
     }
 }
 
+/// Every passive party's answer is in (the spec's order): the scores of a scoring session,
+/// or the hold-out scores and the model files of a training one.
+fn active_answers(
+    s: &mut Session,
+    progress: &mut Vec<u64>,
+    answers: Vec<ToActive>,
+) -> Result<Finished, VerticalJobError> {
+    let peer = s.peers.join(", ");
+    let protocol = |source| VerticalJobError::Protocol {
+        peer: peer.clone(),
+        source,
+    };
+    let Some(p) = &s.prepared else {
+        return Err(VerticalJobError::Internal("answers before the data"));
+    };
+    let n = p.hold.nrows();
+    let wrong = VerticalJobError::Internal("answers of different kinds");
+    match &s.party {
+        Party::Waiting => {
+            let model = p.model.as_ref().ok_or(VerticalJobError::Internal(
+                "a scoring session without a model",
+            ))?;
+            let answers = answers
+                .into_iter()
+                .map(|a| match a {
+                    ToActive::Scoring(a) => Ok(a),
+                    _ => Err(VerticalJobError::Internal("answers of different kinds")),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let scores = score::active_scores(model, p.hold.view(), &answers)?;
+            progress.push(1);
+            s.steps = 1;
+            let rows = ScoredRows {
+                id_column: p.data.id_column.clone(),
+                ids: p.data.ids.clone(),
+                scores,
+                label: match (&p.data.label, &p.y_hold) {
+                    (Some(l), Some(y)) => Some((l.clone(), y.clone())),
+                    _ => None,
+                },
+            };
+            Ok(Some(scored(s, n, Some(rows))))
+        }
+        Party::ActiveLr(a) => {
+            let model = a.model();
+            let mut us = Vec::with_capacity(answers.len());
+            for answer in answers {
+                let ToActive::HoldoutLogits(u) = answer else {
+                    return Err(wrong);
+                };
+                us.push(u.unpack(n).map_err(VerticalJobError::Scoring)?);
+            }
+            let scores: Vec<f64> = model
+                .margins(p.hold.view(), &us)
+                .map_err(protocol)?
+                .into_iter()
+                .map(sigmoid)
+                .collect();
+            let mut file = model_file(s, p, &scores);
+            file.lr = Some(model);
+            Ok(Some(finish(s, file)))
+        }
+        Party::ActiveBoost(a) => {
+            let model = a.model().map_err(protocol)?;
+            let mut routes = Vec::with_capacity(answers.len());
+            for answer in answers {
+                let ToActive::HoldoutRoutes(r) = answer else {
+                    return Err(wrong);
+                };
+                routes.push(score::unpack_routes(&r, n).map_err(VerticalJobError::Scoring)?);
+            }
+            let scores: Vec<f64> = model
+                .predict_margin(p.hold.view(), &routes)
+                .map_err(protocol)?
+                .into_iter()
+                .map(sigmoid)
+                .collect();
+            let mut file = model_file(s, p, &scores);
+            file.gbdt = Some(model);
+            Ok(Some(finish(s, file)))
+        }
+        Party::PassiveLr(_) | Party::PassiveBoost(_) => {
+            Err(VerticalJobError::Internal("answers at a passive party"))
+        }
+    }
+}
+
 fn passive_take(
     s: &mut Session,
     rng: &mut rand_chacha::ChaCha20Rng,
-    out: &mut Vec<PsiMsg>,
+    out: &mut Vec<(usize, PsiMsg)>,
     msg: ToPassive,
 ) -> Result<Finished, VerticalJobError> {
-    let peer = s.start.peer.clone();
+    let peer = s.peers.first().cloned().unwrap_or_default();
     let protocol = |source| VerticalJobError::Protocol {
         peer: peer.clone(),
         source,
@@ -1519,10 +1822,23 @@ fn passive_take(
         what,
     };
     match (&mut s.party, msg) {
+        // Several passive parties: the common rows, before anything else.
+        (Party::Waiting, ToPassive::Rows { positions }) if s.stash.is_some() => {
+            let stash = s.stash.take();
+            s.prepared = Some(match stash {
+                Some(Stash::Train(data)) => prepare(&s.start.spec, keep_common(data, &positions)?)?,
+                Some(Stash::Score(data, model)) => {
+                    prepare_scoring(&s.start.spec, keep_common(data, &positions)?, model)
+                }
+                None => return Err(VerticalJobError::Internal("no data for the common rows")),
+            });
+            tracing::info!(job = %s.start.spec.job_id, rows = positions.len(), "the common rows of every pair kept");
+            passive_ready(s, out)
+        }
         (Party::PassiveLr(p), ToPassive::Lr(m)) => {
             let is_gradient = matches!(m, LrToPassive::Gradient { .. });
             if let Some(r) = p.handle(rng, m).map_err(protocol)? {
-                seal_to(&mut s.link, out, &ToActive::Lr(r))?;
+                seal_to(&mut s.links, 0, out, &ToActive::Lr(r))?;
             }
             if is_gradient {
                 s.steps += 1;
@@ -1562,7 +1878,7 @@ fn passive_take(
                 s.steps += 1;
             }
             if let Some(r) = p.handle(rng, m).map_err(protocol)? {
-                seal_to(&mut s.link, out, &ToActive::Boost(r))?;
+                seal_to(&mut s.links, 0, out, &ToActive::Boost(r))?;
             }
             if let Some(cp) = p.checkpoint().filter(|_| gradients) {
                 s.checkpointed |= keep_checkpoint(&mut s.checkpoints, Checkpoint::PassiveBoost(cp));
@@ -1576,7 +1892,8 @@ fn passive_take(
             let u = p.partial_logits(prep.hold.view()).map_err(protocol)?;
             let coef = p.coef().to_vec();
             seal_to(
-                &mut s.link,
+                &mut s.links,
+                0,
                 out,
                 &ToActive::HoldoutLogits(score::PackedF64::pack(&u)),
             )?;
@@ -1599,7 +1916,7 @@ fn passive_take(
                 .iter()
                 .map(|(&(t, n), sp)| (t, n, sp.clone()))
                 .collect();
-            seal_to(&mut s.link, out, &ToActive::HoldoutRoutes(routes))?;
+            seal_to(&mut s.links, 0, out, &ToActive::HoldoutRoutes(routes))?;
             let mut file = model_file(s, prep, &[]);
             file.passive_splits = Some(splits);
             Ok(Some(finish(s, file)))
@@ -1609,6 +1926,7 @@ fn passive_take(
             ToPassive::Boost(_) => "a boosting message",
             ToPassive::Holdout => "a hold-out request before training ended",
             ToPassive::Resume { .. } => "a resume after the session started",
+            ToPassive::Rows { .. } => "a common-rows list (one passive party, or a second list)",
         })),
     }
 }
@@ -1740,6 +2058,8 @@ mod tests {
             delivery: Delivery::Both,
             psi_session: 1,
             psi_hash: [9; 32],
+            passive_index: 0,
+            more_passive: Vec::new(),
         }
     }
 
@@ -1776,6 +2096,7 @@ mod tests {
             label: y.as_ref().map(|_| "churn".to_string()),
             y,
             alignment: PathBuf::from("align.json"),
+            common: Vec::new(),
         };
         Pair {
             bank,
@@ -2147,18 +2468,18 @@ mod tests {
             panic!("not a hello")
         };
         let ch = ha.accept(&mp).unwrap();
-        let mut link = Link::Open(Box::new(Open {
+        let mut links = [Link::Open(Box::new(Open {
             ch,
             part_len: MAX_PART,
             reassembly: Reassembly::new(parts::MAX_MESSAGE),
             parts_seen: Vec::new(),
-        }));
+        }))];
         // A message one byte longer than a part: a full part and a one-byte one.
         let msg = "x".repeat(MAX_PART - 1);
         let mut out = Vec::new();
-        seal_to(&mut link, &mut out, &msg).unwrap();
+        seal_to(&mut links, 0, &mut out, &msg).unwrap();
         assert_eq!(out.len(), 2);
-        let full = out.swap_remove(0);
+        let (_, full) = out.swap_remove(0);
         let PsiMsg::Sealed(s) = &full else {
             panic!("not sealed")
         };
