@@ -2528,4 +2528,396 @@ mod tests {
             "{reason}"
         );
     }
+
+    // -----------------------------------------------------------------------------------------
+    // Several passive parties: the bank and two partners, relayed in memory as a star
+    // -----------------------------------------------------------------------------------------
+
+    const PASSIVES: [&str; 2] = ["insurer", "telco"];
+
+    /// The bank (active) and two passive drivers, and each party's rows: the bank's in the
+    /// common order (with each partner's positions of them), each partner's in its own pair's
+    /// alignment order (more rows than are common).
+    struct Star {
+        bank: VerticalDriver,
+        partners: Vec<VerticalDriver>,
+        data: Vec<AlignedData>,
+        /// The joined table on the common rows, in the common order: the bank's, the
+        /// insurer's and the telco's columns, and the labels.
+        joined: [Array2<f32>; 3],
+        y: Array1<f32>,
+    }
+
+    fn multi_spec(kind: &str, extra: &str) -> VerticalJobSpec {
+        let text = format!(
+            "kind = \"{kind}\"\njob_id = \"m\"\npsi_job = \"align\"\nactive = \"bank\"\n\
+             passive = [\"insurer\", \"telco\"]\nkey_bits = 1024\ntest_key = true\n{extra}"
+        );
+        fedsilo_config::from_toml_str(&text, "spec").unwrap()
+    }
+
+    fn star_starts(spec: &VerticalJobSpec, session: u64) -> [VerticalStart; 3] {
+        let mut a = start(spec, Role::Active, PASSIVES[0]);
+        a.session = session;
+        a.more_passive = vec![fedsilo_task::vertical::VerticalPair {
+            passive: PASSIVES[1].into(),
+            psi_session: 2,
+            psi_hash: [8; 32],
+        }];
+        let mut p0 = start(spec, Role::Passive, "bank");
+        p0.session = session;
+        let mut p1 = p0.clone();
+        p1.passive_index = 1;
+        p1.psi_session = 2;
+        p1.psi_hash = [8; 32];
+        [a, p0, p1]
+    }
+
+    /// `universe` customers; the insurer aligned with the bank on customers 0..universe-20
+    /// and the telco on 15..universe, each pair in its own shuffled order.
+    fn star(universe: usize) -> Star {
+        use rand::seq::SliceRandom;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+        let kb = Arc::new(IdentityKey::generate(&mut rng));
+        let kp: Vec<Arc<IdentityKey>> = (0..2)
+            .map(|_| Arc::new(IdentityKey::generate(&mut rng)))
+            .collect();
+        let roster = |names: &[(&str, &IdentityKey)]| -> BTreeMap<String, String> {
+            names
+                .iter()
+                .map(|(n, k)| (n.to_string(), hex::encode(k.public_key())))
+                .collect()
+        };
+        let mut bank = VerticalDriver::new(
+            kb.clone(),
+            roster(&[(PASSIVES[0], &kp[0]), (PASSIVES[1], &kp[1])]),
+            [1; 32],
+        );
+        let mut partners: Vec<VerticalDriver> = kp
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                VerticalDriver::new(k.clone(), roster(&[("bank", &kb)]), [2 + i as u8; 32])
+            })
+            .collect();
+        for d in std::iter::once(&mut bank).chain(partners.iter_mut()) {
+            d.record_received();
+        }
+        let n = universe;
+        let xb = Array2::from_shape_fn((n, 2), |_| rng.random_range(-1.0f32..1.0));
+        let xi = Array2::from_shape_fn((n, 3), |_| rng.random_range(-1.0f32..1.0));
+        let xt = Array2::from_shape_fn((n, 2), |_| rng.random_range(-1.0f32..1.0));
+        let yb: Array1<f32> = (0..n)
+            .map(|i| f32::from(u8::from(xb[(i, 0)] + xi[(i, 1)] - xt[(i, 0)] > 0.0)))
+            .collect();
+        let mut pair0: Vec<u32> = (0..(n - 20) as u32).collect();
+        let mut pair1: Vec<u32> = (15..n as u32).collect();
+        pair0.shuffle(&mut rng);
+        pair1.shuffle(&mut rng);
+        let (common, positions) =
+            fedsilo_task::vertical::common_rows(&[pair0.clone(), pair1.clone()]);
+        let idx = |rows: &[u32]| -> Vec<usize> { rows.iter().map(|&r| r as usize).collect() };
+        let c = idx(&common);
+        let data =
+            |cols: &[&str], x: Array2<f32>, y: Option<Array1<f32>>, ids: Vec<String>| AlignedData {
+                columns: cols.iter().map(|c| c.to_string()).collect(),
+                id_column: "customer".into(),
+                ids,
+                x,
+                label: y.as_ref().map(|_| "churn".to_string()),
+                y,
+                alignment: PathBuf::from("align.json"),
+                common: Vec::new(),
+            };
+        let mut bank_data = data(
+            &["x1", "x2"],
+            xb.select(Axis(0), &c),
+            Some(c.iter().map(|&i| yb[i]).collect()),
+            c.iter().map(|i| format!("c{i:05}")).collect(),
+        );
+        bank_data.common = positions;
+        Star {
+            bank,
+            partners,
+            data: vec![
+                bank_data,
+                data(
+                    &["i1", "i2", "i3"],
+                    xi.select(Axis(0), &idx(&pair0)),
+                    None,
+                    Vec::new(),
+                ),
+                data(
+                    &["t1", "t2"],
+                    xt.select(Axis(0), &idx(&pair1)),
+                    None,
+                    Vec::new(),
+                ),
+            ],
+            joined: [
+                xb.select(Axis(0), &c),
+                xi.select(Axis(0), &c),
+                xt.select(Axis(0), &c),
+            ],
+            y: c.iter().map(|&i| yb[i]).collect(),
+        }
+    }
+
+    /// Relays among the three until all are quiet; each party's events (bank, insurer,
+    /// telco). A scoring spec gives each party its model file.
+    fn run_star(
+        st: &mut Star,
+        spec: &VerticalJobSpec,
+        models: Option<&[VerticalModelFile; 3]>,
+    ) -> [Vec<VerticalEvent>; 3] {
+        let [a, p0, p1] = star_starts(spec, 4);
+        st.bank.handle_start(a);
+        st.partners[0].handle_start(p0);
+        st.partners[1].handle_start(p1);
+        let mut events: [Vec<VerticalEvent>; 3] = Default::default();
+        loop {
+            let mut moved = false;
+            for side in 0..3 {
+                let d = if side == 0 {
+                    &mut st.bank
+                } else {
+                    &mut st.partners[side - 1]
+                };
+                while let Some(ev) = d.poll_event() {
+                    moved = true;
+                    match ev {
+                        VerticalEvent::NeedData(s) => match models.map(|m| &m[side]) {
+                            Some(m) => d.provide_scoring(
+                                &s.spec.job_id,
+                                st.data[side].clone(),
+                                (m.clone(), Path::new("model.json")),
+                            ),
+                            None => d.provide_data(&s.spec.job_id, st.data[side].clone()),
+                        },
+                        other => events[side].push(other),
+                    }
+                }
+                let mut out = Vec::new();
+                while let Some(m) = d.poll_transmit() {
+                    out.push(m);
+                }
+                for m in out {
+                    moved = true;
+                    match (side, m) {
+                        (0, ToCoordinator::VerticalRelay { passive, msg }) => {
+                            st.partners[passive as usize].handle_message(msg)
+                        }
+                        (0, ToCoordinator::Psi(_)) => {
+                            panic!("the bank sent a message naming no passive party")
+                        }
+                        (k, ToCoordinator::Psi(msg)) if k > 0 => {
+                            st.bank.handle_relayed(k as u32 - 1, msg)
+                        }
+                        (k, ToCoordinator::VerticalRelay { .. }) if k > 0 => {
+                            panic!("a passive party addressed a passive party")
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if !moved {
+                return events;
+            }
+        }
+    }
+
+    /// The joined table's training and hold-out positions (over the common rows).
+    fn split(spec: &VerticalJobSpec, n: usize) -> (Vec<usize>, Vec<usize>) {
+        let hold = spec.holdout_positions(n);
+        let held: BTreeSet<usize> = hold.iter().copied().collect();
+        ((0..n).filter(|i| !held.contains(i)).collect(), hold)
+    }
+
+    /// Vertical LR with two passive parties trains exactly the optimiser's steps on the
+    /// joined table of the common rows (each party's columns standardised on the training
+    /// rows), and the bank's hold-out scores are the pooled model's.
+    #[test]
+    fn two_passive_parties_train_the_lr_model_of_the_joined_table() {
+        let mut st = star(230);
+        let spec = multi_spec("vertical_logistic", "iterations = 3\n");
+        let ev = run_star(&mut st, &spec, None);
+        for (e, who) in ev.iter().zip(["bank", "insurer", "telco"]) {
+            assert_eq!(failure(e), None, "{who}");
+        }
+        let n = st.y.len();
+        assert!(n < 200 && n > 150, "{n} common rows");
+        let reports: Vec<&VerticalReport> = ev.iter().map(|e| done(e).unwrap()).collect();
+        for r in &reports {
+            assert_eq!((r.rows, r.steps), (n as u64, 3));
+            assert_eq!(r.holdout_rows, reports[0].holdout_rows);
+        }
+        let models: Vec<VerticalModelFile> = ev.iter().map(|e| model(e)).collect();
+        let (train, hold) = split(&spec, n);
+        let mut xs_train = Vec::new();
+        let mut xs_hold = Vec::new();
+        for (j, m) in st.joined.iter().zip(&models) {
+            let t = j.select(Axis(0), &train);
+            let sd = fedsilo_task::pooled::standardizer_of(t.view());
+            assert_eq!(m.standardizer.as_ref(), Some(&sd));
+            xs_train.push(sd.apply(t.view()).unwrap());
+            xs_hold.push(sd.apply(j.select(Axis(0), &hold).view()).unwrap());
+        }
+        let cat = |v: &[Array2<f32>]| {
+            ndarray::concatenate(Axis(1), &v.iter().map(|a| a.view()).collect::<Vec<_>>()).unwrap()
+        };
+        let y_train: Array1<f32> = train.iter().map(|&i| st.y[i]).collect();
+        let pooled = fedsilo_vertical::lr::fit_joined(
+            &spec.lr_config(),
+            cat(&xs_train).view(),
+            y_train.view(),
+        )
+        .unwrap();
+        let lr = models[0].lr.as_ref().unwrap();
+        let mut flat = lr.coef.clone();
+        for m in &models[1..] {
+            flat.extend_from_slice(m.lr_coef.as_ref().unwrap());
+        }
+        flat.push(lr.intercept);
+        assert_eq!(flat.len(), pooled.len());
+        let diff = flat
+            .iter()
+            .zip(&pooled)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(diff < 1e-6, "{flat:?} vs {pooled:?}");
+        let p = fedsilo_ml::linear::LinearParams::from_flat(&pooled).unwrap();
+        let want = fedsilo_ml::linear::predict_proba(&p, cat(&xs_hold).view()).unwrap();
+        let got = models[0].holdout_scores.as_ref().unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6));
+        assert!(models[1].holdout_scores.is_none() && models[2].holdout_scores.is_none());
+        // Each partner's first message was the common-rows list, in its own channel.
+        for p in &mut st.partners {
+            let got = p.take_received();
+            assert!(
+                got[0].plaintext.starts_with("{\"Rows\""),
+                "{}",
+                got[0].plaintext
+            );
+            assert_eq!(
+                got.iter()
+                    .filter(|r| r.plaintext.starts_with("{\"Rows\""))
+                    .count(),
+                1
+            );
+        }
+    }
+
+    /// SecureBoost with two passive parties grows pooled boosting's trees on the joined
+    /// table of the common rows, node for node, then scores every common customer in a
+    /// scoring session as training scored its hold-out rows; only the bank holds scores.
+    #[test]
+    fn two_passive_parties_grow_the_pooled_trees_and_score_as_training_did() {
+        let mut st = star(200);
+        let spec = multi_spec("vertical_gbdt", "[gbdt]\nn_trees = 3\nmax_depth = 2\n");
+        let ev = run_star(&mut st, &spec, None);
+        for e in &ev {
+            assert_eq!(failure(e), None);
+        }
+        let models: [VerticalModelFile; 3] = [model(&ev[0]), model(&ev[1]), model(&ev[2])];
+        let n = st.y.len();
+        let (train, hold) = split(&spec, n);
+        let pick = |pos: &[usize]| {
+            ndarray::concatenate(
+                Axis(1),
+                &st.joined
+                    .iter()
+                    .map(|j| j.select(Axis(0), pos))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(|a| a.view())
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap()
+        };
+        let y_train: Array1<f32> = train.iter().map(|&i| st.y[i]).collect();
+        let pooled =
+            fedsilo_ml::gbdt::fit_pooled(pick(&train).view(), y_train.view(), &spec.gbdt_params())
+                .unwrap();
+        let splits: Vec<BTreeMap<(u32, u32), PassiveSplit>> = models[1..]
+            .iter()
+            .map(|m| {
+                m.passive_splits
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .map(|(t, n, s)| ((*t, *n), s.clone()))
+                    .collect()
+            })
+            .collect();
+        let counts = models[0]
+            .gbdt
+            .as_ref()
+            .unwrap()
+            .matches_pooled(&pooled, &[2, 5], |k, t, n| {
+                splits.get(k).and_then(|s| s.get(&(t, n)))
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            counts.passive,
+            splits.iter().map(BTreeMap::len).sum::<usize>()
+        );
+        let want = pooled.predict_proba(pick(&hold).view()).unwrap();
+        let got = models[0].holdout_scores.clone().unwrap();
+        assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12));
+        // Scoring the same customers: the hold-out rows get the scores training gave them.
+        for p in &mut st.partners {
+            p.take_received();
+        }
+        let mut score = multi_spec("vertical_score", "");
+        score.job_id = "ms".into();
+        score.model_job = "m".into();
+        score.key_bits = None;
+        score.test_key = false;
+        score.validate().unwrap();
+        let ev = run_star(&mut st, &score, Some(&models));
+        for e in &ev {
+            assert_eq!(failure(e), None);
+        }
+        let (rows, rb) = scored(&ev[0]);
+        let rows = rows.unwrap();
+        assert_eq!((rb.rows, rows.scores.len()), (n as u64, n));
+        for (&i, w) in hold.iter().zip(&got) {
+            assert!((rows.scores[i] - w).abs() < 1e-12, "row {i}");
+        }
+        for e in &ev[1..] {
+            let (none, r) = scored(e);
+            assert!(none.is_none(), "a partner holds no scores");
+            assert_eq!(r.rows, n as u64);
+        }
+        // In a scoring session a partner receives the common-rows list and nothing else.
+        for p in &mut st.partners {
+            let got = p.take_received();
+            assert_eq!(got.len(), 1);
+            assert!(got[0].plaintext.starts_with("{\"Rows\""));
+        }
+    }
+
+    /// A common-rows list out of range, or naming a row twice, fails the session at the
+    /// passive party, saying so.
+    #[test]
+    fn a_bad_common_rows_list_is_refused_by_name() {
+        type Spoil = fn(&mut Vec<u32>, u32);
+        let out_of_range: Spoil = |p, rows| p[0] = rows;
+        let twice: Spoil = |p, _| p[1] = p[0];
+        for (bad, says) in [(out_of_range, "beyond this party's"), (twice, "twice")] {
+            let mut st = star(120);
+            let rows = st.data[2].x.nrows() as u32;
+            bad(&mut st.data[0].common[1], rows);
+            let spec = multi_spec("vertical_logistic", "iterations = 2\n");
+            let ev = run_star(&mut st, &spec, None);
+            let why = failure(&ev[2]).unwrap_or_else(|| panic!("telco took the list ({says})"));
+            assert!(
+                why.contains("the active party's list of common rows") && why.contains(says),
+                "{why}"
+            );
+            assert_eq!(failure(&ev[1]), None, "the insurer's list was right");
+            assert!(done(&ev[0]).is_none(), "the bank trained nothing");
+        }
+    }
 }
