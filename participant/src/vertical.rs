@@ -1,7 +1,17 @@
 //! The participant's half of a vertical model job: [`VerticalDriver`] (sans-IO: one session
-//! per job, the `fedsilo_vertical` party inside a sealed channel to the peer), the aligned
-//! rows loaded and checked against the PSI job's alignment ([`load_aligned`]), and the
-//! model files each party writes ([`VerticalModelFile`]).
+//! per job, the `fedsilo_vertical` party inside sealed channels — at the active party one per
+//! passive party, at a passive party one to the active party), the aligned rows loaded and
+//! checked against the PSI job's alignment ([`load_aligned`]), and the model files each party
+//! writes ([`VerticalModelFile`]).
+//!
+//! With several passive parties the active party sends each `Hello` and sealed message to a
+//! named passive party (`ToCoordinator::VerticalRelay`) and learns whose each relayed message
+//! is; it loads every pair's alignment and keeps the rows aligned in every pair
+//! ([`fedsilo_task::vertical::common_rows`]), and first tells each passive party its positions
+//! of them ([`ToPassive::Rows`]); a passive party keeps its data until that list arrives and
+//! then keeps exactly those rows. The active party starts once every passive party is
+//! `Ready`, routes the `fedsilo_vertical` party's `(index, message)` outputs, and scores once
+//! every passive party has answered.
 //!
 //! A session: both parties send a signed Hello (`fedsilo_crypto::psi::channel`; the peer's
 //! identity key from this node's own roster, never from the coordinator); the node loads

@@ -1,5 +1,6 @@
 //! Vertical model jobs in the engine: the PSI relay ([`super::psi`]) running one session
-//! between a PSI job's two parties for a model instead of an intersection.
+//! among a PSI job's active party and one or more of its passive parties for a model instead
+//! of an intersection.
 //!
 //! A vertical job is a [`PsiRecord`] whose `vertical` part is set: the same session
 //! numbering (checkpointed before the session's first message leaves, never reused), the
@@ -7,22 +8,29 @@
 //! the same restart of a session a party lost (`PsiLost`, at most
 //! [`super::psi::MAX_LOST_RESTARTS`] times), cancel, resume and failure. What differs:
 //!
-//! - the parties get a [`VerticalStart`] naming the PSI job's alignment (session, hash);
+//! - the parties get a [`VerticalStart`] naming the PSI job's alignment (session, hash): the
+//!   active party every pair's, each passive party its own and its index;
+//! - with several passive parties the relay is a star: every message of the active party
+//!   names its passive party (`ToCoordinator::VerticalRelay`) and goes to it alone; each
+//!   passive party's goes to the active party, which is told whose it is
+//!   (`ToParticipant::VerticalRelay`); the active party naming no passive party or one the
+//!   session lacks, and a passive party naming any, are refused by name;
 //! - the active party reports each completed iteration or tree ([`VerticalProgress`]):
 //!   the engine audits it with the number, bytes and SHA-256 of the sealed messages relayed
-//!   for that step (each way) and checkpoints the count;
-//! - the session closes when both parties report ([`VerticalReport`]) the same rows and
-//!   the job's number of steps;
-//! - both parties must be alive (the liveness window; a heartbeat counts, so a party busy
+//!   for that step (each way: active → passive parties and back, summed over the passive
+//!   parties) and checkpoints the count;
+//! - the session closes when every party reports ([`VerticalReport`]) the active party's
+//!   rows and the job's number of steps;
+//! - every party must be alive (the liveness window; a heartbeat counts, so a party busy
 //!   with a step longer than the window is not away): a party that goes away mid-session
 //!   pauses the job (the session is abandoned, audited as such, and the job waits for it);
-//!   when it is back, a fresh session starts.
+//!   when all are back, a fresh session starts.
 //!
 //! Resumption after a coordinator restart is PSI's: the job starts a fresh session. What
 //! the session trains from is the parties' business (the coordinator holds no model
 //! state): each party keeps its own state after its last two completed iterations or trees
 //! (`participant::vertical`), so a fresh session of the same job continues from the last
-//! step both hold — its first [`VerticalProgress`] says so (`resumed_from`), which the
+//! step every party holds — its first [`VerticalProgress`] says so (`resumed_from`), which the
 //! engine checks (the step must follow it), records and audits; a party that restarted
 //! takes its state from the file its node wrote after each step.
 
