@@ -2556,6 +2556,8 @@ mod tests {
         /// insurer's and the telco's columns, and the labels.
         joined: [Array2<f32>; 3],
         y: Array1<f32>,
+        /// A restarted partner's driver (its own key, the bank's in its roster, no state).
+        fresh: Vec<VerticalDriver>,
     }
 
     fn multi_spec(kind: &str, extra: &str) -> VerticalJobSpec {
@@ -2613,6 +2615,10 @@ mod tests {
         for d in std::iter::once(&mut bank).chain(partners.iter_mut()) {
             d.record_received();
         }
+        let fresh = kp
+            .iter()
+            .map(|k| VerticalDriver::new(k.clone(), roster(&[("bank", &kb)]), [9; 32]))
+            .collect();
         let n = universe;
         let xb = Array2::from_shape_fn((n, 2), |_| rng.random_range(-1.0f32..1.0));
         let xi = Array2::from_shape_fn((n, 3), |_| rng.random_range(-1.0f32..1.0));
@@ -2670,6 +2676,7 @@ mod tests {
                 xt.select(Axis(0), &c),
             ],
             y: c.iter().map(|&i| yb[i]).collect(),
+            fresh,
         }
     }
 
@@ -2684,6 +2691,18 @@ mod tests {
         st.bank.handle_start(a);
         st.partners[0].handle_start(p0);
         st.partners[1].handle_start(p1);
+        relay_star(st, models, &mut Vec::new(), usize::MAX)
+    }
+
+    /// Relays among the three until all are quiet, or until the bank has reported
+    /// `stop_after` steps (then every message still queued is dropped); the bank's progress
+    /// reports are collected in `progress`.
+    fn relay_star(
+        st: &mut Star,
+        models: Option<&[VerticalModelFile; 3]>,
+        progress: &mut Vec<VerticalProgress>,
+        stop_after: usize,
+    ) -> [Vec<VerticalEvent>; 3] {
         let mut events: [Vec<VerticalEvent>; 3] = Default::default();
         loop {
             let mut moved = false;
@@ -2725,6 +2744,16 @@ mod tests {
                         }
                         (k, ToCoordinator::VerticalRelay { .. }) if k > 0 => {
                             panic!("a passive party addressed a passive party")
+                        }
+                        (0, ToCoordinator::VerticalProgress(v)) => {
+                            progress.push(v);
+                            if progress.len() >= stop_after {
+                                while st.bank.poll_transmit().is_some() {}
+                                for p in &mut st.partners {
+                                    while p.poll_transmit().is_some() {}
+                                }
+                                return events;
+                            }
                         }
                         _ => {}
                     }
@@ -2928,6 +2957,57 @@ mod tests {
             );
             assert_eq!(failure(&ev[1]), None, "the insurer's list was right");
             assert!(done(&ev[0]).is_none(), "the bank trained nothing");
+        }
+    }
+
+    /// With two passive parties a session cut off mid-training (every message in flight
+    /// lost) is followed by a fresh session that continues from the last step *every* party
+    /// holds and trains the model an uninterrupted session trains; when the telco restarted
+    /// (it holds no state) the next session trains from the start.
+    #[test]
+    fn two_passive_parties_resume_at_the_last_step_every_party_holds() {
+        let spec = multi_spec("vertical_logistic", "iterations = 4\n");
+        let mut whole = star(160);
+        let ev = run_star(&mut whole, &spec, None);
+        let want: Vec<VerticalModelFile> = ev.iter().map(|e| model(e)).collect();
+        for (stop, telco_restarts) in [(1usize, false), (2, false), (3, false), (2, true)] {
+            let mut cut = star(160);
+            let [a, p0, p1] = star_starts(&spec, 4);
+            cut.bank.handle_start(a);
+            cut.partners[0].handle_start(p0);
+            cut.partners[1].handle_start(p1);
+            let mut progress = Vec::new();
+            relay_star(&mut cut, None, &mut progress, stop);
+            assert_eq!(progress.len(), stop);
+            if telco_restarts {
+                cut.partners[1] = cut.fresh.remove(1);
+            }
+            let [a, p0, p1] = star_starts(&spec, 5);
+            cut.bank.handle_start(a);
+            cut.partners[0].handle_start(p0);
+            cut.partners[1].handle_start(p1);
+            let mut progress = Vec::new();
+            let ev = relay_star(&mut cut, None, &mut progress, usize::MAX);
+            for e in &ev {
+                assert_eq!(failure(e), None, "cut after {stop}");
+            }
+            let first = progress.first().unwrap();
+            if telco_restarts {
+                assert_eq!(first.resumed_from, 0, "the telco holds no step");
+            } else {
+                assert!(
+                    first.resumed_from + 1 >= stop as u64 && first.resumed_from <= stop as u64,
+                    "cut after {stop}: resumed from {}",
+                    first.resumed_from
+                );
+            }
+            assert_eq!(first.step, first.resumed_from + 1);
+            let got: Vec<VerticalModelFile> = ev.iter().map(|e| model(e)).collect();
+            assert_eq!(got[0].lr, want[0].lr, "cut after {stop}");
+            for k in 1..3 {
+                assert_eq!(got[k].lr_coef, want[k].lr_coef, "cut after {stop}");
+            }
+            assert_eq!(got[0].holdout_scores, want[0].holdout_scores);
         }
     }
 }
