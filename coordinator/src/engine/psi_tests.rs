@@ -1064,3 +1064,54 @@ fn a_two_passive_vertical_job_is_checked_against_the_psi_job_and_every_report() 
         other => panic!("{other:?}"),
     }
 }
+
+/// With two passive parties the second one away pauses the job (the first two parties
+/// being seen is not enough); when it is back a fresh session starts among all three, and a
+/// party's `PsiLost` restarts the session for all three.
+#[test]
+fn the_second_passive_party_away_or_lost_restarts_the_session_for_all() {
+    let (mut fed, s) = two_passive_fed("v");
+    let later = fed.now + super::DEFAULT_LIVENESS_WINDOW + Duration::from_secs(1);
+    fed.coord.handle_seen(later, 0);
+    fed.coord.handle_seen(later, 1);
+    fed.coord.handle_timeout(later);
+    let status = fed.coord.job_status("v").unwrap();
+    assert_eq!(status.state, JobState::Waiting, "{status:?}");
+    assert!(
+        status.detail.contains("waiting for telco"),
+        "{}",
+        status.detail
+    );
+    let paused: Vec<_> = std::iter::from_fn(|| fed.coord.poll_event())
+        .filter_map(|e| match e {
+            Event::Vertical(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paused.len(), 1);
+    assert!(paused[0]
+        .result
+        .as_ref()
+        .is_err_and(|w| w.contains("telco away")));
+    fed.coord.handle_seen(later, 2);
+    let starts = |fed: &mut Fed| -> Vec<(u32, u64)> {
+        std::iter::from_fn(|| fed.coord.poll_transmit())
+            .filter_map(|(to, m)| match m {
+                ToParticipant::VerticalStart(v) => Some((to, v.session)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(starts(&mut fed), vec![(0, s + 1), (1, s + 1), (2, s + 1)]);
+    fed.coord
+        .handle_message(
+            later,
+            2,
+            ToCoordinator::PsiLost {
+                job_id: "v".into(),
+                session: s + 1,
+            },
+        )
+        .unwrap();
+    assert_eq!(starts(&mut fed), vec![(0, s + 2), (1, s + 2), (2, s + 2)]);
+}
