@@ -158,6 +158,7 @@ impl Federation for Hostile {
                 round: c.ctx().round,
             },
             ToCoordinator::Psi(_)
+            | ToCoordinator::VerticalRelay { .. }
             | ToCoordinator::PsiDone(_)
             | ToCoordinator::PsiFailed { .. }
             | ToCoordinator::PsiLost { .. }

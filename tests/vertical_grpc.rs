@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use common::pair::{alignment, launch_spec, pair_federation, wait_state};
+use common::pair::{alignment, launch_spec, pair_federation, party_federation, wait_state};
 use common::*;
 use fedsilo_participant::data::{Schema, Source};
 use fedsilo_participant::vertical::{Received, ToPassive, VerticalModelFile};
@@ -342,6 +342,24 @@ fn check_scores(ranked: &[(String, f64)], ids: &[String], want: &[f64], tol: f64
 /// Everything the partner received: only ciphertexts under the bank's key, its own masked
 /// gradient, row indices and split orders, each delivered sealed.
 fn check_partner_wire(received: &[Received], key_bits: u32, rows: usize) {
+    check_passive_wire(
+        received,
+        key_bits,
+        rows,
+        &[
+            "lr setup",
+            "lr residuals",
+            "lr masked gradient",
+            "boost gradients",
+            "boost histogram request",
+            "boost split order",
+            "hold-out request",
+        ],
+    )
+}
+
+/// [`check_partner_wire`] with the kinds of message the passive party must have received.
+fn check_passive_wire(received: &[Received], key_bits: u32, rows: usize, must: &[&str]) {
     let ct_min = (2 * key_bits as usize) / 8 - 8;
     let mut kinds = BTreeSet::new();
     let mut cts = BTreeSet::new();
@@ -417,6 +435,13 @@ fn check_partner_wire(received: &[Received], key_bits: u32, rows: usize) {
             }
             ToPassive::Boost(BoostToPassive::Finished) => "boost finished",
             ToPassive::Holdout => "hold-out request",
+            ToPassive::Rows { positions } => {
+                // Positions in this partner's own alignment order, each once.
+                let distinct: BTreeSet<u32> = positions.iter().copied().collect();
+                assert_eq!(distinct.len(), positions.len());
+                assert!(positions.iter().all(|&p| (p as usize) < rows));
+                "common rows"
+            }
         };
         kinds.insert(kind);
     }
@@ -425,15 +450,7 @@ fn check_partner_wire(received: &[Received], key_bits: u32, rows: usize) {
         received.iter().any(|r| r.sealed.len() > 4),
         "no message arrived in parts"
     );
-    for k in [
-        "lr setup",
-        "lr residuals",
-        "lr masked gradient",
-        "boost gradients",
-        "boost histogram request",
-        "boost split order",
-        "hold-out request",
-    ] {
+    for &k in must {
         assert!(
             kinds.contains(k),
             "the partner never received a {k}: {kinds:?}"
@@ -1175,4 +1192,392 @@ fn a_vertical_step_longer_than_the_liveness_window_does_not_pause_the_job() {
         last.outcome.contains("ok:") && !last.outcome.starts_with("session 0:"),
         "{audit:#?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two passive parties: coordinator + bank + insurer + telco, four processes
+// ---------------------------------------------------------------------------------------------
+
+const INSURER_SCHEMA: &str = r#"
+id_column = "customer_id"
+missing = []
+features = [
+  { name = "z1", type = "numeric" },
+  { name = "z2", type = "numeric" },
+  { name = "z3", type = "numeric" },
+]
+"#;
+
+const TELCO_SCHEMA: &str = r#"
+id_column = "customer_id"
+missing = []
+features = [
+  { name = "w1", type = "numeric" },
+  { name = "w2", type = "numeric" },
+]
+"#;
+
+/// bank.csv (id, churn, x1, x2), insurer.csv (z1, id, z2, z3) and telco.csv (id, w1, w2):
+/// `n` customers, each party holding ~85 % of them in its own order; churn depends on every
+/// party's columns.
+fn write_star_data(dir: &Path, n: usize, seed: u64) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (mut bank, mut insurer, mut telco) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let x1: f64 = rng.random_range(-2.0..2.0);
+        let x2: f64 = rng.random_range(0.0..50.0);
+        let z1: f64 = rng.random_range(-1.0..1.0);
+        let z2: f64 = rng.random_range(0.0..3.0);
+        let z3: f64 = rng.random_range(-5.0..5.0);
+        let w1: f64 = rng.random_range(-1.0..1.0);
+        let w2: f64 = rng.random_range(0.0..10.0);
+        let logit = 0.9 * x1 - 0.03 * (x2 - 25.0) + 1.5 * z1 - 0.6 * (z2 - 1.5) + 0.1 * z3
+            - 1.6 * w1
+            + 0.2 * (w2 - 5.0);
+        let y = rng.random_bool(1.0 / (1.0 + (-logit).exp()));
+        let id = format!("C{i:05}");
+        if rng.random_bool(0.85) {
+            bank.push(format!(
+                "{id},{},{x1:.4},{x2:.3}",
+                if y { "Yes" } else { "No" }
+            ));
+        }
+        if rng.random_bool(0.85) {
+            insurer.push(format!("{z1:.4},{id},{z2:.4},{z3:.3}"));
+        }
+        if rng.random_bool(0.85) {
+            telco.push(format!("{id},{w1:.4},{w2:.3}"));
+        }
+    }
+    for (name, header, mut lines) in [
+        ("bank", "customer_id,churn,x1,x2", bank),
+        ("insurer", "z1,customer_id,z2,z3", insurer),
+        ("telco", "customer_id,w1,w2", telco),
+    ] {
+        lines.shuffle(&mut rng);
+        let mut text = format!("{header}\n");
+        for l in &lines {
+            text.push_str(l);
+            text.push('\n');
+        }
+        std::fs::write(dir.join(format!("{name}.csv")), text).unwrap();
+    }
+}
+
+const STAR: [&str; 3] = ["bank", "insurer", "telco"];
+
+/// The joined table of PSI job `psi` on the rows aligned in both pairs, in the common order
+/// (the bank–insurer alignment's order restricted to them): the bank's ids there, each
+/// party's columns, the labels.
+struct StarJoined {
+    ids: Vec<String>,
+    x: [Array2<f32>; 3],
+    y: Array1<f32>,
+}
+
+fn star_joined(fed: &TestFed, psi: &str) -> StarJoined {
+    let bank_rows = [
+        alignment(fed, "bank", psi, "insurer").rows.unwrap(),
+        alignment(fed, "bank", psi, "telco").rows.unwrap(),
+    ];
+    let (common, positions) = fedsilo_task::vertical::common_rows(&bank_rows);
+    let own = [
+        alignment(fed, "insurer", psi, "bank").rows.unwrap(),
+        alignment(fed, "telco", psi, "bank").rows.unwrap(),
+    ];
+    let tables: Vec<_> = STAR.iter().map(|w| table(fed, w)).collect();
+    let ib: Vec<usize> = common.iter().map(|&r| r as usize).collect();
+    let pick = |k: usize| -> Vec<usize> {
+        positions[k]
+            .iter()
+            .map(|&p| own[k][p as usize] as usize)
+            .collect()
+    };
+    StarJoined {
+        ids: ib.iter().map(|&r| tables[0].ids[r].clone()).collect(),
+        x: [
+            tables[0].x.select(Axis(0), &ib),
+            tables[1].x.select(Axis(0), &pick(0)),
+            tables[2].x.select(Axis(0), &pick(1)),
+        ],
+        y: ib.iter().map(|&r| tables[0].labels[(r, 0)]).collect(),
+    }
+}
+
+fn cat3(x: &[Array2<f32>]) -> Array2<f32> {
+    concatenate(Axis(1), &x.iter().map(|a| a.view()).collect::<Vec<_>>()).unwrap()
+}
+
+/// `fedsilo score` of the bank's model of `job` on PSI job `psi` with all three nodes
+/// running (recording what they receive); (id, score) in rank order.
+fn score_star(fed: &TestFed, job: &str, psi: &str, record: &Path) -> Vec<(String, f64)> {
+    let mut nodes: Vec<Proc> = STAR
+        .iter()
+        .map(|w| start_node(fed, w, &format!("{w}-score-{job}.log"), Some(record)))
+        .collect();
+    let model = VerticalModelFile::path(&fed.path("state-bank"), job);
+    let out = fed.path(&format!("ranked-{job}.csv"));
+    let cfg = fed.path("operator.toml");
+    let printed = run_ok(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--psi-job",
+        psi,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(printed.contains("customers ranked in"), "{printed}");
+    for n in &mut nodes {
+        assert!(n.wait_exit(Duration::from_secs(30)).success());
+    }
+    let (_, lines) = read_csv(&out);
+    lines
+        .iter()
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            (cells[1].to_string(), cells[2].parse::<f64>().unwrap())
+        })
+        .collect()
+}
+
+/// A vertical job with two passive parties over the real services: four processes
+/// (coordinator, bank, insurer, telco), mutual TLS. A PSI job aligns the bank with each
+/// partner; vertical LR and SecureBoost train on the customers aligned in both pairs and
+/// equal the pooled models on the joined table of all three parties' columns; scoring gives
+/// the bank the pooled models' scores; neither partner receives a plaintext label, residual,
+/// gradient or score (the wire-record check), and the coordinator audits every step.
+#[test]
+fn vertical_jobs_with_two_passive_parties_train_and_score_over_mtls() {
+    let fed = party_federation(&[
+        ("bank", BANK_SCHEMA),
+        ("insurer", INSURER_SCHEMA),
+        ("telco", TELCO_SCHEMA),
+    ]);
+    write_star_data(fed.dir.path(), 2000, 21);
+    let _coordinator = fed.coordinator("coordinator.log");
+
+    let psi = launch_spec(
+        &fed,
+        "align3",
+        "kind = \"psi\"\njob_id = \"align3\"\ndataset = \"customers\"\nactive = \"bank\"\npassive = [\"insurer\", \"telco\"]\ndelivery = \"both\"\n",
+    );
+    let mut nodes: Vec<Proc> = STAR
+        .iter()
+        .map(|w| start_node(&fed, w, &format!("{w}-psi.log"), None))
+        .collect();
+    wait_state(&fed, &psi, "finished", Duration::from_secs(120));
+    for n in &mut nodes {
+        assert!(n.wait_exit(Duration::from_secs(30)).success());
+    }
+    let j = star_joined(&fed, &psi);
+    let n = j.ids.len();
+    assert!(n > 1050 && n < 1400, "{n} customers aligned in both pairs");
+
+    // A passive party that is not one of the PSI job's is refused by name.
+    let bad = fed.path("bad.toml");
+    std::fs::write(
+        &bad,
+        "kind = \"vertical_logistic\"\npsi_job = \"align3\"\nactive = \"bank\"\npassive = [\"insurer\", \"insurer\"]\nkey_bits = 1024\ntest_key = true\n",
+    )
+    .unwrap();
+    let cfg = fed.path("operator.toml");
+    let err = run_err(&[
+        "job",
+        "launch",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--spec",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(err.contains("'insurer' is named twice"), "{err}");
+
+    let lr = launch_spec(
+        &fed,
+        "star-vlr",
+        "kind = \"vertical_logistic\"\njob_id = \"star-vlr\"\npsi_job = \"align3\"\nactive = \"bank\"\npassive = [\"insurer\", \"telco\"]\nkey_bits = 1024\ntest_key = true\niterations = 4\n",
+    );
+    let gbdt = launch_spec(
+        &fed,
+        "star-vgbdt",
+        "kind = \"vertical_gbdt\"\njob_id = \"star-vgbdt\"\npsi_job = \"align3\"\nactive = \"bank\"\npassive = [\"insurer\", \"telco\"]\nkey_bits = 1024\ntest_key = true\n[gbdt]\nn_trees = 2\nmax_depth = 3\nmax_bins = 16\n",
+    );
+    let record = fed.path("wire");
+    std::fs::create_dir_all(&record).unwrap();
+    let mut nodes: Vec<Proc> = STAR
+        .iter()
+        .map(|w| start_node(&fed, w, &format!("{w}-vertical.log"), Some(&record)))
+        .collect();
+    for job in [&lr, &gbdt] {
+        let s = wait_state(&fed, job, "finished", Duration::from_secs(300));
+        assert!(s.contains("hold-out AUC"), "{s}");
+    }
+    for n in &mut nodes {
+        assert!(n.wait_exit(Duration::from_secs(30)).success());
+    }
+    let models = |job: &str| -> Vec<VerticalModelFile> {
+        STAR.iter().map(|w| model_file(&fed, w, job)).collect()
+    };
+
+    // LR: the optimiser's steps on the joined table (each party standardised on its
+    // training rows), and the pooled model's hold-out scores.
+    let spec = spec_of(&fed, &lr);
+    let hold = spec.holdout_positions(n);
+    let held: BTreeSet<usize> = hold.iter().copied().collect();
+    let train: Vec<usize> = (0..n).filter(|i| !held.contains(i)).collect();
+    let y_train: Array1<f32> = train.iter().map(|&i| j.y[i]).collect();
+    let y_hold: Vec<f32> = hold.iter().map(|&i| j.y[i]).collect();
+    let m = models(&lr);
+    for (k, who) in m.iter().enumerate() {
+        assert_eq!(who.rows, n as u64, "{}", STAR[k]);
+        assert_eq!(who.holdout_rows, hold.len() as u64);
+    }
+    let mut std_train = Vec::new();
+    let mut std_hold = Vec::new();
+    let mut sds = Vec::new();
+    for (x, part) in j.x.iter().zip(&m) {
+        let t = x.select(Axis(0), &train);
+        let sd = fedsilo_task::pooled::standardizer_of(t.view());
+        assert_eq!(part.standardizer.as_ref(), Some(&sd));
+        std_train.push(sd.apply(t.view()).unwrap());
+        std_hold.push(sd.apply(x.select(Axis(0), &hold).view()).unwrap());
+        sds.push(sd);
+    }
+    let pooled = fedsilo_vertical::lr::fit_joined(
+        &spec.lr_config(),
+        cat3(&std_train).view(),
+        y_train.view(),
+    )
+    .unwrap();
+    let bank_lr = m[0].lr.as_ref().expect("the bank's LR part");
+    let mut flat = bank_lr.coef.clone();
+    for part in &m[1..] {
+        assert!(part.lr.is_none() && part.holdout_scores.is_none());
+        flat.extend_from_slice(part.lr_coef.as_ref().expect("a partner's weights"));
+    }
+    flat.push(bank_lr.intercept);
+    assert_eq!(flat.len(), pooled.len());
+    let diff = flat
+        .iter()
+        .zip(&pooled)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        diff < 1e-6,
+        "vertical LR differs from the joined-table fit by {diff}"
+    );
+    let p = fedsilo_ml::linear::LinearParams::from_flat(&pooled).unwrap();
+    let want = fedsilo_ml::linear::predict_proba(&p, cat3(&std_hold).view()).unwrap();
+    let got = m[0].holdout_scores.as_ref().unwrap();
+    assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6));
+    let auc = m[0].holdout_auc.unwrap();
+    assert!((auc - fedsilo_ml::metrics::auc(&want, &y_hold)).abs() < 1e-9);
+    assert!(auc > 0.7, "hold-out AUC {auc}");
+
+    // SecureBoost: pooled boosting's trees on the joined table, node for node.
+    let gspec = spec_of(&fed, &gbdt);
+    let g = models(&gbdt);
+    let ghold = gspec.holdout_positions(n);
+    let gheld: BTreeSet<usize> = ghold.iter().copied().collect();
+    let gtrain: Vec<usize> = (0..n).filter(|i| !gheld.contains(i)).collect();
+    let pick = |pos: &[usize]| -> Vec<Array2<f32>> {
+        j.x.iter().map(|x| x.select(Axis(0), pos)).collect()
+    };
+    let gy: Array1<f32> = gtrain.iter().map(|&i| j.y[i]).collect();
+    let pooled_gbdt =
+        fedsilo_ml::gbdt::fit_pooled(cat3(&pick(&gtrain)).view(), gy.view(), &gspec.gbdt_params())
+            .unwrap();
+    let splits: Vec<std::collections::BTreeMap<(u32, u32), _>> = g[1..]
+        .iter()
+        .map(|part| {
+            part.passive_splits
+                .as_ref()
+                .expect("a partner's splits")
+                .iter()
+                .map(|(t, n, s)| ((*t, *n), s.clone()))
+                .collect()
+        })
+        .collect();
+    let offsets = [j.x[0].ncols(), j.x[0].ncols() + j.x[1].ncols()];
+    let counts = g[0]
+        .gbdt
+        .as_ref()
+        .expect("the bank's trees")
+        .matches_pooled(&pooled_gbdt, &offsets, |k, t, n| {
+            splits.get(k).and_then(|s| s.get(&(t, n)))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        counts.passive,
+        splits.iter().map(|s| s.len()).sum::<usize>()
+    );
+    assert!(counts.passive > 0, "no split on a partner's columns");
+    let want = pooled_gbdt
+        .predict_proba(cat3(&pick(&ghold)).view())
+        .unwrap();
+    let got = g[0].holdout_scores.as_ref().unwrap();
+    assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12));
+
+    // What each partner received: ciphertexts, its own masked gradient, row indices, split
+    // orders and the common-rows list; no float, each message sealed.
+    for (k, who) in ["insurer", "telco"].into_iter().enumerate() {
+        let received = read_received(&record.join(format!("{who}.jsonl")));
+        let pair_rows = alignment(&fed, who, &psi, "bank").rows.unwrap().len();
+        let mut must = vec![
+            "common rows",
+            "lr setup",
+            "lr residuals",
+            "lr masked gradient",
+            "boost gradients",
+            "boost histogram request",
+            "hold-out request",
+        ];
+        if !splits[k].is_empty() {
+            must.push("boost split order");
+        }
+        check_passive_wire(&received, 1024, pair_rows, &must);
+    }
+
+    // Scoring the aligned customers: the bank alone gets the pooled models' scores.
+    let before: Vec<usize> = ["insurer", "telco"]
+        .iter()
+        .map(|w| read_received(&record.join(format!("{w}.jsonl"))).len())
+        .collect();
+    let all: Vec<usize> = (0..n).collect();
+    let ranked = score_star(&fed, &lr, &psi, &record);
+    let xs: Vec<Array2<f32>> =
+        j.x.iter()
+            .zip(&sds)
+            .map(|(x, sd)| sd.apply(x.view()).unwrap())
+            .collect();
+    let want = fedsilo_ml::linear::predict_proba(&p, cat3(&xs).view()).unwrap();
+    check_scores(&ranked, &j.ids, &want, 1e-6);
+    let ranked = score_star(&fed, &gbdt, &psi, &record);
+    let want = pooled_gbdt.predict_proba(cat3(&pick(&all)).view()).unwrap();
+    check_scores(&ranked, &j.ids, &want, 1e-8);
+    // In each scoring session a partner received the common-rows list and nothing else.
+    for (w, b) in ["insurer", "telco"].iter().zip(&before) {
+        let now = read_received(&record.join(format!("{w}.jsonl")));
+        assert_eq!(now.len(), b + 2, "{w}");
+        for r in &now[*b..] {
+            assert!(r.plaintext.starts_with("{\"Rows\""), "{w}: {}", r.plaintext);
+        }
+    }
+
+    // The coordinator audited every iteration and tree, and each session's end.
+    for (job, steps) in [(&lr, 4), (&gbdt, 2)] {
+        let audit: Vec<_> = fed
+            .audit_rounds(job)
+            .into_iter()
+            .filter(|r| r.purpose == fedsilo_task::Purpose::Vertical)
+            .collect();
+        assert_eq!(audit.len(), steps + 1, "{audit:#?}");
+        assert!(
+            audit[steps].outcome.contains("ok:"),
+            "{}",
+            audit[steps].outcome
+        );
+    }
 }

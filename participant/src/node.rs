@@ -874,6 +874,14 @@ pub async fn run_until(
                         vertical.handle_message(m)
                     }
                     Ok(fedsilo_task::job::ToParticipant::Psi(m)) => psi.handle_message(m),
+                    Ok(fedsilo_task::job::ToParticipant::VerticalRelay { passive, msg }) => {
+                        if let Some(d) = hooks.step_delay {
+                            if delayed.insert((msg.ctx().job_id.clone(), msg.ctx().session)) {
+                                std::thread::sleep(d);
+                            }
+                        }
+                        vertical.handle_relayed(passive, msg)
+                    }
                     Ok(fedsilo_task::job::ToParticipant::VerticalStart(s)) => {
                         vertical.handle_start(*s)
                     }

@@ -1,7 +1,17 @@
 //! The participant's half of a vertical model job: [`VerticalDriver`] (sans-IO: one session
-//! per job, the `fedsilo_vertical` party inside a sealed channel to the peer), the aligned
-//! rows loaded and checked against the PSI job's alignment ([`load_aligned`]), and the
-//! model files each party writes ([`VerticalModelFile`]).
+//! per job, the `fedsilo_vertical` party inside sealed channels — at the active party one per
+//! passive party, at a passive party one to the active party), the aligned rows loaded and
+//! checked against the PSI job's alignment ([`load_aligned`]), and the model files each party
+//! writes ([`VerticalModelFile`]).
+//!
+//! With several passive parties the active party sends each `Hello` and sealed message to a
+//! named passive party (`ToCoordinator::VerticalRelay`) and learns whose each relayed message
+//! is; it loads every pair's alignment and keeps the rows aligned in every pair
+//! ([`fedsilo_task::vertical::common_rows`]), and first tells each passive party its positions
+//! of them ([`ToPassive::Rows`]); a passive party keeps its data until that list arrives and
+//! then keeps exactly those rows. The active party starts once every passive party is
+//! `Ready`, routes the `fedsilo_vertical` party's `(index, message)` outputs, and scores once
+//! every passive party has answered.
 //!
 //! A session: both parties send a signed Hello (`fedsilo_crypto::psi::channel`; the peer's
 //! identity key from this node's own roster, never from the coordinator); the node loads
@@ -172,6 +182,8 @@ pub enum VerticalJobError {
     Model(#[from] ModelFileError),
     #[error("the scoring or hold-out answer of the peer")]
     Scoring(#[source] ScoringError),
+    #[error("the active party's list of common rows")]
+    CommonRows(#[source] fedsilo_task::vertical::CommonRowsError),
     #[error("internal: {0}")]
     Internal(&'static str),
     #[error("cannot write the model file {}", path.display())]
@@ -194,8 +206,13 @@ pub struct AlignedData {
     /// The active party's labels of the aligned rows (the chosen label).
     pub y: Option<Array1<f32>>,
     pub label: Option<String>,
-    /// The alignment file the rows came from.
+    /// The alignment file the rows came from (with several passive parties, the first
+    /// pair's).
     pub alignment: PathBuf,
+    /// The active party with several passive parties: per passive party (the spec's order),
+    /// the positions in that pair's alignment order of the common rows, in the common order
+    /// (the rows above): what [`ToPassive::Rows`] tells each. Empty otherwise.
+    pub common: Vec<Vec<u32>>,
 }
 
 /// The digest of the ids at the aligned rows, in alignment order (what `Alignment::rows_digest`
@@ -240,54 +257,76 @@ pub fn load_aligned(
     start: &VerticalStart,
 ) -> Result<AlignedData, VerticalJobError> {
     let store = AlignmentStore::new(state_dir);
-    let path = store.path(&start.spec.psi_job, &start.peer);
-    let a: Alignment = store
-        .load(&start.spec.psi_job, &start.peer)?
-        .ok_or_else(|| VerticalJobError::NoAlignment {
-            psi_job: start.spec.psi_job.clone(),
-            peer: start.peer.clone(),
-            path: path.clone(),
-        })?;
-    let want_hash = hex::encode(start.psi_hash);
-    if a.session != start.psi_session || a.intersection_hash != want_hash {
-        return Err(VerticalJobError::AlignmentMismatch {
-            path,
-            got_session: a.session,
-            got_hash: a.intersection_hash.clone(),
-            want_session: start.psi_session,
-            want_hash,
-        });
+    // One alignment per pair (the active party with several passive parties: one each).
+    let mut pairs = Vec::new();
+    for pair in start.pairs() {
+        let path = store.path(&start.spec.psi_job, &pair.passive);
+        let a: Alignment = store
+            .load(&start.spec.psi_job, &pair.passive)?
+            .ok_or_else(|| VerticalJobError::NoAlignment {
+                psi_job: start.spec.psi_job.clone(),
+                peer: pair.passive.clone(),
+                path: path.clone(),
+            })?;
+        let want_hash = hex::encode(pair.psi_hash);
+        if a.session != pair.psi_session || a.intersection_hash != want_hash {
+            return Err(VerticalJobError::AlignmentMismatch {
+                path,
+                got_session: a.session,
+                got_hash: a.intersection_hash.clone(),
+                want_session: pair.psi_session,
+                want_hash,
+            });
+        }
+        let rows = a
+            .rows
+            .clone()
+            .ok_or_else(|| VerticalJobError::NoRows { path: path.clone() })?;
+        let then = a
+            .rows_digest
+            .clone()
+            .ok_or_else(|| VerticalJobError::NoRowsDigest { path: path.clone() })?;
+        pairs.push((path, rows, then));
     }
-    let rows = a
-        .rows
-        .clone()
-        .ok_or_else(|| VerticalJobError::NoRows { path: path.clone() })?;
-    let then = a
-        .rows_digest
-        .clone()
-        .ok_or_else(|| VerticalJobError::NoRowsDigest { path: path.clone() })?;
     let schema = crate::psi::with_id_column(&start.dataset, schema_path, schema, &start.id_column)?;
     let table = source.load(&schema).map_err(|e| VerticalJobError::Data {
         dataset: start.dataset.clone(),
         source: Box::new(e),
     })?;
-    let now = rows_digest(&table.ids, &rows, start.id_format).map_err(|e| match e {
-        VerticalJobError::RowOutOfRange { row, rows, .. } => VerticalJobError::RowOutOfRange {
-            dataset: start.dataset.clone(),
-            row,
-            rows,
-        },
-        other => other,
-    })?;
-    if now != then {
-        return Err(VerticalJobError::RowsChanged {
-            dataset: start.dataset.clone(),
-            psi_job: start.spec.psi_job.clone(),
-            path,
-            now,
-            then,
-        });
+    for (path, rows, then) in &pairs {
+        let now = rows_digest(&table.ids, rows, start.id_format).map_err(|e| match e {
+            VerticalJobError::RowOutOfRange { row, rows, .. } => VerticalJobError::RowOutOfRange {
+                dataset: start.dataset.clone(),
+                row,
+                rows,
+            },
+            other => other,
+        })?;
+        if now != *then {
+            return Err(VerticalJobError::RowsChanged {
+                dataset: start.dataset.clone(),
+                psi_job: start.spec.psi_job.clone(),
+                path: path.clone(),
+                now,
+                then: then.clone(),
+            });
+        }
     }
+    let several = pairs.len() > 1;
+    let mut pairs = pairs.into_iter();
+    let Some((path, first_rows, _)) = pairs.next() else {
+        return Err(VerticalJobError::Internal("a session without a pair"));
+    };
+    // With several passive parties: the rows aligned in every pair, in the first pair's
+    // order, and each passive party's positions of them.
+    let (rows, common) = if several {
+        let all: Vec<Vec<u32>> = std::iter::once(first_rows)
+            .chain(pairs.map(|(_, r, _)| r))
+            .collect();
+        fedsilo_task::vertical::common_rows(&all)
+    } else {
+        (first_rows, Vec::new())
+    };
     if table.n_features() == 0 {
         return Err(VerticalJobError::NoFeatures {
             dataset: start.dataset.clone(),
@@ -335,6 +374,7 @@ pub fn load_aligned(
         y,
         label,
         alignment: path,
+        common,
     })
 }
 
@@ -349,6 +389,13 @@ pub enum ToPassive {
     /// iterations of an earlier session (one the passive party said it holds).
     Resume {
         iteration: u32,
+    },
+    /// Several passive parties, first in the channel: the positions (in this pair's
+    /// alignment order) of the rows aligned in every pair, in the common order; the passive
+    /// party keeps exactly those rows, in that order
+    /// ([`fedsilo_task::vertical::check_common_positions`]).
+    Rows {
+        positions: Vec<u32>,
     },
 }
 
@@ -624,15 +671,32 @@ struct Ready {
     resume: Vec<u32>,
 }
 
+/// A passive party of a session with several passive parties: its data (and, scoring, its
+/// checked model), kept until the active party says which rows are common.
+enum Stash {
+    Train(AlignedData),
+    Score(AlignedData, Box<VerticalModelFile>),
+}
+
 struct Session {
     start: VerticalStart,
-    link: Link,
+    /// One channel per peer: at the active party one per passive party (the spec's
+    /// order), at a passive party one to the active party.
+    links: Vec<Link>,
+    /// The peers' names, as `links`.
+    peers: Vec<String>,
     party: Party,
     prepared: Option<Prepared>,
-    /// Sealed messages that arrived before the party could take them.
-    inbox: VecDeque<Sealed>,
-    /// The passive party's Ready, if it came before this (active) party's data.
-    peer_ready: Option<Ready>,
+    /// Several passive parties, at a passive party: the data waiting for the common rows.
+    stash: Option<Stash>,
+    /// Sealed messages (with their channel) that arrived before the party could take them.
+    inbox: VecDeque<(usize, Sealed)>,
+    /// The active party: each passive party's Ready, if it came before the rest.
+    peer_ready: Vec<Option<Ready>>,
+    /// The active party with several passive parties: the common-rows list sent, per peer.
+    rows_sent: Vec<bool>,
+    /// The active party: each passive party's hold-out or scoring answer, until all are in.
+    answers: Vec<Option<ToActive>>,
     steps: u64,
     /// This party's own state after the last two completed iterations or trees (carried
     /// into a later session of the job, which continues from one both parties hold).
@@ -776,38 +840,69 @@ impl VerticalDriver {
             self.fail(&job, session, format!("the job spec: {e}"));
             return;
         }
-        let Some(key) = peer_key(&self.peers, &start.peer) else {
-            let e = VerticalJobError::UnknownPeer {
-                peer: start.peer.clone(),
-            };
-            self.fail(&job, session, fedsilo_config::display_chain(&e));
+        // The peers: every passive party at the active one; the active party at a passive one.
+        let pairs = start.pairs();
+        let peers: Vec<String> = pairs.iter().map(|p| p.passive.clone()).collect();
+        let several = start.spec.passive.len() > 1;
+        if start.role == Role::Active && peers != start.spec.passive {
+            self.fail(
+                &job,
+                session,
+                "the session's passive parties are not the job spec's".into(),
+            );
             return;
-        };
-        let ctx = PsiContext {
-            job_id: job.clone(),
-            session,
-        };
-        let (hello, msg) = ChannelHello::new(
-            ctx,
-            start.role,
-            &self.identity,
-            key,
-            start.spec.digest(),
-            &mut self.rng,
-        );
-        tracing::info!(job = %job, session, role = %start.role, peer = %start.peer, kind = start.spec.kind.name(), "vertical session opened");
-        self.outbox.push_back(ToCoordinator::Psi(msg));
+        }
+        let mut links = Vec::new();
+        for (k, peer) in peers.iter().enumerate() {
+            let Some(key) = peer_key(&self.peers, peer) else {
+                let e = VerticalJobError::UnknownPeer { peer: peer.clone() };
+                self.fail(&job, session, fedsilo_config::display_chain(&e));
+                return;
+            };
+            let ctx = PsiContext {
+                job_id: job.clone(),
+                session,
+            };
+            // Each pair's channel is bound to its pair (the digest names the passive party).
+            let index = match start.role {
+                Role::Active => k,
+                Role::Passive => start.passive_index as usize,
+            };
+            let (hello, msg) = ChannelHello::new(
+                ctx,
+                start.role,
+                &self.identity,
+                key,
+                start.spec.channel_digest(index),
+                &mut self.rng,
+            );
+            self.outbox
+                .push_back(if start.role == Role::Active && several {
+                    ToCoordinator::VerticalRelay {
+                        passive: k as u32,
+                        msg,
+                    }
+                } else {
+                    ToCoordinator::Psi(msg)
+                });
+            links.push(Link::Hello(hello));
+        }
+        tracing::info!(job = %job, session, role = %start.role, peers = ?peers, kind = start.spec.kind.name(), "vertical session opened");
         self.events
             .push_back(VerticalEvent::NeedData(Box::new(start.clone())));
         self.sessions.insert(
             job,
             Session {
+                peer_ready: vec![None; links.len()],
+                rows_sent: vec![false; links.len()],
+                answers: vec![None; links.len()],
                 start,
-                link: Link::Hello(hello),
+                links,
+                peers,
                 party: Party::Waiting,
                 prepared: None,
+                stash: None,
                 inbox: VecDeque::new(),
-                peer_ready: None,
                 steps: 0,
                 checkpoints,
                 resumed_from: 0,
@@ -915,22 +1010,11 @@ impl VerticalDriver {
             self.fail(job_id, session, fedsilo_config::display_chain(&e));
             return;
         }
-        // The labels count only when they are the model's (else no AUC is reported).
-        let mut data = data;
-        if s.start.spec.label.is_empty() && data.label != model.label {
-            data.y = None;
-            data.label = None;
+        if waits_for_rows(&s.start) {
+            s.stash = Some(Stash::Score(data, Box::new(model)));
+        } else {
+            s.prepared = Some(prepare_scoring(&s.start.spec, data, Box::new(model)));
         }
-        let d = data.x.ncols();
-        s.prepared = Some(Prepared {
-            train: Array2::zeros((0, d)),
-            hold: data.x.clone(),
-            y_train: None,
-            y_hold: data.y.clone(),
-            standardizer: None,
-            model: Some(Box::new(model)),
-            data,
-        });
         self.advance(job_id);
     }
 
@@ -941,6 +1025,11 @@ impl VerticalDriver {
             return;
         };
         let session = s.start.session;
+        if waits_for_rows(&s.start) {
+            s.stash = Some(Stash::Train(data));
+            self.advance(job_id);
+            return;
+        }
         match prepare(&s.start.spec, data) {
             Ok(p) => s.prepared = Some(p),
             Err(e) => {
@@ -951,8 +1040,19 @@ impl VerticalDriver {
         self.advance(job_id);
     }
 
-    /// A relayed message of a vertical session (Hello or sealed).
+    /// A relayed message of a vertical session (Hello or sealed) from the one peer: the
+    /// active party (at a passive party), or the one passive party.
     pub fn handle_message(&mut self, msg: PsiMsg) {
+        self.handle_from(None, msg)
+    }
+
+    /// A relayed message of a vertical session with several passive parties, at the active
+    /// party: from passive party `passive` (its index in the spec's order).
+    pub fn handle_relayed(&mut self, passive: u32, msg: PsiMsg) {
+        self.handle_from(Some(passive), msg)
+    }
+
+    fn handle_from(&mut self, passive: Option<u32>, msg: PsiMsg) {
         let ctx = msg.ctx().clone();
         let key = (ctx.job_id.clone(), ctx.session);
         let current = self.sessions.get(&ctx.job_id).map(|s| s.start.session);
@@ -970,13 +1070,32 @@ impl VerticalDriver {
         let Some(s) = self.sessions.get_mut(&ctx.job_id) else {
             return;
         };
+        // The channel: named by the relay at an active party with several passive parties
+        // (and only there).
+        let several = s.start.role == Role::Active && s.links.len() > 1;
+        let k = match (several, passive) {
+            (true, Some(k)) if (k as usize) < s.links.len() => k as usize,
+            (false, None) => 0,
+            (true, _) | (false, Some(_)) => {
+                let why = format!(
+                    "a relayed message names passive party {passive:?}; this party has {} channel(s)",
+                    s.links.len()
+                );
+                self.fail(&ctx.job_id, ctx.session, why);
+                return;
+            }
+        };
+        let peer = s.peers.get(k).cloned().unwrap_or_default();
         match msg {
             PsiMsg::Hello(h) => {
-                let link = std::mem::replace(&mut s.link, Link::Gone);
+                let Some(slot) = s.links.get_mut(k) else {
+                    return;
+                };
+                let link = std::mem::replace(slot, Link::Gone);
                 let Link::Hello(hello) = link else {
-                    s.link = link;
+                    *slot = link;
                     let e = VerticalJobError::OutOfTurn {
-                        peer: s.start.peer.clone(),
+                        peer,
                         what: "a second Hello",
                     };
                     self.fail(&ctx.job_id, ctx.session, fedsilo_config::display_chain(&e));
@@ -984,7 +1103,7 @@ impl VerticalDriver {
                 };
                 match hello.accept(&h) {
                     Ok(ch) => {
-                        s.link = Link::Open(Box::new(Open {
+                        *slot = Link::Open(Box::new(Open {
                             ch,
                             part_len: self.part_len,
                             reassembly: Reassembly::new(parts::MAX_MESSAGE),
@@ -992,16 +1111,13 @@ impl VerticalDriver {
                         }))
                     }
                     Err(source) => {
-                        let e = VerticalJobError::Channel {
-                            peer: s.start.peer.clone(),
-                            source,
-                        };
+                        let e = VerticalJobError::Channel { peer, source };
                         self.fail(&ctx.job_id, ctx.session, fedsilo_config::display_chain(&e));
                         return;
                     }
                 }
             }
-            PsiMsg::Sealed(m) => s.inbox.push_back(m),
+            PsiMsg::Sealed(m) => s.inbox.push_back((k, m)),
         }
         self.advance(&ctx.job_id);
     }
@@ -1021,8 +1137,19 @@ impl VerticalDriver {
             &mut progress,
             self.record.as_mut(),
         );
-        for m in out {
-            self.outbox.push_back(ToCoordinator::Psi(m));
+        let several = self
+            .sessions
+            .get(job_id)
+            .is_some_and(|s| s.start.role == Role::Active && s.links.len() > 1);
+        for (k, m) in out {
+            self.outbox.push_back(if several {
+                ToCoordinator::VerticalRelay {
+                    passive: k as u32,
+                    msg: m,
+                }
+            } else {
+                ToCoordinator::Psi(m)
+            });
         }
         let resumed_from = self.sessions.get(job_id).map_or(0, |s| s.resumed_from);
         for p in progress {
@@ -1056,6 +1183,59 @@ impl VerticalDriver {
             Ok(None) => {}
             Err(e) => self.fail(job_id, session, fedsilo_config::display_chain(&e)),
         }
+    }
+}
+
+/// A passive party of a session with several passive parties: it keeps its data until the
+/// active party names the common rows ([`ToPassive::Rows`]).
+fn waits_for_rows(start: &VerticalStart) -> bool {
+    start.role == Role::Passive && start.spec.passive.len() > 1
+}
+
+/// A passive party's aligned rows cut to the common rows (`positions`, checked), in the
+/// common order.
+fn keep_common(data: AlignedData, positions: &[u32]) -> Result<AlignedData, VerticalJobError> {
+    fedsilo_task::vertical::check_common_positions(positions, data.x.nrows())
+        .map_err(VerticalJobError::CommonRows)?;
+    let idx: Vec<usize> = positions.iter().map(|&p| p as usize).collect();
+    let pick = |v: &[String]| -> Vec<String> {
+        if v.is_empty() {
+            Vec::new()
+        } else {
+            idx.iter().filter_map(|&i| v.get(i).cloned()).collect()
+        }
+    };
+    Ok(AlignedData {
+        x: data.x.select(Axis(0), &idx),
+        y: data
+            .y
+            .as_ref()
+            .map(|y| idx.iter().filter_map(|&i| y.get(i).copied()).collect()),
+        ids: pick(&data.ids),
+        ..data
+    })
+}
+
+/// A scoring session's prepared rows: all of them scored, none trained on.
+fn prepare_scoring(
+    spec: &VerticalJobSpec,
+    mut data: AlignedData,
+    model: Box<VerticalModelFile>,
+) -> Prepared {
+    // The labels count only when they are the model's (else no AUC is reported).
+    if spec.label.is_empty() && data.label != model.label {
+        data.y = None;
+        data.label = None;
+    }
+    let d = data.x.ncols();
+    Prepared {
+        train: Array2::zeros((0, d)),
+        hold: data.x.clone(),
+        y_train: None,
+        y_hold: data.y.clone(),
+        standardizer: None,
+        model: Some(model),
+        data,
     }
 }
 
@@ -1105,17 +1285,35 @@ pub const MAX_PART: usize = MAX_PLAINTEXT - parts::HEADER_BYTES;
 /// Serialises `msg` and seals it to the peer, in as many parts as it needs (messages up to
 /// [`parts::MAX_MESSAGE`] bytes; a longer one fails the session, saying so).
 fn seal_to(
-    link: &mut Link,
-    out: &mut Vec<PsiMsg>,
+    links: &mut [Link],
+    k: usize,
+    out: &mut Vec<(usize, PsiMsg)>,
     msg: &impl Serialize,
 ) -> Result<(), VerticalJobError> {
-    if let Link::Open(o) = link {
-        let bytes = serde_json::to_vec(msg).map_err(VerticalJobError::Encode)?;
-        let parts = parts::split(&bytes, o.part_len, parts::MAX_MESSAGE)
-            .map_err(VerticalJobError::Split)?;
-        for part in parts {
-            out.push(o.ch.seal(&part));
+    match links.get_mut(k) {
+        Some(Link::Open(o)) => {
+            let bytes = serde_json::to_vec(msg).map_err(VerticalJobError::Encode)?;
+            let parts = parts::split(&bytes, o.part_len, parts::MAX_MESSAGE)
+                .map_err(VerticalJobError::Split)?;
+            for part in parts {
+                out.push((k, o.ch.seal(&part)));
+            }
+            Ok(())
         }
+        _ => Err(VerticalJobError::Internal(
+            "a message for a channel that is not open",
+        )),
+    }
+}
+
+/// Seals `msg` to every peer (every passive party, at the active party).
+fn seal_to_all(
+    links: &mut [Link],
+    out: &mut Vec<(usize, PsiMsg)>,
+    msg: &impl Serialize,
+) -> Result<(), VerticalJobError> {
+    for k in 0..links.len() {
+        seal_to(links, k, out, msg)?;
     }
     Ok(())
 }
@@ -1132,78 +1330,59 @@ type Finished = Option<Ended>;
 fn step(
     s: &mut Session,
     rng: &mut rand_chacha::ChaCha20Rng,
-    out: &mut Vec<PsiMsg>,
+    out: &mut Vec<(usize, PsiMsg)>,
     progress: &mut Vec<u64>,
     mut record: Option<&mut Vec<Received>>,
 ) -> Result<Finished, VerticalJobError> {
-    let peer = s.start.peer.clone();
-    let protocol = |source| VerticalJobError::Protocol {
-        peer: peer.clone(),
-        source,
-    };
-    if s.done || !matches!(s.link, Link::Open(_)) {
+    // Every channel open first (messages wait in the inbox until then).
+    if s.done || !s.links.iter().all(|l| matches!(l, Link::Open(_))) {
         return Ok(None);
     }
-    // A scoring session: the passive party, once its data and model are in, answers for
-    // every customer and is done.
-    if s.start.role == Role::Passive && !s.start.spec.kind.trains() {
-        let Some(p) = &s.prepared else {
-            return Ok(None);
-        };
-        let model = p.model.as_ref().ok_or(VerticalJobError::Internal(
-            "a scoring session without a model",
-        ))?;
-        let answer = score::passive_answer(model, p.hold.view())?;
-        seal_to(&mut s.link, out, &ToActive::Scoring(answer))?;
-        s.steps = 1;
-        if !s.inbox.is_empty() {
-            return Err(VerticalJobError::OutOfTurn {
-                peer: peer.clone(),
-                what: "a message in a scoring session (the passive party receives none)",
-            });
-        }
-        return Ok(Some(scored(s, p.hold.nrows(), None)));
+    // The passive party, once its (common) rows are in: a scoring session answers and
+    // ends; a training one builds its party and says it is ready.
+    if let Some(done) = passive_ready(s, out)? {
+        return Ok(Some(done));
     }
-    // The passive party, once its data is in, says it is ready (and builds its party).
-    if s.start.role == Role::Passive && matches!(s.party, Party::Waiting) {
-        let Some(p) = &s.prepared else {
-            return Ok(None);
-        };
-        let ready = ToActive::Ready {
-            columns: p.train.ncols() as u64,
-            rows: p.data.x.nrows() as u64,
-            resume: s.checkpoints.iter().map(Checkpoint::steps).collect(),
-        };
-        s.party = match s.start.spec.kind {
-            // The bank's key must be of the job's size (not merely the crate's floor).
-            VerticalKind::VerticalLogistic => Party::PassiveLr(Box::new(
-                PassiveLr::new(s.start.spec.lr_config(), p.train.view())
-                    .map_err(protocol)?
-                    .require_key_bits(s.start.spec.key_bits()),
-            )),
-            VerticalKind::VerticalGbdt => Party::PassiveBoost(Box::new(
-                PassiveBoost::new(s.start.spec.gbdt_params(), p.train.view())
-                    .map_err(protocol)?
-                    .require_key_bits(s.start.spec.key_bits()),
-            )),
-            VerticalKind::VerticalScore => {
-                return Err(VerticalJobError::Internal(
-                    "a scoring session sends no Ready",
-                ))
+    // The active party with several passive parties: once its data is in, it tells each
+    // passive party which of its aligned rows are common to every pair.
+    if s.start.role == Role::Active && s.links.len() > 1 {
+        if let Some(p) = &s.prepared {
+            for k in 0..s.links.len() {
+                if s.rows_sent.get(k).copied().unwrap_or(true) {
+                    continue;
+                }
+                let positions = p
+                    .data
+                    .common
+                    .get(k)
+                    .cloned()
+                    .ok_or(VerticalJobError::Internal(
+                        "no common rows for a passive party",
+                    ))?;
+                seal_to(&mut s.links, k, out, &ToPassive::Rows { positions })?;
+                if let Some(sent) = s.rows_sent.get_mut(k) {
+                    *sent = true;
+                }
             }
-        };
-        seal_to(&mut s.link, out, &ready)?;
+        }
     }
     while !s.inbox.is_empty() {
         // The active party takes nothing but Ready until its data is in.
         if s.start.role == Role::Active && s.prepared.is_none() {
             break;
         }
-        let Some(m) = s.inbox.pop_front() else {
+        // A passive party waiting for the common rows takes them once its data is in.
+        if waits_for_rows(&s.start) && s.stash.is_none() && s.prepared.is_none() {
+            break;
+        }
+        let Some((k, m)) = s.inbox.pop_front() else {
             break;
         };
-        let Link::Open(o) = &mut s.link else {
-            return Ok(None);
+        let peer = s.peers.get(k).cloned().unwrap_or_default();
+        let Some(Link::Open(o)) = s.links.get_mut(k) else {
+            return Err(VerticalJobError::Internal(
+                "a message on a channel not open",
+            ));
         };
         let part = o.ch.open(&m).map_err(|source| VerticalJobError::Channel {
             peer: peer.clone(),
@@ -1240,7 +1419,7 @@ fn step(
         match s.start.role {
             Role::Active => {
                 let msg: ToActive = serde_json::from_slice(&plain).map_err(undecodable)?;
-                if let Some(done) = active_take(s, rng, out, progress, msg)? {
+                if let Some(done) = active_take(s, rng, out, progress, k, msg)? {
                     return Ok(Some(done));
                 }
             }
@@ -1252,23 +1431,82 @@ fn step(
             }
         }
     }
-    // The active party starts once its data is in and the peer is ready.
-    if s.start.role == Role::Active && matches!(s.party, Party::Waiting) {
-        if let (Some(_), Some(ready)) = (&s.prepared, s.peer_ready.clone()) {
-            start_active(s, rng, out, ready)?;
+    // The active party starts once its data is in and every passive party is ready.
+    if s.start.role == Role::Active && matches!(s.party, Party::Waiting) && s.prepared.is_some() {
+        if let Some(readies) = s.peer_ready.iter().cloned().collect::<Option<Vec<_>>>() {
+            start_active(s, rng, out, readies)?;
         }
     }
+    Ok(None)
+}
+
+/// The passive party, once its rows are prepared and its party not built yet: in a scoring
+/// session it answers for every row and is done; in training it builds its party and sends
+/// `Ready`.
+fn passive_ready(
+    s: &mut Session,
+    out: &mut Vec<(usize, PsiMsg)>,
+) -> Result<Finished, VerticalJobError> {
+    if s.start.role != Role::Passive || !matches!(s.party, Party::Waiting) {
+        return Ok(None);
+    }
+    let Some(p) = &s.prepared else {
+        return Ok(None);
+    };
+    let peer = s.peers.first().cloned().unwrap_or_default();
+    let protocol = |source| VerticalJobError::Protocol {
+        peer: peer.clone(),
+        source,
+    };
+    if !s.start.spec.kind.trains() {
+        let model = p.model.as_ref().ok_or(VerticalJobError::Internal(
+            "a scoring session without a model",
+        ))?;
+        let answer = score::passive_answer(model, p.hold.view())?;
+        seal_to(&mut s.links, 0, out, &ToActive::Scoring(answer))?;
+        s.steps = 1;
+        if !s.inbox.is_empty() {
+            return Err(VerticalJobError::OutOfTurn {
+                peer,
+                what: "a message in a scoring session (the passive party receives none)",
+            });
+        }
+        return Ok(Some(scored(s, p.hold.nrows(), None)));
+    }
+    let ready = ToActive::Ready {
+        columns: p.train.ncols() as u64,
+        rows: p.data.x.nrows() as u64,
+        resume: s.checkpoints.iter().map(Checkpoint::steps).collect(),
+    };
+    s.party = match s.start.spec.kind {
+        // The bank's key must be of the job's size (not merely the crate's floor).
+        VerticalKind::VerticalLogistic => Party::PassiveLr(Box::new(
+            PassiveLr::new(s.start.spec.lr_config(), p.train.view())
+                .map_err(protocol)?
+                .require_key_bits(s.start.spec.key_bits()),
+        )),
+        VerticalKind::VerticalGbdt => Party::PassiveBoost(Box::new(
+            PassiveBoost::new(s.start.spec.gbdt_params(), p.train.view())
+                .map_err(protocol)?
+                .require_key_bits(s.start.spec.key_bits()),
+        )),
+        VerticalKind::VerticalScore => {
+            return Err(VerticalJobError::Internal(
+                "a scoring session sends no Ready",
+            ))
+        }
+    };
+    seal_to(&mut s.links, 0, out, &ready)?;
     Ok(None)
 }
 
 fn start_active(
     s: &mut Session,
     rng: &mut rand_chacha::ChaCha20Rng,
-    out: &mut Vec<PsiMsg>,
-    ready: Ready,
+    out: &mut Vec<(usize, PsiMsg)>,
+    readies: Vec<Ready>,
 ) -> Result<(), VerticalJobError> {
-    let (cols, rows) = (ready.columns, ready.rows);
-    let peer = s.start.peer.clone();
+    let peer = s.peers.join(", ");
     let protocol = |source| VerticalJobError::Protocol {
         peer: peer.clone(),
         source,
@@ -1276,11 +1514,17 @@ fn start_active(
     let Some(p) = &s.prepared else {
         return Ok(());
     };
-    if rows != p.data.x.nrows() as u64 {
-        return Err(protocol(VerticalError::Data(format!(
-            "the peer holds {rows} aligned rows, this party {}",
-            p.data.x.nrows()
-        ))));
+    for (ready, name) in readies.iter().zip(&s.peers) {
+        if ready.rows != p.data.x.nrows() as u64 {
+            return Err(VerticalJobError::Protocol {
+                peer: name.clone(),
+                source: VerticalError::Data(format!(
+                    "the peer holds {} aligned rows, this party {}",
+                    ready.rows,
+                    p.data.x.nrows()
+                )),
+            });
+        }
     }
     let y = p
         .y_train
@@ -1291,19 +1535,19 @@ fn start_active(
             "a scoring session trains nothing",
         ));
     }
-    let dims = [cols as usize];
+    let dims: Vec<usize> = readies.iter().map(|r| r.columns as usize).collect();
     let sk = SecretKey::generate(rng, s.start.spec.key_bits()).map_err(protocol)?;
     tracing::info!(job = %s.start.spec.job_id, bits = s.start.spec.key_bits(), "Paillier key drawn; training starts");
-    // Continue from the last step both parties hold their state after (with the fresh key).
+    // Continue from the last step every party holds its state after (with the fresh key).
     let common = s
         .checkpoints
         .iter()
-        .filter(|c| ready.resume.contains(&c.steps()))
+        .filter(|c| readies.iter().all(|r| r.resume.contains(&c.steps())))
         .max_by_key(|c| c.steps())
         .cloned();
     let resumed = common.as_ref().map(Checkpoint::steps);
     let wrong_kind = VerticalJobError::Internal("a checkpoint of another kind of party");
-    let (party, msgs): (Party, Vec<ToPassive>) = match s.start.spec.kind {
+    let (party, msgs): (Party, Vec<(usize, ToPassive)>) = match s.start.spec.kind {
         VerticalKind::VerticalLogistic => {
             let (mut party, msgs) = ActiveLr::new(
                 s.start.spec.lr_config(),
@@ -1318,7 +1562,10 @@ fn start_active(
                 Some(_) => return Err(wrong_kind),
                 None => {}
             }
-            let msgs = msgs.into_iter().map(|(_, m)| ToPassive::Lr(m)).collect();
+            let msgs = msgs
+                .into_iter()
+                .map(|(k, m)| (k, ToPassive::Lr(m)))
+                .collect();
             (Party::ActiveLr(Box::new(party)), msgs)
         }
         VerticalKind::VerticalGbdt => {
@@ -1332,7 +1579,10 @@ fn start_active(
                 None => ActiveBoost::new(rng, params, sk, x, y, &dims),
             }
             .map_err(protocol)?;
-            let msgs = msgs.into_iter().map(|(_, m)| ToPassive::Boost(m)).collect();
+            let msgs = msgs
+                .into_iter()
+                .map(|(k, m)| (k, ToPassive::Boost(m)))
+                .collect();
             (Party::ActiveBoost(Box::new(party)), msgs)
         }
         VerticalKind::VerticalScore => {
@@ -1343,13 +1593,13 @@ fn start_active(
     };
     if let Some(steps) = resumed {
         tracing::info!(job = %s.start.spec.job_id, steps, "vertical training continues from an earlier session's state");
-        seal_to(&mut s.link, out, &ToPassive::Resume { iteration: steps })?;
+        seal_to_all(&mut s.links, out, &ToPassive::Resume { iteration: steps })?;
         s.steps = u64::from(steps);
         s.resumed_from = u64::from(steps);
     }
     s.party = party;
-    for m in msgs {
-        seal_to(&mut s.link, out, &m)?;
+    for (k, m) in msgs {
+        seal_to(&mut s.links, k, out, &m)?;
     }
     Ok(())
 }
@@ -1357,11 +1607,12 @@ fn start_active(
 fn active_take(
     s: &mut Session,
     rng: &mut rand_chacha::ChaCha20Rng,
-    out: &mut Vec<PsiMsg>,
+    out: &mut Vec<(usize, PsiMsg)>,
     progress: &mut Vec<u64>,
+    from: usize,
     msg: ToActive,
 ) -> Result<Finished, VerticalJobError> {
-    let peer = s.start.peer.clone();
+    let peer = s.peers.get(from).cloned().unwrap_or_default();
     let protocol = |source| VerticalJobError::Protocol {
         peer: peer.clone(),
         source,
@@ -1370,28 +1621,33 @@ fn active_take(
         peer: peer.clone(),
         what,
     };
-    match (&mut s.party, msg) {
-        (Party::Waiting, ToActive::Scoring(answer)) if !s.start.spec.kind.trains() => {
-            let Some(p) = &s.prepared else {
-                return Ok(None);
-            };
-            let model = p.model.as_ref().ok_or(VerticalJobError::Internal(
-                "a scoring session without a model",
-            ))?;
-            let scores = score::active_scores(model, p.hold.view(), &answer)?;
-            progress.push(1);
-            s.steps = 1;
-            let rows = ScoredRows {
-                id_column: p.data.id_column.clone(),
-                ids: p.data.ids.clone(),
-                scores,
-                label: match (&p.data.label, &p.y_hold) {
-                    (Some(l), Some(y)) => Some((l.clone(), y.clone())),
-                    _ => None,
-                },
-            };
-            Ok(Some(scored(s, p.hold.nrows(), Some(rows))))
+    // The answers (scoring, hold-out) are collected from every passive party first.
+    let answer = matches!(
+        (&s.party, &msg),
+        (Party::Waiting, ToActive::Scoring(_))
+            | (Party::ActiveLr(_), ToActive::HoldoutLogits(_))
+            | (Party::ActiveBoost(_), ToActive::HoldoutRoutes(_))
+    );
+    let answer_turn = if s.start.spec.kind.trains() {
+        s.holdout_sent
+    } else {
+        true
+    };
+    if answer && answer_turn {
+        let slot = s
+            .answers
+            .get_mut(from)
+            .ok_or(VerticalJobError::Internal("an answer from no channel"))?;
+        if slot.is_some() {
+            return Err(out_of_turn("a second answer"));
         }
+        *slot = Some(msg);
+        let Some(answers) = s.answers.iter().cloned().collect::<Option<Vec<_>>>() else {
+            return Ok(None);
+        };
+        return active_answers(s, progress, answers);
+    }
+    match (&mut s.party, msg) {
         (
             Party::Waiting,
             ToActive::Ready {
@@ -1399,23 +1655,26 @@ fn active_take(
                 rows,
                 resume,
             },
-        ) if s.peer_ready.is_none() => {
-            let ready = Ready {
-                columns,
-                rows,
-                resume,
-            };
-            s.peer_ready = Some(ready.clone());
+        ) if s.peer_ready.get(from).is_some_and(Option::is_none) => {
+            if let Some(slot) = s.peer_ready.get_mut(from) {
+                *slot = Some(Ready {
+                    columns,
+                    rows,
+                    resume,
+                });
+            }
             if s.prepared.is_some() {
-                start_active(s, rng, out, ready)?;
+                if let Some(readies) = s.peer_ready.iter().cloned().collect::<Option<Vec<_>>>() {
+                    start_active(s, rng, out, readies)?;
+                }
             }
             Ok(None)
         }
         (Party::ActiveLr(a), ToActive::Lr(m)) => {
             let before = a.iteration();
-            let replies = a.handle(rng, 0, m).map_err(protocol)?;
-            for (_, r) in replies {
-                seal_to(&mut s.link, out, &ToPassive::Lr(r))?;
+            let replies = a.handle(rng, from, m).map_err(protocol)?;
+            for (k, r) in replies {
+                seal_to(&mut s.links, k, out, &ToPassive::Lr(r))?;
             }
             let after = a.iteration();
             for it in before..after {
@@ -1427,70 +1686,37 @@ fn active_take(
             }
             if a.is_done() && !s.holdout_sent {
                 s.holdout_sent = true;
-                seal_to(&mut s.link, out, &ToPassive::Holdout)?;
+                seal_to_all(&mut s.links, out, &ToPassive::Holdout)?;
             }
             Ok(None)
         }
         (Party::ActiveBoost(a), ToActive::Boost(m)) => {
-            let replies = a.handle(rng, 0, m).map_err(protocol)?;
+            let replies = a.handle(rng, from, m).map_err(protocol)?;
             if let Some(cp) = a.checkpoint() {
                 s.checkpointed |=
                     keep_checkpoint(&mut s.checkpoints, Checkpoint::ActiveBoost(Box::new(cp)));
             }
-            for (_, r) in replies {
+            for (k, r) in replies {
+                // Every passive party gets the same Gradients and Finished: a step counts
+                // once, at the first passive party's.
                 match &r {
-                    BoostToPassive::Gradients { tree, .. } if *tree > 0 => {
+                    BoostToPassive::Gradients { tree, .. } if *tree > 0 && k == 0 => {
                         progress.push(u64::from(*tree));
                         s.steps = u64::from(*tree);
                     }
-                    BoostToPassive::Finished => {
+                    BoostToPassive::Finished if k == 0 => {
                         s.steps += 1;
                         progress.push(s.steps);
                     }
                     _ => {}
                 }
-                seal_to(&mut s.link, out, &ToPassive::Boost(r))?;
+                seal_to(&mut s.links, k, out, &ToPassive::Boost(r))?;
             }
             if a.is_done() && !s.holdout_sent {
                 s.holdout_sent = true;
-                seal_to(&mut s.link, out, &ToPassive::Holdout)?;
+                seal_to_all(&mut s.links, out, &ToPassive::Holdout)?;
             }
             Ok(None)
-        }
-        (Party::ActiveLr(a), ToActive::HoldoutLogits(u)) if s.holdout_sent => {
-            let Some(p) = &s.prepared else {
-                return Ok(None);
-            };
-            let model = a.model();
-            let u = u
-                .unpack(p.hold.nrows())
-                .map_err(VerticalJobError::Scoring)?;
-            let scores: Vec<f64> = model
-                .margins(p.hold.view(), &[u])
-                .map_err(protocol)?
-                .into_iter()
-                .map(sigmoid)
-                .collect();
-            let mut file = model_file(s, p, &scores);
-            file.lr = Some(model);
-            Ok(Some(finish(s, file)))
-        }
-        (Party::ActiveBoost(a), ToActive::HoldoutRoutes(routes)) if s.holdout_sent => {
-            let Some(p) = &s.prepared else {
-                return Ok(None);
-            };
-            let model = a.model().map_err(protocol)?;
-            let routes =
-                score::unpack_routes(&routes, p.hold.nrows()).map_err(VerticalJobError::Scoring)?;
-            let scores: Vec<f64> = model
-                .predict_margin(p.hold.view(), &[routes])
-                .map_err(protocol)?
-                .into_iter()
-                .map(sigmoid)
-                .collect();
-            let mut file = model_file(s, p, &scores);
-            file.gbdt = Some(model);
-            Ok(Some(finish(s, file)))
         }
         (_, m) => Err(out_of_turn(match m {
             ToActive::Ready { .. } => "Ready",
@@ -1503,13 +1729,100 @@ fn active_take(
     }
 }
 
+/// Every passive party's answer is in (the spec's order): the scores of a scoring session,
+/// or the hold-out scores and the model files of a training one.
+fn active_answers(
+    s: &mut Session,
+    progress: &mut Vec<u64>,
+    answers: Vec<ToActive>,
+) -> Result<Finished, VerticalJobError> {
+    let peer = s.peers.join(", ");
+    let protocol = |source| VerticalJobError::Protocol {
+        peer: peer.clone(),
+        source,
+    };
+    let Some(p) = &s.prepared else {
+        return Err(VerticalJobError::Internal("answers before the data"));
+    };
+    let n = p.hold.nrows();
+    let wrong = VerticalJobError::Internal("answers of different kinds");
+    match &s.party {
+        Party::Waiting => {
+            let model = p.model.as_ref().ok_or(VerticalJobError::Internal(
+                "a scoring session without a model",
+            ))?;
+            let answers = answers
+                .into_iter()
+                .map(|a| match a {
+                    ToActive::Scoring(a) => Ok(a),
+                    _ => Err(VerticalJobError::Internal("answers of different kinds")),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let scores = score::active_scores(model, p.hold.view(), &answers)?;
+            progress.push(1);
+            s.steps = 1;
+            let rows = ScoredRows {
+                id_column: p.data.id_column.clone(),
+                ids: p.data.ids.clone(),
+                scores,
+                label: match (&p.data.label, &p.y_hold) {
+                    (Some(l), Some(y)) => Some((l.clone(), y.clone())),
+                    _ => None,
+                },
+            };
+            Ok(Some(scored(s, n, Some(rows))))
+        }
+        Party::ActiveLr(a) => {
+            let model = a.model();
+            let mut us = Vec::with_capacity(answers.len());
+            for answer in answers {
+                let ToActive::HoldoutLogits(u) = answer else {
+                    return Err(wrong);
+                };
+                us.push(u.unpack(n).map_err(VerticalJobError::Scoring)?);
+            }
+            let scores: Vec<f64> = model
+                .margins(p.hold.view(), &us)
+                .map_err(protocol)?
+                .into_iter()
+                .map(sigmoid)
+                .collect();
+            let mut file = model_file(s, p, &scores);
+            file.lr = Some(model);
+            Ok(Some(finish(s, file)))
+        }
+        Party::ActiveBoost(a) => {
+            let model = a.model().map_err(protocol)?;
+            let mut routes = Vec::with_capacity(answers.len());
+            for answer in answers {
+                let ToActive::HoldoutRoutes(r) = answer else {
+                    return Err(wrong);
+                };
+                routes.push(score::unpack_routes(&r, n).map_err(VerticalJobError::Scoring)?);
+            }
+            let scores: Vec<f64> = model
+                .predict_margin(p.hold.view(), &routes)
+                .map_err(protocol)?
+                .into_iter()
+                .map(sigmoid)
+                .collect();
+            let mut file = model_file(s, p, &scores);
+            file.gbdt = Some(model);
+            Ok(Some(finish(s, file)))
+        }
+        Party::PassiveLr(_) | Party::PassiveBoost(_) => {
+            Err(VerticalJobError::Internal("answers at a passive party"))
+        }
+    }
+}
+
 fn passive_take(
     s: &mut Session,
     rng: &mut rand_chacha::ChaCha20Rng,
-    out: &mut Vec<PsiMsg>,
+    out: &mut Vec<(usize, PsiMsg)>,
     msg: ToPassive,
 ) -> Result<Finished, VerticalJobError> {
-    let peer = s.start.peer.clone();
+    let peer = s.peers.first().cloned().unwrap_or_default();
     let protocol = |source| VerticalJobError::Protocol {
         peer: peer.clone(),
         source,
@@ -1519,10 +1832,23 @@ fn passive_take(
         what,
     };
     match (&mut s.party, msg) {
+        // Several passive parties: the common rows, before anything else.
+        (Party::Waiting, ToPassive::Rows { positions }) if s.stash.is_some() => {
+            let stash = s.stash.take();
+            s.prepared = Some(match stash {
+                Some(Stash::Train(data)) => prepare(&s.start.spec, keep_common(data, &positions)?)?,
+                Some(Stash::Score(data, model)) => {
+                    prepare_scoring(&s.start.spec, keep_common(data, &positions)?, model)
+                }
+                None => return Err(VerticalJobError::Internal("no data for the common rows")),
+            });
+            tracing::info!(job = %s.start.spec.job_id, rows = positions.len(), "the common rows of every pair kept");
+            passive_ready(s, out)
+        }
         (Party::PassiveLr(p), ToPassive::Lr(m)) => {
             let is_gradient = matches!(m, LrToPassive::Gradient { .. });
             if let Some(r) = p.handle(rng, m).map_err(protocol)? {
-                seal_to(&mut s.link, out, &ToActive::Lr(r))?;
+                seal_to(&mut s.links, 0, out, &ToActive::Lr(r))?;
             }
             if is_gradient {
                 s.steps += 1;
@@ -1562,7 +1888,7 @@ fn passive_take(
                 s.steps += 1;
             }
             if let Some(r) = p.handle(rng, m).map_err(protocol)? {
-                seal_to(&mut s.link, out, &ToActive::Boost(r))?;
+                seal_to(&mut s.links, 0, out, &ToActive::Boost(r))?;
             }
             if let Some(cp) = p.checkpoint().filter(|_| gradients) {
                 s.checkpointed |= keep_checkpoint(&mut s.checkpoints, Checkpoint::PassiveBoost(cp));
@@ -1576,7 +1902,8 @@ fn passive_take(
             let u = p.partial_logits(prep.hold.view()).map_err(protocol)?;
             let coef = p.coef().to_vec();
             seal_to(
-                &mut s.link,
+                &mut s.links,
+                0,
                 out,
                 &ToActive::HoldoutLogits(score::PackedF64::pack(&u)),
             )?;
@@ -1599,7 +1926,7 @@ fn passive_take(
                 .iter()
                 .map(|(&(t, n), sp)| (t, n, sp.clone()))
                 .collect();
-            seal_to(&mut s.link, out, &ToActive::HoldoutRoutes(routes))?;
+            seal_to(&mut s.links, 0, out, &ToActive::HoldoutRoutes(routes))?;
             let mut file = model_file(s, prep, &[]);
             file.passive_splits = Some(splits);
             Ok(Some(finish(s, file)))
@@ -1609,6 +1936,7 @@ fn passive_take(
             ToPassive::Boost(_) => "a boosting message",
             ToPassive::Holdout => "a hold-out request before training ended",
             ToPassive::Resume { .. } => "a resume after the session started",
+            ToPassive::Rows { .. } => "a common-rows list (one passive party, or a second list)",
         })),
     }
 }
@@ -1740,6 +2068,8 @@ mod tests {
             delivery: Delivery::Both,
             psi_session: 1,
             psi_hash: [9; 32],
+            passive_index: 0,
+            more_passive: Vec::new(),
         }
     }
 
@@ -1776,6 +2106,7 @@ mod tests {
             label: y.as_ref().map(|_| "churn".to_string()),
             y,
             alignment: PathBuf::from("align.json"),
+            common: Vec::new(),
         };
         Pair {
             bank,
@@ -2147,18 +2478,18 @@ mod tests {
             panic!("not a hello")
         };
         let ch = ha.accept(&mp).unwrap();
-        let mut link = Link::Open(Box::new(Open {
+        let mut links = [Link::Open(Box::new(Open {
             ch,
             part_len: MAX_PART,
             reassembly: Reassembly::new(parts::MAX_MESSAGE),
             parts_seen: Vec::new(),
-        }));
+        }))];
         // A message one byte longer than a part: a full part and a one-byte one.
         let msg = "x".repeat(MAX_PART - 1);
         let mut out = Vec::new();
-        seal_to(&mut link, &mut out, &msg).unwrap();
+        seal_to(&mut links, 0, &mut out, &msg).unwrap();
         assert_eq!(out.len(), 2);
-        let full = out.swap_remove(0);
+        let (_, full) = out.swap_remove(0);
         let PsiMsg::Sealed(s) = &full else {
             panic!("not sealed")
         };
@@ -2206,5 +2537,477 @@ mod tests {
             reason.contains("message number 4 from the peer, expected number 3"),
             "{reason}"
         );
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Several passive parties: the bank and two partners, relayed in memory as a star
+    // -----------------------------------------------------------------------------------------
+
+    const PASSIVES: [&str; 2] = ["insurer", "telco"];
+
+    /// The bank (active) and two passive drivers, and each party's rows: the bank's in the
+    /// common order (with each partner's positions of them), each partner's in its own pair's
+    /// alignment order (more rows than are common).
+    struct Star {
+        bank: VerticalDriver,
+        partners: Vec<VerticalDriver>,
+        data: Vec<AlignedData>,
+        /// The joined table on the common rows, in the common order: the bank's, the
+        /// insurer's and the telco's columns, and the labels.
+        joined: [Array2<f32>; 3],
+        y: Array1<f32>,
+        /// A restarted partner's driver (its own key, the bank's in its roster, no state).
+        fresh: Vec<VerticalDriver>,
+    }
+
+    fn multi_spec(kind: &str, extra: &str) -> VerticalJobSpec {
+        let text = format!(
+            "kind = \"{kind}\"\njob_id = \"m\"\npsi_job = \"align\"\nactive = \"bank\"\n\
+             passive = [\"insurer\", \"telco\"]\nkey_bits = 1024\ntest_key = true\n{extra}"
+        );
+        fedsilo_config::from_toml_str(&text, "spec").unwrap()
+    }
+
+    fn star_starts(spec: &VerticalJobSpec, session: u64) -> [VerticalStart; 3] {
+        let mut a = start(spec, Role::Active, PASSIVES[0]);
+        a.session = session;
+        a.more_passive = vec![fedsilo_task::vertical::VerticalPair {
+            passive: PASSIVES[1].into(),
+            psi_session: 2,
+            psi_hash: [8; 32],
+        }];
+        let mut p0 = start(spec, Role::Passive, "bank");
+        p0.session = session;
+        let mut p1 = p0.clone();
+        p1.passive_index = 1;
+        p1.psi_session = 2;
+        p1.psi_hash = [8; 32];
+        [a, p0, p1]
+    }
+
+    /// `universe` customers; the insurer aligned with the bank on customers 0..universe-20
+    /// and the telco on 15..universe, each pair in its own shuffled order.
+    fn star(universe: usize) -> Star {
+        use rand::seq::SliceRandom;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+        let kb = Arc::new(IdentityKey::generate(&mut rng));
+        let kp: Vec<Arc<IdentityKey>> = (0..2)
+            .map(|_| Arc::new(IdentityKey::generate(&mut rng)))
+            .collect();
+        let roster = |names: &[(&str, &IdentityKey)]| -> BTreeMap<String, String> {
+            names
+                .iter()
+                .map(|(n, k)| (n.to_string(), hex::encode(k.public_key())))
+                .collect()
+        };
+        let mut bank = VerticalDriver::new(
+            kb.clone(),
+            roster(&[(PASSIVES[0], &kp[0]), (PASSIVES[1], &kp[1])]),
+            [1; 32],
+        );
+        let mut partners: Vec<VerticalDriver> = kp
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                VerticalDriver::new(k.clone(), roster(&[("bank", &kb)]), [2 + i as u8; 32])
+            })
+            .collect();
+        for d in std::iter::once(&mut bank).chain(partners.iter_mut()) {
+            d.record_received();
+        }
+        let fresh = kp
+            .iter()
+            .map(|k| VerticalDriver::new(k.clone(), roster(&[("bank", &kb)]), [9; 32]))
+            .collect();
+        let n = universe;
+        let xb = Array2::from_shape_fn((n, 2), |_| rng.random_range(-1.0f32..1.0));
+        let xi = Array2::from_shape_fn((n, 3), |_| rng.random_range(-1.0f32..1.0));
+        let xt = Array2::from_shape_fn((n, 2), |_| rng.random_range(-1.0f32..1.0));
+        let yb: Array1<f32> = (0..n)
+            .map(|i| f32::from(u8::from(xb[(i, 0)] + xi[(i, 1)] - xt[(i, 0)] > 0.0)))
+            .collect();
+        let mut pair0: Vec<u32> = (0..(n - 20) as u32).collect();
+        let mut pair1: Vec<u32> = (15..n as u32).collect();
+        pair0.shuffle(&mut rng);
+        pair1.shuffle(&mut rng);
+        let (common, positions) =
+            fedsilo_task::vertical::common_rows(&[pair0.clone(), pair1.clone()]);
+        let idx = |rows: &[u32]| -> Vec<usize> { rows.iter().map(|&r| r as usize).collect() };
+        let c = idx(&common);
+        let data =
+            |cols: &[&str], x: Array2<f32>, y: Option<Array1<f32>>, ids: Vec<String>| AlignedData {
+                columns: cols.iter().map(|c| c.to_string()).collect(),
+                id_column: "customer".into(),
+                ids,
+                x,
+                label: y.as_ref().map(|_| "churn".to_string()),
+                y,
+                alignment: PathBuf::from("align.json"),
+                common: Vec::new(),
+            };
+        let mut bank_data = data(
+            &["x1", "x2"],
+            xb.select(Axis(0), &c),
+            Some(c.iter().map(|&i| yb[i]).collect()),
+            c.iter().map(|i| format!("c{i:05}")).collect(),
+        );
+        bank_data.common = positions;
+        Star {
+            bank,
+            partners,
+            data: vec![
+                bank_data,
+                data(
+                    &["i1", "i2", "i3"],
+                    xi.select(Axis(0), &idx(&pair0)),
+                    None,
+                    Vec::new(),
+                ),
+                data(
+                    &["t1", "t2"],
+                    xt.select(Axis(0), &idx(&pair1)),
+                    None,
+                    Vec::new(),
+                ),
+            ],
+            joined: [
+                xb.select(Axis(0), &c),
+                xi.select(Axis(0), &c),
+                xt.select(Axis(0), &c),
+            ],
+            y: c.iter().map(|&i| yb[i]).collect(),
+            fresh,
+        }
+    }
+
+    /// Relays among the three until all are quiet; each party's events (bank, insurer,
+    /// telco). A scoring spec gives each party its model file.
+    fn run_star(
+        st: &mut Star,
+        spec: &VerticalJobSpec,
+        models: Option<&[VerticalModelFile; 3]>,
+    ) -> [Vec<VerticalEvent>; 3] {
+        let [a, p0, p1] = star_starts(spec, 4);
+        st.bank.handle_start(a);
+        st.partners[0].handle_start(p0);
+        st.partners[1].handle_start(p1);
+        relay_star(st, models, &mut Vec::new(), usize::MAX)
+    }
+
+    /// Relays among the three until all are quiet, or until the bank has reported
+    /// `stop_after` steps (then every message still queued is dropped); the bank's progress
+    /// reports are collected in `progress`.
+    fn relay_star(
+        st: &mut Star,
+        models: Option<&[VerticalModelFile; 3]>,
+        progress: &mut Vec<VerticalProgress>,
+        stop_after: usize,
+    ) -> [Vec<VerticalEvent>; 3] {
+        let mut events: [Vec<VerticalEvent>; 3] = Default::default();
+        loop {
+            let mut moved = false;
+            for side in 0..3 {
+                let d = if side == 0 {
+                    &mut st.bank
+                } else {
+                    &mut st.partners[side - 1]
+                };
+                while let Some(ev) = d.poll_event() {
+                    moved = true;
+                    match ev {
+                        VerticalEvent::NeedData(s) => match models.map(|m| &m[side]) {
+                            Some(m) => d.provide_scoring(
+                                &s.spec.job_id,
+                                st.data[side].clone(),
+                                (m.clone(), Path::new("model.json")),
+                            ),
+                            None => d.provide_data(&s.spec.job_id, st.data[side].clone()),
+                        },
+                        other => events[side].push(other),
+                    }
+                }
+                let mut out = Vec::new();
+                while let Some(m) = d.poll_transmit() {
+                    out.push(m);
+                }
+                for m in out {
+                    moved = true;
+                    match (side, m) {
+                        (0, ToCoordinator::VerticalRelay { passive, msg }) => {
+                            st.partners[passive as usize].handle_message(msg)
+                        }
+                        (0, ToCoordinator::Psi(_)) => {
+                            panic!("the bank sent a message naming no passive party")
+                        }
+                        (k, ToCoordinator::Psi(msg)) if k > 0 => {
+                            st.bank.handle_relayed(k as u32 - 1, msg)
+                        }
+                        (k, ToCoordinator::VerticalRelay { .. }) if k > 0 => {
+                            panic!("a passive party addressed a passive party")
+                        }
+                        (0, ToCoordinator::VerticalProgress(v)) => {
+                            progress.push(v);
+                            if progress.len() >= stop_after {
+                                while st.bank.poll_transmit().is_some() {}
+                                for p in &mut st.partners {
+                                    while p.poll_transmit().is_some() {}
+                                }
+                                return events;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if !moved {
+                return events;
+            }
+        }
+    }
+
+    /// The joined table's training and hold-out positions (over the common rows).
+    fn split(spec: &VerticalJobSpec, n: usize) -> (Vec<usize>, Vec<usize>) {
+        let hold = spec.holdout_positions(n);
+        let held: BTreeSet<usize> = hold.iter().copied().collect();
+        ((0..n).filter(|i| !held.contains(i)).collect(), hold)
+    }
+
+    /// Vertical LR with two passive parties trains exactly the optimiser's steps on the
+    /// joined table of the common rows (each party's columns standardised on the training
+    /// rows), and the bank's hold-out scores are the pooled model's.
+    #[test]
+    fn two_passive_parties_train_the_lr_model_of_the_joined_table() {
+        let mut st = star(230);
+        let spec = multi_spec("vertical_logistic", "iterations = 3\n");
+        let ev = run_star(&mut st, &spec, None);
+        for (e, who) in ev.iter().zip(["bank", "insurer", "telco"]) {
+            assert_eq!(failure(e), None, "{who}");
+        }
+        let n = st.y.len();
+        assert!(n < 200 && n > 150, "{n} common rows");
+        let reports: Vec<&VerticalReport> = ev.iter().map(|e| done(e).unwrap()).collect();
+        for r in &reports {
+            assert_eq!((r.rows, r.steps), (n as u64, 3));
+            assert_eq!(r.holdout_rows, reports[0].holdout_rows);
+        }
+        let models: Vec<VerticalModelFile> = ev.iter().map(|e| model(e)).collect();
+        let (train, hold) = split(&spec, n);
+        let mut xs_train = Vec::new();
+        let mut xs_hold = Vec::new();
+        for (j, m) in st.joined.iter().zip(&models) {
+            let t = j.select(Axis(0), &train);
+            let sd = fedsilo_task::pooled::standardizer_of(t.view());
+            assert_eq!(m.standardizer.as_ref(), Some(&sd));
+            xs_train.push(sd.apply(t.view()).unwrap());
+            xs_hold.push(sd.apply(j.select(Axis(0), &hold).view()).unwrap());
+        }
+        let cat = |v: &[Array2<f32>]| {
+            ndarray::concatenate(Axis(1), &v.iter().map(|a| a.view()).collect::<Vec<_>>()).unwrap()
+        };
+        let y_train: Array1<f32> = train.iter().map(|&i| st.y[i]).collect();
+        let pooled = fedsilo_vertical::lr::fit_joined(
+            &spec.lr_config(),
+            cat(&xs_train).view(),
+            y_train.view(),
+        )
+        .unwrap();
+        let lr = models[0].lr.as_ref().unwrap();
+        let mut flat = lr.coef.clone();
+        for m in &models[1..] {
+            flat.extend_from_slice(m.lr_coef.as_ref().unwrap());
+        }
+        flat.push(lr.intercept);
+        assert_eq!(flat.len(), pooled.len());
+        let diff = flat
+            .iter()
+            .zip(&pooled)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(diff < 1e-6, "{flat:?} vs {pooled:?}");
+        let p = fedsilo_ml::linear::LinearParams::from_flat(&pooled).unwrap();
+        let want = fedsilo_ml::linear::predict_proba(&p, cat(&xs_hold).view()).unwrap();
+        let got = models[0].holdout_scores.as_ref().unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6));
+        assert!(models[1].holdout_scores.is_none() && models[2].holdout_scores.is_none());
+        // Each partner's first message was the common-rows list, in its own channel.
+        for p in &mut st.partners {
+            let got = p.take_received();
+            assert!(
+                got[0].plaintext.starts_with("{\"Rows\""),
+                "{}",
+                got[0].plaintext
+            );
+            assert_eq!(
+                got.iter()
+                    .filter(|r| r.plaintext.starts_with("{\"Rows\""))
+                    .count(),
+                1
+            );
+        }
+    }
+
+    /// SecureBoost with two passive parties grows pooled boosting's trees on the joined
+    /// table of the common rows, node for node, then scores every common customer in a
+    /// scoring session as training scored its hold-out rows; only the bank holds scores.
+    #[test]
+    fn two_passive_parties_grow_the_pooled_trees_and_score_as_training_did() {
+        let mut st = star(200);
+        let spec = multi_spec("vertical_gbdt", "[gbdt]\nn_trees = 3\nmax_depth = 2\n");
+        let ev = run_star(&mut st, &spec, None);
+        for e in &ev {
+            assert_eq!(failure(e), None);
+        }
+        let models: [VerticalModelFile; 3] = [model(&ev[0]), model(&ev[1]), model(&ev[2])];
+        let n = st.y.len();
+        let (train, hold) = split(&spec, n);
+        let pick = |pos: &[usize]| {
+            ndarray::concatenate(
+                Axis(1),
+                &st.joined
+                    .iter()
+                    .map(|j| j.select(Axis(0), pos))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(|a| a.view())
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap()
+        };
+        let y_train: Array1<f32> = train.iter().map(|&i| st.y[i]).collect();
+        let pooled =
+            fedsilo_ml::gbdt::fit_pooled(pick(&train).view(), y_train.view(), &spec.gbdt_params())
+                .unwrap();
+        let splits: Vec<BTreeMap<(u32, u32), PassiveSplit>> = models[1..]
+            .iter()
+            .map(|m| {
+                m.passive_splits
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .map(|(t, n, s)| ((*t, *n), s.clone()))
+                    .collect()
+            })
+            .collect();
+        let counts = models[0]
+            .gbdt
+            .as_ref()
+            .unwrap()
+            .matches_pooled(&pooled, &[2, 5], |k, t, n| {
+                splits.get(k).and_then(|s| s.get(&(t, n)))
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            counts.passive,
+            splits.iter().map(BTreeMap::len).sum::<usize>()
+        );
+        let want = pooled.predict_proba(pick(&hold).view()).unwrap();
+        let got = models[0].holdout_scores.clone().unwrap();
+        assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12));
+        // Scoring the same customers: the hold-out rows get the scores training gave them.
+        for p in &mut st.partners {
+            p.take_received();
+        }
+        let mut score = multi_spec("vertical_score", "");
+        score.job_id = "ms".into();
+        score.model_job = "m".into();
+        score.key_bits = None;
+        score.test_key = false;
+        score.validate().unwrap();
+        let ev = run_star(&mut st, &score, Some(&models));
+        for e in &ev {
+            assert_eq!(failure(e), None);
+        }
+        let (rows, rb) = scored(&ev[0]);
+        let rows = rows.unwrap();
+        assert_eq!((rb.rows, rows.scores.len()), (n as u64, n));
+        for (&i, w) in hold.iter().zip(&got) {
+            assert!((rows.scores[i] - w).abs() < 1e-12, "row {i}");
+        }
+        for e in &ev[1..] {
+            let (none, r) = scored(e);
+            assert!(none.is_none(), "a partner holds no scores");
+            assert_eq!(r.rows, n as u64);
+        }
+        // In a scoring session a partner receives the common-rows list and nothing else.
+        for p in &mut st.partners {
+            let got = p.take_received();
+            assert_eq!(got.len(), 1);
+            assert!(got[0].plaintext.starts_with("{\"Rows\""));
+        }
+    }
+
+    /// A common-rows list out of range, or naming a row twice, fails the session at the
+    /// passive party, saying so.
+    #[test]
+    fn a_bad_common_rows_list_is_refused_by_name() {
+        type Spoil = fn(&mut Vec<u32>, u32);
+        let out_of_range: Spoil = |p, rows| p[0] = rows;
+        let twice: Spoil = |p, _| p[1] = p[0];
+        for (bad, says) in [(out_of_range, "beyond this party's"), (twice, "twice")] {
+            let mut st = star(120);
+            let rows = st.data[2].x.nrows() as u32;
+            bad(&mut st.data[0].common[1], rows);
+            let spec = multi_spec("vertical_logistic", "iterations = 2\n");
+            let ev = run_star(&mut st, &spec, None);
+            let why = failure(&ev[2]).unwrap_or_else(|| panic!("telco took the list ({says})"));
+            assert!(
+                why.contains("the active party's list of common rows") && why.contains(says),
+                "{why}"
+            );
+            assert_eq!(failure(&ev[1]), None, "the insurer's list was right");
+            assert!(done(&ev[0]).is_none(), "the bank trained nothing");
+        }
+    }
+
+    /// With two passive parties a session cut off mid-training (every message in flight
+    /// lost) is followed by a fresh session that continues from the last step *every* party
+    /// holds and trains the model an uninterrupted session trains; when the telco restarted
+    /// (it holds no state) the next session trains from the start.
+    #[test]
+    fn two_passive_parties_resume_at_the_last_step_every_party_holds() {
+        let spec = multi_spec("vertical_logistic", "iterations = 4\n");
+        let mut whole = star(160);
+        let ev = run_star(&mut whole, &spec, None);
+        let want: Vec<VerticalModelFile> = ev.iter().map(|e| model(e)).collect();
+        for (stop, telco_restarts) in [(1usize, false), (2, false), (3, false), (2, true)] {
+            let mut cut = star(160);
+            let [a, p0, p1] = star_starts(&spec, 4);
+            cut.bank.handle_start(a);
+            cut.partners[0].handle_start(p0);
+            cut.partners[1].handle_start(p1);
+            let mut progress = Vec::new();
+            relay_star(&mut cut, None, &mut progress, stop);
+            assert_eq!(progress.len(), stop);
+            if telco_restarts {
+                cut.partners[1] = cut.fresh.remove(1);
+            }
+            let [a, p0, p1] = star_starts(&spec, 5);
+            cut.bank.handle_start(a);
+            cut.partners[0].handle_start(p0);
+            cut.partners[1].handle_start(p1);
+            let mut progress = Vec::new();
+            let ev = relay_star(&mut cut, None, &mut progress, usize::MAX);
+            for e in &ev {
+                assert_eq!(failure(e), None, "cut after {stop}");
+            }
+            let first = progress.first().unwrap();
+            if telco_restarts {
+                assert_eq!(first.resumed_from, 0, "the telco holds no step");
+            } else {
+                assert!(
+                    first.resumed_from + 1 >= stop as u64 && first.resumed_from <= stop as u64,
+                    "cut after {stop}: resumed from {}",
+                    first.resumed_from
+                );
+            }
+            assert_eq!(first.step, first.resumed_from + 1);
+            let got: Vec<VerticalModelFile> = ev.iter().map(|e| model(e)).collect();
+            assert_eq!(got[0].lr, want[0].lr, "cut after {stop}");
+            for k in 1..3 {
+                assert_eq!(got[k].lr_coef, want[k].lr_coef, "cut after {stop}");
+            }
+            assert_eq!(got[0].holdout_scores, want[0].holdout_scores);
+        }
     }
 }

@@ -214,6 +214,7 @@ impl Worker {
             // training table); the worker has no part in them.
             ToParticipant::PsiStart(_)
             | ToParticipant::Psi(_)
+            | ToParticipant::VerticalRelay { .. }
             | ToParticipant::VerticalStart(_) => Ok(()),
         }
     }

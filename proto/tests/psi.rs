@@ -209,9 +209,51 @@ fn vertical_specs_and_messages_round_trip() {
         delivery: Delivery::Both,
         psi_session: 1,
         psi_hash: [5; 32],
+        passive_index: 1,
+        more_passive: vec![fedsilo_task::vertical::VerticalPair {
+            passive: "telco".into(),
+            psi_session: 2,
+            psi_hash: [6; 32],
+        }],
     }));
     let wire: pb::ToParticipant = start.clone().into();
     assert_eq!(ToParticipant::try_from(wire).unwrap(), start);
+    // A message of a session with several passive parties names its passive party; one
+    // without a name stays a plain relayed message (PSI's, or one passive party's).
+    let sealed = fedsilo_crypto::psi::PsiMsg::Sealed(fedsilo_crypto::psi::Sealed {
+        ctx: fedsilo_crypto::psi::PsiContext {
+            job_id: "v".into(),
+            session: 3,
+        },
+        from: Role::Active,
+        seq: 4,
+        kind: fedsilo_crypto::psi::Kind::Vertical,
+        ciphertext: vec![1, 2, 3],
+    });
+    for m in [
+        ToParticipant::VerticalRelay {
+            passive: 1,
+            msg: sealed.clone(),
+        },
+        ToParticipant::VerticalRelay {
+            passive: 0,
+            msg: sealed.clone(),
+        },
+        ToParticipant::Psi(sealed.clone()),
+    ] {
+        let wire: pb::ToParticipant = m.clone().into();
+        assert_eq!(ToParticipant::try_from(wire).unwrap(), m);
+    }
+    for m in [
+        ToCoordinator::VerticalRelay {
+            passive: 1,
+            msg: sealed.clone(),
+        },
+        ToCoordinator::Psi(sealed),
+    ] {
+        let wire: pb::ToCoordinator = m.clone().into();
+        assert_eq!(ToCoordinator::try_from(wire).unwrap(), m);
+    }
     for m in [
         ToCoordinator::VerticalProgress(VerticalProgress {
             job_id: "v".into(),

@@ -93,6 +93,13 @@ pub enum ToParticipant {
     Psi(PsiMsg),
     /// Opens a vertical model's session at one party.
     VerticalStart(Box<VerticalStart>),
+    /// To the active party of a vertical session with several passive parties: a message
+    /// from passive party `passive` (its index in the job's `passive` list), relayed as it
+    /// came.
+    VerticalRelay {
+        passive: u32,
+        msg: PsiMsg,
+    },
 }
 
 /// Participant → coordinator.
@@ -118,6 +125,14 @@ pub enum ToCoordinator {
     PsiLost {
         job_id: String,
         session: u64,
+    },
+    /// The active party of a vertical session with several passive parties: a message for
+    /// passive party `passive` (its index in the job's `passive` list). The coordinator
+    /// relays it to that party alone; a passive party sends none (it talks to the active
+    /// party only, with [`ToCoordinator::Psi`]).
+    VerticalRelay {
+        passive: u32,
+        msg: PsiMsg,
     },
     /// The active party of a vertical session completed an iteration or a tree.
     VerticalProgress(VerticalProgress),

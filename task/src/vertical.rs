@@ -4,20 +4,27 @@
 //! job-level messages around the sealed exchange of [`fedsilo_vertical`].
 //!
 //! A scoring job names the finished training job (`model_job`) and a finished PSI job that
-//! aligned the customers to score (`psi_job`, the same two parties). Each party loads its
-//! own part of the model; the passive party sends its partial logits (LR) or the direction
-//! of every row at each of its splits (GBDT) for every aligned customer, sealed; only the
-//! active party combines them into scores, and writes the ranked list.
+//! aligned the customers to score (`psi_job`, with the model job's parties). Each party
+//! loads its own part of the model; each passive party sends its partial logits (LR) or the
+//! direction of every row at each of its splits (GBDT) for every common customer, sealed;
+//! only the active party combines them into scores, and writes the ranked list.
 //!
 //! A vertical job trains on the customers a finished PSI job aligned (`psi_job`, whose
 //! `delivery` must be `both`): the active party (the label holder, the PSI job's active
-//! party) and one passive party (the PSI job's passive party; several passive parties are
-//! not run over gRPC yet). The coordinator runs the training as one *session* between the
-//! two (numbered, never reused, as PSI's): it sends each a [`VerticalStart`], relays the
-//! sealed messages between them unread (`fedsilo_crypto::psi::channel`: PSI's envelopes,
-//! kind `vertical`), records the active party's per-iteration or per-tree progress
-//! ([`VerticalProgress`]) and closes the session when both have reported
-//! ([`VerticalReport`]) the same number of rows and steps.
+//! party) and one or more passive parties (each a passive party of the PSI job; each pair
+//! has its own alignment). The coordinator runs the training as one *session* among them
+//! (numbered, never reused, as PSI's): it sends each a [`VerticalStart`], relays the sealed
+//! messages between the active party and each passive party unread
+//! (`fedsilo_crypto::psi::channel`: PSI's envelopes, kind `vertical`, one channel per
+//! passive party; passive parties never talk to each other), records the active party's
+//! per-iteration or per-tree progress ([`VerticalProgress`]) and closes the session when
+//! every party has reported ([`VerticalReport`]) the same number of rows and steps.
+//!
+//! With several passive parties the model trains (and a scoring job scores) on the
+//! customers aligned in *every* pair ([`common_rows`]): the active party computes them from
+//! its alignments and sends each passive party, sealed, the positions of those rows in that
+//! pair's alignment order ([`check_common_positions`]); the hold-out split is drawn over the
+//! common rows, the same at every party.
 
 use fedsilo_crypto::psi::{Delivery, IdFormat, Role};
 use fedsilo_ml::gbdt::GbdtParams;
@@ -77,7 +84,7 @@ pub const DEFAULT_HOLDOUT: f64 = 0.2;
 /// job_id = "churn-vlr"            # optional
 /// psi_job = "align-churn"         # a finished PSI job with delivery = "both"
 /// active = "bank"                 # the PSI job's active party (it holds the labels)
-/// passive = ["insurer"]           # the PSI job's passive party (one, for now)
+/// passive = ["insurer"]           # passive parties of the PSI job (one or more, distinct)
 /// key_bits = 2048                 # Paillier modulus; 2048..=4096
 /// label = "churned"               # optional: else the active schema's first label
 /// holdout_fraction = 0.2          # seeded by the job id; scored jointly at the end
@@ -97,7 +104,7 @@ pub const DEFAULT_HOLDOUT: f64 = 0.2;
 /// ```toml
 /// kind = "vertical_score"
 /// model_job = "churn-vlr"         # a finished vertical_logistic or vertical_gbdt job
-/// psi_job = "align-new-customers" # a finished PSI job (delivery = "both") of the same parties
+/// psi_job = "align-new-customers" # a finished PSI job (delivery = "both") with the same parties
 /// # active, passive: optional, the model job's parties
 /// # label = "churned"             # optional: the AUC on the scored customers, if labelled
 /// ```
@@ -152,10 +159,10 @@ pub enum VerticalSpecError {
     NoPsiJob,
     #[error("active: empty")]
     NoActive,
-    #[error(
-        "passive: name exactly one passive party (several are not run over gRPC yet); got {0}"
-    )]
-    PassiveCount(usize),
+    #[error("passive: empty (name one or more passive parties of the PSI job)")]
+    NoPassive,
+    #[error("passive: '{0}' is named twice")]
+    DuplicatePassive(String),
     #[error("passive: '{0}' is the active party")]
     ActiveIsPassive(String),
     #[error(
@@ -271,14 +278,18 @@ impl VerticalJobSpec {
         Ok(())
     }
 
-    /// One passive party, not the active one (parties may be empty in a scoring spec until
-    /// the coordinator fills them in from the model job).
+    /// One or more distinct passive parties, none the active one (parties may be empty in a
+    /// scoring spec until the coordinator fills them in from the model job).
     fn check_parties(&self) -> Result<(), VerticalSpecError> {
-        if self.passive.len() != 1 {
-            return Err(VerticalSpecError::PassiveCount(self.passive.len()));
+        if self.passive.is_empty() {
+            return Err(VerticalSpecError::NoPassive);
         }
         if let Some(p) = self.passive.iter().find(|p| **p == self.active) {
             return Err(VerticalSpecError::ActiveIsPassive(p.clone()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(p) = self.passive.iter().find(|p| !seen.insert(p.as_str())) {
+            return Err(VerticalSpecError::DuplicatePassive(p.clone()));
         }
         Ok(())
     }
@@ -355,6 +366,26 @@ impl VerticalJobSpec {
         h.finalize().into()
     }
 
+    /// The configuration digest of the sealed channel between the active party and passive
+    /// party `index` (its position in `passive`): with one passive party the spec's
+    /// [`VerticalJobSpec::digest`] (as before several were run); with several, SHA-256 of a
+    /// domain tag, that digest, the index and the party's name, so that each pair's channel
+    /// is bound to its pair (a Hello of one channel is refused on another).
+    pub fn channel_digest(&self, index: usize) -> [u8; 32] {
+        use sha2::Digest;
+        if self.passive.len() <= 1 {
+            return self.digest();
+        }
+        let name = self.passive.get(index).map_or("", String::as_str);
+        let mut h = sha2::Sha256::new();
+        h.update(b"fedsilo-vertical-v1 pair channel");
+        h.update(self.digest());
+        h.update((index as u64).to_le_bytes());
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.finalize().into()
+    }
+
     /// The aligned positions held out (sorted), seeded by the job id: both parties draw the
     /// same ones. At least one row on each side; none in a scoring job.
     pub fn holdout_positions(&self, n: usize) -> Vec<usize> {
@@ -381,6 +412,11 @@ impl VerticalJobSpec {
 /// Coordinator → one party: open session `session` of the vertical job in `role` against
 /// `peer` (a roster name; the party takes the peer's identity key from its own roster file).
 /// The PSI job's alignment to train on is named by its job, session and hash.
+///
+/// With several passive parties the active party's `peer`, `psi_session` and `psi_hash` are
+/// those of the first passive party (`spec.passive[0]`) and `more_passive` names the others'
+/// pairs in the spec's order; a passive party's are its own pair's, and `passive_index` is
+/// its position in `spec.passive` (0 at the active party).
 #[derive(Clone, Debug, PartialEq)]
 pub struct VerticalStart {
     pub spec: VerticalJobSpec,
@@ -395,6 +431,100 @@ pub struct VerticalStart {
     pub psi_session: u64,
     /// The alignment hash the PSI job recorded (32 bytes).
     pub psi_hash: [u8; 32],
+    /// A passive party: its index in `spec.passive`; the active party: 0.
+    pub passive_index: u32,
+    /// The active party, with several passive parties: the pairs of passive parties 1.. .
+    pub more_passive: Vec<VerticalPair>,
+}
+
+/// One (active, passive) pair's PSI alignment, as a [`VerticalStart`] names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerticalPair {
+    pub passive: String,
+    pub psi_session: u64,
+    pub psi_hash: [u8; 32],
+}
+
+impl VerticalStart {
+    /// The pairs of this session's channels, one per peer: at the active party every
+    /// passive party's, in the spec's order; at a passive party its own, whose `passive`
+    /// is then the peer's name (the active party's), as `peer` is.
+    pub fn pairs(&self) -> Vec<VerticalPair> {
+        std::iter::once(VerticalPair {
+            passive: self.peer.clone(),
+            psi_session: self.psi_session,
+            psi_hash: self.psi_hash,
+        })
+        .chain(self.more_passive.iter().cloned())
+        .collect()
+    }
+}
+
+/// Why a passive party refuses the list of common rows the active party sent
+/// ([`check_common_positions`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommonRowsError {
+    #[error(
+        "the common-rows list names position {position}, beyond this party's {rows} aligned rows"
+    )]
+    OutOfRange { position: u32, rows: usize },
+    #[error("the common-rows list names position {0} twice")]
+    Duplicate(u32),
+    #[error("the common-rows list is empty: no customer is aligned with every passive party")]
+    Empty,
+}
+
+/// The rows every pair aligned, from the active party's alignments (its own dataset rows in
+/// each pair's alignment order, the pairs in the spec's order). The common order is the first
+/// pair's alignment order restricted to the rows aligned in every pair (with one pair: all
+/// its rows, in its order). Returns the active party's dataset rows in the common order and,
+/// per pair, the positions (in that pair's alignment order) of the common rows in the common
+/// order — what passive party k keeps of its aligned rows.
+pub fn common_rows(pairs: &[Vec<u32>]) -> (Vec<u32>, Vec<Vec<u32>>) {
+    use std::collections::BTreeMap;
+    let index: Vec<BTreeMap<u32, u32>> = pairs
+        .iter()
+        .map(|rows| {
+            rows.iter()
+                .enumerate()
+                .map(|(pos, &row)| (row, pos as u32))
+                .collect()
+        })
+        .collect();
+    let first = pairs.first().cloned().unwrap_or_default();
+    let common: Vec<u32> = first
+        .into_iter()
+        .filter(|row| index.iter().all(|m| m.contains_key(row)))
+        .collect();
+    let positions = index
+        .iter()
+        .map(|m| {
+            common
+                .iter()
+                .filter_map(|row| m.get(row).copied())
+                .collect()
+        })
+        .collect();
+    (common, positions)
+}
+
+/// A passive party's check of the common-rows list against its `rows` aligned rows: every
+/// position within them and none twice (the list is in the common order, so it need not
+/// be sorted), and at least one.
+pub fn check_common_positions(positions: &[u32], rows: usize) -> Result<(), CommonRowsError> {
+    if positions.is_empty() {
+        return Err(CommonRowsError::Empty);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for &p in positions {
+        if p as usize >= rows {
+            return Err(CommonRowsError::OutOfRange { position: p, rows });
+        }
+        if !seen.insert(p) {
+            return Err(CommonRowsError::Duplicate(p));
+        }
+    }
+    Ok(())
 }
 
 /// Active party → coordinator: `step` iterations (LR) or trees (GBDT) are complete.
@@ -445,6 +575,60 @@ mod tests {
         assert_eq!(s.holdout_positions(100).len(), 20);
         let s = parse(&format!("{TRAIN}model_job = \"x\"\n")).unwrap();
         assert_eq!(s.validate(), Err(VerticalSpecError::ModelJobInTraining));
+    }
+
+    #[test]
+    fn passive_parties_are_one_or_more_distinct_parties_other_than_the_active_one() {
+        let two = parse(&TRAIN.replace("[\"insurer\"]", "[\"insurer\", \"telco\"]")).unwrap();
+        two.validate().unwrap();
+        for (list, want) in [
+            ("[]", VerticalSpecError::NoPassive),
+            (
+                "[\"insurer\", \"insurer\"]",
+                VerticalSpecError::DuplicatePassive("insurer".into()),
+            ),
+            (
+                "[\"insurer\", \"bank\"]",
+                VerticalSpecError::ActiveIsPassive("bank".into()),
+            ),
+        ] {
+            let s = parse(&TRAIN.replace("[\"insurer\"]", list)).unwrap();
+            assert_eq!(s.validate(), Err(want), "{list}");
+        }
+        // One passive party: the channel digest is the spec's; several: one per pair.
+        let one = parse(TRAIN).unwrap();
+        assert_eq!(one.channel_digest(0), one.digest());
+        assert_ne!(two.channel_digest(0), two.channel_digest(1));
+        assert_ne!(two.channel_digest(0), two.digest());
+    }
+
+    #[test]
+    fn the_common_rows_are_those_aligned_in_every_pair_in_the_first_pairs_order() {
+        // The bank's dataset rows in each pair's alignment order.
+        let pairs = vec![vec![7, 3, 9, 1], vec![1, 5, 7, 9]];
+        let (common, positions) = common_rows(&pairs);
+        assert_eq!(common, vec![7, 9, 1]);
+        assert_eq!(positions, vec![vec![0, 2, 3], vec![2, 3, 0]]);
+        for (rows, pos) in pairs.iter().zip(&positions) {
+            let picked: Vec<u32> = pos.iter().map(|&p| rows[p as usize]).collect();
+            assert_eq!(picked, common);
+            check_common_positions(pos, rows.len()).unwrap();
+        }
+        // One pair: every row, in its order.
+        let (c, p) = common_rows(&pairs[..1]);
+        assert_eq!((c, p), (pairs[0].clone(), vec![vec![0, 1, 2, 3]]));
+        assert_eq!(
+            check_common_positions(&[0, 4], 4),
+            Err(CommonRowsError::OutOfRange {
+                position: 4,
+                rows: 4
+            })
+        );
+        assert_eq!(
+            check_common_positions(&[2, 0, 2], 4),
+            Err(CommonRowsError::Duplicate(2))
+        );
+        assert_eq!(check_common_positions(&[], 4), Err(CommonRowsError::Empty));
     }
 
     #[test]

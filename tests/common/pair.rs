@@ -12,14 +12,23 @@ use super::{repo, TestFed};
 /// keygen for bank and partner, each with its own schema (`bank_schema`, `partner_schema`)
 /// and state directory (`state-<name>`), dataset "customers".
 pub fn pair_federation(bank_schema: &str, partner_schema: &str) -> TestFed {
+    party_federation(&[("bank", bank_schema), ("partner", partner_schema)])
+}
+
+/// keygen for each `(name, schema)`, each party with its own schema (`<name>.schema.toml`)
+/// and state directory (`state-<name>`), dataset "customers".
+#[allow(dead_code)]
+pub fn party_federation(parties: &[(&str, &str)]) -> TestFed {
+    let names: Vec<&str> = parties.iter().map(|(n, _)| *n).collect();
     let fed = TestFed::new(
-        &["bank", "partner"],
+        &names,
         "customers",
         &repo().join("data/wa_churn.schema.toml"),
     );
-    std::fs::write(fed.path("bank.schema.toml"), bank_schema).unwrap();
-    std::fs::write(fed.path("partner.schema.toml"), partner_schema).unwrap();
-    for name in ["bank", "partner"] {
+    for (name, schema) in parties {
+        std::fs::write(fed.path(&format!("{name}.schema.toml")), schema).unwrap();
+    }
+    for name in names {
         let p = fed.path(&format!("participant-{name}.toml"));
         let cfg = std::fs::read_to_string(&p).unwrap().replace(
             "schema = \"schema.toml\"",

@@ -133,6 +133,23 @@ pub enum EngineError {
         claimed: &'static str,
         holds: &'static str,
     },
+    /// A vertical session's passive party addressed another party than the active one.
+    #[error("vertical job '{job}': {from} (a passive party) addressed {to}; a passive party talks to the active party only")]
+    PassiveAddressed {
+        job: String,
+        from: String,
+        to: String,
+    },
+    /// The active party addressed a passive party the session does not have.
+    #[error("vertical job '{job}': the active party addressed passive party {index}; the session has {count}")]
+    NoSuchPassive {
+        job: String,
+        index: u32,
+        count: usize,
+    },
+    /// With several passive parties, a message of the active party must name its recipient.
+    #[error("vertical job '{job}' session {session}: a message of the active party names no passive party (the session has several)")]
+    NoRecipient { job: String, session: u64 },
     /// A message that does not belong to this kind of job.
     #[error("job '{job}' takes no {what}")]
     WrongMessage { job: String, what: &'static str },
@@ -549,6 +566,7 @@ impl Coordinator {
             ToCoordinator::SecAgg(m) => m.ctx().clone(),
             ToCoordinator::Decline { ctx, .. } => ctx.clone(),
             ToCoordinator::Psi(_)
+            | ToCoordinator::VerticalRelay { .. }
             | ToCoordinator::PsiDone(_)
             | ToCoordinator::PsiFailed { .. }
             | ToCoordinator::PsiLost { .. }
@@ -583,6 +601,7 @@ impl Coordinator {
                 Ok(())
             }
             ToCoordinator::Psi(_)
+            | ToCoordinator::VerticalRelay { .. }
             | ToCoordinator::PsiDone(_)
             | ToCoordinator::PsiFailed { .. }
             | ToCoordinator::PsiLost { .. }

@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use fedsilo_crypto::msg::ParticipantId;
-use fedsilo_crypto::psi::Role;
+use fedsilo_crypto::psi::{PsiMsg, Role};
 use fedsilo_task::job::{ToCoordinator, ToParticipant};
 use fedsilo_task::psi::{PsiJobSpec, PsiReport, PsiSpecError, PsiStart};
 use serde::{Deserialize, Serialize};
@@ -118,6 +118,9 @@ pub(super) struct Running {
     active: ParticipantId,
     passive: ParticipantId,
     passive_name: String,
+    /// A vertical session with several passive parties: passive parties 1.. of the spec
+    /// (`passive` is the first); empty otherwise.
+    more: Vec<(ParticipantId, String)>,
     started: Instant,
     messages: [u64; 2],
     bytes: [u64; 2],
@@ -126,19 +129,59 @@ pub(super) struct Running {
     reports: Reports,
     /// Vertical sessions: what was relayed since the last completed step.
     pub(super) step: super::vertical::StepRelay,
-    /// Vertical sessions: the first party's report.
-    pub(super) vreport: Option<(Role, fedsilo_task::vertical::VerticalReport)>,
+    /// Vertical sessions: the reports in, by party slot (0 the active party, `1 + k`
+    /// passive party `k`); the first of each party counts.
+    pub(super) vreports: std::collections::BTreeMap<usize, fedsilo_task::vertical::VerticalReport>,
 }
 
 impl Running {
+    /// Counts one relayed message (per direction: with several passive parties the
+    /// passive → active figures are summed over them), and for a vertical session hashes
+    /// it into the step's record (`passive`: the pair's index, with several passive parties).
+    fn count(&mut self, role: Role, passive: Option<u32>, vertical: bool, m: &PsiMsg) {
+        let i = role_index(role);
+        if let (Some(n), Some(b)) = (self.messages.get_mut(i), self.bytes.get_mut(i)) {
+            *n += 1;
+            *b += m.wire_size() as u64;
+        }
+        if vertical {
+            self.step.relayed(role, passive, m);
+        }
+        if let Some(k) = self.last_kind.get_mut(i) {
+            *k = match m {
+                PsiMsg::Hello(_) => "hello",
+                PsiMsg::Sealed(s) => s.kind.name(),
+            };
+        }
+    }
+
     pub(super) fn session(&self) -> u64 {
         self.session
     }
-    pub(super) fn parties(&self) -> (ParticipantId, ParticipantId) {
-        (self.active, self.passive)
+    /// The passive parties' names, joined with ", " (one name for a PSI session).
+    pub(super) fn passive_names(&self) -> String {
+        std::iter::once(self.passive_name.as_str())
+            .chain(self.more.iter().map(|(_, n)| n.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
-    pub(super) fn passive_name(&self) -> &str {
-        &self.passive_name
+    /// Every party of the session: the active party, then the passive parties in order.
+    pub(super) fn all_parties(&self) -> Vec<ParticipantId> {
+        [self.active, self.passive]
+            .into_iter()
+            .chain(self.more.iter().map(|&(p, _)| p))
+            .collect()
+    }
+    /// Passive party `index` (in the spec's order) and its name.
+    pub(super) fn passive_at(&self, index: usize) -> Option<(ParticipantId, &str)> {
+        if index == 0 {
+            return Some((self.passive, self.passive_name.as_str()));
+        }
+        self.more.get(index - 1).map(|(p, n)| (*p, n.as_str()))
+    }
+    /// How many passive parties the session has.
+    pub(super) fn passive_count(&self) -> usize {
+        1 + self.more.len()
     }
     pub(super) fn started(&self) -> Instant {
         self.started
@@ -308,8 +351,22 @@ impl Coordinator {
         if !(job.joined.contains(&active) && job.joined.contains(&passive)) {
             return;
         }
-        // A vertical session needs both parties alive (a party away pauses the job).
-        if job.record.vertical.is_some() && !self.both_alive(now, active, passive) {
+        // A vertical session with several passive parties involves them all.
+        let mut more = Vec::new();
+        if job.record.vertical.is_some() {
+            for name in spec.passive.iter().skip(1) {
+                match self.id_of(name) {
+                    Some(id) if job.joined.contains(&id) => more.push((id, name.clone())),
+                    _ => return,
+                }
+            }
+        }
+        // A vertical session needs every party alive (a party away pauses the job).
+        if job.record.vertical.is_some()
+            && !std::iter::once(passive)
+                .chain(more.iter().map(|&(p, _)| p))
+                .all(|p| self.both_alive(now, active, p))
+        {
             return;
         }
         let Some(job) = self.psi_jobs.get_mut(job_id) else {
@@ -323,13 +380,14 @@ impl Coordinator {
             active,
             passive,
             passive_name: passive_name.clone(),
+            more: more.clone(),
             started: now,
             messages: [0; 2],
             bytes: [0; 2],
             last_kind: ["nothing yet"; 2],
             reports: Reports::None,
             step: super::vertical::StepRelay::new(now),
-            vreport: None,
+            vreports: Default::default(),
         }));
         if let Some(v) = job.record.vertical.as_mut() {
             // A fresh session counts its steps anew; its first progress says from where it
@@ -340,7 +398,11 @@ impl Coordinator {
         // Durable before the session's first message leaves.
         self.psi_checkpoint(job_id);
         tracing::info!(job = job_id, session, active = %spec.active, passive = %passive_name, "relay session started");
-        if self.start_vertical(job_id, session, active, passive, &passive_name) {
+        let passives: Vec<(ParticipantId, String)> =
+            std::iter::once((passive, passive_name.clone()))
+                .chain(more)
+                .collect();
+        if self.start_vertical(job_id, session, active, &passives) {
             return;
         }
         for (to, role, peer) in [
@@ -379,6 +441,9 @@ impl Coordinator {
                 job_id, session, ..
             }
             | ToCoordinator::PsiLost { job_id, session } => (job_id.clone(), *session),
+            ToCoordinator::VerticalRelay { msg, .. } => {
+                (msg.ctx().job_id.clone(), msg.ctx().session)
+            }
             ToCoordinator::VerticalProgress(p) => (p.job_id.clone(), p.session),
             ToCoordinator::VerticalDone(r) => (r.job_id.clone(), r.session),
             _ => return Ok(()),
@@ -396,10 +461,13 @@ impl Coordinator {
                 })
             }
         };
-        let role = if from == run.active {
-            Role::Active
+        // The sender's role and, for a passive party, its index in the spec's order.
+        let (role, index) = if from == run.active {
+            (Role::Active, 0)
         } else if from == run.passive {
-            Role::Passive
+            (Role::Passive, 0)
+        } else if let Some(k) = run.more.iter().position(|&(p, _)| p == from) {
+            (Role::Passive, k + 1)
         } else {
             return Err(EngineError::NotInSession {
                 job: job_id,
@@ -407,6 +475,7 @@ impl Coordinator {
                 participant: from,
             });
         };
+        let several = !run.more.is_empty();
         match msg {
             ToCoordinator::Psi(m) => {
                 if m.from() != role {
@@ -416,23 +485,68 @@ impl Coordinator {
                         holds: role.name(),
                     });
                 }
-                let i = role_index(role);
-                run.messages[i] += 1;
-                run.bytes[i] += m.wire_size() as u64;
-                if job.record.vertical.is_some() {
-                    run.step.relayed(role, &m);
+                // With several passive parties the active party names the recipient.
+                if role == Role::Active && several {
+                    return Err(EngineError::NoRecipient {
+                        job: job_id,
+                        session,
+                    });
                 }
-                if let Some(k) = run.last_kind.get_mut(i) {
-                    *k = match &m {
-                        fedsilo_crypto::psi::PsiMsg::Hello(_) => "hello",
-                        fedsilo_crypto::psi::PsiMsg::Sealed(s) => s.kind.name(),
-                    };
-                }
-                let to = match role {
-                    Role::Active => run.passive,
-                    Role::Passive => run.active,
+                let vertical = job.record.vertical.is_some();
+                run.count(role, several.then_some(index as u32), vertical, &m);
+                let (to, m) = match role {
+                    Role::Active => (run.passive, ToParticipant::Psi(m)),
+                    // The active party learns which passive party sent it.
+                    Role::Passive if several => (
+                        run.active,
+                        ToParticipant::VerticalRelay {
+                            passive: index as u32,
+                            msg: m,
+                        },
+                    ),
+                    Role::Passive => (run.active, ToParticipant::Psi(m)),
                 };
-                self.outbox.push_back((to, ToParticipant::Psi(m)));
+                self.outbox.push_back((to, m));
+                Ok(())
+            }
+            ToCoordinator::VerticalRelay {
+                passive: to,
+                msg: m,
+            } => {
+                if job.record.vertical.is_none() {
+                    return Err(EngineError::WrongMessage {
+                        job: job_id,
+                        what: "message naming a passive party (PSI sessions have one)",
+                    });
+                }
+                // Star: a passive party talks to the active party only.
+                if role == Role::Passive {
+                    let to = run
+                        .passive_at(to as usize)
+                        .map_or_else(|| format!("passive party {to}"), |(_, n)| n.to_string());
+                    let from = self.name(from);
+                    return Err(EngineError::PassiveAddressed {
+                        job: job_id,
+                        from,
+                        to,
+                    });
+                }
+                if m.from() != role {
+                    return Err(EngineError::WrongPsiRole {
+                        job: job_id,
+                        claimed: m.from().name(),
+                        holds: role.name(),
+                    });
+                }
+                let Some((dest, _)) = run.passive_at(to as usize) else {
+                    return Err(EngineError::NoSuchPassive {
+                        job: job_id,
+                        index: to,
+                        count: run.passive_count(),
+                    });
+                };
+                run.count(role, several.then_some(to), true, &m);
+                self.outbox.push_back((dest, ToParticipant::Psi(m)));
                 Ok(())
             }
             ToCoordinator::PsiFailed { reason, .. } => {
@@ -452,7 +566,13 @@ impl Coordinator {
                 })
             }
             ToCoordinator::VerticalProgress(p) => self.vertical_progress(now, &job_id, role, p),
-            ToCoordinator::VerticalDone(r) => self.vertical_done(now, &job_id, role, r),
+            ToCoordinator::VerticalDone(r) => {
+                let slot = match role {
+                    Role::Active => 0,
+                    Role::Passive => 1 + index,
+                };
+                self.vertical_done(now, &job_id, slot, r)
+            }
             ToCoordinator::PsiDone(report) => {
                 let reports = std::mem::replace(&mut run.reports, Reports::None);
                 match reports {
@@ -508,7 +628,7 @@ impl Coordinator {
             job_id: job_id.to_string(),
             session: run.session,
             active: job.record.spec.active.clone(),
-            passive: run.passive_name.clone(),
+            passive: run.passive_names(),
             result: Err(why),
             messages: run.messages,
             bytes: run.bytes,
@@ -603,7 +723,7 @@ impl Coordinator {
                     job_id: job_id.to_string(),
                     session: run.session,
                     active,
-                    passive: run.passive_name.clone(),
+                    passive: run.passive_names(),
                     result: Err(why.clone()),
                     messages: run.messages,
                     bytes: run.bytes,
@@ -631,8 +751,7 @@ impl Coordinator {
         job.phase = PsiPhase::Idle;
         let mut to = job.joined.clone();
         if let Some(r) = run {
-            to.insert(r.active);
-            to.insert(r.passive);
+            to.extend(r.all_parties());
         }
         for p in to {
             self.outbox.push_back((
@@ -663,7 +782,7 @@ impl Coordinator {
                     job_id: job_id.to_string(),
                     session: run.session,
                     active,
-                    passive: run.passive_name.clone(),
+                    passive: run.passive_names(),
                     result: Err(format!("cancelled: {reason}")),
                     messages: run.messages,
                     bytes: run.bytes,
@@ -785,6 +904,7 @@ pub(super) fn is_psi(msg: &ToCoordinator) -> bool {
             | ToCoordinator::PsiDone(_)
             | ToCoordinator::PsiFailed { .. }
             | ToCoordinator::PsiLost { .. }
+            | ToCoordinator::VerticalRelay { .. }
             | ToCoordinator::VerticalProgress(_)
             | ToCoordinator::VerticalDone(_)
     )

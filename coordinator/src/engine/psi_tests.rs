@@ -14,6 +14,7 @@ use rand::SeedableRng;
 use super::{Coordinator, EngineError, Event, JobState};
 
 struct Party {
+    name: String,
     key: Arc<IdentityKey>,
     party: Option<PsiParty>,
     ids: Vec<String>,
@@ -48,18 +49,21 @@ fn spec(job: &str) -> PsiJobSpec {
 
 impl Fed {
     fn new(bank_ids: &[&str], insurer_ids: &[&str]) -> Fed {
+        Fed::with(&[("bank", bank_ids), ("insurer", insurer_ids)])
+    }
+
+    /// Parties named and holding the ids given, participant ids 0, 1, … in that order.
+    fn with(parties_ids: &[(&str, &[&str])]) -> Fed {
         let mut rng = rand_chacha::ChaCha20Rng::from_seed([9; 32]);
         let mut roster = Roster::new();
         let mut names = BTreeMap::new();
         let mut parties = Vec::new();
-        for (i, (name, ids)) in [("bank", bank_ids), ("insurer", insurer_ids)]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, &(name, ids)) in parties_ids.iter().enumerate() {
             let key = Arc::new(IdentityKey::generate(&mut rng));
             roster.insert(i as u32, key.public_key());
             names.insert(i as u32, name.to_string());
             parties.push(Party {
+                name: name.to_string(),
                 key,
                 party: None,
                 ids: ids.iter().map(|s| s.to_string()).collect(),
@@ -124,11 +128,15 @@ impl Fed {
     }
 
     fn deliver(&mut self, to: u32, m: ToParticipant) {
-        let keys: Vec<[u8; 32]> = self.parties.iter().map(|p| p.key.public_key()).collect();
+        let keys: BTreeMap<String, [u8; 32]> = self
+            .parties
+            .iter()
+            .map(|p| (p.name.clone(), p.key.public_key()))
+            .collect();
         let p = &mut self.parties[to as usize];
         match m {
             ToParticipant::PsiStart(s) => {
-                let peer = keys[1 - to as usize];
+                let peer = keys[&s.peer];
                 let mut config = PsiConfig::new(s.job_id.clone(), s.session);
                 config.ctx = PsiContext {
                     job_id: s.job_id.clone(),
@@ -811,4 +819,299 @@ fn a_heartbeating_party_stays_alive_for_its_vertical_session_but_not_present_for
         })
         .collect();
     assert_eq!(starts, vec![s + 1, s + 1]);
+}
+
+/// A finished PSI job "align" of the bank with the insurer and the telco, then the vertical
+/// job `job` with both passive parties, launched with all three joined; the session number.
+fn two_passive_fed(job: &str) -> (Fed, u64) {
+    use fedsilo_crypto::psi::Role;
+    let (b, i, t) = (ids("C", 0..40), ids("C", 10..50), ids("C", 5..35));
+    let as_str = |v: &[String]| -> Vec<String> { v.to_vec() };
+    let (b, i, t) = (as_str(&b), as_str(&i), as_str(&t));
+    let (b, i, t): (Vec<&str>, Vec<&str>, Vec<&str>) = (
+        b.iter().map(String::as_str).collect(),
+        i.iter().map(String::as_str).collect(),
+        t.iter().map(String::as_str).collect(),
+    );
+    let mut fed = Fed::with(&[("bank", &b), ("insurer", &i), ("telco", &t)]);
+    let mut psi = spec("align");
+    psi.passive = vec!["insurer".into(), "telco".into()];
+    fed.coord.launch_psi(fed.now, psi).unwrap();
+    for p in 0..3 {
+        fed.coord.handle_join(fed.now, p, &[]).unwrap();
+    }
+    fed.run();
+    assert_eq!(
+        fed.coord.job_status("align").unwrap().state,
+        JobState::Finished
+    );
+    let pairs = fed.coord.psi_record("align").unwrap().pairs.clone();
+    assert_eq!(pairs.len(), 2);
+    let mut v = vspec(job);
+    v.passive = vec!["insurer".into(), "telco".into()];
+    fed.coord.launch_vertical(fed.now, v).unwrap();
+    for p in 0..3 {
+        fed.coord.handle_join(fed.now, p, &[]).unwrap();
+    }
+    let mut starts = BTreeMap::new();
+    while let Some((to, m)) = fed.coord.poll_transmit() {
+        if let ToParticipant::VerticalStart(s) = m {
+            starts.insert(to, *s);
+        }
+    }
+    assert_eq!(
+        starts.len(),
+        3,
+        "a VerticalStart to each of the three parties"
+    );
+    let (a, ins, tel) = (&starts[&0], &starts[&1], &starts[&2]);
+    assert_eq!(
+        (a.role, ins.role, tel.role),
+        (Role::Active, Role::Passive, Role::Passive)
+    );
+    // The active party learns each pair's alignment; each passive party its own.
+    assert_eq!(a.peer, "insurer");
+    assert_eq!(hex::encode(a.psi_hash), pairs[0].intersection_hash);
+    assert_eq!(a.more_passive.len(), 1);
+    assert_eq!(a.more_passive[0].passive, "telco");
+    assert_eq!(
+        hex::encode(a.more_passive[0].psi_hash),
+        pairs[1].intersection_hash
+    );
+    assert_eq!((ins.peer.as_str(), ins.passive_index), ("bank", 0));
+    assert_eq!((tel.peer.as_str(), tel.passive_index), ("bank", 1));
+    assert_eq!(hex::encode(tel.psi_hash), pairs[1].intersection_hash);
+    assert!(ins.more_passive.is_empty() && tel.more_passive.is_empty());
+    assert_eq!(a.session, tel.session);
+    (fed, a.session)
+}
+
+fn to_passive(job: &str, session: u64, passive: u32, seq: u64) -> ToCoordinator {
+    let ToCoordinator::Psi(msg) = sealed(job, session, fedsilo_crypto::psi::Role::Active, seq)
+    else {
+        unreachable!()
+    };
+    ToCoordinator::VerticalRelay { passive, msg }
+}
+
+/// With two passive parties the relay is a star: the active party names the recipient of each
+/// message, the active party learns which passive party sent each; a passive party addressing
+/// another one, a message of the active party naming none or a party the session lacks, and
+/// a message of the wrong session are refused, by name; the session closes when all three
+/// parties have reported.
+#[test]
+fn a_vertical_job_with_two_passive_parties_routes_each_message_to_its_pair() {
+    use fedsilo_crypto::psi::Role;
+    let (mut fed, s) = two_passive_fed("v");
+    let now = fed.now;
+    // Passive → active: the active party is told which passive party sent it.
+    for (from, index) in [(1u32, 0u32), (2, 1)] {
+        fed.coord
+            .handle_message(now, from, sealed("v", s, Role::Passive, 0))
+            .unwrap();
+        let (to, m) = fed.coord.poll_transmit().unwrap();
+        assert_eq!(to, 0);
+        assert!(
+            matches!(m, ToParticipant::VerticalRelay { passive, .. } if passive == index),
+            "{m:?}"
+        );
+    }
+    // Active → passive k: to that party alone, as a plain relayed message.
+    for (index, want) in [(1u32, 2u32), (0, 1)] {
+        fed.coord
+            .handle_message(now, 0, to_passive("v", s, index, u64::from(index)))
+            .unwrap();
+        let (to, m) = fed.coord.poll_transmit().unwrap();
+        assert_eq!(to, want);
+        assert!(matches!(m, ToParticipant::Psi(_)), "{m:?}");
+        assert!(fed.coord.poll_transmit().is_none());
+    }
+    // A passive party cannot address another passive party (nor the active one by index).
+    let e = fed
+        .coord
+        .handle_message(now, 2, to_passive("v", s, 0, 1))
+        .unwrap_err();
+    assert!(matches!(e, EngineError::PassiveAddressed { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(text.contains("telco") && text.contains("insurer"), "{text}");
+    // The active party must name a passive party of the session.
+    assert!(matches!(
+        fed.coord
+            .handle_message(now, 0, sealed("v", s, Role::Active, 2)),
+        Err(EngineError::NoRecipient { .. })
+    ));
+    let e = fed
+        .coord
+        .handle_message(now, 0, to_passive("v", s, 2, 2))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            EngineError::NoSuchPassive {
+                index: 2,
+                count: 2,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // Another session, or a message claiming the active role from a passive party.
+    assert!(matches!(
+        fed.coord
+            .handle_message(now, 0, to_passive("v", s + 1, 1, 2)),
+        Err(EngineError::NoSuchRound { .. })
+    ));
+    assert!(matches!(
+        fed.coord
+            .handle_message(now, 1, sealed("v", s, Role::Active, 2)),
+        Err(EngineError::WrongPsiRole { .. })
+    ));
+    assert!(
+        fed.coord.poll_transmit().is_none(),
+        "nothing refused was relayed"
+    );
+    fed.coord
+        .handle_message(now, 0, progress("v", s, 1))
+        .unwrap();
+    fed.coord
+        .handle_message(now, 0, progress("v", s, 2))
+        .unwrap();
+    // Every party's report closes the session; two are not enough.
+    fed.coord
+        .handle_message(now, 1, done("v", s, None))
+        .unwrap();
+    fed.coord
+        .handle_message(now, 0, done("v", s, Some(0.75)))
+        .unwrap();
+    assert_eq!(fed.coord.job_status("v").unwrap().state, JobState::Running);
+    fed.coord
+        .handle_message(now, 2, done("v", s, None))
+        .unwrap();
+    let status = fed.coord.job_status("v").unwrap();
+    assert_eq!(status.state, JobState::Finished, "{status:?}");
+    let mut steps = Vec::new();
+    let mut ended = BTreeMap::new();
+    while let Some(ev) = fed.coord.poll_event() {
+        if let Event::Vertical(v) = ev {
+            steps.push(*v);
+        }
+    }
+    while let Some((to, m)) = fed.coord.poll_transmit() {
+        if let ToParticipant::JobEnd { state, .. } = m {
+            ended.insert(to, state);
+        }
+    }
+    assert_eq!(ended.len(), 3, "the job's end goes to all three parties");
+    assert_eq!(steps.len(), 3, "{steps:#?}");
+    assert_eq!(steps[0].passive, "insurer, telco");
+    assert_eq!(
+        steps[0].messages,
+        [2, 2],
+        "per direction, summed over the passive parties"
+    );
+}
+
+/// The vertical job's passive parties must each be a passive party of the PSI job; one
+/// reporting a different session fails the job naming it.
+#[test]
+fn a_two_passive_vertical_job_is_checked_against_the_psi_job_and_every_report() {
+    use fedsilo_task::vertical::VerticalSpecError;
+    let (mut fed, s) = two_passive_fed("v");
+    let now = fed.now;
+    let mut only_insurer = spec("align1");
+    only_insurer.passive = vec!["insurer".into()];
+    fed.coord.launch_psi(now, only_insurer).unwrap();
+    fed.coord.handle_join(now, 0, &[]).unwrap();
+    fed.coord.handle_join(now, 1, &[]).unwrap();
+    fed.run();
+    assert_eq!(
+        fed.coord.job_status("align1").unwrap().state,
+        JobState::Finished
+    );
+    let mut bad = vspec("w");
+    bad.psi_job = "align1".into();
+    bad.passive = vec!["insurer".into(), "telco".into()];
+    match fed.coord.launch_vertical(now, bad) {
+        Err(EngineError::InvalidVerticalJob(VerticalSpecError::NotPsiParty {
+            field: "passive",
+            name,
+            ..
+        })) => assert_eq!(name, "telco"),
+        other => panic!("{other:?}"),
+    }
+    fed.coord
+        .handle_message(now, 0, progress("v", s, 1))
+        .unwrap();
+    fed.coord
+        .handle_message(now, 0, progress("v", s, 2))
+        .unwrap();
+    fed.coord
+        .handle_message(now, 0, done("v", s, Some(0.7)))
+        .unwrap();
+    fed.coord
+        .handle_message(now, 1, done("v", s, None))
+        .unwrap();
+    let ToCoordinator::VerticalDone(mut other) = done("v", s, None) else {
+        unreachable!()
+    };
+    other.rows = 29;
+    fed.coord
+        .handle_message(now, 2, ToCoordinator::VerticalDone(other))
+        .unwrap();
+    let status = fed.coord.job_status("v").unwrap();
+    match &status.state {
+        JobState::Failed(why) => assert!(why.contains("passive telco: 29 rows"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// With two passive parties the second one away pauses the job (the first two parties
+/// being seen is not enough); when it is back a fresh session starts among all three, and a
+/// party's `PsiLost` restarts the session for all three.
+#[test]
+fn the_second_passive_party_away_or_lost_restarts_the_session_for_all() {
+    let (mut fed, s) = two_passive_fed("v");
+    let later = fed.now + super::DEFAULT_LIVENESS_WINDOW + Duration::from_secs(1);
+    fed.coord.handle_seen(later, 0);
+    fed.coord.handle_seen(later, 1);
+    fed.coord.handle_timeout(later);
+    let status = fed.coord.job_status("v").unwrap();
+    assert_eq!(status.state, JobState::Waiting, "{status:?}");
+    assert!(
+        status.detail.contains("waiting for telco"),
+        "{}",
+        status.detail
+    );
+    let paused: Vec<_> = std::iter::from_fn(|| fed.coord.poll_event())
+        .filter_map(|e| match e {
+            Event::Vertical(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paused.len(), 1);
+    assert!(paused[0]
+        .result
+        .as_ref()
+        .is_err_and(|w| w.contains("telco away")));
+    fed.coord.handle_seen(later, 2);
+    let starts = |fed: &mut Fed| -> Vec<(u32, u64)> {
+        std::iter::from_fn(|| fed.coord.poll_transmit())
+            .filter_map(|(to, m)| match m {
+                ToParticipant::VerticalStart(v) => Some((to, v.session)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(starts(&mut fed), vec![(0, s + 1), (1, s + 1), (2, s + 1)]);
+    fed.coord
+        .handle_message(
+            later,
+            2,
+            ToCoordinator::PsiLost {
+                job_id: "v".into(),
+                session: s + 1,
+            },
+        )
+        .unwrap();
+    assert_eq!(starts(&mut fed), vec![(0, s + 2), (1, s + 2), (2, s + 2)]);
 }

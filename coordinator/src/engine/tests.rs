@@ -216,6 +216,7 @@ impl Fed {
                     }
                     ToParticipant::PsiStart(_)
                     | ToParticipant::Psi(_)
+                    | ToParticipant::VerticalRelay { .. }
                     | ToParticipant::VerticalStart(_) => {
                         panic!("no PSI job here")
                     }

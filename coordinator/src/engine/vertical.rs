@@ -1,5 +1,6 @@
 //! Vertical model jobs in the engine: the PSI relay ([`super::psi`]) running one session
-//! between a PSI job's two parties for a model instead of an intersection.
+//! among a PSI job's active party and one or more of its passive parties for a model instead
+//! of an intersection.
 //!
 //! A vertical job is a [`PsiRecord`] whose `vertical` part is set: the same session
 //! numbering (checkpointed before the session's first message leaves, never reused), the
@@ -7,22 +8,29 @@
 //! the same restart of a session a party lost (`PsiLost`, at most
 //! [`super::psi::MAX_LOST_RESTARTS`] times), cancel, resume and failure. What differs:
 //!
-//! - the parties get a [`VerticalStart`] naming the PSI job's alignment (session, hash);
+//! - the parties get a [`VerticalStart`] naming the PSI job's alignment (session, hash): the
+//!   active party every pair's, each passive party its own and its index;
+//! - with several passive parties the relay is a star: every message of the active party
+//!   names its passive party (`ToCoordinator::VerticalRelay`) and goes to it alone; each
+//!   passive party's goes to the active party, which is told whose it is
+//!   (`ToParticipant::VerticalRelay`); the active party naming no passive party or one the
+//!   session lacks, and a passive party naming any, are refused by name;
 //! - the active party reports each completed iteration or tree ([`VerticalProgress`]):
 //!   the engine audits it with the number, bytes and SHA-256 of the sealed messages relayed
-//!   for that step (each way) and checkpoints the count;
-//! - the session closes when both parties report ([`VerticalReport`]) the same rows and
-//!   the job's number of steps;
-//! - both parties must be alive (the liveness window; a heartbeat counts, so a party busy
+//!   for that step (each way: active → passive parties and back, summed over the passive
+//!   parties) and checkpoints the count;
+//! - the session closes when every party reports ([`VerticalReport`]) the active party's
+//!   rows and the job's number of steps;
+//! - every party must be alive (the liveness window; a heartbeat counts, so a party busy
 //!   with a step longer than the window is not away): a party that goes away mid-session
 //!   pauses the job (the session is abandoned, audited as such, and the job waits for it);
-//!   when it is back, a fresh session starts.
+//!   when all are back, a fresh session starts.
 //!
 //! Resumption after a coordinator restart is PSI's: the job starts a fresh session. What
 //! the session trains from is the parties' business (the coordinator holds no model
 //! state): each party keeps its own state after its last two completed iterations or trees
 //! (`participant::vertical`), so a fresh session of the same job continues from the last
-//! step both hold — its first [`VerticalProgress`] says so (`resumed_from`), which the
+//! step every party holds — its first [`VerticalProgress`] says so (`resumed_from`), which the
 //! engine checks (the step must follow it), records and audits; a party that restarted
 //! takes its state from the file its node wrote after each step.
 
@@ -32,7 +40,8 @@ use fedsilo_crypto::msg::ParticipantId;
 use fedsilo_crypto::psi::{PsiMsg, Role};
 use fedsilo_task::job::ToParticipant;
 use fedsilo_task::vertical::{
-    VerticalJobSpec, VerticalProgress, VerticalReport, VerticalSpecError, VerticalStart,
+    VerticalJobSpec, VerticalPair, VerticalProgress, VerticalReport, VerticalSpecError,
+    VerticalStart,
 };
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -46,9 +55,13 @@ use super::{Coordinator, EngineError, Event, JobState, JobStatus};
 #[serde(deny_unknown_fields)]
 pub struct VerticalRecord {
     pub spec: VerticalJobSpec,
-    /// The PSI session whose alignment the model trains on, and its hash (hex).
+    /// The PSI session whose alignment the model trains on, and its hash (hex): the first
+    /// passive party's pair.
     pub psi_session: u64,
     pub psi_hash: String,
+    /// Several passive parties: the pairs of passive parties 1.. (the spec's order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_pairs: Vec<VerticalPairRecord>,
     /// Iterations or trees of the job completed by the current (or last) session,
     /// counted from the start of the job (a resumed session starts past 0).
     pub steps_done: u64,
@@ -65,6 +78,16 @@ pub struct VerticalRecord {
     /// The result, once both parties reported.
     #[serde(default)]
     pub outcome: Option<VerticalOutcome>,
+}
+
+/// One further (active, passive) pair a vertical job trains on: its PSI session and hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerticalPairRecord {
+    pub passive: String,
+    pub psi_session: u64,
+    /// Hex.
+    pub psi_hash: String,
 }
 
 /// What a finished vertical job records.
@@ -85,15 +108,18 @@ pub struct VerticalSummary {
     pub job_id: String,
     pub session: u64,
     pub active: String,
+    /// The passive parties, joined with ", ".
     pub passive: String,
     /// The completed step (1-based); for the session's end, the steps done.
     pub step: u64,
     /// `Ok` with a one-line outcome, or why the session ended without a model.
     pub result: Result<String, String>,
-    /// Messages and bytes relayed for this step, active → passive and back.
+    /// Messages and bytes relayed for this step, active → passive and back (with several
+    /// passive parties: summed over them, each way).
     pub messages: [u64; 2],
     pub bytes: [u64; 2],
-    /// SHA-256 over the relayed messages of the step, in relay order (hex).
+    /// SHA-256 over the relayed messages of the step, in relay order (hex); with several
+    /// passive parties each message's pair index is hashed with it.
     pub relayed_hash: String,
     pub elapsed: Duration,
 }
@@ -126,14 +152,18 @@ impl StepRelay {
         }
     }
 
-    /// Counts and hashes one relayed message (its header and sealed bytes as relayed).
-    pub(super) fn relayed(&mut self, from: Role, m: &PsiMsg) {
+    /// Counts and hashes one relayed message (its header and sealed bytes as relayed; with
+    /// several passive parties, `passive` is its pair's index and hashed too).
+    pub(super) fn relayed(&mut self, from: Role, passive: Option<u32>, m: &PsiMsg) {
         let i = role_index(from);
         if let (Some(n), Some(b)) = (self.messages.get_mut(i), self.bytes.get_mut(i)) {
             *n += 1;
             *b += m.wire_size() as u64;
         }
         self.hasher.update([from.tag()]);
+        if let Some(k) = passive {
+            self.hasher.update(k.to_le_bytes());
+        }
         match m {
             PsiMsg::Hello(h) => {
                 self.hasher.update(b"hello");
@@ -165,7 +195,8 @@ impl StepRelay {
 }
 
 impl Coordinator {
-    /// Both alive (polling or heartbeating within the window): a vertical session's need.
+    /// Both alive (polling or heartbeating within the window): a vertical session's need,
+    /// for the active party and each passive party.
     pub(super) fn both_alive(&self, now: Instant, a: ParticipantId, b: ParticipantId) -> bool {
         is_alive(&self.liveness, self.liveness_window, a, now)
             && is_alive(&self.liveness, self.liveness_window, b, now)
@@ -218,15 +249,29 @@ impl Coordinator {
                 psi: psi_spec.active.clone(),
             }));
         }
-        let passive = spec.passive.first().cloned().unwrap_or_default();
-        let Some(pair) = psi.record.pairs.iter().find(|p| p.passive == passive) else {
-            return Err(invalid(VerticalSpecError::NotPsiParty {
-                field: "passive",
-                name: passive,
-                psi: psi_spec.passive.join(", "),
-            }));
+        // Each named passive party must be a passive party of the PSI job (one pair each).
+        let mut pairs = Vec::new();
+        for passive in &spec.passive {
+            let Some(pair) = psi.record.pairs.iter().find(|p| &p.passive == passive) else {
+                return Err(invalid(VerticalSpecError::NotPsiParty {
+                    field: "passive",
+                    name: passive.clone(),
+                    psi: psi_spec.passive.join(", "),
+                }));
+            };
+            pairs.push(pair.clone());
+        }
+        let mut pairs = pairs.into_iter();
+        let Some(pair) = pairs.next() else {
+            return Err(invalid(VerticalSpecError::NoPassive));
         };
-        let pair = pair.clone();
+        let more_pairs: Vec<VerticalPairRecord> = pairs
+            .map(|p| VerticalPairRecord {
+                passive: p.passive,
+                psi_session: p.session,
+                psi_hash: p.intersection_hash,
+            })
+            .collect();
         if spec.job_id.is_empty() {
             spec.job_id = format!(
                 "{}-{:08x}",
@@ -244,7 +289,7 @@ impl Coordinator {
         tracing::info!(job = %id, kind = spec.kind.name(), psi = %spec.psi_job, active = %spec.active, passive = ?spec.passive, "vertical job launched");
         let mut relay_spec = psi_spec;
         relay_spec.job_id = id.clone();
-        relay_spec.passive = vec![pair.passive.clone()];
+        relay_spec.passive = spec.passive.clone();
         self.insert_psi(
             now,
             PsiRecord {
@@ -256,6 +301,7 @@ impl Coordinator {
                     spec,
                     psi_session: pair.session,
                     psi_hash: pair.intersection_hash,
+                    more_pairs,
                     steps_done: 0,
                     steps_all_sessions: 0,
                     paused: 0,
@@ -307,14 +353,14 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Sends the two `VerticalStart`s of a session just opened; false for a PSI job.
+    /// Sends the `VerticalStart`s of a session just opened (the active party's, then each
+    /// passive party's, in the spec's order); false for a PSI job.
     pub(super) fn start_vertical(
         &mut self,
         job_id: &str,
         session: u64,
         active: ParticipantId,
-        passive: ParticipantId,
-        passive_name: &str,
+        passives: &[(ParticipantId, String)],
     ) -> bool {
         let Some(job) = self.psi_jobs.get(job_id) else {
             return false;
@@ -323,14 +369,28 @@ impl Coordinator {
             return false;
         };
         let psi_spec = &job.record.spec;
-        let mut psi_hash = [0u8; 32];
-        if hex::decode_to_slice(&v.psi_hash, &mut psi_hash).is_err() {
-            tracing::error!(
-                job = job_id,
-                "the recorded PSI alignment hash is not 32 bytes of hex"
-            );
-        }
-        let start = |role: Role, peer: String| VerticalStart {
+        let hash_of = |hex_hash: &str| {
+            let mut psi_hash = [0u8; 32];
+            if hex::decode_to_slice(hex_hash, &mut psi_hash).is_err() {
+                tracing::error!(
+                    job = job_id,
+                    "the recorded PSI alignment hash is not 32 bytes of hex"
+                );
+            }
+            psi_hash
+        };
+        let pairs: Vec<VerticalPair> = std::iter::once(VerticalPair {
+            passive: v.spec.passive.first().cloned().unwrap_or_default(),
+            psi_session: v.psi_session,
+            psi_hash: hash_of(&v.psi_hash),
+        })
+        .chain(v.more_pairs.iter().map(|p| VerticalPair {
+            passive: p.passive.clone(),
+            psi_session: p.psi_session,
+            psi_hash: hash_of(&p.psi_hash),
+        }))
+        .collect();
+        let start = |role: Role, peer: String, pair: &VerticalPair, index: usize| VerticalStart {
             spec: v.spec.clone(),
             session,
             role,
@@ -339,13 +399,24 @@ impl Coordinator {
             id_column: psi_spec.id_column.clone(),
             id_format: psi_spec.id_format.into(),
             delivery: psi_spec.delivery.into(),
-            psi_session: v.psi_session,
-            psi_hash,
+            psi_session: pair.psi_session,
+            psi_hash: pair.psi_hash,
+            passive_index: index as u32,
+            more_passive: Vec::new(),
         };
-        let msgs = [
-            (active, start(Role::Active, passive_name.to_string())),
-            (passive, start(Role::Passive, psi_spec.active.clone())),
-        ];
+        let Some(first) = pairs.first() else {
+            return false;
+        };
+        let mut to_active = start(Role::Active, first.passive.clone(), first, 0);
+        to_active.more_passive = pairs.iter().skip(1).cloned().collect();
+        let mut msgs = vec![(active, to_active)];
+        for (k, ((id, name), pair)) in passives.iter().zip(&pairs).enumerate() {
+            if *name != pair.passive {
+                tracing::error!(job = job_id, passive = %name, "the session's passive parties are not the job's");
+                return false;
+            }
+            msgs.push((*id, start(Role::Passive, psi_spec.active.clone(), pair, k)));
+        }
         for (to, s) in msgs {
             self.outbox
                 .push_back((to, ToParticipant::VerticalStart(Box::new(s))));
@@ -402,7 +473,7 @@ impl Coordinator {
             job_id: job_id.to_string(),
             session: run.session(),
             active: record.spec.active.clone(),
-            passive: run.passive_name().to_string(),
+            passive: run.passive_names(),
             step: p.step,
             result: Ok(format!(
                 "{} {} of {} done{}",
@@ -429,12 +500,13 @@ impl Coordinator {
         Ok(())
     }
 
-    /// A party's end-of-session report; with both in, close the session and the job.
+    /// A party's end-of-session report (`slot`: 0 the active party, `1 + k` passive party
+    /// `k`); with every party's in, close the session and the job.
     pub(super) fn vertical_done(
         &mut self,
         now: Instant,
         job_id: &str,
-        role: Role,
+        slot: usize,
         r: VerticalReport,
     ) -> Result<(), EngineError> {
         let Some(job) = self.psi_jobs.get_mut(job_id) else {
@@ -449,31 +521,34 @@ impl Coordinator {
         let PsiPhase::Running(run) = &mut job.phase else {
             return Ok(());
         };
-        let first = match run.vreport.take() {
-            None => {
-                run.vreport = Some((role, r));
-                return Ok(());
-            }
-            Some((r0, first)) if r0 == role => {
-                run.vreport = Some((r0, first));
-                return Ok(());
-            }
-            Some((_, first)) => first,
-        };
-        let (a, p) = match role {
-            Role::Active => (r, first),
-            Role::Passive => (first, r),
+        // The first report of each party counts (a repeat is ignored).
+        run.vreports.entry(slot).or_insert(r);
+        if run.vreports.len() < 1 + run.passive_count() {
+            return Ok(());
+        }
+        let mut reports = std::mem::take(&mut run.vreports);
+        let names: Vec<String> = (0..run.passive_count())
+            .map(|k| {
+                run.passive_at(k)
+                    .map_or_else(String::new, |(_, n)| n.to_string())
+            })
+            .collect();
+        let Some(a) = reports.remove(&0) else {
+            return Ok(());
         };
         let want = job
             .record
             .vertical
             .as_ref()
             .map_or(0, |v| v.spec.total_steps());
-        let disagreement = if (a.rows, a.train_rows, a.holdout_rows, a.steps)
-            != (p.rows, p.train_rows, p.holdout_rows, p.steps)
-        {
+        let differs = reports.iter().find(|(_, p)| {
+            (a.rows, a.train_rows, a.holdout_rows, a.steps)
+                != (p.rows, p.train_rows, p.holdout_rows, p.steps)
+        });
+        let disagreement = if let Some((k, p)) = differs {
+            let who = names.get(k.saturating_sub(1)).cloned().unwrap_or_default();
             Some(format!(
-                "the two parties report different sessions (active: {} rows, {} training, {} held out, {} steps; passive: {} rows, {} training, {} held out, {} steps)",
+                "the parties report different sessions (active: {} rows, {} training, {} held out, {} steps; passive {who}: {} rows, {} training, {} held out, {} steps)",
                 a.rows, a.train_rows, a.holdout_rows, a.steps,
                 p.rows, p.train_rows, p.holdout_rows, p.steps
             ))
@@ -527,7 +602,7 @@ impl Coordinator {
                 job_id: job_id.to_string(),
                 session: run.session(),
                 active: job.record.spec.active.clone(),
-                passive: run.passive_name().to_string(),
+                passive: run.passive_names(),
                 step: outcome.steps,
                 result: Ok(line),
                 messages,
@@ -549,14 +624,12 @@ impl Coordinator {
             .values()
             .filter(|j| j.record.vertical.is_some())
             .filter_map(|j| match &j.phase {
-                PsiPhase::Running(run) => {
-                    let (a, p) = run.parties();
-                    [a, p]
-                        .into_iter()
-                        .filter_map(|x| self.liveness.get(&x).and_then(Liveness::last_alive))
-                        .min()
-                        .map(|t| t + self.liveness_window)
-                }
+                PsiPhase::Running(run) => run
+                    .all_parties()
+                    .into_iter()
+                    .filter_map(|x| self.liveness.get(&x).and_then(Liveness::last_alive))
+                    .min()
+                    .map(|t| t + self.liveness_window),
                 PsiPhase::Idle => None,
             })
             .min()
@@ -571,8 +644,8 @@ impl Coordinator {
             .filter(|(_, j)| j.record.vertical.is_some())
             .filter_map(|(id, j)| match &j.phase {
                 PsiPhase::Running(run) => {
-                    let (a, p) = run.parties();
-                    let gone: Vec<String> = [a, p]
+                    let gone: Vec<String> = run
+                        .all_parties()
                         .into_iter()
                         .filter(|&x| !is_alive(&self.liveness, self.liveness_window, x, now))
                         .map(|x| self.name(x))
@@ -595,7 +668,7 @@ impl Coordinator {
                 v.paused += 1;
             }
             let why = format!(
-                "paused: {who} away mid-training (after {steps} steps); a fresh session starts when both parties are present"
+                "paused: {who} away mid-training (after {steps} steps); a fresh session starts when every party is present"
             );
             tracing::warn!(job = %id, session = run.session(), reason = %why, "vertical session paused");
             let (messages, bytes) = run.totals();
@@ -604,7 +677,7 @@ impl Coordinator {
                     job_id: id.clone(),
                     session: run.session(),
                     active: job.record.spec.active.clone(),
-                    passive: run.passive_name().to_string(),
+                    passive: run.passive_names(),
                     step: steps,
                     result: Err(why),
                     messages,
@@ -661,14 +734,14 @@ impl Coordinator {
                 parts.push(format!(
                     "session {} with {}: {step} {} of {total} done; {} + {} messages relayed ({} + {} bytes; last: {k0} from {}, {k1} from {}){}",
                     run.session(),
-                    run.passive_name(),
+                    run.passive_names(),
                     v.steps_done,
                     m[0],
                     m[1],
                     b[0],
                     b[1],
                     r.spec.active,
-                    run.passive_name(),
+                    run.passive_names(),
                     if job.lost_restarts > 0 {
                         format!("; restarted {} time(s): a party lost its state", job.lost_restarts)
                     } else {
@@ -683,7 +756,7 @@ impl Coordinator {
             (JobState::Waiting, PsiPhase::Idle) => {
                 let clock = self.clock;
                 let want: Vec<String> = std::iter::once(&r.spec.active)
-                    .chain(r.spec.passive.first())
+                    .chain(r.spec.passive.iter())
                     .filter(|n| {
                         self.id_of(n).is_none_or(|id| {
                             !job.joined.contains(&id)
@@ -699,7 +772,7 @@ impl Coordinator {
                 }
                 if v.paused > 0 {
                     parts.push(format!(
-                        "paused {} time(s) by a party away; the next session continues from the last {step} both parties hold",
+                        "paused {} time(s) by a party away; the next session continues from the last {step} every party holds",
                         v.paused
                     ));
                 }

@@ -94,7 +94,7 @@ impl Federation for Handle {
             })?;
         use fedsilo_task::job::ToCoordinator as C;
         let ctx = match &mut msg {
-            C::Psi(m) => RoundContext {
+            C::Psi(m) | C::VerticalRelay { msg: m, .. } => RoundContext {
                 job_id: m.ctx().job_id.clone(),
                 round: m.ctx().session,
             },
@@ -134,7 +134,7 @@ impl Federation for Handle {
         check_job_id("ctx.job_id", &ctx.job_id)?;
         // Back-pressure: a bounded number of one sender's relayed PSI messages wait
         // undelivered; the next one waits for the recipient to poll, or is refused.
-        if let C::Psi(m) = &msg {
+        if let C::Psi(m) | C::VerticalRelay { msg: m, .. } = &msg {
             let key = super::mailbox::relay_key(m);
             if let Err(waiting) = self.mail.room_for_relay(&key, from, PSI_RELAY_WAIT).await {
                 return Err(Status::resource_exhausted(format!(

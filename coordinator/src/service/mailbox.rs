@@ -24,7 +24,9 @@ const POLL_REPLY_BYTES: usize = fedsilo_proto::MAX_MESSAGE_BYTES - (64 << 10);
 /// entries, so the relay holds at most this many chunks per direction and session.
 pub const MAX_RELAYED_PSI: usize = 16;
 
-/// A relayed PSI message's (job, session, sender's role): what the bound counts by.
+/// A relayed PSI message's (job, session, sender's role): what the bound counts by. In a
+/// vertical session with several passive parties the messages of one direction are counted
+/// together over the passive parties (the active party's to all of them; theirs to it).
 pub(super) type RelayKey = (String, u64, Role);
 
 pub(super) fn relay_key(m: &PsiMsg) -> RelayKey {
@@ -72,11 +74,11 @@ impl Encoder {
             // A new session supersedes the job's earlier ones; its messages belong to it.
             T::PsiStart(s) => (s.job_id.clone(), true, true),
             T::VerticalStart(s) => (s.spec.job_id.clone(), true, true),
-            T::Psi(m) => (m.ctx().job_id.clone(), true, false),
+            T::Psi(m) | T::VerticalRelay { msg: m, .. } => (m.ctx().job_id.clone(), true, false),
         };
         let ends_job = matches!(m, T::JobEnd { .. });
         let relay = match &m {
-            T::Psi(p) => Some(relay_key(p)),
+            T::Psi(p) | T::VerticalRelay { msg: p, .. } => Some(relay_key(p)),
             _ => None,
         };
         let msg = match m {

@@ -157,7 +157,10 @@ fn engine_status(e: EngineError) -> Status {
         EngineError::UnknownParticipant(_) => Status::permission_denied(message),
         EngineError::NotInSession { .. }
         | EngineError::WrongPsiRole { .. }
-        | EngineError::WrongMessage { .. } => Status::permission_denied(message),
+        | EngineError::WrongMessage { .. }
+        | EngineError::PassiveAddressed { .. }
+        | EngineError::NoSuchPassive { .. }
+        | EngineError::NoRecipient { .. } => Status::permission_denied(message),
         EngineError::InvalidJobId
         | EngineError::InvalidPsiJob(_)
         | EngineError::InvalidVerticalJob(_)

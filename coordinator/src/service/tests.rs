@@ -66,6 +66,11 @@ fn seen(msgs: Vec<pb::EncodedToParticipant>) -> Vec<(String, u64, &'static str)>
                 ToParticipant::JobEnd { job_id, .. } => (job_id, 0, "job end"),
                 ToParticipant::PsiStart(s) => (s.job_id, s.session, "psi start"),
                 ToParticipant::Psi(m) => (m.ctx().job_id.clone(), m.ctx().session, "psi"),
+                ToParticipant::VerticalRelay { msg, .. } => (
+                    msg.ctx().job_id.clone(),
+                    msg.ctx().session,
+                    "vertical relay",
+                ),
                 ToParticipant::VerticalStart(s) => (s.spec.job_id, s.session, "vertical start"),
             },
         )

@@ -353,11 +353,11 @@ pub fn passive_answer(
 }
 
 /// The active party's scores (probabilities) of its rows `x` (its own columns, raw), from
-/// its model file and the passive party's answer for the same rows.
+/// its model file and every passive party's answer for the same rows (the spec's order).
 pub fn active_scores(
     model: &VerticalModelFile,
     x: ArrayView2<f32>,
-    answer: &ScoringAnswer,
+    answers: &[ScoringAnswer],
 ) -> Result<Vec<f64>, super::VerticalJobError> {
     let incomplete = || super::VerticalJobError::Internal("the model file is incomplete");
     let n = x.nrows();
@@ -366,29 +366,42 @@ pub fn active_scores(
         peer: model.peer.clone(),
         source,
     };
-    let margins = match (model.kind, answer) {
-        (VerticalKind::VerticalLogistic, ScoringAnswer::Logits(u)) => {
+    let wrong_kind = |a: &ScoringAnswer| {
+        bad(ScoringError::WrongKind {
+            want: if model.kind == VerticalKind::VerticalGbdt {
+                "routes"
+            } else {
+                "partial logits"
+            },
+            got: a.name(),
+        })
+    };
+    let margins = match model.kind {
+        VerticalKind::VerticalLogistic => {
             let st = model.standardizer.as_ref().ok_or_else(incomplete)?;
             let lr = model.lr.as_ref().ok_or_else(incomplete)?;
-            let u = u.unpack(n).map_err(bad)?;
+            let mut us = Vec::with_capacity(answers.len());
+            for a in answers {
+                let ScoringAnswer::Logits(u) = a else {
+                    return Err(wrong_kind(a));
+                };
+                us.push(u.unpack(n).map_err(bad)?);
+            }
             let xs = st.apply(x).map_err(super::VerticalJobError::Standardize)?;
-            lr.margins(xs.view(), &[u]).map_err(protocol)?
+            lr.margins(xs.view(), &us).map_err(protocol)?
         }
-        (VerticalKind::VerticalGbdt, ScoringAnswer::Routes(r)) => {
+        VerticalKind::VerticalGbdt => {
             let gbdt = model.gbdt.as_ref().ok_or_else(incomplete)?;
-            let routes = unpack_routes(r, n).map_err(bad)?;
-            gbdt.predict_margin(x, &[routes]).map_err(protocol)?
+            let mut routes = Vec::with_capacity(answers.len());
+            for a in answers {
+                let ScoringAnswer::Routes(r) = a else {
+                    return Err(wrong_kind(a));
+                };
+                routes.push(unpack_routes(r, n).map_err(bad)?);
+            }
+            gbdt.predict_margin(x, &routes).map_err(protocol)?
         }
-        (kind, a) => {
-            return Err(bad(ScoringError::WrongKind {
-                want: if kind == VerticalKind::VerticalGbdt {
-                    "routes"
-                } else {
-                    "partial logits"
-                },
-                got: a.name(),
-            }))
-        }
+        VerticalKind::VerticalScore => return Err(incomplete()),
     };
     Ok(margins.into_iter().map(sigmoid).collect())
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use fedsilo_crypto::msg::{RoundConfig, RoundContext};
+use fedsilo_crypto::psi::PsiMsg;
 use fedsilo_ml::metrics::BinaryMetrics;
 use fedsilo_task::job::{JobState, LabelMetrics, RoundStart, ToCoordinator, ToParticipant};
 
@@ -96,6 +97,10 @@ impl From<ToParticipant> for pb::ToParticipant {
             }),
             ToParticipant::PsiStart(s) => Body::PsiStart(s.into()),
             ToParticipant::Psi(m) => Body::Psi(m.into()),
+            ToParticipant::VerticalRelay { passive, msg } => Body::Psi(pb::PsiMessage {
+                passive: Some(passive),
+                ..msg.into()
+            }),
             ToParticipant::VerticalStart(s) => Body::VerticalStart((*s).into()),
         };
         pb::ToParticipant { body: Some(body) }
@@ -141,8 +146,13 @@ impl TryFrom<pb::ToParticipant> for ToParticipant {
             Body::PsiStart(m) => {
                 ToParticipant::PsiStart(m.try_into().map_err(|e: WireError| e.within("psi_start"))?)
             }
-            Body::Psi(m) => {
-                ToParticipant::Psi(m.try_into().map_err(|e: WireError| e.within("psi"))?)
+            Body::Psi(mut m) => {
+                let passive = m.passive.take();
+                let msg: PsiMsg = m.try_into().map_err(|e: WireError| e.within("psi"))?;
+                match passive {
+                    None => ToParticipant::Psi(msg),
+                    Some(passive) => ToParticipant::VerticalRelay { passive, msg },
+                }
             }
             Body::VerticalStart(m) => ToParticipant::VerticalStart(Box::new(
                 m.try_into()
@@ -188,6 +198,10 @@ impl From<ToCoordinator> for pb::ToCoordinator {
                 reason,
             }),
             ToCoordinator::Psi(m) => Body::Psi(m.into()),
+            ToCoordinator::VerticalRelay { passive, msg } => Body::Psi(pb::PsiMessage {
+                passive: Some(passive),
+                ..msg.into()
+            }),
             ToCoordinator::PsiDone(r) => Body::PsiDone(r.into()),
             ToCoordinator::PsiFailed {
                 job_id,
@@ -236,8 +250,13 @@ impl TryFrom<pb::ToCoordinator> for ToCoordinator {
                 ctx: sub(m.ctx, "ctx").map_err(|e| e.within("decline"))?,
                 reason: m.reason,
             },
-            Body::Psi(m) => {
-                ToCoordinator::Psi(m.try_into().map_err(|e: WireError| e.within("psi"))?)
+            Body::Psi(mut m) => {
+                let passive = m.passive.take();
+                let msg: PsiMsg = m.try_into().map_err(|e: WireError| e.within("psi"))?;
+                match passive {
+                    None => ToCoordinator::Psi(msg),
+                    Some(passive) => ToCoordinator::VerticalRelay { passive, msg },
+                }
             }
             Body::PsiDone(m) => {
                 ToCoordinator::PsiDone(m.try_into().map_err(|e: WireError| e.within("psi_done"))?)

@@ -178,6 +178,7 @@ impl From<PsiMsg> for pb::PsiMessage {
                     config_digest: h.config_digest.to_vec(),
                     signature: h.signature,
                 })),
+                passive: None,
             },
             PsiMsg::Sealed(s) => pb::PsiMessage {
                 job_id: s.ctx.job_id,
@@ -188,6 +189,7 @@ impl From<PsiMsg> for pb::PsiMessage {
                     kind: u32::from(s.kind.tag()),
                     ciphertext: s.ciphertext,
                 })),
+                passive: None,
             },
         }
     }

@@ -3,7 +3,7 @@
 
 use fedsilo_ml::gbdt::GbdtParams;
 use fedsilo_ml::optim::ServerOptimizer;
-use fedsilo_task::vertical::{VerticalJobSpec, VerticalKind, VerticalStart};
+use fedsilo_task::vertical::{VerticalJobSpec, VerticalKind, VerticalPair, VerticalStart};
 
 use super::psi::{array32, delivery_from, delivery_to, format_from, format_to, role_from, role_to};
 use super::{Problem, WireError};
@@ -100,6 +100,16 @@ impl From<VerticalStart> for pb::VerticalStart {
             delivery: delivery_to(s.delivery) as i32,
             psi_session: s.psi_session,
             psi_hash: s.psi_hash.to_vec(),
+            passive_index: s.passive_index,
+            more_passive: s
+                .more_passive
+                .into_iter()
+                .map(|p| pb::VerticalPair {
+                    passive: p.passive,
+                    psi_session: p.psi_session,
+                    psi_hash: p.psi_hash.to_vec(),
+                })
+                .collect(),
         }
     }
 }
@@ -121,6 +131,18 @@ impl TryFrom<pb::VerticalStart> for VerticalStart {
             delivery: delivery_from(s.delivery, "delivery")?,
             psi_session: s.psi_session,
             psi_hash: array32(s.psi_hash, "psi_hash")?,
+            passive_index: s.passive_index,
+            more_passive: s
+                .more_passive
+                .into_iter()
+                .map(|p| {
+                    Ok(VerticalPair {
+                        passive: p.passive,
+                        psi_session: p.psi_session,
+                        psi_hash: array32(p.psi_hash, "more_passive.psi_hash")?,
+                    })
+                })
+                .collect::<Result<_, WireError>>()?,
         })
     }
 }
