@@ -139,14 +139,10 @@ fn vertical_lr_equals_pooled_lr_on_the_joined_table() {
 fn columns_of_any_magnitude_give_the_pooled_model() {
     let (mut x, xa, mut xp, y) = setup(200);
     let da = xa.ncols();
-    let edits: [(usize, &dyn Fn(usize, f32) -> f32); 3] = [
-        (0, &|_, _| 0.0),
-        (1, &|i, v| if i == 7 { -1000.0 } else { v }),
-        (2, &|_, v| v * 1e-5),
-    ];
-    for (j, f) in edits {
-        for i in 0..x.nrows() {
-            let v = f(i, xp[0][(i, j)]);
+    for i in 0..x.nrows() {
+        let old = [xp[0][(i, 0)], xp[0][(i, 1)], xp[0][(i, 2)]];
+        let new = [0.0, if i == 7 { -1000.0 } else { old[1] }, old[2] * 1e-5];
+        for (j, v) in new.into_iter().enumerate() {
             xp[0][(i, j)] = v;
             x[(i, da + j)] = v;
         }
