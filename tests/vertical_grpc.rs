@@ -789,9 +789,11 @@ fn run_timed(fed: &TestFed, coordinator_pid: &str, job: &str, spec: &str, key_bi
 /// published benchmark shape over gRPC and mutual TLS, three processes — a bank (active)
 /// with `FEDSILO_FATE_ACTIVE` (30) columns and a partner (passive) with
 /// `FEDSILO_FATE_PASSIVE` (300), `FEDSILO_FATE_TRAIN_ROWS` (100,000) training rows (every
-/// customer at both, a fifth more held out) — one vertical-LR epoch and one SecureBoost tree
-/// (depth 4, 64 bins), each printed with wall and CPU time as `vertical_over_grpc_at_scale`
-/// prints them:
+/// customer at both, a fifth more held out) — `FEDSILO_FATE_ITERATIONS` (1) vertical-LR
+/// epochs and `FEDSILO_FATE_TREES` (1) SecureBoost trees (depth 4, 64 bins), the jobs named
+/// by `FEDSILO_FATE_JOBS` (`lr,gbdt`), each printed with wall and CPU time as
+/// `vertical_over_grpc_at_scale` prints them (two runs with different counts give the
+/// cost of one more epoch or tree without the job's fixed costs):
 ///
 /// `cargo build --release --no-default-features --features gmp && FEDSILO_TEST_BIN=target/release/fedsilo cargo test --test vertical_grpc -- --ignored --nocapture fates_shape`
 #[test]
@@ -850,18 +852,29 @@ fn vertical_over_grpc_at_fates_shape() {
         "{customers} customers at both parties ({da} + {dp} columns), PSI {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    let iterations = env_or("FEDSILO_FATE_ITERATIONS", 1);
+    let trees = env_or("FEDSILO_FATE_TREES", 1);
+    let which = std::env::var("FEDSILO_FATE_JOBS").unwrap_or_else(|_| "lr,gbdt".into());
     let jobs = [
         (
+            "lr",
             "fate-vlr",
-            "kind = \"vertical_logistic\"\njob_id = \"fate-vlr\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\niterations = 1\n",
+            format!(
+                "kind = \"vertical_logistic\"\njob_id = \"fate-vlr\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\niterations = {iterations}\n"
+            ),
         ),
         (
+            "gbdt",
             "fate-vgbdt",
-            "kind = \"vertical_gbdt\"\njob_id = \"fate-vgbdt\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\n[gbdt]\nn_trees = 1\nmax_depth = 4\nmax_bins = 64\n",
+            format!(
+                "kind = \"vertical_gbdt\"\njob_id = \"fate-vgbdt\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\n[gbdt]\nn_trees = {trees}\nmax_depth = 4\nmax_bins = 64\n"
+            ),
         ),
     ];
-    for (job, spec) in jobs {
-        run_timed(&fed, &coordinator_pid, job, spec, 2048);
+    for (kind, job, spec) in jobs {
+        if which.split(',').any(|w| w.trim() == kind) {
+            run_timed(&fed, &coordinator_pid, job, &spec, 2048);
+        }
     }
 }
 
