@@ -19,7 +19,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use common::pair::{alignment, launch_spec, pair_federation, party_federation, wait_state};
+use common::pair::{
+    alignment, launch_refused, launch_spec, pair_federation, party_federation, wait_state,
+};
 use common::*;
 use fedsilo_participant::data::{Schema, Source};
 use fedsilo_participant::vertical::{Received, ToPassive, VerticalModelFile};
@@ -497,38 +499,12 @@ fn vertical_lr_and_secureboost_train_over_mtls_and_equal_the_joined_table() {
     assert!(rows > 1500, "{rows} aligned");
 
     // Strict specs: a typo names the key, a small key needs test_key.
-    let bad = fed.path("bad.toml");
-    std::fs::write(
-        &bad,
-        "kind = \"vertical_logistic\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\niteratons = 3\n",
-    )
-    .unwrap();
-    let cfg = fed.path("operator.toml");
-    let err = run_err(&[
-        "job",
-        "launch",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--spec",
-        bad.to_str().unwrap(),
-    ]);
+    let err = launch_refused(&fed, "kind = \"vertical_logistic\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\niteratons = 3\n");
     assert!(
         err.contains("iteratons") && err.contains("iterations"),
         "{err}"
     );
-    std::fs::write(
-        &bad,
-        "kind = \"vertical_logistic\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\nkey_bits = 1024\n",
-    )
-    .unwrap();
-    let err = run_err(&[
-        "job",
-        "launch",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--spec",
-        bad.to_str().unwrap(),
-    ]);
+    let err = launch_refused(&fed, "kind = \"vertical_logistic\"\npsi_job = \"align\"\nactive = \"bank\"\npassive = [\"partner\"]\nkey_bits = 1024\n");
     assert!(
         err.contains("key_bits") && err.contains("test_key"),
         "{err}"
@@ -565,6 +541,7 @@ fn vertical_lr_and_secureboost_train_over_mtls_and_equal_the_joined_table() {
     // job, scored with both models by `fedsilo score` as federated jobs; only the bank gets
     // the scores, which are the pooled models' on the joined new rows.
     let partner_model = VerticalModelFile::path(&fed.path("state-partner"), &lr);
+    let cfg = fed.path("operator.toml");
     let err = run_err(&[
         "score",
         "--model",
@@ -1390,21 +1367,7 @@ fn vertical_jobs_with_two_passive_parties_train_and_score_over_mtls() {
     assert!(n > 1050 && n < 1400, "{n} customers aligned in both pairs");
 
     // A passive party that is not one of the PSI job's is refused by name.
-    let bad = fed.path("bad.toml");
-    std::fs::write(
-        &bad,
-        "kind = \"vertical_logistic\"\npsi_job = \"align3\"\nactive = \"bank\"\npassive = [\"insurer\", \"insurer\"]\nkey_bits = 1024\ntest_key = true\n",
-    )
-    .unwrap();
-    let cfg = fed.path("operator.toml");
-    let err = run_err(&[
-        "job",
-        "launch",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--spec",
-        bad.to_str().unwrap(),
-    ]);
+    let err = launch_refused(&fed, "kind = \"vertical_logistic\"\npsi_job = \"align3\"\nactive = \"bank\"\npassive = [\"insurer\", \"insurer\"]\nkey_bits = 1024\ntest_key = true\n");
     assert!(err.contains("'insurer' is named twice"), "{err}");
 
     let lr = launch_spec(

@@ -48,6 +48,22 @@ pub fn launch_spec(fed: &TestFed, job: &str, spec: &str) -> String {
     job.to_string()
 }
 
+/// Writes `spec` to `<dir>/refused.toml`, launches it, and returns the error the launch
+/// must fail with.
+pub fn launch_refused(fed: &TestFed, spec: &str) -> String {
+    let p = fed.path("refused.toml");
+    std::fs::write(&p, spec).unwrap();
+    let cfg = fed.path("operator.toml");
+    super::run_err(&[
+        "job",
+        "launch",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--spec",
+        p.to_str().unwrap(),
+    ])
+}
+
 /// Polls `job status` until it contains `state`.
 pub fn wait_state(fed: &TestFed, job: &str, state: &str, timeout: Duration) -> String {
     let start = std::time::Instant::now();
