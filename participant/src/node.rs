@@ -68,6 +68,8 @@ struct TestHooks {
     record: Option<PathBuf>,
     part_bytes: Option<usize>,
     step_delay: Option<Duration>,
+    /// The vertical sessions whose first message was delayed (`step_delay`).
+    delayed: BTreeSet<(String, u64)>,
 }
 
 impl TestHooks {
@@ -100,11 +102,22 @@ impl TestHooks {
             part_bytes: number(VERTICAL_PART_BYTES_ENV, "bytes")?
                 .map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
             step_delay: number(VERTICAL_DELAY_MS_ENV, "milliseconds")?.map(Duration::from_millis),
+            delayed: BTreeSet::new(),
         };
         if hooks.record.is_some() || hooks.part_bytes.is_some() || hooks.step_delay.is_some() {
             tracing::warn!(hooks = ?hooks, "test hooks on");
         }
         Ok(hooks)
+    }
+
+    /// With `step_delay`: sleeps (blocking, as a long step computes) before the first
+    /// relayed message of each vertical session is handled.
+    fn delay_first(&mut self, ctx: &fedsilo_crypto::psi::PsiContext) {
+        if let Some(d) = self.step_delay {
+            if self.delayed.insert((ctx.job_id.clone(), ctx.session)) {
+                std::thread::sleep(d);
+            }
+        }
     }
 }
 
@@ -734,7 +747,7 @@ pub async fn run_until(
     tokio::pin!(shutdown);
     let mut psi = build_psi(&cfg)?;
     let mut vertical = build_vertical(&cfg)?;
-    let hooks = TestHooks::from_env(&cfg)?;
+    let mut hooks = TestHooks::from_env(&cfg)?;
     if hooks.record.is_some() {
         vertical.record_received();
     }
@@ -767,8 +780,6 @@ pub async fn run_until(
     let mut client = connect(&cfg).await?;
     // Sends heartbeats while `busy` guards are held; stopped when `run_until` returns.
     let heartbeat = Heartbeat::spawn(client.clone());
-    // Test hook: the vertical sessions whose first message was delayed (`step_delay`).
-    let mut delayed: BTreeSet<(String, u64)> = BTreeSet::new();
     let mut joined: BTreeSet<String> = BTreeSet::new();
     let mut ended: BTreeSet<String> = BTreeSet::new();
     let mut backoff = Duration::from_millis(200);
@@ -866,20 +877,12 @@ pub async fn run_until(
                         }
                     }
                     Ok(fedsilo_task::job::ToParticipant::Psi(m)) if vertical.claims(&m) => {
-                        if let Some(d) = hooks.step_delay {
-                            if delayed.insert((m.ctx().job_id.clone(), m.ctx().session)) {
-                                std::thread::sleep(d);
-                            }
-                        }
+                        hooks.delay_first(m.ctx());
                         vertical.handle_message(m)
                     }
                     Ok(fedsilo_task::job::ToParticipant::Psi(m)) => psi.handle_message(m),
                     Ok(fedsilo_task::job::ToParticipant::VerticalRelay { passive, msg }) => {
-                        if let Some(d) = hooks.step_delay {
-                            if delayed.insert((msg.ctx().job_id.clone(), msg.ctx().session)) {
-                                std::thread::sleep(d);
-                            }
-                        }
+                        hooks.delay_first(msg.ctx());
                         vertical.handle_relayed(passive, msg)
                     }
                     Ok(fedsilo_task::job::ToParticipant::VerticalStart(s)) => {

@@ -280,11 +280,9 @@ pub fn load_aligned(
         }
         let rows = a
             .rows
-            .clone()
             .ok_or_else(|| VerticalJobError::NoRows { path: path.clone() })?;
         let then = a
             .rows_digest
-            .clone()
             .ok_or_else(|| VerticalJobError::NoRowsDigest { path: path.clone() })?;
         pairs.push((path, rows, then));
     }
@@ -843,7 +841,7 @@ impl VerticalDriver {
         // The peers: every passive party at the active one; the active party at a passive one.
         let pairs = start.pairs();
         let peers: Vec<String> = pairs.iter().map(|p| p.passive.clone()).collect();
-        let several = start.spec.passive.len() > 1;
+        let names = names_recipients(&start);
         if start.role == Role::Active && peers != start.spec.passive {
             self.fail(
                 &job,
@@ -876,15 +874,7 @@ impl VerticalDriver {
                 start.spec.channel_digest(index),
                 &mut self.rng,
             );
-            self.outbox
-                .push_back(if start.role == Role::Active && several {
-                    ToCoordinator::VerticalRelay {
-                        passive: k as u32,
-                        msg,
-                    }
-                } else {
-                    ToCoordinator::Psi(msg)
-                });
+            self.outbox.push_back(outgoing(names, k, msg));
             links.push(Link::Hello(hello));
         }
         tracing::info!(job = %job, session, role = %start.role, peers = ?peers, kind = start.spec.kind.name(), "vertical session opened");
@@ -1072,8 +1062,7 @@ impl VerticalDriver {
         };
         // The channel: named by the relay at an active party with several passive parties
         // (and only there).
-        let several = s.start.role == Role::Active && s.links.len() > 1;
-        let k = match (several, passive) {
+        let k = match (names_recipients(&s.start), passive) {
             (true, Some(k)) if (k as usize) < s.links.len() => k as usize,
             (false, None) => 0,
             (true, _) | (false, Some(_)) => {
@@ -1137,19 +1126,12 @@ impl VerticalDriver {
             &mut progress,
             self.record.as_mut(),
         );
-        let several = self
+        let names = self
             .sessions
             .get(job_id)
-            .is_some_and(|s| s.start.role == Role::Active && s.links.len() > 1);
+            .is_some_and(|s| names_recipients(&s.start));
         for (k, m) in out {
-            self.outbox.push_back(if several {
-                ToCoordinator::VerticalRelay {
-                    passive: k as u32,
-                    msg: m,
-                }
-            } else {
-                ToCoordinator::Psi(m)
-            });
+            self.outbox.push_back(outgoing(names, k, m));
         }
         let resumed_from = self.sessions.get(job_id).map_or(0, |s| s.resumed_from);
         for p in progress {
@@ -1192,19 +1174,34 @@ fn waits_for_rows(start: &VerticalStart) -> bool {
     start.role == Role::Passive && start.spec.passive.len() > 1
 }
 
+/// The active party of a session with several passive parties: each message it sends names
+/// its recipient, and each it receives is named by the relay with its sender.
+fn names_recipients(start: &VerticalStart) -> bool {
+    start.role == Role::Active && start.spec.passive.len() > 1
+}
+
+/// A message to the coordinator for passive party `k` (named when `names`, else the one
+/// peer's).
+fn outgoing(names: bool, k: usize, msg: PsiMsg) -> ToCoordinator {
+    if names {
+        ToCoordinator::VerticalRelay {
+            passive: k as u32,
+            msg,
+        }
+    } else {
+        ToCoordinator::Psi(msg)
+    }
+}
+
 /// A passive party's aligned rows cut to the common rows (`positions`, checked), in the
 /// common order.
 fn keep_common(data: AlignedData, positions: &[u32]) -> Result<AlignedData, VerticalJobError> {
     fedsilo_task::vertical::check_common_positions(positions, data.x.nrows())
         .map_err(VerticalJobError::CommonRows)?;
     let idx: Vec<usize> = positions.iter().map(|&p| p as usize).collect();
-    let pick = |v: &[String]| -> Vec<String> {
-        if v.is_empty() {
-            Vec::new()
-        } else {
-            idx.iter().filter_map(|&i| v.get(i).cloned()).collect()
-        }
-    };
+    // (an empty list, as the ids of a table without, stays empty)
+    let pick =
+        |v: &[String]| -> Vec<String> { idx.iter().filter_map(|&i| v.get(i).cloned()).collect() };
     Ok(AlignedData {
         x: data.x.select(Axis(0), &idx),
         y: data

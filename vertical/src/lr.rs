@@ -649,9 +649,10 @@ impl ColumnExps {
             .map(|&v| (f64::from(v) * scale).round() as i64)
             .collect();
         let offset = fixed.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);
+        // in place: the collect reuses `fixed`'s buffer
         let exps: Vec<u64> = fixed
-            .iter()
-            .map(|&v| v.saturating_add_unsigned(offset) as u64)
+            .into_iter()
+            .map(|v| v.saturating_add_unsigned(offset) as u64)
             .collect();
         let bits = (u64::BITS - (2 * offset).leading_zeros()).max(1);
         ColumnExps { exps, offset, bits }
