@@ -567,6 +567,38 @@ mod tests {
     const SCORE: &str =
         "kind = \"vertical_score\"\npsi_job = \"align-june\"\nmodel_job = \"churn-vlr\"\n";
 
+    /// A model parameter out of its domain is refused with the field and the value.
+    #[test]
+    fn model_parameters_out_of_their_domain_are_refused_naming_the_field() {
+        let s = parse(&format!("{TRAIN}iterations = 0\n")).unwrap();
+        let e = s.validate().unwrap_err();
+        assert_eq!(
+            e,
+            VerticalSpecError::LrParameters(fedsilo_vertical::lr::LrConfigError::Iterations(0))
+        );
+        let text = fedsilo_config::display_chain(&e);
+        assert!(
+            text.contains("iterations 0 must be in 1..=100000"),
+            "{text}"
+        );
+        let s = parse(&format!("{TRAIN}l2 = -1.0\n")).unwrap();
+        assert!(matches!(
+            s.validate(),
+            Err(VerticalSpecError::LrParameters(
+                fedsilo_vertical::lr::LrConfigError::L2(_)
+            ))
+        ));
+        let gbdt = TRAIN.replace("vertical_logistic", "vertical_gbdt");
+        let s = parse(&format!("{gbdt}[gbdt]\nn_trees = 0\n")).unwrap();
+        let e = s.validate().unwrap_err();
+        assert!(matches!(e, VerticalSpecError::GbdtParameters(_)), "{e:?}");
+        let text = fedsilo_config::display_chain(&e);
+        assert!(
+            text.starts_with("gbdt: ") && text.contains("n_trees"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn a_training_spec_takes_the_defaults_and_no_model_job() {
         let s = parse(TRAIN).unwrap();
